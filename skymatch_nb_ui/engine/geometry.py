@@ -1,0 +1,454 @@
+"""Stage 1: footprints on the sphere, candidate pairs, and the pixels of each overlap.
+
+An image's footprint is its outline traced along pixel *edges* (x from -0.5 to nx-0.5,
+y from -0.5 to ny-0.5) and mapped through its WCS; the edges between vertices are great
+circles.  The pixels of image ``a`` that belong to its overlap with image ``b`` are the pixel
+centres of ``a`` that fall inside ``b``'s footprint.  This rule is exact and symmetric, and
+unlike a scan-line fill it gives both images of a pair the same piece of sky.
+
+How it is computed, and why it is fast:
+
+1. Candidate pairs come from bounding caps (centre + angular radius) found with a KD-tree,
+   so the exact work is done only for pairs that can overlap, never for all N(N-1)/2.
+2. In a gnomonic (tangent-plane) projection great circles are straight lines, so clipping
+   ``b``'s footprint by the convex hull of ``a``'s footprint in ``a``'s tangent plane is exact.
+   Clipping by the hull keeps every point handed to ``a``'s inverse WCS inside ``a``'s own
+   footprint (distortion polynomials are not trusted outside it), while the pixel-centre test
+   below makes the result exactly ``a ∩ b``: ``a``'s pixel centres are inside ``a`` already.
+3. All clipped polygons of one image go through its WCS in a single ``world_to_pixel`` call.
+4. The polygon is rasterised as row intervals of pixel centres (even-odd rule), only over the
+   rows it spans: a few numbers per row are stored, never a full-frame mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = [
+    "CelestialWCS",
+    "Footprint",
+    "Runs",
+    "candidate_pairs",
+    "footprint",
+    "overlap_runs",
+    "rasterize_polygon",
+]
+
+#: Largest angular radius of a footprint (degrees) the tangent-plane geometry accepts.
+MAX_FOOTPRINT_RADIUS = 60.0
+
+_LON_SUFFIXES = (".ra", ".lon", ".glon", ".elon")
+_LAT_SUFFIXES = (".dec", ".lat", ".glat", ".elat")
+
+
+class CelestialWCS:
+    """Pixel <-> (lon, lat) in degrees through any APE 14 WCS (astropy or gwcs).
+
+    Both directions use the WCS's full transform, distortions included.
+
+    Parameters
+    ----------
+    wcs : object
+        An object with the APE 14 low-level API (``pixel_to_world_values``,
+        ``world_to_pixel_values``, ``world_axis_physical_types``, ``pixel_n_dim``), such as
+        `astropy.wcs.WCS` or ``gwcs.WCS``, with two pixel axes and two celestial world axes.
+    name : str
+        How to name this WCS in error messages, e.g. ``"wcs[3]"``.
+    """
+
+    def __init__(self, wcs, name: str = "wcs"):
+        low = getattr(wcs, "low_level_wcs", wcs)
+        if not hasattr(low, "pixel_to_world_values") or not hasattr(low, "world_to_pixel_values"):
+            raise TypeError(
+                f"{name} must be a celestial WCS (astropy.wcs.WCS or gwcs.WCS); "
+                f"got {type(wcs).__name__}"
+            )
+        types = tuple(str(t) for t in (low.world_axis_physical_types or ()))
+        ilon = [k for k, t in enumerate(types) if "pos." in t and t.endswith(_LON_SUFFIXES)]
+        ilat = [k for k, t in enumerate(types) if "pos." in t and t.endswith(_LAT_SUFFIXES)]
+        if low.pixel_n_dim != 2 or low.world_n_dim != 2 or len(ilon) != 1 or len(ilat) != 1:
+            raise ValueError(
+                f"{name} must map 2 pixel axes to 2 celestial axes (longitude, latitude); got "
+                f"{low.pixel_n_dim} pixel axes and world axes {list(types)}. "
+                "Pass the celestial part of the WCS, e.g. WCS(header).celestial."
+            )
+        self.wcs = low
+        self.frame = (types[ilon[0]], types[ilat[0]])
+        self._ilon, self._ilat = ilon[0], ilat[0]
+
+    def pixel_to_lonlat(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Map 0-based pixel coordinates to (lon, lat) in degrees."""
+        world = self.wcs.pixel_to_world_values(np.asarray(x, float), np.asarray(y, float))
+        return np.asarray(world[self._ilon], float), np.asarray(world[self._ilat], float)
+
+    def lonlat_to_pixel(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+        """Map (lon, lat) in degrees to 0-based pixel coordinates."""
+        world = [None, None]
+        world[self._ilon] = np.asarray(lon, float)
+        world[self._ilat] = np.asarray(lat, float)
+        x, y = self.wcs.world_to_pixel_values(*world)
+        return np.asarray(x, float), np.asarray(y, float)
+
+
+def lonlat_to_xyz(lon, lat) -> np.ndarray:
+    """Unit vectors, shape (n, 3), of points given in degrees."""
+    lon, lat = np.radians(lon), np.radians(lat)
+    c = np.cos(lat)
+    return np.stack([c * np.cos(lon), c * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def xyz_to_lonlat(xyz) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude in [0, 360) and latitude, in degrees, of (not necessarily unit) vectors."""
+    xyz = np.asarray(xyz, float)
+    lon = np.degrees(np.arctan2(xyz[..., 1], xyz[..., 0])) % 360.0
+    lat = np.degrees(np.arctan2(xyz[..., 2], np.hypot(xyz[..., 0], xyz[..., 1])))
+    return lon, lat
+
+
+def edge_pixels(shape: tuple[int, int], stepsize: int | None = None):
+    """Vertices, in pixel coordinates, of the outline along the pixel edges.
+
+    The outline runs along x = -0.5 .. nx-0.5 and y = -0.5 .. ny-0.5; with ``stepsize``
+    extra vertices are placed along each side at most ``stepsize`` pixels apart, so that a
+    distorted WCS is followed closely.  The polygon is open (the first vertex is not repeated).
+    """
+    ny, nx = shape
+    if stepsize is None:
+        nxv, nyv = 2, 2
+    else:
+        nxv = max(2, int(np.ceil(nx / stepsize)) + 1)
+        nyv = max(2, int(np.ceil(ny / stepsize)) + 1)
+    xs = np.linspace(-0.5, nx - 0.5, nxv)
+    ys = np.linspace(-0.5, ny - 0.5, nyv)
+    x = np.concatenate([xs[:-1], np.full(nyv - 1, nx - 0.5), xs[:0:-1], np.full(nyv - 1, -0.5)])
+    y = np.concatenate([np.full(nxv - 1, -0.5), ys[:-1], np.full(nxv - 1, ny - 0.5), ys[:0:-1]])
+    return x, y
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """An image outline on the unit sphere.
+
+    Attributes
+    ----------
+    xyz : ndarray, shape (n, 3)
+        Unit vectors of the vertices, in order; edges are great circles; open polygon.
+    center : ndarray, shape (3,)
+        Unit vector of the (normalised) mean of the vertices.
+    radius : float
+        Largest angle (radians) from ``center`` to a vertex: the footprint lies inside this
+        cap because caps smaller than a hemisphere contain the great-circle arcs between
+        their points.
+    hull : ndarray of int
+        Indices of the vertices on the convex hull, counter-clockwise in the tangent plane at
+        ``center`` (gnomonic projection preserves convexity, so any tangent plane works).
+    basis : ndarray, shape (2, 3)
+        Orthonormal tangent-plane axes at ``center``.
+    """
+
+    xyz: np.ndarray
+    center: np.ndarray
+    radius: float
+    hull: np.ndarray
+    basis: np.ndarray
+
+    @property
+    def lonlat(self) -> tuple[np.ndarray, np.ndarray]:
+        """Vertex longitudes and latitudes in degrees."""
+        return xyz_to_lonlat(self.xyz)
+
+    def project(self, xyz: np.ndarray) -> np.ndarray:
+        """Gnomonic projection of unit vectors onto this footprint's tangent plane, (n, 2)."""
+        return gnomonic(xyz, self.center, self.basis)
+
+    def deproject(self, uv: np.ndarray) -> np.ndarray:
+        """Unit vectors of tangent-plane points (inverse of `project`)."""
+        p = self.center + uv[:, :1] * self.basis[0] + uv[:, 1:2] * self.basis[1]
+        return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def tangent_basis(center: np.ndarray) -> np.ndarray:
+    """Two orthonormal vectors spanning the plane tangent to the sphere at ``center``."""
+    helper = np.array([0.0, 0.0, 1.0]) if abs(center[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    e1 = np.cross(helper, center)
+    e1 /= np.linalg.norm(e1)
+    return np.stack([e1, np.cross(center, e1)])
+
+
+def gnomonic(xyz: np.ndarray, center: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Project unit vectors (n, 3) onto the tangent plane at ``center``; shape (n, 2)."""
+    return (xyz @ basis.T) / (xyz @ center)[:, None]
+
+
+def footprint(wcs: CelestialWCS, shape: tuple[int, int], stepsize: int | None = None) -> Footprint:
+    """The footprint of an image of ``shape`` (ny, nx) through ``wcs``.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.cdelt = [-1e-4, 1e-4]; w.wcs.crval = [10, 20]; w.wcs.crpix = [50.5, 50.5]
+    >>> fp = footprint(CelestialWCS(w), (100, 100))
+    >>> round(float(np.degrees(fp.radius)) / 1e-4)  # half the diagonal, in pixels
+    71
+    """
+    x, y = edge_pixels(shape, stepsize)
+    lon, lat = wcs.pixel_to_lonlat(x, y)
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        raise ValueError(
+            "the WCS gives non-finite sky coordinates on the image outline; check that it "
+            "covers the whole image (and that a gwcs bounding box does not cut it)"
+        )
+    xyz = lonlat_to_xyz(lon, lat)
+    center = xyz.sum(axis=0)
+    center /= np.linalg.norm(center)
+    radius = float(np.arccos(np.clip(xyz @ center, -1.0, 1.0)).max())
+    basis = tangent_basis(center)
+    hull = convex_hull(gnomonic(xyz, center, basis))
+    return Footprint(xyz=xyz, center=center, radius=radius, hull=hull, basis=basis)
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Indices of the convex hull of 2-D points, counter-clockwise (Andrew's monotone chain)."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    pts = [tuple(points[k]) for k in order]
+
+    def half(indices):
+        chain = []
+        for k in indices:
+            while len(chain) >= 2 and _cross(pts[chain[-2]], pts[chain[-1]], pts[k]) <= 0:
+                chain.pop()
+            chain.append(k)
+        return chain
+
+    lower = half(range(len(pts)))
+    upper = half(reversed(range(len(pts))))
+    return order[np.array(lower[:-1] + upper[:-1], dtype=int)]
+
+
+def _cross(o, a, b) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def candidate_pairs(footprints: list[Footprint]) -> np.ndarray:
+    """Pairs (i, j), i < j, whose bounding caps intersect; shape (m, 2).
+
+    A KD-tree on the cap centres finds the pairs closer than the largest possible sum of
+    radii; the exact cap test then keeps those whose caps really touch.
+    """
+    n = len(footprints)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.intp)
+    centers = np.array([f.center for f in footprints])
+    radii = np.array([f.radius for f in footprints])
+    reach = min(np.pi, 2.0 * radii.max())
+    pairs = cKDTree(centers).query_pairs(2.0 * np.sin(reach / 2.0) * (1 + 1e-12), output_type="ndarray")
+    if len(pairs) == 0:
+        return np.empty((0, 2), dtype=np.intp)
+    pairs = np.sort(pairs, axis=1)
+    i, j = pairs[:, 0], pairs[:, 1]
+    sep = np.arccos(np.clip(np.einsum("ij,ij->i", centers[i], centers[j]), -1.0, 1.0))
+    pairs = pairs[sep <= radii[i] + radii[j]]
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def clip_convex(subject: list, clip: list) -> list:
+    """Sutherland-Hodgman: the part of polygon ``subject`` inside convex, CCW polygon ``clip``.
+
+    Pure Python on purpose: the polygons have a handful of vertices, where numpy's per-call
+    overhead would dominate.
+    """
+    out = subject
+    m = len(clip)
+    for k in range(m):
+        if not out:
+            break
+        ax, ay = clip[k]
+        bx, by = clip[(k + 1) % m]
+        ex, ey = bx - ax, by - ay
+        inp, out = out, []
+        px, py = inp[-1]
+        ps = ex * (py - ay) - ey * (px - ax)
+        for qx, qy in inp:
+            qs = ex * (qy - ay) - ey * (qx - ax)
+            if qs >= 0.0:
+                if ps < 0.0:
+                    t = ps / (ps - qs)
+                    out.append((px + t * (qx - px), py + t * (qy - py)))
+                out.append((qx, qy))
+            elif ps >= 0.0:
+                t = ps / (ps - qs)
+                out.append((px + t * (qx - px), py + t * (qy - py)))
+            px, py, ps = qx, qy, qs
+    return out
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A set of pixels as row intervals: row ``rows[k]``, columns ``start[k] <= x < stop[k]``."""
+
+    rows: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def npix(self) -> int:
+        """Number of pixels in the set."""
+        return int((self.stop - self.start).sum())
+
+    def __bool__(self) -> bool:
+        return len(self.rows) > 0
+
+    def flat_indices(self, nx: int) -> np.ndarray:
+        """Indices of the pixels into the flattened (C order) image with ``nx`` columns."""
+        lengths = self.stop - self.start
+        total = int(lengths.sum())
+        if total == 0:
+            return np.empty(0, dtype=np.intp)
+        begins = self.rows.astype(np.intp) * nx + self.start
+        offsets = np.cumsum(lengths) - lengths
+        idx = np.arange(total, dtype=np.intp)
+        idx += np.repeat(begins - offsets, lengths)
+        return idx
+
+    def gather(self, image: np.ndarray) -> np.ndarray:
+        """The values of ``image`` at these pixels, in row-major order (a copy)."""
+        if not self:
+            return image[:0, :0].ravel()
+        if _is_rectangle(self):
+            r0 = int(self.rows[0])
+            block = image[r0 : r0 + len(self.rows), int(self.start[0]) : int(self.stop[0])]
+            return block.ravel()
+        if image.flags.c_contiguous:
+            return np.take(image.reshape(-1), self.flat_indices(image.shape[1]))
+        idx = self.flat_indices(image.shape[1])
+        return image[idx // image.shape[1], idx % image.shape[1]]
+
+    @staticmethod
+    def union(runs: list[Runs], shape: tuple[int, int]) -> Runs:
+        """The union of several pixel sets of one image."""
+        runs = [r for r in runs if r]
+        if len(runs) <= 1:
+            return runs[0] if runs else _EMPTY_RUNS
+        mask = np.zeros(shape, dtype=bool)
+        flat = mask.reshape(-1)
+        for r in runs:
+            flat[r.flat_indices(shape[1])] = True
+        return runs_from_mask(mask)
+
+
+def _is_rectangle(runs: Runs) -> bool:
+    rows = runs.rows
+    return bool(
+        rows[-1] - rows[0] == len(rows) - 1
+        and np.all(runs.start == runs.start[0])
+        and np.all(runs.stop == runs.stop[0])
+        and np.all(np.diff(rows) == 1)
+    )
+
+
+_EMPTY_RUNS = Runs(np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.intp))
+
+
+def runs_from_mask(mask: np.ndarray) -> Runs:
+    """Row intervals of the True pixels of a 2-D boolean mask."""
+    ny, nx = mask.shape
+    padded = np.zeros((ny, nx + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    r0, c0 = np.nonzero(edges == 1)
+    r1, c1 = np.nonzero(edges == -1)
+    return Runs(r0.astype(np.intp), c0.astype(np.intp), c1.astype(np.intp))
+
+
+def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) -> Runs:
+    """Pixel centres of an image of ``shape`` (ny, nx) inside a polygon (even-odd rule).
+
+    ``px``, ``py`` are the vertices in 0-based pixel coordinates (open or closed polygon).
+    A centre (x, y) is inside when it lies on the polygon's inner side of each crossing; ties
+    are broken half-open (``xa <= x < xb`` along a row, edges cover ``ylo <= y < yhi``), so a
+    shared boundary gives each pixel to exactly one side.
+
+    Examples
+    --------
+    >>> r = rasterize_polygon(np.array([0.2, 3.7, 3.7, 0.2]), np.array([-1, -1, 1.5, 1.5]), (5, 5))
+    >>> r.npix   # rows 0 and 1, columns 1..3
+    6
+    """
+    ny, nx = shape
+    x0, y0 = np.asarray(px, float), np.asarray(py, float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+    r_lo = np.clip(np.ceil(ylo), 0, ny).astype(np.intp)
+    r_hi = np.clip(np.ceil(yhi), 0, ny).astype(np.intp)
+    counts = np.where(y0 != y1, r_hi - r_lo, 0)
+    counts = np.maximum(counts, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return _EMPTY_RUNS
+    edge = np.repeat(np.arange(len(x0)), counts)
+    offsets = np.cumsum(counts) - counts
+    rows = np.arange(total, dtype=np.intp) - np.repeat(offsets, counts) + r_lo[edge]
+    slope = (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    xc = x0[edge] + (rows - y0[edge]) * slope
+    order = np.lexsort((xc, rows))
+    rows, xc = rows[order], xc[order]
+    start = np.clip(np.ceil(xc[0::2]), 0, nx).astype(np.intp)
+    stop = np.clip(np.ceil(xc[1::2]), 0, nx).astype(np.intp)
+    rows = rows[0::2]
+    keep = stop > start
+    return Runs(rows[keep], start[keep], stop[keep])
+
+
+def overlap_runs(
+    a: int,
+    others: list[int],
+    footprints: list[Footprint],
+    wcs: CelestialWCS,
+    shape: tuple[int, int],
+) -> dict[int, Runs]:
+    """The pixels of image ``a`` inside each footprint of ``others``.
+
+    Each other footprint is clipped by the convex hull of ``a``'s footprint in ``a``'s
+    tangent plane; all the clipped polygons go through ``a``'s inverse WCS in one call and
+    are rasterised on ``a``'s pixel grid.  Pairs that only touch (zero area) get no pixels.
+    """
+    fa = footprints[a]
+    hull = [tuple(p) for p in fa.project(fa.xyz)[fa.hull]]
+    polys = []
+    for b in others:
+        fb = footprints[b]
+        below = fb.xyz @ fa.center <= 0.05  # not in a's front hemisphere: cannot overlap a
+        if np.any(below):
+            polys.append([])
+            continue
+        subject = [tuple(p) for p in fa.project(fb.xyz)]
+        if _signed_area(subject) < 0:
+            subject.reverse()
+        polys.append(clip_convex(subject, hull))
+    sizes = [len(p) for p in polys]
+    result = {b: _EMPTY_RUNS for b in others}
+    if sum(sizes) == 0:
+        return result
+    uv = np.array([v for p in polys for v in p], dtype=float)
+    lon, lat = xyz_to_lonlat(fa.deproject(uv))
+    x, y = wcs.lonlat_to_pixel(lon, lat)
+    start = 0
+    for b, size in zip(others, sizes):
+        if size >= 3:
+            result[b] = rasterize_polygon(x[start : start + size], y[start : start + size], shape)
+        start += size
+    return result
+
+
+def _signed_area(poly: list) -> float:
+    s = 0.0
+    n = len(poly)
+    for k in range(n):
+        x0, y0 = poly[k]
+        x1, y1 = poly[(k + 1) % n]
+        s += x0 * y1 - x1 * y0
+    return 0.5 * s

@@ -1,0 +1,146 @@
+"""What a sky-matching run returns: plain numpy arrays over images and over pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PairTable", "SkyMatchResult"]
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Per-pair diagnostics between *inputs* (an input is an image or a group).
+
+    Attributes
+    ----------
+    a, b : ndarray of int
+        The two inputs of each pair (indices into ``SkyMatchResult.inputs``), ``a < b``.
+    stat_a, stat_b : ndarray
+        Input a's sky statistic over its pixels in the overlap with b, and the reverse.
+    npix_a, npix_b : ndarray of int
+        Pixels behind each statistic (after masks, limits and clipping).
+    err_a, err_b : ndarray
+        1-sigma statistical uncertainties of ``stat_a`` and ``stat_b``.
+    weight : ndarray
+        The pair's weight in the solve (mean of the two pixel counts, as the reference).
+    valid : ndarray of bool
+        Whether the pair entered the solve (pixels and a finite statistic on both sides).
+    diff_before : ndarray
+        ``stat_a - stat_b``: how much the two disagree before matching.
+    diff_after : ndarray
+        ``(stat_a - sky_a) - (stat_b - sky_b)``: the residual after the solve (NaN where either
+        sky is unknown).  Large values point at overlaps that do not agree with the rest.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    stat_a: np.ndarray
+    stat_b: np.ndarray
+    npix_a: np.ndarray
+    npix_b: np.ndarray
+    err_a: np.ndarray
+    err_b: np.ndarray
+    weight: np.ndarray
+    valid: np.ndarray
+    diff_before: np.ndarray
+    diff_after: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass(frozen=True)
+class SkyMatchResult:
+    """The outcome of `skymatch` (or `SkyMatcher.run`), one entry per image.
+
+    Attributes
+    ----------
+    sky : ndarray
+        The sky of each image (the value to subtract); NaN where ``valid`` is False.  For
+        ``skymethod="match"`` these are offsets relative to the anchor image (0 for it).
+    sky_err : ndarray
+        1-sigma statistical uncertainty of ``sky``.  For matched skies it is the uncertainty
+        relative to the mean level of the image's connected component (the anchor choice is a
+        convention, not a measurement).
+    valid : ndarray of bool
+        Whether a sky could be determined.
+    reason : ndarray of str
+        Why an image is invalid, or a caveat about a valid one; "" when all is well.
+    component : ndarray of int
+        Connected component of the overlap graph the image's input belongs to.
+    group : ndarray of int
+        Index of the image's input in ``inputs``.
+    npix : ndarray of int
+        Pixels of this image that entered its statistics (overlap pixels in valid pairs for
+        the match methods, all good pixels for local and global).
+    local : ndarray
+        The input's own statistic over its whole area (NaN when not computed).
+    delta : ndarray
+        The match offset of the image's input, zero mean per component (NaN when not computed).
+    inputs : tuple
+        The label of each input (the group labels, or image indices when there are no groups).
+    pairs : PairTable
+        Per-pair diagnostics.
+    params : dict
+        The parameters of the run.
+    images : tuple of ndarray or None
+        With ``subtract=True``: new arrays with the sky subtracted (the caller's arrays are
+        never changed).  Invalid images are copied unchanged.
+    warnings : tuple of str
+        The messages of the warnings issued during the run.
+    """
+
+    sky: np.ndarray
+    sky_err: np.ndarray
+    valid: np.ndarray
+    reason: np.ndarray
+    component: np.ndarray
+    group: np.ndarray
+    npix: np.ndarray
+    local: np.ndarray
+    delta: np.ndarray
+    inputs: tuple
+    pairs: PairTable
+    params: dict
+    images: tuple | None = None
+    warnings: tuple = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.sky)
+
+    @property
+    def n_components(self) -> int:
+        """Number of connected components of the overlap graph."""
+        return int(self.component.max()) + 1 if len(self.component) else 0
+
+    def format_table(self, names=None) -> str:
+        """A plain-text table of the per-image results.
+
+        Parameters
+        ----------
+        names : sequence of str, optional
+            Image names for the first column (default: the image index).
+        """
+        names = [str(k) for k in range(len(self))] if names is None else [str(n) for n in names]
+        width = max(5, *(len(n) for n in names))
+        lines = [
+            f"{'image':<{width}}  {'input':>5}  {'comp':>4}  {'sky':>12}  {'sky_err':>10}  "
+            f"{'npix':>9}  valid  reason"
+        ]
+        for k, name in enumerate(names):
+            lines.append(
+                f"{name:<{width}}  {self.inputs[self.group[k]]!s:>5}  {self.component[k]:>4}  "
+                f"{self.sky[k]:>12.6g}  {self.sky_err[k]:>10.3g}  {self.npix[k]:>9}  "
+                f"{'yes' if self.valid[k] else 'NO':<5}  {self.reason[k]}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        method = self.params.get("skymethod", "?")
+        return (
+            f"<SkyMatchResult {len(self)} images, method={method!r}, "
+            f"{int(self.valid.sum())} valid, {self.n_components} component(s)>\n"
+            + self.format_table()
+        )

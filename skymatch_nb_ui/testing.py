@@ -1,0 +1,653 @@
+"""Synthetic mosaics with known skies, and the reference engine as an oracle.
+
+Helpers for tests, benchmarks and tutorials:
+
+- `make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
+  constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
+- `Mosaic` holds the result; ``+`` concatenates mosaics (e.g. to build a disconnected one);
+- `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
+  dependency) on the same inputs as `skymatch_nb_ui.skymatch`.
+
+>>> from skymatch_nb_ui.testing import make_mosaic
+>>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
+>>> len(m), m.images[0].shape, m.names[:2]
+(6, (100, 100), ['img00', 'img01'])
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Hashable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+__all__ = ["Mosaic", "make_mosaic", "reference_skymatch"]
+
+TANGENTS = ("own", "shared")
+REFERENCE_SKYSTATS = ("mean", "median", "mode", "midpt")
+
+# Sources: Gaussian width (pixels) and peak (in units of max(noise, 1)), log-uniform peaks.
+SOURCE_SIGMA = (1.0, 2.5)
+SOURCE_PEAK = (5.0, 500.0)
+SOURCE_RADIUS = 5.0  # rendered out to this many sigma
+
+
+# -- the container ---------------------------------------------------------------------------
+@dataclass
+class Mosaic:
+    """Images with their WCSs, masks and true skies, as built by `make_mosaic`.
+
+    Attributes
+    ----------
+    images : list of 2-D ndarray
+        The images.
+    wcs : list of astropy.wcs.WCS
+        One celestial TAN WCS per image.
+    masks : list of 2-D bool ndarray or None
+        True marks a good pixel; None when every pixel is good.
+    sky : ndarray of float64
+        The true constant sky added to each image.
+    names : list of str
+        One name per image, e.g. ``"img00"``.
+
+    Notes
+    -----
+    ``a + b`` concatenates two mosaics (images, WCSs, skies, names; masks become all-good
+    arrays on the side that had none).  The arrays are shared, not copied.  Names must not
+    clash: build one of the mosaics with another ``prefix``.
+
+    Examples
+    --------
+    >>> both = make_mosaic((2, 2)) + make_mosaic((1, 3), center=(150.1, 2.0), prefix="b")
+    >>> len(both), both.names[3:5]
+    (7, ['img03', 'b00'])
+    """
+
+    images: list[np.ndarray]
+    wcs: list[WCS]
+    masks: list[np.ndarray] | None
+    sky: np.ndarray
+    names: list[str]
+
+    def __post_init__(self):
+        self.sky = np.asarray(self.sky, dtype=np.float64).reshape(-1)
+        n = len(self.images)
+        sizes = {"wcs": len(self.wcs), "sky": self.sky.size, "names": len(self.names)}
+        if self.masks is not None:
+            sizes["masks"] = len(self.masks)
+        wrong = [f"{field} has {size}" for field, size in sizes.items() if size != n]
+        if wrong:
+            raise ValueError(
+                f"a Mosaic needs one entry per image in every field: {n} images, but "
+                + ", ".join(wrong)
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __add__(self, other: Mosaic) -> Mosaic:
+        if not isinstance(other, Mosaic):
+            return NotImplemented
+        clash = sorted(set(self.names) & set(other.names))
+        if clash:
+            raise ValueError(
+                f"cannot add mosaics whose image names clash ({', '.join(clash[:3])}"
+                f"{', ...' if len(clash) > 3 else ''}); build one of them with another "
+                "prefix, e.g. make_mosaic(..., prefix='b')"
+            )
+        masks = None
+        if self.masks is not None or other.masks is not None:
+            masks = self._masks_or_all_good() + other._masks_or_all_good()
+        return Mosaic(
+            images=self.images + other.images,
+            wcs=self.wcs + other.wcs,
+            masks=masks,
+            sky=np.concatenate([self.sky, other.sky]),
+            names=self.names + other.names,
+        )
+
+    def _masks_or_all_good(self) -> list[np.ndarray]:
+        if self.masks is not None:
+            return list(self.masks)
+        return [np.ones(image.shape, dtype=bool) for image in self.images]
+
+
+# -- building mosaics ------------------------------------------------------------------------
+def make_mosaic(
+    layout: tuple[int, int] = (2, 3),
+    *,
+    shape: tuple[int, int] = (100, 100),
+    overlap: float = 0.2,
+    sky: float | Sequence[float] | None = None,
+    noise: float = 0.0,
+    sources: int = 0,
+    rotation: float = 0.0,
+    jitter: float = 0.0,
+    center: tuple[float, float] = (150.0, 2.0),
+    pixel_scale: float = 0.1,
+    tangent: str = "own",
+    nan_fraction: float = 0.0,
+    mask_fraction: float = 0.0,
+    dtype=np.float32,
+    prefix: str = "img",
+    seed=None,
+) -> Mosaic:
+    """A grid of overlapping images of known constant sky, with celestial TAN WCSs.
+
+    Image ``k`` of the returned mosaic is at row ``k // cols``, column ``k % cols``
+    (row-major).  Columns run towards decreasing RA (west, +x) and rows towards increasing
+    Dec (north, +y) before rotation, as the pixels of one big image would.
+
+    Parameters
+    ----------
+    layout : (int, int)
+        Number of (rows, cols) of the grid.
+    shape : (int, int)
+        Shape (ny, nx) of every image, in pixels.
+    overlap : float
+        Fraction of the image size by which neighbours overlap along each axis: neighbours
+        are ``nx * (1 - overlap)`` pixels apart in x (``ny * (1 - overlap)`` in y).  Must be
+        below 1; 0 makes neighbours touch along a pixel edge, a negative value leaves gaps.
+    sky : float or sequence of float, optional
+        The constant sky of every image (a scalar) or of each image (one value per image,
+        row-major).  Default: 100, 105, 110, ... (distinct levels, so that matching has
+        something to find).
+    noise : float
+        Standard deviation of the Gaussian pixel noise (0: none).
+    sources : int
+        Mean number of sources per image.  The sources are Gaussian blobs (sigma 1 to 2.5
+        pixels, positive peaks of 5 to 500 times ``max(noise, 1)``) at random *sky*
+        positions over the whole mosaic, rendered consistently in every image that covers
+        them.
+    rotation : float
+        Position angle (degrees, north through east) of the images' +y axis at `center`.
+        The whole mosaic turns rigidly about `center`: grid positions and each image's PC
+        matrix (away from `center` the angle to local north changes as meridians converge).
+    jitter : float
+        Each image is shifted by a random offset drawn uniformly in ``[-jitter, jitter]``
+        pixels along each axis of the grid.
+    center : (float, float)
+        (RA, Dec) in degrees of the centre of the grid.
+    pixel_scale : float
+        Pixel size in arcsec.  CDELT1 is negative: RA increases to the left (-x).
+    tangent : {"own", "shared"}
+        ``"own"``: each image is projected about its own centre (CRVAL at the image centre,
+        CRPIX at its central pixel), as separate exposures are.  ``"shared"``: every image
+        uses one tangent point (CRVAL = `center`) and differs only by CRPIX, so the mosaic is
+        exactly a grid in one plane.  Both put the pixels at the same sky positions (to about
+        1e-4 pixel for mosaics of a few arcminutes).
+    nan_fraction : float
+        Fraction of the pixels of each image set to NaN (chosen at random).
+    mask_fraction : float
+        Fraction of the pixels of each image marked bad (False) in a boolean mask.  When 0,
+        ``masks`` is None.
+    dtype : numpy floating dtype
+        The dtype of the images.
+    prefix : str
+        Image names are ``prefix`` followed by the index, zero-padded to two digits or more.
+    seed : int or numpy.random.Generator, optional
+        Seed of `numpy.random.default_rng`; the same seed gives the same mosaic.
+
+    Returns
+    -------
+    Mosaic
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a parameter outside its documented range or of the wrong kind.
+
+    Examples
+    --------
+    The reference's documented 2x3 example, and a mosaic disconnected from a 2x2 one:
+
+    >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
+    >>> m.sky.tolist()
+    [100.0, 120.0, 105.0, 110.0, 105.0, 115.0]
+    >>> both = make_mosaic((2, 2), sky=[100, 120, 105, 110]) + make_mosaic(
+    ...     (1, 3), sky=[95, 90, 100], center=(150.1, 2.0), prefix="b")
+    >>> both.names
+    ['img00', 'img01', 'img02', 'img03', 'b00', 'b01', 'b02']
+
+    Noisy images with sources, a rotated mosaic and bad pixels:
+
+    >>> m = make_mosaic((3, 3), shape=(64, 80), noise=1.0, sources=5, rotation=30,
+    ...                 jitter=2, mask_fraction=0.01, seed=1)
+    >>> m.images[0].shape, m.images[0].dtype.name, m.masks[0].dtype.name
+    ((64, 80), 'float32', 'bool')
+    """
+    rows, cols = _positive_int_pair("layout", layout, "(rows, cols)")
+    ny, nx = _positive_int_pair("shape", shape, "(ny, nx)")
+    n = rows * cols
+    overlap = _finite("overlap", overlap)
+    if overlap >= 1:
+        raise ValueError(
+            "overlap is the fraction of the image size shared by neighbours and must be "
+            f"below 1 (0: touching, negative: gaps); got {overlap}"
+        )
+    skies = _sky_levels(sky, n)
+    noise = _non_negative("noise", noise)
+    sources = _non_negative_int("sources", sources)
+    rotation = _finite("rotation", rotation)
+    jitter = _non_negative("jitter", jitter)
+    ra0, dec0 = _sky_position(center)
+    pixel_scale = _finite("pixel_scale", pixel_scale)
+    if pixel_scale <= 0:
+        raise ValueError(f"pixel_scale (arcsec per pixel) must be positive; got {pixel_scale}")
+    if tangent not in TANGENTS:
+        raise ValueError(f"tangent must be one of {TANGENTS}; got {tangent!r}")
+    nan_fraction = _fraction("nan_fraction", nan_fraction)
+    mask_fraction = _fraction("mask_fraction", mask_fraction)
+    dtype = _float_dtype(dtype)
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str; got {type(prefix).__name__}")
+
+    rng = np.random.default_rng(seed)
+    centres = _grid_centres(rows, cols, (ny, nx), overlap)
+    if jitter > 0:
+        centres += rng.uniform(-jitter, jitter, size=centres.shape)
+    cd = _cd_matrix(pixel_scale / 3600.0, rotation)
+    frame = _tan_wcs((ra0, dec0), (1.0, 1.0), cd)  # pixel (0, 0) of the frame is `center`
+    wcs = [_image_wcs(frame, centre, (ny, nx), tangent) for centre in centres]
+    source_radec, peaks, sigmas = _draw_sources(rng, sources, centres, (ny, nx), frame, noise)
+
+    width = max(2, len(str(n - 1)))
+    images, masks = [], []
+    for k in range(n):
+        image = _sky_and_noise(rng, (ny, nx), skies[k], noise, dtype)
+        if peaks.size:
+            x, y = wcs[k].all_world2pix(source_radec[0], source_radec[1], 0)
+            _add_gaussians(image, x, y, peaks, sigmas)
+        if nan_fraction > 0:
+            image.flat[_random_pixels(rng, image.size, nan_fraction)] = np.nan
+        images.append(image.astype(dtype, copy=False))
+        if mask_fraction > 0:
+            mask = np.ones((ny, nx), dtype=bool)
+            mask.flat[_random_pixels(rng, mask.size, mask_fraction)] = False
+            masks.append(mask)
+    return Mosaic(
+        images=images,
+        wcs=wcs,
+        masks=masks if mask_fraction > 0 else None,
+        sky=skies,
+        names=[f"{prefix}{k:0{width}d}" for k in range(n)],
+    )
+
+
+def _grid_centres(rows: int, cols: int, shape: tuple[int, int], overlap: float) -> np.ndarray:
+    """Image centres (x, y) in the pixel frame of the whole mosaic, centred on (0, 0)."""
+    ny, nx = shape
+    col, row = np.meshgrid(np.arange(cols), np.arange(rows))
+    x = (col.ravel() - (cols - 1) / 2) * nx * (1 - overlap)
+    y = (row.ravel() - (rows - 1) / 2) * ny * (1 - overlap)
+    return np.column_stack([x, y]).astype(np.float64)
+
+
+def _cd_matrix(scale: float, rotation: float) -> np.ndarray:
+    """CD (degrees per pixel) with +x west and +y at position angle `rotation` (degrees)."""
+    c, s = np.cos(np.radians(rotation)), np.sin(np.radians(rotation))
+    return scale * np.array([[-c, s], [s, c]])
+
+
+def _tan_wcs(crval, crpix, cd: np.ndarray, shape: tuple[int, int] | None = None) -> WCS:
+    """A celestial TAN WCS written as CDELT (CDELT1 negative) and PC."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.radesys = "ICRS"
+    scale = np.sqrt(abs(np.linalg.det(cd)))
+    cdelt = np.array([-scale, scale])
+    w.wcs.cdelt = cdelt
+    w.wcs.pc = cd / cdelt[:, None]
+    w.wcs.crval = [float(crval[0]), float(crval[1])]
+    w.wcs.crpix = [float(crpix[0]), float(crpix[1])]
+    if shape is not None:
+        w.pixel_shape = (shape[1], shape[0])
+    w.wcs.set()
+    return w
+
+
+def _image_wcs(frame: WCS, centre: np.ndarray, shape: tuple[int, int], tangent: str) -> WCS:
+    """The WCS of the image whose central pixel sits at `centre` of the mosaic frame."""
+    ny, nx = shape
+    mid = np.array([(nx - 1) / 2, (ny - 1) / 2])
+    if tangent == "shared":
+        return _tan_wcs(frame.wcs.crval, mid - centre + 1, frame.pixel_scale_matrix, shape)
+    ra, dec = frame.wcs_pix2world(centre[0], centre[1], 0)
+    return _tan_wcs((ra, dec), mid + 1, _local_cd(frame, centre, (ra, dec)), shape)
+
+
+def _local_cd(frame: WCS, at: np.ndarray, tangent_point) -> np.ndarray:
+    """The frame's CD seen from a tangent plane about `tangent_point` (central differences).
+
+    Projecting about the image centre turns the frame's axes slightly (meridians converge)
+    and scales them; matching the first derivatives keeps the two WCSs within ~1e-4 pixel.
+    """
+    steps = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    ra, dec = frame.wcs_pix2world(at[0] + steps[:, 0], at[1] + steps[:, 1], 0)
+    xi, eta = _gnomonic(ra, dec, *tangent_point)
+    return np.array([[xi[0] - xi[1], xi[2] - xi[3]], [eta[0] - eta[1], eta[2] - eta[3]]]) / 2
+
+
+def _gnomonic(ra, dec, ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
+    """Standard coordinates (xi east, eta north; degrees) about (ra0, dec0)."""
+    a, d = np.radians(ra) - np.radians(ra0), np.radians(dec)
+    d0 = np.radians(dec0)
+    cos_c = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a)
+    xi = np.cos(d) * np.sin(a) / cos_c
+    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a)) / cos_c
+    return np.degrees(xi), np.degrees(eta)
+
+
+def _draw_sources(rng, per_image: int, centres, shape, frame: WCS, noise: float):
+    """Random sources over the mosaic's bounding box: ((ra, dec), peaks, sigmas)."""
+    if per_image == 0:
+        return (np.empty(0), np.empty(0)), np.empty(0), np.empty(0)
+    half = np.array([shape[1], shape[0]]) / 2
+    low, high = centres.min(axis=0) - half, centres.max(axis=0) + half
+    count = round(per_image * np.prod(high - low) / (shape[0] * shape[1]))
+    xy = rng.uniform(low, high, size=(count, 2))
+    peaks = max(noise, 1.0) * np.exp(rng.uniform(*np.log(SOURCE_PEAK), size=count))
+    sigmas = rng.uniform(*SOURCE_SIGMA, size=count)
+    return frame.wcs_pix2world(xy[:, 0], xy[:, 1], 0), peaks, sigmas
+
+
+def _add_gaussians(image: np.ndarray, x, y, peaks, sigmas) -> None:
+    """Add circular Gaussians centred at pixel (x, y), each on a stamp of +-5 sigma."""
+    ny, nx = image.shape
+    for x0, y0, peak, sigma in zip(x, y, peaks, sigmas):
+        r = SOURCE_RADIUS * sigma
+        x1, x2 = max(int(np.floor(x0 - r)), 0), min(int(np.ceil(x0 + r)) + 1, nx)
+        y1, y2 = max(int(np.floor(y0 - r)), 0), min(int(np.ceil(y0 + r)) + 1, ny)
+        if x1 >= x2 or y1 >= y2:
+            continue
+        gx = np.exp(-0.5 * ((np.arange(x1, x2) - x0) / sigma) ** 2)
+        gy = np.exp(-0.5 * ((np.arange(y1, y2) - y0) / sigma) ** 2)
+        image[y1:y2, x1:x2] += peak * np.outer(gy, gx)
+
+
+def _sky_and_noise(rng, shape, sky: float, noise: float, dtype: np.dtype) -> np.ndarray:
+    """A constant-sky image with Gaussian noise, in float32 or float64 (the closest to dtype)."""
+    work = dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
+    if noise == 0:
+        return np.full(shape, sky, dtype=work)
+    image = rng.standard_normal(shape, dtype=work)
+    image *= noise
+    image += sky
+    return image
+
+
+def _random_pixels(rng, size: int, fraction: float) -> np.ndarray:
+    """round(fraction * size) distinct flat pixel indices."""
+    return rng.choice(size, size=round(fraction * size), replace=False)
+
+
+# -- input checks ----------------------------------------------------------------------------
+def _finite(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return float(value)
+
+
+def _non_negative(name: str, value) -> float:
+    value = _finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}")
+    return value
+
+
+def _fraction(name: str, value) -> float:
+    value = _finite(name, value)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} is a fraction of the pixels and must be in [0, 1]; got {value}")
+    return value
+
+
+def _non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}")
+    return int(value)
+
+
+def _positive_int_pair(name: str, value, meaning: str) -> tuple[int, int]:
+    ok = (
+        isinstance(value, (Sequence, np.ndarray))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+    )
+    if not ok or min(value) < 1:
+        raise ValueError(f"{name} must be two positive integers {meaning}; got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _sky_levels(sky, n: int) -> np.ndarray:
+    if sky is None:
+        return 100.0 + 5.0 * np.arange(n)
+    try:
+        levels = np.asarray(sky, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"sky must be a number or a sequence of numbers; got {sky!r}") from None
+    if levels.ndim == 0:
+        levels = np.full(n, float(levels))
+    if levels.shape != (n,):
+        raise ValueError(
+            f"sky must be a scalar or one value per image ({n} for this layout); "
+            f"got {levels.size} values"
+        )
+    if not np.isfinite(levels).all():
+        raise ValueError(f"sky values must be finite; got {levels.tolist()}")
+    return levels
+
+
+def _sky_position(center) -> tuple[float, float]:
+    if not (isinstance(center, (Sequence, np.ndarray)) and len(center) == 2):
+        raise ValueError(f"center must be (RA, Dec) in degrees; got {center!r}")
+    ra, dec = _finite("center RA", center[0]), _finite("center Dec", center[1])
+    if not -90 < dec < 90:
+        raise ValueError(f"center Dec must be strictly between -90 and 90 degrees; got {dec}")
+    return ra, dec
+
+
+def _float_dtype(dtype) -> np.dtype:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a numpy floating dtype; got {dtype!r}") from None
+    if dtype.kind != "f":
+        raise ValueError(
+            f"dtype must be a floating-point dtype (the images hold NaN and fractional "
+            f"values); got {dtype.name}"
+        )
+    return dtype
+
+
+# -- the reference engine --------------------------------------------------------------------
+def reference_skymatch(
+    images: Sequence[np.ndarray],
+    wcs: Sequence,
+    *,
+    masks: Sequence[np.ndarray] | None = None,
+    groups: Sequence[Hashable] | None = None,
+    skymethod: str = "match",
+    match_down: bool = True,
+    skystat: str = "mode",
+    lower: float | None = None,
+    upper: float | None = None,
+    nclip: int = 5,
+    lsigma: float = 4.0,
+    usigma: float = 4.0,
+    binwidth: float = 0.1,
+    stepsize: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the reference engine, ``stcal.skymatch``, on the inputs of `skymatch`.
+
+    A test oracle: it builds the reference's ``SkyImage`` / ``SkyGroup`` / ``SkyStats``
+    objects from arrays and WCSs, runs ``stcal.skymatch.skymatch`` without subtraction and
+    collects the sky of every image.  The caller's arrays are never changed (stcal sees
+    read-only views).  stcal's INFO logging is silenced; its warnings are kept.
+
+    Parameters
+    ----------
+    images : sequence of 2-D ndarray
+        The images.
+    wcs : sequence
+        One WCS per image: `astropy.wcs.WCS` (through ``all_pix2world`` /
+        ``all_world2pix``) or ``gwcs.WCS`` (called, and ``invert``).
+    masks : sequence of 2-D bool ndarray, optional
+        True marks a good pixel (None: all good).
+    groups : sequence of hashable, optional
+        One label per image; images with the same label form one reference ``SkyGroup``
+        (one sky).  None: every image alone.
+    skymethod, match_down, skystat, lower, upper, nclip, lsigma, usigma, binwidth, stepsize
+        As in `skymatch_nb_ui.skymatch` (``lsigma`` / ``usigma`` are the reference's
+        ``lsig`` / ``usig``).
+
+    Returns
+    -------
+    sky : ndarray of float64
+        The reference's sky of each image; NaN where it could not determine one (the
+        reference itself reports 0 there).
+    valid : ndarray of bool
+        The reference's ``is_sky_valid`` of each image.
+
+    Raises
+    ------
+    ImportError
+        When stcal is not installed.
+
+    Notes
+    -----
+    The reference's own defects (see ``REFERENCE.md``) are reproduced, not corrected: e.g.
+    ``skymethod="global"`` raises TypeError when an image has no valid pixels.
+
+    Examples
+    --------
+    >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
+    >>> sky, valid = reference_skymatch(m.images, m.wcs, skymethod="match", skystat="mean")
+    >>> sky.round(6).tolist(), bool(valid.all())
+    ([0.0, 20.0, 5.0, 10.0, 5.0, 15.0], True)
+    """
+    try:
+        from stcal.skymatch import SkyGroup, SkyImage, SkyStats
+        from stcal.skymatch import skymatch as stcal_skymatch
+    except ImportError as error:
+        raise ImportError(
+            "reference_skymatch runs the reference engine stcal.skymatch, a test-only "
+            "dependency: pip install skymatch-nb-ui[test]"
+        ) from error
+
+    n = len(images)
+    _same_length("wcs", wcs, n)
+    if masks is not None:
+        _same_length("masks", masks, n)
+    if groups is not None:
+        _same_length("groups", groups, n)
+    if skystat not in REFERENCE_SKYSTATS:
+        raise ValueError(f"skystat must be one of {REFERENCE_SKYSTATS}; got {skystat!r}")
+
+    stats = SkyStats(
+        skystat=skystat, lower=lower, upper=upper, nclip=nclip, lsig=lsigma, usig=usigma,
+        binwidth=binwidth,
+    )
+    with _quiet_info("stcal.skymatch"):
+        sky_images = []
+        for k in range(n):
+            data, mask = _reference_pixels(images[k], None if masks is None else masks[k], k)
+            fwd, inv = _reference_transforms(wcs[k], k)
+            sky_images.append(
+                SkyImage(data, mask, fwd, inv, skystat=stats, sky_id=k, stepsize=stepsize)
+            )
+        inputs = _reference_inputs(sky_images, groups, SkyGroup)
+        stcal_skymatch(inputs, skymethod=skymethod, match_down=match_down, subtract=False)
+
+    valid = np.array([im.is_sky_valid for im in sky_images], dtype=bool)
+    sky = np.array([im.sky for im in sky_images], dtype=np.float64)
+    sky[~valid] = np.nan
+    return sky, valid
+
+
+def _same_length(name: str, values, n: int) -> None:
+    if len(values) != n:
+        raise ValueError(f"{name} must have one entry per image ({n}); got {len(values)}")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _reference_pixels(image, mask, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only views of image k and its boolean mask (all good when None)."""
+    data = np.asarray(image)
+    if data.ndim != 2:
+        raise ValueError(f"images[{k}] must be a 2-D array; got shape {data.shape}")
+    if mask is None:
+        return _read_only(data), np.ones(data.shape, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != data.shape:
+        raise ValueError(
+            f"masks[{k}] must have the shape of images[{k}] {data.shape}; got {mask.shape}"
+        )
+    return _read_only(data), _read_only(mask)
+
+
+def _reference_transforms(w, k: int):
+    """The reference's ``wcs_fwd`` / ``wcs_inv`` callables (0-based pixels, degrees)."""
+    if hasattr(w, "all_pix2world"):
+
+        def fwd(x, y, with_bounding_box=False):
+            return w.all_pix2world(x, y, 0)
+
+        def inv(ra, dec, with_bounding_box=False):
+            return w.all_world2pix(ra, dec, 0)
+
+    elif callable(w) and hasattr(w, "invert"):
+
+        def fwd(x, y, with_bounding_box=False):
+            return w(x, y, with_bounding_box=with_bounding_box)
+
+        def inv(ra, dec, with_bounding_box=False):
+            return w.invert(ra, dec, with_bounding_box=with_bounding_box)
+
+    else:
+        raise TypeError(
+            f"wcs[{k}] must be an astropy.wcs.WCS or a gwcs.WCS; got {type(w).__name__}"
+        )
+    return fwd, inv
+
+
+def _reference_inputs(sky_images: list, groups, sky_group_class) -> list:
+    """One reference input per group label (first-appearance order); singletons stay images."""
+    if groups is None:
+        return sky_images
+    members: dict = {}
+    for image, label in zip(sky_images, groups):
+        if not isinstance(label, Hashable):
+            raise TypeError(f"group labels must be hashable; got {label!r}")
+        members.setdefault(label, []).append(image)
+    return [
+        images[0] if len(images) == 1 else sky_group_class(images, sky_id=label)
+        for label, images in members.items()
+    ]
+
+
+@contextmanager
+def _quiet_info(logger_name: str):
+    """Raise a logger's level to WARNING for the duration of the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

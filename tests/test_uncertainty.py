@@ -1,0 +1,44 @@
+"""sky_err is a calibrated 1-sigma uncertainty: pulls on pure-noise simulations have unit spread."""
+
+import numpy as np
+import pytest
+
+from skymatch_nb_ui import SkyMatcher
+from skymatch_nb_ui.testing import make_mosaic
+
+N_REALIZATIONS = 40
+
+
+def pulls(method, skystat, n=N_REALIZATIONS):
+    out = []
+    for seed in range(n):
+        truth = np.random.default_rng(1000 + seed).uniform(10, 20, 9)
+        mosaic = make_mosaic(
+            (3, 3), shape=(100, 100), overlap=0.25, sky=truth, noise=1.0, jitter=2.0,
+            dtype=np.float64, seed=seed,
+        )
+        result = SkyMatcher(mosaic.images, mosaic.wcs).run(skymethod=method, skystat=skystat)
+        assert result.valid.all()
+        if method == "match":  # offsets are known up to a constant: use the zero-mean gauge
+            error = result.delta - (truth - truth.mean())
+        else:
+            error = result.sky - truth
+        out.append(error / result.sky_err)
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("skystat", ["mean", "median", "midpt", "mode"])
+@pytest.mark.parametrize("method", ["match", "local"])
+def test_pulls_have_unit_spread(method, skystat):
+    p = pulls(method, skystat)
+    assert np.all(np.isfinite(p))
+    assert 0.8 <= p.std() <= 1.25, f"pull std {p.std():.3f} for {method}/{skystat}"
+    assert abs(p.mean()) < 0.3
+
+
+def test_errors_shrink_with_more_pixels():
+    small = make_mosaic((1, 2), shape=(50, 50), noise=1.0, seed=1)
+    large = make_mosaic((1, 2), shape=(200, 200), noise=1.0, seed=1)
+    e_small = SkyMatcher(small.images, small.wcs).run(skymethod="match", skystat="mean").sky_err
+    e_large = SkyMatcher(large.images, large.wcs).run(skymethod="match", skystat="mean").sky_err
+    np.testing.assert_allclose(e_small / e_large, 4.0, rtol=0.15)  # 16x the pixels

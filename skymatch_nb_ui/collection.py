@@ -1,0 +1,591 @@
+"""ImageCollection: the images of a mosaic, their groups and their sky-matching results.
+
+Layout (why a table plus a tree): images of a mosaic differ in shape, so their pixels cannot
+share one array.  The collection keeps
+
+- ``table``: an `xarray.Dataset` over the dimension ``image`` (coordinate: the names) with one
+  row of metadata per image: shape, group, file, unit, filter, detector, exposure, footprint;
+- ``tree``: an `xarray.DataTree` with one node per image holding its ``data`` and ``mask``
+  (y, x); for FITS files these are memory-mapped, read only when used.
+
+``skymatch()`` runs the engine's `SkyMatcher`, which the collection keeps, so a second call with
+only solve parameters changed (``skymethod``, ``match_down``, ``anchor``) re-uses the geometry
+and the statistics and returns in milliseconds; a change of groups recomputes only the
+statistics of new (image, partner set) combinations.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .engine import SkyMatcher, SkyMatchResult
+from .engine.geometry import CelestialWCS, footprint
+
+__all__ = ["ImageCollection"]
+
+#: Per-image metadata columns of ``ImageCollection.table`` taken from FITS headers.
+META_COLUMNS = ("bunit", "exptime", "filter", "detector", "exposure", "instrument", "date_obs")
+
+#: Parameters of `ImageCollection.skymatch` (those of `skymatch_nb_ui.skymatch` minus the data).
+SOLVE_PARAMS = ("skymethod", "match_down", "anchor")
+STAT_PARAMS = ("skystat", "lower", "upper", "nclip", "lsigma", "usigma", "binwidth")
+
+
+@dataclass
+class _Source:
+    """One image: where its pixels come from and what is known about it without reading them."""
+
+    name: str
+    shape: tuple[int, int]
+    wcs: object
+    load_data: Callable[[], np.ndarray]
+    load_mask: Callable[[], np.ndarray | None]
+    file: str = ""
+    ext: int = -1
+    meta: dict = field(default_factory=dict)
+    fits: object = None  # the io.FitsImage, when the image comes from a file
+
+
+class ImageCollection:
+    """The images of a mosaic with their WCS, masks and groups; runs and keeps sky matching.
+
+    Build one with `from_arrays` or `from_fits`.
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui import ImageCollection
+    >>> from skymatch_nb_ui.testing import make_mosaic
+    >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
+    >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+    >>> ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    >>> ds.sky.sel(image="img01").item()
+    120.0
+    >>> coll.groups = {"img02": "g", "img04": "g"}   # these two now share one sky
+    >>> ds = coll.skymatch(skymethod="match", skystat="mean")
+    >>> ds.sky.values.round(6).tolist(), ds.group.values.tolist()
+    ([0.0, 20.0, 5.0, 10.0, 5.0, 15.0], ['', '', 'g', '', 'g', ''])
+    """
+
+    def __init__(self, sources: Sequence[_Source], *, groups=None):
+        if not sources:
+            raise ValueError("an ImageCollection needs at least one image; got none")
+        names = [s.name for s in sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"image names must be unique; these appear more than once: {duplicates}. "
+                "Pass names=[...] to choose them."
+            )
+        self._sources = list(sources)
+        self._index = {n: k for k, n in enumerate(names)}
+        self._groups: list = [None] * len(self._sources)
+        self._matcher: SkyMatcher | None = None
+        self._stepsize: int | None = None
+        self._tree: xr.DataTree | None = None
+        self._footprints = None
+        self.last_result: xr.Dataset | None = None
+        self.last_pairs: xr.Dataset | None = None
+        if groups is not None:
+            self.groups = groups
+
+    # -- constructors ----------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, images, wcs, *, masks=None, names=None, groups=None, meta=None):
+        """A collection of in-memory images.
+
+        Parameters
+        ----------
+        images : sequence of 2-D array
+            The images (kept by reference, never changed).
+        wcs : sequence
+            One celestial WCS per image (astropy or gwcs).
+        masks : sequence of 2-D bool array, optional
+            True = good pixel.
+        names : sequence of str, optional
+            Unique image names (default ``image0``, ``image1``, ...).
+        groups : sequence or mapping, optional
+            One label per image, or {name: label}; images sharing a label share one sky.
+        meta : sequence of dict, optional
+            Metadata per image (keys of ``META_COLUMNS`` appear in the table).
+        """
+        images = list(images)
+        wcs = list(wcs)
+        # the engine validates everything once, and the collection keeps that matcher
+        matcher = SkyMatcher(images, wcs, masks=masks)
+        n = len(images)
+        names = _names(names, n)
+        masks = list(masks) if masks is not None else [None] * n
+        meta = list(meta) if meta is not None else [{}] * n
+        if len(meta) != n:
+            raise ValueError(f"meta must have one dict per image: got {len(meta)} for {n} images")
+        sources = [
+            _Source(
+                name=names[k], shape=tuple(np.shape(images[k])), wcs=wcs[k],
+                load_data=_constant(images[k]), load_mask=_constant(masks[k]), meta=dict(meta[k]),
+            )
+            for k in range(n)
+        ]
+        coll = cls(sources, groups=groups)
+        coll._matcher = matcher
+        return coll
+
+    @classmethod
+    def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits=0, group_by=None, names=None):
+        """A collection of FITS images; pixels are memory-mapped and read only when needed.
+
+        Parameters
+        ----------
+        paths : str, Path or sequence of them
+            Files or glob patterns (``"data/*_cal.fits"``).
+        ext : int, str or (str, int), optional
+            The science extension; default ``SCI``, else the first image HDU with a celestial WCS.
+        dq_ext : str or None
+            Name of the data-quality extension turned into the mask (None: no mask).
+        dqbits : int or str
+            DQ flags to *ignore* (astropy/JWST ``bitfield_to_boolean_mask`` syntax); by default
+            any flag marks a bad pixel.
+        group_by : str or callable, optional
+            A header keyword (science header, else primary), e.g. an exposure id so that all
+            detectors of one exposure share a sky, or a function of the science header
+            returning the label.
+        names : sequence of str, optional
+            Image names (default: file names without ``.fits``).
+        """
+        from . import io
+
+        files = io.find_fits(paths)
+        fits_images = [io.open_fits_image(p, ext=ext, dq_ext=dq_ext) for p in files]
+        io.check_units(fits_images)
+        names = _names(names, len(files), default=[_stem(p) for p in files])
+        sources = [
+            _Source(
+                name=name, shape=tuple(fi.shape), wcs=fi.wcs, load_data=fi.data,
+                load_mask=_bound(fi.mask, dqbits) if fi.dq_ext is not None else _constant(None),
+                file=str(fi.path), ext=int(fi.ext), meta=dict(fi.meta), fits=fi,
+            )
+            for name, fi in zip(names, fits_images)
+        ]
+        groups = None
+        if group_by is not None:
+            groups = [_group_label(fi, group_by) for fi in fits_images]
+        return cls(sources, groups=groups)
+
+    # -- the images ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __contains__(self, name) -> bool:
+        return name in self._index
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The image names, in order."""
+        return tuple(s.name for s in self._sources)
+
+    @property
+    def wcs(self) -> list:
+        """The WCS of each image."""
+        return [s.wcs for s in self._sources]
+
+    def data(self, image) -> np.ndarray:
+        """The pixels of one image (by name or index); memory-mapped for FITS files."""
+        return self._sources[self._position(image)].load_data()
+
+    def mask(self, image) -> np.ndarray | None:
+        """The good-pixel mask of one image (True = good), or None."""
+        return self._sources[self._position(image)].load_mask()
+
+    def __getitem__(self, image) -> xr.Dataset:
+        """One image as an `xarray.Dataset` with ``data`` (and ``mask``) over (y, x)."""
+        return self.tree[self._sources[self._position(image)].name].to_dataset()
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """All images as an `xarray.DataTree`: the table at the root, one node per image."""
+        if self._tree is None:
+            children = {s.name: xr.DataTree(_image_dataset(s)) for s in self._sources}
+            self._tree = xr.DataTree(self.table, children=children)
+        return self._tree
+
+    @property
+    def footprints(self) -> tuple[np.ndarray, np.ndarray]:
+        """Corner longitudes and latitudes (degrees) of each image, shape (n, 4)."""
+        if self._footprints is None:
+            lon, lat = [], []
+            for k, s in enumerate(self._sources):
+                fp = footprint(CelestialWCS(s.wcs, name=f"wcs[{k}]"), s.shape)
+                x, y = fp.lonlat
+                lon.append(x)
+                lat.append(y)
+            self._footprints = (np.array(lon), np.array(lat))
+        return self._footprints
+
+    @property
+    def table(self) -> xr.Dataset:
+        """One row per image: shape, group, file, header metadata and footprint."""
+        lon, lat = self.footprints
+        centre_lon, centre_lat = _mean_direction(lon, lat)
+        columns = {
+            "ny": ("image", np.array([s.shape[0] for s in self._sources])),
+            "nx": ("image", np.array([s.shape[1] for s in self._sources])),
+            "group": ("image", np.array([_label_text(g) for g in self._groups], dtype=object)),
+            "file": ("image", np.array([s.file for s in self._sources], dtype=object)),
+            "ext": ("image", np.array([s.ext for s in self._sources])),
+            "ra": ("image", centre_lon, {"units": "deg", "long_name": "footprint centre longitude"}),
+            "dec": ("image", centre_lat, {"units": "deg", "long_name": "footprint centre latitude"}),
+            "footprint_ra": (("image", "corner"), lon, {"units": "deg"}),
+            "footprint_dec": (("image", "corner"), lat, {"units": "deg"}),
+        }
+        for key in META_COLUMNS:
+            values = [s.meta.get(key) for s in self._sources]
+            if any(v is not None for v in values):
+                columns[key] = ("image", np.array(values, dtype=object))
+        return xr.Dataset(columns, coords={"image": list(self.names)})
+
+    # -- groups ----------------------------------------------------------------------------------
+    @property
+    def groups(self) -> dict:
+        """{image name: group label}; None means the image is alone (its own sky).
+
+        Assign a mapping (images left out become alone) or a sequence with one label per image.
+        """
+        return dict(zip(self.names, self._groups))
+
+    @groups.setter
+    def groups(self, groups) -> None:
+        self._groups = self._checked_groups(groups)
+
+    def set_group(self, images, label) -> None:
+        """Put ``images`` (names or indices) in the group ``label`` (None: make them alone)."""
+        if isinstance(images, (str, int, np.integer)):
+            images = [images]
+        _check_label("label", label)
+        for image in images:
+            self._groups[self._position(image)] = label
+
+    def _checked_groups(self, groups) -> list:
+        n = len(self)
+        if groups is None:
+            return [None] * n
+        if isinstance(groups, Mapping):
+            unknown = [k for k in groups if k not in self._index]
+            if unknown:
+                raise ValueError(
+                    f"groups names images that are not in the collection: {unknown}; "
+                    f"the images are {list(self.names)}"
+                )
+            labels = [groups.get(name) for name in self.names]
+        elif isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
+            raise TypeError(
+                "groups must be a mapping {image name: label} or a sequence of one label per "
+                f"image; got {type(groups).__name__}"
+            )
+        else:
+            labels = list(groups)
+            if len(labels) != n:
+                raise ValueError(
+                    f"groups must have one label per image: got {len(labels)} labels for {n} images"
+                )
+        for k, label in enumerate(labels):
+            _check_label(f"groups[{self.names[k]!r}]", label)
+        return [lab.item() if isinstance(lab, np.generic) else lab for lab in labels]
+
+    # -- sky matching ----------------------------------------------------------------------------
+    @property
+    def matcher(self) -> SkyMatcher:
+        """The engine, with its stage cache (built on first use: this reads the masks)."""
+        if self._matcher is None:
+            images = [s.load_data() for s in self._sources]
+            masks = [s.load_mask() for s in self._sources]
+            if all(m is None for m in masks):
+                masks = None
+            self._matcher = SkyMatcher(images, self.wcs, masks=masks, stepsize=self._stepsize)
+        return self._matcher
+
+    def skymatch(self, **params) -> xr.Dataset:
+        """Match the skies of the collection's images with its current groups.
+
+        Parameters
+        ----------
+        **params
+            Any parameter of `skymatch_nb_ui.skymatch` except the data: ``skymethod``,
+            ``match_down``, ``skystat``, ``lower``, ``upper``, ``nclip``, ``lsigma``,
+            ``usigma``, ``binwidth``, ``anchor``, ``stepsize`` (a new ``stepsize`` recomputes
+            the geometry; the other parameters re-use it).
+
+        Returns
+        -------
+        xarray.Dataset
+            Over ``image``: ``sky``, ``sky_err``, ``valid``, ``reason``, ``component``,
+            ``group``, ``npix``, ``local``, ``delta``; the parameters in ``attrs``.  The
+            per-pair diagnostics of the same run are in ``last_pairs`` (a Dataset over
+            ``pair``), and both are kept as ``last_result`` / ``last_pairs``.
+        """
+        if "subtract" in params:
+            raise TypeError(
+                "ImageCollection.skymatch does not subtract: the images stay as they are. "
+                "Use write_fits(directory, result) for sky-subtracted copies, or "
+                "result_images(result) for subtracted arrays."
+            )
+        stepsize = params.pop("stepsize", self._stepsize)
+        if stepsize != self._stepsize:
+            self._stepsize, self._matcher = stepsize, None
+        result = self.matcher.run(groups=self._groups, **params)
+        dataset, pairs = self._datasets(result)
+        self.last_result, self.last_pairs = dataset, pairs
+        return dataset
+
+    def result_images(self, result: xr.Dataset | None = None) -> dict[str, np.ndarray]:
+        """New arrays with each image's sky subtracted (invalid skies: unchanged copies)."""
+        result = self._result(result)
+        out = {}
+        for k, name in enumerate(self.names):
+            image = np.asarray(self.data(k))
+            dtype = image.dtype if image.dtype.kind == "f" else np.float64
+            copy = np.array(image, dtype=dtype, copy=True)
+            if bool(result.valid.values[k]):
+                copy -= result.sky.values[k]
+            out[name] = copy
+        return out
+
+    def _datasets(self, result: SkyMatchResult) -> tuple[xr.Dataset, xr.Dataset]:
+        names = list(self.names)
+        attrs = {k: _attr(v) for k, v in result.params.items()}
+        dataset = xr.Dataset(
+            {
+                "sky": ("image", result.sky, {"long_name": "sky level to subtract"}),
+                "sky_err": ("image", result.sky_err, {"long_name": "1-sigma uncertainty of sky"}),
+                "valid": ("image", result.valid),
+                "reason": ("image", result.reason.astype(str)),
+                "component": ("image", result.component),
+                "group": ("image", np.array([_label_text(g) for g in self._groups], dtype=str)),
+                "npix": ("image", result.npix),
+                "local": ("image", result.local, {"long_name": "input's own statistic"}),
+                "delta": ("image", result.delta, {"long_name": "match offset, zero mean per component"}),
+            },
+            coords={"image": names},
+            attrs=attrs,
+        )
+        labels = [self._input_name(result, g) for g in range(len(result.inputs))]
+        p = result.pairs
+        pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
+        pairs = xr.Dataset(
+            {
+                "a": ("pair", np.array([labels[a] for a in p.a], dtype=str)),
+                "b": ("pair", np.array([labels[b] for b in p.b], dtype=str)),
+                "stat_a": ("pair", p.stat_a),
+                "stat_b": ("pair", p.stat_b),
+                "npix_a": ("pair", p.npix_a),
+                "npix_b": ("pair", p.npix_b),
+                "err_a": ("pair", p.err_a),
+                "err_b": ("pair", p.err_b),
+                "weight": ("pair", p.weight),
+                "valid": ("pair", p.valid),
+                "diff_before": ("pair", p.diff_before, {"long_name": "stat_a - stat_b"}),
+                "diff_after": ("pair", p.diff_after, {"long_name": "residual after the solve"}),
+            },
+            coords={"pair": pair_names},
+            attrs=attrs,
+        )
+        return dataset, pairs
+
+    def _input_name(self, result: SkyMatchResult, g: int) -> str:
+        """An input's display name: its group label, or the image name when it is alone."""
+        members = np.flatnonzero(result.group == g)
+        if len(members) == 1 and self._groups[members[0]] is None:
+            return self.names[members[0]]
+        return _label_text(result.inputs[g])
+
+    # -- output ----------------------------------------------------------------------------------
+    def to_table(self, result: xr.Dataset | None = None):
+        """The per-image results as an `astropy.table.Table` (writable as ECSV or CSV)."""
+        from astropy.table import Table
+
+        result = self._result(result)
+        table = Table()
+        table["name"] = list(self.names)
+        table["group"] = [str(g) for g in result.group.values]
+        table["component"] = result.component.values
+        table["sky"] = result.sky.values
+        table["sky_err"] = result.sky_err.values
+        table["npix"] = result.npix.values
+        table["valid"] = result.valid.values
+        table["reason"] = [str(r) for r in result.reason.values]
+        table["file"] = [s.file for s in self._sources]
+        table["sky"].description = "sky level to subtract"
+        table["sky_err"].description = "1-sigma statistical uncertainty of sky"
+        table.meta.update({k: v for k, v in result.attrs.items()})
+        return table
+
+    def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
+                   overwrite: bool = False) -> list[Path]:
+        """Write copies of the images with header keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``.
+
+        FITS inputs are copied whole (all extensions) under their own file names; in-memory
+        images are written as ``<name>.fits`` with their WCS.  With ``subtract`` the science
+        data have the sky subtracted (images without a valid sky are copied unchanged, with
+        ``BKGSUB = F``).  Input files are never touched; existing files are refused unless
+        ``overwrite=True`` (checked for all images before anything is written); each file is
+        written atomically.
+
+        Returns
+        -------
+        list of Path
+            The files written, in image order.
+        """
+        from . import io
+
+        result = self._result(result)
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"output directory {str(directory)!r} does not exist; create it first")
+        targets = [directory / (Path(s.file).name if s.fits is not None else f"{s.name}.fits")
+                   for s in self._sources]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two images would be written to the same file name; rename the inputs")
+        if not overwrite:
+            existing = [str(t) for t in targets if t.exists()]
+            if existing:
+                raise FileExistsError(
+                    f"refusing to overwrite existing files {existing}; pass overwrite=True"
+                )
+        method = str(result.attrs.get("skymethod", ""))
+        written = []
+        for k, (source, target) in enumerate(zip(self._sources, targets)):
+            sky, valid = float(result.sky.values[k]), bool(result.valid.values[k])
+            if source.fits is not None:
+                io.write_fits_copy(source.fits, target, sky=sky, valid=valid, method=method,
+                                   subtract=subtract, overwrite=overwrite)
+            else:
+                io.write_array_fits(target, np.asarray(source.load_data()), source.wcs, sky=sky,
+                                    valid=valid, method=method, subtract=subtract,
+                                    overwrite=overwrite)
+            written.append(target)
+        return written
+
+    def _result(self, result):
+        if result is None:
+            result = self.last_result
+        if result is None:
+            raise ValueError("no result yet: call skymatch() first or pass a result")
+        if list(result.image.values) != list(self.names):
+            raise ValueError("the result is not of this collection (its image names differ)")
+        return result
+
+    def _position(self, image) -> int:
+        if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+            if not -len(self) <= image < len(self):
+                raise IndexError(f"image index {image} out of range for {len(self)} images")
+            return int(image) % len(self)
+        if image not in self._index:
+            raise KeyError(f"no image named {image!r}; the images are {list(self.names)}")
+        return self._index[image]
+
+    # -- display ---------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        n_groups = len({g for g in self._groups if g is not None})
+        return f"<ImageCollection: {len(self)} images, {n_groups} group(s)>"
+
+    def _repr_html_(self) -> str:
+        return _table_html(self)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _constant(value):
+    return lambda: value
+
+
+def _bound(function, argument):
+    return lambda: function(argument)
+
+
+def _names(names, n: int, default=None) -> list[str]:
+    if names is None:
+        return list(default) if default is not None else [f"image{k}" for k in range(n)]
+    names = [str(x) for x in names] if not isinstance(names, str) else None
+    if names is None or len(names) != n:
+        raise ValueError(f"names must have one str per image ({n} images)")
+    return names
+
+
+def _stem(path: Path) -> str:
+    return re.sub(r"\.fits?(\.gz|\.fz)?$", "", Path(path).name, flags=re.IGNORECASE)
+
+
+def _group_label(fits_image, group_by):
+    if callable(group_by):
+        return group_by(fits_image.header)
+    if not isinstance(group_by, str):
+        raise TypeError(f"group_by must be a header keyword (str) or a callable; got {group_by!r}")
+    return fits_image.keyword(group_by)
+
+
+def _check_label(name: str, label) -> None:
+    if label is not None and not isinstance(label, Hashable):
+        raise TypeError(f"{name} must be a hashable group label (str, int) or None; got {label!r}")
+
+
+def _label_text(label) -> str:
+    return "" if label is None else str(label)
+
+
+def _attr(value):
+    """netCDF-friendly attribute values: None becomes the string 'none', bools 0/1."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
+
+
+def _mean_direction(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, la = np.radians(lon), np.radians(lat)
+    xyz = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1).sum(axis=1)
+    return (np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0,
+            np.degrees(np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1]))))
+
+
+def _image_dataset(source: _Source) -> xr.Dataset:
+    variables = {"data": (("y", "x"), source.load_data())}
+    mask = source.load_mask()
+    if mask is not None:
+        variables["mask"] = (("y", "x"), mask)
+    return xr.Dataset(variables, attrs={"file": source.file, "ext": source.ext})
+
+
+_HTML_STYLE = (
+    "<style>.smnb-table{border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
+    "font-size:var(--jp-code-font-size,12px);color:var(--jp-content-font-color0,#000)}"
+    ".smnb-table th,.smnb-table td{padding:2px 8px;text-align:left;"
+    "border-bottom:1px solid var(--jp-border-color2,#ddd)}"
+    ".smnb-table th{color:var(--jp-content-font-color2,#555);font-weight:600}</style>"
+)
+
+
+def _table_html(coll: ImageCollection) -> str:
+    table = coll.table
+    columns = ["ny", "nx", "group", "ra", "dec"] + [c for c in META_COLUMNS if c in table] + ["file"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["image"] + columns)
+    rows = []
+    for k, name in enumerate(coll.names):
+        cells = [html.escape(name)]
+        for c in columns:
+            value = table[c].values[k]
+            text = f"{value:.6f}" if c in ("ra", "dec") else ("" if value is None else str(value))
+            cells.append(html.escape(text))
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    caption = html.escape(repr(coll))
+    return (
+        f"{_HTML_STYLE}<div><div>{caption}</div><table class='smnb-table'><thead><tr>{head}</tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )

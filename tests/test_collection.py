@@ -1,0 +1,138 @@
+"""ImageCollection on arrays: table, groups, results as xarray, stage cache, output."""
+
+import importlib
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.table import Table
+
+from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.testing import make_mosaic
+
+engine_module = importlib.import_module("skymatch_nb_ui.engine.skymatch")
+
+SKY = [100, 120, 105, 110, 105, 115]
+
+
+@pytest.fixture
+def mosaic():
+    return make_mosaic((2, 3), sky=SKY)
+
+
+@pytest.fixture
+def coll(mosaic):
+    return ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names)
+
+
+def test_table_has_one_row_per_image(coll, mosaic):
+    table = coll.table
+    assert isinstance(table, xr.Dataset)
+    assert list(table.image.values) == mosaic.names
+    assert table.ny.values.tolist() == [100] * 6
+    assert table.footprint_ra.shape == (6, 4)
+    # footprint centres are where the WCS puts the image centres
+    ra, dec = mosaic.wcs[4].all_pix2world(49.5, 49.5, 0)
+    assert abs(table.ra.values[4] - ra) < 1e-9 and abs(table.dec.values[4] - dec) < 1e-9
+
+
+def test_images_are_nodes_of_a_datatree(coll, mosaic):
+    assert isinstance(coll.tree, xr.DataTree)
+    node = coll["img02"]
+    np.testing.assert_array_equal(node.data.values, mosaic.images[2])
+    assert node.data.dims == ("y", "x")
+    np.testing.assert_array_equal(coll.data(2), coll.data("img02"))
+
+
+def test_html_repr_shows_the_table_escaped(mosaic):
+    names = ["a<b>", "x", "y", "z", "u", "v"]
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=names)
+    coll.set_group(["x", "y"], "exp&1")
+    text = coll._repr_html_()
+    assert "a&lt;b&gt;" in text and "<b>" not in text
+    assert "exp&amp;1" in text
+    assert "var(--jp-" in text  # follows the JupyterLab theme
+
+
+def test_duplicate_names_are_rejected(mosaic):
+    with pytest.raises(ValueError, match=r"image names must be unique.*\['a'\]"):
+        ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=["a", "a", "b", "c", "d", "e"])
+
+
+def test_skymatch_returns_a_dataset_over_images(coll):
+    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    for name in ("sky", "valid", "reason", "component", "group", "sky_err", "npix"):
+        assert name in ds and ds[name].dims == ("image",)
+    np.testing.assert_allclose(ds.sky.values, SKY, atol=1e-9)
+    assert ds.attrs["skymethod"] == "global+match" and ds.attrs["skystat"] == "mean"
+    assert coll.last_result is ds
+    pairs = coll.last_pairs
+    assert pairs.sizes["pair"] == 11 and "img00|img01" in pairs.pair.values
+    np.testing.assert_allclose(pairs.diff_before.sel(pair="img00|img01"), -20.0)
+    np.testing.assert_allclose(pairs.diff_after.values, 0.0, atol=1e-9)
+
+
+def test_groups_can_be_read_changed_and_validated(coll):
+    assert coll.groups == {n: None for n in coll.names}
+    coll.groups = {"img02": "g", "img04": "g"}
+    assert coll.groups["img02"] == "g" and coll.groups["img00"] is None
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    assert ds.group.values.tolist() == ["", "", "g", "", "g", ""]
+    np.testing.assert_allclose(ds.sky.values, np.array(SKY) - 100, atol=1e-9)
+    coll.set_group("img02", None)
+    assert coll.groups["img02"] is None
+    coll.groups = ["a", "a", "b", "b", "c", "c"]
+    assert coll.groups["img05"] == "c"
+    with pytest.raises(ValueError, match=r"groups names images that are not in the collection: \['nope'\]"):
+        coll.groups = {"nope": 1}
+    with pytest.raises(ValueError, match="one label per image: got 2 labels for 6 images"):
+        coll.groups = [1, 2]
+    with pytest.raises(KeyError, match="no image named 'nope'"):
+        coll.set_group("nope", 1)
+
+
+def test_solve_only_change_reuses_the_engine_cache(coll, monkeypatch):
+    calls = []
+    real = engine_module.sky_statistic
+    monkeypatch.setattr(engine_module, "sky_statistic", lambda v, p, **k: calls.append(1) or real(v, p, **k))
+    coll.skymatch(skymethod="match", skystat="median")
+    n = len(calls)
+    coll.skymatch(skymethod="match", skystat="median", match_down=False)
+    assert len(calls) == n
+
+
+def test_subtract_is_refused_with_the_way_out(coll):
+    with pytest.raises(TypeError, match="write_fits"):
+        coll.skymatch(subtract=True)
+
+
+def test_result_images_are_new_arrays(coll, mosaic):
+    coll.skymatch(skymethod="global+match", skystat="mean")
+    before = [im.copy() for im in mosaic.images]
+    flat = coll.result_images()
+    for name, original, kept in zip(coll.names, before, mosaic.images):
+        np.testing.assert_allclose(flat[name], 0.0, atol=1e-4)
+        np.testing.assert_array_equal(kept, original)
+
+
+def test_to_table_round_trips_through_ecsv(coll, tmp_path):
+    coll.skymatch(skymethod="global+match", skystat="mean")
+    table = coll.to_table()
+    assert table.colnames[:4] == ["name", "group", "component", "sky"]
+    path = tmp_path / "sky.ecsv"
+    table.write(path)
+    back = Table.read(path)
+    np.testing.assert_allclose(back["sky"], SKY, atol=1e-9)
+    assert back.meta["skymethod"] == "global+match"
+
+
+def test_to_table_needs_a_result(coll):
+    with pytest.raises(ValueError, match="call skymatch"):
+        coll.to_table()
+
+
+def test_stepsize_recomputes_the_geometry(coll):
+    first = coll.skymatch(skystat="mean")
+    again = coll.skymatch(skystat="mean", stepsize=20)
+    assert again.attrs["stepsize"] == 20
+    np.testing.assert_allclose(again.sky.values, first.sky.values, atol=1e-9)

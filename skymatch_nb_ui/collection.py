@@ -160,6 +160,7 @@ class ImageCollection:
         """
         from . import io
 
+        io.parse_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
         files = io.find_fits(paths)
         fits_images = [io.open_fits_image(p, ext=ext, dq_ext=dq_ext) for p in files]
         io.check_units(fits_images)
@@ -428,15 +429,29 @@ class ImageCollection:
         return table
 
     def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
-                   overwrite: bool = False) -> list[Path]:
+                   overwrite: bool = False, progress=None) -> list[Path]:
         """Write copies of the images with header keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``.
 
         FITS inputs are copied whole (all extensions) under their own file names; in-memory
         images are written as ``<name>.fits`` with their WCS.  With ``subtract`` the science
         data have the sky subtracted (images without a valid sky are copied unchanged, with
-        ``BKGSUB = F``).  Input files are never touched; existing files are refused unless
-        ``overwrite=True`` (checked for all images before anything is written); each file is
-        written atomically.
+        ``BKGSUB = F`` and no ``BKGLEVEL``).  Input files are never touched; all destinations
+        are checked before anything is written (existing files are refused unless
+        ``overwrite=True``); each file is written atomically.
+
+        Parameters
+        ----------
+        directory : str or Path
+            An existing directory, not the one holding the inputs.
+        result : xarray.Dataset, optional
+            A result of `skymatch` (default: the last one).
+        subtract : bool
+            Subtract the sky from the science data (else only record it in the header).
+        overwrite : bool
+            Replace existing files.
+        progress : callable, optional
+            Wraps the iterable of files being written, e.g. ``functools.partial(tqdm.tqdm,
+            total=len(coll))``.
 
         Returns
         -------
@@ -449,29 +464,18 @@ class ImageCollection:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"output directory {str(directory)!r} does not exist; create it first")
-        targets = [directory / (Path(s.file).name if s.fits is not None else f"{s.name}.fits")
-                   for s in self._sources]
-        if len(set(targets)) != len(targets):
-            raise ValueError("two images would be written to the same file name; rename the inputs")
-        if not overwrite:
-            existing = [str(t) for t in targets if t.exists()]
-            if existing:
-                raise FileExistsError(
-                    f"refusing to overwrite existing files {existing}; pass overwrite=True"
-                )
+        sources = [s.file if s.fits is not None else f"{s.name}.fits" for s in self._sources]
+        targets = io.copy_destinations(sources, directory, overwrite=overwrite)
         method = str(result.attrs.get("skymethod", ""))
-        written = []
-        for k, (source, target) in enumerate(zip(self._sources, targets)):
-            sky, valid = float(result.sky.values[k]), bool(result.valid.values[k])
+        items = zip(self._sources, targets, result.sky.values, result.valid.values)
+        for source, target, sky, valid in (progress(items) if progress is not None else items):
+            options = dict(sky=float(sky), valid=bool(valid), method=method, subtract=subtract,
+                           overwrite=overwrite)
             if source.fits is not None:
-                io.write_fits_copy(source.fits, target, sky=sky, valid=valid, method=method,
-                                   subtract=subtract, overwrite=overwrite)
+                io.write_fits_copy(source.fits, target, **options)
             else:
-                io.write_array_fits(target, np.asarray(source.load_data()), source.wcs, sky=sky,
-                                    valid=valid, method=method, subtract=subtract,
-                                    overwrite=overwrite)
-            written.append(target)
-        return written
+                io.write_array_fits(target, np.asarray(source.load_data()), source.wcs, **options)
+        return targets
 
     def _result(self, result):
         if result is None:

@@ -1,0 +1,273 @@
+"""The ``skymatch-nb`` command: sky matching of FITS images from the shell.
+
+    skymatch-nb "data/*_cal.fits" --skymethod global+match --table skies.ecsv \\
+        --subtract --output-dir matched/
+
+Reads the images (headers and WCS first, pixels memory-mapped), matches their skies with
+`ImageCollection.skymatch`, prints one row per image, and optionally writes the table and
+copies of the files with the sky recorded (``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``) and
+subtracted.  Exit status: 0 on success, 2 on a bad argument or input (one line on stderr,
+no traceback), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__, io
+from .engine import ANCHORS, SKYMETHODS, SKYSTATS, SkyMatchWarning
+
+__all__ = ["main"]
+
+PROG = "skymatch-nb"
+
+#: Table formats by file suffix (astropy ``Table.write`` format names).
+TABLE_FORMATS = {
+    ".ecsv": "ascii.ecsv",
+    ".csv": "ascii.csv",
+    ".txt": "ascii.fixed_width_two_line",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".html": "ascii.html",
+    ".tex": "ascii.latex",
+    ".xml": "votable",
+    ".vot": "votable",
+}
+
+_ERRORS = (ValueError, TypeError, OSError, KeyError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (no usage block) and exits as return values."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, unless it is None or a flag's False."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "%(default)" in help_text:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``skymatch-nb``."""
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_HelpFormatter,
+        description="Measure the sky (background) of overlapping FITS images and make it agree\n"
+        "where they overlap, with the semantics of the JWST pipeline's skymatch step.\n"
+        "Prints one row per image; optionally writes the table and copies of the files.",
+        epilog="examples:\n"
+        f'  {PROG} "data/*_cal.fits" --skymethod global+match\n'
+        f'  {PROG} a.fits b.fits --group-by EXPOSURE --table skies.ecsv\n'
+        f'  {PROG} "data/*.fits" --subtract --output-dir matched/ --dqbits "~DO_NOT_USE"\n',
+    )
+    parser.add_argument("files", nargs="+", metavar="FILES_OR_GLOB",
+                        help="FITS files or glob patterns (quote patterns to keep the shell off them)")
+
+    match = parser.add_argument_group("sky matching")
+    match.add_argument("--skymethod", choices=SKYMETHODS, default="match",
+                       help="local: each image's own sky; global: the lowest of those, for all; "
+                       "match: relative offsets that make overlaps agree; global+match: the match "
+                       "offsets lifted to absolute level")
+    match.add_argument("--skystat", choices=SKYSTATS, default="mode",
+                       help="statistic of the sky pixels")
+    match.add_argument("--match-up", action="store_true",
+                       help="anchor match offsets to the highest sky instead of the lowest")
+    match.add_argument("--lower", type=float, default=None, metavar="X",
+                       help="ignore pixel values below X")
+    match.add_argument("--upper", type=float, default=None, metavar="X",
+                       help="ignore pixel values above X")
+    match.add_argument("--nclip", type=int, default=5, metavar="N", help="sigma-clipping passes")
+    match.add_argument("--lsigma", type=float, default=4.0, metavar="X",
+                       help="lower clipping limit, in standard deviations")
+    match.add_argument("--usigma", type=float, default=4.0, metavar="X",
+                       help="upper clipping limit, in standard deviations")
+    match.add_argument("--binwidth", type=float, default=0.1, metavar="X",
+                       help="histogram bin width of mode and midpt, in standard deviations")
+    match.add_argument("--stepsize", type=int, default=None, metavar="N",
+                       help="footprint vertex spacing along image edges, in pixels "
+                       "(for distorted WCS; default: the corners only)")
+    match.add_argument("--anchor", choices=ANCHORS, default="global",
+                       help="one anchor for the whole mosaic, or one per connected component")
+
+    inputs = parser.add_argument_group("input")
+    inputs.add_argument("--ext", type=_ext, default=None, metavar="EXT",
+                        help="science extension: index (1), name (SCI) or name,version (SCI,2); "
+                        "default: SCI, else the first 2-D image with a celestial WCS")
+    dq = inputs.add_mutually_exclusive_group()
+    dq.add_argument("--dq-ext", default="DQ", metavar="NAME",
+                    help="data-quality extension turned into the good-pixel mask")
+    dq.add_argument("--no-dq", action="store_const", const=None, dest="dq_ext",
+                    help="ignore data-quality extensions")
+    inputs.add_argument("--dqbits", default="0", metavar="BITS",
+                        help="DQ flags to ignore (treat as good): a sum such as 4, a list "
+                        "4,16 or 4+16, JWST names JUMP_DET,OUTLIER, or ~FLAGS for all but "
+                        "FLAGS (e.g. ~DO_NOT_USE+NON_SCIENCE); 0: any flag is bad")
+    inputs.add_argument("--group-by", default=None, metavar="KEYWORD",
+                        help="header keyword whose value groups images that share one sky "
+                        "(e.g. the detectors of one exposure)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--table", type=Path, default=None, metavar="FILE",
+                        help="write the results table; format from the suffix: "
+                        + ", ".join(TABLE_FORMATS))
+    output.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+                        help="write copies of the input files here (same names, created if "
+                        "needed) with BKGLEVEL, BKGSUB and BKGMETH in the science header")
+    output.add_argument("--subtract", action="store_true",
+                        help="subtract the sky from the copies' science data (needs --output-dir)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files")
+    output.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no table on stdout (warnings and errors "
+                        "still go to stderr)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _ext(text: str):
+    """--ext: '1' -> 1, 'SCI' -> 'SCI', 'SCI,2' -> ('SCI', 2)."""
+    name, _, version = text.partition(",")
+    if not version:
+        return int(name) if name.strip().lstrip("-").isdigit() else name.strip()
+    try:
+        return name.strip(), int(version)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an index, a name or name,version (e.g. SCI,2); got {text!r}"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``skymatch-nb`` with ``argv`` (default: the command line); return the exit status.
+
+    Examples
+    --------
+    >>> main(["data/*_cal.fits", "--skymethod", "global+match", "--quiet"])  # doctest: +SKIP
+    0
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version and argument errors
+        return int(done.code or 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SkyMatchWarning)  # every run reports its own
+        warnings.showwarning = _show_warning
+        try:
+            _run(args)
+        except _ERRORS as error:
+            _fail(error)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+    return 0
+
+
+def _run(args) -> None:
+    if args.subtract and args.output_dir is None:
+        raise ValueError("--subtract writes sky-subtracted copies and needs --output-dir DIR")
+    table_format = _table_format(args.table) if args.table is not None else None
+    io.parse_dqbits(_dqbits(args.dqbits))
+    files = io.find_fits(args.files)
+    targets = _check_outputs(args, files)
+
+    from .collection import ImageCollection
+
+    coll = ImageCollection.from_fits(files, ext=args.ext, dq_ext=args.dq_ext,
+                                     dqbits=_dqbits(args.dqbits), group_by=args.group_by)
+    result = coll.skymatch(
+        skymethod=args.skymethod, match_down=not args.match_up, skystat=args.skystat,
+        lower=args.lower, upper=args.upper, nclip=args.nclip, lsigma=args.lsigma,
+        usigma=args.usigma, binwidth=args.binwidth, stepsize=args.stepsize, anchor=args.anchor,
+    )
+    table = coll.to_table(result)
+    if not args.quiet:
+        _print_table(table)
+    if args.table is not None:
+        _write_table(table, args.table, table_format, overwrite=args.overwrite)
+    if targets is not None:
+        _write_copies(coll, result, targets, subtract=args.subtract, overwrite=args.overwrite,
+                      quiet=args.quiet)
+
+
+def _check_outputs(args, files) -> list[Path] | None:
+    """Refuse outputs that cannot be written now, not after a long solve; the copies' paths."""
+    if args.table is not None:
+        if not args.table.parent.is_dir():
+            raise FileNotFoundError(
+                f"--table {str(args.table)!r}: the directory {str(args.table.parent)!r} does not exist"
+            )
+        if args.table.exists() and not args.overwrite:
+            raise FileExistsError(f"{str(args.table)!r} exists; use --overwrite to replace it")
+    if args.output_dir is None:
+        return None
+    return io.copy_destinations(files, args.output_dir, overwrite=args.overwrite)
+
+
+def _dqbits(text: str):
+    return int(text) if text.strip().isdigit() else text
+
+
+def _table_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(
+            f"--table {str(path)!r}: unknown table format {suffix or '(no suffix)'!r}; use one of "
+            + ", ".join(TABLE_FORMATS)
+        )
+    return TABLE_FORMATS[suffix]
+
+
+def _print_table(table) -> None:
+    shown = table.copy(copy_data=False)
+    for name in ("sky", "sky_err"):
+        shown[name].format = ".7g"
+    print("\n".join(shown.pformat(max_lines=-1, max_width=-1)))
+
+
+def _write_table(table, path: Path, table_format: str, *, overwrite: bool) -> None:
+    from astropy.io.fits.verify import VerifyWarning
+
+    with io.atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # long meta keys become HIERARCH cards
+        table.write(tmp, format=table_format)
+
+
+def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, quiet: bool) -> None:
+    from functools import partial
+
+    from tqdm import tqdm
+
+    directory = targets[0].parent
+    directory.mkdir(parents=True, exist_ok=True)
+    bar = partial(tqdm, total=len(targets), desc="writing", unit="file", file=sys.stderr,
+                  disable=True if quiet else None)
+    coll.write_fits(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
+    if not quiet:
+        print(f"{PROG}: wrote {len(targets)} file(s) to {str(directory)!r}", file=sys.stderr)
+
+
+def _fail(error: BaseException) -> None:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    text = " ".join(str(text).split()).replace("pass overwrite=True", "use --overwrite")
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    print(f"{PROG}: warning: {category.__name__}: {text}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

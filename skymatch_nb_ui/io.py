@@ -1,0 +1,785 @@
+"""FITS in and out: finding files, the science and DQ extensions, header keywords, copies.
+
+Opening an image reads headers only (`open_fits_image` returns a cheap `FitsImage` that holds
+no pixels); `FitsImage.data` and `FitsImage.mask` re-open the file memory-mapped and read-only
+each time they are called, so pixels are read lazily, per task.  `write_fits_copy` writes a
+whole-file copy with the sky subtracted and the JWST pipeline's background keywords; the
+source file is never opened for writing, and the copy appears atomically.
+
+>>> import tempfile, pathlib
+>>> from astropy.io import fits
+>>> from skymatch_nb_ui.testing import make_mosaic
+>>> m = make_mosaic((1, 2), sky=[100, 120])
+>>> tmp = pathlib.Path(tempfile.mkdtemp())
+>>> for name, image, w in zip(m.names, m.images, m.wcs):
+...     fits.PrimaryHDU(image, w.to_header()).writeto(tmp / f"{name}.fits")
+>>> images = [open_fits_image(p) for p in find_fits(tmp / "*.fits")]
+>>> images[1].shape, float(images[1].data()[0, 0])
+((100, 100), 120.0)
+>>> out = write_fits_copy(images[1], tmp / "sub.fits", sky=120.0, valid=True,
+...                       method="match", subtract=True)
+>>> fits.getheader(out)["BKGLEVEL"], float(fits.getdata(out)[0, 0])
+(120.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import glob
+import numbers
+import os
+import secrets
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import bitfield_to_boolean_mask
+from astropy.nddata.bitmask import extend_bit_flag_map
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .engine.exceptions import SkyMatchWarning
+
+__all__ = [
+    "JWST_DQ_FLAGS",
+    "FitsImage",
+    "MixedUnitsWarning",
+    "atomic_path",
+    "check_units",
+    "copy_destinations",
+    "find_fits",
+    "open_fits_image",
+    "parse_dqbits",
+    "write_array_fits",
+    "write_fits_copy",
+]
+
+#: Mnemonic names of the JWST pixel DQ flags (as in ``stdatamodels.jwst.datamodels.dqflags``),
+#: usable in ``dqbits`` strings such as ``"OUTLIER,SATURATED"`` or ``"~DO_NOT_USE"``.
+JWST_DQ_FLAGS = extend_bit_flag_map(
+    "JWSTPixelFlags",
+    **{
+        name: 2**bit
+        for bit, name in enumerate(
+            "DO_NOT_USE SATURATED JUMP_DET DROPOUT OUTLIER PERSISTENCE AD_FLOOR RESERVED_4 "
+            "UNRELIABLE_ERROR NON_SCIENCE DEAD HOT WARM LOW_QE RC TELEGRAPH NONLINEAR "
+            "BAD_REF_PIXEL NO_FLAT_FIELD NO_GAIN_VALUE NO_LIN_CORR NO_SAT_CHECK UNRELIABLE_BIAS "
+            "UNRELIABLE_DARK UNRELIABLE_SLOPE UNRELIABLE_FLAT OPEN ADJ_OPEN UNRELIABLE_RESET "
+            "MSA_FAILED_OPEN OTHER_BAD_PIXEL REFERENCE_PIXEL".split()
+        )
+    },
+)
+
+#: The header keywords `write_fits_copy` sets, with the JWST pipeline's comments.
+BKG_COMMENTS = {
+    "BKGLEVEL": "Total background level",
+    "BKGSUB": "Background was subtracted",
+    "BKGMETH": "Background computation method",
+}
+
+_GLOB_CHARS = frozenset("*?[")
+# what astropy raises for broken files and headers
+_READ_ERRORS = (ValueError, OSError, KeyError, IndexError, TypeError, AttributeError,
+                fits.VerifyError)
+_OPEN = dict(mode="denywrite", memmap=True, lazy_load_hdus=True)
+
+# keyword(s) of each metadata column, tried in order (science header first, then primary)
+_META_KEYWORDS = {
+    "bunit": ("BUNIT",),
+    "exptime": ("EXPTIME", "XPOSURE", "EFFEXPTM"),
+    "filter": ("FILTER", "FILTNAM1", "FILTER1"),
+    "detector": ("DETECTOR", "CCDNAME", "CHIPID"),
+    "instrument": ("INSTRUME",),
+    "date_obs": ("DATE-OBS", "DATE-BEG"),
+}
+_EXPOSURE_KEYWORDS = ("EXP_ID", "EXPID", "EXPNUM", "ROOTNAME", "OBS_ID", "EXPOSURE")
+
+
+class MixedUnitsWarning(SkyMatchWarning):
+    """The images do not all have the same BUNIT: their sky levels are not comparable."""
+
+
+# -- finding files ---------------------------------------------------------------------------
+def find_fits(paths) -> list[Path]:
+    """The files named by ``paths``, with glob patterns expanded.
+
+    Parameters
+    ----------
+    paths : str, os.PathLike or sequence of them
+        File names or glob patterns (``*``, ``?``, ``[...]``; ``**`` descends directories).
+        A pattern's matches are sorted; directories it matches are skipped.  A name that
+        exists is taken literally even if it contains pattern characters.
+
+    Returns
+    -------
+    list of Path
+        In the order given, duplicates (the same file named twice) removed.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a name that does not exist or a pattern that matches no file.
+    ValueError
+        When nothing is named at all, or a name is a directory.
+    TypeError
+        For anything but names.
+
+    Examples
+    --------
+    >>> find_fits("data/*_cal.fits")  # doctest: +SKIP
+    [PosixPath('data/a_cal.fits'), PosixPath('data/b_cal.fits')]
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    elif not isinstance(paths, (Sequence, Iterator)) or isinstance(paths, bytes):
+        raise TypeError(f"paths must be a file name, a glob pattern or a sequence of them; got {paths!r}")
+    paths = list(paths)
+    for item in paths:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"paths must hold file names or glob patterns (str or Path); got {item!r}")
+    found = [path for item in paths for path in _expand(os.fspath(item))]
+    if not found:
+        raise ValueError("no FITS files given: pass file names or glob patterns such as 'data/*.fits'")
+    seen: set[str] = set()
+    unique = []
+    for path in found:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def _expand(name: str) -> list[Path]:
+    path = Path(name)
+    if path.is_dir():
+        raise ValueError(f"{name!r} is a directory; name its files, e.g. '{path / '*.fits'}'")
+    if path.exists():
+        return [path]
+    if not _GLOB_CHARS & set(name):
+        raise FileNotFoundError(f"no such file: {name!r}")
+    matches = [Path(p) for p in sorted(glob.glob(name, recursive=True)) if not os.path.isdir(p)]
+    if not matches:
+        raise FileNotFoundError(f"the pattern {name!r} matches no file")
+    return matches
+
+
+# -- one image -------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FitsImage:
+    """One image of a FITS file: where it is and what its headers say, without its pixels.
+
+    Build one with `open_fits_image`.  The pixels are read (memory-mapped) by `data` and
+    `mask`, each time they are called.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    ext : int
+        Index of the science HDU.
+    dq_ext : int or None
+        Index of the DQ HDU, None when the file has none (or DQ was disabled).
+    shape : (int, int)
+        (ny, nx), from the header.
+    wcs : astropy.wcs.WCS
+        The celestial WCS of the science HDU, distortions (SIP, lookup tables) included.
+    header, primary_header : astropy.io.fits.Header
+        Copies of the science and primary headers.
+
+    Examples
+    --------
+    >>> image = open_fits_image("jw_nrca1_cal.fits")  # doctest: +SKIP
+    >>> image.ext, image.dq_ext, image.shape, image.meta["detector"]  # doctest: +SKIP
+    (1, 3, (2048, 2048), 'NRCA1')
+    """
+
+    path: Path
+    ext: int
+    dq_ext: int | None
+    shape: tuple[int, int]
+    wcs: WCS
+    header: fits.Header
+    primary_header: fits.Header
+
+    def __repr__(self) -> str:
+        dq = "" if self.dq_ext is None else f", dq_ext={self.dq_ext}"
+        return f"FitsImage({str(self.path)!r}, ext={self.ext}{dq}, shape={self.shape})"
+
+    def data(self) -> np.ndarray:
+        """The science pixels: a read-only array, memory-mapped when the file allows it.
+
+        Scaled integer data (BSCALE/BZERO/BLANK) cannot be memory-mapped and are read whole.
+        """
+        return _read_pixels(self.path, self.ext)
+
+    def mask(self, dqbits=0) -> np.ndarray | None:
+        """Good-pixel mask (True = good) from the DQ extension; None when there is none.
+
+        Parameters
+        ----------
+        dqbits : int or str
+            DQ flags to *ignore* (treat as good); any other flag marks a pixel bad.  An
+            integer sum of flags, or a string in astropy's ``bitfield_to_boolean_mask``
+            syntax: ``"4,16"``, ``"4+16"``, JWST names such as ``"JUMP_DET,OUTLIER"`` (see
+            `JWST_DQ_FLAGS`), and ``"~..."`` for "ignore all but these" (the JWST pipeline's
+            ``"~DO_NOT_USE+NON_SCIENCE"``).  Default 0: any flag is bad; None: ignore all.
+        """
+        bits = parse_dqbits(dqbits)
+        if self.dq_ext is None:
+            return None
+        dq = _read_pixels(self.path, self.dq_ext)
+        return bitfield_to_boolean_mask(
+            dq, ignore_flags=bits, good_mask_value=True, dtype=bool
+        )
+
+    def keyword(self, name: str):
+        """A header value: from the science header, else the primary header.
+
+        Raises
+        ------
+        KeyError
+            Naming the keyword and the file, when neither header has it.
+        """
+        for header in (self.header, self.primary_header):
+            if name in header:
+                return header[name]
+        raise KeyError(
+            f"keyword {name!r} is in neither the science header (HDU {self.ext}) nor the "
+            f"primary header of {str(self.path)!r}"
+        )
+
+    @property
+    def meta(self) -> dict:
+        """Selected metadata, None where the headers do not say.
+
+        ``bunit`` (BUNIT), ``exptime`` (EXPTIME, XPOSURE or EFFEXPTM), ``filter`` (FILTER,
+        FILTNAM1 or FILTER1), ``detector`` (DETECTOR, CCDNAME or CHIPID), ``instrument``
+        (INSTRUME), ``date_obs`` (DATE-OBS or DATE-BEG) and ``exposure``: an identifier shared
+        by all detectors of one exposure.  For JWST (OBS_ID and EXPOSURE both present) it is
+        ``"<OBS_ID>_<EXPOSURE>"``; otherwise the first of EXP_ID, EXPID, EXPNUM, ROOTNAME,
+        OBS_ID, EXPOSURE.  Each keyword is looked up in the science header, then the primary.
+        """
+        meta = {key: self._first(names) for key, names in _META_KEYWORDS.items()}
+        if meta["exptime"] is not None:
+            try:
+                meta["exptime"] = float(meta["exptime"])
+            except (TypeError, ValueError):
+                pass
+        for key in ("bunit", "filter", "detector", "instrument", "date_obs"):
+            if meta[key] is not None:
+                meta[key] = str(meta[key]).strip()
+        obs_id, exposure = self._first(("OBS_ID",)), self._first(("EXPOSURE",))
+        if obs_id is not None and exposure is not None:
+            meta["exposure"] = f"{str(obs_id).strip()}_{str(exposure).strip()}"
+        else:
+            found = self._first(_EXPOSURE_KEYWORDS)
+            meta["exposure"] = None if found is None else str(found).strip()
+        return meta
+
+    def _first(self, names):
+        for name in names:
+            for header in (self.header, self.primary_header):
+                value = header.get(name)
+                if value is not None and not isinstance(value, fits.card.Undefined):
+                    return value
+        return None
+
+
+def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
+    """Find the science (and DQ) extension of a FITS file and read its headers and WCS.
+
+    No pixels are read and the file is closed on return.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    ext : int, str or (str, int), optional
+        The science HDU: an index, a name (``"SCI"``) or (name, version).  Default: the
+        first HDU named SCI, else the first image HDU with 2-D data and a celestial WCS.
+    dq_ext : str or None
+        Name of the DQ HDU (the one with the science HDU's EXTVER).  A file without it has no
+        mask.  None: ignore DQ.
+
+    Returns
+    -------
+    FitsImage
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and extension): unreadable file, extension not found, not an image,
+        not 2-D, no celestial WCS, a DQ of another shape than the science data.
+    FileNotFoundError
+        When the file does not exist.
+
+    Examples
+    --------
+    >>> image = open_fits_image("j8xi01_flt.fits", ext=("SCI", 2))  # doctest: +SKIP
+    >>> image.ext, image.dq_ext  # doctest: +SKIP
+    (4, 6)
+    """
+    path = Path(path)
+    _check_ext(ext)
+    if dq_ext is not None and not isinstance(dq_ext, str):
+        raise TypeError(f"dq_ext must be an extension name (str) or None; got {dq_ext!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    try:
+        with fits.open(path, **_OPEN) as hdul, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            index = _science_index(hdul, ext, path)
+            hdu = hdul[index]
+            shape = _image_shape(hdu, index, path)
+            wcs = _celestial_wcs(hdu.header, hdul, index, path)
+            dq_index = _dq_index(hdul, hdu.header, dq_ext, shape, path)
+            header, primary = hdu.header.copy(), hdul[0].header.copy()
+    except _READ_ERRORS as error:  # corrupt files fail in many ways; always name the file
+        if isinstance(error, (ValueError, OSError)) and str(path) in str(error):
+            raise
+        kind = OSError if isinstance(error, OSError) else ValueError
+        raise kind(f"cannot read FITS file {str(path)!r}: {error}") from error
+    wcs.pixel_shape = shape[::-1]
+    return FitsImage(path, index, dq_index, shape, wcs, header, primary)
+
+
+def _check_ext(ext) -> None:
+    ok = (
+        ext is None
+        or isinstance(ext, str)
+        or (isinstance(ext, numbers.Integral) and not isinstance(ext, bool))
+        or (
+            isinstance(ext, tuple) and len(ext) == 2 and isinstance(ext[0], str)
+            and isinstance(ext[1], numbers.Integral) and not isinstance(ext[1], bool)
+        )
+    )
+    if not ok:
+        raise TypeError(
+            f"ext must be an HDU index (int), a name ('SCI') or (name, version) such as "
+            f"('SCI', 2); got {ext!r}"
+        )
+
+
+def _science_index(hdul, ext, path: Path) -> int:
+    if ext is not None:
+        try:
+            index = hdul.index_of(ext) if not isinstance(ext, numbers.Integral) else int(ext)
+            hdul[index]
+        except (KeyError, IndexError):
+            raise ValueError(
+                f"extension {ext!r} not found in {str(path)!r}; its HDUs are {_hdu_list(hdul)}"
+            ) from None
+        return index if index >= 0 else len(hdul) + index
+    for index, hdu in enumerate(hdul):
+        if hdu.name == "SCI":
+            return index
+    skipped = []
+    for index, hdu in enumerate(hdul):
+        if _is_image(hdu) and hdu.header.get("NAXIS") == 2:
+            if _has_celestial(hdu.header, hdul):
+                return index
+            skipped.append(index)
+    hint = f" (HDU {skipped} are 2-D images without a celestial WCS)" if skipped else ""
+    raise ValueError(
+        f"no 2-D image HDU with a celestial WCS in {str(path)!r}{hint}; its HDUs are "
+        f"{_hdu_list(hdul)}. Pass ext= to choose one"
+    )
+
+
+def _has_celestial(header, hdul) -> bool:
+    try:
+        return WCS(header, fobj=hdul).has_celestial
+    except Exception:  # a broken WCS is no celestial WCS
+        return False
+
+
+def _is_image(hdu) -> bool:
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and hdu.header.get("NAXIS", 0) > 0
+
+
+def _hdu_list(hdul) -> str:
+    parts = []
+    for index, hdu in enumerate(hdul):
+        kind = type(hdu).__name__
+        dims = "x".join(str(hdu.header.get(f"NAXIS{k}")) for k in range(1, hdu.header.get("NAXIS", 0) + 1))
+        parts.append(f"{index} {hdu.name or '-'} ({kind}{', ' + dims if dims else ''})")
+    return "[" + "; ".join(parts) + "]"
+
+
+def _image_shape(hdu, index: int, path: Path) -> tuple[int, int]:
+    where = f"HDU {index} ({hdu.name or 'unnamed'}) of {str(path)!r}"
+    if not _is_image(hdu):
+        raise ValueError(f"{where} is not an image HDU ({type(hdu).__name__}); pass ext= to choose one")
+    naxis = hdu.header["NAXIS"]
+    if naxis != 2:
+        dims = tuple(hdu.header.get(f"NAXIS{k}") for k in range(naxis, 0, -1))
+        raise ValueError(f"{where} must hold 2-D data; it has shape {dims}")
+    return int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"])
+
+
+def _celestial_wcs(header, hdul, index: int, path: Path) -> WCS:
+    where = f"HDU {index} ({header.get('EXTNAME', 'unnamed')}) of {str(path)!r}"
+    try:
+        wcs = WCS(header, fobj=hdul)
+    except Exception as error:  # astropy raises many kinds for broken WCS keywords
+        raise ValueError(f"cannot read the WCS of {where}: {error}") from error
+    if not wcs.has_celestial:
+        raise ValueError(f"{where} has no celestial WCS (no RA/Dec axes in its header)")
+    if wcs.naxis != 2:
+        wcs = wcs.celestial
+    return wcs
+
+
+def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:
+    if dq_ext is None:
+        return None
+    try:
+        index = hdul.index_of((dq_ext, header.get("EXTVER", 1)))
+    except KeyError:
+        return None
+    dq = hdul[index]
+    where = f"the DQ extension {dq_ext!r} (HDU {index}) of {str(path)!r}"
+    if not _is_image(dq) or dq.header["BITPIX"] < 0:
+        raise ValueError(f"{where} must be an image of integer flags; got {type(dq).__name__} "
+                         f"with BITPIX={dq.header.get('BITPIX')}")
+    naxis = dq.header["NAXIS"]
+    dq_shape = tuple(int(dq.header[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+    if dq_shape != shape:
+        raise ValueError(f"{where} has shape {dq_shape}, unlike the science data's {shape}")
+    return index
+
+
+def _read_pixels(path: Path, index: int) -> np.ndarray:
+    """An HDU's pixels, read-only; memory-mapped unless the data are scaled."""
+    try:
+        with _open_for_reading(path, index) as hdul:
+            data = hdul[index].data
+    except OSError as error:
+        raise OSError(f"cannot read HDU {index} of {str(path)!r}: {error}") from error
+    view = data.view()
+    view.flags.writeable = False
+    return view
+
+
+@contextmanager
+def _open_for_reading(path: Path, index: int | None = None):
+    """The file, never writable; memory-mapped unless HDU ``index`` (None: any HDU) is scaled.
+
+    astropy cannot memory-map integer data with BSCALE/BZERO/BLANK (unsigned integers
+    included), so these are read into memory, one HDU at a time, when accessed.
+    """
+    with fits.open(path, **_OPEN) as hdul:
+        hdus = hdul if index is None else [hdul[index]]
+        if not any(_scaled(hdu.header) for hdu in hdus):
+            yield hdul
+            return
+    with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+        yield hdul
+
+
+def _scaled(header) -> bool:
+    return header.get("BITPIX", 0) > 0 and any(k in header for k in ("BSCALE", "BZERO", "BLANK"))
+
+
+def _float_copy(data: np.ndarray) -> np.ndarray:
+    """A native-endian float copy: float32 stays float32, anything else becomes float64."""
+    single = data.dtype.kind == "f" and data.dtype.itemsize == 4
+    return data.astype(np.float32 if single else np.float64)
+
+
+def parse_dqbits(dqbits) -> int | None:
+    """The DQ flags to ignore as an integer bit mask (see `FitsImage.mask`); None ignores all.
+
+    Raises
+    ------
+    ValueError
+        Naming ``dqbits`` for a value that is not valid flag syntax.
+    TypeError
+        For a value that is neither an int, a str nor None.
+
+    Examples
+    --------
+    >>> parse_dqbits("4,16"), parse_dqbits("JUMP_DET+OUTLIER"), parse_dqbits(0)
+    (20, 20, 0)
+    >>> parse_dqbits("~DO_NOT_USE+NON_SCIENCE") == ~(1 + 512)
+    True
+    """
+    from astropy.nddata.bitmask import interpret_bit_flags
+
+    if dqbits is None:
+        return None
+    if isinstance(dqbits, bool) or not isinstance(dqbits, (numbers.Integral, str)):
+        raise TypeError(f"dqbits must be an int or a str of DQ flags (or None); got {dqbits!r}")
+    if isinstance(dqbits, numbers.Integral) and dqbits < 0:
+        raise ValueError(f"dqbits must be a non-negative sum of DQ flags; got {dqbits}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            bits = interpret_bit_flags(dqbits, flag_name_map=JWST_DQ_FLAGS)
+    except (ValueError, TypeError, KeyError, AttributeError, UserWarning) as error:
+        raise ValueError(
+            "dqbits must be an integer sum of DQ flags to ignore or a string such as '4,16', "
+            f"'4+16', 'JUMP_DET,OUTLIER' or '~DO_NOT_USE+NON_SCIENCE'; got {dqbits!r} ({error})"
+        ) from None
+    return None if bits is None else int(bits)
+
+
+# -- units -----------------------------------------------------------------------------------
+def check_units(images: Sequence[FitsImage]) -> None:
+    """Warn with `MixedUnitsWarning` when the images' BUNIT are not all the same.
+
+    Sky levels are compared in each image's own unit, so matching images in different
+    units gives meaningless offsets.  A missing BUNIT counts as a unit of its own.
+
+    Examples
+    --------
+    >>> check_units([open_fits_image(p) for p in find_fits("data/*.fits")])  # doctest: +SKIP
+    """
+    by_unit: dict = {}
+    for image in images:
+        by_unit.setdefault(image.meta["bunit"], []).append(image.path.name)
+    if len(by_unit) < 2:
+        return
+    parts = []
+    for unit, files in by_unit.items():
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        parts.append(f"{'no BUNIT' if unit is None else repr(unit)} ({shown})")
+    warnings.warn(
+        "the images are in different units: " + "; ".join(parts)
+        + ". Their sky levels are not comparable; convert them to one unit first",
+        MixedUnitsWarning,
+        stacklevel=2,
+    )
+
+
+# -- writing ---------------------------------------------------------------------------------
+@contextmanager
+def atomic_path(dest, *, overwrite: bool = False):
+    """Yield a temporary path next to ``dest``; on success move it onto ``dest`` atomically.
+
+    The temporary name ends with ``dest``'s name, so writers that choose a format from the
+    suffix see the right one.  On any error the temporary file is removed and ``dest`` is left
+    as it was.  The directory must exist.
+
+    Raises
+    ------
+    FileExistsError
+        When ``dest`` exists and not ``overwrite`` (checked before and after writing).
+    FileNotFoundError
+        When ``dest``'s directory does not exist.
+
+    Examples
+    --------
+    >>> with atomic_path("results.ecsv", overwrite=True) as tmp:  # doctest: +SKIP
+    ...     table.write(tmp)
+    """
+    dest = Path(dest)
+    _refuse_existing(dest, overwrite)
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"the directory of {str(dest)!r} does not exist; create it first")
+    tmp = dest.parent / f".tmp-{secrets.token_hex(6)}-{dest.name}"
+    try:
+        yield tmp
+        _refuse_existing(dest, overwrite)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def copy_destinations(sources, directory, *, overwrite: bool = False) -> list[Path]:
+    """Where copies of ``sources`` go in ``directory`` (same file names), checked up front.
+
+    Lets a caller refuse a bad output before a long computation rather than after it.
+
+    Raises
+    ------
+    ValueError
+        When two sources have the same file name, or a destination is its own source
+        (``directory`` is the inputs' directory).
+    FileExistsError
+        When destinations exist and not ``overwrite`` (all of them are named).
+
+    Examples
+    --------
+    >>> copy_destinations(["in/a.fits", "in/b.fits"], "out")  # doctest: +SKIP
+    [PosixPath('out/a.fits'), PosixPath('out/b.fits')]
+    """
+    directory = Path(directory)
+    targets = [directory / Path(source).name for source in sources]
+    names = [t.name for t in targets]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(
+            f"several inputs have the file name(s) {clashes}, so their copies would overwrite "
+            "each other in one output directory"
+        )
+    own = [str(t) for s, t in zip(sources, targets) if _same_file(Path(s), t)]
+    if own:
+        raise ValueError(
+            f"the output directory {str(directory)!r} holds the inputs themselves ({own[0]}"
+            f"{', ...' if len(own) > 1 else ''}); choose another directory"
+        )
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise FileExistsError(f"{shown} exist(s); pass overwrite=True to replace them")
+    return targets
+
+
+def _refuse_existing(dest: Path, overwrite: bool) -> None:
+    if not overwrite and dest.exists():
+        raise FileExistsError(f"{str(dest)!r} exists; pass overwrite=True to replace it")
+
+
+def write_fits_copy(
+    image: FitsImage,
+    dest,
+    *,
+    sky: float,
+    valid: bool,
+    method: str,
+    subtract: bool,
+    overwrite: bool = False,
+) -> Path:
+    """Copy an image's whole file to ``dest``, recording (and optionally subtracting) its sky.
+
+    Every HDU is copied.  In the science HDU, when ``subtract and valid`` the data become
+    ``data - sky`` (float32 data stay float32; other types become float64), and the header
+    gets the JWST pipeline's keywords:
+
+    - ``BKGLEVEL``: ``sky`` (omitted, and removed if the source had it, when not ``valid``:
+      FITS headers cannot hold NaN);
+    - ``BKGSUB``: whether the sky was subtracted from the data (False when not ``valid``);
+    - ``BKGMETH``: ``method``.
+
+    CHECKSUM / DATASUM of the science HDU, if present, are recomputed.  The source file is
+    only ever opened read-only.  The copy is written to a temporary file in ``dest``'s
+    directory and moved into place, so a failure leaves no partial file.
+
+    Parameters
+    ----------
+    image : FitsImage
+        The source.
+    dest : str or Path
+        The file to write.  Its directory must exist (it is not created).
+    sky : float
+        The sky level of the science data.
+    valid : bool
+        Whether ``sky`` is meaningful.
+    method : str
+        The sky method, e.g. ``"global+match"``.
+    subtract : bool
+        Subtract ``sky`` from the data (when ``valid``).
+    overwrite : bool
+        Replace ``dest`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    ValueError
+        When ``dest`` is the source file.
+    FileExistsError
+        When ``dest`` exists and not ``overwrite``.
+    FileNotFoundError
+        When ``dest``'s directory does not exist.
+
+    Examples
+    --------
+    >>> write_fits_copy(image, "out/a_cal.fits", sky=0.31, valid=True,
+    ...                 method="global+match", subtract=True)  # doctest: +SKIP
+    PosixPath('out/a_cal.fits')
+    """
+    dest = Path(dest)
+    if _same_file(image.path, dest):
+        raise ValueError(
+            f"refusing to write over the source file {str(image.path)!r}; choose another "
+            "destination (e.g. another directory)"
+        )
+    subtracted = bool(subtract and valid)
+    with atomic_path(dest, overwrite=overwrite) as tmp:
+        with _open_for_reading(image.path) as hdul:
+            hdu = hdul[image.ext]
+            if subtracted:
+                out = _float_copy(hdu.data)
+                out -= sky
+                hdu.data = out
+                hdu.header.remove("BLANK", ignore_missing=True)
+            _set_bkg_keywords(hdu.header, sky=sky, valid=valid, method=method, subtracted=subtracted)
+            _update_checksums(hdu)
+            hdul.writeto(tmp)
+    return dest
+
+
+def write_array_fits(
+    dest,
+    data: np.ndarray,
+    wcs,
+    *,
+    sky: float,
+    valid: bool,
+    method: str,
+    subtract: bool,
+    overwrite: bool = False,
+) -> Path:
+    """Write an in-memory image as a one-HDU FITS file, with the keywords of `write_fits_copy`.
+
+    ``wcs`` is written when it is an `astropy.wcs.WCS` (distortions as SIP/lookup keywords
+    when possible); other WCS types (gwcs) are not written, with a `SkyMatchWarning`.
+    Atomic and refusing to overwrite, as `write_fits_copy`.
+
+    Examples
+    --------
+    >>> write_array_fits("out/img00.fits", image, wcs, sky=100.0, valid=True,
+    ...                  method="match", subtract=True)  # doctest: +SKIP
+    PosixPath('out/img00.fits')
+    """
+    dest = Path(dest)
+    data = np.asarray(data)
+    subtracted = bool(subtract and valid)
+    if subtracted:
+        data = _float_copy(data)
+        data -= sky
+    header = fits.Header()
+    if isinstance(wcs, WCS):
+        header.update(wcs.to_header(relax=True))
+    else:
+        warnings.warn(
+            f"{str(dest)!r}: the WCS ({type(wcs).__name__}) cannot be written as FITS keywords; "
+            "the file has none",
+            SkyMatchWarning,
+            stacklevel=2,
+        )
+    _set_bkg_keywords(header, sky=sky, valid=valid, method=method, subtracted=subtracted)
+    with atomic_path(dest, overwrite=overwrite) as tmp:
+        fits.PrimaryHDU(data, header).writeto(tmp)
+    return dest
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if b.exists():
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _set_bkg_keywords(header, *, sky: float, valid: bool, method: str, subtracted: bool) -> None:
+    if valid:
+        header["BKGLEVEL"] = (float(sky), BKG_COMMENTS["BKGLEVEL"])
+    else:
+        header.remove("BKGLEVEL", ignore_missing=True, remove_all=True)
+    header["BKGSUB"] = (bool(subtracted), BKG_COMMENTS["BKGSUB"])
+    header["BKGMETH"] = (str(method), BKG_COMMENTS["BKGMETH"])
+
+
+def _update_checksums(hdu) -> None:
+    if "CHECKSUM" in hdu.header:
+        hdu.add_checksum()
+    elif "DATASUM" in hdu.header:
+        hdu.add_datasum()

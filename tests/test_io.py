@@ -1,0 +1,539 @@
+"""FITS in and out: finding files, science/DQ extensions, lazy pixels, masks, copies."""
+
+import hashlib
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS, DistortionLookupTable, Sip
+
+from skymatch_nb_ui import SkyMatchWarning
+from skymatch_nb_ui import io
+from skymatch_nb_ui.io import (
+    FitsImage,
+    MixedUnitsWarning,
+    check_units,
+    find_fits,
+    open_fits_image,
+    write_array_fits,
+    write_fits_copy,
+)
+from skymatch_nb_ui.testing import make_mosaic
+
+SHAPE = (40, 50)
+PIXELS = [(0, 0), (49, 39), (12.5, 30.25), (-3, 45)]
+
+JUMP_DET, DO_NOT_USE, SATURATED = 4, 1, 2
+
+
+@pytest.fixture(scope="module")
+def mosaic():
+    return make_mosaic((1, 3), shape=SHAPE, sky=[100, 120, 105], noise=1.0, seed=3)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_same_sky(wcs_a, wcs_b):
+    x, y = np.array(PIXELS, float).T
+    np.testing.assert_allclose(wcs_a.all_pix2world(x, y, 0), wcs_b.all_pix2world(x, y, 0),
+                               rtol=0, atol=1e-9)  # degrees: header round-off only
+
+
+def write_primary(path, image, wcs, **cards):
+    header = wcs.to_header()
+    header.update(cards)
+    fits.PrimaryHDU(image, header).writeto(path)
+    return path
+
+
+def dq_array():
+    dq = np.zeros(SHAPE, np.uint32)
+    dq[0, :5] = JUMP_DET
+    dq[1, :3] = DO_NOT_USE
+    dq[2, :2] = SATURATED | JUMP_DET
+    return dq
+
+
+def write_mef(path, mosaic, *, checksum=False):
+    """HST-like layout: PRIMARY, (SCI,1), (DQ,1), (ERR,1), (SCI,2), (DQ,2)."""
+    primary = fits.PrimaryHDU()
+    primary.header.update(INSTRUME="NIRCAM", OBS_ID="V01234001001P0000000002101",
+                          EXPOSURE="3", EXPTIME=107.4, FILTER="F200W")
+    sci1 = fits.ImageHDU(mosaic.images[0], mosaic.wcs[0].to_header(), name="SCI", ver=1)
+    sci1.header.update(BUNIT="MJy/sr", DETECTOR="NRCA1")
+    sci2 = fits.ImageHDU(mosaic.images[1], mosaic.wcs[1].to_header(), name="SCI", ver=2)
+    sci2.header["DETECTOR"] = "NRCA2"
+    dq2 = np.zeros(SHAPE, np.uint32)
+    dq2[5, 5] = DO_NOT_USE
+    hdul = fits.HDUList([
+        primary,
+        sci1,
+        fits.ImageHDU(dq_array(), name="DQ", ver=1),
+        fits.ImageHDU(np.full(SHAPE, 0.5, np.float32), name="ERR", ver=1),
+        sci2,
+        fits.ImageHDU(dq2, name="DQ", ver=2),
+    ])
+    hdul.writeto(path, checksum=checksum)
+    return path
+
+
+@pytest.fixture
+def primary_file(tmp_path, mosaic):
+    return write_primary(tmp_path / "img00.fits", mosaic.images[0], mosaic.wcs[0])
+
+
+@pytest.fixture
+def mef_file(tmp_path, mosaic):
+    return write_mef(tmp_path / "exp_cal.fits", mosaic)
+
+
+# -- find_fits ---------------------------------------------------------------------------------
+def test_find_fits_expands_sorted_globs_and_keeps_literal_order(tmp_path, mosaic):
+    for name in ["c.fits", "a.fits", "b.fits"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.fits").mkdir()  # a directory matching the pattern is skipped
+    found = find_fits([tmp_path / "c.fits", str(tmp_path / "*.fits")])
+    assert [p.name for p in found] == ["c.fits", "a.fits", "b.fits"]  # duplicate c dropped
+    assert find_fits(tmp_path / "b.fits") == [tmp_path / "b.fits"]
+    assert [p.name for p in find_fits(str(tmp_path / "[ab].fit?"))] == ["a.fits", "b.fits"]
+
+
+def test_find_fits_takes_an_existing_name_literally(tmp_path):
+    odd = tmp_path / "img[1].fits"
+    odd.write_bytes(b"")
+    assert find_fits(str(odd)) == [odd]
+
+
+@pytest.mark.parametrize(
+    ("paths", "error", "match"),
+    [
+        (lambda d: d / "missing.fits", FileNotFoundError, "missing.fits"),
+        (lambda d: str(d / "nothing*.fits"), FileNotFoundError, r"pattern .*nothing\*\.fits"),
+        (lambda d: [], ValueError, "no FITS files given"),
+        (lambda d: d, ValueError, "is a directory"),
+        (lambda d: 3, TypeError, "paths must be"),
+        (lambda d: [d / "x.fits", 3], TypeError, "paths must hold"),
+    ],
+)
+def test_find_fits_rejects(tmp_path, paths, error, match):
+    with pytest.raises(error, match=match):
+        find_fits(paths(tmp_path))
+
+
+# -- open_fits_image ---------------------------------------------------------------------------
+def test_primary_hdu_file(primary_file, mosaic):
+    image = open_fits_image(primary_file)
+    assert isinstance(image, FitsImage)
+    assert (image.path, image.ext, image.dq_ext, image.shape) == (primary_file, 0, None, SHAPE)
+    assert_same_sky(image.wcs, mosaic.wcs[0])
+    assert image.mask() is None
+    np.testing.assert_array_equal(image.data(), mosaic.images[0])
+    assert image.data().dtype.itemsize == 4
+
+
+def test_data_is_a_read_only_view_of_the_file(primary_file):
+    data = open_fits_image(primary_file).data()
+    with pytest.raises(ValueError, match="read-only"):
+        data[0, 0] = 0
+    with pytest.raises(ValueError):
+        data.flags.writeable = True
+
+
+def test_multi_extension_file_finds_sci_and_its_dq(mef_file, mosaic):
+    first = open_fits_image(mef_file)
+    assert (first.ext, first.dq_ext, first.shape) == (1, 2, SHAPE)
+    assert first.header["EXTNAME"] == "SCI" and first.primary_header["INSTRUME"] == "NIRCAM"
+    assert_same_sky(first.wcs, mosaic.wcs[0])
+    second = open_fits_image(mef_file, ext=("SCI", 2))
+    assert (second.ext, second.dq_ext) == (4, 5)  # the DQ of the same EXTVER
+    assert_same_sky(second.wcs, mosaic.wcs[1])
+    np.testing.assert_array_equal(second.data(), mosaic.images[1])
+    assert second.mask().sum() == SHAPE[0] * SHAPE[1] - 1
+    assert open_fits_image(mef_file, ext=4).ext == 4
+    assert open_fits_image(mef_file, ext="sci").ext == 1
+    assert open_fits_image(mef_file, dq_ext=None).dq_ext is None
+
+
+def test_without_sci_the_first_2d_image_with_a_celestial_wcs_is_used(tmp_path, mosaic):
+    path = tmp_path / "mixed.fits"
+    fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))]),
+        fits.ImageHDU(np.zeros(SHAPE, np.float32), name="NOWCS"),
+        fits.ImageHDU(mosaic.images[2], mosaic.wcs[2].to_header(), name="IMAGE"),
+    ]).writeto(path)
+    image = open_fits_image(path)
+    assert image.ext == 3
+    np.testing.assert_array_equal(image.data(), mosaic.images[2])
+
+
+def test_sip_and_lookup_table_distortions_are_kept(tmp_path, mosaic):
+    sip = WCS(mosaic.wcs[0].to_header())
+    sip.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    a, b = np.zeros((3, 3)), np.zeros((3, 3))
+    a[2, 0], b[0, 2] = 2e-5, -3e-5
+    sip.sip = Sip(a, b, None, None, sip.wcs.crpix)
+    fits.PrimaryHDU(mosaic.images[0], sip.to_header(relax=True)).writeto(tmp_path / "sip.fits")
+    assert_same_sky(open_fits_image(tmp_path / "sip.fits").wcs, sip)
+
+    lookup = mosaic.wcs[0].deepcopy()
+    table = np.linspace(0, 0.5, 20, dtype=np.float32).reshape(4, 5)
+    lookup.cpdis1 = DistortionLookupTable(table, (1, 1), (1, 1), (12.0, 12.0))
+    lookup.cpdis2 = DistortionLookupTable(table.T.copy(), (1, 1), (1, 1), (12.0, 12.0))
+    hdul = lookup.to_fits()  # primary header + WCSDVARR extensions
+    hdul[0].data = mosaic.images[0]
+    hdul.writeto(tmp_path / "lookup.fits")
+    read = open_fits_image(tmp_path / "lookup.fits").wcs
+    assert_same_sky(read, lookup)
+    x, y = np.array(PIXELS, float).T  # and the distortion does matter
+    assert np.abs(np.subtract(read.all_pix2world(x, y, 0), mosaic.wcs[0].all_pix2world(x, y, 0))).max() > 1e-6
+
+
+# -- laziness ----------------------------------------------------------------------------------
+def test_opening_reads_no_pixels_new_bytes_on_disk_show_through_data(mef_file):
+    image = open_fits_image(mef_file)
+    with fits.open(mef_file, mode="update") as hdul:  # someone rewrites the pixels in place
+        hdul["SCI", 1].data[:] = -7.0
+        hdul["DQ", 1].data[:] = 0
+    assert float(image.data()[3, 4]) == -7.0
+    assert image.mask().all()
+
+
+def test_opening_reads_no_pixels_spy(mef_file, monkeypatch):
+    from astropy.io.fits.file import _File
+
+    calls = []
+    original = _File.readarray
+
+    def spy(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_File, "readarray", spy)
+    image = open_fits_image(mef_file)
+    assert calls == []
+    image.data()
+    assert calls  # the spy does see pixel reads
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_opening_closes_the_file(mef_file):
+    def open_on_file():
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if _readlink(f"/proc/self/fd/{fd}") == str(mef_file))
+
+    before = open_on_file()
+    image = open_fits_image(mef_file)
+    assert open_on_file() == before
+    assert image.header is not None
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+# -- masks -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("dqbits", "good_in_row"),
+    [
+        (0, {0: 45, 1: 47, 2: 48}),  # any flag is bad
+        (JUMP_DET, {0: 50, 1: 47, 2: 48}),  # SATURATED|JUMP_DET is still bad
+        ("4", {0: 50, 1: 47, 2: 48}),
+        ("JUMP_DET", {0: 50, 1: 47, 2: 48}),
+        ("4,2", {0: 50, 1: 47, 2: 50}),
+        ("JUMP_DET+SATURATED", {0: 50, 1: 47, 2: 50}),
+        ("~DO_NOT_USE", {0: 50, 1: 47, 2: 50}),  # ignore everything but DO_NOT_USE
+        (None, {0: 50, 1: 50, 2: 50}),  # ignore all flags
+    ],
+)
+def test_mask_from_dq_ignores_the_given_flags(mef_file, dqbits, good_in_row):
+    mask = open_fits_image(mef_file).mask(dqbits)
+    assert mask.dtype == bool and mask.shape == SHAPE
+    assert {row: int(mask[row].sum()) for row in good_in_row} == good_in_row
+    assert mask[3:].all()
+
+
+@pytest.mark.parametrize(("dqbits", "error"), [("NOT_A_FLAG", ValueError), ("1,+2", ValueError),
+                                                (-1, ValueError), (1.5, TypeError)])
+def test_bad_dqbits_are_rejected(mef_file, dqbits, error):
+    with pytest.raises(error, match="dqbits"):
+        open_fits_image(mef_file).mask(dqbits)
+
+
+# -- keywords and metadata ---------------------------------------------------------------------
+def test_keyword_from_science_then_primary_header(mef_file):
+    image = open_fits_image(mef_file)
+    assert image.keyword("DETECTOR") == "NRCA1"
+    assert image.keyword("instrume") == "NIRCAM"
+    with pytest.raises(KeyError, match=r"'NOPE'.*exp_cal\.fits"):
+        image.keyword("NOPE")
+
+
+def test_meta(mef_file, primary_file):
+    assert open_fits_image(mef_file, ext=("SCI", 2)).meta == {
+        "bunit": None, "exptime": 107.4, "filter": "F200W", "detector": "NRCA2",
+        "instrument": "NIRCAM", "date_obs": None,
+        "exposure": "V01234001001P0000000002101_3",
+    }
+    assert open_fits_image(mef_file).meta["bunit"] == "MJy/sr"
+    assert set(open_fits_image(primary_file).meta.values()) == {None}
+
+
+def test_meta_exposure_falls_back_to_other_keywords(tmp_path, mosaic):
+    path = write_primary(tmp_path / "hst.fits", mosaic.images[0], mosaic.wcs[0],
+                         ROOTNAME="j8xi01abq", FILTER1="F606W")
+    meta = open_fits_image(path).meta
+    assert meta["exposure"] == "j8xi01abq" and meta["filter"] == "F606W"
+
+
+# -- errors name the file ----------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gone.fits"):
+        open_fits_image(tmp_path / "gone.fits")
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "junk.fits"
+    path.write_bytes(b"this is not a FITS file" * 200)
+    with pytest.raises((OSError, ValueError), match="junk.fits"):
+        open_fits_image(path)
+
+
+@pytest.mark.filterwarnings("ignore:Error validating header")
+def test_truncated_header(tmp_path, primary_file):
+    path = tmp_path / "cut.fits"
+    path.write_bytes(primary_file.read_bytes()[:1000])
+    with pytest.raises((OSError, ValueError), match="cut.fits"):
+        open_fits_image(path)
+
+
+def test_no_image_hdu(tmp_path):
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3))])]).writeto(path)
+    with pytest.raises(ValueError, match=r"no 2-D image HDU .*table\.fits.*BinTableHDU"):
+        open_fits_image(path)
+
+
+def test_image_without_celestial_wcs(tmp_path):
+    path = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.zeros(SHAPE, np.float32)).writeto(path)
+    with pytest.raises(ValueError, match=r"plain\.fits.*without a celestial WCS"):
+        open_fits_image(path)
+    with pytest.raises(ValueError, match=r"HDU 0 .*plain\.fits.* no celestial WCS"):
+        open_fits_image(path, ext=0)
+
+
+def test_chosen_hdu_not_2d(tmp_path, mosaic):
+    path = tmp_path / "cube.fits"
+    header = mosaic.wcs[0].to_header()
+    fits.PrimaryHDU(np.zeros((3, *SHAPE), np.float32), header).writeto(path)
+    with pytest.raises(ValueError, match=r"HDU 0 .*cube\.fits.* 2-D data.*\(3, 40, 50\)"):
+        open_fits_image(path, ext=0)
+
+
+def test_chosen_hdu_is_a_table(tmp_path):
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3))])]).writeto(path)
+    with pytest.raises(ValueError, match=r"HDU 1 .*table\.fits.*not an image"):
+        open_fits_image(path, ext=1)
+
+
+@pytest.mark.parametrize("ext", ["FOO", ("SCI", 7), 9])
+def test_extension_not_found(mef_file, ext):
+    with pytest.raises(ValueError, match=r"extension .* not found in .*exp_cal\.fits"):
+        open_fits_image(mef_file, ext=ext)
+
+
+@pytest.mark.parametrize("ext", [1.0, True, ("SCI",), ["SCI", 1]])
+def test_bad_ext_type(mef_file, ext):
+    with pytest.raises(TypeError, match="ext must be"):
+        open_fits_image(mef_file, ext=ext)
+
+
+def test_dq_of_another_shape(tmp_path, mosaic):
+    path = tmp_path / "baddq.fits"
+    fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.ImageHDU(mosaic.images[0], mosaic.wcs[0].to_header(), name="SCI"),
+        fits.ImageHDU(np.zeros((10, 10), np.int16), name="DQ"),
+    ]).writeto(path)
+    with pytest.raises(ValueError, match=r"baddq\.fits.*\(10, 10\).*\(40, 50\)"):
+        open_fits_image(path)
+    assert open_fits_image(path, dq_ext=None).dq_ext is None
+
+
+# -- units -------------------------------------------------------------------------------------
+def test_check_units_warns_on_mixed_units(tmp_path, mosaic):
+    paths = [
+        write_primary(tmp_path / f"u{k}.fits", mosaic.images[k], mosaic.wcs[k], **cards)
+        for k, cards in enumerate([{"BUNIT": "MJy/sr"}, {"BUNIT": "MJy/sr"}, {"BUNIT": "DN/s"}])
+    ]
+    images = [open_fits_image(p) for p in paths]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_units(images[:2])
+    with pytest.warns(MixedUnitsWarning, match=r"'MJy/sr' \(u0.fits, u1.fits\); 'DN/s' \(u2.fits\)"):
+        check_units(images)
+    assert issubclass(MixedUnitsWarning, SkyMatchWarning)
+
+
+# -- write_fits_copy ---------------------------------------------------------------------------
+def test_copy_subtracts_and_records_the_sky(tmp_path, mef_file, mosaic):
+    source_hash = sha256(mef_file)
+    image = open_fits_image(mef_file, ext=("SCI", 2))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = write_fits_copy(image, out_dir / mef_file.name, sky=119.5, valid=True,
+                           method="global+match", subtract=True)
+    assert dest == out_dir / mef_file.name
+    assert sha256(mef_file) == source_hash
+    with fits.open(dest) as out, fits.open(mef_file) as src:
+        assert [h.name for h in out] == [h.name for h in src]
+        sci = out["SCI", 2]
+        assert sci.data.dtype.itemsize == 4  # float32 stays float32
+        np.testing.assert_allclose(sci.data, mosaic.images[1] - np.float32(119.5), rtol=0, atol=0)
+        assert sci.header["BKGLEVEL"] == 119.5 and sci.header["BKGSUB"] is True
+        assert sci.header["BKGMETH"] == "global+match"
+        assert sci.header.comments["BKGLEVEL"] == "Total background level"
+        assert "BKGLEVEL" not in out["SCI", 1].header  # other images untouched
+        for k in (1, 2, 3, 5):
+            np.testing.assert_array_equal(out[k].data, src[k].data)
+        assert out[0].header == src[0].header
+
+
+def test_copy_without_subtracting_or_without_a_valid_sky(tmp_path, primary_file, mosaic):
+    image = open_fits_image(primary_file)
+    kept = write_fits_copy(image, tmp_path / "kept.fits", sky=100.0, valid=True, method="match",
+                           subtract=False)
+    header, data = fits.getheader(kept), fits.getdata(kept)
+    assert header["BKGLEVEL"] == 100.0 and header["BKGSUB"] is False
+    np.testing.assert_array_equal(data, mosaic.images[0])
+
+    invalid = write_fits_copy(image, tmp_path / "invalid.fits", sky=float("nan"), valid=False,
+                              method="match", subtract=True)
+    header, data = fits.getheader(invalid), fits.getdata(invalid)
+    assert "BKGLEVEL" not in header and header["BKGSUB"] is False and header["BKGMETH"] == "match"
+    np.testing.assert_array_equal(data, mosaic.images[0])
+
+    # a stale BKGLEVEL of the source is removed when the new sky is invalid
+    again = write_fits_copy(open_fits_image(kept), tmp_path / "again.fits", sky=0.0, valid=False,
+                            method="local", subtract=True)
+    assert "BKGLEVEL" not in fits.getheader(again)
+
+
+def test_copy_of_integer_and_scaled_data_is_float64(tmp_path, mosaic):
+    path = tmp_path / "int.fits"
+    hdu = fits.PrimaryHDU(np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE),
+                          mosaic.wcs[0].to_header())
+    hdu.writeto(path)  # uint16 is stored with BZERO = 32768: not memory-mappable
+    image = open_fits_image(path)
+    assert image.data().dtype == np.uint16 and not image.data().flags.writeable
+    out = write_fits_copy(image, tmp_path / "out.fits", sky=10.0, valid=True, method="local",
+                          subtract=True)
+    data = fits.getdata(out)
+    assert data.dtype.kind == "f" and data.dtype.itemsize == 8
+    np.testing.assert_array_equal(data, image.data().astype(float) - 10.0)
+    assert "BZERO" not in fits.getheader(out)
+
+
+def test_copy_updates_checksums(tmp_path, mosaic):
+    path = write_mef(tmp_path / "sums.fits", mosaic, checksum=True)
+    image = open_fits_image(path)
+    out = write_fits_copy(image, tmp_path / "out.fits", sky=1.0, valid=True, method="match",
+                          subtract=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a wrong checksum warns
+        with fits.open(out, checksum=True) as hdul:
+            assert all("CHECKSUM" in h.header for h in hdul)
+
+
+def test_copy_refuses_to_overwrite(tmp_path, primary_file):
+    image = open_fits_image(primary_file)
+    dest = tmp_path / "out.fits"
+    dest.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"out\.fits.*overwrite=True"):
+        write_fits_copy(image, dest, sky=1.0, valid=True, method="match", subtract=True)
+    assert dest.read_bytes() == b"precious"
+    write_fits_copy(image, dest, sky=1.0, valid=True, method="match", subtract=True, overwrite=True)
+    assert fits.getheader(dest)["BKGLEVEL"] == 1.0
+
+
+def test_copy_refuses_the_source_itself(primary_file):
+    image = open_fits_image(primary_file)
+    source_hash = sha256(primary_file)
+    for dest in (primary_file, primary_file.parent / "." / primary_file.name):
+        with pytest.raises(ValueError, match="source file"):
+            write_fits_copy(image, dest, sky=1.0, valid=True, method="match", subtract=True,
+                            overwrite=True)
+    assert sha256(primary_file) == source_hash
+
+
+def test_copy_needs_an_existing_directory(tmp_path, primary_file):
+    with pytest.raises(FileNotFoundError, match="nodir"):
+        write_fits_copy(open_fits_image(primary_file), tmp_path / "nodir" / "x.fits", sky=1.0,
+                        valid=True, method="match", subtract=True)
+
+
+def test_copy_is_atomic(tmp_path, primary_file, monkeypatch):
+    image = open_fits_image(primary_file)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    original = fits.HDUList.writeto
+
+    def half_then_crash(self, fileobj, *args, **kwargs):
+        original(self, fileobj, *args, **kwargs)
+        with open(fileobj, "r+b") as f:
+            f.truncate(1000)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", half_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_fits_copy(image, out_dir / "x.fits", sky=1.0, valid=True, method="match",
+                        subtract=True)
+    assert list(out_dir.iterdir()) == []
+
+    (out_dir / "x.fits").write_bytes(b"old")  # and an existing file survives a failed overwrite
+    with pytest.raises(OSError, match="disk full"):
+        write_fits_copy(image, out_dir / "x.fits", sky=1.0, valid=True, method="match",
+                        subtract=True, overwrite=True)
+    assert [p.name for p in out_dir.iterdir()] == ["x.fits"]
+    assert (out_dir / "x.fits").read_bytes() == b"old"
+
+
+# -- write_array_fits --------------------------------------------------------------------------
+def test_write_array_fits(tmp_path, mosaic):
+    dest = write_array_fits(tmp_path / "a.fits", mosaic.images[0], mosaic.wcs[0], sky=100.0,
+                            valid=True, method="match", subtract=True)
+    image = open_fits_image(dest)
+    assert_same_sky(image.wcs, mosaic.wcs[0])
+    np.testing.assert_allclose(image.data(), mosaic.images[0] - np.float32(100), atol=0)
+    assert image.header["BKGSUB"] is True and image.header["BKGLEVEL"] == 100.0
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_array_fits(dest, mosaic.images[0], mosaic.wcs[0], sky=1.0, valid=True,
+                         method="match", subtract=True)
+
+
+def test_write_array_fits_warns_when_the_wcs_cannot_be_written(tmp_path, mosaic):
+    with pytest.warns(SkyMatchWarning, match="cannot be written"):
+        write_array_fits(tmp_path / "a.fits", mosaic.images[0], object(), sky=1.0, valid=True,
+                         method="match", subtract=False)
+    assert "CTYPE1" not in fits.getheader(tmp_path / "a.fits")
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(tmp_path / "t.ecsv") as tmp:
+            assert tmp.parent == tmp_path and tmp.name.endswith("t.ecsv")
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []

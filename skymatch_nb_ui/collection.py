@@ -191,7 +191,7 @@ class ImageCollection:
     @property
     def names(self) -> tuple[str, ...]:
         """The image names, in order."""
-        return tuple(s.name for s in self._sources)
+        return tuple(self._index)
 
     @property
     def wcs(self) -> list:

@@ -87,6 +87,7 @@ class SkyMatcher:
         self._geometry: Geometry | None = None
         self._pair_stats: dict = {}
         self._local_stats: dict = {}
+        self._input_pair_cache: dict = {}  # (statistics, grouping) -> per input pair sides
         # scratch space of the (serial) statistics stage, reused across tasks
         self._buffers = GatherBuffers()
         self._work = Workspace()
@@ -190,6 +191,12 @@ class SkyMatcher:
         Group side: each member's statistic over its pixels inside the union of the other
         input's members, averaged with pixel-count weights (not pooled).
         """
+        key = (stat, tuple(label_of))
+        if key not in self._input_pair_cache:
+            self._input_pair_cache[key] = self._compute_input_pairs(label_of, stat)
+        return self._input_pair_cache[key]
+
+    def _compute_input_pairs(self, label_of: np.ndarray, stat: StatParams | None) -> dict:
         geo = self.geometry
         partners: dict[tuple[int, int], dict[int, set]] = {}
         for (a, b), r in geo.runs.items():

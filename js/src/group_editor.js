@@ -1,0 +1,318 @@
+// GroupEditor front end: groups as coloured chips with their members, presets, undo.
+// It only shows state and sends intent (model.send); Python validates and edits the groups.
+// No imports, so that node can load it for the unit tests.
+
+const P = "smnb-groups";
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(className, text, title) {
+  const b = el("button", className, text);
+  b.type = "button";
+  if (title) b.title = title;
+  return b;
+}
+
+// {label: [names]} in order of first appearance, and the images alone, from {name: label}.
+function partition(names, groups) {
+  const byLabel = new Map();
+  const alone = [];
+  for (const name of names) {
+    const label = groups[name];
+    if (label === null || label === undefined) alone.push(name);
+    else byLabel.set(label, [...(byLabel.get(label) ?? []), name]);
+  }
+  return { byLabel, alone };
+}
+
+// Something that finds "the same" control again after a re-render, to keep keyboard focus.
+function focusKey(node) {
+  if (!node || !node.dataset) return null;
+  const { role, name, label, id } = node.dataset;
+  return role ? JSON.stringify([role, name ?? null, label ?? null, id ?? null]) : null;
+}
+
+let instances = 0;
+
+function render({ model, el: host }) {
+  instances += 1;
+  const root = el("div", P);
+  const toolbar = el("div", `${P}-toolbar`);
+  const presetBox = el("div", `${P}-presets`);
+  presetBox.setAttribute("role", "group");
+  presetBox.setAttribute("aria-label", "Grouping presets");
+  const undoButton = button(`${P}-undo`, "↶ Undo", "Take back the last group edit");
+  undoButton.dataset.role = "undo";
+  toolbar.append(el("span", `${P}-heading`, "Sky groups"), presetBox, undoButton);
+
+  const list = el("ul", `${P}-list`);
+  list.setAttribute("aria-label", "Groups and their images");
+
+  const assignRow = el("div", `${P}-assign`);
+  const count = el("span", `${P}-count`);
+  count.setAttribute("aria-live", "polite");
+  const input = el("input", `${P}-name`);
+  input.type = "text";
+  input.placeholder = "group name";
+  input.setAttribute("aria-label", "Group name for the selected images");
+  const datalist = el("datalist");
+  datalist.id = `${P}-labels-${instances}`;
+  input.setAttribute("list", datalist.id);
+  const assignButton = button(`${P}-assign-button`, "Assign", "Put the selected images in this group (Enter)");
+  assignButton.dataset.role = "assign";
+  const ungroupButton = button(`${P}-ungroup-button`, "Ungroup", "Make the selected images alone");
+  ungroupButton.dataset.role = "ungroup";
+  const clearButton = button(`${P}-clear`, "Clear selection");
+  clearButton.dataset.role = "clear";
+  assignRow.append(count, input, datalist, assignButton, ungroupButton, clearButton);
+
+  const warning = el("div", `${P}-warning`);
+  warning.setAttribute("role", "status");
+  const errorBox = el("div", `${P}-error`);
+  errorBox.setAttribute("role", "alert");
+  const errorText = el("span", `${P}-error-text`);
+  const dismiss = button(`${P}-dismiss`, "×", "Dismiss");
+  dismiss.setAttribute("aria-label", "Dismiss the error");
+  errorBox.append(errorText, dismiss);
+
+  root.append(toolbar, list, assignRow, warning, errorBox);
+  host.append(root);
+
+  let pendingAssign = false; // clear the name input once Python has applied the assignment
+  let renaming = null; // the label being renamed in place
+  let refocus = null; // focusKey of the control to focus after the next re-render
+
+  const selected = () => model.get("selected") ?? [];
+  function setSelected(names) {
+    const order = model.get("names") ?? [];
+    const chosen = new Set(names);
+    model.set("selected", order.filter((n) => chosen.has(n)));
+    model.save_changes();
+  }
+  const send = (message) => model.send(message);
+
+  // -- drawing ----------------------------------------------------------------------------
+  function drawPresets() {
+    const active = model.get("active_preset") ?? "";
+    presetBox.replaceChildren(
+      ...(model.get("presets") ?? []).map((p) => {
+        const b = button(`${P}-preset`, p.label, p.title);
+        b.dataset.role = "preset";
+        b.dataset.id = p.id;
+        b.setAttribute("aria-pressed", String(p.id === active));
+        return b;
+      }),
+    );
+    undoButton.disabled = !model.get("can_undo");
+  }
+
+  function memberButton(name, chosen) {
+    const b = button(`${P}-member`, name, "Select or deselect this image");
+    b.dataset.role = "member";
+    b.dataset.name = name;
+    b.setAttribute("aria-pressed", String(chosen.has(name)));
+    return b;
+  }
+
+  function groupItem(label, members, chosen, colors, isolated) {
+    const item = el("li", `${P}-group`);
+    item.dataset.label = label;
+    item.style.setProperty("--smnb-group-color", colors[label] ?? "#bdbdbd");
+    if (isolated.has(label)) item.classList.add(`${P}-isolated`);
+    let chip;
+    if (renaming === label) {
+      chip = el("input", `${P}-rename-input`);
+      chip.type = "text";
+      chip.value = label;
+      chip.setAttribute("aria-label", `New name for group ${label}`);
+      chip.dataset.role = "rename-input";
+      chip.dataset.label = label;
+    } else {
+      chip = button(`${P}-chip`, "", `Select the ${members.length} image(s) of group ${label}`);
+      chip.dataset.role = "chip";
+      chip.dataset.label = label;
+      chip.append(el("span", `${P}-swatch`), el("span", `${P}-label`, label),
+        el("span", `${P}-size`, String(members.length)));
+      chip.setAttribute("aria-pressed", String(members.every((n) => chosen.has(n))));
+    }
+    const memberBox = el("span", `${P}-members`);
+    memberBox.append(...members.map((n) => memberButton(n, chosen)));
+    const actions = el("span", `${P}-actions`);
+    const add = button(`${P}-add`, "+ selected", `Add the selected images to ${label}`);
+    const rename = button(`${P}-rename`, "Rename", `Rename group ${label}`);
+    const dissolve = button(`${P}-dissolve`, "Dissolve", `Ungroup all images of ${label}`);
+    for (const [b, role] of [[add, "add"], [rename, "rename"], [dissolve, "dissolve"]]) {
+      b.dataset.role = role;
+      b.dataset.label = label;
+    }
+    add.disabled = chosen.size === 0;
+    actions.append(add, rename, dissolve);
+    item.append(chip, memberBox, actions);
+    return item;
+  }
+
+  function drawGroups() {
+    const keep = refocus ?? focusKey(root.contains(document.activeElement) ? document.activeElement : null);
+    refocus = null;
+    const names = model.get("names") ?? [];
+    const { byLabel, alone } = partition(names, model.get("groups") ?? {});
+    const chosen = new Set(selected());
+    const colors = model.get("colors") ?? {};
+    const isolated = new Set(model.get("isolated") ?? []);
+    const items = [...byLabel].map(([label, members]) => groupItem(label, members, chosen, colors, isolated));
+    if (alone.length) {
+      const item = el("li", `${P}-group ${P}-alone`);
+      const tag = el("span", `${P}-alone-tag`, "alone");
+      tag.title = "Each of these images has its own sky";
+      const memberBox = el("span", `${P}-members`);
+      memberBox.append(...alone.map((n) => memberButton(n, chosen)));
+      item.append(tag, memberBox);
+      items.push(item);
+    }
+    list.replaceChildren(...items);
+    datalist.replaceChildren(...[...byLabel.keys()].map((label) => {
+      const option = el("option");
+      option.value = label;
+      return option;
+    }));
+    const n = chosen.size;
+    count.textContent = n ? `${n} selected` : "Select images, then:";
+    ungroupButton.disabled = clearButton.disabled = n === 0;
+    if (renaming !== null) {
+      const field = list.querySelector(`.${P}-rename-input`);
+      if (field) {
+        field.focus();
+        field.select();
+        return;
+      }
+      renaming = null; // the group went away meanwhile
+    }
+    if (keep) {
+      const again = [...root.querySelectorAll("[data-role]")].find((node) => focusKey(node) === keep);
+      again?.focus();
+    }
+  }
+
+  function drawMessages() {
+    const isolated = model.get("isolated") ?? [];
+    warning.replaceChildren(...isolated.map((label) => el("div", `${P}-warning-line`,
+      `⚠ Group “${label}” overlaps no image outside it: its sky cannot be matched to the others.`)));
+    warning.hidden = isolated.length === 0;
+    const error = model.get("error") ?? "";
+    errorText.textContent = error;
+    errorBox.hidden = !error;
+  }
+
+  // -- intent -----------------------------------------------------------------------------
+  function assignFromInput() {
+    pendingAssign = true;
+    send({ type: "assign", names: selected(), label: input.value });
+  }
+
+  function finishRename(field, commit) {
+    if (renaming === null) return;
+    const old = renaming;
+    const value = field.value.trim();
+    renaming = null;
+    refocus = JSON.stringify(["chip", null, old, null]);
+    drawGroups();
+    if (commit && value && value !== old) {
+      refocus = JSON.stringify(["chip", null, value, null]); // where focus goes once renamed
+      send({ type: "rename", old, new: value });
+    }
+  }
+
+  function onClick(event) {
+    const target = event.target.closest("button[data-role]");
+    if (!target || !root.contains(target)) return;
+    const { role, name, label, id } = target.dataset;
+    const groups = model.get("groups") ?? {};
+    const membersOf = (l) => (model.get("names") ?? []).filter((n) => groups[n] === l);
+    if (role === "member") {
+      const current = selected();
+      setSelected(current.includes(name) ? current.filter((n) => n !== name) : [...current, name]);
+    } else if (role === "chip") {
+      const members = membersOf(label);
+      const current = selected();
+      const all = members.every((n) => current.includes(n)) && current.length === members.length;
+      setSelected(event.shiftKey ? [...current, ...members] : (all ? [] : members));
+    } else if (role === "add") {
+      send({ type: "assign", names: selected(), label });
+    } else if (role === "rename") {
+      renaming = label;
+      drawGroups();
+    } else if (role === "dissolve") {
+      send({ type: "ungroup", names: membersOf(label) });
+    } else if (role === "preset") {
+      send({ type: "preset", id });
+    } else if (role === "undo") {
+      send({ type: "undo" });
+    } else if (role === "assign") {
+      assignFromInput();
+    } else if (role === "ungroup") {
+      send({ type: "ungroup", names: selected() });
+    } else if (role === "clear") {
+      setSelected([]);
+    }
+  }
+
+  function onKeydown(event) {
+    const t = event.target;
+    if (t === input && event.key === "Enter") {
+      event.preventDefault();
+      assignFromInput();
+    } else if (t.dataset?.role === "rename-input" && (event.key === "Enter" || event.key === "Escape")) {
+      event.preventDefault();
+      finishRename(t, event.key === "Enter");
+    } else if ((event.ctrlKey || event.metaKey) && event.key === "z" && t.tagName !== "INPUT") {
+      event.preventDefault();
+      if (model.get("can_undo")) send({ type: "undo" });
+    }
+  }
+
+  function onFocusout(event) {
+    if (event.target.dataset?.role === "rename-input") finishRename(event.target, true);
+  }
+
+  root.addEventListener("click", onClick);
+  root.addEventListener("keydown", onKeydown);
+  root.addEventListener("focusout", onFocusout);
+  dismiss.addEventListener("click", () => {
+    model.set("error", "");
+    model.save_changes();
+  });
+
+  const onGroups = () => {
+    if (pendingAssign) input.value = "";
+    pendingAssign = false;
+    drawGroups();
+  };
+  const onError = () => {
+    pendingAssign = false;
+    drawMessages();
+  };
+  const onIsolated = () => {
+    drawGroups();
+    drawMessages();
+  };
+  const handlers = [
+    ["change:groups", onGroups], ["change:selected", drawGroups], ["change:colors", drawGroups],
+    ["change:names", drawGroups], ["change:isolated", onIsolated], ["change:error", onError],
+    ["change:presets", drawPresets], ["change:active_preset", drawPresets], ["change:can_undo", drawPresets],
+  ];
+  for (const [event, handler] of handlers) model.on(event, handler);
+  drawPresets();
+  drawGroups();
+  drawMessages();
+  return () => {
+    for (const [event, handler] of handlers) model.off(event, handler);
+    root.remove();
+  };
+}
+
+export default { render };

@@ -1,0 +1,300 @@
+// Run with: cd js && node --test tests/
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { FakeModel, freshDom } from "./fake_model.js";
+import widget, {
+  centersInBox, clientToSvg, fitView, formatAngle, nearestInDirection, scaleBar, viewScale, withAspect,
+  zoomView,
+} from "../src/footprint_map.js";
+
+// Four 10" squares in a 2x2 grid, and a fifth far to the east (left): display frame, y up.
+const square = ([cx, cy]) => [[cx - 5, cy - 5], [cx + 5, cy - 5], [cx + 5, cy + 5], [cx - 5, cy + 5]];
+const CENTERS = [[0, 0], [20, 0], [0, 20], [20, 20], [-60, 0]];
+const STATE = {
+  names: ["a", "b", "c", "d", "e"],
+  polygons: CENTERS.map(square),
+  centers: CENTERS,
+  fill: ["#440154", "#21918c", "#fde725", "#3b528b", "#bdbdbd"],
+  tooltips: ["a\nsky: 1 ± 0.1", "b\nsky: 2 ± 0.1", "c\nsky: 3 ± 0.1", "d\nsky: 4 ± 0.1", "e\nNOT valid: no overlap"],
+  flags: [[], [], [], [], ["invalid", "disconnected"]],
+  colorbar: { kind: "ramp", colors: ["#440154", "#21918c", "#fde725"], vmin: 1, vmax: 4, label: "sky [MJy/sr]" },
+  pairs: [
+    { a: [0, 0], b: [20, 0], color: "#b2182b", title: "a – b\nresidual after: 0.5", valid: true },
+    { a: [0, 0], b: [0, 20], color: "#2166ac", title: "a – c\nresidual after: -0.5", valid: true },
+  ],
+  pairs_colorbar: { kind: "ramp", colors: ["#2166ac", "#f7f7f7", "#b2182b"], vmin: -0.5, vmax: 0.5, label: "overlap residual after solve [MJy/sr]" },
+  color_by_options: ["sky", "sky_err", "group", "component", "valid"],
+  color_by: "sky",
+  show_overlaps: false,
+  selected: [],
+  hovered: "",
+};
+
+function mount(overrides = {}) {
+  const el = freshDom();
+  const model = new FakeModel({ ...STATE, ...overrides });
+  const cleanup = widget.render({ model, el });
+  const svg = el.querySelector("svg.smnb-map-svg");
+  const shapes = () => [...el.querySelectorAll("path.smnb-map-shape")];
+  return { el, model, cleanup, svg, shapes };
+}
+
+const mouse = (type, opts = {}) => new window.MouseEvent(type, { bubbles: true, cancelable: true, button: 0, ...opts });
+const key = (k, opts = {}) => new window.KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true, ...opts });
+const viewOf = (svg) => {
+  const [x, y, w, h] = svg.getAttribute("viewBox").split(" ").map(Number);
+  return { x, y, w, h };
+};
+// jsdom has no layout: the widget then assumes a 640 x 420 pixel map at the page origin
+const RECT = { left: 0, top: 0, width: 640, height: 420 };
+function toClient(svg, [x, y]) { // display-frame point -> client pixels
+  const view = viewOf(svg);
+  const { s, ox, oy } = viewScale(RECT, view);
+  return { clientX: ox + (x - view.x) * s, clientY: oy + (-y - view.y) * s };
+}
+
+// -- rendering ---------------------------------------------------------------------------------
+test("one path per image, with Python's fill colours and an accessible label", () => {
+  const { el, svg, shapes } = mount();
+  assert.equal(shapes().length, 5);
+  assert.deepEqual(shapes().map((p) => p.getAttribute("fill")), STATE.fill);
+  assert.equal(shapes()[1].getAttribute("d"), "M15,5L25,5L25,-5L15,-5Z"); // y flipped for SVG
+  assert.equal(shapes()[4].getAttribute("aria-label"), "e; NOT valid: no overlap");
+  assert.equal(svg.getAttribute("role"), "img");
+  assert.match(svg.getAttribute("aria-label"), /5 images.*sky \[MJy\/sr\]/);
+  assert.equal(svg.getAttribute("tabindex"), "0");
+  assert.equal(el.querySelectorAll(".smnb-map-compass-label").length, 2);
+});
+
+test("flags become classes, invalid images are hatched, and the legend explains both", () => {
+  const { el, shapes, model } = mount();
+  assert.ok(shapes()[4].classList.contains("smnb-map-invalid"));
+  assert.ok(shapes()[4].classList.contains("smnb-map-disconnected"));
+  assert.ok(!shapes()[0].classList.contains("smnb-map-invalid"));
+  const hatch = el.querySelector("path.smnb-map-hatch");
+  assert.equal(hatch.getAttribute("d"), shapes()[4].getAttribute("d"));
+  assert.match(hatch.getAttribute("fill"), /^url\(#smnb-map-.*-hatch\)$/);
+  assert.match(el.querySelector(".smnb-map-flaglegend").textContent, /hatched.*dashed/s);
+  model.set("flags", [["invalid"], [], [], [], []]);
+  assert.ok(shapes()[0].classList.contains("smnb-map-invalid"));
+  assert.ok(!shapes()[4].classList.contains("smnb-map-disconnected"));
+  assert.equal(hatch.getAttribute("d"), shapes()[0].getAttribute("d"));
+  assert.doesNotMatch(el.querySelector(".smnb-map-flaglegend").textContent, /dashed/);
+});
+
+test("colour bar: a ramp with label and ticks, or a category legend", () => {
+  const { el, model } = mount();
+  const cb = () => el.querySelector(".smnb-map-colorbar");
+  assert.equal(cb().querySelector(".smnb-map-cb-title").textContent, "sky [MJy/sr]");
+  assert.deepEqual([...cb().querySelectorAll(".smnb-map-cb-tick")].map((t) => t.textContent), ["4", "2.5", "1"]);
+  assert.match(cb().querySelector(".smnb-map-cb-gradient").style.background, /linear-gradient/);
+  model.set("colorbar", { kind: "categories", labels: ["g1", "none (own sky)"], colors: ["#E69F00", "#bdbdbd"], more: 3, label: "group" });
+  model.set("color_by", "group");
+  assert.deepEqual([...cb().querySelectorAll(".smnb-map-legend-text")].map((t) => t.textContent), ["g1", "none (own sky)"]);
+  assert.match(cb().textContent, /\+ 3 more/);
+  assert.equal(el.querySelector("select.smnb-map-colorby").value, "group");
+});
+
+test("change events from Python update fills and the selection in place", () => {
+  const { el, model, shapes } = mount();
+  const before = shapes();
+  model.set("fill", ["#000001", "#000002", "#000003", "#000004", "#000005"]);
+  assert.equal(shapes()[2].getAttribute("fill"), "#000003");
+  model.set("selected", ["b", "d"]);
+  assert.deepEqual(shapes().map((p) => p.classList.contains("smnb-map-selected")), [false, true, false, true, false]);
+  assert.equal(el.querySelector("path.smnb-map-selection").getAttribute("d"), before[1].getAttribute("d") + before[3].getAttribute("d"));
+  assert.match(el.querySelector(".smnb-map-status").textContent, /2 selected/);
+  assert.deepEqual(shapes(), before); // attributes updated, shapes not rebuilt
+  model.set("hovered", "c");
+  assert.equal(el.querySelector("path.smnb-map-hover").getAttribute("d"), before[2].getAttribute("d"));
+  model.set("polygons", CENTERS.slice(0, 2).map(square));
+  assert.equal(shapes().length, 2);
+});
+
+test("show_overlaps shows one coloured line per pair and the residual colour bar", () => {
+  const { el, model } = mount();
+  const layer = el.querySelector(".smnb-map-overlaps-layer");
+  const lines = () => [...el.querySelectorAll("line.smnb-map-pair")];
+  assert.equal(layer.style.display, "none");
+  assert.equal(el.querySelector(".smnb-map-pairslegend").children.length, 0);
+  model.set("show_overlaps", true);
+  assert.equal(layer.style.display, "");
+  assert.equal(lines().length, 2);
+  assert.deepEqual(lines().map((l) => l.getAttribute("stroke")), ["#b2182b", "#2166ac"]);
+  assert.deepEqual(["x1", "y1", "x2", "y2"].map((k) => lines()[1].getAttribute(k)), ["0", "-4", "0", "-16"]);
+  assert.match(el.querySelector(".smnb-map-pairslegend").textContent, /overlap residual/);
+  assert.ok(el.querySelector("input.smnb-map-overlaps").checked);
+  model.set("pairs", [STATE.pairs[0]]);
+  assert.equal(lines().length, 1);
+});
+
+// -- user intent -------------------------------------------------------------------------------
+test("click selects one image, shift-click toggles, Escape clears; each saves", () => {
+  const { model, shapes, svg } = mount();
+  shapes()[1].dispatchEvent(mouse("click"));
+  assert.deepEqual(model.get("selected"), ["b"]);
+  shapes()[3].dispatchEvent(mouse("click", { shiftKey: true }));
+  assert.deepEqual(model.get("selected"), ["b", "d"]);
+  shapes()[1].dispatchEvent(mouse("click", { shiftKey: true }));
+  assert.deepEqual(model.get("selected"), ["d"]);
+  shapes()[0].dispatchEvent(mouse("click"));
+  assert.deepEqual(model.get("selected"), ["a"]);
+  assert.ok(shapes()[0].classList.contains("smnb-map-selected"));
+  svg.dispatchEvent(key("Escape"));
+  assert.deepEqual(model.get("selected"), []);
+  assert.equal(model.saves, 5);
+});
+
+test("shift-drag selects the images whose centres lie in the box, and adds to the selection", () => {
+  const { model, svg, shapes, el } = mount({ selected: ["e"] });
+  const from = toClient(svg, [-8, -8]), to = toClient(svg, [28, 8]); // around a and b
+  shapes()[0].dispatchEvent(mouse("mousedown", { ...from, shiftKey: true }));
+  window.dispatchEvent(mouse("mousemove", { ...to, shiftKey: true }));
+  assert.equal(el.querySelector("rect.smnb-map-box").style.display, "");
+  window.dispatchEvent(mouse("mouseup", { ...to, shiftKey: true }));
+  shapes()[0].dispatchEvent(mouse("click", { shiftKey: true })); // the click after a drag is ignored
+  assert.deepEqual(model.get("selected"), ["e", "a", "b"]);
+  assert.equal(el.querySelector("rect.smnb-map-box").style.display, "none");
+});
+
+test("in box-select mode a plain drag replaces the selection", () => {
+  const { model, svg, el } = mount({ selected: ["e"] });
+  el.querySelector("button.smnb-map-boxbutton").click();
+  assert.equal(el.querySelector("button.smnb-map-boxbutton").getAttribute("aria-pressed"), "true");
+  const from = toClient(svg, [-8, 28]), to = toClient(svg, [8, -8]); // around a and c
+  svg.dispatchEvent(mouse("mousedown", from));
+  window.dispatchEvent(mouse("mousemove", to));
+  window.dispatchEvent(mouse("mouseup", to));
+  assert.deepEqual(model.get("selected"), ["a", "c"]);
+});
+
+test("plain drag pans without selecting; wheel zooms about the cursor; reset restores the view", () => {
+  const { model, svg, shapes, el } = mount();
+  const fitted = viewOf(svg);
+  shapes()[0].dispatchEvent(mouse("mousedown", { clientX: 100, clientY: 100 }));
+  window.dispatchEvent(mouse("mousemove", { clientX: 164, clientY: 100 }));
+  window.dispatchEvent(mouse("mouseup", { clientX: 164, clientY: 100 }));
+  shapes()[0].dispatchEvent(mouse("click"));
+  assert.deepEqual(model.get("selected"), []);
+  const panned = viewOf(svg);
+  const { s } = viewScale(RECT, fitted);
+  assert.ok(Math.abs(panned.x - (fitted.x - 64 / s)) < 1e-9);
+  assert.equal(panned.y, fitted.y);
+
+  const at = toClient(svg, [20, 20]);
+  svg.dispatchEvent(new window.WheelEvent("wheel", { deltaY: -200, bubbles: true, cancelable: true, ...at }));
+  const zoomed = viewOf(svg);
+  assert.ok(zoomed.w < panned.w);
+  const still = clientToSvg(at.clientX, at.clientY, RECT, zoomed);
+  assert.ok(Math.abs(still[0] - 20) < 1e-9 && Math.abs(still[1] + 20) < 1e-9); // point under cursor fixed
+
+  el.querySelector("button.smnb-map-reset").click();
+  assert.deepEqual(viewOf(svg), fitted);
+  svg.dispatchEvent(key("+"));
+  assert.ok(viewOf(svg).w < fitted.w);
+  model.receive({ type: "reset_view" }); // FootprintMap.reset_view() from Python
+  assert.deepEqual(viewOf(svg), fitted);
+});
+
+test("the scale bar shows a round angle that fits the view", () => {
+  const { el, svg } = mount();
+  const label = el.querySelector(".smnb-map-scalelabel").textContent;
+  const { s } = viewScale(RECT, viewOf(svg));
+  const px = parseFloat(el.querySelector(".smnb-map-scalebar").style.width);
+  assert.equal(label, formatAngle(px / s));
+  assert.ok(px > 0 && px <= 0.25 * RECT.width + 1e-9);
+});
+
+test("hover sets `hovered` and shows the tooltip; leaving clears it", () => {
+  const { model, shapes, el } = mount();
+  shapes()[2].dispatchEvent(mouse("mouseover", { clientX: 50, clientY: 60 }));
+  assert.equal(model.get("hovered"), "c");
+  const tip = el.querySelector(".smnb-map-tooltip");
+  assert.equal(tip.style.display, "block");
+  assert.equal(tip.textContent, STATE.tooltips[2]);
+  shapes()[2].dispatchEvent(mouse("mousedown", { clientX: 50, clientY: 60 })); // focuses the map...
+  window.dispatchEvent(mouse("mouseup", { clientX: 50, clientY: 60 }));
+  assert.equal(document.activeElement, el.querySelector("svg.smnb-map-svg"));
+  assert.equal(model.get("hovered"), "c"); // ...without moving `hovered` to a keyboard focus
+  shapes()[2].dispatchEvent(mouse("mouseout"));
+  assert.equal(model.get("hovered"), "");
+  assert.equal(tip.style.display, "none");
+});
+
+test("keyboard: focus shows a ring, arrows move to the nearest image that way, Enter toggles", () => {
+  const { model, svg, shapes, el } = mount();
+  const ring = () => el.querySelector("path.smnb-map-focusring").getAttribute("d");
+  svg.focus(); // what Tab does
+  assert.equal(document.activeElement, svg);
+  assert.equal(ring(), shapes()[0].getAttribute("d"));
+  svg.dispatchEvent(key("ArrowRight"));
+  assert.equal(ring(), shapes()[1].getAttribute("d"));
+  assert.equal(model.get("hovered"), "b");
+  svg.dispatchEvent(key("ArrowUp"));
+  assert.equal(ring(), shapes()[3].getAttribute("d"));
+  svg.dispatchEvent(key("ArrowUp")); // nothing further north: stays
+  assert.equal(ring(), shapes()[3].getAttribute("d"));
+  svg.dispatchEvent(key("Enter"));
+  assert.deepEqual(model.get("selected"), ["d"]);
+  assert.match(el.querySelector(".smnb-map-live").textContent, /^d; .*; selected$/);
+  svg.dispatchEvent(key("ArrowLeft"));
+  svg.dispatchEvent(key(" "));
+  assert.deepEqual(model.get("selected"), ["d", "c"]);
+  svg.dispatchEvent(key("n"));
+  assert.equal(ring(), shapes()[3].getAttribute("d"));
+  svg.dispatchEvent(key("Escape"));
+  assert.deepEqual(model.get("selected"), []);
+});
+
+test("toolbar: the colour-by menu and the overlaps toggle set their traitlets", () => {
+  const { model, el } = mount();
+  const select = el.querySelector("select.smnb-map-colorby");
+  assert.deepEqual([...select.options].map((o) => o.value), STATE.color_by_options);
+  select.value = "component";
+  select.dispatchEvent(new window.Event("change", { bubbles: true }));
+  assert.equal(model.get("color_by"), "component");
+  const box = el.querySelector("input.smnb-map-overlaps");
+  box.click();
+  assert.equal(model.get("show_overlaps"), true);
+  assert.equal(model.saves, 2);
+});
+
+test("cleanup stops listening to the model", () => {
+  const { model, cleanup, shapes } = mount();
+  cleanup();
+  model.set("fill", ["#111111", "#111111", "#111111", "#111111", "#111111"]);
+  assert.equal(shapes()[0].getAttribute("fill"), STATE.fill[0]);
+});
+
+// -- geometry helpers --------------------------------------------------------------------------
+test("nearestInDirection prefers aligned neighbours and returns -1 at the edge", () => {
+  assert.equal(nearestInDirection(CENTERS, 0, [1, 0]), 1);
+  assert.equal(nearestInDirection(CENTERS, 0, [0, 1]), 2);
+  assert.equal(nearestInDirection(CENTERS, 0, [-1, 0]), 4);
+  assert.equal(nearestInDirection(CENTERS, 0, [0, -1]), -1);
+  assert.equal(nearestInDirection([[0, 0], [10, 9], [12, 0]], 0, [1, 0]), 2); // diagonal loses
+});
+
+test("clientToSvg inverts the letterboxed (meet) mapping; zoomView keeps its fixed point", () => {
+  const view = { x: -10, y: -5, w: 20, h: 10 };
+  const rect = { left: 100, top: 50, width: 200, height: 200 }; // 10 px per arcsec, letterboxed
+  assert.deepEqual(clientToSvg(100, 150, rect, view), [-10, 0]);
+  assert.deepEqual(clientToSvg(200, 100, rect, view), [0, -5]);
+  const z = zoomView(view, 0.5, [2, 1]);
+  assert.deepEqual(z, { x: -4, y: -2, w: 10, h: 5 });
+});
+
+test("fitView covers every polygon at the requested aspect ratio", () => {
+  const v = fitView(STATE.polygons, 2);
+  assert.ok(Math.abs(v.w / v.h - 2) < 1e-12);
+  assert.ok(v.x < -65 && v.x + v.w > 25 && v.y < -25 && v.y + v.h > 5);
+  assert.deepEqual(withAspect({ x: 0, y: 0, w: 4, h: 4 }, 2), { x: -2, y: 0, w: 8, h: 4 });
+  assert.deepEqual(centersInBox(CENTERS, [-5, -25], [25, 5]), [0, 1, 2, 3]);
+});
+
+test("scale bar lengths are round and labelled in arcsec, arcmin or degrees", () => {
+  assert.deepEqual(scaleBar(47), { length: 30, label: "30″" });
+  assert.deepEqual(scaleBar(250), { length: 120, label: "2′" });
+  assert.deepEqual(scaleBar(6000), { length: 3600, label: "1°" });
+  assert.equal(formatAngle(0.5), "0.5″");
+});

@@ -1,0 +1,198 @@
+// Unit tests of js/src/results_table.js with a fake model: `cd js && node --test tests/`
+import { test, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { FakeModel, freshDom } from "./fake_model.js";
+
+const module = await import("../src/results_table.js");
+const widget = module.default;
+const { sortedIndices, toCSV } = module;
+
+// rows with awkward values and the CSV Python's ResultsTable.to_csv() makes of them
+const FIXTURE = JSON.parse(readFileSync(new URL("./results_table_csv.json", import.meta.url), "utf8"));
+
+const COLUMNS = FIXTURE.columns;
+const row = (name, group, sky, valid = true, reason = "") => ({
+  name, group, component: 0, sky, sky_err: sky === null ? null : 0.5, npix: 100, valid, reason,
+});
+const ROWS = [
+  row("img2", "g", 10),
+  row("img10", null, null, false, "no valid pixels"),
+  row("img1", "g", 9.5),
+  row("img3", "b", 100),
+];
+const STATE = {
+  rows: ROWS, columns: COLUMNS, colors: { g: "#E69F00", b: "#56B4E9" }, selected: [], hovered: "",
+  sort_by: "", ascending: true, filename: "results.csv",
+};
+
+let el;
+beforeEach(() => {
+  el = freshDom();
+});
+
+function mount(overrides = {}) {
+  const model = new FakeModel({ ...STATE, ...overrides });
+  const cleanup = widget.render({ model, el });
+  return { model, cleanup };
+}
+
+const click = (node, init = {}) => node.dispatchEvent(new MouseEvent("click", { bubbles: true, ...init }));
+const q = (sel) => el.querySelector(sel);
+const shown = () => [...el.querySelectorAll("tbody tr")].map((tr) => tr.dataset.name);
+const header = (key) => q(`button.smnb-table-sort[data-key="${key}"]`);
+const tr = (name) => q(`tbody tr[data-name="${name}"]`);
+
+test("renders a header per column and a row per image, invalid rows marked with their reason", () => {
+  mount();
+  assert.deepEqual([...el.querySelectorAll("th")].map((th) => th.textContent), COLUMNS.map((c) => c.label));
+  assert.deepEqual(shown(), ["img2", "img10", "img1", "img3"]);
+  const bad = tr("img10");
+  assert.ok(bad.classList.contains("smnb-table-invalid"));
+  assert.equal(bad.querySelector(".smnb-table-col-reason").textContent, "no valid pixels");
+  assert.equal(bad.querySelector(".smnb-table-col-sky").textContent, "—");
+  assert.equal(bad.querySelector(".smnb-table-col-valid").textContent, "no");
+  assert.equal(bad.querySelector(".smnb-table-col-group").textContent, "alone");
+  assert.equal(tr("img2").querySelector(".smnb-table-swatch").style.background, "rgb(230, 159, 0)");
+  assert.match(q(".smnb-table-summary").textContent, /4 images · 1 invalid/);
+  assert.equal(q(".smnb-table-empty").hidden, true);
+});
+
+test("no rows: an explanation instead of an empty table", () => {
+  mount({ rows: [] });
+  assert.equal(q(".smnb-table-empty").hidden, false);
+  assert.equal(q("table").hidden, true);
+});
+
+test("sortedIndices: numbers numerically, strings naturally, missing last both ways, stable", () => {
+  const rows = [{ v: 10 }, { v: null }, { v: 9.5 }, { v: 100 }, { v: 9.5 }, { v: NaN }];
+  assert.deepEqual(sortedIndices(rows, "v", true), [2, 4, 0, 3, 1, 5]);
+  assert.deepEqual(sortedIndices(rows, "v", false), [3, 0, 2, 4, 1, 5]);
+  const names = ["img10", "img2", "img1"].map((v) => ({ v }));
+  assert.deepEqual(sortedIndices(names, "v", true), [2, 1, 0]);
+  const flags = [true, false, true].map((v) => ({ v }));
+  assert.deepEqual(sortedIndices(flags, "v", true), [1, 0, 2]);
+  assert.deepEqual(sortedIndices(rows, "", true), [0, 1, 2, 3, 4, 5]);
+});
+
+test("clicking a header sorts (saved to the model); again reverses; DOM rows are moved, not rebuilt", () => {
+  const { model } = mount();
+  const before = tr("img1");
+  click(header("sky"));
+  assert.equal(model.get("sort_by"), "sky");
+  assert.equal(model.get("ascending"), true);
+  assert.equal(model.saves, 1);
+  assert.deepEqual(shown(), ["img1", "img2", "img3", "img10"]);
+  assert.equal(header("sky").parentElement.getAttribute("aria-sort"), "ascending");
+  click(header("sky"));
+  assert.equal(model.get("ascending"), false);
+  assert.deepEqual(shown(), ["img3", "img2", "img1", "img10"]);
+  assert.equal(header("sky").parentElement.getAttribute("aria-sort"), "descending");
+  assert.equal(tr("img1"), before);
+  click(header("name"));
+  assert.deepEqual(shown(), ["img1", "img2", "img3", "img10"]);
+  assert.equal(model.get("ascending"), true);
+});
+
+test("Python setting sort_by / ascending re-orders the rows", () => {
+  const { model } = mount();
+  model.set("sort_by", "group");
+  assert.deepEqual(shown(), ["img3", "img2", "img1", "img10"]);
+  model.set("ascending", false);
+  assert.deepEqual(shown(), ["img2", "img1", "img3", "img10"]);
+});
+
+test("click selects only its row or deselects it; shift/ctrl-click adds", () => {
+  const { model } = mount();
+  click(tr("img2").querySelector("td"));
+  assert.deepEqual(model.get("selected"), ["img2"]);
+  assert.ok(tr("img2").classList.contains("smnb-table-selected"));
+  click(tr("img3"), { shiftKey: true });
+  click(tr("img1"), { ctrlKey: true });
+  assert.deepEqual(model.get("selected"), ["img2", "img3", "img1"]);
+  assert.match(q(".smnb-table-summary").textContent, /3 selected/);
+  click(tr("img3"));
+  assert.deepEqual(model.get("selected"), ["img2", "img1"]);
+  click(tr("img10"));
+  assert.deepEqual(model.get("selected"), ["img10"]);
+  click(tr("img10"));
+  assert.deepEqual(model.get("selected"), []);
+  assert.equal(model.saves, 6);
+  model.set("selected", ["img3"]); // from Python or a linked view
+  assert.deepEqual([...el.querySelectorAll(".smnb-table-selected")].map((r) => r.dataset.name), ["img3"]);
+  assert.equal(tr("img3").getAttribute("aria-selected"), "true");
+});
+
+test("keyboard: Enter toggles the focused row, arrows move and hover", () => {
+  const { model } = mount();
+  assert.equal(tr("img2").tabIndex, 0);
+  tr("img2").focus();
+  tr("img2").dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+  assert.equal(document.activeElement, tr("img10"));
+  assert.equal(model.get("hovered"), "img10");
+  tr("img10").dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  assert.deepEqual(model.get("selected"), ["img10"]);
+});
+
+test("hovering a row sets `hovered`; leaving clears it; Python's hovered highlights the row", () => {
+  const { model } = mount();
+  tr("img3").querySelector("td").dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+  assert.equal(model.get("hovered"), "img3");
+  assert.ok(tr("img3").classList.contains("smnb-table-hovered"));
+  q("tbody").dispatchEvent(new MouseEvent("mouseleave"));
+  assert.equal(model.get("hovered"), "");
+  assert.equal(el.querySelectorAll(".smnb-table-hovered").length, 0);
+  model.set("hovered", "img1");
+  assert.deepEqual([...el.querySelectorAll(".smnb-table-hovered")].map((r) => r.dataset.name), ["img1"]);
+  model.set("hovered", "not-an-image");
+  assert.equal(el.querySelectorAll(".smnb-table-hovered").length, 0);
+});
+
+test("toCSV gives exactly the CSV Python's to_csv() gives for the same rows", () => {
+  assert.equal(toCSV(FIXTURE.rows, FIXTURE.columns), FIXTURE.csv);
+});
+
+test("Download CSV saves the rows in image order as a Blob through a[download]", async () => {
+  const { model } = mount({ sort_by: "sky", ascending: false });
+  const blobs = [];
+  const clicked = [];
+  URL.createObjectURL = (blob) => {
+    blobs.push(blob);
+    return "blob:fake";
+  };
+  URL.revokeObjectURL = () => {};
+  window.HTMLAnchorElement.prototype.click = function () {
+    clicked.push([this.download, this.href]);
+  };
+  click(q(".smnb-table-download"));
+  assert.deepEqual(clicked, [["results.csv", "blob:fake"]]);
+  assert.equal(await blobs[0].text(), toCSV(model.get("rows"), COLUMNS));
+  assert.match(blobs[0].type, /^text\/csv/);
+});
+
+test("new rows rebuild the body and keep sort and selection", () => {
+  const { model } = mount({ sort_by: "sky", selected: ["img3"] });
+  model.set("rows", [row("x", null, 3), row("img3", "b", 1)]);
+  assert.deepEqual(shown(), ["img3", "x"]);
+  assert.ok(tr("img3").classList.contains("smnb-table-selected"));
+});
+
+test("500 rows: render, sort and re-select stay fast", () => {
+  const many = Array.from({ length: 500 }, (_, i) => row(`img${i}`, `g${i % 7}`, (i * 7919) % 503));
+  const t0 = performance.now();
+  const { model } = mount({ rows: many });
+  click(header("sky"));
+  click(header("sky"));
+  model.set("selected", many.slice(0, 250).map((r) => r.name));
+  const elapsed = performance.now() - t0;
+  assert.equal(el.querySelectorAll("tbody tr").length, 500);
+  assert.equal(el.querySelectorAll(".smnb-table-selected").length, 250);
+  assert.ok(elapsed < 1500, `took ${elapsed} ms`);
+});
+
+test("cleanup stops listening", () => {
+  const { model, cleanup } = mount();
+  cleanup();
+  model.set("rows", []);
+  assert.equal(el.children.length, 0);
+});

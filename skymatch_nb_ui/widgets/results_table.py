@@ -1,0 +1,245 @@
+"""ResultsTable: one row per image of a sky-matching result, sortable, linked, downloadable."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ._assets import asset
+from ._colors import categorical
+from .group_editor import check_names
+
+__all__ = ["ResultsTable"]
+
+#: The columns shown, in order: key (as in `ImageCollection.to_table`), header, kind.
+COLUMNS = (
+    {"key": "name", "label": "image", "kind": "str"},
+    {"key": "group", "label": "group", "kind": "str"},
+    {"key": "component", "label": "component", "kind": "num"},
+    {"key": "sky", "label": "sky", "kind": "num"},
+    {"key": "sky_err", "label": "sky_err", "kind": "num"},
+    {"key": "npix", "label": "npix", "kind": "num"},
+    {"key": "valid", "label": "valid", "kind": "bool"},
+    {"key": "reason", "label": "reason", "kind": "str"},
+)
+
+#: Floats in `ResultsTable.rows` (and so in the CSV) keep this many significant digits.
+SIGNIFICANT_DIGITS = 7
+
+
+class ResultsTable(anywidget.AnyWidget):
+    """The per-image results of a sky matching as a sortable table linked to a selection.
+
+    Rows are listed in image order and shown sorted by `sort_by`.  Clicking a header sorts by
+    that column (clicking it again reverses the order; missing values always come last);
+    clicking a row deselects it if it is selected, else selects only it; shift-, ctrl- or
+    cmd-click adds it to the selection; Enter and Space do the same for the focused row, and
+    the arrow keys move between rows; hovering a row sets `hovered`.  Invalid
+    rows are shown hatched in red with their reason.
+    The "Download CSV" button saves exactly the text of `to_csv`.
+
+    Parameters
+    ----------
+    collection : ImageCollection
+        The images of the result.
+    result : xarray.Dataset, optional
+        A result of ``collection.skymatch()``; default: ``collection.last_result`` (the table
+        is empty if there is none yet).
+
+    Attributes
+    ----------
+    rows : list of dict
+        One dict per image, in image order, with the keys of `columns`: JSON-safe values (NaN
+        and infinities become None, an image alone has group None), floats rounded to
+        `SIGNIFICANT_DIGITS` significant digits.  `table` keeps full precision.
+    columns : list of dict
+        ``{"key", "label", "kind"}`` of each column (``kind``: ``"str"``, ``"num"``, ``"bool"``).
+    colors : dict
+        {group label: "#rrggbb"}, the group colours of the other views.
+    selected : list of str
+        The selected image names (shared with the map and the editor by the app).
+    hovered : str
+        The image under the pointer (here or in a linked view), or ``""``.
+    sort_by : str
+        The key of the column the rows are sorted by, or ``""`` for image order.
+    ascending : bool
+        The sort direction.
+    filename : str
+        The name the downloaded CSV file gets.
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui import ImageCollection
+    >>> from skymatch_nb_ui.testing import make_mosaic
+    >>> from skymatch_nb_ui.widgets import ResultsTable
+    >>> m = make_mosaic((1, 3), sky=[100, 120, 105])
+    >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+    >>> table = ResultsTable(coll, coll.skymatch(skystat="mean"))
+    >>> table.rows[1]["sky"], table.rows[1]["valid"]
+    (20.0, True)
+    >>> table.sort_by, table.ascending = "sky", False
+    >>> print(table.to_csv().splitlines()[0])
+    name,group,component,sky,sky_err,npix,valid,reason
+    >>> print(table.to_csv().splitlines()[2])
+    img01,,0,20,0,4000,True,
+    >>> table.table()["sky"][1]
+    np.float64(20.0)
+    """
+
+    _esm = asset("results_table.js")
+    _css = asset("results_table.css")
+
+    rows = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
+    columns = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
+    colors = traitlets.Dict(read_only=True).tag(sync=True)
+    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    hovered = traitlets.Unicode("").tag(sync=True)
+    sort_by = traitlets.Unicode("").tag(sync=True)
+    ascending = traitlets.Bool(True).tag(sync=True)
+    filename = traitlets.Unicode("skymatch_results.csv").tag(sync=True)
+
+    def __init__(self, collection, result=None, **kwargs):
+        self._collection = collection
+        self._result = None
+        super().__init__(**kwargs)
+        self.set_trait("columns", [dict(c) for c in COLUMNS])
+        self.update(result)
+
+    @property
+    def collection(self):
+        """The `ImageCollection` whose results are shown."""
+        return self._collection
+
+    @property
+    def result(self):
+        """The result shown (an `xarray.Dataset`), or None."""
+        return self._result
+
+    def update(self, result=None) -> None:
+        """Show ``result`` (default: the collection's ``last_result``; None there: empty).
+
+        Examples
+        --------
+        >>> table.update(coll.skymatch(skymethod="global+match"))   # doctest: +SKIP
+        """
+        if result is None:
+            result = self._collection.last_result
+        table = None if result is None else self._collection.to_table(result)  # checks the names
+        self._result = result
+        with self.hold_trait_notifications():
+            self.set_trait("rows", [] if table is None else _rows(table))
+            self.set_trait("colors", _group_colors(self.rows))
+
+    def table(self):
+        """The rows shown, at full precision, as an `astropy.table.Table` (image order).
+
+        Raises
+        ------
+        ValueError
+            When there is no result yet.
+        """
+        if self._result is None:
+            raise ValueError("the table has no result yet: run collection.skymatch() and update(result)")
+        return self._collection.to_table(self._result)
+
+    def to_csv(self) -> str:
+        """The rows as CSV text, exactly as the "Download CSV" button saves them.
+
+        One header line of column keys, then one line per image in image order (whatever the
+        sort shown); numbers as JavaScript prints them, missing values empty, booleans
+        ``True``/``False``, fields quoted when they hold a comma, a quote or a line break;
+        lines end with ``\\n``.
+        """
+        return rows_to_csv(self.rows, self.columns)
+
+    # -- validation ------------------------------------------------------------------------------
+    @traitlets.validate("selected")
+    def _validate_selected(self, proposal):
+        return check_names(self._collection, proposal["value"], "selected")
+
+    @traitlets.validate("hovered")
+    def _validate_hovered(self, proposal):
+        name = proposal["value"]
+        if name:
+            check_names(self._collection, [name], "hovered")
+        return name
+
+    @traitlets.validate("sort_by")
+    def _validate_sort_by(self, proposal):
+        key = proposal["value"]
+        keys = [c["key"] for c in COLUMNS]
+        if key and key not in keys:
+            raise traitlets.TraitError(f"sort_by must be one of {keys} or '' (image order); got {key!r}")
+        return key
+
+
+# -- rows and CSV (the front end's toCSV does the same) ------------------------------------------
+def _rows(table) -> list[dict]:
+    return [{c["key"]: _json_value(row[c["key"]], c["key"]) for c in COLUMNS} for row in table]
+
+
+def _json_value(value, key: str):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if key == "group" and value == "":
+        return None  # alone
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else None
+    return value
+
+
+def _group_colors(rows: list[dict]) -> dict:
+    return {k: v for k, v in categorical(r["group"] for r in rows).items() if k is not None}
+
+
+def rows_to_csv(rows: list[dict], columns: list[dict]) -> str:
+    """CSV text of ``rows`` (see `ResultsTable.to_csv`), as the front end builds it."""
+    keys = [c["key"] for c in columns]
+    lines = [",".join(_csv_field(k) for k in keys)]
+    lines += [",".join(_csv_field(_csv_text(row.get(k))) for k in keys) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (int, float)):
+        return js_number(value)
+    return str(value)
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def js_number(x: float) -> str:
+    """``String(x)`` of JavaScript for a finite number (shortest round-trip digits).
+
+    Examples
+    --------
+    >>> [js_number(v) for v in (5.0, -0.0, 0.5, 1e-7, 1.5e21, 123456.7)]
+    ['5', '0', '0.5', '1e-7', '1.5e+21', '123456.7']
+    """
+    if x == 0:
+        return "0"
+    sign, digits, exponent = Decimal(repr(float(x))).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    k, n = len(text), len(text) + exponent  # value = 0.<text> * 10**n (ECMAScript Number::toString)
+    if k <= n <= 21:
+        body = text + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = text[:n] + "." + text[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * -n + text
+    else:
+        mantissa = text if k == 1 else text[0] + "." + text[1:]
+        body = f"{mantissa}e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+    return ("-" if sign else "") + body

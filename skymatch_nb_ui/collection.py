@@ -328,7 +328,9 @@ class ImageCollection:
         -------
         xarray.Dataset
             Over ``image``: ``sky``, ``sky_err``, ``valid``, ``reason``, ``component``,
-            ``group``, ``npix``, ``local``, ``delta``; the parameters in ``attrs``.  The
+            ``group``, ``npix``, ``local``, ``delta``, and where each image is (``ra``,
+            ``dec``, ``footprint_ra``/``footprint_dec`` over ``corner``, degrees); the
+            parameters in ``attrs``.  The
             per-pair diagnostics of the same run are in ``last_pairs`` (a Dataset over
             ``pair``), and both are kept as ``last_result`` / ``last_pairs``.
         """
@@ -377,6 +379,10 @@ class ImageCollection:
             coords={"image": names},
             attrs=attrs,
         )
+        # where each image is, so that a result alone can be mapped (plotting, widgets)
+        table = self.table
+        for name in ("ra", "dec", "footprint_ra", "footprint_dec"):
+            dataset[name] = table[name]
         labels = [self._input_name(result, g) for g in range(len(result.inputs))]
         p = result.pairs
         pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]

@@ -291,7 +291,7 @@ class _SkyPlot:
         self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=["#0072B2"])
         sky_fig = bq.Figure(
             marks=[self._bars, self._sky],
-            axes=[bq.Axis(scale=x, label="image"), bq.Axis(scale=y, orientation="vertical", label="sky")],
+            axes=[bq.Axis(scale=x, label="image"), bq.Axis(scale=y, side="left", label="sky")],
             title="sky per image (±1σ)", layout=w.Layout(width="380px", height="260px"),
             fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 10},
         )
@@ -302,7 +302,7 @@ class _SkyPlot:
                                  default_size=30, labels=["after"], display_legend=True)
         pair_fig = bq.Figure(
             marks=[self._before, self._after],
-            axes=[bq.Axis(scale=px, label="pair"), bq.Axis(scale=py, orientation="vertical", label="difference")],
+            axes=[bq.Axis(scale=px, label="pair"), bq.Axis(scale=py, side="left", label="difference")],
             title="overlap differences", layout=w.Layout(width="380px", height="260px"),
             fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 10}, legend_location="top-right",
         )

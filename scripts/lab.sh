@@ -3,11 +3,6 @@
 # JupyterLab, and opens the quickstart notebook (extra arguments go to `jupyter lab`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[widgets]" jupyterlab
+source scripts/_venv.sh widgets jupyterlab
 ROOT_FLAG=$([ "$(id -u)" = 0 ] && echo "--allow-root" || true)
 exec "$VENV/bin/python" -m jupyterlab $ROOT_FLAG notebooks/01-quickstart.ipynb "$@"

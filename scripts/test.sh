@@ -4,8 +4,6 @@
 # pytest (extra arguments are passed on to pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
   $SUDO apt-get update -qq
@@ -13,11 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # never `playwright install`: it downloads a browser; the tests use /usr/bin/chromium
 
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+source scripts/_venv.sh test
 
 (cd js && npm ci --no-audit --no-fund --silent && node --test tests/)
 

@@ -247,3 +247,12 @@ def test_sip_distortion_is_followed_with_stepsize():
 def test_public_names():
     for name in ("skymatch", "SkyMatcher", "SkyMatchResult", "DisconnectedMosaicWarning"):
         assert name in sm.__all__ and hasattr(sm, name)
+
+
+def test_threads_give_the_same_answers_as_one(mosaic):
+    serial = SkyMatcher(mosaic.images, mosaic.wcs, workers=1).run(skymethod="global+match")
+    pooled = SkyMatcher(mosaic.images, mosaic.wcs, workers=3).run(skymethod="global+match")
+    np.testing.assert_array_equal(pooled.sky, serial.sky)
+    np.testing.assert_array_equal(pooled.sky_err, serial.sky_err)
+    with pytest.raises(ValueError, match="workers must be None or a positive integer"):
+        SkyMatcher(mosaic.images, mosaic.wcs, workers=0)

@@ -10,7 +10,10 @@ one-call face for scripts.
 from __future__ import annotations
 
 import numbers
+import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
@@ -37,6 +40,14 @@ SKYMETHODS = ("local", "global", "match", "global+match")
 ANCHORS = ("global", "component")
 
 _NO_STAT = SkyStat(float("nan"), 0, float("nan"))
+
+
+class _Scratch:
+    """Reusable buffers of one thread of the statistics stage (gathered pixels, clipping)."""
+
+    def __init__(self):
+        self.buffers = GatherBuffers()
+        self.work = Workspace()
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class SkyMatcher:
     stepsize : int, optional
         Add footprint vertices at most this many pixels apart along each image edge, so that
         the outline of a distorted WCS is followed closely (None: the four corners only).
+    workers : int, optional
+        Threads for the statistics (None: one per CPU core, at most 4; 1: no pool).
 
     Examples
     --------
@@ -79,7 +92,8 @@ class SkyMatcher:
     [100.0, 120.0, 105.0, 110.0, 105.0, 115.0]
     """
 
-    def __init__(self, images, wcs, *, masks=None, stepsize: int | None = None):
+    def __init__(self, images, wcs, *, masks=None, stepsize: int | None = None,
+                 workers: int | None = None):
         self._images = _check_images(images)
         self._wcs = _check_wcs(wcs, len(self._images))
         self._masks = _check_masks(masks, self._images)
@@ -88,9 +102,8 @@ class SkyMatcher:
         self._pair_stats: dict = {}
         self._local_stats: dict = {}
         self._input_pair_cache: dict = {}  # (statistics, grouping) -> per input pair sides
-        # scratch space of the (serial) statistics stage, reused across tasks
-        self._buffers = GatherBuffers()
-        self._work = Workspace()
+        self._workers = _check_workers(workers)
+        self._scratch = _Scratch()  # reused by serial runs of the statistics stage
 
     def __len__(self) -> int:
         return len(self._images)
@@ -146,7 +159,8 @@ class SkyMatcher:
         local = None
         npix = None
         if method != "match":
-            image_local = [self._local_stat(stat, a) for a in range(len(self._images))]
+            self._fill(stat, images=range(len(self._images)))
+            image_local = [self._local_stats[(stat, a)] for a in range(len(self._images))]
             local = [_lowest([image_local[a] for a in m]) for m in members]
             npix = np.array([s.npix for s in image_local], dtype=np.int64)
         solution = _solve(method, match_down, anchor, len(inputs), pairs, local)
@@ -159,31 +173,67 @@ class SkyMatcher:
 
     # -- stage 2: statistics -------------------------------------------------------------
     def _pair_stat(self, stat: StatParams, a: int, partners: frozenset) -> SkyStat:
-        key = (stat, a, partners)
-        if key not in self._pair_stats:
-            geo = self.geometry
-            runs = Runs.union([geo.runs[(a, b)] for b in sorted(partners)], self._images[a].shape)
-            self._pair_stats[key] = self._statistic(stat, a, runs)
-        return self._pair_stats[key]
+        """Image ``a``'s statistic over its pixels inside the union of ``partners``."""
+        self._fill(stat, pairs=[(a, partners)])
+        return self._pair_stats[(stat, a, partners)]
 
     def _local_stat(self, stat: StatParams, a: int) -> SkyStat:
-        key = (stat, a)
-        if key not in self._local_stats:
-            image, mask = self._images[a], self._masks[a]
+        """Image ``a``'s statistic over all its good pixels."""
+        self._fill(stat, images=[a])
+        return self._local_stats[(stat, a)]
+
+    def _fill(self, stat: StatParams, *, pairs=(), images=()) -> None:
+        """Compute the statistics not cached yet, as independent tasks on a thread pool.
+
+        Each task reads one image's pixels and writes nothing shared; results are stored
+        afterwards, here.  Threads pay because the tasks are long numpy calls that release
+        the GIL (the largest first, for balance); each thread has its own scratch buffers.
+        """
+        todo = [("local", a, None) for a in dict.fromkeys(images) if (stat, a) not in self._local_stats]
+        todo += [("pair", a, p) for a, p in dict.fromkeys(pairs) if (stat, a, p) not in self._pair_stats]
+        if not todo:
+            return
+        if self._workers == 1 or len(todo) == 1:
+            results = [self._task(stat, item, self._scratch) for item in todo]
+        else:
+            local = threading.local()
+
+            def run(item):
+                if not hasattr(local, "scratch"):
+                    local.scratch = _Scratch()
+                return self._task(stat, item, local.scratch)
+
+            todo.sort(key=self._task_size, reverse=True)
+            with ThreadPoolExecutor(self._workers) as pool:
+                results = list(pool.map(run, todo))
+        for (kind, a, partners), value in zip(todo, results):
+            if kind == "local":
+                self._local_stats[(stat, a)] = value
+            else:
+                self._pair_stats[(stat, a, partners)] = value
+
+    def _task_size(self, item) -> int:
+        kind, a, partners = item
+        if kind == "local":
+            return self._images[a].size
+        return sum(self.geometry.runs[(a, b)].npix for b in partners)
+
+    def _task(self, stat: StatParams, item, scratch: _Scratch) -> SkyStat:
+        kind, a, partners = item
+        image, mask = self._images[a], self._masks[a]
+        if kind == "local":
             values = np.asarray(image).reshape(-1)
             if mask is not None:
                 values = values[np.asarray(mask).reshape(-1)]
-            self._local_stats[key] = sky_statistic(values, stat, work=self._work)
-        return self._local_stats[key]
-
-    def _statistic(self, stat: StatParams, a: int, runs: Runs) -> SkyStat:
+            return sky_statistic(values, stat, work=scratch.work)
+        geo = self.geometry
+        runs = Runs.union([geo.runs[(a, b)] for b in sorted(partners)], image.shape)
         if not runs:
             return _NO_STAT
-        values = runs.gather(self._images[a], self._buffers)
-        mask = self._masks[a]
+        values = runs.gather(image, scratch.buffers)
         if mask is not None:
-            values = values[runs.gather(mask, self._buffers)]
-        return sky_statistic(values, stat, work=self._work)
+            values = values[runs.gather(mask, scratch.buffers)]
+        return sky_statistic(values, stat, work=scratch.work)
 
     def _input_pairs(self, label_of: np.ndarray, stat: StatParams | None) -> dict:
         """Per pair of inputs (g, h), g < h: the statistic of each side (None: geometry only).
@@ -204,6 +254,9 @@ class SkyMatcher:
             if ga == gb or not r:
                 continue
             partners.setdefault((ga, gb), {}).setdefault(a, set()).add(b)
+        if stat is not None:  # every statistic this grouping needs, computed together
+            self._fill(stat, pairs=[(a, frozenset(bs)) for side in partners.values()
+                                    for a, bs in side.items()])
         pairs = {}
         for (g, h), sides in partners.items():
             if g > h or (h, g) not in partners:
@@ -604,6 +657,14 @@ def _check_masks(masks, images) -> list[np.ndarray | None]:
             )
         checked.append(mask)
     return checked
+
+
+def _check_workers(workers) -> int:
+    if workers is None:
+        return max(1, min(os.cpu_count() or 1, 4))
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ValueError(f"workers must be None or a positive integer (threads); got {workers!r}")
+    return int(workers)
 
 
 def _check_stepsize(stepsize):

@@ -14,7 +14,6 @@ over independent Gaussian noise realisations against the formula (takes a few mi
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np

@@ -7,7 +7,6 @@ controls updates the table.  Screenshots in the light and dark themes go to test
 
 import re
 
-import pytest
 from playwright.sync_api import Page, expect
 
 # run code in the notebook's kernel from the page; returns what it printed

@@ -14,7 +14,7 @@ from astropy.coordinates import SkyCoord
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
-from skymatch_nb_ui.widgets._colors import DIVERGING, MISSING, VIRIDIS, categorical
+from skymatch_nb_ui._colors import DIVERGING, MISSING, VIRIDIS, categorical
 from skymatch_nb_ui.widgets.footprint_map import COLOR_BY, FootprintMap, project_footprints
 
 

@@ -1,13 +1,12 @@
 """GroupEditor: edits, validation, undo, presets from metadata, isolated groups, UI messages."""
 
-import numpy as np
 import pytest
 import traitlets
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import GroupEditor
-from skymatch_nb_ui.widgets._colors import categorical
+from skymatch_nb_ui._colors import categorical
 from skymatch_nb_ui.widgets.group_editor import UNDO_DEPTH, isolated_groups
 
 # Two exposures of a 2x2 detector mosaic (left: exposure e1, right: e2) plus an island of two

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 import warnings
 
 import ipywidgets as w
@@ -79,6 +80,15 @@ class SkyMatchApp(w.VBox):
         self.table = ResultsTable(collection)
         self._controls = _controls()
         self._status = w.HTML(layout=w.Layout(min_height="1.6em"))
+        self._export = {
+            "kind": w.Dropdown(options=[("footprint map", "footprints"), ("overlap differences", "pairs"),
+                                        ("sky per image", "sky")], layout=w.Layout(width="180px")),
+            "file": w.Text(value="skymatch_figure.pdf", layout=w.Layout(width="220px"),
+                           description="file", style={"description_width": "initial"}),
+            "button": w.Button(description="Export figure", icon="download",
+                               tooltip="Save a publication-quality figure (matplotlib) to the file"),
+        }
+        self._export["button"].on_click(self._on_export)
         self._plot = _SkyPlot()
         super().__init__(layout=w.Layout(width="100%"))
         self.add_class("smnb-app")
@@ -86,7 +96,8 @@ class SkyMatchApp(w.VBox):
         self._plot.box.layout = w.Layout(flex="0 0 390px")
         self.children = [
             w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap")),
-            self._status,
+            w.HBox([self._status, w.HBox(list(self._export.values()))],
+                   layout=w.Layout(justify_content="space-between", flex_flow="row wrap")),
             w.HBox([self.map, self._plot.box],
                    layout=w.Layout(align_items="flex-start", flex_flow="row wrap", width="100%")),
             self.editor,
@@ -131,6 +142,64 @@ class SkyMatchApp(w.VBox):
             self.editor.groups = _as_editor_groups(change["new"])
         self._schedule()
 
+    def export_figure(self, path, kind: str = "footprints", *, dpi: int = 300, overwrite: bool = False,
+                      **options) -> Path:
+        """Save a publication figure of the current result (what the Export button does).
+
+        Parameters
+        ----------
+        path : str or Path
+            The file; its suffix chooses the format (``.pdf``, ``.svg``, ``.png``, ...).
+        kind : {'footprints', 'pairs', 'sky'}
+            `plotting.plot_footprints` (coloured as the map is), `plotting.plot_pair_residuals`
+            or `plotting.plot_sky`.
+        dpi : int
+            Resolution of raster formats.
+        overwrite : bool
+            Replace an existing file.
+        **options
+            Passed on to the plotting function.
+
+        Returns
+        -------
+        Path
+            The file written (atomically).
+        """
+        from .. import plotting
+        from ..io import atomic_path
+
+        if self.result is None:
+            raise ValueError("no result to plot yet: the app has not solved")
+        makers = {
+            "footprints": lambda: plotting.plot_footprints(
+                self.result, **{"color_by": self.map.color_by, **options}),
+            "pairs": lambda: plotting.plot_pair_residuals(self.pairs, **options),
+            "sky": lambda: plotting.plot_sky(self.result, **options),
+        }
+        if kind not in makers:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, makers))}; got {kind!r}")
+        path = Path(path)
+        figure = makers[kind]().figure
+        try:
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "pdf",
+                               bbox_inches="tight")
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+        self.status = f"exported {kind} figure to {path}"
+        self._status.value = _status_html(self.status)
+        return path
+
+    def _on_export(self, _button=None):
+        try:
+            self.export_figure(self._export["file"].value, self._export["kind"].value,
+                               overwrite=True)
+        except Exception as exc:  # shown to the user, who can fix the name or the folder
+            self.status = f"error: could not export the figure: {exc}"
+            self._status.value = _status_html(self.status, error=True)
+
     def solve(self) -> xr.Dataset | None:
         """Solve now with the current parameters and groups (what the debounce ends in)."""
         return self._solve()
@@ -144,6 +213,12 @@ class SkyMatchApp(w.VBox):
         for name, control in self._controls.items():
             control.observe(lambda change, name=name: self._on_control(name, change), "value")
         self.observe(lambda change: self._plot.select(self._indices(change["new"])), "selected")
+        self._plot.on_select(self._on_plot_select)
+
+    def _on_plot_select(self, indices: list[int]):
+        names = [self.collection.names[k] for k in indices]
+        if names != list(self.selected):
+            self.selected = names
 
     def _on_editor_groups(self, change):
         groups = {k: (None if v in (None, "") else v) for k, v in change["new"].items()}
@@ -286,6 +361,7 @@ class _SkyPlot:
 
         x, y = bq.LinearScale(), bq.LinearScale()
         self._sky = bq.Scatter(x=[0], y=[0], scales={"x": x, "y": y}, default_size=40,
+                               interactions={"click": "select"},
                                colors=["#0072B2"], selected_style={"fill": "#D55E00", "stroke": "#D55E00"},
                                unselected_style={"opacity": 0.6})
         self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=["#0072B2"])
@@ -327,3 +403,9 @@ class _SkyPlot:
 
     def select(self, indices: list[int]):
         self._sky.selected = indices or None
+
+    def on_select(self, callback):
+        """Call ``callback(indices)`` when points are clicked in the sky plot."""
+        self._sky.observe(
+            lambda change: callback([] if change["new"] is None else [int(k) for k in change["new"]]),
+            "selected")

@@ -16,7 +16,7 @@ import xarray as xr
 
 from ..engine.geometry import gnomonic, lonlat_to_xyz
 from ._assets import asset
-from ._colors import CATEGORICAL, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
+from .._colors import CATEGORICAL, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
 
 __all__ = ["FootprintMap", "COLOR_BY", "project_footprints"]
 

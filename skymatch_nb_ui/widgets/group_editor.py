@@ -17,7 +17,7 @@ import traitlets
 
 from ..collection import META_COLUMNS
 from ._assets import asset
-from ._colors import categorical
+from .._colors import categorical
 
 __all__ = ["GroupEditor"]
 
@@ -58,7 +58,7 @@ class GroupEditor(anywidget.AnyWidget):
     names : list of str
         The image names, in order (read-only).
     colors : dict
-        {label: "#rrggbb"}, from `skymatch_nb_ui.widgets._colors.categorical` in order of first
+        {label: "#rrggbb"}, from `skymatch_nb_ui._colors.categorical` in order of first
         appearance, as the other views colour groups.
     presets : list of dict
         One-click groupings: ``{"id", "label", "title"}``; ``"alone"`` and one ``"by:<column>"``

@@ -10,7 +10,7 @@ import numpy as np
 import traitlets
 
 from ._assets import asset
-from ._colors import categorical
+from .._colors import categorical
 from .group_editor import check_names
 
 __all__ = ["ResultsTable"]

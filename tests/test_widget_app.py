@@ -83,6 +83,8 @@ def test_selection_is_shared_by_every_view(app):
     assert app.selected == ["img01", "img02"] and app.table.selected == ["img01", "img02"]
     app.table.hovered = "img05"
     assert app.map.hovered == "img05"
+    app._plot._sky.selected = [4]  # a click on a point of the sky plot
+    assert app.selected == ["img04"] and app.map.selected == ["img04"]
 
 
 def test_solve_only_changes_reuse_the_statistics(app, monkeypatch):
@@ -117,3 +119,18 @@ def test_changes_are_debounced_inside_an_event_loop(app):
     worker.start()
     worker.join(10)
     assert outcome["method"] == "match"
+
+
+def test_export_figure_writes_publication_files(app, tmp_path):
+    pytest.importorskip("matplotlib")
+    pdf = app.export_figure(tmp_path / "map.pdf", "footprints")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    app._export["file"].value = str(tmp_path / "sky.png")  # the Export button, as a user would
+    app._export["kind"].value = "sky"
+    app._export["button"].click()
+    assert (tmp_path / "sky.png").read_bytes().startswith(b"\x89PNG")
+    assert app.status == f"exported sky figure to {tmp_path / 'sky.png'}"
+    with pytest.raises(FileExistsError):
+        app.export_figure(pdf, "pairs")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        app.export_figure(tmp_path / "x.pdf", "histogram")

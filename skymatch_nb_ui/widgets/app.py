@@ -75,6 +75,7 @@ class SkyMatchApp(w.VBox):
         self.debounce = float(debounce)
         self._pending = None
         self._updating = False
+        self._starting = True
         self.map = FootprintMap(collection)
         self.editor = GroupEditor(collection)
         self.table = ResultsTable(collection)
@@ -104,9 +105,12 @@ class SkyMatchApp(w.VBox):
             self.table,
         ]
         self._link_views()
-        with self.hold_trait_notifications():
+        self._starting = True  # the initial groups and params trigger one solve, below
+        try:
             self.groups = dict(collection.groups)
             self.params = {**DEFAULT_PARAMS, **_checked_params(params)}
+        finally:
+            self._starting = False
         self._solve()
 
     # -- the Python face ---------------------------------------------------------------------
@@ -244,6 +248,8 @@ class SkyMatchApp(w.VBox):
             self._status.value = _status_html(self.status, error=True)
 
     def _schedule(self):
+        if self._starting:
+            return
         if self.debounce <= 0:
             self._solve()
             return

@@ -26,7 +26,8 @@ import numpy as np
 import xarray as xr
 
 from .engine import SkyMatcher, SkyMatchResult
-from .engine.geometry import CelestialWCS, footprint
+from .engine.geometry import CelestialWCS, footprint, lonlat_to_xyz, xyz_to_lonlat
+from .engine.skymatch import subtracted_copy
 
 __all__ = ["ImageCollection"]
 
@@ -90,6 +91,7 @@ class ImageCollection:
         self._stepsize: int | None = None
         self._tree: xr.DataTree | None = None
         self._footprints = None
+        self._position_columns: dict | None = None
         self.last_result: xr.Dataset | None = None
         self.last_pairs: xr.Dataset | None = None
         if groups is not None:
@@ -232,20 +234,29 @@ class ImageCollection:
         return self._footprints
 
     @property
+    def _positions(self) -> dict:
+        """Where each image is: footprint centre and corners, as Dataset columns (cached)."""
+        if self._position_columns is None:
+            lon, lat = self.footprints
+            centre_lon, centre_lat = _mean_direction(lon, lat)
+            self._position_columns = {
+                "ra": ("image", centre_lon, {"units": "deg", "long_name": "footprint centre longitude"}),
+                "dec": ("image", centre_lat, {"units": "deg", "long_name": "footprint centre latitude"}),
+                "footprint_ra": (("image", "corner"), lon, {"units": "deg"}),
+                "footprint_dec": (("image", "corner"), lat, {"units": "deg"}),
+            }
+        return self._position_columns
+
+    @property
     def table(self) -> xr.Dataset:
         """One row per image: shape, group, file, header metadata and footprint."""
-        lon, lat = self.footprints
-        centre_lon, centre_lat = _mean_direction(lon, lat)
         columns = {
             "ny": ("image", np.array([s.shape[0] for s in self._sources])),
             "nx": ("image", np.array([s.shape[1] for s in self._sources])),
             "group": ("image", np.array([_label_text(g) for g in self._groups], dtype=object)),
             "file": ("image", np.array([s.file for s in self._sources], dtype=object)),
             "ext": ("image", np.array([s.ext for s in self._sources])),
-            "ra": ("image", centre_lon, {"units": "deg", "long_name": "footprint centre longitude"}),
-            "dec": ("image", centre_lat, {"units": "deg", "long_name": "footprint centre latitude"}),
-            "footprint_ra": (("image", "corner"), lon, {"units": "deg"}),
-            "footprint_dec": (("image", "corner"), lat, {"units": "deg"}),
+            **self._positions,
         }
         for key in META_COLUMNS:
             values = [s.meta.get(key) for s in self._sources]
@@ -351,15 +362,10 @@ class ImageCollection:
     def result_images(self, result: xr.Dataset | None = None) -> dict[str, np.ndarray]:
         """New arrays with each image's sky subtracted (invalid skies: unchanged copies)."""
         result = self._result(result)
-        out = {}
-        for k, name in enumerate(self.names):
-            image = np.asarray(self.data(k))
-            dtype = image.dtype if image.dtype.kind == "f" else np.float64
-            copy = np.array(image, dtype=dtype, copy=True)
-            if bool(result.valid.values[k]):
-                copy -= result.sky.values[k]
-            out[name] = copy
-        return out
+        return {
+            name: subtracted_copy(self.data(k), result.sky.values[k], bool(result.valid.values[k]))
+            for k, name in enumerate(self.names)
+        }
 
     def _datasets(self, result: SkyMatchResult) -> tuple[xr.Dataset, xr.Dataset]:
         names = list(self.names)
@@ -380,9 +386,7 @@ class ImageCollection:
             attrs=attrs,
         )
         # where each image is, so that a result alone can be mapped (plotting, widgets)
-        table = self.table
-        for name in ("ra", "dec", "footprint_ra", "footprint_dec"):
-            dataset[name] = table[name]
+        dataset = dataset.assign(self._positions)
         labels = [self._input_name(result, g) for g in range(len(result.inputs))]
         p = result.pairs
         pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
@@ -559,10 +563,8 @@ def _attr(value):
 
 
 def _mean_direction(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lo, la = np.radians(lon), np.radians(lat)
-    xyz = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1).sum(axis=1)
-    return (np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0,
-            np.degrees(np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1]))))
+    """Per row: the direction of the summed unit vectors of the corners (degrees)."""
+    return xyz_to_lonlat(lonlat_to_xyz(lon, lat).sum(axis=1))
 
 
 def _image_dataset(source: _Source) -> xr.Dataset:

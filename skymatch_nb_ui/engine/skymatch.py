@@ -573,16 +573,22 @@ def _assemble(sol, pairs, local, label_of, inputs, local_npix) -> SkyMatchResult
     )
 
 
+def subtracted_copy(image, sky: float, valid: bool) -> np.ndarray:
+    """A new array: ``image - sky`` when ``valid``, else an unchanged copy.
+
+    Float images keep their dtype, integer images become float64.  ``image`` is never changed.
+    """
+    image = np.asarray(image)
+    dtype = image.dtype if image.dtype.kind == "f" else np.float64
+    copy = np.array(image, dtype=dtype, copy=True)
+    if valid:
+        copy -= sky
+    return copy
+
+
 def _with_subtracted(result: SkyMatchResult, images) -> SkyMatchResult:
-    out = []
-    for image, sky, ok in zip(images, result.sky, result.valid):
-        image = np.asarray(image)
-        dtype = image.dtype if image.dtype.kind == "f" else np.float64
-        copy = np.array(image, dtype=dtype, copy=True)
-        if ok:
-            copy -= sky
-        out.append(copy)
-    return replace(result, images=tuple(out))
+    out = tuple(subtracted_copy(im, sky, ok) for im, sky, ok in zip(images, result.sky, result.valid))
+    return replace(result, images=out)
 
 
 # -- validation at the boundary -------------------------------------------------------------

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__, io
-from .engine import ANCHORS, SKYMETHODS, SKYSTATS, SkyMatchWarning
+from .engine import SkyMatchParams, SkyMatchWarning
 
 __all__ = ["main"]
 
@@ -48,12 +48,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default, unless it is None or a flag's False."""
+    """Shows each option's default, unless it is None or the option is a flag."""
 
     def _get_help_string(self, action):
         help_text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "%(default)" in help_text:
+        if action.nargs == 0 or default in (None, argparse.SUPPRESS) or "%(default)" in help_text:
             return help_text
         return f"{help_text} (default: %(default)s)"
 
@@ -74,31 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("files", nargs="+", metavar="FILES_OR_GLOB",
                         help="FITS files or glob patterns (quote patterns to keep the shell off them)")
 
-    match = parser.add_argument_group("sky matching")
-    match.add_argument("--skymethod", choices=SKYMETHODS, default="match",
-                       help="local: each image's own sky; global: the lowest of those, for all; "
-                       "match: relative offsets that make overlaps agree; global+match: the match "
-                       "offsets lifted to absolute level")
-    match.add_argument("--skystat", choices=SKYSTATS, default="mode",
-                       help="statistic of the sky pixels")
-    match.add_argument("--match-up", action="store_true",
-                       help="anchor match offsets to the highest sky instead of the lowest")
-    match.add_argument("--lower", type=float, default=None, metavar="X",
-                       help="ignore pixel values below X")
-    match.add_argument("--upper", type=float, default=None, metavar="X",
-                       help="ignore pixel values above X")
-    match.add_argument("--nclip", type=int, default=5, metavar="N", help="sigma-clipping passes")
-    match.add_argument("--lsigma", type=float, default=4.0, metavar="X",
-                       help="lower clipping limit, in standard deviations")
-    match.add_argument("--usigma", type=float, default=4.0, metavar="X",
-                       help="upper clipping limit, in standard deviations")
-    match.add_argument("--binwidth", type=float, default=0.1, metavar="X",
-                       help="histogram bin width of mode and midpt, in standard deviations")
-    match.add_argument("--stepsize", type=int, default=None, metavar="N",
-                       help="footprint vertex spacing along image edges, in pixels "
-                       "(for distorted WCS; default: the corners only)")
-    match.add_argument("--anchor", choices=ANCHORS, default="global",
-                       help="one anchor for the whole mosaic, or one per connected component")
+    _add_parameters(parser.add_argument_group("sky matching"))
 
     inputs = parser.add_argument_group("input")
     inputs.add_argument("--ext", type=_ext, default=None, metavar="EXT",
@@ -133,6 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "still go to stderr)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _add_parameters(group) -> None:
+    """One option per parameter of `SkyMatchParams`, from its spec (``subtract`` aside: the
+    command never changes its inputs; its ``--subtract`` is about the copies it writes)."""
+    for name, spec in SkyMatchParams.specs().items():
+        if spec.stage == "output":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if spec.kind == "bool":
+            flag = spec.cli_flag or (f"--no-{flag[2:]}" if spec.default else flag)
+            group.add_argument(flag, dest=name, action="store_false" if spec.default else "store_true",
+                               help=spec.help)
+        elif spec.kind == "choice":
+            group.add_argument(flag, choices=spec.choices, default=spec.default, help=spec.help)
+        else:
+            group.add_argument(flag, type=_NUMBER_TYPES[spec.kind], default=spec.default,
+                               metavar=_METAVARS[spec.kind], help=spec.help)
+
+
+_NUMBER_TYPES = {"int": int, "float": float}
+_METAVARS = {"int": "N", "float": "X"}
 
 
 def _ext(text: str):
@@ -186,11 +184,8 @@ def _run(args) -> None:
 
     coll = ImageCollection.from_fits(files, ext=args.ext, dq_ext=args.dq_ext,
                                      dqbits=_dqbits(args.dqbits), group_by=args.group_by)
-    result = coll.skymatch(
-        skymethod=args.skymethod, match_down=not args.match_up, skystat=args.skystat,
-        lower=args.lower, upper=args.upper, nclip=args.nclip, lsigma=args.lsigma,
-        usigma=args.usigma, binwidth=args.binwidth, stepsize=args.stepsize, anchor=args.anchor,
-    )
+    params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
+    result = coll.skymatch(**params)
     table = coll.to_table(result)
     if not args.quiet:
         _print_table(table)
@@ -245,17 +240,23 @@ def _write_table(table, path: Path, table_format: str, *, overwrite: bool) -> No
 
 
 def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, quiet: bool) -> None:
-    from functools import partial
-
-    from tqdm import tqdm
-
     directory = targets[0].parent
     directory.mkdir(parents=True, exist_ok=True)
-    bar = partial(tqdm, total=len(targets), desc="writing", unit="file", file=sys.stderr,
-                  disable=True if quiet else None)
+    bar = None if quiet else _progress_bar(len(targets))
     coll.write_fits(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
     if not quiet:
         print(f"{PROG}: wrote {len(targets)} file(s) to {str(directory)!r}", file=sys.stderr)
+
+
+def _progress_bar(total: int):
+    """A tqdm progress bar on stderr, or None without tqdm (pip install skymatch-nb-ui[cli])."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    from functools import partial
+
+    return partial(tqdm, total=total, desc="writing", unit="file", file=sys.stderr, disable=None)
 
 
 def _fail(error: BaseException) -> None:

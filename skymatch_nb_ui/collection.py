@@ -18,25 +18,20 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .engine import SkyMatcher, SkyMatchResult
+from .engine import ArrayImage, ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
 from .engine.geometry import CelestialWCS, footprint, lonlat_to_xyz, xyz_to_lonlat
-from .engine.skymatch import subtracted_copy
 
 __all__ = ["ImageCollection"]
 
 #: Per-image metadata columns of ``ImageCollection.table`` taken from FITS headers.
 META_COLUMNS = ("bunit", "exptime", "filter", "detector", "exposure", "instrument", "date_obs")
-
-#: Parameters of `ImageCollection.skymatch` (those of `skymatch_nb_ui.skymatch` minus the data).
-SOLVE_PARAMS = ("skymethod", "match_down", "anchor")
-STAT_PARAMS = ("skystat", "lower", "upper", "nclip", "lsigma", "usigma", "binwidth")
 
 
 @dataclass
@@ -46,12 +41,41 @@ class _Source:
     name: str
     shape: tuple[int, int]
     wcs: object
-    load_data: Callable[[], np.ndarray]
-    load_mask: Callable[[], np.ndarray | None]
+    loader: ImageLoader  # reads the pixels and the mask when asked; handed to the engine
     file: str = ""
     ext: int = -1
     meta: dict = field(default_factory=dict)
     fits: object = None  # the io.FitsImage, when the image comes from a file
+
+    def load_data(self) -> np.ndarray:
+        return self.loader.data()
+
+    def load_mask(self) -> np.ndarray | None:
+        return self.loader.mask()
+
+
+@dataclass(frozen=True, eq=False)
+class _FitsLoader:
+    """The pixels and DQ mask of one FITS image, read (memory-mapped) each time they are asked.
+
+    It pickles as the file's path, HDU indices and headers: no pixels travel with it.
+    """
+
+    image: object  # io.FitsImage
+    dqbits: object = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.image.shape)
+
+    def data(self) -> np.ndarray:
+        return self.image.data()
+
+    def mask(self) -> np.ndarray | None:
+        return self.image.mask(self.dqbits)
+
+    def __repr__(self) -> str:
+        return repr(self.image)
 
 
 class ImageCollection:
@@ -88,7 +112,6 @@ class ImageCollection:
         self._index = {n: k for k, n in enumerate(names)}
         self._groups: list = [None] * len(self._sources)
         self._matcher: SkyMatcher | None = None
-        self._stepsize: int | None = None
         self._tree: xr.DataTree | None = None
         self._footprints = None
         self._position_columns: dict | None = None
@@ -130,7 +153,7 @@ class ImageCollection:
         sources = [
             _Source(
                 name=names[k], shape=tuple(np.shape(images[k])), wcs=wcs[k],
-                load_data=_constant(images[k]), load_mask=_constant(masks[k]), meta=dict(meta[k]),
+                loader=ArrayImage(images[k], masks[k]), meta=dict(meta[k]),
             )
             for k in range(n)
         ]
@@ -169,8 +192,7 @@ class ImageCollection:
         names = _names(names, len(files), default=[_stem(p) for p in files])
         sources = [
             _Source(
-                name=name, shape=tuple(fi.shape), wcs=fi.wcs, load_data=fi.data,
-                load_mask=_bound(fi.mask, dqbits) if fi.dq_ext is not None else _constant(None),
+                name=name, shape=tuple(fi.shape), wcs=fi.wcs, loader=_FitsLoader(fi, dqbits),
                 file=str(fi.path), ext=int(fi.ext), meta=dict(fi.meta), fits=fi,
             )
             for name, fi in zip(names, fits_images)
@@ -315,25 +337,28 @@ class ImageCollection:
     # -- sky matching ----------------------------------------------------------------------------
     @property
     def matcher(self) -> SkyMatcher:
-        """The engine, with its stage cache (built on first use: this reads the masks)."""
+        """The engine, with its stage cache (built on first use; it reads no pixels).
+
+        The engine is given one loader per image: pixels and masks are read by the tasks
+        that need them, one image at a time.
+        """
         if self._matcher is None:
-            images = [s.load_data() for s in self._sources]
-            masks = [s.load_mask() for s in self._sources]
-            if all(m is None for m in masks):
-                masks = None
-            self._matcher = SkyMatcher(images, self.wcs, masks=masks, stepsize=self._stepsize)
+            self._matcher = SkyMatcher([s.loader for s in self._sources], self.wcs)
         return self._matcher
 
-    def skymatch(self, **params) -> xr.Dataset:
+    def skymatch(self, params: SkyMatchParams | None = None, /, **changes) -> xr.Dataset:
         """Match the skies of the collection's images with its current groups.
 
         Parameters
         ----------
-        **params
-            Any parameter of `skymatch_nb_ui.skymatch` except the data: ``skymethod``,
-            ``match_down``, ``skystat``, ``lower``, ``upper``, ``nclip``, ``lsigma``,
-            ``usigma``, ``binwidth``, ``anchor``, ``stepsize`` (a new ``stepsize`` recomputes
-            the geometry; the other parameters re-use it).
+        params : SkyMatchParams, optional
+            All the parameters at once (default: the defaults, with the last ``stepsize``).
+        **changes
+            Any parameter of `SkyMatchParams` (those of `skymatch_nb_ui.skymatch` without the
+            data) except ``subtract``: ``skymethod``, ``match_down``, ``skystat``, ``lower``,
+            ``upper``, ``nclip``, ``lsigma``, ``usigma``, ``binwidth``, ``anchor``,
+            ``stepsize`` (a new ``stepsize`` recomputes the geometry and stays the default;
+            the other parameters re-use it).
 
         Returns
         -------
@@ -344,17 +369,34 @@ class ImageCollection:
             parameters in ``attrs``.  The
             per-pair diagnostics of the same run are in ``last_pairs`` (a Dataset over
             ``pair``), and both are kept as ``last_result`` / ``last_pairs``.
+
+        Raises
+        ------
+        TypeError
+            For ``subtract`` (use `write_fits` or `result_images`), an unknown parameter (the
+            message lists the valid names) or a value of the wrong kind.
+        ValueError
+            For a value outside its domain.
+
+        Examples
+        --------
+        >>> from skymatch_nb_ui.testing import make_mosaic
+        >>> m = make_mosaic((1, 3), sky=[7, 5, 9])
+        >>> coll = ImageCollection.from_arrays(m.images, m.wcs)
+        >>> coll.skymatch(skymethod="match", skystat="mean").sky.values.round(6).tolist()
+        [2.0, 0.0, 4.0]
+        >>> coll.skymatch(skymetod="local")
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown parameter 'skymetod' (did you mean 'skymethod'?); the valid names are ...
         """
-        if "subtract" in params:
+        if "subtract" in changes or (params is not None and params.subtract):
             raise TypeError(
                 "ImageCollection.skymatch does not subtract: the images stay as they are. "
                 "Use write_fits(directory, result) for sky-subtracted copies, or "
                 "result_images(result) for subtracted arrays."
             )
-        stepsize = params.pop("stepsize", self._stepsize)
-        if stepsize != self._stepsize:
-            self._stepsize, self._matcher = stepsize, None
-        result = self.matcher.run(groups=self._groups, **params)
+        result = self.matcher.run(params, groups=self._groups, **changes)
         dataset, pairs = self._datasets(result)
         self.last_result, self.last_pairs = dataset, pairs
         return dataset
@@ -515,14 +557,6 @@ class ImageCollection:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _constant(value):
-    return lambda: value
-
-
-def _bound(function, argument):
-    return lambda: function(argument)
-
-
 def _names(names, n: int, default=None) -> list[str]:
     if names is None:
         return list(default) if default is not None else [f"image{k}" for k in range(n)]

@@ -1,16 +1,14 @@
 """ImageCollection on arrays: table, groups, results as xarray, stage cache, output."""
 
-import importlib
-
 import numpy as np
 import pytest
 import xarray as xr
 from astropy.table import Table
 
 from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.engine import measure
 from skymatch_nb_ui.testing import make_mosaic
 
-engine_module = importlib.import_module("skymatch_nb_ui.engine.skymatch")
 
 SKY = [100, 120, 105, 110, 105, 115]
 
@@ -93,8 +91,8 @@ def test_groups_can_be_read_changed_and_validated(coll):
 
 def test_solve_only_change_reuses_the_engine_cache(coll, monkeypatch):
     calls = []
-    real = engine_module.sky_statistic
-    monkeypatch.setattr(engine_module, "sky_statistic", lambda v, p, **k: calls.append(1) or real(v, p, **k))
+    real = measure.sky_statistic
+    monkeypatch.setattr(measure, "sky_statistic", lambda v, p, **k: calls.append(1) or real(v, p, **k))
     coll.skymatch(skymethod="match", skystat="median")
     n = len(calls)
     coll.skymatch(skymethod="match", skystat="median", match_down=False)

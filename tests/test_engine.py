@@ -1,6 +1,5 @@
 """Engine behaviour that users rely on: bad input, per-image reasons, groups, cache, WCS kinds."""
 
-import importlib
 import warnings
 
 import numpy as np
@@ -9,10 +8,8 @@ from astropy.wcs import WCS
 
 import skymatch_nb_ui as sm
 from skymatch_nb_ui import DisconnectedMosaicWarning, SkyMatcher, skymatch
+from skymatch_nb_ui.engine import measure
 from skymatch_nb_ui.testing import make_mosaic
-
-# the module (the package's `skymatch` attribute is the function of the same name)
-engine_module = importlib.import_module("skymatch_nb_ui.engine.skymatch")
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +176,13 @@ def test_unhashable_group_label_is_rejected(mosaic):
 # -- the stage cache ---------------------------------------------------------------------------
 def test_solve_only_changes_reuse_the_statistics(mosaic, monkeypatch):
     calls = []
-    real = engine_module.sky_statistic
+    real = measure.sky_statistic
 
     def counting(values, params, **kw):
         calls.append(params)
         return real(values, params, **kw)
 
-    monkeypatch.setattr(engine_module, "sky_statistic", counting)
+    monkeypatch.setattr(measure, "sky_statistic", counting)
     matcher = SkyMatcher(mosaic.images, mosaic.wcs)
     first = matcher.run(skymethod="match", skystat="mean")
     n_first = len(calls)

@@ -1,17 +1,16 @@
 """SkyMatchApp on the Python side: traitlets, linking, live re-solve, Python -> UI state."""
 
 import asyncio
-import importlib
 import threading
 
 import numpy as np
 import pytest
 
 from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.engine import measure
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import SkyMatchApp
 
-engine_module = importlib.import_module("skymatch_nb_ui.engine.skymatch")
 SKY = [100, 120, 105, 110, 105, 115]
 
 
@@ -89,8 +88,8 @@ def test_selection_is_shared_by_every_view(app):
 
 def test_solve_only_changes_reuse_the_statistics(app, monkeypatch):
     calls = []
-    real = engine_module.sky_statistic
-    monkeypatch.setattr(engine_module, "sky_statistic", lambda v, p, **k: calls.append(1) or real(v, p, **k))
+    real = measure.sky_statistic
+    monkeypatch.setattr(measure, "sky_statistic", lambda v, p, **k: calls.append(1) or real(v, p, **k))
     app.params = {"match_down": False}
     app.params = {"skymethod": "match"}
     assert calls == []

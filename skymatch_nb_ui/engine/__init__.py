@@ -1,19 +1,38 @@
 """Pure computation: geometry, statistics and solve over numpy arrays.
 
 Nothing here knows of xarray, widgets, files or plotting; the rest of the package builds on it.
+
+One module per concept, in the order of the data flow:
+
+- ``params``: the run parameters, defined once (`SkyMatchParams`, `StatParams`);
+- ``loaders``: where pixels come from (arrays in memory, or loaders read on demand);
+- ``groups``: images -> inputs (the images that share one sky);
+- ``geometry``: stage 1, footprints and the pixels of each overlap;
+- ``stats``: the sky statistic of one set of pixel values;
+- ``measure``: stage 2, statistics of images over their overlaps, as independent tasks;
+- ``solve``: stage 3, one function per ``skymethod`` (``lstsq``: the least-squares step);
+- ``result``: what a run returns;
+- ``matcher``: `SkyMatcher` (the stages in order, cached) and `skymatch` (one call);
+- ``_validate``: the checks of every input at the boundary.
 """
 
 from .exceptions import DisconnectedMosaicWarning, SkyMatchWarning
-from .result import PairTable, SkyMatchResult
-from .skymatch import ANCHORS, SKYMETHODS, SkyMatcher, skymatch
-from .stats import SKYSTATS, SkyStat, StatParams, sky_statistic
+from .loaders import ArrayImage, ImageLoader
+from .matcher import SkyMatcher, skymatch
+from .params import ANCHORS, SKYMETHODS, SKYSTATS, ParamSpec, SkyMatchParams, StatParams
+from .result import PairTable, SkyMatchResult, subtracted_copy
+from .stats import SkyStat, sky_statistic
 
 __all__ = [
     "ANCHORS",
     "SKYMETHODS",
     "SKYSTATS",
+    "ArrayImage",
     "DisconnectedMosaicWarning",
+    "ImageLoader",
     "PairTable",
+    "ParamSpec",
+    "SkyMatchParams",
     "SkyMatchResult",
     "SkyMatchWarning",
     "SkyMatcher",
@@ -21,4 +40,5 @@ __all__ = [
     "StatParams",
     "sky_statistic",
     "skymatch",
+    "subtracted_copy",
 ]

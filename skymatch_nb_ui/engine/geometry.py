@@ -29,11 +29,13 @@ from scipy.spatial import cKDTree
 
 __all__ = [
     "CelestialWCS",
-    "GatherBuffers",
     "Footprint",
+    "GatherBuffers",
+    "Geometry",
     "Runs",
     "candidate_pairs",
     "footprint",
+    "mosaic_geometry",
     "overlap_runs",
     "rasterize_polygon",
 ]
@@ -499,3 +501,58 @@ def _signed_area(poly: list) -> float:
         x1, y1 = poly[(k + 1) % n]
         s += x0 * y1 - x1 * y0
     return 0.5 * s
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Stage 1 of a mosaic: footprints and, per ordered image pair (a, b), a's pixels inside b.
+
+    Attributes
+    ----------
+    footprints : list of Footprint
+        The footprint of each image.
+    runs : dict
+        ``{(a, b): Runs}`` for the candidate pairs, both orders (a pair that only touches
+        has empty runs).
+    """
+
+    footprints: list[Footprint]
+    runs: dict[tuple[int, int], Runs]
+
+
+def mosaic_geometry(
+    wcs: list[CelestialWCS], shapes: list[tuple[int, int]], stepsize: int | None = None
+) -> Geometry:
+    """Stage 1: the footprint of every image and the pixels of every overlap.
+
+    Only the images' WCS and shapes are needed, never their pixels.
+
+    Raises
+    ------
+    ValueError
+        When a WCS gives non-finite coordinates on its image's outline, or an image spans
+        more than the engine supports.
+    """
+    footprints = []
+    for k, (w, shape) in enumerate(zip(wcs, shapes)):
+        try:
+            fp = footprint(w, shape, stepsize)
+        except ValueError as exc:
+            raise ValueError(f"wcs[{k}]: {exc}") from None
+        if np.degrees(fp.radius) > MAX_FOOTPRINT_RADIUS:
+            raise ValueError(
+                f"images[{k}] spans {2 * np.degrees(fp.radius):.1f} degrees on the sky; the "
+                f"engine supports footprints up to {2 * MAX_FOOTPRINT_RADIUS:.0f} degrees across "
+                "(check its WCS: a wrong pixel scale gives this too)"
+            )
+        footprints.append(fp)
+    neighbours: dict[int, list[int]] = {k: [] for k in range(len(shapes))}
+    for i, j in candidate_pairs(footprints):
+        neighbours[int(i)].append(int(j))
+        neighbours[int(j)].append(int(i))
+    runs = {}
+    for a, others in neighbours.items():
+        if others:
+            found = overlap_runs(a, others, footprints, wcs[a], shapes[a])
+            runs.update({(a, b): r for b, r in found.items()})
+    return Geometry(footprints=footprints, runs=runs)

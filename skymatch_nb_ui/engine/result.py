@@ -1,12 +1,23 @@
-"""What a sky-matching run returns: plain numpy arrays over images and over pairs."""
+"""What a sky-matching run returns: plain numpy arrays over images and over pairs.
+
+`assemble_result` maps the outputs of the stages (over inputs) back to images;
+`subtracted_copy` applies a sky to an image.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["PairTable", "SkyMatchResult"]
+if TYPE_CHECKING:
+    from .groups import Grouping
+    from .measure import PairStats
+    from .solve import Solution
+    from .stats import SkyStat
+
+__all__ = ["PairTable", "SkyMatchResult", "assemble_result", "subtracted_copy", "with_subtracted"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +155,77 @@ class SkyMatchResult:
             f"{int(self.valid.sum())} valid, {self.n_components} component(s)>\n"
             + self.format_table()
         )
+
+
+def assemble_result(
+    solution: Solution,
+    pairs: PairStats,
+    local: list[SkyStat] | None,
+    grouping: Grouping,
+    image_npix: np.ndarray | None,
+    params: dict,
+) -> SkyMatchResult:
+    """The result over images from stage 3's solution over inputs.
+
+    ``image_npix`` (each image's own pixel count, for local and global) is None for the
+    match methods: then an image's ``npix`` counts its pixels in the valid pairs' overlaps.
+    """
+    valid = pairs.valid
+    if image_npix is not None:
+        npix = image_npix
+    else:
+        npix = np.zeros(len(grouping.label_of), dtype=np.int64)
+        for per_side, ok in zip(pairs.member_npix, valid):
+            if ok:
+                for per_member in per_side:
+                    for a, n in per_member.items():
+                        npix[a] += n
+    sky = solution.sky
+    table = PairTable(
+        a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,
+        npix_b=pairs.npix_b, err_a=pairs.err_a, err_b=pairs.err_b, weight=pairs.weight,
+        valid=valid, diff_before=pairs.stat_a - pairs.stat_b,
+        diff_after=(pairs.stat_a - sky[pairs.a]) - (pairs.stat_b - sky[pairs.b]),
+    )
+    n_inputs = len(grouping)
+    local_value = np.array([s.value for s in local]) if local is not None else np.full(n_inputs, np.nan)
+    label_of = grouping.label_of
+    return SkyMatchResult(
+        sky=sky[label_of],
+        sky_err=solution.sky_err[label_of],
+        valid=solution.valid[label_of],
+        reason=np.array([solution.reason[g] for g in label_of], dtype=object),
+        component=solution.component[label_of],
+        group=label_of.copy(),
+        npix=npix,
+        local=local_value[label_of],
+        delta=solution.delta[label_of],
+        inputs=tuple(grouping.labels),
+        pairs=table,
+        params=params,
+        warnings=solution.warnings,
+    )
+
+
+def subtracted_copy(image, sky: float, valid: bool) -> np.ndarray:
+    """A new array: ``image - sky`` when ``valid``, else an unchanged copy.
+
+    Float images keep their dtype, integer images become float64.  ``image`` is never changed.
+
+    Examples
+    --------
+    >>> subtracted_copy(np.array([[3, 4]]), 1.5, True)
+    array([[1.5, 2.5]])
+    """
+    image = np.asarray(image)
+    dtype = image.dtype if image.dtype.kind == "f" else np.float64
+    copy = np.array(image, dtype=dtype, copy=True)
+    if valid:
+        copy -= sky
+    return copy
+
+
+def with_subtracted(result: SkyMatchResult, images) -> SkyMatchResult:
+    """``result`` with ``images``: sky-subtracted copies of the given pixel arrays."""
+    out = tuple(subtracted_copy(im, sky, ok) for im, sky, ok in zip(images, result.sky, result.valid))
+    return replace(result, images=out)

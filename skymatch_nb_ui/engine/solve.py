@@ -1,140 +1,223 @@
-"""Stage 3: from per-pair and per-input statistics to one sky per input.
+"""Stage 3: from the statistics of stage 2 to one sky per input, one function per skymethod.
 
-Everything here works on small arrays over inputs and pairs (no pixels), so a re-solve after a
-change of ``skymethod``, ``match_down`` or the anchoring costs well under a millisecond for
-hundreds of inputs.
+`solve` dispatches on ``skymethod`` to `solve_local`, `solve_global`, `solve_match` and
+`solve_global_match`.  Each works on small arrays over inputs and pairs (no pixels), so a
+re-solve after a change of ``skymethod``, ``match_down`` or ``anchor`` takes milliseconds.
+The least-squares step of the match methods is `lstsq.solve_offsets`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functools import cache
-
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-__all__ = ["MatchSolution", "components", "solve_match"]
+from .lstsq import components, solve_offsets
+from .measure import PairStats
+from .stats import SkyStat
 
+__all__ = [
+    "Problem",
+    "Solution",
+    "solve",
+    "solve_global",
+    "solve_global_match",
+    "solve_local",
+    "solve_match",
+]
 
-@cache
-def _blas():
-    """Limits BLAS to one thread: for systems this small, a second thread only waits (a
-    100 x 100 solve took 37 ms instead of 0.3 ms when the other core was busy)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected components of the graph on ``n`` nodes with edges (i, j).
-
-    Components are numbered 0, 1, ... in order of their first node, so that the numbering is
-    stable and readable (an isolated node is a component of its own).
-
-    Examples
-    --------
-    >>> components(5, np.array([0, 3]), np.array([1, 4])).tolist()
-    [0, 0, 1, 2, 2]
-    """
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    _, first = np.unique(labels, return_index=True)
-    renumber = np.empty(len(first), dtype=np.intp)
-    renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
-    return renumber[labels]
+_NO_PIXELS = "no valid pixels (masked, non-finite or outside lower/upper)"
 
 
-@dataclass(frozen=True)
-class MatchSolution:
-    """Relative sky offsets from pairwise differences.
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """What stage 3 needs.
 
     Attributes
     ----------
-    delta : ndarray
-        Offset of each input; inside each connected component of the graph of valid pairs the
-        offsets have zero (unweighted) mean, which is the minimum-norm least-squares solution.
-        NaN for inputs in no valid pair.
-    delta_err : ndarray
-        1-sigma uncertainty of ``delta`` (in the zero-mean gauge of its component),
-        propagated from the pair statistics' errors; NaN where unknown.
-    component : ndarray of int
-        Connected component of each input.
+    n : int
+        Number of inputs.
+    pairs : PairStats
+        The pairs of inputs that overlap, with their statistics (measured for the match
+        methods only).
+    local : list of SkyStat or None
+        Each input's own statistic (the lowest of a group's members); None for ``match``.
+    match_down : bool
+        Anchor the match offsets to the lowest sky (True) or the highest.
+    anchor : {'global', 'component'}
+        One anchor for all inputs, or one per connected component.
     """
 
+    n: int
+    pairs: PairStats
+    local: list[SkyStat] | None
+    match_down: bool
+    anchor: str
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """One sky per input, with why an input has none.
+
+    Attributes
+    ----------
+    sky, sky_err : ndarray
+        The sky of each input and its 1-sigma uncertainty (NaN where unknown).
+    valid : ndarray of bool
+        Whether a sky was found.
+    reason : list of str
+        Why an input is invalid, or a caveat; "" when all is well.
+    component : ndarray of int
+        Connected component of each input.
+    delta : ndarray
+        The match offsets (zero mean per component; NaN when not computed).
+    warnings : tuple of str
+        Messages for the caller to issue as warnings.
+    """
+
+    sky: np.ndarray
+    sky_err: np.ndarray
+    valid: np.ndarray
+    reason: list[str]
+    component: np.ndarray
+    delta: np.ndarray
+    warnings: tuple[str, ...] = ()
+
+
+def solve(skymethod: str, problem: Problem) -> Solution:
+    """Stage 3 by ``skymethod``: 'local', 'global', 'match' or 'global+match'."""
+    return _SKYMETHODS[skymethod](problem)
+
+
+def solve_local(p: Problem) -> Solution:
+    """Each input's own statistic."""
+    value, err = _local_arrays(p)
+    sky, sky_err = value.copy(), err.copy()
+    reason = _no_pixels(p, [""] * p.n)
+    return _solution(sky, sky_err, reason, _graph(p), np.full(p.n, np.nan))
+
+
+def solve_global(p: Problem) -> Solution:
+    """The smallest finite local statistic, for every input (NaN for inputs with no pixels)."""
+    value, err = _local_arrays(p)
+    sky, sky_err = np.full(p.n, np.nan), np.full(p.n, np.nan)
+    ok = np.isfinite(value)
+    if ok.any():
+        k = int(np.flatnonzero(ok)[np.argmin(value[ok])])
+        sky[:], sky_err[:] = value[k], err[k]
+    reason = _no_pixels(p, [""] * p.n)
+    empty = np.array([s.npix == 0 for s in p.local], dtype=bool)
+    sky[empty] = sky_err[empty] = np.nan
+    return _solution(sky, sky_err, reason, _graph(p), np.full(p.n, np.nan))
+
+
+def solve_match(p: Problem) -> Solution:
+    """Offsets that make overlaps agree, relative to the lowest (or highest) of each anchor set."""
+    m = _offsets(p)
+    sky = np.full(p.n, np.nan)
+    for members in _anchor_scope(p.anchor, m.component, np.isfinite(m.delta)):
+        d = m.delta[members]
+        sky[members] = d - (d.min() if p.match_down else d.max())
+    reason = [""] * p.n
+    for g, text in m.unmatched.items():
+        reason[g] = text
+    return _solution(sky, m.delta_err.copy(), reason, m.component, m.delta, m.warnings)
+
+
+def solve_global_match(p: Problem) -> Solution:
+    """The match offsets lifted to absolute level by the lowest local sky (less its offset).
+
+    Inputs in no valid pair keep their own local sky, with a caveat in ``reason``.
+    """
+    m = _offsets(p)
+    value, err = _local_arrays(p)
+    sky, sky_err = np.full(p.n, np.nan), np.full(p.n, np.nan)
+    matched = np.isfinite(m.delta)
+    lifted = value - m.delta
+    for members in _anchor_scope(p.anchor, m.component, matched & np.isfinite(value)):
+        k = members[np.argmin(lifted[members])]
+        targets = members if p.anchor == "component" else np.flatnonzero(matched)
+        sky[targets] = m.delta[targets] + lifted[k]
+        sky_err[targets] = np.sqrt(m.delta_err[targets] ** 2 + m.delta_err[k] ** 2 + err[k] ** 2)
+    lone = ~matched & np.isfinite(value)
+    sky[lone], sky_err[lone] = value[lone], err[lone]
+    reason = [""] * p.n
+    for g in np.flatnonzero(lone):
+        reason[g] = f"not matched ({m.unmatched[g]}): its own local sky"
+    for g in np.flatnonzero(~matched & ~np.isfinite(value)):
+        reason[g] = m.unmatched[g]
+    return _solution(sky, sky_err, reason, m.component, m.delta, m.warnings)
+
+
+_SKYMETHODS = {
+    "local": solve_local,
+    "global": solve_global,
+    "match": solve_match,
+    "global+match": solve_global_match,
+}
+
+
+# -- shared steps ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Offsets:
     delta: np.ndarray
     delta_err: np.ndarray
     component: np.ndarray
+    unmatched: dict  # input -> why it is in no valid pair
+    warnings: tuple
 
 
-def solve_match(
-    n: int,
-    i: np.ndarray,
-    j: np.ndarray,
-    diff: np.ndarray,
-    weight: np.ndarray,
-    diff_var: np.ndarray,
-) -> MatchSolution:
-    """Solve ``min sum_p weight_p**2 * (d_i - d_j - diff_p)**2`` per connected component.
-
-    Parameters
-    ----------
-    n : int
-        Number of inputs.
-    i, j : ndarray of int
-        The two inputs of each valid pair.
-    diff : ndarray
-        ``s_i^(j) - s_j^(i)``: input i's statistic minus input j's over their overlap.
-    weight : ndarray
-        The pair's weight (the reference uses the mean of the two pixel counts; the equations
-        are multiplied by it, so the effective weight is its square).
-    diff_var : ndarray
-        Variance of ``diff``, for the uncertainties (NaN allowed: then those are NaN).
-
-    Returns
-    -------
-    MatchSolution
-
-    Notes
-    -----
-    Within a component of ``m`` inputs the weighted Laplacian ``L`` has rank ``m - 1`` and
-    its null space is the constant vector, so ``(L + 11^T/m) d = b`` gives the least-squares
-    solution with zero mean: the minimum-norm one, which is what a pseudo-inverse of the full
-    system (the reference) returns.
-
-    Examples
-    --------
-    >>> sol = solve_match(3, np.array([0, 1]), np.array([1, 2]), np.array([-20.0, 15.0]),
-    ...                   np.ones(2), np.full(2, 0.01))
-    >>> np.round(sol.delta - sol.delta.min(), 12).tolist()
-    [0.0, 20.0, 5.0]
-    """
-    with _blas().limit(limits=1, user_api="blas"):
-        return _solve_components(n, i, j, diff, weight, diff_var)
+def _offsets(p: Problem) -> _Offsets:
+    """The least-squares offsets over the valid pairs, and why the other inputs have none."""
+    pairs, v = p.pairs, p.pairs.valid
+    diff_var = pairs.err_a**2 + pairs.err_b**2
+    sol = solve_offsets(
+        p.n, pairs.a[v], pairs.b[v], (pairs.stat_a - pairs.stat_b)[v], pairs.weight[v], diff_var[v]
+    )
+    messages = []
+    n_comp = int(sol.component.max()) + 1 if p.n else 0
+    if n_comp > 1 and p.n > 1:
+        messages.append(
+            f"the overlap graph has {n_comp} disconnected components: skies are matched "
+            "within each but not between them; use anchor='component' (with "
+            "global+match) to give each its own absolute sky, or add images that link them"
+        )
+    matched = np.isfinite(sol.delta)
+    unmatched = {g: "no valid overlap with another input" for g in range(p.n) if not matched[g]}
+    for g, h in zip(pairs.a[~v], pairs.b[~v]):
+        for x in (g, h):
+            if not matched[x]:
+                unmatched[x] = "no valid pixels in its overlaps with other inputs"
+    return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages))
 
 
-def _solve_components(n, i, j, diff, weight, diff_var) -> MatchSolution:
-    comp = components(n, i, j)
-    delta = np.full(n, np.nan)
-    delta_err = np.full(n, np.nan)
-    w2 = np.asarray(weight, float) ** 2
-    if len(w2):
-        w2 = w2 / w2.max()  # scale-free; keeps L and the 11^T/m term of comparable size
-    for c in np.unique(comp[i]) if len(i) else ():
-        members = np.flatnonzero(comp == c)
-        local = np.full(n, -1, dtype=np.intp)
-        local[members] = np.arange(len(members))
-        in_c = comp[i] == c
-        li, lj = local[i[in_c]], local[j[in_c]]
-        m, p = len(members), len(li)
-        incidence = np.zeros((p, m))
-        incidence[np.arange(p), li] = 1.0
-        incidence[np.arange(p), lj] = -1.0
-        weighted = incidence.T * w2[in_c]  # (m, p)
-        laplacian = weighted @ incidence + 1.0 / m
-        gain = np.linalg.solve(laplacian, weighted)  # d = gain @ diff
-        delta[members] = gain @ diff[in_c]
-        cov = (gain * diff_var[in_c]) @ gain.T
-        delta_err[members] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    return MatchSolution(delta=delta, delta_err=delta_err, component=comp)
+def _graph(p: Problem) -> np.ndarray:
+    """Connected components of the geometric overlap graph (local and global)."""
+    return components(p.n, p.pairs.a, p.pairs.b)
+
+
+def _local_arrays(p: Problem) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([s.value for s in p.local]), np.array([s.err for s in p.local])
+
+
+def _no_pixels(p: Problem, reason: list[str]) -> list[str]:
+    for g, s in enumerate(p.local):
+        if s.npix == 0:
+            reason[g] = _NO_PIXELS
+    return reason
+
+
+def _anchor_scope(anchor: str, component: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
+    """The sets of inputs that share one anchor: all usable inputs, or each component's."""
+    if not usable.any():
+        return []
+    if anchor == "global":
+        return [np.flatnonzero(usable)]
+    return [np.flatnonzero(usable & (component == c)) for c in np.unique(component[usable])]
+
+
+def _solution(sky, sky_err, reason, component, delta, warnings=()) -> Solution:
+    valid = np.isfinite(sky)
+    for g in np.flatnonzero(~valid):
+        reason[g] = reason[g] or "no sky could be computed"
+    return Solution(sky, sky_err, valid, reason, component, delta, tuple(warnings))

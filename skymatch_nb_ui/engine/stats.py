@@ -18,15 +18,13 @@ reusable `Workspace`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SKYSTATS", "SkyStat", "StatParams", "Workspace", "sky_statistic"]
+from .params import SKYSTATS, StatParams
 
-SKYSTATS = ("mean", "median", "mode", "midpt")
+__all__ = ["SKYSTATS", "SkyStat", "StatParams", "Workspace", "sky_statistic"]
 
 _SAMPLE = 512          # values sampled to find a rough centre and spread of the data
 _CORE = 0.75           # core half-width, as a fraction of the clipping half-width
@@ -42,105 +40,6 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # `sky_statistic` and `_mode_error_factor`.
 _MODE_ERROR = (0.81, 0.24, 1.10, 5.0)
 _PHI0 = 1.0 / math.sqrt(2.0 * math.pi)  # peak density of the unit Gaussian
-
-
-@dataclass(frozen=True)
-class StatParams:
-    """How to compute a sky statistic: which statistic, value limits and sigma clipping.
-
-    Parameters
-    ----------
-    skystat : {'mode', 'mean', 'median', 'midpt'}
-        The statistic (case-insensitive; stored lower-case). ``mode`` is the peak of a
-        histogram of the clipped values, ``midpt`` IRAF's pseudo-median from the same histogram.
-    lower, upper : float or None
-        Fixed limits of usable values, in data units, inclusive (None: no limit).
-    nclip : int
-        Number of sigma-clipping passes (0: no clipping).
-    lsigma, usigma : float
-        Lower and upper clipping limits, in units of the standard deviation.
-    binwidth : float
-        Histogram bin width for ``mode`` and ``midpt``, in units of the standard deviation.
-
-    Raises
-    ------
-    ValueError, TypeError
-        For a parameter outside its domain; the message names it and the value received.
-
-    Examples
-    --------
-    >>> StatParams(skystat="Median", nclip=3, upper=1000)
-    StatParams(skystat='median', lower=None, upper=1000.0, nclip=3, lsigma=4.0, usigma=4.0, ...)
-    >>> StatParams(skystat="avg")
-    Traceback (most recent call last):
-    ...
-    ValueError: skystat must be one of 'mean', 'median', 'mode', 'midpt'; got 'avg'
-    """
-
-    skystat: str = "mode"
-    lower: float | None = None
-    upper: float | None = None
-    nclip: int = 5
-    lsigma: float = 4.0
-    usigma: float = 4.0
-    binwidth: float = 0.1
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "skystat", _checked_skystat(self.skystat))
-        set_(self, "nclip", _checked_nclip(self.nclip))
-        for name, why in (
-            ("lsigma", "it is a clipping limit in units of the standard deviation"),
-            ("usigma", "it is a clipping limit in units of the standard deviation"),
-            ("binwidth", "it is the histogram bin width in units of the standard deviation"),
-        ):
-            set_(self, name, _checked_positive(name, getattr(self, name), why))
-        set_(self, "lower", _checked_limit("lower", self.lower))
-        set_(self, "upper", _checked_limit("upper", self.upper))
-        if self.lower is not None and self.upper is not None and self.lower > self.upper:
-            raise ValueError(
-                f"lower must be <= upper (they bound the usable values, inclusive); "
-                f"got lower={self.lower!r}, upper={self.upper!r}"
-            )
-
-
-def _checked_skystat(value: object) -> str:
-    choices = ", ".join(repr(s) for s in SKYSTATS)
-    if not isinstance(value, str):
-        raise TypeError(f"skystat must be a string, one of {choices}; got {value!r}")
-    if value.lower() not in SKYSTATS:
-        raise ValueError(f"skystat must be one of {choices}; got {value!r}")
-    return value.lower()
-
-
-def _checked_nclip(value: object) -> int:
-    rule = "nclip must be an integer >= 0 (the number of sigma-clipping passes; 0: no clipping)"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"{rule}; got {value!r}")
-    if value < 0:
-        raise ValueError(f"{rule}; got {value!r}")
-    return int(value)
-
-
-def _checked_real(name: str, value: object, rule: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be {rule}; got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    return float(value)
-
-
-def _checked_positive(name: str, value: object, why: str) -> float:
-    rule = f"> 0 ({why})"
-    if _checked_real(name, value, rule) <= 0:
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    return float(value)
-
-
-def _checked_limit(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    return _checked_real(name, value, "None (no limit) or a finite number in data units")
 
 
 class SkyStat(NamedTuple):

@@ -312,13 +312,9 @@ def _checked_params(params: dict) -> dict:
 
 def _check_values(params: dict) -> None:
     """Raise ValueError/TypeError for a bad value, as the engine would (before solving)."""
-    from ..engine.skymatch import _check_bool, _check_choice
-    from ..engine.stats import StatParams
+    from ..engine import SkyMatchParams
 
-    _check_choice("skymethod", params["skymethod"], SKYMETHODS)
-    _check_choice("anchor", params["anchor"], ANCHORS)
-    _check_bool("match_down", params["match_down"])
-    StatParams(**{k: params[k] for k in ("skystat", "lower", "upper", "nclip", "lsigma", "usigma", "binwidth")})
+    SkyMatchParams(**params)
 
 
 def _as_editor_groups(groups: dict) -> dict:

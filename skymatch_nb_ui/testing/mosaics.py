@@ -1,34 +1,22 @@
-"""Synthetic mosaics with known skies, and the reference engine as an oracle.
+"""Synthetic mosaics with known skies: `make_mosaic` builds them, `Mosaic` holds them.
 
-Helpers for tests, benchmarks and tutorials:
-
-- `make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
-  constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
-- `Mosaic` holds the result; ``+`` concatenates mosaics (e.g. to build a disconnected one);
-- `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
-  dependency) on the same inputs as `skymatch_nb_ui.skymatch`.
-
->>> from skymatch_nb_ui.testing import make_mosaic
->>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
->>> len(m), m.images[0].shape, m.names[:2]
-(6, (100, 100), ['img00', 'img01'])
+`make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
+constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
+``+`` concatenates mosaics (e.g. to build a disconnected one).
 """
 
 from __future__ import annotations
 
-import logging
 import numbers
-from collections.abc import Hashable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.wcs import WCS
 
-__all__ = ["Mosaic", "make_mosaic", "reference_skymatch"]
+__all__ = ["Mosaic", "make_mosaic"]
 
 TANGENTS = ("own", "shared")
-REFERENCE_SKYSTATS = ("mean", "median", "mode", "midpt")
 
 # Sources: Gaussian width (pixels) and peak (in units of max(noise, 1)), log-uniform peaks.
 SOURCE_SIGMA = (1.0, 2.5)
@@ -467,187 +455,3 @@ def _float_dtype(dtype) -> np.dtype:
             f"values); got {dtype.name}"
         )
     return dtype
-
-
-# -- the reference engine --------------------------------------------------------------------
-def reference_skymatch(
-    images: Sequence[np.ndarray],
-    wcs: Sequence,
-    *,
-    masks: Sequence[np.ndarray] | None = None,
-    groups: Sequence[Hashable] | None = None,
-    skymethod: str = "match",
-    match_down: bool = True,
-    skystat: str = "mode",
-    lower: float | None = None,
-    upper: float | None = None,
-    nclip: int = 5,
-    lsigma: float = 4.0,
-    usigma: float = 4.0,
-    binwidth: float = 0.1,
-    stepsize: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the reference engine, ``stcal.skymatch``, on the inputs of `skymatch`.
-
-    A test oracle: it builds the reference's ``SkyImage`` / ``SkyGroup`` / ``SkyStats``
-    objects from arrays and WCSs, runs ``stcal.skymatch.skymatch`` without subtraction and
-    collects the sky of every image.  The caller's arrays are never changed (stcal sees
-    read-only views).  stcal's INFO logging is silenced; its warnings are kept.
-
-    Parameters
-    ----------
-    images : sequence of 2-D ndarray
-        The images.
-    wcs : sequence
-        One WCS per image: `astropy.wcs.WCS` (through ``all_pix2world`` /
-        ``all_world2pix``) or ``gwcs.WCS`` (called, and ``invert``).
-    masks : sequence of 2-D bool ndarray, optional
-        True marks a good pixel (None: all good).
-    groups : sequence of hashable, optional
-        One label per image; images with the same label form one reference ``SkyGroup``
-        (one sky).  None: every image alone.
-    skymethod, match_down, skystat, lower, upper, nclip, lsigma, usigma, binwidth, stepsize
-        As in `skymatch_nb_ui.skymatch` (``lsigma`` / ``usigma`` are the reference's
-        ``lsig`` / ``usig``).
-
-    Returns
-    -------
-    sky : ndarray of float64
-        The reference's sky of each image; NaN where it could not determine one (the
-        reference itself reports 0 there).
-    valid : ndarray of bool
-        The reference's ``is_sky_valid`` of each image.
-
-    Raises
-    ------
-    ImportError
-        When stcal is not installed.
-
-    Notes
-    -----
-    The reference's own defects (see ``REFERENCE.md``) are reproduced, not corrected: e.g.
-    ``skymethod="global"`` raises TypeError when an image has no valid pixels.
-
-    Examples
-    --------
-    >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
-    >>> sky, valid = reference_skymatch(m.images, m.wcs, skymethod="match", skystat="mean")
-    >>> sky.round(6).tolist(), bool(valid.all())
-    ([0.0, 20.0, 5.0, 10.0, 5.0, 15.0], True)
-    """
-    try:
-        from stcal.skymatch import SkyGroup, SkyImage, SkyStats
-        from stcal.skymatch import skymatch as stcal_skymatch
-    except ImportError as error:
-        raise ImportError(
-            "reference_skymatch runs the reference engine stcal.skymatch, a test-only "
-            "dependency: pip install skymatch-nb-ui[test]"
-        ) from error
-
-    n = len(images)
-    _same_length("wcs", wcs, n)
-    if masks is not None:
-        _same_length("masks", masks, n)
-    if groups is not None:
-        _same_length("groups", groups, n)
-    if skystat not in REFERENCE_SKYSTATS:
-        raise ValueError(f"skystat must be one of {REFERENCE_SKYSTATS}; got {skystat!r}")
-
-    stats = SkyStats(
-        skystat=skystat, lower=lower, upper=upper, nclip=nclip, lsig=lsigma, usig=usigma,
-        binwidth=binwidth,
-    )
-    with _quiet_info("stcal.skymatch"):
-        sky_images = []
-        for k in range(n):
-            data, mask = _reference_pixels(images[k], None if masks is None else masks[k], k)
-            fwd, inv = _reference_transforms(wcs[k], k)
-            sky_images.append(
-                SkyImage(data, mask, fwd, inv, skystat=stats, sky_id=k, stepsize=stepsize)
-            )
-        inputs = _reference_inputs(sky_images, groups, SkyGroup)
-        stcal_skymatch(inputs, skymethod=skymethod, match_down=match_down, subtract=False)
-
-    valid = np.array([im.is_sky_valid for im in sky_images], dtype=bool)
-    sky = np.array([im.sky for im in sky_images], dtype=np.float64)
-    sky[~valid] = np.nan
-    return sky, valid
-
-
-def _same_length(name: str, values, n: int) -> None:
-    if len(values) != n:
-        raise ValueError(f"{name} must have one entry per image ({n}); got {len(values)}")
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _reference_pixels(image, mask, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only views of image k and its boolean mask (all good when None)."""
-    data = np.asarray(image)
-    if data.ndim != 2:
-        raise ValueError(f"images[{k}] must be a 2-D array; got shape {data.shape}")
-    if mask is None:
-        return _read_only(data), np.ones(data.shape, dtype=bool)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != data.shape:
-        raise ValueError(
-            f"masks[{k}] must have the shape of images[{k}] {data.shape}; got {mask.shape}"
-        )
-    return _read_only(data), _read_only(mask)
-
-
-def _reference_transforms(w, k: int):
-    """The reference's ``wcs_fwd`` / ``wcs_inv`` callables (0-based pixels, degrees)."""
-    if hasattr(w, "all_pix2world"):
-
-        def fwd(x, y, with_bounding_box=False):
-            return w.all_pix2world(x, y, 0)
-
-        def inv(ra, dec, with_bounding_box=False):
-            return w.all_world2pix(ra, dec, 0)
-
-    elif callable(w) and hasattr(w, "invert"):
-
-        def fwd(x, y, with_bounding_box=False):
-            return w(x, y, with_bounding_box=with_bounding_box)
-
-        def inv(ra, dec, with_bounding_box=False):
-            return w.invert(ra, dec, with_bounding_box=with_bounding_box)
-
-    else:
-        raise TypeError(
-            f"wcs[{k}] must be an astropy.wcs.WCS or a gwcs.WCS; got {type(w).__name__}"
-        )
-    return fwd, inv
-
-
-def _reference_inputs(sky_images: list, groups, sky_group_class) -> list:
-    """One reference input per group label (first-appearance order); singletons stay images."""
-    if groups is None:
-        return sky_images
-    members: dict = {}
-    for image, label in zip(sky_images, groups):
-        if not isinstance(label, Hashable):
-            raise TypeError(f"group labels must be hashable; got {label!r}")
-        members.setdefault(label, []).append(image)
-    return [
-        images[0] if len(images) == 1 else sky_group_class(images, sky_id=label)
-        for label, images in members.items()
-    ]
-
-
-@contextmanager
-def _quiet_info(logger_name: str):
-    """Raise a logger's level to WARNING for the duration of the block."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    if logger.getEffectiveLevel() < logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

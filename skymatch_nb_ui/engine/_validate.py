@@ -1,0 +1,203 @@
+"""Validation at the boundary: one rule and one message per kind of input.
+
+Every public entry point (`skymatch`, `SkyMatcher`, `SkyMatchParams`, `StatParams`) checks its
+inputs here, so that a bad value fails early with a message that names the parameter, the
+rule, the value received and, where there is one, the way out.  Inside the engine the inputs
+are trusted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .geometry import CelestialWCS
+from .loaders import ArrayImage, ImageLoader, is_loader
+
+
+# -- scalar parameters --------------------------------------------------------------------------
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """``value`` as one of ``choices`` (case-insensitive; returned lower-case)."""
+    options = ", ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {options}; got {value!r}")
+    if value.lower() not in choices:
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+    return value.lower()
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a bool (numpy bools too; not 0/1 or strings)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def check_int(name: str, value: object, rule: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int (numpy integers too, not bools), at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {rule}; got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
+    return int(value)
+
+
+def check_float(
+    name: str, value: object, rule: str, *, minimum: float | None = None, exclusive: bool = False
+) -> float:
+    """``value`` as a finite float above ``minimum`` (``exclusive``: strictly above)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {rule}; got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
+    return float(value)
+
+
+def check_names(given: Iterable[str], valid: Sequence[str], *, what: str) -> None:
+    """Raise TypeError for names not in ``valid``, suggesting the closest valid one."""
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"unknown {what} {', '.join(hints)}; the valid names are {', '.join(valid)}"
+    )
+
+
+def check_workers(workers: object) -> int:
+    """Threads for the statistics: None -> one per CPU core, at most 4."""
+    if workers is None:
+        return max(1, min(os.cpu_count() or 1, 4))
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ValueError(f"workers must be None or a positive integer (threads); got {workers!r}")
+    return int(workers)
+
+
+# -- the data ----------------------------------------------------------------------------------
+def check_images(images: object, masks: object = None) -> list[ImageLoader]:
+    """One loader per image: arrays (checked now, with their masks) or loaders (checked on load).
+
+    Arrays are wrapped, by reference, in `ArrayImage`; a loader's mask comes from the loader,
+    so its entry in ``masks`` must be None.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        raise TypeError(
+            "images must be a sequence of 2-D arrays (one per image); got a single 2-D array. "
+            "Wrap it in a list: [image]"
+        )
+    try:
+        images = list(images)
+    except TypeError:
+        raise TypeError(f"images must be a sequence of 2-D arrays; got {type(images).__name__}") from None
+    if not images:
+        raise ValueError("images must contain at least one 2-D array; got an empty sequence")
+    masks = _mask_list(masks, len(images))
+    loaders: list[ImageLoader] = []
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        if is_loader(image):
+            if mask is not None:
+                raise ValueError(
+                    f"masks[{k}] must be None: images[{k}] is a loader ({image!r}), whose "
+                    "mask() gives its mask"
+                )
+            loaders.append(_checked_loader(image, k))
+        else:
+            data = _checked_array(image, f"images[{k}]")
+            loaders.append(ArrayImage(data, _checked_mask(mask, data.shape, k)))
+    return loaders
+
+
+def check_pixels(data: object, mask: object, shape: tuple[int, int], source: object):
+    """What a loader returned: a real 2-D array of its shape and a bool mask (or None)."""
+    data = _checked_array(data, f"the pixels of {source!r}")
+    if data.shape != shape:
+        raise ValueError(f"{source!r} promised shape {shape} but its pixels have shape {data.shape}")
+    if mask is not None:
+        mask = np.asanyarray(mask)
+        if mask.dtype != bool or mask.shape != shape:
+            raise ValueError(
+                f"the mask of {source!r} must be a boolean array of shape {shape}; got "
+                f"dtype {mask.dtype}, shape {mask.shape}"
+            )
+    return data, mask
+
+
+def check_wcs(wcs: object, n: int) -> list[CelestialWCS]:
+    """One celestial WCS per image, all in one celestial frame."""
+    if wcs is None or not isinstance(wcs, Sequence) and not isinstance(wcs, np.ndarray):
+        raise TypeError(
+            f"wcs must be a sequence with one celestial WCS per image; got {type(wcs).__name__}"
+        )
+    if len(wcs) != n:
+        raise ValueError(f"wcs must have one entry per image: got {len(wcs)} WCS for {n} images")
+    adapters = [CelestialWCS(w, name=f"wcs[{k}]") for k, w in enumerate(wcs)]
+    frames = {a.frame for a in adapters}
+    if len(frames) > 1:
+        raise ValueError(
+            f"all WCS must use the same celestial frame; got {sorted(frames)}. "
+            "Convert them to one frame (e.g. ICRS) first."
+        )
+    return adapters
+
+
+def _mask_list(masks: object, n: int) -> list:
+    if masks is None:
+        return [None] * n
+    masks = list(masks)
+    if len(masks) != n:
+        raise ValueError(
+            f"masks must have one entry per image (or be None): got {len(masks)} masks for "
+            f"{n} images"
+        )
+    return masks
+
+
+def _checked_array(image: object, name: str) -> np.ndarray:
+    arr = image if isinstance(image, np.ndarray) else np.asanyarray(image)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers (float or integer); got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    return arr
+
+
+def _checked_mask(mask: object, shape: tuple[int, int], k: int) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asanyarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(
+            f"masks[{k}] must be a boolean array (True = good pixel); got dtype {mask.dtype}. "
+            "For a data-quality array use astropy.nddata.bitfield_to_boolean_mask(dq, "
+            "good_mask_value=True)"
+        )
+    if mask.shape != shape:
+        raise ValueError(f"masks[{k}] must have the shape of images[{k}] {shape}; got {mask.shape}")
+    return mask
+
+
+def _checked_loader(loader: ImageLoader, k: int) -> ImageLoader:
+    shape = getattr(loader, "shape", None)
+    ok = (
+        isinstance(shape, tuple)
+        and len(shape) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape)
+    )
+    if not ok:
+        raise ValueError(
+            f"images[{k}] is a loader ({loader!r}) and must have a shape of two positive "
+            f"integers (ny, nx); got {shape!r}"
+        )
+    return loader

@@ -1,0 +1,106 @@
+"""From images to *inputs*: the images that share one sky (a group), or an image alone.
+
+The solve works on inputs; a group's members are never compared with one another, and the
+overlap of two inputs is made of their members' overlaps.
+
+Examples
+--------
+>>> grouping = group_inputs(["e1", None, "e1", None], 4)
+>>> grouping.label_of.tolist(), grouping.labels, grouping.members
+([0, 1, 0, 2], ['e1', 1, 3], [[0, 2], [1], [3]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import Runs
+
+__all__ = ["Grouping", "group_inputs", "input_overlaps"]
+
+
+@dataclass(frozen=True, eq=False)
+class Grouping:
+    """Which input each image belongs to.
+
+    Attributes
+    ----------
+    label_of : ndarray of int
+        The input of each image (inputs numbered in order of first appearance).
+    labels : list
+        Each input's label: its group label, or the image's index for an image alone.
+    members : list of list of int
+        The images of each input.
+    """
+
+    label_of: np.ndarray
+    labels: list
+    members: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def group_inputs(groups: Sequence[Hashable] | None, n: int) -> Grouping:
+    """Group ``n`` images by their labels; a None label (or ``groups=None``) leaves one alone.
+
+    Raises
+    ------
+    TypeError
+        When ``groups`` is not a sequence, or a label is not hashable.
+    ValueError
+        When ``groups`` does not have one label per image.
+    """
+    if groups is None:
+        groups = [None] * n
+    elif isinstance(groups, (str, bytes)) or not isinstance(groups, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"groups must be a sequence with one label per image (or None); got {type(groups).__name__}"
+        )
+    if len(groups) != n:
+        raise ValueError(f"groups must have one label per image: got {len(groups)} labels for {n} images")
+    index: dict = {}
+    labels: list = []
+    label_of = np.empty(n, dtype=np.intp)
+    for k, label in enumerate(groups):
+        if isinstance(label, np.generic):
+            label = label.item()
+        if label is None:
+            key, shown = ("__alone__", k), k
+        else:
+            if not isinstance(label, Hashable):
+                raise TypeError(f"groups[{k}] must be a hashable label; got {type(label).__name__}")
+            key, shown = label, label
+        if key not in index:
+            index[key] = len(labels)
+            labels.append(shown)
+        label_of[k] = index[key]
+    members: list[list[int]] = [[] for _ in labels]
+    for k, g in enumerate(label_of):
+        members[g].append(k)
+    return Grouping(label_of=label_of, labels=labels, members=members)
+
+
+def input_overlaps(
+    runs: dict[tuple[int, int], Runs], label_of: np.ndarray
+) -> dict[tuple[int, int], dict[int, frozenset[int]]]:
+    """Per ordered pair of inputs (g, h) that overlap both ways: the side of g.
+
+    The side of g is ``{a: partners}``: each member ``a`` of g whose pixels fall inside the
+    images ``partners`` of h.  Its statistic over those pixels is one term of g's side of the
+    overlap.  Members of one input are not compared (no pair (g, g)).
+    """
+    partners: dict[tuple[int, int], dict[int, set]] = {}
+    for (a, b), r in runs.items():
+        ga, gb = int(label_of[a]), int(label_of[b])
+        if ga == gb or not r:
+            continue
+        partners.setdefault((ga, gb), {}).setdefault(a, set()).add(b)
+    return {
+        key: {a: frozenset(bs) for a, bs in side.items()}
+        for key, side in partners.items()
+        if (key[1], key[0]) in partners
+    }

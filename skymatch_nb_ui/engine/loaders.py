@@ -1,0 +1,86 @@
+"""Where an image's pixels come from: in-memory arrays, or loaders that read them on demand.
+
+The engine needs an image's pixels only in stage 2 (statistics) and for ``subtract``; stage 1
+needs its shape and WCS only.  So an image may be given as a *loader*: any object with a
+``shape`` (ny, nx) and two methods, ``data()`` (the 2-D pixels) and ``mask()`` (a boolean
+array, True = good, or None).  A statistics task calls them when it runs and drops the arrays
+when it is done, so a mosaic larger than memory can be matched, and a loader that pickles
+(paths travel, arrays do not) lets a task run in another process or on a Dask worker.
+
+`ArrayImage` is the loader of arrays already in memory (what the engine makes of plain
+arrays).
+
+Examples
+--------
+>>> import numpy as np
+>>> image = ArrayImage(np.zeros((2, 3), np.float32))
+>>> image.shape, image.data().dtype.name, image.mask() is None
+((2, 3), 'float32', True)
+>>> is_loader(image), is_loader(np.zeros((2, 3)))
+(True, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["ArrayImage", "ImageLoader", "is_loader"]
+
+
+@runtime_checkable
+class ImageLoader(Protocol):
+    """What the engine asks of an image given as a loader."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx), known without reading the pixels."""
+
+    def data(self) -> np.ndarray:
+        """The pixels: a 2-D array of real numbers of ``shape`` (never changed by the engine)."""
+
+    def mask(self) -> np.ndarray | None:
+        """True marks a good pixel; None: every pixel is good."""
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayImage:
+    """An image whose pixels (and mask) are already in memory.
+
+    Parameters
+    ----------
+    pixels : 2-D ndarray
+        The image, kept by reference (it may be memory-mapped).
+    good : 2-D bool ndarray, optional
+        True marks a good pixel (None: all good).
+    """
+
+    pixels: np.ndarray
+    good: np.ndarray | None = None
+
+    #: Reading costs nothing: the engine may split this image's statistics into many tasks.
+    in_memory: ClassVar[bool] = True
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx)."""
+        return tuple(self.pixels.shape)
+
+    def data(self) -> np.ndarray:
+        """The pixels."""
+        return self.pixels
+
+    def mask(self) -> np.ndarray | None:
+        """The good-pixel mask, or None."""
+        return self.good
+
+
+def is_loader(obj: object) -> bool:
+    """Whether ``obj`` is a loader rather than an array (an array's ``data`` is no method)."""
+    return (
+        not isinstance(obj, np.ndarray)
+        and callable(getattr(obj, "data", None))
+        and callable(getattr(obj, "mask", None))
+    )

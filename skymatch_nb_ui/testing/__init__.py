@@ -1,0 +1,20 @@
+"""Synthetic mosaics with known skies, and the reference engine as an oracle.
+
+Helpers for tests, benchmarks and tutorials:
+
+- `make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
+  constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
+- `Mosaic` holds the result; ``+`` concatenates mosaics (e.g. to build a disconnected one);
+- `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
+  dependency) on the same inputs as `skymatch_nb_ui.skymatch`.
+
+>>> from skymatch_nb_ui.testing import make_mosaic
+>>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
+>>> len(m), m.images[0].shape, m.names[:2]
+(6, (100, 100), ['img00', 'img01'])
+"""
+
+from .mosaics import Mosaic, make_mosaic
+from .reference import reference_skymatch
+
+__all__ = ["Mosaic", "make_mosaic", "reference_skymatch"]

@@ -26,10 +26,10 @@ from .engine import (
 
 __all__ = [
     "ANCHORS",
-    "ImageCollection",
     "SKYMETHODS",
     "SKYSTATS",
     "DisconnectedMosaicWarning",
+    "ImageCollection",
     "PairTable",
     "SkyMatchParams",
     "SkyMatchResult",

@@ -81,8 +81,3 @@ def categorical(labels) -> dict:
                 sum(k is not None for k in colors) % len(CATEGORICAL)
             ]
     return colors
-
-
-def ramp_stops(stops=VIRIDIS) -> list[str]:
-    """The stops of a ramp, for a colour bar drawn by the front end."""
-    return list(stops)

@@ -1,6 +1,6 @@
-"""The ``skymatch-nb`` command: sky matching of FITS images from the shell.
+r"""The ``skymatch-nb`` command: sky matching of FITS images from the shell.
 
-    skymatch-nb "data/*_cal.fits" --skymethod global+match --table skies.ecsv \\
+    skymatch-nb "data/*_cal.fits" --skymethod global+match --table skies.ecsv \
         --subtract --output-dir matched/
 
 Reads the images (headers and WCS first, pixels memory-mapped), matches their skies with
@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_parameters(group) -> None:
-    """One option per parameter of `SkyMatchParams`, from its spec (``subtract`` aside: the
-    command never changes its inputs; its ``--subtract`` is about the copies it writes)."""
+    """Add one option per parameter of `SkyMatchParams`, from its spec.
+
+    ``subtract`` aside: the command never changes its inputs; its ``--subtract`` is about the
+    copies it writes.
+    """
     for name, spec in SkyMatchParams.specs().items():
         if spec.stage == "output":
             continue

@@ -9,7 +9,6 @@ from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.engine import measure
 from skymatch_nb_ui.testing import make_mosaic
 
-
 SKY = [100, 120, 105, 110, 105, 115]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
+from skymatch_nb_ui import skymatch
 from skymatch_nb_ui.testing import Mosaic, make_mosaic, reference_skymatch
 
 GEOMETRIES = [("own", 0.0), ("shared", 0.0), ("own", 30.0), ("shared", -65.0)]
@@ -231,3 +232,23 @@ def test_reference_rejects_inputs_of_mismatched_lengths():
         reference_skymatch(m.images, m.wcs[:1])
     with pytest.raises(ValueError, match=r"masks\[1\] must have the shape"):
         reference_skymatch(m.images, m.wcs, masks=[np.ones((20, 20), bool), np.ones((5, 5), bool)])
+
+
+def test_reference_leaves_none_labelled_images_alone_as_the_engine_does():
+    m = make_mosaic((2, 2), shape=(40, 40), sky=[100, 110, 120, 120])
+    groups = [None, None, "a", "a"]
+    sky, valid = reference_skymatch(m.images, m.wcs, groups=groups, skymethod="match", skystat="mean")
+    ours = skymatch(m.images, m.wcs, groups=groups, skymethod="match", skystat="mean")
+    np.testing.assert_allclose(sky, [0, 10, 20, 20], atol=1e-9)
+    np.testing.assert_allclose(ours.sky, sky, atol=1e-9)
+    assert valid.all() and ours.valid.all()
+
+
+def test_reference_refuses_what_it_cannot_do():
+    m = make_mosaic((1, 2), shape=(20, 20))
+    with pytest.raises(ValueError, match="anchor must be 'global'; got 'component'"):
+        reference_skymatch(m.images, m.wcs, anchor="component")
+    with pytest.raises(ValueError, match="never subtracts"):
+        reference_skymatch(m.images, m.wcs, subtract=True)
+    with pytest.raises(ValueError, match="skystat must be one of"):
+        reference_skymatch(m.images, m.wcs, skystat="avg")

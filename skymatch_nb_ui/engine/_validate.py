@@ -104,12 +104,15 @@ def check_images(images: object, masks: object = None) -> list[ImageLoader]:
     masks = _mask_list(masks, len(images))
     loaders: list[ImageLoader] = []
     for k, (image, mask) in enumerate(zip(images, masks)):
-        if is_loader(image):
-            if mask is not None:
-                raise ValueError(
-                    f"masks[{k}] must be None: images[{k}] is a loader ({image!r}), whose "
-                    "mask() gives its mask"
-                )
+        if is_loader(image) and mask is not None:
+            raise ValueError(
+                f"masks[{k}] must be None: images[{k}] is a loader ({image!r}), whose "
+                "mask() gives its mask"
+            )
+        if isinstance(image, ArrayImage):  # in memory: checked now, trusted later
+            data = _checked_array(image.pixels, f"images[{k}]")
+            loaders.append(ArrayImage(data, _checked_mask(image.good, data.shape, k)))
+        elif is_loader(image):
             loaders.append(_checked_loader(image, k))
         else:
             data = _checked_array(image, f"images[{k}]")
@@ -134,7 +137,7 @@ def check_pixels(data: object, mask: object, shape: tuple[int, int], source: obj
 
 def check_wcs(wcs: object, n: int) -> list[CelestialWCS]:
     """One celestial WCS per image, all in one celestial frame."""
-    if wcs is None or not isinstance(wcs, Sequence) and not isinstance(wcs, np.ndarray):
+    if wcs is None or (not isinstance(wcs, Sequence) and not isinstance(wcs, np.ndarray)):
         raise TypeError(
             f"wcs must be a sequence with one celestial WCS per image; got {type(wcs).__name__}"
         )

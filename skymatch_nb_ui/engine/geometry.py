@@ -377,11 +377,13 @@ class GatherBuffers:
         self._values: dict = {}
 
     def indices(self, n: int) -> np.ndarray:
+        """A reused intp buffer of ``n`` elements."""
         if len(self._indices) < n:
             self._indices = np.empty(int(n * 1.25) + 1024, dtype=np.intp)
         return self._indices[:n]
 
     def values(self, dtype, n: int) -> np.ndarray:
+        """A reused buffer of ``n`` elements of ``dtype``."""
         dtype = np.dtype(dtype)
         buf = self._values.get(dtype)
         if buf is None or len(buf) < n:
@@ -409,7 +411,7 @@ def runs_from_mask(mask: np.ndarray) -> Runs:
     padded[:, 1:-1] = mask
     edges = np.diff(padded, axis=1)
     r0, c0 = np.nonzero(edges == 1)
-    r1, c1 = np.nonzero(edges == -1)
+    _, c1 = np.nonzero(edges == -1)
     return Runs(r0.astype(np.intp), c0.astype(np.intp), c1.astype(np.intp))
 
 

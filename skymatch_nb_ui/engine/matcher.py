@@ -18,16 +18,15 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from ._validate import check_images, check_workers, check_wcs
+from ._validate import check_images, check_wcs, check_workers
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
 from .groups import Grouping, group_inputs, input_overlaps
 from .loaders import ImageLoader
-from .measure import PairStats, Scratch, Task, input_pair_stats, lowest, run_tasks
+from .measure import Scratch, Task, input_pair_stats, lowest, run_tasks
 from .params import Anchor, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
 from .result import SkyMatchResult, assemble_result, with_subtracted
 from .solve import Problem, solve
-from .stats import SkyStat
 
 __all__ = ["SkyMatcher", "skymatch"]
 
@@ -93,6 +92,11 @@ class SkyMatcher:
         return len(self._loaders)
 
     @property
+    def loaders(self) -> tuple[ImageLoader, ...]:
+        """One loader per image (`ArrayImage` for arrays): what a statistics task reads."""
+        return tuple(self._loaders)
+
+    @property
     def params(self) -> SkyMatchParams:
         """The parameters `run` starts from: the defaults, with the matcher's ``stepsize``."""
         return SkyMatchParams(stepsize=self._stepsize)
@@ -150,6 +154,17 @@ class SkyMatcher:
         -----
         DisconnectedMosaicWarning
             When the overlap graph falls apart in several components under a match method.
+
+        Examples
+        --------
+        >>> from skymatch_nb_ui.testing import make_mosaic
+        >>> m = make_mosaic((1, 3), sky=[7, 5, 9])
+        >>> matcher = SkyMatcher(m.images, m.wcs)
+        >>> matcher.run(skymethod="local", skystat="mean").sky.tolist()
+        [7.0, 5.0, 9.0]
+        >>> mean = matcher.params.replace(skystat="mean")
+        >>> matcher.run(mean, skymethod="global").sky.tolist()
+        [5.0, 5.0, 5.0]
         """
         if params is None:
             params = self.params
@@ -289,7 +304,7 @@ def skymatch(
     groups : sequence of hashable, optional
         One label per image; images with the same label share one sky (e.g. the detectors of
         one exposure).  None (or a None label) leaves an image alone.
-{parameters}
+    {parameters}
 
     Returns
     -------
@@ -330,4 +345,4 @@ def skymatch(
 
 
 if skymatch.__doc__:  # None under python -OO
-    skymatch.__doc__ = skymatch.__doc__.replace("{parameters}", parameters_doc())
+    skymatch.__doc__ = skymatch.__doc__.replace("{parameters}", parameters_doc().lstrip())

@@ -98,6 +98,21 @@ def measure_image(
     -------
     list of SkyStat
         One per region.
+
+    Raises
+    ------
+    TypeError, ValueError
+        When a loader's pixels or mask are not what it promised (real 2-D array of its
+        shape, boolean mask).
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui.engine.geometry import Runs
+    >>> from skymatch_nb_ui.engine.loaders import ArrayImage
+    >>> image = ArrayImage(np.arange(12.0).reshape(3, 4))
+    >>> left = Runs(np.array([0, 1, 2]), np.array([0, 0, 0]), np.array([2, 2, 2]))
+    >>> [s.value for s in measure_image(image, [None, (left,)], StatParams(skystat="mean"))]
+    [5.5, 4.5]
     """
     scratch = Scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)

@@ -332,7 +332,7 @@ class SkyMatchParams(_Params):
 
 def _same_as(name: str) -> Any:
     """A field defined exactly as `SkyMatchParams`'s field ``name``."""
-    original = SkyMatchParams.__dataclass_fields__[name]
+    original = next(f for f in fields(SkyMatchParams) if f.name == name)
     return field(default=original.default, metadata=original.metadata)
 
 
@@ -382,7 +382,7 @@ class StatParams(_Params):
 
 
 def parameters_doc(names: tuple[str, ...] | None = None, *, indent: int = 4) -> str:
-    """numpydoc ``Parameters`` entries of `SkyMatchParams`' parameters (``names``: these only).
+    """The numpydoc ``Parameters`` entries of `SkyMatchParams`' parameters (``names``: these only).
 
     Examples
     --------

@@ -71,8 +71,9 @@ _ALL = ("all",)  # key of the set holding every base value
 
 
 class Workspace:
-    """Scratch buffers reused across calls of `sky_statistic`, so that no call page-faults
-    fresh large arrays. Buffers grow as needed and are never shrunk.
+    """Scratch buffers reused across calls of `sky_statistic`.
+
+    No call then page-faults fresh large arrays. Buffers grow as needed and are never shrunk.
 
     Use one per thread or task (a workspace is not thread-safe); it holds no results.
 
@@ -407,8 +408,10 @@ class _ClippedSet:
         return self.fidx[(fv < fs[self.i]) | (fv > fs[self.j - 1])]
 
     def counts(self, ymin, ymax, h, *, keep_values=False):
-        """Histogram of the set: bins of width `h` from `ymin`. Without `keep_values` it
-        overwrites the values (faster): the set can then serve no further statistic.
+        """Histogram of the set: bins of width `h` from `ymin`.
+
+        Without `keep_values` it overwrites the values (faster): the set can then serve no
+        further statistic.
 
         In chunks, so that the bin numbers need no buffer as large as the values: a
         transient workspace then stays small enough to be reused by the allocator rather than
@@ -514,8 +517,9 @@ def _midpt(s: _ClippedSet, params: StatParams):
 def _mode_error_factor(
     n: float, binwidth: float, offset: float, constants: tuple = _MODE_ERROR
 ) -> float:
-    """err(mode) / std for Gaussian noise (see `sky_statistic`): a soft minimum of the
-    wandering-peak term, fitted, and the parabola term, derived.
+    """err(mode) / std for Gaussian noise (see `sky_statistic`).
+
+    A soft minimum of the wandering-peak term, fitted, and the parabola term, derived.
 
     ``offset`` is the parabola's vertex offset from the centre of the fullest bin, in bins.
     """
@@ -527,8 +531,10 @@ def _mode_error_factor(
 
 
 def _float32_bounds(cl: float, ch: float, centre: float):
-    """float32 bounds ``xl, xh`` with ``[xl - centre, xh - centre]`` inside ``[cl, ch]`` (in
-    float64 arithmetic, as ``y`` was computed), and those two float64 values."""
+    """float32 bounds ``xl, xh`` with ``[xl - centre, xh - centre]`` inside ``[cl, ch]``.
+
+    In float64 arithmetic, as ``y`` was computed; also returns those two float64 values.
+    """
     up, down = np.float32(np.inf), np.float32(-np.inf)
     xl, xh = (np.float32(min(max(v + centre, -_FLOAT32_MAX), _FLOAT32_MAX)) for v in (cl, ch))
     while float(xl) - centre < cl:

@@ -138,3 +138,19 @@ def test_cli_has_one_option_per_parameter_with_its_default():
             assert getattr(args, name) == spec.default, name
     args = build_parser().parse_args(["x.fits", "--match-up", "--nclip", "2", "--lower", "1.5"])
     assert (args.match_down, args.nclip, args.lower) == (False, 2, 1.5)
+
+
+def test_cli_writes_copies_without_tqdm(tmp_path, monkeypatch):
+    """tqdm is optional (the cli extra): without it the command writes, with no progress bar."""
+    from astropy.io import fits
+
+    from skymatch_nb_ui.cli import main
+
+    m = make_mosaic((1, 2), shape=(30, 30), sky=[3, 4])
+    for k, (image, w) in enumerate(zip(m.images, m.wcs)):
+        fits.PrimaryHDU(image, w.to_header()).writeto(tmp_path / f"img{k}.fits")
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "img*.fits"), "--output-dir", str(out), "--quiet"]) == 0
+    assert main([str(tmp_path / "img*.fits"), "--output-dir", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img0.fits", "img1.fits"]

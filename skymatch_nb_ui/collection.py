@@ -21,12 +21,16 @@ import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from .engine import ArrayImage, ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
 from .engine.geometry import CelestialWCS, footprint, lonlat_to_xyz, xyz_to_lonlat
+
+if TYPE_CHECKING:
+    from .io import FitsImage
 
 __all__ = ["ImageCollection"]
 
@@ -61,8 +65,8 @@ class _FitsLoader:
     It pickles as the file's path, HDU indices and headers: no pixels travel with it.
     """
 
-    image: object  # io.FitsImage
-    dqbits: object = 0
+    image: FitsImage
+    dqbits: int | str | None = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -346,7 +350,7 @@ class ImageCollection:
             self._matcher = SkyMatcher([s.loader for s in self._sources], self.wcs)
         return self._matcher
 
-    def skymatch(self, params: SkyMatchParams | None = None, /, **changes) -> xr.Dataset:
+    def skymatch(self, params: SkyMatchParams | None = None, **changes) -> xr.Dataset:
         """Match the skies of the collection's images with its current groups.
 
         Parameters

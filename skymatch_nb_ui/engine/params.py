@@ -210,8 +210,12 @@ class SkyMatchParams(_Params):
     """The parameters of one sky-matching run: validated, normalised, immutable, hashable.
 
     `skymatch` and `SkyMatcher.run` take these parameters as keywords; ``SkyMatcher.run``
-    and `ImageCollection.skymatch` also take one `SkyMatchParams` object.  The descriptions
-    of the parameters are those of `skymatch`.
+    and `ImageCollection.skymatch` also take one `SkyMatchParams` object.  Each field's
+    `ParamSpec` is in `specs`.
+
+    Parameters
+    ----------
+    {parameters}
 
     Raises
     ------
@@ -398,3 +402,7 @@ def parameters_doc(names: tuple[str, ...] | None = None, *, indent: int = 4) -> 
         lines.append(f"{name} : {spec.type_doc}{default}")
         lines += textwrap.wrap(spec.doc, 88 - indent - 4, initial_indent="    ", subsequent_indent="    ")
     return textwrap.indent("\n".join(lines), " " * indent)
+
+
+if SkyMatchParams.__doc__:  # None under python -OO
+    SkyMatchParams.__doc__ = SkyMatchParams.__doc__.replace("{parameters}", parameters_doc().lstrip())

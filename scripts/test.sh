@@ -12,6 +12,7 @@ fi
 # never `playwright install`: it downloads a browser; the tests use /usr/bin/chromium
 
 source scripts/_venv.sh test
+bash scripts/fetch_test_data.sh "$VENV/bin/python"  # real JWST gwcs files (stcal's sdist)
 
 (cd js && npm ci --no-audit --no-fund --silent && node --test tests/)
 

@@ -50,7 +50,14 @@ _LAT_SUFFIXES = (".dec", ".lat", ".glat", ".elat")
 class CelestialWCS:
     """Pixel <-> (lon, lat) in degrees through any APE 14 WCS (astropy or gwcs).
 
-    Both directions use the WCS's full transform, distortions included.
+    Both directions use the WCS's full transform, distortions included.  A ``gwcs.WCS`` is
+    evaluated *without* its bounding box: a bounding box makes gwcs return NaN on and just
+    outside the image edge, where footprint vertices and overlap vertices lie by
+    construction (and where an approximate inverse lands a fraction of a pixel outside).  The
+    callers only map points that are on the image or inside its footprint's convex hull, so
+    the distortion polynomials are evaluated where they were fitted (or a few pixels beyond,
+    where they are smooth); pixel sets are clipped to the image afterwards.  This is what the
+    reference does too (``with_bounding_box=False``).
 
     Parameters
     ----------
@@ -79,12 +86,21 @@ class CelestialWCS:
                 "Pass the celestial part of the WCS, e.g. WCS(header).celestial."
             )
         self.wcs = low
+        self.name = name
         self.frame = (types[ilon[0]], types[ilat[0]])
         self._ilon, self._ilat = ilon[0], ilat[0]
+        self._gwcs = _is_gwcs(low)
+        if self._gwcs:
+            self._world_units = tuple(str(unit) for unit in low.world_axis_units)
 
     def pixel_to_lonlat(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Map 0-based pixel coordinates to (lon, lat) in degrees."""
-        world = self.wcs.pixel_to_world_values(np.asarray(x, float), np.asarray(y, float))
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if self._gwcs:
+            world = self.wcs(x, y, with_bounding_box=False)
+            lon, lat = world[self._ilon], world[self._ilat]
+            return _degrees(lon, self._world_units[self._ilon]), _degrees(lat, self._world_units[self._ilat])
+        world = self.wcs.pixel_to_world_values(x, y)
         return np.asarray(world[self._ilon], float), np.asarray(world[self._ilat], float)
 
     def lonlat_to_pixel(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +108,43 @@ class CelestialWCS:
         world = [None, None]
         world[self._ilon] = np.asarray(lon, float)
         world[self._ilat] = np.asarray(lat, float)
+        if self._gwcs:
+            world = [_from_degrees(w, unit) for w, unit in zip(world, self._world_units)]
+            x, y = self.wcs.invert(*world, with_bounding_box=False)
+            return _plain(x), _plain(y)
         x, y = self.wcs.world_to_pixel_values(*world)
         return np.asarray(x, float), np.asarray(y, float)
+
+
+def _is_gwcs(wcs) -> bool:
+    """Whether ``wcs`` is a ``gwcs.WCS`` (checked without importing gwcs when it is not)."""
+    if not type(wcs).__module__.startswith("gwcs"):
+        return False
+    from gwcs import WCS as GWCS
+
+    return isinstance(wcs, GWCS)
+
+
+def _plain(values) -> np.ndarray:
+    return np.asarray(getattr(values, "value", values), float)
+
+
+def _degrees(values, unit: str) -> np.ndarray:
+    if hasattr(values, "unit"):
+        return np.asarray(values.to_value("deg"), float)
+    if unit in ("deg", ""):
+        return np.asarray(values, float)
+    from astropy import units as u
+
+    return np.asarray(u.Quantity(values, unit).to_value(u.deg), float)
+
+
+def _from_degrees(values: np.ndarray, unit: str) -> np.ndarray:
+    if unit in ("deg", ""):
+        return values
+    from astropy import units as u
+
+    return u.Quantity(values, u.deg).to_value(unit)
 
 
 def lonlat_to_xyz(lon, lat) -> np.ndarray:
@@ -423,6 +474,18 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
     are broken half-open (``xa <= x < xb`` along a row, edges cover ``ylo <= y < yhi``), so a
     shared boundary gives each pixel to exactly one side.
 
+    Every row crosses the closed polygon an even number of times by construction: an edge
+    covers a row by the half-open rule on its two end points' ``y``, and every vertex is the
+    end point of two edges, so the covers of a row pair up exactly.  Crossings are
+    interpolated in a form that is never NaN for finite vertices (huge ones give +-inf,
+    which clips to the image edge).
+
+    Raises
+    ------
+    ValueError
+        When ``px`` and ``py`` differ in length or hold a non-finite value (NaN or inf): a
+        polygon with an unknown vertex has no inside.
+
     Examples
     --------
     >>> r = rasterize_polygon(np.array([0.2, 3.7, 3.7, 0.2]), np.array([-1, -1, 1.5, 1.5]), (5, 5))
@@ -430,21 +493,26 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
     6
     """
     ny, nx = shape
-    x0, y0 = np.asarray(px, float), np.asarray(py, float)
+    x0, y0 = np.asarray(px, float).ravel(), np.asarray(py, float).ravel()
+    if x0.shape != y0.shape:
+        raise ValueError(f"px and py must have the same length; got {x0.size} and {y0.size}")
+    if not (np.isfinite(x0).all() and np.isfinite(y0).all()):
+        raise ValueError(
+            "the polygon has non-finite vertices (NaN or inf): its inside is undefined; "
+            f"px={x0.tolist()}, py={y0.tolist()}"
+        )
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
     r_lo = np.clip(np.ceil(ylo), 0, ny).astype(np.intp)
     r_hi = np.clip(np.ceil(yhi), 0, ny).astype(np.intp)
     counts = np.where(y0 != y1, r_hi - r_lo, 0)
-    counts = np.maximum(counts, 0)
     total = int(counts.sum())
     if total == 0:
         return _EMPTY_RUNS
     edge = np.repeat(np.arange(len(x0)), counts)
     offsets = np.cumsum(counts) - counts
     rows = np.arange(total, dtype=np.intp) - np.repeat(offsets, counts) + r_lo[edge]
-    slope = (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
-    xc = x0[edge] + (rows - y0[edge]) * slope
+    xc = _crossings(x0[edge], y0[edge], x1[edge], y1[edge], rows)
     order = np.lexsort((xc, rows))
     rows, xc = rows[order], xc[order]
     start = np.clip(np.ceil(xc[0::2]), 0, nx).astype(np.intp)
@@ -452,6 +520,24 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
     rows = rows[0::2]
     keep = stop > start
     return Runs(rows[keep], start[keep], stop[keep])
+
+
+def _crossings(xa, ya, xb, yb, rows) -> np.ndarray:
+    """x where edges (xa, ya)-(xb, yb) cross their rows; never NaN for finite vertices.
+
+    The product-then-divide form is exact whenever the crossing is exactly representable
+    (integer or half-integer vertices, e.g. shared pixel edges), so ties are decided as the
+    half-open rule says.  Huge vertices may overflow it to NaN (0 * inf, inf / inf); there a
+    weighted mean of the two end points, finite or +-inf, takes over.
+    """
+    dy = rows - ya
+    with np.errstate(over="ignore", invalid="ignore"):
+        xc = xa + dy * (xb - xa) / (yb - ya)
+        bad = np.isnan(xc)
+        if bad.any():
+            t = (0.5 * dy[bad]) / (0.5 * yb[bad] - 0.5 * ya[bad])  # halves: no overflow
+            xc[bad] = xa[bad] * (1.0 - t) + xb[bad] * t
+    return xc
 
 
 def overlap_runs(
@@ -487,6 +573,14 @@ def overlap_runs(
     uv = np.array([v for p in polys for v in p], dtype=float)
     lon, lat = xyz_to_lonlat(fa.deproject(uv))
     x, y = wcs.lonlat_to_pixel(lon, lat)
+    lost = ~(np.isfinite(x) & np.isfinite(y))
+    if lost.any():
+        raise ValueError(
+            f"{wcs.name} cannot map {int(lost.sum())} sky point(s) inside its own footprint back "
+            "to pixels (its inverse returned NaN there, e.g. because of a bounding box). Give "
+            "a WCS whose inverse covers the whole image: a gwcs.WCS itself (evaluated without "
+            "its bounding box), not a sliced or wrapped one"
+        )
     start = 0
     for b, size in zip(others, sizes):
         if size >= 3:

@@ -6,7 +6,9 @@ Helpers for tests, benchmarks and tutorials:
   constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
 - `Mosaic` holds the result; ``+`` concatenates mosaics (e.g. to build a disconnected one);
 - `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
-  dependency) on the same inputs as `skymatch_nb_ui.skymatch`.
+  dependency) on the same inputs as `skymatch_nb_ui.skymatch`;
+- `nircam_like_gwcs` builds a ``gwcs.WCS`` the way the JWST pipeline does (distortion,
+  v2/v3, sky rotation, bounding box).
 
 >>> from skymatch_nb_ui.testing import make_mosaic
 >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
@@ -14,7 +16,8 @@ Helpers for tests, benchmarks and tutorials:
 (6, (100, 100), ['img00', 'img01'])
 """
 
+from .._fakes import nircam_like_gwcs
 from .mosaics import Mosaic, make_mosaic
 from .reference import reference_skymatch
 
-__all__ = ["Mosaic", "make_mosaic", "reference_skymatch"]
+__all__ = ["Mosaic", "make_mosaic", "nircam_like_gwcs", "reference_skymatch"]

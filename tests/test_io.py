@@ -214,11 +214,20 @@ def test_opening_reads_no_pixels_spy(mef_file, monkeypatch):
         calls.append(args)
         return original(self, *args, **kwargs)
 
+    def map_spy(*args, **kwargs):
+        calls.append(args)
+        return map_readonly(*args, **kwargs)
+
+    from skymatch_nb_ui.io import _fits
+    from skymatch_nb_ui.io._mapping import map_readonly
+
     monkeypatch.setattr(_File, "readarray", spy)
+    monkeypatch.setattr(_fits, "map_readonly", map_spy)
     image = open_fits_image(mef_file)
     assert calls == []
     image.data()
-    assert calls  # the spy does see pixel reads
+    image.mask()
+    assert len(calls) == 2  # the spies do see pixel reads (science mapped, scaled DQ read)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")

@@ -1,10 +1,15 @@
-"""FITS in and out: finding files, the science and DQ extensions, header keywords, copies.
+"""FITS in and out: finding files, the science (chips) and DQ extensions, keywords, copies.
 
-Opening an image reads headers only (`open_fits_image` returns a cheap `FitsImage` that holds
-no pixels); `FitsImage.data` and `FitsImage.mask` re-open the file memory-mapped and read-only
-each time they are called, so pixels are read lazily, per task.  `write_fits_copy` writes a
-whole-file copy with the sky subtracted and the JWST pipeline's background keywords; the
-source file is never opened for writing, and the copy appears atomically.
+Opening a file reads headers only: `open_fits_images` returns one cheap `FitsImage` per
+science extension (chip) and holds no pixels and no open file.  `FitsImage.data` and
+`FitsImage.mask` map the file read-only each time they are called (without keeping a file
+descriptor, see ``_mapping``), so pixels are read lazily, per task, and a collection of
+thousands of files stays under the usual limit of open files.  JWST and HST files get their
+instrument's WCS and exposure identifiers (modules ``jwst`` and ``hst``).
+
+`write_fits_file` writes a whole-file copy with the sky of every chip recorded (and
+optionally subtracted); the source file is never opened for writing, and the copy appears
+atomically.
 
 >>> import tempfile, pathlib
 >>> from astropy.io import fits
@@ -28,6 +33,7 @@ import glob
 import numbers
 import os
 import secrets
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,10 +46,12 @@ from astropy.nddata import bitfield_to_boolean_mask
 from astropy.nddata.bitmask import extend_bit_flag_map
 from astropy.wcs import WCS, FITSFixedWarning
 
-from .engine.exceptions import SkyMatchWarning
+from ..engine.exceptions import SkyMatchWarning
+from ._mapping import map_readonly
 
 __all__ = [
     "JWST_DQ_FLAGS",
+    "ROMAN_DQ_FLAGS",
     "FitsImage",
     "MixedUnitsWarning",
     "atomic_path",
@@ -51,25 +59,39 @@ __all__ = [
     "copy_destinations",
     "find_fits",
     "open_fits_image",
+    "open_fits_images",
     "parse_dqbits",
     "write_array_fits",
     "write_fits_copy",
+    "write_fits_file",
 ]
 
-#: Mnemonic names of the JWST pixel DQ flags (as in ``stdatamodels.jwst.datamodels.dqflags``),
+
+
+def _flag_map(name: str, names: str, skip: tuple[int, ...] = ()):
+    bits = [bit for bit in range(32) if bit not in skip]
+    return extend_bit_flag_map(name, **{flag: 2**bit for bit, flag in zip(bits, names.split())})
+
+
+#: Mnemonic names of the JWST pixel DQ flags (as ``stdatamodels.jwst.datamodels.dqflags``),
 #: usable in ``dqbits`` strings such as ``"OUTLIER,SATURATED"`` or ``"~DO_NOT_USE"``.
-JWST_DQ_FLAGS = extend_bit_flag_map(
+JWST_DQ_FLAGS = _flag_map(
     "JWSTPixelFlags",
-    **{
-        name: 2**bit
-        for bit, name in enumerate(
-            "DO_NOT_USE SATURATED JUMP_DET DROPOUT OUTLIER PERSISTENCE AD_FLOOR RESERVED_4 "
-            "UNRELIABLE_ERROR NON_SCIENCE DEAD HOT WARM LOW_QE RC TELEGRAPH NONLINEAR "
-            "BAD_REF_PIXEL NO_FLAT_FIELD NO_GAIN_VALUE NO_LIN_CORR NO_SAT_CHECK UNRELIABLE_BIAS "
-            "UNRELIABLE_DARK UNRELIABLE_SLOPE UNRELIABLE_FLAT OPEN ADJ_OPEN UNRELIABLE_RESET "
-            "MSA_FAILED_OPEN OTHER_BAD_PIXEL REFERENCE_PIXEL".split()
-        )
-    },
+    "DO_NOT_USE SATURATED JUMP_DET DROPOUT OUTLIER PERSISTENCE AD_FLOOR CHARGELOSS RESERVED "
+    "NON_SCIENCE DEAD HOT WARM LOW_QE RC TELEGRAPH NONLINEAR BAD_REF_PIXEL NO_FLAT_FIELD "
+    "NO_GAIN_VALUE NO_LIN_CORR NO_SAT_CHECK UNRELIABLE_BIAS UNRELIABLE_DARK UNRELIABLE_SLOPE "
+    "UNRELIABLE_FLAT OPEN ADJ_OPEN FLUX_ESTIMATED MSA_FAILED_OPEN OTHER_BAD_PIXEL REFERENCE_PIXEL",
+)
+
+#: The Roman WFI pixel DQ flags (as ``roman_datamodels.dqflags.pixel``; bit 14 is unused).
+ROMAN_DQ_FLAGS = _flag_map(
+    "RomanPixelFlags",
+    "DO_NOT_USE SATURATED JUMP_DET DROPOUT GW_AFFECTED_DATA PERSISTENCE AD_FLOOR OUTLIER "
+    "UNRELIABLE_ERROR NON_SCIENCE DEAD HOT WARM LOW_QE TELEGRAPH NONLINEAR BAD_REF_PIXEL "
+    "NO_FLAT_FIELD NO_GAIN_VALUE NO_LIN_CORR NO_SAT_CHECK UNRELIABLE_BIAS UNRELIABLE_DARK "
+    "UNRELIABLE_SLOPE UNRELIABLE_FLAT RESERVED_5 RESERVED_6 UNRELIABLE_RESET RESERVED_7 "
+    "OTHER_BAD_PIXEL REFERENCE_PIXEL",
+    skip=(14,),
 )
 
 #: The header keywords `write_fits_copy` sets, with the JWST pipeline's comments.
@@ -102,7 +124,7 @@ class MixedUnitsWarning(SkyMatchWarning):
 
 
 # -- finding files ---------------------------------------------------------------------------
-def find_fits(paths) -> list[Path]:
+def find_fits(paths, *, what: str = "FITS files") -> list[Path]:
     """The files named by ``paths``, with glob patterns expanded.
 
     Parameters
@@ -111,6 +133,9 @@ def find_fits(paths) -> list[Path]:
         File names or glob patterns (``*``, ``?``, ``[...]``; ``**`` descends directories).
         A pattern's matches are sorted; directories it matches are skipped.  A name that
         exists is taken literally even if it contains pattern characters.
+
+    what : str
+        What the files are, for the message when none is given.
 
     Returns
     -------
@@ -141,7 +166,7 @@ def find_fits(paths) -> list[Path]:
             raise TypeError(f"paths must hold file names or glob patterns (str or Path); got {item!r}")
     found = [path for item in paths for path in _expand(os.fspath(item))]
     if not found:
-        raise ValueError("no FITS files given: pass file names or glob patterns such as 'data/*.fits'")
+        raise ValueError(f"no {what} given: pass file names or glob patterns such as 'data/*.fits'")
     seen: set[str] = set()
     unique = []
     for path in found:
@@ -169,10 +194,10 @@ def _expand(name: str) -> list[Path]:
 # -- one image -------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class FitsImage:
-    """One image of a FITS file: where it is and what its headers say, without its pixels.
+    """One image (chip) of a FITS file: where it is and what its headers say, not its pixels.
 
-    Build one with `open_fits_image`.  The pixels are read (memory-mapped) by `data` and
-    `mask`, each time they are called.
+    Build them with `open_fits_images` (every chip of a file) or `open_fits_image` (one).
+    The pixels are read (mapped read-only) by `data` and `mask`, each time they are called.
 
     Attributes
     ----------
@@ -184,10 +209,19 @@ class FitsImage:
         Index of the DQ HDU, None when the file has none (or DQ was disabled).
     shape : (int, int)
         (ny, nx), from the header.
-    wcs : astropy.wcs.WCS
-        The celestial WCS of the science HDU, distortions (SIP, lookup tables) included.
+    wcs : astropy.wcs.WCS or gwcs.WCS
+        The celestial WCS of the science HDU, distortions (SIP, lookup tables) included; for
+        JWST files the exact gwcs of the file's ASDF extension (when ``stdatamodels`` is
+        installed).
     header, primary_header : astropy.io.fits.Header
         Copies of the science and primary headers.
+    kind : str
+        ``"jwst"``, ``"hst"`` or ``"fits"`` (any other file): which instrument's conventions
+        apply to grouping, DQ defaults and written keywords.
+    exposure_id : str or None
+        The exposure this image belongs to, by the instrument's pipeline rules (JWST: the
+        association's or the pipeline's ``group_id``; HST: the exposure's rootname); None:
+        from the headers (see `meta`).
 
     Examples
     --------
@@ -200,18 +234,31 @@ class FitsImage:
     ext: int
     dq_ext: int | None
     shape: tuple[int, int]
-    wcs: WCS
+    wcs: object
     header: fits.Header
     primary_header: fits.Header
+    kind: str = "fits"
+    exposure_id: str | None = None
 
     def __repr__(self) -> str:
         dq = "" if self.dq_ext is None else f", dq_ext={self.dq_ext}"
         return f"FitsImage({str(self.path)!r}, ext={self.ext}{dq}, shape={self.shape})"
 
-    def data(self) -> np.ndarray:
-        """The science pixels: a read-only array, memory-mapped when the file allows it.
+    @property
+    def label(self) -> str:
+        """The science extension as ``"NAME,VER"`` (e.g. ``"SCI,2"``), or its index."""
+        name = self.header.get("EXTNAME")
+        return f"{str(name).strip()},{self.header.get('EXTVER', 1)}" if name else str(self.ext)
 
-        Scaled integer data (BSCALE/BZERO/BLANK) cannot be memory-mapped and are read whole.
+    @property
+    def default_dqbits(self):
+        """The DQ flags the instrument's sky step ignores by default (see `mask`)."""
+        return "~DO_NOT_USE+NON_SCIENCE" if self.kind == "jwst" else 0
+
+    def data(self) -> np.ndarray:
+        """The science pixels: a read-only array mapped from the file (no file stays open).
+
+        Scaled integer data (BSCALE/BZERO/BLANK) cannot be mapped and are read whole.
         """
         return _read_pixels(self.path, self.ext)
 
@@ -220,13 +267,16 @@ class FitsImage:
 
         Parameters
         ----------
-        dqbits : int or str
+        dqbits : int, str or None
             DQ flags to *ignore* (treat as good); any other flag marks a pixel bad.  An
             integer sum of flags, or a string in astropy's ``bitfield_to_boolean_mask``
             syntax: ``"4,16"``, ``"4+16"``, JWST names such as ``"JUMP_DET,OUTLIER"`` (see
             `JWST_DQ_FLAGS`), and ``"~..."`` for "ignore all but these" (the JWST pipeline's
-            ``"~DO_NOT_USE+NON_SCIENCE"``).  Default 0: any flag is bad; None: ignore all.
+            ``"~DO_NOT_USE+NON_SCIENCE"``).  Default 0: any flag is bad; None: ignore all;
+            ``"auto"``: the instrument's default (`default_dqbits`).
         """
+        if isinstance(dqbits, str) and dqbits == "auto":
+            dqbits = self.default_dqbits
         bits = parse_dqbits(dqbits)
         if self.dq_ext is None:
             return None
@@ -258,9 +308,10 @@ class FitsImage:
         ``bunit`` (BUNIT), ``exptime`` (EXPTIME, XPOSURE or EFFEXPTM), ``filter`` (FILTER,
         FILTNAM1 or FILTER1), ``detector`` (DETECTOR, CCDNAME or CHIPID), ``instrument``
         (INSTRUME), ``date_obs`` (DATE-OBS or DATE-BEG) and ``exposure``: an identifier shared
-        by all detectors of one exposure.  For JWST (OBS_ID and EXPOSURE both present) it is
-        ``"<OBS_ID>_<EXPOSURE>"``; otherwise the first of EXP_ID, EXPID, EXPNUM, ROOTNAME,
-        OBS_ID, EXPOSURE.  Each keyword is looked up in the science header, then the primary.
+        by all detectors of one exposure.  It is `exposure_id` when the instrument rules gave
+        one; else, with OBS_ID and EXPOSURE both present, ``"<OBS_ID>_<EXPOSURE>"``;
+        otherwise the first of EXP_ID, EXPID, EXPNUM, ROOTNAME, OBS_ID, EXPOSURE.  Each
+        keyword is looked up in the science header, then the primary.
         """
         meta = {key: self._first(names) for key, names in _META_KEYWORDS.items()}
         if meta["exptime"] is not None:
@@ -272,7 +323,9 @@ class FitsImage:
             if meta[key] is not None:
                 meta[key] = str(meta[key]).strip()
         obs_id, exposure = self._first(("OBS_ID",)), self._first(("EXPOSURE",))
-        if obs_id is not None and exposure is not None:
+        if self.exposure_id is not None:
+            meta["exposure"] = self.exposure_id
+        elif obs_id is not None and exposure is not None:
             meta["exposure"] = f"{str(obs_id).strip()}_{str(exposure).strip()}"
         else:
             found = self._first(_EXPOSURE_KEYWORDS)
@@ -291,7 +344,8 @@ class FitsImage:
 def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
     """Find the science (and DQ) extension of a FITS file and read its headers and WCS.
 
-    No pixels are read and the file is closed on return.
+    No pixels are read and the file is closed on return.  For every chip of a multi-chip
+    file, use `open_fits_images`.
 
     Parameters
     ----------
@@ -313,6 +367,8 @@ def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
     ValueError
         Naming the file (and extension): unreadable file, extension not found, not an image,
         not 2-D, no celestial WCS, a DQ of another shape than the science data.
+    OSError
+        Naming the file, when its data are cut short (a truncated file).
     FileNotFoundError
         When the file does not exist.
 
@@ -322,6 +378,25 @@ def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
     >>> image.ext, image.dq_ext  # doctest: +SKIP
     (4, 6)
     """
+    return _open(path, ext, dq_ext, every_chip=False)[0]
+
+
+def open_fits_images(path, *, ext=None, dq_ext: str | None = "DQ") -> list[FitsImage]:
+    """Every science extension (chip) of a FITS file, with its DQ, headers and WCS.
+
+    An HST ACS/WFC or WFC3/UVIS file gives two images (``SCI,1`` and ``SCI,2``), a JWST
+    ``_cal`` file one.  Parameters, errors and laziness as `open_fits_image`; with ``ext``
+    only that extension is returned.
+
+    Examples
+    --------
+    >>> [image.label for image in open_fits_images("j8xi01abq_flc.fits")]  # doctest: +SKIP
+    ['SCI,1', 'SCI,2']
+    """
+    return _open(path, ext, dq_ext, every_chip=ext is None)
+
+
+def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
     path = Path(path)
     _check_ext(ext)
     if dq_ext is not None and not isinstance(dq_ext, str):
@@ -331,19 +406,60 @@ def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
     try:
         with fits.open(path, **_OPEN) as hdul, warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            index = _science_index(hdul, ext, path)
-            hdu = hdul[index]
-            shape = _image_shape(hdu, index, path)
-            wcs = _celestial_wcs(hdu.header, hdul, index, path)
-            dq_index = _dq_index(hdul, hdu.header, dq_ext, shape, path)
-            header, primary = hdu.header.copy(), hdul[0].header.copy()
+            indices = _science_indices(hdul, ext, path, every_chip)
+            images = [_open_chip(hdul, index, dq_ext, path) for index in indices]
+            return _instrument(images, hdul)
     except _READ_ERRORS as error:  # corrupt files fail in many ways; always name the file
         if isinstance(error, (ValueError, OSError)) and str(path) in str(error):
             raise
         kind = OSError if isinstance(error, OSError) else ValueError
         raise kind(f"cannot read FITS file {str(path)!r}: {error}") from error
+
+
+def _open_chip(hdul, index: int, dq_ext, path: Path) -> FitsImage:
+    hdu = hdul[index]
+    shape = _image_shape(hdu, index, path)
+    _check_complete(hdul, index, path)
+    wcs = _celestial_wcs(hdu.header, hdul, index, path)
     wcs.pixel_shape = shape[::-1]
-    return FitsImage(path, index, dq_index, shape, wcs, header, primary)
+    dq_index = _dq_index(hdul, hdu.header, dq_ext, shape, path)
+    if dq_index is not None:
+        _check_complete(hdul, dq_index, path)
+    return FitsImage(path, index, dq_index, shape, wcs, hdu.header.copy(), hdul[0].header.copy())
+
+
+def _instrument(images: list[FitsImage], hdul) -> list[FitsImage]:
+    """Apply the conventions of the instrument that wrote the file (JWST, HST), if any."""
+    telescope = str(hdul[0].header.get("TELESCOP", "")).strip().upper()
+    if telescope == "JWST":
+        from . import jwst
+
+        return jwst.adapt(images, hdul)
+    if telescope == "HST":
+        from . import hst
+
+        return hst.adapt(images, hdul)
+    return images
+
+
+def _check_complete(hdul, index: int, path: Path) -> None:
+    """Refuse an HDU whose data run past the end of the file (a truncated download)."""
+    hdu = hdul[index]
+    if not _is_image(hdu):
+        return
+    needed = abs(int(hdu.header["BITPIX"])) // 8 * int(np.prod(_dims(hdu.header)))
+    start = hdul.fileinfo(index)["datLoc"]
+    size = os.path.getsize(path)
+    if start + needed > size:
+        raise OSError(
+            f"{str(path)!r} is truncated: HDU {index} ({hdu.name or 'unnamed'}) needs "
+            f"{needed} bytes of data from byte {start}, but the file ends after "
+            f"{max(size - start, 0)} of them. Download or write the file again"
+        )
+
+
+def _dims(header) -> tuple[int, ...]:
+    return tuple(int(header[f"NAXIS{k}"]) for k in range(int(header.get("NAXIS", 0)), 0, -1))
 
 
 def _check_ext(ext) -> None:
@@ -363,7 +479,7 @@ def _check_ext(ext) -> None:
         )
 
 
-def _science_index(hdul, ext, path: Path) -> int:
+def _science_indices(hdul, ext, path: Path, every_chip: bool) -> list[int]:
     if ext is not None:
         try:
             index = hdul.index_of(ext) if not isinstance(ext, numbers.Integral) else int(ext)
@@ -372,15 +488,15 @@ def _science_index(hdul, ext, path: Path) -> int:
             raise ValueError(
                 f"extension {ext!r} not found in {str(path)!r}; its HDUs are {_hdu_list(hdul)}"
             ) from None
-        return index if index >= 0 else len(hdul) + index
-    for index, hdu in enumerate(hdul):
-        if hdu.name == "SCI":
-            return index
+        return [index if index >= 0 else len(hdul) + index]
+    chips = [index for index, hdu in enumerate(hdul) if hdu.name == "SCI"]
+    if chips:
+        return chips if every_chip else chips[:1]
     skipped = []
     for index, hdu in enumerate(hdul):
         if _is_image(hdu) and hdu.header.get("NAXIS") == 2:
             if _has_celestial(hdu.header, hdul):
-                return index
+                return [index]
             skipped.append(index)
     hint = f" (HDU {skipped} are 2-D images without a celestial WCS)" if skipped else ""
     raise ValueError(
@@ -453,31 +569,28 @@ def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:
 
 
 def _read_pixels(path: Path, index: int) -> np.ndarray:
-    """An HDU's pixels, read-only; memory-mapped unless the data are scaled."""
+    """An HDU's pixels, read-only: mapped from the file unless the data are scaled."""
     try:
-        with _open_for_reading(path, index) as hdul:
-            data = hdul[index].data
-    except OSError as error:
+        with fits.open(path, **_OPEN) as hdul:
+            hdu = hdul[index]
+            _check_complete(hdul, index, path)
+            scaled = _scaled(hdu.header) or not _is_image(hdu)
+            if not scaled:
+                dtype = np.dtype(_BITPIX_DTYPES[int(hdu.header["BITPIX"])])
+                offset, shape = hdul.fileinfo(index)["datLoc"], _dims(hdu.header)
+        if scaled:  # astropy applies BSCALE/BZERO/BLANK: read into memory
+            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+                data = np.array(hdul[index].data)
+            data.flags.writeable = False
+            return data
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as error:
+        if str(path) in str(error):
+            raise
         raise OSError(f"cannot read HDU {index} of {str(path)!r}: {error}") from error
-    view = data.view()
-    view.flags.writeable = False
-    return view
+    return map_readonly(path, offset, dtype, shape)
 
 
-@contextmanager
-def _open_for_reading(path: Path, index: int | None = None):
-    """The file, never writable; memory-mapped unless HDU ``index`` (None: any HDU) is scaled.
-
-    astropy cannot memory-map integer data with BSCALE/BZERO/BLANK (unsigned integers
-    included), so these are read into memory, one HDU at a time, when accessed.
-    """
-    with fits.open(path, **_OPEN) as hdul:
-        hdus = hdul if index is None else [hdul[index]]
-        if not any(_scaled(hdu.header) for hdu in hdus):
-            yield hdul
-            return
-    with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-        yield hdul
+_BITPIX_DTYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
 def _scaled(header) -> bool:
@@ -487,11 +600,15 @@ def _scaled(header) -> bool:
 def _float_copy(data: np.ndarray) -> np.ndarray:
     """A native-endian float copy: float32 stays float32, anything else becomes float64."""
     single = data.dtype.kind == "f" and data.dtype.itemsize == 4
-    return data.astype(np.float32 if single else np.float64)
+    return np.array(data, dtype=np.float32 if single else np.float64)
 
 
-def parse_dqbits(dqbits) -> int | None:
+def parse_dqbits(dqbits, *, flags=JWST_DQ_FLAGS) -> int | None:
     """The DQ flags to ignore as an integer bit mask (see `FitsImage.mask`); None ignores all.
+
+    Flag names are looked up in ``flags`` (default `JWST_DQ_FLAGS`; Roman files use
+    `ROMAN_DQ_FLAGS`).  ``"auto"`` (each instrument's default) is resolved by the images, not
+    here.
 
     Raises
     ------
@@ -518,13 +635,24 @@ def parse_dqbits(dqbits) -> int | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            bits = interpret_bit_flags(dqbits, flag_name_map=JWST_DQ_FLAGS)
+            bits = interpret_bit_flags(dqbits, flag_name_map=flags)
     except (ValueError, TypeError, KeyError, AttributeError, UserWarning) as error:
         raise ValueError(
             "dqbits must be an integer sum of DQ flags to ignore or a string such as '4,16', "
-            f"'4+16', 'JUMP_DET,OUTLIER' or '~DO_NOT_USE+NON_SCIENCE'; got {dqbits!r} ({error})"
+            f"'4+16', 'JUMP_DET,OUTLIER', '~DO_NOT_USE+NON_SCIENCE' or 'auto'; got {dqbits!r} "
+            f"({error})"
         ) from None
     return None if bits is None else int(bits)
+
+
+def check_dqbits(dqbits) -> None:
+    """Raise now, naming ``dqbits``, for a value no image could use (``"auto"`` is valid)."""
+    if isinstance(dqbits, str) and dqbits == "auto":
+        return
+    try:
+        parse_dqbits(dqbits)
+    except ValueError:
+        parse_dqbits(dqbits, flags=ROMAN_DQ_FLAGS)  # Roman-only names are fine too
 
 
 # -- units -----------------------------------------------------------------------------------
@@ -557,12 +685,14 @@ def check_units(images: Sequence[FitsImage]) -> None:
 
 # -- writing ---------------------------------------------------------------------------------
 @contextmanager
-def atomic_path(dest, *, overwrite: bool = False):
+def atomic_path(dest, *, overwrite: bool = False, same_name: bool = False):
     """Yield a temporary path next to ``dest``; on success move it onto ``dest`` atomically.
 
     The temporary name ends with ``dest``'s name, so writers that choose a format from the
-    suffix see the right one.  On any error the temporary file is removed and ``dest`` is left
-    as it was.  The directory must exist.
+    suffix see the right one; with ``same_name`` it *is* ``dest``'s name, in a temporary
+    directory next to ``dest`` (for writers that record the file name inside the file, as
+    ``stdatamodels`` and ``roman_datamodels`` do).  On any error the temporary file is
+    removed and ``dest`` is left as it was.  The directory must exist.
 
     Raises
     ------
@@ -580,7 +710,11 @@ def atomic_path(dest, *, overwrite: bool = False):
     _refuse_existing(dest, overwrite)
     if not dest.parent.is_dir():
         raise FileNotFoundError(f"the directory of {str(dest)!r} does not exist; create it first")
-    tmp = dest.parent / f".tmp-{secrets.token_hex(6)}-{dest.name}"
+    token = f".tmp-{secrets.token_hex(6)}"
+    folder = dest.parent / token if same_name else None
+    if folder is not None:
+        folder.mkdir()
+    tmp = folder / dest.name if folder is not None else dest.parent / f"{token}-{dest.name}"
     try:
         yield tmp
         _refuse_existing(dest, overwrite)
@@ -588,6 +722,8 @@ def atomic_path(dest, *, overwrite: bool = False):
     finally:
         if tmp.exists():
             tmp.unlink()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def copy_destinations(sources, directory, *, overwrite: bool = False) -> list[Path]:
@@ -647,33 +783,62 @@ def write_fits_copy(
 ) -> Path:
     """Copy an image's whole file to ``dest``, recording (and optionally subtracting) its sky.
 
-    Every HDU is copied.  In the science HDU, when ``subtract and valid`` the data become
-    ``data - sky`` (float32 data stay float32; other types become float64), and the header
-    gets the JWST pipeline's keywords:
+    The one-image form of `write_fits_file` (other chips of the file are copied unchanged).
 
-    - ``BKGLEVEL``: ``sky`` (omitted, and removed if the source had it, when not ``valid``:
+    Examples
+    --------
+    >>> write_fits_copy(image, "out/a_cal.fits", sky=0.31, valid=True,
+    ...                 method="global+match", subtract=True)  # doctest: +SKIP
+    PosixPath('out/a_cal.fits')
+    """
+    return write_fits_file([image], dest, skies=[sky], valid=[valid], method=method,
+                           subtract=subtract, overwrite=overwrite)
+
+
+def write_fits_file(
+    images: Sequence[FitsImage],
+    dest,
+    *,
+    skies: Sequence[float],
+    valid: Sequence[bool],
+    method: str,
+    subtract: bool,
+    overwrite: bool = False,
+) -> Path:
+    """Copy a FITS file to ``dest``, recording (and optionally subtracting) the sky of its chips.
+
+    Every HDU is copied.  In each science HDU of ``images`` (chips of one file), when
+    ``subtract`` and its sky is valid the data become ``data - sky`` (float32 data stay
+    float32; other types, scaled integers included, become float64), and the header gets the
+    JWST pipeline's keywords:
+
+    - ``BKGLEVEL``: the sky (omitted, and removed if the source had it, when not valid:
       FITS headers cannot hold NaN);
-    - ``BKGSUB``: whether the sky was subtracted from the data (False when not ``valid``);
+    - ``BKGSUB``: whether the sky was subtracted from the data (False when not valid);
     - ``BKGMETH``: ``method``.
 
-    CHECKSUM / DATASUM of the science HDU, if present, are recomputed.  The source file is
-    only ever opened read-only.  The copy is written to a temporary file in ``dest``'s
-    directory and moved into place, so a failure leaves no partial file.
+    Chips that are not subtracted keep their data byte for byte (scaled integers stay
+    scaled integers).  HST files also get ``MDRIZSKY`` in each chip: the sky that drizzling
+    is still to subtract (the sky, or 0 once it is subtracted from the data).  JWST files
+    get the keywords in the primary header, where the JWST pipeline reads them, and
+    ``S_SKYMAT``.  CHECKSUM / DATASUM of changed HDUs, if present, are recomputed.  The
+    source file is only ever opened read-only.  The copy is written to a temporary file in
+    ``dest``'s directory and moved into place, so a failure leaves no partial file.
 
     Parameters
     ----------
-    image : FitsImage
-        The source.
+    images : sequence of FitsImage
+        Chips of one file (from `open_fits_images`).
     dest : str or Path
         The file to write.  Its directory must exist (it is not created).
-    sky : float
-        The sky level of the science data.
-    valid : bool
-        Whether ``sky`` is meaningful.
+    skies : sequence of float
+        The sky level of each chip.
+    valid : sequence of bool
+        Whether each sky is meaningful.
     method : str
         The sky method, e.g. ``"global+match"``.
     subtract : bool
-        Subtract ``sky`` from the data (when ``valid``).
+        Subtract the skies from the data (where valid).
     overwrite : bool
         Replace ``dest`` if it exists.
 
@@ -685,7 +850,7 @@ def write_fits_copy(
     Raises
     ------
     ValueError
-        When ``dest`` is the source file.
+        When ``dest`` is the source file, or the images are not of one file.
     FileExistsError
         When ``dest`` exists and not ``overwrite``.
     FileNotFoundError
@@ -693,29 +858,68 @@ def write_fits_copy(
 
     Examples
     --------
-    >>> write_fits_copy(image, "out/a_cal.fits", sky=0.31, valid=True,
-    ...                 method="global+match", subtract=True)  # doctest: +SKIP
-    PosixPath('out/a_cal.fits')
+    >>> chips = open_fits_images("j8xi01abq_flc.fits")  # doctest: +SKIP
+    >>> write_fits_file(chips, "out/j8xi01abq_flc.fits", skies=[31.5, 31.5],
+    ...                 valid=[True, True], method="match", subtract=True)  # doctest: +SKIP
+    PosixPath('out/j8xi01abq_flc.fits')
     """
     dest = Path(dest)
-    if _same_file(image.path, dest):
+    source = _one_source(images)
+    if _same_file(source, dest):
         raise ValueError(
-            f"refusing to write over the source file {str(image.path)!r}; choose another "
+            f"refusing to write over the source file {str(source)!r}; choose another "
             "destination (e.g. another directory)"
         )
-    subtracted = bool(subtract and valid)
+    kind = images[0].kind
     with atomic_path(dest, overwrite=overwrite) as tmp:
-        with _open_for_reading(image.path) as hdul:
-            hdu = hdul[image.ext]
-            if subtracted:
-                out = _float_copy(hdu.data)
-                out -= sky
-                hdu.data = out
-                hdu.header.remove("BLANK", ignore_missing=True)
-            _set_bkg_keywords(hdu.header, sky=sky, valid=valid, method=method, subtracted=subtracted)
-            _update_checksums(hdu)
+        with fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=False,
+                       do_not_scale_image_data=True) as hdul:
+            for image, sky, good in zip(images, skies, valid):
+                hdu = hdul[image.ext]
+                subtracted = bool(subtract and good)
+                if subtracted:
+                    out = _unscaled_float(hdu.data, hdu.header)
+                    out -= sky
+                    hdu.data = out
+                    for key in ("BSCALE", "BZERO", "BLANK"):
+                        hdu.header.remove(key, ignore_missing=True)
+                where = hdul[0].header if kind == "jwst" else hdu.header
+                _set_bkg_keywords(where, sky=sky, valid=good, method=method, subtracted=subtracted)
+                if kind == "hst":
+                    from . import hst
+
+                    hst.set_drizzle_sky(hdu.header, sky=sky, valid=good, subtracted=subtracted)
+                if kind == "jwst":
+                    hdul[0].header["S_SKYMAT"] = ("COMPLETE" if good else "SKIPPED",
+                                                  "Sky Background Equalization or Subtraction")
+                _update_checksums(hdu)
+            _update_checksums(hdul[0])
             hdul.writeto(tmp)
     return dest
+
+
+def _one_source(images) -> Path:
+    paths = {os.path.realpath(image.path) for image in images}
+    if len(paths) != 1:
+        raise ValueError(
+            f"write_fits_file writes the chips of one file; got images of {len(paths)} files"
+        )
+    return images[0].path
+
+
+def _unscaled_float(raw: np.ndarray, header) -> np.ndarray:
+    """Pixel values of raw (unscaled) data: BSCALE/BZERO applied, BLANK as NaN; a new array."""
+    out = _float_copy(raw)
+    if raw.dtype.kind in "iu":
+        blank = header.get("BLANK")
+        scale, zero = header.get("BSCALE", 1.0), header.get("BZERO", 0.0)
+        if scale != 1:
+            out *= scale
+        if zero != 0:
+            out += zero
+        if blank is not None:
+            out[raw == blank] = np.nan
+    return out
 
 
 def write_array_fits(

@@ -1,0 +1,72 @@
+"""Images from files, and copies of those files with the sky recorded and subtracted.
+
+Input kinds (`open_images` tells them apart by their first bytes):
+
+- **FITS** files: every science extension (``SCI``, each ``EXTVER``) is an image; without
+  ``SCI``, the first 2-D image with a celestial WCS.  WCS from the header with every
+  distortion astropy reads (SIP, TPV, lookup tables).
+- **JWST** level-2 ``*_cal.fits`` (`jwst`): the exact gwcs of the ASDF extension (with
+  ``stdatamodels``: ``pip install skymatch-nb-ui[jwst]``), the pipeline's ``group_id``, the
+  step's DQ default; copies written as the JWST SkyMatchStep leaves its models.
+- **HST** ``*_flt.fits`` / ``*_flc.fits`` (`hst`): both chips, lookup-table distortions,
+  one exposure per file; copies get ``MDRIZSKY`` in every chip.
+- **Roman** level-2 ASDF files (`roman`, with ``roman_datamodels``: ``pip install
+  skymatch-nb-ui[roman]``); copies written as romancal's skymatch leaves its models.
+- **Associations** ``*_asn.json`` (JWST or Roman): their science members, with the
+  members' ``group_id``.
+
+Pixels are read lazily, per call, and no file stays open between calls.
+"""
+
+from . import hst, jwst, roman
+from ._fits import (
+    BKG_COMMENTS,
+    JWST_DQ_FLAGS,
+    ROMAN_DQ_FLAGS,
+    FitsImage,
+    MixedUnitsWarning,
+    atomic_path,
+    check_dqbits,
+    check_units,
+    copy_destinations,
+    find_fits,
+    open_fits_image,
+    open_fits_images,
+    parse_dqbits,
+    write_array_fits,
+    write_fits_copy,
+    write_fits_file,
+)
+from ._open import check_copy, input_kind, open_images, read_association, write_copy
+from .jwst import ApproximateWCSWarning
+from .roman import RomanImage, open_roman_image
+
+__all__ = [
+    "BKG_COMMENTS",
+    "JWST_DQ_FLAGS",
+    "ROMAN_DQ_FLAGS",
+    "ApproximateWCSWarning",
+    "FitsImage",
+    "MixedUnitsWarning",
+    "RomanImage",
+    "atomic_path",
+    "check_copy",
+    "check_dqbits",
+    "check_units",
+    "copy_destinations",
+    "find_fits",
+    "hst",
+    "input_kind",
+    "jwst",
+    "open_fits_image",
+    "open_fits_images",
+    "open_images",
+    "open_roman_image",
+    "parse_dqbits",
+    "read_association",
+    "roman",
+    "write_array_fits",
+    "write_copy",
+    "write_fits_copy",
+    "write_fits_file",
+]

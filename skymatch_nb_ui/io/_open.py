@@ -1,0 +1,190 @@
+"""Any input, by kind: FITS files (JWST, HST, others), Roman ASDF files, associations.
+
+`open_images` turns file names, glob patterns and association files into one image record per
+science image (chip), each with ``path``, ``ext``, ``label``, ``shape``, ``wcs``, ``kind``,
+``meta`` (``meta["exposure"]`` by the instrument's pipeline rules), ``default_dqbits``,
+``keyword(name)``, ``data()`` and ``mask(dqbits)``.  `write_copy` writes the copy of one file
+(all its images) the way that file's pipeline would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+from . import jwst, roman
+from ._fits import _open as _open_fits
+from ._fits import find_fits, write_fits_file
+
+__all__ = ["check_copy", "input_kind", "open_images", "read_association", "write_copy"]
+
+def input_kind(path) -> str:
+    """``"fits"``, ``"asdf"`` or ``"association"``, from the file's first bytes (else its suffix).
+
+    Examples
+    --------
+    >>> input_kind("jw01234-o001_20240101t000000_image3_00001_asn.json")  # doctest: +SKIP
+    'association'
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(80)
+    except OSError:
+        head = b""
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
+    if head.startswith(b"#ASDF"):
+        return "asdf"
+    if head.lstrip().startswith(b"{"):
+        return "association"
+    name = path.name.lower()
+    if name.endswith(".asdf"):
+        return "asdf"
+    if name.endswith(".json"):
+        return "association"
+    return "fits"
+
+
+def read_association(path) -> list[tuple[Path, str | None]]:
+    """The science members of a JWST or Roman association (``*_asn.json``).
+
+    Members are ``products[].members[]`` with ``exptype`` "science" (any case); their
+    ``expname`` is relative to the association's directory.  A member's ``group_id``, when
+    the association gives one, is kept: the pipelines group by it first.
+
+    Returns
+    -------
+    list of (Path, str or None)
+        Each science member's file and ``group_id``, in the association's order.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is not an association or has no science member.
+    FileNotFoundError
+        Naming the association and the member, when a member's file is missing.
+
+    Examples
+    --------
+    >>> read_association("jw01234-o001_image3_00001_asn.json")  # doctest: +SKIP
+    [(PosixPath('jw01234001001_02101_00001_nrcb1_cal.fits'), None), ...]
+    """
+    path = Path(path)
+    try:
+        asn = json.loads(path.read_text())
+        products = asn["products"]
+        members = [m for product in products for m in product["members"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{str(path)!r} is not an association (JSON with products[].members[]): {error}"
+        ) from None
+    science = []
+    for member in members:
+        if str(member.get("exptype", "science")).lower() != "science":
+            continue
+        if "expname" not in member:
+            raise ValueError(f"{str(path)!r}: a science member has no 'expname': {member}")
+        file = path.parent / member["expname"]
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} lists {member['expname']!r}, which is not in {str(path.parent)!r}"
+            )
+        group = member.get("group_id")
+        science.append((file, None if group is None else str(group)))
+    if not science:
+        raise ValueError(f"{str(path)!r} has no science member (exptype 'science')")
+    return science
+
+
+def _inputs(paths) -> list[tuple[Path, str | None]]:
+    """Files named by ``paths``, associations replaced by their science members; no repeats."""
+    found = []
+    for file in find_fits(paths, what="input files"):
+        if input_kind(file) == "association":
+            found.extend(read_association(file))
+        else:
+            found.append((file, None))
+    seen, unique = set(), []
+    for file, group in found:
+        key = os.path.realpath(file)
+        if key not in seen:
+            seen.add(key)
+            unique.append((file, group))
+    return unique
+
+
+def open_images(paths, *, ext=None, dq_ext: str | None = "DQ", fits_only: bool = False) -> list:
+    """One image record per science image of the inputs, headers and WCS read, no pixels.
+
+    Parameters
+    ----------
+    paths : str, Path or sequence of them
+        Files, glob patterns and association files (``*_asn.json``: their science members).
+        FITS files give one image per science extension (HST: ``SCI,1`` and ``SCI,2``); Roman
+        ASDF files one image each.
+    ext, dq_ext
+        As `skymatch_nb_ui.io.open_fits_images` (FITS files only).
+    fits_only : bool
+        Refuse inputs that are not FITS files.
+
+    Returns
+    -------
+    list
+        `skymatch_nb_ui.io.FitsImage` and `skymatch_nb_ui.io.roman.RomanImage` records.
+
+    Warns
+    -----
+    ApproximateWCSWarning
+        Once, when JWST files' exact gwcs could not be read (``stdatamodels`` missing).
+    """
+    images = []
+    for file, group in _inputs(paths):
+        if input_kind(file) == "asdf":
+            if fits_only:
+                raise ValueError(
+                    f"{str(file)!r} is an ASDF file, not FITS; read Roman files with "
+                    "ImageCollection.from_files"
+                )
+            found = [roman.open_roman_image(file)]
+        else:
+            found = _open_fits(file, ext, dq_ext, every_chip=ext is None)
+        if group is not None:
+            found = [replace(image, exposure_id=group) for image in found]
+        images.extend(found)
+    approximate = jwst.approximate(images)
+    if approximate:
+        warnings.warn(jwst.approximation_warning(approximate), jwst.ApproximateWCSWarning,
+                      stacklevel=2)
+    return images
+
+
+def check_copy(images: list, subtract: bool) -> None:
+    """Refuse, before anything is written, a copy of one file that cannot be recorded right."""
+    kind = images[0].kind
+    if kind == "roman":
+        roman.check_copy(images[0], subtract)
+    elif kind == "jwst":
+        jwst.check_copy(images[0], subtract)
+
+
+def write_copy(images: list, dest, *, skies, valid, method: str, subtract: bool,
+               overwrite: bool = False) -> Path:
+    """Write the copy of one file (all of ``images``, its chips) as its pipeline would.
+
+    Roman files through ``roman_datamodels``, JWST files with a gwcs through
+    ``stdatamodels``, other FITS files (HST with ``MDRIZSKY``) by `write_fits_file`.
+    """
+    kind = images[0].kind
+    single = dict(sky=float(skies[0]), valid=bool(valid[0]), method=method, subtract=subtract,
+                  overwrite=overwrite)
+    if kind == "roman":
+        return roman.write_copy(images[0], dest, **single)
+    if kind == "jwst" and len(images) == 1 and jwst.have_datamodels() and not jwst.approximate(images):
+        return jwst.write_copy(images[0], dest, **single)
+    return write_fits_file(images, dest, skies=skies, valid=valid, method=method,
+                           subtract=subtract, overwrite=overwrite)
+

@@ -1,0 +1,259 @@
+"""Roman WFI level-2 images (ASDF files) as romancal reads and writes them.
+
+Read and written with ``roman_datamodels`` (``pip install skymatch-nb-ui[roman]``):
+
+- **WCS**: ``meta.wcs``, the file's gwcs (with its bounding box; the engine evaluates it
+  without the box).
+- **DQ**: the ``dq`` array; romancal's skymatch default ``dqbits`` is ``"~DO_NOT_USE"``,
+  with Roman's own flag names (`skymatch_nb_ui.io.ROMAN_DQ_FLAGS`).
+- **Exposure**: ``meta.group_id`` when present, else ``meta.observation.observation_id``
+  (romancal's ``ModelLibrary`` rule).  romancal's skymatch gives every detector its own sky,
+  so that is the default here too; ``group_by="exposure"`` groups the detectors.
+- **Results**, as romancal's ``SkyMatchStep`` records them: ``meta.background.level``,
+  ``.subtracted``, ``.method`` and ``meta.cal_step.skymatch`` (``COMPLETE``, or ``SKIPPED``
+  without a valid sky, when ``level`` is null and ``subtracted`` false).
+
+Pixels are read when asked (`RomanImage.data`), into memory (ASDF blocks may be
+compressed), and no file stays open.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_DQBITS", "RomanImage", "open_roman_image", "write_copy"]
+
+#: romancal's skymatch default: only DO_NOT_USE pixels are bad.
+DEFAULT_DQBITS = "~DO_NOT_USE"
+INSTALL_HINT = "pip install skymatch-nb-ui[roman]"
+
+
+def _datamodels():
+    try:
+        import roman_datamodels.datamodels as rdm
+    except ImportError as error:
+        raise ImportError(
+            f"reading Roman ASDF files needs roman_datamodels: {INSTALL_HINT}"
+        ) from error
+    return rdm
+
+
+@dataclass(frozen=True, eq=False)
+class RomanImage:
+    """One Roman level-2 image: where it is and what its metadata say, without its pixels.
+
+    Build one with `open_roman_image`.
+
+    Attributes
+    ----------
+    path : Path
+        The ASDF file.
+    shape : (int, int)
+        (ny, nx) of ``data``.
+    wcs : gwcs.WCS
+        ``meta.wcs``.
+    header : dict
+        The file's ``meta`` as plain data (no WCS), for `keyword` and callables of
+        ``group_by``.
+    exposure_id : str or None
+        ``meta.group_id`` or ``meta.observation.observation_id``.
+    has_dq : bool
+        Whether the file has a ``dq`` array.
+    """
+
+    path: Path
+    shape: tuple[int, int]
+    wcs: object
+    header: dict = field(repr=False)
+    exposure_id: str | None = None
+    has_dq: bool = True
+    kind: str = "roman"
+    ext: int = -1
+    label: str = "data"
+    default_dqbits: str = DEFAULT_DQBITS
+
+    def data(self) -> np.ndarray:
+        """The science pixels (``data``), read into a new read-only array."""
+        return _read(self.path, "data")
+
+    def mask(self, dqbits=DEFAULT_DQBITS) -> np.ndarray | None:
+        """Good-pixel mask (True = good) from ``dq``, ignoring the flags ``dqbits``.
+
+        ``dqbits`` as `skymatch_nb_ui.io.FitsImage.mask`, with Roman's flag names;
+        ``"auto"``: romancal's default ``"~DO_NOT_USE"``.
+        """
+        from astropy.nddata import bitfield_to_boolean_mask
+
+        from ._fits import ROMAN_DQ_FLAGS, parse_dqbits
+
+        if isinstance(dqbits, str) and dqbits == "auto":
+            dqbits = self.default_dqbits
+        bits = parse_dqbits(dqbits, flags=ROMAN_DQ_FLAGS)
+        if not self.has_dq:
+            return None
+        return bitfield_to_boolean_mask(_read(self.path, "dq"), ignore_flags=bits,
+                                        good_mask_value=True, dtype=bool)
+
+    def keyword(self, name: str):
+        """A metadata value by its dotted path in ``meta``, e.g. ``"observation.visit"``."""
+        node = self.header
+        for part in name.removeprefix("meta.").split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"{name!r} is not in the metadata (meta) of {str(self.path)!r}")
+            node = node[part]
+        return node
+
+    @property
+    def meta(self) -> dict:
+        """Selected metadata (the columns of `skymatch_nb_ui.ImageCollection.table`)."""
+        meta = self.header
+        instrument = meta.get("instrument", {})
+        exposure = meta.get("exposure", {})
+        exptime = exposure.get("exposure_time")
+        return {
+            "bunit": None,
+            "exptime": None if exptime in (None, -999999) else float(exptime),
+            "filter": _text(instrument.get("optical_element")),
+            "detector": _text(instrument.get("detector")),
+            "instrument": _text(instrument.get("name")),
+            "date_obs": _text(exposure.get("start_time")),
+            "exposure": self.exposure_id,
+        }
+
+
+def _text(value):
+    return None if value is None else str(value).strip()
+
+
+def open_roman_image(path) -> RomanImage:
+    """Read a Roman level-2 ASDF file's metadata and WCS (not its pixels).
+
+    Raises
+    ------
+    ImportError
+        When roman_datamodels is not installed (with the install hint).
+    ValueError
+        Naming the file when it is not a 2-D Roman image with a WCS.
+
+    Examples
+    --------
+    >>> image = open_roman_image("r0000101001001001001_0001_wfi01_cal.asdf")  # doctest: +SKIP
+    >>> image.shape, image.meta["detector"]  # doctest: +SKIP
+    ((4088, 4088), 'WFI01')
+    """
+    rdm = _datamodels()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    try:
+        with warnings.catch_warnings(), rdm.open(path) as model:
+            warnings.simplefilter("ignore")  # version-migration chatter of old files
+            shape = tuple(int(n) for n in model.data.shape)
+            wcs = model.meta.wcs
+            meta = _tree(model.meta)
+            has_dq = "dq" in model
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise ValueError(f"cannot read Roman file {str(path)!r}: {error}") from error
+    if len(shape) != 2 or wcs is None:
+        raise ValueError(
+            f"{str(path)!r} is not a 2-D Roman image with a WCS (data shape {shape}, "
+            f"meta.wcs {'missing' if wcs is None else 'present'})"
+        )
+    group = meta.get("group_id") or meta.get("observation", {}).get("observation_id")
+    return RomanImage(path, shape, wcs, meta, exposure_id=None if group in (None, "?") else str(group),
+                      has_dq=has_dq)
+
+
+def _tree(node):
+    """A roman_datamodels node as nested dicts and lists (WCS and arrays left out)."""
+    if hasattr(node, "items") and callable(node.items):
+        return {str(k): _tree(v) for k, v in node.items()
+                if k != "wcs" and not isinstance(v, np.ndarray)}
+    if isinstance(node, (list, tuple)):
+        return [_tree(v) for v in node]
+    return node
+
+
+def _read(path: Path, name: str) -> np.ndarray:
+    import asdf
+
+    try:
+        with asdf.open(path, lazy_load=True, memmap=False) as af:
+            array = np.array(af.tree["roman"][name])
+    except (OSError, ValueError, KeyError) as error:
+        raise OSError(f"cannot read {name!r} of {str(path)!r}: {error}") from error
+    array.flags.writeable = False
+    return array
+
+
+def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
+               subtract: bool, overwrite: bool = False) -> Path:
+    """Write a copy of a Roman file through ``roman_datamodels``, as romancal's skymatch does.
+
+    ``meta.background`` gets ``level`` (the sky; null when it is not valid), ``subtracted``
+    (whether it was subtracted from ``data``) and ``method``; ``meta.cal_step.skymatch``
+    becomes ``COMPLETE`` (``SKIPPED`` without a valid sky).  With ``subtract`` and a valid
+    sky, ``data`` has the sky subtracted.  When the source's background was already
+    subtracted, ``level`` is the total.  Atomic and refusing to overwrite.
+
+    Raises
+    ------
+    ValueError
+        When the source's background was already subtracted and ``subtract`` is False, or
+        ``dest`` is the source.
+    """
+    from ._fits import _same_file, atomic_path
+
+    rdm = _datamodels()
+    dest = Path(dest)
+    if _same_file(image.path, dest):
+        raise ValueError(f"refusing to write over the source file {str(image.path)!r}; "
+                         "choose another destination (e.g. another directory)")
+    check_copy(image, subtract)
+    with warnings.catch_warnings(), rdm.open(image.path) as model:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        earlier = _earlier(model)
+        subtracted = bool(subtract and valid)
+        if "background" not in model.meta:
+            model.meta["background"] = {"level": None, "subtracted": False, "method": "None"}
+        background = model.meta.background
+        if valid:
+            background.level = earlier + float(sky)
+            background.subtracted = subtracted or earlier != 0.0 or bool(background.subtracted)
+        else:
+            background.level = None if not background.subtracted else background.level
+            background.subtracted = bool(background.subtracted)
+        background.method = str(method)
+        if subtracted:
+            data = np.array(model.data)
+            data -= np.asarray(sky, data.dtype)
+            model.data = data
+        model.meta.cal_step.skymatch = "COMPLETE" if valid else "SKIPPED"
+        with atomic_path(dest, overwrite=overwrite, same_name=True) as tmp:
+            model.save(tmp)
+    return dest
+
+
+def _earlier(model) -> float:
+    if "background" not in model.meta or not model.meta.background.subtracted:
+        return 0.0
+    return float(model.meta.background.level or 0.0)
+
+
+def previously_subtracted(image: RomanImage) -> bool:
+    """Whether the file says its background was already subtracted."""
+    return bool(image.header.get("background", {}).get("subtracted", False))
+
+
+def check_copy(image: RomanImage, subtract: bool) -> None:
+    """Refuse, before anything is written, a copy whose background record would be wrong."""
+    if previously_subtracted(image) and not subtract:
+        raise ValueError(
+            f"{str(image.path)!r} already has its background subtracted "
+            "(meta.background.subtracted); write it with subtract=True (the levels add up) or "
+            "start from the file before that subtraction"
+        )

@@ -1,13 +1,15 @@
-r"""The ``skymatch-nb`` command: sky matching of FITS images from the shell.
+r"""The ``skymatch-nb`` command: sky matching of image files from the shell.
 
     skymatch-nb "data/*_cal.fits" --skymethod global+match --table skies.ecsv \
         --subtract --output-dir matched/
+    skymatch-nb jw01234-o001_image3_asn.json --group-by image
 
-Reads the images (headers and WCS first, pixels memory-mapped), matches their skies with
-`ImageCollection.skymatch`, prints one row per image, and optionally writes the table and
-copies of the files with the sky recorded (``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``) and
-subtracted.  Exit status: 0 on success, 2 on a bad argument or input (one line on stderr,
-no traceback), 130 when interrupted.
+Reads the images (FITS: JWST, HST and others, every chip; Roman ASDF; associations) with
+`ImageCollection.from_files` (headers and WCS first, pixels when needed), matches their
+skies with `ImageCollection.skymatch`, prints one row per image, and optionally writes the
+table and copies of the files with the sky recorded the way each file's pipeline records it
+(and subtracted).  Exit status: 0 on success, 2 on a bad argument or input (one line on
+stderr, no traceback), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -63,16 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         formatter_class=_HelpFormatter,
-        description="Measure the sky (background) of overlapping FITS images and make it agree\n"
+        description="Measure the sky (background) of overlapping images and make it agree\n"
         "where they overlap, with the semantics of the JWST pipeline's skymatch step.\n"
+        "Reads FITS files (JWST _cal, HST _flt/_flc with every chip, any FITS image with a\n"
+        "celestial WCS), Roman ASDF files and association files (*_asn.json).\n"
         "Prints one row per image; optionally writes the table and copies of the files.",
         epilog="examples:\n"
         f'  {PROG} "data/*_cal.fits" --skymethod global+match\n'
-        f'  {PROG} a.fits b.fits --group-by EXPOSURE --table skies.ecsv\n'
-        f'  {PROG} "data/*.fits" --subtract --output-dir matched/ --dqbits "~DO_NOT_USE"\n',
+        f'  {PROG} jw01234-o001_image3_asn.json --group-by image --table skies.ecsv\n'
+        f'  {PROG} "hst/*_flc.fits" --subtract --output-dir matched/\n'
+        f'  {PROG} a.fits b.fits --group-by VISIT --dqbits "~DO_NOT_USE"\n',
     )
     parser.add_argument("files", nargs="+", metavar="FILES_OR_GLOB",
-                        help="FITS files or glob patterns (quote patterns to keep the shell off them)")
+                        help="image files, glob patterns (quote them to keep the shell off them) "
+                        "or association files")
 
     _add_parameters(parser.add_argument_group("sky matching"))
 
@@ -85,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data-quality extension turned into the good-pixel mask")
     dq.add_argument("--no-dq", action="store_const", const=None, dest="dq_ext",
                     help="ignore data-quality extensions")
-    inputs.add_argument("--dqbits", default="0", metavar="BITS",
+    inputs.add_argument("--dqbits", default="auto", metavar="BITS",
                         help="DQ flags to ignore (treat as good): a sum such as 4, a list "
-                        "4,16 or 4+16, JWST names JUMP_DET,OUTLIER, or ~FLAGS for all but "
-                        "FLAGS (e.g. ~DO_NOT_USE+NON_SCIENCE); 0: any flag is bad")
-    inputs.add_argument("--group-by", default=None, metavar="KEYWORD",
-                        help="header keyword whose value groups images that share one sky "
-                        "(e.g. the detectors of one exposure)")
+                        "4,16 or 4+16, flag names JUMP_DET,OUTLIER, or ~FLAGS for all but "
+                        "FLAGS (e.g. ~DO_NOT_USE+NON_SCIENCE); 0: any flag is bad; auto: each "
+                        "pipeline's default (JWST ~DO_NOT_USE+NON_SCIENCE, Roman ~DO_NOT_USE, "
+                        "others 0)")
+    inputs.add_argument("--group-by", default="auto", metavar="RULE",
+                        help="which images share one sky: auto (as each pipeline: JWST and HST "
+                        "by exposure, others alone), exposure (the detectors/chips of one "
+                        "exposure), image (each its own), or a header KEYWORD (upper case) "
+                        "whose value is the group")
 
     output = parser.add_argument_group("output")
     output.add_argument("--table", type=Path, default=None, metavar="FILE",
@@ -99,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(TABLE_FORMATS))
     output.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
                         help="write copies of the input files here (same names, created if "
-                        "needed) with BKGLEVEL, BKGSUB and BKGMETH in the science header")
+                        "needed) with the sky recorded as each pipeline does (BKGLEVEL, "
+                        "BKGSUB, BKGMETH; JWST and Roman meta.background; HST MDRIZSKY)")
     output.add_argument("--subtract", action="store_true",
                         help="subtract the sky from the copies' science data (needs --output-dir)")
     output.add_argument("--overwrite", action="store_true",
@@ -179,14 +190,17 @@ def _run(args) -> None:
     if args.subtract and args.output_dir is None:
         raise ValueError("--subtract writes sky-subtracted copies and needs --output-dir DIR")
     table_format = _table_format(args.table) if args.table is not None else None
-    io.parse_dqbits(_dqbits(args.dqbits))
-    files = io.find_fits(args.files)
-    targets = _check_outputs(args, files)
+    io.check_dqbits(_dqbits(args.dqbits))
+    _check_table(args)
 
     from .collection import ImageCollection
 
-    coll = ImageCollection.from_fits(files, ext=args.ext, dq_ext=args.dq_ext,
-                                     dqbits=_dqbits(args.dqbits), group_by=args.group_by)
+    coll = ImageCollection.from_files(args.files, ext=args.ext, dq_ext=args.dq_ext,
+                                      dqbits=_dqbits(args.dqbits), group_by=args.group_by)
+    targets = None
+    if args.output_dir is not None:  # refuse bad outputs now, not after a long solve
+        targets = coll.copy_targets(args.output_dir, overwrite=args.overwrite,
+                                    subtract=args.subtract)
     params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
     result = coll.skymatch(**params)
     table = coll.to_table(result)
@@ -199,18 +213,16 @@ def _run(args) -> None:
                       quiet=args.quiet)
 
 
-def _check_outputs(args, files) -> list[Path] | None:
-    """Refuse outputs that cannot be written now, not after a long solve; the copies' paths."""
-    if args.table is not None:
-        if not args.table.parent.is_dir():
-            raise FileNotFoundError(
-                f"--table {str(args.table)!r}: the directory {str(args.table.parent)!r} does not exist"
-            )
-        if args.table.exists() and not args.overwrite:
-            raise FileExistsError(f"{str(args.table)!r} exists; use --overwrite to replace it")
-    if args.output_dir is None:
-        return None
-    return io.copy_destinations(files, args.output_dir, overwrite=args.overwrite)
+def _check_table(args) -> None:
+    """Refuse a table that cannot be written now, not after a long solve."""
+    if args.table is None:
+        return
+    if not args.table.parent.is_dir():
+        raise FileNotFoundError(
+            f"--table {str(args.table)!r}: the directory {str(args.table.parent)!r} does not exist"
+        )
+    if args.table.exists() and not args.overwrite:
+        raise FileExistsError(f"{str(args.table)!r} exists; use --overwrite to replace it")
 
 
 def _dqbits(text: str):
@@ -246,7 +258,7 @@ def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, qui
     directory = targets[0].parent
     directory.mkdir(parents=True, exist_ok=True)
     bar = None if quiet else _progress_bar(len(targets))
-    coll.write_fits(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
+    coll.write_copies(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
     if not quiet:
         print(f"{PROG}: wrote {len(targets)} file(s) to {str(directory)!r}", file=sys.stderr)
 

@@ -30,7 +30,7 @@ from .engine import ArrayImage, ImageLoader, SkyMatcher, SkyMatchParams, SkyMatc
 from .engine.geometry import CelestialWCS, footprint, lonlat_to_xyz, xyz_to_lonlat
 
 if TYPE_CHECKING:
-    from .io import FitsImage
+    from .io import FitsImage, RomanImage
 
 __all__ = ["ImageCollection"]
 
@@ -49,7 +49,7 @@ class _Source:
     file: str = ""
     ext: int = -1
     meta: dict = field(default_factory=dict)
-    fits: object = None  # the io.FitsImage, when the image comes from a file
+    image: object = None  # the io record (FitsImage chip, RomanImage) when it comes from a file
 
     def load_data(self) -> np.ndarray:
         return self.loader.data()
@@ -59,13 +59,13 @@ class _Source:
 
 
 @dataclass(frozen=True, eq=False)
-class _FitsLoader:
-    """The pixels and DQ mask of one FITS image, read (memory-mapped) each time they are asked.
+class _FileLoader:
+    """The pixels and DQ mask of one image of a file, read each time they are asked.
 
     It pickles as the file's path, HDU indices and headers: no pixels travel with it.
     """
 
-    image: FitsImage
+    image: FitsImage | RomanImage
     dqbits: int | str | None = 0
 
     @property
@@ -85,7 +85,8 @@ class _FitsLoader:
 class ImageCollection:
     """The images of a mosaic with their WCS, masks and groups; runs and keeps sky matching.
 
-    Build one with `from_arrays` or `from_fits`.
+    Build one with `from_arrays`, `from_files` (FITS, JWST, HST, Roman, associations) or
+    `from_fits`.
 
     Examples
     --------
@@ -166,45 +167,96 @@ class ImageCollection:
         return coll
 
     @classmethod
-    def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits=0, group_by=None, names=None):
-        """A collection of FITS images; pixels are memory-mapped and read only when needed.
+    def from_files(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto",
+                   names=None):
+        """A collection of the images in files; headers and WCS are read, pixels when needed.
+
+        Reads FITS files (JWST ``_cal``, HST ``_flt``/``_flc`` with every chip, any FITS image
+        with a celestial WCS), Roman level-2 ASDF files (with ``roman_datamodels``) and JWST or
+        Roman association files (``*_asn.json``: their science members).  JWST files use the
+        exact gwcs of their ASDF extension when ``stdatamodels`` is installed (else the
+        header's SIP approximation, with a warning).  See `skymatch_nb_ui.io`.
 
         Parameters
         ----------
         paths : str, Path or sequence of them
-            Files or glob patterns (``"data/*_cal.fits"``).
+            Files, glob patterns (``"data/*_cal.fits"``) or association files.
         ext : int, str or (str, int), optional
-            The science extension; default ``SCI``, else the first image HDU with a celestial WCS.
+            FITS only: the one science extension to read; default: every ``SCI`` extension
+            (chip), else the first image HDU with a celestial WCS.
         dq_ext : str or None
-            Name of the data-quality extension turned into the mask (None: no mask).
-        dqbits : int or str
-            DQ flags to *ignore* (astropy/JWST ``bitfield_to_boolean_mask`` syntax); by default
-            any flag marks a bad pixel.
-        group_by : str or callable, optional
-            A header keyword (science header, else primary), e.g. an exposure id so that all
-            detectors of one exposure share a sky, or a function of the science header
-            returning the label.
+            FITS only: name of the data-quality extension turned into the mask (None: no mask).
+        dqbits : int, str or None
+            DQ flags to *ignore* (astropy/JWST ``bitfield_to_boolean_mask`` syntax, names of
+            the file's instrument allowed).  ``"auto"`` (default): each pipeline's sky-step
+            default, ``"~DO_NOT_USE+NON_SCIENCE"`` for JWST, ``"~DO_NOT_USE"`` for Roman, 0
+            (any flag is bad) for other files; None: no mask.
+        group_by : str, callable or None
+            Which images share one sky:
+
+            - ``"auto"`` (default): as each instrument's pipeline does: ``"exposure"`` for
+              JWST (the skymatch step's ``group_id``) and HST (AstroDrizzle: the chips of one
+              exposure), ``"image"`` for Roman and other files;
+            - ``"exposure"``: every image of one exposure together (JWST ``group_id`` from
+              the association or the file, HST ROOTNAME, Roman ``group_id`` or
+              ``observation_id``; other FITS files: OBS_ID + EXPOSURE, EXP_ID, ROOTNAME, ...);
+            - ``"image"`` or None: every image (detector, chip) its own sky;
+            - any other string: a header keyword whose value is the group (FITS: science
+              header, else primary; Roman: a dotted path in ``meta``), e.g. ``"VISIT"``;
+            - a callable of the image's header (Roman: its ``meta`` as a dict) returning the
+              label (None: alone).
+
+            Presets are lower case; write keywords as they are in the header (upper case).
         names : sequence of str, optional
-            Image names (default: file names without ``.fits``).
+            Image names (default: the file name without its suffix, plus ``[SCI,2]``-style
+            extension labels for files of several images).
+
+        Raises
+        ------
+        ValueError, FileNotFoundError, OSError
+            Naming the file, for a file that cannot be read, and for ``group_by="exposure"``
+            with files that say nothing of their exposure.
+
+        Examples
+        --------
+        >>> coll = ImageCollection.from_files("jw01234-o001_image3_asn.json")  # doctest: +SKIP
+        >>> coll = ImageCollection.from_files("data/*_flc.fits", group_by="image")  # doctest: +SKIP
         """
+        return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
+                                 names=names, fits_only=False)
+
+    @classmethod
+    def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto", names=None):
+        """A collection of FITS images (and associations of FITS files); as `from_files`.
+
+        Every science extension of a file is an image (both chips of an HST file); JWST files
+        bring their exact gwcs, group id and DQ default.  Non-FITS inputs are refused (use
+        `from_files` for Roman ASDF files).
+
+        Examples
+        --------
+        >>> coll = ImageCollection.from_fits("data/*_cal.fits")  # doctest: +SKIP
+        """
+        return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
+                                 names=names, fits_only=True)
+
+    @classmethod
+    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, fits_only):
         from . import io
 
-        io.parse_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
-        files = io.find_fits(paths)
-        fits_images = [io.open_fits_image(p, ext=ext, dq_ext=dq_ext) for p in files]
-        io.check_units(fits_images)
-        names = _names(names, len(files), default=[_stem(p) for p in files])
+        io.check_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
+        _check_group_by(group_by)
+        records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only)
+        io.check_units(records)
+        names = _names(names, len(records), default=_record_names(records))
         sources = [
             _Source(
-                name=name, shape=tuple(fi.shape), wcs=fi.wcs, loader=_FitsLoader(fi, dqbits),
-                file=str(fi.path), ext=int(fi.ext), meta=dict(fi.meta), fits=fi,
+                name=name, shape=tuple(r.shape), wcs=r.wcs, loader=_FileLoader(r, dqbits),
+                file=str(r.path), ext=int(r.ext), meta=dict(r.meta), image=r,
             )
-            for name, fi in zip(names, fits_images)
+            for name, r in zip(names, records)
         ]
-        groups = None
-        if group_by is not None:
-            groups = [_group_label(fi, group_by) for fi in fits_images]
-        return cls(sources, groups=groups)
+        return cls(sources, groups=_group_labels(records, group_by))
 
     # -- the images ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -484,15 +536,25 @@ class ImageCollection:
         table.meta.update({k: v for k, v in result.attrs.items()})
         return table
 
-    def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
-                   overwrite: bool = False, progress=None) -> list[Path]:
-        """Write copies of the images with header keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``.
+    def write_copies(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
+                     overwrite: bool = False, progress=None) -> list[Path]:
+        """Write copies of the input files with each image's sky recorded (and subtracted).
 
-        FITS inputs are copied whole (all extensions) under their own file names; in-memory
-        images are written as ``<name>.fits`` with their WCS.  With ``subtract`` the science
-        data have the sky subtracted (images without a valid sky are copied unchanged, with
-        ``BKGSUB = F`` and no ``BKGLEVEL``).  Input files are never touched; all destinations
-        are checked before anything is written (existing files are refused unless
+        Each input file is copied once, in its own format, with every image (chip) of it
+        processed, the way its pipeline records a sky (see `skymatch_nb_ui.io`):
+
+        - FITS files: ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH`` in each science header; HST files
+          also ``MDRIZSKY`` (the sky drizzling is still to subtract);
+        - JWST files: ``meta.background`` (``level``, ``subtracted``, ``method``) and
+          ``meta.cal_step.skymatch``, saved by ``stdatamodels`` as the JWST SkyMatchStep does
+          (FITS keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``, ``S_SKYMAT``);
+        - Roman files: ``meta.background`` and ``meta.cal_step.skymatch`` as romancal's
+          skymatch, saved by ``roman_datamodels``;
+        - in-memory images: ``<name>.fits`` with their WCS and the FITS keywords.
+
+        With ``subtract`` the data have the sky subtracted (images without a valid sky are
+        copied unchanged and say so).  Input files are never touched; all destinations are
+        checked before anything is written (existing files are refused unless
         ``overwrite=True``); each file is written atomically.
 
         Parameters
@@ -502,17 +564,22 @@ class ImageCollection:
         result : xarray.Dataset, optional
             A result of `skymatch` (default: the last one).
         subtract : bool
-            Subtract the sky from the science data (else only record it in the header).
+            Subtract the sky from the science data (else only record it).
         overwrite : bool
             Replace existing files.
         progress : callable, optional
             Wraps the iterable of files being written, e.g. ``functools.partial(tqdm.tqdm,
-            total=len(coll))``.
+            total=len(coll.copy_targets(directory)))``.
 
         Returns
         -------
         list of Path
-            The files written, in image order.
+            The files written, one per input file, in order of first appearance.
+
+        Examples
+        --------
+        >>> coll.write_copies("matched/", subtract=True)  # doctest: +SKIP
+        [PosixPath('matched/jw01234001001_02101_00001_nrcb1_cal.fits'), ...]
         """
         from . import io
 
@@ -520,18 +587,65 @@ class ImageCollection:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"output directory {str(directory)!r} does not exist; create it first")
-        sources = [s.file if s.fits is not None else f"{s.name}.fits" for s in self._sources]
-        targets = io.copy_destinations(sources, directory, overwrite=overwrite)
+        plan = self._copy_plan(directory, overwrite=overwrite, subtract=subtract)
         method = str(result.attrs.get("skymethod", ""))
-        items = zip(self._sources, targets, result.sky.values, result.valid.values)
-        for source, target, sky, valid in (progress(items) if progress is not None else items):
-            options = dict(sky=float(sky), valid=bool(valid), method=method, subtract=subtract,
-                           overwrite=overwrite)
-            if source.fits is not None:
-                io.write_fits_copy(source.fits, target, **options)
+        sky, valid = result.sky.values, result.valid.values
+        items = [(members, target) for members, target in plan]
+        for members, target in (progress(items) if progress is not None else items):
+            options = dict(method=method, subtract=subtract, overwrite=overwrite)
+            first = self._sources[members[0]]
+            if first.image is not None:
+                io.write_copy([self._sources[k].image for k in members], target,
+                              skies=[float(sky[k]) for k in members],
+                              valid=[bool(valid[k]) for k in members], **options)
             else:
-                io.write_array_fits(target, np.asarray(source.load_data()), source.wcs, **options)
-        return targets
+                io.write_array_fits(target, np.asarray(first.load_data()), first.wcs,
+                                    sky=float(sky[members[0]]), valid=bool(valid[members[0]]),
+                                    **options)
+        return [target for _, target in plan]
+
+    def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
+                   overwrite: bool = False, progress=None) -> list[Path]:
+        """`write_copies` (its former name, kept): copies of the inputs, skies recorded.
+
+        Roman inputs are written as ASDF, whatever this method's name says.
+        """
+        return self.write_copies(directory, result, subtract=subtract, overwrite=overwrite,
+                                 progress=progress)
+
+    def copy_targets(self, directory, *, overwrite: bool = False, subtract: bool = True) -> list[Path]:
+        """Where `write_copies` would write, checked now (before a long solve).
+
+        Raises
+        ------
+        ValueError
+            Two inputs with one file name, the inputs' own directory, or a file whose
+            background was already subtracted while ``subtract`` is False (JWST, Roman).
+        FileExistsError
+            Existing destinations without ``overwrite``.
+
+        Examples
+        --------
+        >>> coll.copy_targets("matched/")  # doctest: +SKIP
+        [PosixPath('matched/a_cal.fits'), PosixPath('matched/b_cal.fits')]
+        """
+        return [target for _, target in self._copy_plan(Path(directory), overwrite=overwrite,
+                                                        subtract=subtract)]
+
+    def _copy_plan(self, directory: Path, *, overwrite: bool, subtract: bool):
+        """[(image indices of one output file, its destination)], every check done."""
+        from . import io
+
+        files: dict[str, list[int]] = {}
+        for k, source in enumerate(self._sources):
+            key = source.file if source.image is not None else f"{source.name}.fits"
+            files.setdefault(key, []).append(k)
+        targets = io.copy_destinations(list(files), directory, overwrite=overwrite)
+        for members in files.values():
+            first = self._sources[members[0]]
+            if first.image is not None:
+                io.check_copy([self._sources[k].image for k in members], subtract)
+        return list(zip(files.values(), targets))
 
     def _result(self, result):
         if result is None:
@@ -571,15 +685,56 @@ def _names(names, n: int, default=None) -> list[str]:
 
 
 def _stem(path: Path) -> str:
-    return re.sub(r"\.fits?(\.gz|\.fz)?$", "", Path(path).name, flags=re.IGNORECASE)
+    return re.sub(r"\.(fits?(\.gz|\.fz)?|asdf)$", "", Path(path).name, flags=re.IGNORECASE)
 
 
-def _group_label(fits_image, group_by):
+#: The presets of ``group_by`` (lower case; anything else is a header keyword).
+GROUP_PRESETS = ("auto", "exposure", "image")
+
+
+def _check_group_by(group_by) -> None:
+    if group_by is None or callable(group_by):
+        return
+    if not isinstance(group_by, str) or not group_by.strip():
+        raise TypeError(
+            f"group_by must be one of {GROUP_PRESETS}, a header keyword (str), a callable or "
+            f"None; got {group_by!r}"
+        )
+
+
+def _group_labels(records, group_by) -> list | None:
+    """One group label per image (None: alone), by the rule ``group_by``."""
+    if group_by is None or group_by == "image":
+        return None
+    if group_by == "auto":
+        by_exposure = [r.kind in ("jwst", "hst") for r in records]
+        if not any(by_exposure):
+            return None
+        return [r.meta["exposure"] if use else None for r, use in zip(records, by_exposure)]
+    if group_by == "exposure":
+        missing = [r for r in records if r.meta["exposure"] is None and r.kind != "jwst"]
+        if missing:
+            shown = ", ".join(f"{r.path.name}" for r in missing[:3])
+            raise ValueError(
+                f"group_by='exposure': {len(missing)} image(s) ({shown}) do not say which "
+                "exposure they belong to (no OBS_ID + EXPOSURE, EXP_ID, EXPID, EXPNUM or ROOTNAME "
+                "keyword); group them with a keyword (group_by='KEYWORD') or a function"
+            )
+        # a JWST file without a group_id is alone, as in the pipeline
+        return [r.meta["exposure"] for r in records]
     if callable(group_by):
-        return group_by(fits_image.header)
-    if not isinstance(group_by, str):
-        raise TypeError(f"group_by must be a header keyword (str) or a callable; got {group_by!r}")
-    return fits_image.keyword(group_by)
+        return [group_by(r.header) for r in records]
+    return [r.keyword(group_by) for r in records]
+
+
+def _record_names(records) -> list[str]:
+    """File name without suffix, plus the extension label for files of several images."""
+    per_file: dict[str, int] = {}
+    for r in records:
+        per_file[str(r.path)] = per_file.get(str(r.path), 0) + 1
+    return [
+        _stem(r.path) + (f"[{r.label}]" if per_file[str(r.path)] > 1 else "") for r in records
+    ]
 
 
 def _check_label(name: str, label) -> None:

@@ -78,9 +78,12 @@ def _asdf_meta(hdul) -> dict | None:
     """``meta`` of the file's ASDF extension (its gwcs fully loaded), None without one."""
     if "ASDF" not in hdul:
         return None
+    from astropy.io import fits
     from stdatamodels import asdf_in_fits
 
-    with asdf_in_fits.open(hdul) as af:
+    # stdatamodels attaches the file's arrays to the tree: unscaled memory maps cost nothing
+    with fits.open(hdul.filename(), mode="denywrite", memmap=True, lazy_load_hdus=True,
+                   do_not_scale_image_data=True) as raw, asdf_in_fits.open(raw) as af:
         meta = af.tree.get("meta", {})
         return {"wcs": copy.deepcopy(meta.get("wcs")), "group_id": meta.get("group_id")}
 

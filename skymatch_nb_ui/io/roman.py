@@ -195,8 +195,9 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
     """Write a copy of a Roman file through ``roman_datamodels``, as romancal's skymatch does.
 
     ``meta.background`` gets ``level`` (the sky; null when it is not valid), ``subtracted``
-    (whether it was subtracted from ``data``) and ``method``; ``meta.cal_step.skymatch``
-    becomes ``COMPLETE`` (``SKIPPED`` without a valid sky).  With ``subtract`` and a valid
+    (whether it was subtracted from ``data``) and ``method``; ``meta.cal_step.skymatch``,
+    when the file has ``meta.cal_step`` (romancal's level-2 files do), becomes ``COMPLETE``
+    (``SKIPPED`` without a valid sky).  With ``subtract`` and a valid
     sky, ``data`` has the sky subtracted.  When the source's background was already
     subtracted, ``level`` is the total.  Atomic and refusing to overwrite.
 
@@ -232,7 +233,8 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
             data = np.array(model.data)
             data -= np.asarray(sky, data.dtype)
             model.data = data
-        model.meta.cal_step.skymatch = "COMPLETE" if valid else "SKIPPED"
+        if "cal_step" in model.meta:  # romancal's level-2 files have it
+            model.meta.cal_step.skymatch = "COMPLETE" if valid else "SKIPPED"
         with atomic_path(dest, overwrite=overwrite, same_name=True) as tmp:
             model.save(tmp)
     return dest

@@ -8,7 +8,10 @@ Helpers for tests, benchmarks and tutorials:
 - `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
   dependency) on the same inputs as `skymatch_nb_ui.skymatch`;
 - `nircam_like_gwcs` builds a ``gwcs.WCS`` the way the JWST pipeline does (distortion,
-  v2/v3, sky rotation, bounding box).
+  v2/v3, sky rotation, bounding box);
+- `write_jwst_cal`, `write_hst_flt` and `write_roman_cal` write files as the instruments'
+  pipelines do, with their own libraries (``stdatamodels``, astropy with real ACS headers,
+  ``roman_datamodels``).
 
 >>> from skymatch_nb_ui.testing import make_mosaic
 >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])
@@ -16,8 +19,16 @@ Helpers for tests, benchmarks and tutorials:
 (6, (100, 100), ['img00', 'img01'])
 """
 
-from .._fakes import nircam_like_gwcs
+from .._fakes import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
 from .mosaics import Mosaic, make_mosaic
 from .reference import reference_skymatch
 
-__all__ = ["Mosaic", "make_mosaic", "nircam_like_gwcs", "reference_skymatch"]
+__all__ = [
+    "Mosaic",
+    "make_mosaic",
+    "nircam_like_gwcs",
+    "reference_skymatch",
+    "write_hst_flt",
+    "write_jwst_cal",
+    "write_roman_cal",
+]

@@ -1,0 +1,406 @@
+"""Files as their pipelines write them: JWST (stdatamodels), HST (two chips, lookup tables),
+Roman (roman_datamodels), associations; in, matched, and out the way each pipeline records it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from skymatch_nb_ui import ImageCollection, io
+from skymatch_nb_ui.io import ApproximateWCSWarning
+from skymatch_nb_ui.testing import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
+
+JW_SHAPE = (128, 128)
+JW_SCALE = 0.5  # arcsec per pixel
+EXPOSURE_SKY = [100.0, 110.0, 120.0]
+DITHERS = [(0.0, 0.0), (20.0, 8.0), (8.0, 25.0)]  # arcsec
+
+
+def jwst_exposure_files(directory, *, skies=EXPOSURE_SKY, noise=0.0, detector_offset=(0.0, 0.0),
+                        dq=None, seed=0):
+    """Three dithered exposures of two NIRCam-like detectors (files written by stdatamodels)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for e, ((dx, dy), sky) in enumerate(zip(DITHERS, skies), start=1):
+        for d, v2 in enumerate([120.0, 120.0 + JW_SHAPE[1] * JW_SCALE + 5.0], start=1):
+            wcs = nircam_like_gwcs((150 + dx / 3600, 2 + dy / 3600), shape=JW_SHAPE,
+                                   pixel_scale=JW_SCALE, v2v3_ref=(v2, -450.0),
+                                   pointing_v2v3=(120.0, -450.0))
+            data = sky + detector_offset[d - 1] + rng.normal(0, noise, JW_SHAPE) if noise else \
+                np.full(JW_SHAPE, sky + detector_offset[d - 1])
+            paths.append(write_jwst_cal(
+                directory / f"jw01234001001_02101_{e:05d}_nrcb{d}_cal.fits", data, wcs, dq=dq,
+                observation=("01234", "001", "001", "02", "1", "01", f"{e:05d}"),
+                detector=f"NRCB{d}",
+            ))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def jwst_files(tmp_path_factory):
+    return jwst_exposure_files(tmp_path_factory.mktemp("jwst"))
+
+
+def hide(monkeypatch, *modules):
+    """Make ``import module`` fail, as if the package were not installed."""
+    for name in list(sys.modules):
+        if any(name == m or name.startswith(m + ".") for m in modules):
+            monkeypatch.delitem(sys.modules, name)
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+# -- JWST --------------------------------------------------------------------------------------
+def test_jwst_cal_files_bring_their_real_gwcs_and_the_pipeline_group_id(jwst_files):
+    from stdatamodels.jwst import datamodels
+
+    coll = ImageCollection.from_fits(jwst_files)
+    assert all(type(w).__module__.startswith("gwcs") for w in coll.wcs)
+    with datamodels.open(jwst_files[3]) as model:
+        x, y = np.array([-0.5, 63.2, 127.5]), np.array([-0.5, 20.7, 127.5])
+        np.testing.assert_allclose(coll.wcs[3](x, y), model.meta.wcs(x, y), rtol=0, atol=1e-12)
+        assert coll.wcs[3].bounding_box is not None
+    assert list(coll.groups.values()) == [f"jw01234001001_02101_0000{e}" for e in (1, 1, 2, 2, 3, 3)]
+    assert coll.table.detector.values.tolist() == ["NRCB1", "NRCB2"] * 3
+
+
+def test_jwst_detectors_of_one_exposure_share_one_sky_and_offsets_are_found(jwst_files):
+    ds = ImageCollection.from_files(jwst_files).skymatch(skymethod="match", skystat="mean")
+    assert ds.valid.all()
+    np.testing.assert_allclose(ds.sky.values, [0, 0, 10, 10, 20, 20], atol=1e-4)
+
+
+def test_jwst_preset_gives_each_detector_its_own_sky(tmp_path):
+    paths = jwst_exposure_files(tmp_path, detector_offset=(0.0, 3.0))
+    by_exposure = ImageCollection.from_files(paths)
+    by_image = ImageCollection.from_files(paths, group_by="image")
+    assert set(by_image.groups.values()) == {None}
+    free = by_image.skymatch(skymethod="global+match", skystat="mean")
+    np.testing.assert_allclose(free.sky.values, [100, 103, 110, 113, 120, 123], atol=1e-3)
+    shared = by_exposure.skymatch(skymethod="global+match", skystat="mean")
+    assert shared.sky.values[0] == shared.sky.values[1]  # one sky per exposure, as the pipeline
+
+
+def test_jwst_dq_default_is_the_steps_do_not_use_and_non_science(tmp_path):
+    dq = np.zeros(JW_SHAPE, np.uint32)
+    dq[0, :10] = 1  # DO_NOT_USE
+    dq[1, :10] = 512  # NON_SCIENCE
+    dq[2, :10] = 4 | 16  # JUMP_DET | OUTLIER: good for the step
+    path = write_jwst_cal(tmp_path / "jw_nrcb1_cal.fits", np.ones(JW_SHAPE),
+                          nircam_like_gwcs(shape=JW_SHAPE), dq=dq)
+    auto = ImageCollection.from_files(path).mask(0)
+    assert not auto[0, :10].any() and not auto[1, :10].any() and auto[2].all()
+    strict = ImageCollection.from_files(path, dqbits=0).mask(0)
+    assert not strict[2, :10].any()
+    assert ImageCollection.from_files(path, dqbits="~DO_NOT_USE").mask(0)[1].all()
+
+
+def test_jwst_without_stdatamodels_falls_back_to_the_sip_header_with_one_warning(jwst_files, monkeypatch):
+    exact = ImageCollection.from_files(jwst_files)
+    hide(monkeypatch, "stdatamodels")
+    with pytest.warns(ApproximateWCSWarning, match=r"6 JWST image.*stdatamodels is not installed.*\[jwst\]") as caught:
+        approx = ImageCollection.from_files(jwst_files)
+    assert len([w for w in caught if w.category is ApproximateWCSWarning]) == 1
+    assert all(isinstance(w, WCS) and w.sip is not None for w in approx.wcs)
+    # the SIP approximation agrees with the gwcs to a small fraction of a pixel
+    x, y = np.meshgrid(np.linspace(-0.5, 127.5, 9), np.linspace(-0.5, 127.5, 9))
+    ra, dec = exact.wcs[2](x, y)
+    px, py = approx.wcs[2].all_world2pix(ra, dec, 0)
+    assert np.hypot(px - x, py - y).max() < 0.05
+    assert list(approx.groups.values()) == list(exact.groups.values())  # group_id from the header
+    ds = approx.skymatch(skymethod="match", skystat="mean")
+    np.testing.assert_allclose(ds.sky.values, [0, 0, 10, 10, 20, 20], atol=1e-4)
+
+
+def write_asn(path, members, *, products=1):
+    asn = {"asn_type": "image3", "asn_pool": "pool", "products": [
+        {"name": f"product{k}", "members": members} for k in range(products)]}
+    path.write_text(json.dumps(asn))
+    return path
+
+
+def test_association_reads_science_members_with_their_group_ids(jwst_files):
+    directory = jwst_files[0].parent
+    members = [{"expname": p.name, "exptype": "science"} for p in jwst_files[:4]]
+    members.append({"expname": jwst_files[4].name, "exptype": "background"})
+    asn = write_asn(directory / "jw01234-o001_image3_00001_asn.json", members)
+    coll = ImageCollection.from_files(asn)
+    assert len(coll) == 4  # the background member is not matched
+    assert list(coll.groups.values()) == ["jw01234001001_02101_00001"] * 2 + ["jw01234001001_02101_00002"] * 2
+
+    members = [{"expname": p.name, "exptype": "SCIENCE", "group_id": f"g{k // 3}"}
+               for k, p in enumerate(jwst_files)]
+    asn = write_asn(directory / "custom_asn.json", members)
+    assert list(ImageCollection.from_fits(asn).groups.values()) == ["g0"] * 3 + ["g1"] * 3
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "match"),
+    [
+        ("not json", ValueError, "is not an association"),
+        ('{"products": [{"members": [{"expname": "x.fits", "exptype": "dark"}]}]}', ValueError,
+         "no science member"),
+        ('{"products": [{"members": [{"expname": "gone.fits", "exptype": "science"}]}]}',
+         FileNotFoundError, "lists 'gone.fits'"),
+    ],
+)
+def test_bad_associations_are_named(tmp_path, content, error, match):
+    asn = tmp_path / "bad_asn.json"
+    asn.write_text(content)
+    with pytest.raises(error, match=match):
+        ImageCollection.from_files(asn)
+
+
+def test_jwst_copies_are_read_back_by_stdatamodels_as_the_step_leaves_them(jwst_files, tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    coll = ImageCollection.from_files(jwst_files)
+    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    written = coll.write_copies(tmp_path, subtract=True)
+    assert [p.name for p in written] == [p.name for p in jwst_files]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in jwst_files)
+    for path, source, sky in zip(written, jwst_files, ds.sky.values):
+        with datamodels.open(path) as model, datamodels.open(source) as original:
+            assert model.meta.background.level == pytest.approx(sky)
+            assert model.meta.background.subtracted is True
+            assert model.meta.background.method == "global+match"
+            assert model.meta.cal_step.skymatch == "COMPLETE"
+            assert model.meta.filename == path.name
+            np.testing.assert_allclose(model.data, original.data - np.float32(sky), atol=1e-4)
+            assert model.data.dtype.kind == "f" and model.data.dtype.itemsize == 4
+            np.testing.assert_array_equal(model.dq, original.dq)
+            x = np.array([3.0, 77.7])
+            np.testing.assert_allclose(model.meta.wcs(x, x), original.meta.wcs(x, x), atol=1e-12)
+        header = fits.getheader(path)  # and the FITS keywords outlier_detection and resample read
+        assert header["BKGLEVEL"] == pytest.approx(sky) and header["BKGSUB"] is True
+        assert header["BKGMETH"] == "global+match" and header["S_SKYMAT"] == "COMPLETE"
+
+
+def test_jwst_copy_without_subtracting_and_with_an_invalid_sky(jwst_files, tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    coll = ImageCollection.from_files(jwst_files)
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    invalid = ds.copy(deep=True)
+    invalid["valid"].values[:] = [False] + [True] * 5
+    written = coll.write_copies(tmp_path, invalid, subtract=False)
+    with datamodels.open(written[0]) as model, datamodels.open(jwst_files[0]) as original:
+        assert model.meta.cal_step.skymatch == "SKIPPED"
+        assert model.meta.background.level is None  # as the step: untouched
+        np.testing.assert_array_equal(model.data, original.data)
+    with datamodels.open(written[2]) as model:
+        assert model.meta.background.level == pytest.approx(10.0, abs=1e-4)
+        assert model.meta.background.subtracted is False
+
+
+def test_jwst_already_subtracted_files_add_levels_or_are_refused_before_writing(tmp_path):
+    from stdatamodels.jwst import datamodels
+
+    sources = tmp_path / "in"
+    sources.mkdir()
+    w = nircam_like_gwcs(shape=JW_SHAPE)
+    paths = [write_jwst_cal(sources / f"jw_{k}_cal.fits", np.full(JW_SHAPE, 1.0 + k), w,
+                            observation=("01234", "001", "001", "02", "1", "01", f"0000{k}"),
+                            background=(50.0, True, "local")) for k in range(2)]
+    coll = ImageCollection.from_files(paths)
+    coll.skymatch(skymethod="local", skystat="mean")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError, match=r"jw_0_cal\.fits.*already has its background subtracted"):
+        coll.write_copies(out, subtract=False)
+    assert list(out.iterdir()) == []
+    written = coll.write_copies(out, subtract=True)
+    with datamodels.open(written[1]) as model:
+        assert model.meta.background.level == pytest.approx(52.0)  # 50 before, 2 now
+        np.testing.assert_allclose(model.data, 0.0, atol=1e-6)
+
+
+def test_jwst_copies_without_stdatamodels_carry_the_keywords_stdatamodels_reads(jwst_files, tmp_path, monkeypatch):
+    coll = ImageCollection.from_files(jwst_files)
+    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    hide(monkeypatch, "stdatamodels")
+    written = coll.write_copies(tmp_path, ds, subtract=True)
+    monkeypatch.undo()
+    from stdatamodels.jwst import datamodels
+
+    with datamodels.open(written[2]) as model:
+        assert model.meta.background.level == pytest.approx(ds.sky.values[2])
+        assert model.meta.background.subtracted is True
+        assert model.meta.cal_step.skymatch == "COMPLETE"
+        np.testing.assert_allclose(model.data, 0.0, atol=1e-4)
+
+
+# -- HST ---------------------------------------------------------------------------------------
+HST_SHAPE = (128, 256)
+
+
+def hst_files(directory, *, chip_offset=0.0, lookup=True, noise=0.0, seed=1):
+    rng = np.random.default_rng(seed)
+    paths = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        for e, ((dx, dy), sky) in enumerate(zip([(0, 0), (3, 1), (1, 3)], EXPOSURE_SKY)):
+            chips = [np.full(HST_SHAPE, sky + k * chip_offset, np.float32)
+                     + (rng.normal(0, noise, HST_SHAPE).astype(np.float32) if noise else 0)
+                     for k in range(2)]
+            paths.append(write_hst_flt(directory / f"j9am0{e}q_flt.fits", chips,
+                                       rootname=f"j9am0{e}q", offset=(dx, dy), lookup=lookup))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def hst_inputs(tmp_path_factory):
+    return hst_files(tmp_path_factory.mktemp("hst"))
+
+
+def test_hst_every_chip_is_an_image_and_the_chips_of_an_exposure_share_a_sky(hst_inputs):
+    coll = ImageCollection.from_fits(hst_inputs)
+    assert coll.names == tuple(f"j9am0{e}q_flt[SCI,{k}]" for e in range(3) for k in (1, 2))
+    assert coll.table.ext.values.tolist() == [1, 4] * 3
+    assert list(coll.groups.values()) == ["j9am00q"] * 2 + ["j9am01q"] * 2 + ["j9am02q"] * 2
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    assert ds.valid.all()
+    np.testing.assert_allclose(ds.sky.values, [0, 0, 10, 10, 20, 20], atol=1e-4)
+
+
+def test_hst_lookup_table_distortions_are_honoured(hst_inputs):
+    image = io.open_fits_images(hst_inputs[0])[1]
+    assert image.wcs.sip is not None
+    assert image.wcs.cpdis1 is not None and image.wcs.cpdis2 is not None
+    assert image.wcs.det2im1 is not None
+    with fits.open(hst_inputs[0]) as hdul:
+        full = WCS(hdul["SCI", 2].header, hdul)
+    sip_only = full.deepcopy()
+    sip_only.cpdis1 = sip_only.cpdis2 = sip_only.det2im1 = None
+    x, y = np.meshgrid(np.linspace(0, 255, 7), np.linspace(0, 127, 5))
+    np.testing.assert_array_equal(image.wcs.all_pix2world(x, y, 0), full.all_pix2world(x, y, 0))
+    ra, dec = image.wcs.all_pix2world(x, y, 0)
+    px, py = sip_only.all_world2pix(ra, dec, 0)
+    assert np.hypot(px - x, py - y).max() > 0.01  # pixels: the tables do move the sky
+
+
+def test_hst_preset_frees_the_chips(tmp_path):
+    from skymatch_nb_ui import DisconnectedMosaicWarning
+
+    paths = hst_files(tmp_path, chip_offset=4.0)
+    free = ImageCollection.from_files(paths, group_by="image")
+    # the corners of the two chips are far apart: each chip's images form their own mosaic
+    with pytest.warns(DisconnectedMosaicWarning):
+        free = free.skymatch(skymethod="global+match", skystat="mean", anchor="component")
+    np.testing.assert_allclose(free.sky.values, [100, 104, 110, 114, 120, 124], atol=1e-3)
+
+
+def test_hst_copy_is_one_file_with_every_chip_and_mdrizsky(hst_inputs, tmp_path):
+    coll = ImageCollection.from_files(hst_inputs)
+    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    written = coll.write_copies(tmp_path, subtract=True)
+    assert [p.name for p in written] == [p.name for p in hst_inputs]
+    for path, source, sky in zip(written, hst_inputs, ds.sky.values[::2]):
+        with fits.open(path) as out, fits.open(source) as src:
+            assert [h.name for h in out] == [h.name for h in src]
+            for k in (1, 2):
+                sci = out["SCI", k]
+                np.testing.assert_allclose(sci.data, src["SCI", k].data - np.float32(sky), atol=1e-4)
+                assert sci.header["BKGLEVEL"] == pytest.approx(sky) and sci.header["BKGSUB"] is True
+                assert sci.header["MDRIZSKY"] == 0.0  # drizzling has nothing left to subtract
+            for name in ("D2IMARR", "WCSDVARR"):
+                np.testing.assert_array_equal(out[name, 1].data, src[name, 1].data)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    coll.write_copies(kept, subtract=False)
+    with fits.open(kept / hst_inputs[1].name) as out:
+        assert [out["SCI", k].header["MDRIZSKY"] for k in (1, 2)] == [pytest.approx(ds.sky.values[2])] * 2
+
+
+# -- Roman -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def roman_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("roman")
+    paths = []
+    dq = np.zeros(JW_SHAPE, np.uint32)
+    dq[0, :5] = 1  # DO_NOT_USE
+    dq[1, :5] = 128  # Roman OUTLIER (JWST's CHARGELOSS bit): good for romancal's default
+    for k, ((dx, dy), sky) in enumerate(zip(DITHERS, EXPOSURE_SKY)):
+        wcs = nircam_like_gwcs((150 + dx / 3600, 2 + dy / 3600), shape=JW_SHAPE, pixel_scale=JW_SCALE)
+        paths.append(write_roman_cal(
+            directory / f"r0000101001001001001_000{k + 1}_wfi01_cal.asdf", np.full(JW_SHAPE, sky),
+            wcs, dq=dq, observation_id=f"r0000101001001001001_000{k + 1}",
+        ))
+    return paths
+
+
+def test_roman_files_are_read_with_their_gwcs_and_dq(roman_files):
+    coll = ImageCollection.from_files(roman_files)
+    assert coll.names == tuple(p.name.removesuffix(".asdf") for p in roman_files)
+    assert all(type(w).__module__.startswith("gwcs") and w.bounding_box is not None for w in coll.wcs)
+    assert set(coll.groups.values()) == {None}  # romancal: every detector its own sky
+    mask = coll.mask(0)
+    assert not mask[0, :5].any() and mask[1].all()
+    assert coll.table.detector.values.tolist() == ["WFI01"] * 3
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    np.testing.assert_allclose(ds.sky.values, [0, 10, 20], atol=1e-4)
+    exposures = ImageCollection.from_files(roman_files, group_by="exposure")
+    assert list(exposures.groups.values()) == [f"r0000101001001001001_000{k}" for k in (1, 2, 3)]
+
+
+def test_roman_files_are_refused_by_from_fits(roman_files):
+    with pytest.raises(ValueError, match="ASDF file, not FITS.*from_files"):
+        ImageCollection.from_fits(roman_files)
+
+
+def test_roman_copies_are_read_back_by_roman_datamodels_as_romancal_leaves_them(roman_files, tmp_path):
+    import roman_datamodels.datamodels as rdm
+
+    coll = ImageCollection.from_files(roman_files)
+    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    written = coll.write_copies(tmp_path, subtract=True)
+    assert [p.name for p in written] == [p.name for p in roman_files]
+    for path, source, sky in zip(written, roman_files, ds.sky.values):
+        with rdm.open(path) as model, rdm.open(source) as original:
+            assert model.meta.background.level == pytest.approx(sky)
+            assert model.meta.background.subtracted is True
+            assert model.meta.background.method == "global+match"
+            assert model.meta.cal_step.skymatch == "COMPLETE"
+            assert model.meta.filename == path.name
+            np.testing.assert_allclose(model.data, np.asarray(original.data) - np.float32(sky), atol=1e-4)
+            np.testing.assert_array_equal(model.dq, original.dq)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    invalid = ds.copy(deep=True)
+    invalid["valid"].values[:] = [True, False, True]
+    coll.write_copies(kept, invalid, subtract=False)
+    with rdm.open(kept / roman_files[1].name) as model:
+        assert model.meta.cal_step.skymatch == "SKIPPED"
+        assert model.meta.background.level is None and model.meta.background.subtracted is False
+    with rdm.open(kept / roman_files[2].name) as model:
+        assert model.meta.background.subtracted is False
+        np.testing.assert_array_equal(model.data, np.full(JW_SHAPE, 120.0, np.float32))
+
+
+def test_roman_without_roman_datamodels_names_the_extra(roman_files, monkeypatch):
+    hide(monkeypatch, "roman_datamodels")
+    with pytest.raises(ImportError, match=r"roman_datamodels.*skymatch-nb-ui\[roman\]"):
+        ImageCollection.from_files(roman_files)
+
+
+# -- a mosaic of several kinds -----------------------------------------------------------------
+def test_group_by_exposure_needs_files_that_say_their_exposure(tmp_path):
+    from skymatch_nb_ui.testing import make_mosaic
+
+    m = make_mosaic((1, 2))
+    paths = []
+    for name, image, w in zip(m.names, m.images, m.wcs):
+        paths.append(tmp_path / f"{name}.fits")
+        fits.PrimaryHDU(image, w.to_header()).writeto(paths[-1])
+    with pytest.raises(ValueError, match=r"group_by='exposure': 2 image\(s\) \(img00.fits, img01.fits\)"):
+        ImageCollection.from_files(paths, group_by="exposure")
+    assert set(ImageCollection.from_files(paths).groups.values()) == {None}
+    with pytest.raises(TypeError, match="group_by must be"):
+        ImageCollection.from_files(paths, group_by=3)

@@ -404,3 +404,53 @@ def test_group_by_exposure_needs_files_that_say_their_exposure(tmp_path):
     assert set(ImageCollection.from_files(paths).groups.values()) == {None}
     with pytest.raises(TypeError, match="group_by must be"):
         ImageCollection.from_files(paths, group_by=3)
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_cli_reads_an_association_and_writes_pipeline_copies(jwst_files, tmp_path, capsys):
+    from stdatamodels.jwst import datamodels
+
+    from skymatch_nb_ui.cli import main
+
+    members = [{"expname": p.name, "exptype": "science"} for p in jwst_files]
+    asn = write_asn(jwst_files[0].parent / "cli_asn.json", members)
+    table = tmp_path / "skies.ecsv"
+    out = tmp_path / "matched"
+    status = main([str(asn), "--skystat", "mean", "--skymethod", "global+match", "--table",
+                   str(table), "--output-dir", str(out), "--subtract", "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    from astropy.table import Table
+
+    rows = Table.read(table)
+    assert rows["group"].tolist() == [f"jw01234001001_02101_0000{e}" for e in (1, 1, 2, 2, 3, 3)]
+    np.testing.assert_allclose(rows["sky"], [100, 100, 110, 110, 120, 120], atol=1e-3)
+    with datamodels.open(out / jwst_files[5].name) as model:
+        assert model.meta.background.level == pytest.approx(120.0, abs=1e-3)
+        assert model.meta.cal_step.skymatch == "COMPLETE"
+
+
+def test_cli_group_by_image_and_every_hst_chip_in_one_copy(hst_inputs, tmp_path, capsys):
+    from skymatch_nb_ui.cli import main
+
+    out = tmp_path / "matched"
+    status = main([*map(str, hst_inputs), "--skystat", "mean", "--group-by", "image",
+                   "--anchor", "component", "--skymethod", "global+match", "--output-dir",
+                   str(out), "--subtract", "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in hst_inputs)
+    with fits.open(out / hst_inputs[2].name) as hdul:
+        for k in (1, 2):
+            np.testing.assert_allclose(hdul["SCI", k].data, 0.0, atol=1e-3)
+            assert hdul["SCI", k].header["MDRIZSKY"] == 0.0
+
+
+def test_cli_refuses_outputs_before_the_solve(hst_inputs, tmp_path, capsys):
+    from skymatch_nb_ui.cli import main
+
+    out = tmp_path / "matched"
+    out.mkdir()
+    (out / hst_inputs[0].name).write_bytes(b"precious")
+    status = main([*map(str, hst_inputs), "--output-dir", str(out), "--quiet"])
+    assert status == 2
+    assert "exist" in capsys.readouterr().err
+    assert (out / hst_inputs[0].name).read_bytes() == b"precious"

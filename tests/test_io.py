@@ -546,3 +546,75 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- truncated files name themselves -----------------------------------------------------------
+def test_truncated_data_section_is_refused_at_open_naming_the_file(tmp_path, mef_file):
+    cut = tmp_path / "cut_cal.fits"
+    cut.write_bytes(mef_file.read_bytes()[: 2880 * 3 + 100])  # headers whole, SCI data cut
+    with pytest.raises(OSError, match=r"cut_cal\.fits.* is truncated: HDU 1 \(SCI\) needs 8000 bytes"):
+        open_fits_image(cut)
+
+
+def test_data_truncated_after_opening_names_the_file(tmp_path, primary_file):
+    image = open_fits_image(primary_file)
+    data = primary_file.read_bytes()
+    primary_file.write_bytes(data[: len(data) - 2880])  # someone cuts the file short
+    with pytest.raises(OSError, match=r"img00\.fits.* is truncated"):
+        image.data()
+
+
+# -- scaled integers are copied as they are --------------------------------------------------
+def test_copy_without_subtracting_keeps_bzero_bscale_int16(tmp_path, mosaic):
+    path = tmp_path / "scaled.fits"
+    raw = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    hdu = fits.PrimaryHDU(raw * 0.5 + 100.0, mosaic.wcs[0].to_header())
+    hdu.scale("int16", bscale=0.5, bzero=100.0)
+    hdu.writeto(path)
+    image = open_fits_image(path)
+    np.testing.assert_array_equal(image.data(), raw * 0.5 + 100.0)
+    out = write_fits_copy(image, tmp_path / "kept.fits", sky=101.0, valid=True, method="match",
+                          subtract=False)
+    with fits.open(out, do_not_scale_image_data=True) as hdul:
+        assert hdul[0].header["BITPIX"] == 16
+        assert (hdul[0].header["BSCALE"], hdul[0].header["BZERO"]) == (0.5, 100.0)
+        np.testing.assert_array_equal(hdul[0].data, raw)
+        assert hdul[0].header["BKGLEVEL"] == 101.0 and hdul[0].header["BKGSUB"] is False
+    subtracted = write_fits_copy(image, tmp_path / "sub.fits", sky=101.0, valid=True,
+                                 method="match", subtract=True)
+    np.testing.assert_array_equal(fits.getdata(subtracted), raw * 0.5 + 100.0 - 101.0)
+
+
+def test_blank_integer_pixels_become_nan_when_subtracted(tmp_path, mosaic):
+    path = tmp_path / "blank.fits"
+    raw = np.full(SHAPE, 7, dtype=np.int16)
+    raw[0, 0] = -32768
+    header = mosaic.wcs[0].to_header()
+    header.update(BLANK=-32768)
+    fits.PrimaryHDU(raw, header).writeto(path)
+    out = write_fits_copy(open_fits_image(path), tmp_path / "sub.fits", sky=2.0, valid=True,
+                          method="match", subtract=True)
+    data = fits.getdata(out)
+    assert np.isnan(data[0, 0]) and np.all(data.ravel()[1:] == 5.0)
+
+
+# -- every chip of a file ----------------------------------------------------------------------
+def test_open_fits_images_gives_every_chip(mef_file):
+    chips = io.open_fits_images(mef_file)
+    assert [(c.ext, c.dq_ext, c.label) for c in chips] == [(1, 2, "SCI,1"), (4, 5, "SCI,2")]
+    assert [c.ext for c in io.open_fits_images(mef_file, ext=("SCI", 2))] == [4]
+
+
+def test_write_fits_file_processes_every_chip_in_one_copy(tmp_path, mef_file, mosaic):
+    chips = io.open_fits_images(mef_file)
+    out = io.write_fits_file(chips, tmp_path / "copy.fits", skies=[100.0, 120.0],
+                             valid=[True, False], method="match", subtract=True)
+    with fits.open(out) as hdul:
+        np.testing.assert_allclose(hdul["SCI", 1].data, mosaic.images[0] - np.float32(100.0))
+        assert hdul["SCI", 1].header["BKGSUB"] is True
+        np.testing.assert_array_equal(hdul["SCI", 2].data, mosaic.images[1])
+        assert hdul["SCI", 2].header["BKGSUB"] is False and "BKGLEVEL" not in hdul["SCI", 2].header
+    other = write_primary(tmp_path / "other.fits", mosaic.images[2], mosaic.wcs[2])
+    with pytest.raises(ValueError, match="one file"):
+        io.write_fits_file([chips[0], open_fits_image(other)], tmp_path / "x.fits", skies=[0, 0],
+                           valid=[True, True], method="match", subtract=True)

@@ -404,7 +404,7 @@ def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
     try:
-        with fits.open(path, **_OPEN) as hdul, warnings.catch_warnings():
+        with _quiet(), fits.open(path, **_OPEN) as hdul:
             warnings.simplefilter("ignore", FITSFixedWarning)
             indices = _science_indices(hdul, ext, path, every_chip)
             images = [_open_chip(hdul, index, dq_ext, path) for index in indices]
@@ -440,6 +440,14 @@ def _instrument(images: list[FitsImage], hdul) -> list[FitsImage]:
 
         return hst.adapt(images, hdul)
     return images
+
+
+@contextmanager
+def _quiet():
+    """Warnings caught; astropy's truncation warning silenced (`_check_complete` raises)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "File may have been truncated")
+        yield
 
 
 def _check_complete(hdul, index: int, path: Path) -> None:
@@ -571,7 +579,7 @@ def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:
 def _read_pixels(path: Path, index: int) -> np.ndarray:
     """An HDU's pixels, read-only: mapped from the file unless the data are scaled."""
     try:
-        with fits.open(path, **_OPEN) as hdul:
+        with _quiet(), fits.open(path, **_OPEN) as hdul:
             hdu = hdul[index]
             _check_complete(hdul, index, path)
             scaled = _scaled(hdu.header) or not _is_image(hdu)
@@ -880,9 +888,9 @@ def write_fits_file(
                 if subtracted:
                     out = _unscaled_float(hdu.data, hdu.header)
                     out -= sky
-                    hdu.data = out
                     for key in ("BSCALE", "BZERO", "BLANK"):
                         hdu.header.remove(key, ignore_missing=True)
+                    hdu.data = out
                 where = hdul[0].header if kind == "jwst" else hdu.header
                 _set_bkg_keywords(where, sky=sky, valid=good, method=method, subtracted=subtracted)
                 if kind == "hst":

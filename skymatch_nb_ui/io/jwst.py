@@ -188,8 +188,9 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
             model.meta.cal_step.skymatch = "COMPLETE"
         else:
             model.meta.cal_step.skymatch = "SKIPPED"
-        with atomic_path(dest, overwrite=overwrite, same_name=True) as tmp:
-            model.save(tmp)
+        model.meta.filename = dest.name
+        with atomic_path(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as stream:
+            model.to_fits(stream)  # to a stream: the model keeps the file name set above
     return dest
 
 

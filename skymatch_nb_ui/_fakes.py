@@ -261,9 +261,8 @@ def write_hst_flt(
     FileNotFoundError
         When astropy was installed without its test data.
     """
-    from pathlib import Path
-
     import warnings
+    from pathlib import Path
 
     from astropy.io import fits
     from astropy.utils.data import get_pkg_data_filename

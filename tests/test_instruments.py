@@ -15,7 +15,12 @@ from astropy.wcs import WCS
 
 from skymatch_nb_ui import ImageCollection, io
 from skymatch_nb_ui.io import ApproximateWCSWarning
-from skymatch_nb_ui.testing import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
+from skymatch_nb_ui.testing import (
+    nircam_like_gwcs,
+    write_hst_flt,
+    write_jwst_cal,
+    write_roman_cal,
+)
 
 JW_SHAPE = (128, 128)
 JW_SCALE = 0.5  # arcsec per pixel

@@ -179,8 +179,8 @@ def write_copy(images: list, dest, *, skies, valid, method: str, subtract: bool,
     ``stdatamodels``, other FITS files (HST with ``MDRIZSKY``) by `write_fits_file`.
     """
     kind = images[0].kind
-    single = dict(sky=float(skies[0]), valid=bool(valid[0]), method=method, subtract=subtract,
-                  overwrite=overwrite)
+    single = {"sky": float(skies[0]), "valid": bool(valid[0]), "method": method,
+              "subtract": subtract, "overwrite": overwrite}
     if kind == "roman":
         return roman.write_copy(images[0], dest, **single)
     if kind == "jwst" and len(images) == 1 and jwst.have_datamodels() and not jwst.approximate(images):

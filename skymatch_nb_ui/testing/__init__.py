@@ -19,7 +19,7 @@ Helpers for tests, benchmarks and tutorials:
 (6, (100, 100), ['img00', 'img01'])
 """
 
-from .._fakes import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
+from .instruments import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
 from .mosaics import Mosaic, make_mosaic
 from .reference import reference_skymatch
 

@@ -1,9 +1,10 @@
-"""Instrument-like WCSs and files for tests, benchmarks and tutorials (see `testing`).
+"""Instrument-like WCSs and files for tests, benchmarks and tutorials.
 
 Each maker builds its object the way the instrument's own software does, with that software:
 a gwcs pipeline of the JWST/Roman kind (distortion polynomial, v2/v3 offsets, sky rotation,
-a bounding box), and later in this module files written by ``stdatamodels``,
-``roman_datamodels`` and astropy.  The optional packages are imported when a maker is called.
+a bounding box), and files written by ``stdatamodels`` (JWST), astropy with real ACS headers
+(HST) and ``roman_datamodels`` (Roman).  The optional packages are imported when a maker is
+called.
 """
 
 from __future__ import annotations

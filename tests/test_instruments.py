@@ -107,10 +107,13 @@ def test_jwst_dq_default_is_the_steps_do_not_use_and_non_science(tmp_path):
     assert ImageCollection.from_files(path, dqbits="~DO_NOT_USE").mask(0)[1].all()
 
 
-def test_jwst_without_stdatamodels_falls_back_to_the_sip_header_with_one_warning(jwst_files, monkeypatch):
+def test_jwst_without_stdatamodels_falls_back_to_the_sip_header_with_one_warning(
+    jwst_files, monkeypatch
+):
     exact = ImageCollection.from_files(jwst_files)
     hide(monkeypatch, "stdatamodels")
-    with pytest.warns(ApproximateWCSWarning, match=r"6 JWST image.*stdatamodels is not installed.*\[jwst\]") as caught:
+    match = r"6 JWST image.*stdatamodels is not installed.*\[jwst\]"
+    with pytest.warns(ApproximateWCSWarning, match=match) as caught:
         approx = ImageCollection.from_files(jwst_files)
     assert len([w for w in caught if w.category is ApproximateWCSWarning]) == 1
     assert all(isinstance(w, WCS) and w.sip is not None for w in approx.wcs)
@@ -227,7 +230,9 @@ def test_jwst_already_subtracted_files_add_levels_or_are_refused_before_writing(
         np.testing.assert_allclose(model.data, 0.0, atol=1e-6)
 
 
-def test_jwst_copies_without_stdatamodels_carry_the_keywords_stdatamodels_reads(jwst_files, tmp_path, monkeypatch):
+def test_jwst_copies_without_stdatamodels_carry_the_keywords_stdatamodels_reads(
+    jwst_files, tmp_path, monkeypatch
+):
     coll = ImageCollection.from_files(jwst_files)
     ds = coll.skymatch(skymethod="global+match", skystat="mean")
     hide(monkeypatch, "stdatamodels")

@@ -68,7 +68,7 @@ def adapt(images: list, hdul) -> list:
         if exact:
             _check_imaging(wcs, image.path)
         adapted.append(replace(
-            image, kind="jwst", wcs=copy.deepcopy(wcs) if exact else image.wcs,
+            image, kind="jwst", wcs=wcs if exact else image.wcs,
             exposure_id=str(group_id) if group_id else None,
         ))
     return adapted

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import ndtri
@@ -18,6 +18,12 @@ from skymatch_nb_ui.engine.stats import SKYSTATS, SkyStat, StatParams, Workspace
 
 
 # -- a straightforward implementation: slow, simple, obviously the spec -----------------------
+#: Ties (a value exactly on a clipping limit or a bin edge) are decided as in exact arithmetic
+#: by the rule `sky_statistic` states: clipping half-widths and bin numbers are raised by this
+#: relative amount, far above rounding, so that both implementations agree by construction.
+TIE = 2.0**-32
+
+
 class Straightforward(NamedTuple):
     value: float
     npix: int
@@ -37,7 +43,8 @@ def straightforward(values, p: StatParams) -> Straightforward:
         if s.size == 0 or s.min() == s.max():
             break
         m, sd = s.mean(), s.std(ddof=1)
-        lo, hi = max(lower, m - p.lsigma * sd), min(upper, m + p.usigma * sd)
+        lo = max(lower, m - p.lsigma * sd * (1 + TIE))
+        hi = min(upper, m + p.usigma * sd * (1 + TIE))
         new = base[(base >= lo) & (base <= hi)]
         history.append(new.size)
         unchanged = new.size == s.size and (
@@ -59,7 +66,7 @@ def _statistic(s, sd, p):
     if p.skystat == "median":
         return float(np.median(s))
     h = p.binwidth * sd
-    c = np.bincount(np.floor((s - s.min()) / h).astype(int))
+    c = np.bincount(np.floor((s - s.min()) * (1 + TIE) / h).astype(int))
     if p.skystat == "mode":
         k, offset = int(np.argmax(c)), 0.0
         if 0 < k < c.size - 1 and c[k - 1] - 2 * c[k] + c[k + 1] != 0:
@@ -185,6 +192,27 @@ def test_tiny_inputs(skystat):
     assert two.npix == 2 and two.err > 0
 
 
+# -- ties --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a", [93.0, 1.0, 5.36569798e16, 1e99, 3e-90])
+def test_ties_are_decided_as_in_exact_arithmetic(a):
+    # Eight zeros and -a: std = a/3, h = a/60 at binwidth 0.05, so 0 lies exactly on the edge
+    # of bin 60 and belongs to it ([min + k*h, min + (k+1)*h)): the mode is the centre of bin
+    # 60 (the last bin, no parabola), +a/120, whatever the rounding of std and h.
+    x = np.array([0.0] * 8 + [-a])
+    r = sky_statistic(x, StatParams(skystat="mode", nclip=0, binwidth=0.05))
+    assert r.value == pytest.approx(a / 120, rel=1e-9)
+    # 35 zeros and -a: std = a/6 (exactly 15.5 for a = 93), h = a/120: 0 on the edge of bin
+    # 120, the mode at its centre, -a + 120.5*h = a/240.
+    x = np.array([0.0] * 35 + [-a])
+    r = sky_statistic(x, StatParams(skystat="mode", nclip=0, binwidth=0.05))
+    assert r.value == pytest.approx(a / 240, rel=1e-9)
+    # mean 4a, std a: 2a lies exactly on the lower clipping limit at lsigma = 2 and stays.
+    x = np.array([5, 4, 5, 4, 4, 2, 4]) * a
+    for skystat in SKYSTATS:
+        r = sky_statistic(x, StatParams(skystat=skystat, nclip=1, lsigma=2.0, usigma=2.0))
+        assert r.npix == 7
+
+
 # -- properties --------------------------------------------------------------------------------
 integer_arrays = hnp.arrays(np.int64, st.integers(1, 300), elements=st.integers(-50, 50))
 params_strategy = st.builds(
@@ -229,6 +257,13 @@ def test_permutation_invariance(x, p, seed):
     ),
     p=params_strategy,
 )
+# Ties found by hypothesis (see `test_ties_are_decided_as_in_exact_arithmetic`): a value on a
+# bin edge, and one on a clipping limit, each only after rounding of huge values.
+@example(x=np.array([0.0] * 35 + [-93.0]), p=StatParams(skystat="mode", nclip=0, binwidth=0.05))
+@example(x=np.array([0.0] * 8 + [-5.36569798e16]), p=StatParams(skystat="mode", nclip=0, binwidth=0.05))
+@example(x=np.array([2e99, 2e99, -1e99, 2e99]), p=StatParams(skystat="midpt", nclip=1, binwidth=0.5))
+@example(x=np.array([5e99, 4e99, 5e99, 4e99, 4e99, 2e99, 4e99]),
+         p=StatParams(skystat="midpt", lsigma=2.0, usigma=2.0, binwidth=0.05))
 def test_input_never_modified_and_workspace_changes_nothing(x, p):
     before = x.copy()
     work = Workspace()

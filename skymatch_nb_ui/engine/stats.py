@@ -34,6 +34,11 @@ _MEDIAN_BINS = 4096    # bins used to locate the median before selecting it exac
 _SERIAL_DOT = 8192     # longest vector given to one BLAS dot product: see `_sumsq`
 _CHUNK = 65536         # values histogrammed at a time (mode, midpt): see `_ClippedSet.counts`
 _TINY = 4.0 * np.finfo(np.float64).eps
+# Ties: a value on a clipping limit or a bin edge in exact arithmetic must land on the same side
+# whatever the rounding of the mean, std and differences (a few ulps). Limits are widened and
+# bin numbers raised by this relative amount, far above rounding and far below any physical
+# meaning: see `sky_statistic`, "Ties".
+_TIE = 2.0**-32
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Mode uncertainty (A, ALPHA, K, Q) fitted by `bench/bench_stats.py --calibrate`: see
@@ -119,9 +124,17 @@ def sky_statistic(
        ``SkyStat(nan, 0, nan)``.
     3. The statistic of the final set: ``mean``; ``median`` (exact, as `numpy.median`);
        ``mode`` and ``midpt`` from a histogram of bin width ``h = binwidth*std`` whose bins
-       start at the set's minimum. ``mode`` is the first fullest bin, refined by a parabola
+       start at the set's minimum: bin ``k`` holds the values in ``[min + k*h, min + (k+1)*h)``. ``mode`` is the first fullest bin, refined by a parabola
        through it and its neighbours (not at the ends); ``midpt`` interpolates the cumulative
        distribution of the bins linearly to 1/2. Constant data give the constant for all.
+
+    Ties (a value exactly on a clipping limit or a bin edge, common for integer data) are
+    decided as in exact arithmetic, whatever the rounding of the mean, std and differences:
+    the value stays in the set, and goes into the bin above the edge. In float64 this is one
+    rule: the clipping half-widths are ``lsigma*std*(1 + 2**-32)`` and ``usigma*std*(1 +
+    2**-32)``, and a value's bin is ``floor((value - min) * (1 + 2**-32) / h)``. The tolerance
+    is far above rounding (~1e-16) and far below anything physical; any implementation that
+    follows this rule gets the same set and the same bins.
 
     Uncertainty ``err`` (1 sigma, statistical, for independent noise pixels; ``n = npix``,
     ``std`` of the final set; nan when ``n < 2``):
@@ -294,8 +307,8 @@ class _ClippedSet:
                 break  # limits below float64 resolution: the set cannot change any more
             if abs(self.mean) > _RECENTRE * self.std:
                 self._recentre()
-            lo = self.mean - params.lsigma * self.std
-            hi = self.mean + params.usigma * self.std
+            lo = self.mean - params.lsigma * self.std * (1.0 + _TIE)
+            hi = self.mean + params.usigma * self.std * (1.0 + _TIE)
             if not (lo <= self.cl and self.ch <= hi):
                 self._partition(lo, hi, params)
             key = self._select(lo, hi)
@@ -417,7 +430,8 @@ class _ClippedSet:
         transient workspace then stays small enough to be reused by the allocator rather than
         page-faulted afresh on every call.
         """
-        nbins = int((ymax - ymin) / h) + 1
+        scale = _bin_scale(h)
+        nbins = int((ymax - ymin) * scale) + 1
         y = self.y
         if not keep_values:
             self.y = None
@@ -431,7 +445,7 @@ class _ClippedSet:
                 if keep_values:
                     t = np.subtract(t, ymin, out=self.work._floats(2, t.size))
                 idx = self.work._ints(t.size)
-                np.divide(t, h, out=idx, casting="unsafe")  # truncation is floor in the set
+                np.multiply(t, scale, out=idx, casting="unsafe")  # truncation: floor (t >= 0)
                 idx[rejected[edges[i] : edges[i + 1]] - start] = nbins
                 counts += np.bincount(idx, minlength=nbins + 1)
         return counts[:nbins]
@@ -471,7 +485,7 @@ def _median(s: _ClippedSet, params: StatParams):
     near &= np.less_equal(s.y, hi, out=s.work._bools(1, s.nb))
     vals = s.y[near]
     with np.errstate(invalid="ignore"):
-        bins = ((vals - ymin) / h).astype(np.intp)
+        bins = ((vals - ymin) * _bin_scale(h)).astype(np.intp)
     vals = vals[(bins >= k1) & (bins <= k2)]
     vals.partition([r1 - before, r2 - before])
     return 0.5 * (float(vals[r1 - before]) + float(vals[r2 - before])), err
@@ -512,6 +526,13 @@ def _midpt(s: _ClippedSet, params: StatParams):
     k = int(np.searchsorted(cum, half, side="left"))
     before = float(cum[k - 1]) if k > 0 else 0.0
     return ymin + (k + (half - before) / float(c[k])) * h, err
+
+
+def _bin_scale(h: float) -> float:
+    """Multiplier from a distance above the minimum to a bin number (before the floor):
+    bins are ``h`` wide, and a value on an edge in exact arithmetic belongs to the bin above
+    it whatever the rounding (see `sky_statistic`, "Ties")."""
+    return (1.0 + _TIE) / h
 
 
 def _mode_error_factor(

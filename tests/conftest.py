@@ -1,4 +1,6 @@
-"""Shared fixtures: Debian's chromium for Playwright, and a throw-away JupyterLab server."""
+"""Shared test configuration: hypothesis profiles, optional collection of the notebooks
+(nbmake), the opt-in Binder test, Debian's chromium for Playwright, and a throw-away
+JupyterLab server."""
 
 from __future__ import annotations
 
@@ -23,6 +25,44 @@ CHROMIUM_FLAGS = [
 ]
 #: Screenshots the browser tests take (gitignored); look at them.
 SCREENSHOTS = ROOT / "test-results"
+
+# -- hypothesis: "ci" is derandomized (the same examples on every run: a failure is a real
+# change, never luck), "dev" explores new examples on each run. `scripts/test.sh` selects "ci";
+# choose with HYPOTHESIS_PROFILE=ci|dev. No deadline in either: the machines are shared and
+# busy, and a slow example is not a wrong one.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis comes with the test extra
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "ci", derandomize=True, deadline=None, database=None, print_blob=True)
+    _hypothesis_settings.register_profile("dev", deadline=None)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--binder", action="store_true", default=False,
+        help="also run the tests marked 'binder': they build the Binder environment from the "
+        "package index (~100 downloads); `scripts/test.sh --binder` runs them with retries")
+
+
+def pytest_configure(config):
+    # The tutorials run as tests when nbmake is installed (the test extra has it); without it
+    # plain `pytest` still works and simply does not collect them.
+    if config.pluginmanager.hasplugin("nbmake") and hasattr(config.option, "nbmake"):
+        config.option.nbmake = True
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--binder"):
+        return
+    skip = pytest.mark.skip(reason="builds the Binder environment from the network: "
+                            "run it with `scripts/test.sh --binder` (or pytest --binder)")
+    for item in items:
+        if "binder" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

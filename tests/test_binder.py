@@ -160,6 +160,7 @@ def _run(command, *, cwd: Path, env: dict, timeout: float, what: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.binder
 def test_binder_environment_runs_every_notebook(tmp_path):
     if not _index_reachable():
         pytest.skip(f"the package index ({INDEX_HOST}) is unreachable: cannot build the Binder "

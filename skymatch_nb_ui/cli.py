@@ -203,7 +203,9 @@ def _run(args) -> None:
                                     subtract=args.subtract)
     params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
     result = coll.skymatch(**params)
+    _warn_if_nothing_to_match(coll, args.skymethod)
     table = coll.to_table(result)
+    table.meta["subtract"] = bool(args.subtract)  # what was done to the copies written
     if not args.quiet:
         _print_table(table)
     if args.table is not None:
@@ -211,6 +213,24 @@ def _run(args) -> None:
     if targets is not None:
         _write_copies(coll, result, targets, subtract=args.subtract, overwrite=args.overwrite,
                       quiet=args.quiet)
+
+
+def _warn_if_nothing_to_match(coll, skymethod: str) -> None:
+    """A single input (one image, or every image in one group) has no overlap to match."""
+    if skymethod not in ("match", "global+match"):
+        return
+    labels = list(coll.groups.values())
+    if len(coll) > 1 and (None in labels or len(set(labels)) > 1):
+        return
+    what = "one image" if len(coll) == 1 else f"all {len(coll)} images in one group"
+    outcome = ("its sky is undefined (nan)" if skymethod == "match"
+               else "its sky is its own local statistic")
+    warnings.warn(
+        f"only one input ({what}): sky matching needs at least two overlapping images or "
+        f"groups, so with --skymethod {skymethod} {outcome}. Give more files, or use "
+        "--skymethod local for the sky of each image on its own",
+        SkyMatchWarning, stacklevel=2,
+    )
 
 
 def _check_table(args) -> None:
@@ -255,8 +275,7 @@ def _write_table(table, path: Path, table_format: str, *, overwrite: bool) -> No
 
 
 def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, quiet: bool) -> None:
-    directory = targets[0].parent
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = targets[0].parent  # write_fits creates it, as it does for the API
     bar = None if quiet else _progress_bar(len(targets))
     coll.write_copies(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
     if not quiet:
@@ -274,9 +293,16 @@ def _progress_bar(total: int):
     return partial(tqdm, total=total, desc="writing", unit="file", file=sys.stderr, disable=None)
 
 
+#: The library's hints, said in the command line's words.
+_HINTS = (("pass overwrite=True", "use --overwrite"), ("Pass ext= ", "Pass --ext "),
+          ("pass ext= ", "pass --ext "))
+
+
 def _fail(error: BaseException) -> None:
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    text = " ".join(str(text).split()).replace("pass overwrite=True", "use --overwrite")
+    text = " ".join(str(text).split())
+    for api, cli in _HINTS:
+        text = text.replace(api, cli)
     print(f"{PROG}: error: {text}", file=sys.stderr)
 
 

@@ -533,7 +533,7 @@ class ImageCollection:
         table["file"] = [s.file for s in self._sources]
         table["sky"].description = "sky level to subtract"
         table["sky_err"].description = "1-sigma statistical uncertainty of sky"
-        table.meta.update({k: v for k, v in result.attrs.items()})
+        table.meta.update({k: _from_attr(k, v) for k, v in result.attrs.items()})
         return table
 
     def write_copies(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
@@ -560,7 +560,8 @@ class ImageCollection:
         Parameters
         ----------
         directory : str or Path
-            An existing directory, not the one holding the inputs.
+            Where the copies go (created with its parents if needed, as the command line's
+            ``--output-dir``); not the directory holding the inputs.
         result : xarray.Dataset, optional
             A result of `skymatch` (default: the last one).
         subtract : bool
@@ -585,9 +586,10 @@ class ImageCollection:
 
         result = self._result(result)
         directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"output directory {str(directory)!r} does not exist; create it first")
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"output directory {str(directory)!r} is a file; choose a directory")
         plan = self._copy_plan(directory, overwrite=overwrite, subtract=subtract)
+        directory.mkdir(parents=True, exist_ok=True)
         method = str(result.attrs.get("skymethod", ""))
         sky, valid = result.sky.values, result.valid.values
         items = [(members, target) for members, target in plan]
@@ -752,6 +754,22 @@ def _attr(value):
         return "none"
     if isinstance(value, (bool, np.bool_)):
         return int(value)
+    return value
+
+
+#: Result attributes that are booleans (stored as 0/1 by `_attr`).
+_BOOL_ATTRS = ("match_down", "subtract")
+
+
+def _from_attr(key: str, value):
+    """The Python value of a result attribute, undoing `_attr`: for tables' metadata (ECSV
+    writes None as null and booleans as true/false)."""
+    if isinstance(value, str) and value == "none":
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if key in _BOOL_ATTRS and value in (0, 1):
+        return bool(value)
     return value
 
 

@@ -89,6 +89,10 @@ def test_match_table_and_subtracted_copies(inputs, tmp_path):
     written = Table.read(table_path)
     np.testing.assert_allclose(written["sky"], SKY, rtol=0, atol=1e-9)
     assert written["valid"].all() and written.meta["skymethod"] == "global+match"
+    # the metadata keep their types: what was done (--subtract), booleans, None (null)
+    assert written.meta["subtract"] is True and written.meta["match_down"] is True
+    assert written.meta["lower"] is None and written.meta["nclip"] == 5
+    assert "subtract: true" in table_path.read_text() and "lower: null" in table_path.read_text()
 
     assert digest(inputs) == before  # the inputs are untouched
     assert sorted(p.name for p in out_dir.iterdir()) == [p.name for p in inputs]
@@ -231,6 +235,30 @@ def test_progress_bar_on_a_terminal(inputs, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", quiet)
     assert main([*map(str, inputs), "--output-dir", str(tmp_path / "b"), "--quiet"]) == 0
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("skymethod, outcome", [("match", "undefined (nan)"),
+                                               ("global+match", "its own local statistic")])
+def test_a_single_input_warns_that_there_is_nothing_to_match(inputs, capsys, skymethod, outcome):
+    assert main([str(inputs[0]), "--skymethod", skymethod, "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("skymatch-nb: warning: SkyMatchWarning: only one input")
+    assert outcome in err[0] and "--skymethod local" in err[0]
+    # all images in one group: one input too; local needs no overlap and says nothing
+    assert main([*map(str, inputs[:2]), "--group-by", "EXPOSURE", "--quiet"]) == 0  # both e1
+    assert "only one input (all 2 images in one group)" in capsys.readouterr().err
+    assert main([str(inputs[0]), "--skymethod", "local", "--quiet"]) == 0
+    assert main([*map(str, inputs), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_hints_name_the_command_line_options(tmp_path, capsys):
+    path = tmp_path / "nowcs.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((5, 5)), name="IMG")]).writeto(path)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "no 2-D image HDU with a celestial WCS")
+    assert "Pass --ext to choose one" in err and "ext=" not in err
 
 
 def test_help_shows_defaults(capsys):

@@ -121,6 +121,11 @@ def test_to_table_round_trips_through_ecsv(coll, tmp_path):
     back = Table.read(path)
     np.testing.assert_allclose(back["sky"], SKY, atol=1e-9)
     assert back.meta["skymethod"] == "global+match"
+    # parameters keep their types (booleans, None), not netCDF's 1/0 and "none"
+    assert back.meta["match_down"] is True and back.meta["subtract"] is False
+    assert back.meta["lower"] is None and back.meta["upper"] is None
+    assert back.meta["nclip"] == 5 and back.meta["binwidth"] == 0.1
+    assert table.meta == back.meta
 
 
 def test_to_table_needs_a_result(coll):

@@ -94,6 +94,21 @@ def test_written_copies_are_subtracted_and_inputs_untouched(tmp_path):
     assert digest(paths) == before
 
 
+def test_write_fits_creates_the_directory_as_the_command_line_does(tmp_path):
+    mosaic = make_mosaic((1, 2), shape=(30, 30), sky=[5.0, 7.0])
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names)
+    result = coll.skymatch(skymethod="local", skystat="mean")
+    out = tmp_path / "matched" / "v1"  # neither exists
+    written = coll.write_fits(out, result)
+    assert sorted(p.name for p in out.iterdir()) == ["img00.fits", "img01.fits"] == [w.name for w in written]
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="a_file"):
+        coll.write_fits(tmp_path / "a_file", result)
+    with pytest.raises(FileExistsError):  # checked before anything is created or written
+        coll.write_fits(out, result)
+    assert not (tmp_path / "other").exists()
+
+
 def test_constructing_a_collection_reads_no_pixels(tmp_path):
     """New bytes written into the files after construction show through: nothing was cached."""
     mosaic = make_mosaic((3, 4), shape=(40, 40), sky=7.0)

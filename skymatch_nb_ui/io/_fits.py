@@ -976,7 +976,7 @@ def write_array_fits(
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    if b.exists():
+    if a.exists() and b.exists():  # an in-memory image's "source" name is no file
         return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python binder/pin_requirements.py
 
-"What the notebooks need" is the package's own dependencies and its ``widgets`` and ``plot``
-extras (read from pyproject.toml), plus `NOTEBOOK_NEEDS`; to these the closure of their
+"What the notebooks need" is the package's own dependencies and its ``widgets``, ``plot`` and
+``data`` extras (read from pyproject.toml), plus `NOTEBOOK_NEEDS`; to these the closure of their
 requirements is added, with environment markers evaluated here.  Run it with the project's
 venv on Linux and Python 3.11 (what ``binder/runtime.txt`` asks of Binder), after the
 notebooks pass in that venv: Binder then gets exactly the versions that were tested.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "binder" / "requirements.txt"
 
 #: Extras of the package the notebooks use (those missing from pyproject.toml are skipped).
-EXTRAS = ("widgets", "plot")
+EXTRAS = ("widgets", "plot", "data")
 #: What the notebooks need beyond the package's dependencies: the Jupyter front end, the
 #: figures' matplotlib (also in the ``plot`` extra, when it exists), pandas (notebooks' tables).
 NOTEBOOK_NEEDS = ("jupyterlab", "matplotlib", "pandas")

@@ -57,7 +57,7 @@ def _direct_needs() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     own = canonicalize_name(project["name"])
     texts = list(project["dependencies"])
-    for extra in ("widgets", "plot"):
+    for extra in ("widgets", "plot", "data"):
         texts += project.get("optional-dependencies", {}).get(extra, [])
     needs = [Requirement(t) for t in texts if canonicalize_name(Requirement(t).name) != own]
     return needs + [Requirement(name) for name in NOTEBOOK_NEEDS]

@@ -1,0 +1,345 @@
+"""Real pixels to try sky matching on: the Hubble Deep Field seen through a real HST camera.
+
+`hubble_deep_field_exposures` cuts the Hubble Deep Field picture that scikit-image ships into a
+dithered set of exposures of HST's ACS/WFC camera (two detectors per exposure), each sampled
+through the camera's real distortion solution (a SIP polynomial) from a real ACS/WFC header
+that astropy ships with its tests, and adds a known sky level per exposure and noise. Matching
+should bring the sky differences back; `DitheredExposures.sky` holds the truth.
+
+Everything comes from installed packages (no download): needs the ``data`` extra,
+``pip install "skymatch-nb-ui[data]"`` (scikit-image).
+
+>>> from skymatch_nb_ui.datasets import hubble_deep_field_exposures
+>>> hdf = hubble_deep_field_exposures()
+>>> len(hdf), hdf.names[:2], hdf.images[0].shape
+(8, ['e1_wfc1', 'e1_wfc2'], (256, 512))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from numbers import Integral, Real
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+
+__all__ = ["DitheredExposures", "hubble_deep_field_exposures"]
+
+#: Where the Hubble Deep Field (North) is on the sky (ICRS, degrees).
+HDF_CENTER = (189.2058, 62.2161)
+#: The ACS/WFC header: ``j94f05bgq_flt.fits`` of astropy's WCS tests (F606W, 2002; two chips,
+#: each 4096 x 2048 pixels of 0.05", SIP distortion of order 4).
+ACS_HEADER = ("astropy.wcs.tests", "data/j94f05bgq_flt.fits")
+#: The chip size of ACS/WFC (x, y), unbinned.
+WFC_SHAPE = (4096, 2048)
+#: Pointing offsets (east, north) of each exposure, arcsec: four overlapping exposures.
+DEFAULT_DITHERS = ((0.0, 0.0), (40.0, 24.0), (-28.0, 44.0), (16.0, -38.0))
+#: The sky of each exposure (both detectors): what matching should find, up to one constant.
+DEFAULT_SKY = (100.0, 112.5, 94.0, 121.0)
+#: The picture's brightness (0..1 grey) is scaled to these units per pixel.
+SIGNAL = 1000.0
+#: The picture extends this fraction beyond the field the exposures cover.
+MARGIN = 0.04
+
+
+@dataclass(frozen=True)
+class DitheredExposures:
+    """Exposures of the Hubble Deep Field with a real HST camera's WCS and known skies.
+
+    Attributes
+    ----------
+    images : list of 2-D numpy.ndarray
+        float32 pixels: the picture sampled through the WCS, plus ``sky``, plus noise.
+    wcs : list of astropy.wcs.WCS
+        One celestial WCS per image: ACS/WFC with its SIP distortion (binned).
+    names : list of str
+        ``"e<exposure>_wfc<chip>"``, e.g. ``"e2_wfc1"``.
+    meta : list of dict
+        Per image: ``exposure``, ``detector``, ``instrument``, ``filter`` (as the metadata
+        columns of `ImageCollection` name them).
+    sky : numpy.ndarray
+        The sky level added to each image (one value per exposure, repeated per detector).
+    noise : float
+        The standard deviation of the Gaussian noise added to each pixel.
+    picture_wcs : astropy.wcs.WCS
+        Where the picture lies on the sky (TAN, north up), for drawing or re-sampling it.
+
+    Examples
+    --------
+    >>> hdf = hubble_deep_field_exposures(seed=3)
+    >>> coll = hdf.collection(group_by="exposure")
+    >>> coll.groups["e2_wfc1"] == coll.groups["e2_wfc2"] == "e2"
+    True
+    """
+
+    images: list
+    wcs: list
+    names: list
+    meta: list
+    sky: np.ndarray
+    noise: float
+    picture_wcs: WCS
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def collection(self, *, group_by: str | None = None):
+        """The exposures as an `ImageCollection`.
+
+        Parameters
+        ----------
+        group_by : {None, 'exposure', 'detector'}
+            Start with the images grouped by this metadata key (None: every image alone).
+            The group editor of the app offers the same as presets.
+
+        Returns
+        -------
+        ImageCollection
+        """
+        from .collection import ImageCollection
+
+        if group_by not in (None, "exposure", "detector"):
+            raise ValueError(f"group_by must be None, 'exposure' or 'detector'; got {group_by!r}")
+        groups = None if group_by is None else [m[group_by] for m in self.meta]
+        return ImageCollection.from_arrays(self.images, self.wcs, names=self.names,
+                                           groups=groups, meta=self.meta)
+
+
+def hubble_deep_field_exposures(
+    *,
+    dithers: Sequence[tuple[float, float]] = DEFAULT_DITHERS,
+    sky: Sequence[float] | None = None,
+    noise: float = 5.0,
+    binning: int = 8,
+    seed: int = 0,
+) -> DitheredExposures:
+    """Dithered ACS/WFC exposures of the Hubble Deep Field with a known sky per exposure.
+
+    How they are made:
+
+    1. the picture: scikit-image's Hubble Deep Field (``skimage.data.hubble_deep_field``, a
+       colour JPEG of 1000 x 872 pixels) as grey levels times `SIGNAL`, placed on the sky at
+       the field's true position, north up, stretched to cover every exposure (the JPEG
+       carries no WCS of its own);
+    2. the camera: the two chips of the ACS/WFC header that astropy ships with its tests,
+       with their real relative placement and SIP distortion, moved to the field and binned
+       ``binning`` x ``binning`` (CD and CRPIX rescaled, the SIP coefficients ``A_p_q``,
+       ``B_p_q`` multiplied by ``binning**(p+q-1)``: the same mapping of the sky onto the
+       detector, in bigger pixels);
+    3. each exposure: the telescope pointed ``dithers[k]`` from the field's centre; every
+       pixel centre mapped through its chip's WCS onto the picture (bilinear interpolation),
+       then ``sky[k]`` and Gaussian noise of standard deviation ``noise`` added.
+
+    Parameters
+    ----------
+    dithers : sequence of (float, float)
+        Pointing offset of each exposure, (east, north) in arcsec; one exposure per entry.
+    sky : sequence of float, optional
+        The sky level of each exposure (default `DEFAULT_SKY`, for up to four exposures).
+    noise : float
+        Standard deviation of the noise per pixel, >= 0.
+    binning : int
+        Detector pixels per image pixel along each axis: 1, 2, 4, 8 or 16 (8: two images of
+        512 x 256 pixels of 0.4" per exposure).
+    seed : int
+        Seed of the noise: the same seed gives the same pixels.
+
+    Returns
+    -------
+    DitheredExposures
+        Two images per exposure, ``e1_wfc1``, ``e1_wfc2``, ``e2_wfc1``, ...
+
+    Raises
+    ------
+    ValueError
+        For a parameter outside its domain (named in the message).
+
+    Examples
+    --------
+    >>> hdf = hubble_deep_field_exposures(sky=[50.0, 60.0], dithers=[(0, 0), (30, 10)])
+    >>> hdf.sky.tolist(), hdf.wcs[0].sip is not None
+    ([50.0, 50.0, 60.0, 60.0], True)
+    """
+    dithers = _checked_dithers(dithers)
+    sky = _checked_sky(sky, len(dithers))
+    noise = _checked_noise(noise)
+    binning = _checked_binning(binning)
+    headers = _acs_wfc_headers()
+    origin = _middle(headers)
+    chips = [_binned(header, binning) for header in headers]
+    center = SkyCoord(*HDF_CENTER, unit="deg")
+    wcs = [_pointed(chip, origin, center, offset) for offset in dithers for chip in chips]
+    picture, picture_wcs = _picture_on_sky(center, wcs)
+    rng = np.random.default_rng(seed)
+    images, names, meta, truth = [], [], [], []
+    for k, w in enumerate(wcs):
+        exposure, chip = divmod(k, len(chips))
+        image = _sample(picture, picture_wcs, w) + sky[exposure]
+        image += rng.normal(0.0, noise, image.shape) if noise > 0 else 0.0
+        images.append(image.astype(np.float32))
+        detector = f"WFC{chips[chip]['CCDCHIP']}"
+        names.append(f"e{exposure + 1}_{detector.lower()}")
+        meta.append({"exposure": f"e{exposure + 1}", "detector": detector, "instrument": "ACS",
+                     "filter": "F606W"})
+        truth.append(sky[exposure])
+    return DitheredExposures(images=images, wcs=wcs, names=names, meta=meta,
+                             sky=np.array(truth), noise=noise, picture_wcs=picture_wcs)
+
+
+# -- the camera ----------------------------------------------------------------------------------
+def _acs_wfc_headers() -> list[fits.Header]:
+    """The SCI headers of the two ACS/WFC chips: WFC1 (``SCI,2``), then WFC2 (``SCI,1``)."""
+    package, name = ACS_HEADER
+    try:
+        path = resources.files(package).joinpath(name)
+        with resources.as_file(path) as local, fits.open(local) as hdul:
+            return [hdul["SCI", v].header.copy() for v in (2, 1)]
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise FileNotFoundError(
+            f"the ACS/WFC header {name} of {package} is missing ({exc}); it comes with "
+            "astropy's wheels: reinstall astropy (pip install --force-reinstall astropy)"
+        ) from None
+
+
+def _binned(header: fits.Header, b: int) -> fits.Header:
+    """The chip's WCS header for ``b`` x ``b`` binned pixels: the same sky, bigger pixels.
+
+    A binned pixel i' (1-based) covers detector pixels b*(i'-1)+1 .. b*i', so detector
+    coordinate x = b*(x' - 0.5) + 0.5; SIP's distortion f(u, v) (in pixels, u = x - CRPIX)
+    becomes f(b*u', b*v') / b.
+    """
+    h = fits.Header()
+    for key in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CCDCHIP", "A_ORDER", "B_ORDER"):
+        h[key] = header[key]
+    nx, ny = WFC_SHAPE
+    h["NAXIS"], h["NAXIS1"], h["NAXIS2"] = 2, nx // b, ny // b
+    for axis in (1, 2):
+        h[f"CRPIX{axis}"] = (header[f"CRPIX{axis}"] - 0.5) / b + 0.5
+    for i in (1, 2):
+        for j in (1, 2):
+            h[f"CD{i}_{j}"] = header[f"CD{i}_{j}"] * b
+    for poly in ("A", "B"):
+        order = header[f"{poly}_ORDER"]
+        for p in range(order + 1):
+            for q in range(order + 1 - p):
+                key = f"{poly}_{p}_{q}"
+                if key in header:
+                    h[key] = header[key] * float(b) ** (p + q - 1)
+    return h
+
+
+def _pointed(header: fits.Header, origin: SkyCoord, center: SkyCoord,
+             offset: tuple[float, float]) -> WCS:
+    """The chip's WCS moved from pointing ``origin`` to ``offset`` (east, north arcsec) from
+    ``center``: the chip keeps its place and orientation relative to the pointing."""
+    here = SkyCoord(header["CRVAL1"], header["CRVAL2"], unit="deg")
+    dlon, dlat = origin.spherical_offsets_to(here)
+    pointing = center.spherical_offsets_by(offset[0] * u.arcsec, offset[1] * u.arcsec)
+    moved = pointing.spherical_offsets_by(dlon, dlat)
+    h = header.copy()
+    h["CRVAL1"], h["CRVAL2"] = moved.ra.deg, moved.dec.deg
+    w = WCS(h)
+    w.pixel_shape = (h["NAXIS1"], h["NAXIS2"])
+    return w
+
+
+def _middle(headers) -> SkyCoord:
+    """The middle of the two chips' reference points: the pointing of the original header."""
+    a, b = (SkyCoord(h["CRVAL1"], h["CRVAL2"], unit="deg") for h in headers)
+    dlon, dlat = a.spherical_offsets_to(b)
+    return a.spherical_offsets_by(dlon / 2, dlat / 2)
+
+
+# -- the picture ---------------------------------------------------------------------------------
+def _picture_on_sky(center: SkyCoord, wcs: list[WCS]) -> tuple[np.ndarray, WCS]:
+    """The grey picture (rows from south to north) and a north-up TAN WCS that stretches it
+    over every footprint in ``wcs`` with a margin."""
+    try:
+        from skimage import color, data
+    except ImportError as exc:
+        raise ImportError(
+            "hubble_deep_field_exposures needs scikit-image (its Hubble Deep Field picture); "
+            'install it with: pip install "skymatch-nb-ui[data]"'
+        ) from exc
+    grey = color.rgb2gray(data.hubble_deep_field())[::-1]  # FITS rows run upwards
+    ny, nx = grey.shape
+    xi, eta = [], []
+    for w in wcs:
+        corners = w.pixel_to_world(*_edge_points(w.pixel_shape))
+        dlon, dlat = center.spherical_offsets_to(corners)
+        xi.append(dlon.to_value(u.deg))
+        eta.append(dlat.to_value(u.deg))
+    xi, eta = np.abs(np.concatenate(xi)), np.abs(np.concatenate(eta))
+    scale = (1 + MARGIN) * 2 * max(xi.max() / nx, eta.max() / ny)  # degrees per picture pixel
+    pw = WCS(naxis=2)
+    pw.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    pw.wcs.crval = [center.ra.deg, center.dec.deg]
+    pw.wcs.crpix = [(nx + 1) / 2, (ny + 1) / 2]
+    pw.wcs.cd = [[-scale, 0.0], [0.0, scale]]
+    pw.pixel_shape = (nx, ny)
+    return grey * SIGNAL, pw
+
+
+def _edge_points(shape, per_side: int = 16):
+    """Pixel coordinates along the outer edges of an image of ``shape`` (x, y)."""
+    nx, ny = shape
+    t = np.linspace(0.0, 1.0, per_side)
+    x = np.concatenate([t * nx, np.full(per_side, nx), (1 - t) * nx, np.zeros(per_side)]) - 0.5
+    y = np.concatenate([np.zeros(per_side), t * ny, np.full(per_side, ny), (1 - t) * ny]) - 0.5
+    return x, y
+
+
+def _sample(picture: np.ndarray, picture_wcs: WCS, w: WCS) -> np.ndarray:
+    """The picture at every pixel centre of an image with WCS ``w`` (bilinear)."""
+    from scipy.ndimage import map_coordinates
+
+    nx, ny = w.pixel_shape
+    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    px, py = picture_wcs.world_to_pixel(w.pixel_to_world(x, y))
+    return map_coordinates(picture, [py, px], order=1, mode="nearest")
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _checked_dithers(dithers) -> list[tuple[float, float]]:
+    rule = "dithers must be a non-empty sequence of (east, north) offsets in arcsec"
+    try:
+        pairs = [(float(e), float(n)) for e, n in dithers]
+    except (TypeError, ValueError):
+        raise ValueError(f"{rule}; got {dithers!r}") from None
+    if not pairs or not all(math.isfinite(v) for pair in pairs for v in pair):
+        raise ValueError(f"{rule}; got {dithers!r}")
+    if any(math.hypot(*pair) > 120 for pair in pairs):
+        raise ValueError(f"{rule}, each within 120\" of the field's centre (the picture); "
+                         f"got {dithers!r}")
+    return pairs
+
+
+def _checked_sky(sky, n: int) -> list[float]:
+    if sky is None:
+        if n > len(DEFAULT_SKY):
+            raise ValueError(f"sky must be given for more than {len(DEFAULT_SKY)} exposures "
+                             f"(one value per dither); got {n} dithers and sky=None")
+        return list(DEFAULT_SKY[:n])
+    values = np.asarray(sky, dtype=float).reshape(-1)
+    if values.size != n or not np.all(np.isfinite(values)):
+        raise ValueError(f"sky must hold one finite level per exposure ({n}); got {sky!r}")
+    return values.tolist()
+
+
+def _checked_noise(noise) -> float:
+    if isinstance(noise, bool) or not isinstance(noise, Real) or not (0 <= noise < math.inf):
+        raise ValueError(f"noise must be a finite number >= 0 (the noise sigma per pixel); got {noise!r}")
+    return float(noise)
+
+
+def _checked_binning(binning) -> int:
+    if isinstance(binning, bool) or not isinstance(binning, Integral) or binning not in (1, 2, 4, 8, 16):
+        raise ValueError(f"binning must be 1, 2, 4, 8 or 16 (detector pixels per image pixel); "
+                         f"got {binning!r}")
+    return int(binning)

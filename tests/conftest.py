@@ -1,6 +1,5 @@
-"""Shared test configuration: hypothesis profiles, optional collection of the notebooks
-(nbmake), the opt-in Binder test, Debian's chromium for Playwright, and a throw-away
-JupyterLab server."""
+"""Shared test configuration: hypothesis profiles, the opt-in Binder test, Debian's chromium
+for Playwright, and a throw-away JupyterLab server. (The notebooks' own: notebooks/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -46,13 +45,6 @@ def pytest_addoption(parser):
         "--binder", action="store_true", default=False,
         help="also run the tests marked 'binder': they build the Binder environment from the "
         "package index (~100 downloads); `scripts/test.sh --binder` runs them with retries")
-
-
-def pytest_configure(config):
-    # The tutorials run as tests when nbmake is installed (the test extra has it); without it
-    # plain `pytest` still works and simply does not collect them.
-    if config.pluginmanager.hasplugin("nbmake") and hasattr(config.option, "nbmake"):
-        config.option.nbmake = True
 
 
 def pytest_collection_modifyitems(config, items):

@@ -37,4 +37,4 @@ PY
 
 ROOT_FLAG=$([ "$(id -u)" = 0 ] && echo "--allow-root" || true)
 exec "$VENV/bin/python" -m jupyterlab $ROOT_FLAG --ServerApp.root_dir="$WORK" \
-  --ServerApp.default_url=/lab/tree/01-quickstart.ipynb --LabApp.news_url=None "$@"
+  --LabApp.default_url=/lab/tree/01-quickstart.ipynb --LabApp.news_url=None "$@"

@@ -331,7 +331,7 @@ class ImageCollection:
         columns = {
             "ny": ("image", np.array([s.shape[0] for s in self._sources])),
             "nx": ("image", np.array([s.shape[1] for s in self._sources])),
-            "group": ("image", np.array([_label_text(g) for g in self._groups], dtype=object)),
+            "group": ("image", np.array(group_texts(self._groups), dtype=object)),
             "file": ("image", np.array([s.file for s in self._sources], dtype=object)),
             "ext": ("image", np.array([s.ext for s in self._sources])),
             **self._positions,
@@ -468,6 +468,7 @@ class ImageCollection:
     def _datasets(self, result: SkyMatchResult) -> tuple[xr.Dataset, xr.Dataset]:
         names = list(self.names)
         attrs = {k: _attr(v) for k, v in result.params.items()}
+        texts = group_texts(self._groups)
         dataset = xr.Dataset(
             {
                 "sky": ("image", result.sky, {"long_name": "sky level to subtract"}),
@@ -475,7 +476,7 @@ class ImageCollection:
                 "valid": ("image", result.valid),
                 "reason": ("image", result.reason.astype(str)),
                 "component": ("image", result.component),
-                "group": ("image", np.array([_label_text(g) for g in self._groups], dtype=str)),
+                "group": ("image", np.array(texts, dtype=str)),
                 "npix": ("image", result.npix),
                 "local": ("image", result.local, {"long_name": "input's own statistic"}),
                 "delta": ("image", result.delta, {"long_name": "match offset, zero mean per component"}),
@@ -485,7 +486,7 @@ class ImageCollection:
         )
         # where each image is, so that a result alone can be mapped (plotting, widgets)
         dataset = dataset.assign(self._positions)
-        labels = [self._input_name(result, g) for g in range(len(result.inputs))]
+        labels = [self._input_name(result, g, texts) for g in range(len(result.inputs))]
         p = result.pairs
         pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
         pairs = xr.Dataset(
@@ -508,12 +509,12 @@ class ImageCollection:
         )
         return dataset, pairs
 
-    def _input_name(self, result: SkyMatchResult, g: int) -> str:
-        """An input's display name: its group label, or the image name when it is alone."""
+    def _input_name(self, result: SkyMatchResult, g: int, texts: list[str]) -> str:
+        """An input's display name: its group's text, or the image name when it is alone."""
         members = np.flatnonzero(result.group == g)
         if len(members) == 1 and self._groups[members[0]] is None:
             return self.names[members[0]]
-        return _label_text(result.inputs[g])
+        return texts[members[0]]
 
     # -- output ----------------------------------------------------------------------------------
     def to_table(self, result: xr.Dataset | None = None):
@@ -744,8 +745,33 @@ def _check_label(name: str, label) -> None:
         raise TypeError(f"{name} must be a hashable group label (str, int) or None; got {label!r}")
 
 
-def _label_text(label) -> str:
-    return "" if label is None else str(label)
+def group_texts(labels) -> list[str]:
+    """How each image's group label is shown (tables, widgets): ``""`` for an image alone.
+
+    Labels that are equal (one group, e.g. ``1`` and ``1.0``) get one text, that of the first;
+    different groups never share a text (``1`` and ``"1"`` become ``"1"`` and ``"1 (2)"``).
+    The labels themselves are never changed.
+
+    Examples
+    --------
+    >>> group_texts([1, 1.0, None, "1", "a"])
+    ['1', '1', '', '1 (2)', 'a']
+    """
+    texts: dict = {}
+    used: set[str] = set()
+    out = []
+    for label in labels:
+        if label is None:
+            out.append("")
+            continue
+        if label not in texts:
+            text, k = str(label), 2
+            while text in used or not text.strip():
+                text, k = f"{label} ({k})", k + 1
+            texts[label] = text
+            used.add(text)
+        out.append(texts[label])
+    return out
 
 
 def _attr(value):

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ SKY = [100, 120, 105, 110, 105, 115]
 def app():
     m = make_mosaic((2, 3), sky=SKY)
     coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
-    return SkyMatchApp(coll, debounce=0, skymethod="global+match", skystat="mean")
+    return SkyMatchApp(coll, skymethod="global+match", skystat="mean")
 
 
 def table_skies(app):
@@ -103,21 +104,173 @@ def test_disconnected_mosaic_warning_shows_in_the_status():
     assert "2 component(s)" in app.status
 
 
-def test_changes_are_debounced_inside_an_event_loop(app):
+def in_event_loop(scenario):
+    """Run ``scenario()`` (a coroutine function) in an event loop, as a kernel runs cells and
+    page messages; in a thread of its own: pytest-playwright keeps a loop in the main thread."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(scenario())
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def count_solves(app, monkeypatch):
+    calls = []
+    real = app.collection.skymatch
+    monkeypatch.setattr(app.collection, "skymatch", lambda **p: calls.append(p) or real(**p))
+    return calls
+
+
+def test_python_assignments_take_effect_before_the_next_line_even_in_an_event_loop(app):
+    async def scenario():
+        app.debounce = 0.05  # a kernel runs cells inside its event loop
+        app.params = {"skymethod": "local"}
+        seen = [app.result.attrs["skymethod"]]
+        app.groups = {"img00": "pair", "img01": "pair"}
+        seen.append(app.result.group.values.tolist()[:2])
+        app.editor.assign(["img02", "img04"], "b")  # an editor method called from Python
+        seen.append(app.result.group.values.tolist())
+        return seen
+
+    assert in_event_loop(scenario) == [
+        "local", ["pair", "pair"], ["pair", "pair", "b", "", "b", ""]]
+
+
+def test_page_changes_are_debounced_into_one_solve(app, monkeypatch):
+    calls = count_solves(app, monkeypatch)
+
     async def scenario():
         app.debounce = 0.05
-        app.params = {"skymethod": "local"}
-        app.params = {"skymethod": "match"}  # two quick changes: one solve, with the last
-        assert app.result.attrs["skymethod"] == "global+match"  # not solved yet
-        await asyncio.sleep(0.2)
-        return app.result.attrs["skymethod"]
+        # three quick changes in the page: one solve, with the last values
+        app._controls["skymethod"].value = "local"
+        app._controls["skymethod"].value = "match"
+        app.editor._on_message(app.editor, {"type": "assign", "names": ["img00", "img01"],
+                                            "label": "pair"}, [])
+        waiting = (app.result.attrs["skymethod"], app.status, app._views._dom_classes, len(calls))
+        await asyncio.sleep(0.3)
+        return waiting, app.result.attrs["skymethod"], app.result.group.values.tolist()[:2]
 
-    # a thread of its own: pytest-playwright keeps an event loop running in the main thread
-    outcome = {}
-    worker = threading.Thread(target=lambda: outcome.update(method=asyncio.run(scenario())))
-    worker.start()
-    worker.join(10)
-    assert outcome["method"] == "match"
+    (method, status, classes, n), after, groups = in_event_loop(scenario)
+    assert method == "global+match" and n == 0  # nothing solved yet: the last result stays
+    assert status.startswith("solving…")
+    assert "smnb-app-solving" in classes  # the views say they are out of date
+    assert after == "match" and groups == ["pair", "pair"] and len(calls) == 1
+    assert "smnb-app-solving" not in app._views._dom_classes
+
+
+def test_a_python_assignment_overtakes_a_pending_page_change(app, monkeypatch):
+    calls = count_solves(app, monkeypatch)
+
+    async def scenario():
+        app.debounce = 0.05
+        app._controls["skystat"].value = "median"  # from the page: waits
+        app.params = {"skymethod": "local"}  # from Python: solves now, with both
+        now = (app.result.attrs["skymethod"], app.result.attrs["skystat"])
+        await asyncio.sleep(0.3)
+        return now
+
+    assert in_event_loop(scenario) == ("local", "median")
+    assert len(calls) == 1  # the pending page solve was cancelled, not run again
+
+
+def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):
+    real = app.collection.skymatch
+    shown = []
+    monkeypatch.setattr(app.table, "update", lambda result=None: shown.append(result.attrs["skystat"]))
+    loop_holder = {}
+
+    def slow_skymatch(**params):
+        if params["skystat"] == "median":  # a long solve, during which the user changes skystat
+            time.sleep(0.3)
+            loop_holder["loop"].call_soon(lambda: setattr(app._controls["skystat"], "value", "midpt"))
+        return real(**params)
+
+    monkeypatch.setattr(app.collection, "skymatch", slow_skymatch)
+
+    async def scenario():
+        loop_holder["loop"] = asyncio.get_running_loop()
+        app.debounce = 0.02
+        app._controls["skystat"].value = "median"
+        await asyncio.sleep(1.0)
+        return app.result.attrs["skystat"]
+
+    assert in_event_loop(scenario) == "midpt"
+    assert shown == ["midpt"]  # the stale median result never reached the views
+
+
+def test_the_status_says_solving_before_the_solve_and_a_failure_keeps_the_views(app, monkeypatch):
+    real = app.collection.skymatch
+    seen = []
+
+    def watched(**params):
+        seen.append((app._status.value, "smnb-app-solving" in app._views._dom_classes))
+        return real(**params)
+
+    monkeypatch.setattr(app.collection, "skymatch", watched)
+    app.params = {"skymethod": "match"}
+    assert "solving…" in seen[0][0] and seen[0][1]
+    good = app.result
+
+    def refuses(**params):
+        raise ValueError("the engine refuses")
+
+    monkeypatch.setattr(app.collection, "skymatch", refuses)
+    assert app.solve() is None
+    assert app.status == "error: the engine refuses" and app.result is good
+    assert table_skies(app)["img01"] == pytest.approx(20.0)  # the last good views stay
+    assert "smnb-app-solving" not in app._views._dom_classes
+
+
+def test_building_the_app_keeps_the_collections_group_labels():
+    m = make_mosaic((2, 3), sky=SKY)
+    coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+    labels = {"img00": 1, "img01": 1.0, "img02": "1", "img03": None, "img04": "b", "img05": "b"}
+    coll.groups = labels
+    expected = coll.skymatch(skymethod="match", skystat="mean").sky.values
+    app = SkyMatchApp(coll, skymethod="match", skystat="mean")
+    kept = coll.groups
+    assert kept == labels and [type(kept[n]) for n in ("img00", "img01", "img02")] == [int, float, str]
+    assert app.groups == labels
+    np.testing.assert_allclose(app.result.sky.values, expected)
+    np.testing.assert_allclose(coll.skymatch(skymethod="match", skystat="mean").sky.values, expected)
+    # the editor shows text: 1 and 1.0 are one group "1"; the str "1" is another group
+    assert app.editor.groups == {"img00": "1", "img01": "1", "img02": "1 (2)", "img03": None,
+                                 "img04": "b", "img05": "b"}
+    assert app.result.group.values.tolist() == ["1", "1", "1 (2)", "", "b", "b"]
+    # an edit of one group leaves the others' labels alone
+    app.editor.assign(["img03"], "b")
+    assert type(coll.groups["img00"]) is int and type(coll.groups["img01"]) is float
+    assert coll.groups["img03"] == "b" and app.groups["img03"] == "b"
+    app.editor.undo()
+    assert coll.groups == labels
+
+
+def test_the_sky_plot_names_images_and_never_draws_an_invalid_sky_at_zero(app):
+    app.params = {"skymethod": "local", "upper": 117.0}  # img01 (sky 120) has no valid sky
+    plot = app._plot
+    assert not app.result.valid.values[1]
+    assert plot._x_axis.tick_labels == {k: f"img0{k}" for k in range(6)}
+    assert list(plot._sky.x) == [0, 2, 3, 4, 5]  # no point for img01 ...
+    assert list(plot._invalid.x) == [1]  # ... but a cross on the bottom edge
+    assert plot._invalid.y[0] < min(plot._sky.y) and plot._invalid.y[0] > plot._y.min
+    assert (plot._x.min, plot._x.max) == (-0.5, 5.5)  # room for the first and last names
+    assert "× no valid sky" in plot._sky_fig.title
+    # selection still maps points to images
+    app.selected = ["img02"]
+    assert list(plot._sky.selected) == [1]
+    plot._sky.selected = [3]  # a click on the fourth point: img04
+    assert app.selected == ["img04"]
+    app.selected = ["img01"]  # an invalid image has no point to select
+    assert plot._sky.selected is None
 
 
 def test_export_figure_writes_publication_files(app, tmp_path):

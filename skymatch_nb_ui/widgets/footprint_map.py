@@ -15,6 +15,7 @@ import traitlets
 import xarray as xr
 
 from ..engine.geometry import gnomonic, lonlat_to_xyz
+from ..collection import group_texts
 from ._assets import asset
 from .._colors import CATEGORICAL, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
 
@@ -295,7 +296,7 @@ class FootprintMap(anywidget.AnyWidget):
     def _groups(self) -> list[str]:
         if self._result is not None:
             return self._result.group
-        return ["" if g is None else str(g) for g in self._collection.groups.values()]
+        return group_texts(self._collection.groups.values())
 
     def _tooltips(self) -> list[str]:
         groups = self._groups()

@@ -15,7 +15,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ..collection import META_COLUMNS
+from ..collection import META_COLUMNS, group_texts
 from ._assets import asset
 from .._colors import categorical
 
@@ -33,7 +33,10 @@ class GroupEditor(anywidget.AnyWidget):
 
     Every accepted edit is written to ``collection.groups`` and to the `groups` traitlet;
     a rejected one raises `ValueError` (from Python) or shows its message in the widget
-    (from the UI, through the `error` traitlet).
+    (from the UI, through the `error` traitlet).  The editor shows labels as text
+    (`skymatch_nb_ui.collection.group_texts`) but never changes the collection's own labels:
+    a group it did not rename keeps its label (``1`` stays the int ``1``); new and renamed
+    groups get the text typed.
 
     In the widget, every control is a button (Tab and Enter work): an image's button toggles
     it in `selected`; a group's chip selects its members (shift adds them); typing a name and
@@ -50,9 +53,9 @@ class GroupEditor(anywidget.AnyWidget):
     Attributes
     ----------
     groups : dict
-        {image name: group label (str) or None (alone)}, in image order.  Two-way: assigning
-        it (a mapping; images left out become alone, ``""`` means alone, other labels are
-        turned into str) is an edit like any other and can be undone.
+        {image name: group label as text, or None (alone)}, in image order.  Two-way:
+        assigning it (a mapping; images left out become alone, ``""`` means alone, other
+        labels are turned into str) is an edit like any other and can be undone.
     selected : list of str
         The selected image names (shared with the map and the table by the app).
     names : list of str
@@ -73,6 +76,9 @@ class GroupEditor(anywidget.AnyWidget):
         Whether `undo` has an edit to take back.
     error : str
         The message of the last edit the UI asked for and Python refused ("" after a success).
+    from_page : bool
+        True while the editor carries out a request from the page (a click), False for calls
+        from Python: the app debounces only the former.
 
     Notes
     -----
@@ -126,11 +132,13 @@ class GroupEditor(anywidget.AnyWidget):
         self._history: list[dict] = []
         self._restoring = False  # True while undo() sets `groups`: no new undo entry
         self._loading = True  # the initial state is neither an edit nor written back
+        self._from_page = False
+        self._labels: dict = {}  # text shown -> the collection's own label
         super().__init__(**kwargs)
         self._preset_groups = _preset_groupings(collection)
         self.set_trait("names", list(collection.names))
         self.set_trait("presets", [meta for meta, _ in self._preset_groups.values()])
-        self.groups = _as_str_labels(collection.groups)
+        self.groups = self._texts(collection.groups)
         self._loading = False
         self._refresh_derived()
         self.on_msg(self._on_message)
@@ -139,6 +147,11 @@ class GroupEditor(anywidget.AnyWidget):
     def collection(self):
         """The `ImageCollection` being edited."""
         return self._collection
+
+    @property
+    def from_page(self) -> bool:
+        """True while a request from the page (not a Python call) is being carried out."""
+        return self._from_page
 
     # -- edits -----------------------------------------------------------------------------------
     def assign(self, names, label: str) -> None:
@@ -213,7 +226,7 @@ class GroupEditor(anywidget.AnyWidget):
 
         Like any change of `groups`, this is one step `undo` can take back.
         """
-        self.groups = _as_str_labels(self._collection.groups)
+        self.groups = self._texts(self._collection.groups)
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -245,7 +258,7 @@ class GroupEditor(anywidget.AnyWidget):
             return
         if not self._restoring:
             self._history = (self._history + [change["old"]])[-UNDO_DEPTH:]
-        self._collection.groups = change["new"]
+        self._collection.groups = self._labels_of(change["new"])
         self.error = ""
         self._refresh_derived()
 
@@ -274,12 +287,32 @@ class GroupEditor(anywidget.AnyWidget):
         if action is None:
             self.error = f"unknown request from the front end: {content!r}"
             return
+        self._from_page = True
         try:
             action()
         except ValueError as exc:
             self.error = str(exc)
+        finally:
+            self._from_page = False
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _texts(self, groups: Mapping) -> dict:
+        """{name: text or None} of the collection's labels; remembers which label each text
+        stands for, so that writing the groups back keeps the collection's labels."""
+        texts = group_texts(groups.values())
+        for label, text in zip(groups.values(), texts):
+            if label is not None:
+                self._labels.setdefault(text, label)
+        return {n: (t or None) for n, t in zip(groups, texts)}
+
+    def _labels_of(self, texts: Mapping) -> dict:
+        """The collection's groups for the texts shown: an image whose text did not change
+        keeps its own label; the others get the label that text stands for (or the text)."""
+        current = self._collection.groups
+        shown = self._texts(current)
+        return {n: current[n] if t == shown[n] else (None if t is None else self._labels.get(t, t))
+                for n, t in texts.items()}
+
     def _checked_names(self, names, what: str) -> list[str]:
         names = check_names(self._collection, names, what)
         if not names:
@@ -380,10 +413,6 @@ def _checked_label(label, what: str) -> str:
             + ("; to make images alone use ungroup(names)" if what == "assign" else "")
         )
     return label.strip()
-
-
-def _as_str_labels(groups: Mapping) -> dict:
-    return {n: _label_or_none(g) for n, g in groups.items()}
 
 
 def _partition(groups: Mapping) -> set:

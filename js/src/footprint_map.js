@@ -162,6 +162,7 @@ function render({ model, el }) {
   let press = null; // the current mouse press: {mode: "pan"|"box", x, y, view, start, moved}
   let suppressClick = false;
   let pointerFocus = false; // the map is being focused by a mouse press, not by Tab
+  let tipSource = null; // what the tooltip on screen describes: {image: i} or {pair: j}
 
   const names = () => model.get("names") ?? [];
   const indexOf = () => new Map(names().map((n, i) => [n, i]));
@@ -207,6 +208,7 @@ function render({ model, el }) {
     const nm = names();
     shapes.forEach((p, i) => p.setAttribute("aria-label", (tips[i] ?? nm[i] ?? "").replace(/\n/g, "; ")));
     describe();
+    refreshTooltip();
   }
 
   function drawFlags() {
@@ -264,6 +266,7 @@ function render({ model, el }) {
     ui.casing.setAttribute("d", ends.map(([[x1, y1], [x2, y2]]) => `M${x1},${y1}L${x2},${y2}`).join(""));
     ui.pairs.replaceChildren(...lines);
     drawOverlapsToggle();
+    refreshTooltip();
   }
 
   function drawOverlapsToggle() {
@@ -416,9 +419,9 @@ function render({ model, el }) {
     const pair = event.target?.getAttribute?.("data-pair");
     if (i >= 0) {
       setHovered(names()[i]);
-      showTooltip((model.get("tooltips") ?? [])[i] ?? names()[i], event);
+      showTooltip({ image: i }, event);
     } else if (pair !== null && pair !== undefined) {
-      showTooltip((model.get("pairs") ?? [])[Number(pair)]?.title ?? "", event);
+      showTooltip({ pair: Number(pair) }, event);
     }
   }
 
@@ -427,10 +430,25 @@ function render({ model, el }) {
     hideTooltip();
   }
 
-  function showTooltip(text, event) {
-    ui.tooltip.textContent = text;
+  // The text of a tooltip is looked up from the model each time, so that one on screen
+  // follows a re-solve (new tooltips or pairs) without the mouse moving.
+  function tooltipText(source) {
+    if ("image" in source) return (model.get("tooltips") ?? [])[source.image] ?? names()[source.image] ?? "";
+    return (model.get("pairs") ?? [])[source.pair]?.title ?? "";
+  }
+
+  function showTooltip(source, event) {
+    tipSource = source;
+    ui.tooltip.textContent = tooltipText(source);
     ui.tooltip.style.display = "block";
     moveTooltip(event);
+  }
+
+  function refreshTooltip() {
+    if (!tipSource || ui.tooltip.style.display === "none") return;
+    const text = tooltipText(tipSource);
+    if (text) ui.tooltip.textContent = text;
+    else hideTooltip(); // what it described is gone
   }
 
   function moveTooltip(event) {
@@ -445,6 +463,7 @@ function render({ model, el }) {
 
   function hideTooltip() {
     ui.tooltip.style.display = "none";
+    tipSource = null;
   }
 
   // ---- keyboard ------------------------------------------------------------------------------

@@ -183,6 +183,7 @@ function render({ model, el: host }) {
     const n = chosen.size;
     count.textContent = n ? `${n} selected` : "Select images, then:";
     ungroupButton.disabled = clearButton.disabled = n === 0;
+    drawAssign();
     if (renaming !== null) {
       const field = list.querySelector(`.${P}-rename-input`);
       if (field) {
@@ -196,6 +197,15 @@ function render({ model, el: host }) {
       const again = [...root.querySelectorAll("[data-role]")].find((node) => focusKey(node) === keep);
       again?.focus();
     }
+  }
+
+  // Assign needs images selected and a group name; its title says what is missing.
+  function drawAssign() {
+    const n = selected().length;
+    const named = input.value.trim() !== "";
+    assignButton.disabled = n === 0 || !named;
+    assignButton.title = n === 0 ? "Select images first (click them here, in the map or in the table)"
+      : !named ? "Type a group name first" : `Put the ${n} selected image(s) in group “${input.value.trim()}” (Enter)`;
   }
 
   function drawMessages() {
@@ -229,7 +239,7 @@ function render({ model, el: host }) {
 
   function onClick(event) {
     const target = event.target.closest("button[data-role]");
-    if (!target || !root.contains(target)) return;
+    if (!target || !root.contains(target) || target.disabled) return;
     const { role, name, label, id } = target.dataset;
     const groups = model.get("groups") ?? {};
     const membersOf = (l) => (model.get("names") ?? []).filter((n) => groups[n] === l);
@@ -279,6 +289,7 @@ function render({ model, el: host }) {
     if (event.target.dataset?.role === "rename-input") finishRename(event.target, true);
   }
 
+  input.addEventListener("input", drawAssign);
   root.addEventListener("click", onClick);
   root.addEventListener("keydown", onKeydown);
   root.addEventListener("focusout", onFocusout);
@@ -288,7 +299,7 @@ function render({ model, el: host }) {
   });
 
   const onGroups = () => {
-    if (pendingAssign) input.value = "";
+    if (pendingAssign) input.value = ""; // drawGroups then disables Assign again
     pendingAssign = false;
     drawGroups();
   };

@@ -54,6 +54,27 @@ function displayText(value, key) {
   return String(value);
 }
 
+// A number's text split where its decimal point is (or would be): ["-12", ".5"], ["3", ""],
+// ["1", ".5e+21"], ["1", "e-7"]. Numbers of a column line up on that point.
+export function splitNumber(text) {
+  const at = text.search(/[.eE]/);
+  return at < 0 ? [text, ""] : [text.slice(0, at), text.slice(at)];
+}
+
+// Right-aligned cell content whose decimal points line up: the fraction (from the point on)
+// is padded to the column's widest, in a monospace font with tabular digits.
+function numberParts(text, width) {
+  const [whole, fraction] = splitNumber(text);
+  const a = document.createElement("span");
+  a.className = `${P}-int`;
+  a.textContent = whole;
+  const b = document.createElement("span");
+  b.className = `${P}-frac`;
+  b.textContent = fraction;
+  b.style.minWidth = `${width ?? 0}ch`;
+  return [a, b];
+}
+
 // -- the widget ------------------------------------------------------------------------------
 function render({ model, el: host }) {
   const root = document.createElement("div");
@@ -114,6 +135,9 @@ function render({ model, el: host }) {
     const rows = model.get("rows") ?? [];
     const columns = model.get("columns") ?? [];
     indexOf = new Map(rows.map((r, i) => [r.name, i]));
+    // the widest part after the decimal point, per numeric column (characters)
+    const fractions = new Map(columns.filter((c) => c.kind === "num").map((c) => [c.key,
+      Math.max(0, ...rows.map((r) => splitNumber(displayText(r[c.key], c.key))[1].length))]));
     rowNodes = rows.map((row) => {
       const tr = document.createElement("tr");
       tr.dataset.name = row.name;
@@ -129,6 +153,11 @@ function render({ model, el: host }) {
           swatch.className = `${P}-swatch`;
           swatch.dataset.group = value;
           td.append(swatch);
+        }
+        if (column.kind === "num") {
+          td.append(...numberParts(displayText(value, column.key), fractions.get(column.key)));
+          tr.append(td);
+          continue;
         }
         td.append(displayText(value, column.key));
         if (column.key === "reason" && value) td.title = value;

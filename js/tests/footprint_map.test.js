@@ -298,3 +298,26 @@ test("scale bar lengths are round and labelled in arcsec, arcmin or degrees", ()
   assert.deepEqual(scaleBar(6000), { length: 3600, label: "1°" });
   assert.equal(formatAngle(0.5), "0.5″");
 });
+
+test("a tooltip on screen follows a re-solve: new text for the same image or pair", () => {
+  const { el, model, shapes } = mount({ show_overlaps: true });
+  const tip = el.querySelector(".smnb-map-tooltip");
+  shapes()[1].dispatchEvent(mouse("mouseover", { clientX: 10, clientY: 10 }));
+  assert.equal(tip.textContent, STATE.tooltips[1]);
+  model.set("tooltips", STATE.tooltips.map((t) => t.replace("sky:", "sky (new):")));
+  assert.equal(tip.style.display, "block");
+  assert.equal(tip.textContent, "b\nsky (new): 2 ± 0.1");
+  // a pair's tooltip follows new pairs
+  const line = el.querySelector('line[data-pair="1"]');
+  line.dispatchEvent(mouse("mouseover", { clientX: 10, clientY: 10 }));
+  assert.equal(tip.textContent, STATE.pairs[1].title);
+  model.set("pairs", STATE.pairs.map((p) => ({ ...p, title: p.title.replace("0.5", "0.25") })));
+  assert.equal(tip.textContent, "a – c\nresidual after: -0.25");
+  // the pair is gone after the re-solve: so is its tooltip
+  el.querySelector('line[data-pair="0"]').dispatchEvent(mouse("mouseover", { clientX: 1, clientY: 1 }));
+  model.set("pairs", []);
+  assert.equal(tip.style.display, "none");
+  // a hidden tooltip stays hidden when the tooltips change
+  model.set("tooltips", STATE.tooltips);
+  assert.equal(tip.style.display, "none");
+});

@@ -36,6 +36,10 @@ const key = (node, k, init = {}) =>
   node.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true, ...init }));
 const q = (sel) => el.querySelector(sel);
 const qa = (sel) => [...el.querySelectorAll(sel)];
+const type = (input, text) => {
+  input.value = text;
+  input.dispatchEvent(new Event("input", { bubbles: true }));
+};
 const member = (name) => q(`.smnb-groups-member[data-name="${name}"]`);
 const group = (label) => q(`.smnb-groups-group[data-label="${label}"]`);
 
@@ -88,7 +92,7 @@ test("Enter in the name input and the Assign button send assign; input clears on
   model.set("groups", { ...STATE.groups, img03: "new", img04: "new" }); // Python applied it
   assert.equal(input.value, "");
   assert.deepEqual(qa(".smnb-groups-chip").map((c) => c.dataset.label), ["e1", "e2", "new"]);
-  input.value = "e2";
+  type(input, "e2");
   click(q(".smnb-groups-assign-button"));
   assert.deepEqual(model.sent[1], { type: "assign", names: ["img03", "img04"], label: "e2" });
   model.set("error", "some problem"); // Python refused: the name stays for correcting
@@ -181,4 +185,28 @@ test("cleanup stops listening", () => {
   cleanup();
   model.set("groups", { img00: null, img01: null, img02: null, img03: null, img04: null });
   assert.equal(el.children.length, 0);
+});
+
+test("Assign is disabled until images are selected and a name is typed, and says why", () => {
+  const { model } = mount();
+  const assign = q(".smnb-groups-assign-button");
+  const input = q(".smnb-groups-name");
+  assert.equal(assign.disabled, true);
+  assert.match(assign.title, /Select images first/);
+  type(input, "new");
+  assert.equal(assign.disabled, true); // a name, but nothing selected
+  click(assign);
+  assert.deepEqual(model.sent, []); // a disabled button sends nothing
+  model.set("selected", ["img03"]);
+  assert.equal(assign.disabled, false);
+  assert.match(assign.title, /Put the 1 selected image\(s\) in group “new”/);
+  type(input, "  ");
+  assert.equal(assign.disabled, true);
+  assert.match(assign.title, /Type a group name first/);
+  type(input, "new");
+  click(assign);
+  assert.deepEqual(model.sent, [{ type: "assign", names: ["img03"], label: "new" }]);
+  model.set("groups", { ...STATE.groups, img03: "new" }); // applied: the name clears
+  assert.equal(input.value, "");
+  assert.equal(assign.disabled, true);
 });

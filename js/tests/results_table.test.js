@@ -6,7 +6,7 @@ import { FakeModel, freshDom } from "./fake_model.js";
 
 const module = await import("../src/results_table.js");
 const widget = module.default;
-const { sortedIndices, toCSV } = module;
+const { sortedIndices, splitNumber, toCSV } = module;
 
 // rows with awkward values and the CSV Python's ResultsTable.to_csv() makes of them
 const FIXTURE = JSON.parse(readFileSync(new URL("./results_table_csv.json", import.meta.url), "utf8"));
@@ -198,4 +198,22 @@ test("cleanup stops listening", () => {
   cleanup();
   model.set("rows", []);
   assert.equal(el.children.length, 0);
+});
+
+test("numbers line up on the decimal point: the part after it is padded to the column's widest", () => {
+  assert.deepEqual(splitNumber("-12.5"), ["-12", ".5"]);
+  assert.deepEqual(splitNumber("100"), ["100", ""]);
+  assert.deepEqual(splitNumber("1.5e+21"), ["1", ".5e+21"]);
+  assert.deepEqual(splitNumber("1e-7"), ["1", "e-7"]);
+  assert.deepEqual(splitNumber("—"), ["—", ""]);
+  mount({ rows: [row("a", null, 100), row("b", null, -0.125), row("c", null, 12.5), row("d", null, null, false)] });
+  const cells = [...el.querySelectorAll("td.smnb-table-col-sky")];
+  assert.deepEqual(cells.map((td) => td.textContent), ["100", "-0.125", "12.5", "—"]); // text unchanged
+  assert.deepEqual(cells.map((td) => td.querySelector(".smnb-table-int").textContent), ["100", "-0", "12", "—"]);
+  assert.deepEqual(cells.map((td) => td.querySelector(".smnb-table-frac").textContent), ["", ".125", ".5", ""]);
+  assert.deepEqual(new Set(cells.map((td) => td.querySelector(".smnb-table-frac").style.minWidth)), new Set(["4ch"]));
+  // each numeric column has its own width; text columns are left as they are
+  const npix = [...el.querySelectorAll("td.smnb-table-col-npix .smnb-table-frac")];
+  assert.deepEqual(new Set(npix.map((f) => f.style.minWidth)), new Set(["0ch"]));
+  assert.equal(el.querySelector("td.smnb-table-col-name .smnb-table-int"), null);
 });

@@ -1,11 +1,15 @@
 """End to end in JupyterLab: the quickstart notebook's SkyMatchApp, driven in Debian's chromium.
 
-Kernel <-> browser both ways: a click in the map reaches ``app.selected`` in the kernel; an edit
-in the group editor re-solves and the table's skies change; a new ``skymethod`` in the
-controls updates the table.  Screenshots in the light and dark themes go to test-results/.
+The quickstart draws real pixels (the Hubble Deep Field through ACS/WFC's distortion). Kernel
+<-> browser both ways: a click in the map reaches ``app.selected`` in the kernel; an edit in
+the group editor re-solves and the table's skies change; a new ``skymethod`` in the controls
+updates the table; a Python assignment to ``app.params`` or ``app.groups`` is read back in the
+same cell (``app.result`` is already the new one) and the page follows; a tooltip on screen
+follows a re-solve. Screenshots in the light and dark themes go to test-results/.
 """
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
@@ -41,8 +45,21 @@ def open_notebook(page: Page, lab_server, name: str) -> None:
         "?.connectionStatus === 'connected'", timeout=90_000)
 
 
+def kernel_until(page: Page, code: str, expected: str, timeout: float = 15.0) -> None:
+    """Run ``code`` until it prints ``expected``: the page's widget messages reach the kernel
+    throttled (ipywidgets holds back a change while the kernel is busy), not instantly."""
+    deadline = time.monotonic() + timeout
+    while (out := kernel(page, code)) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert out == expected
+
+
 def sky_cells(page: Page) -> list[str]:
     return page.locator(".smnb-table-grid tbody td.smnb-table-col-sky").all_inner_texts()
+
+
+def cell(page: Page, name: str, column: str):
+    return page.locator(f".smnb-table-grid tbody tr[data-name='{name}'] td.smnb-table-col-{column}")
 
 
 def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
@@ -50,45 +67,91 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     shapes = page.locator(".smnb-map-shape")
-    expect(shapes).to_have_count(12, timeout=90_000)  # one footprint per image
+    expect(shapes).to_have_count(8, timeout=120_000)  # 4 exposures x 2 ACS/WFC detectors
     rows = page.locator(".smnb-table-grid tbody tr")
-    expect(rows).to_have_count(12)
-    expect(page.locator(".smnb-status")).to_contain_text("solved in")
+    expect(rows).to_have_count(8)
+    expect(page.locator(".smnb-status")).to_contain_text("solved in", timeout=60_000)
+    expect(page.locator(".jp-Notebook .jp-mod-executing")).to_have_count(0, timeout=120_000)
     app_output = page.locator(".jp-OutputArea-output").filter(has=page.locator(".smnb-map"))
 
-    # JS -> Python: click a footprint, the kernel's app.selected follows
-    shapes.nth(0).click()
-    expect(shapes.nth(0)).to_have_class(re.compile(r"\bsmnb-map-selected\b"))
+    # real pixels through a real distorted WCS, with the known skies found again (the notebook
+    # asserts it; its last cell's Python assignment was read back at once)
+    assert kernel(page, "print(type(hdf).__name__, hdf.wcs[0].sip is not None, hdf.images[0].shape,"
+                        " coll.names[:2])") == "DitheredExposures True (256, 512) ('e1_wfc1', 'e1_wfc2')"
+    assert kernel(page, "print(app.result.attrs['skymethod'])") == "global+match"
+    expect(page.locator(".jp-OutputArea-output img")).not_to_have_count(0)  # the pixels, drawn
+    page.locator(".jp-OutputArea-output img").first.screenshot(path=str(screenshots / "lab_quickstart_pixels.png"))
+    # the sky plot names the images on its axis
+    expect(page.locator(".smnb-app .bqplot .tick text").filter(has_text="e1_wfc1")).to_have_count(1)
+
+    # Assign waits for a selection
+    assign = page.locator(".smnb-groups-assign-button")
+    expect(assign).to_be_disabled()
+
+    # JS -> Python: click a footprint (the last one drawn is on top), shift-click a table row
+    shapes.nth(7).click()
+    expect(shapes.nth(7)).to_have_class(re.compile(r"\bsmnb-map-selected\b"))
     expect(page.locator(".smnb-table-grid tbody tr.smnb-table-selected")).to_have_count(1)
-    assert kernel(page, "print(app.selected)") == "['img00']"
-    shapes.nth(1).click(modifiers=["Shift"])
+    kernel_until(page, "print(app.selected)", "['e4_wfc2']")
+    page.locator(".smnb-table-grid tbody tr[data-name='e3_wfc1'] td").first.click(modifiers=["Shift"])
     expect(page.locator(".smnb-table-grid tbody tr.smnb-table-selected")).to_have_count(2)
-    assert kernel(page, "print(app.selected)") == "['img00', 'img01']"
+    kernel_until(page, "print(sorted(app.selected))", "['e3_wfc1', 'e4_wfc2']")
 
     # the group editor: assign the two selected images to a new group; the skies change
     before = sky_cells(page)
     page.locator(".smnb-groups-name").fill("pair")
-    page.locator(".smnb-groups-assign-button").click()
+    expect(assign).to_be_enabled()
+    assign.click()
     expect(page.locator(".smnb-groups-chip").filter(has_text="pair")).to_have_count(1)
-    expect(page.locator(".smnb-table-grid tbody tr[data-name='img00'] td.smnb-table-col-group")).to_have_text("pair")
+    expect(cell(page, "e4_wfc2", "group")).to_have_text("pair")
+    expect(page.locator(".smnb-status")).to_contain_text("solved in")
     after = sky_cells(page)
     assert after != before
-    assert after[0] == after[1]  # one sky for the group
-    assert kernel(page, "print(app.groups['img01'], app.result.group.values[1])") == "pair pair"
+    assert cell(page, "e3_wfc1", "sky").inner_text() == cell(page, "e4_wfc2", "sky").inner_text()
+    kernel_until(page, "print(app.groups['e4_wfc2'], app.result.group.values[-1])", "pair pair")
 
     # the controls: a new skymethod re-solves and the table follows
     page.locator(".smnb-app select").first.select_option("match")
     expect(page.locator(".smnb-status")).to_contain_text("match / median", timeout=30_000)
-    expect(page.locator(".smnb-table-grid tbody td.smnb-table-col-sky").filter(has_text=re.compile(r"^0(\.0+)?$"))).not_to_have_count(0)
-    assert kernel(page, "print(app.params['skymethod'], app.result.attrs['skymethod'])") == "match match"
+    expect(page.locator(".smnb-table-grid tbody td.smnb-table-col-sky").filter(
+        has_text=re.compile(r"^0(\.0+)?$"))).not_to_have_count(0)
+    kernel_until(page, "print(app.params['skymethod'], app.result.attrs['skymethod'])", "match match")
+
+    # Python: an assignment is read back in the same cell, and the page follows
+    assert kernel(page, "app.params = {'skystat': 'mode'}\n"
+                        "print(app.result.attrs['skystat'], app.status.split(':')[0])") == "mode match / mode"
+    expect(page.locator(".smnb-status")).to_contain_text("match / mode")
+    expect(page.locator(".smnb-app select").nth(1)).to_have_value("mode")
+    assert kernel(page, "app.groups = {n: n.split('_')[1] for n in coll.names}  # by detector\n"
+                        "print(sorted(map(str, set(app.result.group.values))), app.result.sky.values[0] == "
+                        "app.result.sky.values[2])") == "['wfc1', 'wfc2'] True"
+    expect(page.locator(".smnb-groups-chip")).to_have_count(2)
+    expect(cell(page, "e2_wfc1", "group")).to_have_text("wfc1")
+
+    # a tooltip on screen follows a re-solve
+    kernel(page, "app.groups = {n: n.split('_')[0] for n in coll.names}; "
+                 "app.params = {'skystat': 'median', 'skymethod': 'match'}")
+    expect(page.locator(".smnb-status")).to_contain_text("match / median")
+    shapes.nth(7).hover()
+    tooltip = page.locator(".smnb-map-tooltip")
+    expect(tooltip).to_be_visible()
+    expect(tooltip).to_contain_text("e4_wfc2")
+    shown = tooltip.inner_text()
+    kernel(page, "app.params = {'skymethod': 'global+match'}")
+    expect(tooltip).to_be_visible()
+    expect(tooltip).not_to_have_text(shown)  # the new sky, without moving the mouse
+    sky = kernel(page, "print(f\"{app.result.sky.sel(image='e4_wfc2').item():.4g}\")")
+    expect(tooltip).to_contain_text(sky)
 
     # Python -> JS: set the selection from the kernel
-    kernel(page, "app.selected = ['img05']")
-    expect(shapes.nth(5)).to_have_class(re.compile(r"\bsmnb-map-selected\b"))
-    expect(shapes.nth(0)).not_to_have_class(re.compile(r"\bsmnb-map-selected\b"))
+    kernel(page, "app.selected = ['e2_wfc1']")
+    expect(shapes.nth(2)).to_have_class(re.compile(r"\bsmnb-map-selected\b"))
+    expect(shapes.nth(7)).not_to_have_class(re.compile(r"\bsmnb-map-selected\b"))
 
+    page.mouse.move(5, 5)
     page.set_viewport_size({"width": 1400, "height": 2400})  # the whole app in view
     app_output.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
     app_output.first.screenshot(path=str(screenshots / "lab_app_light.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false", timeout=30_000)

@@ -47,6 +47,7 @@ def test_setting_params_from_python_re_solves_and_moves_the_controls(app):
 
 
 def test_a_control_change_re_solves(app):
+    app.debounce = 0  # a change from the page then solves at once (debouncing: tests below)
     app._controls["skymethod"].value = "local"
     assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
     app._controls["upper"].value = "110"

@@ -469,7 +469,8 @@ class _SkyPlot:
         self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[DATA_COLOR])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
                                    colors=[BAD_COLOR], default_size=50)
-        self._x_axis = bq.Axis(scale=x, tick_rotate=-40, tick_style={"font-size": "10px"})
+        self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
+                               tick_style={"font-size": "11px", "text-anchor": "end"})
         self._sky_fig = bq.Figure(
             marks=[self._bars, self._sky, self._invalid],
             axes=[self._x_axis, bq.Axis(scale=y, side="left", label="sky")],
@@ -488,16 +489,19 @@ class _SkyPlot:
         pair_fig = bq.Figure(
             marks=[self._zero, self._before, self._after],
             axes=[self._p_axis, bq.Axis(scale=py, side="left", label="difference")],
-            title="overlap differences", layout=w.Layout(width="390px", height="260px"),
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 24},
+            layout=w.Layout(width="390px", height="240px"),
+            fig_margin={"top": 12, "bottom": 40, "left": 60, "right": 24},
         )
-        legend = w.HTML(
+        # the title and its legend above the plot, never over the points
+        heading = w.HTML(
             "<div class='smnb-app-legend' style='font-family:var(--jp-ui-font-family, sans-serif);"
-            "font-size:12px;color:var(--jp-ui-font-color1, #333);padding-left:60px'>"
+            "color:var(--jp-ui-font-color1, #333);text-align:center;padding-left:36px'>"
+            "<div style='font-size:16px'>overlap differences</div><div style='font-size:12px'>"
             f"<span style='color:{BEFORE_COLOR}'>●</span> before matching &nbsp; "
-            f"<span style='color:{DATA_COLOR}'>●</span> after</div>")
+            f"<span style='color:{DATA_COLOR}'>●</span> after</div></div>",
+            layout=w.Layout(width="390px"))
         self._valid_idx = np.zeros(0, int)
-        self.box = w.VBox([self._sky_fig, legend, pair_fig])
+        self.box = w.VBox([self._sky_fig, heading, pair_fig])
 
     def update(self, result: xr.Dataset, pairs: xr.Dataset, selected: list[int]):
         names = [str(n) for n in result.image.values]

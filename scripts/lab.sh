@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: JupyterLab on the quickstart notebook, with everything
-# the tutorials and the app use (the package with its widgets, plot and data extras).
+# the tutorials and the app use (the package with its widgets, plot, data and cli extras).
 #
 #   bash scripts/lab.sh [JUPYTER_LAB_ARGS...]     e.g. --port=8890 --no-browser
 #
@@ -10,7 +10,7 @@
 # after an update, delete your copy of it and run this again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/_venv.sh "widgets,plot,data" jupyterlab
+source scripts/_venv.sh "widgets,plot,data,cli" jupyterlab
 
 WORK=my-notebooks
 mkdir -p "$WORK"

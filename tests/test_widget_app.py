@@ -124,6 +124,14 @@ def in_event_loop(scenario):
     return outcome["value"]
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    """Let the event loop run until ``condition()`` holds (a busy machine may be slow)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting in the event loop"
+        await asyncio.sleep(0.01)
+
+
 def count_solves(app, monkeypatch):
     calls = []
     real = app.collection.skymatch
@@ -157,7 +165,8 @@ def test_page_changes_are_debounced_into_one_solve(app, monkeypatch):
         app.editor._on_message(app.editor, {"type": "assign", "names": ["img00", "img01"],
                                             "label": "pair"}, [])
         waiting = (app.result.attrs["skymethod"], app.status, app._views._dom_classes, len(calls))
-        await asyncio.sleep(0.3)
+        await until(lambda: app.result.attrs["skymethod"] == "match")
+        await asyncio.sleep(0.2)  # time for a second solve, if there were one
         return waiting, app.result.attrs["skymethod"], app.result.group.values.tolist()[:2]
 
     (method, status, classes, n), after, groups = in_event_loop(scenario)
@@ -201,7 +210,7 @@ def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):
         loop_holder["loop"] = asyncio.get_running_loop()
         app.debounce = 0.02
         app._controls["skystat"].value = "median"
-        await asyncio.sleep(1.0)
+        await until(lambda: app.result.attrs["skystat"] == "midpt")
         return app.result.attrs["skystat"]
 
     assert in_event_loop(scenario) == "midpt"

@@ -788,8 +788,10 @@ _BOOL_ATTRS = ("match_down", "subtract")
 
 
 def _from_attr(key: str, value):
-    """The Python value of a result attribute, undoing `_attr`: for tables' metadata (ECSV
-    writes None as null and booleans as true/false)."""
+    """The Python value of a result attribute, undoing `_attr`.
+
+    For tables' metadata: ECSV writes None as null and booleans as true/false.
+    """
     if isinstance(value, str) and value == "none":
         return None
     if isinstance(value, np.generic):

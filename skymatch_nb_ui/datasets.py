@@ -236,8 +236,11 @@ def _binned(header: fits.Header, b: int) -> fits.Header:
 
 def _pointed(header: fits.Header, origin: SkyCoord, center: SkyCoord,
              offset: tuple[float, float]) -> WCS:
-    """The chip's WCS moved from pointing ``origin`` to ``offset`` (east, north arcsec) from
-    ``center``: the chip keeps its place and orientation relative to the pointing."""
+    """The chip's WCS moved from pointing ``origin`` to ``offset`` from ``center``.
+
+    ``offset`` is (east, north) in arcsec; the chip keeps its place and orientation relative
+    to the pointing.
+    """
     here = SkyCoord(header["CRVAL1"], header["CRVAL2"], unit="deg")
     dlon, dlat = origin.spherical_offsets_to(here)
     pointing = center.spherical_offsets_by(offset[0] * u.arcsec, offset[1] * u.arcsec)
@@ -258,8 +261,10 @@ def _middle(headers) -> SkyCoord:
 
 # -- the picture ---------------------------------------------------------------------------------
 def _picture_on_sky(center: SkyCoord, wcs: list[WCS]) -> tuple[np.ndarray, WCS]:
-    """The grey picture (rows from south to north) and a north-up TAN WCS that stretches it
-    over every footprint in ``wcs`` with a margin."""
+    """The grey picture (rows from south to north) and its north-up TAN WCS.
+
+    The WCS stretches the picture over every footprint in ``wcs``, with a margin.
+    """
     try:
         from skimage import color, data
     except ImportError as exc:

@@ -79,7 +79,8 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
                         " coll.names[:2])") == "DitheredExposures True (256, 512) ('e1_wfc1', 'e1_wfc2')"
     assert kernel(page, "print(app.result.attrs['skymethod'])") == "global+match"
     expect(page.locator(".jp-OutputArea-output img")).not_to_have_count(0)  # the pixels, drawn
-    page.locator(".jp-OutputArea-output img").first.screenshot(path=str(screenshots / "lab_quickstart_pixels.png"))
+    pixels = page.locator(".jp-OutputArea-output img").first
+    pixels.screenshot(path=str(screenshots / "lab_quickstart_pixels.png"))
     # the sky plot names the images on its axis
     expect(page.locator(".smnb-app .bqplot .tick text").filter(has_text="e1_wfc1")).to_have_count(1)
 

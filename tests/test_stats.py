@@ -16,7 +16,6 @@ from scipy.special import ndtri
 
 from skymatch_nb_ui.engine.stats import SKYSTATS, SkyStat, StatParams, Workspace, sky_statistic
 
-
 # -- a straightforward implementation: slow, simple, obviously the spec -----------------------
 #: Ties (a value exactly on a clipping limit or a bin edge) are decided as in exact arithmetic
 #: by the rule `sky_statistic` states: clipping half-widths and bin numbers are raised by this

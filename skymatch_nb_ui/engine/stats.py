@@ -124,8 +124,9 @@ def sky_statistic(
        ``SkyStat(nan, 0, nan)``.
     3. The statistic of the final set: ``mean``; ``median`` (exact, as `numpy.median`);
        ``mode`` and ``midpt`` from a histogram of bin width ``h = binwidth*std`` whose bins
-       start at the set's minimum: bin ``k`` holds the values in ``[min + k*h, min + (k+1)*h)``. ``mode`` is the first fullest bin, refined by a parabola
-       through it and its neighbours (not at the ends); ``midpt`` interpolates the cumulative
+       start at the set's minimum: bin ``k`` holds the values in ``[min + k*h, min + (k+1)*h)``.
+       ``mode`` is the first fullest bin, refined by a parabola through it and its neighbours
+       (not at the ends); ``midpt`` interpolates the cumulative
        distribution of the bins linearly to 1/2. Constant data give the constant for all.
 
     Ties (a value exactly on a clipping limit or a bin edge, common for integer data) are
@@ -529,9 +530,11 @@ def _midpt(s: _ClippedSet, params: StatParams):
 
 
 def _bin_scale(h: float) -> float:
-    """Multiplier from a distance above the minimum to a bin number (before the floor):
-    bins are ``h`` wide, and a value on an edge in exact arithmetic belongs to the bin above
-    it whatever the rounding (see `sky_statistic`, "Ties")."""
+    """Multiplier from a distance above the minimum to a bin number (before the floor).
+
+    Bins are ``h`` wide, and a value on an edge in exact arithmetic belongs to the bin above
+    it whatever the rounding (see `sky_statistic`, "Ties").
+    """
     return (1.0 + _TIE) / h
 
 

@@ -93,6 +93,7 @@ class SkyMatchApp(w.VBox):
         self.collection = collection
         self.debounce = float(debounce)
         self._pending = None  # the timer of a debounced solve
+        self._task = None  # the debounced solve under way (a reference keeps it alive)
         self._generation = 0  # counts changes: a solve started before the last one is stale
         self._page = 0  # > 0 while a change from the page is being applied
         self._updating = False
@@ -159,8 +160,10 @@ class SkyMatchApp(w.VBox):
 
     @traitlets.validate("groups")
     def _validate_groups(self, proposal):
-        """The collection checks the groups (unknown image names raise) and keeps the labels
-        as given; `groups` is then what the collection holds."""
+        """The collection checks the groups and keeps the labels as given.
+
+        Unknown image names raise; `groups` is then what the collection holds.
+        """
         self.collection.groups = proposal["value"]
         return dict(self.collection.groups)
 
@@ -301,11 +304,13 @@ class SkyMatchApp(w.VBox):
 
     def _start_solve(self, generation: int):
         self._pending = None
-        asyncio.ensure_future(self._solve_later(generation))
+        self._task = asyncio.ensure_future(self._solve_later(generation))
 
     async def _solve_later(self, generation: int):
-        """The debounced solve: computes, lets changes that arrived meanwhile in, and shows
-        the result only if none did."""
+        """The debounced solve, shown only if no change arrived meanwhile.
+
+        After a long solve the loop first handles the page's messages that queued up.
+        """
         if generation != self._generation:
             return  # a newer change is pending or was solved
         started = time.perf_counter()
@@ -452,9 +457,12 @@ MAX_PAIR_TICKS = 12
 
 
 class _SkyPlot:
-    """bqplot panel: the sky of each image with its error bar (images named on the x axis,
-    invalid ones as crosses on the bottom edge, never as a value), and each overlap's
-    difference before and after matching (legend above the plot, not over the points)."""
+    """bqplot panel: the sky of each image, and each overlap's difference.
+
+    The sky plot names the images on its x axis, with error bars, and marks images without a
+    valid sky as crosses on the bottom edge (never as a value); the differences before and
+    after matching have their legend above the plot, not over the points.
+    """
 
     def __init__(self):
         import bqplot as bq

@@ -14,10 +14,10 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from ..engine.geometry import gnomonic, lonlat_to_xyz
-from ..collection import group_texts
-from ._assets import asset
 from .._colors import CATEGORICAL, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
+from ..collection import group_texts
+from ..engine.geometry import gnomonic, lonlat_to_xyz
+from ._assets import asset
 
 __all__ = ["FootprintMap", "COLOR_BY", "project_footprints"]
 

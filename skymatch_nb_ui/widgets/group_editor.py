@@ -15,9 +15,9 @@ import anywidget
 import numpy as np
 import traitlets
 
+from .._colors import categorical
 from ..collection import META_COLUMNS, group_texts
 from ._assets import asset
-from .._colors import categorical
 
 __all__ = ["GroupEditor"]
 
@@ -297,8 +297,11 @@ class GroupEditor(anywidget.AnyWidget):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _texts(self, groups: Mapping) -> dict:
-        """{name: text or None} of the collection's labels; remembers which label each text
-        stands for, so that writing the groups back keeps the collection's labels."""
+        """{name: text or None} of the collection's labels.
+
+        Remembers which label each text stands for, so that writing the groups back keeps the
+        collection's labels.
+        """
         texts = group_texts(groups.values())
         for label, text in zip(groups.values(), texts):
             if label is not None:
@@ -306,8 +309,11 @@ class GroupEditor(anywidget.AnyWidget):
         return {n: (t or None) for n, t in zip(groups, texts)}
 
     def _labels_of(self, texts: Mapping) -> dict:
-        """The collection's groups for the texts shown: an image whose text did not change
-        keeps its own label; the others get the label that text stands for (or the text)."""
+        """The collection's groups for the texts shown.
+
+        An image whose text did not change keeps its own label; the others get the label that
+        text stands for (or the text itself).
+        """
         current = self._collection.groups
         shown = self._texts(current)
         return {n: current[n] if t == shown[n] else (None if t is None else self._labels.get(t, t))

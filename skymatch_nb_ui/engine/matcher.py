@@ -43,10 +43,12 @@ class SkyMatcher:
         `skymatch_nb_ui.engine.loaders`), called only when its pixels are needed.
     wcs : sequence
         One celestial WCS per image (`astropy.wcs.WCS`, distortions included, or
-        ``gwcs.WCS``).
+        ``gwcs.WCS``).  WCS in different celestial frames (ICRS, FK5, FK4 at any equinox,
+        galactic, ...) are converted to ICRS with `astropy.coordinates`.
     masks : sequence of 2-D bool array, optional
-        True marks a good pixel.  Non-finite pixels are always ignored.  None for an image
-        given as a loader (its ``mask()`` gives its mask).
+        True marks a good pixel.  Non-finite pixels are always ignored, and so are the
+        masked pixels of a `numpy.ma.MaskedArray` image.  None for an image given as a
+        loader (its ``mask()`` gives its mask).
     stepsize : int, optional
         Add footprint vertices at most this many pixels apart along each image edge, so that
         the outline of a distorted WCS is followed closely (None: the four corners only).
@@ -298,9 +300,10 @@ def skymatch(
         (see `SkyMatcher`), read only when its pixels are needed.
     wcs : sequence
         One celestial WCS per image: `astropy.wcs.WCS` (SIP and other distortions honoured)
-        or ``gwcs.WCS``.
+        or ``gwcs.WCS``, in any celestial frames (converted to ICRS when they differ).
     masks : sequence of 2-D bool array, optional
-        True = good pixel.  Non-finite pixels are always ignored.
+        True = good pixel.  Non-finite pixels are always ignored, and so are the masked
+        pixels of a `numpy.ma.MaskedArray` image.
     groups : sequence of hashable, optional
         One label per image; images with the same label share one sky (e.g. the detectors of
         one exposure).  None (or a None label) leaves an image alone.

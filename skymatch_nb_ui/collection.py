@@ -29,6 +29,7 @@ import xarray as xr
 from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
 from .engine._validate import check_wcs
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
+from .engine.groups import is_missing_label
 
 if TYPE_CHECKING:
     from .io import FitsImage, RomanImage
@@ -352,6 +353,8 @@ class ImageCollection:
     def groups(self) -> dict:
         """{image name: group label}; None means the image is alone (its own sky).
 
+        A missing label (NaN, ``pandas.NA``, NaT) is stored as None: the image is alone.
+
         Assign a mapping (images left out become alone) or a sequence with one label per image.
         """
         return dict(zip(self.names, self._groups))
@@ -366,7 +369,7 @@ class ImageCollection:
             images = [images]
         _check_label("label", label)
         for image in images:
-            self._groups[self._position(image)] = label
+            self._groups[self._position(image)] = _normal_label(label)
 
     def _checked_groups(self, groups) -> list:
         n = len(self)
@@ -393,7 +396,7 @@ class ImageCollection:
                 )
         for k, label in enumerate(labels):
             _check_label(f"groups[{self.names[k]!r}]", label)
-        return [lab.item() if isinstance(lab, np.generic) else lab for lab in labels]
+        return [_normal_label(lab) for lab in labels]
 
     # -- sky matching ----------------------------------------------------------------------------
     @property
@@ -745,6 +748,12 @@ def _record_names(records) -> list[str]:
 def _check_label(name: str, label) -> None:
     if label is not None and not isinstance(label, Hashable):
         raise TypeError(f"{name} must be a hashable group label (str, int) or None; got {label!r}")
+
+
+def _normal_label(label):
+    """A label as stored: numpy scalars as Python ones, missing labels (NaN, pandas.NA) as None."""
+    label = label.item() if isinstance(label, np.generic) else label
+    return None if is_missing_label(label) else label
 
 
 def _label_text(label) -> str:

@@ -149,3 +149,54 @@ def test_fits_file_with_singular_cd_is_refused_by_name(pair, tmp_path):
     coll = ImageCollection.from_fits(paths, dq_ext=None)
     with pytest.raises(ValueError, match=r"wcs\[1\] is singular"):
         coll.skymatch()
+
+
+# -- items 3 and 4: group labels -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def row():
+    return make_mosaic((1, 4), shape=(40, 40), overlap=0.3, sky=[10, 20, 30, 40], seed=1)
+
+
+def missing_labels():
+    pd = pytest.importorskip("pandas")
+    return [
+        float("nan"), np.float64("nan"), np.float32("nan"), pd.NA, pd.NaT, np.datetime64("NaT"),
+        complex("nan"),
+    ]
+
+
+def test_missing_labels_leave_images_alone_like_none(row):
+    """NaN-like labels (each a distinct object, as read from a table) mean 'no group'."""
+    matcher = SkyMatcher(row.images, row.wcs)
+    alone = matcher.run(skymethod="local", skystat="mean", groups=[None, "g", "g", None])
+    for missing in missing_labels():
+        groups = [missing, "g", "g", missing]
+        result = matcher.run(skymethod="local", skystat="mean", groups=groups)
+        assert result.group.tolist() == alone.group.tolist() == [0, 1, 1, 2]
+        assert result.inputs == alone.inputs == (0, "g", 3)
+        np.testing.assert_array_equal(result.sky, alone.sky)
+    # the same in one call with different NaN objects and pandas.NA mixed
+    result = matcher.run(skymethod="local", skystat="mean", groups=[float("nan"), "g", "g", missing_labels()[3]])
+    assert result.group.tolist() == [0, 1, 1, 2]
+    nan_array = np.array([np.nan, 1.0, 1.0, np.nan])
+    assert matcher.run(groups=nan_array, skymethod="local").group.tolist() == [0, 1, 1, 2]
+
+
+def test_collection_stores_missing_labels_as_none(row):
+    pd = pytest.importorskip("pandas")
+    coll = ImageCollection.from_arrays(row.images, row.wcs)
+    coll.groups = pd.Series([np.nan, "g", "g", pd.NA], dtype=object)
+    assert list(coll.groups.values()) == [None, "g", "g", None]
+    coll.set_group("image3", float("nan"))
+    assert coll.groups["image3"] is None
+    assert coll.table.group.values.tolist() == ["", "g", "g", ""]
+
+
+@pytest.mark.parametrize("label", [("__alone__", 0), ("__alone__", 3), "__alone__"])
+def test_labels_like_the_internal_alone_key_are_ordinary_labels(row, label):
+    """A user label never collides with the key of an image left alone."""
+    result = skymatch(row.images, row.wcs, skymethod="local", skystat="mean",
+                      groups=[None, label, label, None])
+    assert result.group.tolist() == [0, 1, 1, 2]
+    assert result.inputs == (0, label, 3)
+    np.testing.assert_allclose(result.sky, [10, 20, 20, 40])

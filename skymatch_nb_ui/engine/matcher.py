@@ -134,8 +134,8 @@ class SkyMatcher:
             All the parameters at once (default: `params`, the defaults with the matcher's
             ``stepsize``).
         groups : sequence of hashable, optional
-            One label per image; images with the same label share one sky.  None (or a None
-            label) leaves an image alone.
+            One label per image; images with the same label share one sky.  None (or a
+            missing label: None, NaN, ``pandas.NA``) leaves an image alone.
         **changes
             Parameters that differ from ``params``: any of `SkyMatchParams` (``skymethod``,
             ``skystat``, ...), as in `skymatch`.
@@ -306,7 +306,8 @@ def skymatch(
         pixels of a `numpy.ma.MaskedArray` image.
     groups : sequence of hashable, optional
         One label per image; images with the same label share one sky (e.g. the detectors of
-        one exposure).  None (or a None label) leaves an image alone.
+        one exposure).  None (or a missing label: None, NaN, ``pandas.NA``) leaves an
+        image alone.
     {parameters}
 
     Returns

@@ -200,3 +200,164 @@ def test_labels_like_the_internal_alone_key_are_ordinary_labels(row, label):
     assert result.group.tolist() == [0, 1, 1, 2]
     assert result.inputs == (0, label, 3)
     np.testing.assert_allclose(result.sky, [10, 20, 20, 40])
+
+
+# -- item 5: huge pixel values ---------------------------------------------------------------------
+@pytest.mark.parametrize("huge", [1e200, np.finfo(np.float64).max, -np.finfo(np.float64).max])
+@pytest.mark.parametrize("skystat", ["mean", "median", "mode", "midpt"])
+def test_a_huge_pixel_is_ignored_like_inf(skystat, huge):
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    x = np.random.default_rng(1).normal(100, 1, 10_000)
+    y = x.copy()
+    y[5] = huge
+    params = StatParams(skystat=skystat)
+    expected = sky_statistic(np.delete(x, 5), params)
+    got = sky_statistic(y, params)
+    assert got.npix == expected.npix == 9999
+    assert got.value == pytest.approx(expected.value, rel=1e-13)
+    assert got.err == pytest.approx(expected.err, rel=1e-9) and got.err > 0
+
+
+def test_a_huge_pixel_does_not_shift_global_match(pair):
+    images = [np.array(im, dtype=np.float64) for im in pair.images]
+    expected = skymatch(images, pair.wcs, skymethod="global+match")
+    images[0][7, 3] = 1e200
+    images[1][50, 50] = np.finfo(np.float64).max
+    result = skymatch(images, pair.wcs, skymethod="global+match")
+    np.testing.assert_allclose(result.sky, expected.sky, atol=0.02 * result.sky_err.max())
+    assert (result.sky_err > 0).all()
+    assert result.npix.tolist() == [n - 1 for n in expected.npix.tolist()]
+
+
+@pytest.mark.parametrize("level, spread", [(1e300, 1e288), (0.0, 1e200), (0.0, 1e-300),
+                                           (1e-200, 1e-210)])
+@pytest.mark.parametrize("skystat", ["mean", "median", "mode", "midpt"])
+def test_any_level_and_spread_work(skystat, level, spread):
+    """Data *at* a huge level or of a huge (or tiny) spread are not outliers: stat(a*x + b)."""
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    unit = np.random.default_rng(2).normal(0, 1, 5000)
+    params = StatParams(skystat=skystat)
+    expected = sky_statistic(unit, params)
+    got = sky_statistic(level + spread * unit, params)
+    assert got.npix == expected.npix
+    assert (got.value - level) / spread == pytest.approx(expected.value, abs=1e-3)
+    assert got.err / spread == pytest.approx(expected.err, rel=1e-3)
+
+
+# -- item 6: 64-bit integers beyond float64 --------------------------------------------------------
+def test_uint64_near_2_63_is_refused_with_the_way_out(pair):
+    offset = np.uint64(2**63)
+    images = [np.round(im).astype(np.uint64) + offset for im in pair.images]
+    with pytest.raises(ValueError, match=r"images\[0\] holds uint64 values .* beyond \+-2\*\*53.*"
+                       r"Subtract a common offset"):
+        skymatch(images, pair.wcs)
+    # the way out given in the message gives the right offsets
+    shifted = [(im - offset).view(np.int64) for im in images]
+    result = skymatch(shifted, pair.wcs, skystat="mean")
+    np.testing.assert_allclose(result.sky, [0, 20], atol=0.3)
+
+
+def test_int64_within_2_53_is_exact():
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    base = 2**53 - 1000
+    x = np.full(1000, base, dtype=np.int64)
+    x[:500] += 20
+    got = sky_statistic(x, StatParams(skystat="mean", nclip=0))
+    assert got.value == base + 10
+
+
+def test_uint64_from_a_loader_is_refused(pair):
+    offset = np.uint64(2**63)
+    loaders = [_MaskedLoader(np.round(im).astype(np.uint64) + offset) for im in pair.images]
+    with pytest.raises(ValueError, match=r"holds uint64 values"):
+        skymatch(loaders, pair.wcs)
+
+
+# -- item 7: binwidth ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("binwidth", [1e-9, 1e-7])
+def test_binwidth_too_small_is_refused_naming_it(pair, binwidth):
+    from skymatch_nb_ui.engine.stats import StatisticError
+
+    with pytest.raises(StatisticError, match=rf"images\[\d\]: binwidth={binwidth:g} .* needs .* "
+                       r"histogram bins.*at most 1048576.*Use binwidth >="):
+        skymatch(pair.images, pair.wcs, binwidth=binwidth)
+
+
+def test_binwidth_too_small_fails_before_allocating(pair):
+    """1e-9 once asked numpy for 50 GiB; the refusal comes before any large allocation."""
+    import tracemalloc
+
+    tracemalloc.start()
+    matcher = SkyMatcher(pair.images, pair.wcs, workers=1)
+    with pytest.raises(ValueError, match="binwidth"):
+        matcher.run(skymethod="local", binwidth=1e-9)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6
+
+
+@pytest.mark.parametrize("skystat", ["mode", "midpt"])
+@pytest.mark.parametrize("binwidth", [1e6, 10.0, 3.0])
+def test_bins_wider_than_the_data_give_the_median(skystat, binwidth):
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    x = np.random.default_rng(4).uniform(96, 104, 1000)
+    got = sky_statistic(x, StatParams(skystat=skystat, binwidth=binwidth))
+    median = sky_statistic(x, StatParams(skystat="median", binwidth=binwidth))
+    assert got == median
+    assert 99 < got.value < 101
+
+
+def test_ordinary_binwidths_still_use_the_histogram():
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    x = np.random.default_rng(4).normal(100, 1, 5000)
+    for skystat in ("mode", "midpt"):
+        for binwidth in (0.05, 0.1, 0.5):
+            got = sky_statistic(x, StatParams(skystat=skystat, binwidth=binwidth))
+            median = sky_statistic(x, StatParams(skystat="median"))
+            assert got.value != median.value
+            assert abs(got.value - 100) < 0.2
+
+
+# -- item 8: clipping that cycles --------------------------------------------------------------------
+def cycling_values():
+    """Values on which clipping with lsigma = usigma = 0.85 alternates between two sets."""
+    return np.random.default_rng(162).normal(100, 1, 500)
+
+
+def test_cycling_clip_does_not_flip_with_nclip_parity():
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    x = cycling_values()
+    results = {nclip: sky_statistic(x, StatParams(skystat="mean", nclip=nclip, lsigma=0.85,
+                                                  usigma=0.85)) for nclip in range(10, 30)}
+    assert len(set(results.values())) == 1
+
+
+def test_cycling_clip_keeps_the_union_of_the_cycle():
+    """The straightforward algorithm alternates between two sets; we keep their union."""
+    from skymatch_nb_ui.engine.stats import StatParams, sky_statistic
+
+    x = cycling_values()
+    sets, current = [], x
+    for _ in range(12):  # the textbook passes, limits from the current set, applied to all
+        mean, std = current.mean(), current.std(ddof=1)
+        current = x[(x >= mean - 0.85 * std) & (x <= mean + 0.85 * std)]
+        sets.append(frozenset(current.tolist()))
+    assert sets[-1] == sets[-3] != sets[-2]  # a 2-cycle, no fixed point
+    union = np.array(sorted(sets[-1] | sets[-2]))
+    got = sky_statistic(x, StatParams(skystat="mean", nclip=12, lsigma=0.85, usigma=0.85))
+    assert got.npix == union.size
+    assert got.value == pytest.approx(union.mean(), rel=1e-14)
+
+
+# -- item 9: numbers beyond float64 ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lower", "upper", "lsigma", "usigma", "binwidth"])
+def test_parameter_beyond_float64_names_itself(pair, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be .*got 1000.*\(401 characters\) "
+                       r"\(not a finite float64\)"):
+        skymatch(pair.images, pair.wcs, **{name: 10**400})

@@ -53,12 +53,22 @@ def check_float(
 ) -> float:
     """``value`` as a finite float above ``minimum`` (``exclusive``: strictly above)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {rule}; got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    if minimum is not None and (value <= minimum if exclusive else value < minimum):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    return float(value)
+        raise TypeError(f"{name} must be {rule}; got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # e.g. 10**400: an int beyond the float64 range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be {rule}; got {_shown(value)} (not a finite float64)")
+    if minimum is not None and (number <= minimum if exclusive else number < minimum):
+        raise ValueError(f"{name} must be {rule}; got {_shown(value)}")
+    return number
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened in the middle when long (10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
 
 
 def check_names(given: Iterable[str], valid: Sequence[str], *, what: str) -> None:
@@ -240,7 +250,28 @@ def _checked_array(image: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    _check_exact_in_float64(arr, name)
     return arr
+
+
+def _check_exact_in_float64(arr: np.ndarray, name: str) -> None:
+    """Refuse 64-bit integers that float64 cannot hold exactly (beyond +-2**53).
+
+    The statistics are computed in float64: values near 2**63 would be rounded to multiples
+    of 2048, and sky offsets smaller than that would silently vanish.
+    """
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize < 8:
+        return
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < -(2**53) or hi > 2**53:
+        raise ValueError(
+            f"{name} holds {arr.dtype} values from {lo} to {hi}, beyond +-2**53 "
+            f"(9.007e15), where float64 (the precision of the statistics) cannot represent "
+            "every integer: skies would be rounded by up to "
+            f"{2.0 ** (max(abs(lo), abs(hi)).bit_length() - 54):g}. Subtract a common offset "
+            "from every image first (e.g. (image - np.uint64(2**63)).view(np.int64) for uint64 "
+            "data centred on 2**63), or convert to float64 if that rounding is acceptable"
+        )
 
 
 def _checked_mask(mask: object, shape: tuple[int, int], k: int) -> np.ndarray | None:

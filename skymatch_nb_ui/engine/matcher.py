@@ -265,7 +265,7 @@ class SkyMatcher:
         size = sum(
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
-        return Task(self._loaders[a], regions, size)
+        return Task(self._loaders[a], regions, size, label=f"images[{a}]")
 
 
 def _in_memory(loader: ImageLoader) -> bool:

@@ -176,7 +176,8 @@ def test_missing_labels_leave_images_alone_like_none(row):
         assert result.inputs == alone.inputs == (0, "g", 3)
         np.testing.assert_array_equal(result.sky, alone.sky)
     # the same in one call with different NaN objects and pandas.NA mixed
-    result = matcher.run(skymethod="local", skystat="mean", groups=[float("nan"), "g", "g", missing_labels()[3]])
+    mixed = [float("nan"), "g", "g", missing_labels()[3]]
+    result = matcher.run(skymethod="local", skystat="mean", groups=mixed)
     assert result.group.tolist() == [0, 1, 1, 2]
     nan_array = np.array([np.nan, 1.0, 1.0, np.nan])
     assert matcher.run(groups=nan_array, skymethod="local").group.tolist() == [0, 1, 1, 2]
@@ -361,3 +362,112 @@ def test_parameter_beyond_float64_names_itself(pair, name):
     with pytest.raises(ValueError, match=rf"^{name} must be .*got 1000.*\(401 characters\) "
                        r"\(not a finite float64\)"):
         skymatch(pair.images, pair.wcs, **{name: 10**400})
+
+
+# -- item 11: an overlap without usable pixels -------------------------------------------------------
+def mask_out(mask, runs):
+    for row, start, stop in zip(runs.rows, runs.start, runs.stop):
+        mask[row, start:stop] = False
+
+
+def test_overlap_without_usable_pixels_is_named(row):
+    """Images 1 and 2 overlap, but image 2 is masked where they do: say so, not 'add images'."""
+    from skymatch_nb_ui import DisconnectedMosaicWarning
+
+    matcher = SkyMatcher(row.images, row.wcs)
+    masks = [np.ones((40, 40), bool) for _ in range(4)]
+    mask_out(masks[2], matcher.overlap_pixels(2, 1))  # image 2 where image 1 covers it
+    with pytest.warns(DisconnectedMosaicWarning) as caught:
+        result = skymatch(row.images, row.wcs, masks=masks, skystat="mean")
+    text = str(caught[0].message)
+    assert "2 disconnected components" in text
+    assert "overlap has no usable pixels" in text
+    assert "images[1] and images[2] (images[2] has none)" in text
+    assert "add images that link them" not in text
+    assert result.n_components == 2
+
+
+def test_group_overlap_without_usable_pixels_is_named(row):
+    from skymatch_nb_ui import DisconnectedMosaicWarning
+
+    matcher = SkyMatcher(row.images, row.wcs)
+    masks = [np.ones((40, 40), bool) for _ in range(4)]
+    mask_out(masks[2], matcher.overlap_pixels(2, 1))
+    mask_out(masks[1], matcher.overlap_pixels(1, 2))
+    with pytest.warns(DisconnectedMosaicWarning, match=r"group 'left' and group 'right' "
+                      r"\(group 'left' and group 'right' have none\)"):
+        skymatch(row.images, row.wcs, masks=masks, skystat="mean",
+                 groups=["left", "left", "right", "right"])
+
+
+def test_images_that_do_not_overlap_still_get_the_old_advice():
+    from skymatch_nb_ui import DisconnectedMosaicWarning
+
+    far = make_mosaic((1, 2), shape=(30, 30), center=(150.1, 2.0), prefix="b")
+    m = make_mosaic((1, 2), shape=(30, 30)) + far
+    with pytest.warns(DisconnectedMosaicWarning, match="add images that link them") as caught:
+        skymatch(m.images, m.wcs, skystat="mean")
+    assert "no usable pixels" not in str(caught[0].message)
+
+
+# -- item 12: one matcher, many threads --------------------------------------------------------------
+THREADS_SCRIPT = r"""
+import threading
+import numpy as np
+from skymatch_nb_ui import SkyMatcher
+from skymatch_nb_ui.testing import make_mosaic
+
+m = make_mosaic((3, 3), shape=(120, 120), noise=1.0, sources=5, seed=1)
+runs = [dict(skymethod="global+match", skystat=s, nclip=n) for s in ("mode", "mean", "median")
+        for n in (3, 5)] + [dict(skymethod="match", stepsize=40), dict(skymethod="local")]
+expected = [SkyMatcher(m.images, m.wcs, workers=1).run(**r).sky for r in runs]
+shared = SkyMatcher(m.images, m.wcs, workers=1)  # serial runs share one scratch buffer set
+start = threading.Barrier(12)
+same, errors = [], []
+
+def work(i):
+    start.wait()
+    try:
+        for k in range(len(runs)):
+            j = (i + k) % len(runs)
+            same.append(np.array_equal(shared.run(**runs[j]).sky, expected[j], equal_nan=True))
+    except Exception as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(same), all(same), errors)
+"""
+
+
+def test_one_matcher_used_from_12_threads_gives_each_its_own_result():
+    """Before: glibc heap corruption (process aborted) in 2 of 3 runs, or wrong skies."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", THREADS_SCRIPT], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["96", "True", "[]"], proc.stdout + proc.stderr[-2000:]
+
+
+# -- item 13: a rejected value is not kept ----------------------------------------------------------
+@pytest.mark.parametrize("bad", [dict(stepsize=0), dict(stepsize=-3), dict(skystat="avg"),
+                                 dict(nclip=-1), dict(lower=10**400)])
+def test_a_rejected_parameter_does_not_stick(row, bad):
+    coll = ImageCollection.from_arrays(row.images, row.wcs)
+    good = coll.skymatch(skystat="mean", stepsize=10)
+    with pytest.raises(ValueError):
+        coll.skymatch(**bad)
+    assert coll.matcher.params.stepsize == 10
+    again = coll.skymatch(skystat="mean")  # the previous stepsize, and it works
+    np.testing.assert_array_equal(again.sky.values, good.sky.values)
+    assert again.attrs["stepsize"] == 10
+    matcher = SkyMatcher(row.images, row.wcs, stepsize=10)
+    with pytest.raises(ValueError):
+        matcher.run(**bad)
+    assert matcher.params.stepsize == 10
+    np.testing.assert_array_equal(matcher.run(skystat="mean").sky, good.sky.values)

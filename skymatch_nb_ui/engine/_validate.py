@@ -214,7 +214,7 @@ def _check_fits_wcs(wcs: object, name: str) -> None:
             )
     try:
         matrix = np.asarray(wcs.pixel_scale_matrix, float)
-    except Exception as exc:  # noqa: BLE001 - wcslib's SingularMatrixError and kin
+    except Exception as exc:  # wcslib's SingularMatrixError and kin
         raise ValueError(
             f"{name} cannot map pixels to the sky: {' '.join(str(exc).split())}. Fix its "
             "CDi_j (or PCi_j and CDELTi) keywords."

@@ -38,7 +38,7 @@ def sky_frame(adapter):
     """The astropy frame of a `CelestialWCS`'s sky coordinates, or None when it does not say."""
     try:
         classes = adapter.wcs.world_axis_object_classes
-    except Exception:  # noqa: BLE001 - an APE 14 object without it, or one that fails
+    except Exception:  # an APE 14 object without it, or one that fails
         return None
     from astropy.coordinates import SkyCoord
 
@@ -51,7 +51,7 @@ def sky_frame(adapter):
         try:
             coord = SkyCoord(0.0, 0.0, *args, **{"unit": "deg", **kwargs})
             return coord.frame.replicate_without_data()
-        except Exception:  # noqa: BLE001 - a frame astropy cannot build: unknown
+        except Exception:  # a frame astropy cannot build: unknown
             return None
     return None
 
@@ -99,7 +99,7 @@ def in_one_frame(adapters: list) -> list:
             continue
         try:
             _convert(np.zeros(1), np.zeros(1), frame, target)
-        except Exception as exc:  # noqa: BLE001 - astropy's reason, passed on
+        except Exception as exc:  # astropy's reason, passed on
             raise ValueError(
                 f"{_name(adapter, k)} uses the celestial frame {_describe(frame)}, which cannot be "
                 f"converted to ICRS to be matched with the others ({exc}). Convert its WCS to "

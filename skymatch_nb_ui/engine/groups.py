@@ -42,14 +42,24 @@ class Grouping:
         Each input's label: its group label, or the image's index for an image alone.
     members : list of list of int
         The images of each input.
+    alone : tuple of bool
+        Whether each input is an image alone (a missing label), not a group.
     """
 
     label_of: np.ndarray
     labels: list
     members: list[list[int]]
+    alone: tuple[bool, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def names(self) -> list[str]:
+        """How to name each input in a message: ``images[3]`` or ``group 'e1'``."""
+        return [
+            f"images[{members[0]}]" if alone else f"group {label!r}"
+            for label, members, alone in zip(self.labels, self.members, self.alone)
+        ]
 
 
 def is_missing_label(label: object) -> bool:
@@ -89,24 +99,26 @@ def group_inputs(groups: Sequence[Hashable] | None, n: int) -> Grouping:
         raise ValueError(f"groups must have one label per image: got {len(groups)} labels for {n} images")
     index: dict = {}
     labels: list = []
+    alone: list[bool] = []
     label_of = np.empty(n, dtype=np.intp)
     for k, label in enumerate(groups):
         if isinstance(label, np.generic):
             label = label.item()
         if is_missing_label(label):
-            key, shown = (_ALONE, k), k
+            key, shown, lone = (_ALONE, k), k, True
         else:
             if not isinstance(label, Hashable):
                 raise TypeError(f"groups[{k}] must be a hashable label; got {type(label).__name__}")
-            key, shown = label, label
+            key, shown, lone = label, label, False
         if key not in index:
             index[key] = len(labels)
             labels.append(shown)
+            alone.append(lone)
         label_of[k] = index[key]
     members: list[list[int]] = [[] for _ in labels]
     for k, g in enumerate(label_of):
         members[g].append(k)
-    return Grouping(label_of=label_of, labels=labels, members=members)
+    return Grouping(label_of=label_of, labels=labels, members=members, alone=tuple(alone))
 
 
 def input_overlaps(

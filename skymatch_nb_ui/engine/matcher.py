@@ -13,6 +13,7 @@ and ``result`` assembles what a run returns.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Hashable, Sequence
 
@@ -89,6 +90,7 @@ class SkyMatcher:
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
         self._scratch = Scratch()  # reused by serial runs of the statistics stage
+        self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
         return len(self._loaders)
@@ -106,9 +108,10 @@ class SkyMatcher:
     @property
     def geometry(self) -> Geometry:
         """Stage 1 (for the current ``stepsize``), computed on first use."""
-        if self._geometry is None:
-            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize)
-        return self._geometry
+        with self._lock:
+            if self._geometry is None:
+                self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize)
+            return self._geometry
 
     @property
     def footprints(self) -> list[Footprint]:
@@ -157,6 +160,11 @@ class SkyMatcher:
         DisconnectedMosaicWarning
             When the overlap graph falls apart in several components under a match method.
 
+        Notes
+        -----
+        One matcher may be used from several threads: their runs take turns (a lock), since
+        they share the stage caches; each gets the result it would get alone.
+
         Examples
         --------
         >>> from skymatch_nb_ui.testing import make_mosaic
@@ -175,10 +183,12 @@ class SkyMatcher:
         if changes:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
-        self._use_stepsize(params.stepsize)
-        pairs, local, image_npix = self._statistics(params, grouping)
-        problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor)
-        solution = solve(params.skymethod, problem)
+        with self._lock:  # one run at a time: the caches and the serial scratch are shared
+            self._use_stepsize(params.stepsize)
+            pairs, local, image_npix = self._statistics(params, grouping)
+            problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
+                              names=tuple(grouping.names()))
+            solution = solve(params.skymethod, problem)
         result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
         if params.subtract:
             result = with_subtracted(result, (loader.data() for loader in self._loaders))

@@ -57,8 +57,10 @@ class Scratch:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """The arguments of one `measure_image` call, its size (pixels) for scheduling, and the
-    image's name for error messages (e.g. ``"images[3]"``)."""
+    """The arguments of one `measure_image` call, and its size (pixels) for scheduling.
+
+    ``label`` names the image in error messages (e.g. ``"images[3]"``).
+    """
 
     loader: ImageLoader
     regions: tuple[Region, ...]

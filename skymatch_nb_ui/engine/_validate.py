@@ -203,6 +203,10 @@ def _check_fits_wcs(wcs: object, name: str) -> None:
     """
     if not type(wcs).__module__.startswith("astropy.wcs"):
         return
+    from astropy.wcs import WCS
+
+    if not isinstance(wcs, WCS):  # e.g. a SlicedLowLevelWCS: checked through its footprint
+        return
     inner = getattr(wcs, "wcs", None)
     for key, values in (("CRVAL", getattr(inner, "crval", None)), ("CRPIX", getattr(inner, "crpix", None))):
         values = np.asarray(values, float) if values is not None else np.zeros(0)

@@ -40,7 +40,7 @@ def sky_frame(adapter):
         classes = adapter.wcs.world_axis_object_classes
     except Exception:  # an APE 14 object without it, or one that fails
         return None
-    from astropy.coordinates import SkyCoord
+    from astropy.coordinates import BaseCoordinateFrame, SkyCoord
 
     for spec in (classes or {}).values():
         if not isinstance(spec, tuple) or len(spec) < 3:
@@ -48,6 +48,11 @@ def sky_frame(adapter):
         klass, args, kwargs = spec[:3]
         if not (isinstance(klass, type) and issubclass(klass, SkyCoord)):
             continue
+        frame = kwargs.get("frame")
+        if isinstance(frame, BaseCoordinateFrame) and not frame.has_data and not args and (
+            set(kwargs) <= {"frame", "unit"}
+        ):
+            return frame  # what astropy.wcs and gwcs give: no SkyCoord to build
         try:
             coord = SkyCoord(0.0, 0.0, *args, **{"unit": "deg", **kwargs})
             return coord.frame.replicate_without_data()

@@ -138,3 +138,16 @@ def test_command_matches_fk4_and_icrs_files(pair, tmp_path):
     assert "warning" not in proc.stderr  # no disconnected mosaic
     table = Table.read(proc.stdout, format="ascii.fixed_width_two_line")
     np.testing.assert_allclose(table["sky"], [100, 120], atol=0.1)
+
+
+def test_converted_wcs_pickles(pair):
+    """Stage-1 tasks may run in another process: the converted adapters travel."""
+    import pickle
+
+    fk4 = same_pixels_in(FRAMES["fk4-b1950"], pair.wcs[1])
+    adapters = in_one_frame([CelestialWCS(pair.wcs[0]), CelestialWCS(fk4)])
+    copy = pickle.loads(pickle.dumps(adapters[1]))
+    x, y = np.array([0.0, 50.0, 99.0]), np.array([0.0, 30.0, 99.0])
+    np.testing.assert_allclose(copy.pixel_to_lonlat(x, y), adapters[1].pixel_to_lonlat(x, y),
+                               rtol=0, atol=1e-10)  # degrees; a pickled WCS may differ by ulps
+    np.testing.assert_allclose(copy.lonlat_to_pixel(*copy.pixel_to_lonlat(x, y)), (x, y), atol=1e-8)

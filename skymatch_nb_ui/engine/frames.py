@@ -125,6 +125,8 @@ class FrameConverted:
         self._inner, self._frame, self._target = adapter, frame, target
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "_inner":  # e.g. while unpickling: no recursion
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def pixel_to_lonlat(self, x, y) -> tuple[np.ndarray, np.ndarray]:

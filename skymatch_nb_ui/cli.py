@@ -9,14 +9,26 @@ Reads the images (FITS: JWST, HST and others, every chip; Roman ASDF; associatio
 skies with `ImageCollection.skymatch`, prints one row per image, and optionally writes the
 table and copies of the files with the sky recorded the way each file's pipeline records it
 (and subtracted).  Exit status: 0 on success, 2 on a bad argument or input (one line on
-stderr, no traceback), 130 when interrupted.
+stderr, no traceback), 130 when interrupted (Ctrl-C), 128 + the signal's number after SIGTERM
+or SIGHUP (143, 129).
+
+Outputs are checked before the work starts: the table's and the copies' directories must be
+writable (the output directory is created if needed, and removed again if the run fails
+before writing into it), and the table may be neither a copy nor an input.  Every file is
+written atomically through a temporary file (``.tmp-skymatch-...``, see
+`skymatch_nb_ui.io.remove_leftovers`); Ctrl-C, SIGTERM and SIGHUP stop the command cleanly,
+removing it; the leftovers of a killed run (SIGKILL) are removed by the next run that writes
+to the same directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, io
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version and argument errors
         return int(done.code or 0)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stop_cleanly_on_signals():
         warnings.simplefilter("always", SkyMatchWarning)  # every run reports its own
         warnings.showwarning = _show_warning
         try:
@@ -183,7 +195,52 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+        except Terminated as stop:
+            print(f"{PROG}: stopped by {signal.Signals(stop.signum).name}; no temporary file left",
+                  file=sys.stderr)
+            return 128 + stop.signum
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that every writer cleans up.
+
+    A BaseException, as KeyboardInterrupt: no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_cleanly_on_signals():
+    """Turn SIGTERM and SIGHUP into `Terminated` while the command runs (main thread only).
+
+    The default action of these signals kills the process on the spot, leaving the
+    temporary file being written; raised as an exception they unwind through the writers'
+    cleanup (`io.atomic_path`).  A second signal is ignored while the first one unwinds.
+    """
+    previous = {}
+
+    def stop(signum, frame):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: leave the signals alone
+            break
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args) -> None:
@@ -191,8 +248,17 @@ def _run(args) -> None:
         raise ValueError("--subtract writes sky-subtracted copies and needs --output-dir DIR")
     table_format = _table_format(args.table) if args.table is not None else None
     io.check_dqbits(_dqbits(args.dqbits))
-    _check_table(args)
+    created = _make_output_dir(args.output_dir)
+    try:
+        _check_table(args)  # after: the table may go into the new output directory
+        _match_and_write(args, table_format)
+    except BaseException:
+        for directory in reversed(created):  # made by this run, still empty: not left behind
+            _remove_if_empty(directory)
+        raise
 
+
+def _match_and_write(args, table_format) -> None:
     from .collection import ImageCollection
 
     coll = ImageCollection.from_files(args.files, ext=args.ext, dq_ext=args.dq_ext,
@@ -201,6 +267,8 @@ def _run(args) -> None:
     if args.output_dir is not None:  # refuse bad outputs now, not after a long solve
         targets = coll.copy_targets(args.output_dir, overwrite=args.overwrite,
                                     subtract=args.subtract)
+    _check_table_is_no_other_file(args.table, targets, coll)
+    _remove_leftovers(args)
     params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
     result = coll.skymatch(**params)
     _warn_if_nothing_to_match(coll, args.skymethod)
@@ -243,6 +311,71 @@ def _check_table(args) -> None:
         )
     if args.table.exists() and not args.overwrite:
         raise FileExistsError(f"{str(args.table)!r} exists; use --overwrite to replace it")
+    io.probe_writable(args.table.parent, what=f"--table {str(args.table)!r}")
+
+
+def _make_output_dir(directory: Path | None) -> list[Path]:
+    """Create ``--output-dir`` if needed and check that files can be written in it, now.
+
+    Returns the directories created (outermost first), to be removed if the run fails.
+    """
+    if directory is None:
+        return []
+    what = f"--output-dir {str(directory)!r}"
+    missing = [p for p in (directory, *directory.parents) if not p.exists()][::-1]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(
+            f"{what}: cannot create the directory ({exc.strerror or exc}); choose another one"
+        ) from None
+    try:
+        io.probe_writable(directory, what=what)
+    except OSError:
+        for made in reversed(missing):
+            _remove_if_empty(made)
+        raise
+    return missing
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def _check_table_is_no_other_file(table: Path | None, copies, coll) -> None:
+    """Refuse a table whose path is one of the copies' or one of the inputs'.
+
+    With --overwrite the copy would silently replace the table (or the table an input).
+    """
+    if table is None:
+        return
+    where = os.path.realpath(table)
+    for copy in copies or ():
+        if os.path.realpath(copy) == where:
+            raise ValueError(
+                f"--table {str(table)!r} is also the path of a copy written to --output-dir "
+                f"({str(copy)!r}): the copy would replace the table. Give the table another "
+                "name or directory"
+            )
+    for source in coll.table["file"].values:
+        if source and os.path.realpath(source) == where:
+            raise ValueError(
+                f"--table {str(table)!r} is one of the input files: the command never changes "
+                "its inputs. Give the table another name or directory"
+            )
+
+
+def _remove_leftovers(args) -> None:
+    """Remove the temporary files killed runs left where this one writes (see io._temp)."""
+    folders = {p for p in (args.output_dir, args.table.parent if args.table else None) if p}
+    for folder in sorted(folders):
+        removed = io.remove_leftovers(folder)
+        if removed and not args.quiet:
+            print(f"{PROG}: removed {len(removed)} temporary file(s) that an interrupted run "
+                  f"left in {str(folder)!r}", file=sys.stderr)
 
 
 def _dqbits(text: str):

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from .engine import ArrayImage, ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
-from .engine.geometry import CelestialWCS, footprint, lonlat_to_xyz, xyz_to_lonlat
+from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
+from .engine._validate import check_wcs
+from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
+from .engine.groups import is_missing_label
 
 if TYPE_CHECKING:
     from .io import FitsImage, RomanImage
@@ -137,7 +139,8 @@ class ImageCollection:
         wcs : sequence
             One celestial WCS per image (astropy or gwcs).
         masks : sequence of 2-D bool array, optional
-            True = good pixel.
+            True = good pixel.  The mask of a `numpy.ma.MaskedArray` image counts too: a
+            pixel is good when it is unmasked there and True here.
         names : sequence of str, optional
             Unique image names (default ``image0``, ``image1``, ...).
         groups : sequence or mapping, optional
@@ -151,14 +154,13 @@ class ImageCollection:
         matcher = SkyMatcher(images, wcs, masks=masks)
         n = len(images)
         names = _names(names, n)
-        masks = list(masks) if masks is not None else [None] * n
         meta = list(meta) if meta is not None else [{}] * n
         if len(meta) != n:
             raise ValueError(f"meta must have one dict per image: got {len(meta)} for {n} images")
         sources = [
             _Source(
                 name=names[k], shape=tuple(np.shape(images[k])), wcs=wcs[k],
-                loader=ArrayImage(images[k], masks[k]), meta=dict(meta[k]),
+                loader=matcher.loaders[k], meta=dict(meta[k]),
             )
             for k in range(n)
         ]
@@ -300,11 +302,15 @@ class ImageCollection:
 
     @property
     def footprints(self) -> tuple[np.ndarray, np.ndarray]:
-        """Corner longitudes and latitudes (degrees) of each image, shape (n, 4)."""
+        """Corner longitudes and latitudes (degrees) of each image, shape (n, 4).
+
+        In the images' common celestial frame, or ICRS when their WCS use different frames.
+        """
         if self._footprints is None:
             lon, lat = [], []
-            for k, s in enumerate(self._sources):
-                fp = footprint(CelestialWCS(s.wcs, name=f"wcs[{k}]"), s.shape)
+            adapters = check_wcs(self.wcs, len(self))  # in one frame, as the engine sees them
+            for s, adapter in zip(self._sources, adapters):
+                fp = footprint(adapter, s.shape)
                 x, y = fp.lonlat
                 lon.append(x)
                 lat.append(y)
@@ -347,6 +353,8 @@ class ImageCollection:
     def groups(self) -> dict:
         """{image name: group label}; None means the image is alone (its own sky).
 
+        A missing label (NaN, ``pandas.NA``, NaT) is stored as None: the image is alone.
+
         Assign a mapping (images left out become alone) or a sequence with one label per image.
         """
         return dict(zip(self.names, self._groups))
@@ -361,7 +369,7 @@ class ImageCollection:
             images = [images]
         _check_label("label", label)
         for image in images:
-            self._groups[self._position(image)] = label
+            self._groups[self._position(image)] = _normal_label(label)
 
     def _checked_groups(self, groups) -> list:
         n = len(self)
@@ -388,7 +396,7 @@ class ImageCollection:
                 )
         for k, label in enumerate(labels):
             _check_label(f"groups[{self.names[k]!r}]", label)
-        return [lab.item() if isinstance(lab, np.generic) else lab for lab in labels]
+        return [_normal_label(lab) for lab in labels]
 
     # -- sky matching ----------------------------------------------------------------------------
     @property
@@ -772,6 +780,12 @@ def group_texts(labels) -> list[str]:
             used.add(text)
         out.append(texts[label])
     return out
+
+
+def _normal_label(label):
+    """A label as stored: numpy scalars as Python ones, missing labels (NaN, pandas.NA) as None."""
+    label = label.item() if isinstance(label, np.generic) else label
+    return None if is_missing_label(label) else label
 
 
 def _attr(value):

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .frames import in_one_frame
 from .geometry import CelestialWCS
 from .loaders import ArrayImage, ImageLoader, is_loader
 
@@ -52,12 +53,22 @@ def check_float(
 ) -> float:
     """``value`` as a finite float above ``minimum`` (``exclusive``: strictly above)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {rule}; got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    if minimum is not None and (value <= minimum if exclusive else value < minimum):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
-    return float(value)
+        raise TypeError(f"{name} must be {rule}; got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # e.g. 10**400: an int beyond the float64 range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be {rule}; got {_shown(value)} (not a finite float64)")
+    if minimum is not None and (number <= minimum if exclusive else number < minimum):
+        raise ValueError(f"{name} must be {rule}; got {_shown(value)}")
+    return number
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened in the middle when long (10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
 
 
 def check_names(given: Iterable[str], valid: Sequence[str], *, what: str) -> None:
@@ -110,18 +121,44 @@ def check_images(images: object, masks: object = None) -> list[ImageLoader]:
                 "mask() gives its mask"
             )
         if isinstance(image, ArrayImage):  # in memory: checked now, trusted later
-            data = _checked_array(image.pixels, f"images[{k}]")
-            loaders.append(ArrayImage(data, _checked_mask(image.good, data.shape, k)))
+            image, mask = image.pixels, image.good
         elif is_loader(image):
             loaders.append(_checked_loader(image, k))
-        else:
-            data = _checked_array(image, f"images[{k}]")
-            loaders.append(ArrayImage(data, _checked_mask(mask, data.shape, k)))
+            continue
+        data = _checked_array(image, f"images[{k}]")
+        loaders.append(ArrayImage(*split_masked(data, _checked_mask(mask, data.shape, k))))
     return loaders
 
 
+def split_masked(data: np.ndarray, good: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A `numpy.ma.MaskedArray`'s data, with its masked pixels made bad in the mask ``good``.
+
+    numpy's mask marks *bad* values, ours (``good``) marks good ones: a pixel is good when it
+    is good in both.  Plain arrays pass through unchanged.
+
+    Examples
+    --------
+    >>> data, good = split_masked(np.ma.masked_greater([[1.0, 5.0, 2.0]], 4), None)
+    >>> type(data).__name__, good.tolist()
+    ('ndarray', [[True, False, True]])
+    """
+    if not isinstance(data, np.ma.MaskedArray):
+        return data, good
+    bad = np.ma.getmask(data)
+    data = np.ma.getdata(data)
+    if bad is np.ma.nomask or not bad.any():
+        return data, good
+    combined = ~np.broadcast_to(bad, data.shape)
+    if good is not None:
+        combined &= good
+    return data, combined
+
+
 def check_pixels(data: object, mask: object, shape: tuple[int, int], source: object):
-    """What a loader returned: a real 2-D array of its shape and a bool mask (or None)."""
+    """What a loader returned: a real 2-D array of its shape and a bool mask (or None).
+
+    A `numpy.ma.MaskedArray` of pixels is split: its mask joins the loader's (`split_masked`).
+    """
     data = _checked_array(data, f"the pixels of {source!r}")
     if data.shape != shape:
         raise ValueError(f"{source!r} promised shape {shape} but its pixels have shape {data.shape}")
@@ -132,11 +169,16 @@ def check_pixels(data: object, mask: object, shape: tuple[int, int], source: obj
                 f"the mask of {source!r} must be a boolean array of shape {shape}; got "
                 f"dtype {mask.dtype}, shape {mask.shape}"
             )
-    return data, mask
+    return split_masked(data, mask)
 
 
 def check_wcs(wcs: object, n: int) -> list[CelestialWCS]:
-    """One celestial WCS per image, all in one celestial frame."""
+    """One usable celestial WCS per image, all expressed in one celestial frame.
+
+    WCS in different frames (e.g. ICRS and FK4 B1950, or galactic) are converted to ICRS
+    (`frames.in_one_frame`).  A FITS WCS with an undefined reference point (NaN CRVAL or
+    CRPIX) or a singular pixel-to-sky matrix is refused here, naming it.
+    """
     if wcs is None or (not isinstance(wcs, Sequence) and not isinstance(wcs, np.ndarray)):
         raise TypeError(
             f"wcs must be a sequence with one celestial WCS per image; got {type(wcs).__name__}"
@@ -144,13 +186,52 @@ def check_wcs(wcs: object, n: int) -> list[CelestialWCS]:
     if len(wcs) != n:
         raise ValueError(f"wcs must have one entry per image: got {len(wcs)} WCS for {n} images")
     adapters = [CelestialWCS(w, name=f"wcs[{k}]") for k, w in enumerate(wcs)]
-    frames = {a.frame for a in adapters}
-    if len(frames) > 1:
+    for k, w in enumerate(wcs):
+        _check_fits_wcs(w, f"wcs[{k}]")
+    return in_one_frame(adapters)
+
+
+#: What wcslib returns for a coordinate it cannot compute (e.g. from a NaN CRVAL).
+WCSLIB_UNDEFINED = 9.87654321e107
+
+
+def _check_fits_wcs(wcs: object, name: str) -> None:
+    """Refuse an `astropy.wcs.WCS` whose reference point is undefined or whose matrix is singular.
+
+    Either would otherwise pass: wcslib maps a NaN CRVAL to its "undefined" value
+    9.87654321e+107 (a finite number), and a singular CD matrix maps the image onto a line.
+    """
+    if not type(wcs).__module__.startswith("astropy.wcs"):
+        return
+    from astropy.wcs import WCS
+
+    if not isinstance(wcs, WCS):  # e.g. a SlicedLowLevelWCS: checked through its footprint
+        return
+    inner = getattr(wcs, "wcs", None)
+    for key, values in (("CRVAL", getattr(inner, "crval", None)), ("CRPIX", getattr(inner, "crpix", None))):
+        values = np.asarray(values, float) if values is not None else np.zeros(0)
+        if not np.all(np.isfinite(values) & (np.abs(values) < 0.5 * WCSLIB_UNDEFINED)):
+            raise ValueError(
+                f"{name} has an undefined reference point: {key} = {values.tolist()} "
+                f"({key}1/{key}2 must be finite numbers). Fix the header (or the WCS) of that "
+                "image."
+            )
+    try:
+        matrix = np.asarray(wcs.pixel_scale_matrix, float)
+    except Exception as exc:  # wcslib's SingularMatrixError and kin
         raise ValueError(
-            f"all WCS must use the same celestial frame; got {sorted(frames)}. "
-            "Convert them to one frame (e.g. ICRS) first."
+            f"{name} cannot map pixels to the sky: {' '.join(str(exc).split())}. Fix its "
+            "CDi_j (or PCi_j and CDELTi) keywords."
+        ) from None
+    scale = float(np.abs(matrix).max()) if matrix.size and np.all(np.isfinite(matrix)) else 0.0
+    det = abs(float(np.linalg.det(matrix))) if scale > 0 else 0.0
+    if not scale > 0 or det <= 1e-12 * scale**2:
+        raise ValueError(
+            f"{name} is singular: its pixel-to-sky matrix (CD, or PC times CDELT) "
+            f"{np.round(matrix, 12).tolist()} has determinant {det:.3g} (zero to rounding), so it maps "
+            "the image onto a line or a point and sky positions cannot be mapped back to pixels. Fix its "
+            "CDi_j (or PCi_j and CDELTi) keywords."
         )
-    return adapters
 
 
 def _mask_list(masks: object, n: int) -> list:
@@ -173,7 +254,28 @@ def _checked_array(image: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array; got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    _check_exact_in_float64(arr, name)
     return arr
+
+
+def _check_exact_in_float64(arr: np.ndarray, name: str) -> None:
+    """Refuse 64-bit integers that float64 cannot hold exactly (beyond +-2**53).
+
+    The statistics are computed in float64: values near 2**63 would be rounded to multiples
+    of 2048, and sky offsets smaller than that would silently vanish.
+    """
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize < 8:
+        return
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < -(2**53) or hi > 2**53:
+        raise ValueError(
+            f"{name} holds {arr.dtype} values from {lo} to {hi}, beyond +-2**53 "
+            f"(9.007e15), where float64 (the precision of the statistics) cannot represent "
+            "every integer: skies would be rounded by up to "
+            f"{2.0 ** (max(abs(lo), abs(hi)).bit_length() - 54):g}. Subtract a common offset "
+            "from every image first (e.g. (image - np.uint64(2**63)).view(np.int64) for uint64 "
+            "data centred on 2**63), or convert to float64 if that rounding is acceptable"
+        )
 
 
 def _checked_mask(mask: object, shape: tuple[int, int], k: int) -> np.ndarray | None:

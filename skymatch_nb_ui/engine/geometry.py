@@ -251,17 +251,26 @@ def footprint(wcs: CelestialWCS, shape: tuple[int, int], stepsize: int | None = 
     """
     x, y = edge_pixels(shape, stepsize)
     lon, lat = wcs.pixel_to_lonlat(x, y)
-    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+    # wcslib's "undefined" (9.87654321e+107, e.g. from a NaN CRVAL) is finite: bound the values
+    defined = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) < 1e6) & (np.abs(lat) <= 90.000001)
+    if not np.all(defined):
         raise ValueError(
-            "the WCS gives non-finite sky coordinates on the image outline; check that it "
-            "covers the whole image (and that a gwcs bounding box does not cut it)"
+            "the WCS gives non-finite or undefined sky coordinates on the image outline; check "
+            "its reference point (CRVAL) and that it covers the whole image (and that a gwcs "
+            "bounding box does not cut it)"
         )
     xyz = lonlat_to_xyz(lon, lat)
     center = xyz.sum(axis=0)
     center /= np.linalg.norm(center)
     radius = float(np.arccos(np.clip(xyz @ center, -1.0, 1.0)).max())
     basis = tangent_basis(center)
-    hull = convex_hull(gnomonic(xyz, center, basis))
+    plane = gnomonic(xyz, center, basis)
+    hull = convex_hull(plane)
+    if not abs(_signed_area([tuple(p) for p in plane[hull]])) > 1e-9 * radius**2:
+        raise ValueError(
+            "the WCS maps the image onto a line or a point (its outline on the sky has no "
+            "area): its pixel-to-sky transform is singular"
+        )
     return Footprint(xyz=xyz, center=center, radius=radius, hull=hull, basis=basis)
 
 

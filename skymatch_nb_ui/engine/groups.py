@@ -3,6 +3,11 @@
 The solve works on inputs; a group's members are never compared with one another, and the
 overlap of two inputs is made of their members' overlaps.
 
+A *missing* label leaves an image alone, as None does: NaN (float or numpy), ``pandas.NA``,
+``pandas.NaT`` and NaT.  Labels read from a table with missing values then mean "no group",
+whatever objects represent them (NaN is not equal to itself, so as a dict key it would make
+each NaN object a group of its own, depending on object identity).
+
 Examples
 --------
 >>> grouping = group_inputs(["e1", None, "e1", None], 4)
@@ -12,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +25,9 @@ import numpy as np
 
 from .geometry import Runs
 
-__all__ = ["Grouping", "group_inputs", "input_overlaps"]
+__all__ = ["Grouping", "group_inputs", "input_overlaps", "is_missing_label"]
+
+_ALONE = object()  # key of an image alone: equal to no label a user can give
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,18 +42,45 @@ class Grouping:
         Each input's label: its group label, or the image's index for an image alone.
     members : list of list of int
         The images of each input.
+    alone : tuple of bool
+        Whether each input is an image alone (a missing label), not a group.
     """
 
     label_of: np.ndarray
     labels: list
     members: list[list[int]]
+    alone: tuple[bool, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def names(self) -> list[str]:
+        """How to name each input in a message: ``images[3]`` or ``group 'e1'``."""
+        return [
+            f"images[{members[0]}]" if alone else f"group {label!r}"
+            for label, members, alone in zip(self.labels, self.members, self.alone)
+        ]
+
+
+def is_missing_label(label: object) -> bool:
+    """Whether a group label means "no group": None, NaN, ``pandas.NA`` or NaT.
+
+    Examples
+    --------
+    >>> [is_missing_label(x) for x in (None, float("nan"), np.datetime64("NaT"), "nan", 0)]
+    [True, True, True, False, False]
+    """
+    if label is None or type(label).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(label, (numbers.Number, np.datetime64, np.timedelta64)):
+        return bool(label != label)  # NaN (float, complex, Decimal, numpy) and NaT only
+    return False
+
 
 def group_inputs(groups: Sequence[Hashable] | None, n: int) -> Grouping:
-    """Group ``n`` images by their labels; a None label (or ``groups=None``) leaves one alone.
+    """Group ``n`` images by their labels; a missing label (or ``groups=None``) leaves one alone.
+
+    Missing labels are None, NaN, ``pandas.NA`` and NaT (`is_missing_label`).
 
     Raises
     ------
@@ -64,24 +99,26 @@ def group_inputs(groups: Sequence[Hashable] | None, n: int) -> Grouping:
         raise ValueError(f"groups must have one label per image: got {len(groups)} labels for {n} images")
     index: dict = {}
     labels: list = []
+    alone: list[bool] = []
     label_of = np.empty(n, dtype=np.intp)
     for k, label in enumerate(groups):
         if isinstance(label, np.generic):
             label = label.item()
-        if label is None:
-            key, shown = ("__alone__", k), k
+        if is_missing_label(label):
+            key, shown, lone = (_ALONE, k), k, True
         else:
             if not isinstance(label, Hashable):
                 raise TypeError(f"groups[{k}] must be a hashable label; got {type(label).__name__}")
-            key, shown = label, label
+            key, shown, lone = label, label, False
         if key not in index:
             index[key] = len(labels)
             labels.append(shown)
+            alone.append(lone)
         label_of[k] = index[key]
     members: list[list[int]] = [[] for _ in labels]
     for k, g in enumerate(label_of):
         members[g].append(k)
-    return Grouping(label_of=label_of, labels=labels, members=members)
+    return Grouping(label_of=label_of, labels=labels, members=members, alone=tuple(alone))
 
 
 def input_overlaps(

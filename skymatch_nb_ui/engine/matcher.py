@@ -13,6 +13,7 @@ and ``result`` assembles what a run returns.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Hashable, Sequence
 
@@ -43,10 +44,12 @@ class SkyMatcher:
         `skymatch_nb_ui.engine.loaders`), called only when its pixels are needed.
     wcs : sequence
         One celestial WCS per image (`astropy.wcs.WCS`, distortions included, or
-        ``gwcs.WCS``).
+        ``gwcs.WCS``).  WCS in different celestial frames (ICRS, FK5, FK4 at any equinox,
+        galactic, ...) are converted to ICRS with `astropy.coordinates`.
     masks : sequence of 2-D bool array, optional
-        True marks a good pixel.  Non-finite pixels are always ignored.  None for an image
-        given as a loader (its ``mask()`` gives its mask).
+        True marks a good pixel.  Non-finite pixels are always ignored, and so are the
+        masked pixels of a `numpy.ma.MaskedArray` image.  None for an image given as a
+        loader (its ``mask()`` gives its mask).
     stepsize : int, optional
         Add footprint vertices at most this many pixels apart along each image edge, so that
         the outline of a distorted WCS is followed closely (None: the four corners only).
@@ -87,6 +90,7 @@ class SkyMatcher:
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
         self._scratch = Scratch()  # reused by serial runs of the statistics stage
+        self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
         return len(self._loaders)
@@ -104,9 +108,10 @@ class SkyMatcher:
     @property
     def geometry(self) -> Geometry:
         """Stage 1 (for the current ``stepsize``), computed on first use."""
-        if self._geometry is None:
-            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize)
-        return self._geometry
+        with self._lock:
+            if self._geometry is None:
+                self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize)
+            return self._geometry
 
     @property
     def footprints(self) -> list[Footprint]:
@@ -132,8 +137,8 @@ class SkyMatcher:
             All the parameters at once (default: `params`, the defaults with the matcher's
             ``stepsize``).
         groups : sequence of hashable, optional
-            One label per image; images with the same label share one sky.  None (or a None
-            label) leaves an image alone.
+            One label per image; images with the same label share one sky.  None (or a
+            missing label: None, NaN, ``pandas.NA``) leaves an image alone.
         **changes
             Parameters that differ from ``params``: any of `SkyMatchParams` (``skymethod``,
             ``skystat``, ...), as in `skymatch`.
@@ -155,6 +160,11 @@ class SkyMatcher:
         DisconnectedMosaicWarning
             When the overlap graph falls apart in several components under a match method.
 
+        Notes
+        -----
+        One matcher may be used from several threads: their runs take turns (a lock), since
+        they share the stage caches; each gets the result it would get alone.
+
         Examples
         --------
         >>> from skymatch_nb_ui.testing import make_mosaic
@@ -173,10 +183,12 @@ class SkyMatcher:
         if changes:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
-        self._use_stepsize(params.stepsize)
-        pairs, local, image_npix = self._statistics(params, grouping)
-        problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor)
-        solution = solve(params.skymethod, problem)
+        with self._lock:  # one run at a time: the caches and the serial scratch are shared
+            self._use_stepsize(params.stepsize)
+            pairs, local, image_npix = self._statistics(params, grouping)
+            problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
+                              names=tuple(grouping.names()))
+            solution = solve(params.skymethod, problem)
         result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
         if params.subtract:
             result = with_subtracted(result, (loader.data() for loader in self._loaders))
@@ -263,7 +275,7 @@ class SkyMatcher:
         size = sum(
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
-        return Task(self._loaders[a], regions, size)
+        return Task(self._loaders[a], regions, size, label=f"images[{a}]")
 
 
 def _in_memory(loader: ImageLoader) -> bool:
@@ -298,12 +310,14 @@ def skymatch(
         (see `SkyMatcher`), read only when its pixels are needed.
     wcs : sequence
         One celestial WCS per image: `astropy.wcs.WCS` (SIP and other distortions honoured)
-        or ``gwcs.WCS``.
+        or ``gwcs.WCS``, in any celestial frames (converted to ICRS when they differ).
     masks : sequence of 2-D bool array, optional
-        True = good pixel.  Non-finite pixels are always ignored.
+        True = good pixel.  Non-finite pixels are always ignored, and so are the masked
+        pixels of a `numpy.ma.MaskedArray` image.
     groups : sequence of hashable, optional
         One label per image; images with the same label share one sky (e.g. the detectors of
-        one exposure).  None (or a None label) leaves an image alone.
+        one exposure).  None (or a missing label: None, NaN, ``pandas.NA``) leaves an
+        image alone.
     {parameters}
 
     Returns

@@ -24,7 +24,7 @@ from ._validate import check_pixels
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
-from .stats import SkyStat, Workspace, sky_statistic
+from .stats import SkyStat, StatisticError, Workspace, sky_statistic
 
 __all__ = [
     "NO_STAT",
@@ -57,11 +57,15 @@ class Scratch:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """The arguments of one `measure_image` call, and its size (pixels) for scheduling."""
+    """The arguments of one `measure_image` call, and its size (pixels) for scheduling.
+
+    ``label`` names the image in error messages (e.g. ``"images[3]"``).
+    """
 
     loader: ImageLoader
     regions: tuple[Region, ...]
     size: int
+    label: str = ""
 
 
 def load_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
@@ -144,13 +148,13 @@ def run_tasks(
     calls that release the GIL.  ``scratch`` serves a serial run.
     """
     if workers == 1 or len(tasks) <= 1:
-        return [measure_image(t.loader, t.regions, params, scratch) for t in tasks]
+        return [_run_task(t, params, scratch) for t in tasks]
     local = threading.local()
 
     def run(task: Task) -> list[SkyStat]:
         if not hasattr(local, "scratch"):
             local.scratch = Scratch()
-        return measure_image(task.loader, task.regions, params, local.scratch)
+        return _run_task(task, params, local.scratch)
 
     order = sorted(range(len(tasks)), key=lambda i: tasks[i].size, reverse=True)
     with ThreadPoolExecutor(workers) as pool:
@@ -159,6 +163,14 @@ def run_tasks(
     for i, stats in zip(order, done):
         results[i] = stats
     return results
+
+
+def _run_task(task: Task, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:
+    """`measure_image` of a task; a statistic that fails names the task's image."""
+    try:
+        return measure_image(task.loader, task.regions, params, scratch)
+    except StatisticError as exc:
+        raise StatisticError(f"{task.label or repr(task.loader)}: {exc}") from None
 
 
 # -- from images to inputs ------------------------------------------------------------------

@@ -46,6 +46,9 @@ class Problem:
         Anchor the match offsets to the lowest sky (True) or the highest.
     anchor : {'global', 'component'}
         One anchor for all inputs, or one per connected component.
+    names : tuple of str
+        How messages name each input (e.g. ``images[3]``, ``group 'e1'``); default
+        ``input 0``, ``input 1``, ...
     """
 
     n: int
@@ -53,6 +56,7 @@ class Problem:
     local: list[SkyStat] | None
     match_down: bool
     anchor: str
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,11 +181,7 @@ def _offsets(p: Problem) -> _Offsets:
     messages = []
     n_comp = int(sol.component.max()) + 1 if p.n else 0
     if n_comp > 1 and p.n > 1:
-        messages.append(
-            f"the overlap graph has {n_comp} disconnected components: skies are matched "
-            "within each but not between them; use anchor='component' (with "
-            "global+match) to give each its own absolute sky, or add images that link them"
-        )
+        messages.append(_disconnected_message(p, sol.component, n_comp))
     matched = np.isfinite(sol.delta)
     unmatched = {g: "no valid overlap with another input" for g in range(p.n) if not matched[g]}
     for g, h in zip(pairs.a[~v], pairs.b[~v]):
@@ -189,6 +189,41 @@ def _offsets(p: Problem) -> _Offsets:
             if not matched[x]:
                 unmatched[x] = "no valid pixels in its overlaps with other inputs"
     return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages))
+
+
+def _disconnected_message(p: Problem, component: np.ndarray, n_comp: int) -> str:
+    """Why the mosaic falls apart: images that do not overlap, or overlaps without pixels."""
+    pairs = p.pairs
+    names = p.names or tuple(f"input {g}" for g in range(p.n))
+    text = (
+        f"the overlap graph has {n_comp} disconnected components: skies are matched within "
+        "each but not between them"
+    )
+    # overlaps that would link two components but have no usable pixels on a side
+    empty = [
+        (int(g), int(h), int(na), int(nb))
+        for g, h, na, nb, ok in zip(pairs.a, pairs.b, pairs.npix_a, pairs.npix_b, pairs.valid)
+        if not ok and component[g] != component[h]
+    ]
+    if not empty:
+        return (
+            f"{text}; use anchor='component' (with global+match) to give each its own "
+            "absolute sky, or add images that link them"
+        )
+    shown = []
+    for g, h, na, nb in empty[:3]:
+        without = [names[x] for x, n in ((g, na), (h, nb)) if n == 0]
+        verb = "has" if len(without) == 1 else "have"
+        shown.append(f"{names[g]} and {names[h]} ({' and '.join(without)} {verb} none)")
+    more = f", and {len(empty) - 3} more pairs" if len(empty) > 3 else ""
+    apart = int(components(p.n, pairs.a, pairs.b).max()) + 1 if p.n else 0
+    rest = "; other parts do not overlap at all (add images that link them)" if apart > 1 else ""
+    return (
+        f"{text}. These overlap, but their overlap has no usable pixels (masked, non-finite, "
+        f"outside lower/upper or clipped), so it cannot link them: {'; '.join(shown)}{more}"
+        f"{rest}. Check those images' masks and lower/upper, or use anchor='component' (with "
+        "global+match) to give each part its own absolute sky"
+    )
 
 
 def _graph(p: Problem) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .params import SKYSTATS, StatParams
 
-__all__ = ["SKYSTATS", "SkyStat", "StatParams", "Workspace", "sky_statistic"]
+__all__ = ["SKYSTATS", "SkyStat", "StatParams", "StatisticError", "Workspace", "sky_statistic"]
 
 _SAMPLE = 512          # values sampled to find a rough centre and spread of the data
 _CORE = 0.75           # core half-width, as a fraction of the clipping half-width
@@ -39,6 +39,11 @@ _TINY = 4.0 * np.finfo(np.float64).eps
 # bin numbers raised by this relative amount, far above rounding and far below any physical
 # meaning: see `sky_statistic`, "Ties".
 _TIE = 2.0**-32
+# Values farther than _HUGE from the data's median are ignored like non-finite ones: their
+# squares, summed over any number of values, must stay below the float64 maximum (2**1024).
+_HUGE = 2.0**480
+_MAX_BINS = 2**20      # most histogram bins (mode, midpt); more: a clear error naming binwidth
+_MIN_BINS = 3          # fewer bins across the values' range: mode and midpt are the median
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Mode uncertainty (A, ALPHA, K, Q) fitted by `bench/bench_stats.py --calibrate`: see
@@ -72,6 +77,10 @@ class SkyStat(NamedTuple):
 
 
 _EMPTY = SkyStat(math.nan, 0, math.nan)
+
+
+class StatisticError(ValueError):
+    """A statistic that cannot be computed with these parameters on these values."""
 _ALL = ("all",)  # key of the set holding every base value
 
 
@@ -117,10 +126,17 @@ def sky_statistic(
 ) -> SkyStat:
     """The sky statistic of pixel values, after limits and sigma clipping, with its error.
 
-    1. Base set: the finite values within ``[lower, upper]`` (inclusive).
+    1. Base set: the finite values within ``[lower, upper]`` (inclusive), except values so
+       far from the others that no float64 moment can hold them: farther than 2**480
+       (~3e144) from the values' median, in units of their spread when that is beyond
+       2**+-400. Like inf, they are ignored (a pixel of 1e200 among values near 100, or one
+       at the float64 maximum, is not a sky value).
     2. Up to ``nclip`` passes: with the mean and standard deviation (ddof=1) of the current
        set, the new set is every base value within ``[mean - lsigma*std, mean + usigma*std]``;
-       stops early when a pass leaves the set unchanged. An empty set gives
+       stops early when a pass leaves the set unchanged. When a pass gives a set seen before
+       (the passes cycle, e.g. for ``lsigma`` below ~1), clipping stops and the set is the
+       union of the cycle's sets: the base values within the widest limits of the cycle. So
+       the result does not flip with the parity of ``nclip``. An empty set gives
        ``SkyStat(nan, 0, nan)``.
     3. The statistic of the final set: ``mean``; ``median`` (exact, as `numpy.median`);
        ``mode`` and ``midpt`` from a histogram of bin width ``h = binwidth*std`` whose bins
@@ -128,6 +144,10 @@ def sky_statistic(
        ``mode`` is the first fullest bin, refined by a parabola through it and its neighbours
        (not at the ends); ``midpt`` interpolates the cumulative
        distribution of the bins linearly to 1/2. Constant data give the constant for all.
+       When the bins are so wide that fewer than 3 span the values' range (``binwidth``
+       above about a third of the range in std), a histogram locates nothing: ``mode`` and
+       ``midpt`` are then the median.  A histogram of more than 2**20 bins (``binwidth`` far
+       too small for the spread of the values) raises `StatisticError`, naming ``binwidth``.
 
     Ties (a value exactly on a clipping limit or a bin edge, common for integer data) are
     decided as in exact arithmetic, whatever the rounding of the mean, std and differences:
@@ -172,8 +192,8 @@ def sky_statistic(
     ----------
     values : numpy.ndarray
         1-D array of pixel values, any real dtype; NaN and inf are ignored. Never modified.
-        Magnitudes and spreads up to ~1e100 and down to ~1e-100 (not 0) work: their squares
-        must be normal float64 numbers.
+        Any magnitude and any spread work (differences from the median are scaled by a
+        power of two when their squares would overflow or underflow).
     params : StatParams
         The statistic, limits and clipping.
     work : Workspace, optional
@@ -183,6 +203,11 @@ def sky_statistic(
     -------
     SkyStat
         ``(value, npix, err)``, ``value`` and ``err`` as Python floats.
+
+    Raises
+    ------
+    StatisticError
+        For ``mode`` and ``midpt``, when ``binwidth`` asks for more than 2**20 bins.
 
     Examples
     --------
@@ -195,9 +220,13 @@ def sky_statistic(
     clipped = _clipped_set(values, params, work)
     if clipped is None:
         return _EMPTY
-    value, err = _STATISTICS[params.skystat](clipped, params)
+    statistic = _STATISTICS[params.skystat]
+    if statistic in (_mode, _midpt) and _too_coarse(clipped, params.binwidth):
+        statistic = _median
+    value, err = statistic(clipped, params)
     n = clipped.n
-    return SkyStat(clipped.centre + value, n, err if n >= 2 else math.nan)
+    scale = clipped.scale
+    return SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
 
 
 def _clipped_set(values, params: StatParams, work: Workspace | None) -> _ClippedSet | None:
@@ -218,7 +247,13 @@ def _clipped_set(values, params: StatParams, work: Workspace | None) -> _Clipped
 def _base_set(x, lower, upper, work):
     """The finite values of `x` within [lower, upper], in float64 minus a rough centre.
 
-    Returns ``(y, sum of y, centre, spread, source)``, or None when no value is usable.
+    When the spread of a sample is beyond 2**+-400 the differences are divided by a power
+    of two near it, ``scale`` (exact), so that their squares stay normal numbers.  Values
+    farther than ``_HUGE`` (2**480, ~3e144) spreads from the centre (the median of a sample)
+    are then dropped like non-finite ones: no float64 sum of squares could hold them.
+
+    Returns ``(y, sum of y, sum of y**2, centre, spread, source, scale)``, with ``y`` in units
+    of ``scale``, or None when no value is usable.
     ``source`` is `x` when it is float32 and ``y == x - centre`` element by element (it is
     then cheaper to compare), else None.
     """
@@ -231,17 +266,26 @@ def _base_set(x, lower, upper, work):
             return None
     y = work._floats(0, x.size)
     np.subtract(x, centre, out=y, dtype=np.float64)
-    with np.errstate(invalid="ignore"):  # inf - inf: nan, handled below
+    scale = _scale_of(spread)
+    if scale != 1.0:  # spreads beyond 2**+-400: squares would overflow or underflow
+        np.ldexp(y, -math.frexp(scale)[1] + 1, out=y)  # y / scale, exact
+        spread /= scale
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: nan; huge values: inf
         total = float(y.sum())
-    if lower is None and upper is None and math.isfinite(total):
-        # The common case: nothing to filter, no extra pass.
-        return y, total, centre, spread, (x if x.dtype == np.float32 else None)
+        sumsq = _sumsq(y)
+    if lower is None and upper is None and sumsq <= _HUGE**2:
+        # The common case: all finite, none huge, nothing to filter: no extra pass.
+        source = x if x.dtype == np.float32 and scale == 1.0 else None
+        return y, total, sumsq, centre, spread, source, scale
     keep = _usable(x, lower, upper, work._bools(0, x.size), work._bools(1, x.size))
+    if not sumsq <= _HUGE**2:  # non-finite or huge values (a rare path: may allocate)
+        with np.errstate(invalid="ignore"):
+            keep &= np.abs(y) <= _HUGE
     kept = work._floats(1, int(np.count_nonzero(keep)))
     if kept.size == 0:
         return None
     np.compress(keep, y, out=kept)
-    return kept, float(kept.sum()), centre, spread, None
+    return kept, float(kept.sum()), _sumsq(kept), centre, spread, None, scale
 
 
 def _usable(x, lower, upper, out, spare=None):
@@ -254,6 +298,13 @@ def _usable(x, lower, upper, out, spare=None):
     lo_ok = (np.greater if lower is None else np.greater_equal)(x, lo, out=out)
     hi_ok = (np.less if upper is None else np.less_equal)(x, hi, out=spare)
     return np.logical_and(lo_ok, hi_ok, out=out)
+
+
+def _scale_of(spread: float) -> float:
+    """1, or a power of two near ``spread`` when that is beyond 2**+-400."""
+    if spread > 2.0**400 or 0.0 < spread < 2.0**-400:
+        return math.ldexp(1.0, math.frexp(spread)[1] - 1)
+    return 1.0
 
 
 def _rough_centre(x, lower, upper):
@@ -280,10 +331,11 @@ class _ClippedSet:
     exactly by ``(epoch, i, j)``.
     """
 
-    def __init__(self, y, total, centre, spread, source, work):
+    def __init__(self, y, total, sumsq, centre, spread, source, scale, work):
         self.y, self.centre, self.spread, self.source, self.work = y, centre, spread, source, work
+        self.scale = scale  # y = (values - centre) / scale
         self.nb = y.size
-        self.total = (float(y.size), total, _sumsq(y))
+        self.total = (float(y.size), total, sumsq)
         self.cl, self.ch = -math.inf, math.inf
         self.fidx = np.empty(0, np.intp)
         self.fv = self.fsorted = np.empty(0)
@@ -301,9 +353,17 @@ class _ClippedSet:
         self.std = math.sqrt(var) if var > 0 else 0.0
 
     def clip(self, params: StatParams) -> bool:
-        """Run the clipping passes; False when the set becomes empty."""
-        previous = _ALL  # the base set itself
-        for _ in range(params.nclip):
+        """Run the clipping passes; False when the set becomes empty.
+
+        Stops at a fixed point, or at a cycle: when a pass gives a set seen before (with
+        small ``lsigma``/``usigma`` the sets can alternate forever), the set becomes the union
+        of the cycle's sets, every base value within the widest limits of the cycle.  A set is
+        known by its moments: the same (n, mean, std) give the same limits, hence the same
+        next set, whatever the core/fringe partition it was summed in.
+        """
+        seen = {_ALL: 0}  # state of each set -> the pass that gave it (0: the base set)
+        limits = []  # (lo, hi, centre) of each pass
+        for npass in range(1, params.nclip + 1):
             if self.std <= _TINY * abs(self.mean):
                 break  # limits below float64 resolution: the set cannot change any more
             if abs(self.mean) > _RECENTRE * self.std:
@@ -315,9 +375,16 @@ class _ClippedSet:
             key = self._select(lo, hi)
             if self.n == 0:
                 return False
-            if key == previous:
-                break  # exact fixed point: the same set gives the same limits forever
-            previous = key
+            limits.append((lo, hi, self.centre))
+            key = key if key == _ALL else (self.n, self.mean, self.std, self.centre)
+            if key in seen:  # a fixed point (the previous set) or a longer cycle
+                cycle = limits[seen[key] :]  # the passes that gave the cycle's sets
+                if len(cycle) > 1:  # their limits, moved to the current centre
+                    low = min(lo + (c - self.centre) / self.scale for lo, _, c in cycle)
+                    high = max(hi + (c - self.centre) / self.scale for _, hi, c in cycle)
+                    self._select(low, high)
+                break
+            seen[key] = npass
         if self.std > 0 and abs(self.mean) > _RECENTRE * self.std:
             self._recentre()
         return True
@@ -380,7 +447,7 @@ class _ClippedSet:
         y -= shift  # exact for values within a factor 2 of the shift (Sterbenz)
         self.fv = self.fv - shift
         self.fsorted = self.fsorted - shift  # monotonic: stays sorted, same slice
-        self.centre += shift
+        self.centre += shift * self.scale
         self.rough_centre -= shift
         self.source = None  # y no longer equals source - centre exactly
         self.cl, self.ch = self.cl - shift, self.ch - shift
@@ -492,14 +559,49 @@ def _median(s: _ClippedSet, params: StatParams):
     return 0.5 * (float(vals[r1 - before]) + float(vals[r2 - before])), err
 
 
+def _too_coarse(s: _ClippedSet, binwidth: float) -> bool:
+    """Whether bins of ``binwidth`` std span the set's range in fewer than ``_MIN_BINS``.
+
+    A histogram of one or two bins places no peak and no median: the centre of a bin wider
+    than the data lies outside them (data in [96, 104] with binwidth=1e6 gave a mode of 5e5).
+    """
+    if not s.std > 0:
+        return False  # constant: every statistic gives the constant
+    if 2.0 * math.sqrt((s.n - 1) / s.n) >= _MIN_BINS * binwidth:
+        return False  # range >= that many std for any n values: no need to look (binwidth <= 0.47)
+    ymin, ymax = s.value_range()
+    return ymax - ymin < _MIN_BINS * binwidth * s.std
+
+
 def _histogram(s: _ClippedSet, params: StatParams):
-    """(min, bin width, counts) of the set, or (const, None, None) for constant data."""
+    """(min, bin width, counts) of the set, or (const, None, None) for constant data.
+
+    Raises
+    ------
+    StatisticError
+        When the histogram would need more than ``_MAX_BINS`` bins (``binwidth`` too small
+        for the spread of the values): the message names ``binwidth`` and the way out.
+    """
     ymin, ymax, const = _constant_or_none(s)
     if const is not None:
         return const, None, None
     h = params.binwidth * s.std
+    _check_bins(ymax - ymin, s, params.binwidth)
     counts = s.counts(ymin, ymax, h)
     return ymin, h, counts
+
+
+def _check_bins(span: float, s: _ClippedSet, binwidth: float) -> None:
+    """Refuse a histogram of more than ``_MAX_BINS`` bins (it would take bins * 8 bytes)."""
+    nbins = span / (binwidth * s.std) + 1
+    if nbins > _MAX_BINS:
+        smallest = span / (s.std * (_MAX_BINS - 1))
+        raise StatisticError(
+            f"binwidth={binwidth:g} (standard deviations) needs {nbins:.3g} histogram bins for "
+            f"{s.n} values spanning {span / s.std:.4g} standard deviations; at most {_MAX_BINS} "
+            f"are allowed. Use binwidth >= {smallest:.3g} (the default is 0.1), or clip the "
+            "values (nclip, lsigma, usigma, lower, upper)"
+        )
 
 
 def _mode(s: _ClippedSet, params: StatParams):

@@ -15,7 +15,9 @@ Input kinds (`open_images` tells them apart by their first bytes):
 - **Associations** ``*_asn.json`` (JWST or Roman): their science members, with the
   members' ``group_id``.
 
-Pixels are read lazily, per call, and no file stays open between calls.
+Pixels are read lazily, per call, and no file stays open between calls.  Every file is
+written atomically through a recognisable temporary name (``.tmp-skymatch-...``) that
+`remove_leftovers` can clear after a killed run.
 """
 
 from . import hst, jwst, roman
@@ -38,6 +40,7 @@ from ._fits import (
     write_fits_file,
 )
 from ._open import check_copy, input_kind, open_images, read_association, write_copy
+from ._temp import probe_writable, remove_leftovers
 from .jwst import ApproximateWCSWarning
 from .roman import RomanImage, open_roman_image
 
@@ -63,7 +66,9 @@ __all__ = [
     "open_images",
     "open_roman_image",
     "parse_dqbits",
+    "probe_writable",
     "read_association",
+    "remove_leftovers",
     "roman",
     "write_array_fits",
     "write_copy",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import glob
 import numbers
 import os
-import secrets
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
@@ -48,6 +47,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..engine.exceptions import SkyMatchWarning
 from ._mapping import map_readonly
+from ._temp import temp_prefix
 
 __all__ = [
     "JWST_DQ_FLAGS",
@@ -696,7 +696,8 @@ def check_units(images: Sequence[FitsImage]) -> None:
 def atomic_path(dest, *, overwrite: bool = False, same_name: bool = False):
     """Yield a temporary path next to ``dest``; on success move it onto ``dest`` atomically.
 
-    The temporary name ends with ``dest``'s name, so writers that choose a format from the
+    The temporary name is ``.tmp-skymatch-<host>-<pid>-<token>-<name>`` (see
+    `remove_leftovers` for why) and ends with ``dest``'s name, so writers that choose a format from the
     suffix see the right one; with ``same_name`` it *is* ``dest``'s name, in a temporary
     directory next to ``dest`` (for writers that record the file name inside the file, as
     ``stdatamodels`` and ``roman_datamodels`` do).  On any error the temporary file is
@@ -718,7 +719,7 @@ def atomic_path(dest, *, overwrite: bool = False, same_name: bool = False):
     _refuse_existing(dest, overwrite)
     if not dest.parent.is_dir():
         raise FileNotFoundError(f"the directory of {str(dest)!r} does not exist; create it first")
-    token = f".tmp-{secrets.token_hex(6)}"
+    token = temp_prefix()  # recognisable: see io._temp (remove_leftovers)
     folder = dest.parent / token if same_name else None
     if folder is not None:
         folder.mkdir()

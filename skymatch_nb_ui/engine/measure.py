@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -220,6 +221,17 @@ class PairStats:
 
     def __len__(self) -> int:
         return len(self.a)
+
+    @cached_property
+    def member_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``member_npix`` as flat arrays ``(pair, image, npix)``, for sums without loops."""
+        entries = [
+            (p, a, n) for p, sides in enumerate(self.member_npix) for side in sides for a, n in side.items()
+        ]
+        if not entries:
+            return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.int64)
+        pair, image, npix = zip(*entries)
+        return np.array(pair, np.intp), np.array(image, np.intp), np.array(npix, np.int64)
 
     @property
     def valid(self) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +64,8 @@ class _Source:
 class _FileLoader:
     """The pixels and DQ mask of one image of a file, read each time they are asked.
 
-    It pickles as the file's path, HDU indices and headers: no pixels travel with it.
+    It pickles as the file's path and HDU indices (and the DQ bits): what a worker process
+    needs to read the pixels; no pixels, WCS or headers travel with it.
     """
 
     image: FitsImage | RomanImage
@@ -82,6 +83,14 @@ class _FileLoader:
 
     def __repr__(self) -> str:
         return repr(self.image)
+
+    def __reduce__(self):
+        # what a worker process needs to read the pixels: the file and its HDUs, not the
+        # WCS and headers (a WCS costs milliseconds to pickle and unpickle)
+        empty = {"wcs": None, "header": type(self.image.header)()}
+        if hasattr(self.image, "primary_header"):
+            empty["primary_header"] = type(self.image.primary_header)()
+        return (_FileLoader, (replace(self.image, **empty), self.dqbits))
 
 
 class ImageCollection:
@@ -410,13 +419,40 @@ class ImageCollection:
             self._matcher = SkyMatcher([s.loader for s in self._sources], self.wcs)
         return self._matcher
 
-    def skymatch(self, params: SkyMatchParams | None = None, **changes) -> xr.Dataset:
+    @property
+    def scheduler(self):
+        """Where the statistics run (settable): see `SkyMatcher`.
+
+        "auto", "serial", "threads", "processes", a ``distributed.Client`` or a Dask
+        scheduler address.
+        """
+        return self.matcher.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self.matcher.scheduler = scheduler
+
+    @property
+    def workers(self) -> int:
+        """Threads or worker processes for the statistics (settable; None: the default)."""
+        return self.matcher.workers
+
+    @workers.setter
+    def workers(self, workers: int | None) -> None:
+        self.matcher.workers = workers
+
+    def skymatch(self, params: SkyMatchParams | None = None, *, progress=None, cancel=None,
+                 **changes) -> xr.Dataset:
         """Match the skies of the collection's images with its current groups.
 
         Parameters
         ----------
         params : SkyMatchParams, optional
             All the parameters at once (default: the defaults, with the last ``stepsize``).
+        progress, cancel : optional
+            A callback of `skymatch_nb_ui.engine.Progress` values and a
+            ``threading.Event`` that stops the run (`SkyMatchCancelled`) when set: see
+            `SkyMatcher.run`.
         **changes
             Any parameter of `SkyMatchParams` (those of `skymatch_nb_ui.skymatch` without the
             data) except ``subtract``: ``skymethod``, ``match_down``, ``skystat``, ``lower``,
@@ -460,7 +496,8 @@ class ImageCollection:
                 "Use write_fits(directory, result) for sky-subtracted copies, or "
                 "result_images(result) for subtracted arrays."
             )
-        result = self.matcher.run(params, groups=self._groups, **changes)
+        result = self.matcher.run(params, groups=self._groups, progress=progress, cancel=cancel,
+                                  **changes)
         dataset, pairs = self._datasets(result)
         self.last_result, self.last_pairs = dataset, pairs
         return dataset

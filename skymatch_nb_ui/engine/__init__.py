@@ -13,10 +13,12 @@ One module per concept, in the order of the data flow:
 - ``solve``: stage 3, one function per ``skymethod`` (``lstsq``: the least-squares step);
 - ``result``: what a run returns;
 - ``matcher``: `SkyMatcher` (the stages in order, cached) and `skymatch` (one call);
+- ``_execute``: where the statistics tasks run (threads, processes, Dask), progress, cancel;
 - ``_validate``: the checks of every input at the boundary.
 """
 
-from .exceptions import DisconnectedMosaicWarning, SkyMatchWarning
+from ._execute import SCHEDULERS, Progress
+from .exceptions import DisconnectedMosaicWarning, SkyMatchCancelled, SkyMatchWarning
 from .loaders import ArrayImage, ImageLoader
 from .matcher import SkyMatcher, skymatch
 from .params import ANCHORS, SKYMETHODS, SKYSTATS, ParamSpec, SkyMatchParams, StatParams
@@ -25,6 +27,7 @@ from .stats import SkyStat, sky_statistic
 
 __all__ = [
     "ANCHORS",
+    "SCHEDULERS",
     "SKYMETHODS",
     "SKYSTATS",
     "ArrayImage",
@@ -32,6 +35,8 @@ __all__ = [
     "ImageLoader",
     "PairTable",
     "ParamSpec",
+    "Progress",
+    "SkyMatchCancelled",
     "SkyMatchParams",
     "SkyMatchResult",
     "SkyMatchWarning",

@@ -22,6 +22,7 @@ How it is computed, and why it is fast:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -626,11 +627,17 @@ class Geometry:
 
 
 def mosaic_geometry(
-    wcs: list[CelestialWCS], shapes: list[tuple[int, int]], stepsize: int | None = None
+    wcs: list[CelestialWCS],
+    shapes: list[tuple[int, int]],
+    stepsize: int | None = None,
+    *,
+    step: Callable[[int, int], None] | None = None,
 ) -> Geometry:
     """Stage 1: the footprint of every image and the pixels of every overlap.
 
-    Only the images' WCS and shapes are needed, never their pixels.
+    Only the images' WCS and shapes are needed, never their pixels.  ``step(done, total)``,
+    if given, is called as the work goes (``total``: twice the number of images, one step
+    for each image's footprint and one for its overlaps); it may raise to stop.
 
     Raises
     ------
@@ -638,8 +645,10 @@ def mosaic_geometry(
         When a WCS gives non-finite coordinates on its image's outline, or an image spans
         more than the engine supports.
     """
+    step = step or (lambda done, total: None)
     footprints = []
     for k, (w, shape) in enumerate(zip(wcs, shapes)):
+        step(k, 2 * len(shapes))
         try:
             fp = footprint(w, shape, stepsize)
         except ValueError as exc:
@@ -657,7 +666,9 @@ def mosaic_geometry(
         neighbours[int(j)].append(int(i))
     runs = {}
     for a, others in neighbours.items():
+        step(len(shapes) + a, 2 * len(shapes))
         if others:
             found = overlap_runs(a, others, footprints, wcs[a], shapes[a])
             runs.update({(a, b): r for b, r in found.items()})
+    step(2 * len(shapes), 2 * len(shapes))
     return Geometry(footprints=footprints, runs=runs)

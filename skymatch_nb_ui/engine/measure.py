@@ -5,8 +5,8 @@ one per pixel set): `measure_image` is a plain function of one image's loader, t
 sets to measure and the statistics parameters.  It reads the pixels and the mask when it
 runs, writes nothing shared and returns small results, so it can run on a thread, in another
 process or on a Dask worker (its arguments pickle: paths travel, arrays do not).
-`run_tasks` runs a list of them on a thread pool, the largest first, with scratch buffers
-per thread.  The statistics of one image over several pixel sets are then combined into the
+`measure_batch` runs a few of them (the unit sent to a thread, a worker process or a Dask
+worker: see `_execute`), with the scratch buffers of the thread it runs on.  The statistics of one image over several pixel sets are then combined into the
 statistics of inputs (`input_pair_stats`, `lowest`).
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -37,8 +36,9 @@ __all__ = [
     "input_pair_stats",
     "load_pixels",
     "lowest",
+    "measure_batch",
     "measure_image",
-    "run_tasks",
+    "thread_scratch",
 ]
 
 #: The statistic of an empty pixel set.
@@ -119,9 +119,29 @@ def measure_image(
     >>> [s.value for s in measure_image(image, [None, (left,)], StatParams(skystat="mean"))]
     [5.5, 4.5]
     """
-    scratch = Scratch() if scratch is None else scratch
+    scratch = thread_scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
     return [_region_statistic(image, mask, region, params, scratch) for region in regions]
+
+
+def measure_batch(tasks: Sequence[Task], params: StatParams) -> list[list[SkyStat]]:
+    """`measure_image` for each of ``tasks``.
+
+    The unit of work sent to a thread, a worker process or a Dask worker: the tasks' loaders
+    travel, their pixels are read there.
+    """
+    return [_run_task(t, params, None) for t in tasks]
+
+
+_LOCAL = threading.local()
+
+
+def thread_scratch() -> Scratch:
+    """The scratch buffers of the calling thread (made on first use, kept while it lives)."""
+    scratch = getattr(_LOCAL, "scratch", None)
+    if scratch is None:
+        scratch = _LOCAL.scratch = Scratch()
+    return scratch
 
 
 def _region_statistic(image, mask, region: Region, params: StatParams, scratch: Scratch) -> SkyStat:
@@ -137,33 +157,6 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     if mask is not None:
         values = values[runs.gather(mask, scratch.buffers)]
     return sky_statistic(values, params, work=scratch.work)
-
-
-def run_tasks(
-    tasks: list[Task], params: StatParams, *, workers: int, scratch: Scratch | None = None
-) -> list[list[SkyStat]]:
-    """Run `measure_image` tasks; the results in the order of ``tasks``.
-
-    With ``workers > 1`` the tasks run on a thread pool, the largest first (for balance),
-    each thread with its own scratch buffers: threads pay because the tasks are long numpy
-    calls that release the GIL.  ``scratch`` serves a serial run.
-    """
-    if workers == 1 or len(tasks) <= 1:
-        return [_run_task(t, params, scratch) for t in tasks]
-    local = threading.local()
-
-    def run(task: Task) -> list[SkyStat]:
-        if not hasattr(local, "scratch"):
-            local.scratch = Scratch()
-        return _run_task(task, params, local.scratch)
-
-    order = sorted(range(len(tasks)), key=lambda i: tasks[i].size, reverse=True)
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(run, [tasks[i] for i in order]))
-    results: list = [None] * len(tasks)
-    for i, stats in zip(order, done):
-        results[i] = stats
-    return results
 
 
 def _run_task(task: Task, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:

@@ -199,3 +199,53 @@ def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(fits_files, t
                           env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["script", "runs", str(len(fits_files))]
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_the_command_runs_on_worker_processes_with_the_same_table(fits_files, tmp_path):
+    from astropy.table import Table
+
+    from skymatch_nb_ui.cli import main
+
+    tables = []
+    for options in ([], ["--scheduler", "processes", "--workers", "2"], ["--scheduler", "serial"]):
+        path = tmp_path / f"skies{len(tables)}.ecsv"
+        assert main([str(p) for p in fits_files] + ["--quiet", "--table", str(path)] + options) == 0
+        tables.append(Table.read(path))
+    for table in tables[1:]:
+        for name in ("sky", "sky_err", "npix", "valid"):
+            np.testing.assert_array_equal(table[name], tables[0][name])
+        assert table.meta == tables[0].meta  # how it ran is not recorded as a parameter
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--scheduler", "thread", "expected one of 'auto', 'serial', 'threads', 'processes'"),
+    ("--workers", "0", "expected a positive integer; got '0'"),
+])
+def test_the_command_refuses_bad_execution_options(fits_files, capsys, option, value, message):
+    from skymatch_nb_ui.cli import main
+
+    assert main([str(fits_files[0]), option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_shows_a_progress_bar_per_stage(fits_files, monkeypatch, capsys):
+    import skymatch_nb_ui.cli as cli
+
+    bars = []
+
+    class Bar:
+        def __init__(self, *, total, desc, **_):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(cli, "_tqdm", lambda: Bar)
+    assert cli.main([str(p) for p in fits_files] + ["--scheduler", "threads"]) == 0
+    assert [b.desc for b in bars] == ["geometry", "statistics", "solve"]
+    assert all(b.closed and b.n == b.total for b in bars)

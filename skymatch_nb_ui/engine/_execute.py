@@ -7,8 +7,8 @@ images, each read by its loader when the task runs).  They run
 - on threads: ``"threads"`` (no set-up, images shared, but numpy calls of 10-30 us hand the
   GIL back and forth: a second thread gains 10-30%);
 - in local worker processes: ``"processes"`` (a pool kept for the life of the Python process,
-  started from a fork server that has imported the engine; each worker reads its images from
-  their files: a loader travels as a path and HDU numbers, never as pixels);
+  its workers started from a fork server, each importing the engine once; each worker reads
+  its images from their files: a loader travels as a path and HDU numbers, never as pixels);
 - on a Dask cluster: a ``distributed.Client``, or the address of its scheduler
   (``"tcp://host:8786"``, connected to for each run); workers need this package and the
   files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
@@ -304,7 +304,12 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _process_pool(workers: int) -> Executor:
-    """A pool of ``workers`` processes, forked from a server that has imported the engine."""
+    """A pool of ``workers`` processes, forked from a fork server (never from this process).
+
+    Nothing is preloaded in the fork server: it would import this package from the default
+    ``sys.path``, not from this process's, and the workers would run another copy of it.
+    Each worker imports the engine once, with this process's ``sys.path``.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -314,8 +319,6 @@ def _process_pool(workers: int) -> Executor:
             return pool
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            context.set_forkserver_preload(["skymatch_nb_ui.engine.measure"])
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
         _PROCESSES[workers] = pool
         return pool

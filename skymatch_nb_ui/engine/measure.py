@@ -6,8 +6,9 @@ sets to measure and the statistics parameters.  It reads the pixels and the mask
 runs, writes nothing shared and returns small results, so it can run on a thread, in another
 process or on a Dask worker (its arguments pickle: paths travel, arrays do not).
 `measure_batch` runs a few of them (the unit sent to a thread, a worker process or a Dask
-worker: see `_execute`), with the scratch buffers of the thread it runs on.  The statistics of one image over several pixel sets are then combined into the
-statistics of inputs (`input_pair_stats`, `lowest`).
+worker: see `_execute`), with the scratch buffers of the thread it runs on.  The statistics
+of one image over several pixel sets are then combined into the statistics of inputs
+(`input_pair_stats`, `lowest`).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ images, each read by its loader when the task runs).  They run
   (``"tcp://host:8786"``, connected to for each run); workers need this package and the
   files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
 
-``"auto"`` (the default) takes processes when the images come from files and there are
-enough of them to pay for the workers' start, threads otherwise: in-memory arrays would have
-to be copied into every process that measures them.  Nothing here needs Dask unless a
+``"auto"`` (the default) takes worker processes when the images come from files and there is
+enough to measure to pay for the workers' start (about 3 x 10^8 pixels), threads for large
+images in memory (their arrays would have to be copied into every process that measures
+them), and runs small tasks here (`Execution.kind`).  Nothing here needs Dask unless a
 cluster is asked for.
 
 Which of them runs a task never changes its result: a task is a pure function of its
@@ -48,8 +49,13 @@ __all__ = ["SCHEDULERS", "Execution", "Progress", "check_scheduler", "default_wo
 #: The schedulers named by a string (a Dask scheduler's address is a string too).
 SCHEDULERS = ("auto", "serial", "threads", "processes")
 
-#: Images read from files that make "auto" start worker processes rather than threads.
-PROCESSES_FROM = 8
+#: Pixels to measure in files from which "auto" starts worker processes (~3 s of work here:
+#: twice their start-up), or uses them when they run already.
+PROCESSES_FROM = 300_000_000
+PROCESSES_WARM_FROM = 10_000_000
+
+#: Median pixels per task from which "auto" uses threads for images in memory.
+THREADS_FROM = 100_000
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -61,9 +67,10 @@ _INSTALL_HINT = "pip install 'skymatch-nb-ui[dask]'"
 class Progress:
     """How far a run is: ``done`` of ``total`` units of ``stage``.
 
-    Stages, in order: ``"geometry"`` (images), ``"statistics"`` (images measured),
-    ``"solve"`` (0 then 1), ``"subtract"`` (images, with ``subtract=True``).  A stage with
-    nothing to do (its results are cached) is reported once with ``done == total``.
+    Stages, in order: ``"geometry"`` (two steps per image: its outline, its overlaps),
+    ``"statistics"`` (statistics computed: one per image and pixel set), ``"solve"`` (0 then
+    1) and, with ``subtract=True``, ``"subtract"`` (images).  A stage with nothing to do (its
+    results are cached) is reported once with ``done == total``.
     """
 
     stage: str
@@ -158,20 +165,33 @@ class Execution:
             )
 
     # -- running tasks ---------------------------------------------------------------------------
-    def kind(self, files: bool, n_tasks: int) -> str:
-        """What runs ``n_tasks`` tasks: "serial", "threads", "processes" or "dask"/"executor"."""
+    def kind(self, files: bool, sizes: Sequence[int]) -> str:
+        """What runs tasks of ``sizes`` pixels: "serial", "threads", "processes", "dask" or
+        "executor" (a given ``concurrent.futures.Executor``).
+
+        "auto" decides by what pays on a 2-core machine (``bench/bench_scale.py``): worker
+        processes cost seconds to start (once per Python process) and the pixels of images
+        in memory would have to be copied to them, so they serve images read from files
+        when there is much to measure (or when the pool runs already); threads pay only for
+        large pixel sets (numpy calls long enough to release the GIL: 10-30% on 1024 x 1024
+        images); anything else runs here, where small tasks are quickest.
+        """
         s = self.scheduler
         if not isinstance(s, str):
             return "dask" if _is_client(s) else "executor"
         if "://" in s:
             return "dask"
-        if s == "auto":
-            if self.workers == 1 or n_tasks <= 1:
-                return "serial"
-            return "processes" if files and n_tasks >= PROCESSES_FROM else "threads"
-        if s in ("threads", "processes") and (self.workers == 1 or n_tasks <= 1):
+        if self.workers == 1 or len(sizes) <= 1 or s == "serial":
             return "serial"
-        return s
+        if s != "auto":
+            return s
+        total = sum(sizes)
+        warm = self.workers in _PROCESSES
+        if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
+            return "processes"
+        if sorted(sizes)[len(sizes) // 2] >= THREADS_FROM:
+            return "threads"
+        return "serial"
 
     def map(
         self,

@@ -307,6 +307,7 @@ class SkyMatcher:
         are read once; on threads an image in memory gets one task per pixel set (finer tasks
         balance the threads better).  For worker processes and clusters the tasks travel in
         batches of several images.  Each task's statistics are cached as it finishes.
+        Where they run is `Execution.kind`'s choice (see `_execute`).
         """
         key = params.key("statistics")
         todo = [(a, None) for a in dict.fromkeys(images) if (key, a) not in self._local_stats]
@@ -315,8 +316,11 @@ class SkyMatcher:
             execution.report("statistics", 0, 0)
             return
         files = any(not _in_memory(self._loaders[a]) for a, _ in todo)
-        kind = execution.kind(files, len({a for a, _ in todo}))
-        owners = self._owners(todo, split=kind == "threads")
+        owners = self._owners(todo, split=True)
+        sizes = [self._task(a, partner_sets).size for a, partner_sets in owners]
+        kind = execution.kind(files, sizes)
+        if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
+            owners = self._owners(todo, split=False)
         tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
         if kind in ("serial", "threads"):
             batches = [[t] for t in range(len(tasks))]
@@ -333,7 +337,8 @@ class SkyMatcher:
                     else:
                         self._pair_stats[(key, a, partners)] = value
 
-        arguments = [([tasks[t] for t in batch], params.stat) for batch in batches]
+        stat = params.stat
+        arguments = [([tasks[t] for t in batch], stat) for batch in batches]
         units = [sum(len(owners[t][1]) for t in batch) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)

@@ -166,15 +166,15 @@ class Execution:
 
     # -- running tasks ---------------------------------------------------------------------------
     def kind(self, files: bool, sizes: Sequence[int]) -> str:
-        """What runs tasks of ``sizes`` pixels: "serial", "threads", "processes", "dask" or
-        "executor" (a given ``concurrent.futures.Executor``).
+        """What runs tasks of ``sizes`` pixels: serial, threads, processes, dask or executor.
 
-        "auto" decides by what pays on a 2-core machine (``bench/bench_scale.py``): worker
-        processes cost seconds to start (once per Python process) and the pixels of images
-        in memory would have to be copied to them, so they serve images read from files
-        when there is much to measure (or when the pool runs already); threads pay only for
-        large pixel sets (numpy calls long enough to release the GIL: 10-30% on 1024 x 1024
-        images); anything else runs here, where small tasks are quickest.
+        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what pays
+        on a 2-core machine (``bench/bench_scale.py``): worker processes cost seconds to start
+        (once per Python process) and the pixels of images in memory would have to be copied
+        to them, so they serve images read from files when there is much to measure (or when
+        the pool runs already); threads pay only for large pixel sets (numpy calls long
+        enough to release the GIL: 10-30% on 1024 x 1024 images); anything else runs here,
+        where small tasks are quickest.
         """
         s = self.scheduler
         if not isinstance(s, str):

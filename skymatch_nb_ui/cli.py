@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     execution = parser.add_argument_group("execution (the results are the same whichever)")
     execution.add_argument("--scheduler", type=_scheduler, default="auto", metavar="WHERE",
-                           help="where the statistics run: auto (worker processes for many "
-                           "files, threads otherwise), serial, threads, processes, or the "
+                           help="where the statistics run: auto (worker processes when there "
+                           "is much to measure, else one process), serial, threads, processes, or the "
                            "address of a Dask scheduler such as tcp://host:8786 (needs "
                            "skymatch-nb-ui[dask]; the workers must see the files at the same "
                            "paths)")

@@ -251,14 +251,14 @@ def test_the_command_shows_a_progress_bar_per_stage(fits_files, monkeypatch, cap
     assert all(b.closed and b.n == b.total for b in bars)
 
 
-def test_auto_runs_small_work_here_and_large_work_in_parallel():
-    from skymatch_nb_ui.engine._execute import PROCESSES_FROM, THREADS_FROM, Execution
+def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processes():
+    from skymatch_nb_ui.engine._execute import PROCESSES_FROM, Execution
 
     auto = Execution("auto", 2)
-    small = [50_000] * 20
+    small, large = [50_000] * 20, [PROCESSES_FROM // 100] * 100
     assert auto.kind(True, small) == auto.kind(False, small) == "serial"
-    assert auto.kind(True, [PROCESSES_FROM // 100] * 100) == "processes"  # files: workers read them
-    assert auto.kind(False, [PROCESSES_FROM // 100] * 100) == "threads"  # arrays stay here
-    assert auto.kind(False, [THREADS_FROM] * 3) == "threads"
-    assert Execution("auto", 1).kind(True, [PROCESSES_FROM] * 4) == "serial"
-    assert Execution("processes", 2).kind(False, small) == "processes"  # asked for: done
+    assert auto.kind(True, large) == "processes"  # files: each worker reads its own
+    assert auto.kind(False, large) == "serial"  # arrays would have to be copied to workers
+    assert Execution("auto", 1).kind(True, large) == "serial"
+    assert Execution("threads", 2).kind(False, small) == "threads"  # asked for: done
+    assert Execution("processes", 2).kind(False, small) == "processes"

@@ -14,10 +14,10 @@ images, each read by its loader when the task runs).  They run
   files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
 
 ``"auto"`` (the default) takes worker processes when the images come from files and there is
-enough to measure to pay for the workers' start (about 3 x 10^8 pixels), threads for large
-images in memory (their arrays would have to be copied into every process that measures
-them), and runs small tasks here (`Execution.kind`).  Nothing here needs Dask unless a
-cluster is asked for.
+enough to measure to pay for the workers' start (about 3 x 10^8 pixels), and runs everything
+else here: images in memory would have to be copied into every process that measures them,
+and threads lose to one process (`Execution.kind` has the figures).  Nothing here needs Dask
+unless a cluster is asked for.
 
 Which of them runs a task never changes its result: a task is a pure function of its
 arguments, and the results are put back in task order, so every scheduler gives the same
@@ -53,9 +53,6 @@ SCHEDULERS = ("auto", "serial", "threads", "processes")
 #: twice their start-up), or uses them when they run already.
 PROCESSES_FROM = 300_000_000
 PROCESSES_WARM_FROM = 10_000_000
-
-#: Median pixels per task from which "auto" uses threads for images in memory.
-THREADS_FROM = 100_000
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -168,13 +165,14 @@ class Execution:
     def kind(self, files: bool, sizes: Sequence[int]) -> str:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, dask or executor.
 
-        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what pays
-        on a 2-core machine (``bench/bench_scale.py``): worker processes cost seconds to start
-        (once per Python process) and the pixels of images in memory would have to be copied
-        to them, so they serve images read from files when there is much to measure (or when
-        the pool runs already); threads pay only for large pixel sets (numpy calls long
-        enough to release the GIL: 10-30% on 1024 x 1024 images); anything else runs here,
-        where small tasks are quickest.
+        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what paid
+        on a 2-core machine (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): worker
+        processes cost seconds to start (once per Python process) and the pixels of images
+        in memory would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower
+        than one process at N = 64), so they serve images read from files when there is
+        much to measure (or when the pool runs already); threads lost 5-15% to one process
+        on small and large pixel sets alike (the histograms' ``bincount`` holds the GIL), so
+        everything else runs here.
         """
         s = self.scheduler
         if not isinstance(s, str):
@@ -189,8 +187,6 @@ class Execution:
         warm = self.workers in _PROCESSES
         if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
-        if sorted(sizes)[len(sizes) // 2] >= THREADS_FROM:
-            return "threads"
         return "serial"
 
     def map(

@@ -65,8 +65,8 @@ class SkyMatcher:
         Threads or worker processes for the statistics (None: one per CPU core, at most 4;
         1: everything in the calling thread).
     scheduler : str, distributed.Client or concurrent.futures.Executor, optional
-        Where the statistics run: ``"auto"`` (None; worker processes for images read from
-        files, threads for arrays in memory), ``"serial"``, ``"threads"``, ``"processes"``,
+        Where the statistics run: ``"auto"`` (None; worker processes when there is much to
+        measure in files, else this process), ``"serial"``, ``"threads"``, ``"processes"``,
         a ``distributed.Client`` or a Dask scheduler's address (``"tcp://host:8786"``), or
         any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
         gives the same results, bit for bit.  See `skymatch_nb_ui.engine._execute`.

@@ -176,3 +176,49 @@ def test_thousands_of_inputs_are_solved_without_dense_matrices():
     assert np.isfinite(sol.delta).all() and np.isfinite(sol.delta_err).all()
     assert peak < 200e6  # a 10,000 x 10,000 float matrix alone is 800 MB
     assert abs(sol.delta.mean()) < 1e-9 * np.abs(sol.delta).max()
+
+
+# -- residual variances (what a robust solve compares each pair's residual with) --------------
+def dense_residual_var(n, i, j, weight, var):
+    """diag((I - K) V (I - K)^T) with K the hat matrix of the weighted fit, per component."""
+    out = np.zeros(len(i))
+    comp = components(n, i, j)
+    for c in np.unique(comp[i]):
+        members = np.flatnonzero(comp == c)
+        local = np.full(n, -1)
+        local[members] = np.arange(len(members))
+        in_c = np.flatnonzero(comp[i] == c)
+        design = np.zeros((len(in_c), len(members)))
+        design[np.arange(len(in_c)), local[i[in_c]]] = 1.0
+        design[np.arange(len(in_c)), local[j[in_c]]] = -1.0
+        gain = np.linalg.pinv(weight[in_c, None] * design) * weight[in_c]
+        out[in_c] = ((np.eye(len(in_c)) - design @ gain) ** 2) @ var[in_c]
+    return out
+
+
+@pytest.mark.parametrize(("layout", "holes", "spread"), [
+    ((3, 4), 0.0, 10.0), ((9, 11), 0.3, 100.0), ((1, 50), 0.0, 10.0), ((20, 20), 0.05, 100.0),
+])
+def test_residual_variances_match_the_dense_hat_matrix(layout, holes, spread):
+    rng = np.random.default_rng(sum(layout) + 1)
+    n = layout[0] * layout[1]
+    pairs = mosaic_like_graph(*layout, rng, holes)
+    i, j = pairs[:, 0], pairs[:, 1]
+    diff, weight, var = pair_data(pairs, rng, spread)
+    sol = solve_offsets(n, i, j, diff, weight, var)
+    np.testing.assert_allclose(sol.residual_var, dense_residual_var(n, i, j, weight, var),
+                               rtol=1e-9, atol=1e-12 * var.max())
+
+
+def test_residual_variances_of_a_triangle_and_of_a_tree():
+    # a loop of three equal pairs: each residual keeps a third of the pair's variance
+    sol = solve_offsets(3, np.array([0, 1, 0]), np.array([1, 2, 2]), np.zeros(3), np.ones(3),
+                        np.full(3, 0.09))
+    np.testing.assert_allclose(sol.residual_var, 0.03, rtol=1e-12)
+    # a pair that no loop checks is met exactly: nothing is left to compare its residual with
+    tree = solve_offsets(4, np.array([0, 1, 1]), np.array([1, 2, 3]), np.ones(3),
+                         np.array([1.0, 50.0, 2.0]), np.array([0.1, 0.2, np.nan]))
+    assert np.isnan(tree.residual_var).all()  # a NaN variance spoils its component
+    tree = solve_offsets(4, np.array([0, 1, 1]), np.array([1, 2, 3]), np.ones(3),
+                         np.array([1.0, 50.0, 2.0]), np.array([0.1, 0.2, 0.3]))
+    np.testing.assert_allclose(tree.residual_var, 0.0, atol=1e-15)

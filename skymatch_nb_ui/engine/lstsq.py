@@ -97,11 +97,16 @@ class MatchSolution:
         propagated from the pair statistics' errors; NaN where unknown.
     component : ndarray of int
         Connected component of each input.
+    residual_var : ndarray
+        Per pair, the variance of its residual ``diff - (d_i - d_j)`` expected from the
+        pairs' variances: below the pair's own variance by what the fit absorbs (0 for a
+        pair that no loop checks, e.g. in a tree); NaN in a component with a NaN variance.
     """
 
     delta: np.ndarray
     delta_err: np.ndarray
     component: np.ndarray
+    residual_var: np.ndarray
 
 
 def solve_offsets(
@@ -153,15 +158,17 @@ def solve_offsets(
     comp = components(n, i, j)
     delta = np.full(n, np.nan)
     delta_err = np.full(n, np.nan)
+    residual_var = np.zeros(len(i))
     if len(i):
         with _blas().limit(limits=1, user_api="blas"):
             _solve(n, i, j, np.asarray(diff, float), np.asarray(weight, float),
-                   np.asarray(diff_var, float), comp, delta, delta_err)
-    return MatchSolution(delta=delta, delta_err=delta_err, component=comp)
+                   np.asarray(diff_var, float), comp, delta, delta_err, residual_var)
+    return MatchSolution(delta=delta, delta_err=delta_err, component=comp,
+                         residual_var=residual_var)
 
 
-def _solve(n, i, j, diff, weight, var, comp, delta, delta_err) -> None:
-    """Fill ``delta`` and ``delta_err`` of the inputs in pairs (see the module's doc)."""
+def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var) -> None:
+    """Fill ``delta``, ``delta_err`` and ``residual_var`` (see the module's doc)."""
     w2 = weight**2
     w2 = w2 / w2.max()  # scale-free
     level = _levels(n, i, j, comp)
@@ -188,14 +195,17 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err) -> None:
     scale = float(f.max()) or 1.0
     f = f / scale
     f_mean = f * (u[i] - u[j]) / size[comp[i]]  # each gain column's mean over its component
+    own_sd = np.sqrt(np.where(finite, var, 0.0)) / scale
     variance = np.zeros(n)
-    variance[order] = sweep.centred_gain_norms(pos[i], pos[j], f, f_mean, comp[order], comp[i])
+    variance[order], residual = sweep.centred_gain_norms(
+        pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd)
     grounded = members[level[members] == 0]
     variance[grounded] = np.bincount(comp[i], f_mean**2, minlength=len(size))[comp[grounded]]
     spoiled = np.zeros(len(size), dtype=bool)
     spoiled[comp[i[~finite]]] = True
     err = scale * np.sqrt(variance[members])
     delta_err[members] = np.where(spoiled[cm], np.nan, err)
+    residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * residual)
 
 
 def _levels(n, i, j, comp) -> np.ndarray:
@@ -329,13 +339,19 @@ class _BlockSweep:
             out.append(x)
         return np.concatenate(out[::-1])
 
-    def centred_gain_norms(self, pi, pj, f, f_mean, node_comp, edge_comp) -> np.ndarray:
-        """Squared norm of each row of ``X = L^{-1} A^T diag(f) - (component means)``.
+    def centred_gain_norms(self, pi, pj, f, f_mean, node_comp, edge_comp, own_sd
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Squared norms of the rows of ``X`` and of the edges' residual rows.
+
+        ``X = L^{-1} A^T diag(f) - (component means)``; an edge's residual row is
+        ``e_p own_sd_p - (X_i - X_j)``.
 
         ``A`` is the incidence matrix of the edges (``pi``, ``pj``: their ends' positions, -1
         for a grounded end), ``f_mean`` the mean of each column of ``L^{-1} A^T diag(f)``
         over its component (grounded input included), ``node_comp`` / ``edge_comp`` the
-        components of the rows and of the edges.
+        components of the rows and of the edges.  ``own_sd`` is each edge's own standard
+        deviation in the units of ``f``: the residual of an edge moves with its own
+        difference (``e_p``) less with what the solution makes of it (``X_i - X_j``).
 
         The edges are grouped by the first block they touch (``e``); ``F_e`` / ``F'_e`` are
         their columns of ``A^T diag(f)`` in blocks ``e`` / ``e + 1``.  With ``Y_e = S_e^{-1}
@@ -385,26 +401,74 @@ class _BlockSweep:
             before.append(_square_root(np.vstack([np.hstack([phi[k], carried]), means])))
         # backward: Z_k, the groups from k on (square root), and the norms
         out = [None] * n_blocks
+        residual = np.zeros(len(pi))
         z_next = from_here = None
         for k in range(n_blocks - 1, -1, -1):
-            nk, edges = b[k + 1] - b[k], groups[k]
+            nk, edges, prev = b[k + 1] - b[k], groups[k], before[k]
             own = _centred(y_own[k], node_comp[b[k] : b[k + 1]], edge_comp[edges], f_mean[edges])
             g = self._solve(k, np.eye(nk))
             if k + 1 == n_blocks:
                 z = g
+                right = own  # rows of block k over the groups from k on (own group first)
+                next_left = next_right = np.zeros((0, 0))
             else:
                 p = self.P[k]
                 q = p @ z_next
                 z = g + q @ p.T
-                own = own - q @ phi[k]
-                own = np.hstack([own, -p @ from_here])
-            from_here = _square_root(own)
-            prev = before[k]
+                right = np.hstack([own - q @ phi[k], -p @ from_here])
+                # block k + 1's rows in the same columns, for the edges that reach it
+                nxt = slice(b[k + 1], b[k + 2])
+                group_next = _centred(z_next @ phi[k], node_comp[nxt], edge_comp[edges], f_mean[edges])
+                next_right = np.hstack([group_next, from_here])
+                next_left = z_next @ (-p.T @ prev[:nk])
+                kept = np.isin(node_comp[nxt], comps[k])
+                next_left[kept] -= prev[nk:][np.searchsorted(comps[k], node_comp[nxt][kept])]
             member = np.searchsorted(comps[k], node_comp[b[k] : b[k + 1]])
             left = z @ prev[:nk] - prev[nk:][member]
+            if len(edges):
+                residual[edges] = _residuals(
+                    k, b, edges, pi, pj, edge_comp, f_mean, own_sd, comps[k],
+                    _stack(left, next_left, -prev[nk:]), _stack(right, next_right),
+                )
+            from_here = _square_root(right)
             out[k] = np.einsum("ij,ij->i", left, left) + np.einsum("ij,ij->i", from_here, from_here)
             z_next = z
-        return np.concatenate(out)
+        return np.concatenate(out), residual
+
+
+def _stack(*blocks) -> np.ndarray:
+    """Rows of several blocks over the same columns (placeholders of shape (0, 0) skipped)."""
+    return np.vstack([x for x in blocks if x.shape != (0, 0)])
+
+
+def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left, right):
+    """Squared norms of the residual rows of the edges of block ``k``'s group.
+
+    An edge's residual row is ``e_p own_sd_p - (X_i - X_j)``.
+
+    ``left`` holds the rows over the groups before ``k`` (block ``k``'s, then block ``k +
+    1``'s, then the grounded inputs', one per component of ``comps``), ``right`` the rows
+    over the groups from ``k`` on (block ``k``'s, block ``k + 1``'s), the group's own
+    columns first; a grounded input's row there is minus the means of its component's columns.
+    """
+    nk = bounds[k + 1] - bounds[k]
+    n_next = bounds[k + 2] - bounds[k + 1] if k + 2 < len(bounds) else 0
+    n_cols = right.shape[1]
+    grounded_right = np.zeros((len(comps), n_cols))
+    rows = np.searchsorted(comps, edge_comp[edges])
+    ok = (rows < len(comps)) & (comps[np.minimum(rows, len(comps) - 1)] == edge_comp[edges])
+    grounded_right[rows[ok], np.flatnonzero(ok)] = -f_mean[edges][ok]
+    right = np.vstack([right, grounded_right])
+
+    def row(ends):
+        index = np.where(ends < bounds[k + 1], ends - bounds[k], nk + ends - bounds[k + 1])
+        return np.where(ends < 0, nk + n_next + rows, index)
+
+    ri, rj = row(pi[edges]), row(pj[edges])
+    d_left = left[ri] - left[rj]
+    d_right = right[ri] - right[rj]
+    d_right[np.arange(len(edges)), np.arange(len(edges))] -= own_sd[edges]
+    return np.einsum("ij,ij->i", d_left, d_left) + np.einsum("ij,ij->i", d_right, d_right)
 
 
 def _centred(columns, row_comp, col_comp, col_mean) -> np.ndarray:

@@ -31,3 +31,43 @@ def test_a_solve_only_change_reuses_the_least_squares(monkeypatch):
     np.testing.assert_array_equal(again.sky, first.sky)
     matcher.run(skymethod="match", skystat="median")  # new statistics: new offsets
     assert len(calls) == 2
+
+
+class CountingLoader:
+    """A loader that hands out fresh arrays and counts how many are alive at once."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, image):
+        self.image = image
+        self.shape = image.shape
+
+    def data(self):
+        import weakref
+
+        copy = self.image.copy()
+        CountingLoader.alive += 1
+        CountingLoader.most = max(CountingLoader.most, CountingLoader.alive)
+        weakref.finalize(copy, CountingLoader.release)
+        return copy
+
+    def mask(self):
+        return None
+
+    @staticmethod
+    def release():
+        CountingLoader.alive -= 1
+
+
+def test_pixels_are_read_per_task_and_released_after_it():
+    """Memory is bounded by one image per worker, not by the number of images."""
+    m = make_mosaic((4, 5), shape=(40, 40), noise=1.0, seed=2)
+    loaders = [CountingLoader(image) for image in m.images]
+    CountingLoader.alive = CountingLoader.most = 0
+    result = SkyMatcher(loaders, m.wcs, scheduler="serial").run(skymethod="global+match")
+    assert result.valid.all()
+    assert CountingLoader.most == 1 and CountingLoader.alive == 0
+    CountingLoader.most = 0
+    SkyMatcher(loaders, m.wcs, scheduler="threads", workers=2).run(skymethod="global+match")
+    assert CountingLoader.most <= 2 and CountingLoader.alive == 0

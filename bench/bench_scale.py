@@ -7,7 +7,8 @@ jitter, so that each image has 4 (corners) to 8 neighbours; sky level, noise and
 Each configuration runs in a child process, the whole chain as ``skymatch-nb FILES --table
 T.ecsv --subtract --output-dir OUT`` does it: read the headers (``read``), ``geometry``,
 ``statistics``, ``solve``, the table (``table``), the sky-subtracted copies (``copies``), and
-then a solve-only change (``resolve``: ``match_down`` flipped).  Per stage it reports the
+then a solve-only change (``resolve``: ``match_down`` flipped) and a change of statistic
+(``restat``: all statistics again, with the workers already running).  Per stage it reports the
 time and the peak memory: the PSS (proportional set size: shared pages counted once) of the
 child and all its worker processes, sampled every 50 ms with psutil, and the child's own peak
 RSS (``getrusage``).  Configurations: ``serial`` (one worker), ``threads`` and ``processes``
@@ -49,7 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # measure this checkout
 
-STAGES = ("read", "geometry", "statistics", "solve", "table", "copies", "resolve")
+STAGES = ("read", "geometry", "statistics", "solve", "table", "copies", "resolve", "restat")
+AFTER = ("resolve", "restat")  # re-runs after the chain, not part of its total
 CONFIGS = ("serial", "threads", "processes", "cluster")
 SHAPE = (256, 256)
 METHOD = "match"  # the command's default
@@ -178,6 +180,8 @@ def child(config: str, folder: str, out: str) -> None:
         coll.write_copies(copies, result, subtract=True)
         enter("resolve")
         coll.skymatch(skymethod=METHOD, match_down=False)
+        enter("restat")
+        coll.skymatch(skymethod=METHOD, skystat="median")
         enter("done")
     finally:
         if client is not None:
@@ -295,7 +299,7 @@ def report(n: int, pairs: int, rows: list[dict], ref: dict | None, ref_note: str
     print(header + "\n" + "-" * len(header))
     for row in rows:
         t = row["times"]
-        total = sum(t.get(s, 0.0) for s in STAGES if s != "resolve")
+        total = sum(t.get(s, 0.0) for s in STAGES if s not in AFTER)
         print(f"{row['config']:>10} " + " ".join(f"{t.get(s, 0.0):>10.3f}" for s in STAGES)
               + f" {total:>8.1f} {mb(row['max_pss']):>8} {mb(row['rss_self']):>7}")
         print(f"{'  peak MB':>10} " + " ".join(f"{mb(row['peak_pss'][s]):>10}" for s in STAGES))

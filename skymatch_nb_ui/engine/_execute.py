@@ -32,6 +32,7 @@ from them), the others are dropped.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import sys
 import threading
@@ -56,6 +57,9 @@ PROCESSES_WARM_FROM = 10_000_000
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
+
+#: Tasks kept in flight per worker (more wait their turn unserialised).
+IN_FLIGHT = 2
 
 _INSTALL_HINT = "pip install 'skymatch-nb-ui[dask]'"
 
@@ -218,20 +222,28 @@ class Execution:
                 done += self._finished(k, results[k], units, on_result)
                 self.report(stage, done, total)
             return results
-        with self._submitter(kind) as (submit, cancel_all):
+        with self._submitter(kind) as (submit, cancel_all, slots):
             futures: dict = {}
+            waiting = iter(order)
             try:
-                for k in order:
-                    futures[submit(function, *arguments[k])] = k
-                next_finished, left = _finished_futures(kind, list(futures)), len(futures)
+                # a few tasks per worker in flight, the next submitted as one finishes: the
+                # arguments of the others are not serialised (and held) before they can run
+                waiter = _Waiter(kind)
+                for k in itertools.islice(waiting, slots):
+                    waiter.add(future := submit(function, *arguments[k]))
+                    futures[future] = k
+                left = len(arguments)
                 while left:
                     self.check(stage, done, total)
-                    finished = next_finished()
+                    finished = waiter.finished()
                     left -= len(finished)
                     for future in sorted(finished, key=futures.__getitem__):
-                        k = futures[future]
+                        k = futures.pop(future)
                         results[k] = _result(future)
                         done += self._finished(k, results[k], units, on_result)
+                        for k_next in itertools.islice(waiting, 1):
+                            waiter.add(future := submit(function, *arguments[k_next]))
+                            futures[future] = k_next
                     if finished:
                         self.report(stage, done, total)
             except BaseException:
@@ -247,9 +259,10 @@ class Execution:
 
     @contextmanager
     def _submitter(self, kind: str):
-        """``(submit(function, *args) -> future, cancel(futures))`` for ``kind``."""
+        """``(submit(function, *args) -> future, cancel(futures), tasks to keep in flight)``."""
+        slots = IN_FLIGHT * self.workers
         if kind == "threads":
-            yield _thread_pool(self.workers).submit, _cancel_local
+            yield _thread_pool(self.workers).submit, _cancel_local, slots
         elif kind == "processes":
             pool = _process_pool(self.workers)
 
@@ -257,36 +270,43 @@ class Execution:
                 with _main_not_rerun():  # the pool starts its workers as tasks come
                     return pool.submit(function, *args)
 
-            yield submit, _cancel_local
+            yield submit, _cancel_local, slots
         elif kind == "executor":
-            yield self.scheduler.submit, _cancel_local
+            yield self.scheduler.submit, _cancel_local, max(slots, 4)
         else:
             with _client(self.scheduler) as client:
-                yield (lambda f, *a: client.submit(f, *a, pure=False)), client.cancel
+                threads = sum(client.nthreads().values()) or self.workers
+                yield ((lambda f, *a: client.submit(f, *a, pure=False)), client.cancel,
+                       IN_FLIGHT * threads)
 
 
-def _finished_futures(kind: str, futures: list) -> Callable[[], list]:
-    """A function that returns the futures finished since its last call (waits a little)."""
-    if kind == "dask":
-        from distributed import as_completed
+class _Waiter:
+    """The futures submitted so far, and those of them that finished since the last call."""
 
-        finished = as_completed(futures, loop=futures[0].client.loop if futures else None)
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.pending: set = set()
+        self.dask = None
 
-        def next_finished() -> list:
-            batch = finished.next_batch(block=False)
+    def add(self, future) -> None:
+        if self.kind != "dask":
+            self.pending.add(future)
+        elif self.dask is None:
+            from distributed import as_completed
+
+            self.dask = as_completed([future], loop=future.client.loop)
+        else:
+            self.dask.add(future)
+
+    def finished(self) -> list:
+        """The futures that finished (waits up to `_POLL` seconds for one)."""
+        if self.kind == "dask":
+            batch = self.dask.next_batch(block=False) if self.dask is not None else []
             if not batch:
                 time.sleep(_POLL)
             return batch
-
-        return next_finished
-    pending = set(futures)
-
-    def next_finished() -> list:
-        nonlocal pending
-        done, pending = wait(pending, timeout=_POLL, return_when=FIRST_COMPLETED)
+        done, self.pending = wait(self.pending, timeout=_POLL, return_when=FIRST_COMPLETED)
         return list(done)
-
-    return next_finished
 
 
 def _result(future):

@@ -30,6 +30,7 @@ from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, sub
 from .engine._validate import check_wcs
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
+from .engine.loaders import RecordLoader
 
 if TYPE_CHECKING:
     from .io import FitsImage, RomanImage
@@ -85,12 +86,13 @@ class _FileLoader:
         return repr(self.image)
 
     def __reduce__(self):
-        # what a worker process needs to read the pixels: the file and its HDUs, not the
-        # WCS and headers (a WCS costs milliseconds to pickle and unpickle)
+        # what a worker process needs to read the pixels: the file and its HDUs, not the WCS
+        # and headers (a WCS costs milliseconds to pickle and unpickle), nor this module
+        # (xarray: a second more for each worker to start)
         empty = {"wcs": None, "header": type(self.image.header)()}
         if hasattr(self.image, "primary_header"):
             empty["primary_header"] = type(self.image.primary_header)()
-        return (_FileLoader, (replace(self.image, **empty), self.dqbits))
+        return (RecordLoader, (replace(self.image, **empty), self.dqbits))
 
 
 class ImageCollection:

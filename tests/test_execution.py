@@ -262,3 +262,16 @@ def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processe
     assert Execution("auto", 1).kind(True, large) == "serial"
     assert Execution("threads", 2).kind(False, small) == "threads"  # asked for: done
     assert Execution("processes", 2).kind(False, small) == "processes"
+
+
+def test_file_loaders_travel_as_paths_and_read_the_same_pixels(fits_files):
+    import pickle
+
+    coll = ImageCollection.from_fits(fits_files)
+    loader = coll.matcher.loaders[3]
+    payload = pickle.dumps(loader)
+    assert len(payload) < 2000  # no pixels, no WCS, no headers
+    copy = pickle.loads(payload)
+    np.testing.assert_array_equal(copy.data(), loader.data())
+    np.testing.assert_array_equal(copy.mask(), loader.mask())
+    assert copy.shape == loader.shape

@@ -1,22 +1,9 @@
 // GroupEditor front end: groups as coloured chips with their members, presets, undo.
 // It only shows state and sends intent (model.send); Python validates and edits the groups.
-// No imports, so that node can load it for the unit tests.
+
+import { button, el, onModel, setTrait, uniqueId } from "./_dom.js";
 
 const P = "smnb-groups";
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function button(className, text, title) {
-  const b = el("button", className, text);
-  b.type = "button";
-  if (title) b.title = title;
-  return b;
-}
 
 // {label: [names]} in order of first appearance, and the images alone, from {name: label}.
 function partition(names, groups) {
@@ -37,10 +24,11 @@ function focusKey(node) {
   return role ? JSON.stringify([role, name ?? null, label ?? null, id ?? null]) : null;
 }
 
-let instances = 0;
-
+/**
+ * @param {{model: *, el: HTMLElement}} view  anywidget's model and the output element
+ * @returns {() => void}  cleanup
+ */
 function render({ model, el: host }) {
-  instances += 1;
   const root = el("div", P);
   const toolbar = el("div", `${P}-toolbar`);
   const presetBox = el("div", `${P}-presets`);
@@ -61,7 +49,7 @@ function render({ model, el: host }) {
   input.placeholder = "group name";
   input.setAttribute("aria-label", "Group name for the selected images");
   const datalist = el("datalist");
-  datalist.id = `${P}-labels-${instances}`;
+  datalist.id = uniqueId(`${P}-labels`);
   input.setAttribute("list", datalist.id);
   const assignButton = button(`${P}-assign-button`, "Assign", "Put the selected images in this group (Enter)");
   assignButton.dataset.role = "assign";
@@ -91,8 +79,7 @@ function render({ model, el: host }) {
   function setSelected(names) {
     const order = model.get("names") ?? [];
     const chosen = new Set(names);
-    model.set("selected", order.filter((n) => chosen.has(n)));
-    model.save_changes();
+    setTrait(model, "selected", order.filter((n) => chosen.has(n)));
   }
   const send = (message) => model.send(message);
 
@@ -293,10 +280,7 @@ function render({ model, el: host }) {
   root.addEventListener("click", onClick);
   root.addEventListener("keydown", onKeydown);
   root.addEventListener("focusout", onFocusout);
-  dismiss.addEventListener("click", () => {
-    model.set("error", "");
-    model.save_changes();
-  });
+  dismiss.addEventListener("click", () => setTrait(model, "error", ""));
 
   const onGroups = () => {
     if (pendingAssign) input.value = ""; // drawGroups then disables Assign again
@@ -311,17 +295,16 @@ function render({ model, el: host }) {
     drawGroups();
     drawMessages();
   };
-  const handlers = [
-    ["change:groups", onGroups], ["change:selected", drawGroups], ["change:colors", drawGroups],
-    ["change:names", drawGroups], ["change:isolated", onIsolated], ["change:error", onError],
-    ["change:presets", drawPresets], ["change:active_preset", drawPresets], ["change:can_undo", drawPresets],
-  ];
-  for (const [event, handler] of handlers) model.on(event, handler);
+  const stopModel = onModel(model, {
+    "change:groups": onGroups, "change:selected": drawGroups, "change:colors": drawGroups,
+    "change:names": drawGroups, "change:isolated": onIsolated, "change:error": onError,
+    "change:presets": drawPresets, "change:active_preset": drawPresets, "change:can_undo": drawPresets,
+  });
   drawPresets();
   drawGroups();
   drawMessages();
   return () => {
-    for (const [event, handler] of handlers) model.off(event, handler);
+    stopModel();
     root.remove();
   };
 }

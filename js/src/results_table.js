@@ -1,6 +1,7 @@
 // ResultsTable front end: one row per image, sortable, linked to `selected` and `hovered`,
 // downloadable as CSV (the same text as Python's ResultsTable.to_csv()).
-// No imports, so that node can load it for the unit tests.
+
+import { button, el, onModel, setTrait } from "./_dom.js";
 
 const P = "smnb-table";
 
@@ -65,42 +66,31 @@ export function splitNumber(text) {
 // is padded to the column's widest, in a monospace font with tabular digits.
 function numberParts(text, width) {
   const [whole, fraction] = splitNumber(text);
-  const a = document.createElement("span");
-  a.className = `${P}-int`;
-  a.textContent = whole;
-  const b = document.createElement("span");
-  b.className = `${P}-frac`;
-  b.textContent = fraction;
+  const a = el("span", `${P}-int`, whole);
+  const b = el("span", `${P}-frac`, fraction);
   b.style.minWidth = `${width ?? 0}ch`;
   return [a, b];
 }
 
 // -- the widget ------------------------------------------------------------------------------
+/**
+ * @param {{model: *, el: HTMLElement}} view  anywidget's model and the output element
+ * @returns {() => void}  cleanup
+ */
 function render({ model, el: host }) {
-  const root = document.createElement("div");
-  root.className = `${P}-widget`;
-  const toolbar = document.createElement("div");
-  toolbar.className = `${P}-toolbar`;
-  const summary = document.createElement("span");
-  summary.className = `${P}-summary`;
+  const root = el("div", `${P}-widget`);
+  const toolbar = el("div", `${P}-toolbar`);
+  const summary = el("span", `${P}-summary`);
   summary.setAttribute("aria-live", "polite");
-  const download = document.createElement("button");
-  download.type = "button";
-  download.className = `${P}-download`;
-  download.textContent = "Download CSV";
-  download.title = "Save the table as a CSV file (image order)";
+  const download = button(`${P}-download`, "Download CSV", "Save the table as a CSV file (image order)");
   toolbar.append(summary, download);
 
-  const scroller = document.createElement("div");
-  scroller.className = `${P}-scroll`;
-  const table = document.createElement("table");
-  table.className = `${P}-grid`;
+  const scroller = el("div", `${P}-scroll`);
+  const table = /** @type {HTMLTableElement} */ (el("table", `${P}-grid`));
   const thead = table.createTHead();
   const tbody = table.createTBody();
   scroller.append(table);
-  const empty = document.createElement("div");
-  empty.className = `${P}-empty`;
-  empty.textContent = "No results yet: run the sky matching.";
+  const empty = el("div", `${P}-empty`, "No results yet: run the sky matching.");
   root.append(toolbar, scroller, empty);
   host.append(root);
 
@@ -218,11 +208,6 @@ function render({ model, el: host }) {
     if (shownHover) shownHover.classList.add(`${P}-hovered`);
   }
 
-  function setTrait(key, value) {
-    model.set(key, value);
-    model.save_changes();
-  }
-
   // -- events (delegated: one listener per kind, whatever the number of rows) ----------------
   function onHeaderClick(event) {
     const b = event.target.closest(`button.${P}-sort`);
@@ -240,8 +225,8 @@ function render({ model, el: host }) {
   // A click deselects a selected row, or selects only this one; with shift (ctrl, cmd) it adds.
   function toggleRow(name, add) {
     const current = model.get("selected") ?? [];
-    if (current.includes(name)) setTrait("selected", current.filter((n) => n !== name));
-    else setTrait("selected", add ? [...current, name] : [name]);
+    if (current.includes(name)) setTrait(model, "selected", current.filter((n) => n !== name));
+    else setTrait(model, "selected", add ? [...current, name] : [name]);
   }
 
   function onRowClick(event) {
@@ -263,18 +248,18 @@ function render({ model, el: host }) {
         next.tabIndex = 0;
         tr.tabIndex = -1;
         next.focus();
-        setTrait("hovered", next.dataset.name);
+        setTrait(model, "hovered", next.dataset.name);
       }
     }
   }
 
   function onRowOver(event) {
     const tr = event.target.closest("tr[data-name]");
-    if (tr && model.get("hovered") !== tr.dataset.name) setTrait("hovered", tr.dataset.name);
+    if (tr && model.get("hovered") !== tr.dataset.name) setTrait(model, "hovered", tr.dataset.name);
   }
 
   function onLeave() {
-    if (model.get("hovered")) setTrait("hovered", "");
+    if (model.get("hovered")) setTrait(model, "hovered", "");
   }
 
   function onDownload() {
@@ -302,16 +287,15 @@ function render({ model, el: host }) {
   tbody.addEventListener("mouseleave", onLeave);
   download.addEventListener("click", onDownload);
 
-  const handlers = [
-    ["change:rows", buildRows], ["change:columns", buildRows], ["change:colors", paintSwatches],
-    ["change:sort_by", order], ["change:ascending", order],
-    ["change:selected", markSelected], ["change:hovered", markHovered],
-  ];
-  for (const [event, handler] of handlers) model.on(event, handler);
+  const stopModel = onModel(model, {
+    "change:rows": buildRows, "change:columns": buildRows, "change:colors": paintSwatches,
+    "change:sort_by": order, "change:ascending": order,
+    "change:selected": markSelected, "change:hovered": markHovered,
+  });
   buildRows();
 
   return () => {
-    for (const [event, handler] of handlers) model.off(event, handler);
+    stopModel();
     root.remove();
   };
 }

@@ -2,10 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeModel, freshDom } from "./fake_model.js";
-import widget, {
+import widget from "../src/footprint_map.js";
+import {
   centersInBox, clientToSvg, fitView, formatAngle, nearestInDirection, scaleBar, viewScale, withAspect,
   zoomView,
-} from "../src/footprint_map.js";
+} from "../src/map/geometry.js";
 
 // Four 10" squares in a 2x2 grid, and a fifth far to the east (left): display frame, y up.
 const square = ([cx, cy]) => [[cx - 5, cy - 5], [cx + 5, cy - 5], [cx + 5, cy + 5], [cx - 5, cy + 5]];

@@ -296,3 +296,45 @@ def test_export_figure_writes_publication_files(app, tmp_path):
         app.export_figure(pdf, "pairs")
     with pytest.raises(ValueError, match="kind must be one of"):
         app.export_figure(tmp_path / "x.pdf", "histogram")
+
+
+def test_every_parameter_has_a_control_made_from_its_spec(app):
+    """Issue 10 item 2: a parameter added to SkyMatchParams appears without touching app.py."""
+    import ipywidgets as w
+
+    from skymatch_nb_ui.engine import SkyMatchParams
+
+    specs = {n: s for n, s in SkyMatchParams.specs().items() if s.stage not in ("geometry", "output")}
+    assert list(app._controls) == list(specs) and set(app.params) == set(specs)
+    for name, spec in specs.items():
+        control = app._controls[name]
+        assert control.description == name and control.tooltip == spec.help
+        if spec.kind == "choice":
+            assert isinstance(control, w.Dropdown) and list(control.options) == list(spec.choices)
+        elif spec.kind == "bool":
+            assert isinstance(control, w.Checkbox)
+        elif spec.nullable:
+            assert isinstance(control, w.Text)  # empty or "none" is None
+        else:
+            assert (control.min, control.max, control.step) == (spec.widget_min, spec.widget_max, spec.step)
+    defaults = SkyMatchParams()
+    fresh = SkyMatchApp(app.collection)
+    assert fresh.params == {n: getattr(defaults, n) for n in specs}
+
+
+def test_an_app_assignment_of_groups_is_written_by_the_editor_one_undo_step(app):
+    app.groups = {"img00": 1, "img01": 1}
+    assert app.collection.groups["img00"] == 1 and app.editor.groups["img00"] == "1"
+    assert app.result.group.values.tolist()[:2] == ["1", "1"]
+    app.editor.undo()  # the app's assignment is an edit like the editor's own
+    assert app.groups == dict.fromkeys(app.collection.names)
+    assert app.result.group.values.tolist() == [""] * 6
+
+
+def test_images_half_a_sky_apart_are_drawn():
+    """Issue 9 item 20: the app refused collections the engine accepts."""
+    m = make_mosaic((1, 2), sky=[1, 2]) + make_mosaic((1, 2), sky=[3, 4], center=(330.0, -2.0), prefix="b")
+    app = SkyMatchApp(ImageCollection.from_arrays(m.images, m.wcs, names=m.names),
+                      skymethod="local", skystat="mean")
+    np.testing.assert_allclose(app.result.sky.values, [1, 2, 3, 4], atol=1e-9)
+    assert app.map.projection["kind"] == "allsky" and len(app.map.polygons) == 4

@@ -8,24 +8,33 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import anywidget
 import ipywidgets as w
 import numpy as np
 import traitlets
 import xarray as xr
 
-from .._colors import CATEGORICAL
-from ..engine import ANCHORS, SKYMETHODS, SKYSTATS
+from ..display.colors import theme_colors
+from ..engine import SkyMatchParams
+from ._assets import esm
 from .footprint_map import FootprintMap
 from .group_editor import GroupEditor
 from .results_table import ResultsTable
 
 __all__ = ["SkyMatchApp"]
 
+#: Stages whose parameters the app does not control: ``stepsize`` (geometry: the footprints'
+#: vertex spacing, fixed for a collection) and ``subtract`` (output: a collection never
+#: subtracts, `ImageCollection.write_copies` does).  Every other parameter of
+#: `SkyMatchParams` gets a control, built from its `ParamSpec`.
+UNCONTROLLED_STAGES = ("geometry", "output")
+
+#: The specs of the parameters the app controls, in `SkyMatchParams` order.
+CONTROLLED = {name: spec for name, spec in SkyMatchParams.specs().items()
+              if spec.stage not in UNCONTROLLED_STAGES}
+
 #: The parameters the app controls, with the engine's defaults.
-DEFAULT_PARAMS = dict(
-    skymethod="match", skystat="mode", match_down=True, lower=None, upper=None, nclip=5,
-    lsigma=4.0, usigma=4.0, binwidth=0.1, anchor="global",
-)
+DEFAULT_PARAMS = {name: spec.default for name, spec in CONTROLLED.items()}
 
 
 class SkyMatchApp(w.VBox):
@@ -34,10 +43,14 @@ class SkyMatchApp(w.VBox):
     Any change of a parameter or of the groups re-runs the solve, re-using the engine's stage
     cache, and every view updates.  The Python face mirrors the UI:
 
-    - ``app.params`` (dict): the engine parameters; assign a dict (or part of one) to change them;
-    - ``app.groups`` (dict name -> label or None): the collection's own labels; assign to regroup;
+    - ``app.params`` (dict): the engine parameters; assign a dict (or part of one) to change them.
+      One control per parameter of `SkyMatchParams` (but ``stepsize`` and ``subtract``), built
+      from its `ParamSpec`: choices, range, step, None allowed, help as the tooltip;
+    - ``app.groups`` (dict name -> label or None): the collection's own labels; assign to regroup
+      (the group editor writes them: one undo step);
     - ``app.selected`` (list of names): the selection shared by the map, table and plots;
-    - ``app.result`` (xarray.Dataset): the latest result; ``app.pairs``: its pair diagnostics;
+    - ``app.result`` (xarray.Dataset): the latest result, images and overlap pairs, as every
+      view shows it;
     - ``app.status`` (str): what the status line shows.
 
     When the solve runs:
@@ -87,7 +100,6 @@ class SkyMatchApp(w.VBox):
     selected = traitlets.List(traitlets.Unicode())
     status = traitlets.Unicode("")
     result = traitlets.Instance(xr.Dataset, allow_none=True)
-    pairs = traitlets.Instance(xr.Dataset, allow_none=True)
 
     def __init__(self, collection, *, debounce: float = 0.15, **params):
         self.collection = collection
@@ -97,6 +109,7 @@ class SkyMatchApp(w.VBox):
         self._generation = 0  # counts changes: a solve started before the last one is stale
         self._page = 0  # > 0 while a change from the page is being applied
         self._updating = False
+        self._writing_groups = False  # True while `groups` is being written by the editor
         self._starting = True  # the initial groups and params trigger one solve, below
         self.map = FootprintMap(collection)
         self.editor = GroupEditor(collection)
@@ -113,6 +126,7 @@ class SkyMatchApp(w.VBox):
         }
         self._export["button"].on_click(self._on_export)
         self._plot = _SkyPlot()
+        self._theme = _ThemeProbe(layout=w.Layout(display="none"))
         super().__init__(layout=w.Layout(width="100%"))
         self.add_class("smnb-app")
         self.map.layout = w.Layout(flex="1 1 560px", min_width="420px")
@@ -122,6 +136,7 @@ class SkyMatchApp(w.VBox):
         self._views.add_class("smnb-app-views")
         self.children = [
             w.HTML(_APP_STYLE, layout=w.Layout(display="none")),
+            self._theme,
             w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self._status, w.HBox(list(self._export.values()))],
                    layout=w.Layout(justify_content="space-between", flex_flow="row wrap")),
@@ -160,17 +175,19 @@ class SkyMatchApp(w.VBox):
 
     @traitlets.validate("groups")
     def _validate_groups(self, proposal):
-        """The collection checks the groups and keeps the labels as given.
+        """The editor writes the groups (the collection checks them, labels kept as given).
 
         Unknown image names raise; `groups` is then what the collection holds.
         """
-        self.collection.groups = proposal["value"]
+        self._writing_groups = True
+        try:
+            self.editor.set_labels(proposal["value"])
+        finally:
+            self._writing_groups = False
         return dict(self.collection.groups)
 
     @traitlets.observe("groups")
     def _on_groups(self, change):
-        if self.editor.groups != self.editor._texts(self.collection.groups):
-            self.editor.refresh()
         self._changed()
 
     def export_figure(self, path, kind: str = "footprints", *, dpi: int = 300, overwrite: bool = False,
@@ -204,7 +221,7 @@ class SkyMatchApp(w.VBox):
         makers = {
             "footprints": lambda: plotting.plot_footprints(
                 self.result, **{"color_by": self.map.color_by, **options}),
-            "pairs": lambda: plotting.plot_pair_residuals(self.pairs, **options),
+            "pairs": lambda: plotting.plot_pair_residuals(self.result, **options),
             "sky": lambda: plotting.plot_sky(self.result, **options),
         }
         if kind not in makers:
@@ -247,6 +264,7 @@ class SkyMatchApp(w.VBox):
             control.observe(lambda change, name=name: self._on_control(name, change), "value")
         self.observe(lambda change: self._plot.select(self._indices(change["new"])), "selected")
         self._plot.on_select(self._on_plot_select)
+        self._theme.observe(lambda change: self._plot.set_theme(change["new"]), "dark")
 
     def _on_plot_select(self, indices: list[int]):
         names = [self.collection.names[k] for k in indices]
@@ -254,6 +272,8 @@ class SkyMatchApp(w.VBox):
             self.selected = names
 
     def _on_editor_groups(self, change):
+        if self._writing_groups:
+            return  # the app's own assignment, being written
         groups = dict(self.collection.groups)  # the editor wrote them, labels kept
         if groups != self.groups:
             with self._from_page(self.editor.from_page):
@@ -263,12 +283,11 @@ class SkyMatchApp(w.VBox):
         if self._updating:
             return
         value = change["new"]
-        if name in ("lower", "upper"):
-            text = str(value).strip()
+        if isinstance(self._controls[name], w.Text):
             try:
-                value = None if text.lower() in ("", "none") else float(text)
-            except ValueError:
-                self._set_status(f"error: {name} must be a number or empty; got {text!r}", error=True)
+                value = _parse(CONTROLLED[name], value)
+            except ValueError as exc:
+                self._set_status(f"error: {exc}", error=True)
                 return
         try:
             with self._from_page():
@@ -332,7 +351,7 @@ class SkyMatchApp(w.VBox):
             self._pending = None
 
     def _compute(self):
-        """One solve: (result, pairs, milliseconds, warnings) or the exception it raised."""
+        """One solve: (result, milliseconds, warnings) or the exception it raised."""
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -341,7 +360,7 @@ class SkyMatchApp(w.VBox):
             except (ValueError, TypeError) as exc:
                 return exc
         elapsed = (time.perf_counter() - start) * 1e3
-        return result, self.collection.last_pairs, elapsed, [str(c.message) for c in caught]
+        return result, elapsed, [str(c.message) for c in caught]
 
     def _show(self, outcome) -> xr.Dataset | None:
         """Put a solve's outcome in every view (an error: only in the status line)."""
@@ -349,10 +368,10 @@ class SkyMatchApp(w.VBox):
         if isinstance(outcome, Exception):
             self._set_status(f"error: {outcome}", error=True)
             return None
-        result, pairs, elapsed, messages = outcome
-        self.map.update(result, pairs)
+        result, elapsed, messages = outcome
+        self.map.update(result)
         self.table.update(result)
-        self._plot.update(result, pairs, self._indices(self.selected))
+        self._plot.update(result, self._indices(self.selected))
         valid = int(result.valid.sum())
         self._set_status(
             f"{result.attrs['skymethod']} / {result.attrs['skystat']}: solved in {elapsed:.0f} ms; "
@@ -361,7 +380,6 @@ class SkyMatchApp(w.VBox):
             + "".join(f"; warning: {m}" for m in messages),
             warning=bool(messages),
         )
-        self.pairs = pairs
         self.result = result
         return result
 
@@ -407,34 +425,51 @@ def _checked_params(params: dict) -> dict:
 
 def _check_values(params: dict) -> None:
     """Raise ValueError/TypeError for a bad value, as the engine would (before solving)."""
-    from ..engine import SkyMatchParams
-
     SkyMatchParams(**params)
 
 
 def _controls() -> dict:
-    style = {"description_width": "initial"}
-    narrow = w.Layout(width="150px")
-    return {
-        "skymethod": w.Dropdown(options=list(SKYMETHODS), description="skymethod", style=style,
-                                layout=w.Layout(width="210px")),
-        "skystat": w.Dropdown(options=list(SKYSTATS), description="skystat", style=style,
-                              layout=w.Layout(width="160px")),
-        "match_down": w.Checkbox(description="match_down", indent=False, layout=w.Layout(width="120px")),
-        "anchor": w.Dropdown(options=list(ANCHORS), description="anchor", style=style,
-                             layout=w.Layout(width="180px")),
-        "lower": w.Text(description="lower", placeholder="none", style=style, layout=narrow,
-                        continuous_update=False),
-        "upper": w.Text(description="upper", placeholder="none", style=style, layout=narrow,
-                        continuous_update=False),
-        "nclip": w.BoundedIntText(min=0, max=100, description="nclip", style=style, layout=narrow),
-        "lsigma": w.BoundedFloatText(min=0.01, max=100, step=0.5, description="lsigma", style=style,
-                                     layout=narrow),
-        "usigma": w.BoundedFloatText(min=0.01, max=100, step=0.5, description="usigma", style=style,
-                                     layout=narrow),
-        "binwidth": w.BoundedFloatText(min=0.001, max=10, step=0.05, description="binwidth",
-                                       style=style, layout=narrow),
-    }
+    """One control per controlled parameter, made from its `ParamSpec`."""
+    return {name: _control(spec) for name, spec in CONTROLLED.items()}
+
+
+def _control(spec) -> w.Widget:
+    """The control of one parameter: its kind, choices, range and step; its help as tooltip.
+
+    A choice is a dropdown, a bool a checkbox, a number that may be None a text field
+    ("none" or empty for None, parsed by `_parse`), other numbers bounded number fields.
+    """
+    common = dict(description=spec.name, tooltip=spec.help, style={"description_width": "initial"})
+    label = 7 * len(spec.name)  # about the pixels of the description
+    if spec.kind == "choice":
+        width = label + 8 * max(len(c) for c in spec.choices) + 48
+        return w.Dropdown(options=list(spec.choices), layout=w.Layout(width=f"{width}px"), **common)
+    if spec.kind == "bool":
+        return w.Checkbox(indent=False, layout=w.Layout(width=f"{label + 36}px"), **common)
+    layout = w.Layout(width=f"{max(150, label + 90)}px")
+    if spec.nullable:
+        return w.Text(placeholder="none", continuous_update=False, layout=layout, **common)
+    low = spec.widget_min if spec.widget_min is not None else spec.minimum
+    bounds = {"min": low if low is not None else -1e300,
+              "max": spec.widget_max if spec.widget_max is not None else 1e300}
+    if spec.step is not None:
+        bounds["step"] = spec.step
+    if spec.kind == "int":
+        bounds = {k: int(max(min(v, 2**31 - 1), -(2**31))) for k, v in bounds.items()}
+        return w.BoundedIntText(layout=layout, **bounds, **common)
+    return w.BoundedFloatText(layout=layout, **bounds, **common)
+
+
+def _parse(spec, text: str):
+    """The value of a text field of a parameter that may be None ("" or "none": None)."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        return int(text) if spec.kind == "int" else float(text)
+    except ValueError:
+        kind = "an integer" if spec.kind == "int" else "a number"
+        raise ValueError(f"{spec.name} must be {kind} or empty; got {text!r}") from None
 
 
 def _status_html(text: str, *, error: bool = False, warning: bool = False) -> str:
@@ -446,11 +481,6 @@ def _status_html(text: str, *, error: bool = False, warning: bool = False) -> st
             f"font-family:var(--jp-ui-font-family, sans-serif)'>{html.escape(text)}</div>")
 
 
-#: Colours of the figures in `skymatch_nb_ui.plotting` (DATA_COLOR, BAD_COLOR, BEFORE_COLOR):
-#: a widget and a figure of one result agree.
-DATA_COLOR = CATEGORICAL[4]  # blue: the sky, the residuals after matching
-BAD_COLOR = CATEGORICAL[5]  # vermillion: no valid sky
-BEFORE_COLOR = "#737373"  # grey: the differences before matching
 #: Name at most this many images along the sky plot's x axis (then every k-th).
 MAX_IMAGE_TICKS = 16
 MAX_PAIR_TICKS = 12
@@ -461,22 +491,25 @@ class _SkyPlot:
 
     The sky plot names the images on its x axis, with error bars, and marks images without a
     valid sky as crosses on the bottom edge (never as a value); the differences before and
-    after matching have their legend above the plot, not over the points.
+    after matching have their legend above the plot, not over the points.  The marks take the
+    colours of the figures (`skymatch_nb_ui.display.colors`) on a light page and their dark-page
+    variants on a dark one (`set_theme`): bqplot's colours cannot follow CSS variables.
     """
 
     def __init__(self):
         import bqplot as bq
 
         self._bq = bq
+        colors = theme_colors(False)
         x, y = bq.LinearScale(min=-0.5, max=0.5), bq.LinearScale()
         self._x, self._y = x, y
         self._sky = bq.Scatter(x=[0], y=[0], scales={"x": x, "y": y}, default_size=40,
-                               interactions={"click": "select"}, colors=[DATA_COLOR],
-                               selected_style={"fill": BAD_COLOR, "stroke": BAD_COLOR},
+                               interactions={"click": "select"}, colors=[colors.data],
+                               selected_style={"fill": colors.bad, "stroke": colors.bad},
                                unselected_style={"opacity": 0.6})
-        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[DATA_COLOR])
+        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[colors.data])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
-                                   colors=[BAD_COLOR], default_size=50)
+                                   colors=[colors.bad], default_size=50)
         self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
                                tick_style={"font-size": "11px", "text-anchor": "end"})
         self._sky_fig = bq.Figure(
@@ -487,12 +520,12 @@ class _SkyPlot:
         )
         px, py = bq.LinearScale(min=-0.5, max=0.5), bq.LinearScale()
         self._px = px
-        self._before = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[BEFORE_COLOR],
+        self._before = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[colors.before],
                                   default_size=30)
-        self._after = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[DATA_COLOR],
+        self._after = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[colors.data],
                                  default_size=30)
         self._zero = bq.Lines(x=[-0.5, 0.5], y=[0, 0], scales={"x": px, "y": py},
-                              colors=["#9e9e9e"], line_style="dashed", stroke_width=1)
+                              colors=[colors.zero], line_style="dashed", stroke_width=1)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
         pair_fig = bq.Figure(
             marks=[self._zero, self._before, self._after],
@@ -501,17 +534,21 @@ class _SkyPlot:
             fig_margin={"top": 12, "bottom": 40, "left": 60, "right": 24},
         )
         # the title and its legend above the plot, never over the points
-        heading = w.HTML(
-            "<div class='smnb-app-legend' style='font-family:var(--jp-ui-font-family, sans-serif);"
-            "color:var(--jp-ui-font-color1, #333);text-align:center;padding-left:36px'>"
-            "<div style='font-size:16px'>overlap differences</div><div style='font-size:12px'>"
-            f"<span style='color:{BEFORE_COLOR}'>●</span> before matching &nbsp; "
-            f"<span style='color:{DATA_COLOR}'>●</span> after</div></div>",
-            layout=w.Layout(width="390px"))
+        self._heading = w.HTML(_pairs_heading(colors), layout=w.Layout(width="390px"))
         self._valid_idx = np.zeros(0, int)
-        self.box = w.VBox([self._sky_fig, heading, pair_fig])
+        self.box = w.VBox([self._sky_fig, self._heading, pair_fig])
 
-    def update(self, result: xr.Dataset, pairs: xr.Dataset, selected: list[int]):
+    def set_theme(self, dark: bool) -> None:
+        """Colour the marks for a dark (True) or light page."""
+        colors = theme_colors(dark)
+        self._sky.colors = self._bars.colors = self._after.colors = [colors.data]
+        self._sky.selected_style = {"fill": colors.bad, "stroke": colors.bad}
+        self._invalid.colors = [colors.bad]
+        self._before.colors = [colors.before]
+        self._zero.colors = [colors.zero]
+        self._heading.value = _pairs_heading(colors)
+
+    def update(self, result: xr.Dataset, selected: list[int]):
         names = [str(n) for n in result.image.values]
         n = len(names)
         sky, err = result.sky.values.astype(float), result.sky_err.values.astype(float)
@@ -535,10 +572,10 @@ class _SkyPlot:
             self._sky.selected = self._positions(selected)
         self._sky_fig.title = ("sky per image (±1σ); × no valid sky" if (~ok).any()
                                else "sky per image (±1σ)")
-        m = len(pairs.pair) if pairs is not None else 0
+        m = result.sizes.get("pair", 0)
         k = np.arange(m)
-        before = pairs.diff_before.values.astype(float) if m else np.zeros(0)
-        after = pairs.diff_after.values.astype(float) if m else np.zeros(0)
+        before = result.diff_before.values.astype(float) if m else np.zeros(0)
+        after = result.diff_after.values.astype(float) if m else np.zeros(0)
         fb, fa = np.isfinite(before), np.isfinite(after)
         with self._before.hold_sync(), self._after.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
@@ -562,6 +599,25 @@ class _SkyPlot:
             lambda change: callback([] if change["new"] is None else
                                     [int(self._valid_idx[p]) for p in change["new"]]),
             "selected")
+
+
+def _pairs_heading(colors) -> str:
+    """The pair plot's title, styled as bqplot styles its own titles, and its legend."""
+    return (
+        "<div class='smnb-app-legend' style='text-align:center;padding-left:36px;"
+        "color:var(--bq-content-font-color, var(--jp-content-font-color1, #333))'>"
+        "<div style='font:var(--bq-mainheading-font, 16px sans-serif)'>overlap differences</div>"
+        "<div style='font:12px var(--jp-ui-font-family, sans-serif)'>"
+        f"<span style='color:{colors.before}'>●</span> before matching &nbsp; "
+        f"<span style='color:{colors.data}'>●</span> after</div></div>"
+    )
+
+
+class _ThemeProbe(anywidget.AnyWidget):
+    """Tells Python whether the page around the app is dark (for bqplot's colours)."""
+
+    _esm = esm("theme_probe.js")
+    dark = traitlets.Bool(False).tag(sync=True)
 
 
 def _padded_range(values: np.ndarray) -> tuple[float, float]:

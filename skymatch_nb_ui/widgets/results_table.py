@@ -9,8 +9,8 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._assets import asset
-from .._colors import categorical
+from ..display.encodings import group_palette
+from ._assets import css_path, esm
 from .group_editor import check_names
 
 __all__ = ["ResultsTable"]
@@ -47,8 +47,7 @@ class ResultsTable(anywidget.AnyWidget):
     collection : ImageCollection
         The images of the result.
     result : xarray.Dataset, optional
-        A result of ``collection.skymatch()``; default: ``collection.last_result`` (the table
-        is empty if there is none yet).
+        A result of ``collection.skymatch()``; without one the table is empty.
 
     Attributes
     ----------
@@ -90,8 +89,8 @@ class ResultsTable(anywidget.AnyWidget):
     np.float64(20.0)
     """
 
-    _esm = asset("results_table.js")
-    _css = asset("results_table.css")
+    _esm = esm("results_table.js")
+    _css = css_path("results_table.css")
 
     rows = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
     columns = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
@@ -120,14 +119,12 @@ class ResultsTable(anywidget.AnyWidget):
         return self._result
 
     def update(self, result=None) -> None:
-        """Show ``result`` (default: the collection's ``last_result``; None there: empty).
+        """Show ``result``, a Dataset returned by ``collection.skymatch()`` (None: empty).
 
         Examples
         --------
         >>> table.update(coll.skymatch(skymethod="global+match"))   # doctest: +SKIP
         """
-        if result is None:
-            result = self._collection.last_result
         table = None if result is None else self._collection.to_table(result)  # checks the names
         self._result = result
         with self.hold_trait_notifications():
@@ -147,7 +144,7 @@ class ResultsTable(anywidget.AnyWidget):
         return self._collection.to_table(self._result)
 
     def to_csv(self) -> str:
-        """The rows as CSV text, exactly as the "Download CSV" button saves them.
+        r"""The rows as CSV text, exactly as the "Download CSV" button saves them.
 
         One header line of column keys, then one line per image in image order (whatever the
         sort shown); numbers as JavaScript prints them, missing values empty, booleans
@@ -193,7 +190,7 @@ def _json_value(value, key: str):
 
 
 def _group_colors(rows: list[dict]) -> dict:
-    return {k: v for k, v in categorical(r["group"] for r in rows).items() if k is not None}
+    return {k: v for k, v in group_palette(r["group"] or "" for r in rows).items() if k}
 
 
 def rows_to_csv(rows: list[dict], columns: list[dict]) -> str:

@@ -769,7 +769,7 @@ def _pair_dataset(result: xr.Dataset) -> xr.Dataset:
     >>> from skymatch_nb_ui.testing import make_mosaic
     >>> m = make_mosaic((1, 3), sky=[7, 5, 9])
     >>> pairs = _pair_dataset(ImageCollection.from_arrays(m.images, m.wcs).skymatch(skystat="mean"))
-    >>> list(pairs.pair.values), bool(pairs.valid.all())
+    >>> pairs.pair.values.tolist(), bool(pairs.valid.all())
     (['image0|image1', 'image1|image2'], True)
     """
     pairs = result.drop_dims([d for d in result.dims if d != "pair"])

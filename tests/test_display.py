@@ -200,3 +200,17 @@ def test_dark_page_colours_keep_their_contrast():
         for colour in (colors.data, colors.bad, colors.before):
             high, low = sorted([luminance(colour), luminance(background)], reverse=True)
             assert (high + 0.05) / (low + 0.05) > 3.5, (dark, background, colour)
+
+
+@pytest.mark.parametrize("module", ["skymatch_nb_ui.display.colors", "skymatch_nb_ui.display.encodings",
+                                    "skymatch_nb_ui.display.projection", "skymatch_nb_ui.collection",
+                                    "skymatch_nb_ui.widgets.footprint_map",
+                                    "skymatch_nb_ui.widgets.group_editor",
+                                    "skymatch_nb_ui.widgets.results_table", "skymatch_nb_ui.widgets.app"])
+def test_documented_examples(module, tmp_path, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    failures, tried = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0

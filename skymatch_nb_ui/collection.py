@@ -117,6 +117,7 @@ class ImageCollection:
                 "Pass names=[...] to choose them."
             )
         self._sources = list(sources)
+        self._names = tuple(names)
         self._index = {n: k for k, n in enumerate(names)}
         self._groups: list = [None] * len(self._sources)
         self._matcher: SkyMatcher | None = None
@@ -275,7 +276,7 @@ class ImageCollection:
     @property
     def names(self) -> tuple[str, ...]:
         """The image names, in order."""
-        return tuple(self._index)
+        return self._names
 
     @property
     def wcs(self) -> list:
@@ -535,7 +536,7 @@ class ImageCollection:
         texts = group_texts(self._groups)
         unit = self._sky_unit()
         sky = {"units": unit} if unit else {}
-        labels = [self._input_name(result, g, texts) for g in range(len(result.inputs))]
+        labels = self._input_names(result, texts)
         p = result.pairs
         pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
         dataset = xr.Dataset(
@@ -592,12 +593,14 @@ class ImageCollection:
         known = all(s.meta.get("bunit") for s in self._sources)
         return units.pop() if known and len(units) == 1 else ""
 
-    def _input_name(self, result: SkyMatchResult, g: int, texts: list[str]) -> str:
-        """An input's display name: its group's text, or the image name when it is alone."""
-        members = np.flatnonzero(result.group == g)
-        if len(members) == 1 and self._groups[members[0]] is None:
-            return self.names[members[0]]
-        return texts[members[0]]
+    def _input_names(self, result: SkyMatchResult, texts: list[str]) -> list[str]:
+        """Each input's display name: its group's text, or the image name when it is alone."""
+        first = {}
+        for k, g in enumerate(result.group.tolist()):
+            first.setdefault(g, k)
+        names = self.names
+        return [names[k] if self._groups[k] is None else texts[k]
+                for k in (first[g] for g in range(len(result.inputs)))]
 
     # -- output ----------------------------------------------------------------------------------
     def to_table(self, result: xr.Dataset | None = None):

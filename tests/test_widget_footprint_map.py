@@ -249,9 +249,15 @@ def test_reset_view_sends_a_message(grid, monkeypatch):
 
 
 def test_state_is_plain_json(grid):
+    """JSON plus binary buffers for the arrays over images and pairs (what Jupyter sends)."""
+    from ipywidgets.widgets.widget import _remove_buffers
+
     coll, result = grid
     state = FootprintMap(coll, result).get_state()
-    json.dumps({k: v for k, v in state.items() if not k.startswith("_")})
+    state, paths, buffers = _remove_buffers({k: v for k, v in state.items() if not k.startswith("_")})
+    json.dumps(state, allow_nan=False)
+    assert ["shapes", "polygons"] in paths and ["fill_rgb"] in paths and ["pair_values", "after"] in paths
+    assert len(buffers[paths.index(["fill_rgb"])]) == 3 * len(coll)
 
 
 def test_update_of_500_images_is_fast():

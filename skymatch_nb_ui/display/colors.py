@@ -82,9 +82,10 @@ def _rgb(hex_color: str) -> np.ndarray:
     return np.array([int(hex_color[k : k + 2], 16) for k in (1, 3, 5)], float)
 
 
-def _hex(rgb) -> str:
-    r, g, b = (int(v) for v in rgb)
-    return f"#{r:02x}{g:02x}{b:02x}"
+def hex_colors(rgb: np.ndarray) -> list[str]:
+    """``#rrggbb`` strings of an (n, 3) array of 0-255 values."""
+    text = np.ascontiguousarray(rgb, np.uint8).tobytes().hex()
+    return ["#" + text[k : k + 6] for k in range(0, len(text), 6)]
 
 
 def _unit_interval(values, vmin: float | None, vmax: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +124,8 @@ def interpolated(values, stops, vmin: float | None = None, vmax: float | None = 
     k = np.minimum(np.floor(pos).astype(int), len(stops) - 2)
     frac = (pos - k)[:, None]
     colors = np.clip(np.rint(rgb[k] * (1 - frac) + rgb[k + 1] * frac), 0, 255)
-    return [_hex(c) if ok else MISSING for c, ok in zip(colors.tolist(), finite.tolist())]
+    colors[~finite] = _rgb(MISSING)
+    return hex_colors(colors)
 
 
 def diverging(values, limit: float | None = None) -> list[str]:

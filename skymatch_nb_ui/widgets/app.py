@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anywidget
@@ -16,6 +20,7 @@ import xarray as xr
 
 from ..display.colors import theme_colors
 from ..engine import SkyMatchParams
+from ..engine import exceptions as _engine_exceptions
 from ._assets import esm
 from .footprint_map import FootprintMap
 from .group_editor import GroupEditor
@@ -35,6 +40,12 @@ CONTROLLED = {name: spec for name, spec in SkyMatchParams.specs().items()
 
 #: The parameters the app controls, with the engine's defaults.
 DEFAULT_PARAMS = {name: spec.default for name, spec in CONTROLLED.items()}
+
+#: Raised by an engine run whose cancel event was set (engines without the hook never raise it).
+SkyMatchCancelled = getattr(_engine_exceptions, "SkyMatchCancelled", type("_NeverRaised", (Exception,), {}))
+
+#: Progress reports forwarded to the page at most this often (seconds).
+PROGRESS_INTERVAL = 0.1
 
 
 class SkyMatchApp(w.VBox):
@@ -66,6 +77,12 @@ class SkyMatchApp(w.VBox):
       stale is dropped: a pending one is cancelled, and the result of one that finished after
       a newer change arrived is not shown (the newer change solves next).  A solve that fails
       (a parameter the engine refuses) leaves the views as they were and says why.
+    - a solve started from the page runs in a worker thread, so the kernel keeps serving the
+      page meanwhile: a progress bar follows the engine's stages (geometry, statistics) and
+      **Cancel** (or `cancel`) stops it; the views keep the last result and the parameters
+      and groups go back to those of that result.  (With an engine without the progress and
+      cancel hooks of `SkyMatcher.run`, the bar says only that it is busy, and a cancelled
+      solve finishes unseen before the next one starts.)
 
     Building the app never changes the collection: its group labels stay as they are (the
     editor shows them as text).
@@ -110,12 +127,24 @@ class SkyMatchApp(w.VBox):
         self._page = 0  # > 0 while a change from the page is being applied
         self._updating = False
         self._writing_groups = False  # True while `groups` is being written by the editor
+        self._reverting = False  # True while a cancel puts the shown result's state back
         self._starting = True  # the initial groups and params trigger one solve, below
+        self._hooks = _engine_hooks(collection)
+        self._worker: ThreadPoolExecutor | None = None  # runs the page's solves, one at a time
+        self._running: _Running | None = None  # the page's solve in the worker
+        self._shown_state: tuple[dict, dict] | None = None  # params and groups of `result`
         self.map = FootprintMap(collection)
         self.editor = GroupEditor(collection)
         self.table = ResultsTable(collection)
         self._controls = _controls()
         self._status = w.HTML(layout=w.Layout(min_height="1.6em"))
+        self._progress = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="160px"))
+        self._cancel = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="90px"),
+                                tooltip="Stop the solve under way: the views keep the last result")
+        self._cancel.add_class("smnb-app-cancel")
+        self._progress.add_class("smnb-app-progress")
+        self._busy = w.HBox([self._progress, self._cancel], layout=w.Layout(display="none"))
+        self._cancel.on_click(lambda _button: self.cancel())
         self._export = {
             "kind": w.Dropdown(options=[("footprint map", "footprints"), ("overlap differences", "pairs"),
                                         ("sky per image", "sky")], layout=w.Layout(width="180px")),
@@ -138,7 +167,8 @@ class SkyMatchApp(w.VBox):
             w.HTML(_APP_STYLE, layout=w.Layout(display="none")),
             self._theme,
             w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap")),
-            w.HBox([self._status, w.HBox(list(self._export.values()))],
+            w.HBox([w.HBox([self._status, self._busy], layout=w.Layout(align_items="center")),
+                    w.HBox(list(self._export.values()))],
                    layout=w.Layout(justify_content="space-between", flex_flow="row wrap")),
             self._views,
             self.editor,
@@ -254,6 +284,28 @@ class SkyMatchApp(w.VBox):
         """
         return self._solve_now()
 
+    def cancel(self) -> bool:
+        """Stop the page's solve under way or pending (what the Cancel button does).
+
+        The views keep the last result; the parameters and groups go back to those of that
+        result (a group edit taken back is one step the editor can undo).  Returns whether
+        there was a solve to stop.
+        """
+        running, pending = self._running, self._pending is not None
+        if running is None and not pending:
+            return False
+        self._generation += 1  # whatever is under way is stale now
+        self._cancel_pending()
+        if running is not None:
+            running.cancel.set()
+            self._running = None
+        self._revert()
+        self._views.remove_class("smnb-app-solving")
+        self._show_busy(False)
+        self._set_status("cancelled: the views show the last result"
+                         + ("" if self.result is None else f" ({_summary(self.result)})"))
+        return True
+
     # -- wiring ------------------------------------------------------------------------------
     def _link_views(self):
         for view in (self.map, self.table, self.editor):
@@ -307,7 +359,7 @@ class SkyMatchApp(w.VBox):
     # -- solving -----------------------------------------------------------------------------
     def _changed(self):
         """Parameters or groups changed: solve now (Python) or debounced (the page)."""
-        if self._starting:
+        if self._starting or self._reverting:
             return
         if self._page and self.debounce > 0 and _running_loop() is not None:
             self._schedule()
@@ -318,6 +370,8 @@ class SkyMatchApp(w.VBox):
         """Solve once the page's changes pause for `debounce` seconds."""
         self._generation += 1
         self._cancel_pending()
+        if self._running is not None:  # stale now: stop it (the next solve starts after it)
+            self._running.cancel.set()
         self._show_solving()
         self._pending = _running_loop().call_later(self.debounce, self._start_solve, self._generation)
 
@@ -326,58 +380,141 @@ class SkyMatchApp(w.VBox):
         self._task = asyncio.ensure_future(self._solve_later(generation))
 
     async def _solve_later(self, generation: int):
-        """The debounced solve, shown only if no change arrived meanwhile.
+        """The debounced solve, in the worker thread: the loop serves the page meanwhile.
 
-        After a long solve the loop first handles the page's messages that queued up.
+        Shown only if no change (or Cancel) arrived meanwhile.
         """
         if generation != self._generation:
             return  # a newer change is pending or was solved
-        started = time.perf_counter()
-        outcome = self._compute()
-        if time.perf_counter() - started > 0.1:
-            await asyncio.sleep(0.01)  # page messages queued during a long solve are handled now
-        if generation == self._generation:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        params = dict(self.params)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skymatch-app")
+        future = self._worker.submit(self._compute, params, cancel=cancel,
+                                     progress=self._reporter(loop, generation))
+        running = self._running = _Running(generation, cancel, future)
+        self._show_busy(True)
+        try:
+            outcome = await asyncio.wrap_future(future)
+        finally:
+            if self._running is running:
+                self._running = None
+                self._show_busy(False)
+        if generation == self._generation and not cancel.is_set():
             self._show(outcome)
 
     def _solve_now(self) -> xr.Dataset | None:
         self._generation += 1
         self._cancel_pending()
+        self._stop_running()
         self._show_solving()
-        return self._show(self._compute())
+        return self._show(self._compute(dict(self.params)))
+
+    def _stop_running(self):
+        """Cancel the page's solve in the worker, and wait until the worker is free."""
+        running = self._running
+        if running is None:
+            return
+        running.cancel.set()
+        self._running = None
+        self._show_busy(False)
+        try:
+            running.future.result()
+        except Exception:  # its outcome is dropped whatever it is
+            pass
 
     def _cancel_pending(self):
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
 
-    def _compute(self):
-        """One solve: (result, milliseconds, warnings) or the exception it raised."""
+    def _compute(self, params: dict, *, cancel: threading.Event | None = None, progress=None):
+        """One solve: (result, milliseconds, warnings, params) or what stopped it.
+
+        An exception the engine raised for the parameters is returned; a cancelled run
+        returns `SkyMatchCancelled`.  Runs in the worker thread for the page's solves.
+        """
+        hooks = {"cancel": cancel, "progress": progress}
+        hooks = {k: v for k, v in hooks.items() if k in self._hooks and v is not None}
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = self.collection.skymatch(**self.params)
+                result = self.collection.skymatch(**params, **hooks)
             except (ValueError, TypeError) as exc:
                 return exc
+            except SkyMatchCancelled as exc:
+                return exc
         elapsed = (time.perf_counter() - start) * 1e3
-        return result, elapsed, [str(c.message) for c in caught]
+        return result, elapsed, [str(c.message) for c in caught], params
+
+    def _reporter(self, loop, generation: int):
+        """The engine's progress callback, called in the worker thread.
+
+        Reports reach the page's loop at most every `PROGRESS_INTERVAL` seconds, and at the end
+        of each stage.
+        """
+        last = [0.0]
+
+        def report(progress) -> None:
+            now = time.monotonic()
+            if progress.done < progress.total and now - last[0] < PROGRESS_INTERVAL:
+                return
+            last[0] = now
+            loop.call_soon_threadsafe(self._show_progress, generation, progress.stage,
+                                      progress.done, progress.total)
+
+        return report
+
+    def _show_progress(self, generation: int, stage: str, done: int, total: int):
+        if generation != self._generation or self._running is None:
+            return  # a report of a solve that is no longer the current one
+        self._progress.layout.visibility = "visible"
+        self._progress.value = done / total if total else 1.0
+        self._progress.description = stage
+        self._set_status(f"solving… {stage} {done:,} of {total:,}"
+                         + (" (the views show the previous result)" if self.result is not None else ""))
+
+    def _show_busy(self, busy: bool):
+        """The progress bar (shown at the first progress report) and Cancel, while busy."""
+        self._busy.layout.display = "flex" if busy else "none"
+        if busy:
+            self._progress.value = 0.0
+            self._progress.layout.visibility = "hidden"
+
+    def _revert(self):
+        """Put back the parameters and groups of the result shown (after a cancel)."""
+        if self._shown_state is None:
+            return
+        params, groups = self._shown_state
+        self._reverting = True
+        try:
+            if params != self.params:
+                self.params = params
+            if groups != dict(self.collection.groups) or any(
+                    type(groups[n]) is not type(g) for n, g in self.collection.groups.items()):
+                self.groups = groups
+        finally:
+            self._reverting = False
 
     def _show(self, outcome) -> xr.Dataset | None:
         """Put a solve's outcome in every view (an error: only in the status line)."""
         self._views.remove_class("smnb-app-solving")
+        if isinstance(outcome, SkyMatchCancelled):
+            self._set_status("cancelled: the views show the last result")
+            return None
         if isinstance(outcome, Exception):
             self._set_status(f"error: {outcome}", error=True)
             return None
-        result, elapsed, messages = outcome
+        result, elapsed, messages, params = outcome
+        self._shown_state = (params, dict(self.collection.groups))
         self.map.update(result)
         self.table.update(result)
         self._plot.update(result, self._indices(self.selected))
-        valid = int(result.valid.sum())
         self._set_status(
             f"{result.attrs['skymethod']} / {result.attrs['skystat']}: solved in {elapsed:.0f} ms; "
-            f"{valid} of {len(result.sky)} images valid; "
-            f"{int(result.component.max()) + 1} component(s)"
-            + "".join(f"; warning: {m}" for m in messages),
+            + _summary(result) + "".join(f"; warning: {m}" for m in messages),
             warning=bool(messages),
         )
         self.result = result
@@ -397,6 +534,26 @@ class SkyMatchApp(w.VBox):
     def _indices(self, names) -> list[int]:
         index = {n: k for k, n in enumerate(self.collection.names)}
         return [index[n] for n in names if n in index]
+
+
+@dataclass
+class _Running:
+    """The page's solve under way in the worker thread."""
+
+    generation: int
+    cancel: threading.Event
+    future: Future
+
+
+def _engine_hooks(collection) -> set[str]:
+    """Which of the engine's ``progress`` and ``cancel`` hooks the collection's skymatch takes."""
+    parameters = inspect.signature(type(collection).skymatch).parameters
+    return {name for name in ("progress", "cancel") if name in parameters}
+
+
+def _summary(result: xr.Dataset) -> str:
+    return (f"{int(result.valid.sum())} of {result.sizes['image']} images valid; "
+            f"{int(result.component.max()) + 1} component(s)")
 
 
 def _running_loop():
@@ -484,6 +641,12 @@ def _status_html(text: str, *, error: bool = False, warning: bool = False) -> st
 #: Name at most this many images along the sky plot's x axis (then every k-th).
 MAX_IMAGE_TICKS = 16
 MAX_PAIR_TICKS = 12
+#: Above this many points a plot shows ranges: per bin of consecutive images (pairs), the span
+#: of their values as one bar (level of detail: thousands of SVG points would stall the page);
+#: the sky plot then draws the selected images as points.
+MAX_PLOT_POINTS = 2000
+#: The number of bins of such a plot.
+PLOT_BINS = 400
 
 
 class _SkyPlot:
@@ -526,9 +689,14 @@ class _SkyPlot:
                                  default_size=30)
         self._zero = bq.Lines(x=[-0.5, 0.5], y=[0, 0], scales={"x": px, "y": py},
                               colors=[colors.zero], line_style="dashed", stroke_width=1)
+        # many pairs: the range of the differences per bin of pairs instead of the points
+        self._before_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+                                      colors=[colors.before], stroke_width=3)
+        self._after_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+                                     colors=[colors.data], stroke_width=1.5)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
         pair_fig = bq.Figure(
-            marks=[self._zero, self._before, self._after],
+            marks=[self._zero, self._before_range, self._after_range, self._before, self._after],
             axes=[self._p_axis, bq.Axis(scale=py, side="left", label="difference")],
             layout=w.Layout(width="390px", height="240px"),
             fig_margin={"top": 12, "bottom": 40, "left": 60, "right": 24},
@@ -542,9 +710,10 @@ class _SkyPlot:
         """Colour the marks for a dark (True) or light page."""
         colors = theme_colors(dark)
         self._sky.colors = self._bars.colors = self._after.colors = [colors.data]
+        self._after_range.colors = [colors.data]
         self._sky.selected_style = {"fill": colors.bad, "stroke": colors.bad}
         self._invalid.colors = [colors.bad]
-        self._before.colors = [colors.before]
+        self._before.colors = self._before_range.colors = [colors.before]
         self._zero.colors = [colors.zero]
         self._heading.value = _pairs_heading(colors)
 
@@ -553,36 +722,62 @@ class _SkyPlot:
         n = len(names)
         sky, err = result.sky.values.astype(float), result.sky_err.values.astype(float)
         ok = np.isfinite(sky) & result.valid.values.astype(bool)
+        self._sky_values, self._ok = sky, ok
+        self._ranges = int(ok.sum()) > MAX_PLOT_POINTS
         idx = np.arange(n)
-        self._valid_idx = idx[ok]
-        err_ok = np.where(np.isfinite(err[ok]), err[ok], 0.0)
-        lo, hi = _padded_range(np.concatenate([sky[ok] - err_ok, sky[ok] + err_ok]))
+        err_ok = np.where(np.isfinite(err), err, 0.0)
+        lo, hi = _padded_range(np.concatenate([sky[ok] - err_ok[ok], sky[ok] + err_ok[ok]]))
         ticks = idx[:: max(1, -(-n // MAX_IMAGE_TICKS))]
+        low, high = np.where(ok, sky - err_ok, np.nan), np.where(ok, sky + err_ok, np.nan)
+        if self._ranges:
+            bars_x, bars_y, size = _binned_ranges(low, high)
+            invalid = _binned_any(~ok, size)
+        else:
+            bars_x, bars_y = np.stack([idx[ok]] * 2, axis=1), np.stack([low[ok], high[ok]], axis=1)
+            invalid = idx[~ok]
         with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync():
             self._x.min, self._x.max = -0.5, n - 0.5
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
             self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
-            self._sky.x, self._sky.y = idx[ok], sky[ok]
-            self._bars.x = np.stack([idx[ok], idx[ok]], axis=1) if ok.any() else [[0, 0]]
-            self._bars.y = (np.stack([sky[ok] - err_ok, sky[ok] + err_ok], axis=1) if ok.any()
-                            else [[np.nan, np.nan]])
-            self._invalid.x = idx[~ok]
-            self._invalid.y = np.full((~ok).sum(), lo + 0.04 * (hi - lo))
-            self._sky.selected = self._positions(selected)
-        self._sky_fig.title = ("sky per image (±1σ); × no valid sky" if (~ok).any()
-                               else "sky per image (±1σ)")
+            self._bars.x = bars_x if len(bars_x) else [[0, 0]]
+            self._bars.y = bars_y if len(bars_y) else [[np.nan, np.nan]]
+            self._invalid.x = invalid
+            self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
+            self._draw_points(selected)
+        title = "sky per image (±1σ)" if not self._ranges else (
+            f"sky per image: ±1σ range per {-(-n // PLOT_BINS)} images, selected as points")
+        self._sky_fig.title = title + ("; × no valid sky" if (~ok).any() else "")
+        self._update_pairs(result)
+
+    def _update_pairs(self, result: xr.Dataset):
         m = result.sizes.get("pair", 0)
         k = np.arange(m)
         before = result.diff_before.values.astype(float) if m else np.zeros(0)
         after = result.diff_after.values.astype(float) if m else np.zeros(0)
-        fb, fa = np.isfinite(before), np.isfinite(after)
+        ranges = m > MAX_PLOT_POINTS
         with self._before.hold_sync(), self._after.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
             self._p_axis.tick_values = k[:: max(1, -(-m // MAX_PAIR_TICKS))]
             self._zero.x = [-0.5, max(m, 1) - 0.5]
-            self._before.x, self._before.y = k[fb], before[fb]
-            self._after.x, self._after.y = k[fa], after[fa]
+            for points, spans, values in ((self._before, self._before_range, before),
+                                          (self._after, self._after_range, after)):
+                shown = np.isfinite(values) & (not ranges)
+                points.x, points.y = k[shown], values[shown]
+                x, y, _ = _binned_ranges(values, values) if ranges else ([], [], 1)
+                spans.x = x if len(x) else [[0, 0]]
+                spans.y = y if len(y) else [[np.nan, np.nan]]
+
+    def _draw_points(self, selected: list[int]):
+        """The points of the sky plot: every valid image, or (ranges) the selected ones."""
+        ok = self._ok
+        shown = np.flatnonzero(ok)
+        if self._ranges:
+            shown = np.array(sorted(k for k in selected if 0 <= k < len(ok) and ok[k]), dtype=int)
+        self._valid_idx = shown
+        with self._sky.hold_sync():
+            self._sky.x, self._sky.y = shown, self._sky_values[shown]
+            self._sky.selected = self._positions(selected)
 
     def _positions(self, indices: list[int]):
         """Points of the scatter (valid images only) of the given image indices."""
@@ -591,7 +786,10 @@ class _SkyPlot:
         return positions or None
 
     def select(self, indices: list[int]):
-        self._sky.selected = self._positions(indices)
+        if self._ranges:
+            self._draw_points(indices)
+        else:
+            self._sky.selected = self._positions(indices)
 
     def on_select(self, callback):
         """Call ``callback(image indices)`` when points are clicked in the sky plot."""
@@ -618,6 +816,28 @@ class _ThemeProbe(anywidget.AnyWidget):
 
     _esm = esm("theme_probe.js")
     dark = traitlets.Bool(False).tag(sync=True)
+
+
+def _binned_ranges(low: np.ndarray, high: np.ndarray, bins: int = PLOT_BINS):
+    """Per bin of consecutive items, the segment from the lowest ``low`` to the highest ``high``.
+
+    Returns (x, y) of shape (k, 2) each (bins without a finite value left out) and the bin size.
+    """
+    size = max(1, -(-len(low) // bins))
+    pad = (-len(low)) % size
+    lo = np.concatenate([np.where(np.isfinite(low), low, np.inf), np.full(pad, np.inf)]).reshape(-1, size)
+    hi = np.concatenate([np.where(np.isfinite(high), high, -np.inf), np.full(pad, -np.inf)]).reshape(-1, size)
+    lo, hi = lo.min(axis=1), hi.max(axis=1)
+    keep = np.isfinite(lo) & np.isfinite(hi)
+    centre = (np.arange(len(lo)) * size + (size - 1) / 2)[keep]
+    return np.stack([centre, centre], axis=1), np.stack([lo[keep], hi[keep]], axis=1), size
+
+
+def _binned_any(flags: np.ndarray, size: int) -> np.ndarray:
+    """The centres of the bins of ``size`` items where any flag is set."""
+    pad = (-len(flags)) % size
+    hit = np.concatenate([flags, np.zeros(pad, bool)]).reshape(-1, size).any(axis=1)
+    return (np.flatnonzero(hit) * size + (size - 1) / 2).astype(float)
 
 
 def _padded_range(values: np.ndarray) -> tuple[float, float]:

@@ -98,33 +98,43 @@ class FootprintMap(anywidget.AnyWidget):
 
     Notes
     -----
-    Traitlets (all state lives in them, so a saved notebook re-renders without a kernel);
-    coordinates are arcsec in the display frame (x right = west, y up = north), rounded to
-    0.01 arcsec.
+    All state lives in traitlets, so a saved notebook re-renders without a kernel.  Arrays
+    over images and pairs travel as binary buffers (little-endian), not JSON lists: a map of
+    10,000 images and 40,000 overlaps sends a solve's new colours in ~200 kB.  Coordinates
+    are arcsec in the display frame (x right = west, y up = north).
 
     Set by Python, drawn by the front end:
 
     - ``names``: list of str, the image names.
-    - ``polygons``: one ``[[x, y], ...]`` corner list per image.
-    - ``centers``: one ``[x, y]`` per image (the mean direction of its corners, projected).
+    - ``shapes``: ``{"corners": m, "polygons": float32 (n, m, 2), "centers": float32 (n, 2)}``,
+      each footprint's corners and centre (the mean direction of its corners, projected).
     - ``projection``: ``{"kind": "tangent" | "allsky", "label"}`` (an all-sky map has no
       scale bar: its scale varies).
-    - ``fill``: one CSS colour per image.
-    - ``tooltips``: one text per image (lines separated by ``"\n"``).
-    - ``flags``: one list per image of ``"invalid"`` (no valid sky) and/or
-      ``"disconnected"`` (not in the largest overlap component).
+    - ``fill_rgb``: uint8 (n, 3), each footprint's colour.
+    - ``images``: what the tooltips and outlines say of each image: ``{"solved", "unit",
+      "flags": uint8 (1: no valid sky, hatched; 2: outside the largest component, dashed),
+      "sky", "sky_err": float64, "component": int32, "group", "reason": {"texts": [...],
+      "index": int32}}``.
     - ``colorbar``: ``{"kind": "ramp", "colors", "vmin", "vmax", "label"}`` or
       ``{"kind": "categories", "labels", "colors", "more", "label"}``.
-    - ``pairs``: one ``{"a": [x, y], "b": [x, y], "color", "title", "valid"}`` per pair of
-      overlapping inputs, between the inputs' centres (a group's centre is the mean of its
-      images' centres), coloured by the residual after the solve.
-    - ``pairs_colorbar``: the residual scale of ``pairs`` (a ``"ramp"`` colour bar).
+    - ``pair_shapes``: the overlapping pairs of inputs, ``{"inputs": [input names],
+      "a", "b": int32 (indices into inputs), "ends": float32 (p, 4)}`` (a line between the
+      inputs' centres; a group's centre is the mean of its images' centres).
+    - ``pair_values``: ``{"unit", "color": uint8 (p, 3), "state": uint8 (1: used in the
+      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float64}``,
+      coloured by the residual after the solve.
+    - ``pairs_colorbar``: the residual scale of the pairs (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
+    - ``renderer``: ``"auto"`` (SVG up to `SVG_LIMIT` images, else canvas), ``"svg"`` or
+      ``"canvas"``.
+
+    The same content as lists, for Python: `polygons`, `centers`, `fill`, `flags`,
+    `tooltips` (the text the front end builds from ``images``) and `pairs`.
 
     Two-way (the user changes them in the map, Python may too):
 
-    - ``color_by``: str; changing it recomputes ``fill`` and ``colorbar``.
-    - ``show_overlaps``: bool, draw ``pairs``.
+    - ``color_by``: str; changing it recomputes ``fill_rgb`` and ``colorbar``.
+    - ``show_overlaps``: bool, draw the pairs.
     - ``selected``: list of image names (in collection order).
     - ``hovered``: the name under the mouse or the keyboard focus, ``""`` for none.
 
@@ -152,16 +162,16 @@ class FootprintMap(anywidget.AnyWidget):
     _css = css_path("footprint_map.css")
 
     names = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    polygons = traitlets.List().tag(sync=True)
-    centers = traitlets.List().tag(sync=True)
+    shapes = traitlets.Dict().tag(sync=True)
     projection = traitlets.Dict().tag(sync=True)
-    fill = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    tooltips = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    flags = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    fill_rgb = traitlets.Bytes().tag(sync=True)
+    images = traitlets.Dict().tag(sync=True)
     colorbar = traitlets.Dict().tag(sync=True)
-    pairs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    pair_shapes = traitlets.Dict().tag(sync=True)
+    pair_values = traitlets.Dict().tag(sync=True)
     pairs_colorbar = traitlets.Dict().tag(sync=True)
     color_by_options = traitlets.List(traitlets.Unicode(), default_value=list(COLOR_BY)).tag(sync=True)
+    renderer = traitlets.Unicode("auto").tag(sync=True)
 
     color_by = traitlets.Unicode("sky").tag(sync=True)
     show_overlaps = traitlets.Bool(False).tag(sync=True)
@@ -172,12 +182,18 @@ class FootprintMap(anywidget.AnyWidget):
                  **kwargs):
         self._collection = collection
         self._result: xr.Dataset | None = None
+        self._pair_cache: tuple = ((), {}, np.zeros((0, 4)))  # (grouping, pair_shapes, ends)
         lon, lat = collection.footprints
         self._projection = sky_projection(lon, lat)
         self.tangent = (self._projection.lon, self._projection.lat)
-        polygons, self._centers = _display(self._projection, lon, lat)
+        polygons, centers = _display(self._projection, lon, lat)
+        self._polygons = np.round(polygons, DECIMALS)
+        self._centers = np.round(centers, DECIMALS)
+        self._index = {name: k for k, name in enumerate(collection.names)}
         super().__init__(
-            names=list(collection.names), polygons=_rounded(polygons), centers=_rounded(self._centers),
+            names=list(collection.names),
+            shapes={"corners": self._polygons.shape[1], "polygons": _f32(self._polygons),
+                    "centers": _f32(self._centers)},
             projection={"kind": self._projection.kind, "label": self._projection.label},
             color_by=color_by, **kwargs,
         )
@@ -194,9 +210,82 @@ class FootprintMap(anywidget.AnyWidget):
         self._result = result
         with self.hold_sync():
             self._recolor()
-            self.tooltips = self._tooltips()
-            self.flags = image_flags(result, len(self.names)).as_lists()
-            self.pairs, self.pairs_colorbar = self._pairs()
+            self.images = self._images()
+            self.pair_shapes, self.pair_values, self.pairs_colorbar = self._pairs()
+
+    # -- the same content as lists (Python's view of what the front end draws) -------------------
+    @property
+    def polygons(self) -> list:
+        """One ``[[x, y], ...]`` corner list per image (arcsec, display frame, 0.01" steps)."""
+        return self._polygons.tolist()
+
+    @property
+    def centers(self) -> list:
+        """One ``[x, y]`` per image: the mean direction of its corners, projected."""
+        return self._centers.tolist()
+
+    @property
+    def fill(self) -> list[str]:
+        """One ``#rrggbb`` colour per image (as `skymatch_nb_ui.display` gives it)."""
+        return list(self._fill)
+
+    @property
+    def flags(self) -> list[list[str]]:
+        """Per image: ``"invalid"`` (no valid sky, hatched), ``"disconnected"`` (dashed)."""
+        bits = np.frombuffer(self.images["flags"], np.uint8)
+        return [(["invalid"] if b & 1 else []) + (["disconnected"] if b & 2 else []) for b in bits.tolist()]
+
+    @property
+    def tooltips(self) -> list[str]:
+        r"""Each image's tooltip, as the front end writes it (lines separated by ``"\n"``)."""
+        info = self.images
+        group, reason = _decoded(info["group"]), _decoded(info["reason"])
+        unit = f" {info['unit']}" if info["unit"] else ""
+        if info["solved"]:
+            sky, err = np.frombuffer(info["sky"], np.float64), np.frombuffer(info["sky_err"], np.float64)
+            component = np.frombuffer(info["component"], np.int32).tolist()
+            invalid = (np.frombuffer(info["flags"], np.uint8) & 1).astype(bool).tolist()
+        texts = []
+        for k, name in enumerate(self.names):
+            lines = [name, f"group: {group[k]}"]
+            if not info["solved"]:
+                lines.append("no result yet")
+            else:
+                lines.append(f"sky: {number(sky[k])} ± {number(err[k])}{unit}")
+                lines.append(f"component: {component[k]}")
+                if invalid[k]:
+                    lines.append(f"NOT valid: {reason[k] or 'no sky'}")
+                else:
+                    lines.append("valid" + (f" ({reason[k]})" if reason[k] else ""))
+            texts.append("\n".join(lines))
+        return texts
+
+    @property
+    def pairs(self) -> list[dict]:
+        """One ``{"a", "b", "color", "title", "valid"}`` per overlapping pair of inputs."""
+        shapes, values = self.pair_shapes, self.pair_values
+        if not shapes:
+            return []
+        inputs = shapes["inputs"]
+        a, b = np.frombuffer(shapes["a"], np.int32), np.frombuffer(shapes["b"], np.int32)
+        ends = self._pair_cache[2]
+        state = np.frombuffer(values["state"], np.uint8).tolist()
+        after, before = np.frombuffer(values["after"]), np.frombuffer(values["before"])
+        weight = np.frombuffer(values["weight"])
+        unit = f" {values['unit']}" if values["unit"] else ""
+        out = []
+        for k in range(len(a)):
+            title = (f"{inputs[a[k]]} – {inputs[b[k]]}\nresidual after: {number(after[k])}{unit}\n"
+                     f"difference before: {number(before[k])}{unit}")
+            if not state[k] & 1:
+                title += "\nnot used (no valid pixels)"
+            elif state[k] & 2:
+                title += (f"\ndown-weighted by the robust solve (weight x {number(weight[k])}): "
+                          "something only one image sees?")
+            out.append({"a": ends[k, :2].tolist(), "b": ends[k, 2:].tolist(),
+                        "color": self._pair_colors[k], "title": title,
+                        "valid": bool(state[k] & 1)})
+        return out
 
     def select(self, names: str | Iterable[str]) -> None:
         """Select these images (replacing the selection)."""
@@ -241,7 +330,7 @@ class FootprintMap(anywidget.AnyWidget):
         if self.names:  # not during __init__, before update() ran
             self._recolor()
 
-    # -- colours, tooltips, pairs ----------------------------------------------------------------
+    # -- colours, image facts, pairs --------------------------------------------------------------
     def _shown(self) -> xr.Dataset:
         """What the colours are read from: the result, or the collection's groups."""
         return self._result if self._result is not None else self._collection.table
@@ -251,69 +340,104 @@ class FootprintMap(anywidget.AnyWidget):
 
     def _recolor(self) -> None:
         fill = image_fill(self._shown(), self.color_by, unit=self._unit())
-        self.fill, self.colorbar = fill.colors, fill.legend.as_json()
+        self._fill = fill.colors
+        self.fill_rgb, self.colorbar = _rgb(fill.colors), fill.legend.as_json()
 
-    def _tooltips(self) -> list[str]:
-        r = self._result
-        groups = [str(g) for g in self._shown()["group"].values]
-        unit = f" {self._unit()}" if self._unit() else ""
-        if r is not None:
-            sky, err = r["sky"].values.astype(float), r["sky_err"].values.astype(float)
-            valid = r["valid"].values.astype(bool).tolist()
-            reason = r["reason"].values.astype(str).tolist()
-            component = r["component"].values.astype(int).tolist()
-        texts = []
-        for k, name in enumerate(self.names):
-            lines = [name, f"group: {groups[k] or encodings.NONE_GROUP}"]
-            if r is None:
-                lines.append("no result yet")
-            else:
-                lines.append(f"sky: {number(sky[k])} ± {number(err[k])}{unit}")
-                lines.append(f"component: {component[k]}")
-                if valid[k]:
-                    lines.append("valid" + (f" ({reason[k]})" if reason[k] else ""))
-                else:
-                    lines.append(f"NOT valid: {reason[k] or 'no sky'}")
-            texts.append("\n".join(lines))
-        return texts
+    def _group_texts(self) -> list[str]:
+        return [str(g) for g in self._shown()["group"].values]
 
-    def _pairs(self) -> tuple[list[dict], dict]:
+    def _images(self) -> dict:
+        """What tooltips and outlines say of each image (see the class notes)."""
+        r, n = self._result, len(self.names)
+        groups = [g or encodings.NONE_GROUP for g in self._group_texts()]
+        flags = image_flags(r, n)
+        info = {"solved": r is not None, "unit": self._unit(), "group": _encoded(groups),
+                "flags": (flags.invalid.astype(np.uint8) | flags.disconnected.astype(np.uint8) << 1)
+                .tobytes()}
+        if r is None:
+            return {**info, "sky": b"", "sky_err": b"", "component": b"", "reason": _encoded([""] * n)}
+        return {**info, "sky": _f64(r["sky"].values), "sky_err": _f64(r["sky_err"].values),
+                "component": np.ascontiguousarray(r["component"].values, "<i4").tobytes(),
+                "reason": _encoded(r["reason"].values.astype(str).tolist())}
+
+    def _pairs(self) -> tuple[dict, dict, dict]:
         r = self._result
         if r is None or r.sizes.get("pair", 0) == 0:
-            return [], {}
-        a, b = r["a"].values.astype(str).tolist(), r["b"].values.astype(str).tolist()
+            return {}, {}, {}
+        a, b = r["a"].values.astype(str), r["b"].values.astype(str)
+        unit = self._unit()
+        style = pair_colors(r, unit=unit)
+        state = r["pair_valid"].values.astype(np.uint8)
+        if "flagged" in r:  # down-weighted by a robust solve
+            flagged = r["flagged"].values.astype(bool) & r["pair_valid"].values.astype(bool)
+            state |= flagged.astype(np.uint8) << 1
+        weight = r["robust_weight"].values if "robust_weight" in r else np.full(len(a), np.nan)
+        self._pair_colors = style.colors
+        values = {"unit": unit, "color": _rgb(style.colors), "state": state.tobytes(),
+                  "after": _f64(r["diff_after"].values), "before": _f64(r["diff_before"].values),
+                  "weight": _f64(weight)}
+        return self._pair_shapes(a, b), values, style.legend.as_json()
+
+    def _pair_shapes(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """The pairs' inputs and lines (cached: they change only with the grouping)."""
+        key = (tuple(self._group_texts()), a.tobytes(), b.tobytes())
+        if self._pair_cache[0] == key:
+            return self._pair_cache[1]
         centres = self._input_centres()
-        unknown = sorted(set(a + b) - set(centres))
+        inputs = list(dict.fromkeys([*a.tolist(), *b.tolist()]))
+        unknown = sorted(set(inputs) - set(centres))
         if unknown:
             raise ValueError(
                 f"the result's pairs name inputs that are neither images nor groups of this map: "
                 f"{unknown}; pass the Dataset returned by collection.skymatch()"
             )
-        unit = self._unit()
-        style = pair_colors(r, unit=unit)
-        after = r["diff_after"].values.astype(float)
-        before = r["diff_before"].values.astype(float)
-        valid = r["pair_valid"].values.astype(bool).tolist()
-        ends_a = _rounded(np.array([centres[x] for x in a]))
-        ends_b = _rounded(np.array([centres[x] for x in b]))
-        shown_unit = f" {unit}" if unit else ""
-        out = []
-        for k in range(len(a)):
-            title = (f"{a[k]} – {b[k]}\nresidual after: {number(after[k])}{shown_unit}\n"
-                     f"difference before: {number(before[k])}{shown_unit}")
-            if not valid[k]:
-                title += "\nnot used (no valid pixels)"
-            out.append({"a": ends_a[k], "b": ends_b[k], "color": style.colors[k], "title": title,
-                        "valid": valid[k]})
-        return out, style.legend.as_json()
+        number_of = {name: k for k, name in enumerate(inputs)}
+        ia = np.array([number_of[x] for x in a.tolist()], "<i4")
+        ib = np.array([number_of[x] for x in b.tolist()], "<i4")
+        points = np.array([centres[x] for x in inputs]).reshape(-1, 2)
+        ends = np.round(np.concatenate([points[ia], points[ib]], axis=1), DECIMALS)
+        shapes = {"inputs": inputs, "a": ia.tobytes(), "b": ib.tobytes(), "ends": _f32(ends)}
+        self._pair_cache = (key, shapes, ends)
+        return shapes
 
     def _input_centres(self) -> dict[str, np.ndarray]:
         """The centre of each solve input: an image alone, or the mean of a group's images."""
-        members: dict[str, list[int]] = {}
-        groups = [str(g) for g in self._shown()["group"].values]
-        for k, (name, group) in enumerate(zip(self.names, groups)):
-            members.setdefault(group or name, []).append(k)
-        return {label: self._centers[idx].mean(axis=0) for label, idx in members.items()}
+        groups = np.array(self._group_texts(), dtype=object)
+        centres = {name: self._centers[k] for k, name in enumerate(self.names) if not groups[k]}
+        labelled = groups != ""
+        if labelled.any():
+            labels, inverse = np.unique(groups[labelled].astype(str), return_inverse=True)
+            sums = np.zeros((len(labels), 2))
+            np.add.at(sums, inverse, self._centers[labelled])
+            counts = np.bincount(inverse, minlength=len(labels))[:, None]
+            centres.update(zip(labels.tolist(), sums / counts))
+        return centres
+
+
+# -- binary buffers -------------------------------------------------------------------------------
+def _f32(values) -> bytes:
+    return np.ascontiguousarray(values, "<f4").tobytes()
+
+
+def _f64(values) -> bytes:
+    return np.ascontiguousarray(values, "<f8").tobytes()
+
+
+def _rgb(colors: list[str]) -> bytes:
+    """``#rrggbb`` strings as packed RGB bytes."""
+    return bytes.fromhex("".join(c[1:7] for c in colors))
+
+
+def _encoded(texts: list[str]) -> dict:
+    """Many strings, few distinct: ``{"texts": the distinct ones, "index": int32 per item}``."""
+    distinct = list(dict.fromkeys(texts))
+    number_of = {t: k for k, t in enumerate(distinct)}
+    return {"texts": distinct, "index": np.array([number_of[t] for t in texts], "<i4").tobytes()}
+
+
+def _decoded(encoded: dict) -> list[str]:
+    texts = encoded["texts"]
+    return [texts[k] for k in np.frombuffer(encoded["index"], np.int32).tolist()]
 
 
 def _abbreviated(names: list[str], limit: int = 8) -> str:

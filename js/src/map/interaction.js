@@ -20,13 +20,14 @@ const DIRECTIONS = { ArrowRight: [1, 0], ArrowLeft: [-1, 0], ArrowUp: [0, 1], Ar
 /**
  * @param {Object} parts
  * @param {*} parts.model  the anywidget model
+ * @param {import("./data.js").MapData} parts.data  the model's state, decoded
  * @param {import("./svg_renderer.js").Renderer} parts.renderer
  * @param {import("./viewport.js").Viewport} parts.viewport
  * @param {import("./layout.js").Layout} parts.ui
  * @param {() => void} parts.refit  show every footprint ("Reset view")
  * @returns {Interaction}
  */
-export function attachInteraction({ model, renderer, viewport, ui, refit }) {
+export function attachInteraction({ model, data, renderer, viewport, ui, refit }) {
   const surface = renderer.element;
   let focusIndex = -1;
   let boxMode = false;
@@ -34,10 +35,11 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
   let suppressClick = false;
   let pointerFocus = false; // the map is being focused by a mouse press, not by Tab
   let tipSource = null; // what the tooltip on screen describes: {image: i} or {pair: j}
+  let hoverKey = null; // what the pointer is over ("i3", "p7"), to act only on a change
 
-  const names = () => model.get("names") ?? [];
+  const names = () => data.names();
   const selected = () => model.get("selected") ?? [];
-  const count = () => (model.get("polygons") ?? []).length;
+  const count = () => data.count();
 
   function setHovered(name) {
     if (model.get("hovered") !== name) setTrait(model, "hovered", name);
@@ -98,7 +100,7 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
     if (done.mode === "box") {
       const end = clientToSvg(event.clientX, event.clientY, viewport.rect(), viewport.get());
       const nm = names();
-      const inside = centersInBox(model.get("centers") ?? [], done.start, end).map((i) => nm[i]);
+      const inside = centersInBox(data.centers(), done.start, end).map((i) => nm[i]);
       const base = done.additive ? selected() : [];
       setTrait(model, "selected", [...new Set([...base, ...inside])]);
     }
@@ -110,15 +112,25 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
       clientToSvg(event.clientX, event.clientY, viewport.rect(), viewport.get()));
   }
 
-  function onMouseOver(event) {
+  // Hover: SVG reports entering each shape (mouseover); a canvas has one element, so the
+  // pointer's moves are hit-tested too.  Either way only a change of what is under it acts.
+  function hoverAt(event) {
+    if (press?.moved) return;
     const hit = renderer.hit(event);
-    if (!hit) return;
-    if ("image" in hit) setHovered(names()[hit.image]);
-    showTooltip(hit, event);
+    const key = hit ? ("image" in hit ? `i${hit.image}` : `p${hit.pair}`) : null;
+    if (key === hoverKey) {
+      moveTooltip(event);
+      return;
+    }
+    hoverKey = key;
+    setHovered(hit && "image" in hit ? names()[hit.image] : "");
+    if (hit) showTooltip(hit, event);
+    else hideTooltip();
   }
 
   function onMouseOut(event) {
     if (renderer.hit(event)?.image !== undefined) setHovered("");
+    hoverKey = null;
     hideTooltip();
   }
 
@@ -126,8 +138,7 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
   // The text is looked up from the model each time, so that a tooltip on screen follows a
   // re-solve (new tooltips or pairs) without the mouse moving.
   function tooltipText(source) {
-    if ("image" in source) return (model.get("tooltips") ?? [])[source.image] ?? names()[source.image] ?? "";
-    return (model.get("pairs") ?? [])[source.pair]?.title ?? "";
+    return "image" in source ? data.tooltip(source.image) : data.pairTitle(source.pair);
   }
 
   function showTooltip(source, event) {
@@ -167,7 +178,7 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
     hideTooltip(); // the mouse's tooltip would describe another image
     const name = names()[i];
     setHovered(name);
-    const text = ((model.get("tooltips") ?? [])[i] ?? name).replace(/\n/g, "; ");
+    const text = data.tooltip(i).replace(/\n/g, "; ");
     ui.live.textContent = `${text}; ${selected().includes(name) ? "selected" : "not selected"}`;
   }
 
@@ -191,7 +202,7 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
     let handled = true;
     if (event.key in DIRECTIONS) {
       if (focusIndex < 0) moveFocus(0);
-      else moveFocus(nearestInDirection(model.get("centers"), focusIndex, DIRECTIONS[event.key]));
+      else moveFocus(nearestInDirection(data.centers(), focusIndex, DIRECTIONS[event.key]));
     } else if (event.key === "n") moveFocus((focusIndex + 1) % n);
     else if (event.key === "p") moveFocus((focusIndex - 1 + n) % n);
     else if ((event.key === "Enter" || event.key === " ") && focusIndex >= 0) {
@@ -214,8 +225,8 @@ export function attachInteraction({ model, renderer, viewport, ui, refit }) {
   const stop = listen([
     [surface, "click", onClick], [surface, "mousedown", onMouseDown],
     [surface, "wheel", onWheel, { passive: false }],
-    [surface, "mouseover", onMouseOver], [surface, "mouseout", onMouseOut],
-    [surface, "mousemove", moveTooltip], [surface, "focus", onFocus], [ui.root, "keydown", onKeyDown],
+    [surface, "mouseover", hoverAt], [surface, "mouseout", onMouseOut],
+    [surface, "mousemove", hoverAt], [surface, "focus", onFocus], [ui.root, "keydown", onKeyDown],
     [surface, "blur", () => setHovered("")],
     [ui.reset, "click", refit],
     [ui.boxButton, "click", onBoxButton],

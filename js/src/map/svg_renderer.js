@@ -11,7 +11,7 @@ import { pairSegment, pathData } from "./geometry.js";
 /**
  * @typedef {import("./geometry.js").View} View
  * @typedef {import("./geometry.js").Point} Point
- * @typedef {{a: Point, b: Point, color: string, title: string, valid: boolean}} Pair
+ * @typedef {{a: Point, b: Point, color: string, valid: boolean, flagged?: boolean, title?: string}} Pair
  * @typedef {{image: number} | {pair: number}} Hit  what lies under the pointer
  *
  * @typedef {Object} Renderer
@@ -103,9 +103,9 @@ export function createSvgRenderer(uid) {
       const ends = pairs.map((pair) => pairSegment(pair.a, pair.b));
       lines.replaceChildren(...pairs.map((pair, j) => {
         const [[x1, y1], [x2, y2]] = ends[j];
-        const line = svgEl("line", { x1, y1, x2, y2, stroke: pair.color, "data-pair": j },
-          pair.valid ? "smnb-map-pair" : "smnb-map-pair smnb-map-pair-unused");
-        line.setAttribute("aria-label", pair.title.replace(/\n/g, "; "));
+        const kind = !pair.valid ? " smnb-map-pair-unused" : pair.flagged ? " smnb-map-pair-flagged" : "";
+        const line = svgEl("line", { x1, y1, x2, y2, stroke: pair.color, "data-pair": j }, `smnb-map-pair${kind}`);
+        line.setAttribute("aria-label", (pair.title ?? "").replace(/\n/g, "; "));
         return line;
       }));
       casing.setAttribute("d", ends.map(([[x1, y1], [x2, y2]]) => `M${x1},${y1}L${x2},${y2}`).join(""));

@@ -16,7 +16,7 @@ Usage::
 
     python bench/bench_app.py
     python bench/bench_app.py --sizes 100,500,1000 --repeat 11 --compare /work/main
-    python bench/bench_app.py --sizes 10000 --repeat 5
+    python bench/bench_app.py --sizes 10000 --repeat 5 --shape 32
 """
 
 from __future__ import annotations
@@ -68,12 +68,12 @@ class _Sent:
         comm.DummyComm.publish_msg = publish_msg
 
 
-def _build(n: int):
+def _build(n: int, shape: int):
     from skymatch_nb_ui import ImageCollection
     from skymatch_nb_ui.testing import make_mosaic
     from skymatch_nb_ui.widgets import SkyMatchApp
 
-    mosaic = make_mosaic(grid(n), shape=(100, 100), noise=1.0, seed=1)
+    mosaic = make_mosaic(grid(n), shape=(shape, shape), noise=1.0, seed=1)
     coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names)
     start = time.perf_counter()
     app = SkyMatchApp(coll, debounce=0, skymethod="match", skystat="median")
@@ -84,14 +84,14 @@ def _build(n: int):
     return app, pairs, built
 
 
-def worker(root: str, sizes: list[int]) -> None:
+def worker(root: str, sizes: list[int], shape: int) -> None:
     """Serve rounds on stdin ("round" -> one JSON line of times), for the checkout ``root``."""
     sys.path.insert(0, root)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _Sent.install()
     apps = {}
     for n in sizes:
-        app, pairs, built = _build(n)
+        app, pairs, built = _build(n, shape)
         apps[n] = app
         print(json.dumps({"n": n, "pairs": pairs, "built": built}), flush=True)
     for line in sys.stdin:
@@ -110,10 +110,11 @@ def worker(root: str, sizes: list[int]) -> None:
 
 
 # -- the driver ---------------------------------------------------------------------------------
-def _start(root: Path, sizes: list[int]) -> tuple[subprocess.Popen, dict]:
+def _start(root: Path, sizes: list[int], shape: int) -> tuple[subprocess.Popen, dict]:
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--worker", str(root), "--sizes", ",".join(map(str, sizes))],
+        [sys.executable, __file__, "--worker", str(root), "--sizes", ",".join(map(str, sizes)),
+         "--shape", str(shape)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root),
     )
     info = {}
@@ -128,15 +129,16 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--repeat", type=int, default=11, help="rounds (each change twice per round)")
     parser.add_argument("--compare", default="", help="another checkout to measure side by side")
+    parser.add_argument("--shape", type=int, default=100, help="pixels per side of each image")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.worker:
-        worker(args.worker, sizes)
+        worker(args.worker, sizes, args.shape)
         return 0
 
     roots = {"this": HERE} | ({"compare": Path(args.compare).resolve()} if args.compare else {})
-    workers = {name: _start(root, sizes) for name, root in roots.items()}
+    workers = {name: _start(root, sizes, args.shape) for name, root in roots.items()}
     times: dict = {name: {} for name in roots}
     for _ in range(args.repeat):
         for name, (proc, _) in workers.items():  # the checkouts take turns

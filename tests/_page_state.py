@@ -11,7 +11,9 @@ import anywidget
 REVIVE_JS = """const revive = (v) => {
   if (Array.isArray(v)) return v.map(revive);
   if (!v || typeof v !== "object") return v;
-  if ("__buffer__" in v) return new DataView(Uint8Array.from(atob(v.__buffer__), (c) => c.charCodeAt(0)).buffer);
+  if ("__buffer__" in v) {
+    return new DataView(Uint8Array.from(atob(v.__buffer__), (c) => c.charCodeAt(0)).buffer);
+  }
   return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)]));
 };"""
 

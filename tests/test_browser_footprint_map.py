@@ -203,7 +203,8 @@ def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):
     drawn = page.evaluate("""([x, y]) => {
         const canvas = document.querySelector('#root .smnb-map-layer');
         const r = canvas.getBoundingClientRect(), ratio = canvas.width / r.width;
-        return [...canvas.getContext('2d').getImageData((x - r.left) * ratio, (y - r.top) * ratio, 1, 1).data];
+        const pixel = canvas.getContext('2d').getImageData((x - r.left) * ratio, (y - r.top) * ratio, 1, 1);
+        return [...pixel.data];
     }""", [x, y])
     fill = np.array([int(fmap.fill[k][i:i + 2], 16) for i in (1, 3, 5)])
     np.testing.assert_allclose(drawn, [*fill, 0.85 * 255], atol=2)

@@ -446,7 +446,8 @@ def test_plots_of_many_images_show_ranges_and_the_selection_as_points():
     assert n > MAX_PLOT_POINTS and len(plot._bars.x) <= PLOT_BINS
     bars = np.asarray(plot._bars.y)
     ok = valid
-    assert bars.min() == pytest.approx((sky[ok] - 0.5).min()) and bars.max() == pytest.approx((sky[ok] + 0.5).max())
+    assert bars.min() == pytest.approx((sky[ok] - 0.5).min())
+    assert bars.max() == pytest.approx((sky[ok] + 0.5).max())
     assert list(plot._sky.x) == [3, 100]  # the valid selected images, as points
     assert list(plot._sky.selected) == [0, 1]
     assert len(plot._invalid.x) == 2  # the bins holding an image without a sky

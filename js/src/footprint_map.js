@@ -53,6 +53,7 @@ function render({ model, el: host }) {
     if (wanted === kind) return false;
     interaction?.cleanup();
     observer?.disconnect();
+    renderer?.destroy();
     renderer?.element.remove();
     kind = wanted;
     renderer = (kind === "canvas" ? createCanvasRenderer : createSvgRenderer)(uniqueId("smnb-map"));
@@ -192,6 +193,7 @@ function render({ model, el: host }) {
     stopModel();
     interaction.cleanup();
     observer?.disconnect();
+    renderer.destroy();
   };
 }
 

@@ -5,6 +5,9 @@ import { button, el, onModel, setTrait, uniqueId } from "./_dom.js";
 
 const P = "smnb-groups";
 
+/** Each group shows at most this many of its images as buttons (then how many more). */
+export const MEMBERS_SHOWN = 200;
+
 // {label: [names]} in order of first appearance, and the images alone, from {name: label}.
 function partition(names, groups) {
   const byLabel = new Map();
@@ -106,6 +109,17 @@ function render({ model, el: host }) {
     return b;
   }
 
+  // a button per image, up to MEMBERS_SHOWN (thousands of buttons would stall the page)
+  function memberButtons(names, chosen) {
+    const box = el("span", `${P}-members`);
+    box.append(...names.slice(0, MEMBERS_SHOWN).map((n) => memberButton(n, chosen)));
+    if (names.length > MEMBERS_SHOWN) {
+      const more = names.length - MEMBERS_SHOWN;
+      box.append(el("span", `${P}-more`, `+ ${more} more (select them in the map or the table)`));
+    }
+    return box;
+  }
+
   function groupItem(label, members, chosen, colors, isolated) {
     const item = el("li", `${P}-group`);
     item.dataset.label = label;
@@ -127,8 +141,7 @@ function render({ model, el: host }) {
         el("span", `${P}-size`, String(members.length)));
       chip.setAttribute("aria-pressed", String(members.every((n) => chosen.has(n))));
     }
-    const memberBox = el("span", `${P}-members`);
-    memberBox.append(...members.map((n) => memberButton(n, chosen)));
+    const memberBox = memberButtons(members, chosen);
     const actions = el("span", `${P}-actions`);
     const add = button(`${P}-add`, "+ selected", `Add the selected images to ${label}`);
     const rename = button(`${P}-rename`, "Rename", `Rename group ${label}`);
@@ -156,8 +169,7 @@ function render({ model, el: host }) {
       const item = el("li", `${P}-group ${P}-alone`);
       const tag = el("span", `${P}-alone-tag`, "alone");
       tag.title = "Each of these images has its own sky";
-      const memberBox = el("span", `${P}-members`);
-      memberBox.append(...alone.map((n) => memberButton(n, chosen)));
+      const memberBox = memberButtons(alone, chosen);
       item.append(tag, memberBox);
       items.push(item);
     }

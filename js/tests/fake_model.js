@@ -70,8 +70,8 @@ export function rgb(hexes) {
 export function encodeImages(r) {
   const bits = r.flags.map((f) => (f.includes("invalid") ? 1 : 0) | (f.includes("disconnected") ? 2 : 0));
   return {
-    solved: r.solved, unit: r.unit, flags: Uint8Array.from(bits), sky: Float64Array.from(r.sky ?? []),
-    sky_err: Float64Array.from(r.sky_err ?? []), component: Int32Array.from(r.component ?? []),
+    solved: r.solved, unit: r.unit, flags: Uint8Array.from(bits), sky: Float32Array.from(r.sky ?? []),
+    sky_err: Float32Array.from(r.sky_err ?? []), component: Int32Array.from(r.component ?? []),
     group: texts(r.group), reason: texts(r.reason ?? r.group.map(() => "")),
   };
 }
@@ -87,8 +87,8 @@ export function encodePairs(pairs, unit = "") {
     },
     pair_values: {
       unit, color: rgb(pairs.map((p) => p.color)), state: Uint8Array.from(pairs, (p) => (p.valid ? 1 : 0) | (p.flagged ? 2 : 0)),
-      after: Float64Array.from(pairs, (p) => p.after), before: Float64Array.from(pairs, (p) => p.before),
-      weight: Float64Array.from(pairs, (p) => p.weight ?? NaN),
+      after: Float32Array.from(pairs, (p) => p.after), before: Float32Array.from(pairs, (p) => p.before),
+      weight: Float32Array.from(pairs, (p) => p.weight ?? NaN),
     },
   };
 }

@@ -709,9 +709,11 @@ class _SkyPlot:
     def set_theme(self, dark: bool) -> None:
         """Colour the marks for a dark (True) or light page."""
         colors = theme_colors(dark)
+        # the selection's style first: bqplot clears the style it replaces from every point,
+        # and the new colours then paint them again
+        self._sky.selected_style = {"fill": colors.bad, "stroke": colors.bad}
         self._sky.colors = self._bars.colors = self._after.colors = [colors.data]
         self._after_range.colors = [colors.data]
-        self._sky.selected_style = {"fill": colors.bad, "stroke": colors.bad}
         self._invalid.colors = [colors.bad]
         self._before.colors = self._before_range.colors = [colors.before]
         self._zero.colors = [colors.zero]
@@ -758,7 +760,8 @@ class _SkyPlot:
         ranges = m > MAX_PLOT_POINTS
         with self._before.hold_sync(), self._after.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
-            self._p_axis.tick_values = k[:: max(1, -(-m // MAX_PAIR_TICKS))]
+            ticks = MAX_PAIR_TICKS if m < 1000 else MAX_PAIR_TICKS // 2  # long numbers: fewer
+            self._p_axis.tick_values = k[:: max(1, -(-m // ticks))]
             self._zero.x = [-0.5, max(m, 1) - 0.5]
             for points, spans, values in ((self._before, self._before_range, before),
                                           (self._after, self._after_range, after)):

@@ -99,8 +99,9 @@ class FootprintMap(anywidget.AnyWidget):
     Notes
     -----
     All state lives in traitlets, so a saved notebook re-renders without a kernel.  Arrays
-    over images and pairs travel as binary buffers (little-endian), not JSON lists: a map of
-    10,000 images and 40,000 overlaps sends a solve's new colours in ~200 kB.  Coordinates
+    over images and pairs travel as binary buffers (little-endian), not JSON lists.  The
+    numbers of tooltips (4 significant digits) travel as float32: `tooltips` and `pairs`
+    write the very numbers the front end writes.  Coordinates
     are arcsec in the display frame (x right = west, y up = north).
 
     Set by Python, drawn by the front end:
@@ -113,7 +114,7 @@ class FootprintMap(anywidget.AnyWidget):
     - ``fill_rgb``: uint8 (n, 3), each footprint's colour.
     - ``images``: what the tooltips and outlines say of each image: ``{"solved", "unit",
       "flags": uint8 (1: no valid sky, hatched; 2: outside the largest component, dashed),
-      "sky", "sky_err": float64, "component": int32, "group", "reason": {"texts": [...],
+      "sky", "sky_err": float32, "component": int32, "group", "reason": {"texts": [...],
       "index": int32}}``.
     - ``colorbar``: ``{"kind": "ramp", "colors", "vmin", "vmax", "label"}`` or
       ``{"kind": "categories", "labels", "colors", "more", "label"}``.
@@ -121,7 +122,7 @@ class FootprintMap(anywidget.AnyWidget):
       "a", "b": int32 (indices into inputs), "ends": float32 (p, 4)}`` (a line between the
       inputs' centres; a group's centre is the mean of its images' centres).
     - ``pair_values``: ``{"unit", "color": uint8 (p, 3), "state": uint8 (1: used in the
-      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float64}``,
+      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float32}``,
       coloured by the residual after the solve.
     - ``pairs_colorbar``: the residual scale of the pairs (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
@@ -242,7 +243,7 @@ class FootprintMap(anywidget.AnyWidget):
         group, reason = _decoded(info["group"]), _decoded(info["reason"])
         unit = f" {info['unit']}" if info["unit"] else ""
         if info["solved"]:
-            sky, err = np.frombuffer(info["sky"], np.float64), np.frombuffer(info["sky_err"], np.float64)
+            sky, err = np.frombuffer(info["sky"], np.float32), np.frombuffer(info["sky_err"], np.float32)
             component = np.frombuffer(info["component"], np.int32).tolist()
             invalid = (np.frombuffer(info["flags"], np.uint8) & 1).astype(bool).tolist()
         texts = []
@@ -270,8 +271,9 @@ class FootprintMap(anywidget.AnyWidget):
         a, b = np.frombuffer(shapes["a"], np.int32), np.frombuffer(shapes["b"], np.int32)
         ends = self._pair_cache[2]
         state = np.frombuffer(values["state"], np.uint8).tolist()
-        after, before = np.frombuffer(values["after"]), np.frombuffer(values["before"])
-        weight = np.frombuffer(values["weight"])
+        after = np.frombuffer(values["after"], np.float32)
+        before = np.frombuffer(values["before"], np.float32)
+        weight = np.frombuffer(values["weight"], np.float32)
         unit = f" {values['unit']}" if values["unit"] else ""
         out = []
         for k in range(len(a)):
@@ -356,7 +358,7 @@ class FootprintMap(anywidget.AnyWidget):
                 .tobytes()}
         if r is None:
             return {**info, "sky": b"", "sky_err": b"", "component": b"", "reason": _encoded([""] * n)}
-        return {**info, "sky": _f64(r["sky"].values), "sky_err": _f64(r["sky_err"].values),
+        return {**info, "sky": _f32(r["sky"].values), "sky_err": _f32(r["sky_err"].values),
                 "component": np.ascontiguousarray(r["component"].values, "<i4").tobytes(),
                 "reason": _encoded(r["reason"].values.astype(str).tolist())}
 
@@ -374,8 +376,8 @@ class FootprintMap(anywidget.AnyWidget):
         weight = r["robust_weight"].values if "robust_weight" in r else np.full(len(a), np.nan)
         self._pair_colors = style.colors
         values = {"unit": unit, "color": _rgb(style.colors), "state": state.tobytes(),
-                  "after": _f64(r["diff_after"].values), "before": _f64(r["diff_before"].values),
-                  "weight": _f64(weight)}
+                  "after": _f32(r["diff_after"].values), "before": _f32(r["diff_before"].values),
+                  "weight": _f32(weight)}
         return self._pair_shapes(a, b), values, style.legend.as_json()
 
     def _pair_shapes(self, a: np.ndarray, b: np.ndarray) -> dict:
@@ -417,10 +419,6 @@ class FootprintMap(anywidget.AnyWidget):
 # -- binary buffers -------------------------------------------------------------------------------
 def _f32(values) -> bytes:
     return np.ascontiguousarray(values, "<f4").tobytes()
-
-
-def _f64(values) -> bytes:
-    return np.ascontiguousarray(values, "<f8").tobytes()
 
 
 def _rgb(colors: list[str]) -> bytes:

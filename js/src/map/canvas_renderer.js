@@ -70,6 +70,10 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     if (frame) return;
     const run = () => {
       frame = 0;
+      const r = surface.getBoundingClientRect();
+      // not laid out (hidden, detached, the page re-styling): keep what is drawn, draw later
+      // (the map's ResizeObserver asks again once it has a size)
+      if (!(r.width > 0 && r.height > 0)) return;
       if (dirtyBase) drawBase();
       if (dirtyTop) drawTop();
       dirtyBase = dirtyTop = false;
@@ -252,6 +256,9 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
 
   surface.addEventListener("focus", () => schedule("top"));
   surface.addEventListener("blur", () => schedule("top"));
+  // a new theme (JupyterLab marks it on <body>) changes the CSS colours the canvas was drawn in
+  const theme = typeof MutationObserver === "function" ? new MutationObserver(() => schedule("base")) : null;
+  theme?.observe(document.body, { attributes: true });
 
   return {
     element: surface,
@@ -291,6 +298,10 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     },
     showBox(a, b) { box = [a, b]; schedule("top"); },
     hideBox() { if (box) { box = null; schedule("top"); } },
+    destroy() {
+      theme?.disconnect();
+      if (frame && typeof cancelAnimationFrame === "function") cancelAnimationFrame(frame);
+    },
     hit(event) {
       const r = surface.getBoundingClientRect();
       const rect = r.width > 0 && r.height > 0 ? r : { left: 0, top: 0, width: 640, height: 420 };

@@ -3,7 +3,7 @@
 // The tooltips and the overlap lines' titles are written here, from the numbers, exactly as
 // Python's FootprintMap.tooltips and .pairs write them.
 
-import { decodeTexts, float32s, float64s, hexColors, int32s, number, points, uint8s } from "../_data.js";
+import { decodeTexts, float32s, hexColors, int32s, number, points, uint8s } from "../_data.js";
 
 /**
  * @typedef {import("./geometry.js").Point} Point
@@ -51,7 +51,7 @@ export function createMapData(model) {
     const info = model.get("images") ?? {};
     return {
       solved: Boolean(info.solved), unit: info.unit ? ` ${info.unit}` : "", flags: uint8s(info.flags),
-      sky: float64s(info.sky), err: float64s(info.sky_err), component: int32s(info.component),
+      sky: float32s(info.sky), err: float32s(info.sky_err), component: int32s(info.component),
       group: decodeTexts(info.group), reason: decodeTexts(info.reason),
     };
   });
@@ -69,7 +69,7 @@ export function createMapData(model) {
     }));
     return {
       lines, a, b, state, inputs: shape.inputs ?? [], unit: values.unit ? ` ${values.unit}` : "",
-      after: float64s(values.after), before: float64s(values.before), weight: float64s(values.weight),
+      after: float32s(values.after), before: float32s(values.before), weight: float32s(values.weight),
     };
   });
 

@@ -29,6 +29,7 @@ import { pairSegment, pathData } from "./geometry.js";
  * @property {(from: Point, to: Point) => void} showBox  the box of a box selection (SVG space)
  * @property {() => void} hideBox
  * @property {(event: MouseEvent) => (Hit|null)} hit  what the event's pointer is on
+ * @property {() => void} destroy  stop what it listens to
  */
 
 /**
@@ -129,6 +130,7 @@ export function createSvgRenderer(uid) {
     hideBox() {
       box.style.display = "none";
     },
+    destroy() {},
     hit(event) {
       const target = /** @type {Element|null} */ (event.target);
       const image = target?.getAttribute?.("data-index");

@@ -74,7 +74,7 @@ function numberParts(text, width) {
 }
 
 /** Above this many rows only those in view are in the DOM (a virtual window over the rest). */
-export const VIRTUAL_LIMIT = 1000;
+export const VIRTUAL_LIMIT = 500;
 const OVERSCAN = 12; // rows rendered above and below the visible ones
 const NOMINAL_HEIGHT = 420; // pixels of the scroller without layout (jsdom)
 

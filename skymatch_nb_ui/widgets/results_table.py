@@ -59,7 +59,7 @@ class ResultsTable(anywidget.AnyWidget):
     data : dict
         The rows as columns, as they travel to the front end: ``{"count": n, key: ...}`` with
         numbers as float64 buffers (NaN: missing), booleans as uint8 buffers and strings as
-        ``{"texts": [distinct texts], "index": int32 buffer}``.  Above 1,000 rows the front end
+        ``{"texts": [distinct texts], "index": int32 buffer}``.  Above 500 rows the front end
         keeps only the rows in view in the page (a virtual window).
     columns : list of dict
         ``{"key", "label", "kind"}`` of each column (``kind``: ``"str"``, ``"num"``, ``"bool"``).

@@ -13,6 +13,7 @@ import { createHitIndex } from "./hit_index.js";
 
 const DOT = 2; // pixels: footprints smaller than this on screen are drawn as dots
 const OUTLINED = 6; // pixels: footprints smaller than this get no outline (it would hide the fill)
+const PER_PATH = 256; // footprints per path: one path of thousands of overlapping ones fills slowly
 const PAIR_TOLERANCE = 4; // pixels: how close to an overlap line the pointer must be
 
 /**
@@ -138,10 +139,12 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     }
     ctx.globalAlpha = 0.85;
     for (const [color, members] of byColor) {
-      ctx.beginPath();
-      for (const i of members) trace(ctx, t, i, true);
       ctx.fillStyle = color;
-      ctx.fill();
+      for (let start = 0; start < members.length; start += PER_PATH) {
+        ctx.beginPath();
+        for (const i of members.slice(start, start + PER_PATH)) trace(ctx, t, i, true);
+        ctx.fill();
+      }
     }
     ctx.globalAlpha = 1;
     if (typical * t.s >= OUTLINED * t.ratio) {
@@ -154,15 +157,20 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
   }
 
   function outline(ctx, t, which, color, width, dash) {
-    ctx.beginPath();
-    let any = false;
-    for (let i = 0; i < count; i++) if (which(i)) any = trace(ctx, t, i, false) || any;
-    if (!any) return;
     ctx.setLineDash(dash.map((d) => d * t.ratio));
     ctx.lineWidth = width * t.ratio;
     ctx.strokeStyle = color;
     ctx.lineJoin = "round";
-    ctx.stroke();
+    let traced = 0;
+    ctx.beginPath();
+    for (let i = 0; i < count; i++) {
+      if (!which(i) || !trace(ctx, t, i, false)) continue;
+      if (++traced % PER_PATH === 0) {
+        ctx.stroke();
+        ctx.beginPath();
+      }
+    }
+    if (traced % PER_PATH) ctx.stroke();
     ctx.setLineDash([]);
   }
 
@@ -189,32 +197,39 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
 
   function drawPairs(ctx, t) {
     const px = (x) => t.ox + (x - view.x) * t.s, py = (y) => t.oy + (y - view.y) * t.s;
+    const inView = (j) => {
+      const [x1, y1, x2, y2] = [px(segments[4 * j]), py(segments[4 * j + 1]), px(segments[4 * j + 2]), py(segments[4 * j + 3])];
+      return Math.max(x1, x2) >= 0 && Math.min(x1, x2) <= t.width && Math.max(y1, y2) >= 0 && Math.min(y1, y2) <= t.height;
+    };
+    const stroke = (members) => {
+      for (let start = 0; start < members.length; start += PER_PATH) {
+        ctx.beginPath();
+        for (const j of members.slice(start, start + PER_PATH)) {
+          ctx.moveTo(px(segments[4 * j]), py(segments[4 * j + 1]));
+          ctx.lineTo(px(segments[4 * j + 2]), py(segments[4 * j + 3]));
+        }
+        ctx.stroke();
+      }
+    };
+    const shown = [];
+    for (let j = 0; j < pairs.length; j++) if (inView(j)) shown.push(j);
     ctx.lineCap = "round";
-    ctx.beginPath();
-    for (let j = 0; j < pairs.length; j++) {
-      ctx.moveTo(px(segments[4 * j]), py(segments[4 * j + 1]));
-      ctx.lineTo(px(segments[4 * j + 2]), py(segments[4 * j + 3]));
-    }
     ctx.strokeStyle = "rgba(0, 0, 0, 0.7)";
     ctx.lineWidth = 5.5 * t.ratio;
-    ctx.stroke();
+    stroke(shown);
     const groups = new Map();
-    pairs.forEach((pair, j) => {
+    for (const j of shown) {
+      const pair = pairs[j];
       const key = `${pair.color}|${pair.valid ? "" : "unused"}|${pair.flagged ? "flagged" : ""}`;
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key).push(j);
-    });
+    }
+    ctx.lineWidth = 3 * t.ratio;
     for (const [key, members] of groups) {
       const [color, unused, flagged] = key.split("|");
-      ctx.beginPath();
-      for (const j of members) {
-        ctx.moveTo(px(segments[4 * j]), py(segments[4 * j + 1]));
-        ctx.lineTo(px(segments[4 * j + 2]), py(segments[4 * j + 3]));
-      }
       ctx.setLineDash(unused ? [4 * t.ratio, 4 * t.ratio] : flagged ? [1 * t.ratio, 4 * t.ratio] : []);
       ctx.strokeStyle = color;
-      ctx.lineWidth = 3 * t.ratio;
-      ctx.stroke();
+      stroke(members);
     }
     ctx.setLineDash([]);
   }

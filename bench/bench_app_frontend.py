@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import statistics
@@ -25,6 +24,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the page's state
+
+from _page_state import REVIVE_JS, page_state
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
@@ -37,9 +39,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 
 #: In the page: binary buffers back as DataViews, a model with get/set/on/off, the widget.
 MOUNT = """async ([esm, raw]) => {
-  const revive = (v) => Array.isArray(v) ? v.map(revive) : !v || typeof v !== 'object' ? v
-    : '__buffer__' in v ? new DataView(Uint8Array.from(atob(v.__buffer__), (c) => c.charCodeAt(0)).buffer)
-    : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)]));
+  """ + REVIVE_JS + """
   window.__revive = revive;
   class Model {
     constructor(s) { this.s = s; this.h = {}; }
@@ -65,25 +65,6 @@ APPLY = """async (raw) => {
 }"""
 
 
-def jsonable(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__buffer__": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def state(widget) -> dict:
-    """The widget's own synced traitlets (not anywidget's plumbing), JSON-safe."""
-    import anywidget
-
-    base = set(anywidget.AnyWidget.class_trait_names())
-    keys = [k for k in widget.trait_names(sync=True) if k not in base and not k.startswith("_")]
-    return jsonable({k: getattr(widget, k) for k in keys})
-
-
 def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
@@ -107,9 +88,10 @@ def main(argv=None) -> int:
                 after = coll.skymatch(skymethod="global", skystat="mean")
             for widget in (FootprintMap(coll, before, show_overlaps=args.overlaps),
                            ResultsTable(coll, before)):
-                first = state(widget)
+                first = page_state(widget)
                 widget.update(after)
-                changed = {k: v for k, v in state(widget).items() if json.dumps(v) != json.dumps(first[k])}
+                changed = {k: v for k, v in page_state(widget).items()
+                           if json.dumps(v) != json.dumps(first[k])}
                 page = browser.new_page(viewport={"width": 1200, "height": 800})
                 page.set_content(f"<style>{widget._css}</style>")
                 start = time.perf_counter()

@@ -29,6 +29,22 @@ def jsonable(value):
     return value
 
 
+def map_point(page, xy, surface: str = ".smnb-map-surface") -> list:
+    """Page pixels of a display-frame point (arcsec) of a canvas map, from its view.
+
+    The canvas maps SVG space (y flipped) as SVG's viewBox with "meet" does; its view is in
+    the surface's ``data-view`` ("x y w h").
+    """
+    return page.evaluate("""([x, y, selector]) => {
+        const surface = document.querySelector(selector);
+        const [vx, vy, vw, vh] = surface.dataset.view.split(' ').map(Number);
+        const r = surface.getBoundingClientRect();
+        const s = Math.min(r.width / vw, r.height / vh);
+        const ox = r.left + (r.width - vw * s) / 2, oy = r.top + (r.height - vh * s) / 2;
+        return [ox + (x - vx) * s, oy + (-y - vy) * s];
+    }""", [*map(float, xy), surface])
+
+
 def page_state(widget) -> dict:
     """The widget's own synced traitlets (not anywidget's plumbing), JSON-safe."""
     base = set(anywidget.AnyWidget.class_trait_names())

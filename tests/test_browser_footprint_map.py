@@ -19,7 +19,7 @@ from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets.footprint_map import FootprintMap
 
-from _page_state import REVIVE_JS, page_state
+from _page_state import REVIVE_JS, map_point, page_state
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -175,15 +175,7 @@ def big_map():
 
 
 def client_point(page, xy):
-    """Page pixels of a display-frame point (arcsec), from the surface's view (SVG's meet)."""
-    return page.evaluate("""([x, y]) => {
-        const surface = document.querySelector('#root .smnb-map-surface');
-        const [vx, vy, vw, vh] = surface.dataset.view.split(' ').map(Number);
-        const r = surface.getBoundingClientRect();
-        const s = Math.min(r.width / vw, r.height / vh);
-        const ox = r.left + (r.width - vw * s) / 2, oy = r.top + (r.height - vh * s) / 2;
-        return [ox + (x - vx) * s, oy + (-y - vy) * s];
-    }""", list(xy))
+    return map_point(page, xy, "#root .smnb-map-surface")
 
 
 def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):

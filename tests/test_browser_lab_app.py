@@ -14,6 +14,8 @@ import time
 
 from playwright.sync_api import Page, expect
 
+from _page_state import map_point
+
 # run code in the notebook's kernel from the page; returns what it printed
 KERNEL_EXEC = """async (code) => {
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
@@ -190,18 +192,6 @@ measure.sky_statistic = _slow_statistic
 """
 
 
-def surface_point(page: Page, xy) -> list:
-    """Page pixels of a display-frame point (arcsec) of the map, from its view (SVG's meet)."""
-    return page.evaluate("""([x, y]) => {
-        const surface = document.querySelector('.smnb-map-surface');
-        const [vx, vy, vw, vh] = surface.dataset.view.split(' ').map(Number);
-        const r = surface.getBoundingClientRect();
-        const s = Math.min(r.width / vw, r.height / vh);
-        const ox = r.left + (r.width - vw * s) / 2, oy = r.top + (r.height - vh * s) / 2;
-        return [ox + (x - vx) * s, oy + (-y - vy) * s];
-    }""", list(xy))
-
-
 def test_two_thousand_images_app_progress_and_cancel(page: Page, lab_server, screenshots):
     """Issue 12 item 5: the app with 2,000 images: canvas map, picking and hover reach the
     kernel, a long solve from the page shows its progress and Cancel stops it."""
@@ -222,11 +212,11 @@ def test_two_thousand_images_app_progress_and_cancel(page: Page, lab_server, scr
     page.wait_for_timeout(300)
     k, j = 1234, 777
     centre = json.loads(kernel(page, f"import json; print(json.dumps(app.map.centers[{k}]))"))
-    page.mouse.click(*surface_point(page, centre))
+    page.mouse.click(*map_point(page, centre))
     name = json.loads(kernel(page, f"print(json.dumps(coll.names[{k}]))"))
     kernel_until(page, "print(app.selected)", f"['{name}']")
     centre = json.loads(kernel(page, f"print(json.dumps(app.map.centers[{j}]))"))
-    page.mouse.move(*surface_point(page, centre))
+    page.mouse.move(*map_point(page, centre))
     tooltip = page.locator(".smnb-map-tooltip")
     expect(tooltip).to_be_visible()
     assert tooltip.inner_text() == json.loads(kernel(page, f"print(json.dumps(app.map.tooltips[{j}]))"))

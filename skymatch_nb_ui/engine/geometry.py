@@ -163,6 +163,15 @@ def xyz_to_lonlat(xyz) -> tuple[np.ndarray, np.ndarray]:
     return lon, lat
 
 
+def mean_direction(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """The direction of the summed unit vectors along the last axis, as (lon, lat) in degrees.
+
+    The centre of a footprint from its corners (shape (n, m) -> (n,)), or of a set of points
+    (shape (m,) -> scalars); unlike a mean of longitudes it is right across RA = 0.
+    """
+    return xyz_to_lonlat(lonlat_to_xyz(lon, lat).sum(axis=-2))
+
+
 def edge_pixels(shape: tuple[int, int], stepsize: int | None = None):
     """Vertices, in pixel coordinates, of the outline along the pixel edges.
 

@@ -91,8 +91,8 @@ class ResultsTable(anywidget.AnyWidget):
     name,group,component,sky,sky_err,npix,valid,reason
     >>> print(table.to_csv().splitlines()[2])
     img01,,0,20,0,4000,True,
-    >>> table.table()["sky"][1]
-    np.float64(20.0)
+    >>> round(float(table.table()["sky"][1]), 9)
+    20.0
     """
 
     _esm = esm("results_table.js")

@@ -18,7 +18,7 @@ import { createCanvasRenderer } from "./map/canvas_renderer.js";
 import { createMapData } from "./map/data.js";
 import { attachInteraction } from "./map/interaction.js";
 import { buildLayout } from "./map/layout.js";
-import { colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
+import { ARROW_LEGEND, colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
 import { createSvgRenderer } from "./map/svg_renderer.js";
 import { createViewport } from "./map/viewport.js";
 
@@ -103,8 +103,11 @@ function render({ model, el: host }) {
 
   function drawFlags() {
     const flags = data.flags();
+    const arrows = data.arrows();
     renderer.setFlags(flags);
-    ui.flagLegend.replaceChildren(...flagRows(flags));
+    renderer.setArrows(arrows);
+    const arrowRow = arrows.some(Boolean) ? [legendRow(el("span", "smnb-map-swatch smnb-map-swatch-arrow", "➝"), ARROW_LEGEND)] : [];
+    ui.flagLegend.replaceChildren(...flagRows(flags), ...arrowRow);
   }
 
   function drawSelection() {

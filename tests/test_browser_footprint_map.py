@@ -285,14 +285,15 @@ def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(map_brows
         page.close()
 
     # the canvas renderer draws the same arrows: the arrow's colour half-way along its shaft
-    page = mount(map_browser, fmap.__class__(fmap._collection, fmap._result, color_by="gradient",
-                                             renderer="canvas"))
+    page = mount(map_browser, FootprintMap(fmap._collection, fmap._result, color_by="gradient",
+                                           renderer="canvas"))
     page.wait_for_timeout(200)
     x, y = arrow_pixel(page, fmap, k, "#root .smnb-map-surface")
     drawn = page.evaluate("""([x, y]) => {
         const canvas = document.querySelector('#root .smnb-map-layer');
         const r = canvas.getBoundingClientRect(), ratio = canvas.width / r.width;
-        return [...canvas.getContext('2d').getImageData((x - r.left) * ratio, (y - r.top) * ratio, 1, 1).data];
+        const at = [(x - r.left) * ratio, (y - r.top) * ratio];
+        return [...canvas.getContext('2d').getImageData(at[0], at[1], 1, 1).data];
     }""", [x, y])
     assert max(drawn[:3]) < 80, drawn  # the dark stroke, not the footprint's fill
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_planes_canvas_light.png"))

@@ -16,6 +16,7 @@ import matplotlib.legend
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from _plane_results import plane_result
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
@@ -32,8 +33,6 @@ from skymatch_nb_ui.display.projection import (
 from skymatch_nb_ui.plotting import mosaic_wcs, plot_footprints, plot_planes
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import FootprintMap
-
-from _plane_results import plane_result
 
 
 @pytest.fixture(autouse=True)

@@ -8,18 +8,17 @@ import warnings
 
 import numpy as np
 import pytest
+from _plane_results import plane_result
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.display.colors import DIVERGING, MISSING, VIRIDIS, categorical
+from skymatch_nb_ui.display.encodings import NO_GRADIENT
+from skymatch_nb_ui.display.planes import ARROW_FRACTION
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets.footprint_map import COLOR_BY, FootprintMap, project_footprints
-from skymatch_nb_ui.display.encodings import NO_GRADIENT
-from skymatch_nb_ui.display.planes import ARROW_FRACTION
-
-from _plane_results import plane_result
 
 
 def collection(mosaic, **kwargs) -> ImageCollection:

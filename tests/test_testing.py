@@ -227,6 +227,15 @@ def test_residual_sky_removes_the_gauge_and_nothing_else(tangent, rotation):
         m.residual_sky([0.0])
     with pytest.raises(ValueError, match="gauge must be"):
         m.residual_sky(exact, gauge="quadratic")
+    # planes instead of images: the same residuals, evaluated at the pixels used only
+    np.testing.assert_allclose(m.residual_sky(planes=m.planes + [1.0, 1e-3, 0.0], step=3),
+                               m.residual_sky([e + 1.0 + 1e-3 * (np.arange(50) - 24.5) for e in exact],
+                                              step=3), atol=1e-9)
+    assert rms(m.residual_sky(planes=m.planes)) < 1e-9
+    with pytest.raises(ValueError, match=r"planes must have shape \(6, 3\)"):
+        m.residual_sky(planes=m.planes[:, :2])
+    with pytest.raises(TypeError, match="either models or planes"):
+        m.residual_sky(exact, planes=m.planes)
 
 
 def test_adding_mosaics_concatenates_planes_and_groups():

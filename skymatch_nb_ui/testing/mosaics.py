@@ -114,7 +114,8 @@ class Mosaic:
         ny, nx = self.images[k].shape
         return _plane_image(self.sky[k], self.slope_x[k], self.slope_y[k], (ny, nx))
 
-    def residual_sky(self, models, *, gauge: str | None = "plane", step: int = 1) -> np.ndarray:
+    def residual_sky(self, models=None, *, planes=None, gauge: str | None = "plane",
+                     step: int = 1) -> np.ndarray:
         """The true sky left after subtracting fitted ``models``, at every (``step``-th) pixel.
 
         Matching finds skies only up to what no overlap can see (the gauge): a common constant
@@ -124,8 +125,12 @@ class Mosaic:
 
         Parameters
         ----------
-        models : sequence
+        models : sequence, optional
             One fitted sky per image: a number (a constant) or an array of the image's shape.
+        planes : array_like, shape (n, 3), optional
+            Instead of `models`: one fitted plane per image, (level at the centre, slope_x,
+            slope_y) in its own pixels (as `planes`, or a plane result's ``sky``,
+            ``slope_x``, ``slope_y``), evaluated at the pixels used only (big mosaics).
         gauge : {"plane", "constant", None}
             The common part to remove.
         step : int
@@ -146,6 +151,14 @@ class Mosaic:
         >>> rms(m.residual_sky(list(m.sky))) > 0.1                       # constants miss planes
         True
         """
+        if (models is None) == (planes is None):
+            raise TypeError("residual_sky takes either models or planes")
+        if planes is not None:
+            planes = np.asarray(planes, dtype=np.float64)
+            if planes.shape != (len(self), 3):
+                raise ValueError(f"planes must have shape ({len(self)}, 3): (level, slope_x, "
+                                 f"slope_y) per image; got {planes.shape}")
+            models = planes
         if len(models) != len(self):
             raise ValueError(f"models must hold one fitted sky per image ({len(self)}); got {len(models)}")
         if gauge not in ("plane", "constant", None):
@@ -155,8 +168,11 @@ class Mosaic:
         for k, model in enumerate(models):
             ny, nx = self.images[k].shape
             y, x = np.mgrid[0:ny:step, 0:nx:step]
+            if planes is not None:
+                level, slope_x, slope_y = model
+                model = level + slope_x * (x - (nx - 1) / 2) + slope_y * (y - (ny - 1) / 2)
             model = np.asarray(model, dtype=np.float64)
-            model = model[::step, ::step] if model.ndim == 2 else np.broadcast_to(model, x.shape)
+            model = model[::step, ::step] if model.shape == (ny, nx) else np.broadcast_to(model, x.shape)
             residuals.append((self.true_sky(k)[::step, ::step] - model).ravel())
             if gauge == "plane":
                 xi, eta = _gnomonic(*self.wcs[k].all_pix2world(x.ravel(), y.ravel(), 0), ra0, dec0)

@@ -163,9 +163,10 @@ def ours_planes(images, wcs, *, skymodel: str, **params) -> np.ndarray:
 
     options = {"skymodel": skymodel} if skymodel != "constant" else {}
     result = skymatch(images, wcs, skymethod="match", **options, **params)
-    slopes = [getattr(result, key, None) for key in ("slope_x", "slope_y")]
-    zeros = np.zeros(len(images))
-    return np.column_stack([result.sky, *(zeros if s is None else s for s in slopes)])
+    plane = getattr(result, "plane", None)  # SkyMatchResult.plane (skymodel="plane")
+    if plane is None:
+        return np.column_stack([result.sky, np.zeros((len(images), 2))])
+    return np.column_stack([result.sky, plane.slope_x, plane.slope_y])
 
 
 def main() -> int:

@@ -656,9 +656,6 @@ class ImageCollection:
         table["npix"] = result.npix.values
         table["valid"] = result.valid.values
         table["reason"] = [str(r) for r in result.reason.values]
-        for key in ("slope_x", "slope_y", "gradient", "gradient_pa"):  # fitted planes
-            if key in result:
-                table.add_column(result[key].values, name=key, index=table.colnames.index("npix"))
         table["file"] = [s.file for s in self._sources]
         table["sky"].description = "sky level to subtract"
         table["sky_err"].description = "1-sigma statistical uncertainty of sky"

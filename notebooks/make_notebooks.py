@@ -773,9 +773,12 @@ for ax, (title, result) in zip(axes, [("constant", constant), ("plane", planes)]
     ax.set_axis_off()
 fig.colorbar(shown, ax=axes, label="sky-subtracted data (8x8 median) [σ]")
 plt.show()"""),
-    ("markdown", """Against the truth: the images share one tangent plane with the same axes, so what
-no overlap can see (a common plane) is a common slope in every image. Less that common part,
-the fitted slopes are the true ones within their errors."""),
+    ("markdown", """The seams are gone. What is left is one smooth tilt across the whole mosaic: the
+part of the scattered light that is the same plane on the sky in every image (here the mean
+of their slopes) changes no overlap's difference, so no matching can see it, just as no
+matching can tell a common constant (`sky_error` leaves both out). Against the truth: the
+images share one tangent plane with the same axes, so that common part is a common slope in
+every image. Less it, the fitted slopes are the true ones within their errors."""),
     ("code", """for axis in ("slope_x", "slope_y"):
     off = planes[axis].values - getattr(m, axis)
     off -= off.mean()

@@ -2,7 +2,8 @@
 with planes, ours with planes, and the error measure: the true sky left after correction.
 
 Used by ``bench_vs_peers.py --scene gradient`` (and runnable alone on a small mosaic:
-``python bench/_gradients.py``, ours and Montage side by side, about a minute).
+``python bench/_gradients.py [--layout 4 4 --shape 1024 1024 --rounds 2]``, ours and
+Montage side by side in one process).
 
 - `gradient_mosaic`: the scene, `make_mosaic(..., gradient=GRADIENT)` (each image its own
   plane rising by up to ``GRADIENT`` noise sigma across it, random direction) over the nebula
@@ -169,37 +170,49 @@ def ours_planes(images, wcs, *, skymodel: str, **params) -> np.ndarray:
     return np.column_stack([result.sky, plane.slope_x, plane.slope_y])
 
 
-def main() -> int:
-    """Ours and Montage on one small gradient mosaic, side by side (a check of the runners)."""
+def main(argv=None) -> int:
+    """Ours and Montage on one gradient mosaic, side by side, in this process (a check of the
+    runners; ``bench_vs_peers.py --scene gradient`` runs each engine in its own process)."""
+    import argparse
+    import statistics
     import subprocess
 
     from skymatch_nb_ui.engine.params import SkyMatchParams
 
+    parser = argparse.ArgumentParser(description=main.__doc__.split(";")[0])
+    parser.add_argument("--layout", type=int, nargs=2, default=(3, 3))
+    parser.add_argument("--shape", type=int, nargs=2, default=(256, 256))
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
     has_planes = "skymodel" in SkyMatchParams.names()
-    print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    mosaic = gradient_mosaic((3, 3), (256, 256), seed=0)
+    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print("load before:", uptime())
+    mosaic = gradient_mosaic(tuple(args.layout), tuple(args.shape), seed=args.seed)
     shapes = [im.shape for im in mosaic.images]
     truth = truth_mosaic(mosaic.planes, mosaic.wcs, shapes)
-    print(f"3x3 of 256^2, planes up to {GRADIENT} sigma; constant truth: "
-          f"{sky_error(truth, np.column_stack([mosaic.sky, 0 * mosaic.sky, 0 * mosaic.sky])):.3f}"
-          " sigma left by exact constants")
-    rows = []
+    exact = np.column_stack([mosaic.sky, np.zeros((len(mosaic), 2))])
+    print(f"{args.layout[0]}x{args.layout[1]} of {args.shape[0]}x{args.shape[1]}, planes up to "
+          f"{GRADIENT} sigma; the true constants would leave {sky_error(truth, exact):.3f} sigma")
+    runs: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_gradients_") as tmp:
         raw = Path(tmp) / "raw"
         write_fits(mosaic, raw)
-        models = ["constant"] + (["plane"] if has_planes else [])
-        for model in models:
-            start = time.perf_counter()
-            planes = ours_planes(mosaic.images, mosaic.wcs, skymodel=model, skystat="median")
-            rows.append((f"ours {model}", time.perf_counter() - start, sky_error(truth, planes)))
-        for slopes in (False, True):
-            start = time.perf_counter()
-            reply = montage_planes(raw, Path(tmp), slopes=slopes)
-            rows.append((f"montage {'planes' if slopes else 'levels'}",
-                         time.perf_counter() - start, sky_error(truth, np.array(reply["planes"]))))
-    for name, seconds, error in rows:
-        print(f"{name:<16} {seconds:8.2f} s   sky left {error:.4f} sigma rms")
-    print("load after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+        for _ in range(args.rounds):
+            for model in ["constant"] + (["plane"] if has_planes else []):
+                start = time.perf_counter()
+                planes = ours_planes(mosaic.images, mosaic.wcs, skymodel=model, skystat="median")
+                runs.setdefault(f"ours {model}", []).append((time.perf_counter() - start, planes))
+            for slopes in (False, True):
+                start = time.perf_counter()
+                planes = np.array(montage_planes(raw, Path(tmp), slopes=slopes)["planes"])
+                runs.setdefault(f"montage {'planes' if slopes else 'levels'}", []).append(
+                    (time.perf_counter() - start, planes))
+    for name, results in runs.items():
+        times = [t for t, _ in results]
+        print(f"{name:<16} min {min(times):8.2f} s  median {statistics.median(times):8.2f} s   "
+              f"sky left {sky_error(truth, results[-1][1]):.4f} sigma rms")
+    print("load after:", uptime())
     return 0
 
 

@@ -294,3 +294,43 @@ def test_documented_examples(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     failures, tried = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
+
+
+# -- a real plane solve (skymodel="plane") in every view -------------------------------------------
+def _has_planes() -> bool:
+    from skymatch_nb_ui.engine.params import SkyMatchParams
+
+    return "skymodel" in SkyMatchParams.names()
+
+
+@pytest.mark.skipif(not _has_planes(), reason="needs skymodel='plane' (issue 13's engine)")
+def test_a_real_plane_solve_is_shown_by_the_map_the_table_and_the_figures():
+    from skymatch_nb_ui.widgets import ResultsTable
+
+    mosaic = make_mosaic((2, 3), shape=(200, 200), overlap=0.3, noise=1.0, gradient=6.0,
+                         rotation=15.0, seed=5)
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names)
+    result = coll.skymatch(skystat="median", skymodel="plane")
+    fmap = FootprintMap(coll, result, color_by="gradient", show_overlaps=True)
+    assert fmap.images["plane"] and fmap.colorbar["label"] == "Sky gradient [per arcsec]"
+    assert all("\nslopes x, y: " in t and "\ngradient: " in t for t in fmap.tooltips)
+    assert all(("residual gradient: " in p["title"]) or ("constant only: " in p["title"])
+               for p in fmap.pairs if p["valid"])
+    assert "gradient" in [c["key"] for c in ResultsTable(coll, result).columns]
+    # the figure's planes (drawn from the gradient on the sky) are the engine's pixel planes
+    ax = plot_planes(result, cells=4)
+    for k, name in enumerate(result.image.values):
+        (mesh,) = [c for c in ax.collections if c.get_gid() == f"plane-{name}"]
+        y, x = (np.mgrid[0:4, 0:4] + 0.5) / 4 * 200 - 0.5
+        expected = (result.sky.values[k] + result.slope_x.values[k] * (x - 99.5)
+                    + result.slope_y.values[k] * (y - 99.5))
+        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 4), expected,
+                                   atol=1e-3 * max(np.ptp(expected), 1.0))
+    # the figure's arrows point where the map's do
+    tips = np.frombuffer(fmap.images["arrows"], np.float32).reshape(-1, 2)
+    step = tips - np.array(fmap.centers)
+    figure = arrow_directions(plot_footprints(result))
+    for k, name in enumerate(fmap.names):
+        if np.isfinite(step[k]).all() and np.hypot(*step[k]) > 0.5:
+            np.testing.assert_allclose(figure[name], np.array([-step[k, 0], step[k, 1]])
+                                       / np.hypot(*step[k]), atol=0.03, err_msg=name)

@@ -148,11 +148,9 @@ def montage_planes(raw: Path, work_root: Path, *, slopes: bool = True) -> dict:
     for row in corrections:
         k = index[file_of[int(row["id"])]]
         a[k], b[k], c[k] = float(row["a"]), float(row["b"]), float(row["c"])
-    wcs, shapes = [], []
-    for f in files:
-        with fits.open(f) as hdul:
-            wcs.append(WCS(hdul[0].header))
-            shapes.append(hdul[0].data.shape)
+    headers = [fits.getheader(f) for f in files]  # headers only: no pixels read
+    wcs = [WCS(h) for h in headers]
+    shapes = [(h["NAXIS2"], h["NAXIS1"]) for h in headers]
     planes = planes_in_images(a, b, c, header_wcs, wcs, shapes)
     return {"planes": planes.tolist(), "steps": t, "files_mb": files_mb,
             "share": t["mProjExec"] / sum(t.values())}

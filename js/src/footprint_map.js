@@ -171,6 +171,7 @@ function render({ model, el: host }) {
     renderer.element.setAttribute("aria-label",
       `Sky footprints of ${data.names().length} images, RA increasing to the left and north up, ` +
       `coloured by ${label}; ${(model.get("selected") ?? []).length} selected. ` +
+      (data.arrows().some(Boolean) ? "Arrows point where each image's fitted sky rises. " : "") +
       "Arrow keys move between images, Enter selects, Escape clears.");
   }
 

@@ -415,10 +415,12 @@ test("a plane result: one arrow per image with a gradient, centre to tip, and a 
   assert.equal(strokes[0], "0,0L4,0"); // a: from its centre (0, 0) west to (4, 0), y flipped
   assert.equal(strokes[6], "20,-20L16,-18"); // d: from (20, 20) to its tip (16, 18)
   assert.match(el.querySelector(".smnb-map-flaglegend").textContent, /sky gradient: the direction the fitted plane rises/);
+  assert.match(el.querySelector("svg.smnb-map-svg").getAttribute("aria-label"), /Arrows point where each image's fitted sky rises/);
   // a constant result: no arrows, no legend row
   model.set("images", encodeImages(IMAGES));
   assert.equal(el.querySelector("path.smnb-map-arrows").getAttribute("d"), "");
   assert.doesNotMatch(el.querySelector(".smnb-map-flaglegend").textContent, /sky gradient/);
+  assert.doesNotMatch(el.querySelector("svg.smnb-map-svg").getAttribute("aria-label"), /Arrows point/);
   cleanup();
 });
 

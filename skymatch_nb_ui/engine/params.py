@@ -260,9 +260,9 @@ class SkyMatchParams(_Params):
     skystat: SkyStatName = _param(
         "skystat", kind="choice", default="mode", stage="statistics", choices=SKYSTATS,
         help="statistic of the sky pixels",
-        doc="The statistic of the sky pixels (case-insensitive).  ``mode`` is the peak of a "
-        "histogram of the clipped values, ``midpt`` IRAF's pseudo-median from the same "
-        "histogram.",
+        doc="The statistic of the sky pixels (case-insensitive).  ``mode`` is the peak of the "
+        "distribution of the clipped values (a smoothed histogram), ``midpt`` IRAF's "
+        "pseudo-median from the histogram.",
     )
     lower: float | None = _param(
         "lower", kind="float", default=None, stage="statistics", nullable=True,
@@ -305,7 +305,8 @@ class SkyMatchParams(_Params):
         rule="> 0 (it is the histogram bin width in units of the standard deviation)",
         widget_min=0.001, widget_max=10, step=0.05,
         help="histogram bin width of mode and midpt, in standard deviations",
-        doc="Histogram bin width for ``mode`` and ``midpt``, in standard deviations.",
+        doc="Histogram bin width for ``mode`` and ``midpt``, in standard deviations: the "
+        "resolution of ``mode``'s peak.",
     )
     stepsize: int | None = _param(
         "stepsize", kind="int", default=None, stage="geometry", nullable=True, minimum=1,
@@ -350,8 +351,9 @@ class StatParams(_Params):
     Parameters
     ----------
     skystat : {'mode', 'mean', 'median', 'midpt'}
-        The statistic (case-insensitive; stored lower-case). ``mode`` is the peak of a
-        histogram of the clipped values, ``midpt`` IRAF's pseudo-median from the same histogram.
+        The statistic (case-insensitive; stored lower-case). ``mode`` is the peak of the
+        distribution of the clipped values (a smoothed histogram), ``midpt`` IRAF's
+        pseudo-median from the histogram.
     lower, upper : float or None
         Fixed limits of usable values, in data units, inclusive (None: no limit).
     nclip : int
@@ -359,7 +361,8 @@ class StatParams(_Params):
     lsigma, usigma : float
         Lower and upper clipping limits, in units of the standard deviation.
     binwidth : float
-        Histogram bin width for ``mode`` and ``midpt``, in units of the standard deviation.
+        Histogram bin width for ``mode`` and ``midpt``, in units of the standard deviation:
+        the resolution of ``mode``'s peak (see `sky_statistic`).
 
     Raises
     ------

@@ -17,8 +17,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from skymatch_nb_ui.testing import Mosaic, make_mosaic
-from skymatch_nb_ui.testing import _cd_matrix, _tan_wcs  # the frame make_mosaic uses
+from skymatch_nb_ui.testing import (  # the private helpers: the frame make_mosaic uses
+    Mosaic,
+    _cd_matrix,
+    _tan_wcs,
+    make_mosaic,
+)
 
 COARSE = 16  # coarse grid cells per image side
 SCALES = ((1 / 3, 1.0), (1 / 8, 0.5))  # (smoothing sigma in image sides, relative amplitude)
@@ -52,7 +56,7 @@ def nebula_mosaic(
     if sky is None:
         sky = 100.0 + 20.0 * rng.random(n)
     ny, nx = shape
-    stars = int(round(star_density * nx * ny / 1024**2))
+    stars = round(star_density * nx * ny / 1024**2)
     mosaic = make_mosaic(
         layout, shape=shape, overlap=overlap, sky=sky, noise=noise, sources=stars,
         rotation=rotation, jitter=jitter, center=center, pixel_scale=pixel_scale,

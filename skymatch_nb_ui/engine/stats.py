@@ -664,7 +664,7 @@ def _gaussian_mode_variance(kernel: float) -> float:
 
 def _smoothed(counts: np.ndarray, width: float) -> np.ndarray:
     """``counts`` convolved with a Gaussian of ``width`` bins (zero beyond the ends)."""
-    reach = int(math.ceil(_MODE_REACH * width))
+    reach = math.ceil(_MODE_REACH * width)
     kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
     return np.convolve(counts.astype(np.float64), kernel)[reach : reach + counts.size]
 

@@ -56,9 +56,9 @@ def linear_scene(w, shape, offset):
 
 
 GEOMETRIES = [
-    pytest.param(dict(), id="shifted"),
-    pytest.param(dict(rotation=30.0), id="rotated"),
-    pytest.param(dict(rotation=-7.0, scale=0.13), id="rotated-coarser"),
+    pytest.param({}, id="shifted"),
+    pytest.param({"rotation": 30.0}, id="rotated"),
+    pytest.param({"rotation": -7.0, "scale": 0.13}, id="rotated-coarser"),
 ]
 
 

@@ -119,8 +119,7 @@ def _map_points(wcs_a, wcs_b, x, y):
 
 
 def _map_error(wcs_a, wcs_b, nodes: PixelMap) -> float:
-    """Largest distance (pixels of b) between the exact map and the nodes' bilinear
-    interpolation, at the centres of the cells."""
+    """Largest miss (pixels of b) of the nodes' bilinear interpolation at the cell centres."""
     rows, cols = nodes.bx.shape
     if rows < 2 or cols < 2:
         return 0.0
@@ -149,6 +148,7 @@ class DifferenceBuffers:
         self.gather = GatherBuffers()
 
     def get(self, name: str, dtype, n: int) -> np.ndarray:
+        """The buffer ``name`` of ``dtype``, ``n`` elements long (contents undefined)."""
         dtype = np.dtype(dtype)
         buf = self._pool.get((name, dtype))
         if buf is None or buf.size < n:
@@ -169,9 +169,9 @@ def pair_differences(
     upper: float | None = None,
     buffers: DifferenceBuffers | None = None,
 ) -> tuple[np.ndarray, float]:
-    """``a - b`` at ``a``'s pixels ``runs``, ``b`` interpolated bilinearly; and the mean
-    square interpolation weight.
+    """``a - b`` at ``a``'s pixels ``runs``, ``b`` interpolated bilinearly.
 
+    Also returns the mean square interpolation weight, for the error (see `Returns`).
     A difference is NaN where either side is unusable: a masked or non-finite pixel of ``a``,
     or of any of the four pixels of ``b`` around the mapped point, a value outside
     ``[lower, upper]`` on either side, or a point outside the centres of ``b``'s outer pixels.
@@ -286,9 +286,11 @@ def _side_b(image, mask, xb, yb, work, lower, upper, buffers):
 
 
 def _bilinear(flat, nx, ny, xb, yb, work, buffers, mapped=True):
-    """``flat`` (rows of ``nx``) interpolated at (xb, yb); the fractions; the points
-    outside the pixel centres (their values are meaningless).  ``mapped``: no coordinate
-    is NaN."""
+    """``flat`` (rows of ``nx``) interpolated at (xb, yb).
+
+    Also returns the fractions and the points outside the pixel centres (their values are
+    meaningless).  ``mapped``: no coordinate is NaN.
+    """
     n = xb.size
     fx, fy = buffers.get("fx", np.float64, n), buffers.get("fy", np.float64, n)
     ix, iy = buffers.get("ix", np.intp, n), buffers.get("iy", np.intp, n)
@@ -394,9 +396,10 @@ def _mean_w2(fx, fy, d) -> float:
 
 
 def interpolation_inflation(w2: float, area_ratio: float, skystat: str) -> float:
-    """Factor by which the error of a statistic of bilinear pixel differences exceeds the
-    error computed as if the differences were independent.
+    """Error inflation of a statistic of bilinear pixel differences by their correlations.
 
+    The factor by which the error exceeds the one computed as if the differences were
+    independent.
     With equal noise ``s`` in both images, a difference has variance ``s**2 (1 + w2)``
     (``w2``: the mean sum of squared interpolation weights), but the differences of
     neighbouring pixels share pixels of ``b``: the mean of ``n`` of them has variance

@@ -632,8 +632,11 @@ def _mode(s: _ClippedSet, params: StatParams):
 
 
 def _smoothed_peak(c, width, h, std, n, kernel):
-    """Peak (in bins from the set's minimum) of the histogram smoothed by a Gaussian of
-    ``width`` bins, and its error in data units; (None, None) at an end of the histogram."""
+    """Peak of the histogram smoothed by a Gaussian of ``width`` bins, and its error.
+
+    The peak in bins from the set's minimum, the error in data units; (None, None) when the
+    peak is at an end of the histogram.
+    """
     smooth = _smoothed(c, width)
     k = int(np.argmax(smooth))
     if not 0 < k < c.size - 1:
@@ -644,17 +647,22 @@ def _smoothed_peak(c, width, h, std, n, kernel):
 
 
 def _mode_kernel(n: int, binwidth: float) -> float:
-    """Width (Gaussian sigma, in units of the std) of the kernel that smooths the histogram of
-    ``n`` values for ``mode``: ``5 * binwidth * (1000 / n)**(1/7)``, but never narrower than
-    one bin nor than the statistical resolution ``(5.66 / n)**(1/5)`` (the width at which the
-    peak's own error for Gaussian noise is a quarter of the kernel)."""
+    """Width (Gaussian sigma, in std) of the first kernel of ``mode`` for ``n`` values.
+
+    ``5 * binwidth * (1000 / n)**(1/7)``, but never narrower than one bin nor than the
+    statistical resolution ``(5.66 / n)**(1/5)`` (the width at which the peak's own error for
+    Gaussian noise is a quarter of the kernel).
+    """
     resolution = (_MODE_RESOLUTION / n) ** 0.2
     return max(binwidth, _MODE_KERNEL * binwidth * (_MODE_N / n) ** (1.0 / 7.0), resolution)
 
 
 def _gaussian_mode_variance(kernel: float) -> float:
-    """n * variance of the peak of the kernel estimate of a unit Gaussian's density (first
-    order): ``E[K'(X)**2] / f''(0)**2`` for a Gaussian kernel of sigma ``kernel``."""
+    """N times the variance of the peak of a kernel density estimate of a unit Gaussian.
+
+    To first order, ``E[K'(X)**2] / f''(0)**2`` for a Gaussian kernel of sigma ``kernel``
+    (``f`` the Gaussian smoothed by the kernel), in closed form.
+    """
     half = 0.5 * kernel**2
     expect = (half / (half + 1.0)) / (2.0 * kernel**5 * math.sqrt(math.pi)
                                       * math.sqrt(2.0 * math.pi * (half + 1.0)))
@@ -670,8 +678,10 @@ def _smoothed(counts: np.ndarray, width: float) -> np.ndarray:
 
 
 def _log_parabola_vertex(top: np.ndarray) -> float:
-    """Offset (in bins, within +-1/2) of the vertex of the parabola through the logarithms
-    of three values, the middle one the largest: exact for a Gaussian peak."""
+    """Vertex of the parabola through the logarithms of three values, the middle the largest.
+
+    The offset in bins from the middle one (within +-1/2): exact for a Gaussian peak.
+    """
     if top.min() <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
         return 0.0
     left, mid, right = np.log(top)

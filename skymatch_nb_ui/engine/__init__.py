@@ -9,8 +9,10 @@ One module per concept, in the order of the data flow:
 - ``groups``: images -> inputs (the images that share one sky);
 - ``geometry``: stage 1, footprints and the pixels of each overlap;
 - ``stats``: the sky statistic of one set of pixel values;
-- ``measure``: stage 2, statistics of images over their overlaps, as independent tasks;
-- ``solve``: stage 3, one function per ``skymethod`` (``lstsq``: the least-squares step);
+- ``measure``: stage 2, statistics of images over their overlaps, as independent tasks
+  (``differences``: the pixel differences of a pair without a common grid);
+- ``solve``: stage 3, one function per ``skymethod`` (``lstsq``: the least-squares step,
+  ``covariance``: how pair statistics that share pixels are correlated);
 - ``result``: what a run returns;
 - ``matcher``: `SkyMatcher` (the stages in order, cached) and `skymatch` (one call);
 - ``_validate``: the checks of every input at the boundary.
@@ -19,12 +21,21 @@ One module per concept, in the order of the data flow:
 from .exceptions import DisconnectedMosaicWarning, SkyMatchWarning
 from .loaders import ArrayImage, ImageLoader
 from .matcher import SkyMatcher, skymatch
-from .params import ANCHORS, SKYMETHODS, SKYSTATS, ParamSpec, SkyMatchParams, StatParams
+from .params import (
+    ANCHORS,
+    COMPARES,
+    SKYMETHODS,
+    SKYSTATS,
+    ParamSpec,
+    SkyMatchParams,
+    StatParams,
+)
 from .result import PairTable, SkyMatchResult, subtracted_copy
 from .stats import SkyStat, sky_statistic
 
 __all__ = [
     "ANCHORS",
+    "COMPARES",
     "SKYMETHODS",
     "SKYSTATS",
     "ArrayImage",

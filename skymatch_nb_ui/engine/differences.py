@@ -226,10 +226,24 @@ def pair_differences(
     yb = _row_linear(runs, pmap, pmap.by, buffers.get("yb", np.float64, n))
     flat, nxb, nyb = _side_b(image_b, mask_b, xb, yb, work, lower, upper, buffers)
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
-    vb, fx, fy, outside = _bilinear(flat, nxb, nyb, xb, yb, work, buffers, mapped)
+    snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
+    vb, fx, fy, outside = _bilinear(flat, nxb, nyb, xb, yb, work, buffers, mapped, snap)
     d = np.subtract(va, vb, out=va)
     d[outside] = np.nan
     return d, _mean_w2(fx, fy, d)
+
+
+def _on_centres(nodes: np.ndarray, step: int) -> bool:
+    """Whether every pixel maps onto a pixel centre along this axis.
+
+    True for integral nodes that change by whole pixels per pixel between nodes (an integer
+    shift, a whole-pixel slope).
+    """
+    def whole(v):
+        return bool(np.all(np.abs(v - np.rint(v)) <= _EDGE))
+
+    return whole(nodes) and all(whole(np.diff(nodes, axis=k) / step)
+                                for k in (0, 1) if nodes.shape[k] > 1)
 
 
 def _side_a(image, mask, runs, work, lower, upper, buffers):
@@ -285,57 +299,63 @@ def _side_b(image, mask, xb, yb, work, lower, upper, buffers):
     return box.reshape(-1), box.shape[1], box.shape[0]
 
 
-def _bilinear(flat, nx, ny, xb, yb, work, buffers, mapped=True):
+def _bilinear(flat, nx, ny, xb, yb, work, buffers, mapped=True, snap=(False, False)):
     """``flat`` (rows of ``nx``) interpolated at (xb, yb).
 
     Also returns the fractions and the points outside the pixel centres (their values are
-    meaningless).  ``mapped``: no coordinate is NaN.
+    meaningless).  ``mapped``: no coordinate is NaN.  ``snap``: per axis, whether every point
+    falls on a pixel centre (an integer shift): then that axis takes the nearest pixel and
+    no neighbour with a zero weight can spoil the value (a NaN times 0 is NaN).
     """
     n = xb.size
     fx, fy = buffers.get("fx", np.float64, n), buffers.get("fy", np.float64, n)
     ix, iy = buffers.get("ix", np.intp, n), buffers.get("iy", np.intp, n)
-    for coord, frac, whole, size in ((xb, fx, ix, nx), (yb, fy, iy, ny)):
-        np.floor(coord, out=frac)
-        if not mapped:
-            np.nan_to_num(frac, copy=False, nan=0.0)
-        np.clip(frac, 0, max(size - 2, 0), out=frac)
-        whole[...] = frac
-        np.subtract(coord, frac, out=frac)  # NaN for unmapped points: flagged below
     outside = buffers.get("outside", bool, n)
     flag = buffers.get("flag", bool, n)
-    with np.errstate(invalid="ignore"):
-        np.less(fx, -_EDGE, out=outside)
-        outside |= np.greater(fx, 1.0 + _EDGE, out=flag)
-        outside |= np.less(fy, -_EDGE, out=flag)
-        outside |= np.greater(fy, 1.0 + _EDGE, out=flag)
+    outside[...] = False
+    axes = ((xb, fx, ix, nx, snap[0]), (yb, fy, iy, ny, snap[1]))
+    for coord, frac, whole, size, snapped in axes:
+        (np.rint if snapped else np.floor)(coord, out=frac)
         if not mapped:
-            outside |= np.isnan(fx, out=flag)
-            outside |= np.isnan(fy, out=flag)
-    if nx < 2 or ny < 2:  # b is one pixel wide: nothing to interpolate between
-        outside[...] = True
+            np.nan_to_num(frac, copy=False, nan=0.0)
+        np.clip(frac, 0, max(size - (1 if snapped else 2), 0), out=frac)
+        whole[...] = frac
+        np.subtract(coord, frac, out=frac)  # NaN for unmapped points: flagged below
+        with np.errstate(invalid="ignore"):
+            outside |= np.less(frac, -_EDGE, out=flag)
+            outside |= np.greater(frac, _EDGE if snapped else 1.0 + _EDGE, out=flag)
+            if not mapped:
+                outside |= np.isnan(frac, out=flag)
+        if snapped:
+            frac[...] = 0.0
+    if nx < (1 if snap[0] else 2) or ny < (1 if snap[1] else 2):
+        outside[...] = True  # b is one pixel wide: nothing to interpolate between
         return buffers.get("b0", work, n), fx, fy, outside
     k = np.multiply(iy, nx, out=iy)
     k += ix
-    b00 = np.take(flat, k, out=buffers.get("b0", work, n))
-    b01 = np.take(flat[1:], k, out=buffers.get("b1", work, n))
-    b10 = np.take(flat[nx:], k, out=buffers.get("b2", work, n))
-    b11 = np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n))
-    wx, wy = fx, fy
+    lower = np.take(flat, k, out=buffers.get("b0", work, n))
+    if not snap[0]:
+        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n)), fx, work, buffers)
+    if snap[1]:
+        return lower, fx, fy, outside
+    upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n))
+    if not snap[0]:
+        _blend(upper, np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n)), fx, work,
+               buffers)
+    _blend(lower, upper, fy, work, buffers)
+    return lower, fx, fy, outside
+
+
+def _blend(first, second, frac, work, buffers):
+    """Blend in place: ``first += frac * (second - first)`` (``second`` is overwritten)."""
+    weight = frac
     if work != np.float64:  # the blends in float32, like the pixels
-        wx, wy = buffers.get("wx", work, n), buffers.get("wy", work, n)
-        np.copyto(wx, fx, casting="unsafe")
-        np.copyto(wy, fy, casting="unsafe")
+        weight = buffers.get("w", work, frac.size)
+        np.copyto(weight, frac, casting="unsafe")
     with np.errstate(invalid="ignore"):
-        b01 -= b00
-        b01 *= wx
-        b01 += b00  # along x, lower row
-        b11 -= b10
-        b11 *= wx
-        b11 += b10  # along x, upper row
-        b11 -= b01
-        b11 *= wy
-        b11 += b01
-    return b11, fx, fy, outside
+        second -= first
+        second *= weight
+        first += second
 
 
 def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, out: np.ndarray) -> np.ndarray:

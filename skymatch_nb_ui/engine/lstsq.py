@@ -59,14 +59,19 @@ class MatchSolution:
         NaN for inputs in no valid pair.
     delta_err : ndarray
         1-sigma uncertainty of ``delta`` (in the zero-mean gauge of its component),
-        propagated from the pair statistics' errors; NaN where unknown.
+        propagated from the pair statistics' (co)variances; NaN where unknown.
     component : ndarray of int
         Connected component of each input.
+    residual_var : ndarray
+        Per pair, the variance of its residual ``diff - (d_i - d_j)`` expected from the
+        pairs' (co)variances: what a residual should be compared with (it is below the pair's
+        own variance by what the fit absorbs; 0 for a pair no loop checks).
     """
 
     delta: np.ndarray
     delta_err: np.ndarray
     component: np.ndarray
+    residual_var: np.ndarray
 
 
 def solve_offsets(
@@ -76,6 +81,7 @@ def solve_offsets(
     diff: np.ndarray,
     weight: np.ndarray,
     diff_var: np.ndarray,
+    diff_cov=None,
 ) -> MatchSolution:
     """Solve ``min sum_p weight_p**2 * (d_i - d_j - diff_p)**2`` per connected component.
 
@@ -92,6 +98,9 @@ def solve_offsets(
         are multiplied by it, so the effective weight is its square).
     diff_var : ndarray
         Variance of ``diff``, for the uncertainties (NaN allowed: then those are NaN).
+    diff_cov : scipy.sparse matrix or ndarray, optional
+        Covariances between pairs (off the diagonal; its diagonal is ignored), for pairs whose
+        statistics share pixels.  They change the uncertainties, not the solution.
 
     Returns
     -------
@@ -112,21 +121,23 @@ def solve_offsets(
     [0.0, 20.0, 5.0]
     """
     with _blas().limit(limits=1, user_api="blas"):
-        return _solve_components(n, i, j, diff, weight, diff_var)
+        return _solve_components(n, i, j, diff, weight, diff_var, diff_cov)
 
 
-def _solve_components(n, i, j, diff, weight, diff_var) -> MatchSolution:
+def _solve_components(n, i, j, diff, weight, diff_var, diff_cov) -> MatchSolution:
     comp = components(n, i, j)
     delta = np.full(n, np.nan)
     delta_err = np.full(n, np.nan)
+    residual_var = np.zeros(len(i))
     w2 = np.asarray(weight, float) ** 2
-    if len(w2):
+    if len(w2) and w2.max() > 0:
         w2 = w2 / w2.max()  # scale-free; keeps L and the 11^T/m term of comparable size
+    covariance = _covariance(diff_cov, diff_var)
     for c in np.unique(comp[i]) if len(i) else ():
         members = np.flatnonzero(comp == c)
         local = np.full(n, -1, dtype=np.intp)
         local[members] = np.arange(len(members))
-        in_c = comp[i] == c
+        in_c = np.flatnonzero(comp[i] == c)
         li, lj = local[i[in_c]], local[j[in_c]]
         m, p = len(members), len(li)
         incidence = np.zeros((p, m))
@@ -136,6 +147,27 @@ def _solve_components(n, i, j, diff, weight, diff_var) -> MatchSolution:
         laplacian = weighted @ incidence + 1.0 / m
         gain = np.linalg.solve(laplacian, weighted)  # d = gain @ diff
         delta[members] = gain @ diff[in_c]
-        cov = (gain * diff_var[in_c]) @ gain.T
+        # Propagation: cov(d) = G S G^T with S the pairs' covariance (sparse).
+        spread = np.asarray((covariance[in_c][:, in_c] @ gain.T).T)  # G S, (m, p)
+        cov = spread @ gain.T
         delta_err[members] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    return MatchSolution(delta=delta, delta_err=delta_err, component=comp)
+        # Residual r_p = diff_p - (d_i - d_j): var(diff_p) + var(d_i - d_j)
+        # - 2 cov(diff_p, d_i - d_j), the last from G S.
+        fitted = cov[li, li] + cov[lj, lj] - 2.0 * cov[li, lj]
+        cross = spread[li, np.arange(p)] - spread[lj, np.arange(p)]
+        residual_var[in_c] = np.clip(diff_var[in_c] + fitted - 2.0 * cross, 0.0, None)
+    return MatchSolution(delta=delta, delta_err=delta_err, component=comp,
+                         residual_var=residual_var)
+
+
+def _covariance(diff_cov, diff_var):
+    """The pairs' covariance matrix (sparse): ``diff_var`` on the diagonal, ``diff_cov`` off it."""
+    from scipy.sparse import csr_matrix, diags
+
+    var = np.asarray(diff_var, float)
+    full = diags(var, format="csr")
+    if diff_cov is not None:
+        off = csr_matrix(diff_cov)
+        off = off - diags(off.diagonal(), format="csr")
+        full = (full + off).tocsr()
+    return full

@@ -20,14 +20,26 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from ._validate import check_images, check_wcs, check_workers
+from .covariance import SharedSides, pair_covariance, shared_sides
+from .differences import PixelMap, pixel_map
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
 from .groups import Grouping, group_inputs, input_overlaps
 from .loaders import ImageLoader
-from .measure import Scratch, Task, input_pair_stats, lowest, run_tasks
-from .params import Anchor, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
+from .measure import (
+    Comparison,
+    DifferenceTask,
+    Scratch,
+    Task,
+    input_pair_differences,
+    input_pair_stats,
+    lowest,
+    run_tasks,
+)
+from .params import Anchor, Compare, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
 from .result import SkyMatchResult, assemble_result, with_subtracted
 from .solve import Problem, solve
+from .stats import SkyStat
 
 __all__ = ["SkyMatcher", "skymatch"]
 
@@ -89,6 +101,9 @@ class SkyMatcher:
         self._local_stats: dict = {}  # (statistics key, image) -> SkyStat
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
+        self._differences: dict = {}  # (statistics key, sampled, other) -> SkyStat
+        self._maps: dict = {}  # (sampled, other) -> PixelMap
+        self._shared: dict = {}  # labels -> SharedSides
         self._scratch = Scratch()  # reused by serial runs of the statistics stage
         self._lock = threading.RLock()  # runs from several threads take turns
 
@@ -186,8 +201,12 @@ class SkyMatcher:
         with self._lock:  # one run at a time: the caches and the serial scratch are shared
             self._use_stepsize(params.stepsize)
             pairs, local, image_npix = self._statistics(params, grouping)
+            pair_cov = None
+            if "match" in params.skymethod:
+                pair_cov = pair_covariance(self._shared_sides(grouping), pairs.side_var)
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
-                              names=tuple(grouping.names()))
+                              names=tuple(grouping.names()), robust=params.robust,
+                              pair_cov=pair_cov)
             solution = solve(params.skymethod, problem)
         result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
         if params.subtract:
@@ -203,6 +222,18 @@ class SkyMatcher:
             self._stepsize, self._geometry = stepsize, None
             self._pair_stats.clear()
             self._input_pairs.clear()
+            self._differences.clear()
+            self._maps.clear()
+            self._shared.clear()
+
+    def _shared_sides(self, grouping: Grouping) -> SharedSides:
+        """Which sides of the input pairs share pixels (for the pairs' covariance)."""
+        labels = tuple(grouping.label_of)
+        if labels not in self._shared:
+            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            keys = [(g, h) for g, h in overlaps if g < h]
+            self._shared[labels] = shared_sides(overlaps, keys, self.geometry.runs, self._shapes)
+        return self._shared[labels]
 
     # -- stage 2 ----------------------------------------------------------------------------
     def _statistics(self, params: SkyMatchParams, grouping: Grouping):
@@ -216,15 +247,25 @@ class SkyMatcher:
         pairs = self._input_pairs.get(pair_key)
         overlaps = None
         needed: list = []
+        compared: list = []
+        differences = params.compare == "differences"
         if pairs is None:
             overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
-            if matching:
+            if matching and differences:
+                compared = [self._sampled(a, b) for (g, h), side in overlaps.items() if g < h
+                            for a, bs in side.items() for b in bs]
+            elif matching:
                 needed = [(a, bs) for side in overlaps.values() for a, bs in side.items()]
         images = range(len(self)) if params.skymethod != "match" else ()
         self._fill(params, pairs=needed, images=images)
+        self._fill_differences(params, compared)
         if pairs is None:
-            stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
-            pairs = self._input_pairs[pair_key] = input_pair_stats(overlaps, stat_of)
+            if matching and differences:
+                pairs = input_pair_differences(overlaps, lambda a, b: self._difference(key, a, b))
+            else:
+                stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
+                pairs = input_pair_stats(overlaps, stat_of)
+            self._input_pairs[pair_key] = pairs
         if params.skymethod == "match":
             return pairs, None, None
         image_local = [self._local_stats[(key, a)] for a in range(len(self))]
@@ -252,6 +293,65 @@ class SkyMatcher:
                     self._local_stats[(key, a)] = value
                 else:
                     self._pair_stats[(key, a, partners)] = value
+
+    def _sampled(self, a: int, b: int) -> tuple[int, int]:
+        """The pair (a, b) as (image whose pixels are compared, image interpolated).
+
+        The image with more pixels in the overlap (the finer sampling) is compared, the other
+        interpolated; on a tie, the one whose footprint centre comes first (by its unit
+        vector), so that the choice does not depend on the order of the images.
+        """
+        geo = self.geometry
+        na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
+        if na != nb:
+            return (a, b) if na > nb else (b, a)
+        ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
+        return (a, b) if (ca, a) <= (cb, b) else (b, a)
+
+    def _difference(self, key: tuple, a: int, b: int) -> SkyStat:
+        """Image a's sky minus image b's over their overlap (measured one way or the other)."""
+        s, o = self._sampled(a, b)
+        stat = self._differences[(key, s, o)]
+        return stat if s == a else SkyStat(-stat.value, stat.npix, stat.err)
+
+    def _fill_differences(self, params: SkyMatchParams, compared: list) -> None:
+        """Measure the pixel differences not cached yet (`measure_differences` tasks).
+
+        An image in memory gets one task per pair; an image read by a loader one task for all
+        the pairs in which its pixels are compared, so that they are read once.
+        """
+        key = params.key("statistics")
+        todo = [c for c in dict.fromkeys(compared) if (key, *c) not in self._differences]
+        if not todo:
+            return
+        by_image: dict[int, list] = {}
+        batches: list[list] = []
+        for s, o in todo:
+            if _in_memory(self._loaders[s]) or s not in by_image:
+                by_image[s] = [(s, o)]
+                batches.append(by_image[s])
+            else:
+                by_image[s].append((s, o))
+        tasks = [
+            DifferenceTask(
+                self._loaders[batch[0][0]],
+                tuple(Comparison(self._loaders[o], self.geometry.runs[(s, o)], self._map(s, o))
+                      for s, o in batch),
+                sum(self.geometry.runs[(s, o)].npix for s, o in batch),
+                label=f"images[{batch[0][0]}]",
+            )
+            for batch in batches
+        ]
+        results = run_tasks(tasks, params.stat, workers=self._workers, scratch=self._scratch)
+        for batch, stats in zip(batches, results):
+            for (s, o), stat in zip(batch, stats):
+                self._differences[(key, s, o)] = stat
+
+    def _map(self, s: int, o: int) -> PixelMap:
+        """Where image s's pixels inside image o fall in image o (cached with the geometry)."""
+        if (s, o) not in self._maps:
+            self._maps[(s, o)] = pixel_map(self._wcs[s], self._wcs[o], self.geometry.runs[(s, o)])
+        return self._maps[(s, o)]
 
     def _batches(self, todo: list) -> list[tuple[int, list]]:
         """``(image, [None (all pixels) or partner set, ...])`` per task, in ``todo`` order."""
@@ -298,8 +398,10 @@ def skymatch(
     lsigma: float = 4.0,
     usigma: float = 4.0,
     binwidth: float = 0.1,
+    compare: Compare = "differences",
     stepsize: int | None = None,
     anchor: Anchor = "global",
+    robust: bool = True,
 ) -> SkyMatchResult:
     """Measure the sky of overlapping images and make it agree where they overlap.
 
@@ -352,7 +454,7 @@ def skymatch(
     params = SkyMatchParams(
         skymethod=skymethod, match_down=match_down, subtract=subtract, skystat=skystat,
         lower=lower, upper=upper, nclip=nclip, lsigma=lsigma, usigma=usigma, binwidth=binwidth,
-        stepsize=stepsize, anchor=anchor,
+        compare=compare, stepsize=stepsize, anchor=anchor, robust=robust,
     )
     matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize)
     return matcher.run(params, groups=groups)

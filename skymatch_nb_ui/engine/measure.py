@@ -2,7 +2,9 @@
 
 The work splits into independent tasks, one per image (or, for images already in memory,
 one per pixel set): `measure_image` is a plain function of one image's loader, the pixel
-sets to measure and the statistics parameters.  It reads the pixels and the mask when it
+sets to measure and the statistics parameters; `measure_differences` (for
+``compare="differences"``) one of an image's loader and the pairs it is compared in (the
+other image's loader, the pixels, the map between the two).  It reads the pixels and the mask when it
 runs, writes nothing shared and returns small results, so it can run on a thread, in another
 process or on a Dask worker (its arguments pickle: paths travel, arrays do not).
 `run_tasks` runs a list of them on a thread pool, the largest first, with scratch buffers
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import check_pixels
+from .differences import DifferenceBuffers, PixelMap, interpolation_inflation, pair_differences
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
@@ -28,15 +31,21 @@ from .stats import SkyStat, StatisticError, Workspace, sky_statistic
 
 __all__ = [
     "NO_STAT",
+    "Comparison",
+    "DifferenceTask",
     "PairStats",
     "Region",
     "Scratch",
     "Task",
     "combine",
+    "input_pair_differences",
     "input_pair_stats",
+    "inverse_error_weights",
     "load_pixels",
     "lowest",
+    "measure_differences",
     "measure_image",
+    "pixel_noise",
     "run_tasks",
 ]
 
@@ -47,12 +56,19 @@ NO_STAT = SkyStat(math.nan, 0, math.nan)
 Region = tuple[Runs, ...] | None
 
 
+#: How much larger than the mean's error (same pixels, same noise) the error of each statistic
+#: is for Gaussian noise: the error of a pair statistic from the pixel noise (see
+#: `_region_statistic`).  The mode keeps its own error.
+_EFFICIENCY = {"mean": 1.0, "median": math.sqrt(math.pi / 2.0), "midpt": math.sqrt(math.pi / 2.0)}
+
+
 class Scratch:
-    """Reusable buffers of one worker thread: gathered pixels and clipping workspace."""
+    """Reusable buffers of one worker thread: gathered pixels, clipping, differences."""
 
     def __init__(self) -> None:
         self.buffers = GatherBuffers()
         self.work = Workspace()
+        self.differences = DifferenceBuffers()
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +82,46 @@ class Task:
     regions: tuple[Region, ...]
     size: int
     label: str = ""
+
+    def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
+        """`measure_image` of this task."""
+        return measure_image(self.loader, self.regions, params, scratch)
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """One pair of a `measure_differences` task: the other image and where to compare.
+
+    Attributes
+    ----------
+    loader : ImageLoader
+        The other image (interpolated).
+    runs : Runs
+        The pixels of the task's image inside the other one.
+    pmap : PixelMap
+        Where those pixels fall in the other image.
+    """
+
+    loader: ImageLoader
+    runs: Runs
+    pmap: PixelMap
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceTask:
+    """The arguments of one `measure_differences` call, and its size (pixels).
+
+    ``label`` names the image whose pixels are compared, in error messages.
+    """
+
+    loader: ImageLoader
+    comparisons: tuple[Comparison, ...]
+    size: int
+    label: str = ""
+
+    def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
+        """`measure_differences` of this task."""
+        return measure_differences(self.loader, self.comparisons, params, scratch)
 
 
 def load_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
@@ -124,6 +180,14 @@ def measure_image(
 
 
 def _region_statistic(image, mask, region: Region, params: StatParams, scratch: Scratch) -> SkyStat:
+    """The statistic of an image over a region.
+
+    Over all the pixels (``region`` None) the error is the statistic's own.  Over an overlap
+    (one side of a pair in ``compare="levels"``) the error of mean, median and midpt comes
+    from the pixel noise instead (`pixel_noise`): the two sides of a pair see the same scene,
+    which cancels in their difference, so the spread of the scene (a nebula across the
+    overlap) is not an error of that difference, while the spread of the values counts it.
+    """
     if region is None:
         values = np.asarray(image).reshape(-1)
         if mask is not None:
@@ -135,13 +199,99 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     values = runs.gather(image, scratch.buffers)
     if mask is not None:
         values = values[runs.gather(mask, scratch.buffers)]
-    return sky_statistic(values, params, work=scratch.work)
+    stat = sky_statistic(values, params, work=scratch.work)
+    efficiency = _EFFICIENCY.get(params.skystat)
+    if efficiency is None or stat.npix < 2:
+        return stat
+    noise = pixel_noise(values, params.lower, params.upper)
+    if not math.isfinite(noise):
+        return stat
+    return SkyStat(stat.value, stat.npix, efficiency * noise / math.sqrt(stat.npix))
+
+
+def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
+    """The pixel noise of values in row order, from differences of neighbours.
+
+    ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive values (pairs 0-1, 2-3,
+    ...): a smooth scene cancels in them and the median ignores stars and row ends.  NaN
+    for fewer than two usable values.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> ramp = np.linspace(0.0, 300.0, 20_000)  # a scene 300 sigma across
+    >>> round(pixel_noise(ramp + rng.standard_normal(20_000)), 1)
+    1.0
+    """
+    x = np.asarray(values, dtype=np.float64)
+    usable = np.isfinite(x)
+    if lower is not None:
+        usable &= x >= lower
+    if upper is not None:
+        usable &= x <= upper
+    if not usable.all():
+        x = x[usable]
+    half = x.size // 2
+    if half < 1:
+        return math.nan
+    d = x[1 : 2 * half : 2] - x[0 : 2 * half : 2]
+    deviation = np.abs(d - np.median(d))
+    return float(1.4826 * np.median(deviation) / math.sqrt(2.0))
+
+
+def measure_differences(
+    loader: ImageLoader,
+    comparisons: Sequence[Comparison],
+    params: StatParams,
+    scratch: Scratch | None = None,
+) -> list[SkyStat]:
+    """The statistic of the pixel differences of one image with each of several others.
+
+    One stage-2 task of ``compare="differences"``: for each comparison, the values of this
+    image at its pixels inside the other minus the other image interpolated there
+    (`differences.pair_differences`; masks, non-finite pixels and ``lower``/``upper`` apply to
+    both sides), then their clipped statistic.  The error is the statistic's own times the
+    inflation by the interpolation's correlations (`differences.interpolation_inflation`).
+
+    Parameters
+    ----------
+    loader : ImageLoader
+        The image whose pixels are compared (read once).
+    comparisons : sequence of Comparison
+        The other images, the pixels and the maps.
+    params : StatParams
+        The statistic, limits and clipping.
+    scratch : Scratch, optional
+        Buffers reused across the tasks of one thread.
+
+    Returns
+    -------
+    list of SkyStat
+        One per comparison: this image's sky minus the other's.
+    """
+    scratch = Scratch() if scratch is None else scratch
+    image, mask = load_pixels(loader)
+    of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
+    stats = []
+    for c in comparisons:
+        other, other_mask = load_pixels(c.loader)
+        d, w2 = pair_differences(image, mask, other, other_mask, c.runs, c.pmap,
+                                 lower=params.lower, upper=params.upper,
+                                 buffers=scratch.differences)
+        stat = sky_statistic(d, of_differences, work=scratch.work)
+        inflation = interpolation_inflation(w2, c.pmap.area_ratio, params.skystat)
+        stats.append(SkyStat(stat.value, stat.npix, stat.err * inflation))
+    return stats
 
 
 def run_tasks(
-    tasks: list[Task], params: StatParams, *, workers: int, scratch: Scratch | None = None
+    tasks: list[Task | DifferenceTask],
+    params: StatParams,
+    *,
+    workers: int,
+    scratch: Scratch | None = None,
 ) -> list[list[SkyStat]]:
-    """Run `measure_image` tasks; the results in the order of ``tasks``.
+    """Run `measure_image` or `measure_differences` tasks; the results in their order.
 
     With ``workers > 1`` the tasks run on a thread pool, the largest first (for balance),
     each thread with its own scratch buffers: threads pay because the tasks are long numpy
@@ -151,7 +301,7 @@ def run_tasks(
         return [_run_task(t, params, scratch) for t in tasks]
     local = threading.local()
 
-    def run(task: Task) -> list[SkyStat]:
+    def run(task: Task | DifferenceTask) -> list[SkyStat]:
         if not hasattr(local, "scratch"):
             local.scratch = Scratch()
         return _run_task(task, params, local.scratch)
@@ -165,10 +315,10 @@ def run_tasks(
     return results
 
 
-def _run_task(task: Task, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:
-    """`measure_image` of a task; a statistic that fails names the task's image."""
+def _run_task(task: Task | DifferenceTask, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:
+    """A task's statistics; a statistic that fails names the task's image."""
     try:
-        return measure_image(task.loader, task.regions, params, scratch)
+        return task.run(params, scratch)
     except StatisticError as exc:
         raise StatisticError(f"{task.label or repr(task.loader)}: {exc}") from None
 
@@ -196,16 +346,28 @@ def combine(stats: list[SkyStat]) -> SkyStat:
 
 @dataclass(frozen=True, eq=False)
 class PairStats:
-    """Stage 2's output over the pairs of inputs that overlap: each side's statistic.
+    """Stage 2's output over the pairs of inputs that overlap.
 
     Attributes
     ----------
     a, b : ndarray of int
         The two inputs of each pair, ``a < b``.
     stat_a, stat_b, npix_a, npix_b, err_a, err_b : ndarray
-        Each side's statistic, pixel count and 1-sigma error (NaN, 0 when not measured).
+        Each side's statistic, pixel count and 1-sigma error (NaN, 0 when not measured).  With
+        ``compare="differences"`` the sides are not measured apart: the statistics and errors
+        are NaN and both counts are the number of pixel differences used.
     member_npix : tuple of (dict, dict)
         Per pair, the pixels of each member image behind each side's statistic.
+    diff, diff_err : ndarray
+        The measured sky difference ``a - b`` and its 1-sigma statistical error: the
+        difference of the two sides' statistics, or the statistic of the pixel differences.
+    weight : ndarray
+        The pair's weight in the solve (its equation is multiplied by it, so the effective
+        weight is its square): the mean of the two pixel counts for ``levels`` (as the
+        reference), ``1 / diff_err`` for ``differences`` (inverse-variance weights).
+    side_var : ndarray, shape (2, P)
+        The variance of each side of each pair: what the covariance between pairs that share
+        pixels is made of (`covariance.pair_covariance`).
     """
 
     a: np.ndarray
@@ -217,29 +379,27 @@ class PairStats:
     err_a: np.ndarray
     err_b: np.ndarray
     member_npix: tuple
+    diff: np.ndarray
+    diff_err: np.ndarray
+    weight: np.ndarray
+    side_var: np.ndarray
 
     def __len__(self) -> int:
         return len(self.a)
 
     @property
     def valid(self) -> np.ndarray:
-        """Pairs with pixels and a finite statistic on both sides."""
-        return (
-            (self.npix_a > 0) & (self.npix_b > 0) & np.isfinite(self.stat_a) & np.isfinite(self.stat_b)
-        )
-
-    @property
-    def weight(self) -> np.ndarray:
-        """The pair's weight in the solve: the mean of the two pixel counts (as the reference)."""
-        return 0.5 * (self.npix_a + self.npix_b)
+        """Pairs with pixels on both sides and a finite measured difference."""
+        return (self.npix_a > 0) & (self.npix_b > 0) & np.isfinite(self.diff)
 
 
 def input_pair_stats(
     overlaps: dict[tuple[int, int], dict[int, frozenset[int]]],
     stat_of: Callable[[int, frozenset[int]], SkyStat] | None,
 ) -> PairStats:
-    """Each pair of inputs' statistics (``stat_of`` None: the pairs only, nothing measured).
+    """Each pair of inputs' statistics, ``compare="levels"``.
 
+    With ``stat_of`` None: the pairs only, nothing measured.
     A group's side is its members' statistics over their pixels inside the other input,
     averaged with pixel-count weights (`combine`), not pooled.  ``overlaps`` is what
     `input_overlaps` gives; ``stat_of(a, partners)`` is image ``a``'s statistic over its
@@ -264,4 +424,64 @@ def input_pair_stats(
         b=np.array([k[1] for k in keys], dtype=np.intp),
         stat_a=values[0], stat_b=values[1], npix_a=npix[0], npix_b=npix[1],
         err_a=errs[0], err_b=errs[1], member_npix=tuple(member_npix),
+        diff=values[0] - values[1], diff_err=np.hypot(errs[0], errs[1]),
+        weight=0.5 * (npix[0] + npix[1]), side_var=errs**2,
     )
+
+
+def input_pair_differences(
+    overlaps: dict[tuple[int, int], dict[int, frozenset[int]]],
+    difference_of: Callable[[int, int], SkyStat],
+) -> PairStats:
+    """Each pair of inputs' sky difference, ``compare="differences"``.
+
+    For two groups, each pair of members that overlap gives a difference (its pixel
+    differences; `measure_differences`), and the inputs' difference is their pixel-count
+    weighted mean (as a group's side in `input_pair_stats`).  ``difference_of(a, b)`` is the
+    statistic of image ``a`` minus image ``b`` over their overlap.
+    """
+    keys = [(g, h) for g, h in overlaps if g < h]
+    n = len(keys)
+    diff, npix, err = np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan)
+    member_npix = []
+    for p, (g, h) in enumerate(keys):
+        members = [(a, b) for a, bs in overlaps[(g, h)].items() for b in sorted(bs)
+                   if a in overlaps[(h, g)].get(b, ())]
+        stats = [difference_of(a, b) for a, b in members]
+        diff[p], npix[p], err[p] = combine(stats)
+        side_a: dict[int, int] = {}
+        side_b: dict[int, int] = {}
+        for (a, b), st in zip(members, stats):
+            side_a[a] = side_a.get(a, 0) + st.npix
+            side_b[b] = side_b.get(b, 0) + st.npix
+        member_npix.append((side_a, side_b))
+    nan = np.full(n, np.nan)
+    half = 0.5 * err**2  # equal noise: each image carries half the variance of a difference
+    return PairStats(
+        a=np.array([k[0] for k in keys], dtype=np.intp),
+        b=np.array([k[1] for k in keys], dtype=np.intp),
+        stat_a=nan, stat_b=nan.copy(), npix_a=npix, npix_b=npix.copy(), err_a=nan.copy(),
+        err_b=nan.copy(), member_npix=tuple(member_npix), diff=diff, diff_err=err,
+        weight=inverse_error_weights(err), side_var=np.vstack([half, half]),
+    )
+
+
+def inverse_error_weights(err: np.ndarray) -> np.ndarray:
+    """``1 / err``, always positive and finite.
+
+    An error of 0 (constant images: every pair exact) counts as a millionth of the smallest
+    positive error, an unknown error (NaN: fewer than two pixels) as the largest error; all
+    zero gives equal weights.
+
+    Examples
+    --------
+    >>> inverse_error_weights(np.array([0.5, 0.25, np.nan])).tolist()
+    [2.0, 4.0, 2.0]
+    """
+    err = np.asarray(err, dtype=float)
+    positive = err[np.isfinite(err) & (err > 0)]
+    if positive.size == 0:
+        return np.ones(err.shape)
+    floor = 1e-6 * positive.min()
+    usable = np.where(np.isfinite(err), np.maximum(err, floor), positive.max())
+    return 1.0 / usable

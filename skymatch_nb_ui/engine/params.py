@@ -39,9 +39,11 @@ from ._validate import check_bool, check_choice, check_float, check_int, check_n
 
 __all__ = [
     "ANCHORS",
+    "COMPARES",
     "SKYMETHODS",
     "SKYSTATS",
     "Anchor",
+    "Compare",
     "ParamSpec",
     "SkyMatchParams",
     "SkyMethod",
@@ -53,12 +55,14 @@ __all__ = [
 SkyMethod = Literal["local", "global", "match", "global+match"]
 Anchor = Literal["global", "component"]
 SkyStatName = Literal["mean", "median", "mode", "midpt"]
+Compare = Literal["levels", "differences"]
 Stage = Literal["geometry", "statistics", "solve", "output"]
 Kind = Literal["choice", "bool", "int", "float"]
 
 SKYMETHODS: tuple[str, ...] = get_args(SkyMethod)
 ANCHORS: tuple[str, ...] = get_args(Anchor)
 SKYSTATS: tuple[str, ...] = get_args(SkyStatName)
+COMPARES: tuple[str, ...] = get_args(Compare)
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,19 @@ class SkyMatchParams(_Params):
         doc="Histogram bin width for ``mode`` and ``midpt``, in standard deviations: the "
         "resolution of ``mode``'s peak.",
     )
+    compare: Compare = _param(
+        "compare", kind="choice", default="differences", stage="statistics", choices=COMPARES,
+        help="how an overlapping pair is compared: the statistic of the pixel differences "
+        "(the other image interpolated at this one's pixels) or of each side's levels",
+        doc="How the sky offset of two overlapping inputs is measured.  ``differences``: the "
+        "statistic of the pixel differences over the overlap, the other image interpolated "
+        "(bilinear, through both WCS) at each pixel of the image with more pixels there, so "
+        "that what both images see (extended emission, stars) cancels; pairs are weighted by "
+        "the inverse variance of their difference.  ``levels`` (the reference's way): the "
+        "statistic of each side's pixels separately, subtracted, pairs weighted by their "
+        "pixel counts.  Both give the same result on pure sky; ``differences`` is far more "
+        "accurate on extended emission.",
+    )
     stepsize: int | None = _param(
         "stepsize", kind="int", default=None, stage="geometry", nullable=True, minimum=1,
         rule="None or a positive integer (pixels between footprint vertices)", unit="pixels",
@@ -323,6 +340,15 @@ class SkyMatchParams(_Params):
         doc="``global`` (the reference's behaviour): one anchor for the whole mosaic.  "
         "``component``: each connected component of the overlap graph is anchored on its "
         "own, so with ``global+match`` every component gets its own absolute sky.",
+    )
+    robust: bool = _param(
+        "robust", kind="bool", default=True, stage="solve", cli_flag="--no-robust",
+        help="down-weight overlaps whose offset disagrees with the rest far beyond its error",
+        doc="Solve by iteratively reweighted least squares: a pair whose residual is more than "
+        "4 calibrated errors from the solution (an overlap spoiled by something only one "
+        "image sees: a satellite trail, a ghost, a saturated star) is down-weighted by the "
+        "square of 4 / its residual in errors and flagged; other pairs keep their weight, so "
+        "a mosaic without such pairs is solved exactly as by plain least squares.",
     )
 
     @property

@@ -202,3 +202,18 @@ def test_inflation_matches_simulated_noise():
         naive.append(d.std(ddof=1) / math.sqrt(d.size))
     ratio = np.std(means) / np.sqrt(np.mean(np.square(naive)))
     assert ratio == pytest.approx(interpolation_inflation(w2, 1.0, "mean"), rel=0.1)
+
+
+def test_aligned_grids_ignore_neighbours_of_zero_weight():
+    # b shifted by whole pixels: every point falls on a pixel centre of b, so a masked pixel
+    # of b spoils exactly one difference, not its neighbours (whose weight on it is 0).
+    shape = (20, 20)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 3, 1.0 + 2))  # b's pixel = a's + (3, 2)
+    runs = Runs(np.arange(2, 15), np.full(13, 2), np.full(13, 15))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    mask_b = np.ones(shape, bool)
+    mask_b[10, 10] = False  # a's pixel (8, 7)
+    d, w2 = pair_differences(np.full(shape, 2.0), None, np.ones(shape), mask_b, runs, pmap)
+    d = d.reshape(13, 13)
+    assert np.isnan(d).sum() == 1 and np.isnan(d[8 - 2, 7 - 2])
+    assert w2 == 1.0

@@ -47,8 +47,8 @@ __all__ = [
 _STEP = 32
 _MIN_STEP = 4
 _MAP_TOLERANCE = 1e-3
-#: Points this close (pixels) beyond the outer pixel centres of b still count as on them
-#: (the WCS round trip of a pixel centre is exact only to ~1e-10 pixel).
+#: Nodes this close (pixels) to a pixel centre count as on it (the WCS round trip of a pixel
+#: centre is exact only to ~1e-10 pixel).
 _EDGE = 1e-6
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
 _W2_STRIDE = 17
@@ -173,8 +173,9 @@ def pair_differences(
 
     Also returns the mean square interpolation weight, for the error (see `Returns`).
     A difference is NaN where either side is unusable: a masked or non-finite pixel of ``a``,
-    or of any of the four pixels of ``b`` around the mapped point, a value outside
-    ``[lower, upper]`` on either side, or a point outside the centres of ``b``'s outer pixels.
+    or of any of the four pixels of ``b`` around the mapped point (even one of weight 0,
+    unless the two grids are aligned along that axis), a value outside ``[lower, upper]`` on
+    either side, or a point outside the centres of ``b``'s outer pixels.
 
     Parameters
     ----------
@@ -218,19 +219,27 @@ def pair_differences(
     """
     buffers = DifferenceBuffers() if buffers is None else buffers
     n = runs.npix
-    work = np.float32 if image_a.dtype == np.float32 and image_b.dtype == np.float32 else np.float64
+    work = np.float32 if _single(image_a) and _single(image_b) else np.float64
     if n == 0:
         return np.empty(0, work), math.nan
     va = _side_a(image_a, mask_a, runs, work, lower, upper, buffers)
     xb = _row_linear(runs, pmap, pmap.bx, buffers.get("xb", np.float64, n))
     yb = _row_linear(runs, pmap, pmap.by, buffers.get("yb", np.float64, n))
-    flat, nxb, nyb = _side_b(image_b, mask_b, xb, yb, work, lower, upper, buffers)
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
+    if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
+        np.nan_to_num(xb, copy=False, nan=-1.0)
+        np.nan_to_num(yb, copy=False, nan=-1.0)
     snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
-    vb, fx, fy, outside = _bilinear(flat, nxb, nyb, xb, yb, work, buffers, mapped, snap)
+    flat, nx = _side_b(image_b, mask_b, pmap, xb, yb, work, lower, upper, buffers)
+    vb, fx, fy = _bilinear(flat, nx, xb, yb, work, buffers, snap)
     d = np.subtract(va, vb, out=va)
-    d[outside] = np.nan
     return d, _mean_w2(fx, fy, d)
+
+
+def _single(image) -> bool:
+    """Whether an image holds single-precision floats (any byte order)."""
+    dtype = np.asarray(image).dtype
+    return dtype.kind == "f" and dtype.itemsize == 4
 
 
 def _on_centres(nodes: np.ndarray, step: int) -> bool:
@@ -249,8 +258,13 @@ def _on_centres(nodes: np.ndarray, step: int) -> bool:
 def _side_a(image, mask, runs, work, lower, upper, buffers):
     """``a``'s values at ``runs`` in the working dtype, NaN where unusable."""
     n = runs.npix
-    va = buffers.get("va", work, n)
-    np.copyto(va, runs.gather(np.asarray(image), buffers.gather), casting="unsafe")
+    image = np.asarray(image)
+    values = runs.gather(image, buffers.gather)
+    if image.dtype == work:
+        va = values  # a reused buffer already: the differences are built in it
+    else:
+        va = buffers.get("va", work, n)
+        np.copyto(va, values, casting="unsafe")
     if mask is not None:
         good = runs.gather(np.asarray(mask), buffers.gather)
         np.copyto(va, np.nan, where=np.logical_not(good, out=buffers.get("bad", bool, n)))
@@ -269,92 +283,87 @@ def _nan_outside(values, lower, upper, buffers):
         np.copyto(values, np.nan, where=np.greater(values, upper, out=flag))
 
 
-def _side_b(image, mask, xb, yb, work, lower, upper, buffers):
-    """The flat pixels of ``b`` to gather from, and their row length and row count.
+def _side_b(image, mask, pmap, xb, yb, work, lower, upper, buffers):
+    """The pixels of ``b`` to interpolate: a copy of the box the mapped points need.
 
-    The image itself when nothing needs marking; otherwise a NaN-marked copy, in the working
-    dtype, of the box the mapped points need (the coordinates are then shifted to the box).
+    The box (found from the nodes: the points lie within their cells' corners) is copied in
+    the working dtype and native byte order inside a frame of NaN one pixel wide; masked
+    pixels and values outside ``[lower, upper]`` become NaN.  A point beyond the centres of
+    ``b``'s outer pixels then has a NaN neighbour, so no per-pixel range check is needed.
+    The coordinates are shifted in place to the framed box; returns its flat pixels and row
+    length.
     """
     image = np.asarray(image)
-    nyb, nxb = image.shape
-    direct = (
-        mask is None and lower is None and upper is None and image.dtype == work
-        and image.flags.c_contiguous
-    )
-    if direct:
-        return image.reshape(-1), nxb, nyb
-    with np.errstate(invalid="ignore"):
-        x_lo = int(np.clip(np.floor(np.nanmin(xb)), 0, nxb - 1)) if np.isfinite(xb).any() else 0
-        x_hi = int(np.clip(np.floor(np.nanmax(xb)) + 2, 1, nxb)) if np.isfinite(xb).any() else 1
-        y_lo = int(np.clip(np.floor(np.nanmin(yb)), 0, nyb - 1)) if np.isfinite(yb).any() else 0
-        y_hi = int(np.clip(np.floor(np.nanmax(yb)) + 2, 1, nyb)) if np.isfinite(yb).any() else 1
-    box = buffers.get("box", work, (y_hi - y_lo) * (x_hi - x_lo)).reshape(y_hi - y_lo, x_hi - x_lo)
-    np.copyto(box, image[y_lo:y_hi, x_lo:x_hi], casting="unsafe")
+    ny, nx = image.shape
+    x_lo, x_hi = _box(pmap.bx, nx)
+    y_lo, y_hi = _box(pmap.by, ny)
+    rows, cols = y_hi - y_lo + 2, x_hi - x_lo + 2  # with the NaN frame
+    box = buffers.get("box", work, rows * cols).reshape(rows, cols)
+    box[0], box[-1], box[:, 0], box[:, -1] = np.nan, np.nan, np.nan, np.nan
+    inner = box[1:-1, 1:-1]
+    np.copyto(inner, image[y_lo:y_hi, x_lo:x_hi], casting="unsafe")
     if mask is not None:
-        bad = np.logical_not(np.asarray(mask)[y_lo:y_hi, x_lo:x_hi])
-        np.copyto(box, np.nan, where=bad)
-    _nan_outside(box.reshape(-1), lower, upper, buffers)
-    xb -= x_lo
-    yb -= y_lo
-    return box.reshape(-1), box.shape[1], box.shape[0]
+        np.copyto(inner, np.nan, where=np.logical_not(np.asarray(mask)[y_lo:y_hi, x_lo:x_hi]))
+    if lower is not None or upper is not None:
+        with np.errstate(invalid="ignore"):
+            if lower is not None:
+                np.copyto(inner, np.nan, where=inner < lower)
+            if upper is not None:
+                np.copyto(inner, np.nan, where=inner > upper)
+    for coord, start, size in ((xb, x_lo, cols), (yb, y_lo, rows)):
+        coord -= start - 1
+        if coord.min() < 0.0 or coord.max() > size - 1.0:  # unmapped points: onto the frame
+            np.clip(coord, 0.0, size - 1.0, out=coord)
+    return box.reshape(-1), cols
 
 
-def _bilinear(flat, nx, ny, xb, yb, work, buffers, mapped=True, snap=(False, False)):
-    """``flat`` (rows of ``nx``) interpolated at (xb, yb).
+def _box(nodes: np.ndarray, size: int) -> tuple[int, int]:
+    """The pixel range [lo, hi) of one axis of b that the mapped points can need."""
+    finite = nodes[np.isfinite(nodes)]
+    if finite.size == 0:
+        return 0, min(size, 1)
+    lo = int(np.clip(np.floor(finite.min()), 0, size - 1))
+    hi = int(np.clip(np.floor(finite.max()) + 2, lo + 1, size))
+    return lo, hi
 
-    Also returns the fractions and the points outside the pixel centres (their values are
-    meaningless).  ``mapped``: no coordinate is NaN.  ``snap``: per axis, whether every point
-    falls on a pixel centre (an integer shift): then that axis takes the nearest pixel and
-    no neighbour with a zero weight can spoil the value (a NaN times 0 is NaN).
+
+def _bilinear(flat, nx, xb, yb, work, buffers, snap=(False, False)):
+    """``flat`` (rows of ``nx``, framed by NaN) interpolated at (xb, yb) >= 0.
+
+    Also returns the fractions (in the working dtype).  ``snap``: per axis, whether every
+    point falls on a pixel centre (an integer shift): then that axis takes the nearest pixel,
+    and no neighbour with a zero weight can spoil the value (a NaN times 0 is NaN).
     """
     n = xb.size
-    fx, fy = buffers.get("fx", np.float64, n), buffers.get("fy", np.float64, n)
+    fx, fy = buffers.get("fx", work, n), buffers.get("fy", work, n)
     ix, iy = buffers.get("ix", np.intp, n), buffers.get("iy", np.intp, n)
-    outside = buffers.get("outside", bool, n)
-    flag = buffers.get("flag", bool, n)
-    outside[...] = False
-    axes = ((xb, fx, ix, nx, snap[0]), (yb, fy, iy, ny, snap[1]))
-    for coord, frac, whole, size, snapped in axes:
-        (np.rint if snapped else np.floor)(coord, out=frac)
-        if not mapped:
-            np.nan_to_num(frac, copy=False, nan=0.0)
-        np.clip(frac, 0, max(size - (1 if snapped else 2), 0), out=frac)
-        whole[...] = frac
-        np.subtract(coord, frac, out=frac)  # NaN for unmapped points: flagged below
-        with np.errstate(invalid="ignore"):
-            outside |= np.less(frac, -_EDGE, out=flag)
-            outside |= np.greater(frac, _EDGE if snapped else 1.0 + _EDGE, out=flag)
-            if not mapped:
-                outside |= np.isnan(frac, out=flag)
+    for coord, frac, whole, snapped in ((xb, fx, ix, snap[0]), (yb, fy, iy, snap[1])):
         if snapped:
+            np.rint(coord, out=coord)
+            whole[...] = coord
             frac[...] = 0.0
-    if nx < (1 if snap[0] else 2) or ny < (1 if snap[1] else 2):
-        outside[...] = True  # b is one pixel wide: nothing to interpolate between
-        return buffers.get("b0", work, n), fx, fy, outside
+        else:
+            whole[...] = coord  # truncation: the floor of these non-negative coordinates
+            np.subtract(coord, whole, out=frac, casting="unsafe")
     k = np.multiply(iy, nx, out=iy)
     k += ix
     lower = np.take(flat, k, out=buffers.get("b0", work, n))
     if not snap[0]:
-        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n)), fx, work, buffers)
+        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n)), fx)
     if snap[1]:
-        return lower, fx, fy, outside
+        return lower, fx, fy
     upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n))
     if not snap[0]:
-        _blend(upper, np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n)), fx, work,
-               buffers)
-    _blend(lower, upper, fy, work, buffers)
-    return lower, fx, fy, outside
+        _blend(upper, np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n)), fx)
+    _blend(lower, upper, fy)
+    return lower, fx, fy
 
 
-def _blend(first, second, frac, work, buffers):
+def _blend(first, second, frac):
     """Blend in place: ``first += frac * (second - first)`` (``second`` is overwritten)."""
-    weight = frac
-    if work != np.float64:  # the blends in float32, like the pixels
-        weight = buffers.get("w", work, frac.size)
-        np.copyto(weight, frac, casting="unsafe")
     with np.errstate(invalid="ignore"):
         second -= first
-        second *= weight
+        second *= frac
         first += second
 
 

@@ -27,7 +27,7 @@ from .differences import DifferenceBuffers, PixelMap, interpolation_inflation, p
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
-from .stats import SkyStat, StatisticError, Workspace, sky_statistic
+from .stats import SkyStat, StatisticError, Workspace, pixel_noise, sky_statistic
 
 __all__ = [
     "NO_STAT",
@@ -40,12 +40,10 @@ __all__ = [
     "combine",
     "input_pair_differences",
     "input_pair_stats",
-    "inverse_error_weights",
     "load_pixels",
     "lowest",
     "measure_differences",
     "measure_image",
-    "pixel_noise",
     "run_tasks",
 ]
 
@@ -60,10 +58,6 @@ Region = tuple[Runs, ...] | None
 #: is for Gaussian noise: the error of a pair statistic from the pixel noise (see
 #: `_region_statistic`).  The mode keeps its own error.
 _EFFICIENCY = {"mean": 1.0, "median": math.sqrt(math.pi / 2.0), "midpt": math.sqrt(math.pi / 2.0)}
-#: `pixel_noise` uses every 8th pair of neighbours, but at least 4000 pairs (the MAD of 4000
-#: values is within ~2.5% of the noise: far below the other uncertainties of an error).
-_NOISE_STRIDE = 8
-_NOISE_PAIRS = 4000
 
 
 class Scratch:
@@ -213,38 +207,6 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     return SkyStat(stat.value, stat.npix, efficiency * noise / math.sqrt(stat.npix))
 
 
-def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
-    """The pixel noise of values in row order, from differences of neighbours.
-
-    ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive values (pairs 0-1, then
-    every `_NOISE_STRIDE`-th pair, at least `_NOISE_PAIRS` pairs when there are that many): a
-    smooth scene cancels in them and the median ignores stars and row ends.  NaN for fewer
-    than two usable values.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(1)
-    >>> ramp = np.linspace(0.0, 300.0, 20_000)  # a scene 300 sigma across
-    >>> round(pixel_noise(ramp + rng.standard_normal(20_000)), 1)
-    1.0
-    """
-    x = np.asarray(values, dtype=np.float64)
-    usable = np.isfinite(x)
-    if lower is not None:
-        usable &= x >= lower
-    if upper is not None:
-        usable &= x <= upper
-    if not usable.all():
-        x = x[usable]
-    half = x.size // 2
-    if half < 1:
-        return math.nan
-    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
-    d = x[1 : 2 * half : stride] - x[0 : 2 * half : stride]
-    deviation = np.abs(d - np.median(d))
-    return float(1.4826 * np.median(deviation) / math.sqrt(2.0))
-
-
 def measure_differences(
     loader: ImageLoader,
     comparisons: Sequence[Comparison],
@@ -369,8 +331,10 @@ class PairStats:
         difference of the two sides' statistics, or the statistic of the pixel differences.
     weight : ndarray
         The pair's weight in the solve (its equation is multiplied by it, so the effective
-        weight is its square): the mean of the two pixel counts for ``levels`` (as the
-        reference), ``1 / diff_err`` for ``differences`` (inverse-variance weights).
+        weight is its square): the mean of the two pixel counts, as the reference (for
+        ``differences`` the number of differences).  Inverse-variance weights were measured
+        3-10% less accurate: pairs that share pixels are correlated, and these weights
+        happen to discount the small corner overlaps that mostly repeat the edges' pixels.
     side_var : ndarray, shape (2, P)
         The variance of each side of each pair: what the covariance between pairs that share
         pixels is made of (`covariance.pair_covariance`).
@@ -468,26 +432,5 @@ def input_pair_differences(
         b=np.array([k[1] for k in keys], dtype=np.intp),
         stat_a=nan, stat_b=nan.copy(), npix_a=npix, npix_b=npix.copy(), err_a=nan.copy(),
         err_b=nan.copy(), member_npix=tuple(member_npix), diff=diff, diff_err=err,
-        weight=inverse_error_weights(err), side_var=np.vstack([half, half]),
+        weight=npix.astype(float), side_var=np.vstack([half, half]),
     )
-
-
-def inverse_error_weights(err: np.ndarray) -> np.ndarray:
-    """``1 / err``, always positive and finite.
-
-    An error of 0 (constant images: every pair exact) counts as a millionth of the smallest
-    positive error, an unknown error (NaN: fewer than two pixels) as the largest error; all
-    zero gives equal weights.
-
-    Examples
-    --------
-    >>> inverse_error_weights(np.array([0.5, 0.25, np.nan])).tolist()
-    [2.0, 4.0, 2.0]
-    """
-    err = np.asarray(err, dtype=float)
-    positive = err[np.isfinite(err) & (err > 0)]
-    if positive.size == 0:
-        return np.ones(err.shape)
-    floor = 1e-6 * positive.min()
-    usable = np.where(np.isfinite(err), np.maximum(err, floor), positive.max())
-    return 1.0 / usable

@@ -319,11 +319,10 @@ class SkyMatchParams(_Params):
         doc="How the sky offset of two overlapping inputs is measured.  ``differences``: the "
         "statistic of the pixel differences over the overlap, the other image interpolated "
         "(bilinear, through both WCS) at each pixel of the image with more pixels there, so "
-        "that what both images see (extended emission, stars) cancels; pairs are weighted by "
-        "the inverse variance of their difference.  ``levels`` (the reference's way): the "
-        "statistic of each side's pixels separately, subtracted, pairs weighted by their "
-        "pixel counts.  Both give the same result on pure sky; ``differences`` is far more "
-        "accurate on extended emission.",
+        "that what both images see (extended emission, stars) cancels.  ``levels`` (the "
+        "reference's way): the statistic of each side's pixels separately, subtracted.  "
+        "Pairs are weighted by their pixel counts either way.  Both give the same result on "
+        "pure sky; ``differences`` is several times more accurate on extended emission.",
     )
     stepsize: int | None = _param(
         "stepsize", kind="int", default=None, stage="geometry", nullable=True, minimum=1,

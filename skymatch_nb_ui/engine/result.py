@@ -39,8 +39,8 @@ class PairTable:
         1-sigma statistical uncertainties of ``stat_a`` and ``stat_b`` (NaN with
         ``compare="differences"``).
     weight : ndarray
-        The pair's weight in the solve before the robust weights (the mean of the two pixel
-        counts for ``levels``, as the reference; ``1 / diff_err`` for ``differences``).
+        The pair's weight in the solve before the robust weights: the mean of the two pixel
+        counts, as the reference.
     valid : ndarray of bool
         Whether the pair entered the solve (pixels on both sides, a finite difference).
     diff_before : ndarray

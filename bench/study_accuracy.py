@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout
 
-from skymatch_nb_ui import SkyMatcher  # noqa: E402
-from skymatch_nb_ui.engine.differences import pair_differences, pixel_map  # noqa: E402
-from skymatch_nb_ui.engine.stats import StatParams, Workspace, sky_statistic  # noqa: E402
-from skymatch_nb_ui.testing import make_mosaic  # noqa: E402
+from skymatch_nb_ui import SkyMatcher
+from skymatch_nb_ui.engine.differences import pair_differences, pixel_map
+from skymatch_nb_ui.engine.stats import StatParams, Workspace, sky_statistic
+from skymatch_nb_ui.testing import make_mosaic
 
 STATS = ("mode", "median", "mean", "midpt")
 COMPARES = ("levels", "differences")

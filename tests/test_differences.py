@@ -198,6 +198,7 @@ def test_inflation_matches_simulated_noise():
         a = rng.standard_normal(shape)
         b = rng.standard_normal(shape)
         d, w2 = pair_differences(a, None, b, None, runs, pmap, buffers=buffers)
+        d = d[np.isfinite(d)]  # a few points next to a steep step of b's noise are left out
         means.append(d.mean())
         naive.append(d.std(ddof=1) / math.sqrt(d.size))
     ratio = np.std(means) / np.sqrt(np.mean(np.square(naive)))

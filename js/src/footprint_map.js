@@ -19,6 +19,7 @@ const FLAG_LEGEND = {
   invalid: ["smnb-map-swatch-invalid", "no valid sky (hatched)"],
   disconnected: ["smnb-map-swatch-disconnected", "not connected to the largest group of overlaps (dashed)"],
 };
+const FLAGGED_PAIR_LEGEND = "overlap down-weighted by the robust solve (dotted)";
 
 // -- pure helpers ------------------------------------------------------------------------------
 
@@ -258,8 +259,8 @@ function render({ model, el }) {
     const ends = pairs.map((pair) => pairSegment(pair.a, pair.b));
     const lines = pairs.map((pair, j) => {
       const [[x1, y1], [x2, y2]] = ends[j];
-      const line = svgEl("line", { x1, y1, x2, y2, stroke: pair.color, "data-pair": j },
-        pair.valid ? "smnb-map-pair" : "smnb-map-pair smnb-map-pair-unused");
+      const kind = !pair.valid ? " smnb-map-pair-unused" : pair.flagged ? " smnb-map-pair-flagged" : "";
+      const line = svgEl("line", { x1, y1, x2, y2, stroke: pair.color, "data-pair": j }, `smnb-map-pair${kind}`);
       line.setAttribute("aria-label", pair.title.replace(/\n/g, "; "));
       return line;
     });
@@ -274,8 +275,12 @@ function render({ model, el }) {
     ui.overlayPairs.style.display = on ? "" : "none";
     ui.overlaps.checked = on;
     const scale = model.get("pairs_colorbar") ?? {};
-    const show = on && (model.get("pairs") ?? []).length > 0 && scale.kind;
-    ui.pairsLegend.replaceChildren(...(show ? [colorbarNode(scale)] : []));
+    const pairs = model.get("pairs") ?? [];
+    const show = on && pairs.length > 0 && scale.kind;
+    const flagged = pairs.some((pair) => pair.valid && pair.flagged);
+    const swatch = () => htmlEl("span", "smnb-map-swatch smnb-map-swatch-flagged");
+    ui.pairsLegend.replaceChildren(...(show ? [colorbarNode(scale)] : []),
+      ...(show && flagged ? [legendRow(swatch(), FLAGGED_PAIR_LEGEND)] : []));
     ui.pairsLegend.style.display = show ? "" : "none";
   }
 

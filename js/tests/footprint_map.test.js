@@ -128,6 +128,19 @@ test("show_overlaps shows one coloured line per pair and the residual colour bar
   assert.equal(lines().length, 1);
 });
 
+test("a pair flagged by the robust solve is dotted, with a legend row", () => {
+  const { el, model } = mount();
+  model.set("show_overlaps", true);
+  const legend = () => el.querySelector(".smnb-map-pairslegend").textContent;
+  assert.doesNotMatch(legend(), /robust/);
+  model.set("pairs", [{ ...STATE.pairs[0], flagged: true }, STATE.pairs[1]]);
+  const lines = [...el.querySelectorAll("line.smnb-map-pair")];
+  assert.deepEqual(lines.map((l) => l.classList.contains("smnb-map-pair-flagged")), [true, false]);
+  assert.match(legend(), /down-weighted by the robust solve/);
+  model.set("show_overlaps", false);
+  assert.equal(el.querySelector(".smnb-map-pairslegend").style.display, "none");
+});
+
 // -- user intent -------------------------------------------------------------------------------
 test("click selects one image, shift-click toggles, Escape clears; each saves", () => {
   const { model, shapes, svg } = mount();

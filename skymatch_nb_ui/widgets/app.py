@@ -14,7 +14,7 @@ import traitlets
 import xarray as xr
 
 from .._colors import CATEGORICAL
-from ..engine import ANCHORS, SKYMETHODS, SKYSTATS
+from ..engine import ANCHORS, COMPARES, SKYMETHODS, SKYSTATS
 from .footprint_map import FootprintMap
 from .group_editor import GroupEditor
 from .results_table import ResultsTable
@@ -24,7 +24,7 @@ __all__ = ["SkyMatchApp"]
 #: The parameters the app controls, with the engine's defaults.
 DEFAULT_PARAMS = dict(
     skymethod="match", skystat="mode", match_down=True, lower=None, upper=None, nclip=5,
-    lsigma=4.0, usigma=4.0, binwidth=0.1, anchor="global",
+    lsigma=4.0, usigma=4.0, binwidth=0.1, anchor="global", compare="differences", robust=True,
 )
 
 
@@ -423,6 +423,9 @@ def _controls() -> dict:
         "match_down": w.Checkbox(description="match_down", indent=False, layout=w.Layout(width="120px")),
         "anchor": w.Dropdown(options=list(ANCHORS), description="anchor", style=style,
                              layout=w.Layout(width="180px")),
+        "compare": w.Dropdown(options=list(COMPARES), description="compare", style=style,
+                              layout=w.Layout(width="200px")),
+        "robust": w.Checkbox(description="robust", indent=False, layout=w.Layout(width="90px")),
         "lower": w.Text(description="lower", placeholder="none", style=style, layout=narrow,
                         continuous_update=False),
         "upper": w.Text(description="upper", placeholder="none", style=style, layout=narrow,

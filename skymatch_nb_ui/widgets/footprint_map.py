@@ -132,9 +132,10 @@ class FootprintMap(anywidget.AnyWidget):
       ``"disconnected"`` (not in the largest overlap component).
     - ``colorbar``: ``{"kind": "ramp", "colors", "vmin", "vmax", "label"}`` or
       ``{"kind": "categories", "labels", "colors", "more", "label"}``.
-    - ``pairs``: one ``{"a": [x, y], "b": [x, y], "color", "title", "valid"}`` per pair of
-      overlapping inputs, between the inputs' centres (a group's centre is the mean of its
-      images' centres), coloured by the residual after the solve.
+    - ``pairs``: one ``{"a": [x, y], "b": [x, y], "color", "title", "valid", "flagged"}``
+      per pair of overlapping inputs, between the inputs' centres (a group's centre is the
+      mean of its images' centres), coloured by the residual after the solve; ``flagged``:
+      down-weighted by the robust solve (drawn dotted, with a legend entry).
     - ``pairs_colorbar``: the residual scale of ``pairs`` (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
 
@@ -342,6 +343,10 @@ class FootprintMap(anywidget.AnyWidget):
         after = p["diff_after"].values.astype(float)
         before = p["diff_before"].values.astype(float)
         valid = p["valid"].values.astype(bool).tolist()
+        flagged = (p["flagged"].values.astype(bool) if "flagged" in p
+                   else np.zeros(len(a), bool)).tolist()
+        factor = (p["robust_weight"].values.astype(float) if "robust_weight" in p
+                  else np.full(len(a), np.nan))
         finite = np.abs(after[np.isfinite(after)])
         limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         colors = diverging(after, limit)
@@ -354,8 +359,11 @@ class FootprintMap(anywidget.AnyWidget):
                      f"difference before: {_number(before[k])}{unit}")
             if not valid[k]:
                 title += "\nnot used (no valid pixels)"
+            elif flagged[k]:
+                title += (f"\ndown-weighted by the robust solve (weight x {_number(factor[k])}): "
+                          "something only one image sees?")
             out.append({"a": ends_a[k], "b": ends_b[k], "color": colors[k] if valid[k] else MISSING,
-                        "title": title, "valid": valid[k]})
+                        "title": title, "valid": valid[k], "flagged": valid[k] and flagged[k]})
         colorbar = {"kind": "ramp", "colors": list(DIVERGING), "vmin": -limit, "vmax": limit,
                     "label": _with_unit("overlap residual after solve", self._unit)}
         return out, colorbar

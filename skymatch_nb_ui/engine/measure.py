@@ -54,10 +54,6 @@ NO_STAT = SkyStat(math.nan, 0, math.nan)
 Region = tuple[Runs, ...] | None
 
 
-#: How much larger than the mean's error (same pixels, same noise) the error of each statistic
-#: is for Gaussian noise: the error of a pair statistic from the pixel noise (see
-#: `_region_statistic`).  The mode keeps its own error.
-_EFFICIENCY = {"mean": 1.0, "median": math.sqrt(math.pi / 2.0), "midpt": math.sqrt(math.pi / 2.0)}
 
 
 class Scratch:
@@ -181,10 +177,11 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     """The statistic of an image over a region.
 
     Over all the pixels (``region`` None) the error is the statistic's own.  Over an overlap
-    (one side of a pair in ``compare="levels"``) the error of mean, median and midpt comes
-    from the pixel noise instead (`pixel_noise`): the two sides of a pair see the same scene,
-    which cancels in their difference, so the spread of the scene (a nebula across the
-    overlap) is not an error of that difference, while the spread of the values counts it.
+    (one side of a pair in ``compare="levels"``) it is the error due to the pixel noise
+    alone (`pixel_noise`, and ``noise`` in `sky_statistic`): the two sides of a pair see the
+    same scene, which cancels in their difference, so the spread of the scene (a nebula
+    across the overlap) is not an error of that difference, while the spread of the values
+    counts it.
     """
     if region is None:
         values = np.asarray(image).reshape(-1)
@@ -197,14 +194,8 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     values = runs.gather(image, scratch.buffers)
     if mask is not None:
         values = values[runs.gather(mask, scratch.buffers)]
-    stat = sky_statistic(values, params, work=scratch.work)
-    efficiency = _EFFICIENCY.get(params.skystat)
-    if efficiency is None or stat.npix < 2:
-        return stat
     noise = pixel_noise(values, params.lower, params.upper)
-    if not math.isfinite(noise):
-        return stat
-    return SkyStat(stat.value, stat.npix, efficiency * noise / math.sqrt(stat.npix))
+    return sky_statistic(values, params, work=scratch.work, noise=noise)
 
 
 def measure_differences(

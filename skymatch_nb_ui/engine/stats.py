@@ -142,7 +142,11 @@ class Workspace:
 
 
 def sky_statistic(
-    values: np.ndarray, params: StatParams, *, work: Workspace | None = None
+    values: np.ndarray,
+    params: StatParams,
+    *,
+    work: Workspace | None = None,
+    noise: float | None = None,
 ) -> SkyStat:
     """The sky statistic of pixel values, after limits and sigma clipping, with its error.
 
@@ -208,6 +212,16 @@ def sky_statistic(
       of 0.95-1.11 for n = 300 to 1e5 and binwidth 0.02 to 0.5 (300-1000 trials each), and
       0.90-1.17 at n = 1e6 (40 trials each).
 
+    With ``noise`` (the pixel noise of the values, e.g. from `pixel_noise`), the error is
+    that of the noise alone, the rest held fixed: what matters when the values are a scene
+    plus noise and will be compared with another measurement of the same scene (one side of
+    an overlap, ``compare="levels"``), since the scene cancels in the comparison while the
+    spread of the values counts it.  Mean, median and midpt: as above with ``noise`` for the
+    std.  Mode: to first order in the noise ``e_k`` of each value, the peak moves by
+    ``sum K''(u_k) e_k / sum K''(u_k)``, so ``err = noise * sqrt(sum c K''**2) / |sum c K''|``
+    over the bins; but never more than the error above (for pure noise that linearisation
+    fails, and the error above is the right one).
+
     Parameters
     ----------
     values : numpy.ndarray
@@ -218,6 +232,8 @@ def sky_statistic(
         The statistic, limits and clipping.
     work : Workspace, optional
         Scratch buffers to reuse across calls (faster for large inputs); one per thread.
+    noise : float, optional
+        The pixel noise of the values: the error is then that of the noise alone (above).
 
     Returns
     -------
@@ -246,7 +262,28 @@ def sky_statistic(
     value, err = statistic(clipped, params)
     n = clipped.n
     scale = clipped.scale
+    if noise is not None and math.isfinite(noise) and n >= 2:
+        used = "median" if statistic is _median else params.skystat
+        err = _noise_error(used, clipped, noise / scale, err)
     return SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
+
+
+def _noise_error(skystat: str, s: _ClippedSet, noise: float, err: float) -> float:
+    """The error due to the pixel noise alone, the scene held fixed (see `sky_statistic`)."""
+    if skystat == "mean":
+        return noise / math.sqrt(s.n)
+    if skystat in ("median", "midpt"):
+        return _SQRT_HALF_PI * noise / math.sqrt(s.n)
+    fit = getattr(s, "mode_fit", None)
+    if fit is None:  # constant data, or a peak at an end of the histogram
+        return err
+    counts, peak, width = fit
+    u = (np.arange(counts.size) + 0.5 - peak) / width
+    curvature = ((u**2 - 1.0) * np.exp(-0.5 * u**2))  # K'' up to a constant factor
+    total = float(np.dot(counts, curvature))
+    if not total < 0:
+        return err
+    return min(err, noise * math.sqrt(float(np.dot(counts, curvature**2))) / -total)
 
 
 def _clipped_set(values, params: StatParams, work: Workspace | None) -> _ClippedSet | None:
@@ -628,18 +665,19 @@ def _mode(s: _ClippedSet, params: StatParams):
     if h is None:
         return ymin, 0.0
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
-    chosen = []  # (peak in bins, error in data units) of the accepted kernels, narrowest first
+    chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
     while True:
         peak, err = _smoothed_peak(c, kernel / params.binwidth, h, s.std, s.n, kernel)
-        if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e in chosen):
+        if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
             break  # the peak moved (an asymmetric top) or vanished: keep the narrower kernel
-        chosen.append((peak, err))
+        chosen.append((peak, err, kernel))
         if kernel >= _MODE_WIDEST:
             break
         kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
     if not chosen:  # the peak is at an end of the histogram: no curvature to refine it with
         return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
-    peak, err = chosen[-1]
+    peak, err, kernel = chosen[-1]
+    s.mode_fit = (c, peak, kernel / params.binwidth)  # for `_noise_error`
     return ymin + peak * h, err
 
 

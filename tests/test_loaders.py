@@ -98,6 +98,20 @@ def test_a_task_is_a_plain_function_of_picklable_arguments(mosaic):
     assert 0 < overlaps.npix < whole.npix
 
 
+def test_a_difference_task_is_a_plain_function_of_picklable_arguments(mosaic):
+    from skymatch_nb_ui.engine.measure import Comparison, DifferenceTask
+
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, masks=mosaic.masks)
+    result = matcher.run(skymethod="match", skystat="median", compare="differences")
+    s, o = matcher._sampled(0, 1)
+    task = DifferenceTask(loaders(mosaic)[s], (Comparison(loaders(mosaic)[o],
+                          matcher.overlap_pixels(s, o), matcher._map(s, o)),), 0)
+    (stat,) = pickle.loads(pickle.dumps(task)).run(StatParams(skystat="median"))
+    k = np.flatnonzero((result.pairs.a == 0) & (result.pairs.b == 1))[0]
+    assert stat.value * (1 if s == 0 else -1) == result.pairs.diff_before[k]
+    assert stat.npix == result.pairs.npix_a[k]
+
+
 class LyingLoader:
     shape = (50, 50)
 

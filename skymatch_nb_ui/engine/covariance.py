@@ -41,6 +41,16 @@ def shared_pixels(first: Runs, second: Runs) -> int:
     """
     if not first or not second:
         return 0
+    lo_row = max(int(first.rows[0]), int(second.rows[0]))
+    hi_row = min(int(first.rows[-1]), int(second.rows[-1]))
+    if lo_row > hi_row:
+        return 0
+    if _consecutive_rows(first) and _consecutive_rows(second):  # the usual convex overlap
+        a = slice(lo_row - int(first.rows[0]), hi_row - int(first.rows[0]) + 1)
+        b = slice(lo_row - int(second.rows[0]), hi_row - int(second.rows[0]) + 1)
+        lo = np.maximum(first.start[a], second.start[b])
+        hi = np.minimum(first.stop[a], second.stop[b])
+        return int(np.maximum(hi - lo, 0).sum())
     if _one_run_per_row(first) and _one_run_per_row(second):
         _, k1, k2 = np.intersect1d(first.rows, second.rows, assume_unique=True,
                                    return_indices=True)
@@ -57,6 +67,11 @@ def shared_pixels(first: Runs, second: Runs) -> int:
             mask[r, s:e] = True
         masks.append(mask)
     return int(np.count_nonzero(masks[0] & masks[1]))
+
+
+def _consecutive_rows(runs: Runs) -> bool:
+    """One run on each row of an unbroken range of rows."""
+    return int(runs.rows[-1]) - int(runs.rows[0]) + 1 == len(runs.rows) and _one_run_per_row(runs)
 
 
 def _one_run_per_row(runs: Runs) -> bool:

@@ -12,12 +12,14 @@ How it is fast:
 1. The map from ``a``'s pixels to ``b``'s is smooth, so the exact WCS transforms are evaluated
    only on a grid of *nodes* (every 32 pixels, finer where the map bends: `pixel_map`), and
    interpolated bilinearly between them.  Along a row of ``a`` that interpolation is
-   piecewise linear, so the coordinates of every pixel come from one cumulative sum of
-   per-segment increments (`_row_linear`), never from a per-pixel WCS call.
-2. The interpolation of ``b`` is four gathers and three linear blends, in reused buffers
-   (`DifferenceBuffers`), in float32 when both images are float32.
+   piecewise linear, so each pixel's coordinates are two numbers per piece of row, repeated,
+   times its flat index (`_row_linear`), never a per-pixel WCS call.
+2. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
+   outer pixel centres then read a NaN, with no per-pixel range check.
+3. The interpolation is four gathers and three linear blends, in reused buffers
+   (`DifferenceBuffers`), in float32 when both images are single precision.
 
-Why bilinear (``bench/study_interpolation.py``): nearest-neighbour sampling leaves a
+Why bilinear (``bench/study_accuracy.py --interpolation``): nearest-neighbour sampling leaves a
 sub-pixel offset times the scene's gradient in every pair (twice the error of bilinear on the
 nebula mosaics); bicubic costs four times as many gathers for the same accuracy.  Bilinear
 interpolation averages neighbouring pixels of ``b``, which makes the differences of adjacent
@@ -55,6 +57,8 @@ _EDGE = 1e-6
 #: noise is not interpolated (a star's core: bilinear interpolation there leaves residuals of a
 #: good part of the star, which add scatter to the differences): see `pair_differences`.
 _STEEP = 5.0
+#: Rows of b's box sampled for its pixel noise.
+_NOISE_ROWS = 24
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
 _W2_STRIDE = 17
 
@@ -105,9 +109,28 @@ def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int
     x_lo, x_hi = int(runs.start.min()), int(runs.stop.max()) - 1
     while True:
         nodes = _map_nodes(wcs_a, wcs_b, x_lo, y_lo, x_hi, y_hi, step)
-        if step <= _MIN_STEP or _map_error(wcs_a, wcs_b, nodes) <= _MAP_TOLERANCE:
+        if step <= _MIN_STEP or _curvature_error(nodes) <= _MAP_TOLERANCE / 2:
+            return nodes
+        if _map_error(wcs_a, wcs_b, nodes) <= _MAP_TOLERANCE:
             return nodes
         step //= 2
+
+
+def _curvature_error(nodes: PixelMap) -> float:
+    """Bound on the bilinear interpolation error of the nodes from their second differences.
+
+    Within a cell, bilinear interpolation misses a smooth map by about ``(h**2 / 8) (f_xx +
+    f_yy)`` (the cross term it reproduces), and ``h**2 f_xx`` is a second difference of the
+    nodes.  With fewer than three nodes along an axis there is none: infinity (check).
+    """
+    worst = 0.0
+    for grid in (nodes.bx, nodes.by):
+        if grid.shape[0] < 3 or grid.shape[1] < 3:
+            return math.inf
+        along_x = np.abs(np.diff(grid, 2, axis=1))
+        along_y = np.abs(np.diff(grid, 2, axis=0))
+        worst = max(worst, (float(np.max(along_x)) + float(np.max(along_y))) / 8.0)
+    return worst if math.isfinite(worst) else math.inf
 
 
 def _map_nodes(wcs_a, wcs_b, x_lo, y_lo, x_hi, y_hi, step) -> PixelMap:
@@ -233,18 +256,23 @@ def pair_differences(
     if n == 0:
         return np.empty(0, work), math.nan
     va = _side_a(image_a, mask_a, runs, work, lower, upper, buffers)
-    xb = _row_linear(runs, pmap, pmap.bx, buffers.get("xb", np.float64, n))
-    yb = _row_linear(runs, pmap, pmap.by, buffers.get("yb", np.float64, n))
+    nx_a = np.asarray(image_a).shape[1]
+    index = buffers.get("index", np.float64, n)
+    index[...] = runs.flat_indices(nx_a, buffers.gather.indices(n))
+    xb = _row_linear(runs, pmap, pmap.bx, index, nx_a, buffers.get("xb", np.float64, n))
+    yb = _row_linear(runs, pmap, pmap.by, index, nx_a, buffers.get("yb", np.float64, n))
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
         np.nan_to_num(xb, copy=False, nan=-1.0)
         np.nan_to_num(yb, copy=False, nan=-1.0)
     snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
-    flat, nx = _side_b(image_b, mask_b, pmap, xb, yb, work, lower, upper, buffers)
-    steep = _STEEP * _noise_of(flat[1::3])
+    first = np.cumsum(runs.stop - runs.start) - (runs.stop - runs.start)
+    ends = np.concatenate([first, first + (runs.stop - runs.start) - 1])
+    flat, nx = _side_b(image_b, mask_b, pmap, xb, yb, ends, work, lower, upper, buffers)
+    steep = _STEEP * _noise_of(flat.reshape(-1, nx))
     vb, fx, fy, unusable = _bilinear(flat, nx, xb, yb, work, buffers, snap, steep)
     d = np.subtract(va, vb, out=va)
-    d[unusable] = np.nan
+    np.copyto(d, np.nan, where=unusable)
     return d, _mean_w2(fx, fy, d)
 
 
@@ -267,12 +295,14 @@ def _on_centres(nodes: np.ndarray, step: int) -> bool:
                                 for k in (0, 1) if nodes.shape[k] > 1)
 
 
-def _noise_of(sample: np.ndarray) -> float:
+def _noise_of(box: np.ndarray) -> float:
     """The pixel noise of a sample of b; inf when b has none to speak of.
 
     A noise-free image (rounding only: 1e-7 of its values or less) has no noise to judge a
     step by: then nothing is too steep.
     """
+    rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]  # inside the NaN frame
+    sample = rows.reshape(-1)
     noise = pixel_noise(sample)
     with np.errstate(invalid="ignore"):
         scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
@@ -307,7 +337,7 @@ def _nan_outside(values, lower, upper, buffers):
         np.copyto(values, np.nan, where=np.greater(values, upper, out=flag))
 
 
-def _side_b(image, mask, pmap, xb, yb, work, lower, upper, buffers):
+def _side_b(image, mask, pmap, xb, yb, ends, work, lower, upper, buffers):
     """The pixels of ``b`` to interpolate: a copy of the box the mapped points need.
 
     The box (found from the nodes: the points lie within their cells' corners) is copied in
@@ -336,7 +366,10 @@ def _side_b(image, mask, pmap, xb, yb, work, lower, upper, buffers):
                 np.copyto(inner, np.nan, where=inner > upper)
     for coord, start, size in ((xb, x_lo, cols), (yb, y_lo, rows)):
         coord -= start - 1
-        if coord.min() < 0.0 or coord.max() > size - 1.0:  # unmapped points: onto the frame
+        # Along a run the map is monotone, so its ends bound it; points off the box (unmapped
+        # ones) go onto the NaN frame.
+        tips = coord[ends]
+        if not (tips.min() >= 0.0 and tips.max() <= size - 1.0):
             np.clip(coord, 0.0, size - 1.0, out=coord)
     return box.reshape(-1), cols
 
@@ -373,14 +406,15 @@ def _bilinear(flat, nx, xb, yb, work, buffers, snap=(False, False), steep=math.n
     k = np.multiply(iy, nx, out=iy)
     k += ix
     check = _Steepness(steep, n, work, buffers)
-    lower = np.take(flat, k, out=buffers.get("b0", work, n))
+    lower = np.take(flat, k, out=buffers.get("b0", work, n), mode="clip")
     if not snap[0]:
-        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n)), fx, check)
+        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n), mode="clip"), fx, check)
     if snap[1]:
         return lower, fx, fy, check.flags
-    upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n))
+    upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n), mode="clip")
     if not snap[0]:
-        _blend(upper, np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n)), fx, check)
+        right = np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n), mode="clip")
+        _blend(upper, right, fx, _NO_CHECK)
     _blend(lower, upper, fy, check)
     return lower, fx, fy, check.flags
 
@@ -403,7 +437,14 @@ class _Steepness:
                 self.flags |= np.greater(self.size, self.limit, out=self.over)
 
 
-def _blend(first, second, frac, check: _Steepness):
+def _no_check(step: np.ndarray) -> None:
+    """A blend whose steepness is not checked (the lower row's and the columns' suffice)."""
+
+
+_NO_CHECK = _no_check
+
+
+def _blend(first, second, frac, check):
     """Blend in place: ``first += frac * (second - first)`` (``second`` is overwritten)."""
     with np.errstate(invalid="ignore"):
         second -= first
@@ -412,12 +453,14 @@ def _blend(first, second, frac, check: _Steepness):
         first += second
 
 
-def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray, nx: int,
+                out: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of ``nodes`` at every pixel of ``runs`` (row-major), into `out`.
 
-    Along one row the interpolation is linear between node columns, so each pixel's value is
-    the previous one plus the slope of its cell: the values are built as increments (the
-    exact value at the start of each run, then one slope per cell crossed) and summed once.
+    Along one row the interpolation is linear within each cell between node columns: a run
+    splits into *pieces* (one per cell it crosses), and on a piece the value is
+    ``A + S * index`` with ``index`` the pixel's flat index in its image (``nx`` columns,
+    given as float64): two numbers per piece, repeated over its pixels.
     """
     rows, start, stop = runs.rows, runs.start, runs.stop
     step, x0, y0 = pmap.step, pmap.x0, pmap.y0
@@ -426,24 +469,20 @@ def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, out: np.ndarray) 
     upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
     curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
     slope = np.diff(curve, axis=1) / step
-    v_start = _along(curve, start, x0, step)
-    v_end = _along(curve, stop - 1, x0, step)
     first_cell = (start - x0) // step
-    last_cell = (stop - 2 - x0) // step
-    pieces = np.where(stop - 1 > start, last_cell - first_cell + 1, 0)
-    slots = pieces + 1  # each run: its start value, then one entry per cell crossed
-    first_slot = np.cumsum(slots) - slots
-    run_of = np.repeat(np.arange(len(rows)), slots)
-    j = np.arange(int(slots.sum())) - first_slot[run_of]
-    cell = first_cell[run_of] + j - 1
-    lo = np.maximum(x0 + cell * step, start[run_of])
-    hi = np.minimum(x0 + (cell + 1) * step, stop[run_of] - 1)
-    repeats = np.where(j == 0, 1, hi - lo)
-    values = slope[run_of, np.clip(cell, 0, slope.shape[1] - 1)]
-    values[first_slot] = v_start - np.concatenate([[0.0], v_end[:-1]])  # restart each run
-    inc = out[: runs.npix]
-    inc[:] = np.repeat(values, repeats)
-    return np.cumsum(inc, out=inc)
+    pieces = (stop - 1 - x0) // step - first_cell + 1
+    run_of = np.repeat(np.arange(len(rows)), pieces)
+    first_piece = np.cumsum(pieces) - pieces
+    cell = first_cell[run_of] + np.arange(int(pieces.sum())) - first_piece[run_of]
+    left = x0 + cell * step
+    lengths = np.minimum(left + step, stop[run_of]) - np.maximum(left, start[run_of])
+    cell = np.minimum(cell, slope.shape[1] - 1)
+    s = slope[run_of, cell]
+    a = curve[run_of, cell] - s * (rows[run_of] * float(nx) + left)
+    n = runs.npix
+    np.multiply(np.repeat(s, lengths), index, out=out[:n])
+    out[:n] += np.repeat(a, lengths)
+    return out[:n]
 
 
 def _along(curve: np.ndarray, x: np.ndarray, x0: int, step: int) -> np.ndarray:

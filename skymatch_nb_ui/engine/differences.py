@@ -485,14 +485,6 @@ def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray
     return out[:n]
 
 
-def _along(curve: np.ndarray, x: np.ndarray, x0: int, step: int) -> np.ndarray:
-    """Linear interpolation of each run's node row ``curve`` at pixel ``x`` of that run."""
-    cell = np.minimum((x - x0) // step, curve.shape[1] - 2)
-    t = ((x - x0) - cell * step) / step
-    k = np.arange(len(x))
-    return curve[k, cell] * (1.0 - t) + curve[k, cell + 1] * t
-
-
 def _mean_w2(fx, fy, d) -> float:
     """Mean of ((1-fx)^2 + fx^2) * ((1-fy)^2 + fy^2) over every few usable differences."""
     sx, sy, sd = fx[::_W2_STRIDE], fy[::_W2_STRIDE], d[::_W2_STRIDE]

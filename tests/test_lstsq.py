@@ -73,3 +73,26 @@ def test_uncertainties_follow_the_pair_errors():
 
 def test_components_are_numbered_in_order_of_first_member():
     assert components(6, np.array([4, 0]), np.array([5, 2])).tolist() == [0, 1, 0, 2, 3, 3]
+
+
+def test_covariance_of_pairs_changes_the_errors_and_residual_variances_not_the_offsets():
+    # A 4-cycle with a diagonal; pairs 0 and 2 share noise (covariance 0.5 of their variance).
+    i, j = np.array([0, 1, 2, 3, 0]), np.array([1, 2, 3, 0, 2])
+    diff = np.array([1.0, -0.5, 0.25, -0.8, 0.6])
+    weight, var = np.array([1.0, 2.0, 1.0, 1.5, 0.5]), np.array([0.01, 0.02, 0.01, 0.015, 0.03])
+    cov = np.zeros((5, 5))
+    cov[0, 2] = cov[2, 0] = 0.5 * np.sqrt(var[0] * var[2])
+    plain = solve_offsets(4, i, j, diff, weight, var)
+    shared = solve_offsets(4, i, j, diff, weight, var, cov)
+    np.testing.assert_allclose(shared.delta, plain.delta, atol=1e-12)
+    # the same by hand: d = G diff with G the gauge-fixed weighted least-squares gain
+    a = np.zeros((5, 4))
+    a[np.arange(5), i], a[np.arange(5), j] = 1.0, -1.0
+    w2 = weight**2 / (weight**2).max()
+    gain = np.linalg.solve(a.T @ (a * w2[:, None]) + 1 / 4, a.T * w2)
+    s = np.diag(var) + cov
+    np.testing.assert_allclose(shared.delta_err, np.sqrt(np.diag(gain @ s @ gain.T)), rtol=1e-10)
+    resid = np.eye(5) - a @ gain
+    np.testing.assert_allclose(shared.residual_var, np.diag(resid @ s @ resid.T), rtol=1e-10,
+                               atol=1e-15)
+    assert not np.allclose(shared.delta_err, plain.delta_err)

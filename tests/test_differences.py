@@ -73,11 +73,11 @@ def test_a_plane_on_the_sky_cancels_exactly(b_options):
     b = linear_scene(wb, shape, 2.0)
     runs = overlap(wa, wb, shape, shape)
     pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
-    d, w2 = pair_differences(a, None, b, None, runs, pmap)
+    d, (w2_a, w2_b) = pair_differences(a, None, b, None, runs, pmap)
     usable = np.isfinite(d)
     assert usable.sum() > 0.8 * runs.npix
-    np.testing.assert_allclose(d[usable], 5.0, atol=2e-6)
-    assert 0.25 <= w2 <= 1.0
+    np.testing.assert_allclose(d[usable], 5.0, atol=2e-6)  # a's smoothing keeps a plane too
+    assert 0.25 <= w2_b <= 1.0 and 0.25 < w2_a <= 1.0
 
 
 def test_points_beyond_the_outer_pixel_centres_are_unusable():
@@ -88,7 +88,7 @@ def test_points_beyond_the_outer_pixel_centres_are_unusable():
     wb = tan_wcs((1.0 - 40.25, 1.0))
     runs = overlap(wa, wb, shape, shape)
     pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
-    d, w2 = pair_differences(np.ones(shape), None, np.zeros(shape), None, runs, pmap)
+    d, (_, w2) = pair_differences(np.ones(shape), None, np.zeros(shape), None, runs, pmap)
     d = d.reshape(10, -1)
     assert np.isnan(d[:, 0]).all() and np.isfinite(d[:, 1:]).all()
     np.testing.assert_allclose(d[:, 1:], 1.0)
@@ -103,8 +103,45 @@ def test_mean_square_interpolation_weight(shift, expected):
     wb = tan_wcs((1.0 + shift[0] - 3, 1.0 + shift[1] - 3))
     runs = Runs(np.arange(8, 20), np.full(12, 8), np.full(12, 20))
     pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
-    _, w2 = pair_differences(np.ones(shape), None, np.ones(shape), None, runs, pmap)
-    assert w2 == pytest.approx(expected, abs=1e-6)
+    _, (w2_a, w2_b) = pair_differences(np.ones(shape), None, np.ones(shape), None, runs, pmap)
+    assert w2_b == pytest.approx(expected, abs=1e-6)
+    # a is smoothed as much as b is by the interpolation: [c, 1 - 2c, c], 2c = f (1 - f)
+    cx, cy = shift[0] * (1 - shift[0]) / 2, shift[1] * (1 - shift[1]) / 2
+    assert w2_a == pytest.approx((1 - 2 * cx - 2 * cy) ** 2 + 2 * cx**2 + 2 * cy**2, abs=1e-6)
+
+
+def test_smoothing_a_cancels_the_interpolation_bias_on_a_curved_scene():
+    # Bilinear interpolation at a fraction f overestimates a curved scene q by q'' f (1 - f) / 2
+    # per axis; a's kernel [c, 1 - 2c, c] with 2c = f (1 - f) adds the same: any quadratic
+    # scene cancels exactly under a sub-pixel shift (the bias here would be 0.01 to 0.02).
+    shape = (40, 40)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.3 - 4, 1.0 + 0.6 - 2))
+    runs = Runs(np.arange(6, 30), np.full(24, 6), np.full(24, 30))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+
+    def quadratic(x, y):
+        return 0.08 * (x - 17) ** 2 - 0.05 * (y - 21) ** 2 + 0.03 * x * y
+
+    y, x = np.mgrid[0:40, 0:40].astype(float)
+    a = quadratic(x, y) + 2.5
+    b = quadratic(x + 4 - 0.3, y + 2 - 0.6)  # b's pixel (x, y) is a's (x + 3.7, y + 1.4)
+    d, _ = pair_differences(a, None, b, None, runs, pmap)
+    np.testing.assert_allclose(d, 2.5, atol=1e-9)
+
+
+def test_constant_single_precision_images_differ_exactly():
+    # The smoothing and the blends are written as corrections (c (left + right - 2 centre),
+    # f (second - first)): constants come through exactly, even in float32.
+    shape = (30, 30)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.37 - 3, 1.0 + 0.81 - 3), rotation=3.0)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    a, b = np.full(shape, 149.3, np.float32), np.full(shape, 17.1, np.float32)
+    d, _ = pair_differences(a, None, b, None, runs, pmap)
+    assert d.dtype == np.float32
+    usable = d[np.isfinite(d)]
+    assert usable.size > 0.7 * runs.npix
+    assert (usable == np.float32(149.3) - np.float32(17.1)).all()
 
 
 def test_masks_nan_and_limits_apply_to_both_sides():
@@ -124,7 +161,9 @@ def test_masks_nan_and_limits_apply_to_both_sides():
     a_high[7, 3] = 50.0  # above upper
     d, _ = pair_differences(a_high, mask_a, b_nan, mask_b, runs, pmap, upper=20.0)
     d = d.reshape(13, 13)  # rows 2..14, columns 2..14
-    bad = {(5, 6), (7, 3), (9, 9), (9, 10), (10, 9), (10, 10), (3, 11), (3, 12), (4, 11), (4, 12)}
+    bad = {(9, 9), (9, 10), (10, 9), (10, 10), (3, 11), (3, 12), (4, 11), (4, 12)}  # b's
+    for y, x in ((5, 6), (7, 3)):  # a's, and their neighbours (a is smoothed along both axes)
+        bad |= {(y, x), (y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)}
     for y in range(2, 15):
         for x in range(2, 15):
             assert np.isnan(d[y - 2, x - 2]) == ((y, x) in bad), (y, x)
@@ -172,16 +211,18 @@ def test_the_map_follows_a_distorted_wcs():
 
 
 def test_inflation_of_the_error_by_the_interpolation():
-    # Equal pixel scales, points midway between four pixels: the mean of n differences has
-    # variance 2 s^2 / n while each difference has s^2 (1 + 1/4): factor sqrt(2 / 1.25).
-    assert interpolation_inflation(0.25, 1.0, "mean") == pytest.approx(math.sqrt(1.6))
-    assert interpolation_inflation(1.0, 1.0, "mean") == 1.0  # aligned: no correlation
-    median = interpolation_inflation(0.25, 1.0, "median")
-    assert 1.0 < median < interpolation_inflation(0.25, 1.0, "mean")
+    # Equal pixel scales, points midway between four pixels, a not smoothed: the mean of n
+    # differences has variance 2 s^2 / n while each difference has s^2 (1 + 1/4).
+    assert interpolation_inflation((1.0, 0.25), 1.0, "mean") == pytest.approx(math.sqrt(1.6))
+    assert interpolation_inflation((1.0, 1.0), 1.0, "mean") == 1.0  # aligned: no correlation
+    median = interpolation_inflation((1.0, 0.25), 1.0, "median")
+    assert 1.0 < median < interpolation_inflation((1.0, 0.25), 1.0, "mean")
+    # a smoothed too: each difference varies less, the mean as much
+    assert interpolation_inflation((0.6, 0.25), 1.0, "mean") == pytest.approx(math.sqrt(2 / 0.85))
     # b's pixels twice as large (a's pixel is a quarter of b's): each of b's pixels serves
     # four of a's: variance of the mean s^2 (1 + 4) / n
-    assert interpolation_inflation(0.25, 0.25, "mean") == pytest.approx(math.sqrt(5 / 1.25))
-    assert interpolation_inflation(math.nan, 1.0, "mean") == 1.0
+    assert interpolation_inflation((1.0, 0.25), 0.25, "mean") == pytest.approx(math.sqrt(5 / 1.25))
+    assert interpolation_inflation((1.0, math.nan), 1.0, "mean") == 1.0
 
 
 def test_inflation_matches_simulated_noise():
@@ -217,4 +258,4 @@ def test_aligned_grids_ignore_neighbours_of_zero_weight():
     d, w2 = pair_differences(np.full(shape, 2.0), None, np.ones(shape), mask_b, runs, pmap)
     d = d.reshape(13, 13)
     assert np.isnan(d).sum() == 1 and np.isnan(d[8 - 2, 7 - 2])
-    assert w2 == 1.0
+    assert w2 == (1.0, 1.0)

@@ -199,9 +199,19 @@ def pair_differences(
 ) -> tuple[np.ndarray, float]:
     """``a - b`` at ``a``'s pixels ``runs``, ``b`` interpolated bilinearly.
 
-    Also returns the mean square interpolation weight, for the error (see `Returns`).
-    A difference is NaN where either side is unusable: a masked or non-finite pixel of ``a``,
-    or of any of the four pixels of ``b`` around the mapped point (even one of weight 0,
+    Interpolation smooths ``b`` (by ``f (1 - f)`` pixels squared along an axis, ``f`` the
+    fraction of a pixel at which it is read), so ``a``'s pixels are smoothed as much, by the
+    symmetric kernel ``[c, 1 - 2c, c]`` along each axis with ``2c`` the mean of ``f (1 -
+    f)``: whatever both images see is then blurred alike and cancels.  Without it, structure
+    sharp at the pixel scale (galaxies, star wings, filaments) leaves a bias: on the Hubble
+    Deep Field exposures of `skymatch_nb_ui.datasets` the median difference is off by 5 times
+    its error, always in the same direction (smoothing raises the median of a field of
+    positive sources), and the mosaic by 3 times the error of comparing levels.
+
+    Also returns the squared weights of a difference, for the error (see `Returns`).
+    A difference is NaN where either side is unusable: a masked or non-finite pixel of ``a``
+    or of its four neighbours (when ``a`` is smoothed along that axis), or of any of the four
+    pixels of ``b`` around the mapped point (even one of weight 0,
     unless the two grids are aligned along that axis), a value outside ``[lower, upper]`` on
     either side, a point outside the centres of ``b``'s outer pixels, or a point where ``b``
     changes between neighbouring pixels by more than 5 times its pixel noise (`pixel_noise`):
@@ -231,10 +241,11 @@ def pair_differences(
         One value per pixel of ``runs`` (row-major), float32 when both images are float32,
         else float64.  With ``buffers`` it is a view into a reused buffer, valid until the
         next call with the same buffers.
-    w2 : float
-        Mean over the usable differences of the sum of the squared interpolation weights
-        (1 where the points fall on ``b``'s pixel centres, 1/4 midway between four):
-        for `interpolation_inflation`.
+    w2 : (float, float)
+        The sums of the squared weights of one difference on each side: ``a``'s smoothing
+        kernel, and ``b``'s interpolation averaged over the usable differences (1 where the
+        points fall on ``b``'s pixel centres, 1/4 midway between four): for
+        `interpolation_inflation`.
 
     Examples
     --------
@@ -246,21 +257,19 @@ def pair_differences(
     >>> a = np.full((4, 6), 3.0); b = np.arange(24.0).reshape(4, 6)
     >>> runs = Runs(np.array([1, 2]), np.array([1, 1]), np.array([4, 4]))
     >>> pmap = pixel_map(CelestialWCS(w), CelestialWCS(shifted), runs)
-    >>> d, w2 = pair_differences(a, None, b, None, runs, pmap)
-    >>> np.round(d, 6).tolist(), round(w2, 6)  # 3 - (6*y + x + 0.5)
-    ([-4.5, -5.5, -6.5, -10.5, -11.5, -12.5], 0.5)
+    >>> d, (w2_a, w2_b) = pair_differences(a, None, b, None, runs, pmap)
+    >>> np.round(d, 6).tolist(), round(w2_a, 6), round(w2_b, 6)  # 3 - (6*y + x + 0.5)
+    ([-4.5, -5.5, -6.5, -10.5, -11.5, -12.5], 0.59375, 0.5)
     """
     buffers = DifferenceBuffers() if buffers is None else buffers
     n = runs.npix
     work = np.float32 if _single(image_a) and _single(image_b) else np.float64
     if n == 0:
-        return np.empty(0, work), math.nan
-    va = _side_a(image_a, mask_a, runs, work, lower, upper, buffers)
-    nx_a = np.asarray(image_a).shape[1]
-    index = buffers.get("index", np.float64, n)
-    index[...] = runs.flat_indices(nx_a, buffers.gather.indices(n))
-    xb = _row_linear(runs, pmap, pmap.bx, index, nx_a, buffers.get("xb", np.float64, n))
-    yb = _row_linear(runs, pmap, pmap.by, index, nx_a, buffers.get("yb", np.float64, n))
+        return np.empty(0, work), (math.nan, math.nan)
+    side_a = _SideA(image_a, mask_a, runs, work, lower, upper, buffers)
+    index = side_a.index(buffers.get("index", np.float64, n))
+    xb = _row_linear(runs, pmap, pmap.bx, index, side_a.layout, buffers.get("xb", np.float64, n))
+    yb = _row_linear(runs, pmap, pmap.by, index, side_a.layout, buffers.get("yb", np.float64, n))
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
         np.nan_to_num(xb, copy=False, nan=-1.0)
@@ -271,9 +280,19 @@ def pair_differences(
     flat, nx = _side_b(image_b, mask_b, pmap, xb, yb, ends, work, lower, upper, buffers)
     steep = _STEEP * _noise_of(flat.reshape(-1, nx))
     vb, fx, fy, unusable = _bilinear(flat, nx, xb, yb, work, buffers, snap, steep)
-    d = np.subtract(va, vb, out=va)
+    cx, cy = _smoothing(fx), _smoothing(fy)
+    d = np.subtract(side_a.values(cx, cy), vb, out=vb)
     np.copyto(d, np.nan, where=unusable)
-    return d, _mean_w2(fx, fy, d)
+    return d, _mean_w2(fx, fy, d, cx, cy)
+
+
+def _smoothing(frac: np.ndarray) -> float:
+    """The ``c`` of the kernel ``[c, 1 - 2c, c]`` that smooths as much as interpolation.
+
+    Linear interpolation at fractions ``f`` has variance ``f (1 - f)``; the kernel ``2c``.
+    """
+    sample = frac[::_W2_STRIDE].astype(np.float64)
+    return float(np.mean(sample * (1.0 - sample))) / 2.0 if sample.size else 0.0
 
 
 def _single(image) -> bool:
@@ -309,21 +328,57 @@ def _noise_of(box: np.ndarray) -> float:
     return noise if noise > 1e-7 * scale else math.inf
 
 
-def _side_a(image, mask, runs, work, lower, upper, buffers):
-    """``a``'s values at ``runs`` in the working dtype, NaN where unusable."""
-    n = runs.npix
-    image = np.asarray(image)
-    values = runs.gather(image, buffers.gather)
-    if image.dtype == work:
-        va = values  # a reused buffer already: the differences are built in it
-    else:
-        va = buffers.get("va", work, n)
-        np.copyto(va, values, casting="unsafe")
-    if mask is not None:
-        good = runs.gather(np.asarray(mask), buffers.gather)
-        np.copyto(va, np.nan, where=np.logical_not(good, out=buffers.get("bad", bool, n)))
-    _nan_outside(va, lower, upper, buffers)
-    return va
+class _SideA:
+    """The compared image's pixels ``runs``, from a NaN-framed copy of their box.
+
+    `values` gives them, smoothed by the symmetric kernel ``[c, 1 - 2c, c]`` along each
+    axis (in the cross form: centre ``1 - 2 cx - 2 cy``, ``cx`` left and right, ``cy`` above
+    and below), so that they are as smooth as the other image interpolated at them.
+    """
+
+    def __init__(self, image, mask, runs: Runs, work, lower, upper, buffers: DifferenceBuffers):
+        image = np.asarray(image)
+        ny, nx = image.shape  # the pixels' box and one more pixel around, within the image
+        y_lo, y_hi = max(int(runs.rows[0]) - 1, 0), min(int(runs.rows[-1]) + 2, ny)
+        x_lo, x_hi = max(int(runs.start.min()) - 1, 0), min(int(runs.stop.max()) + 1, nx)
+        # beyond the image's edge the smoothing reads the edge pixel itself
+        self.box = _framed(image, mask, (y_lo, y_hi, x_lo, x_hi), work, lower, upper, buffers,
+                           "abox", edge=True)
+        self.cols = self.box.shape[1]
+        self.layout = (y_lo - 1, x_lo - 1, self.cols)  # the box's element 0 is that pixel
+        inside = Runs(runs.rows - y_lo, runs.start - x_lo, runs.stop - x_lo)
+        # the flat index in the box of each pixel's upper-left neighbour (never negative)
+        self.corner = inside.flat_indices(self.cols, buffers.gather.indices(runs.npix))
+        self.work, self.buffers, self.n = work, buffers, runs.npix
+
+    def index(self, out: np.ndarray) -> np.ndarray:
+        """Each pixel's flat index in the box (float64): what the map's pieces are linear in."""
+        np.add(self.corner, self.cols + 1, out=out, casting="unsafe")
+        return out
+
+    def values(self, cx: float, cy: float) -> np.ndarray:
+        """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all)."""
+        flat, cols, k = self.box.reshape(-1), self.cols, self.corner
+        get = self.buffers.get
+        centre = np.take(flat[cols + 1 :], k, out=get("va", self.work, self.n))
+        # centre + c (left + right - 2 centre) per axis: exact on a constant image
+        change = None
+        for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "near_x"),
+                                       (cy, flat[1:], flat[2 * cols + 1 :], "near_y")):
+            if c == 0:
+                continue
+            near = np.take(first, k, out=get(name, self.work, self.n))
+            near += np.take(second, k, out=get("far", self.work, self.n))
+            near -= centre
+            near -= centre
+            near *= c
+            if change is None:
+                change = near
+            else:
+                change += near
+        if change is not None:
+            centre += change
+        return centre
 
 
 def _nan_outside(values, lower, upper, buffers):
@@ -340,19 +395,37 @@ def _nan_outside(values, lower, upper, buffers):
 def _side_b(image, mask, pmap, xb, yb, ends, work, lower, upper, buffers):
     """The pixels of ``b`` to interpolate: a copy of the box the mapped points need.
 
-    The box (found from the nodes: the points lie within their cells' corners) is copied in
-    the working dtype and native byte order inside a frame of NaN one pixel wide; masked
-    pixels and values outside ``[lower, upper]`` become NaN.  A point beyond the centres of
-    ``b``'s outer pixels then has a NaN neighbour, so no per-pixel range check is needed.
-    The coordinates are shifted in place to the framed box; returns its flat pixels and row
-    length.
+    The box is found from the nodes (the points lie within their cells' corners) and copied
+    by `_framed`.  A point beyond the centres of ``b``'s outer pixels then has a NaN
+    neighbour, so no per-pixel range check is needed.  The coordinates are shifted in place
+    to the framed box; returns its flat pixels and row length.
     """
     image = np.asarray(image)
     ny, nx = image.shape
     x_lo, x_hi = _box(pmap.bx, nx)
     y_lo, y_hi = _box(pmap.by, ny)
-    rows, cols = y_hi - y_lo + 2, x_hi - x_lo + 2  # with the NaN frame
-    box = buffers.get("box", work, rows * cols).reshape(rows, cols)
+    box = _framed(image, mask, (y_lo, y_hi, x_lo, x_hi), work, lower, upper, buffers, "box")
+    rows, cols = box.shape
+    for coord, start, size in ((xb, x_lo, cols), (yb, y_lo, rows)):
+        coord -= start - 1
+        # Along a run the map is monotone, so its ends bound it; points off the box (unmapped
+        # ones) go onto the NaN frame.
+        tips = coord[ends]
+        if not (tips.min() >= 0.0 and tips.max() <= size - 1.0):
+            np.clip(coord, 0.0, size - 1.0, out=coord)
+    return box.reshape(-1), cols
+
+
+def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) -> np.ndarray:
+    """A copy of ``image[y_lo:y_hi, x_lo:x_hi]`` inside a frame one pixel wide.
+
+    In the working dtype and native byte order; masked pixels and values outside
+    ``[lower, upper]`` become NaN.  The frame is NaN, or with ``edge`` extrapolated linearly
+    from the two pixels next to it (so that smoothing keeps a linear scene exact there).
+    """
+    y_lo, y_hi, x_lo, x_hi = bounds
+    rows, cols = y_hi - y_lo + 2, x_hi - x_lo + 2
+    box = buffers.get(name, work, rows * cols).reshape(rows, cols)
     box[0], box[-1], box[:, 0], box[:, -1] = np.nan, np.nan, np.nan, np.nan
     inner = box[1:-1, 1:-1]
     np.copyto(inner, image[y_lo:y_hi, x_lo:x_hi], casting="unsafe")
@@ -364,14 +437,10 @@ def _side_b(image, mask, pmap, xb, yb, ends, work, lower, upper, buffers):
                 np.copyto(inner, np.nan, where=inner < lower)
             if upper is not None:
                 np.copyto(inner, np.nan, where=inner > upper)
-    for coord, start, size in ((xb, x_lo, cols), (yb, y_lo, rows)):
-        coord -= start - 1
-        # Along a run the map is monotone, so its ends bound it; points off the box (unmapped
-        # ones) go onto the NaN frame.
-        tips = coord[ends]
-        if not (tips.min() >= 0.0 and tips.max() <= size - 1.0):
-            np.clip(coord, 0.0, size - 1.0, out=coord)
-    return box.reshape(-1), cols
+    if edge and rows > 3 and cols > 3:
+        box[0], box[-1] = 2.0 * box[1] - box[2], 2.0 * box[-2] - box[-3]
+        box[:, 0], box[:, -1] = 2.0 * box[:, 1] - box[:, 2], 2.0 * box[:, -2] - box[:, -3]
+    return box
 
 
 def _box(nodes: np.ndarray, size: int) -> tuple[int, int]:
@@ -453,14 +522,15 @@ def _blend(first, second, frac, check):
         first += second
 
 
-def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray, nx: int,
-                out: np.ndarray) -> np.ndarray:
+def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray,
+                layout: tuple[int, int, int], out: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of ``nodes`` at every pixel of ``runs`` (row-major), into `out`.
 
     Along one row the interpolation is linear within each cell between node columns: a run
     splits into *pieces* (one per cell it crosses), and on a piece the value is
-    ``A + S * index`` with ``index`` the pixel's flat index in its image (``nx`` columns,
-    given as float64): two numbers per piece, repeated over its pixels.
+    ``A + S * index`` with ``index`` the pixel's flat index, given as float64, in an array of
+    ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``; ``layout`` is
+    ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
     """
     rows, start, stop = runs.rows, runs.start, runs.stop
     step, x0, y0 = pmap.step, pmap.x0, pmap.y0
@@ -478,50 +548,64 @@ def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray
     lengths = np.minimum(left + step, stop[run_of]) - np.maximum(left, start[run_of])
     cell = np.minimum(cell, slope.shape[1] - 1)
     s = slope[run_of, cell]
-    a = curve[run_of, cell] - s * (rows[run_of] * float(nx) + left)
+    row0, col0, nx = layout
+    a = curve[run_of, cell] - s * ((rows[run_of] - row0) * float(nx) + (left - col0))
     n = runs.npix
     np.multiply(np.repeat(s, lengths), index, out=out[:n])
     out[:n] += np.repeat(a, lengths)
     return out[:n]
 
 
-def _mean_w2(fx, fy, d) -> float:
-    """Mean of ((1-fx)^2 + fx^2) * ((1-fy)^2 + fy^2) over every few usable differences."""
+def _mean_w2(fx, fy, d, cx: float, cy: float) -> tuple[float, float]:
+    """The sums of squared weights of a difference, both sides.
+
+    The compared image's: ``(1 - 2cx - 2cy)**2 + 2cx**2 + 2cy**2``; the interpolated one's:
+    the mean of ``((1-fx)**2 + fx**2) * ((1-fy)**2 + fy**2)`` over every few usable
+    differences (NaN when there are none).
+    """
+    w2_a = (1.0 - 2.0 * cx - 2.0 * cy) ** 2 + 2.0 * cx**2 + 2.0 * cy**2
     sx, sy, sd = fx[::_W2_STRIDE], fy[::_W2_STRIDE], d[::_W2_STRIDE]
     ok = np.isfinite(sd)
     if not ok.any():
         ok = np.isfinite(d)
         sx, sy = fx[ok], fy[ok]
         if sx.size == 0:
-            return math.nan
+            return w2_a, math.nan
     else:
         sx, sy = sx[ok], sy[ok]
+    sx, sy = sx.astype(np.float64), sy.astype(np.float64)
     w2 = ((1.0 - sx) ** 2 + sx**2) * ((1.0 - sy) ** 2 + sy**2)
-    return float(w2.mean())
+    return w2_a, float(w2.mean())
 
 
-def interpolation_inflation(w2: float, area_ratio: float, skystat: str) -> float:
-    """Error inflation of a statistic of bilinear pixel differences by their correlations.
+def interpolation_inflation(w2, area_ratio: float, skystat: str) -> float:
+    """Error inflation of a statistic of pixel differences by their correlations.
 
     The factor by which the error exceeds the one computed as if the differences were
-    independent.
-    With equal noise ``s`` in both images, a difference has variance ``s**2 (1 + w2)``
-    (``w2``: the mean sum of squared interpolation weights), but the differences of
-    neighbouring pixels share pixels of ``b``: the mean of ``n`` of them has variance
-    ``s**2 (1 + c2) / n``, where ``c2 = max(1 / area_ratio, w2)`` is the mean square of the
-    total weight each pixel of ``b`` receives (1 for equal pixel scales; ``area_ratio`` is
-    ``a``'s pixel area in ``b``'s pixels).  So the mean's variance grows by
-    ``f = (1 + c2) / (1 + w2)``.  For the median and midpt the correlation of neighbouring
-    signs is ``2/pi`` times that of the values (arcsine law, nearly linear for these small
-    correlations): ``1 + (2/pi) (f - 1)``.  The mode is treated as the mean (its kernel
-    widens to about 2 standard deviations on symmetric differences, where it behaves as one).
+    independent.  ``w2 = (w2_a, w2_b)``: the sums of squared weights of one difference on
+    each side (`pair_differences`).
+
+    With equal noise ``s`` in both images, a difference has variance
+    ``s**2 (w2_a + w2_b)``, but neighbouring differences share pixels (of ``b`` through the
+    interpolation, of ``a`` through its matching smoothing): the mean of ``n`` of them has
+    variance ``s**2 (1 + c2) / n``, where each pixel of ``a`` counts once in all (its
+    smoothing kernel sums to 1) and ``c2 = max(1 / area_ratio, w2_b)`` is the mean square of
+    the total weight each pixel of ``b`` receives (1 for equal pixel scales; ``area_ratio``
+    is ``a``'s pixel area in ``b``'s pixels).  So the mean's variance grows by
+    ``f = (1 + c2) / (w2_a + w2_b)``.  For the median and midpt the correlation of
+    neighbouring signs is ``2/pi`` times that of the values (arcsine law, nearly linear for
+    these small correlations): ``1 + (2/pi) (f - 1)``.  The mode is treated as the mean (its
+    kernel widens to about 2 standard deviations on symmetric differences, where it behaves
+    as one).
 
     Returns the factor on the standard error (the square root).
     """
-    if not (math.isfinite(w2) and math.isfinite(area_ratio) and area_ratio > 0):
+    w2_a, w2_b = w2
+    if not (math.isfinite(w2_a) and math.isfinite(w2_b) and math.isfinite(area_ratio)
+            and area_ratio > 0):
         return 1.0
-    c2 = max(1.0 / area_ratio, w2)
-    excess = (1.0 + c2) / (1.0 + w2) - 1.0
+    c2 = max(1.0 / area_ratio, w2_b)
+    excess = (1.0 + c2) / (w2_a + w2_b) - 1.0
     if skystat in ("median", "midpt"):
         excess *= 2.0 / math.pi
     return math.sqrt(max(1.0 + excess, 1.0))

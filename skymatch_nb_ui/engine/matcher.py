@@ -29,6 +29,7 @@ from .loaders import ImageLoader
 from .measure import (
     Comparison,
     DifferenceTask,
+    PairDifference,
     Scratch,
     Task,
     input_pair_differences,
@@ -39,7 +40,6 @@ from .measure import (
 from .params import Anchor, Compare, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
 from .result import SkyMatchResult, assemble_result, with_subtracted
 from .solve import Problem, solve
-from .stats import SkyStat
 
 __all__ = ["SkyMatcher", "skymatch"]
 
@@ -308,11 +308,11 @@ class SkyMatcher:
         ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
         return (a, b) if (ca, a) <= (cb, b) else (b, a)
 
-    def _difference(self, key: tuple, a: int, b: int) -> SkyStat:
+    def _difference(self, key: tuple, a: int, b: int) -> PairDifference:
         """Image a's sky minus image b's over their overlap (measured one way or the other)."""
         s, o = self._sampled(a, b)
-        stat = self._differences[(key, s, o)]
-        return stat if s == a else SkyStat(-stat.value, stat.npix, stat.err)
+        found = self._differences[(key, s, o)]
+        return found if s == a else found.reversed()
 
     def _fill_differences(self, params: SkyMatchParams, compared: list) -> None:
         """Measure the pixel differences not cached yet (`measure_differences` tasks).

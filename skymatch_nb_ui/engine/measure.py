@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "NO_STAT",
     "Comparison",
     "DifferenceTask",
+    "PairDifference",
     "PairStats",
     "Region",
     "Scratch",
@@ -225,13 +227,13 @@ def measure_differences(
 
     Returns
     -------
-    list of SkyStat
+    list of PairDifference
         One per comparison: this image's sky minus the other's.
     """
     scratch = Scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
     of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
-    stats = []
+    results = []
     for c in comparisons:
         other, other_mask = load_pixels(c.loader)
         d, w2 = pair_differences(image, mask, other, other_mask, c.runs, c.pmap,
@@ -239,8 +241,49 @@ def measure_differences(
                                  buffers=scratch.differences)
         stat = sky_statistic(d, of_differences, work=scratch.work)
         inflation = interpolation_inflation(w2, c.pmap.area_ratio, params.skystat)
-        stats.append(SkyStat(stat.value, stat.npix, stat.err * inflation))
-    return stats
+        usable = (stat.npix, stat.npix)
+        if stat.npix == 0:  # say which side has nothing to compare
+            usable = (_usable_count(image, mask, c.runs, params), 0)
+        results.append(PairDifference(stat.value, stat.npix, stat.err * inflation, *usable))
+    return results
+
+
+class PairDifference(NamedTuple):
+    """The statistic of one pair's pixel differences, with its usable pixels on each side.
+
+    ``value``, ``npix``, ``err`` as `SkyStat` (``npix``: differences used).  ``npix_a``,
+    ``npix_b``: ``npix`` both, except when no difference is usable: then the compared
+    image's usable pixels in the overlap and 0 (if it has some, the other image has none
+    there, or none next to them).
+    """
+
+    value: float
+    npix: int
+    err: float
+    npix_a: int
+    npix_b: int
+
+    @property
+    def stat(self) -> SkyStat:
+        """As a `SkyStat`."""
+        return SkyStat(self.value, self.npix, self.err)
+
+    def reversed(self) -> PairDifference:
+        """The other image's sky minus this one's."""
+        return PairDifference(-self.value, self.npix, self.err, self.npix_b, self.npix_a)
+
+
+def _usable_count(image, mask, runs: Runs, params: StatParams) -> int:
+    """Pixels of ``runs`` that are finite, unmasked and within the limits."""
+    values = runs.gather(np.asarray(image)).astype(np.float64)
+    usable = np.isfinite(values)
+    if mask is not None:
+        usable &= runs.gather(np.asarray(mask))
+    if params.lower is not None:
+        usable &= values >= params.lower
+    if params.upper is not None:
+        usable &= values <= params.upper
+    return int(np.count_nonzero(usable))
 
 
 def run_tasks(
@@ -392,36 +435,42 @@ def input_pair_stats(
 
 def input_pair_differences(
     overlaps: dict[tuple[int, int], dict[int, frozenset[int]]],
-    difference_of: Callable[[int, int], SkyStat],
+    difference_of: Callable[[int, int], PairDifference],
 ) -> PairStats:
     """Each pair of inputs' sky difference, ``compare="differences"``.
 
     For two groups, each pair of members that overlap gives a difference (its pixel
     differences; `measure_differences`), and the inputs' difference is their pixel-count
     weighted mean (as a group's side in `input_pair_stats`).  ``difference_of(a, b)`` is the
-    statistic of image ``a`` minus image ``b`` over their overlap.
+    statistic of image ``a`` minus image ``b`` over their overlap.  A pair without usable
+    differences gets the usable pixels of each side (`PairDifference`), so that the solve
+    can say which side has none.
     """
     keys = [(g, h) for g, h in overlaps if g < h]
     n = len(keys)
-    diff, npix, err = np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan)
+    diff, err = np.full(n, np.nan), np.full(n, np.nan)
+    npix = np.zeros((2, n), np.int64)
     member_npix = []
     for p, (g, h) in enumerate(keys):
         members = [(a, b) for a, bs in overlaps[(g, h)].items() for b in sorted(bs)
                    if a in overlaps[(h, g)].get(b, ())]
-        stats = [difference_of(a, b) for a, b in members]
-        diff[p], npix[p], err[p] = combine(stats)
+        found = [difference_of(a, b) for a, b in members]
+        diff[p], count, err[p] = combine([f.stat for f in found])
+        npix[:, p] = count
+        if count == 0:
+            npix[:, p] = sum(f.npix_a for f in found), sum(f.npix_b for f in found)
         side_a: dict[int, int] = {}
         side_b: dict[int, int] = {}
-        for (a, b), st in zip(members, stats):
-            side_a[a] = side_a.get(a, 0) + st.npix
-            side_b[b] = side_b.get(b, 0) + st.npix
+        for (a, b), f in zip(members, found):
+            side_a[a] = side_a.get(a, 0) + f.npix
+            side_b[b] = side_b.get(b, 0) + f.npix
         member_npix.append((side_a, side_b))
     nan = np.full(n, np.nan)
     half = 0.5 * err**2  # equal noise: each image carries half the variance of a difference
     return PairStats(
         a=np.array([k[0] for k in keys], dtype=np.intp),
         b=np.array([k[1] for k in keys], dtype=np.intp),
-        stat_a=nan, stat_b=nan.copy(), npix_a=npix, npix_b=npix.copy(), err_a=nan.copy(),
+        stat_a=nan, stat_b=nan.copy(), npix_a=npix[0], npix_b=npix[1], err_a=nan.copy(),
         err_b=nan.copy(), member_npix=tuple(member_npix), diff=diff, diff_err=err,
-        weight=npix.astype(float), side_var=np.vstack([half, half]),
+        weight=0.5 * (npix[0] + npix[1]), side_var=np.vstack([half, half]),
     )

@@ -1,5 +1,5 @@
 // The results table's front end in node + jsdom: render, sort both ways and re-select, for
-// 100, 500 and 2000 rows. Measures and prints (medians of repeated runs); asserts nothing.
+// 100, 500, 2000 and 10,000 rows (above 500 a virtual window). Measures and prints (medians of repeated runs); asserts nothing.
 // The behaviour is tested in js/tests/results_table.test.js.
 //
 //   node bench/bench_results_table.js [repeats]
@@ -8,7 +8,7 @@
 // ratios, on the same machine at the same load (the load average is printed).
 import { loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
-import { FakeModel, freshDom } from "../js/tests/fake_model.js";
+import { encodeRows, FakeModel, freshDom } from "../js/tests/fake_model.js";
 
 const widget = (await import("../js/src/results_table.js")).default;
 const repeats = Number(process.argv[2] ?? 7);
@@ -30,7 +30,7 @@ function once(n) {
   const el = freshDom();
   const many = rows(n);
   const model = new FakeModel({
-    rows: many, columns: COLUMNS, colors: {}, selected: [], hovered: "", sort_by: "",
+    data: encodeRows(many, COLUMNS), columns: COLUMNS, colors: {}, selected: [], hovered: "", sort_by: "",
     ascending: true, filename: "results.csv",
   });
   const t = [performance.now()];
@@ -51,8 +51,8 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 console.log(`results table in jsdom, medians of ${repeats} runs; load average ${loadavg().map((v) => v.toFixed(2)).join(" ")}`);
 console.log("rows   render ms   sort x2 ms   select half ms   total ms");
 once(100); // warm-up: module compilation, jsdom caches
-for (const n of [100, 500, 2000]) {
+for (const n of [100, 500, 2000, 10000]) {
   const runs = Array.from({ length: repeats }, () => once(n));
   const m = [0, 1, 2, 3].map((k) => median(runs.map((r) => r[k])));
-  console.log(`${String(n).padStart(4)}   ${m.map((v, k) => v.toFixed(1).padStart([9, 12, 16, 10][k])).join(" ")}`);
+  console.log(`${String(n).padStart(5)}   ${m.map((v, k) => v.toFixed(1).padStart([9, 12, 16, 10][k])).join(" ")}`);
 }

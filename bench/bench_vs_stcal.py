@@ -47,7 +47,7 @@ STATS = dict(skystat="mode", nclip=5)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print_machine(args.no_reference)
-    warm_up(args.no_reference)
+    warm_up(args.no_reference, args.schedulers)
     print(
         f"images {args.shape}x{args.shape} float32, overlap 0.2, noise sigma {NOISE}, "
         f"{args.sources} sources/image, rotation {args.rotation} deg, jitter {args.jitter} px, "
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.ref_repeat} (reference) and {args.repeat} (ours) runs\n"
     )
     columns = (
-        f"{'N':>4} {'grid':>5} {'method':>13} {'ref s':>8} {'ours s':>8} {'ours 1st':>9} "
+        f"{'N':>4} {'grid':>5} {'method':>13} {'scheduler':>10} {'ref s':>8} {'ours s':>8} "
+        f"{'ours 1st':>9} "
         f"{'ref/ours':>9} "
         f"{'max|dsky|/sig':>14} {'floor s':>8} {'ours/floor':>11} {'re-solve ms':>12}"
     )
@@ -71,32 +72,38 @@ def main(argv: list[str] | None = None) -> int:
         )
         floor = median_time(lambda: [float(im.sum()) for im in mosaic.images], args.repeat)
         for method in args.methods:
-            row = bench_one(mosaic, method, args)
-            print(
-                f"{n:>4} {f'{rows}x{cols}':>5} {method:>13} {fmt(row['ref'], '8.3f')} "
-                f"{row['ours']:>8.3f} {row['first']:>9.3f} "
-                f"{fmt(ratio(row['ref'], row['ours']), '9.1f')} "
-                f"{fmt(row['diff'], '14.1e')} {floor:>8.4f} "
-                f"{row['ours'] / floor:>11.1f} {row['resolve'] * 1e3:>12.2f}",
-                flush=True,
-            )
+            for scheduler, row in bench_one(mosaic, method, args):
+                print(
+                    f"{n:>4} {f'{rows}x{cols}':>5} {method:>13} {scheduler:>10} "
+                    f"{fmt(row['ref'], '8.3f')} {row['ours']:>8.3f} {row['first']:>9.3f} "
+                    f"{fmt(ratio(row['ref'], row['ours']), '9.1f')} "
+                    f"{fmt(row['diff'], '14.1e')} {floor:>8.4f} "
+                    f"{row['ours'] / floor:>11.1f} {row['resolve'] * 1e3:>12.2f}",
+                    flush=True,
+                )
         del mosaic
         gc.collect()
     return 0
 
 
-def bench_one(mosaic, method: str, args) -> dict:
-    """Time both engines on one mosaic and one method; compare their skies."""
+def bench_one(mosaic, method: str, args) -> list[tuple[str, dict]]:
+    """Time both engines on one mosaic and one method (ours with each scheduler, side by
+    side); compare their skies."""
     images, wcs = mosaic.images, mosaic.wcs
-    ours = None
+    rows = []
+    for scheduler in args.schedulers:
+        ours = None
 
-    def run_ours():
-        nonlocal ours
-        ours = skymatch_nb_ui.skymatch(images, wcs, skymethod=method, **STATS)
+        def run_ours(scheduler=scheduler):
+            nonlocal ours
+            ours = skymatch_nb_ui.skymatch(images, wcs, skymethod=method, scheduler=scheduler,
+                                           workers=1 if scheduler == "serial" else 2, **STATS)
 
-    times = run_times(run_ours, args.repeat)
-    row = {"ours": statistics.median(times), "first": times[0], "ref": None, "diff": None}
-    row["resolve"] = resolve_time(images, wcs, method, args.repeat)
+        times = run_times(run_ours, args.repeat)
+        row = {"ours": statistics.median(times), "first": times[0], "ref": None, "diff": None}
+        row["resolve"] = resolve_time(images, wcs, method, args.repeat)
+        rows.append((scheduler, row))
+    row = rows[0][1]
     if not args.no_reference:
         ref_sky = None
 
@@ -111,7 +118,9 @@ def bench_one(mosaic, method: str, args) -> dict:
         if not np.array_equal(np.isfinite(ref_sky), np.asarray(ours.valid, bool)):
             print(f"  note: validity differs for {method}: ours {ours.valid.tolist()}, "
                   f"reference {np.isfinite(ref_sky).tolist()}")
-    return row
+        for _, other in rows[1:]:
+            other["ref"], other["diff"] = row["ref"], row["diff"]
+    return rows
 
 
 def resolve_time(images, wcs, method: str, repeat: int) -> float:
@@ -124,10 +133,13 @@ def resolve_time(images, wcs, method: str, repeat: int) -> float:
     )
 
 
-def warm_up(no_reference: bool) -> None:
-    """Run both engines once on a tiny mosaic, so that no timing includes lazy imports."""
+def warm_up(no_reference: bool, schedulers=("serial",)) -> None:
+    """Run both engines once on a tiny mosaic, so that no timing includes lazy imports (nor
+    the start of a pool of worker processes)."""
     tiny = make_mosaic((1, 2), shape=(64, 64), noise=NOISE, seed=0)
-    skymatch_nb_ui.skymatch(tiny.images, tiny.wcs, **STATS)
+    for scheduler in schedulers:
+        skymatch_nb_ui.skymatch(tiny.images, tiny.wcs, scheduler=scheduler,
+                                workers=1 if scheduler == "serial" else 2, **STATS)
     if not no_reference:
         reference_skymatch(tiny.images, tiny.wcs, **STATS)
 
@@ -189,6 +201,10 @@ def parse_args(argv):
     parser.add_argument("--ref-repeat", type=positive_int, default=1,
                         help="runs of the reference per figure (median; default 1)")
     parser.add_argument("--no-reference", action="store_true", help="skip stcal")
+    parser.add_argument("--schedulers", type=lambda t: t.split(","),
+                        default=["serial", "threads", "processes"],
+                        help="where our statistics run, side by side: serial (one process), "
+                        "threads or processes (2 workers); default serial,threads,processes")
     parser.add_argument("--shape", type=positive_int, default=1024,
                         help="image size in pixels (default 1024)")
     parser.add_argument("--sources", type=int, default=50, help="sources per image (50)")

@@ -145,9 +145,9 @@ for method, values in documented.items():
   which puts the image that looks faintest *after* matching at its local level. For a
   connected mosaic of blank sky these are the absolute skies.
 
-The overlaps and their residuals are in `last_pairs`:"""),
-    ("code", """grid.skymatch(skymethod="match")
-grid.last_pairs[["npix_a", "diff_before", "diff_err", "diff_after", "flagged"]].to_dataframe()"""),
+The result also holds the overlaps and their residuals, over its `pair` dimension:"""),
+    ("code", """matched = grid.skymatch(skymethod="match")
+matched[["npix_a", "diff_before", "diff_err", "diff_after", "flagged"]].to_dataframe()"""),
     ("markdown", """Eleven overlaps: seven between edge neighbours (2000 pixels each) and four between
 diagonal neighbours (a 20 x 20-pixel corner). `diff_before` is how much the two images
 disagree in their overlap, `diff_after` what is left once the matched skies are subtracted:
@@ -319,7 +319,7 @@ statistic is the median: on pure Gaussian noise it is more precise than the hist
 sources)."""),
     ("code", """alone = coll.skymatch(skymethod="global+match", skystat="median")
 alone[["sky", "sky_err", "npix"]].to_dataframe().assign(truth=truth).round(4)"""),
-    ("code", """coll.last_pairs[["npix_a", "diff_before", "diff_after"]].to_dataframe().round(4)"""),
+    ("code", """alone[["npix_a", "diff_before", "diff_after"]].to_dataframe().round(4)"""),
     ("markdown", """The detectors of one exposure get skies that differ by a few hundredths, each
 uncertain by 0.03 to 0.04; nine overlaps of 4 500 to 14 000 pixels constrain them.
 
@@ -346,10 +346,10 @@ comparison.round(4)"""),
 assert np.allclose(grouped.sky, truth, atol=0.05)
 assert len(set(grouped.sky.values[:4])) == 1 and len(set(grouped.sky.values[4:])) == 1
 assert grouped.sky_err.max() < alone.sky_err.min() / 2
-coll.last_pairs[["npix_a", "diff_before", "diff_err", "diff_after"]].to_dataframe()"""),
+grouped[["npix_a", "diff_before", "diff_err", "diff_after"]].to_dataframe()"""),
     ("markdown", """Two unknowns instead of eight, constrained by all nine overlaps at once: every
 detector of an exposure gets the same sky, and its uncertainty drops by a factor of two to
-three. `last_pairs` now has a single pair, `e1|e2`, whose difference combines those of the
+three. The result now has a single pair, `e1|e2`, whose difference combines those of the
 overlapping detectors of the two exposures (some 92 000 pixel differences).
 
 ## Groups in the editor
@@ -443,8 +443,8 @@ FITS_WORKFLOW = [
 
 **What this teaches:** read calibrated FITS images (a `SCI` image and a `DQ` data-quality
 extension each) with `ImageCollection.from_fits`, grouping the detectors of each exposure by
-a header keyword; match; inspect the images (`coll.table`), the overlaps (`coll.last_pairs`)
-and the results (`coll.to_table`); write sky-subtracted copies (`coll.write_fits`) and check
+a header keyword; match; inspect the images (`coll.table`), the result with its overlaps
+(the `pair` dimension) and the table of skies (`coll.to_table`); write sky-subtracted copies (`coll.write_fits`) and check
 their `BKGLEVEL`; then do the same with the `skymatch-nb` command.
 
 The files are made here, in a temporary directory: two exposures of a 2 x 2-detector camera,
@@ -510,8 +510,8 @@ bad   # pixels flagged in DQ"""),
 result[["group", "sky", "sky_err", "npix", "component"]].to_dataframe()"""),
     ("code", """expected = np.array([TRUTH[int(g)] for g in result.group.values])
 assert np.allclose(result.sky, expected, atol=0.05)
-coll.last_pairs.to_dataframe().T"""),
-    ("markdown", """`last_pairs` has one row per overlapping pair of inputs, here the two exposures:
+result.drop_dims(["image", "corner"]).to_dataframe().T"""),
+    ("markdown", """The `pair` dimension has one entry per overlapping pair of inputs, here the two exposures:
 each side's statistic over its part of the overlaps, pixel counts, errors, the weight in the
 solve, the difference before and the residual after.
 
@@ -522,8 +522,8 @@ exposure 1, matched to it, comes out 0.5 too faint, some thirty times its uncert
     ("code", """unmasked = ImageCollection.from_fits(str(raw / "*_cal.fits"), group_by="EXPOSURE",
                                      dqbits="PERSISTENCE")
 biased = unmasked.skymatch(skymethod="global+match", skystat="median")
-print("exposure 2 in the overlap:", coll.last_pairs.stat_b.values, "with DQ,",
-      unmasked.last_pairs.stat_b.values, "without")
+print("exposure 2 in the overlap:", result.stat_b.values, "with DQ,",
+      biased.stat_b.values, "without")
 print("skies with DQ:   ", np.unique(result.sky.values.round(3)))
 print("skies without DQ:", np.unique(biased.sky.values.round(3)))
 assert TRUTH[1] - biased.sky.values[0] > 0.3"""),
@@ -653,7 +653,7 @@ For each overlapping pair of inputs (here pairs of exposures): the difference of
 statistics in the overlap before matching (grey, open) and what is left after it (blue), with
 1σ error bars; worst residual first. Residuals consistent with zero say that one sky per
 exposure describes the data; an outlier points at an overlap to look at."""),
-    ("code", """ax = plot_pair_residuals(coll.last_pairs)
+    ("code", """ax = plot_pair_residuals(result)
 save(ax, "fig3_pair_residuals")"""),
     ("markdown", """## Figure 4: the skies, against the truth
 

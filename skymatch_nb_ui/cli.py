@@ -30,6 +30,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from . import __version__, io
 from .engine import SkyMatchParams, SkyMatchWarning
@@ -51,7 +52,7 @@ TABLE_FORMATS = {
     ".vot": "votable",
 }
 
-_ERRORS = (ValueError, TypeError, OSError, KeyError)
+_ERRORS = (ValueError, TypeError, OSError, KeyError, ImportError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,8 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true",
                         help="replace existing output files")
     output.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bar and no table on stdout (warnings and errors "
+                        help="no progress bars and no table on stdout (warnings and errors "
                         "still go to stderr)")
+
+    execution = parser.add_argument_group("execution (the results are the same whichever)")
+    execution.add_argument("--scheduler", type=_scheduler, default="auto", metavar="WHERE",
+                           help="where the statistics run: auto (worker processes when there "
+                           "is much to measure, else one process), serial, threads, processes, or the "
+                           "address of a Dask scheduler such as tcp://host:8786 (needs "
+                           "skymatch-nb-ui[dask]; the workers must see the files at the same "
+                           "paths)")
+    execution.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                           help="threads or local worker processes (default: the CPU cores, "
+                           "at most 4)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -170,6 +182,26 @@ def _ext(text: str):
         raise argparse.ArgumentTypeError(
             f"expected an index, a name or name,version (e.g. SCI,2); got {text!r}"
         ) from None
+
+
+def _scheduler(text: str) -> str:
+    """--scheduler: a name or an address (checked as the engine checks it)."""
+    from .engine._execute import check_scheduler
+
+    try:
+        return check_scheduler(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("scheduler must be", "expected")) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +302,9 @@ def _match_and_write(args, table_format) -> None:
     _check_table_is_no_other_file(args.table, targets, coll)
     _remove_leftovers(args)
     params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
-    result = coll.skymatch(**params)
+    coll.scheduler, coll.workers = args.scheduler, args.workers
+    with _StageBars(enabled=not args.quiet) as bars:
+        result = coll.skymatch(**params, progress=bars)
     _warn_if_nothing_to_match(coll, args.skymethod)
     table = coll.to_table(result)
     table.meta["subtract"] = bool(args.subtract)  # what was done to the copies written
@@ -417,13 +451,62 @@ def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, qui
 
 def _progress_bar(total: int):
     """A tqdm progress bar on stderr, or None without tqdm (pip install skymatch-nb-ui[cli])."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
+    tqdm = _tqdm()
+    if tqdm is None:
         return None
     from functools import partial
 
     return partial(tqdm, total=total, desc="writing", unit="file", file=sys.stderr, disable=None)
+
+
+class _StageBars:
+    """A progress bar per stage of the engine on stderr (none without tqdm, or when quiet).
+
+    Called with the engine's `Progress` values; a stage that had nothing to do (cached)
+    shows no bar.
+    """
+
+    UNITS: ClassVar[dict] = {"geometry": "step", "statistics": "stat", "solve": "solve",
+                             "subtract": "image"}
+
+    def __init__(self, *, enabled: bool):
+        self._tqdm = _tqdm() if enabled else None
+        self._bar = None
+        self._stage = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def __call__(self, progress) -> None:
+        if self._tqdm is None:
+            return
+        if progress.stage != self._stage:
+            self._close()
+            self._stage = progress.stage
+            if progress.done == progress.total:
+                return  # cached: nothing to show
+            self._bar = self._tqdm(total=progress.total, desc=progress.stage, file=sys.stderr,
+                                   unit=self.UNITS.get(progress.stage, "it"), disable=None,
+                                   leave=True)
+        if self._bar is not None:
+            self._bar.update(progress.done - self._bar.n)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+
+
+def _tqdm():
+    """The tqdm bar class, or None without tqdm (pip install skymatch-nb-ui[cli])."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 #: The library's hints, said in the command line's words.

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, sub
 from .engine._validate import check_wcs
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
+from .engine.loaders import RecordLoader
 
 if TYPE_CHECKING:
     from .io import FitsImage, RomanImage
@@ -64,7 +66,8 @@ class _Source:
 class _FileLoader:
     """The pixels and DQ mask of one image of a file, read each time they are asked.
 
-    It pickles as the file's path, HDU indices and headers: no pixels travel with it.
+    It pickles as the file's path and HDU indices (and the DQ bits): what a worker process
+    needs to read the pixels; no pixels, WCS or headers travel with it.
     """
 
     image: FitsImage | RomanImage
@@ -82,6 +85,15 @@ class _FileLoader:
 
     def __repr__(self) -> str:
         return repr(self.image)
+
+    def __reduce__(self):
+        # what a worker process needs to read the pixels: the file and its HDUs, not the WCS
+        # and headers (a WCS costs milliseconds to pickle and unpickle), nor this module
+        # (xarray: a second more for each worker to start)
+        empty = {"wcs": None, "header": type(self.image.header)()}
+        if hasattr(self.image, "primary_header"):
+            empty["primary_header"] = type(self.image.primary_header)()
+        return (RecordLoader, (replace(self.image, **empty), self.dqbits))
 
 
 class ImageCollection:
@@ -116,14 +128,16 @@ class ImageCollection:
                 "Pass names=[...] to choose them."
             )
         self._sources = list(sources)
+        self._names = tuple(names)
         self._index = {n: k for k, n in enumerate(names)}
         self._groups: list = [None] * len(self._sources)
         self._matcher: SkyMatcher | None = None
         self._tree: xr.DataTree | None = None
         self._footprints = None
         self._position_columns: dict | None = None
+        #: The Dataset of the last `skymatch` (the default of `to_table`, `write_copies`,
+        #: `result_images`); views never read it: they are given a result.
         self.last_result: xr.Dataset | None = None
-        self.last_pairs: xr.Dataset | None = None
         if groups is not None:
             self.groups = groups
 
@@ -273,7 +287,7 @@ class ImageCollection:
     @property
     def names(self) -> tuple[str, ...]:
         """The image names, in order."""
-        return tuple(self._index)
+        return self._names
 
     @property
     def wcs(self) -> list:
@@ -398,6 +412,52 @@ class ImageCollection:
             _check_label(f"groups[{self.names[k]!r}]", label)
         return [_normal_label(lab) for lab in labels]
 
+    def overlapping_pairs(self) -> list[tuple[str, str]]:
+        """The pairs of images whose footprints overlap (names, each pair once, in image order).
+
+        Runs the geometry stage (footprints and their overlaps; no pixels are read) if no
+        solve did yet.
+
+        Examples
+        --------
+        >>> from skymatch_nb_ui.testing import make_mosaic
+        >>> m = make_mosaic((1, 3))
+        >>> ImageCollection.from_arrays(m.images, m.wcs, names=m.names).overlapping_pairs()
+        [('img00', 'img01'), ('img01', 'img02')]
+        """
+        names = self.names
+        pairs = {(min(a, b), max(a, b)) for (a, b), runs in self.matcher.geometry.runs.items() if runs}
+        return [(names[a], names[b]) for a, b in sorted(pairs)]
+
+    def isolated_groups(self, groups: Mapping | None = None) -> list:
+        """The labels of the groups none of whose images overlaps an image outside the group.
+
+        Such a group is an input of the solve with no overlap with any other input, so its sky
+        cannot be matched to the rest.  Images alone are not reported (they are not groups).
+
+        Parameters
+        ----------
+        groups : mapping, optional
+            {image name: label or None} to check (default: the collection's `groups`), e.g.
+            a grouping being edited before it is applied.
+
+        Examples
+        --------
+        >>> from skymatch_nb_ui.testing import make_mosaic
+        >>> m = make_mosaic((1, 2)) + make_mosaic((1, 2), center=(150.2, 2.0), prefix="b")
+        >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+        >>> coll.isolated_groups({"img00": "a", "img01": "a", "b00": "b"})
+        ['a']
+        """
+        groups = self.groups if groups is None else groups
+        labels = [groups.get(n) for n in self.names]
+        key = {n: ("alone", n) if g is None else ("group", g) for n, g in zip(self.names, labels)}
+        linked = set()
+        for a, b in self.overlapping_pairs():
+            if key[a] != key[b]:
+                linked.update((key[a], key[b]))
+        return [g for g in dict.fromkeys(g for g in labels if g is not None) if ("group", g) not in linked]
+
     # -- sky matching ----------------------------------------------------------------------------
     @property
     def matcher(self) -> SkyMatcher:
@@ -410,13 +470,40 @@ class ImageCollection:
             self._matcher = SkyMatcher([s.loader for s in self._sources], self.wcs)
         return self._matcher
 
-    def skymatch(self, params: SkyMatchParams | None = None, **changes) -> xr.Dataset:
+    @property
+    def scheduler(self):
+        """Where the statistics run (settable): see `SkyMatcher`.
+
+        "auto", "serial", "threads", "processes", a ``distributed.Client`` or a Dask
+        scheduler address.
+        """
+        return self.matcher.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self.matcher.scheduler = scheduler
+
+    @property
+    def workers(self) -> int:
+        """Threads or worker processes for the statistics (settable; None: the default)."""
+        return self.matcher.workers
+
+    @workers.setter
+    def workers(self, workers: int | None) -> None:
+        self.matcher.workers = workers
+
+    def skymatch(self, params: SkyMatchParams | None = None, *, progress=None, cancel=None,
+                 **changes) -> xr.Dataset:
         """Match the skies of the collection's images with its current groups.
 
         Parameters
         ----------
         params : SkyMatchParams, optional
             All the parameters at once (default: the defaults, with the last ``stepsize``).
+        progress, cancel : optional
+            A callback of `skymatch_nb_ui.engine.Progress` values and a
+            ``threading.Event`` that stops the run (`SkyMatchCancelled`) when set: see
+            `SkyMatcher.run`.
         **changes
             Any parameter of `SkyMatchParams` (those of `skymatch_nb_ui.skymatch` without the
             data) except ``subtract``: ``skymethod``, ``match_down``, ``skystat``, ``lower``,
@@ -427,12 +514,20 @@ class ImageCollection:
         Returns
         -------
         xarray.Dataset
-            Over ``image``: ``sky``, ``sky_err``, ``valid``, ``reason``, ``component``,
-            ``group``, ``npix``, ``local``, ``delta``, and where each image is (``ra``,
-            ``dec``, ``footprint_ra``/``footprint_dec`` over ``corner``, degrees); the
-            parameters in ``attrs``.  The
-            per-pair diagnostics of the same run are in ``last_pairs`` (a Dataset over
-            ``pair``), and both are kept as ``last_result`` / ``last_pairs``.
+            The whole result of the run, kept as ``last_result``:
+
+            - over ``image`` (coordinate: the names): ``sky``, ``sky_err``, ``valid``,
+              ``reason``, ``component``, ``group``, ``npix``, ``local``, ``delta``, and where
+              each image is (``ra``, ``dec``, and ``footprint_ra``/``footprint_dec`` over
+              ``corner``, degrees);
+            - over ``pair`` (coordinate ``"a|b"``: the overlaps between inputs, an input being
+              an image alone or a group): ``a``, ``b``, ``stat_a``, ``stat_b``, ``npix_a``,
+              ``npix_b``, ``err_a``, ``err_b``, ``weight``, ``pair_valid`` (the pair entered
+              the solve), ``diff_before`` and ``diff_after`` (the residual after the solve);
+            - the parameters in ``attrs``; sky values carry the images' common ``units``.
+
+            Every view (`skymatch_nb_ui.widgets`, `skymatch_nb_ui.plotting`) takes this
+            Dataset.
 
         Raises
         ------
@@ -460,10 +555,10 @@ class ImageCollection:
                 "Use write_fits(directory, result) for sky-subtracted copies, or "
                 "result_images(result) for subtracted arrays."
             )
-        result = self.matcher.run(params, groups=self._groups, **changes)
-        dataset, pairs = self._datasets(result)
-        self.last_result, self.last_pairs = dataset, pairs
-        return dataset
+        result = self.matcher.run(params, groups=self._groups, progress=progress, cancel=cancel,
+                                  **changes)
+        self.last_result = self._dataset(result)
+        return self.last_result
 
     def result_images(self, result: xr.Dataset | None = None) -> dict[str, np.ndarray]:
         """New arrays with each image's sky subtracted (invalid skies: unchanged copies)."""
@@ -473,62 +568,83 @@ class ImageCollection:
             for k, name in enumerate(self.names)
         }
 
-    def _datasets(self, result: SkyMatchResult) -> tuple[xr.Dataset, xr.Dataset]:
+    def _dataset(self, result: SkyMatchResult) -> xr.Dataset:
+        """The engine's result as one Dataset over ``image`` (and ``corner``) and ``pair``."""
         names = list(self.names)
         attrs = {k: _attr(v) for k, v in result.params.items()}
         texts = group_texts(self._groups)
+        unit = self._sky_unit()
+        sky = {"units": unit} if unit else {}
+        labels = self._input_names(result, texts)
+        p = result.pairs
+        pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
         dataset = xr.Dataset(
             {
-                "sky": ("image", result.sky, {"long_name": "sky level to subtract"}),
-                "sky_err": ("image", result.sky_err, {"long_name": "1-sigma uncertainty of sky"}),
+                "sky": ("image", result.sky, {"long_name": "sky level to subtract", **sky}),
+                "sky_err": ("image", result.sky_err, {"long_name": "1-sigma uncertainty of sky", **sky}),
                 "valid": ("image", result.valid),
                 "reason": ("image", result.reason.astype(str)),
                 "component": ("image", result.component),
                 "group": ("image", np.array(texts, dtype=str)),
                 "npix": ("image", result.npix),
-                "local": ("image", result.local, {"long_name": "input's own statistic"}),
-                "delta": ("image", result.delta, {"long_name": "match offset, zero mean per component"}),
+                "local": ("image", result.local, {"long_name": "input's own statistic", **sky}),
+                "delta": ("image", result.delta,
+                          {"long_name": "match offset, zero mean per component", **sky}),
+                # the overlaps between inputs (an image alone, or a group: its text)
+                "a": ("pair", np.array([labels[a] for a in p.a], dtype=str)),
+                "b": ("pair", np.array([labels[b] for b in p.b], dtype=str)),
+                "stat_a": ("pair", p.stat_a, sky),
+                "stat_b": ("pair", p.stat_b, sky),
+                "npix_a": ("pair", p.npix_a),
+                "npix_b": ("pair", p.npix_b),
+                "err_a": ("pair", p.err_a, sky),
+                "err_b": ("pair", p.err_b, sky),
+                "weight": ("pair", p.weight),
+                "pair_valid": ("pair", p.valid, {"long_name": "the pair entered the solve"}),
+                "diff_before": ("pair", p.diff_before,
+                                {"long_name": "measured sky difference a - b", **sky}),
+                "diff_err": ("pair", p.diff_err, {"long_name": "1-sigma error of diff_before", **sky}),
+                "diff_after": ("pair", p.diff_after, {"long_name": "residual after the solve", **sky}),
+                "robust_weight": ("pair", p.robust_weight,
+                                  {"long_name": "factor of the robust solve on the weight"}),
+                "flagged": ("pair", p.flagged, {"long_name": "down-weighted by the robust solve"}),
             },
-            coords={"image": names},
+            coords={"image": names, "pair": pair_names},
             attrs=attrs,
         )
         # where each image is, so that a result alone can be mapped (plotting, widgets)
-        dataset = dataset.assign(self._positions)
-        labels = [self._input_name(result, g, texts) for g in range(len(result.inputs))]
-        p = result.pairs
-        pair_names = [f"{labels[a]}|{labels[b]}" for a, b in zip(p.a, p.b)]
-        pairs = xr.Dataset(
-            {
-                "a": ("pair", np.array([labels[a] for a in p.a], dtype=str)),
-                "b": ("pair", np.array([labels[b] for b in p.b], dtype=str)),
-                "stat_a": ("pair", p.stat_a),
-                "stat_b": ("pair", p.stat_b),
-                "npix_a": ("pair", p.npix_a),
-                "npix_b": ("pair", p.npix_b),
-                "err_a": ("pair", p.err_a),
-                "err_b": ("pair", p.err_b),
-                "weight": ("pair", p.weight),
-                "valid": ("pair", p.valid),
-                "diff_before": ("pair", p.diff_before,
-                                {"long_name": "measured sky difference a - b"}),
-                "diff_err": ("pair", p.diff_err, {"long_name": "1-sigma error of diff_before"}),
-                "diff_after": ("pair", p.diff_after, {"long_name": "residual after the solve"}),
-                "robust_weight": ("pair", p.robust_weight,
-                                  {"long_name": "factor of the robust solve on the weight"}),
-                "flagged": ("pair", p.flagged,
-                            {"long_name": "down-weighted by the robust solve"}),
-            },
-            coords={"pair": pair_names},
-            attrs=attrs,
-        )
-        return dataset, pairs
+        return dataset.assign(self._positions)
 
-    def _input_name(self, result: SkyMatchResult, g: int, texts: list[str]) -> str:
-        """An input's display name: its group's text, or the image name when it is alone."""
-        members = np.flatnonzero(result.group == g)
-        if len(members) == 1 and self._groups[members[0]] is None:
-            return self.names[members[0]]
-        return texts[members[0]]
+    @property
+    def last_pairs(self) -> xr.Dataset | None:
+        """Deprecated: the pair diagnostics are in the result, over its ``pair`` dimension.
+
+        The pair variables of `last_result` in their former layout (``valid`` for
+        ``pair_valid``).
+        """
+        warnings.warn(
+            "ImageCollection.last_pairs is deprecated: the result of skymatch() holds the pair "
+            "diagnostics over its 'pair' dimension (pair_valid, diff_before, diff_after, ...)",
+            DeprecationWarning, stacklevel=2,
+        )
+        if self.last_result is None:
+            return None
+        return _pair_dataset(self.last_result)
+
+    def _sky_unit(self) -> str:
+        """The images' common unit (``BUNIT``), or "" when unknown or mixed."""
+        units = {str(s.meta["bunit"]) for s in self._sources if s.meta.get("bunit")}
+        known = all(s.meta.get("bunit") for s in self._sources)
+        return units.pop() if known and len(units) == 1 else ""
+
+    def _input_names(self, result: SkyMatchResult, texts: list[str]) -> list[str]:
+        """Each input's display name: its group's text, or the image name when it is alone."""
+        first = {}
+        for k, g in enumerate(result.group.tolist()):
+            first.setdefault(g, k)
+        names = self.names
+        return [names[k] if self._groups[k] is None else texts[k]
+                for k in (first[g] for g in range(len(result.inputs)))]
 
     # -- output ----------------------------------------------------------------------------------
     def to_table(self, result: xr.Dataset | None = None):
@@ -692,6 +808,21 @@ class ImageCollection:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _pair_dataset(result: xr.Dataset) -> xr.Dataset:
+    """The pair variables of a result alone, ``pair_valid`` named ``valid`` (the former layout).
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui.testing import make_mosaic
+    >>> m = make_mosaic((1, 3), sky=[7, 5, 9])
+    >>> pairs = _pair_dataset(ImageCollection.from_arrays(m.images, m.wcs).skymatch(skystat="mean"))
+    >>> pairs.pair.values.tolist(), bool(pairs.valid.all())
+    (['image0|image1', 'image1|image2'], True)
+    """
+    pairs = result.drop_dims([d for d in result.dims if d != "pair"])
+    return pairs.rename({"pair_valid": "valid"}) if "pair_valid" in pairs else pairs
+
+
 def _names(names, n: int, default=None) -> list[str]:
     if names is None:
         return list(default) if default is not None else [f"image{k}" for k in range(n)]

@@ -7,21 +7,25 @@ demand, so ``import skymatch_nb_ui`` never loads matplotlib.
   left), filled by a result quantity;
 - `plot_pair_residuals`: each overlap's sky difference before and after matching;
 - `plot_sky`: the sky of each image with its uncertainty, ordered by group;
-- `mosaic_wcs`: the tangent-plane WCS of the footprint map, to build axes of your own.
+- `mosaic_wcs`: the WCS of the footprint map, to build axes of your own.
 
-The colours are those of the widgets (`skymatch_nb_ui.widgets`): the Okabe-Ito palette for
-categories and viridis for ordered values, both colour-blind safe.  When a function creates
-the figure it is sized for one journal column (3.5 in wide, 8-9 pt text); with ``ax=`` the
-caller's figure and font sizes are kept.  Save with ``fig.savefig`` as PDF, SVG or PNG.
+The colours, legends, flags, units and map projection are those of the widgets
+(`skymatch_nb_ui.widgets`): `skymatch_nb_ui.display` decides them for both (the Okabe-Ito
+palette for categories and viridis for ordered values, both colour-blind safe).  Every
+function takes the Dataset returned by `ImageCollection.skymatch` (images and overlap pairs in
+one).  When a function creates the figure it is sized for one journal column (3.5 in wide,
+8-9 pt text); with ``ax=`` the caller's figure and font sizes are kept.  Save with
+``fig.savefig`` as PDF, SVG or PNG.
 
 >>> from skymatch_nb_ui import ImageCollection
->>> from skymatch_nb_ui.plotting import plot_footprints
+>>> from skymatch_nb_ui.plotting import plot_footprints, plot_pair_residuals
 >>> from skymatch_nb_ui.testing import make_mosaic
 >>> m = make_mosaic((2, 3))
 >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
 >>> ds = coll.skymatch(skymethod="global+match", skystat="mean")
 >>> ax = plot_footprints(ds, color_by="sky")
 >>> ax.figure.savefig("footprints.pdf")        # doctest: +SKIP
+>>> ax = plot_pair_residuals(ds)               # the same result: its pairs
 """
 
 from __future__ import annotations
@@ -47,23 +51,31 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install skymatch-nb-ui[plot]"
     ) from exc
 
-from ._colors import CATEGORICAL, MISSING, categorical
-from .engine.geometry import lonlat_to_xyz, xyz_to_lonlat
+from .display.colors import (  # noqa: F401 (CATEGORICAL: the palette's name here too)
+    BAD_COLOR,
+    BEFORE_COLOR,
+    CATEGORICAL,
+    DATA_COLOR,
+    HATCH_COLOR,
+    MISSING,
+)
+from .display.encodings import (
+    COLOR_BY,
+    Categories,
+    Flags,
+    check_color_by,
+    group_palette,
+    image_fill,
+    image_flags,
+    quantity_title,
+    sky_unit,
+    with_unit,
+)
+from .display.projection import SkyProjection, footprint_centres, sky_projection
 
 __all__ = ["COLOR_BY", "mosaic_wcs", "plot_footprints", "plot_pair_residuals", "plot_sky"]
 
-
-#: The quantities `plot_footprints` can fill the footprints by.
-COLOR_BY = ("sky", "sky_err", "group", "component", "valid", "npix")
-CONTINUOUS = ("sky", "sky_err", "npix")
-
-#: Colours of the data (after matching / measured) and of what is not valid: as in the widgets.
-DATA_COLOR = CATEGORICAL[4]  # blue
-BAD_COLOR = CATEGORICAL[5]  # vermillion
-VALID_COLORS = {"valid sky": DATA_COLOR, "no valid sky": BAD_COLOR}
-BEFORE_COLOR = "0.45"
 HATCH = "////"
-HATCH_COLOR = "0.3"
 
 #: Size of a figure the functions create: one journal column (inches).
 FOOTPRINT_FIGSIZE = (3.5, 3.2)
@@ -71,12 +83,8 @@ PANEL_FIGSIZE = (3.5, 2.6)
 #: Name every pair / image on the x axis up to this many.
 MAX_PAIR_LABELS = 30
 MAX_IMAGE_LABELS = 40
-#: Categorical legends list at most this many entries (then "N more").
-MAX_LEGEND = 10
 #: Fraction of the mosaic's extent left free around it in the footprint map.
 MARGIN = 0.06
-#: Largest angle (degrees) between a corner and the map centre the tangent plane accepts.
-MAX_RADIUS = 80.0
 
 
 @dataclass(frozen=True)
@@ -99,11 +107,13 @@ class _Fonts:
 
 # -- public functions ----------------------------------------------------------------------------
 def mosaic_wcs(result_or_collection) -> WCS:
-    """The tangent-plane (TAN) WCS of the footprint map: north up, east (larger RA) left.
+    """The WCS of the footprint map: north up, east (larger RA) left.
 
-    The tangent point is the mean direction of the footprint centres; the pixel grid covers
-    every footprint with a small margin, about 1000 pixels along its longer side
-    (``pixel_shape`` is set).  Use it to build WCSAxes of your own for `plot_footprints`.
+    The tangent plane (``TAN``) at the mean direction of the footprint centres; when the images
+    are too far apart for one tangent plane, an all-sky Hammer-Aitoff map (``AIT``), as the
+    widgets' map (`skymatch_nb_ui.display.projection`).  The pixel grid covers every
+    footprint with a small margin, about 1000 pixels along its longer side (``pixel_shape``
+    is set).  Use it to build WCSAxes of your own for `plot_footprints`.
 
     Parameters
     ----------
@@ -130,7 +140,7 @@ def mosaic_wcs(result_or_collection) -> WCS:
     >>> ax = plot_footprints(coll, ax=ax)
     """
     lon, lat = _corners(_map_table(result_or_collection, "mosaic_wcs")[0])
-    return _tan_wcs_about(lon, lat)
+    return _map_wcs(lon, lat)
 
 
 def plot_footprints(
@@ -156,8 +166,8 @@ def plot_footprints(
     Parameters
     ----------
     result_or_collection : xarray.Dataset or ImageCollection
-        A result of `ImageCollection.skymatch`, or a collection: its ``last_result``, or when
-        it has none the bare outlines (only ``color_by="group"`` fills them then).
+        A result of `ImageCollection.skymatch`, or a collection: its bare outlines (only
+        ``color_by="group"`` fills them then).
     color_by : {"sky", "sky_err", "group", "component", "valid", "npix"}
         The fill.  ``sky``, ``sky_err`` and ``npix`` use a sequential colour map with a
         colour bar (images without a valid sky are grey); ``group``, ``component`` and
@@ -210,22 +220,22 @@ def plot_footprints(
     >>> ax.coords[0].set_format_unit(u.deg, decimal=True)
     >>> ax.coords[1].set_format_unit(u.deg, decimal=True)
     """
-    if color_by not in COLOR_BY:
-        raise ValueError(f"color_by must be one of {list(COLOR_BY)}; got {color_by!r}")
+    check_color_by(color_by)
     if ax is not None:
         _check_wcs_axes(ax)
-    table, solved, unit, method = _map_table(result_or_collection, "plot_footprints")
+    table, solved, unit, _ = _map_table(result_or_collection, "plot_footprints")
     shown = color_by if (solved or color_by == "group") else None  # no result: outlines only
     if shown is not None:
         _require(table, [shown], "plot_footprints", f"color_by={color_by!r}")
     lon, lat = _corners(table)
     created = ax is None
     if created:
-        ax = _new_figure(FOOTPRINT_FIGSIZE).add_subplot(projection=_tan_wcs_about(lon, lat))
+        ax = _new_figure(FOOTPRINT_FIGSIZE).add_subplot(projection=_map_wcs(lon, lat))
     fonts = _Fonts.for_axes(created)
 
-    fill = _fill(table, shown, cmap, unit, method)
-    flags = _Flags.of(table, solved, mark_disconnected)
+    fill = _fill(table, shown, cmap, unit)
+    flags = image_flags(table if solved else None, table.sizes["image"],
+                        disconnected=mark_disconnected)
     group_colors = _group_colors(table)
     groups = table["group"].values.astype(str) if show_groups and "group" in table else None
     names = table["image"].values.astype(str)
@@ -234,7 +244,7 @@ def plot_footprints(
         _draw_footprint(ax, np.column_stack([lon[k], lat[k]]), name, fill.colors[k],
                         flags.invalid[k], flags.disconnected[k], outline)
     if show_names:
-        _write_names(ax, _centres(lon, lat), names, fill.colors, fonts)
+        _write_names(ax, footprint_centres(lon, lat), names, fill.colors, fonts)
 
     _style_sky_axes(ax, fonts)
     _fit_limits(ax, lon, lat)
@@ -253,7 +263,7 @@ def _pair_errors(pairs) -> np.ndarray:
     return np.hypot(pairs["err_a"].values.astype(float), pairs["err_b"].values.astype(float))
 
 
-def plot_pair_residuals(pairs_or_collection, *, ax=None, sort: bool = True):
+def plot_pair_residuals(result, *, ax=None, sort: bool = True):
     """Each overlap's sky difference before and after matching, with 1-sigma error bars.
 
     Grey open circles: the difference of the two inputs' statistics in their overlap
@@ -264,8 +274,8 @@ def plot_pair_residuals(pairs_or_collection, *, ax=None, sort: bool = True):
 
     Parameters
     ----------
-    pairs_or_collection : xarray.Dataset or ImageCollection
-        The per-pair diagnostics ``ImageCollection.last_pairs``, or the collection.
+    result : xarray.Dataset
+        A result of `ImageCollection.skymatch`: its ``pair`` dimension.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in (default: a new 3.5 x 2.6 in figure).
     sort : bool
@@ -282,19 +292,19 @@ def plot_pair_residuals(pairs_or_collection, *, ax=None, sort: bool = True):
     >>> from skymatch_nb_ui.testing import make_mosaic
     >>> m = make_mosaic((2, 3), noise=1.0, seed=1)
     >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
-    >>> _ = coll.skymatch(skystat="mean")
-    >>> ax = plot_pair_residuals(coll.last_pairs)            # the worst residual first
-    >>> ax = plot_pair_residuals(coll, sort=False)
+    >>> ds = coll.skymatch(skystat="mean")
+    >>> ax = plot_pair_residuals(ds)            # the worst residual first
+    >>> ax = plot_pair_residuals(ds, sort=False)
     >>> [t.get_text() for t in ax.get_xticklabels()][:3]
     ['img00–img01', 'img00–img03', 'img00–img04']
     """
-    pairs, unit = _pairs_of(pairs_or_collection)
+    pairs, unit = _pairs_of(result)
     created = ax is None
     if created:
         ax = _new_figure(PANEL_FIGSIZE).add_subplot()
     fonts = _Fonts.for_axes(created)
 
-    valid = pairs["valid"].values.astype(bool)
+    valid = pairs["pair_valid"].values.astype(bool)
     before = pairs["diff_before"].values.astype(float)
     after = pairs["diff_after"].values.astype(float)
     error = _pair_errors(pairs)
@@ -312,7 +322,7 @@ def plot_pair_residuals(pairs_or_collection, *, ax=None, sort: bool = True):
     names = [f"{a}–{b}" for a, b in zip(pairs["a"].values.astype(str), pairs["b"].values.astype(str))]
     _label_x(ax, x, [names[k] for k in shown], MAX_PAIR_LABELS, "Overlapping pair", fonts)
     ax.set_xlim(-0.6, max(shown.size - 0.4, 0.6))
-    ax.set_ylabel(_with_unit("Sky difference", unit), fontsize=fonts.label)
+    ax.set_ylabel(with_unit("Sky difference", unit), fontsize=fonts.label)
     ax.tick_params(labelsize=fonts.tick)
     _top_legend(ax, _by_label(ax, ["before matching", "after matching"]), fonts, ncols=2)
     total = pairs.sizes["pair"]
@@ -334,8 +344,8 @@ def plot_sky(result, *, ax=None, truth=None, group_order: bool = True):
 
     Parameters
     ----------
-    result : xarray.Dataset or ImageCollection
-        A result of `ImageCollection.skymatch`, or the collection (its ``last_result``).
+    result : xarray.Dataset
+        A result of `ImageCollection.skymatch`.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in (default: a new 3.5 x 2.6 in figure).
     truth : array_like, optional
@@ -378,7 +388,7 @@ def plot_sky(result, *, ax=None, truth=None, group_order: bool = True):
     valid = result["valid"].values.astype(bool)[order] & np.isfinite(sky)
     x = np.arange(n, dtype=float)
 
-    _group_bands(ax, group[order], _group_colors(result), fonts)
+    _group_bands(ax, group[order], group_palette(group), fonts)
     ax.errorbar(x[valid], sky[valid], yerr=err[valid], linestyle="none", marker="o",
                 markersize=4, color=DATA_COLOR, elinewidth=0.8, capsize=0, zorder=3,
                 label="sky ± 1σ")
@@ -391,7 +401,7 @@ def plot_sky(result, *, ax=None, truth=None, group_order: bool = True):
         _mark_invalid(ax, x[~valid], names[~valid], reasons[~valid], fonts)
     ax.set_xlim(-0.6, n - 0.4)
     _pad_y(ax, sky[valid], err[valid], None if truth is None else truth[order])
-    ax.set_ylabel(_with_unit(_sky_name(method), unit), fontsize=fonts.label)
+    ax.set_ylabel(with_unit(quantity_title("sky", method), unit), fontsize=fonts.label)
     ax.tick_params(labelsize=fonts.tick)
     _top_legend(ax, _by_label(ax, ["sky ± 1σ", "true sky", "no valid sky"]), fonts, ncols=3)
     return ax
@@ -401,30 +411,27 @@ def plot_sky(result, *, ax=None, truth=None, group_order: bool = True):
 def _map_table(source, func: str, *, need_result: bool = False):
     """(table, solved, unit, skymethod): the Dataset to draw and what is known about it.
 
-    A collection without a result gives its ``table`` (footprints and groups, no skies) and
-    ``solved=False``; a Dataset is taken for a result.
+    A collection gives its ``table`` (footprints and groups, no skies) and ``solved=False``;
+    a Dataset is taken for a result.
     """
     from .collection import ImageCollection
 
     if isinstance(source, ImageCollection):
-        result = source.last_result
-        if result is None:
-            if need_result:
-                raise ValueError(
-                    f"{func} needs a result: the collection has none yet; call "
-                    "collection.skymatch() first"
-                )
-            return source.table, False, _collection_unit(source), ""
-        return result, True, _unit(result, source), str(result.attrs.get("skymethod", ""))
-    if isinstance(source, xr.Dataset):
-        if "pair" in source.dims and "image" not in source.dims:
+        if need_result:
             raise ValueError(
-                f"{func} needs the per-image result of ImageCollection.skymatch(), not the "
-                "per-pair diagnostics (last_pairs); plot those with plot_pair_residuals"
+                f"{func} needs a result: pass the Dataset returned by collection.skymatch() "
+                "(call collection.skymatch() first)"
+            )
+        return source.table, False, source._sky_unit(), ""
+    if isinstance(source, xr.Dataset):
+        if "image" not in source.dims:
+            raise ValueError(
+                f"{func} needs the result of ImageCollection.skymatch() (a Dataset over 'image'); "
+                f"this one has the dimensions {sorted(map(str, source.dims))}"
             )
         if func != "plot_sky":
             _require(source, ["footprint_ra", "footprint_dec"], func)
-        return source, True, _unit(source, None), str(source.attrs.get("skymethod", ""))
+        return source, True, sky_unit(source), str(source.attrs.get("skymethod", ""))
     raise TypeError(
         f"{func} takes the Dataset returned by ImageCollection.skymatch() or an "
         f"ImageCollection; got {type(source).__name__}"
@@ -435,24 +442,23 @@ def _pairs_of(source) -> tuple[xr.Dataset, str]:
     from .collection import ImageCollection
 
     if isinstance(source, ImageCollection):
-        if source.last_pairs is None:
-            raise ValueError(
-                "plot_pair_residuals needs a result: the collection has none yet; call "
-                "collection.skymatch() first"
-            )
-        return source.last_pairs, _collection_unit(source)
+        raise ValueError(
+            "plot_pair_residuals needs a result: pass the Dataset returned by "
+            "collection.skymatch() (call collection.skymatch() first)"
+        )
     if isinstance(source, xr.Dataset):
-        if "image" in source.dims and "pair" not in source.dims:
+        if "pair" not in source.dims:
             raise ValueError(
-                "plot_pair_residuals needs the per-pair diagnostics, not the per-image result: "
-                "pass collection.last_pairs (set by collection.skymatch()) or the collection"
+                "plot_pair_residuals needs the overlap pairs of a result: pass the Dataset "
+                "returned by collection.skymatch() (it has a 'pair' dimension; this one has "
+                f"{sorted(map(str, source.dims))})"
             )
-        _require(source, ["a", "b", "diff_before", "diff_after", "valid", "err_a", "err_b"],
+        _require(source, ["a", "b", "diff_before", "diff_after", "pair_valid", "err_a", "err_b"],
                  "plot_pair_residuals")
-        return source, _unit(source, None, "diff_before")
+        return source, sky_unit(source, "diff_before")
     raise TypeError(
-        "plot_pair_residuals takes the per-pair Dataset ImageCollection.last_pairs or an "
-        f"ImageCollection; got {type(source).__name__}"
+        "plot_pair_residuals takes the Dataset returned by ImageCollection.skymatch(); got "
+        f"{type(source).__name__}"
     )
 
 
@@ -462,22 +468,8 @@ def _require(ds: xr.Dataset, names, func: str, why: str = "") -> None:
         raise ValueError(
             f"{func}{f' with {why}' if why else ''} needs the variable(s) {missing}, which the "
             f"Dataset lacks (it has {sorted(map(str, ds.data_vars))}); pass the Dataset "
-            "returned by ImageCollection.skymatch() (pairs: collection.last_pairs) or the "
-            "collection itself"
+            "returned by ImageCollection.skymatch() or the collection itself"
         )
-
-
-def _unit(ds: xr.Dataset, collection, variable: str = "sky") -> str:
-    """The unit of the sky values: the Dataset's, else the images' common BUNIT, else ''."""
-    if variable in ds and ds[variable].attrs.get("units"):
-        return str(ds[variable].attrs["units"])
-    return _collection_unit(collection) if collection is not None else ""
-
-
-def _collection_unit(collection) -> str:
-    table = collection.table
-    units = {str(u) for u in table["bunit"].values if u} if "bunit" in table else set()
-    return units.pop() if len(units) == 1 else ""
 
 
 def _truth(truth, n: int):
@@ -504,30 +496,18 @@ def _corners(table: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(table["footprint_dec"].values, float))
 
 
-def _centres(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lon, lat) in degrees of each footprint's centre: the mean direction of its corners."""
-    return xyz_to_lonlat(lonlat_to_xyz(lon, lat).sum(axis=1))
-
-
-def _tan_wcs_about(lon: np.ndarray, lat: np.ndarray, npix: int = 1000) -> WCS:
-    """TAN WCS at the mean direction of the footprint centres, covering all corners."""
-    centre = lonlat_to_xyz(*_centres(lon, lat)).sum(axis=0)
-    centre /= np.linalg.norm(centre)
-    farthest = np.degrees(np.arccos(np.clip(lonlat_to_xyz(lon, lat) @ centre, -1, 1))).max()
-    if farthest > MAX_RADIUS:
-        raise ValueError(
-            "the footprints are too spread out for one tangent-plane map: a corner lies "
-            f"{farthest:.0f} degrees from the mosaic centre (at most {MAX_RADIUS:.0f} allowed)"
-        )
-    ra0, dec0 = (float(v) for v in xyz_to_lonlat(centre))
+def _map_wcs(lon: np.ndarray, lat: np.ndarray, npix: int = 1000) -> WCS:
+    """The WCS of the map: `display.projection`'s choice (TAN or AIT), covering all corners."""
+    projection = sky_projection(lon, lat)
+    code = "TAN" if projection.kind == "tangent" else "AIT"
     w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.ctype = [f"RA---{code}", f"DEC--{code}"]
     w.wcs.cunit = ["deg", "deg"]
-    w.wcs.crval = [ra0, dec0]
+    w.wcs.crval = [projection.lon, projection.lat]
     w.wcs.crpix = [1.0, 1.0]
     w.wcs.cdelt = [-1.0, 1.0]
     w.wcs.set()
-    x, y = w.wcs_world2pix(lon.ravel(), lat.ravel(), 0)  # degrees in the tangent plane
+    x, y = _plane(projection, lon, lat)  # degrees in the projection plane, as the WCS has them
     span = max(np.ptp(x), np.ptp(y), 1e-9) * (1 + 2 * MARGIN)
     scale = span / npix
     nx = int(np.ceil(np.ptp(x) * (1 + 2 * MARGIN) / scale))
@@ -538,6 +518,12 @@ def _tan_wcs_about(lon: np.ndarray, lat: np.ndarray, npix: int = 1000) -> WCS:
     w.pixel_shape = (max(nx, 1), max(ny, 1))
     w.wcs.set()
     return w
+
+
+def _plane(projection: SkyProjection, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """Projection-plane coordinates in the WCS's convention (x = -xi: east to the left)."""
+    xi, eta = projection.project(lon, lat)
+    return -np.ravel(xi), np.ravel(eta)
 
 
 def _fit_limits(ax, lon: np.ndarray, lat: np.ndarray) -> None:
@@ -571,87 +557,33 @@ class _Fill:
     title: str = ""
 
 
-def _fill(table: xr.Dataset, quantity: str | None, cmap, unit: str, method: str) -> _Fill:
+def _fill(table: xr.Dataset, quantity: str | None, cmap, unit: str) -> _Fill:
+    """The face colours from `display.encodings.image_fill`; continuous ones through ``cmap``."""
     n = table.sizes["image"]
     if quantity is None:
-        return _Fill(colors=["white"] * n)
-    if quantity in CONTINUOUS:
-        return _continuous_fill(table, quantity, cmap, unit, method)
-    if quantity == "group":
-        labels = [g or None for g in table["group"].values.astype(str)]
-        palette = _group_colors(table)
-        shown = {("none (own sky)" if g is None else str(g)): palette[g or ""]
-                 for g in sorted(set(labels), key=lambda g: (g is None, labels.index(g)))}
-        return _categorical_fill([palette[g or ""] for g in labels], shown, "Group")
-    if quantity == "component":
-        component = table["component"].values.astype(int)
-        largest = _largest(component)
-        palette = categorical(component.tolist())
-        shown = {f"{c} (largest)" if c == largest else str(c): palette[c] for c in palette}
-        return _categorical_fill([palette[c] for c in component], shown, "Component")
-    valid = table["valid"].values.astype(bool)
-    labels = ["valid sky" if v else "no valid sky" for v in valid]
-    shown = {k: c for k, c in VALID_COLORS.items() if k in labels}
-    return _categorical_fill([VALID_COLORS[k] for k in labels], shown, "", hatched="no valid sky")
-
-
-def _continuous_fill(table, quantity: str, cmap, unit: str, method: str) -> _Fill:
+        return _Fill(colors=["white"] * n)  # outlines only: no result to show
+    fill = image_fill(table, quantity, unit=unit)
+    legend = fill.legend
+    if isinstance(legend, Categories):
+        return _categorical_fill(fill.colors, legend)
     cmap = cmap if isinstance(cmap, Colormap) else mpl.colormaps[cmap or "viridis"]
-    values = table[quantity].values.astype(float)
-    if "valid" in table:
-        values = np.where(table["valid"].values.astype(bool), values, np.nan)
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if vmin == vmax:  # one value: the middle of the map, and a readable colour bar
-        vmin, vmax = vmin - 0.5 * max(abs(vmin), 1.0), vmax + 0.5 * max(abs(vmax), 1.0)
-    norm = Normalize(vmin, vmax)
-    colors = [cmap(norm(v)) if np.isfinite(v) else to_rgba(MISSING) for v in values]
-    mappable = ScalarMappable(norm=norm, cmap=cmap)
-    titles = {"sky": _sky_name(method), "sky_err": "Sky uncertainty (1σ)", "npix": "Pixels used"}
-    return _Fill(colors=colors, mappable=mappable,
-                 title=_with_unit(titles[quantity], "" if quantity == "npix" else unit))
+    norm = Normalize(legend.vmin, legend.vmax)
+    colors = [cmap(norm(v)) if np.isfinite(v) else to_rgba(MISSING) for v in fill.values]
+    return _Fill(colors=colors, mappable=ScalarMappable(norm=norm, cmap=cmap), title=legend.title)
 
 
-def _categorical_fill(colors: list, shown: dict, title: str, hatched: str = "") -> _Fill:
-    items = list(shown.items())
+def _categorical_fill(colors: list, legend: Categories) -> _Fill:
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=t,
-                     hatch=HATCH if t == hatched else None)
-               for t, c in items[:MAX_LEGEND]]
-    if len(items) > MAX_LEGEND:
-        handles.append(Patch(facecolor="none", edgecolor="none",
-                             label=f"… {len(items) - MAX_LEGEND} more"))
-    return _Fill(colors=colors, handles=tuple(handles), title=title)
-
-
-@dataclass(frozen=True)
-class _Flags:
-    """Which images have no valid sky, and which lie outside the largest component."""
-
-    invalid: np.ndarray
-    disconnected: np.ndarray
-
-    @classmethod
-    def of(cls, table: xr.Dataset, solved: bool, mark_disconnected: bool) -> _Flags:
-        n = table.sizes["image"]
-        invalid = np.zeros(n, bool)
-        disconnected = np.zeros(n, bool)
-        if solved and "valid" in table:
-            invalid = ~table["valid"].values.astype(bool)
-        if solved and mark_disconnected and "component" in table:
-            component = table["component"].values.astype(int)
-            disconnected = component != _largest(component)
-        return cls(invalid, disconnected)
-
-
-def _largest(component: np.ndarray) -> int:
-    values, counts = np.unique(component, return_counts=True)
-    return int(values[np.argmax(counts)]) if values.size else 0
+                     hatch=HATCH if t == legend.hatched else None)
+               for t, c in zip(legend.labels, legend.colors)]
+    if legend.more:
+        handles.append(Patch(facecolor="none", edgecolor="none", label=f"… {legend.more} more"))
+    return _Fill(colors=colors, handles=tuple(handles), title=legend.title)
 
 
 def _group_colors(table: xr.Dataset) -> dict:
-    """{group label: colour}; "" (alone) gets the colour of missing values."""
-    labels = [g or None for g in table["group"].values.astype(str)] if "group" in table else []
-    return {("" if g is None else g): c for g, c in categorical(labels).items()} | {"": MISSING}
+    """{group text: colour}; "" (alone) gets the colour of missing values."""
+    return group_palette(table["group"].values.astype(str) if "group" in table else [])
 
 
 def _draw_footprint(ax, xy, name: str, color, invalid: bool, dashed: bool, group_color) -> None:
@@ -706,7 +638,7 @@ def _draw_key(ax, fill: _Fill, label: str | None, fonts: _Fonts) -> None:
         _keep(ax, legend)
 
 
-def _marker_handles(flags: _Flags, groups, group_colors: dict, color_by: str) -> list:
+def _marker_handles(flags: Flags, groups, group_colors: dict, color_by: str) -> list:
     """Legend entries of the hatching and outlines (those the colour key does not explain)."""
     handles = []
     if flags.invalid.any() and color_by != "valid":
@@ -822,19 +754,11 @@ def _characters_per_line(ax, fontsize) -> int:
 
 def _pad_y(ax, sky, err, truth) -> None:
     """Room at the bottom for the crosses of invalid images, at the top for group names."""
-    values = np.concatenate([sky - err, sky + err] + ([truth[np.isfinite(truth)]] if truth is not None else []))
+    known = [truth[np.isfinite(truth)]] if truth is not None else []
+    values = np.concatenate([sky - err, sky + err, *known])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return
     low, high = values.min(), values.max()
     span = high - low if high > low else max(abs(high), 1.0)
     ax.set_ylim(low - 0.25 * span, high + 0.2 * span)
-
-
-def _sky_name(method: str) -> str:
-    # with skymethod="match" the skies are offsets from the anchor, not absolute levels
-    return "Sky offset" if method == "match" else "Sky level"
-
-
-def _with_unit(label: str, unit: str) -> str:
-    return f"{label} [{unit}]" if unit else label

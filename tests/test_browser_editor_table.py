@@ -7,19 +7,19 @@ handler, and Python's resulting state flows back, as a kernel would do.  Screens
 and dark backgrounds go to test-results/ (look at them after a change of the CSS).
 """
 
-import json
 import os
 import re
 import time
 from pathlib import Path
 
-import anywidget
 import numpy as np
 import pytest
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import GroupEditor, ResultsTable
+
+from _page_state import REVIVE_JS, page_state
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -43,7 +43,10 @@ DARK = {
     "--jp-warn-color1": "#f57c00",
 }
 
-MOUNT_JS = """async ([esm, state]) => {
+MOUNT_JS = """async ([esm, raw]) => {
+  """ + REVIVE_JS + """
+  const state = revive(raw);
+  const sent = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, JSON.stringify(v)]));
   class Model {
     constructor(state) { this.state = state; this.handlers = new Map(); this.dirty = new Set(); }
     get(key) { return this.state[key]; }
@@ -60,9 +63,10 @@ MOUNT_JS = """async ([esm, state]) => {
   }
   const model = new Model(state);
   // the state Python sends back: only what changed is applied, as a comm update would be
-  window.__apply = (state) => {
-    for (const [key, value] of Object.entries(state)) {
-      if (JSON.stringify(model.state[key]) !== JSON.stringify(value)) { model.state[key] = value; model.emit(key); }
+  window.__apply = (raw) => {
+    for (const [key, value] of Object.entries(raw)) {
+      const text = JSON.stringify(value);
+      if (sent[key] !== text) { sent[key] = text; model.state[key] = revive(value); model.emit(key); }
     }
   };
   window.__model = model;
@@ -75,10 +79,8 @@ MOUNT_JS = """async ([esm, state]) => {
 
 
 def state(widget) -> dict:
-    """The widget's own synced traitlets as JSON (not anywidget's or ipywidgets' plumbing)."""
-    base = set(anywidget.AnyWidget.class_trait_names())
-    keys = [k for k in widget.trait_names(sync=True) if k not in base and not k.startswith("_")]
-    return json.loads(json.dumps({k: getattr(widget, k) for k in keys}))
+    """The widget's own synced traitlets, JSON-safe (not anywidget's or ipywidgets' plumbing)."""
+    return page_state(widget)
 
 
 def mount(page, widget):
@@ -266,20 +268,39 @@ def test_results_table_in_chromium(harness_page, coll):
         assert max(p[1] for p in points) - min(p[1] for p in points) < 0.5, (key, points)
 
     # 500 rows in the real browser: render, sort twice, select half (the time is printed; the
-    # timings live in bench/, not in tests)
-    elapsed = page.evaluate("""() => {
+    # timings live in bench/, not in tests); then 10,000, of which only those in view are rows
+    many = """(n) => {
+        const texts = (list) => { const d = [...new Set(list)]; return {texts: d, index: Int32Array.from(list, (t) => d.indexOf(t))}; };
+        const ids = Array.from({length: n}, (_, i) => i);
+        return {count: n, name: texts(ids.map((i) => `x${i}`)), group: texts(ids.map((i) => `g${i % 9}`)),
+            component: new Float64Array(n), sky: Float64Array.from(ids, (i) => (i * 7919) % 503),
+            sky_err: new Float64Array(n).fill(0.1), npix: new Float64Array(n).fill(100),
+            valid: Uint8Array.from(ids, (i) => (i % 50 !== 0 ? 1 : 0)),
+            reason: texts(ids.map((i) => (i % 50 ? '' : 'no valid pixels')))};
+    }"""
+    elapsed = page.evaluate(f"""() => {{
         const m = window.__model;
-        const rows = Array.from({length: 500}, (_, i) => ({name: `x${i}`, group: `g${i % 9}`,
-            component: 0, sky: (i * 7919) % 503, sky_err: 0.1, npix: 100, valid: i % 50 !== 0,
-            reason: i % 50 ? '' : 'no valid pixels'}));
+        const data = ({many})(500);
         const t0 = performance.now();
-        m.state.rows = rows; m.emit('rows');
+        m.state.data = data; m.emit('data');
         m.state.sort_by = 'npix'; m.emit('sort_by');
         m.state.ascending = true; m.emit('ascending');
-        m.state.selected = rows.slice(0, 250).map(r => r.name); m.emit('selected');
+        m.state.selected = Array.from({{length: 250}}, (_, i) => `x${{i}}`); m.emit('selected');
         return performance.now() - t0;
-    }""")
+    }}""")
     expect(rows).to_have_count(500)
     expect(page.locator("#root tr.smnb-table-selected")).to_have_count(250)
     assert names()[:3] == ["x0", "x1", "x2"]  # sorted by npix (all equal): image order
-    print(f"\nresults table in chromium: {time.perf_counter() - t0:.2f} s (500 rows: {elapsed:.0f} ms)")
+    large = page.evaluate(f"""() => {{
+        const m = window.__model;
+        const t0 = performance.now();
+        m.state.data = ({many})(10000); m.emit('data');
+        return performance.now() - t0;
+    }}""")
+    shown = page.locator("#root tbody tr[data-name]")
+    assert 10 < shown.count() < 150  # a window of rows, not 10,000
+    page.locator("#root .smnb-table-scroll").evaluate("s => { s.scrollTop = s.scrollHeight; }")
+    expect(page.locator('#root tr[data-name="x9999"]')).to_have_count(1)  # the window followed
+    assert 10 < shown.count() < 150
+    print(f"\nresults table in chromium: {time.perf_counter() - t0:.2f} s (500 rows: {elapsed:.0f} ms, "
+          f"10,000 rows: {large:.0f} ms)")

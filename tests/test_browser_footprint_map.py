@@ -4,18 +4,22 @@ dark theme go to test-results/ (look at them)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets.footprint_map import FootprintMap
+
+from _page_state import REVIVE_JS, map_point, page_state
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -37,7 +41,9 @@ DARK = {
 }
 
 # A fake anywidget model in the page (js/tests/fake_model.js needs jsdom, so not that one).
-MOUNT_JS = """async ([esm, state]) => {
+MOUNT_JS = """async ([esm, raw]) => {
+  """ + REVIVE_JS + """
+  const state = revive(raw);
   class PageModel {
     constructor(s) { this.s = s; this.h = {}; this.saves = 0; }
     get(k) { return this.s[k]; }
@@ -96,8 +102,7 @@ def mount(browser, fmap, theme=None):
     variables = ";".join(f"{k}:{v}" for k, v in (theme or {}).items())
     background = (theme or {}).get("--jp-layout-color1", "white")
     page.set_content(f"<style>{fmap._css} body{{margin:8px;background:{background};{variables}}}</style>")
-    state = {k: getattr(fmap, k) for k in FootprintMap.class_own_traits(sync=True) if not k.startswith("_")}
-    page.evaluate(MOUNT_JS, [fmap._esm, state])
+    page.evaluate(MOUNT_JS, [fmap._esm, page_state(fmap)])
     return page
 
 
@@ -155,3 +160,89 @@ def test_footprint_map_in_chromium(map_browser, fmap):
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_dark.png"))
     page.close()
     print(f"\nbrowser test body {time.perf_counter() - t0:.2f} s")
+
+
+@pytest.fixture(scope="module")
+def big_map():
+    """2,000 small images (a 40 x 50 grid): drawn on a canvas."""
+    mosaic = make_mosaic((40, 50), shape=(8, 8), noise=1.0, seed=4, sky=[float(k % 97) for k in range(2000)])
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names,
+                                       meta=[{"bunit": "MJy/sr"}] * len(mosaic))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DisconnectedMosaicWarning)
+        result = coll.skymatch(skymethod="local", skystat="mean")
+    return FootprintMap(coll, result)
+
+
+def client_point(page, xy):
+    return map_point(page, xy, "#root .smnb-map-surface")
+
+
+def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):
+    """Issue 12 item 5: many images stay usable: drawn, picked, hovered, box-selected, keyboard."""
+    fmap = big_map
+    t0 = time.perf_counter()
+    page = mount(map_browser, fmap)
+    mounted = time.perf_counter() - t0
+    assert page.locator("#root .smnb-map-surface").get_attribute("data-renderer") == "canvas"
+    assert page.locator("#root path.smnb-map-shape").count() == 0  # no element per footprint
+    page.wait_for_timeout(200)  # the next frame draws
+    centers = np.array(fmap.centers)
+
+    # what is drawn at an image's centre is its colour, at the SVG's fill opacity (0.85)
+    k = 1234
+    x, y = client_point(page, centers[k])
+    drawn = page.evaluate("""([x, y]) => {
+        const canvas = document.querySelector('#root .smnb-map-layer');
+        const r = canvas.getBoundingClientRect(), ratio = canvas.width / r.width;
+        const pixel = canvas.getContext('2d').getImageData((x - r.left) * ratio, (y - r.top) * ratio, 1, 1);
+        return [...pixel.data];
+    }""", [x, y])
+    fill = np.array([int(fmap.fill[k][i:i + 2], 16) for i in (1, 3, 5)])
+    np.testing.assert_allclose(drawn, [*fill, 0.85 * 255], atol=2)
+
+    # a click picks the image under it, the hover names it with Python's very tooltip
+    page.mouse.click(x, y)
+    assert page.evaluate("window.__model.get('selected')") == [fmap.names[k]]
+    j = 777
+    page.mouse.move(*client_point(page, centers[j]))
+    assert page.evaluate("window.__model.get('hovered')") == fmap.names[j]
+    assert page.locator(".smnb-map-tooltip").inner_text() == fmap.tooltips[j]
+
+    # shift-drag: the images whose centres lie in the box
+    corner_a, corner_b = centers[[505, 556]].mean(axis=0), centers[[1012, 1063]].mean(axis=0)
+    page.keyboard.down("Shift")
+    page.mouse.move(*client_point(page, corner_a))
+    page.mouse.down()
+    page.mouse.move(*client_point(page, corner_b), steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    lo, hi = np.minimum(corner_a, corner_b), np.maximum(corner_a, corner_b)
+    inside = [n for n, c in zip(fmap.names, centers) if (lo <= c).all() and (c <= hi).all()]
+    selected = page.evaluate("window.__model.get('selected')")
+    assert len(inside) > 10 and set(selected) == set(inside) | {fmap.names[k]}
+
+    # the keyboard: the focus moves to the nearest image east (left on the map)
+    page.keyboard.press("Escape")
+    page.locator("#root .smnb-map-surface").focus()
+    page.keyboard.press("n")  # the next image in collection order: the focus (and hover) there
+    start = page.evaluate("window.__model.get('hovered')")
+    assert start == fmap.names[k + 1]
+    page.keyboard.press("ArrowLeft")
+    moved = page.evaluate("window.__model.get('hovered')")
+    a, b = centers[fmap.names.index(start)], centers[fmap.names.index(moved)]
+    assert b[0] < a[0] and abs(b[1] - a[1]) < 1.0
+
+    page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_canvas_light.png"))
+    # a new colouring (a re-solve) redraws in one frame
+    redraw = page.evaluate("""(fill) => new Promise((done) => {
+        const m = window.__model, t0 = performance.now();
+        m.set('fill_rgb', new DataView(Uint8Array.from(atob(fill), (c) => c.charCodeAt(0)).buffer));
+        requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
+    })""", base64.b64encode(bytes(reversed(fmap.fill_rgb))).decode())
+    page.close()
+    page = mount(map_browser, fmap, DARK)
+    page.wait_for_timeout(200)
+    page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_canvas_dark.png"))
+    page.close()
+    print(f"\n2,000 footprints: mounted in {mounted:.2f} s, recoloured and drawn in {redraw:.0f} ms")

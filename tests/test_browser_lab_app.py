@@ -8,10 +8,13 @@ same cell (``app.result`` is already the new one) and the page follows; a toolti
 follows a re-solve. Screenshots in the light and dark themes go to test-results/.
 """
 
+import json
 import re
 import time
 
 from playwright.sync_api import Page, expect
+
+from _page_state import map_point
 
 # run code in the notebook's kernel from the page; returns what it printed
 KERNEL_EXEC = """async (code) => {
@@ -156,5 +159,90 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false", timeout=30_000)
     page.wait_for_timeout(500)
+    # bqplot cannot read CSS variables: its points take the dark page's colour from Python
+    expect(page.locator(".smnb-app .bqplot .dot").first).to_have_css("fill", "rgb(86, 180, 233)")
     app_output.first.screenshot(path=str(screenshots / "lab_app_dark.png"))
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+
+
+SCALE_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": (
+            "from skymatch_nb_ui import ImageCollection\n"
+            "from skymatch_nb_ui.testing import make_mosaic\n"
+            "from skymatch_nb_ui.widgets import SkyMatchApp\n"
+            "m = make_mosaic((40, 50), shape=(16, 16), noise=1.0, seed=3)\n"
+            "coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)\n"
+            "app = SkyMatchApp(coll, skymethod='match', skystat='mean')\n"
+            "app")},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+# a statistic slowed down in the kernel, so that a solve lasts long enough to be cancelled
+SLOW_STATISTIC = """
+import time
+from skymatch_nb_ui.engine import measure
+_real_statistic = measure.sky_statistic
+def _slow_statistic(*args, **kwargs):
+    time.sleep(0.003)
+    return _real_statistic(*args, **kwargs)
+measure.sky_statistic = _slow_statistic
+"""
+
+
+def test_two_thousand_images_app_progress_and_cancel(page: Page, lab_server, screenshots):
+    """Issue 12 item 5: the app with 2,000 images: canvas map, picking and hover reach the
+    kernel, a long solve from the page shows its progress and Cancel stops it."""
+    _, _, root = lab_server
+    (root / "scale_app.ipynb").write_text(json.dumps(SCALE_NOTEBOOK))
+    open_notebook(page, lab_server, "scale_app.ipynb")
+    page.set_viewport_size({"width": 1400, "height": 2200})
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    surface = page.locator(".smnb-map-surface[data-renderer='canvas']")
+    expect(surface).to_have_count(1, timeout=180_000)
+    expect(page.locator(".smnb-status")).to_contain_text("solved in", timeout=120_000)
+    expect(page.locator(".smnb-status")).to_contain_text("2000 images valid")
+    assert page.locator(".smnb-map-shape").count() == 0  # no element per footprint
+    rows = page.locator(".smnb-table-grid tbody tr[data-name]")
+    assert 10 < rows.count() < 150  # a window of the 2,000 rows
+
+    # picking on the canvas reaches the kernel; the tooltip is the kernel's text
+    page.wait_for_timeout(300)
+    k, j = 1234, 777
+    centre = json.loads(kernel(page, f"import json; print(json.dumps(app.map.centers[{k}]))"))
+    page.mouse.click(*map_point(page, centre))
+    name = json.loads(kernel(page, f"print(json.dumps(coll.names[{k}]))"))
+    kernel_until(page, "print(app.selected)", f"['{name}']")
+    centre = json.loads(kernel(page, f"print(json.dumps(app.map.centers[{j}]))"))
+    page.mouse.move(*map_point(page, centre))
+    tooltip = page.locator(".smnb-map-tooltip")
+    expect(tooltip).to_be_visible()
+    assert tooltip.inner_text() == json.loads(kernel(page, f"print(json.dumps(app.map.tooltips[{j}]))"))
+    page.mouse.move(5, 5)
+    app_output = page.locator(".jp-OutputArea-output").filter(has=page.locator(".smnb-map"))
+    app_output.first.screenshot(path=str(screenshots / "lab_app_2000_light.png"))
+
+    # a long solve started in the page: progress, then Cancel; the views keep the last result
+    kernel(page, SLOW_STATISTIC)
+    hooks = kernel(page, "print(sorted(app._hooks))")
+    skystat = page.locator(".smnb-app .widget-dropdown").filter(has_text="skystat").locator("select")
+    skystat.select_option("median")
+    cancel = page.locator(".smnb-app-cancel")
+    expect(cancel).to_be_visible(timeout=30_000)
+    if hooks == "['cancel', 'progress']":  # the engine reports progress (SkyMatcher.run's hook)
+        expect(page.locator(".smnb-status")).to_contain_text("solving… statistics", timeout=30_000)
+        expect(page.locator(".smnb-app-progress")).to_be_visible()
+    cancel.click()
+    expect(page.locator(".smnb-status")).to_contain_text("cancelled: the views show the last result")
+    expect(cancel).to_be_hidden()
+    expect(skystat).to_have_value("mean")  # the control went back with the parameters
+    assert kernel(page, "print(app.result.attrs['skystat'], app.params['skystat'], app._running)") == \
+        "mean mean None"
+    kernel(page, "measure.sky_statistic = _real_statistic")
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false", timeout=30_000)
+    page.wait_for_timeout(500)
+    app_output.first.screenshot(path=str(screenshots / "lab_app_2000_dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")

@@ -63,7 +63,7 @@ def test_skymatch_returns_a_dataset_over_images(coll):
     np.testing.assert_allclose(ds.sky.values, SKY, atol=1e-9)
     assert ds.attrs["skymethod"] == "global+match" and ds.attrs["skystat"] == "mean"
     assert coll.last_result is ds
-    pairs = coll.last_pairs
+    pairs = ds  # the pair diagnostics of the same run, over "pair"
     assert pairs.sizes["pair"] == 11 and "img00|img01" in pairs.pair.values
     np.testing.assert_allclose(pairs.diff_before.sel(pair="img00|img01"), -20.0)
     np.testing.assert_allclose(pairs.diff_after.values, 0.0, atol=1e-9)
@@ -138,3 +138,22 @@ def test_stepsize_recomputes_the_geometry(coll):
     again = coll.skymatch(skystat="mean", stepsize=20)
     assert again.attrs["stepsize"] == 20
     np.testing.assert_allclose(again.sky.values, first.sky.values, atol=1e-9)
+
+
+def test_one_result_holds_images_and_pairs_and_last_pairs_is_deprecated(coll):
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    assert ds.sky.dims == ("image",) and ds.diff_after.dims == ("pair",)
+    assert ds.pair_valid.dims == ("pair",) and ds.valid.dims == ("image",)
+    with pytest.warns(DeprecationWarning, match="last_pairs is deprecated"):
+        old = coll.last_pairs
+    assert list(old.pair.values) == list(ds.pair.values) and old.valid.dims == ("pair",)
+    np.testing.assert_array_equal(old.diff_before.values, ds.diff_before.values)
+
+
+def test_what_views_need_from_the_collection(coll):
+    pairs = coll.overlapping_pairs()  # a 2x3 grid: 7 edge and 4 corner neighbours
+    assert len(pairs) == 11 and ("img00", "img01") in pairs and ("img00", "img04") in pairs
+    assert all(coll.names.index(a) < coll.names.index(b) for a, b in pairs)
+    assert coll.isolated_groups() == []
+    coll.groups = {n: "all" for n in coll.names}
+    assert coll.isolated_groups() == ["all"]  # one group of every image: nothing to match it to

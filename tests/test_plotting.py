@@ -49,26 +49,25 @@ def coll(mosaic):
     """2x3 mosaic, two groups, and img03 without a single valid pixel."""
     images = [im.copy() for im in mosaic.images]
     images[3][:] = np.nan
-    coll = ImageCollection.from_arrays(images, mosaic.wcs, names=mosaic.names, groups=GROUPS,
+    return ImageCollection.from_arrays(images, mosaic.wcs, names=mosaic.names, groups=GROUPS,
                                        meta=[{"bunit": "MJy/sr"}] * len(images))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        coll.skymatch(skymethod="global+match", skystat="mean")
-    return coll
 
 
 @pytest.fixture(scope="module")
 def result(coll):
-    return coll.last_result
+    """The collection's result: images and overlap pairs in one Dataset."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return coll.skymatch(skymethod="global+match", skystat="mean")
 
 
 @pytest.fixture(scope="module")
 def disconnected():
+    """The result of a 2x2 mosaic and a 1x3 strip that overlaps none of it."""
     m = make_mosaic((2, 2)) + make_mosaic((1, 3), center=(150.1, 2.0), prefix="b")
     coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
     with pytest.warns(DisconnectedMosaicWarning):
-        coll.skymatch(skystat="mean")
-    return coll
+        return coll.skymatch(skystat="mean")
 
 
 def patches(ax, kind):
@@ -168,8 +167,8 @@ def test_npix_fill_and_a_single_value_gets_the_middle_colour(result, disconnecte
     ("sky_err", "Sky uncertainty (1σ) [MJy/sr]"),
     ("npix", "Pixels used"),
 ])
-def test_colour_bar_label(coll, color_by, text):
-    ax = plot_footprints(coll, color_by=color_by)
+def test_colour_bar_label(result, color_by, text):
+    ax = plot_footprints(result, color_by=color_by)
     (cax,) = colorbar_axes(ax)
     assert cax.get_ylabel() == text
 
@@ -191,7 +190,7 @@ def test_invalid_images_are_hatched(result):
 
 
 def test_disconnected_components_have_dashed_outlines(disconnected):
-    result = disconnected.last_result
+    result = disconnected
     assert result.component.values.tolist() == [0, 0, 0, 0, 1, 1, 1]
     ax = plot_footprints(disconnected)
     outlines = patches(ax, "outline")
@@ -207,7 +206,7 @@ def test_disconnected_components_have_dashed_outlines(disconnected):
 def test_component_colours_and_legend(disconnected):
     ax = plot_footprints(disconnected, color_by="component")
     fills = patches(ax, "footprint")
-    for name in disconnected.names:
+    for name in disconnected.image.values:
         expected = CATEGORICAL[1] if name.startswith("b") else CATEGORICAL[0]
         np.testing.assert_allclose(fills[name].get_facecolor(), rgba(expected))
     assert {"Component", "0 (largest)", "1"} <= legend_texts(ax)
@@ -267,10 +266,10 @@ def test_draws_into_given_wcs_axes(result):
     assert len(patches(ax, "footprint")) == result.sizes["image"]
 
 
-def test_legends_and_labels_stay_inside_the_figure(coll, disconnected):
-    for ax in (plot_footprints(coll, color_by="group"), plot_footprints(coll),
+def test_legends_and_labels_stay_inside_the_figure(result, disconnected):
+    for ax in (plot_footprints(result, color_by="group"), plot_footprints(result),
                plot_footprints(disconnected, color_by="component"),
-               plot_sky(coll), plot_pair_residuals(coll)):
+               plot_sky(result), plot_pair_residuals(result)):
         fig = ax.figure
         fig.canvas.draw()
         box = fig.bbox
@@ -281,11 +280,11 @@ def test_legends_and_labels_stay_inside_the_figure(coll, disconnected):
 
 
 # -- the overlap residuals ------------------------------------------------------------------------
-def test_pair_plot_shows_each_valid_pair_before_and_after(coll):
-    pairs = coll.last_pairs
-    valid = pairs.valid.values
+def test_pair_plot_shows_each_valid_pair_before_and_after(result):
+    pairs = result
+    valid = pairs.pair_valid.values
     assert not valid.all() and valid.any()  # img03's pairs have no valid pixels
-    ax = plot_pair_residuals(coll, sort=False)
+    ax = plot_pair_residuals(result, sort=False)
     series = {c.get_label(): c for c in ax.containers}
     error = pairs.diff_err.values[valid]
     for label, variable in (("before matching", "diff_before"), ("after matching", "diff_after")):
@@ -300,21 +299,21 @@ def test_pair_plot_shows_each_valid_pair_before_and_after(coll):
     assert any(line.get_ydata()[0] == 0 == line.get_ydata()[1] for line in ax.lines)  # zero line
 
 
-def test_pair_plot_sorts_worst_residual_first(coll):
-    ax = plot_pair_residuals(coll.last_pairs)
+def test_pair_plot_sorts_worst_residual_first(result):
+    ax = plot_pair_residuals(result)
     after = {c.get_label(): c for c in ax.containers}["after matching"].lines[0].get_ydata()
     assert np.all(np.diff(np.abs(after)) <= 0)
-    pairs = coll.last_pairs
-    worst = np.nanargmax(np.where(pairs.valid.values, np.abs(pairs.diff_after.values), np.nan))
+    pairs = result
+    worst = np.nanargmax(np.where(pairs.pair_valid.values, np.abs(pairs.diff_after.values), np.nan))
     assert ax.get_xticklabels()[0].get_text() == f"{pairs.a.values[worst]}–{pairs.b.values[worst]}"
 
 
 def test_pair_plot_without_names_when_many_pairs():
     m = make_mosaic((5, 5))
     coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
-    coll.skymatch(skystat="mean")
-    assert coll.last_pairs.sizes["pair"] > 30
-    ax = plot_pair_residuals(coll)
+    result = coll.skymatch(skystat="mean")
+    assert result.sizes["pair"] > 30
+    ax = plot_pair_residuals(result)
     assert "–" not in "".join(t.get_text() for t in ax.get_xticklabels())
     assert ax.get_xlabel() == "Overlapping pair (index)"
 
@@ -333,7 +332,7 @@ def test_sky_plot_orders_by_group_with_error_bars(result):
     np.testing.assert_allclose(half, by_name.sky_err.values[valid])
     # the groups' bands and names
     assert {"A", "B"} <= {t.get_text() for t in ax.texts}
-    assert ax.get_ylabel() == "Sky level"
+    assert ax.get_ylabel() == "Sky level [MJy/sr]"  # the unit travels with the result
     assert [t.get_text() for t in plot_sky(result, group_order=False).get_xticklabels()] == list(
         result.image.values)
 
@@ -348,8 +347,8 @@ def test_sky_plot_marks_invalid_images_with_their_reason(result):
     assert reason and f"img03: {reason}"[:30] in ax.get_xlabel().replace("\n", " ")
 
 
-def test_sky_plot_with_truth(coll, mosaic):
-    ax = plot_sky(coll, truth=mosaic.sky)
+def test_sky_plot_with_truth(result, mosaic):
+    ax = plot_sky(result, truth=mosaic.sky)
     (truth,) = [line for line in ax.lines if line.get_label() == "true sky"]
     order = [t.get_text() for t in ax.get_xticklabels()]
     np.testing.assert_allclose(truth.get_ydata(), [SKY[mosaic.names.index(n)] for n in order])
@@ -358,10 +357,10 @@ def test_sky_plot_with_truth(coll, mosaic):
 
 # -- output ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("plot", ["footprints", "pairs", "sky"])
-def test_saves_as_pdf_svg_and_png(tmp_path, coll, plot):
-    ax = {"footprints": lambda: plot_footprints(coll, show_names=True),
-          "pairs": lambda: plot_pair_residuals(coll),
-          "sky": lambda: plot_sky(coll)}[plot]()
+def test_saves_as_pdf_svg_and_png(tmp_path, result, plot):
+    ax = {"footprints": lambda: plot_footprints(result, show_names=True),
+          "pairs": lambda: plot_pair_residuals(result),
+          "sky": lambda: plot_sky(result)}[plot]()
     fig = ax.figure
     fig.savefig(tmp_path / "f.pdf")
     fig.savefig(tmp_path / "f.svg")
@@ -402,10 +401,10 @@ def test_wrong_kinds_of_input(result, coll):
         plot_footprints([1, 2, 3])
     with pytest.raises(TypeError, match=r"projection=mosaic_wcs\(result\)"):
         plot_footprints(result, ax=plt.figure().add_subplot())
-    with pytest.raises(ValueError, match="last_pairs"):
-        plot_pair_residuals(result)
-    with pytest.raises(ValueError, match="plot_pair_residuals"):
-        plot_sky(coll.last_pairs)
+    with pytest.raises(ValueError, match="'pair' dimension"):
+        plot_pair_residuals(result.drop_dims("pair"))  # the per-image part alone
+    with pytest.raises(ValueError, match="over 'image'"):
+        plot_sky(result.drop_dims(["image", "corner"]))  # the per-pair part alone
     with pytest.raises(ValueError, match="one sky per image"):
         plot_sky(result, truth=[1.0, 2.0])
 

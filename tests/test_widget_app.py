@@ -296,3 +296,163 @@ def test_export_figure_writes_publication_files(app, tmp_path):
         app.export_figure(pdf, "pairs")
     with pytest.raises(ValueError, match="kind must be one of"):
         app.export_figure(tmp_path / "x.pdf", "histogram")
+
+
+def test_every_parameter_has_a_control_made_from_its_spec(app):
+    """Issue 10 item 2: a parameter added to SkyMatchParams appears without touching app.py."""
+    import ipywidgets as w
+
+    from skymatch_nb_ui.engine import SkyMatchParams
+
+    specs = {n: s for n, s in SkyMatchParams.specs().items() if s.stage not in ("geometry", "output")}
+    assert list(app._controls) == list(specs) and set(app.params) == set(specs)
+    for name, spec in specs.items():
+        control = app._controls[name]
+        assert control.description == name and control.tooltip == spec.help
+        if spec.kind == "choice":
+            assert isinstance(control, w.Dropdown) and list(control.options) == list(spec.choices)
+        elif spec.kind == "bool":
+            assert isinstance(control, w.Checkbox)
+        elif spec.nullable:
+            assert isinstance(control, w.Text)  # empty or "none" is None
+        else:
+            assert (control.min, control.max, control.step) == (spec.widget_min, spec.widget_max, spec.step)
+    defaults = SkyMatchParams()
+    fresh = SkyMatchApp(app.collection)
+    assert fresh.params == {n: getattr(defaults, n) for n in specs}
+
+
+def test_an_app_assignment_of_groups_is_written_by_the_editor_one_undo_step(app):
+    app.groups = {"img00": 1, "img01": 1}
+    assert app.collection.groups["img00"] == 1 and app.editor.groups["img00"] == "1"
+    assert app.result.group.values.tolist()[:2] == ["1", "1"]
+    app.editor.undo()  # the app's assignment is an edit like the editor's own
+    assert app.groups == dict.fromkeys(app.collection.names)
+    assert app.result.group.values.tolist() == [""] * 6
+
+
+def test_images_half_a_sky_apart_are_drawn():
+    """Issue 9 item 20: the app refused collections the engine accepts."""
+    m = make_mosaic((1, 2), sky=[1, 2]) + make_mosaic((1, 2), sky=[3, 4], center=(330.0, -2.0), prefix="b")
+    app = SkyMatchApp(ImageCollection.from_arrays(m.images, m.wcs, names=m.names),
+                      skymethod="local", skystat="mean")
+    np.testing.assert_allclose(app.result.sky.values, [1, 2, 3, 4], atol=1e-9)
+    assert app.map.projection["kind"] == "allsky" and len(app.map.polygons) == 4
+
+
+class SlowEngine:
+    """Stands in for an engine with the progress and cancel hooks of SkyMatcher.run: a solve
+    that re-runs statistics, ``n`` steps of ``step`` seconds, reporting after each."""
+
+    def __init__(self, app, monkeypatch, n=40, step=0.02):
+        from collections import namedtuple
+
+        self.real, self.n, self.step, self.started = app.collection.skymatch, n, step, threading.Event()
+        self.runs, self.cancelled = [], []
+        self.Progress = namedtuple("Progress", "stage done total")
+        monkeypatch.setattr(app, "_hooks", {"progress", "cancel"})
+        monkeypatch.setattr(app.collection, "skymatch", self)
+
+    def __call__(self, progress=None, cancel=None, **params):
+        from skymatch_nb_ui.widgets.app import SkyMatchCancelled
+
+        self.runs.append(params)
+        if params.get("skystat") == "median":  # the long one
+            self.started.set()
+            for k in range(self.n):
+                if cancel is not None and cancel.is_set():
+                    self.cancelled.append(params)
+                    raise SkyMatchCancelled("cancelled")
+                time.sleep(self.step)
+                if progress is not None:
+                    progress(self.Progress("statistics", k + 1, self.n))
+        return self.real(**params)
+
+
+def test_a_page_solve_runs_in_the_background_with_progress_and_cancel(app, monkeypatch):
+    engine = SlowEngine(app, monkeypatch)
+    shown = app.result
+
+    async def scenario():
+        app.debounce = 0.01
+        app._controls["skystat"].value = "median"  # from the page: a long solve
+        await until(lambda: app._progress.value > 0.2)
+        # the loop kept serving while the worker computed: progress reached the widgets
+        seen = (app._busy.layout.display, app._progress.layout.visibility, app.status)
+        app._cancel.click()  # the Cancel button (a comm message the loop handles)
+        await asyncio.sleep(0.3)
+        return seen
+
+    display, visibility, status = in_event_loop(scenario)
+    assert display == "flex" and visibility == "visible" and status.startswith("solving… statistics")
+    assert engine.cancelled and engine.cancelled[0]["skystat"] == "median"  # the engine stopped
+    assert app.result is shown and app.params["skystat"] == "mean"  # back to the shown result
+    assert app._controls["skystat"].value == "mean"
+    assert app.status.startswith("cancelled: the views show the last result")
+    assert app._busy.layout.display == "none" and "smnb-app-solving" not in app._views._dom_classes
+
+
+def test_a_python_assignment_stops_a_background_solve_and_takes_effect_at_once(app, monkeypatch):
+    engine = SlowEngine(app, monkeypatch, n=200)
+
+    async def scenario():
+        app.debounce = 0.01
+        app._controls["skystat"].value = "median"
+        await until(engine.started.is_set)
+        app.params = {"skystat": "midpt"}  # a cell's assignment while the page's solve runs
+        now = app.result.attrs["skystat"]
+        await asyncio.sleep(0.3)
+        return now
+
+    assert in_event_loop(scenario) == "midpt"
+    assert app.result.attrs["skystat"] == "midpt" and app.params["skystat"] == "midpt"
+    assert engine.cancelled  # the stale page solve was stopped, not finished
+
+
+def test_cancelling_a_group_edit_takes_it_back_and_the_editor_can_redo_it(app, monkeypatch):
+    SlowEngine(app, monkeypatch)
+
+    async def scenario():
+        app.debounce = 0.01
+        app._controls["skystat"].value = "median"
+        await asyncio.sleep(0.05)
+        app.editor._on_message(app.editor, {"type": "assign", "names": ["img00", "img01"], "label": "p"}, [])
+        await until(lambda: app._running is not None)
+        return app.cancel()
+
+    assert in_event_loop(scenario) is True
+    assert app.groups == dict.fromkeys(app.collection.names) and app.params["skystat"] == "mean"
+    assert app.result.group.values.tolist() == [""] * 6
+    assert app.cancel() is False  # nothing under way any more
+
+
+def test_plots_of_many_images_show_ranges_and_the_selection_as_points():
+    """Level of detail: thousands of points would stall the page; ranges per bin instead."""
+    import xarray as xr
+
+    from skymatch_nb_ui.widgets.app import MAX_PLOT_POINTS, PLOT_BINS, _SkyPlot
+
+    n, m = 5000, 12000
+    rng = np.random.default_rng(1)
+    sky = rng.normal(100, 5, n)
+    valid = np.ones(n, bool)
+    valid[[7, 4321]] = False
+    result = xr.Dataset(
+        {"sky": ("image", sky), "sky_err": ("image", np.full(n, 0.5)), "valid": ("image", valid),
+         "diff_before": ("pair", rng.normal(0, 3, m)), "diff_after": ("pair", rng.normal(0, 0.1, m))},
+        coords={"image": [f"i{k}" for k in range(n)], "pair": np.arange(m)})
+    plot = _SkyPlot()
+    plot.update(result, selected=[3, 7, 100])
+    assert n > MAX_PLOT_POINTS and len(plot._bars.x) <= PLOT_BINS
+    bars = np.asarray(plot._bars.y)
+    ok = valid
+    assert bars.min() == pytest.approx((sky[ok] - 0.5).min())
+    assert bars.max() == pytest.approx((sky[ok] + 0.5).max())
+    assert list(plot._sky.x) == [3, 100]  # the valid selected images, as points
+    assert list(plot._sky.selected) == [0, 1]
+    assert len(plot._invalid.x) == 2  # the bins holding an image without a sky
+    assert "range per" in plot._sky_fig.title
+    plot.select([4999])
+    assert list(plot._sky.x) == [4999]
+    assert len(plot._before.x) == 0 and len(plot._after_range.x) <= PLOT_BINS  # pairs: ranges only
+    assert np.asarray(plot._after_range.y).max() == pytest.approx(result.diff_after.values.max())

@@ -12,9 +12,9 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.display.colors import DIVERGING, MISSING, VIRIDIS, categorical
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
-from skymatch_nb_ui._colors import DIVERGING, MISSING, VIRIDIS, categorical
 from skymatch_nb_ui.widgets.footprint_map import COLOR_BY, FootprintMap, project_footprints
 
 
@@ -98,16 +98,16 @@ def test_sky_colours_follow_the_ramp_with_a_colour_bar(grid):
     assert fmap.fill[int(np.argmax(sky))] == VIRIDIS[-1]
     assert fmap.colorbar["kind"] == "ramp"
     assert (fmap.colorbar["vmin"], fmap.colorbar["vmax"]) == (sky.min(), sky.max())
-    assert fmap.colorbar["label"].startswith("sky")
+    assert fmap.colorbar["label"].startswith("Sky")
     fmap.color_by = "sky_err"
-    assert fmap.colorbar["label"].startswith("sky uncertainty")
+    assert fmap.colorbar["label"].startswith("Sky uncertainty")
 
 
 def test_units_appear_in_the_colour_bar():
     m = make_mosaic((1, 2))
     coll = collection(m, meta=[{"bunit": "MJy/sr"}] * 2)
     fmap = FootprintMap(coll, coll.skymatch(skystat="mean"))
-    assert fmap.colorbar["label"] == "sky [MJy/sr]"
+    assert fmap.colorbar["label"] == "Sky offset [MJy/sr]"  # skymethod="match": offsets
     assert "MJy/sr" in fmap.tooltips[0]
 
 
@@ -134,7 +134,7 @@ def test_component_and_valid_colours(disconnected, with_invalid):
     coll, result = with_invalid
     fmap = FootprintMap(coll, result, color_by="valid")
     assert fmap.fill[0] != fmap.fill[4]
-    assert fmap.colorbar["labels"] == ["valid", "not valid"]
+    assert fmap.colorbar["labels"] == ["valid sky", "no valid sky"]
     fmap.color_by = "sky"
     assert fmap.fill[4] == MISSING  # no sky to show
 
@@ -156,8 +156,8 @@ def test_unknown_color_by_lists_the_choices(grid):
     with pytest.raises(ValueError, match="sky_err.*'brightness'"):
         FootprintMap(coll, result, color_by="brightness")
     fmap = FootprintMap(coll, result)
-    with pytest.raises(ValueError, match=r"\['sky', 'sky_err', 'group', 'component', 'valid'\]"):
-        fmap.color_by = "npix"
+    with pytest.raises(ValueError, match=r"\['sky', 'sky_err', 'group', 'component', 'valid', 'npix'\]"):
+        fmap.color_by = "brightness"
     assert fmap.color_by == "sky"
     assert fmap.color_by_options == list(COLOR_BY)
 
@@ -187,11 +187,11 @@ def test_flags_mark_invalid_images_and_disconnected_components(disconnected, wit
 # -- overlap pairs -------------------------------------------------------------------------------
 def test_pairs_join_input_centres_and_are_coloured_by_residual(grid):
     coll, result = grid
-    pairs = coll.last_pairs.copy()
+    pairs = result.copy()
     after = np.zeros(pairs.sizes["pair"])
     after[0], after[1] = 2.0, -2.0
     pairs["diff_after"] = ("pair", after)
-    fmap = FootprintMap(coll, result, pairs)
+    fmap = FootprintMap(coll, pairs)
     assert len(fmap.pairs) == pairs.sizes["pair"]
     assert [p["color"] for p in fmap.pairs[:3]] == [DIVERGING[-1], DIVERGING[0], DIVERGING[3]]
     centre = dict(zip(fmap.names, fmap.centers))
@@ -201,13 +201,13 @@ def test_pairs_join_input_centres_and_are_coloured_by_residual(grid):
     assert (fmap.pairs_colorbar["vmin"], fmap.pairs_colorbar["vmax"]) == (-2.0, 2.0)
 
 
-def test_pairs_default_to_the_collections_last_run_and_groups_meet_at_their_centre(grid):
+def test_pairs_come_with_the_result_and_groups_meet_at_their_centre(grid):
     coll, _ = grid
     coll.groups = {"img00": "g", "img03": "g"}
     result = coll.skymatch(skystat="mean")
-    fmap = FootprintMap(coll, result)  # pairs taken from coll.last_pairs
-    assert len(fmap.pairs) == coll.last_pairs.sizes["pair"]
-    k = list(coll.last_pairs.a.values).index("g")
+    fmap = FootprintMap(coll, result)  # the pairs of the result
+    assert len(fmap.pairs) == result.sizes["pair"]
+    k = list(result.a.values).index("g")
     expected = np.mean([fmap.centers[0], fmap.centers[3]], axis=0)
     np.testing.assert_allclose(fmap.pairs[k]["a"], expected, atol=0.01)
     assert FootprintMap(coll).pairs == []
@@ -224,15 +224,15 @@ def test_pairs_flagged_by_the_robust_solve_are_marked_with_their_weight():
     m.images[5][y[band], x[band]] += 3.0
     coll = collection(m)
     result = coll.skymatch(skystat="mean")
-    pairs = coll.last_pairs
-    flagged = pairs.flagged.values
+    flagged = result.flagged.values
     assert flagged.tolist() == [(a, b) == ("img05", "img06")
-                                for a, b in zip(pairs.a.values, pairs.b.values)]
+                                for a, b in zip(result.a.values, result.b.values)]
     fmap = FootprintMap(coll, result)
     assert [p["flagged"] for p in fmap.pairs] == flagged.tolist()
     (k,) = np.flatnonzero(flagged)
     assert "down-weighted by the robust solve (weight x 0." in fmap.pairs[k]["title"]
-    assert 0 < pairs.robust_weight.values[k] < 1 and (pairs.robust_weight.values[~flagged] == 1).all()
+    weight = result.robust_weight.values
+    assert 0 < weight[k] < 1 and (weight[~flagged] == 1).all()
 
 
 def test_update_rejects_a_result_of_another_collection(grid):
@@ -270,9 +270,15 @@ def test_reset_view_sends_a_message(grid, monkeypatch):
 
 
 def test_state_is_plain_json(grid):
+    """JSON plus binary buffers for the arrays over images and pairs (what Jupyter sends)."""
+    from ipywidgets.widgets.widget import _remove_buffers
+
     coll, result = grid
     state = FootprintMap(coll, result).get_state()
-    json.dumps({k: v for k, v in state.items() if not k.startswith("_")})
+    state, paths, buffers = _remove_buffers({k: v for k, v in state.items() if not k.startswith("_")})
+    json.dumps(state, allow_nan=False)
+    assert ["shapes", "polygons"] in paths and ["fill_rgb"] in paths and ["pair_values", "after"] in paths
+    assert len(buffers[paths.index(["fill_rgb"])]) == 3 * len(coll)
 
 
 def test_update_of_500_images_is_fast():
@@ -285,7 +291,8 @@ def test_update_of_500_images_is_fast():
     t2 = time.perf_counter()
     fmap.color_by = "group"
     t3 = time.perf_counter()
-    size = len(json.dumps({k: getattr(fmap, k) for k in ("polygons", "centers", "fill", "tooltips", "pairs")}))
+    keys = ("polygons", "centers", "fill", "tooltips", "pairs")
+    size = len(json.dumps({k: getattr(fmap, k) for k in keys}))
     print(f"\n500 images, {len(fmap.pairs)} pairs: projection + init {t1 - t0:.3f} s, "
           f"update {t2 - t1:.3f} s, recolour {t3 - t2:.4f} s, state {size / 1e3:.0f} kB")
     assert len(fmap.polygons) == 500

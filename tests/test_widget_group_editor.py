@@ -6,8 +6,8 @@ import traitlets
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import GroupEditor
-from skymatch_nb_ui._colors import categorical
-from skymatch_nb_ui.widgets.group_editor import UNDO_DEPTH, isolated_groups
+from skymatch_nb_ui.display.colors import categorical
+from skymatch_nb_ui.widgets.group_editor import UNDO_DEPTH
 
 # Two exposures of a 2x2 detector mosaic (left: exposure e1, right: e2) plus an island of two
 # images far away that overlap only each other.
@@ -203,10 +203,10 @@ def test_group_of_a_whole_disconnected_part_is_isolated(editor):
 
 
 def test_isolated_groups_function(coll):
-    assert isolated_groups(coll, dict(zip(NAMES, ["a"] * 4 + [None] * 2))) == ["a"]
-    assert isolated_groups(coll, dict(zip(NAMES, ["a"] * 6))) == ["a"]
-    assert isolated_groups(coll, dict(zip(NAMES, ["a", "a", "b", "b", "c", "c"]))) == ["c"]
-    assert isolated_groups(coll, dict.fromkeys(NAMES)) == []  # images alone are not groups
+    assert coll.isolated_groups(dict(zip(NAMES, ["a"] * 4 + [None] * 2))) == ["a"]
+    assert coll.isolated_groups(dict(zip(NAMES, ["a"] * 6))) == ["a"]
+    assert coll.isolated_groups(dict(zip(NAMES, ["a", "a", "b", "b", "c", "c"]))) == ["c"]
+    assert coll.isolated_groups(dict.fromkeys(NAMES)) == []  # images alone are not groups
 
 
 # -- messages from the front end -------------------------------------------------------------------
@@ -250,3 +250,34 @@ def test_isolated_group_is_what_the_solve_cannot_match(editor, coll):
     island = result.sel(image=["far00", "far01"])
     assert not island.valid.any() and all("no valid overlap" in r for r in island.reason.values)
     assert result.valid.sel(image=NAMES[:4]).all()
+
+
+def test_malformed_page_messages_are_shown_never_raised(editor, coll):
+    """Issue 9 item 19: unhashable names used to raise a TypeError out of the handler."""
+    cases = [
+        ({"type": "assign", "names": [["img00"]], "label": "g"}, "names must be a list of image names"),
+        ({"type": "ungroup", "names": [{"a": 1}]}, "names must be a list of image names"),
+        ({"type": "assign", "names": "img00", "label": "g"}, "names must be a list of image names"),
+        ({"type": "assign", "names": ["img00"], "label": ["g"]}, "the group name must be a non-empty str"),
+        ({"type": "rename", "old": ["g"], "new": "h"}, "there is no group"),
+        ({"type": ["assign"]}, "unknown request"),
+        (["assign"], "unknown request"),
+        (None, "unknown request"),
+    ]
+    for message, expected in cases:
+        editor._on_message(editor, message, [])  # must not raise
+        assert expected in editor.error, (message, editor.error)
+    assert set(coll.groups.values()) == {None}  # nothing was changed
+    ui(editor, type="assign", names=["img00"], label="g")
+    assert editor.error == "" and coll.groups["img00"] == "g"
+
+
+def test_set_labels_writes_the_collections_own_labels_as_one_undo_step(editor, coll):
+    editor.set_labels({"img00": 1, "img01": 1.0, "img02": "1"})
+    assert [type(coll.groups[n]) for n in ("img00", "img01", "img02")] == [int, float, str]
+    assert editor.groups["img00"] == editor.groups["img01"] == "1" != editor.groups["img02"]
+    editor.set_labels({"img00": 1, "img01": 1.0, "img02": "1"})  # the same labels: no step
+    editor.undo()
+    assert set(coll.groups.values()) == {None} and not editor.can_undo
+    with pytest.raises(ValueError, match="not in the collection"):
+        editor.set_labels({"nope": 1})

@@ -51,9 +51,10 @@ def test_no_result_yet_gives_an_empty_table(coll):
         table.table()
 
 
-def test_default_result_is_the_collections_last(solved):
-    coll, result = solved
-    assert ResultsTable(coll).result is result
+def test_the_table_shows_the_result_it_is_given_never_the_collections_last(solved):
+    coll, result = solved  # item 5 of issue 10: views take a result, they read no state
+    assert ResultsTable(coll, result).result is result
+    assert ResultsTable(coll).result is None and ResultsTable(coll).rows == []
 
 
 def test_rows_one_per_image_in_image_order_json_safe(solved):

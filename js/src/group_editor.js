@@ -1,22 +1,12 @@
 // GroupEditor front end: groups as coloured chips with their members, presets, undo.
 // It only shows state and sends intent (model.send); Python validates and edits the groups.
-// No imports, so that node can load it for the unit tests.
+
+import { button, el, onModel, setTrait, uniqueId } from "./_dom.js";
 
 const P = "smnb-groups";
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function button(className, text, title) {
-  const b = el("button", className, text);
-  b.type = "button";
-  if (title) b.title = title;
-  return b;
-}
+/** Each group shows at most this many of its images as buttons (then how many more). */
+export const MEMBERS_SHOWN = 200;
 
 // {label: [names]} in order of first appearance, and the images alone, from {name: label}.
 function partition(names, groups) {
@@ -37,10 +27,11 @@ function focusKey(node) {
   return role ? JSON.stringify([role, name ?? null, label ?? null, id ?? null]) : null;
 }
 
-let instances = 0;
-
+/**
+ * @param {{model: *, el: HTMLElement}} view  anywidget's model and the output element
+ * @returns {() => void}  cleanup
+ */
 function render({ model, el: host }) {
-  instances += 1;
   const root = el("div", P);
   const toolbar = el("div", `${P}-toolbar`);
   const presetBox = el("div", `${P}-presets`);
@@ -61,7 +52,7 @@ function render({ model, el: host }) {
   input.placeholder = "group name";
   input.setAttribute("aria-label", "Group name for the selected images");
   const datalist = el("datalist");
-  datalist.id = `${P}-labels-${instances}`;
+  datalist.id = uniqueId(`${P}-labels`);
   input.setAttribute("list", datalist.id);
   const assignButton = button(`${P}-assign-button`, "Assign", "Put the selected images in this group (Enter)");
   assignButton.dataset.role = "assign";
@@ -91,8 +82,7 @@ function render({ model, el: host }) {
   function setSelected(names) {
     const order = model.get("names") ?? [];
     const chosen = new Set(names);
-    model.set("selected", order.filter((n) => chosen.has(n)));
-    model.save_changes();
+    setTrait(model, "selected", order.filter((n) => chosen.has(n)));
   }
   const send = (message) => model.send(message);
 
@@ -119,6 +109,17 @@ function render({ model, el: host }) {
     return b;
   }
 
+  // a button per image, up to MEMBERS_SHOWN (thousands of buttons would stall the page)
+  function memberButtons(names, chosen) {
+    const box = el("span", `${P}-members`);
+    box.append(...names.slice(0, MEMBERS_SHOWN).map((n) => memberButton(n, chosen)));
+    if (names.length > MEMBERS_SHOWN) {
+      const more = names.length - MEMBERS_SHOWN;
+      box.append(el("span", `${P}-more`, `+ ${more} more (select them in the map or the table)`));
+    }
+    return box;
+  }
+
   function groupItem(label, members, chosen, colors, isolated) {
     const item = el("li", `${P}-group`);
     item.dataset.label = label;
@@ -140,8 +141,7 @@ function render({ model, el: host }) {
         el("span", `${P}-size`, String(members.length)));
       chip.setAttribute("aria-pressed", String(members.every((n) => chosen.has(n))));
     }
-    const memberBox = el("span", `${P}-members`);
-    memberBox.append(...members.map((n) => memberButton(n, chosen)));
+    const memberBox = memberButtons(members, chosen);
     const actions = el("span", `${P}-actions`);
     const add = button(`${P}-add`, "+ selected", `Add the selected images to ${label}`);
     const rename = button(`${P}-rename`, "Rename", `Rename group ${label}`);
@@ -169,8 +169,7 @@ function render({ model, el: host }) {
       const item = el("li", `${P}-group ${P}-alone`);
       const tag = el("span", `${P}-alone-tag`, "alone");
       tag.title = "Each of these images has its own sky";
-      const memberBox = el("span", `${P}-members`);
-      memberBox.append(...alone.map((n) => memberButton(n, chosen)));
+      const memberBox = memberButtons(alone, chosen);
       item.append(tag, memberBox);
       items.push(item);
     }
@@ -293,10 +292,7 @@ function render({ model, el: host }) {
   root.addEventListener("click", onClick);
   root.addEventListener("keydown", onKeydown);
   root.addEventListener("focusout", onFocusout);
-  dismiss.addEventListener("click", () => {
-    model.set("error", "");
-    model.save_changes();
-  });
+  dismiss.addEventListener("click", () => setTrait(model, "error", ""));
 
   const onGroups = () => {
     if (pendingAssign) input.value = ""; // drawGroups then disables Assign again
@@ -311,17 +307,16 @@ function render({ model, el: host }) {
     drawGroups();
     drawMessages();
   };
-  const handlers = [
-    ["change:groups", onGroups], ["change:selected", drawGroups], ["change:colors", drawGroups],
-    ["change:names", drawGroups], ["change:isolated", onIsolated], ["change:error", onError],
-    ["change:presets", drawPresets], ["change:active_preset", drawPresets], ["change:can_undo", drawPresets],
-  ];
-  for (const [event, handler] of handlers) model.on(event, handler);
+  const stopModel = onModel(model, {
+    "change:groups": onGroups, "change:selected": drawGroups, "change:colors": drawGroups,
+    "change:names": drawGroups, "change:isolated": onIsolated, "change:error": onError,
+    "change:presets": drawPresets, "change:active_preset": drawPresets, "change:can_undo": drawPresets,
+  });
   drawPresets();
   drawGroups();
   drawMessages();
   return () => {
-    for (const [event, handler] of handlers) model.off(event, handler);
+    stopModel();
     root.remove();
   };
 }

@@ -1,6 +1,8 @@
 // ResultsTable front end: one row per image, sortable, linked to `selected` and `hovered`,
 // downloadable as CSV (the same text as Python's ResultsTable.to_csv()).
-// No imports, so that node can load it for the unit tests.
+
+import { decodeTexts, float64s, uint8s } from "./_data.js";
+import { button, el, onModel, setTrait } from "./_dom.js";
 
 const P = "smnb-table";
 
@@ -65,131 +67,197 @@ export function splitNumber(text) {
 // is padded to the column's widest, in a monospace font with tabular digits.
 function numberParts(text, width) {
   const [whole, fraction] = splitNumber(text);
-  const a = document.createElement("span");
-  a.className = `${P}-int`;
-  a.textContent = whole;
-  const b = document.createElement("span");
-  b.className = `${P}-frac`;
-  b.textContent = fraction;
+  const a = el("span", `${P}-int`, whole);
+  const b = el("span", `${P}-frac`, fraction);
   b.style.minWidth = `${width ?? 0}ch`;
   return [a, b];
 }
 
+/** Above this many rows only those in view are in the DOM (a virtual window over the rest). */
+export const VIRTUAL_LIMIT = 500;
+const OVERSCAN = 12; // rows rendered above and below the visible ones
+const NOMINAL_HEIGHT = 420; // pixels of the scroller without layout (jsdom)
+
+/**
+ * The rows (one object per image, keys of the columns) of the columnar `data` traitlet:
+ * numbers as float64 buffers (NaN: missing), booleans as uint8, strings as {texts, index}.
+ * @param {Object} data
+ * @param {{key: string, kind: string}[]} columns
+ * @returns {Object[]}
+ */
+export function rowsFrom(data, columns) {
+  const n = data?.count ?? 0;
+  const decoded = columns.map((c) => {
+    const v = data?.[c.key];
+    if (c.kind === "num") return Array.from(float64s(v), (x) => (Number.isNaN(x) ? null : x));
+    if (c.kind === "bool") return Array.from(uint8s(v), (x) => x === 1);
+    return decodeTexts(v);
+  });
+  return Array.from({ length: n }, (_, i) => Object.fromEntries(columns.map((c, k) => [c.key, decoded[k][i] ?? null])));
+}
+
 // -- the widget ------------------------------------------------------------------------------
+/**
+ * @param {{model: *, el: HTMLElement}} view  anywidget's model and the output element
+ * @returns {() => void}  cleanup
+ */
 function render({ model, el: host }) {
-  const root = document.createElement("div");
-  root.className = `${P}-widget`;
-  const toolbar = document.createElement("div");
-  toolbar.className = `${P}-toolbar`;
-  const summary = document.createElement("span");
-  summary.className = `${P}-summary`;
+  const root = el("div", `${P}-widget`);
+  const toolbar = el("div", `${P}-toolbar`);
+  const summary = el("span", `${P}-summary`);
   summary.setAttribute("aria-live", "polite");
-  const download = document.createElement("button");
-  download.type = "button";
-  download.className = `${P}-download`;
-  download.textContent = "Download CSV";
-  download.title = "Save the table as a CSV file (image order)";
+  const download = button(`${P}-download`, "Download CSV", "Save the table as a CSV file (image order)");
   toolbar.append(summary, download);
 
-  const scroller = document.createElement("div");
-  scroller.className = `${P}-scroll`;
-  const table = document.createElement("table");
-  table.className = `${P}-grid`;
+  const scroller = el("div", `${P}-scroll`);
+  const table = /** @type {HTMLTableElement} */ (el("table", `${P}-grid`));
   const thead = table.createTHead();
   const tbody = table.createTBody();
   scroller.append(table);
-  const empty = document.createElement("div");
-  empty.className = `${P}-empty`;
-  empty.textContent = "No results yet: run the sky matching.";
+  const empty = el("div", `${P}-empty`, "No results yet: run the sky matching.");
   root.append(toolbar, scroller, empty);
   host.append(root);
 
-  let rowNodes = []; // <tr> per row, in image order
+  let rows = []; // one object per image, in image order
+  let order = []; // row indices in the order shown
+  let position = new Map(); // row index -> place in `order`
   let indexOf = new Map(); // image name -> row index
+  let nodes = new Map(); // row index -> <tr>, for the rows in the DOM
+  let fractions = new Map(); // numeric column -> widest part after the decimal point
+  let virtual = false;
+  let rowHeight = 0;
+  let focusRow = -1; // the row reachable with Tab (roving tabindex)
   let shownHover = null;
+  let frame = 0;
+
+  const columns = () => model.get("columns") ?? [];
 
   function drawHeader() {
-    const tr = document.createElement("tr");
+    const tr = el("tr");
     const sortBy = model.get("sort_by");
     const ascending = model.get("ascending");
-    for (const column of model.get("columns") ?? []) {
-      const th = document.createElement("th");
-      th.className = `${P}-${column.kind}`;
+    for (const column of columns()) {
+      const th = el("th", `${P}-${column.kind}`);
       th.setAttribute("aria-sort", column.key !== sortBy ? "none" : ascending ? "ascending" : "descending");
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = `${P}-sort`;
+      const b = button(`${P}-sort`, "", `Sort by ${column.label}`);
       b.dataset.key = column.key;
-      b.title = `Sort by ${column.label}`;
-      const arrow = document.createElement("span");
-      arrow.className = `${P}-arrow`;
-      arrow.textContent = column.key !== sortBy ? "" : ascending ? "▲" : "▼";
-      b.append(column.label, arrow);
+      b.append(column.label, el("span", `${P}-arrow`, column.key !== sortBy ? "" : ascending ? "▲" : "▼"));
       th.append(b);
       tr.append(th);
     }
     thead.replaceChildren(tr);
   }
 
-  function buildRows() {
-    const rows = model.get("rows") ?? [];
-    const columns = model.get("columns") ?? [];
-    indexOf = new Map(rows.map((r, i) => [r.name, i]));
-    // the widest part after the decimal point, per numeric column (characters)
-    const fractions = new Map(columns.filter((c) => c.kind === "num").map((c) => [c.key,
-      Math.max(0, ...rows.map((r) => splitNumber(displayText(r[c.key], c.key))[1].length))]));
-    rowNodes = rows.map((row) => {
-      const tr = document.createElement("tr");
-      tr.dataset.name = row.name;
-      tr.tabIndex = -1;
-      if (row.valid === false) tr.classList.add(`${P}-invalid`);
-      for (const column of columns) {
-        const td = document.createElement("td");
-        const value = row[column.key];
-        td.className = `${P}-${column.kind} ${P}-col-${column.key}`;
-        if (isMissing(value)) td.classList.add(`${P}-missing`);
-        if (column.key === "group" && !isMissing(value)) {
-          const swatch = document.createElement("span");
-          swatch.className = `${P}-swatch`;
-          swatch.dataset.group = value;
-          td.append(swatch);
-        }
-        if (column.kind === "num") {
-          td.append(...numberParts(displayText(value, column.key), fractions.get(column.key)));
-          tr.append(td);
-          continue;
-        }
+  function makeRow(i) {
+    const row = rows[i];
+    const tr = el("tr");
+    tr.dataset.name = row.name;
+    tr.tabIndex = i === focusRow ? 0 : -1;
+    if (row.valid === false) tr.classList.add(`${P}-invalid`);
+    const colors = model.get("colors") ?? {};
+    for (const column of columns()) {
+      const td = el("td", `${P}-${column.kind} ${P}-col-${column.key}`);
+      const value = row[column.key];
+      if (isMissing(value)) td.classList.add(`${P}-missing`);
+      if (column.key === "group" && !isMissing(value)) {
+        const swatch = el("span", `${P}-swatch`);
+        swatch.dataset.group = value;
+        swatch.style.background = colors[value] ?? "transparent";
+        td.append(swatch);
+      }
+      if (column.kind === "num") {
+        td.append(...numberParts(displayText(value, column.key), fractions.get(column.key)));
+      } else {
         td.append(displayText(value, column.key));
         if (column.key === "reason" && value) td.title = value;
-        tr.append(td);
       }
-      return tr;
-    });
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  function buildRows() {
+    rows = rowsFrom(model.get("data"), columns());
+    indexOf = new Map(rows.map((r, i) => [r.name, i]));
+    fractions = new Map(columns().filter((c) => c.kind === "num").map((c) => [c.key,
+      rows.reduce((widest, r) => Math.max(widest, splitNumber(displayText(r[c.key], c.key))[1].length), 0)]));
+    virtual = rows.length > VIRTUAL_LIMIT;
+    focusRow = -1;
+    nodes = new Map();
+    if (!virtual) rows.forEach((_, i) => nodes.set(i, makeRow(i)));
     empty.hidden = rows.length > 0;
     table.hidden = rows.length === 0;
     shownHover = null;
-    paintSwatches();
-    order();
+    order_();
     markSelected();
     markHovered();
   }
 
-  // Re-order the existing <tr>s (no rebuild) after a sort change.
-  function order() {
-    const rows = model.get("rows") ?? [];
-    const fragment = document.createDocumentFragment();
-    for (const i of sortedIndices(rows, model.get("sort_by"), model.get("ascending"))) {
-      fragment.append(rowNodes[i]);
+  // Sort: the existing <tr>s are moved (no rebuild); a virtual table re-draws its window.
+  function order_() {
+    order = sortedIndices(rows, model.get("sort_by"), model.get("ascending"));
+    position = new Map(order.map((i, p) => [i, p]));
+    if (focusRow < 0 || !position.has(focusRow)) focusRow = order[0] ?? -1;
+    if (virtual) drawWindow();
+    else {
+      const fragment = document.createDocumentFragment();
+      for (const i of order) fragment.append(nodes.get(i));
+      tbody.replaceChildren(fragment);
+      nodes.forEach((tr, i) => { tr.tabIndex = i === focusRow ? 0 : -1; });
     }
-    tbody.replaceChildren(fragment);
-    // one row is reachable with Tab (roving tabindex); the arrow keys move between rows
-    if (rowNodes.length && !rowNodes.some((tr) => tr.tabIndex === 0)) tbody.firstElementChild.tabIndex = 0;
     drawHeader();
+  }
+
+  /** The rows in view (and a few more) between two spacers of the others' height. */
+  function drawWindow() {
+    const height = rowHeight || 24;
+    const visible = scroller.clientHeight || NOMINAL_HEIGHT;
+    const start = Math.max(0, Math.floor(scroller.scrollTop / height) - OVERSCAN);
+    const end = Math.min(order.length, start + Math.ceil(visible / height) + 2 * OVERSCAN);
+    const kept = new Map();
+    const shown = [];
+    for (let p = start; p < end; p++) {
+      const i = order[p];
+      const tr = nodes.get(i) ?? makeRow(i);
+      kept.set(i, tr);
+      shown.push(tr);
+    }
+    nodes = kept;
+    const spacer = (rowsOf) => {
+      const tr = el("tr", `${P}-spacer`);
+      tr.setAttribute("aria-hidden", "true");
+      const td = el("td");
+      td.colSpan = Math.max(1, columns().length);
+      td.style.height = `${rowsOf * height}px`;
+      tr.append(td);
+      return tr;
+    };
+    tbody.replaceChildren(spacer(start), ...shown, spacer(order.length - end));
+    if (!rowHeight && shown.length) rowHeight = shown[0].getBoundingClientRect().height || 0;
+    markSelected();
+    markHovered();
+  }
+
+  /** Bring the row at place `p` of the order into the DOM and view. */
+  function reveal(p) {
+    const i = order[p];
+    if (virtual && !nodes.has(i)) {
+      const height = rowHeight || 24;
+      scroller.scrollTop = Math.max(0, p * height - (scroller.clientHeight || NOMINAL_HEIGHT) / 2);
+      drawWindow();
+    }
+    return nodes.get(i);
+  }
+
+  function onScroll() {
+    if (!virtual || frame) return;
+    const run = () => { frame = 0; drawWindow(); };
+    frame = typeof requestAnimationFrame === "function" ? requestAnimationFrame(run) : setTimeout(run, 0);
   }
 
   function paintSwatches() {
     const colors = model.get("colors") ?? {};
-    for (const tr of rowNodes) {
+    for (const tr of nodes.values()) {
       const swatch = tr.querySelector(`.${P}-swatch`);
       if (swatch) swatch.style.background = colors[swatch.dataset.group] ?? "transparent";
     }
@@ -197,12 +265,11 @@ function render({ model, el: host }) {
 
   function markSelected() {
     const chosen = new Set(model.get("selected") ?? []);
-    for (const tr of rowNodes) {
+    for (const tr of nodes.values()) {
       const on = chosen.has(tr.dataset.name);
       tr.classList.toggle(`${P}-selected`, on);
       tr.setAttribute("aria-selected", String(on));
     }
-    const rows = model.get("rows") ?? [];
     const invalid = rows.filter((r) => r.valid === false).length;
     summary.textContent = [
       `${rows.length} image${rows.length === 1 ? "" : "s"}`,
@@ -214,13 +281,8 @@ function render({ model, el: host }) {
   function markHovered() {
     const name = model.get("hovered") ?? "";
     if (shownHover) shownHover.classList.remove(`${P}-hovered`);
-    shownHover = indexOf.has(name) ? rowNodes[indexOf.get(name)] : null;
+    shownHover = nodes.get(indexOf.get(name)) ?? null;
     if (shownHover) shownHover.classList.add(`${P}-hovered`);
-  }
-
-  function setTrait(key, value) {
-    model.set(key, value);
-    model.save_changes();
   }
 
   // -- events (delegated: one listener per kind, whatever the number of rows) ----------------
@@ -240,8 +302,8 @@ function render({ model, el: host }) {
   // A click deselects a selected row, or selects only this one; with shift (ctrl, cmd) it adds.
   function toggleRow(name, add) {
     const current = model.get("selected") ?? [];
-    if (current.includes(name)) setTrait("selected", current.filter((n) => n !== name));
-    else setTrait("selected", add ? [...current, name] : [name]);
+    if (current.includes(name)) setTrait(model, "selected", current.filter((n) => n !== name));
+    else setTrait(model, "selected", add ? [...current, name] : [name]);
   }
 
   function onRowClick(event) {
@@ -258,27 +320,28 @@ function render({ model, el: host }) {
       toggleRow(tr.dataset.name, event.shiftKey || event.ctrlKey || event.metaKey);
     } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
       event.preventDefault();
-      const next = event.key === "ArrowDown" ? tr.nextElementSibling : tr.previousElementSibling;
-      if (next) {
-        next.tabIndex = 0;
-        tr.tabIndex = -1;
-        next.focus();
-        setTrait("hovered", next.dataset.name);
-      }
+      const p = position.get(indexOf.get(tr.dataset.name)) + (event.key === "ArrowDown" ? 1 : -1);
+      if (p < 0 || p >= order.length) return;
+      const next = reveal(p);
+      tr.tabIndex = -1;
+      focusRow = order[p];
+      next.tabIndex = 0;
+      next.focus();
+      setTrait(model, "hovered", next.dataset.name);
     }
   }
 
   function onRowOver(event) {
     const tr = event.target.closest("tr[data-name]");
-    if (tr && model.get("hovered") !== tr.dataset.name) setTrait("hovered", tr.dataset.name);
+    if (tr && model.get("hovered") !== tr.dataset.name) setTrait(model, "hovered", tr.dataset.name);
   }
 
   function onLeave() {
-    if (model.get("hovered")) setTrait("hovered", "");
+    if (model.get("hovered")) setTrait(model, "hovered", "");
   }
 
   function onDownload() {
-    const csv = toCSV(model.get("rows") ?? [], model.get("columns") ?? []);
+    const csv = toCSV(rows, columns());
     const urls = URL; // the same object revokes the URL later
     const url = urls.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
     const a = document.createElement("a");
@@ -300,18 +363,18 @@ function render({ model, el: host }) {
   tbody.addEventListener("keydown", onRowKey);
   tbody.addEventListener("mouseover", onRowOver);
   tbody.addEventListener("mouseleave", onLeave);
+  scroller.addEventListener("scroll", onScroll);
   download.addEventListener("click", onDownload);
 
-  const handlers = [
-    ["change:rows", buildRows], ["change:columns", buildRows], ["change:colors", paintSwatches],
-    ["change:sort_by", order], ["change:ascending", order],
-    ["change:selected", markSelected], ["change:hovered", markHovered],
-  ];
-  for (const [event, handler] of handlers) model.on(event, handler);
+  const stopModel = onModel(model, {
+    "change:data": buildRows, "change:columns": buildRows, "change:colors": paintSwatches,
+    "change:sort_by": order_, "change:ascending": order_,
+    "change:selected": markSelected, "change:hovered": markHovered,
+  });
   buildRows();
 
   return () => {
-    for (const [event, handler] of handlers) model.off(event, handler);
+    stopModel();
     root.remove();
   };
 }

@@ -1,27 +1,43 @@
 // Run with: cd js && node --test tests/
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FakeModel, freshDom } from "./fake_model.js";
-import widget, {
+import { encodeImages, encodePairs, encodeShapes, FakeModel, freshDom, rgb } from "./fake_model.js";
+import widget, { rendererFor, SVG_LIMIT } from "../src/footprint_map.js";
+import {
   centersInBox, clientToSvg, fitView, formatAngle, nearestInDirection, scaleBar, viewScale, withAspect,
   zoomView,
-} from "../src/footprint_map.js";
+} from "../src/map/geometry.js";
 
 // Four 10" squares in a 2x2 grid, and a fifth far to the east (left): display frame, y up.
 const square = ([cx, cy]) => [[cx - 5, cy - 5], [cx + 5, cy - 5], [cx + 5, cy + 5], [cx - 5, cy + 5]];
 const CENTERS = [[0, 0], [20, 0], [0, 20], [20, 20], [-60, 0]];
+const FILL = ["#440154", "#21918c", "#fde725", "#3b528b", "#bdbdbd"];
+const IMAGES = {
+  solved: true, unit: "MJy/sr", sky: [1, 2, 3, 4, NaN], sky_err: [0.1, 0.1, 0.1, 0.1, NaN], component: [0, 0, 0, 0, 1],
+  group: ["g", "g", "none (own sky)", "none (own sky)", "none (own sky)"], reason: ["", "", "", "", "no overlap"],
+  flags: [[], [], [], [], ["invalid", "disconnected"]],
+};
+// what Python's FootprintMap.tooltips says for IMAGES
+const TOOLTIPS = [
+  "a\ngroup: g\nsky: 1 ± 0.1 MJy/sr\ncomponent: 0\nvalid", "b\ngroup: g\nsky: 2 ± 0.1 MJy/sr\ncomponent: 0\nvalid",
+  "c\ngroup: none (own sky)\nsky: 3 ± 0.1 MJy/sr\ncomponent: 0\nvalid",
+  "d\ngroup: none (own sky)\nsky: 4 ± 0.1 MJy/sr\ncomponent: 0\nvalid",
+  "e\ngroup: none (own sky)\nsky: n/a ± n/a MJy/sr\ncomponent: 1\nNOT valid: no overlap",
+];
+const PAIRS = [
+  { a: "a", b: "b", ends: [[0, 0], [20, 0]], color: "#b2182b", valid: true, after: 0.5, before: 1.5 },
+  { a: "a", b: "c", ends: [[0, 0], [0, 20]], color: "#2166ac", valid: true, after: -0.5, before: -2 },
+];
+const TITLES = ["a – b\nresidual after: 0.5 MJy/sr\ndifference before: 1.5 MJy/sr",
+  "a – c\nresidual after: -0.5 MJy/sr\ndifference before: -2 MJy/sr"];
 const STATE = {
   names: ["a", "b", "c", "d", "e"],
-  polygons: CENTERS.map(square),
-  centers: CENTERS,
-  fill: ["#440154", "#21918c", "#fde725", "#3b528b", "#bdbdbd"],
-  tooltips: ["a\nsky: 1 ± 0.1", "b\nsky: 2 ± 0.1", "c\nsky: 3 ± 0.1", "d\nsky: 4 ± 0.1", "e\nNOT valid: no overlap"],
-  flags: [[], [], [], [], ["invalid", "disconnected"]],
+  shapes: encodeShapes(CENTERS.map(square), CENTERS),
+  fill_rgb: rgb(FILL),
+  images: encodeImages(IMAGES),
   colorbar: { kind: "ramp", colors: ["#440154", "#21918c", "#fde725"], vmin: 1, vmax: 4, label: "sky [MJy/sr]" },
-  pairs: [
-    { a: [0, 0], b: [20, 0], color: "#b2182b", title: "a – b\nresidual after: 0.5", valid: true },
-    { a: [0, 0], b: [0, 20], color: "#2166ac", title: "a – c\nresidual after: -0.5", valid: true },
-  ],
+  ...encodePairs(PAIRS, "MJy/sr"),
+  renderer: "auto",
   pairs_colorbar: { kind: "ramp", colors: ["#2166ac", "#f7f7f7", "#b2182b"], vmin: -0.5, vmax: 0.5, label: "overlap residual after solve [MJy/sr]" },
   color_by_options: ["sky", "sky_err", "group", "component", "valid"],
   color_by: "sky",
@@ -57,9 +73,9 @@ function toClient(svg, [x, y]) { // display-frame point -> client pixels
 test("one path per image, with Python's fill colours and an accessible label", () => {
   const { el, svg, shapes } = mount();
   assert.equal(shapes().length, 5);
-  assert.deepEqual(shapes().map((p) => p.getAttribute("fill")), STATE.fill);
+  assert.deepEqual(shapes().map((p) => p.getAttribute("fill")), FILL);
   assert.equal(shapes()[1].getAttribute("d"), "M15,5L25,5L25,-5L15,-5Z"); // y flipped for SVG
-  assert.equal(shapes()[4].getAttribute("aria-label"), "e; NOT valid: no overlap");
+  assert.equal(shapes()[4].getAttribute("aria-label"), TOOLTIPS[4].replace(/\n/g, "; "));
   assert.equal(svg.getAttribute("role"), "img");
   assert.match(svg.getAttribute("aria-label"), /5 images.*sky \[MJy\/sr\]/);
   assert.equal(svg.getAttribute("tabindex"), "0");
@@ -75,7 +91,7 @@ test("flags become classes, invalid images are hatched, and the legend explains 
   assert.equal(hatch.getAttribute("d"), shapes()[4].getAttribute("d"));
   assert.match(hatch.getAttribute("fill"), /^url\(#smnb-map-.*-hatch\)$/);
   assert.match(el.querySelector(".smnb-map-flaglegend").textContent, /hatched.*dashed/s);
-  model.set("flags", [["invalid"], [], [], [], []]);
+  model.set("images", encodeImages({ ...IMAGES, flags: [["invalid"], [], [], [], []] }));
   assert.ok(shapes()[0].classList.contains("smnb-map-invalid"));
   assert.ok(!shapes()[4].classList.contains("smnb-map-disconnected"));
   assert.equal(hatch.getAttribute("d"), shapes()[0].getAttribute("d"));
@@ -98,7 +114,7 @@ test("colour bar: a ramp with label and ticks, or a category legend", () => {
 test("change events from Python update fills and the selection in place", () => {
   const { el, model, shapes } = mount();
   const before = shapes();
-  model.set("fill", ["#000001", "#000002", "#000003", "#000004", "#000005"]);
+  model.set("fill_rgb", rgb(["#000001", "#000002", "#000003", "#000004", "#000005"]));
   assert.equal(shapes()[2].getAttribute("fill"), "#000003");
   model.set("selected", ["b", "d"]);
   assert.deepEqual(shapes().map((p) => p.classList.contains("smnb-map-selected")), [false, true, false, true, false]);
@@ -107,7 +123,7 @@ test("change events from Python update fills and the selection in place", () => 
   assert.deepEqual(shapes(), before); // attributes updated, shapes not rebuilt
   model.set("hovered", "c");
   assert.equal(el.querySelector("path.smnb-map-hover").getAttribute("d"), before[2].getAttribute("d"));
-  model.set("polygons", CENTERS.slice(0, 2).map(square));
+  model.set("shapes", encodeShapes(CENTERS.slice(0, 2).map(square), CENTERS.slice(0, 2)));
   assert.equal(shapes().length, 2);
 });
 
@@ -124,21 +140,10 @@ test("show_overlaps shows one coloured line per pair and the residual colour bar
   assert.deepEqual(["x1", "y1", "x2", "y2"].map((k) => lines()[1].getAttribute(k)), ["0", "-4", "0", "-16"]);
   assert.match(el.querySelector(".smnb-map-pairslegend").textContent, /overlap residual/);
   assert.ok(el.querySelector("input.smnb-map-overlaps").checked);
-  model.set("pairs", [STATE.pairs[0]]);
+  const one = encodePairs([PAIRS[0]], "MJy/sr");
+  model.set("pair_shapes", one.pair_shapes);
+  model.set("pair_values", one.pair_values);
   assert.equal(lines().length, 1);
-});
-
-test("a pair flagged by the robust solve is dotted, with a legend row", () => {
-  const { el, model } = mount();
-  model.set("show_overlaps", true);
-  const legend = () => el.querySelector(".smnb-map-pairslegend").textContent;
-  assert.doesNotMatch(legend(), /robust/);
-  model.set("pairs", [{ ...STATE.pairs[0], flagged: true }, STATE.pairs[1]]);
-  const lines = [...el.querySelectorAll("line.smnb-map-pair")];
-  assert.deepEqual(lines.map((l) => l.classList.contains("smnb-map-pair-flagged")), [true, false]);
-  assert.match(legend(), /down-weighted by the robust solve/);
-  model.set("show_overlaps", false);
-  assert.equal(el.querySelector(".smnb-map-pairslegend").style.display, "none");
 });
 
 // -- user intent -------------------------------------------------------------------------------
@@ -224,7 +229,7 @@ test("hover sets `hovered` and shows the tooltip; leaving clears it", () => {
   assert.equal(model.get("hovered"), "c");
   const tip = el.querySelector(".smnb-map-tooltip");
   assert.equal(tip.style.display, "block");
-  assert.equal(tip.textContent, STATE.tooltips[2]);
+  assert.equal(tip.textContent, TOOLTIPS[2]);
   shapes()[2].dispatchEvent(mouse("mousedown", { clientX: 50, clientY: 60 })); // focuses the map...
   window.dispatchEvent(mouse("mouseup", { clientX: 50, clientY: 60 }));
   assert.equal(document.activeElement, el.querySelector("svg.smnb-map-svg"));
@@ -275,8 +280,8 @@ test("toolbar: the colour-by menu and the overlaps toggle set their traitlets", 
 test("cleanup stops listening to the model", () => {
   const { model, cleanup, shapes } = mount();
   cleanup();
-  model.set("fill", ["#111111", "#111111", "#111111", "#111111", "#111111"]);
-  assert.equal(shapes()[0].getAttribute("fill"), STATE.fill[0]);
+  model.set("fill_rgb", rgb(["#111111", "#111111", "#111111", "#111111", "#111111"]));
+  assert.equal(shapes()[0].getAttribute("fill"), FILL[0]);
 });
 
 // -- geometry helpers --------------------------------------------------------------------------
@@ -298,7 +303,7 @@ test("clientToSvg inverts the letterboxed (meet) mapping; zoomView keeps its fix
 });
 
 test("fitView covers every polygon at the requested aspect ratio", () => {
-  const v = fitView(STATE.polygons, 2);
+  const v = fitView(CENTERS.map(square), 2);
   assert.ok(Math.abs(v.w / v.h - 2) < 1e-12);
   assert.ok(v.x < -65 && v.x + v.w > 25 && v.y < -25 && v.y + v.h > 5);
   assert.deepEqual(withAspect({ x: 0, y: 0, w: 4, h: 4 }, 2), { x: -2, y: 0, w: 8, h: 4 });
@@ -316,21 +321,62 @@ test("a tooltip on screen follows a re-solve: new text for the same image or pai
   const { el, model, shapes } = mount({ show_overlaps: true });
   const tip = el.querySelector(".smnb-map-tooltip");
   shapes()[1].dispatchEvent(mouse("mouseover", { clientX: 10, clientY: 10 }));
-  assert.equal(tip.textContent, STATE.tooltips[1]);
-  model.set("tooltips", STATE.tooltips.map((t) => t.replace("sky:", "sky (new):")));
+  assert.equal(tip.textContent, TOOLTIPS[1]);
+  model.set("images", encodeImages({ ...IMAGES, sky: [10, 20.25, 30, 40, NaN] }));
   assert.equal(tip.style.display, "block");
-  assert.equal(tip.textContent, "b\nsky (new): 2 ± 0.1");
+  assert.equal(tip.textContent, "b\ngroup: g\nsky: 20.25 ± 0.1 MJy/sr\ncomponent: 0\nvalid");
   // a pair's tooltip follows new pairs
   const line = el.querySelector('line[data-pair="1"]');
   line.dispatchEvent(mouse("mouseover", { clientX: 10, clientY: 10 }));
-  assert.equal(tip.textContent, STATE.pairs[1].title);
-  model.set("pairs", STATE.pairs.map((p) => ({ ...p, title: p.title.replace("0.5", "0.25") })));
-  assert.equal(tip.textContent, "a – c\nresidual after: -0.25");
+  assert.equal(tip.textContent, TITLES[1]);
+  model.set("pair_values", encodePairs(PAIRS.map((p) => ({ ...p, after: p.after / 2 })), "MJy/sr").pair_values);
+  assert.equal(tip.textContent, "a – c\nresidual after: -0.25 MJy/sr\ndifference before: -2 MJy/sr");
   // the pair is gone after the re-solve: so is its tooltip
   el.querySelector('line[data-pair="0"]').dispatchEvent(mouse("mouseover", { clientX: 1, clientY: 1 }));
-  model.set("pairs", []);
+  const none = encodePairs([], "MJy/sr");
+  model.set("pair_shapes", none.pair_shapes);
+  model.set("pair_values", none.pair_values);
   assert.equal(tip.style.display, "none");
   // a hidden tooltip stays hidden when the tooltips change
-  model.set("tooltips", STATE.tooltips);
+  model.set("images", encodeImages(IMAGES));
   assert.equal(tip.style.display, "none");
+});
+
+test("a pair flagged by the robust solve is dotted, with a legend row", () => {
+  const { el, model } = mount();
+  model.set("show_overlaps", true);
+  const legend = () => el.querySelector(".smnb-map-pairslegend").textContent;
+  assert.doesNotMatch(legend(), /robust/);
+  model.set("pair_values", encodePairs([{ ...PAIRS[0], flagged: true, weight: 0.125 }, PAIRS[1]], "MJy/sr").pair_values);
+  const lines = [...el.querySelectorAll("line.smnb-map-pair")];
+  assert.deepEqual(lines.map((l) => l.classList.contains("smnb-map-pair-flagged")), [true, false]);
+  assert.match(legend(), /down-weighted by the robust solve/);
+  assert.match(lines[0].getAttribute("aria-label"), /weight x 0.125/);
+  model.set("show_overlaps", false);
+  assert.equal(el.querySelector(".smnb-map-pairslegend").style.display, "none");
+});
+
+test("auto draws SVG up to SVG_LIMIT footprints and a canvas above; both answer the same calls", () => {
+  assert.equal(rendererFor("auto", SVG_LIMIT), "svg");
+  assert.equal(rendererFor("auto", SVG_LIMIT + 1), "canvas");
+  assert.equal(rendererFor("svg", 1e6), "svg");
+  const { el, model } = mount({ renderer: "canvas" });
+  const surface = el.querySelector(".smnb-map-canvas-surface");
+  assert.ok(surface && !el.querySelector("svg.smnb-map-svg"));
+  assert.equal(surface.getAttribute("tabindex"), "0");
+  // a click at an image's centre selects it (found by the canvas's hit index)
+  const [x, y, w, h] = surface.dataset.view.split(" ").map(Number);
+  const { s, ox, oy } = viewScale(RECT, { x, y, w, h });
+  const at = ([cx, cy]) => ({ clientX: ox + (cx - x) * s, clientY: oy + (-cy - y) * s });
+  surface.dispatchEvent(mouse("click", at(CENTERS[3])));
+  assert.deepEqual(model.get("selected"), ["d"]);
+  surface.dispatchEvent(mouse("mousemove", at(CENTERS[1])));
+  assert.equal(model.get("hovered"), "b");
+  assert.equal(el.querySelector(".smnb-map-tooltip").textContent, TOOLTIPS[1]);
+  surface.dispatchEvent(mouse("mousemove", at([-30, 40]))); // nothing there
+  assert.equal(model.get("hovered"), "");
+  // switching the renderer re-mounts the map, state kept
+  model.set("renderer", "svg");
+  assert.ok(el.querySelector("svg.smnb-map-svg") && !el.querySelector(".smnb-map-canvas-surface"));
+  assert.ok(el.querySelectorAll("path.smnb-map-shape")[3].classList.contains("smnb-map-selected"));
 });

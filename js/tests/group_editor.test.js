@@ -210,3 +210,15 @@ test("Assign is disabled until images are selected and a name is typed, and says
   assert.equal(input.value, "");
   assert.equal(assign.disabled, true);
 });
+
+test("a group of thousands shows its first images as buttons and says how many more", async () => {
+  const { MEMBERS_SHOWN } = await import("../src/group_editor.js");
+  const names = Array.from({ length: 5000 }, (_, i) => `i${i}`);
+  const el = freshDom();
+  const model = new FakeModel({ ...STATE, names, groups: Object.fromEntries(names.map((n, i) => [n, i < 3000 ? "big" : null])) });
+  widget.render({ model, el });
+  const rows = [...el.querySelectorAll("li")];
+  assert.equal(rows[0].querySelectorAll(".smnb-groups-member").length, MEMBERS_SHOWN);
+  assert.match(rows[0].textContent, new RegExp(`\\+ ${3000 - MEMBERS_SHOWN} more`));
+  assert.match(rows[1].textContent, new RegExp(`\\+ ${2000 - MEMBERS_SHOWN} more`));
+});

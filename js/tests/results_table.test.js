@@ -2,11 +2,11 @@
 import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { FakeModel, freshDom } from "./fake_model.js";
+import { encodeRows, FakeModel, freshDom } from "./fake_model.js";
 
 const module = await import("../src/results_table.js");
 const widget = module.default;
-const { sortedIndices, splitNumber, toCSV } = module;
+const { rowsFrom, sortedIndices, splitNumber, toCSV, VIRTUAL_LIMIT } = module;
 
 // rows with awkward values and the CSV Python's ResultsTable.to_csv() makes of them
 const FIXTURE = JSON.parse(readFileSync(new URL("./results_table_csv.json", import.meta.url), "utf8"));
@@ -21,8 +21,9 @@ const ROWS = [
   row("img1", "g", 9.5),
   row("img3", "b", 100),
 ];
+const data = (rows) => encodeRows(rows, COLUMNS);
 const STATE = {
-  rows: ROWS, columns: COLUMNS, colors: { g: "#E69F00", b: "#56B4E9" }, selected: [], hovered: "",
+  data: data(ROWS), columns: COLUMNS, colors: { g: "#E69F00", b: "#56B4E9" }, selected: [], hovered: "",
   sort_by: "", ascending: true, filename: "results.csv",
 };
 
@@ -59,7 +60,7 @@ test("renders a header per column and a row per image, invalid rows marked with 
 });
 
 test("no rows: an explanation instead of an empty table", () => {
-  mount({ rows: [] });
+  mount({ data: data([]) });
   assert.equal(q(".smnb-table-empty").hidden, false);
   assert.equal(q("table").hidden, true);
 });
@@ -166,20 +167,21 @@ test("Download CSV saves the rows in image order as a Blob through a[download]",
   };
   click(q(".smnb-table-download"));
   assert.deepEqual(clicked, [["results.csv", "blob:fake"]]);
-  assert.equal(await blobs[0].text(), toCSV(model.get("rows"), COLUMNS));
+  assert.equal(await blobs[0].text(), toCSV(rowsFrom(model.get("data"), COLUMNS), COLUMNS));
+  assert.equal(await blobs[0].text(), toCSV(ROWS, COLUMNS)); // the rows Python sent, unchanged
   assert.match(blobs[0].type, /^text\/csv/);
 });
 
 test("new rows rebuild the body and keep sort and selection", () => {
   const { model } = mount({ sort_by: "sky", selected: ["img3"] });
-  model.set("rows", [row("x", null, 3), row("img3", "b", 1)]);
+  model.set("data", data([row("x", null, 3), row("img3", "b", 1)]));
   assert.deepEqual(shown(), ["img3", "x"]);
   assert.ok(tr("img3").classList.contains("smnb-table-selected"));
 });
 
 test("500 rows: render, sort both ways and re-select (timings: bench/bench_results_table.js)", () => {
   const many = Array.from({ length: 500 }, (_, i) => row(`img${i}`, `g${i % 7}`, (i * 7919) % 503));
-  const { model } = mount({ rows: many });
+  const { model } = mount({ data: data(many) });
   const skies = () => shown().map((name) => many.find((r) => r.name === name).sky);
   click(header("sky"));
   const up = skies();
@@ -196,7 +198,7 @@ test("500 rows: render, sort both ways and re-select (timings: bench/bench_resul
 test("cleanup stops listening", () => {
   const { model, cleanup } = mount();
   cleanup();
-  model.set("rows", []);
+  model.set("data", data([]));
   assert.equal(el.children.length, 0);
 });
 
@@ -206,7 +208,7 @@ test("numbers line up on the decimal point: the part after it is padded to the c
   assert.deepEqual(splitNumber("1.5e+21"), ["1", ".5e+21"]);
   assert.deepEqual(splitNumber("1e-7"), ["1", "e-7"]);
   assert.deepEqual(splitNumber("—"), ["—", ""]);
-  mount({ rows: [row("a", null, 100), row("b", null, -0.125), row("c", null, 12.5), row("d", null, null, false)] });
+  mount({ data: data([row("a", null, 100), row("b", null, -0.125), row("c", null, 12.5), row("d", null, null, false)]) });
   const cells = [...el.querySelectorAll("td.smnb-table-col-sky")];
   assert.deepEqual(cells.map((td) => td.textContent), ["100", "-0.125", "12.5", "—"]); // text unchanged
   assert.deepEqual(cells.map((td) => td.querySelector(".smnb-table-int").textContent), ["100", "-0", "12", "—"]);
@@ -216,4 +218,38 @@ test("numbers line up on the decimal point: the part after it is padded to the c
   const npix = [...el.querySelectorAll("td.smnb-table-col-npix .smnb-table-frac")];
   assert.deepEqual(new Set(npix.map((f) => f.style.minWidth)), new Set(["0ch"]));
   assert.equal(el.querySelector("td.smnb-table-col-name .smnb-table-int"), null);
+});
+
+test("the columnar data decodes to exactly the rows Python made (awkward values too)", () => {
+  assert.deepEqual(rowsFrom(encodeRows(FIXTURE.rows, FIXTURE.columns), FIXTURE.columns), FIXTURE.rows);
+});
+
+test("10,000 rows: only those in view are in the DOM; sort, select and the keyboard still work", () => {
+  const n = 10000;
+  const many = Array.from({ length: n }, (_, i) => row(`img${i}`, `g${i % 7}`, (i * 7919) % 10007));
+  const { model } = mount({ data: data(many) });
+  const rendered = () => [...el.querySelectorAll("tbody tr[data-name]")];
+  assert.ok(n > VIRTUAL_LIMIT && rendered().length > 10 && rendered().length < 100);
+  assert.match(q(".smnb-table-summary").textContent, /10000 images/);
+  const spacers = [...el.querySelectorAll("tbody tr.smnb-table-spacer")];
+  assert.equal(spacers.length, 2);
+  click(header("sky"));
+  const skies = rendered().map((r) => many.find((m) => m.name === r.dataset.name).sky);
+  assert.deepEqual(skies, [...skies].sort((a, b) => a - b));
+  assert.equal(skies[0], 0);
+  // a selection made elsewhere (the map) shows on the rows in view
+  model.set("selected", [rendered()[3].dataset.name]);
+  assert.equal(el.querySelectorAll(".smnb-table-selected").length, 1);
+  // the keyboard walks past the rows in the DOM: the window follows
+  let current = rendered()[0];
+  current.focus();
+  for (let k = 0; k < 150; k++) {
+    current.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+    current = document.activeElement;
+  }
+  const sorted = [...many].sort((a, b) => a.sky - b.sky || many.indexOf(a) - many.indexOf(b));
+  assert.equal(current.dataset.name, sorted[150].name);
+  assert.equal(model.get("hovered"), sorted[150].name);
+  current.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  assert.deepEqual(model.get("selected"), [sorted[150].name]);
 });

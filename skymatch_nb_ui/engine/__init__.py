@@ -15,10 +15,12 @@ One module per concept, in the order of the data flow:
   ``covariance``: how pair statistics that share pixels are correlated);
 - ``result``: what a run returns;
 - ``matcher``: `SkyMatcher` (the stages in order, cached) and `skymatch` (one call);
+- ``_execute``: where the statistics tasks run (threads, processes, Dask), progress, cancel;
 - ``_validate``: the checks of every input at the boundary.
 """
 
-from .exceptions import DisconnectedMosaicWarning, SkyMatchWarning
+from ._execute import SCHEDULERS, Progress
+from .exceptions import DisconnectedMosaicWarning, SkyMatchCancelled, SkyMatchWarning
 from .loaders import ArrayImage, ImageLoader
 from .matcher import SkyMatcher, skymatch
 from .params import (
@@ -36,6 +38,7 @@ from .stats import SkyStat, sky_statistic
 __all__ = [
     "ANCHORS",
     "COMPARES",
+    "SCHEDULERS",
     "SKYMETHODS",
     "SKYSTATS",
     "ArrayImage",
@@ -43,6 +46,8 @@ __all__ = [
     "ImageLoader",
     "PairTable",
     "ParamSpec",
+    "Progress",
+    "SkyMatchCancelled",
     "SkyMatchParams",
     "SkyMatchResult",
     "SkyMatchWarning",

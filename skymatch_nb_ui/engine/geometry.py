@@ -22,6 +22,7 @@ How it is computed, and why it is fast:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +161,15 @@ def xyz_to_lonlat(xyz) -> tuple[np.ndarray, np.ndarray]:
     lon = np.degrees(np.arctan2(xyz[..., 1], xyz[..., 0])) % 360.0
     lat = np.degrees(np.arctan2(xyz[..., 2], np.hypot(xyz[..., 0], xyz[..., 1])))
     return lon, lat
+
+
+def mean_direction(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """The direction of the summed unit vectors along the last axis, as (lon, lat) in degrees.
+
+    The centre of a footprint from its corners (shape (n, m) -> (n,)), or of a set of points
+    (shape (m,) -> scalars); unlike a mean of longitudes it is right across RA = 0.
+    """
+    return xyz_to_lonlat(lonlat_to_xyz(lon, lat).sum(axis=-2))
 
 
 def edge_pixels(shape: tuple[int, int], stepsize: int | None = None):
@@ -626,11 +636,17 @@ class Geometry:
 
 
 def mosaic_geometry(
-    wcs: list[CelestialWCS], shapes: list[tuple[int, int]], stepsize: int | None = None
+    wcs: list[CelestialWCS],
+    shapes: list[tuple[int, int]],
+    stepsize: int | None = None,
+    *,
+    step: Callable[[int, int], None] | None = None,
 ) -> Geometry:
     """Stage 1: the footprint of every image and the pixels of every overlap.
 
-    Only the images' WCS and shapes are needed, never their pixels.
+    Only the images' WCS and shapes are needed, never their pixels.  ``step(done, total)``,
+    if given, is called as the work goes (``total``: twice the number of images, one step
+    for each image's footprint and one for its overlaps); it may raise to stop.
 
     Raises
     ------
@@ -638,8 +654,10 @@ def mosaic_geometry(
         When a WCS gives non-finite coordinates on its image's outline, or an image spans
         more than the engine supports.
     """
+    step = step or (lambda done, total: None)
     footprints = []
     for k, (w, shape) in enumerate(zip(wcs, shapes)):
+        step(k, 2 * len(shapes))
         try:
             fp = footprint(w, shape, stepsize)
         except ValueError as exc:
@@ -657,7 +675,9 @@ def mosaic_geometry(
         neighbours[int(j)].append(int(i))
     runs = {}
     for a, others in neighbours.items():
+        step(len(shapes) + a, 2 * len(shapes))
         if others:
             found = overlap_runs(a, others, footprints, wcs[a], shapes[a])
             runs.update({(a, b): r for b, r in found.items()})
+    step(2 * len(shapes), 2 * len(shapes))
     return Geometry(footprints=footprints, runs=runs)

@@ -8,7 +8,9 @@ when it is done, so a mosaic larger than memory can be matched, and a loader tha
 (paths travel, arrays do not) lets a task run in another process or on a Dask worker.
 
 `ArrayImage` is the loader of arrays already in memory (what the engine makes of plain
-arrays).
+arrays); `RecordLoader` reads through an image record that knows where its pixels are (the
+form in which the collection's file loaders travel to worker processes: this module imports
+nothing heavy).
 
 Examples
 --------
@@ -27,7 +29,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["ArrayImage", "ImageLoader", "is_loader"]
+__all__ = ["ArrayImage", "ImageLoader", "RecordLoader", "is_loader"]
 
 
 @runtime_checkable
@@ -75,6 +77,35 @@ class ArrayImage:
     def mask(self) -> np.ndarray | None:
         """The good-pixel mask, or None."""
         return self.good
+
+
+@dataclass(frozen=True, eq=False)
+class RecordLoader:
+    """An image read through a record with ``shape``, ``data()`` and ``mask(dqbits)``.
+
+    Parameters
+    ----------
+    record : object
+        E.g. a `skymatch_nb_ui.io.FitsImage`: its path and HDUs (WCS and headers not needed).
+    dqbits : int, str or None
+        Passed to ``record.mask``.
+    """
+
+    record: object
+    dqbits: object = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx)."""
+        return tuple(self.record.shape)
+
+    def data(self) -> np.ndarray:
+        """The pixels, read now."""
+        return self.record.data()
+
+    def mask(self) -> np.ndarray | None:
+        """The good-pixel mask, read now, or None."""
+        return self.record.mask(self.dqbits)
 
 
 def is_loader(obj: object) -> bool:

@@ -1,7 +1,41 @@
 """Weighted least squares of sky offsets from pairwise differences, per connected component.
 
-The numerical core of stage 3 (`solve`): small dense systems over inputs and pairs (no
-pixels), so a re-solve costs well under a millisecond for hundreds of inputs.
+The numerical core of stage 3 (`solve`): a sparse problem over inputs and pairs, no pixels.
+A mosaic's overlap graph has O(N) edges, and the work here grows about as fast: nothing of
+size N x N or pairs x N is formed.
+
+How `solve_offsets` works:
+
+1. In each connected component one input is held at zero (*grounded*); the rest of the
+   normal matrix ``L`` (a weighted graph Laplacian) is symmetric positive definite.  The
+   zero-mean solution and its covariance follow exactly: ``delta = x - mean(x)`` and the
+   gains of the pairs are centred the same way.
+2. The inputs are ordered by breadth-first distance from the grounded input (a
+   pseudo-peripheral one, so that the levels are narrow), farthest first, component after
+   component.  Edges join only the same or adjacent levels, so ``L`` is *block tridiagonal*;
+   consecutive levels are merged into blocks of at least `BLOCK` inputs.  A block LDL^T
+   (Cholesky-factored Schur complements, only triangular solves) gives the solution.
+3. The covariance is a sandwich, ``C = G V G^T`` with the gains ``G = L^{-1} A^T W``,
+   because the weights are pixel counts, not inverse variances.  Its diagonal is the
+   squared norm of each row of the centred, variance-scaled gains ``X``: the pairs are
+   grouped by the first block they touch, and each group's columns of ``X`` are carried
+   block to block by the factors (``-P_k`` towards the far end, forward substitution towards
+   the grounded one) as *square roots*, compressed by QR to one column per row, never as
+   Gram matrices: the weights span many orders of magnitude, and a gain is a small
+   difference of large numbers that a Gram matrix (or an explicit inverse) would lose.
+
+Cost: the sum over blocks of (block size)^2 x (block size + pairs): about ``N w^2`` for
+levels ``w`` inputs wide (``w ~ sqrt(N)`` for a 2-D mosaic, a few for a strip).  The
+offsets agree with a dense pseudo-inverse to rounding; the uncertainties are as accurate as
+dense solves of the gains (measured against extended precision in the tests).
+
+Pairs that share pixels (``diff_cov``, the covariance between pairs off the diagonal, ``C``)
+add ``diag(G C G^T)`` to the offsets' variances and ``diag((I - A G) C (I - A G)^T)`` to the
+residuals'.  Both are of the form ``E[(G z) * (G C z)]`` over unit vectors ``z``: with the
+``P`` columns of the identity (in chunks, two sweeps of `_BlockSweep.solve` each) they are
+exact; above `EXACT_PAIRS` pairs the same sums run over `PROBES` random +-1 vectors (Hutchinson's
+diagonal estimator: unbiased, a relative error of about ``sqrt(2 / PROBES)`` on the
+*correction*, fixed seed, so reproducible), which keeps 10,000 inputs at a few seconds.
 """
 
 from __future__ import annotations
@@ -10,18 +44,37 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.linalg import cho_factor, cho_solve, qr
+from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse.csgraph import connected_components, shortest_path
 
 __all__ = ["MatchSolution", "components", "solve_offsets"]
+
+#: Smallest number of inputs per diagonal block (consecutive levels are merged up to it):
+#: fewer, larger dense blocks cost less Python and more flops.
+BLOCK = 48
+
+#: Up to this many pairs the pairs' covariance enters the uncertainties exactly (one pair's
+#: unit vector per right-hand side); above it, through `PROBES` random +-1 vectors.
+EXACT_PAIRS = 4096
+
+#: Random probes of the pairs' covariance above `EXACT_PAIRS` pairs.
+PROBES = 256
+
+#: Right-hand sides per sweep when the covariance of pairs is propagated.
+_CHUNK = 512
+
+#: Breadth-first searches tried per component for narrow levels (start, farthest, farthest).
+_SEARCHES = 3
 
 
 @cache
 def _blas():
     """A controller that limits BLAS to one thread around the solve.
 
-    For systems this small a second thread only waits (a 100 x 100 solve took 37 ms instead of
-    0.3 ms when the other core was busy).
+    For blocks this small a second thread only waits (a 100 x 100 solve took 37 ms instead of
+    0.3 ms when the other core was busy); one thread also keeps the results bit-for-bit
+    reproducible.
     """
     from threadpoolctl import ThreadpoolController
 
@@ -59,13 +112,13 @@ class MatchSolution:
         NaN for inputs in no valid pair.
     delta_err : ndarray
         1-sigma uncertainty of ``delta`` (in the zero-mean gauge of its component),
-        propagated from the pair statistics' (co)variances; NaN where unknown.
+        propagated from the pair statistics' errors; NaN where unknown.
     component : ndarray of int
         Connected component of each input.
     residual_var : ndarray
         Per pair, the variance of its residual ``diff - (d_i - d_j)`` expected from the
-        pairs' (co)variances: what a residual should be compared with (it is below the pair's
-        own variance by what the fit absorbs; 0 for a pair no loop checks).
+        pairs' (co)variances: below the pair's own variance by what the fit absorbs (0 for
+        a pair that no loop checks, e.g. in a tree); NaN in a component with a NaN variance.
     """
 
     delta: np.ndarray
@@ -97,10 +150,12 @@ def solve_offsets(
         The pair's weight (the reference uses the mean of the two pixel counts; the equations
         are multiplied by it, so the effective weight is its square).
     diff_var : ndarray
-        Variance of ``diff``, for the uncertainties (NaN allowed: then those are NaN).
+        Variance of ``diff``, for the uncertainties (NaN allowed: then those of the pair's
+        component are NaN; the offsets are not affected).
     diff_cov : scipy.sparse matrix or ndarray, optional
         Covariances between pairs (off the diagonal; its diagonal is ignored), for pairs whose
-        statistics share pixels.  They change the uncertainties, not the solution.
+        statistics share pixels.  They change the uncertainties and the residual variances,
+        not the offsets.  Exact up to `EXACT_PAIRS` pairs, a random-probe estimate above.
 
     Returns
     -------
@@ -108,10 +163,11 @@ def solve_offsets(
 
     Notes
     -----
-    Within a component of ``m`` inputs the weighted Laplacian ``L`` has rank ``m - 1`` and
-    its null space is the constant vector, so ``(L + 11^T/m) d = b`` gives the least-squares
-    solution with zero mean: the minimum-norm one, which is what a pseudo-inverse of the full
-    system (the reference) returns.
+    Within a component of ``m`` inputs the weighted Laplacian ``L`` has rank ``m - 1`` and its
+    null space is the constant vector: the least-squares solutions are one solution plus a
+    constant, and the one with zero mean is the minimum-norm one, which is what a
+    pseudo-inverse of the full system (the reference) returns.  The work is sparse: see the
+    module's documentation.
 
     Examples
     --------
@@ -120,54 +176,390 @@ def solve_offsets(
     >>> np.round(sol.delta - sol.delta.min(), 12).tolist()
     [0.0, 20.0, 5.0]
     """
-    with _blas().limit(limits=1, user_api="blas"):
-        return _solve_components(n, i, j, diff, weight, diff_var, diff_cov)
-
-
-def _solve_components(n, i, j, diff, weight, diff_var, diff_cov) -> MatchSolution:
+    i = np.asarray(i, dtype=np.intp)
+    j = np.asarray(j, dtype=np.intp)
     comp = components(n, i, j)
     delta = np.full(n, np.nan)
     delta_err = np.full(n, np.nan)
     residual_var = np.zeros(len(i))
-    w2 = np.asarray(weight, float) ** 2
-    if len(w2) and w2.max() > 0:
-        w2 = w2 / w2.max()  # scale-free; keeps L and the 11^T/m term of comparable size
-    covariance = _covariance(diff_cov, diff_var)
-    for c in np.unique(comp[i]) if len(i) else ():
-        members = np.flatnonzero(comp == c)
-        local = np.full(n, -1, dtype=np.intp)
-        local[members] = np.arange(len(members))
-        in_c = np.flatnonzero(comp[i] == c)
-        li, lj = local[i[in_c]], local[j[in_c]]
-        m, p = len(members), len(li)
-        incidence = np.zeros((p, m))
-        incidence[np.arange(p), li] = 1.0
-        incidence[np.arange(p), lj] = -1.0
-        weighted = incidence.T * w2[in_c]  # (m, p)
-        laplacian = weighted @ incidence + 1.0 / m
-        gain = np.linalg.solve(laplacian, weighted)  # d = gain @ diff
-        delta[members] = gain @ diff[in_c]
-        # Propagation: cov(d) = G S G^T with S the pairs' covariance (sparse).
-        spread = np.asarray((covariance[in_c][:, in_c] @ gain.T).T)  # G S, (m, p)
-        cov = spread @ gain.T
-        delta_err[members] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        # Residual r_p = diff_p - (d_i - d_j): var(diff_p) + var(d_i - d_j)
-        # - 2 cov(diff_p, d_i - d_j), the last from G S.
-        fitted = cov[li, li] + cov[lj, lj] - 2.0 * cov[li, lj]
-        cross = spread[li, np.arange(p)] - spread[lj, np.arange(p)]
-        residual_var[in_c] = np.clip(diff_var[in_c] + fitted - 2.0 * cross, 0.0, None)
+    if len(i):
+        with _blas().limit(limits=1, user_api="blas"):
+            _solve(n, i, j, np.asarray(diff, float), np.asarray(weight, float),
+                   np.asarray(diff_var, float), comp, delta, delta_err, residual_var,
+                   _off_diagonal(diff_cov, len(i)))
     return MatchSolution(delta=delta, delta_err=delta_err, component=comp,
                          residual_var=residual_var)
 
 
-def _covariance(diff_cov, diff_var):
-    """The pairs' covariance matrix (sparse): ``diff_var`` on the diagonal, ``diff_cov`` off it."""
-    from scipy.sparse import csr_matrix, diags
+def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
+    """``diff_cov`` as a sparse matrix without its diagonal (None when it has nothing)."""
+    if diff_cov is None:
+        return None
+    cov = csr_matrix(diff_cov, dtype=float)
+    if cov.shape != (pairs, pairs):
+        raise ValueError(f"diff_cov must be {pairs} x {pairs} (one row and column per pair); "
+                         f"got {cov.shape[0]} x {cov.shape[1]}")
+    cov = cov.tolil()
+    cov.setdiag(0.0)
+    cov = cov.tocsr()
+    cov.data = np.nan_to_num(cov.data, nan=0.0)
+    cov.eliminate_zeros()
+    return cov if cov.nnz else None
 
-    var = np.asarray(diff_var, float)
-    full = diags(var, format="csr")
-    if diff_cov is not None:
-        off = csr_matrix(diff_cov)
-        off = off - diags(off.diagonal(), format="csr")
-        full = (full + off).tocsr()
-    return full
+
+def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov=None) -> None:
+    """Fill ``delta``, ``delta_err`` and ``residual_var`` (see the module's doc)."""
+    w2 = weight**2
+    w2 = w2 / w2.max()  # scale-free
+    level = _levels(n, i, j, comp)
+    order, bounds = _block_order(level, comp)
+    pos = np.full(n, -1, dtype=np.intp)
+    pos[order] = np.arange(len(order))
+    sweep = _BlockSweep(_grounded_laplacian(pos, i, j, w2), bounds)
+    rhs = np.zeros((len(order), 2))
+    for end, sign in ((i, 1.0), (j, -1.0)):  # A^T W diff, without the grounded inputs' rows
+        keep = pos[end] >= 0
+        rhs[:, 0] += sign * np.bincount(pos[end[keep]], (w2 * diff)[keep], minlength=len(order))
+    rhs[:, 1] = 1.0
+    solved = sweep.solve(rhs)  # x = L^-1 b, and u = L^-1 1 for the components' means of the gains
+    x, u = np.zeros(n), np.zeros(n)  # the grounded inputs are at 0
+    x[order], u[order] = solved[:, 0], solved[:, 1]
+    members = np.flatnonzero(level >= 0)
+    cm = comp[members]
+    size = np.bincount(cm, minlength=int(comp.max()) + 1).astype(float)
+    mean = np.bincount(cm, x[members], minlength=len(size)) / np.maximum(size, 1.0)
+    delta[members] = x[members] - mean[cm]
+    # uncertainties; non-finite variances spoil those of their component only
+    finite = np.isfinite(var)
+    f = w2 * np.sqrt(np.where(finite, var, 0.0))  # the pairs' columns of A^T W V^1/2
+    scale = float(f.max()) or 1.0
+    f = f / scale
+    f_mean = f * (u[i] - u[j]) / size[comp[i]]  # each gain column's mean over its component
+    own_sd = np.sqrt(np.where(finite, var, 0.0)) / scale
+    variance = np.zeros(n)
+    variance[order], residual = sweep.centred_gain_norms(
+        pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd)
+    grounded = members[level[members] == 0]
+    variance[grounded] = np.bincount(comp[i], f_mean**2, minlength=len(size))[comp[grounded]]
+    if cov is not None:  # pairs that share pixels: G C G^T and (I - AG) C (I - AG)^T
+        extra_var, extra_res = _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size)
+        variance += extra_var / scale**2
+        residual = residual + extra_res / scale**2
+    spoiled = np.zeros(len(size), dtype=bool)
+    spoiled[comp[i[~finite]]] = True
+    err = scale * np.sqrt(np.clip(variance[members], 0.0, None))
+    delta_err[members] = np.where(spoiled[cm], np.nan, err)
+    residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * np.clip(residual, 0.0, None))
+
+
+def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
+    """The pairs' covariance ``C`` (off-diagonal, sparse) in the offsets' and residuals' variances.
+
+    ``G y`` (the zero-mean offsets a vector ``y`` of differences gives) is one sweep; with
+    unit vectors ``z``, ``diag(G C G^T) = sum_z (G z) * (G C z)`` and the residuals' extra
+    ``diag(H C H^T) - 2 diag(H C) = sum_z (H z) * (H C z - 2 C z)``, ``H = A G``.
+    """
+    n, pairs = len(pos), len(i)
+    indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
+
+    def gain(y):  # G y for a block of right-hand sides (pairs x k)
+        rhs = np.zeros((len(order), y.shape[1]))
+        weighted = w2[:, None] * y
+        for end, sign in ((i, 1.0), (j, -1.0)):
+            keep = pos[end] >= 0
+            np.add.at(rhs, pos[end[keep]], sign * weighted[keep])
+        x = np.zeros((n, y.shape[1]))
+        x[order] = sweep.solve(rhs)
+        mean = (indicator.T @ x) / size[:, None]
+        x[members] -= mean[cm]
+        return x
+
+    extra_var, extra_res = np.zeros(n), np.zeros(pairs)
+    if pairs <= EXACT_PAIRS:
+        blocks = [(start, None) for start in range(0, pairs, _CHUNK)]
+    else:
+        rng = np.random.default_rng(0)
+        blocks = [(None, rng.choice([-1.0, 1.0], size=(pairs, min(_CHUNK, PROBES - k))))
+                  for k in range(0, PROBES, _CHUNK)]
+    for start, z in blocks:
+        if z is None:
+            cols = np.arange(start, min(start + _CHUNK, pairs))
+            z = np.zeros((pairs, len(cols)))
+            z[cols, np.arange(len(cols))] = 1.0
+            norm = 1.0
+        else:
+            norm = 1.0 / PROBES
+        cz = np.asarray(cov @ z)
+        gz, gcz = gain(z), gain(cz)
+        extra_var += norm * np.einsum("ij,ij->i", gz, gcz)
+        hz, hcz = gz[i] - gz[j], gcz[i] - gcz[j]
+        extra_res += norm * np.einsum("ij,ij->i", hz, hcz - 2.0 * cz)
+    return extra_var, extra_res
+
+
+def _levels(n, i, j, comp) -> np.ndarray:
+    """Breadth-first levels of the inputs in pairs (-1 for the others), per component.
+
+    Level 0 is the grounded input.  Several searches are made per component: from its first
+    input, then from the farthest input of the previous search (the way a pseudo-peripheral
+    node is found); the one whose levels cost least (sum of their widths cubed) is kept.
+    All components are searched at once, from an extra node linked to one input of each.
+    """
+    in_pairs = np.zeros(n, dtype=bool)
+    in_pairs[i] = in_pairs[j] = True
+    nodes = np.flatnonzero(in_pairs)
+    node_comp = comp[nodes]
+    labels, first = np.unique(node_comp, return_index=True)
+    slot = np.searchsorted(labels, node_comp)
+    starts = nodes[first]
+    best_cost = np.full(len(labels), np.inf)
+    level = np.full(n, -1, dtype=np.intp)
+    for _ in range(_SEARCHES):
+        rows = np.concatenate([i, np.full(len(starts), n)])
+        cols = np.concatenate([j, starts])
+        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
+        dist = shortest_path(graph, method="D", directed=False, unweighted=True, indices=n)
+        found = dist[nodes].astype(np.intp) - 1
+        depth = int(found.max()) + 1
+        width = np.bincount(slot * depth + found, minlength=len(labels) * depth)
+        cost = (width.astype(float) ** 3).reshape(len(labels), depth).sum(axis=1)
+        better = cost < best_cost
+        best_cost[better] = cost[better]
+        take = better[slot]
+        level[nodes[take]] = found[take]
+        # next: the farthest input of each component (the first among equals)
+        far = np.lexsort((nodes, -found, slot))
+        starts = nodes[far][np.r_[True, slot[far][1:] != slot[far][:-1]]]
+    return level
+
+
+def _block_order(level: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-grounded inputs in block order, and the blocks' bounds in that order.
+
+    Component after component, farthest level first (the grounded input would come last);
+    a block is a run of whole levels of one component, or of several whole components, with
+    at least `BLOCK` inputs (or what is left).  Inside a block the inputs are in increasing
+    order.  Edges then join only consecutive blocks.
+    """
+    unknown = np.flatnonzero(level > 0)
+    key = np.lexsort((unknown, -level[unknown], comp[unknown]))
+    unknown = unknown[key]
+    c, lev = comp[unknown], level[unknown]
+    starts = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (lev[1:] != lev[:-1])])
+    sizes = np.diff(np.r_[starts, len(unknown)]).tolist()
+    run_block = np.empty(len(starts), dtype=np.intp)
+    block, count = 0, 0
+    for r, size in enumerate(sizes):  # a run is one level of one component
+        if count >= BLOCK:
+            block, count = block + 1, 0
+        run_block[r] = block
+        count += size
+    blocks = np.repeat(run_block, sizes)
+    order = unknown[np.lexsort((unknown, blocks))]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(blocks))])
+    return order, bounds
+
+
+def _grounded_laplacian(pos, i, j, w) -> csr_matrix:
+    """The weighted Laplacian of the edges (i, j) over the non-grounded inputs (at ``pos``).
+
+    An edge to a grounded input adds to the other end's diagonal only.
+    """
+    size = int(pos.max()) + 1
+    pi, pj = pos[i], pos[j]
+    both = (pi >= 0) & (pj >= 0)
+    rows = np.concatenate([pi[pi >= 0], pj[pj >= 0], pi[both], pj[both]])
+    cols = np.concatenate([pi[pi >= 0], pj[pj >= 0], pj[both], pi[both]])
+    vals = np.concatenate([w[pi >= 0], w[pj >= 0], -w[both], -w[both]])
+    return coo_matrix((vals, (rows, cols)), shape=(size, size)).tocsr()
+
+
+def _square_root(columns: np.ndarray) -> np.ndarray:
+    """A matrix ``R`` with ``R R^T = columns columns^T`` and at most as many columns as rows."""
+    rows, cols = columns.shape
+    if cols <= rows:
+        return columns
+    return qr(columns.T, mode="r", check_finite=False)[0][:rows].T
+
+
+class _BlockSweep:
+    """Block LDL^T of a symmetric positive definite block-tridiagonal matrix ``L``.
+
+    With ``L_k`` / ``U_k`` its diagonal / upper blocks: the Schur complements ``S_k = L_k -
+    U_{k-1}^T P_{k-1}`` (Cholesky-factored) and ``P_k = S_k^{-1} U_k``.  Every product with an
+    ``S_k^{-1}`` is a triangular solve, never an explicit inverse times a right-hand side.
+    The diagonal blocks of ``Z = L^{-1}`` follow backwards, ``Z_k = S_k^{-1} + P_k Z_{k+1}
+    P_k^T``, its off-diagonal ones from them: ``Z_{k,e} = -P_k Z_{k+1,e}`` for ``e > k``.
+    """
+
+    def __init__(self, lap: csr_matrix, bounds: np.ndarray):
+        self.bounds = bounds
+        n_blocks = len(bounds) - 1
+        self.chol: list = []
+        self.P: list[np.ndarray] = []
+        self.U: list[np.ndarray] = []
+        s = self._block(lap, 0, 0)
+        for k in range(n_blocks):
+            self.chol.append(cho_factor(s, lower=True, check_finite=False))
+            if k + 1 == n_blocks:
+                break
+            u = self._block(lap, k, k + 1)
+            p = self._solve(k, u)
+            s = self._block(lap, k + 1, k + 1) - u.T @ p
+            self.P.append(p)
+            self.U.append(u)
+
+    def _block(self, matrix: csr_matrix, a: int, b: int) -> np.ndarray:
+        return matrix[self.bounds[a] : self.bounds[a + 1], self.bounds[b] : self.bounds[b + 1]].toarray()
+
+    def _solve(self, k: int, rhs: np.ndarray) -> np.ndarray:
+        return cho_solve(self.chol[k], rhs, check_finite=False)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """``L^{-1} rhs`` for a matrix of right-hand sides (rows in block order)."""
+        b = self.bounds
+        y = [rhs[b[k] : b[k + 1]] for k in range(len(b) - 1)]
+        for k, p in enumerate(self.P):
+            y[k + 1] = y[k + 1] - p.T @ y[k]
+        x = self._solve(len(y) - 1, y[-1])
+        out = [x]
+        for k in range(len(self.P) - 1, -1, -1):
+            x = self._solve(k, y[k]) - self.P[k] @ x
+            out.append(x)
+        return np.concatenate(out[::-1])
+
+    def centred_gain_norms(self, pi, pj, f, f_mean, node_comp, edge_comp, own_sd
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Squared norms of the rows of ``X`` and of the edges' residual rows.
+
+        ``X = L^{-1} A^T diag(f) - (component means)``; an edge's residual row is
+        ``e_p own_sd_p - (X_i - X_j)``.
+
+        ``A`` is the incidence matrix of the edges (``pi``, ``pj``: their ends' positions, -1
+        for a grounded end), ``f_mean`` the mean of each column of ``L^{-1} A^T diag(f)``
+        over its component (grounded input included), ``node_comp`` / ``edge_comp`` the
+        components of the rows and of the edges.  ``own_sd`` is each edge's own standard
+        deviation in the units of ``f``: the residual of an edge moves with its own
+        difference (``e_p``) less with what the solution makes of it (``X_i - X_j``).
+
+        The edges are grouped by the first block they touch (``e``); ``F_e`` / ``F'_e`` are
+        their columns of ``A^T diag(f)`` in blocks ``e`` / ``e + 1``.  With ``Y_e = S_e^{-1}
+        F_e`` and ``Phi_e = F'_e - U_e^T Y_e`` (forward substitution), a group's columns of
+        ``X`` are, in its own block, ``Y_k - P_k Z_{k+1} Phi_k`` less the means; ``-P_k`` times
+        those of block ``k + 1`` in blocks before it (``P_k`` maps a component's constant
+        vector to minus itself there, so the centring carries over); and ``Z_{k,e+1}
+        y_{k,e}`` less the means in blocks after it, ``y_{k,e}`` being ``Phi_e`` carried
+        forward (``y_{k+1} = -P_k^T y_k``).  Both families are kept as square roots.
+        """
+        b = self.bounds
+        n_blocks = len(b) - 1
+        block_i = np.searchsorted(b, pi, side="right") - 1
+        block_j = np.searchsorted(b, pj, side="right") - 1
+        home = np.where(pi < 0, block_j, np.where(pj < 0, block_i, np.minimum(block_i, block_j)))
+        order = np.argsort(home, kind="stable")
+        starts = np.searchsorted(home[order], np.arange(n_blocks + 1))
+        y_own, phi, groups = [], [], []
+        for e in range(n_blocks):
+            edges = order[starts[e] : starts[e + 1]]
+            here = np.zeros((b[e + 1] - b[e], len(edges)))
+            after = np.zeros((b[e + 2] - b[e + 1] if e + 1 < n_blocks else 0, len(edges)))
+            cols = np.arange(len(edges))
+            for ends, sign in ((pi[edges], 1.0), (pj[edges], -1.0)):
+                value = sign * f[edges]
+                at = (ends >= b[e]) & (ends < b[e + 1])
+                here[ends[at] - b[e], cols[at]] = value[at]
+                nxt = ends >= b[e + 1]
+                after[ends[nxt] - b[e + 1], cols[nxt]] = value[nxt]
+            y = self._solve(e, here)
+            y_own.append(y)
+            phi.append(after - self.U[e].T @ y if e + 1 < n_blocks else after)
+            groups.append(edges)
+        # forward: the groups before each block, as [rows of y; one row of means per component]
+        comps = [np.unique(node_comp[b[k] : b[k + 1]]) for k in range(n_blocks)]
+        before = [np.zeros((b[1] - b[0] + len(comps[0]), 0))]
+        for k, p in enumerate(self.P):
+            nk, edges, prev = b[k + 1] - b[k], groups[k], before[k]
+            carried = -p.T @ prev[:nk]
+            # the means of the columns, one row per component that goes on into block k + 1
+            means = np.zeros((len(comps[k + 1]), len(edges) + prev.shape[1]))
+            on = np.isin(edge_comp[edges], comps[k + 1])
+            rows = np.searchsorted(comps[k + 1], edge_comp[edges][on])
+            means[rows, np.flatnonzero(on)] = f_mean[edges][on]
+            kept = np.isin(comps[k], comps[k + 1])
+            means[np.searchsorted(comps[k + 1], comps[k][kept]), len(edges) :] = prev[nk:][kept]
+            before.append(_square_root(np.vstack([np.hstack([phi[k], carried]), means])))
+        # backward: Z_k, the groups from k on (square root), and the norms
+        out = [None] * n_blocks
+        residual = np.zeros(len(pi))
+        z_next = from_here = None
+        for k in range(n_blocks - 1, -1, -1):
+            nk, edges, prev = b[k + 1] - b[k], groups[k], before[k]
+            own = _centred(y_own[k], node_comp[b[k] : b[k + 1]], edge_comp[edges], f_mean[edges])
+            g = self._solve(k, np.eye(nk))
+            if k + 1 == n_blocks:
+                z = g
+                right = own  # rows of block k over the groups from k on (own group first)
+                next_left = next_right = np.zeros((0, 0))
+            else:
+                p = self.P[k]
+                q = p @ z_next
+                z = g + q @ p.T
+                right = np.hstack([own - q @ phi[k], -p @ from_here])
+                # block k + 1's rows in the same columns, for the edges that reach it
+                nxt = slice(b[k + 1], b[k + 2])
+                group_next = _centred(z_next @ phi[k], node_comp[nxt], edge_comp[edges], f_mean[edges])
+                next_right = np.hstack([group_next, from_here])
+                next_left = z_next @ (-p.T @ prev[:nk])
+                kept = np.isin(node_comp[nxt], comps[k])
+                next_left[kept] -= prev[nk:][np.searchsorted(comps[k], node_comp[nxt][kept])]
+            member = np.searchsorted(comps[k], node_comp[b[k] : b[k + 1]])
+            left = z @ prev[:nk] - prev[nk:][member]
+            if len(edges):
+                residual[edges] = _residuals(
+                    k, b, edges, pi, pj, edge_comp, f_mean, own_sd, comps[k],
+                    _stack(left, next_left, -prev[nk:]), _stack(right, next_right),
+                )
+            from_here = _square_root(right)
+            out[k] = np.einsum("ij,ij->i", left, left) + np.einsum("ij,ij->i", from_here, from_here)
+            z_next = z
+        return np.concatenate(out), residual
+
+
+def _stack(*blocks) -> np.ndarray:
+    """Rows of several blocks over the same columns (placeholders of shape (0, 0) skipped)."""
+    return np.vstack([x for x in blocks if x.shape != (0, 0)])
+
+
+def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left, right):
+    """Squared norms of the residual rows of the edges of block ``k``'s group.
+
+    An edge's residual row is ``e_p own_sd_p - (X_i - X_j)``.
+
+    ``left`` holds the rows over the groups before ``k`` (block ``k``'s, then block ``k +
+    1``'s, then the grounded inputs', one per component of ``comps``), ``right`` the rows
+    over the groups from ``k`` on (block ``k``'s, block ``k + 1``'s), the group's own
+    columns first; a grounded input's row there is minus the means of its component's columns.
+    """
+    nk = bounds[k + 1] - bounds[k]
+    n_next = bounds[k + 2] - bounds[k + 1] if k + 2 < len(bounds) else 0
+    n_cols = right.shape[1]
+    grounded_right = np.zeros((len(comps), n_cols))
+    rows = np.searchsorted(comps, edge_comp[edges])
+    ok = (rows < len(comps)) & (comps[np.minimum(rows, len(comps) - 1)] == edge_comp[edges])
+    grounded_right[rows[ok], np.flatnonzero(ok)] = -f_mean[edges][ok]
+    right = np.vstack([right, grounded_right])
+
+    def row(ends):
+        index = np.where(ends < bounds[k + 1], ends - bounds[k], nk + ends - bounds[k + 1])
+        return np.where(ends < 0, nk + n_next + rows, index)
+
+    ri, rj = row(pi[edges]), row(pj[edges])
+    d_left = left[ri] - left[rj]
+    d_right = right[ri] - right[rj]
+    d_right[np.arange(len(edges)), np.arange(len(edges))] -= own_sd[edges]
+    return np.einsum("ij,ij->i", d_left, d_left) + np.einsum("ij,ij->i", d_right, d_right)
+
+
+def _centred(columns, row_comp, col_comp, col_mean) -> np.ndarray:
+    """``columns`` less each column's mean on the rows of its own component."""
+    return columns - np.where(row_comp[:, None] == col_comp[None, :], col_mean[None, :], 0.0)

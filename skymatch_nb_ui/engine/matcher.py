@@ -13,12 +13,15 @@ and ``result`` assembles what a run returns.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
+from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
 from .covariance import SharedSides, pair_covariance, shared_sides
 from .differences import PixelMap, pixel_map
@@ -30,18 +33,20 @@ from .measure import (
     Comparison,
     DifferenceTask,
     PairDifference,
-    Scratch,
     Task,
     input_pair_differences,
     input_pair_stats,
     lowest,
-    run_tasks,
+    measure_batch,
 )
 from .params import Anchor, Compare, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
-from .result import SkyMatchResult, assemble_result, with_subtracted
+from .result import SkyMatchResult, assemble_result, subtracted_copy
 from .solve import Problem, solve
 
 __all__ = ["SkyMatcher", "skymatch"]
+
+#: Most images per task sent to a worker process or a Dask worker.
+BATCH = 64
 
 
 class SkyMatcher:
@@ -68,7 +73,14 @@ class SkyMatcher:
         The default of `run`; a run with another ``stepsize`` recomputes the geometry and
         makes that one the default.
     workers : int, optional
-        Threads for the statistics (None: one per CPU core, at most 4; 1: no pool).
+        Threads or worker processes for the statistics (None: one per CPU core, at most 4;
+        1: everything in the calling thread).
+    scheduler : str, distributed.Client or concurrent.futures.Executor, optional
+        Where the statistics run: ``"auto"`` (None; worker processes when there is much to
+        measure in files, else this process), ``"serial"``, ``"threads"``, ``"processes"``,
+        a ``distributed.Client`` or a Dask scheduler's address (``"tcp://host:8786"``), or
+        any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
+        gives the same results, bit for bit.  See `skymatch_nb_ui.engine._execute`.
 
     Raises
     ------
@@ -91,24 +103,42 @@ class SkyMatcher:
     """
 
     def __init__(self, images, wcs, *, masks=None, stepsize: int | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, scheduler=None):
         self._loaders: list[ImageLoader] = check_images(images, masks)
         self._wcs = check_wcs(wcs, len(self._loaders))
         self._stepsize = SkyMatchParams.specs()["stepsize"].check(stepsize)
-        self._workers = check_workers(workers)
+        self.workers = workers
+        self.scheduler = scheduler
         self._shapes = [tuple(loader.shape) for loader in self._loaders]
         self._geometry: Geometry | None = None
         self._local_stats: dict = {}  # (statistics key, image) -> SkyStat
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
-        self._differences: dict = {}  # (statistics key, sampled, other) -> SkyStat
+        self._differences: dict = {}  # (statistics key, sampled, other) -> PairDifference
         self._maps: dict = {}  # (sampled, other) -> PixelMap
         self._shared: dict = {}  # labels -> SharedSides
-        self._scratch = Scratch()  # reused by serial runs of the statistics stage
         self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
         return len(self._loaders)
+
+    @property
+    def workers(self) -> int:
+        """Threads or worker processes for the statistics (settable; None: the default)."""
+        return self._workers
+
+    @workers.setter
+    def workers(self, workers: int | None) -> None:
+        self._workers = check_workers(workers)
+
+    @property
+    def scheduler(self):
+        """Where the statistics run (settable; see the class's ``scheduler`` parameter)."""
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self._scheduler = check_scheduler(scheduler)
 
     @property
     def loaders(self) -> tuple[ImageLoader, ...]:
@@ -124,9 +154,20 @@ class SkyMatcher:
     def geometry(self) -> Geometry:
         """Stage 1 (for the current ``stepsize``), computed on first use."""
         with self._lock:
-            if self._geometry is None:
-                self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize)
-            return self._geometry
+            return self._stage_geometry(None)
+
+    def _stage_geometry(self, execution: Execution | None) -> Geometry:
+        if self._geometry is None:
+            step = None
+            if execution is not None:
+                def step(done: int, total: int) -> None:
+                    if done % 16 == 0 or done == total:
+                        execution.check("geometry", done, total)
+                        execution.report("geometry", done, total)
+            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize, step=step)
+        elif execution is not None:
+            execution.report("geometry", 2 * len(self), 2 * len(self))
+        return self._geometry
 
     @property
     def footprints(self) -> list[Footprint]:
@@ -142,6 +183,8 @@ class SkyMatcher:
         params: SkyMatchParams | None = None,
         *,
         groups: Sequence[Hashable] | None = None,
+        progress: Callable[[Progress], object] | None = None,
+        cancel=None,
         **changes,
     ) -> SkyMatchResult:
         """Match the skies.
@@ -154,6 +197,15 @@ class SkyMatcher:
         groups : sequence of hashable, optional
             One label per image; images with the same label share one sky.  None (or a
             missing label: None, NaN, ``pandas.NA``) leaves an image alone.
+        progress : callable, optional
+            Called (in the calling thread) with a `Progress` ``(stage, done, total)`` as the
+            run goes: stages ``"geometry"``, ``"statistics"``, ``"solve"`` and, with
+            ``subtract``, ``"subtract"``; a stage whose results are cached reports
+            ``done == total`` at once.
+        cancel : threading.Event, optional
+            Set it (from another thread, e.g. a Cancel button) to stop the run between
+            tasks: `run` then raises `SkyMatchCancelled`.  The statistics that finished are
+            kept, so the next run does not compute them again.
         **changes
             Parameters that differ from ``params``: any of `SkyMatchParams` (``skymethod``,
             ``skystat``, ...), as in `skymatch`.
@@ -169,6 +221,8 @@ class SkyMatcher:
             wrong kind.
         ValueError
             For a value outside its domain, or groups without one label per image.
+        SkyMatchCancelled
+            When ``cancel`` was set before the run finished.
 
         Warns
         -----
@@ -198,9 +252,13 @@ class SkyMatcher:
         if changes:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
-        with self._lock:  # one run at a time: the caches and the serial scratch are shared
+        execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
+        with self._lock:  # one run at a time: the caches are shared
             self._use_stepsize(params.stepsize)
-            pairs, local, image_npix = self._statistics(params, grouping)
+            self._stage_geometry(execution)
+            pairs, local, image_npix = self._statistics(params, grouping, execution)
+            execution.check("solve")
+            execution.report("solve", 0, 1)
             pair_cov = None
             if "match" in params.skymethod:
                 pair_cov = pair_covariance(self._shared_sides(grouping), pairs.side_var)
@@ -209,11 +267,21 @@ class SkyMatcher:
                               pair_cov=pair_cov)
             solution = solve(params.skymethod, problem)
         result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
+        execution.report("solve", 1, 1)
         if params.subtract:
-            result = with_subtracted(result, (loader.data() for loader in self._loaders))
+            result = self._subtracted(result, execution)
         for message in result.warnings:
             warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
         return result
+
+    def _subtracted(self, result: SkyMatchResult, execution: Execution) -> SkyMatchResult:
+        """``result`` with sky-subtracted copies of the images (read one at a time)."""
+        copies = []
+        for k, loader in enumerate(self._loaders):
+            execution.check("subtract", k, len(self))
+            copies.append(subtracted_copy(loader.data(), result.sky[k], result.valid[k]))
+            execution.report("subtract", k + 1, len(self))
+        return replace(result, images=tuple(copies))
 
     # -- stage 1 ----------------------------------------------------------------------------
     def _use_stepsize(self, stepsize: int | None) -> None:
@@ -236,7 +304,7 @@ class SkyMatcher:
         return self._shared[labels]
 
     # -- stage 2 ----------------------------------------------------------------------------
-    def _statistics(self, params: SkyMatchParams, grouping: Grouping):
+    def _statistics(self, params: SkyMatchParams, grouping: Grouping, execution: Execution):
         """Pair statistics of the inputs, their own statistics and each image's pixel count.
 
         The statistics not cached yet are computed together, in one batch of tasks.
@@ -257,8 +325,7 @@ class SkyMatcher:
             elif matching:
                 needed = [(a, bs) for side in overlaps.values() for a, bs in side.items()]
         images = range(len(self)) if params.skymethod != "match" else ()
-        self._fill(params, pairs=needed, images=images)
-        self._fill_differences(params, compared)
+        self._fill(params, execution, pairs=needed, images=images, compared=compared)
         if pairs is None:
             if matching and differences:
                 pairs = input_pair_differences(overlaps, lambda a, b: self._difference(key, a, b))
@@ -272,27 +339,77 @@ class SkyMatcher:
         local = [lowest([image_local[a] for a in members]) for members in grouping.members]
         return pairs, local, np.array([s.npix for s in image_local], dtype=np.int64)
 
-    def _fill(self, params: SkyMatchParams, *, pairs=(), images=()) -> None:
-        """Compute the statistics not cached yet, as independent tasks (`measure_image`).
+    def _fill(self, params: SkyMatchParams, execution: Execution, *, pairs=(), images=(),
+              compared=()) -> None:
+        """Compute the statistics not cached yet, as independent tasks.
 
-        An image in memory gets one task per pixel set (finer tasks balance the threads
-        better); an image read by a loader gets one task for all its pixel sets, so that its
-        pixels are read once.
+        `measure_image` tasks for the images' own statistics and, with ``compare="levels"``,
+        the sides of the pairs (``pairs``); `measure_differences` tasks for the pixel
+        differences of the ``compared`` pairs ``(sampled, other)`` with
+        ``compare="differences"``.  An image read by a loader gets one task of each kind for
+        all its pixel sets, so that its pixels are read once; on threads an image in memory
+        gets one task per pixel set or pair (finer tasks balance the threads better).  For
+        worker processes and clusters the tasks travel in batches of several images.  Each
+        task's statistics are cached as it finishes.  Where they run is `Execution.kind`'s
+        choice (see `_execute`).
         """
         key = params.key("statistics")
         todo = [(a, None) for a in dict.fromkeys(images) if (key, a) not in self._local_stats]
         todo += [(a, p) for a, p in dict.fromkeys(pairs) if (key, a, p) not in self._pair_stats]
-        if not todo:
+        diff_todo = [c for c in dict.fromkeys(compared) if (key, *c) not in self._differences]
+        if not todo and not diff_todo:
+            execution.report("statistics", 0, 0)
             return
-        owners = self._batches(todo)
-        tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
-        results = run_tasks(tasks, params.stat, workers=self._workers, scratch=self._scratch)
-        for (a, partner_sets), stats in zip(owners, results):
-            for partners, value in zip(partner_sets, stats):
-                if partners is None:
-                    self._local_stats[(key, a)] = value
-                else:
-                    self._pair_stats[(key, a, partners)] = value
+        files = any(not _in_memory(self._loaders[a]) for a, _ in todo + diff_todo)
+
+        def owners_and_tasks(split: bool):
+            owners = self._owners(todo, split=split)
+            compares = self._owners(diff_todo, split=split)
+            tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
+            tasks += [self._difference_task(s, others) for s, others in compares]
+            return owners, compares, tasks
+
+        owners, compares, tasks = owners_and_tasks(True)
+        kind = execution.kind(files, [t.size for t in tasks])
+        if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
+            owners, compares, tasks = owners_and_tasks(False)
+        if kind in ("serial", "threads"):
+            batches = [[t] for t in range(len(tasks))]
+        else:  # a few tasks per worker for balance, at most BATCH images per task
+            bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))
+            batches = _balanced([t.size for t in tasks], bins)
+
+        def keep(b: int, stats: list) -> None:
+            for t, task_stats in zip(batches[b], stats):
+                if t >= len(owners):  # a difference task
+                    s, others = compares[t - len(owners)]
+                    for o, value in zip(others, task_stats):
+                        self._differences[(key, s, o)] = value
+                    continue
+                a, partner_sets = owners[t]
+                for partners, value in zip(partner_sets, task_stats):
+                    if partners is None:
+                        self._local_stats[(key, a)] = value
+                    else:
+                        self._pair_stats[(key, a, partners)] = value
+
+        stat = params.stat
+        arguments = [([tasks[t] for t in batch], stat) for batch in batches]
+        units = [sum(tasks[t].units for t in batch) for batch in batches]
+        sizes = [sum(tasks[t].size for t in batch) for batch in batches]
+        order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
+        execution.map("statistics", measure_batch, arguments, units=units, kind=kind,
+                      on_result=keep, order=order)
+
+    def _difference_task(self, s: int, others: list) -> DifferenceTask:
+        """The `measure_differences` task of image ``s``'s pixels against ``others``."""
+        runs = self.geometry.runs
+        return DifferenceTask(
+            self._loaders[s],
+            tuple(Comparison(self._loaders[o], runs[(s, o)], self._map(s, o)) for o in others),
+            sum(runs[(s, o)].npix for o in others),
+            label=f"images[{s}]",
+        )
 
     def _sampled(self, a: int, b: int) -> tuple[int, int]:
         """The pair (a, b) as (image whose pixels are compared, image interpolated).
@@ -314,58 +431,29 @@ class SkyMatcher:
         found = self._differences[(key, s, o)]
         return found if s == a else found.reversed()
 
-    def _fill_differences(self, params: SkyMatchParams, compared: list) -> None:
-        """Measure the pixel differences not cached yet (`measure_differences` tasks).
-
-        An image in memory gets one task per pair; an image read by a loader one task for all
-        the pairs in which its pixels are compared, so that they are read once.
-        """
-        key = params.key("statistics")
-        todo = [c for c in dict.fromkeys(compared) if (key, *c) not in self._differences]
-        if not todo:
-            return
-        by_image: dict[int, list] = {}
-        batches: list[list] = []
-        for s, o in todo:
-            if _in_memory(self._loaders[s]) or s not in by_image:
-                by_image[s] = [(s, o)]
-                batches.append(by_image[s])
-            else:
-                by_image[s].append((s, o))
-        tasks = [
-            DifferenceTask(
-                self._loaders[batch[0][0]],
-                tuple(Comparison(self._loaders[o], self.geometry.runs[(s, o)], self._map(s, o))
-                      for s, o in batch),
-                sum(self.geometry.runs[(s, o)].npix for s, o in batch),
-                label=f"images[{batch[0][0]}]",
-            )
-            for batch in batches
-        ]
-        results = run_tasks(tasks, params.stat, workers=self._workers, scratch=self._scratch)
-        for batch, stats in zip(batches, results):
-            for (s, o), stat in zip(batch, stats):
-                self._differences[(key, s, o)] = stat
-
     def _map(self, s: int, o: int) -> PixelMap:
         """Where image s's pixels inside image o fall in image o (cached with the geometry)."""
         if (s, o) not in self._maps:
             self._maps[(s, o)] = pixel_map(self._wcs[s], self._wcs[o], self.geometry.runs[(s, o)])
         return self._maps[(s, o)]
 
-    def _batches(self, todo: list) -> list[tuple[int, list]]:
-        """``(image, [None (all pixels) or partner set, ...])`` per task, in ``todo`` order."""
-        batches: list[tuple[int, list]] = []
+    def _owners(self, todo: list, *, split: bool) -> list[tuple[int, list]]:
+        """``(image, [what to measure, ...])`` per task, in ``todo`` order.
+
+        ``todo`` holds ``(image, what)`` (None for all pixels, a partner set, or the other
+        image of a comparison).  With ``split`` an image in memory gets one task per item.
+        """
+        owners: list[tuple[int, list]] = []
         by_image: dict[int, list] = {}
         for a, partners in todo:
-            if _in_memory(self._loaders[a]):
-                batches.append((a, [partners]))
+            if split and _in_memory(self._loaders[a]):
+                owners.append((a, [partners]))
             elif a in by_image:
                 by_image[a].append(partners)
             else:
                 by_image[a] = [partners]
-                batches.append((a, by_image[a]))
-        return batches
+                owners.append((a, by_image[a]))
+        return owners
 
     def _task(self, a: int, partner_sets: list) -> Task:
         runs = self.geometry.runs
@@ -376,6 +464,20 @@ class SkyMatcher:
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
         return Task(self._loaders[a], regions, size, label=f"images[{a}]")
+
+
+def _balanced(sizes: list[int], bins: int) -> list[list[int]]:
+    """Task indices in ``bins`` bins of about equal total size.
+
+    Largest first into the lightest bin; each bin's tasks in their original order.
+    """
+    heap = [(0, b) for b in range(bins)]
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for t in sorted(range(len(sizes)), key=lambda t: (-sizes[t], t)):
+        load, b = heapq.heappop(heap)
+        members[b].append(t)
+        heapq.heappush(heap, (load + sizes[t], b))
+    return [sorted(m) for m in members if m]
 
 
 def _in_memory(loader: ImageLoader) -> bool:
@@ -402,6 +504,10 @@ def skymatch(
     stepsize: int | None = None,
     anchor: Anchor = "global",
     robust: bool = True,
+    scheduler=None,
+    workers: int | None = None,
+    progress: Callable[[Progress], object] | None = None,
+    cancel=None,
 ) -> SkyMatchResult:
     """Measure the sky of overlapping images and make it agree where they overlap.
 
@@ -421,6 +527,11 @@ def skymatch(
         one exposure).  None (or a missing label: None, NaN, ``pandas.NA``) leaves an
         image alone.
     {parameters}
+    scheduler, workers
+        Where and on how many workers the statistics run (see `SkyMatcher`); they never
+        change the results.
+    progress, cancel
+        A progress callback and a cancel event, as `SkyMatcher.run` takes them.
 
     Returns
     -------
@@ -456,8 +567,9 @@ def skymatch(
         lower=lower, upper=upper, nclip=nclip, lsigma=lsigma, usigma=usigma, binwidth=binwidth,
         compare=compare, stepsize=stepsize, anchor=anchor, robust=robust,
     )
-    matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize)
-    return matcher.run(params, groups=groups)
+    matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize, workers=workers,
+                         scheduler=scheduler)
+    return matcher.run(params, groups=groups, progress=progress, cancel=cancel)
 
 
 if skymatch.__doc__:  # None under python -OO

@@ -4,12 +4,13 @@ The work splits into independent tasks, one per image (or, for images already in
 one per pixel set): `measure_image` is a plain function of one image's loader, the pixel
 sets to measure and the statistics parameters; `measure_differences` (for
 ``compare="differences"``) one of an image's loader and the pairs it is compared in (the
-other image's loader, the pixels, the map between the two).  It reads the pixels and the mask when it
-runs, writes nothing shared and returns small results, so it can run on a thread, in another
+other image's loader, the pixels, the map between the two).  A task reads the pixels and the
+mask when it runs, writes nothing shared and returns small results, so it can run on a thread, in another
 process or on a Dask worker (its arguments pickle: paths travel, arrays do not).
-`run_tasks` runs a list of them on a thread pool, the largest first, with scratch buffers
-per thread.  The statistics of one image over several pixel sets are then combined into the
-statistics of inputs (`input_pair_stats`, `lowest`).
+`measure_batch` runs a few of them (the unit sent to a thread, a worker process or a Dask
+worker: see `_execute`), with the scratch buffers of the thread it runs on.  The statistics
+of one image over several pixel sets are then combined into the statistics of inputs
+(`input_pair_stats`, `lowest`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -44,9 +45,10 @@ __all__ = [
     "input_pair_stats",
     "load_pixels",
     "lowest",
+    "measure_batch",
     "measure_differences",
     "measure_image",
-    "run_tasks",
+    "thread_scratch",
 ]
 
 #: The statistic of an empty pixel set.
@@ -78,6 +80,11 @@ class Task:
     regions: tuple[Region, ...]
     size: int
     label: str = ""
+
+    @property
+    def units(self) -> int:
+        """Statistics the task computes (for progress)."""
+        return len(self.regions)
 
     def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
         """`measure_image` of this task."""
@@ -114,6 +121,11 @@ class DifferenceTask:
     comparisons: tuple[Comparison, ...]
     size: int
     label: str = ""
+
+    @property
+    def units(self) -> int:
+        """Statistics the task computes (for progress)."""
+        return len(self.comparisons)
 
     def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
         """`measure_differences` of this task."""
@@ -170,9 +182,29 @@ def measure_image(
     >>> [s.value for s in measure_image(image, [None, (left,)], StatParams(skystat="mean"))]
     [5.5, 4.5]
     """
-    scratch = Scratch() if scratch is None else scratch
+    scratch = thread_scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
     return [_region_statistic(image, mask, region, params, scratch) for region in regions]
+
+
+def measure_batch(tasks: Sequence[Task | DifferenceTask], params: StatParams) -> list[list[SkyStat]]:
+    """`measure_image` (a `Task`) or `measure_differences` (a `DifferenceTask`) of each task.
+
+    The unit of work sent to a thread, a worker process or a Dask worker: the tasks' loaders
+    travel, their pixels are read there.
+    """
+    return [_run_task(t, params, None) for t in tasks]
+
+
+_LOCAL = threading.local()
+
+
+def thread_scratch() -> Scratch:
+    """The scratch buffers of the calling thread (made on first use, kept while it lives)."""
+    scratch = getattr(_LOCAL, "scratch", None)
+    if scratch is None:
+        scratch = _LOCAL.scratch = Scratch()
+    return scratch
 
 
 def _region_statistic(image, mask, region: Region, params: StatParams, scratch: Scratch) -> SkyStat:
@@ -230,7 +262,7 @@ def measure_differences(
     list of PairDifference
         One per comparison: this image's sky minus the other's.
     """
-    scratch = Scratch() if scratch is None else scratch
+    scratch = thread_scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
     of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
     results = []
@@ -284,37 +316,6 @@ def _usable_count(image, mask, runs: Runs, params: StatParams) -> int:
     if params.upper is not None:
         usable &= values <= params.upper
     return int(np.count_nonzero(usable))
-
-
-def run_tasks(
-    tasks: list[Task | DifferenceTask],
-    params: StatParams,
-    *,
-    workers: int,
-    scratch: Scratch | None = None,
-) -> list[list[SkyStat]]:
-    """Run `measure_image` or `measure_differences` tasks; the results in their order.
-
-    With ``workers > 1`` the tasks run on a thread pool, the largest first (for balance),
-    each thread with its own scratch buffers: threads pay because the tasks are long numpy
-    calls that release the GIL.  ``scratch`` serves a serial run.
-    """
-    if workers == 1 or len(tasks) <= 1:
-        return [_run_task(t, params, scratch) for t in tasks]
-    local = threading.local()
-
-    def run(task: Task | DifferenceTask) -> list[SkyStat]:
-        if not hasattr(local, "scratch"):
-            local.scratch = Scratch()
-        return _run_task(task, params, local.scratch)
-
-    order = sorted(range(len(tasks)), key=lambda i: tasks[i].size, reverse=True)
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(run, [tasks[i] for i in order]))
-    results: list = [None] * len(tasks)
-    for i, stats in zip(order, done):
-        results[i] = stats
-    return results
 
 
 def _run_task(task: Task | DifferenceTask, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:
@@ -390,6 +391,17 @@ class PairStats:
 
     def __len__(self) -> int:
         return len(self.a)
+
+    @cached_property
+    def member_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``member_npix`` as flat arrays ``(pair, image, npix)``, for sums without loops."""
+        entries = [
+            (p, a, n) for p, sides in enumerate(self.member_npix) for side in sides for a, n in side.items()
+        ]
+        if not entries:
+            return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.int64)
+        pair, image, npix = zip(*entries)
+        return np.array(pair, np.intp), np.array(image, np.intp), np.array(npix, np.int64)
 
     @property
     def valid(self) -> np.ndarray:

@@ -203,12 +203,9 @@ def assemble_result(
     if image_npix is not None:
         npix = image_npix
     else:
-        npix = np.zeros(len(grouping.label_of), dtype=np.int64)
-        for per_side, ok in zip(pairs.member_npix, valid):
-            if ok:
-                for per_member in per_side:
-                    for a, n in per_member.items():
-                        npix[a] += n
+        pair, image, counts = pairs.member_pixels
+        used = valid[pair]
+        npix = np.bincount(image[used], counts[used], minlength=len(grouping.label_of)).astype(np.int64)
     sky = solution.sky
     table = PairTable(
         a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,

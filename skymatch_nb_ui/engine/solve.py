@@ -9,6 +9,7 @@ calibrated on the fit, over the least-squares step `lstsq.solve_offsets`).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,7 +194,25 @@ class _Offsets:
     error_scale: float
 
 
+#: The offsets of each set of pair statistics (they do not depend on the solve parameters, so
+#: a change of ``match_down``, ``anchor`` or between the match methods re-uses them).
+_OFFSETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _offsets(p: Problem) -> _Offsets:
+    """The offsets over the valid pairs (computed once per `PairStats` and robust setting)."""
+    found = _OFFSETS.get(p.pairs)
+    # the pairs' covariance follows from the pairs and the grouping (as the pairs do)
+    setting = (p.n, p.robust, p.pair_cov is not None)
+    if found is None or found[0] != setting:
+        offsets = _least_squares(p)
+        for shared in (offsets.delta, offsets.delta_err, offsets.component):
+            shared.flags.writeable = False  # every solve of these pairs reads them
+        found = _OFFSETS[p.pairs] = (setting, offsets)
+    return found[1]
+
+
+def _least_squares(p: Problem) -> _Offsets:
     """The offsets over the valid pairs, and why the other inputs have none."""
     pairs, v = p.pairs, p.pairs.valid
     cov = p.pair_cov
@@ -212,11 +231,11 @@ def _offsets(p: Problem) -> _Offsets:
     if n_comp > 1 and p.n > 1:
         messages.append(_disconnected_message(p, sol.component, n_comp))
     matched = np.isfinite(sol.delta)
-    unmatched = {g: "no valid overlap with another input" for g in range(p.n) if not matched[g]}
-    for g, h in zip(pairs.a[~v], pairs.b[~v]):
-        for x in (g, h):
-            if not matched[x]:
-                unmatched[x] = "no valid pixels in its overlaps with other inputs"
+    unmatched = dict.fromkeys(np.flatnonzero(~matched).tolist(), "no valid overlap with another input")
+    in_invalid = np.zeros(p.n, dtype=bool)
+    in_invalid[pairs.a[~v]] = in_invalid[pairs.b[~v]] = True
+    unmatched.update(dict.fromkeys(np.flatnonzero(in_invalid & ~matched).tolist(),
+                                   "no valid pixels in its overlaps with other inputs"))
     return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages),
                     robust_weight, flagged, sol.error_scale)
 

@@ -36,7 +36,7 @@ import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +239,9 @@ class FitsImage:
     primary_header: fits.Header
     kind: str = "fits"
     exposure_id: str | None = None
+    #: HDU index -> (byte offset, dtype, shape) of its data, found at open for unscaled
+    #: images: their pixels are then mapped without parsing the headers again.
+    layout: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
         dq = "" if self.dq_ext is None else f", dq_ext={self.dq_ext}"
@@ -260,7 +263,7 @@ class FitsImage:
 
         Scaled integer data (BSCALE/BZERO/BLANK) cannot be mapped and are read whole.
         """
-        return _read_pixels(self.path, self.ext)
+        return _read_pixels(self.path, self.ext, self.layout.get(self.ext))
 
     def mask(self, dqbits=0) -> np.ndarray | None:
         """Good-pixel mask (True = good) from the DQ extension; None when there is none.
@@ -280,7 +283,7 @@ class FitsImage:
         bits = parse_dqbits(dqbits)
         if self.dq_ext is None:
             return None
-        dq = _read_pixels(self.path, self.dq_ext)
+        dq = _read_pixels(self.path, self.dq_ext, self.layout.get(self.dq_ext))
         return bitfield_to_boolean_mask(
             dq, ignore_flags=bits, good_mask_value=True, dtype=bool
         )
@@ -406,8 +409,9 @@ def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
     try:
         with _quiet(), fits.open(path, **_OPEN) as hdul:
             warnings.simplefilter("ignore", FITSFixedWarning)
-            indices = _science_indices(hdul, ext, path, every_chip)
-            images = [_open_chip(hdul, index, dq_ext, path) for index in indices]
+            found: dict = {}  # HDU index -> its WCS, when the search for a science HDU made it
+            indices = _science_indices(hdul, ext, path, every_chip, found)
+            images = [_open_chip(hdul, index, dq_ext, path, found.get(index)) for index in indices]
             return _instrument(images, hdul)
     except _READ_ERRORS as error:  # corrupt files fail in many ways; always name the file
         if isinstance(error, (ValueError, OSError)) and str(path) in str(error):
@@ -416,16 +420,18 @@ def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
         raise kind(f"cannot read FITS file {str(path)!r}: {error}") from error
 
 
-def _open_chip(hdul, index: int, dq_ext, path: Path) -> FitsImage:
+def _open_chip(hdul, index: int, dq_ext, path: Path, wcs=None) -> FitsImage:
     hdu = hdul[index]
     shape = _image_shape(hdu, index, path)
     _check_complete(hdul, index, path)
-    wcs = _celestial_wcs(hdu.header, hdul, index, path)
+    wcs = _celestial_wcs(hdu.header, hdul, index, path, wcs)
     wcs.pixel_shape = shape[::-1]
     dq_index = _dq_index(hdul, hdu.header, dq_ext, shape, path)
     if dq_index is not None:
         _check_complete(hdul, dq_index, path)
-    return FitsImage(path, index, dq_index, shape, wcs, hdu.header.copy(), hdul[0].header.copy())
+    layout = {k: _data_layout(hdul, k) for k in (index, dq_index) if k is not None}
+    return FitsImage(path, index, dq_index, shape, wcs, hdu.header.copy(), hdul[0].header.copy(),
+                     layout={k: v for k, v in layout.items() if v is not None})
 
 
 def _instrument(images: list[FitsImage], hdul) -> list[FitsImage]:
@@ -487,7 +493,7 @@ def _check_ext(ext) -> None:
         )
 
 
-def _science_indices(hdul, ext, path: Path, every_chip: bool) -> list[int]:
+def _science_indices(hdul, ext, path: Path, every_chip: bool, found: dict) -> list[int]:
     if ext is not None:
         try:
             index = hdul.index_of(ext) if not isinstance(ext, numbers.Integral) else int(ext)
@@ -503,7 +509,9 @@ def _science_indices(hdul, ext, path: Path, every_chip: bool) -> list[int]:
     skipped = []
     for index, hdu in enumerate(hdul):
         if _is_image(hdu) and hdu.header.get("NAXIS") == 2:
-            if _has_celestial(hdu.header, hdul):
+            wcs = _wcs_or_none(hdu.header, hdul)
+            if wcs is not None and wcs.has_celestial:
+                found[index] = wcs  # a WCS costs milliseconds to make: make it once
                 return [index]
             skipped.append(index)
     hint = f" (HDU {skipped} are 2-D images without a celestial WCS)" if skipped else ""
@@ -513,11 +521,11 @@ def _science_indices(hdul, ext, path: Path, every_chip: bool) -> list[int]:
     )
 
 
-def _has_celestial(header, hdul) -> bool:
+def _wcs_or_none(header, hdul) -> WCS | None:
     try:
-        return WCS(header, fobj=hdul).has_celestial
+        return WCS(header, fobj=hdul)
     except Exception:  # a broken WCS is no celestial WCS
-        return False
+        return None
 
 
 def _is_image(hdu) -> bool:
@@ -544,10 +552,10 @@ def _image_shape(hdu, index: int, path: Path) -> tuple[int, int]:
     return int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"])
 
 
-def _celestial_wcs(header, hdul, index: int, path: Path) -> WCS:
+def _celestial_wcs(header, hdul, index: int, path: Path, wcs: WCS | None = None) -> WCS:
     where = f"HDU {index} ({header.get('EXTNAME', 'unnamed')}) of {str(path)!r}"
     try:
-        wcs = WCS(header, fobj=hdul)
+        wcs = WCS(header, fobj=hdul) if wcs is None else wcs
     except Exception as error:  # astropy raises many kinds for broken WCS keywords
         raise ValueError(f"cannot read the WCS of {where}: {error}") from error
     if not wcs.has_celestial:
@@ -576,8 +584,35 @@ def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:
     return index
 
 
-def _read_pixels(path: Path, index: int) -> np.ndarray:
-    """An HDU's pixels, read-only: mapped from the file unless the data are scaled."""
+def _data_layout(hdul, index: int) -> tuple[int, str, tuple[int, ...]] | None:
+    """``(offset, dtype, shape)`` of an HDU's data if they can be mapped as they are."""
+    hdu = hdul[index]
+    if not _is_image(hdu) or _scaled(hdu.header):
+        return None
+    dtype = _BITPIX_DTYPES[int(hdu.header["BITPIX"])]
+    return int(hdul.fileinfo(index)["datLoc"]), dtype, _dims(hdu.header)
+
+
+def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
+    """An HDU's pixels, read-only: mapped from the file unless the data are scaled.
+
+    With its ``layout`` (`_data_layout`, found when the file was opened) the data are mapped
+    at once, after a check that the file still holds them; else the headers are read again.
+    """
+    if layout is not None:
+        offset, dtype, shape = layout
+        needed = np.dtype(dtype).itemsize * int(np.prod(shape))
+        try:
+            size = os.path.getsize(path)
+        except OSError as error:
+            raise OSError(f"cannot read HDU {index} of {str(path)!r}: {error}") from error
+        if offset + needed > size:
+            raise OSError(
+                f"{str(path)!r} is truncated: HDU {index} needs {needed} bytes of data from "
+                f"byte {offset}, but the file ends after {max(size - offset, 0)} of them. "
+                "Download or write the file again"
+            )
+        return map_readonly(path, offset, dtype, shape)
     try:
         with _quiet(), fits.open(path, **_OPEN) as hdul:
             hdu = hdul[index]

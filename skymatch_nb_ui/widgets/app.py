@@ -3,29 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import anywidget
 import ipywidgets as w
 import numpy as np
 import traitlets
 import xarray as xr
 
-from .._colors import CATEGORICAL
-from ..engine import ANCHORS, COMPARES, SKYMETHODS, SKYSTATS
+from ..display.colors import theme_colors
+from ..engine import SkyMatchParams
+from ..engine import exceptions as _engine_exceptions
+from ._assets import esm
 from .footprint_map import FootprintMap
 from .group_editor import GroupEditor
 from .results_table import ResultsTable
 
 __all__ = ["SkyMatchApp"]
 
+#: Stages whose parameters the app does not control: ``stepsize`` (geometry: the footprints'
+#: vertex spacing, fixed for a collection) and ``subtract`` (output: a collection never
+#: subtracts, `ImageCollection.write_copies` does).  Every other parameter of
+#: `SkyMatchParams` gets a control, built from its `ParamSpec`.
+UNCONTROLLED_STAGES = ("geometry", "output")
+
+#: The specs of the parameters the app controls, in `SkyMatchParams` order.
+CONTROLLED = {name: spec for name, spec in SkyMatchParams.specs().items()
+              if spec.stage not in UNCONTROLLED_STAGES}
+
 #: The parameters the app controls, with the engine's defaults.
-DEFAULT_PARAMS = dict(
-    skymethod="match", skystat="mode", match_down=True, lower=None, upper=None, nclip=5,
-    lsigma=4.0, usigma=4.0, binwidth=0.1, anchor="global", compare="differences", robust=True,
-)
+DEFAULT_PARAMS = {name: spec.default for name, spec in CONTROLLED.items()}
+
+#: Raised by an engine run whose cancel event was set (engines without the hook never raise it).
+SkyMatchCancelled = getattr(_engine_exceptions, "SkyMatchCancelled", type("_NeverRaised", (Exception,), {}))
+
+#: Progress reports forwarded to the page at most this often (seconds).
+PROGRESS_INTERVAL = 0.1
 
 
 class SkyMatchApp(w.VBox):
@@ -34,10 +54,14 @@ class SkyMatchApp(w.VBox):
     Any change of a parameter or of the groups re-runs the solve, re-using the engine's stage
     cache, and every view updates.  The Python face mirrors the UI:
 
-    - ``app.params`` (dict): the engine parameters; assign a dict (or part of one) to change them;
-    - ``app.groups`` (dict name -> label or None): the collection's own labels; assign to regroup;
+    - ``app.params`` (dict): the engine parameters; assign a dict (or part of one) to change them.
+      One control per parameter of `SkyMatchParams` (but ``stepsize`` and ``subtract``), built
+      from its `ParamSpec`: choices, range, step, None allowed, help as the tooltip;
+    - ``app.groups`` (dict name -> label or None): the collection's own labels; assign to regroup
+      (the group editor writes them: one undo step);
     - ``app.selected`` (list of names): the selection shared by the map, table and plots;
-    - ``app.result`` (xarray.Dataset): the latest result; ``app.pairs``: its pair diagnostics;
+    - ``app.result`` (xarray.Dataset): the latest result, images and overlap pairs, as every
+      view shows it;
     - ``app.status`` (str): what the status line shows.
 
     When the solve runs:
@@ -53,6 +77,12 @@ class SkyMatchApp(w.VBox):
       stale is dropped: a pending one is cancelled, and the result of one that finished after
       a newer change arrived is not shown (the newer change solves next).  A solve that fails
       (a parameter the engine refuses) leaves the views as they were and says why.
+    - a solve started from the page runs in a worker thread, so the kernel keeps serving the
+      page meanwhile: a progress bar follows the engine's stages (geometry, statistics) and
+      **Cancel** (or `cancel`) stops it; the views keep the last result and the parameters
+      and groups go back to those of that result.  (With an engine without the progress and
+      cancel hooks of `SkyMatcher.run`, the bar says only that it is busy, and a cancelled
+      solve finishes unseen before the next one starts.)
 
     Building the app never changes the collection: its group labels stay as they are (the
     editor shows them as text).
@@ -87,7 +117,6 @@ class SkyMatchApp(w.VBox):
     selected = traitlets.List(traitlets.Unicode())
     status = traitlets.Unicode("")
     result = traitlets.Instance(xr.Dataset, allow_none=True)
-    pairs = traitlets.Instance(xr.Dataset, allow_none=True)
 
     def __init__(self, collection, *, debounce: float = 0.15, **params):
         self.collection = collection
@@ -97,12 +126,25 @@ class SkyMatchApp(w.VBox):
         self._generation = 0  # counts changes: a solve started before the last one is stale
         self._page = 0  # > 0 while a change from the page is being applied
         self._updating = False
+        self._writing_groups = False  # True while `groups` is being written by the editor
+        self._reverting = False  # True while a cancel puts the shown result's state back
         self._starting = True  # the initial groups and params trigger one solve, below
+        self._hooks = _engine_hooks(collection)
+        self._worker: ThreadPoolExecutor | None = None  # runs the page's solves, one at a time
+        self._running: _Running | None = None  # the page's solve in the worker
+        self._shown_state: tuple[dict, dict] | None = None  # params and groups of `result`
         self.map = FootprintMap(collection)
         self.editor = GroupEditor(collection)
         self.table = ResultsTable(collection)
         self._controls = _controls()
         self._status = w.HTML(layout=w.Layout(min_height="1.6em"))
+        self._progress = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="160px"))
+        self._cancel = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="90px"),
+                                tooltip="Stop the solve under way: the views keep the last result")
+        self._cancel.add_class("smnb-app-cancel")
+        self._progress.add_class("smnb-app-progress")
+        self._busy = w.HBox([self._progress, self._cancel], layout=w.Layout(display="none"))
+        self._cancel.on_click(lambda _button: self.cancel())
         self._export = {
             "kind": w.Dropdown(options=[("footprint map", "footprints"), ("overlap differences", "pairs"),
                                         ("sky per image", "sky")], layout=w.Layout(width="180px")),
@@ -113,6 +155,7 @@ class SkyMatchApp(w.VBox):
         }
         self._export["button"].on_click(self._on_export)
         self._plot = _SkyPlot()
+        self._theme = _ThemeProbe(layout=w.Layout(display="none"))
         super().__init__(layout=w.Layout(width="100%"))
         self.add_class("smnb-app")
         self.map.layout = w.Layout(flex="1 1 560px", min_width="420px")
@@ -122,8 +165,10 @@ class SkyMatchApp(w.VBox):
         self._views.add_class("smnb-app-views")
         self.children = [
             w.HTML(_APP_STYLE, layout=w.Layout(display="none")),
+            self._theme,
             w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap")),
-            w.HBox([self._status, w.HBox(list(self._export.values()))],
+            w.HBox([w.HBox([self._status, self._busy], layout=w.Layout(align_items="center")),
+                    w.HBox(list(self._export.values()))],
                    layout=w.Layout(justify_content="space-between", flex_flow="row wrap")),
             self._views,
             self.editor,
@@ -160,17 +205,19 @@ class SkyMatchApp(w.VBox):
 
     @traitlets.validate("groups")
     def _validate_groups(self, proposal):
-        """The collection checks the groups and keeps the labels as given.
+        """The editor writes the groups (the collection checks them, labels kept as given).
 
         Unknown image names raise; `groups` is then what the collection holds.
         """
-        self.collection.groups = proposal["value"]
+        self._writing_groups = True
+        try:
+            self.editor.set_labels(proposal["value"])
+        finally:
+            self._writing_groups = False
         return dict(self.collection.groups)
 
     @traitlets.observe("groups")
     def _on_groups(self, change):
-        if self.editor.groups != self.editor._texts(self.collection.groups):
-            self.editor.refresh()
         self._changed()
 
     def export_figure(self, path, kind: str = "footprints", *, dpi: int = 300, overwrite: bool = False,
@@ -204,7 +251,7 @@ class SkyMatchApp(w.VBox):
         makers = {
             "footprints": lambda: plotting.plot_footprints(
                 self.result, **{"color_by": self.map.color_by, **options}),
-            "pairs": lambda: plotting.plot_pair_residuals(self.pairs, **options),
+            "pairs": lambda: plotting.plot_pair_residuals(self.result, **options),
             "sky": lambda: plotting.plot_sky(self.result, **options),
         }
         if kind not in makers:
@@ -237,6 +284,28 @@ class SkyMatchApp(w.VBox):
         """
         return self._solve_now()
 
+    def cancel(self) -> bool:
+        """Stop the page's solve under way or pending (what the Cancel button does).
+
+        The views keep the last result; the parameters and groups go back to those of that
+        result (a group edit taken back is one step the editor can undo).  Returns whether
+        there was a solve to stop.
+        """
+        running, pending = self._running, self._pending is not None
+        if running is None and not pending:
+            return False
+        self._generation += 1  # whatever is under way is stale now
+        self._cancel_pending()
+        if running is not None:
+            running.cancel.set()
+            self._running = None
+        self._revert()
+        self._views.remove_class("smnb-app-solving")
+        self._show_busy(False)
+        self._set_status("cancelled: the views show the last result"
+                         + ("" if self.result is None else f" ({_summary(self.result)})"))
+        return True
+
     # -- wiring ------------------------------------------------------------------------------
     def _link_views(self):
         for view in (self.map, self.table, self.editor):
@@ -247,6 +316,7 @@ class SkyMatchApp(w.VBox):
             control.observe(lambda change, name=name: self._on_control(name, change), "value")
         self.observe(lambda change: self._plot.select(self._indices(change["new"])), "selected")
         self._plot.on_select(self._on_plot_select)
+        self._theme.observe(lambda change: self._plot.set_theme(change["new"]), "dark")
 
     def _on_plot_select(self, indices: list[int]):
         names = [self.collection.names[k] for k in indices]
@@ -254,6 +324,8 @@ class SkyMatchApp(w.VBox):
             self.selected = names
 
     def _on_editor_groups(self, change):
+        if self._writing_groups:
+            return  # the app's own assignment, being written
         groups = dict(self.collection.groups)  # the editor wrote them, labels kept
         if groups != self.groups:
             with self._from_page(self.editor.from_page):
@@ -263,12 +335,11 @@ class SkyMatchApp(w.VBox):
         if self._updating:
             return
         value = change["new"]
-        if name in ("lower", "upper"):
-            text = str(value).strip()
+        if isinstance(self._controls[name], w.Text):
             try:
-                value = None if text.lower() in ("", "none") else float(text)
-            except ValueError:
-                self._set_status(f"error: {name} must be a number or empty; got {text!r}", error=True)
+                value = _parse(CONTROLLED[name], value)
+            except ValueError as exc:
+                self._set_status(f"error: {exc}", error=True)
                 return
         try:
             with self._from_page():
@@ -288,7 +359,7 @@ class SkyMatchApp(w.VBox):
     # -- solving -----------------------------------------------------------------------------
     def _changed(self):
         """Parameters or groups changed: solve now (Python) or debounced (the page)."""
-        if self._starting:
+        if self._starting or self._reverting:
             return
         if self._page and self.debounce > 0 and _running_loop() is not None:
             self._schedule()
@@ -299,6 +370,8 @@ class SkyMatchApp(w.VBox):
         """Solve once the page's changes pause for `debounce` seconds."""
         self._generation += 1
         self._cancel_pending()
+        if self._running is not None:  # stale now: stop it (the next solve starts after it)
+            self._running.cancel.set()
         self._show_solving()
         self._pending = _running_loop().call_later(self.debounce, self._start_solve, self._generation)
 
@@ -307,61 +380,143 @@ class SkyMatchApp(w.VBox):
         self._task = asyncio.ensure_future(self._solve_later(generation))
 
     async def _solve_later(self, generation: int):
-        """The debounced solve, shown only if no change arrived meanwhile.
+        """The debounced solve, in the worker thread: the loop serves the page meanwhile.
 
-        After a long solve the loop first handles the page's messages that queued up.
+        Shown only if no change (or Cancel) arrived meanwhile.
         """
         if generation != self._generation:
             return  # a newer change is pending or was solved
-        started = time.perf_counter()
-        outcome = self._compute()
-        if time.perf_counter() - started > 0.1:
-            await asyncio.sleep(0.01)  # page messages queued during a long solve are handled now
-        if generation == self._generation:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        params = dict(self.params)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skymatch-app")
+        future = self._worker.submit(self._compute, params, cancel=cancel,
+                                     progress=self._reporter(loop, generation))
+        running = self._running = _Running(generation, cancel, future)
+        self._show_busy(True)
+        try:
+            outcome = await asyncio.wrap_future(future)
+        finally:
+            if self._running is running:
+                self._running = None
+                self._show_busy(False)
+        if generation == self._generation and not cancel.is_set():
             self._show(outcome)
 
     def _solve_now(self) -> xr.Dataset | None:
         self._generation += 1
         self._cancel_pending()
+        self._stop_running()
         self._show_solving()
-        return self._show(self._compute())
+        return self._show(self._compute(dict(self.params)))
+
+    def _stop_running(self):
+        """Cancel the page's solve in the worker, and wait until the worker is free."""
+        running = self._running
+        if running is None:
+            return
+        running.cancel.set()
+        self._running = None
+        self._show_busy(False)
+        try:
+            running.future.result()
+        except Exception:  # its outcome is dropped whatever it is
+            pass
 
     def _cancel_pending(self):
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
 
-    def _compute(self):
-        """One solve: (result, pairs, milliseconds, warnings) or the exception it raised."""
+    def _compute(self, params: dict, *, cancel: threading.Event | None = None, progress=None):
+        """One solve: (result, milliseconds, warnings, params) or what stopped it.
+
+        An exception the engine raised for the parameters is returned; a cancelled run
+        returns `SkyMatchCancelled`.  Runs in the worker thread for the page's solves.
+        """
+        hooks = {"cancel": cancel, "progress": progress}
+        hooks = {k: v for k, v in hooks.items() if k in self._hooks and v is not None}
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = self.collection.skymatch(**self.params)
+                result = self.collection.skymatch(**params, **hooks)
             except (ValueError, TypeError) as exc:
                 return exc
+            except SkyMatchCancelled as exc:
+                return exc
         elapsed = (time.perf_counter() - start) * 1e3
-        return result, self.collection.last_pairs, elapsed, [str(c.message) for c in caught]
+        return result, elapsed, [str(c.message) for c in caught], params
+
+    def _reporter(self, loop, generation: int):
+        """The engine's progress callback, called in the worker thread.
+
+        Reports reach the page's loop at most every `PROGRESS_INTERVAL` seconds, and at the end
+        of each stage.
+        """
+        last = [0.0]
+
+        def report(progress) -> None:
+            now = time.monotonic()
+            if progress.done < progress.total and now - last[0] < PROGRESS_INTERVAL:
+                return
+            last[0] = now
+            loop.call_soon_threadsafe(self._show_progress, generation, progress.stage,
+                                      progress.done, progress.total)
+
+        return report
+
+    def _show_progress(self, generation: int, stage: str, done: int, total: int):
+        if generation != self._generation or self._running is None:
+            return  # a report of a solve that is no longer the current one
+        self._progress.layout.visibility = "visible"
+        self._progress.value = done / total if total else 1.0
+        self._progress.description = stage
+        self._set_status(f"solving… {stage} {done:,} of {total:,}"
+                         + (" (the views show the previous result)" if self.result is not None else ""))
+
+    def _show_busy(self, busy: bool):
+        """The progress bar (shown at the first progress report) and Cancel, while busy."""
+        self._busy.layout.display = "flex" if busy else "none"
+        if busy:
+            self._progress.value = 0.0
+            self._progress.layout.visibility = "hidden"
+
+    def _revert(self):
+        """Put back the parameters and groups of the result shown (after a cancel)."""
+        if self._shown_state is None:
+            return
+        params, groups = self._shown_state
+        self._reverting = True
+        try:
+            if params != self.params:
+                self.params = params
+            if groups != dict(self.collection.groups) or any(
+                    type(groups[n]) is not type(g) for n, g in self.collection.groups.items()):
+                self.groups = groups
+        finally:
+            self._reverting = False
 
     def _show(self, outcome) -> xr.Dataset | None:
         """Put a solve's outcome in every view (an error: only in the status line)."""
         self._views.remove_class("smnb-app-solving")
+        if isinstance(outcome, SkyMatchCancelled):
+            self._set_status("cancelled: the views show the last result")
+            return None
         if isinstance(outcome, Exception):
             self._set_status(f"error: {outcome}", error=True)
             return None
-        result, pairs, elapsed, messages = outcome
-        self.map.update(result, pairs)
+        result, elapsed, messages, params = outcome
+        self._shown_state = (params, dict(self.collection.groups))
+        self.map.update(result)
         self.table.update(result)
-        self._plot.update(result, pairs, self._indices(self.selected))
-        valid = int(result.valid.sum())
+        self._plot.update(result, self._indices(self.selected))
         self._set_status(
             f"{result.attrs['skymethod']} / {result.attrs['skystat']}: solved in {elapsed:.0f} ms; "
-            f"{valid} of {len(result.sky)} images valid; "
-            f"{int(result.component.max()) + 1} component(s)"
-            + "".join(f"; warning: {m}" for m in messages),
+            + _summary(result) + "".join(f"; warning: {m}" for m in messages),
             warning=bool(messages),
         )
-        self.pairs = pairs
         self.result = result
         return result
 
@@ -379,6 +534,26 @@ class SkyMatchApp(w.VBox):
     def _indices(self, names) -> list[int]:
         index = {n: k for k, n in enumerate(self.collection.names)}
         return [index[n] for n in names if n in index]
+
+
+@dataclass
+class _Running:
+    """The page's solve under way in the worker thread."""
+
+    generation: int
+    cancel: threading.Event
+    future: Future
+
+
+def _engine_hooks(collection) -> set[str]:
+    """Which of the engine's ``progress`` and ``cancel`` hooks the collection's skymatch takes."""
+    parameters = inspect.signature(type(collection).skymatch).parameters
+    return {name for name in ("progress", "cancel") if name in parameters}
+
+
+def _summary(result: xr.Dataset) -> str:
+    return (f"{int(result.valid.sum())} of {result.sizes['image']} images valid; "
+            f"{int(result.component.max()) + 1} component(s)")
 
 
 def _running_loop():
@@ -407,37 +582,51 @@ def _checked_params(params: dict) -> dict:
 
 def _check_values(params: dict) -> None:
     """Raise ValueError/TypeError for a bad value, as the engine would (before solving)."""
-    from ..engine import SkyMatchParams
-
     SkyMatchParams(**params)
 
 
 def _controls() -> dict:
-    style = {"description_width": "initial"}
-    narrow = w.Layout(width="150px")
-    return {
-        "skymethod": w.Dropdown(options=list(SKYMETHODS), description="skymethod", style=style,
-                                layout=w.Layout(width="210px")),
-        "skystat": w.Dropdown(options=list(SKYSTATS), description="skystat", style=style,
-                              layout=w.Layout(width="160px")),
-        "match_down": w.Checkbox(description="match_down", indent=False, layout=w.Layout(width="120px")),
-        "anchor": w.Dropdown(options=list(ANCHORS), description="anchor", style=style,
-                             layout=w.Layout(width="180px")),
-        "compare": w.Dropdown(options=list(COMPARES), description="compare", style=style,
-                              layout=w.Layout(width="200px")),
-        "robust": w.Checkbox(description="robust", indent=False, layout=w.Layout(width="90px")),
-        "lower": w.Text(description="lower", placeholder="none", style=style, layout=narrow,
-                        continuous_update=False),
-        "upper": w.Text(description="upper", placeholder="none", style=style, layout=narrow,
-                        continuous_update=False),
-        "nclip": w.BoundedIntText(min=0, max=100, description="nclip", style=style, layout=narrow),
-        "lsigma": w.BoundedFloatText(min=0.01, max=100, step=0.5, description="lsigma", style=style,
-                                     layout=narrow),
-        "usigma": w.BoundedFloatText(min=0.01, max=100, step=0.5, description="usigma", style=style,
-                                     layout=narrow),
-        "binwidth": w.BoundedFloatText(min=0.001, max=10, step=0.05, description="binwidth",
-                                       style=style, layout=narrow),
-    }
+    """One control per controlled parameter, made from its `ParamSpec`."""
+    return {name: _control(spec) for name, spec in CONTROLLED.items()}
+
+
+def _control(spec) -> w.Widget:
+    """The control of one parameter: its kind, choices, range and step; its help as tooltip.
+
+    A choice is a dropdown, a bool a checkbox, a number that may be None a text field
+    ("none" or empty for None, parsed by `_parse`), other numbers bounded number fields.
+    """
+    common = dict(description=spec.name, tooltip=spec.help, style={"description_width": "initial"})
+    label = 7 * len(spec.name)  # about the pixels of the description
+    if spec.kind == "choice":
+        width = label + 8 * max(len(c) for c in spec.choices) + 48
+        return w.Dropdown(options=list(spec.choices), layout=w.Layout(width=f"{width}px"), **common)
+    if spec.kind == "bool":
+        return w.Checkbox(indent=False, layout=w.Layout(width=f"{label + 36}px"), **common)
+    layout = w.Layout(width=f"{max(150, label + 90)}px")
+    if spec.nullable:
+        return w.Text(placeholder="none", continuous_update=False, layout=layout, **common)
+    low = spec.widget_min if spec.widget_min is not None else spec.minimum
+    bounds = {"min": low if low is not None else -1e300,
+              "max": spec.widget_max if spec.widget_max is not None else 1e300}
+    if spec.step is not None:
+        bounds["step"] = spec.step
+    if spec.kind == "int":
+        bounds = {k: int(max(min(v, 2**31 - 1), -(2**31))) for k, v in bounds.items()}
+        return w.BoundedIntText(layout=layout, **bounds, **common)
+    return w.BoundedFloatText(layout=layout, **bounds, **common)
+
+
+def _parse(spec, text: str):
+    """The value of a text field of a parameter that may be None ("" or "none": None)."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        return int(text) if spec.kind == "int" else float(text)
+    except ValueError:
+        kind = "an integer" if spec.kind == "int" else "a number"
+        raise ValueError(f"{spec.name} must be {kind} or empty; got {text!r}") from None
 
 
 def _status_html(text: str, *, error: bool = False, warning: bool = False) -> str:
@@ -449,14 +638,15 @@ def _status_html(text: str, *, error: bool = False, warning: bool = False) -> st
             f"font-family:var(--jp-ui-font-family, sans-serif)'>{html.escape(text)}</div>")
 
 
-#: Colours of the figures in `skymatch_nb_ui.plotting` (DATA_COLOR, BAD_COLOR, BEFORE_COLOR):
-#: a widget and a figure of one result agree.
-DATA_COLOR = CATEGORICAL[4]  # blue: the sky, the residuals after matching
-BAD_COLOR = CATEGORICAL[5]  # vermillion: no valid sky
-BEFORE_COLOR = "#737373"  # grey: the differences before matching
 #: Name at most this many images along the sky plot's x axis (then every k-th).
 MAX_IMAGE_TICKS = 16
 MAX_PAIR_TICKS = 12
+#: Above this many points a plot shows ranges: per bin of consecutive images (pairs), the span
+#: of their values as one bar (level of detail: thousands of SVG points would stall the page);
+#: the sky plot then draws the selected images as points.
+MAX_PLOT_POINTS = 2000
+#: The number of bins of such a plot.
+PLOT_BINS = 400
 
 
 class _SkyPlot:
@@ -464,22 +654,25 @@ class _SkyPlot:
 
     The sky plot names the images on its x axis, with error bars, and marks images without a
     valid sky as crosses on the bottom edge (never as a value); the differences before and
-    after matching have their legend above the plot, not over the points.
+    after matching have their legend above the plot, not over the points.  The marks take the
+    colours of the figures (`skymatch_nb_ui.display.colors`) on a light page and their dark-page
+    variants on a dark one (`set_theme`): bqplot's colours cannot follow CSS variables.
     """
 
     def __init__(self):
         import bqplot as bq
 
         self._bq = bq
+        colors = theme_colors(False)
         x, y = bq.LinearScale(min=-0.5, max=0.5), bq.LinearScale()
         self._x, self._y = x, y
         self._sky = bq.Scatter(x=[0], y=[0], scales={"x": x, "y": y}, default_size=40,
-                               interactions={"click": "select"}, colors=[DATA_COLOR],
-                               selected_style={"fill": BAD_COLOR, "stroke": BAD_COLOR},
+                               interactions={"click": "select"}, colors=[colors.data],
+                               selected_style={"fill": colors.bad, "stroke": colors.bad},
                                unselected_style={"opacity": 0.6})
-        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[DATA_COLOR])
+        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[colors.data])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
-                                   colors=[BAD_COLOR], default_size=50)
+                                   colors=[colors.bad], default_size=50)
         self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
                                tick_style={"font-size": "11px", "text-anchor": "end"})
         self._sky_fig = bq.Figure(
@@ -490,65 +683,104 @@ class _SkyPlot:
         )
         px, py = bq.LinearScale(min=-0.5, max=0.5), bq.LinearScale()
         self._px = px
-        self._before = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[BEFORE_COLOR],
+        self._before = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[colors.before],
                                   default_size=30)
-        self._after = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[DATA_COLOR],
+        self._after = bq.Scatter(x=[0], y=[0], scales={"x": px, "y": py}, colors=[colors.data],
                                  default_size=30)
         self._zero = bq.Lines(x=[-0.5, 0.5], y=[0, 0], scales={"x": px, "y": py},
-                              colors=["#9e9e9e"], line_style="dashed", stroke_width=1)
+                              colors=[colors.zero], line_style="dashed", stroke_width=1)
+        # many pairs: the range of the differences per bin of pairs instead of the points
+        self._before_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+                                      colors=[colors.before], stroke_width=3)
+        self._after_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+                                     colors=[colors.data], stroke_width=1.5)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
         pair_fig = bq.Figure(
-            marks=[self._zero, self._before, self._after],
+            marks=[self._zero, self._before_range, self._after_range, self._before, self._after],
             axes=[self._p_axis, bq.Axis(scale=py, side="left", label="difference")],
             layout=w.Layout(width="390px", height="240px"),
             fig_margin={"top": 12, "bottom": 40, "left": 60, "right": 24},
         )
         # the title and its legend above the plot, never over the points
-        heading = w.HTML(
-            "<div class='smnb-app-legend' style='font-family:var(--jp-ui-font-family, sans-serif);"
-            "color:var(--jp-ui-font-color1, #333);text-align:center;padding-left:36px'>"
-            "<div style='font-size:16px'>overlap differences</div><div style='font-size:12px'>"
-            f"<span style='color:{BEFORE_COLOR}'>●</span> before matching &nbsp; "
-            f"<span style='color:{DATA_COLOR}'>●</span> after</div></div>",
-            layout=w.Layout(width="390px"))
+        self._heading = w.HTML(_pairs_heading(colors), layout=w.Layout(width="390px"))
         self._valid_idx = np.zeros(0, int)
-        self.box = w.VBox([self._sky_fig, heading, pair_fig])
+        self.box = w.VBox([self._sky_fig, self._heading, pair_fig])
 
-    def update(self, result: xr.Dataset, pairs: xr.Dataset, selected: list[int]):
+    def set_theme(self, dark: bool) -> None:
+        """Colour the marks for a dark (True) or light page."""
+        colors = theme_colors(dark)
+        # the selection's style first: bqplot clears the style it replaces from every point,
+        # and the new colours then paint them again
+        self._sky.selected_style = {"fill": colors.bad, "stroke": colors.bad}
+        self._sky.colors = self._bars.colors = self._after.colors = [colors.data]
+        self._after_range.colors = [colors.data]
+        self._invalid.colors = [colors.bad]
+        self._before.colors = self._before_range.colors = [colors.before]
+        self._zero.colors = [colors.zero]
+        self._heading.value = _pairs_heading(colors)
+
+    def update(self, result: xr.Dataset, selected: list[int]):
         names = [str(n) for n in result.image.values]
         n = len(names)
         sky, err = result.sky.values.astype(float), result.sky_err.values.astype(float)
         ok = np.isfinite(sky) & result.valid.values.astype(bool)
+        self._sky_values, self._ok = sky, ok
+        self._ranges = int(ok.sum()) > MAX_PLOT_POINTS
         idx = np.arange(n)
-        self._valid_idx = idx[ok]
-        err_ok = np.where(np.isfinite(err[ok]), err[ok], 0.0)
-        lo, hi = _padded_range(np.concatenate([sky[ok] - err_ok, sky[ok] + err_ok]))
+        err_ok = np.where(np.isfinite(err), err, 0.0)
+        lo, hi = _padded_range(np.concatenate([sky[ok] - err_ok[ok], sky[ok] + err_ok[ok]]))
         ticks = idx[:: max(1, -(-n // MAX_IMAGE_TICKS))]
+        low, high = np.where(ok, sky - err_ok, np.nan), np.where(ok, sky + err_ok, np.nan)
+        if self._ranges:
+            bars_x, bars_y, size = _binned_ranges(low, high)
+            invalid = _binned_any(~ok, size)
+        else:
+            bars_x, bars_y = np.stack([idx[ok]] * 2, axis=1), np.stack([low[ok], high[ok]], axis=1)
+            invalid = idx[~ok]
         with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync():
             self._x.min, self._x.max = -0.5, n - 0.5
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
             self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
-            self._sky.x, self._sky.y = idx[ok], sky[ok]
-            self._bars.x = np.stack([idx[ok], idx[ok]], axis=1) if ok.any() else [[0, 0]]
-            self._bars.y = (np.stack([sky[ok] - err_ok, sky[ok] + err_ok], axis=1) if ok.any()
-                            else [[np.nan, np.nan]])
-            self._invalid.x = idx[~ok]
-            self._invalid.y = np.full((~ok).sum(), lo + 0.04 * (hi - lo))
-            self._sky.selected = self._positions(selected)
-        self._sky_fig.title = ("sky per image (±1σ); × no valid sky" if (~ok).any()
-                               else "sky per image (±1σ)")
-        m = len(pairs.pair) if pairs is not None else 0
+            self._bars.x = bars_x if len(bars_x) else [[0, 0]]
+            self._bars.y = bars_y if len(bars_y) else [[np.nan, np.nan]]
+            self._invalid.x = invalid
+            self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
+            self._draw_points(selected)
+        title = "sky per image (±1σ)" if not self._ranges else (
+            f"sky per image: ±1σ range per {-(-n // PLOT_BINS)} images, selected as points")
+        self._sky_fig.title = title + ("; × no valid sky" if (~ok).any() else "")
+        self._update_pairs(result)
+
+    def _update_pairs(self, result: xr.Dataset):
+        m = result.sizes.get("pair", 0)
         k = np.arange(m)
-        before = pairs.diff_before.values.astype(float) if m else np.zeros(0)
-        after = pairs.diff_after.values.astype(float) if m else np.zeros(0)
-        fb, fa = np.isfinite(before), np.isfinite(after)
+        before = result.diff_before.values.astype(float) if m else np.zeros(0)
+        after = result.diff_after.values.astype(float) if m else np.zeros(0)
+        ranges = m > MAX_PLOT_POINTS
         with self._before.hold_sync(), self._after.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
-            self._p_axis.tick_values = k[:: max(1, -(-m // MAX_PAIR_TICKS))]
+            ticks = MAX_PAIR_TICKS if m < 1000 else MAX_PAIR_TICKS // 2  # long numbers: fewer
+            self._p_axis.tick_values = k[:: max(1, -(-m // ticks))]
             self._zero.x = [-0.5, max(m, 1) - 0.5]
-            self._before.x, self._before.y = k[fb], before[fb]
-            self._after.x, self._after.y = k[fa], after[fa]
+            for points, spans, values in ((self._before, self._before_range, before),
+                                          (self._after, self._after_range, after)):
+                shown = np.isfinite(values) & (not ranges)
+                points.x, points.y = k[shown], values[shown]
+                x, y, _ = _binned_ranges(values, values) if ranges else ([], [], 1)
+                spans.x = x if len(x) else [[0, 0]]
+                spans.y = y if len(y) else [[np.nan, np.nan]]
+
+    def _draw_points(self, selected: list[int]):
+        """The points of the sky plot: every valid image, or (ranges) the selected ones."""
+        ok = self._ok
+        shown = np.flatnonzero(ok)
+        if self._ranges:
+            shown = np.array(sorted(k for k in selected if 0 <= k < len(ok) and ok[k]), dtype=int)
+        self._valid_idx = shown
+        with self._sky.hold_sync():
+            self._sky.x, self._sky.y = shown, self._sky_values[shown]
+            self._sky.selected = self._positions(selected)
 
     def _positions(self, indices: list[int]):
         """Points of the scatter (valid images only) of the given image indices."""
@@ -557,7 +789,10 @@ class _SkyPlot:
         return positions or None
 
     def select(self, indices: list[int]):
-        self._sky.selected = self._positions(indices)
+        if self._ranges:
+            self._draw_points(indices)
+        else:
+            self._sky.selected = self._positions(indices)
 
     def on_select(self, callback):
         """Call ``callback(image indices)`` when points are clicked in the sky plot."""
@@ -565,6 +800,47 @@ class _SkyPlot:
             lambda change: callback([] if change["new"] is None else
                                     [int(self._valid_idx[p]) for p in change["new"]]),
             "selected")
+
+
+def _pairs_heading(colors) -> str:
+    """The pair plot's title, styled as bqplot styles its own titles, and its legend."""
+    return (
+        "<div class='smnb-app-legend' style='text-align:center;padding-left:36px;"
+        "color:var(--bq-content-font-color, var(--jp-content-font-color1, #333))'>"
+        "<div style='font:var(--bq-mainheading-font, 16px sans-serif)'>overlap differences</div>"
+        "<div style='font:12px var(--jp-ui-font-family, sans-serif)'>"
+        f"<span style='color:{colors.before}'>●</span> before matching &nbsp; "
+        f"<span style='color:{colors.data}'>●</span> after</div></div>"
+    )
+
+
+class _ThemeProbe(anywidget.AnyWidget):
+    """Tells Python whether the page around the app is dark (for bqplot's colours)."""
+
+    _esm = esm("theme_probe.js")
+    dark = traitlets.Bool(False).tag(sync=True)
+
+
+def _binned_ranges(low: np.ndarray, high: np.ndarray, bins: int = PLOT_BINS):
+    """Per bin of consecutive items, the segment from the lowest ``low`` to the highest ``high``.
+
+    Returns (x, y) of shape (k, 2) each (bins without a finite value left out) and the bin size.
+    """
+    size = max(1, -(-len(low) // bins))
+    pad = (-len(low)) % size
+    lo = np.concatenate([np.where(np.isfinite(low), low, np.inf), np.full(pad, np.inf)]).reshape(-1, size)
+    hi = np.concatenate([np.where(np.isfinite(high), high, -np.inf), np.full(pad, -np.inf)]).reshape(-1, size)
+    lo, hi = lo.min(axis=1), hi.max(axis=1)
+    keep = np.isfinite(lo) & np.isfinite(hi)
+    centre = (np.arange(len(lo)) * size + (size - 1) / 2)[keep]
+    return np.stack([centre, centre], axis=1), np.stack([lo[keep], hi[keep]], axis=1), size
+
+
+def _binned_any(flags: np.ndarray, size: int) -> np.ndarray:
+    """The centres of the bins of ``size`` items where any flag is set."""
+    pad = (-len(flags)) % size
+    hit = np.concatenate([flags, np.zeros(pad, bool)]).reshape(-1, size).any(axis=1)
+    return (np.flatnonzero(hit) * size + (size - 1) / 2).astype(float)
 
 
 def _padded_range(values: np.ndarray) -> tuple[float, float]:

@@ -7,42 +7,27 @@ Python does the science (projection, colours, tooltips, flags); the front end
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import anywidget
 import numpy as np
 import traitlets
 import xarray as xr
 
-from .._colors import CATEGORICAL, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
-from ..collection import group_texts
-from ..engine.geometry import gnomonic, lonlat_to_xyz
-from ._assets import asset
+from ..display import encodings
+from ..display.encodings import COLOR_BY, image_fill, image_flags, number, pair_colors, sky_unit
+from ..display.projection import SkyProjection, footprint_centres, sky_projection, tangent_projection
+from ._assets import css_path, esm
 
-__all__ = ["FootprintMap", "COLOR_BY", "project_footprints"]
-
-#: The quantities the footprints can be coloured by.
-COLOR_BY = ("sky", "sky_err", "group", "component", "valid")
+__all__ = ["COLOR_BY", "FootprintMap", "project_footprints"]
 
 #: Display coordinates are rounded to this many decimals of an arcsecond.
 DECIMALS = 2
 
-#: Categorical legends list at most this many entries (then "N more").
-MAX_LEGEND = 12
-
-ARCSEC_PER_RADIAN = 180.0 / np.pi * 3600.0
-
-#: Corners farther than arccos(MIN_COS) from the tangent point cannot be projected usefully.
-MIN_COS = 0.05
-
-VALID_COLORS = {"valid": CATEGORICAL[4], "not valid": CATEGORICAL[5]}
-
-#: Colour-bar titles of the ramp quantities.
-RAMP_LABELS = {"sky": "sky", "sky_err": "sky uncertainty (1σ)"}
+ARCSEC_PER_DEGREE = 3600.0
 
 
 def project_footprints(lon, lat) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Project footprint corners onto the plane tangent at their mean direction.
+    """Project footprint corners onto the plane tangent at the mosaic's centre.
 
     Parameters
     ----------
@@ -55,9 +40,15 @@ def project_footprints(lon, lat) -> tuple[np.ndarray, np.ndarray, tuple[float, f
         Corners in arcsec in the display frame: x grows to the right, which is *west*
         (RA increases to the left), y grows up (north).
     centers : ndarray, shape (n, 2)
-        Mean of each image's corners in the same frame.
+        Each footprint's centre (the mean direction of its corners) in the same frame.
     tangent : (float, float)
         (lon, lat) of the tangent point in degrees.
+
+    Raises
+    ------
+    ValueError
+        When the footprints are too spread out for one tangent plane (the map then draws
+        them on an all-sky projection: `skymatch_nb_ui.display.projection`).
 
     Examples
     --------
@@ -65,30 +56,19 @@ def project_footprints(lon, lat) -> tuple[np.ndarray, np.ndarray, tuple[float, f
     >>> polygons[0, :, 0].round(2).tolist()     # larger RA on the left
     [-3.6, 3.6]
     """
+    projection = tangent_projection(lon, lat)
+    polygons, centers = _display(projection, lon, lat)
+    return polygons, centers, (projection.lon, projection.lat)
+
+
+def _display(projection: SkyProjection, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """(polygons (n, m, 2), centres (n, 2)) in the display frame: arcsec, x = west, y = north."""
     lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    xyz = lonlat_to_xyz(lon.ravel(), lat.ravel())
-    center = xyz.sum(axis=0)
-    center /= np.linalg.norm(center)
-    if np.min(xyz @ center) <= MIN_COS:
-        raise ValueError(
-            "the footprints span more than a hemisphere; the map needs every corner within "
-            f"{np.degrees(np.arccos(MIN_COS)):.0f} degrees of their mean direction"
-        )
-    tangent_lon = float(np.arctan2(center[1], center[0]))
-    tangent_lat = float(np.arcsin(np.clip(center[2], -1.0, 1.0)))
-    uv = gnomonic(xyz, center, _east_north(tangent_lon, tangent_lat)) * ARCSEC_PER_RADIAN
-    display = np.stack([-uv[:, 0], uv[:, 1]], axis=-1).reshape(lon.shape + (2,))
-    return display, display.mean(axis=1), (np.degrees(tangent_lon) % 360.0, np.degrees(tangent_lat))
-
-
-def _east_north(lon: float, lat: float) -> np.ndarray:
-    """Unit vectors towards east and north at (lon, lat) in radians (any latitude but a pole).
-
-    Unlike the engine's `tangent_basis` (any orthonormal pair), these keep north up on the map.
-    """
-    east = np.array([-np.sin(lon), np.cos(lon), 0.0])
-    north = np.array([-np.sin(lat) * np.cos(lon), -np.sin(lat) * np.sin(lon), np.cos(lat)])
-    return np.stack([east, north])
+    xi, eta = projection.project(lon, lat)
+    cxi, ceta = projection.project(*footprint_centres(lon, lat))
+    polygons = np.stack([-xi, eta], axis=-1) * ARCSEC_PER_DEGREE
+    centers = np.stack([-cxi, ceta], axis=-1) * ARCSEC_PER_DEGREE
+    return polygons, centers
 
 
 def _rounded(values: np.ndarray) -> list:
@@ -96,53 +76,66 @@ def _rounded(values: np.ndarray) -> list:
 
 
 class FootprintMap(anywidget.AnyWidget):
-    """A map of the images' footprints, coloured by a sky-matching result.
+    r"""A map of the images' footprints, coloured by a sky-matching result.
 
     The footprints are projected onto the plane tangent at the mosaic's centre, with north
-    up and RA increasing to the left.  Colour by ``sky``, ``sky_err``, ``group``,
-    ``component`` or ``valid``; images without a valid sky are hatched and images outside
-    the largest connected component have a dashed outline.
+    up and RA increasing to the left (images too far apart for one tangent plane: an all-sky
+    Hammer-Aitoff map; see `skymatch_nb_ui.display.projection`).  Colour by ``sky``,
+    ``sky_err``, ``npix``, ``group``, ``component`` or ``valid``, as the figures of
+    `skymatch_nb_ui.plotting` do (`skymatch_nb_ui.display.encodings` decides both); images
+    without a valid sky are hatched and images outside the largest connected component have a
+    dashed outline.
 
     Parameters
     ----------
     collection : ImageCollection
         The images.
     result : xarray.Dataset, optional
-        A result of ``collection.skymatch(...)``; without one only groups are known.
-    pairs : xarray.Dataset, optional
-        Per-pair diagnostics (``collection.last_pairs``) for the overlap lines; by default
-        ``collection.last_pairs`` when ``result`` is ``collection.last_result``.
+        A result of ``collection.skymatch(...)`` (its images and its overlap pairs); without
+        one only groups are known.
     color_by : str
         One of `COLOR_BY`.
 
     Notes
     -----
-    Traitlets (all state lives in them, so a saved notebook re-renders without a kernel);
-    coordinates are arcsec in the display frame (x right = west, y up = north), rounded to
-    0.01 arcsec.
+    All state lives in traitlets, so a saved notebook re-renders without a kernel.  Arrays
+    over images and pairs travel as binary buffers (little-endian), not JSON lists.  The
+    numbers of tooltips (4 significant digits) travel as float32: `tooltips` and `pairs`
+    write the very numbers the front end writes.  Coordinates
+    are arcsec in the display frame (x right = west, y up = north).
 
     Set by Python, drawn by the front end:
 
     - ``names``: list of str, the image names.
-    - ``polygons``: one ``[[x, y], ...]`` corner list per image.
-    - ``centers``: one ``[x, y]`` per image.
-    - ``fill``: one CSS colour per image.
-    - ``tooltips``: one text per image (lines separated by ``"\\n"``).
-    - ``flags``: one list per image of ``"invalid"`` (no valid sky) and/or
-      ``"disconnected"`` (not in the largest overlap component).
+    - ``shapes``: ``{"corners": m, "polygons": float32 (n, m, 2), "centers": float32 (n, 2)}``,
+      each footprint's corners and centre (the mean direction of its corners, projected).
+    - ``projection``: ``{"kind": "tangent" | "allsky", "label"}`` (an all-sky map has no
+      scale bar: its scale varies).
+    - ``fill_rgb``: uint8 (n, 3), each footprint's colour.
+    - ``images``: what the tooltips and outlines say of each image: ``{"solved", "unit",
+      "flags": uint8 (1: no valid sky, hatched; 2: outside the largest component, dashed),
+      "sky", "sky_err": float32, "component": int32, "group", "reason": {"texts": [...],
+      "index": int32}}``.
     - ``colorbar``: ``{"kind": "ramp", "colors", "vmin", "vmax", "label"}`` or
       ``{"kind": "categories", "labels", "colors", "more", "label"}``.
-    - ``pairs``: one ``{"a": [x, y], "b": [x, y], "color", "title", "valid", "flagged"}``
-      per pair of overlapping inputs, between the inputs' centres (a group's centre is the
-      mean of its images' centres), coloured by the residual after the solve; ``flagged``:
-      down-weighted by the robust solve (drawn dotted, with a legend entry).
-    - ``pairs_colorbar``: the residual scale of ``pairs`` (a ``"ramp"`` colour bar).
+    - ``pair_shapes``: the overlapping pairs of inputs, ``{"inputs": [input names],
+      "a", "b": int32 (indices into inputs), "ends": float32 (p, 4)}`` (a line between the
+      inputs' centres; a group's centre is the mean of its images' centres).
+    - ``pair_values``: ``{"unit", "color": uint8 (p, 3), "state": uint8 (1: used in the
+      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float32}``,
+      coloured by the residual after the solve.
+    - ``pairs_colorbar``: the residual scale of the pairs (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
+    - ``renderer``: ``"auto"`` (SVG up to `SVG_LIMIT` images, else canvas), ``"svg"`` or
+      ``"canvas"``.
+
+    The same content as lists, for Python: `polygons`, `centers`, `fill`, `flags`,
+    `tooltips` (the text the front end builds from ``images``) and `pairs`.
 
     Two-way (the user changes them in the map, Python may too):
 
-    - ``color_by``: str; changing it recomputes ``fill`` and ``colorbar``.
-    - ``show_overlaps``: bool, draw ``pairs``.
+    - ``color_by``: str; changing it recomputes ``fill_rgb`` and ``colorbar``.
+    - ``show_overlaps``: bool, draw the pairs.
     - ``selected``: list of image names (in collection order).
     - ``hovered``: the name under the mouse or the keyboard focus, ``""`` for none.
 
@@ -166,59 +159,138 @@ class FootprintMap(anywidget.AnyWidget):
     >>> fmap.color_by = "group"
     """
 
-    _esm = asset("footprint_map.js")
-    _css = asset("footprint_map.css")
+    _esm = esm("footprint_map.js")
+    _css = css_path("footprint_map.css")
 
     names = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    polygons = traitlets.List().tag(sync=True)
-    centers = traitlets.List().tag(sync=True)
-    fill = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    tooltips = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    flags = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    shapes = traitlets.Dict().tag(sync=True)
+    projection = traitlets.Dict().tag(sync=True)
+    fill_rgb = traitlets.Bytes().tag(sync=True)
+    images = traitlets.Dict().tag(sync=True)
     colorbar = traitlets.Dict().tag(sync=True)
-    pairs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    pair_shapes = traitlets.Dict().tag(sync=True)
+    pair_values = traitlets.Dict().tag(sync=True)
     pairs_colorbar = traitlets.Dict().tag(sync=True)
     color_by_options = traitlets.List(traitlets.Unicode(), default_value=list(COLOR_BY)).tag(sync=True)
+    renderer = traitlets.Unicode("auto").tag(sync=True)
 
     color_by = traitlets.Unicode("sky").tag(sync=True)
     show_overlaps = traitlets.Bool(False).tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
     hovered = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, collection, result: xr.Dataset | None = None, pairs: xr.Dataset | None = None,
-                 *, color_by: str = "sky", **kwargs):
+    def __init__(self, collection, result: xr.Dataset | None = None, *, color_by: str = "sky",
+                 **kwargs):
         self._collection = collection
-        self._result: _Solved | None = None
-        self._unit = ""
-        polygons, centers, self.tangent = project_footprints(*collection.footprints)
-        self._centers = centers
+        self._result: xr.Dataset | None = None
+        self._pair_cache: tuple = ((), {}, np.zeros((0, 4)))  # (grouping, pair_shapes, ends)
+        lon, lat = collection.footprints
+        self._projection = sky_projection(lon, lat)
+        self.tangent = (self._projection.lon, self._projection.lat)
+        polygons, centers = _display(self._projection, lon, lat)
+        self._polygons = np.round(polygons, DECIMALS)
+        self._centers = np.round(centers, DECIMALS)
+        self._index = {name: k for k, name in enumerate(collection.names)}
         super().__init__(
-            names=list(collection.names), polygons=_rounded(polygons), centers=_rounded(centers),
+            names=list(collection.names),
+            shapes={"corners": self._polygons.shape[1], "polygons": _f32(self._polygons),
+                    "centers": _f32(self._centers)},
+            projection={"kind": self._projection.kind, "label": self._projection.label},
             color_by=color_by, **kwargs,
         )
-        self.update(result, pairs)
+        self.update(result)
 
     # -- public API ------------------------------------------------------------------------------
-    def update(self, result: xr.Dataset | None = None, pairs: xr.Dataset | None = None) -> None:
-        """Re-colour from a result of ``collection.skymatch`` (None: groups only).
-
-        ``pairs`` defaults to ``collection.last_pairs`` when ``result`` is the collection's
-        ``last_result``.
-        """
+    def update(self, result: xr.Dataset | None = None) -> None:
+        """Re-colour from a result of ``collection.skymatch`` (None: groups only)."""
         if result is not None and list(map(str, result.image.values)) != list(self.names):
             raise ValueError(
                 "result is not a result of this map's collection: its image names differ; pass "
                 "the Dataset returned by collection.skymatch()"
             )
-        if pairs is None and result is not None and result is self._collection.last_result:
-            pairs = self._collection.last_pairs
-        self._result = _Solved.of(result) if result is not None else None
-        self._unit = _unit(self._collection, result)
+        self._result = result
         with self.hold_sync():
             self._recolor()
-            self.tooltips = self._tooltips()
-            self.flags = self._flags()
-            self.pairs, self.pairs_colorbar = self._pairs(pairs)
+            self.images = self._images()
+            self.pair_shapes, self.pair_values, self.pairs_colorbar = self._pairs()
+
+    # -- the same content as lists (Python's view of what the front end draws) -------------------
+    @property
+    def polygons(self) -> list:
+        """One ``[[x, y], ...]`` corner list per image (arcsec, display frame, 0.01" steps)."""
+        return self._polygons.tolist()
+
+    @property
+    def centers(self) -> list:
+        """One ``[x, y]`` per image: the mean direction of its corners, projected."""
+        return self._centers.tolist()
+
+    @property
+    def fill(self) -> list[str]:
+        """One ``#rrggbb`` colour per image (as `skymatch_nb_ui.display` gives it)."""
+        return list(self._fill)
+
+    @property
+    def flags(self) -> list[list[str]]:
+        """Per image: ``"invalid"`` (no valid sky, hatched), ``"disconnected"`` (dashed)."""
+        bits = np.frombuffer(self.images["flags"], np.uint8)
+        return [(["invalid"] if b & 1 else []) + (["disconnected"] if b & 2 else []) for b in bits.tolist()]
+
+    @property
+    def tooltips(self) -> list[str]:
+        r"""Each image's tooltip, as the front end writes it (lines separated by ``"\n"``)."""
+        info = self.images
+        group, reason = _decoded(info["group"]), _decoded(info["reason"])
+        unit = f" {info['unit']}" if info["unit"] else ""
+        if info["solved"]:
+            sky, err = np.frombuffer(info["sky"], np.float32), np.frombuffer(info["sky_err"], np.float32)
+            component = np.frombuffer(info["component"], np.int32).tolist()
+            invalid = (np.frombuffer(info["flags"], np.uint8) & 1).astype(bool).tolist()
+        texts = []
+        for k, name in enumerate(self.names):
+            lines = [name, f"group: {group[k]}"]
+            if not info["solved"]:
+                lines.append("no result yet")
+            else:
+                lines.append(f"sky: {number(sky[k])} ± {number(err[k])}{unit}")
+                lines.append(f"component: {component[k]}")
+                if invalid[k]:
+                    lines.append(f"NOT valid: {reason[k] or 'no sky'}")
+                else:
+                    lines.append("valid" + (f" ({reason[k]})" if reason[k] else ""))
+            texts.append("\n".join(lines))
+        return texts
+
+    @property
+    def pairs(self) -> list[dict]:
+        """One ``{"a", "b", "color", "title", "valid", "flagged"}`` per overlapping pair of inputs.
+
+        ``flagged``: down-weighted by the robust solve (drawn dotted, with a legend row).
+        """
+        shapes, values = self.pair_shapes, self.pair_values
+        if not shapes:
+            return []
+        inputs = shapes["inputs"]
+        a, b = np.frombuffer(shapes["a"], np.int32), np.frombuffer(shapes["b"], np.int32)
+        ends = self._pair_cache[2]
+        state = np.frombuffer(values["state"], np.uint8).tolist()
+        after = np.frombuffer(values["after"], np.float32)
+        before = np.frombuffer(values["before"], np.float32)
+        weight = np.frombuffer(values["weight"], np.float32)
+        unit = f" {values['unit']}" if values["unit"] else ""
+        out = []
+        for k in range(len(a)):
+            title = (f"{inputs[a[k]]} – {inputs[b[k]]}\nresidual after: {number(after[k])}{unit}\n"
+                     f"difference before: {number(before[k])}{unit}")
+            if not state[k] & 1:
+                title += "\nnot used (no valid pixels)"
+            elif state[k] & 2:
+                title += (f"\ndown-weighted by the robust solve (weight x {number(weight[k])}): "
+                          "something only one image sees?")
+            out.append({"a": ends[k, :2].tolist(), "b": ends[k, 2:].tolist(),
+                        "color": self._pair_colors[k], "title": title,
+                        "valid": bool(state[k] & 1), "flagged": bool(state[k] & 2)})
+        return out
 
     def select(self, names: str | Iterable[str]) -> None:
         """Select these images (replacing the selection)."""
@@ -256,185 +328,117 @@ class FootprintMap(anywidget.AnyWidget):
 
     @traitlets.validate("color_by")
     def _valid_color_by(self, proposal):
-        value = proposal["value"]
-        if value not in COLOR_BY:
-            raise ValueError(f"color_by must be one of {list(COLOR_BY)}; got {value!r}")
-        return value
+        return encodings.check_color_by(proposal["value"])
 
     @traitlets.observe("color_by")
     def _color_by_changed(self, change):
         if self.names:  # not during __init__, before update() ran
             self._recolor()
 
-    # -- colours, tooltips, flags, pairs ---------------------------------------------------------
+    # -- colours, image facts, pairs --------------------------------------------------------------
+    def _shown(self) -> xr.Dataset:
+        """What the colours are read from: the result, or the collection's groups."""
+        return self._result if self._result is not None else self._collection.table
+
+    def _unit(self) -> str:
+        return sky_unit(self._result) if self._result is not None else self._collection._sky_unit()
+
     def _recolor(self) -> None:
-        self.fill, self.colorbar = self._colors(self.color_by)
+        fill = image_fill(self._shown(), self.color_by, unit=self._unit())
+        self._fill = fill.colors
+        self.fill_rgb, self.colorbar = _rgb(fill.colors), fill.legend.as_json()
 
-    def _colors(self, quantity: str) -> tuple[list[str], dict]:
-        if quantity == "group":
-            labels = [g or None for g in self._groups()]
-            return _category_colors(labels, "group", none_label="none (own sky)")
-        r = self._result
+    def _group_texts(self) -> list[str]:
+        return [str(g) for g in self._shown()["group"].values]
+
+    def _images(self) -> dict:
+        """What tooltips and outlines say of each image (see the class notes)."""
+        r, n = self._result, len(self.names)
+        groups = [g or encodings.NONE_GROUP for g in self._group_texts()]
+        flags = image_flags(r, n)
+        info = {"solved": r is not None, "unit": self._unit(), "group": _encoded(groups),
+                "flags": (flags.invalid.astype(np.uint8) | flags.disconnected.astype(np.uint8) << 1)
+                .tobytes()}
         if r is None:
-            return [MISSING] * len(self.names), _categories(["no result yet: run skymatch()"], [MISSING], quantity)
-        if quantity == "component":
-            largest = _largest_component(r.component)
-            labels = [f"{c} (largest)" if c == largest else str(c) for c in r.component]
-            return _category_colors(labels, "component")
-        if quantity == "valid":
-            labels = ["valid" if v else "not valid" for v in r.valid]
-            order = [k for k in VALID_COLORS if k in labels]
-            colorbar = _categories(order, [VALID_COLORS[k] for k in order], "valid sky")
-            return [VALID_COLORS[k] for k in labels], colorbar
-        values = np.where(r.valid, getattr(r, quantity), np.nan)
-        finite = values[np.isfinite(values)]
-        vmin = float(finite.min()) if finite.size else 0.0
-        vmax = float(finite.max()) if finite.size else 0.0
-        colorbar = {"kind": "ramp", "colors": list(VIRIDIS), "vmin": vmin, "vmax": vmax,
-                    "label": _with_unit(RAMP_LABELS[quantity], self._unit)}
-        return ramp(values, VIRIDIS, vmin, vmax), colorbar
+            return {**info, "sky": b"", "sky_err": b"", "component": b"", "reason": _encoded([""] * n)}
+        return {**info, "sky": _f32(r["sky"].values), "sky_err": _f32(r["sky_err"].values),
+                "component": np.ascontiguousarray(r["component"].values, "<i4").tobytes(),
+                "reason": _encoded(r["reason"].values.astype(str).tolist())}
 
-    def _groups(self) -> list[str]:
-        if self._result is not None:
-            return self._result.group
-        return group_texts(self._collection.groups.values())
-
-    def _tooltips(self) -> list[str]:
-        groups = self._groups()
+    def _pairs(self) -> tuple[dict, dict, dict]:
         r = self._result
-        unit = f" {self._unit}" if self._unit else ""
-        texts = []
-        for k, name in enumerate(self.names):
-            lines = [name, f"group: {groups[k] or 'none (own sky)'}"]
-            if r is None:
-                lines.append("no result yet")
-            else:
-                lines.append(f"sky: {_number(r.sky[k])} ± {_number(r.sky_err[k])}{unit}")
-                lines.append(f"component: {r.component[k]}")
-                reason = r.reason[k]
-                if r.valid[k]:
-                    lines.append("valid" + (f" ({reason})" if reason else ""))
-                else:
-                    lines.append(f"NOT valid: {reason or 'no sky'}")
-            texts.append("\n".join(lines))
-        return texts
+        if r is None or r.sizes.get("pair", 0) == 0:
+            return {}, {}, {}
+        a, b = r["a"].values.astype(str), r["b"].values.astype(str)
+        unit = self._unit()
+        style = pair_colors(r, unit=unit)
+        state = r["pair_valid"].values.astype(np.uint8)
+        if "flagged" in r:  # down-weighted by a robust solve
+            flagged = r["flagged"].values.astype(bool) & r["pair_valid"].values.astype(bool)
+            state |= flagged.astype(np.uint8) << 1
+        weight = r["robust_weight"].values if "robust_weight" in r else np.full(len(a), np.nan)
+        self._pair_colors = style.colors
+        values = {"unit": unit, "color": _rgb(style.colors), "state": state.tobytes(),
+                  "after": _f32(r["diff_after"].values), "before": _f32(r["diff_before"].values),
+                  "weight": _f32(weight)}
+        return self._pair_shapes(a, b), values, style.legend.as_json()
 
-    def _flags(self) -> list[list[str]]:
-        r = self._result
-        if r is None:
-            return [[] for _ in self.names]
-        largest = _largest_component(r.component)
-        return [
-            (["invalid"] if not valid else []) + (["disconnected"] if c != largest else [])
-            for valid, c in zip(r.valid, r.component)
-        ]
-
-    def _pairs(self, p: xr.Dataset | None) -> tuple[list[dict], dict]:
-        if p is None or p.sizes.get("pair", 0) == 0:
-            return [], {}
-        a, b = p["a"].values.astype(str).tolist(), p["b"].values.astype(str).tolist()
+    def _pair_shapes(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """The pairs' inputs and lines (cached: they change only with the grouping)."""
+        key = (tuple(self._group_texts()), a.tobytes(), b.tobytes())
+        if self._pair_cache[0] == key:
+            return self._pair_cache[1]
         centres = self._input_centres()
-        unknown = sorted(set(a + b) - set(centres))
+        inputs = list(dict.fromkeys([*a.tolist(), *b.tolist()]))
+        unknown = sorted(set(inputs) - set(centres))
         if unknown:
             raise ValueError(
-                f"pairs name inputs that are neither images nor groups of this map: {unknown}; "
-                "pass the collection's last_pairs of the same run as result"
+                f"the result's pairs name inputs that are neither images nor groups of this map: "
+                f"{unknown}; pass the Dataset returned by collection.skymatch()"
             )
-        after = p["diff_after"].values.astype(float)
-        before = p["diff_before"].values.astype(float)
-        valid = p["valid"].values.astype(bool).tolist()
-        flagged = (p["flagged"].values.astype(bool) if "flagged" in p
-                   else np.zeros(len(a), bool)).tolist()
-        factor = (p["robust_weight"].values.astype(float) if "robust_weight" in p
-                  else np.full(len(a), np.nan))
-        finite = np.abs(after[np.isfinite(after)])
-        limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        colors = diverging(after, limit)
-        ends_a = _rounded(np.array([centres[x] for x in a]))
-        ends_b = _rounded(np.array([centres[x] for x in b]))
-        unit = f" {self._unit}" if self._unit else ""
-        out = []
-        for k in range(len(a)):
-            title = (f"{a[k]} – {b[k]}\nresidual after: {_number(after[k])}{unit}\n"
-                     f"difference before: {_number(before[k])}{unit}")
-            if not valid[k]:
-                title += "\nnot used (no valid pixels)"
-            elif flagged[k]:
-                title += (f"\ndown-weighted by the robust solve (weight x {_number(factor[k])}): "
-                          "something only one image sees?")
-            out.append({"a": ends_a[k], "b": ends_b[k], "color": colors[k] if valid[k] else MISSING,
-                        "title": title, "valid": valid[k], "flagged": valid[k] and flagged[k]})
-        colorbar = {"kind": "ramp", "colors": list(DIVERGING), "vmin": -limit, "vmax": limit,
-                    "label": _with_unit("overlap residual after solve", self._unit)}
-        return out, colorbar
+        number_of = {name: k for k, name in enumerate(inputs)}
+        ia = np.array([number_of[x] for x in a.tolist()], "<i4")
+        ib = np.array([number_of[x] for x in b.tolist()], "<i4")
+        points = np.array([centres[x] for x in inputs]).reshape(-1, 2)
+        ends = np.round(np.concatenate([points[ia], points[ib]], axis=1), DECIMALS)
+        shapes = {"inputs": inputs, "a": ia.tobytes(), "b": ib.tobytes(), "ends": _f32(ends)}
+        self._pair_cache = (key, shapes, ends)
+        return shapes
 
     def _input_centres(self) -> dict[str, np.ndarray]:
         """The centre of each solve input: an image alone, or the mean of a group's images."""
-        members: dict[str, list[int]] = {}
-        for k, (name, group) in enumerate(zip(self.names, self._groups())):
-            members.setdefault(group or name, []).append(k)
-        return {label: self._centers[idx].mean(axis=0) for label, idx in members.items()}
+        groups = np.array(self._group_texts(), dtype=object)
+        centres = {name: self._centers[k] for k, name in enumerate(self.names) if not groups[k]}
+        labelled = groups != ""
+        if labelled.any():
+            labels, inverse = np.unique(groups[labelled].astype(str), return_inverse=True)
+            sums = np.zeros((len(labels), 2))
+            np.add.at(sums, inverse, self._centers[labelled])
+            counts = np.bincount(inverse, minlength=len(labels))[:, None]
+            centres.update(zip(labels.tolist(), sums / counts))
+        return centres
 
 
-@dataclass(frozen=True)
-class _Solved:
-    """The per-image columns of a result that the map shows, as plain Python/numpy values."""
-
-    sky: np.ndarray
-    sky_err: np.ndarray
-    valid: list[bool]
-    reason: list[str]
-    component: list[int]
-    group: list[str]
-
-    @classmethod
-    def of(cls, result: xr.Dataset) -> _Solved:
-        return cls(
-            sky=result["sky"].values.astype(float), sky_err=result["sky_err"].values.astype(float),
-            valid=result["valid"].values.astype(bool).tolist(),
-            reason=result["reason"].values.astype(str).tolist(),
-            component=result["component"].values.astype(int).tolist(),
-            group=result["group"].values.astype(str).tolist(),
-        )
+# -- binary buffers -------------------------------------------------------------------------------
+def _f32(values) -> bytes:
+    return np.ascontiguousarray(values, "<f4").tobytes()
 
 
-def _unit(collection, result: xr.Dataset | None) -> str:
-    """The unit of the sky values: the result's, else the images' common BUNIT, else ''."""
-    if result is not None and result["sky"].attrs.get("units"):
-        return str(result["sky"].attrs["units"])
-    table = collection.table
-    if "bunit" in table:
-        units = {u for u in table["bunit"].values if u}
-        if len(units) == 1:
-            return str(units.pop())
-    return ""
+def _rgb(colors: list[str]) -> bytes:
+    """``#rrggbb`` strings as packed RGB bytes."""
+    return bytes.fromhex("".join(c[1:7] for c in colors))
 
 
-# -- helpers -------------------------------------------------------------------------------------
-def _largest_component(component) -> int:
-    values, counts = np.unique(component, return_counts=True)
-    return int(values[np.argmax(counts)]) if values.size else 0
+def _encoded(texts: list[str]) -> dict:
+    """Many strings, few distinct: ``{"texts": the distinct ones, "index": int32 per item}``."""
+    distinct = list(dict.fromkeys(texts))
+    number_of = {t: k for k, t in enumerate(distinct)}
+    return {"texts": distinct, "index": np.array([number_of[t] for t in texts], "<i4").tobytes()}
 
 
-def _category_colors(labels: list, title: str, none_label: str = "none") -> tuple[list[str], dict]:
-    palette = categorical(labels)
-    fill = [palette[label] for label in labels]
-    order = sorted(palette, key=lambda label: label is None)  # "none" last in the legend
-    shown = [none_label if label is None else str(label) for label in order]
-    return fill, _categories(shown, [palette[label] for label in order], title)
-
-
-def _categories(labels: list[str], colors: list[str], title: str) -> dict:
-    return {"kind": "categories", "labels": labels[:MAX_LEGEND], "colors": colors[:MAX_LEGEND],
-            "more": max(0, len(labels) - MAX_LEGEND), "label": title}
-
-
-def _with_unit(label: str, unit: str) -> str:
-    return f"{label} [{unit}]" if unit else f"{label} (image units)"
-
-
-def _number(value: float) -> str:
-    return f"{value:.4g}" if np.isfinite(value) else "n/a"
+def _decoded(encoded: dict) -> list[str]:
+    texts = encoded["texts"]
+    return [texts[k] for k in np.frombuffer(encoded["index"], np.int32).tolist()]
 
 
 def _abbreviated(names: list[str], limit: int = 8) -> str:

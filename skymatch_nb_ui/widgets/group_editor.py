@@ -15,9 +15,9 @@ import anywidget
 import numpy as np
 import traitlets
 
-from .._colors import categorical
 from ..collection import META_COLUMNS, group_texts
-from ._assets import asset
+from ..display.encodings import group_palette
+from ._assets import css_path, esm
 
 __all__ = ["GroupEditor"]
 
@@ -31,7 +31,9 @@ KEYWORD_PRESET = "by:"
 class GroupEditor(anywidget.AnyWidget):
     """Edit the sky groups of an `ImageCollection`: chips, presets, warnings and undo.
 
-    Every accepted edit is written to ``collection.groups`` and to the `groups` traitlet;
+    The editor is the one writer of the groups in the widgets: every accepted edit (of the
+    page, of a method, of `groups`, of `set_labels`, an undo) is written to
+    ``collection.groups`` in one place and shown in the `groups` traitlet;
     a rejected one raises `ValueError` (from Python) or shows its message in the widget
     (from the UI, through the `error` traitlet).  The editor shows labels as text
     (`skymatch_nb_ui.collection.group_texts`) but never changes the collection's own labels:
@@ -61,8 +63,8 @@ class GroupEditor(anywidget.AnyWidget):
     names : list of str
         The image names, in order (read-only).
     colors : dict
-        {label: "#rrggbb"}, from `skymatch_nb_ui._colors.categorical` in order of first
-        appearance, as the other views colour groups.
+        {label: "#rrggbb"}, from `skymatch_nb_ui.display.encodings.group_palette` in order of
+        first appearance, as the other views colour groups.
     presets : list of dict
         One-click groupings: ``{"id", "label", "title"}``; ``"alone"`` and one ``"by:<column>"``
         per metadata column of ``collection.table`` that groups some images together while
@@ -71,7 +73,8 @@ class GroupEditor(anywidget.AnyWidget):
         The id of the preset that gives the current groups, or ``""``.
     isolated : list of str
         Labels of groups that overlap no image outside themselves: their sky cannot be matched
-        to the rest (e.g. a group holding a whole disconnected part of the mosaic).
+        to the rest (e.g. a group holding a whole disconnected part of the mosaic); from
+        `ImageCollection.isolated_groups`.
     can_undo : bool
         Whether `undo` has an edit to take back.
     error : str
@@ -114,8 +117,8 @@ class GroupEditor(anywidget.AnyWidget):
     ValueError: rename('e1', 'second'): a group named 'second' already exists; ...
     """
 
-    _esm = asset("group_editor.js")
-    _css = asset("group_editor.css")
+    _esm = esm("group_editor.js")
+    _css = css_path("group_editor.css")
 
     groups = traitlets.Dict().tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -129,18 +132,16 @@ class GroupEditor(anywidget.AnyWidget):
 
     def __init__(self, collection, **kwargs):
         self._collection = collection
-        self._history: list[dict] = []
-        self._restoring = False  # True while undo() sets `groups`: no new undo entry
-        self._loading = True  # the initial state is neither an edit nor written back
+        self._history: list[list] = []  # the collection's labels before each edit
+        self._showing = False  # True while `groups` is set to show the collection's labels
         self._from_page = False
         self._labels: dict = {}  # text shown -> the collection's own label
+        self._shown: list = list(collection.groups.values())  # the labels `groups` shows
         super().__init__(**kwargs)
         self._preset_groups = _preset_groupings(collection)
         self.set_trait("names", list(collection.names))
         self.set_trait("presets", [meta for meta, _ in self._preset_groups.values()])
-        self.groups = self._texts(collection.groups)
-        self._loading = False
-        self._refresh_derived()
+        self._show()
         self.on_msg(self._on_message)
 
     @property
@@ -209,24 +210,34 @@ class GroupEditor(anywidget.AnyWidget):
             )
         self.groups = self._preset_groups[preset_id][1]
 
+    def set_labels(self, groups) -> None:
+        """Give the images these labels, as they are (an int stays an int): one undo step.
+
+        ``groups``: a mapping {image name: label} (images left out become alone) or one label
+        per image, as ``ImageCollection.groups`` takes them (it validates them).  This is how
+        `SkyMatchApp.groups` writes.
+
+        Examples
+        --------
+        >>> editor.set_labels({"img00": 1, "img01": 1})       # doctest: +SKIP
+        """
+        self._write(self._collection._checked_groups(groups))
+
     def undo(self) -> None:
         """Take back the last edit (each edit, preset or assignment of `groups` is one step)."""
         if not self._history:
             raise ValueError("undo(): there is no edit to undo")
-        previous = self._history.pop()
-        self._restoring = True
-        try:
-            self.groups = previous
-        finally:
-            self._restoring = False
-        self._refresh_derived()
+        self._write(self._history.pop(), record=False)
 
     def refresh(self) -> None:
         """Re-read the groups from the collection (after it was changed without the editor).
 
         Like any change of `groups`, this is one step `undo` can take back.
         """
-        self.groups = self._texts(self._collection.groups)
+        current = list(self._collection.groups.values())
+        if not _same_labels(current, self._shown):
+            self._history = (self._history + [self._shown])[-UNDO_DEPTH:]
+        self._show()
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -254,12 +265,27 @@ class GroupEditor(anywidget.AnyWidget):
 
     @traitlets.observe("groups")
     def _on_groups(self, change):
-        if self._loading:
-            return
-        if not self._restoring:
-            self._history = (self._history + [change["old"]])[-UNDO_DEPTH:]
-        self._collection.groups = self._labels_of(change["new"])
+        if not self._showing:  # an edit of the texts (the page, Python): write its labels
+            self._write(list(self._labels_of(change["new"]).values()))
+
+    def _write(self, labels: list, *, record: bool = True) -> None:
+        """The one place the widgets write the collection's groups; then show them."""
+        current = list(self._collection.groups.values())
+        if not _same_labels(labels, current):
+            if record:
+                self._history = (self._history + [current])[-UNDO_DEPTH:]
+            self._collection.groups = labels
         self.error = ""
+        self._show()
+
+    def _show(self) -> None:
+        """Show the collection's labels: `groups` (as text) and what derives from them."""
+        self._shown = list(self._collection.groups.values())
+        self._showing = True
+        try:
+            self.groups = self._texts(self._collection.groups)
+        finally:
+            self._showing = False
         self._refresh_derived()
 
     @traitlets.validate("selected")
@@ -269,31 +295,49 @@ class GroupEditor(anywidget.AnyWidget):
     def _refresh_derived(self) -> None:
         groups = self.groups
         with self.hold_trait_notifications():
-            self.set_trait("colors", {k: v for k, v in categorical(groups.values()).items() if k is not None})
-            self.set_trait("isolated", isolated_groups(self._collection, groups))
+            palette = group_palette(g or "" for g in groups.values())
+            self.set_trait("colors", {k: v for k, v in palette.items() if k})
+            self.set_trait("isolated", self._collection.isolated_groups(groups))
             self.set_trait("active_preset", self._active_preset(groups))
             self.set_trait("can_undo", bool(self._history))
 
     # -- messages from the front end -------------------------------------------------------------
     def _on_message(self, _widget, content, _buffers):
-        actions = {
-            "assign": lambda: self.assign(content.get("names"), content.get("label")),
-            "ungroup": lambda: self.ungroup(content.get("names")),
-            "rename": lambda: self.rename(content.get("old"), content.get("new")),
-            "preset": lambda: self.apply_preset(content.get("id")),
-            "undo": self.undo,
-        }
-        action = actions.get(content.get("type") if isinstance(content, dict) else None)
-        if action is None:
-            self.error = f"unknown request from the front end: {content!r}"
+        """Carry out a request of the page; a bad one is shown in `error`, never raised."""
+        try:
+            action = self._request(content)
+        except ValueError as exc:
+            self.error = str(exc)
             return
         self._from_page = True
         try:
             action()
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             self.error = str(exc)
         finally:
             self._from_page = False
+
+    def _request(self, content):
+        """The edit a page message asks for, its fields checked (ValueError if malformed)."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        fields = _REQUESTS.get(kind) if isinstance(kind, str) else None
+        if fields is None:
+            raise ValueError(f"unknown request from the front end: {_short(content)}")
+        values = {name: content.get(name) for name in fields}
+        names = values.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                f"request {kind!r} from the front end: names must be a list of image names; "
+                f"got {_short(names)}"
+            )
+        actions = {
+            "assign": lambda: self.assign(values["names"], values["label"]),
+            "ungroup": lambda: self.ungroup(values["names"]),
+            "rename": lambda: self.rename(values["old"], values["new"]),
+            "preset": lambda: self.apply_preset(values["id"]),
+            "undo": self.undo,
+        }
+        return actions[kind]
 
     # -- helpers ---------------------------------------------------------------------------------
     def _texts(self, groups: Mapping) -> dict:
@@ -337,8 +381,10 @@ class GroupEditor(anywidget.AnyWidget):
 def check_names(collection, names, what: str) -> list[str]:
     """``names`` as a list of distinct image names of ``collection``; ValueError if one is not."""
     if isinstance(names, str) or not isinstance(names, Iterable):
-        raise ValueError(f"{what}: expected a list of image names; got {names!r}")
+        raise ValueError(f"{what}: expected a list of image names; got {_short(names)}")
     names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what}: image names are str; got {_short(names)}")
     unknown = [n for n in names if n not in collection]
     if unknown:
         raise ValueError(
@@ -348,38 +394,36 @@ def check_names(collection, names, what: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def isolated_groups(collection, groups: Mapping) -> list[str]:
-    """Labels of the groups none of whose images overlaps an image outside the group.
-
-    Such a group is an input of the solve with no overlap with any other input, so its sky
-    cannot be matched to the rest.  Images alone are not reported (they are not groups).
-
-    Examples
-    --------
-    >>> from skymatch_nb_ui import ImageCollection
-    >>> from skymatch_nb_ui.testing import make_mosaic
-    >>> m = make_mosaic((1, 2)) + make_mosaic((1, 2), center=(150.2, 2.0), prefix="b")
-    >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
-    >>> isolated_groups(coll, {"img00": "a", "img01": "a", "b00": "b"})
-    ['a']
-    """
-    names = collection.names
-    key = [groups.get(n) if groups.get(n) is not None else ("alone", k) for k, n in enumerate(names)]
-    linked = set()
-    for (a, b), runs in collection.matcher.geometry.runs.items():
-        if runs and key[a] != key[b]:
-            linked.update((key[a], key[b]))
-    labels = dict.fromkeys(g for g in (groups.get(n) for n in names) if g is not None)
-    return [label for label in labels if label not in linked]
-
-
 # -- module helpers ------------------------------------------------------------------------------
+#: The requests the page sends (model.send) and their fields.  ``names`` must be a list of str
+#: (checked here: a name is hashed); the methods check the other fields with their messages.
+_REQUESTS = {
+    "assign": ("names", "label"),
+    "ungroup": ("names",),
+    "rename": ("old", "new"),
+    "preset": ("id",),
+    "undo": (),
+}
+
+
+def _short(value, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (messages can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _same_labels(a: list, b: list) -> bool:
+    """Equal labels of equal types (``1`` and ``1.0`` are different labels to keep)."""
+    return len(a) == len(b) and all(type(x) is type(y) and x == y for x, y in zip(a, b))
+
+
 def _preset_groupings(collection) -> dict[str, tuple[dict, dict]]:
     """{preset id: (its description for the UI, its groups)}."""
     names = collection.names
     n = len(names)
     presets = {ALONE_PRESET: (
-        {"id": ALONE_PRESET, "label": "Every image alone", "title": f"each of the {n} images gets its own sky"},
+        {"id": ALONE_PRESET, "label": "Every image alone",
+         "title": f"each of the {n} images gets its own sky"},
         dict.fromkeys(names),
     )}
     table = collection.table

@@ -9,8 +9,8 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._assets import asset
-from .._colors import categorical
+from ..display.encodings import group_palette
+from ._assets import css_path, esm
 from .group_editor import check_names
 
 __all__ = ["ResultsTable"]
@@ -47,15 +47,20 @@ class ResultsTable(anywidget.AnyWidget):
     collection : ImageCollection
         The images of the result.
     result : xarray.Dataset, optional
-        A result of ``collection.skymatch()``; default: ``collection.last_result`` (the table
-        is empty if there is none yet).
+        A result of ``collection.skymatch()``; without one the table is empty.
 
     Attributes
     ----------
     rows : list of dict
         One dict per image, in image order, with the keys of `columns`: JSON-safe values (NaN
         and infinities become None, an image alone has group None), floats rounded to
-        `SIGNIFICANT_DIGITS` significant digits.  `table` keeps full precision.
+        `SIGNIFICANT_DIGITS` significant digits.  `table` keeps full precision.  (Read-only;
+        the front end gets the same values column by column in `data`.)
+    data : dict
+        The rows as columns, as they travel to the front end: ``{"count": n, key: ...}`` with
+        numbers as float64 buffers (NaN: missing), booleans as uint8 buffers and strings as
+        ``{"texts": [distinct texts], "index": int32 buffer}``.  Above 500 rows the front end
+        keeps only the rows in view in the page (a virtual window).
     columns : list of dict
         ``{"key", "label", "kind"}`` of each column (``kind``: ``"str"``, ``"num"``, ``"bool"``).
     colors : dict
@@ -86,14 +91,14 @@ class ResultsTable(anywidget.AnyWidget):
     name,group,component,sky,sky_err,npix,valid,reason
     >>> print(table.to_csv().splitlines()[2])
     img01,,0,20,0,4000,True,
-    >>> table.table()["sky"][1]
-    np.float64(20.0)
+    >>> round(float(table.table()["sky"][1]), 9)
+    20.0
     """
 
-    _esm = asset("results_table.js")
-    _css = asset("results_table.css")
+    _esm = esm("results_table.js")
+    _css = css_path("results_table.css")
 
-    rows = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
+    data = traitlets.Dict(read_only=True).tag(sync=True)
     columns = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
     colors = traitlets.Dict(read_only=True).tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -105,6 +110,7 @@ class ResultsTable(anywidget.AnyWidget):
     def __init__(self, collection, result=None, **kwargs):
         self._collection = collection
         self._result = None
+        self._rows: list[dict] = []
         super().__init__(**kwargs)
         self.set_trait("columns", [dict(c) for c in COLUMNS])
         self.update(result)
@@ -120,19 +126,24 @@ class ResultsTable(anywidget.AnyWidget):
         return self._result
 
     def update(self, result=None) -> None:
-        """Show ``result`` (default: the collection's ``last_result``; None there: empty).
+        """Show ``result``, a Dataset returned by ``collection.skymatch()`` (None: empty).
 
         Examples
         --------
         >>> table.update(coll.skymatch(skymethod="global+match"))   # doctest: +SKIP
         """
-        if result is None:
-            result = self._collection.last_result
-        table = None if result is None else self._collection.to_table(result)  # checks the names
+        if result is not None:
+            self._collection._result(result)  # checks that it is a result of this collection
         self._result = result
+        self._rows = [] if result is None else _rows(self._collection.names, result)
         with self.hold_trait_notifications():
-            self.set_trait("rows", [] if table is None else _rows(table))
-            self.set_trait("colors", _group_colors(self.rows))
+            self.set_trait("data", _columns(self._rows))
+            self.set_trait("colors", _group_colors(self._rows))
+
+    @property
+    def rows(self) -> list[dict]:
+        """One dict per image (see the class's attributes)."""
+        return self._rows
 
     def table(self):
         """The rows shown, at full precision, as an `astropy.table.Table` (image order).
@@ -147,7 +158,7 @@ class ResultsTable(anywidget.AnyWidget):
         return self._collection.to_table(self._result)
 
     def to_csv(self) -> str:
-        """The rows as CSV text, exactly as the "Download CSV" button saves them.
+        r"""The rows as CSV text, exactly as the "Download CSV" button saves them.
 
         One header line of column keys, then one line per image in image order (whatever the
         sort shown); numbers as JavaScript prints them, missing values empty, booleans
@@ -178,22 +189,40 @@ class ResultsTable(anywidget.AnyWidget):
 
 
 # -- rows and CSV (the front end's toCSV does the same) ------------------------------------------
-def _rows(table) -> list[dict]:
-    return [{c["key"]: _json_value(row[c["key"]], c["key"]) for c in COLUMNS} for row in table]
+def _rows(names, result) -> list[dict]:
+    """The rows of `ResultsTable.rows`: the columns of `ImageCollection.to_table`, JSON-safe."""
+    values = {"name": list(names), "group": [g or None for g in result["group"].values.astype(str).tolist()],
+              "reason": result["reason"].values.astype(str).tolist(),
+              "valid": result["valid"].values.astype(bool).tolist(),
+              "component": result["component"].values.astype(int).tolist(),
+              "npix": result["npix"].values.astype(int).tolist()}
+    for key in ("sky", "sky_err"):
+        values[key] = [float(f"{v:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(v) else None
+                       for v in result[key].values.astype(float).tolist()]
+    keys = [c["key"] for c in COLUMNS]
+    return [dict(zip(keys, row)) for row in zip(*(values[k] for k in keys))]
 
 
-def _json_value(value, key: str):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if key == "group" and value == "":
-        return None  # alone
-    if isinstance(value, float):
-        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else None
-    return value
+def _columns(rows: list[dict]) -> dict:
+    """The rows column by column, numbers and booleans as binary buffers (see `data`)."""
+    data: dict = {"count": len(rows)}
+    for column in COLUMNS:
+        key = column["key"]
+        values = [row[key] for row in rows]
+        if column["kind"] == "num":
+            data[key] = np.array([np.nan if v is None else v for v in values], "<f8").tobytes()
+        elif column["kind"] == "bool":
+            data[key] = np.array(values, np.uint8).tobytes()
+        else:
+            distinct = list(dict.fromkeys(values))
+            number_of = {v: k for k, v in enumerate(distinct)}
+            index = np.array([number_of[v] for v in values], "<i4")
+            data[key] = {"texts": distinct, "index": index.tobytes()}
+    return data
 
 
 def _group_colors(rows: list[dict]) -> dict:
-    return {k: v for k, v in categorical(r["group"] for r in rows).items() if k is not None}
+    return {k: v for k, v in group_palette(r["group"] or "" for r in rows).items() if k}
 
 
 def rows_to_csv(rows: list[dict], columns: list[dict]) -> str:

@@ -1,0 +1,394 @@
+"""Benchmark: the engine at scale, N = 100, 1,000, 10,000 images of 256x256 in FITS files.
+
+For each N a mosaic is written to a temporary directory (removed when the script ends,
+also on Ctrl-C or SIGTERM): a rows x cols tiling with 20% overlaps, a small rotation and
+jitter, so that each image has 4 (corners) to 8 neighbours; sky level, noise and a few stars.
+
+Each configuration runs in a child process, the whole chain as ``skymatch-nb FILES --table
+T.ecsv --subtract --output-dir OUT`` does it: read the headers (``read``), ``geometry``,
+``statistics``, ``solve``, the table (``table``), the sky-subtracted copies (``copies``), and
+then a solve-only change (``resolve``: ``match_down`` flipped) and a change of statistic
+(``restat``: all statistics again, with the workers already running).  Per stage it reports the
+time and the peak memory: the PSS (proportional set size: shared pages counted once) of the
+child and all its worker processes, sampled every 50 ms with psutil, and the child's own peak
+RSS (``getrusage``).  Configurations: ``serial`` (one worker), ``threads`` and ``processes``
+(2 workers), ``cluster`` (a ``distributed.LocalCluster`` of 2 worker processes, one thread
+each; its start-up is reported apart).  The skies of all configurations are compared bit for
+bit.
+
+Also: the reference (``stcal.skymatch``, pixels already in memory) at the sizes of
+``--reference-sizes`` with a time limit (default 10 minutes), and the least-squares solve
+alone on mosaic-like graphs of 1,000 to 10,000 inputs, with the dense solve it replaced at
+the small end.
+
+The machine is shared and noisy: compare figures of one run; the load is printed.
+
+Usage::
+
+    python bench/bench_scale.py                         # N = 100, 1000, 10000 (~40 min)
+    python bench/bench_scale.py --sizes 100,1000 --configs threads,processes
+    python bench/bench_scale.py --solve-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure this checkout
+
+STAGES = ("read", "geometry", "statistics", "solve", "table", "copies", "resolve", "restat")
+AFTER = ("resolve", "restat")  # re-runs after the chain, not part of its total
+CONFIGS = ("serial", "threads", "processes", "cluster")
+SHAPE = (256, 256)
+METHOD = "match"  # the command's default
+
+
+# -- the mosaic on disk ---------------------------------------------------------------------------
+def layout(n: int) -> tuple[int, int]:
+    """(rows, cols) with rows * cols == n, as square as possible."""
+    rows = max(d for d in range(1, int(np.sqrt(n)) + 1) if n % d == 0)
+    return rows, n // rows
+
+
+def write_mosaic(n: int, folder: Path, seed: int = 0) -> list[Path]:
+    """N FITS files (one 256x256 float32 image each, with its TAN WCS), written one by one."""
+    from astropy.io import fits
+
+    from skymatch_nb_ui.testing.mosaics import _cd_matrix, _grid_centres, _image_wcs, _tan_wcs
+
+    rows, cols = layout(n)
+    rng = np.random.default_rng(seed)
+    centres = _grid_centres(rows, cols, SHAPE, 0.2) + rng.uniform(-3, 3, size=(n, 2))
+    frame = _tan_wcs((150.0, 2.0), (1.0, 1.0), _cd_matrix(0.1 / 3600, 2.0))
+    yy, xx = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
+    paths = []
+    for k, centre in enumerate(centres):
+        image = rng.normal(100.0 + 10.0 * rng.random(), 1.0, SHAPE).astype(np.float32)
+        for x, y, peak in zip(*rng.uniform((0, 0, 5), (SHAPE[1], SHAPE[0], 200), (5, 3)).T):
+            image += (peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.0)).astype(np.float32)
+        header = _image_wcs(frame, centre, SHAPE, "own").to_header()
+        path = folder / f"img{k:05d}.fits"
+        fits.PrimaryHDU(image, header=header).writeto(path)
+        paths.append(path)
+    return paths
+
+
+# -- one configuration, in a child process --------------------------------------------------------
+class Sampler:
+    """Peak memory per stage: PSS of this process and its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+        self.stage = "start"
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _tree_pss(self) -> float:
+        total = 0.0
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                pass
+        return total
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            value = self._tree_pss()
+            stage = self.stage
+            self.peak[stage] = max(self.peak.get(stage, 0.0), value)
+            self._stop.wait(interval)
+
+    def enter(self, stage: str) -> None:
+        value = self._tree_pss()  # the end of the previous stage
+        self.peak[self.stage] = max(self.peak.get(self.stage, 0.0), value)
+        self.stage = stage
+
+    def stop(self) -> None:
+        self.enter("end")
+        self._stop.set()
+        self._thread.join()
+
+
+def child(config: str, folder: str, out: str) -> None:
+    """Run one configuration on the files of ``folder``; print one JSON line of figures."""
+    import warnings
+
+    from skymatch_nb_ui import ImageCollection
+    from skymatch_nb_ui.cli import _write_table
+
+    warnings.simplefilter("ignore")
+    paths = sorted(Path(folder).glob("img*.fits"))
+    sampler = Sampler()
+    times: dict[str, float] = {}
+    extra: dict[str, float] = {}
+    clock = {"stage": None, "start": 0.0}
+
+    def enter(stage: str) -> None:
+        now = time.perf_counter()
+        if clock["stage"] is not None:
+            times[clock["stage"]] = times.get(clock["stage"], 0.0) + now - clock["start"]
+        clock["stage"], clock["start"] = stage, now
+        sampler.enter(stage)
+
+    def progress(p) -> None:
+        if p.stage != clock["stage"]:
+            enter(p.stage)
+
+    cluster = client = None
+    if config == "cluster":
+        from distributed import Client, LocalCluster
+
+        start = time.perf_counter()
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+        extra["cluster_start"] = time.perf_counter() - start
+    try:
+        enter("read")
+        coll = ImageCollection.from_files(paths)
+        coll.scheduler = {"serial": "serial", "threads": "threads", "processes": "processes",
+                          "cluster": client}[config]
+        coll.workers = 1 if config == "serial" else 2
+        result = coll.skymatch(skymethod=METHOD, progress=progress)
+        enter("table")
+        table = coll.to_table(result)
+        _write_table(table, Path(out) / "skies.ecsv", "ascii.ecsv", overwrite=True)
+        enter("copies")
+        copies = Path(out) / "copies"
+        copies.mkdir()
+        coll.write_copies(copies, result, subtract=True)
+        enter("resolve")
+        coll.skymatch(skymethod=METHOD, match_down=False)
+        enter("restat")
+        coll.skymatch(skymethod=METHOD, skystat="median")
+        enter("done")
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    sampler.stop()
+    np.save(Path(out) / "sky.npy", result.sky.values)
+    print(json.dumps({
+        "config": config, "n": len(paths), "pairs": len(coll.last_pairs.pair),
+        "times": times, "peak_pss": {s: sampler.peak.get(s, 0.0) for s in STAGES},
+        "max_pss": max(sampler.peak.values()),
+        "rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
+        "valid": int(result.valid.values.sum()), **extra,
+    }))
+
+
+def reference_child(folder: str, out: str) -> None:
+    """The reference on the same images (read into memory first; the read is not timed)."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from skymatch_nb_ui.testing import reference_skymatch
+
+    warnings.simplefilter("ignore")
+    images, wcs = [], []
+    for path in sorted(Path(folder).glob("img*.fits")):
+        with fits.open(path) as hdul:
+            images.append(np.array(hdul[0].data))
+            wcs.append(WCS(hdul[0].header))
+    start = time.perf_counter()
+    sky, _ = reference_skymatch(images, wcs, skymethod=METHOD)
+    elapsed = time.perf_counter() - start
+    np.save(Path(out) / "sky_ref.npy", sky)
+    print(json.dumps({"config": "reference", "time": elapsed,
+                      "rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0}))
+
+
+def run_child(args: list[str], timeout: float) -> dict | None:
+    """Run this script as a child with ``args``; its last JSON line, or None on timeout/error."""
+    command = [sys.executable, __file__, *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"  child {args[:2]} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+# -- the solve alone ---------------------------------------------------------------------------------
+def mosaic_pairs(rows: int, cols: int, rng) -> np.ndarray:
+    """Pairs of a rows x cols tiling with 8 neighbours, inputs in random order."""
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    pairs = np.vstack([
+        np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
+        np.column_stack([idx[:-1].ravel(), idx[1:].ravel()]),
+        np.column_stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()]),
+        np.column_stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()]),
+    ])
+    return np.sort(rng.permutation(rows * cols)[pairs], axis=1)
+
+
+def dense_offsets(n, i, j, diff, weight, var):
+    """The dense solve the sparse one replaced (normal equations plus 11^T/m, one component)."""
+    w2 = weight**2 / (weight**2).max()
+    incidence = np.zeros((len(i), n))
+    incidence[np.arange(len(i)), i], incidence[np.arange(len(i)), j] = 1.0, -1.0
+    weighted = incidence.T * w2
+    gain = np.linalg.solve(weighted @ incidence + 1.0 / n, weighted)
+    return gain @ diff, np.sqrt(np.diag((gain * var) @ gain.T))
+
+
+def bench_solve(sizes: list[int], dense_up_to: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from skymatch_nb_ui.engine.lstsq import solve_offsets
+
+    print("\nthe least-squares solve alone (8-neighbour tilings; medians of 3)")
+    print(f"{'inputs':>7} {'pairs':>7} {'sparse s':>9} {'dense s':>9} {'max |diff|':>11}")
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        pairs = mosaic_pairs(*layout(n), rng)
+        i, j = pairs[:, 0], pairs[:, 1]
+        npix = rng.uniform(2e3, 2e4, len(i))
+        diff, var = rng.normal(0, 1, len(i)), 1.0 / npix
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            sol = solve_offsets(n, i, j, diff, npix, var)
+            times.append(time.perf_counter() - start)
+        dense = agree = "-"
+        if n <= dense_up_to:
+            start = time.perf_counter()
+            with threadpool_limits(1):
+                delta, _ = dense_offsets(n, i, j, diff, npix, var)
+            dense = f"{time.perf_counter() - start:9.2f}"
+            agree = f"{np.abs(delta - sol.delta).max():11.1e}"
+        print(f"{n:>7} {len(i):>7} {np.median(times):>9.3f} {dense:>9} {agree:>11}", flush=True)
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def mb(value: float) -> str:
+    return f"{value / 2**20:.0f}"
+
+
+def report(n: int, pairs: int, rows: list[dict], ref: dict | None, ref_note: str) -> None:
+    print(f"\nN = {n} images of {SHAPE[1]}x{SHAPE[0]} ({pairs} pairs), method {METHOD}")
+    header = (f"{'config':>10} " + " ".join(f"{s:>10}" for s in STAGES)
+              + f" {'total':>8} {'peak MB':>8} {'rss MB':>7}")
+    print(header + "\n" + "-" * len(header))
+    for row in rows:
+        t = row["times"]
+        total = sum(t.get(s, 0.0) for s in STAGES if s not in AFTER)
+        print(f"{row['config']:>10} " + " ".join(f"{t.get(s, 0.0):>10.3f}" for s in STAGES)
+              + f" {total:>8.1f} {mb(row['max_pss']):>8} {mb(row['rss_self']):>7}")
+        print(f"{'  peak MB':>10} " + " ".join(f"{mb(row['peak_pss'][s]):>10}" for s in STAGES))
+        if "cluster_start" in row:
+            print(f"{'':>10} (cluster start-up {row['cluster_start']:.1f} s, not counted)")
+    if ref is not None:
+        ours = next((r for r in rows if r["config"] == "serial"), rows[0])
+        engine = sum(ours["times"].get(s, 0.0) for s in ("geometry", "statistics", "solve"))
+        print(f"{'reference':>10} {ref['time']:.1f} s (pixels in memory), peak RSS "
+              f"{mb(ref['rss_self'])} MB; {ours['config']} geometry+statistics+solve "
+              f"{engine:.2f} s: {ref['time'] / engine:.0f}x {ref_note}")
+    elif ref_note:
+        print(f"{'reference':>10} {ref_note}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        if args.child == "reference":
+            reference_child(args.folder, args.out)
+        else:
+            child(args.child, args.folder, args.out)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"machine: {platform.machine()}, nproc {len(os.sched_getaffinity(0))}, python "
+          f"{platform.python_version()}, numpy {np.__version__}; load {os.getloadavg()}")
+    if not args.solve_only:
+        for n in args.sizes:
+            with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
+                folder = Path(tmp) / "in"
+                folder.mkdir()
+                start = time.perf_counter()
+                write_mosaic(n, folder)
+                print(f"\n(wrote {n} files in {time.perf_counter() - start:.0f} s; load "
+                      f"{os.getloadavg()[0]:.2f})", flush=True)
+                rows, skies = [], {}
+                for config in args.configs:
+                    out = Path(tmp) / config
+                    out.mkdir()
+                    row = run_child(["--child", config, "--folder", str(folder), "--out", str(out)],
+                                    timeout=args.timeout)
+                    if row is not None:
+                        rows.append(row)
+                        skies[config] = np.load(out / "sky.npy")
+                ref, note = None, ""
+                if n in args.reference_sizes:
+                    out = Path(tmp) / "reference"
+                    out.mkdir()
+                    ref = run_child(["--child", "reference", "--folder", str(folder), "--out",
+                                     str(out)], timeout=args.reference_timeout)
+                    if ref is None:
+                        note = f"did not finish within {args.reference_timeout / 60:.0f} minutes"
+                    else:
+                        theirs = np.load(out / "sky_ref.npy")
+                        ours = next(iter(skies.values()))
+                        both = np.isfinite(theirs) & np.isfinite(ours)
+                        note = f"(max |sky difference| {np.abs(theirs - ours)[both].max():.3f} sigma)"
+                if rows:
+                    report(n, rows[0]["pairs"], rows, ref, note)
+                    first = next(iter(skies))
+                    same = [c for c in skies if np.array_equal(skies[c], skies[first], equal_nan=True)]
+                    print(f"  skies identical to the last bit: {', '.join(same)}"
+                          + ("" if len(same) == len(skies) else
+                             f"; DIFFERENT: {', '.join(c for c in skies if c not in same)}"))
+                print(f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+    bench_solve(args.solve_sizes, args.dense_up_to)
+    print(f"\nload at the end {os.getloadavg()}")
+    return 0
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int_list, default=[100, 1000, 10000])
+    parser.add_argument("--configs", type=lambda t: t.split(","), default=list(CONFIGS))
+    parser.add_argument("--reference-sizes", type=int_list, default=[100, 1000])
+    parser.add_argument("--reference-timeout", type=float, default=600.0)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per configuration (s)")
+    parser.add_argument("--solve-sizes", type=int_list, default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--dense-up-to", type=int, default=2000)
+    parser.add_argument("--solve-only", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""How a result is shown: quantities to colours and legends, flags, units, labels, numbers.
+
+The widgets (`skymatch_nb_ui.widgets`) and the figures (`skymatch_nb_ui.plotting`) both ask
+this module, so a map in the app and a figure of the same result agree on every colour,
+legend entry, colour-bar range, title, flag and unit.  Everything here is plain numpy over the
+columns of a result of `ImageCollection.skymatch` (or of ``ImageCollection.table`` before any
+result: groups only).
+
+Examples
+--------
+>>> import xarray as xr
+>>> result = xr.Dataset({"sky": ("image", [1.0, 3.0]), "valid": ("image", [True, True])},
+...                     attrs={"skymethod": "match"})
+>>> fill = image_fill(result, "sky", unit="MJy/sr")
+>>> fill.colors, fill.legend.title
+(['#440154', '#fde725'], 'Sky offset [MJy/sr]')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from .colors import BAD_COLOR, DATA_COLOR, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
+
+__all__ = [
+    "COLOR_BY", "CONTINUOUS", "MAX_LEGEND", "NONE_GROUP", "VALID_COLORS", "Categories", "Fill",
+    "Flags", "PairColors", "Ramp", "check_color_by", "group_palette", "image_fill", "image_flags",
+    "largest_component", "number", "pair_colors", "quantity_title", "sky_unit", "with_unit",
+]
+
+#: The quantities footprints can be coloured by (continuous ones get a colour bar).
+COLOR_BY = ("sky", "sky_err", "group", "component", "valid", "npix")
+CONTINUOUS = ("sky", "sky_err", "npix")
+
+#: Categorical legends list at most this many entries (then "N more").
+MAX_LEGEND = 10
+
+#: The legend entry of images that are alone (each its own sky).
+NONE_GROUP = "none (own sky)"
+
+#: The legend entries and colours of ``color_by="valid"``.
+VALID_COLORS = {"valid sky": DATA_COLOR, "no valid sky": BAD_COLOR}
+
+#: What a map says before any result.
+NO_RESULT = "no result yet: run skymatch()"
+
+_TITLES = {"sky_err": "Sky uncertainty (1σ)", "npix": "Pixels used", "group": "Group",
+           "component": "Component", "valid": ""}
+_WITH_UNIT = ("sky", "sky_err")
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A colour bar: ``stops`` from ``vmin`` to ``vmax``, with its title."""
+
+    stops: tuple
+    vmin: float
+    vmax: float
+    title: str
+
+    def as_json(self) -> dict:
+        """The front end's colour bar (``FootprintMap.colorbar``)."""
+        return {"kind": "ramp", "colors": list(self.stops), "vmin": self.vmin, "vmax": self.vmax,
+                "label": self.title}
+
+
+@dataclass(frozen=True)
+class Categories:
+    """A legend of discrete colours: at most `MAX_LEGEND` entries, then how many more.
+
+    ``hatched``: the entry drawn hatched (images without a valid sky), or "".
+    """
+
+    labels: tuple
+    colors: tuple
+    title: str
+    more: int = 0
+    hatched: str = ""
+
+    @classmethod
+    def of(cls, entries: dict, title: str, hatched: str = "") -> Categories:
+        """From {label: colour}, in order, cut to `MAX_LEGEND`."""
+        labels, colors = list(entries), list(entries.values())
+        return cls(tuple(labels[:MAX_LEGEND]), tuple(colors[:MAX_LEGEND]), title,
+                   max(0, len(labels) - MAX_LEGEND), hatched)
+
+    def as_json(self) -> dict:
+        """The front end's legend (``FootprintMap.colorbar``)."""
+        return {"kind": "categories", "labels": list(self.labels), "colors": list(self.colors),
+                "more": self.more, "label": self.title}
+
+
+@dataclass(frozen=True)
+class Fill:
+    """The colour of each image and the legend explaining them.
+
+    ``values``: the numbers behind a `Ramp` (NaN where missing), for a figure's own colour map.
+    """
+
+    colors: list
+    legend: Ramp | Categories
+    values: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Per image: no valid sky (drawn hatched), outside the largest component (dashed)."""
+
+    invalid: np.ndarray
+    disconnected: np.ndarray
+
+    def as_lists(self) -> list[list[str]]:
+        """``[["invalid", "disconnected"], [], ...]``: the front end's ``flags``."""
+        return [(["invalid"] if i else []) + (["disconnected"] if d else [])
+                for i, d in zip(self.invalid.tolist(), self.disconnected.tolist())]
+
+
+@dataclass(frozen=True)
+class PairColors:
+    """Overlap lines coloured by the residual after the solve (unused pairs: `MISSING`)."""
+
+    colors: list
+    legend: Ramp
+
+
+# -- choices, titles, units ------------------------------------------------------------------------
+def check_color_by(value) -> str:
+    """``value`` if it is one of `COLOR_BY`, else a ValueError listing them."""
+    if value not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {list(COLOR_BY)}; got {value!r}")
+    return value
+
+
+def quantity_title(quantity: str, method: str = "") -> str:
+    """The name of a quantity on a colour bar or a legend (without the unit).
+
+    With ``skymethod="match"`` the skies are offsets from the anchor, not absolute levels.
+
+    Examples
+    --------
+    >>> quantity_title("sky", "match"), quantity_title("sky", "global+match")
+    ('Sky offset', 'Sky level')
+    """
+    if quantity == "sky":
+        return "Sky offset" if method == "match" else "Sky level"
+    return _TITLES[quantity]
+
+
+def with_unit(label: str, unit: str) -> str:
+    """``"label [unit]"``, or the label alone when the unit is not known.
+
+    Examples
+    --------
+    >>> with_unit("Sky level", "MJy/sr"), with_unit("Sky level", "")
+    ('Sky level [MJy/sr]', 'Sky level')
+    """
+    return f"{label} [{unit}]" if unit else label
+
+
+def sky_unit(result: xr.Dataset | None, variable: str = "sky") -> str:
+    """The unit of a result's sky values (its ``units`` attribute), or ``""``."""
+    if result is not None and variable in result.variables:
+        return str(result[variable].attrs.get("units", "") or "")
+    return ""
+
+
+def number(value: float) -> str:
+    """A short number for tooltips: 4 significant digits, ``n/a`` when not finite."""
+    return f"{value:.4g}" if np.isfinite(value) else "n/a"
+
+
+# -- images ---------------------------------------------------------------------------------------
+def largest_component(component) -> int:
+    """The connected component with the most images (the smallest label among equals)."""
+    values, counts = np.unique(np.asarray(component, int), return_counts=True)
+    return int(values[np.argmax(counts)]) if values.size else 0
+
+
+def image_flags(result: xr.Dataset | None, n: int, *, disconnected: bool = True) -> Flags:
+    """Which images have no valid sky, and which lie outside the largest component."""
+    invalid = np.zeros(n, bool)
+    outside = np.zeros(n, bool)
+    if result is not None and "valid" in result:
+        invalid = ~result["valid"].values.astype(bool)
+    if result is not None and disconnected and "component" in result:
+        component = result["component"].values.astype(int)
+        outside = component != largest_component(component)
+    return Flags(invalid, outside)
+
+
+def group_palette(texts) -> dict:
+    """{group text: colour} in order of first appearance; ``""`` (alone) gets `MISSING`."""
+    labels = [t or None for t in texts]
+    return {("" if g is None else g): c for g, c in categorical(labels).items()} | {"": MISSING}
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of the finite values of a colour bar.
+
+    A single value v gets the range v -+ max(|v|, 1) / 2: the middle colour of the ramp.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    vmin, vmax = float(finite.min()), float(finite.max())
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5 * max(abs(vmin), 1.0), vmax + 0.5 * max(abs(vmax), 1.0)
+    return vmin, vmax
+
+
+def image_fill(table: xr.Dataset, quantity: str, *, unit: str = "") -> Fill:
+    """The colour of each image for ``quantity`` and its legend.
+
+    Parameters
+    ----------
+    table : xarray.Dataset
+        A result of `ImageCollection.skymatch` (its ``skymethod`` in ``attrs``), or the
+        collection's ``table`` (then only ``"group"`` can be shown).
+    quantity : str
+        One of `COLOR_BY`.  ``sky``, ``sky_err`` and ``npix`` are shown along viridis
+        (images without a valid sky in `MISSING`), the others with categorical colours.
+    unit : str
+        The unit of the sky values (see `sky_unit`); ``npix`` has none.
+    """
+    check_color_by(quantity)
+    if quantity != "group" and quantity not in table.variables:
+        return Fill([MISSING] * table.sizes["image"], Categories.of({NO_RESULT: MISSING}, quantity))
+    title = quantity_title(quantity, str(table.attrs.get("skymethod", "")))
+    if quantity in CONTINUOUS:
+        values = table[quantity].values.astype(float)
+        if "valid" in table:
+            values = np.where(table["valid"].values.astype(bool), values, np.nan)
+        vmin, vmax = value_range(values)
+        legend = Ramp(VIRIDIS, vmin, vmax, with_unit(title, unit if quantity in _WITH_UNIT else ""))
+        return Fill(ramp(values, vmin, vmax), legend, values)
+    if quantity == "group":
+        texts = [str(g) for g in table["group"].values] if "group" in table else [""] * table.sizes["image"]
+        palette = group_palette(texts)
+        order = sorted(set(texts), key=lambda g: (not g, texts.index(g)))  # alone last
+        entries = {(g or NONE_GROUP): palette[g] for g in order}
+        return Fill([palette[g] for g in texts], Categories.of(entries, title))
+    if quantity == "component":
+        component = table["component"].values.astype(int)
+        largest = largest_component(component)
+        palette = categorical(component.tolist())
+        entries = {(f"{c} (largest)" if c == largest else str(c)): col for c, col in palette.items()}
+        return Fill([palette[c] for c in component.tolist()], Categories.of(entries, title))
+    labels = ["valid sky" if v else "no valid sky" for v in table["valid"].values.astype(bool)]
+    entries = {k: c for k, c in VALID_COLORS.items() if k in labels}
+    return Fill([VALID_COLORS[k] for k in labels], Categories.of(entries, title, hatched="no valid sky"))
+
+
+# -- pairs ----------------------------------------------------------------------------------------
+def pair_colors(result: xr.Dataset, *, unit: str = "") -> PairColors:
+    """Colours of the overlaps: the residual after the solve, white at zero, blue-red at +-max."""
+    after = result["diff_after"].values.astype(float)
+    used = result["pair_valid"].values.astype(bool)
+    finite = np.abs(after[np.isfinite(after)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    colors = [c if ok else MISSING for c, ok in zip(diverging(after, limit), used.tolist())]
+    return PairColors(colors, Ramp(DIVERGING, -limit, limit,
+                                   with_unit("Overlap residual after solve", unit)))

@@ -1,0 +1,424 @@
+"""Where the statistics tasks run (here, threads, local processes, a Dask cluster), with progress.
+
+Stage 2 splits into independent tasks (`measure.measure_batch`: the statistics of a few
+images, each read by its loader when the task runs).  They run
+
+- here, one after the other: ``scheduler="serial"`` (or one worker);
+- on threads: ``"threads"`` (no set-up, images shared, but numpy calls of 10-30 us hand the
+  GIL back and forth: a second thread gains 10-30%);
+- in local worker processes: ``"processes"`` (a pool kept for the life of the Python process,
+  its workers started from a fork server, each importing the engine once; each worker reads
+  its images from their files: a loader travels as a path and HDU numbers, never as pixels);
+- on a Dask cluster: a ``distributed.Client``, or the address of its scheduler
+  (``"tcp://host:8786"``, connected to for each run); workers need this package and the
+  files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
+
+``"auto"`` (the default) takes worker processes when the images come from files and there is
+enough to measure to pay for the workers' start (about 3 x 10^8 pixels), and runs everything
+else here: images in memory would have to be copied into every process that measures them,
+and threads lose to one process (`Execution.kind` has the figures).  Nothing here needs Dask
+unless a cluster is asked for.
+
+Which of them runs a task never changes its result: a task is a pure function of its
+arguments, and the results are put back in task order, so every scheduler gives the same
+numbers, bit for bit.
+
+A run reports its progress through a callback of `Progress` values and can be cancelled by
+setting a ``threading.Event`` (any object with ``is_set()``): between tasks the run stops with
+`SkyMatchCancelled`; the results of the tasks that finished are kept (the next run starts
+from them), the others are dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .exceptions import SkyMatchCancelled
+
+__all__ = ["SCHEDULERS", "Execution", "Progress", "check_scheduler", "default_workers"]
+
+#: The schedulers named by a string (a Dask scheduler's address is a string too).
+SCHEDULERS = ("auto", "serial", "threads", "processes")
+
+#: Pixels to measure in files from which "auto" starts worker processes (~3 s of work here:
+#: twice their start-up), or uses them when they run already.
+PROCESSES_FROM = 300_000_000
+PROCESSES_WARM_FROM = 10_000_000
+
+#: Seconds between checks of the cancel event while tasks run.
+_POLL = 0.05
+
+#: Tasks kept in flight per worker (more wait their turn unserialised).
+IN_FLIGHT = 2
+
+_INSTALL_HINT = "pip install 'skymatch-nb-ui[dask]'"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is: ``done`` of ``total`` units of ``stage``.
+
+    Stages, in order: ``"geometry"`` (two steps per image: its outline, its overlaps),
+    ``"statistics"`` (statistics computed: one per image and pixel set), ``"solve"`` (0 then
+    1) and, with ``subtract=True``, ``"subtract"`` (images).  A stage with nothing to do (its
+    results are cached) is reported once with ``done == total``.
+    """
+
+    stage: str
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """``done / total`` (1 when there is nothing to do)."""
+        return self.done / self.total if self.total else 1.0
+
+
+def default_workers() -> int:
+    """Workers when none are asked for: the CPU cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def check_scheduler(scheduler: object) -> object:
+    """``scheduler`` if it names a way to run tasks, else a TypeError/ValueError that says how.
+
+    Accepted: None (= "auto"), one of `SCHEDULERS`, a Dask scheduler address (a string with
+    ``://``, e.g. ``"tcp://127.0.0.1:8786"``), a ``distributed.Client`` or any
+    ``concurrent.futures.Executor``.
+
+    Examples
+    --------
+    >>> check_scheduler(None), check_scheduler("threads")
+    ('auto', 'threads')
+    >>> check_scheduler("thread")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: scheduler must be one of 'auto', 'serial', 'threads', 'processes', ...; got 'thread'
+    """
+    if scheduler is None:
+        return "auto"
+    if isinstance(scheduler, str):
+        if scheduler in SCHEDULERS or "://" in scheduler:
+            return scheduler
+    elif isinstance(scheduler, Executor) or _is_client(scheduler):
+        return scheduler
+    choices = ", ".join(repr(s) for s in SCHEDULERS)
+    message = (
+        f"scheduler must be one of {choices}, a Dask scheduler address such as "
+        "'tcp://127.0.0.1:8786', a distributed.Client or a concurrent.futures.Executor; "
+        f"got {scheduler!r}"
+    )
+    raise (ValueError if isinstance(scheduler, str) else TypeError)(message)
+
+
+def _is_client(obj: object) -> bool:
+    return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
+
+
+class Execution:
+    """How one run executes its tasks: the scheduler, and the progress and cancel hooks.
+
+    Parameters
+    ----------
+    scheduler : str, distributed.Client or concurrent.futures.Executor
+        As `check_scheduler` accepts; "auto" is decided per `map` by the tasks' loaders.
+    workers : int
+        Threads or local processes ("serial" and one worker run here).
+    progress : callable, optional
+        Called with a `Progress` after each task (and once per stage before any).
+    cancel : threading.Event, optional
+        Checked before each task is started and while tasks run.
+    """
+
+    def __init__(self, scheduler, workers: int, *, progress=None, cancel=None):
+        self.scheduler = scheduler
+        self.workers = workers
+        self.progress = progress
+        self.cancel = cancel
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def report(self, stage: str, done: int, total: int) -> None:
+        """Tell the progress callback (if any) where ``stage`` is."""
+        if self.progress is not None:
+            self.progress(Progress(stage, done, total))
+
+    def check(self, stage: str, done: int = 0, total: int = 0) -> None:
+        """Raise `SkyMatchCancelled` if the run was cancelled."""
+        if self.cancel is not None and self.cancel.is_set():
+            where = f" ({done} of {total} done)" if total else ""
+            raise SkyMatchCancelled(
+                f"the run was cancelled during the {stage} stage{where}; what finished is "
+                "kept, so the next run carries on from there"
+            )
+
+    # -- running tasks ---------------------------------------------------------------------------
+    def kind(self, files: bool, sizes: Sequence[int]) -> str:
+        """What runs tasks of ``sizes`` pixels: serial, threads, processes, dask or executor.
+
+        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what paid
+        on a 2-core machine (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): worker
+        processes cost seconds to start (once per Python process) and the pixels of images
+        in memory would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower
+        than one process at N = 64), so they serve images read from files when there is
+        much to measure (or when the pool runs already); threads lost 5-15% to one process
+        on small and large pixel sets alike (the histograms' ``bincount`` holds the GIL), so
+        everything else runs here.
+        """
+        s = self.scheduler
+        if not isinstance(s, str):
+            return "dask" if _is_client(s) else "executor"
+        if "://" in s:
+            return "dask"
+        if self.workers == 1 or len(sizes) <= 1 or s == "serial":
+            return "serial"
+        if s != "auto":
+            return s
+        total = sum(sizes)
+        warm = self.workers in _PROCESSES
+        if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
+            return "processes"
+        return "serial"
+
+    def map(
+        self,
+        stage: str,
+        function: Callable,
+        arguments: Sequence[tuple],
+        *,
+        units: Sequence[int],
+        kind: str,
+        on_result: Callable[[int, object], None] | None = None,
+        order: Sequence[int] | None = None,
+    ) -> list:
+        """``[function(*args) for args in arguments]``, run by ``kind``.
+
+        ``units[k]`` is what task ``k`` counts for in the progress of ``stage``; ``order`` the
+        order in which to start them (e.g. largest first); ``on_result(k, result)`` is called
+        here, in the calling thread, as each task finishes (before the next check of the
+        cancel event), so that what finished can be kept even when the run is cancelled.
+        """
+        total, done = int(sum(units)), 0
+        results: list = [None] * len(arguments)
+        order = list(range(len(arguments))) if order is None else list(order)
+        self.report(stage, 0, total)
+        if kind == "serial":
+            for k in order:
+                self.check(stage, done, total)
+                results[k] = function(*arguments[k])
+                done += self._finished(k, results[k], units, on_result)
+                self.report(stage, done, total)
+            return results
+        with self._submitter(kind) as (submit, cancel_all, slots):
+            futures: dict = {}
+            waiting = iter(order)
+            try:
+                # a few tasks per worker in flight, the next submitted as one finishes: the
+                # arguments of the others are not serialised (and held) before they can run
+                waiter = _Waiter(kind)
+                for k in itertools.islice(waiting, slots):
+                    waiter.add(future := submit(function, *arguments[k]))
+                    futures[future] = k
+                left = len(arguments)
+                while left:
+                    self.check(stage, done, total)
+                    finished = waiter.finished()
+                    left -= len(finished)
+                    for future in sorted(finished, key=futures.__getitem__):
+                        k = futures.pop(future)
+                        results[k] = _result(future)
+                        done += self._finished(k, results[k], units, on_result)
+                        for k_next in itertools.islice(waiting, 1):
+                            waiter.add(future := submit(function, *arguments[k_next]))
+                            futures[future] = k_next
+                    if finished:
+                        self.report(stage, done, total)
+            except BaseException:
+                cancel_all([f for f in futures if not f.done()])
+                raise
+        return results
+
+    @staticmethod
+    def _finished(k, result, units, on_result) -> int:
+        if on_result is not None:
+            on_result(k, result)
+        return int(units[k])
+
+    @contextmanager
+    def _submitter(self, kind: str):
+        """``(submit(function, *args) -> future, cancel(futures), tasks to keep in flight)``."""
+        slots = IN_FLIGHT * self.workers
+        if kind == "threads":
+            yield _thread_pool(self.workers).submit, _cancel_local, slots
+        elif kind == "processes":
+            pool = _process_pool(self.workers)
+
+            def submit(function, *args):
+                with _main_not_rerun():  # the pool starts its workers as tasks come
+                    return pool.submit(function, *args)
+
+            yield submit, _cancel_local, slots
+        elif kind == "executor":
+            yield self.scheduler.submit, _cancel_local, max(slots, 4)
+        else:
+            with _client(self.scheduler) as client:
+                threads = sum(client.nthreads().values()) or self.workers
+                yield ((lambda f, *a: client.submit(f, *a, pure=False)), client.cancel,
+                       IN_FLIGHT * threads)
+
+
+class _Waiter:
+    """The futures submitted so far, and those of them that finished since the last call."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.pending: set = set()
+        self.dask = None
+
+    def add(self, future) -> None:
+        if self.kind != "dask":
+            self.pending.add(future)
+        elif self.dask is None:
+            from distributed import as_completed
+
+            self.dask = as_completed([future], loop=future.client.loop)
+        else:
+            self.dask.add(future)
+
+    def finished(self) -> list:
+        """The futures that finished (waits up to `_POLL` seconds for one)."""
+        if self.kind == "dask":
+            batch = self.dask.next_batch(block=False) if self.dask is not None else []
+            if not batch:
+                time.sleep(_POLL)
+            return batch
+        done, self.pending = wait(self.pending, timeout=_POLL, return_when=FIRST_COMPLETED)
+        return list(done)
+
+
+def _result(future):
+    """A task's result; a worker process that died (out of memory?) is said so."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            "a worker process of the statistics stopped abruptly (out of memory, or killed); "
+            "the next run starts new workers. Fewer workers, or scheduler='threads', use less "
+            "memory"
+        ) from error
+
+
+def _cancel_local(futures: list[Future]) -> None:
+    for future in futures:
+        future.cancel()  # those already running finish on their own; their results are dropped
+
+
+# -- pools, kept for the life of the process ---------------------------------------------------
+_LOCK = threading.Lock()
+_THREADS: dict[int, ThreadPoolExecutor] = {}
+_PROCESSES: dict[int, Executor] = {}
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    with _LOCK:
+        if workers not in _THREADS:
+            _THREADS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="skymatch")
+        return _THREADS[workers]
+
+
+def _process_pool(workers: int) -> Executor:
+    """A pool of ``workers`` processes, forked from a fork server (never from this process).
+
+    Nothing is preloaded in the fork server: it would import this package from the default
+    ``sys.path``, not from this process's, and the workers would run another copy of it.
+    Each worker imports the engine once, with this process's ``sys.path``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with _LOCK:
+        pool = _PROCESSES.get(workers)
+        if pool is not None and not getattr(pool, "_broken", False):
+            return pool
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+        _PROCESSES[workers] = pool
+        return pool
+
+
+@contextmanager
+def _main_not_rerun():
+    """Start worker processes without re-running the user's script in them.
+
+    A started process imports the parent's ``__main__`` from its file (or module name) unless
+    it has none, as in Jupyter: a script without an ``if __name__ == "__main__":`` guard would
+    then run again in every worker.  The tasks need only this package, so the main module's
+    file and spec are hidden while a worker starts.
+    """
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    if not saved or main is None:
+        yield
+        return
+    try:
+        main.__spec__ = None
+        if "__file__" in saved:
+            del main.__file__
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
+def _worker_start() -> None:
+    """In each worker process: one BLAS thread (the workers are the parallelism)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
+        pass
+
+
+@contextmanager
+def _client(scheduler):
+    """A ``distributed.Client``: the one given, or one connected to an address for this map."""
+    if not isinstance(scheduler, str):
+        yield scheduler
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ImportError(
+            f"scheduler={scheduler!r} runs the statistics on a Dask cluster, which needs the "
+            f"'distributed' package: {_INSTALL_HINT}"
+        ) from None
+    try:
+        client = Client(scheduler, set_as_default=False, timeout=10)
+    except OSError as error:
+        raise OSError(
+            f"cannot reach the Dask scheduler at {scheduler!r}: {error}; start one (dask "
+            "scheduler, or distributed.LocalCluster) or use scheduler='auto'"
+        ) from None
+    with client:
+        yield client
+
+
+@atexit.register
+def _shutdown() -> None:
+    for pool in list(_THREADS.values()) + list(_PROCESSES.values()):
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,277 @@
+"""Where the statistics run (serial, threads, processes, a Dask cluster), progress and cancel.
+
+Every scheduler must give the same numbers, bit for bit; a cancelled run must leave the
+matcher able to carry on from what finished.
+"""
+
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import skymatch_nb_ui.engine.measure as measure
+from skymatch_nb_ui import ImageCollection, SkyMatcher, skymatch
+from skymatch_nb_ui.engine import Progress, SkyMatchCancelled
+from skymatch_nb_ui.testing import make_mosaic
+
+GROUPS = ["a", "a", None, None, "b", "b", None, None, None, None, "c", "c"]
+
+
+@pytest.fixture(scope="module")
+def mosaic():
+    return make_mosaic((3, 4), shape=(60, 70), noise=1.0, sources=8, rotation=7, jitter=3,
+                       mask_fraction=0.02, seed=11)
+
+
+@pytest.fixture(scope="module")
+def fits_files(mosaic, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mosaic")
+    paths = []
+    for k, (image, wcs, mask) in enumerate(zip(mosaic.images, mosaic.wcs, mosaic.masks)):
+        path = folder / f"img{k:02d}.fits"
+        dq = fits.ImageHDU((~mask).astype(np.int16), name="DQ")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, wcs.to_header(), name="SCI"), dq]).writeto(path)
+        paths.append(path)
+    return paths
+
+
+def run_files(paths, scheduler, **options):
+    coll = ImageCollection.from_fits(paths, group_by=None)
+    coll.groups = dict(zip(coll.names, GROUPS))
+    coll.scheduler = scheduler
+    coll.workers = 2
+    ds = coll.skymatch(skymethod="global+match", skystat="median", **options)
+    return ds, coll.last_pairs
+
+
+def assert_same_bits(first, second):
+    (ds1, pairs1), (ds2, pairs2) = first, second
+    for name in ("sky", "sky_err", "local", "delta", "npix", "component"):
+        np.testing.assert_array_equal(ds1[name].values, ds2[name].values, err_msg=name)
+    for name in ("stat_a", "stat_b", "err_a", "err_b", "npix_a", "npix_b"):
+        np.testing.assert_array_equal(pairs1[name].values, pairs2[name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "executor", "auto"])
+def test_every_scheduler_gives_the_same_bits(fits_files, scheduler):
+    serial = run_files(fits_files, "serial")
+    assert np.isfinite(serial[0].sky.values).all()
+    if scheduler == "executor":
+        with ThreadPoolExecutor(3) as pool:
+            other = run_files(fits_files, pool)
+    else:
+        other = run_files(fits_files, scheduler)
+    assert_same_bits(serial, other)
+
+
+def test_arrays_in_worker_processes_give_the_same_bits(mosaic):
+    args = (mosaic.images, mosaic.wcs)
+    serial = skymatch(*args, masks=mosaic.masks, scheduler="serial", skymethod="global+match")
+    pooled = skymatch(*args, masks=mosaic.masks, scheduler="processes", workers=2,
+                      skymethod="global+match")
+    np.testing.assert_array_equal(serial.sky, pooled.sky)
+    np.testing.assert_array_equal(serial.sky_err, pooled.sky_err)
+
+
+def test_a_local_cluster_of_two_worker_processes_gives_the_same_bits(fits_files):
+    distributed = pytest.importorskip("distributed")
+    serial = run_files(fits_files, "serial")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            assert_same_bits(serial, run_files(fits_files, client))
+        # by address: the engine connects for the run and lets go after it
+        assert_same_bits(serial, run_files(fits_files, cluster.scheduler_address))
+
+
+def test_the_execution_options_are_not_parameters_of_the_result(mosaic):
+    result = skymatch(mosaic.images, mosaic.wcs, scheduler="threads", workers=2)
+    assert "scheduler" not in result.params and "workers" not in result.params
+
+
+def test_progress_reports_every_stage_in_order(mosaic):
+    events = []
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="threads", workers=2)
+    matcher.run(skymethod="global+match", subtract=True, progress=events.append)
+    stages = list(dict.fromkeys(e.stage for e in events))
+    assert stages == ["geometry", "statistics", "solve", "subtract"]
+    for stage in stages:
+        done = [e.done for e in events if e.stage == stage]
+        total = {e.total for e in events if e.stage == stage}
+        assert len(total) == 1 and done == sorted(done) and done[-1] == total.pop(), stage
+    # a solve-only change: geometry and statistics are cached and say so at once
+    events.clear()
+    matcher.run(skymethod="global+match", match_down=False, progress=events.append)
+    assert [(e.stage, e.fraction) for e in events][:2] == [("geometry", 1.0), ("statistics", 1.0)]
+    assert Progress("x", 0, 0).fraction == 1.0
+
+
+def count_statistics(monkeypatch):
+    calls = []
+    original = measure.sky_statistic
+    monkeypatch.setattr(measure, "sky_statistic", lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def test_cancel_stops_between_tasks_and_the_next_run_carries_on(mosaic, monkeypatch):
+    full = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial").run(skymethod="global+match")
+    calls = count_statistics(monkeypatch)
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial")
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.stage == "statistics" and p.done >= 10:
+            cancel.set()  # as a Cancel button would, from another thread
+
+    with pytest.raises(SkyMatchCancelled, match="statistics stage"):
+        matcher.run(skymethod="global+match", progress=progress, cancel=cancel)
+    measured = len(calls)
+    assert 10 <= measured < len(full.pairs) * 2 + len(full.sky)
+    cancel.clear()
+    again = matcher.run(skymethod="global+match", cancel=cancel)
+    np.testing.assert_array_equal(again.sky, full.sky)
+    np.testing.assert_array_equal(again.sky_err, full.sky_err)
+    total = len(calls)
+    matcher.run(skymethod="global+match")  # all cached now
+    assert len(calls) == total
+    # nothing was measured twice: the cancelled run's statistics were kept
+    fresh = count_statistics(monkeypatch)
+    SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial").run(skymethod="global+match")
+    assert total == len(fresh)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_cancel_works_on_pools_too(fits_files, scheduler):
+    cancel = threading.Event()
+    cancel.set()
+    coll = ImageCollection.from_fits(fits_files)
+    coll.scheduler = scheduler
+    coll.workers = 2
+    with pytest.raises(SkyMatchCancelled):
+        coll.skymatch(cancel=cancel)
+    cancel.clear()
+    assert np.isfinite(coll.skymatch(cancel=cancel).sky.values).all()
+
+
+def test_cancel_during_the_geometry_keeps_no_half_geometry(mosaic):
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs)
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.stage == "geometry" and p.done > 0:
+            cancel.set()
+
+    with pytest.raises(SkyMatchCancelled, match="geometry"):
+        matcher.run(progress=progress, cancel=cancel)
+    cancel.clear()
+    assert len(matcher.run(cancel=cancel).pairs) == len(SkyMatcher(mosaic.images, mosaic.wcs).run().pairs)
+
+
+@pytest.mark.parametrize(("scheduler", "error"), [
+    ("thread", ValueError), ("tcp", ValueError), (2, TypeError), (object(), TypeError),
+])
+def test_bad_schedulers_are_refused_by_name(mosaic, scheduler, error):
+    with pytest.raises(error, match="scheduler must be one of 'auto', 'serial', 'threads'"):
+        SkyMatcher(mosaic.images, mosaic.wcs, scheduler=scheduler)
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs)
+    with pytest.raises(error, match="scheduler must be"):
+        matcher.scheduler = scheduler
+
+
+def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(fits_files, tmp_path):
+    """Worker processes import this package, never the user's script again."""
+    script = tmp_path / "match.py"
+    script.write_text(textwrap.dedent(f"""
+        from skymatch_nb_ui import ImageCollection
+        print("script runs")
+        coll = ImageCollection.from_fits({[str(p) for p in fits_files]!r})
+        coll.scheduler, coll.workers = "processes", 2
+        print(int(coll.skymatch().valid.sum()))
+    """))
+    env_path = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["script", "runs", str(len(fits_files))]
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_the_command_runs_on_worker_processes_with_the_same_table(fits_files, tmp_path):
+    from astropy.table import Table
+
+    from skymatch_nb_ui.cli import main
+
+    tables = []
+    for options in ([], ["--scheduler", "processes", "--workers", "2"], ["--scheduler", "serial"]):
+        path = tmp_path / f"skies{len(tables)}.ecsv"
+        assert main([str(p) for p in fits_files] + ["--quiet", "--table", str(path)] + options) == 0
+        tables.append(Table.read(path))
+    for table in tables[1:]:
+        for name in ("sky", "sky_err", "npix", "valid"):
+            np.testing.assert_array_equal(table[name], tables[0][name])
+        assert table.meta == tables[0].meta  # how it ran is not recorded as a parameter
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--scheduler", "thread", "expected one of 'auto', 'serial', 'threads', 'processes'"),
+    ("--workers", "0", "expected a positive integer; got '0'"),
+])
+def test_the_command_refuses_bad_execution_options(fits_files, capsys, option, value, message):
+    from skymatch_nb_ui.cli import main
+
+    assert main([str(fits_files[0]), option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_shows_a_progress_bar_per_stage(fits_files, monkeypatch, capsys):
+    import skymatch_nb_ui.cli as cli
+
+    bars = []
+
+    class Bar:
+        def __init__(self, *, total, desc, **_):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(cli, "_tqdm", lambda: Bar)
+    assert cli.main([str(p) for p in fits_files] + ["--scheduler", "threads"]) == 0
+    assert [b.desc for b in bars] == ["geometry", "statistics", "solve"]
+    assert all(b.closed and b.n == b.total for b in bars)
+
+
+def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processes():
+    from skymatch_nb_ui.engine._execute import PROCESSES_FROM, Execution
+
+    auto = Execution("auto", 2)
+    small, large = [50_000] * 20, [PROCESSES_FROM // 100] * 100
+    assert auto.kind(True, small) == auto.kind(False, small) == "serial"
+    assert auto.kind(True, large) == "processes"  # files: each worker reads its own
+    assert auto.kind(False, large) == "serial"  # arrays would have to be copied to workers
+    assert Execution("auto", 1).kind(True, large) == "serial"
+    assert Execution("threads", 2).kind(False, small) == "threads"  # asked for: done
+    assert Execution("processes", 2).kind(False, small) == "processes"
+
+
+def test_file_loaders_travel_as_paths_and_read_the_same_pixels(fits_files):
+    import pickle
+
+    coll = ImageCollection.from_fits(fits_files)
+    loader = coll.matcher.loaders[3]
+    payload = pickle.dumps(loader)
+    assert len(payload) < 2000  # no pixels, no WCS, no headers
+    copy = pickle.loads(payload)
+    np.testing.assert_array_equal(copy.data(), loader.data())
+    np.testing.assert_array_equal(copy.mask(), loader.mask())
+    assert copy.shape == loader.shape

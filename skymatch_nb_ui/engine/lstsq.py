@@ -33,9 +33,13 @@ Pairs that share pixels (``diff_cov``, the covariance between pairs off the diag
 add ``diag(G C G^T)`` to the offsets' variances and ``diag((I - A G) C (I - A G)^T)`` to the
 residuals'.  Both are of the form ``E[(G z) * (G C z)]`` over unit vectors ``z``: with the
 ``P`` columns of the identity (in chunks, two sweeps of `_BlockSweep.solve` each) they are
-exact; above `EXACT_PAIRS` pairs the same sums run over `PROBES` random +-1 vectors (Hutchinson's
-diagonal estimator: unbiased, a relative error of about ``sqrt(2 / PROBES)`` on the
-*correction*, fixed seed, so reproducible), which keeps 10,000 inputs at a few seconds.
+exact; above `EXACT_PAIRS` pairs the same sums run over `PROBES` random +-1 vectors
+(Hutchinson's diagonal estimator: unbiased, fixed seed, so reproducible), which keeps 10,000
+inputs at a few seconds (a 100 x 100 grid with diagonals, 29,601 pairs: 0.5 s without a
+covariance, 2.9 s with).  Measured on a 12 x 12 grid where the covariance adds 10% to the
+offsets' variances: the probes leave them 2.4% rms off, and each residual variance 6% rms off
+(its mean 0.3%): the residual variances serve the robust weights (a 4-sigma cut, hardly moved)
+and the error scale (a sum over the pairs, where the noise averages out).
 """
 
 from __future__ import annotations
@@ -270,7 +274,7 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
             np.add.at(rhs, pos[end[keep]], sign * weighted[keep])
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
-        mean = (indicator.T @ x) / size[:, None]
+        mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
         x[members] -= mean[cm]
         return x
 

@@ -240,6 +240,8 @@ def measure_differences(
 ) -> list[SkyStat]:
     """The statistic of the pixel differences of one image with each of several others.
 
+    At most two images are held at a time: this one, and the other of the current comparison.
+
     One stage-2 task of ``compare="differences"``: for each comparison, the values of this
     image at its pixels inside the other minus the other image interpolated there
     (`differences.pair_differences`; masks, non-finite pixels and ``lower``/``upper`` apply to
@@ -277,6 +279,7 @@ def measure_differences(
         if stat.npix == 0:  # say which side has nothing to compare
             usable = (_usable_count(image, mask, c.runs, params), 0)
         results.append(PairDifference(stat.value, stat.npix, stat.err * inflation, *usable))
+        del other, other_mask  # released before the next one is read: two images at a time
     return results
 
 

@@ -114,7 +114,6 @@ def test_smoothing_a_cancels_the_interpolation_bias_on_a_curved_scene():
     # Bilinear interpolation at a fraction f overestimates a curved scene q by q'' f (1 - f) / 2
     # per axis; a's kernel [c, 1 - 2c, c] with 2c = f (1 - f) adds the same: any quadratic
     # scene cancels exactly under a sub-pixel shift (the bias here would be 0.01 to 0.02).
-    shape = (40, 40)
     wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.3 - 4, 1.0 + 0.6 - 2))
     runs = Runs(np.arange(6, 30), np.full(24, 6), np.full(24, 30))
     pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)

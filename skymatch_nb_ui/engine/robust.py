@@ -12,7 +12,8 @@ On top of the weighted least-squares primitive (`lstsq.solve_offsets`):
    until the weights settle.  The robust spread may only fall from one iteration to the next
    (re-estimated freely it could make the weights cycle for ever, and the answer then
    depended on rounding, e.g. on the order of the inputs).  The influence of a flagged pair,
-   ``weight * residual``, falls as ``1 / t``: a satellite trail in one image of one overlap no longer drags the mosaic.
+   ``weight * residual``, falls as ``1 / t``: a satellite trail in one image of one overlap
+   no longer drags the mosaic.
 
 2. **Error scale.**  The statistical errors of the pairs cover the pixel noise only; what
    else makes two images disagree (the scene seen through two pixel grids, interpolation

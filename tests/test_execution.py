@@ -259,6 +259,10 @@ def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processe
     assert Execution("auto", 1).kind(True, large) == "serial"
     assert Execution("threads", 2).kind(False, small) == "threads"  # asked for: done
     assert Execution("processes", 2).kind(False, small) == "processes"
+    # pixel differences (interpolation releases the GIL): threads when there are many
+    assert auto.kind(False, large, gil_free=sum(large)) == "threads"
+    assert auto.kind(False, small, gil_free=sum(small)) == "serial"
+    assert Execution("auto", 1).kind(False, large, gil_free=sum(large)) == "serial"
 
 
 def test_file_loaders_travel_as_paths_and_read_the_same_pixels(fits_files):

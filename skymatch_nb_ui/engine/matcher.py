@@ -370,7 +370,8 @@ class SkyMatcher:
             return owners, compares, tasks
 
         owners, compares, tasks = owners_and_tasks(True)
-        kind = execution.kind(files, [t.size for t in tasks])
+        gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
+        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free)
         if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
             owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads"):

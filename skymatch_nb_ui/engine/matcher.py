@@ -328,7 +328,8 @@ class SkyMatcher:
         self._fill(params, execution, pairs=needed, images=images, compared=compared)
         if pairs is None:
             if matching and differences:
-                pairs = input_pair_differences(overlaps, lambda a, b: self._difference(key, a, b))
+                pairs = input_pair_differences(overlaps, lambda a, b: self._difference(key, a, b),
+                                               params.skystat)
             else:
                 stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
                 pairs = input_pair_stats(overlaps, stat_of)

@@ -56,7 +56,8 @@ PROCESSES_FROM = 300_000_000
 PROCESSES_WARM_FROM = 10_000_000
 #: Pixels of pixel-difference tasks from which "auto" runs them on threads: interpolation is
 #: gathers and blends that release the GIL (N = 64 nebula mosaic of 1024 x 1024 images, 25M
-#: differences: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially, load ~3, same bits).
+#: differences, same bits: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially at load ~3.5;
+#: 0.72-0.95 s against 0.82-0.89 s in another run at load ~3: a small, noisy gain).
 THREADS_FROM = 2_000_000
 
 #: Seconds between checks of the cancel event while tasks run.

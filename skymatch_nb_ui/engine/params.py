@@ -40,11 +40,13 @@ from ._validate import check_bool, check_choice, check_float, check_int, check_n
 __all__ = [
     "ANCHORS",
     "SKYMETHODS",
+    "SKYMODELS",
     "SKYSTATS",
     "Anchor",
     "ParamSpec",
     "SkyMatchParams",
     "SkyMethod",
+    "SkyModel",
     "SkyStatName",
     "StatParams",
     "parameters_doc",
@@ -53,12 +55,14 @@ __all__ = [
 SkyMethod = Literal["local", "global", "match", "global+match"]
 Anchor = Literal["global", "component"]
 SkyStatName = Literal["mean", "median", "mode", "midpt"]
+SkyModel = Literal["constant", "plane"]
 Stage = Literal["geometry", "statistics", "solve", "output"]
 Kind = Literal["choice", "bool", "int", "float"]
 
 SKYMETHODS: tuple[str, ...] = get_args(SkyMethod)
 ANCHORS: tuple[str, ...] = get_args(Anchor)
 SKYSTATS: tuple[str, ...] = get_args(SkyStatName)
+SKYMODELS: tuple[str, ...] = get_args(SkyModel)
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,15 @@ class SkyMatchParams(_Params):
         doc="``global`` (the reference's behaviour): one anchor for the whole mosaic.  "
         "``component``: each connected component of the overlap graph is anchored on its "
         "own, so with ``global+match`` every component gets its own absolute sky.",
+    )
+    skymodel: SkyModel = _param(
+        "skymodel", kind="choice", default="constant", stage="solve", choices=SKYMODELS,
+        help="the sky of each image: a constant, or a plane (level + gradient) to remove "
+        "gradients such as scattered light",
+        doc="``constant`` (the reference's model): one sky value per input.  ``plane``: a "
+        "plane per input, ``level + slope_x * (x - x0) + slope_y * (y - y0)`` in each image's "
+        "pixels about its centre, one plane on the sky for a group; fitted from robust "
+        "statistics in cells of every overlap (see `skymatch_nb_ui.engine.planes`).",
     )
 
     @property

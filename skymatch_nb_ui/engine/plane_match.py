@@ -462,7 +462,8 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     geo_comp = layout.frame_of
     if "match" in skymethod:
         g, h, q, q_h, d, var, pair, fallback, cells = equations
-        off = solve_plane_offsets(n, g, h, q, d, var, centres, q_h)
+        off = solve_plane_offsets(n, g, h, q, d, var, centres, q_h,
+                                  constant=fallback[pair] != "")
         comp = off.component
         n_comp = int(comp.max()) + 1 if n else 0
         if n_comp > 1 and n > 1:
@@ -584,7 +585,10 @@ def image_planes(sol: PlaneSolution, layout: _Layout):
         c = sol.coef[g]
         out = t @ c
         level[a], slopes[a] = out[0], out[1:]
-        cov[a] = t @ sol.cov[g] @ t.T
+        unknown = np.isnan(sol.cov[g, 1, 1])  # slopes set, not measured: level exact given them
+        cov[a] = t @ np.nan_to_num(sol.cov[g], nan=0.0) @ t.T
+        if unknown:
+            cov[a, 1:, :] = cov[a, :, 1:] = np.nan
         gradient[a] = math.hypot(c[1], c[2])
         if gradient[a] > 0:
             pa[a] = math.degrees(math.atan2(c[1], c[2])) % 360.0

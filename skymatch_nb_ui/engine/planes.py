@@ -474,13 +474,15 @@ class PlaneOffsets:
 
 
 def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: np.ndarray,
-                        var: np.ndarray, centres: np.ndarray, q_h: np.ndarray | None = None
-                        ) -> PlaneOffsets:
+                        var: np.ndarray, centres: np.ndarray, q_h: np.ndarray | None = None,
+                        constant: np.ndarray | None = None) -> PlaneOffsets:
     """Solve ``plane_g(q_k) - plane_h(q_h_k) = d_k`` (weights ``1/var_k``) for planes of ``n`` inputs.
 
     ``plane_g(q) = L_g + (A_g, B_g) . (q - centres[g])``; ``q_h`` (default ``q``) is where the
     other side's statistic was measured (the two sides of a cell are not exactly the same
-    points of the sky when their pixel grids differ).  Per connected component the solution
+    points of the sky when their pixel grids differ).  ``constant`` marks equations of a pair
+    that constrains a constant only (whole overlaps): an input in none but those has slopes
+    that no equation determines; they follow their neighbours' (`PlaneOffsets.slope_free`).  Per connected component the solution
     has zero mean level and zero mean slope (the gauge: overlaps cannot see a common plane).
     Equations beyond `CLIP` calibrated errors are dropped (up to `PASSES` refits).
 
@@ -492,7 +494,7 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
     >>> plane = lambda c, k, p: c[0] + c[1:] @ (p - centres[k])
     >>> d = np.array([plane(truth[0], 0, p) - plane(truth[1], 1, p) for p in q])
     >>> sol = solve_plane_offsets(2, np.zeros(4, int), np.ones(4, int), q, d, np.ones(4), centres)
-    >>> np.round(sol.coef[1] - sol.coef[0], 9).tolist()   # truth[1] - truth[0]
+    >>> np.round(sol.coef[1] - sol.coef[0], 6).tolist()   # truth[1] - truth[0]
     [2.0, -0.2, 0.2]
     """
     g, h = np.asarray(g, np.intp), np.asarray(h, np.intp)
@@ -500,9 +502,13 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
     q_h = q if q_h is None else np.asarray(q_h, float).reshape(-1, 2)
     var = _floored(var)
     used = np.ones(len(d), bool)
+    constant = np.zeros(len(d), bool) if constant is None else np.asarray(constant, bool)
+    pinned = np.ones(n, bool)
+    pinned[g[~constant]] = pinned[h[~constant]] = False
     with _blas().limit(limits=1, user_api="blas"):
         for _ in range(PASSES + 1):
-            solved = _solve_once(n, g[used], h[used], q[used], q_h[used], d[used], var[used], centres)
+            solved = _solve_once(n, g[used], h[used], q[used], q_h[used], d[used], var[used],
+                                 centres, pinned)
             coef, comp = solved[0], solved[2]
             model = _plane_at(coef, g, q, centres) - _plane_at(coef, h, q_h, centres)
             residual = d - model
@@ -533,7 +539,7 @@ def _error_scale(n, comp, g, residual, var) -> np.ndarray:
     return np.sqrt(np.maximum(1.0, ratio))[comp]
 
 
-def _solve_once(n, g, h, q, q_h, d, var, centres):
+def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     """One weighted solve: (coef (n, 3), cov (n, 3, 3), component, slope_free).
 
     The normal matrix over all inputs in equations is block tridiagonal in breadth-first
@@ -602,11 +608,18 @@ def _solve_once(n, g, h, q, q_h, d, var, centres):
     for ends, r in ((pg, rhs_g), (ph, rhs_h)):
         np.add.at(rhs, (3 * pos[ends])[:, None] + np.arange(3), r)
     # the penalty on one level per component (the grounded input of the breadth-first order)
-    # and a vanishing ridge on the slopes: slopes that no equation determines go to the mean
-    ridge = 1e-12 * np.maximum(diag[:, 0, 0], 1e-300)
+    # and vanishing ridges: on the slope differences of overlapping inputs (slopes that no
+    # equation determines follow their neighbours'; weakly, not vanishingly, for inputs in
+    # constant equations only) and on the slopes (the common slope, when nothing sees it)
+    info = np.maximum(diag[:, 0, 0], 1e-300)
+    ridge = 1e-12 * info
+    link = np.where(pinned[pg] | pinned[ph], 1e-4, 1e-10) * np.minimum(info[pg], info[ph])
     diag_r = diag.copy()
-    diag_r[:, 1, 1] += ridge
-    diag_r[:, 2, 2] += ridge
+    for k in (1, 2):
+        diag_r[:, k, k] += ridge
+        np.add.at(diag_r[:, k, k], pg, link)
+        np.add.at(diag_r[:, k, k], ph, link)
+        b_gh[:, k, k] -= link
     grounded = np.flatnonzero(level == 0)
     diag_r[grounded, 0, 0] *= 2.0
     active = order
@@ -659,8 +672,20 @@ def _solve_once(n, g, h, q, q_h, d, var, centres):
     coef[members] = (x[members] - shift) * unscale
     cov[members] = cg_ * unscale[:, None] * unscale[None, :]
     slope_var = np.maximum(cg_[:, 1, 1], cg_[:, 2, 2])
-    free[members] = slope_var * ridge[members] > 1e-4
+    free[members] = pinned[members]
+    _condition_free(coef, cov, np.flatnonzero(free))
     return coef, cov, comp, free
+
+
+def _condition_free(coef, cov, free) -> None:
+    """Inputs whose slopes no equation determines (they follow their neighbours'): the
+    level's variance given the slopes, the slopes' variances unknown (NaN)."""
+    for k in free:
+        c = cov[k]
+        gain = np.linalg.solve(c[1:, 1:], c[1:, 0])
+        level_var = c[0, 0] - c[0, 1:] @ gain
+        cov[k] = np.nan
+        cov[k, 0, 0] = max(level_var, 0.0)
 
 
 def _diagonal_blocks(sweep: _BlockSweep) -> np.ndarray:

@@ -23,6 +23,7 @@ written atomically through a recognisable temporary name (``.tmp-skymatch-...``)
 from . import hst, jwst, roman
 from ._fits import (
     BKG_COMMENTS,
+    PLANE_COMMENTS,
     JWST_DQ_FLAGS,
     ROMAN_DQ_FLAGS,
     FitsImage,
@@ -46,6 +47,7 @@ from .roman import RomanImage, open_roman_image
 
 __all__ = [
     "BKG_COMMENTS",
+    "PLANE_COMMENTS",
     "JWST_DQ_FLAGS",
     "ROMAN_DQ_FLAGS",
     "ApproximateWCSWarning",

@@ -661,6 +661,11 @@ class ImageCollection:
         table["valid"] = result.valid.values
         table["reason"] = [str(r) for r in result.reason.values]
         table["file"] = [s.file for s in self._sources]
+        if "slope_x" in result:  # skymodel="plane": sky is the plane's level at the centre
+            for name in ("slope_x", "slope_y", "slope_x_err", "slope_y_err", "gradient",
+                         "gradient_pa"):
+                table[name] = result[name].values
+                table[name].description = result[name].attrs.get("long_name", "")
         table["sky"].description = "sky level to subtract"
         table["sky_err"].description = "1-sigma statistical uncertainty of sky"
         table.meta.update({k: _from_attr(k, v) for k, v in result.attrs.items()})

@@ -31,6 +31,7 @@ from .planes import (
     MIN_CELLS,
     MIN_SPREAD,
     CellGrid,
+    CellStats,
     CellTask,
     Frame,
     ImageMap,
@@ -242,6 +243,7 @@ class PlaneStage:
         reasons = []
         cells_of_pair = []
         positions = self._cell_positions(layout, key)
+        self._multiplicity = self._shared_cells(layout, key)
         valid = pair_stats.valid
         for p, plan in enumerate(layout.plans):
             reason = plan.reason
@@ -297,11 +299,39 @@ class PlaneStage:
                 start += len(c.x)
         return out
 
+    def _shared_cells(self, layout: _Layout, key) -> dict:
+        """Per cell statistics, in how many pairs of inputs its pixels are (at its centroid).
+
+        A pixel in the overlaps of several other inputs enters several equations; its
+        variance is counted that many times in each (the equations are solved as if
+        independent), so that the errors stay honest where overlaps overlap.
+        """
+        runs = self._geometry_runs
+        partners: dict[int, list] = {}
+        for (a, b), r in runs.items():
+            if r and layout.image_input[a] != layout.image_input[b]:
+                partners.setdefault(a, []).append(b)
+        out = {}
+        for plan in layout.plans:
+            for _, a, p, grid in plan.jobs:
+                ck = (key, a, p, grid.key())
+                c = self.cells[ck]
+                px, py = np.rint(c.x).astype(np.intp), np.rint(c.y).astype(np.intp)
+                inside: dict[int, np.ndarray] = {}
+                for b in partners.get(a, ()):
+                    h = int(layout.image_input[b])
+                    inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
+                count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+                out[ck] = np.maximum(count, 1)
+        return out
+
     def _pair_cells(self, plan: _PairPlan, key, positions):
         """(q, d, var) of a pair's cells seen on both sides, or (None, why not)."""
         sides = []
         for s in (0, 1):
-            parts = [(self.cells[(key, a, p, grid.key())], positions[(key, a, p, grid.key())])
+            parts = [(_scaled(self.cells[(key, a, p, grid.key())],
+                              self._multiplicity[(key, a, p, grid.key())]),
+                      positions[(key, a, p, grid.key())])
                      for side, a, p, grid in plan.jobs if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
@@ -338,6 +368,22 @@ class PlaneStage:
 
 def _input_of(layout: _Layout, a: int) -> int:
     return layout.image_input[a]
+
+
+def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether each pixel (px, py) is in the runs."""
+    lo = np.searchsorted(r.rows, py, side="left")
+    hi = np.searchsorted(r.rows, py, side="right")
+    out = np.zeros(len(px), bool)
+    for k in np.flatnonzero(hi > lo):
+        out[k] = bool(np.any((r.start[lo[k] : hi[k]] <= px[k]) & (px[k] < r.stop[lo[k] : hi[k]])))
+    return out
+
+
+def _scaled(cells: CellStats, multiplicity: np.ndarray) -> CellStats:
+    """``cells`` with errors inflated by the square root of their pixels' multiplicity."""
+    return CellStats(cells.cell, cells.value, cells.npix, cells.err * np.sqrt(multiplicity),
+                     cells.x, cells.y)
 
 
 def _run_moments(r: Runs):

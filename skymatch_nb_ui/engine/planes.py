@@ -509,8 +509,8 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
         for _ in range(PASSES + 1):
             solved = _solve_once(n, g[used], h[used], q[used], q_h[used], d[used], var[used],
                                  centres, pinned)
-            coef, comp = solved[0], solved[2]
-            model = _plane_at(coef, g, q, centres) - _plane_at(coef, h, q_h, centres)
+            fit, comp = solved[4], solved[2]  # the fit itself, before the gauge (see below)
+            model = _plane_at(fit, g, q, centres) - _plane_at(fit, h, q_h, centres)
             residual = d - model
             scale = _error_scale(n, comp, g[used], residual[used], var[used])
             new = np.abs(residual) <= CLIP * np.sqrt(var) * scale[g]
@@ -518,7 +518,7 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
             if np.array_equal(new, used) or new.sum() == 0:
                 break
             used = new
-    coef, cov, comp, free = solved
+    coef, cov, comp, free, _ = solved
     cov = cov * (scale**2)[:, None, None]
     return PlaneOffsets(coef, cov, comp, residual, used, scale, free)
 
@@ -540,7 +540,11 @@ def _error_scale(n, comp, g, residual, var) -> np.ndarray:
 
 
 def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
-    """One weighted solve: (coef (n, 3), cov (n, 3, 3), component, slope_free).
+    """One weighted solve: (coef (n, 3), cov (n, 3, 3), component, slope_free, fit).
+
+    ``coef`` is in the gauge; ``fit`` is the least-squares solution itself, whose common
+    plane the equations see a little when the two sides of a cell are not at one point: the
+    residuals are those of the fit.
 
     The normal matrix over all inputs in equations is block tridiagonal in breadth-first
     order (`lstsq`).  Its null space (a common constant; a common plane when both sides of
@@ -553,7 +557,7 @@ def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     free = np.zeros(n, bool)
     comp = components(n, g, h)
     if not len(d):
-        return coef, cov, comp, free
+        return coef, cov, comp, free, coef.copy()
     # positions in units of a typical separation, so levels and slopes are of like size
     length = float(np.median(np.hypot(*(q - centres[g]).T))) or 1.0
     qs, qhs, cs = q / length, q_h / length, centres / length
@@ -670,11 +674,13 @@ def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     # back to slopes per arcsec
     unscale = np.array([1.0, 1.0 / length, 1.0 / length])
     coef[members] = (x[members] - shift) * unscale
+    fit = np.full((n, 3), np.nan)
+    fit[members] = x[members] * unscale
     cov[members] = cg_ * unscale[:, None] * unscale[None, :]
     slope_var = np.maximum(cg_[:, 1, 1], cg_[:, 2, 2])
     free[members] = pinned[members]
     _condition_free(coef, cov, np.flatnonzero(free))
-    return coef, cov, comp, free
+    return coef, cov, comp, free, fit
 
 
 def _condition_free(coef, cov, free) -> None:

@@ -190,7 +190,7 @@ def child(config: str, folder: str, out: str) -> None:
     sampler.stop()
     np.save(Path(out) / "sky.npy", result.sky.values)
     print(json.dumps({
-        "config": config, "n": len(paths), "pairs": len(coll.last_pairs.pair),
+        "config": config, "n": len(paths), "pairs": len(coll.last_result.pair),
         "times": times, "peak_pss": {s: sampler.peak.get(s, 0.0) for s in STAGES},
         "max_pss": max(sampler.peak.values()),
         "rss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,

@@ -83,9 +83,9 @@ def bench(npix: int, repeats: int) -> None:
           f"{'naive/ours':>10} {'stcal/ours':>10} {'ours/floor':>10}")
     for skystat in SKYSTATS:
         p = StatParams(skystat=skystat, nclip=5)
-        ours = time_ns_per_pixel(lambda a: sky_statistic(a, p, work=work), x, repeats)
-        fresh = time_ns_per_pixel(lambda a: sky_statistic(a, p), x, repeats)
-        naive = time_ns_per_pixel(lambda a: naive_statistic(a, p), x, max(3, repeats // 3))
+        ours = time_ns_per_pixel(lambda a, p=p: sky_statistic(a, p, work=work), x, repeats)
+        fresh = time_ns_per_pixel(lambda a, p=p: sky_statistic(a, p), x, repeats)
+        naive = time_ns_per_pixel(lambda a, p=p: naive_statistic(a, p), x, max(3, repeats // 3))
         ref = time_ns_per_pixel(reference_statistic(skystat), x, max(3, repeats // 3))
         print(f"{skystat:8} {ours:7.2f} {fresh:8.2f} {naive:7.2f} {ref:7.2f}   "
               f"{naive / ours:10.1f} {ref / ours:10.1f} {ours / floor:10.1f}")

@@ -440,8 +440,8 @@ FITS_WORKFLOW = [
 **What this teaches:** read calibrated FITS images (a `SCI` image and a `DQ` data-quality
 extension each) with `ImageCollection.from_fits`, grouping the detectors of each exposure by
 a header keyword; match; inspect the images (`coll.table`), the result with its overlaps
-(the `pair` dimension) and the table of skies (`coll.to_table`); write sky-subtracted copies (`coll.write_fits`) and check
-their `BKGLEVEL`; then do the same with the `skymatch-nb` command.
+(the `pair` dimension) and the table of skies (`coll.to_table`); write sky-subtracted
+copies (`coll.write_fits`) and check their `BKGLEVEL`; then do the same with the `skymatch-nb` command.
 
 The files are made here, in a temporary directory: two exposures of a 2 x 2-detector camera,
 as in notebook 03, written the way the JWST pipeline writes `_cal` files (an empty primary

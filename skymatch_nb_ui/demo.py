@@ -16,6 +16,7 @@ SKIES = [100.0, 120.0, 105.0, 110.0, 105.0, 115.0]
 
 
 def main() -> int:
+    """Print the documented 2x3 example's skies for each method (exit status 0)."""
     mosaic = make_mosaic((2, 3), sky=SKIES, shape=(200, 200), overlap=0.2)
     print("The documented 2x3 example: six overlapping images of constant sky")
     print(f"true skies: {SKIES}\n")

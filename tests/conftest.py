@@ -122,7 +122,7 @@ def lab_server(tmp_path_factory):
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     proc.kill()
-                    raise RuntimeError("jupyter lab did not start:\n" + log_path.read_text())
+                    raise RuntimeError("jupyter lab did not start:\n" + log_path.read_text()) from None
                 time.sleep(0.3)
         yield base, token, root
         proc.terminate()

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _page_state import REVIVE_JS, page_state
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import GroupEditor, ResultsTable
-
-from _page_state import REVIVE_JS, page_state
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -220,9 +219,10 @@ def test_results_table_in_chromium(harness_page, coll):
     mount(page, table)
     rows = page.locator("#root tbody tr")
     expect(rows).to_have_count(6)
-    names = lambda: rows.evaluate_all("trs => trs.map(t => t.dataset.name)")  # noqa: E731
+    names = lambda: rows.evaluate_all("trs => trs.map(t => t.dataset.name)")
     expect(page.locator('#root tr[data-name="far00"]')).to_have_class(re.compile(r"\bsmnb-table-invalid\b"))
-    expect(page.locator('#root tr[data-name="far00"] .smnb-table-col-reason')).to_contain_text("no valid overlap")
+    far_reason = page.locator('#root tr[data-name="far00"] .smnb-table-col-reason')
+    expect(far_reason).to_contain_text("no valid overlap")
 
     sort_sky = page.locator('#root button.smnb-table-sort[data-key="sky"]')
     sort_sky.click()
@@ -270,7 +270,10 @@ def test_results_table_in_chromium(harness_page, coll):
     # 500 rows in the real browser: render, sort twice, select half (the time is printed; the
     # timings live in bench/, not in tests); then 10,000, of which only those in view are rows
     many = """(n) => {
-        const texts = (list) => { const d = [...new Set(list)]; return {texts: d, index: Int32Array.from(list, (t) => d.indexOf(t))}; };
+        const texts = (list) => {
+            const d = [...new Set(list)];
+            return {texts: d, index: Int32Array.from(list, (t) => d.indexOf(t))};
+        };
         const ids = Array.from({length: n}, (_, i) => i);
         return {count: n, name: texts(ids.map((i) => `x${i}`)), group: texts(ids.map((i) => `g${i % 9}`)),
             component: new Float64Array(n), sky: Float64Array.from(ids, (i) => (i * 7919) % 503),

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _page_state import REVIVE_JS, map_point, page_state
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets.footprint_map import FootprintMap
-
-from _page_state import REVIVE_JS, map_point, page_state
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -12,9 +12,8 @@ import json
 import re
 import time
 
-from playwright.sync_api import Page, expect
-
 from _page_state import map_point
+from playwright.sync_api import Page, expect
 
 # run code in the notebook's kernel from the page; returns what it printed
 KERNEL_EXEC = """async (code) => {

@@ -169,7 +169,7 @@ def test_bad_input_in_a_subprocess(inputs, tmp_path):
         "--output-dir": [d / "img00.fits", "--subtract"],
         "NOSUCHKEY": [d / "img00.fits", "--group-by", "NOSUCHKEY"],
     }
-    for match, (proc, out, err) in zip(cases, run_concurrently(list(cases.values()), tmp_path)):
+    for match, (proc, _out, err) in zip(cases, run_concurrently(list(cases.values()), tmp_path)):
         assert proc.returncode == 2, (match, err)
         assert_one_line_error(err, match)
 

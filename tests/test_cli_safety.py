@@ -43,8 +43,10 @@ seen = []
 
 def pause(what):
     seen.append(what)
-    if len(seen) == pause_at:
-        marker.write_text(str(what))
+    if len(seen) == pause_at:  # announced atomically: the test never reads a half-written marker
+        part = marker.with_name(marker.name + ".part")
+        part.write_text(str(what))
+        os.replace(part, marker)
         while True:
             time.sleep(0.02)
 

@@ -57,7 +57,8 @@ def test_fits_files_give_the_same_skies_as_the_arrays(tmp_path, method):
     np.testing.assert_allclose(mef.skymatch(skymethod=method, skystat="median").sky, expected.sky,
                                atol=1e-6)
     # primary-HDU files carry no DQ: compare with the unmasked arrays
-    plain = ImageCollection.from_arrays(mosaic.images, mosaic.wcs).skymatch(skymethod=method, skystat="median")
+    plain = ImageCollection.from_arrays(mosaic.images, mosaic.wcs).skymatch(skymethod=method,
+                                                                          skystat="median")
     folder = tmp_path / "primary"
     folder.mkdir()
     write_primary_files(mosaic, folder)
@@ -124,7 +125,8 @@ def test_constructing_a_collection_reads_no_pixels(tmp_path):
 
 
 def test_group_by_a_header_keyword(tmp_path):
-    mosaic = make_mosaic((2, 3), shape=(50, 50), sky=[100, 100, 100, 130, 130, 130], mask_fraction=0.01, seed=2)
+    mosaic = make_mosaic((2, 3), shape=(50, 50), sky=[100, 100, 100, 130, 130, 130], mask_fraction=0.01,
+                         seed=2)
     paths = write_multi_extension_files(mosaic, tmp_path, exposures=["e1"] * 3 + ["e2"] * 3)
     coll = ImageCollection.from_fits(paths, group_by="EXPOSURE")
     assert set(coll.groups.values()) == {"e1", "e2"}

@@ -71,7 +71,8 @@ def test_union_of_runs():
     a = runs_from_mask(np.eye(6, dtype=bool))
     b = runs_from_mask(np.fliplr(np.eye(6, dtype=bool)))
     u = Runs.union([a, b], (6, 6))
-    np.testing.assert_array_equal(np.sort(u.flat_indices(6)), np.union1d(a.flat_indices(6), b.flat_indices(6)))
+    np.testing.assert_array_equal(np.sort(u.flat_indices(6)),
+                                  np.union1d(a.flat_indices(6), b.flat_indices(6)))
 
 
 def test_edge_pixels_trace_the_pixel_edges():

@@ -10,8 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, DistortionLookupTable, Sip
 
-from skymatch_nb_ui import SkyMatchWarning
-from skymatch_nb_ui import io
+from skymatch_nb_ui import SkyMatchWarning, io
 from skymatch_nb_ui.io import (
     FitsImage,
     MixedUnitsWarning,

@@ -10,15 +10,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from astropy.visualization.wcsaxes import WCSAxes  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from astropy.visualization.wcsaxes import WCSAxes
+from matplotlib.colors import to_rgba
 
-from skymatch_nb_ui import DisconnectedMosaicWarning, ImageCollection  # noqa: E402
-from skymatch_nb_ui import plotting  # noqa: E402
-from skymatch_nb_ui.plotting import (  # noqa: E402
+from skymatch_nb_ui import (
+    DisconnectedMosaicWarning,
+    ImageCollection,
+    plotting,
+)
+from skymatch_nb_ui.plotting import (
     CATEGORICAL,
     COLOR_BY,
     MISSING,
@@ -27,7 +30,7 @@ from skymatch_nb_ui.plotting import (  # noqa: E402
     plot_pair_residuals,
     plot_sky,
 )
-from skymatch_nb_ui.testing import make_mosaic  # noqa: E402
+from skymatch_nb_ui.testing import make_mosaic
 
 SKY = [100.0, 120.0, 105.0, 110.0, 104.0, 115.0]
 GROUPS = {"img01": "A", "img04": "A", "img02": "B", "img05": "B"}

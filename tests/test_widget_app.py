@@ -98,7 +98,8 @@ def test_solve_only_changes_reuse_the_statistics(app, monkeypatch):
 
 
 def test_disconnected_mosaic_warning_shows_in_the_status():
-    m = make_mosaic((2, 2), sky=[1, 2, 3, 4]) + make_mosaic((1, 2), sky=[5, 6], center=(150.1, 2.0), prefix="b")
+    m = make_mosaic((2, 2), sky=[1, 2, 3, 4]) + make_mosaic((1, 2), sky=[5, 6], center=(150.1, 2.0),
+                                                            prefix="b")
     app = SkyMatchApp(ImageCollection.from_arrays(m.images, m.wcs, names=m.names), debounce=0,
                       skystat="mean")
     assert "warning: the overlap graph has 2 disconnected components" in app.status

@@ -12,9 +12,9 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.display.colors import DIVERGING, MISSING, VIRIDIS, categorical
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
-from skymatch_nb_ui.display.colors import DIVERGING, MISSING, VIRIDIS, categorical
 from skymatch_nb_ui.widgets.footprint_map import COLOR_BY, FootprintMap, project_footprints
 
 
@@ -270,7 +270,8 @@ def test_update_of_500_images_is_fast():
     t2 = time.perf_counter()
     fmap.color_by = "group"
     t3 = time.perf_counter()
-    size = len(json.dumps({k: getattr(fmap, k) for k in ("polygons", "centers", "fill", "tooltips", "pairs")}))
+    keys = ("polygons", "centers", "fill", "tooltips", "pairs")
+    size = len(json.dumps({k: getattr(fmap, k) for k in keys}))
     print(f"\n500 images, {len(fmap.pairs)} pairs: projection + init {t1 - t0:.3f} s, "
           f"update {t2 - t1:.3f} s, recolour {t3 - t2:.4f} s, state {size / 1e3:.0f} kB")
     assert len(fmap.polygons) == 500

@@ -4,9 +4,9 @@ import pytest
 import traitlets
 
 from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.display.colors import categorical
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import GroupEditor
-from skymatch_nb_ui.display.colors import categorical
 from skymatch_nb_ui.widgets.group_editor import UNDO_DEPTH
 
 # Two exposures of a 2x2 detector mosaic (left: exposure e1, right: e2) plus an island of two

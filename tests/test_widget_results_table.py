@@ -92,7 +92,7 @@ def test_table_keeps_full_precision_and_equals_the_rows(solved):
 
 
 def test_update_replaces_rows_and_checks_the_result(solved):
-    coll, result = solved
+    coll, _ = solved
     table = ResultsTable(coll)
     coll.groups = None
     with pytest.warns(Warning):

@@ -542,7 +542,7 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
 
 
 def _crossings(xa, ya, xb, yb, rows) -> np.ndarray:
-    """x where edges (xa, ya)-(xb, yb) cross their rows; never NaN for finite vertices.
+    """X where edges (xa, ya)-(xb, yb) cross their rows; never NaN for finite vertices.
 
     The product-then-divide form is exact whenever the crossing is exactly representable
     (integer or half-integer vertices, e.g. shared pixel edges), so ties are decided as the

@@ -236,7 +236,7 @@ def test_a_thin_pair_among_wide_ones_constrains_a_constant_only():
                         dtype=np.float64, prefix="c")
     r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane")
     table = r.pairs
-    thin = [k for k in range(len(table)) if {table.a[k], table.b[k]} == {1, 2}][0]
+    thin = next(k for k in range(len(table)) if {table.a[k], table.b[k]} == {1, 2})
     assert r.plane.plane_fallback[thin].startswith("overlap too thin")
     assert np.isnan(r.plane.resid_gradient[thin])
     assert (r.plane.plane_fallback != "").sum() == 1
@@ -263,7 +263,7 @@ def test_collection_dataset_and_copies_carry_the_planes(tmp_path):
     assert ds.resid_gradient.dims == ("pair",) and ds.plane_fallback.dims == ("pair",)
     np.testing.assert_allclose(ds.slope_x_err, np.sqrt(ds.sky_cov[:, 1, 1]))
     residual = coll.result_images(ds)
-    for k, name in enumerate(coll.names):
+    for name in coll.names:
         assert np.abs(residual[name]).max() < 1e-5
     paths = coll.write_copies(tmp_path, ds)
     header = fits.getheader(paths[0])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import CelestialWCS, Geometry, Runs, lonlat_to_xyz
+from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
 from .lstsq import components
 from .measure import PairStats
@@ -147,7 +147,7 @@ class PlaneStage:
         count, mean, second, area = 0.0, np.zeros(2), np.zeros((2, 2)), 0.0
         scale = 0.0
         for side in sides:
-            for a, partners in side.items():
+            for a in side:
                 scale = max(scale, maps[a].pixel_scale)
         for a, partners in sides[0].items():
             m = maps[a]
@@ -237,7 +237,7 @@ class PlaneStage:
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats):
-        """The equations of all pairs: (g, h, q, q_h, d, var, pair), per pair its fallback reason and count."""
+        """The equations: (g, h, q, q_h, d, var, pair), and per pair its fallback reason and count."""
         key = params.key("statistics")
         rows = []
         reasons = []
@@ -335,7 +335,7 @@ class PlaneStage:
                      for side, a, p, grid in plan.jobs if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
-        common, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+        _, ia, ib = np.intersect1d(ka, kb, return_indices=True)
         ok = (na[ia] >= MIN_CELL_PIXELS) & (nb[ib] >= MIN_CELL_PIXELS)
         ok &= np.isfinite(va[ia]) & np.isfinite(vb[ib]) & np.isfinite(ea[ia]) & np.isfinite(eb[ib])
         ia, ib = ia[ok], ib[ok]
@@ -428,7 +428,8 @@ def _combine_cells(parts):
     safe = np.where(total > 0, total, 1.0)
     v = np.bincount(inv, w * np.where(ok, value, 0.0), minlength=len(keys)) / safe
     e = np.sqrt(np.bincount(inv, (w * np.where(ok, err, 0.0)) ** 2, minlength=len(keys))) / safe
-    qq = np.column_stack([np.bincount(inv, w * q[:, k], minlength=len(keys)) for k in range(2)]) / safe[:, None]
+    qq = np.column_stack([np.bincount(inv, w * q[:, k], minlength=len(keys)) for k in range(2)])
+    qq /= safe[:, None]
     v[total == 0] = np.nan
     return keys, v, total.astype(np.int64), e, qq
 

@@ -71,13 +71,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
 
-from .geometry import CelestialWCS, Footprint, Runs, lonlat_to_xyz, tangent_basis
-from .lstsq import _BlockSweep, _blas, _block_order, _levels, components
+from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
+from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
 from .measure import Scratch, load_pixels, thread_scratch
 from .params import StatParams
 from .stats import StatisticError, sky_statistic
@@ -455,13 +455,14 @@ class PlaneOffsets:
     component : ndarray of int
         Connected component of each input (by the equations).
     residual : ndarray
-        Per equation, data minus fit (NaN for equations dropped by clipping... kept as values).
+        Per equation, data minus the fit (the dropped equations' too).
     used : ndarray of bool
         Per equation, whether it was kept by the clipping.
     scale : ndarray
         Per input, the error scale of its component (``sqrt(chi2/dof)``, at least 1).
     slope_free : ndarray of bool
-        Inputs whose slopes the equations do not determine (set towards the mean slope).
+        Inputs in constant equations only: their slopes follow their neighbours' (their
+        level's variance is the one given those slopes; the slopes' variances are NaN).
     """
 
     coef: np.ndarray
@@ -482,8 +483,9 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
     other side's statistic was measured (the two sides of a cell are not exactly the same
     points of the sky when their pixel grids differ).  ``constant`` marks equations of a pair
     that constrains a constant only (whole overlaps): an input in none but those has slopes
-    that no equation determines; they follow their neighbours' (`PlaneOffsets.slope_free`).  Per connected component the solution
-    has zero mean level and zero mean slope (the gauge: overlaps cannot see a common plane).
+    that no equation determines; they follow their neighbours' (`PlaneOffsets.slope_free`).
+    Per connected component the solution has zero mean level and zero mean slope (the gauge:
+    overlaps cannot see a common plane).
     Equations beyond `CLIP` calibrated errors are dropped (up to `PASSES` refits).
 
     Examples
@@ -677,15 +679,16 @@ def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     fit = np.full((n, 3), np.nan)
     fit[members] = x[members] * unscale
     cov[members] = cg_ * unscale[:, None] * unscale[None, :]
-    slope_var = np.maximum(cg_[:, 1, 1], cg_[:, 2, 2])
     free[members] = pinned[members]
     _condition_free(coef, cov, np.flatnonzero(free))
     return coef, cov, comp, free, fit
 
 
 def _condition_free(coef, cov, free) -> None:
-    """Inputs whose slopes no equation determines (they follow their neighbours'): the
-    level's variance given the slopes, the slopes' variances unknown (NaN)."""
+    """Condition the inputs whose slopes no equation determines (they follow their neighbours').
+
+    Their level's variance is the one given the slopes; the slopes' variances are unknown (NaN).
+    """
     for k in free:
         c = cov[k]
         gain = np.linalg.solve(c[1:, 1:], c[1:, 0])

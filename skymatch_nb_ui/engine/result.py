@@ -13,8 +13,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .groups import Grouping
-    from .plane_match import PlaneResult
     from .measure import PairStats
+    from .plane_match import PlaneResult
     from .solve import Solution
     from .stats import SkyStat
 

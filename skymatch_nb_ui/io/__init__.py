@@ -23,8 +23,8 @@ written atomically through a recognisable temporary name (``.tmp-skymatch-...``)
 from . import hst, jwst, roman
 from ._fits import (
     BKG_COMMENTS,
-    PLANE_COMMENTS,
     JWST_DQ_FLAGS,
+    PLANE_COMMENTS,
     ROMAN_DQ_FLAGS,
     FitsImage,
     MixedUnitsWarning,
@@ -47,8 +47,8 @@ from .roman import RomanImage, open_roman_image
 
 __all__ = [
     "BKG_COMMENTS",
-    "PLANE_COMMENTS",
     "JWST_DQ_FLAGS",
+    "PLANE_COMMENTS",
     "ROMAN_DQ_FLAGS",
     "ApproximateWCSWarning",
     "FitsImage",

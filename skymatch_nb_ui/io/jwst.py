@@ -21,8 +21,6 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ..engine.exceptions import SkyMatchWarning
 
 __all__ = [
@@ -174,7 +172,7 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
     """
     from stdatamodels.jwst import datamodels
 
-    from ._fits import _same_file, atomic_path, plane_method, set_plane_keywords, sky_array
+    from ._fits import _same_file, atomic_path, plane_method, sky_array
 
     dest = Path(dest)
     if _same_file(image.path, dest):

@@ -318,3 +318,37 @@ def test_jwst_and_roman_copies_record_the_plane(tmp_path):
     with rdm.open(rout[0]) as model:
         assert str(model.meta.background.method) == "match"  # the schema's enum has no plane
         assert model.meta.background.plane["slope_x"] == pytest.approx(float(rds.slope_x[0]))
+
+
+def test_global_is_one_plane_on_the_sky_for_every_image():
+    m = make_mosaic((1, 3), shape=(160, 160), overlap=0.3, gradient=5.0, seed=8, dtype=np.float64)
+    r = skymatch(m.images, m.wcs, skymethod="global", skystat="mean", skymodel="plane")
+    assert np.ptp(r.plane.gradient) < 1e-9 * r.plane.gradient.max()
+    assert np.ptp(r.plane.gradient_pa) < 1e-6
+    # the same plane: the images' fitted skies agree where they overlap (a one-orientation
+    # mosaic: neighbours are 112 pixels apart along x)
+    a = plane_values(r.sky[0], r.plane.slope_x[0], r.plane.slope_y[0], (160, 160))
+    b = plane_values(r.sky[1], r.plane.slope_x[1], r.plane.slope_y[1], (160, 160))
+    np.testing.assert_allclose(a[:, 112:], b[:, :48], atol=1e-9)
+
+
+def test_command_line_subtracts_planes(tmp_path):
+    from astropy.io import fits
+
+    from skymatch_nb_ui.cli import main
+
+    m = make_mosaic((1, 2), shape=(160, 160), overlap=0.3, gradient=5.0, seed=9, dtype=np.float64)
+    paths = []
+    for name, image, wcs in zip(m.names, m.images, m.wcs):
+        paths.append(tmp_path / f"{name}.fits")
+        fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+    out = tmp_path / "out"
+    assert main([str(p) for p in paths] + ["--skymodel", "plane", "--skymethod", "global+match",
+                                           "--skystat", "mean", "--subtract", "--output-dir",
+                                           str(out), "-q"]) == 0
+    for path, truth in zip(paths, m.planes):
+        with fits.open(out / path.name) as hdul:
+            header = hdul[0].header
+            assert header["BKGMODEL"] == "plane"
+            assert header["BKGSLPX"] == pytest.approx(truth[1], abs=1e-7)
+            assert np.abs(hdul[0].data).max() < 1e-5

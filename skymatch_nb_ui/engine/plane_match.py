@@ -219,8 +219,6 @@ class PlaneStage:
         files = any(not getattr(loaders[a], "in_memory", False) for a in images)
         sizes = [t.size for t in tasks]
         kind = execution.kind(files, sizes)
-        if kind == "threads":
-            kind = "serial"  # histograms hold the GIL: threads do not pay (see _execute)
         order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
         execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
                       units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)

@@ -87,7 +87,7 @@ class _PairPlan:
     g: int
     h: int
     centroid: np.ndarray  # of the overlap, in the frame (arcsec)
-    side: float  # cell side (arcsec); NaN when the pair can only give a constant
+    side: float  # the cells' smaller side (arcsec); NaN when the pair gives a constant only
     reason: str  # why a constant only ("" when cells are measured)
     jobs: tuple  # ((side 0|1, image, partners, CellGrid), ...)
 
@@ -165,7 +165,8 @@ class PlaneStage:
             return _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
         mean /= count
         cov = second / count - np.outer(mean, mean)
-        width = math.sqrt(12.0 * max(float(np.linalg.eigvalsh(cov)[0]), 0.0))
+        eigen, axes = np.linalg.eigh(cov)  # across (smaller spread), then along
+        width, length = (math.sqrt(12.0 * max(float(v), 0.0)) for v in eigen)
         smallest = MIN_CELL_SIDE * scale
         if area < MIN_CELLS * smallest**2:
             reason = f"overlap too small for {MIN_CELLS} cells of {MIN_CELL_SIDE} x {MIN_CELL_SIDE} pixels"
@@ -173,14 +174,22 @@ class PlaneStage:
         if width < 2.0 * smallest:
             reason = f"overlap too thin for two cells of {MIN_CELL_SIDE} pixels across"
             return _PairPlan(g, h, mean, math.nan, reason, ())
-        side = max(smallest, min(math.sqrt(area / CELLS_PER_OVERLAP), width / 2.0))
+        # cells along the overlap's axes, tiling the rectangle of its extent (a uniform strip's
+        # length is sqrt(12 variance)): at least 2 across, about CELLS_PER_OVERLAP in all
+        target = math.sqrt(width * length / CELLS_PER_OVERLAP)
+        n_across = max(2, min(round(width / target), int(width // smallest)))
+        n_along = max(1, min(round(length / target), int(length // smallest)))
+        sizes = np.array([width / n_across, length / n_along])
+        to_cells = axes.T / sizes[:, None]  # frame -> cell units
+        start = np.array([n_across, n_along]) / 2.0
         jobs = []
         for s, sd in enumerate(sides):
             for a, partners in sd.items():
                 m = maps[a]
-                matrix = m.jac / side
-                offset = (m.q_affine - m.jac @ m.pixel_centre - mean) / side + _PHASE
+                matrix = to_cells @ m.jac
+                offset = to_cells @ (m.q_affine - m.jac @ m.pixel_centre - mean) + start
                 jobs.append((s, a, partners, CellGrid(matrix, offset)))
+        side = float(sizes.min())
         return _PairPlan(g, h, mean, side, "", tuple(jobs))
 
     # -- stage 2 for planes ------------------------------------------------------------------

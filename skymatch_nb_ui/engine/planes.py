@@ -20,9 +20,10 @@ pixel-frame plane is the best affine approximation of the sky plane over the ima
 
 Cells
 -----
-An overlap of two inputs is cut into square cells on the frame (about `CELLS_PER_OVERLAP`
-per overlap; sides at least `MIN_CELL_SIDE` pixels of the coarser image; never wider than
-half the overlap's width, so a strip still gets two cells across).  Each image's pixels are
+An overlap of two inputs is cut into rectangular cells along its principal axes on the
+frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle) is tiled by
+about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
+pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 8 cells).  Each image's pixels are
 put in cells through its affine map; each side's statistic (``skystat``, with the clipping
 parameters, as for constants) over its pixels in a cell gives, for a cell with at least
 `MIN_CELL_PIXELS` usable pixels on both sides, one equation::

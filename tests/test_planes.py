@@ -15,6 +15,11 @@ from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.testing.instruments import nircam_like_gwcs
 
 
+#: Compare by levels (the default before ``compare`` existed; noiseless images give no pixel
+#: differences: their steepness check needs a pixel noise).
+LEVELS = {"compare": "levels"} if "compare" in SkyMatchParams.specs() else {}
+
+
 def _estimates(result) -> np.ndarray:
     return np.column_stack([result.sky, result.plane.slope_x, result.plane.slope_y])
 
@@ -91,11 +96,11 @@ def test_sparse_solve_recovers_planes_of_a_grid_exactly_up_to_the_gauge():
 @pytest.mark.parametrize("kw", [{}, {"rotation": 33.0, "jitter": 3.0}, {"tangent": "shared"}])
 def test_noiseless_planes_are_recovered(kw):
     m = make_mosaic((2, 3), shape=(160, 200), gradient=5.0, seed=4, dtype=np.float64, **kw)
-    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane")
+    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
     assert (r.plane.plane_fallback == "").all() and r.valid.all()
     np.testing.assert_allclose(_estimates(r), m.planes, atol=1e-6)
     assert np.nanmax(r.plane.resid_gradient) < 1e-7 * np.max(r.plane.gradient)
-    local = skymatch(m.images, m.wcs, skymethod="local", skystat="median", skymodel="plane")
+    local = skymatch(m.images, m.wcs, skymethod="local", skystat="median", skymodel="plane", **LEVELS)
     np.testing.assert_allclose(_estimates(local), m.planes, atol=1e-6)
 
 
@@ -103,8 +108,9 @@ def test_match_planes_are_the_truth_up_to_a_common_plane_and_match_down():
     layout, shape, overlap = (2, 3), (160, 200), 0.2
     m = make_mosaic(layout, shape=shape, overlap=overlap, gradient=5.0, seed=5, dtype=np.float64)
     matcher = SkyMatcher(m.images, m.wcs)
-    down = matcher.run(skymethod="match", skystat="mean", skymodel="plane")
-    up = matcher.run(skymethod="match", skystat="mean", skymodel="plane", match_down=False)
+    down = matcher.run(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
+    up = matcher.run(skymethod="match", skystat="mean", skymodel="plane", match_down=False,
+                     **LEVELS)
     est = _estimates(down)
     assert est[:, 0].min() == pytest.approx(0.0, abs=1e-12)
     assert _estimates(up)[:, 0].max() == pytest.approx(0.0, abs=1e-12)
@@ -121,8 +127,8 @@ def test_constant_sky_gives_zero_slopes_within_errors_and_the_same_constants():
     for seed in range(12):
         m = make_mosaic((2, 3), shape=(160, 160), overlap=0.25, noise=1.0, seed=seed)
         matcher = SkyMatcher(m.images, m.wcs)
-        plane = matcher.run(skymethod="match", skystat="median", skymodel="plane")
-        constant = matcher.run(skymethod="match", skystat="median")
+        plane = matcher.run(skymethod="match", skystat="median", skymodel="plane", **LEVELS)
+        constant = matcher.run(skymethod="match", skystat="median", **LEVELS)
         err = np.sqrt(np.stack([plane.plane.cov[:, 1, 1], plane.plane.cov[:, 2, 2]], axis=1))
         pulls.append(np.column_stack([plane.plane.slope_x, plane.plane.slope_y]) / err)
         truth = m.sky - m.sky.mean()
@@ -144,7 +150,7 @@ def test_errors_are_calibrated_over_noise_realisations():
     for seed in range(40):
         m = make_mosaic(layout, shape=shape, overlap=overlap, noise=1.0, gradient=3.0, seed=seed,
                         dtype=np.float64)
-        r = skymatch(m.images, m.wcs, skymethod="match", skystat="median", skymodel="plane")
+        r = skymatch(m.images, m.wcs, skymethod="match", skystat="median", skymodel="plane", **LEVELS)
         est = _estimates(r)
         est[:, 0] -= est[:, 0].mean()
         err = np.sqrt(np.einsum("kii->ki", r.plane.cov))
@@ -192,7 +198,7 @@ def test_a_group_shares_one_plane_on_the_sky_across_rotated_detectors(maker):
     sky = {"A": (10.0, 0.05, -0.03), "B": (12.0, -0.02, 0.04)}  # per arcsec east, north
     images = _sky_plane_images(wcs, shape, [sky[g] for g in groups], frame)
     r = skymatch(images, wcs, groups=groups, skymethod="global+match", skystat="mean",
-                 skymodel="plane")
+                 skymodel="plane", **LEVELS)
     assert r.valid.all() and (r.plane.plane_fallback == "").all()
     span = max(np.ptp(im) for im in images)
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -216,14 +222,14 @@ def test_a_group_shares_one_plane_on_the_sky_across_rotated_detectors(maker):
 # -- fallbacks -----------------------------------------------------------------------------------
 def test_a_thin_overlap_counts_as_a_constant_with_a_reason():
     m = make_mosaic((1, 2), shape=(200, 200), overlap=0.08, noise=0.1, seed=2)  # 16 px wide
-    r = skymatch(m.images, m.wcs, skystat="median", skymodel="plane")
+    r = skymatch(m.images, m.wcs, skystat="median", skymodel="plane", **LEVELS)
     assert r.plane.plane_fallback[0].startswith("overlap too thin")
     assert np.isnan(r.plane.resid_gradient[0]) and r.plane.cells[0] == 1
     assert r.valid.all()
     assert all("slopes are not determined" in text for text in r.reason)
     assert np.isnan(r.plane.cov[:, 1, 1]).all() and np.isfinite(r.sky_err).all()
     # the constant of the pair is the constant model's
-    constant = skymatch(m.images, m.wcs, skystat="median")
+    constant = skymatch(m.images, m.wcs, skystat="median", **LEVELS)
     assert r.sky[1] - r.sky[0] == pytest.approx(constant.sky[1] - constant.sky[0], abs=1e-9)
 
 
@@ -234,7 +240,7 @@ def test_a_thin_pair_among_wide_ones_constrains_a_constant_only():
     ra = 150.0 - 265 * 0.1 / 3600 / np.cos(np.radians(2.0))
     m = m + make_mosaic((1, 1), shape=(200, 200), center=(ra, 2.0), gradient=4.0, seed=4,
                         dtype=np.float64, prefix="c")
-    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane")
+    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
     table = r.pairs
     thin = next(k for k in range(len(table)) if {table.a[k], table.b[k]} == {1, 2})
     assert r.plane.plane_fallback[thin].startswith("overlap too thin")
@@ -254,7 +260,7 @@ def test_collection_dataset_and_copies_carry_the_planes(tmp_path):
 
     m = make_mosaic((1, 3), shape=(160, 160), overlap=0.3, gradient=5.0, seed=6, dtype=np.float64)
     coll = ImageCollection.from_arrays(m.images, m.wcs)
-    ds = coll.skymatch(skymethod="global+match", skystat="mean", skymodel="plane")
+    ds = coll.skymatch(skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
     assert ds.attrs["skymodel"] == "plane"
     assert ds.sky_cov.dims == ("image", "coef", "coef2")
     assert list(ds.coef.values) == ["level", "slope_x", "slope_y"]
@@ -271,14 +277,14 @@ def test_collection_dataset_and_copies_carry_the_planes(tmp_path):
     assert header["BKGSLPX"] == pytest.approx(float(ds.slope_x[0]))
     assert (header["BKGXREF"], header["BKGYREF"]) == (80.5, 80.5)
     assert np.abs(fits.getdata(paths[0])).max() < 1e-5
-    constant = coll.skymatch(skystat="mean")
+    constant = coll.skymatch(skystat="mean", **LEVELS)
     assert constant.attrs["skymodel"] == "constant" and "slope_x" not in constant
 
 
 def test_subtract_with_the_engine_removes_the_planes():
     m = make_mosaic((1, 2), shape=(160, 160), overlap=0.3, gradient=5.0, seed=7, dtype=np.float64)
     r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane",
-                 subtract=True)
+                 subtract=True, **LEVELS)
     assert max(np.abs(im).max() for im in r.images) < 1e-5
 
 
@@ -302,7 +308,7 @@ def test_jwst_and_roman_copies_record_the_plane(tmp_path):
             "01234", "001", "001", "02", "1", "01", f"0000{k + 1}"))
         paths.append(path)
     coll = ImageCollection.from_files(paths)
-    ds = coll.skymatch(skymethod="match", skystat="mean", skymodel="plane")
+    ds = coll.skymatch(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
     out = coll.write_copies(tmp_path / "out", ds)
     with datamodels.open(out[1]) as model:
         assert model.meta.background.method == "match+plane"
@@ -313,7 +319,7 @@ def test_jwst_and_roman_copies_record_the_plane(tmp_path):
     roman = tmp_path / "r.asdf"
     write_roman_cal(roman, images[0].astype(np.float32), wcs[0])
     rcoll = ImageCollection.from_files([roman, paths[1]])
-    rds = rcoll.skymatch(skymethod="match", skystat="mean", skymodel="plane")
+    rds = rcoll.skymatch(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
     rout = rcoll.write_copies(tmp_path / "rout", rds)
     with rdm.open(rout[0]) as model:
         assert str(model.meta.background.method) == "match"  # the schema's enum has no plane
@@ -322,7 +328,7 @@ def test_jwst_and_roman_copies_record_the_plane(tmp_path):
 
 def test_global_is_one_plane_on_the_sky_for_every_image():
     m = make_mosaic((1, 3), shape=(160, 160), overlap=0.3, gradient=5.0, seed=8, dtype=np.float64)
-    r = skymatch(m.images, m.wcs, skymethod="global", skystat="mean", skymodel="plane")
+    r = skymatch(m.images, m.wcs, skymethod="global", skystat="mean", skymodel="plane", **LEVELS)
     assert np.ptp(r.plane.gradient) < 1e-9 * r.plane.gradient.max()
     assert np.ptp(r.plane.gradient_pa) < 1e-6
     # the same plane: the images' fitted skies agree where they overlap (a one-orientation
@@ -343,12 +349,40 @@ def test_command_line_subtracts_planes(tmp_path):
         paths.append(tmp_path / f"{name}.fits")
         fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
     out = tmp_path / "out"
-    assert main([str(p) for p in paths] + ["--skymodel", "plane", "--skymethod", "global+match",
-                                           "--skystat", "mean", "--subtract", "--output-dir",
-                                           str(out), "-q"]) == 0
+    levels = ["--compare", "levels"] if LEVELS else []
+    assert main([str(p) for p in paths] + levels + [
+        "--skymodel", "plane", "--skymethod", "global+match", "--skystat", "mean", "--subtract",
+        "--output-dir", str(out), "-q"]) == 0
     for path, truth in zip(paths, m.planes):
         with fits.open(out / path.name) as hdul:
             header = hdul[0].header
             assert header["BKGMODEL"] == "plane"
             assert header["BKGSLPX"] == pytest.approx(truth[1], abs=1e-7)
             assert np.abs(hdul[0].data).max() < 1e-5
+
+
+@pytest.mark.skipif(not LEVELS, reason="needs compare='differences' (issue 11)")
+def test_pixel_differences_in_cells_cancel_the_scene():
+    import inspect
+
+    if "nebula" not in inspect.signature(make_mosaic).parameters:
+        pytest.skip("needs make_mosaic(nebula=)")
+    layout, shape, overlap = (2, 3), (200, 200), 0.25
+    centres = _grid_centres(layout, shape, overlap)
+    pulls = []
+    for seed in range(12):
+        runs = {}
+        for nebula in (0.0, 25.0):
+            m = make_mosaic(layout, shape=shape, overlap=overlap, noise=1.0, gradient=3.0,
+                            nebula=nebula, seed=seed, dtype=np.float64)
+            runs[nebula] = skymatch(m.images, m.wcs, skystat="median", skymodel="plane",
+                                    compare="differences")
+        plain, scene = runs[0.0], runs[25.0]
+        err = np.sqrt(np.einsum("kii->ki", scene.plane.cov))
+        # a nebula of 25 sigma changes the planes by far less than their errors
+        assert (np.abs(_estimates(scene) - _estimates(plain)) < 0.2 * err).all()
+        est = _estimates(scene)
+        est[:, 0] -= est[:, 0].mean()
+        pulls.append((est - _gauge(m.planes, centres)) / err)
+    spread = np.concatenate(pulls).std(axis=0)
+    assert np.all((0.7 <= spread) & (spread <= 1.3)), spread

@@ -287,10 +287,12 @@ class SkyMatcher:
                 pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
             else:
                 pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
-            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own)
+            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
+            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
+                          sampled=sampled, pixel_map=getattr(self, "_map", None))
             execution.check("solve")
             execution.report("solve", 0, 1)
-            equations = stage.equations(layout, params, pairs) if matching else None
+            equations = stage.equations(layout, params, pairs, sampled) if matching else None
             image_fits, local = stage.local_planes(layout, params, grouping) if own else (None, None)
             problem = Problem(len(grouping), pairs, None, params.match_down, params.anchor,
                               names=tuple(grouping.names()))

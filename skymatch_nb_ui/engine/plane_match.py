@@ -33,6 +33,7 @@ from .planes import (
     CellGrid,
     CellStats,
     CellTask,
+    DifferenceRegion,
     Frame,
     ImageMap,
     PlaneFit,
@@ -193,12 +194,23 @@ class PlaneStage:
         return _PairPlan(g, h, mean, side, "", tuple(jobs))
 
     # -- stage 2 for planes ------------------------------------------------------------------
-    def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool) -> None:
-        """Compute the cell statistics not cached yet (one task per image)."""
+    def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
+                sampled=None, pixel_map=None) -> None:
+        """Compute the cell statistics not cached yet (one task per image).
+
+        With ``compare="differences"`` a pair's cells hold the statistic of its pixel
+        differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
+        o)`` where its pixels fall in the other (the matcher's, shared with the constants).
+        """
         key = params.key("statistics")
-        todo: dict[int, list] = {}
-        runs_of = {}
-        if pairs:
+        todo: dict[int, list] = {}  # image -> [(cache key, what, grid)]
+        if pairs and _differences(params):
+            for plan in layout.plans:
+                for _, s, o, grid in self.difference_jobs(plan, sampled):
+                    ck = (key, s, ("-", o), grid.key())
+                    if ck not in self.cells:
+                        todo.setdefault(s, []).append((ck, ("-", o), grid))
+        elif pairs:
             for plan in layout.plans:
                 for _, a, partners, grid in plan.jobs:
                     ck = (key, a, partners, grid.key())
@@ -212,14 +224,24 @@ class PlaneStage:
         if not todo:
             execution.report("statistics", 0, 0)
             return
-        runs_of = self._runs
         images = sorted(todo)
         tasks = []
         for a in images:
-            jobs = tuple((None if p is None else runs_of(a, p), grid) for _, p, grid in todo[a])
-            size = sum(self._shapes[a][0] * self._shapes[a][1] if p is None else
-                       sum(r.npix for r in runs_of(a, p)) for _, p, _ in todo[a])
-            tasks.append(CellTask(loaders[a], jobs, size, label=f"images[{a}]"))
+            jobs, size = [], 0
+            for _, what, grid in todo[a]:
+                if what is None:
+                    jobs.append((None, grid))
+                    size += self._shapes[a][0] * self._shapes[a][1]
+                elif isinstance(what, tuple) and what and what[0] == "-":
+                    o = what[1]
+                    runs = self._geometry_runs[(a, o)]
+                    jobs.append((DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid))
+                    size += runs.npix
+                else:
+                    runs = self._runs(a, what)
+                    jobs.append((runs, grid))
+                    size += sum(r.npix for r in runs)
+            tasks.append(CellTask(loaders[a], tuple(jobs), size, label=f"images[{a}]"))
 
         def keep(t: int, stats: list) -> None:
             for (ck, _, _), cell in zip(todo[images[t]], stats[0]):
@@ -232,6 +254,25 @@ class PlaneStage:
         execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
                       units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)
 
+    def difference_jobs(self, plan: _PairPlan, sampled) -> list:
+        """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
+
+        ``sign`` is +1 when the compared image is on the pair's first side (its differences
+        are then ``g - h``), else -1.
+        """
+        grid_of = {a: grid for _, a, _, grid in plan.jobs}
+        first = {a for side, a, _, _ in plan.jobs if side == 0}
+        jobs = []
+        for side, a, partners, _ in plan.jobs:
+            if side != 0:
+                continue
+            for b in sorted(partners):
+                if (b, a) not in self._geometry_runs or not self._geometry_runs[(b, a)]:
+                    continue
+                s, o = sampled(a, b)
+                jobs.append((1.0 if s in first else -1.0, s, o, grid_of[s]))
+        return jobs
+
     def _runs(self, a: int, partners) -> tuple[Runs, ...]:
         return tuple(self._geometry_runs[(a, b)] for b in sorted(partners))
 
@@ -243,26 +284,26 @@ class PlaneStage:
             self.cells.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
-    def equations(self, layout: _Layout, params, pair_stats: PairStats):
+    def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
         """The equations: (g, h, q, q_h, d, var, pair), and per pair its fallback reason and count."""
         key = params.key("statistics")
         rows = []
         reasons = []
         cells_of_pair = []
-        positions = self._cell_positions(layout, key)
-        self._multiplicity = self._shared_cells(layout, key)
+        sampled = sampled if _differences(params) else None
+        positions = self._cell_positions(layout, key, sampled)
+        self._multiplicity = self._shared_cells(layout, key, sampled)
         valid = pair_stats.valid
         for p, plan in enumerate(layout.plans):
             reason = plan.reason
             got = None
             if not reason:
-                got, reason = self._pair_cells(plan, key, positions)
+                got, reason = self._pair_cells(plan, key, positions, sampled)
             if got is None:
                 if valid[p] and np.isfinite(plan.centroid).all():
-                    d = pair_stats.stat_a[p] - pair_stats.stat_b[p]
-                    var = pair_stats.err_a[p] ** 2 + pair_stats.err_b[p] ** 2
+                    d, err = _pair_difference(pair_stats, p)
                     got = (plan.centroid[None, :], plan.centroid[None, :], np.array([d]),
-                           np.array([var]))
+                           np.array([err**2]))
                 elif not valid[p]:
                     reason = "no valid pixels on one side"
             reasons.append(reason)
@@ -281,12 +322,18 @@ class PlaneStage:
         return (g.astype(np.intp), h.astype(np.intp), q, q_h, d, var, pair.astype(np.intp),
                 np.array(reasons, dtype=object), np.array(cells_of_pair, np.int64))
 
-    def _cell_positions(self, layout: _Layout, key) -> dict:
+    def _cell_keys(self, plan: _PairPlan, key, sampled) -> list:
+        """``(side sign, image, cache key)`` of a pair's cell statistics."""
+        if sampled is not None:
+            return [(sign, s, (key, s, ("-", o), grid.key()))
+                    for sign, s, o, grid in self.difference_jobs(plan, sampled)]
+        return [(side, a, (key, a, p, grid.key())) for side, a, p, grid in plan.jobs]
+
+    def _cell_positions(self, layout: _Layout, key, sampled=None) -> dict:
         """Frame positions of the cells' pixel centroids, one WCS call per image."""
         per_image: dict[int, list] = {}
         for plan in layout.plans:
-            for _, a, partners, grid in plan.jobs:
-                ck = (key, a, partners, grid.key())
+            for _, a, ck in self._cell_keys(plan, key, sampled):
                 per_image.setdefault(a, []).append(ck)
         out = {}
         for a, cks in per_image.items():
@@ -298,7 +345,7 @@ class PlaneStage:
                     out[ck] = np.empty((0, 2))
                 continue
             lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
-            frame = layout.frames[layout.frame_of[_input_of(layout, a)]]
+            frame = layout.frames[layout.frame_of[layout.image_input[a]]]
             q = frame.project(lon, lat)
             start = 0
             for ck, c in zip(cks, cells):
@@ -306,7 +353,7 @@ class PlaneStage:
                 start += len(c.x)
         return out
 
-    def _shared_cells(self, layout: _Layout, key) -> dict:
+    def _shared_cells(self, layout: _Layout, key, sampled=None) -> dict:
         """Per cell statistics, in how many pairs of inputs its pixels are (at its centroid).
 
         A pixel in the overlaps of several other inputs enters several equations; its
@@ -320,8 +367,7 @@ class PlaneStage:
                 partners.setdefault(a, []).append(b)
         out = {}
         for plan in layout.plans:
-            for _, a, p, grid in plan.jobs:
-                ck = (key, a, p, grid.key())
+            for _, a, ck in self._cell_keys(plan, key, sampled):
                 c = self.cells[ck]
                 px, py = np.rint(c.x).astype(np.intp), np.rint(c.y).astype(np.intp)
                 inside: dict[int, np.ndarray] = {}
@@ -332,27 +378,37 @@ class PlaneStage:
                 out[ck] = np.maximum(count, 1)
         return out
 
-    def _pair_cells(self, plan: _PairPlan, key, positions):
-        """(q, d, var) of a pair's cells seen on both sides, or (None, why not)."""
+    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
+        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not)."""
+        mult = self._multiplicity
+        if sampled is not None:  # differences: one side, the compared images' pixels
+            parts = [(_scaled(self.cells[ck], mult[ck], sign), positions[ck])
+                     for sign, _, ck in self._cell_keys(plan, key, sampled)]
+            keys, v, n, e, q = _combine_cells(parts)
+            ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
+            return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2)
         sides = []
         for s in (0, 1):
-            parts = [(_scaled(self.cells[(key, a, p, grid.key())],
-                              self._multiplicity[(key, a, p, grid.key())]),
-                      positions[(key, a, p, grid.key())])
-                     for side, a, p, grid in plan.jobs if side == s]
+            parts = [(_scaled(self.cells[ck], mult[ck]), positions[ck])
+                     for side, _, ck in self._cell_keys(plan, key, None) if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
         _, ia, ib = np.intersect1d(ka, kb, return_indices=True)
         ok = (na[ia] >= MIN_CELL_PIXELS) & (nb[ib] >= MIN_CELL_PIXELS)
         ok &= np.isfinite(va[ia]) & np.isfinite(vb[ib]) & np.isfinite(ea[ia]) & np.isfinite(eb[ib])
         ia, ib = ia[ok], ib[ok]
-        if len(ia) < MIN_CELLS:
-            return None, (f"only {len(ia)} cells with {MIN_CELL_PIXELS} usable pixels on both "
+        return self._checked(plan, qa[ia], qb[ib], va[ia] - vb[ib], ea[ia] ** 2 + eb[ib] ** 2)
+
+    @staticmethod
+    def _checked(plan: _PairPlan, q, q_h, d, var):
+        """The equations of a pair's cells if they can constrain a plane, else (None, why)."""
+        if len(d) < MIN_CELLS:
+            return None, (f"only {len(d)} cells with {MIN_CELL_PIXELS} usable pixels on both "
                           f"sides (at least {MIN_CELLS} needed)")
-        spread = np.linalg.eigvalsh(np.cov(qa[ia].T, bias=True))[0]
+        spread = np.linalg.eigvalsh(np.cov(q.T, bias=True))[0]
         if spread < (MIN_SPREAD * plan.side) ** 2:
             return None, "its cells lie along a line (the overlap is one cell wide)"
-        return (qa[ia], qb[ib], va[ia] - vb[ib], ea[ia] ** 2 + eb[ib] ** 2), ""
+        return (q, q_h, d, var), ""
 
     def cell_pixels(self, layout: _Layout, params) -> np.ndarray:
         """Per image, the pixels behind its own cells' statistics."""
@@ -373,10 +429,6 @@ class PlaneStage:
         return image_fits, inputs
 
 
-def _input_of(layout: _Layout, a: int) -> int:
-    return layout.image_input[a]
-
-
 def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     """Whether each pixel (px, py) is in the runs."""
     lo = np.searchsorted(r.rows, py, side="left")
@@ -387,10 +439,23 @@ def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scaled(cells: CellStats, multiplicity: np.ndarray) -> CellStats:
+def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:
     """``cells`` with errors inflated by the square root of their pixels' multiplicity."""
-    return CellStats(cells.cell, cells.value, cells.npix, cells.err * np.sqrt(multiplicity),
-                     cells.x, cells.y)
+    return CellStats(cells.cell, sign * cells.value, cells.npix,
+                     cells.err * np.sqrt(multiplicity), cells.x, cells.y)
+
+
+def _differences(params) -> bool:
+    """Whether pairs are compared by their pixel differences (``compare="differences"``)."""
+    return getattr(params, "compare", "levels") == "differences"
+
+
+def _pair_difference(pairs: PairStats, p: int) -> tuple[float, float]:
+    """A pair's whole-overlap difference ``g - h`` and its error (either way of comparing)."""
+    if hasattr(pairs, "diff"):
+        return float(pairs.diff[p]), float(pairs.diff_err[p])
+    return (float(pairs.stat_a[p] - pairs.stat_b[p]),
+            float(math.hypot(pairs.err_a[p], pairs.err_b[p])))
 
 
 def _run_moments(r: Runs):

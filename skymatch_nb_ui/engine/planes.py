@@ -92,6 +92,7 @@ __all__ = [
     "CellGrid",
     "CellStats",
     "CellTask",
+    "DifferenceRegion",
     "Frame",
     "ImageMap",
     "PlaneFit",
@@ -265,6 +266,16 @@ class CellStats:
 
 
 @dataclass(frozen=True, eq=False)
+class DifferenceRegion:
+    """A region of pixel differences: this image's pixels ``runs`` minus ``loader``'s image
+    interpolated there (``compare="differences"``; ``pmap``: where they fall in it)."""
+
+    loader: object
+    runs: Runs
+    pmap: object
+
+
+@dataclass(frozen=True, eq=False)
 class CellTask:
     """One `measure_cells` call: an image, its regions (None: all pixels) and their grids."""
 
@@ -283,8 +294,10 @@ def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
     loader : ImageLoader
         The image.
     jobs : sequence of (region, CellGrid)
-        ``region`` None for all the image's pixels, else a tuple of `Runs` whose union is
-        measured; the grid says which cell each pixel is in.
+        ``region`` None for all the image's pixels, a tuple of `Runs` whose union is
+        measured, or a `DifferenceRegion` (the statistic of the pixel differences with
+        another image, its error inflated for the interpolation's correlations); the grid
+        says which cell each pixel is in.
     params : StatParams
         The statistic, limits and clipping (as for the constant sky).
 
@@ -319,6 +332,8 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
 
 
 def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch) -> CellStats:
+    if isinstance(region, DifferenceRegion):
+        return _difference_cells(image, mask, region, grid, params, scratch)
     ny, nx = image.shape
     flat = np.asarray(image).reshape(-1)
     if region is None:
@@ -330,7 +345,32 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     good = np.isfinite(values)
     if mask is not None:
         good &= np.asarray(mask).reshape(-1)[idx]
-    idx, values = idx[good], values[good]
+    return _cell_statistics(idx[good], values[good], nx, grid, params, scratch)
+
+
+def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                      scratch: Scratch) -> CellStats:
+    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+    from .differences import interpolation_inflation, pair_differences
+
+    other, other_mask = load_pixels(region.loader)
+    runs = region.runs
+    if not runs:
+        return _no_cells()
+    d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
+                             lower=params.lower, upper=params.upper)
+    idx = runs.flat_indices(image.shape[1])
+    good = np.isfinite(d)
+    of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
+    cells = _cell_statistics(idx[good], np.asarray(d)[good], image.shape[1], grid, of_differences,
+                             scratch)
+    inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
+    return CellStats(cells.cell, cells.value, cells.npix, cells.err * inflation, cells.x, cells.y)
+
+
+def _cell_statistics(idx, values, nx: int, grid: CellGrid, params: StatParams,
+                     scratch: Scratch) -> CellStats:
+    """The statistic of ``values`` (at flat pixel indices ``idx``) in each cell of ``grid``."""
     if not len(idx):
         return _no_cells()
     y, x = np.divmod(idx, nx)

@@ -14,7 +14,6 @@ from skymatch_nb_ui.engine.result import subtracted_copy
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.testing.instruments import nircam_like_gwcs
 
-
 #: Compare by levels (the default before ``compare`` existed; noiseless images give no pixel
 #: differences: their steepness check needs a pixel noise).
 LEVELS = {"compare": "levels"} if "compare" in SkyMatchParams.specs() else {}

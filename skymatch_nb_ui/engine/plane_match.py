@@ -384,7 +384,7 @@ class PlaneStage:
         if sampled is not None:  # differences: one side, the compared images' pixels
             parts = [(_scaled(self.cells[ck], mult[ck], sign), positions[ck])
                      for sign, _, ck in self._cell_keys(plan, key, sampled)]
-            keys, v, n, e, q = _combine_cells(parts)
+            _, v, n, e, q = _combine_cells(parts)
             ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
             return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2)
         sides = []

@@ -267,8 +267,11 @@ class CellStats:
 
 @dataclass(frozen=True, eq=False)
 class DifferenceRegion:
-    """A region of pixel differences: this image's pixels ``runs`` minus ``loader``'s image
-    interpolated there (``compare="differences"``; ``pmap``: where they fall in it)."""
+    """A region of pixel differences (``compare="differences"``).
+
+    This image's pixels ``runs`` minus ``loader``'s image interpolated there (``pmap``: where
+    they fall in it).
+    """
 
     loader: object
     runs: Runs

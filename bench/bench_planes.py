@@ -71,11 +71,11 @@ def grid_equations(side: int, rng):
     return n, centres, (g, h, q, d), (pg, ph, dc)
 
 
-def best_of(fn, repeat=3) -> float:
+def best_of(fn, *args, repeat=3) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - t)
     return min(times)
 
@@ -86,9 +86,8 @@ def solve_only() -> None:
     rng = np.random.default_rng(0)
     for side in (8, 100):
         n, centres, (g, h, q, d), (pg, ph, dc) = grid_equations(side, rng)
-        t_const = best_of(lambda: solve_offsets(n, pg, ph, dc, np.ones(len(pg)),
-                                                np.full(len(pg), 0.01)))
-        t_plane = best_of(lambda: solve_plane_offsets(n, g, h, q, d, np.full(len(d), 0.01), centres))
+        t_const = best_of(solve_offsets, n, pg, ph, dc, np.ones(len(pg)), np.full(len(pg), 0.01))
+        t_plane = best_of(solve_plane_offsets, n, g, h, q, d, np.full(len(d), 0.01), centres)
         print(f"{n:>7} {len(pg):>6} {len(d):>7} {t_const:>11.3f} {t_plane:>9.3f} "
               f"{t_plane / t_const:>6.1f}")
 

@@ -23,7 +23,7 @@ Cells
 An overlap of two inputs is cut into rectangular cells along its principal axes on the
 frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle) is tiled by
 about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
-pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 8 cells).  Each image's pixels are
+pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 4 cells).  Each image's pixels are
 put in cells through its affine map; each side's statistic (``skystat``, with the clipping
 parameters, as for constants) over its pixels in a cell gives, for a cell with at least
 `MIN_CELL_PIXELS` usable pixels on both sides, one equation::
@@ -106,7 +106,7 @@ __all__ = [
 #: Arcsec per radian.
 ARCSEC = 180.0 * 3600.0 / math.pi
 #: Cells per overlap aimed at (fewer for small overlaps, see `MIN_CELL_SIDE`).
-CELLS_PER_OVERLAP = 16
+CELLS_PER_OVERLAP = 8
 #: Smallest cell side, in pixels of the coarser image of a pair.
 MIN_CELL_SIDE = 12
 #: Usable pixels a cell needs on each side of a pair (and in an image, for a local fit).
@@ -376,23 +376,29 @@ def _cell_statistics(idx, values, nx: int, grid: CellGrid, params: StatParams,
     """The statistic of ``values`` (at flat pixel indices ``idx``) in each cell of ``grid``."""
     if not len(idx):
         return _no_cells()
-    y, x = np.divmod(idx, nx)
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    m, o = grid.matrix, grid.offset
-    iu = np.floor(m[0, 0] * x + m[0, 1] * y + o[0]).astype(np.int64)
-    iv = np.floor(m[1, 0] * x + m[1, 1] * y + o[1]).astype(np.int64)
+    y = idx // nx
+    x = idx - y * nx
+    # which cell: in float32 (a cell boundary is off by ~1e-5 pixel at most; the equations use
+    # the exact centroids of the pixels each cell got, so nothing depends on it)
+    xf, yf = x.astype(np.float32), y.astype(np.float32)
+    m, o = grid.matrix.astype(np.float32), grid.offset.astype(np.float32)
+    iu = np.floor(m[0, 0] * xf + m[0, 1] * yf + o[0]).astype(np.int32)
+    iv = np.floor(m[1, 0] * xf + m[1, 1] * yf + o[1]).astype(np.int32)
     u0, v0 = int(iu.min()), int(iv.min())
     nv = int(iv.max()) - v0 + 1
     compact = (iu - u0) * nv + (iv - v0)
-    if compact.max() < 32767:
+    n_codes = int(compact.max()) + 1
+    if n_codes < 32767:
         compact = compact.astype(np.int16)  # a radix sort
+    counts_all = np.bincount(compact, minlength=n_codes)
+    present = np.flatnonzero(counts_all)
+    counts = counts_all[present]
+    cx = np.bincount(compact, x, minlength=n_codes)[present] / counts
+    cy = np.bincount(compact, y, minlength=n_codes)[present] / counts
+    starts = np.cumsum(counts) - counts
     order = np.argsort(compact, kind="stable")
-    sorted_cells = compact[order]
-    starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
-    counts = np.diff(np.r_[starts, len(order)])
-    xs, ys, vs = x[order], y[order], values[order]
-    cx = np.add.reduceat(xs, starts) / counts
-    cy = np.add.reduceat(ys, starts) / counts
+    vs = values[order]
+    sorted_cells = present  # the code of each present cell, in order
     keep = counts >= MIN_CELL_PIXELS
     starts, counts, cx, cy = starts[keep], counts[keep], cx[keep], cy[keep]
     k = len(starts)
@@ -401,7 +407,7 @@ def _cell_statistics(idx, values, nx: int, grid: CellGrid, params: StatParams,
     for c, (a, n) in enumerate(zip(starts, counts)):
         s = sky_statistic(vs[a : a + n], params, work=scratch.work)
         value[c], npix[c], err[c] = s.value, s.npix, s.err
-    code = sorted_cells[starts].astype(np.int64)
+    code = sorted_cells[keep].astype(np.int64)
     cu, cv = np.divmod(code, nv)
     cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
     return CellStats(cell, value, npix, err, cx, cy)

@@ -614,10 +614,10 @@ def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     length = float(np.median(np.hypot(*(q - centres[g]).T))) or 1.0
     qs, qhs, cs = q / length, q_h / length, centres / length
     w = 1.0 / var
-    pairs, pair = np.unique(np.column_stack([g, h]), axis=0, return_inverse=True)
+    keys, pair = np.unique(g.astype(np.int64) * n + h, return_inverse=True)
     pair = pair.ravel()
-    pg, ph = pairs[:, 0], pairs[:, 1]
-    m = len(pairs)
+    pg, ph = (keys // n).astype(np.intp), (keys % n).astype(np.intp)
+    m = len(keys)
 
     def total(x):
         return np.bincount(pair, x, minlength=m)

@@ -98,6 +98,7 @@ def test_noiseless_planes_are_recovered(kw):
     r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
     assert (r.plane.plane_fallback == "").all() and r.valid.all()
     np.testing.assert_allclose(_estimates(r), m.planes, atol=1e-6)
+    np.testing.assert_allclose(r.local, m.sky, atol=1e-6)  # the local planes at the centres
     assert np.nanmax(r.plane.resid_gradient) < 1e-7 * np.max(r.plane.gradient)
     local = skymatch(m.images, m.wcs, skymethod="local", skystat="median", skymodel="plane", **LEVELS)
     np.testing.assert_allclose(_estimates(local), m.planes, atol=1e-6)

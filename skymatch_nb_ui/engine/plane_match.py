@@ -548,8 +548,8 @@ class PlaneSolution:
     valid: np.ndarray
     reason: list
     component: np.ndarray
-    delta: np.ndarray  # match level at the input's centre, zero mean gauge (NaN: none)
-    local: np.ndarray  # local level at the input's centre
+    delta: np.ndarray  # (n_inputs, 3): the match planes, zero-mean gauge (NaN: none)
+    local: np.ndarray  # (n_inputs, 3): the local planes (NaN: not computed)
     warnings: tuple
     pair_residual: np.ndarray  # weighted mean residual per pair
     resid_gradient: np.ndarray
@@ -577,7 +577,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     cells = np.zeros(n_pairs, np.int64)
     loc = np.array([f.coef for f in local]) if local is not None else nan3.copy()
     loc_cov = np.array([f.cov for f in local]) if local is not None else np.full((n, 3, 3), np.nan)
-    delta = np.full(n, np.nan)
+    delta = nan3.copy()
     geo_comp = layout.frame_of
     if "match" in skymethod:
         g, h, q, q_h, d, var, pair, fallback, cells = equations
@@ -588,7 +588,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
         if n_comp > 1 and n > 1:
             warnings.append(disconnected(comp, n_comp))
         matched = np.isfinite(off.coef).all(axis=1)
-        delta = off.coef[:, 0].copy()
+        delta = off.coef.copy()
         _pair_diagnostics(off, g, h, q, var, pair, centres, pair_residual, resid_gradient, fallback)
         for k in np.flatnonzero(~matched):
             reason[k] = "no valid overlap with another input"
@@ -620,7 +620,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     valid = np.isfinite(coef).all(axis=1)
     for k in np.flatnonzero(~valid):
         reason[k] = reason[k] or "no sky could be computed"
-    return PlaneSolution(coef, cov, valid, reason, comp, delta, loc[:, 0], tuple(warnings),
+    return PlaneSolution(coef, cov, valid, reason, comp, delta, loc, tuple(warnings),
                          pair_residual, resid_gradient, fallback, cells)
 
 
@@ -711,9 +711,9 @@ def image_planes(sol: PlaneSolution, layout: _Layout):
         gradient[a] = math.hypot(c[1], c[2])
         if gradient[a] > 0:
             pa[a] = math.degrees(math.atan2(c[1], c[2])) % 360.0
-        # local and delta levels at the image's centre (their slopes are not kept here)
-        delta[a] = sol.delta[g]
-        local[a] = sol.local[g]
+        # the local and the match planes at the image's centre
+        delta[a] = sol.delta[g, 0] + sol.delta[g, 1:] @ offset
+        local[a] = sol.local[g, 0] + sol.local[g, 1:] @ offset
     return level, slopes, cov, gradient, pa, local, delta
 
 
@@ -726,7 +726,7 @@ def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping
     from .solve import Solution
 
     solution = Solution(sol.coef[:, 0].copy(), np.sqrt(sol.cov[:, 0, 0]), sol.valid,
-                        list(sol.reason), sol.component, sol.delta, sol.warnings)
+                        list(sol.reason), sol.component, sol.delta[:, 0], sol.warnings)
     npix = image_npix if local_npix is None else local_npix
     result = assemble_result(solution, pairs, None, grouping, npix, params)
     level, slopes, cov, gradient, pa, local, delta = image_planes(sol, layout)

@@ -386,3 +386,13 @@ def test_pixel_differences_in_cells_cancel_the_scene():
         pulls.append((est - _gauge(m.planes, centres)) / err)
     spread = np.concatenate(pulls).std(axis=0)
     assert np.all((0.7 <= spread) & (spread <= 1.3)), spread
+
+
+def test_every_scheduler_gives_the_same_planes_bit_for_bit():
+    m = make_mosaic((2, 3), shape=(160, 160), overlap=0.3, noise=1.0, gradient=4.0, seed=1)
+    out = []
+    for scheduler in ("serial", "threads", "processes"):
+        r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="median",
+                     skymodel="plane", scheduler=scheduler, workers=2, **LEVELS)
+        out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err]))
+    assert all(np.array_equal(out[0], o) for o in out[1:])

@@ -293,15 +293,14 @@ class SkyMatcher:
             execution.check("solve")
             execution.report("solve", 0, 1)
             equations = stage.equations(layout, params, pairs, sampled) if matching else None
-            image_fits, local = stage.local_planes(layout, params, grouping) if own else (None, None)
+            local = stage.local_planes(layout, params, grouping)[1] if own else None
             problem = Problem(len(grouping), pairs, None, params.match_down, params.anchor,
                               names=tuple(grouping.names()))
             solution = solve_planes(params.skymethod, layout, grouping, equations, local,
                                     params.match_down, params.anchor,
                                     lambda comp, n: _disconnected_message(problem, comp, n))
-        image_npix = None if image_fits is None else np.array([f.used for f in image_fits])
-        result = plane_result(solution, layout, pairs, grouping, image_npix, params.as_dict(),
-                              stage.cell_pixels(layout, params) if own else None)
+        own_npix = stage.cell_pixels(layout, params) if own else None
+        result = plane_result(solution, layout, pairs, grouping, own_npix, params.as_dict())
         execution.report("solve", 1, 1)
         if params.subtract:
             result = self._subtracted(result, execution)

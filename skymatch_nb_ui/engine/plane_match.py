@@ -45,7 +45,6 @@ from .planes import (
 
 __all__ = ["PlaneResult", "PlaneStage"]
 
-_PHASE = 0.5137  # cell boundaries away from the overlap's centroid and from pixel centres
 
 
 @dataclass(frozen=True, eq=False)
@@ -718,7 +717,7 @@ def image_planes(sol: PlaneSolution, layout: _Layout):
 
 
 def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping: Grouping,
-                 image_npix, params: dict, local_npix=None):
+                 own_npix, params: dict):
     """The `SkyMatchResult` of a plane run (``sky``: each image's level at its centre)."""
     from dataclasses import replace
 
@@ -727,8 +726,7 @@ def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping
 
     solution = Solution(sol.coef[:, 0].copy(), np.sqrt(sol.cov[:, 0, 0]), sol.valid,
                         list(sol.reason), sol.component, sol.delta[:, 0], sol.warnings)
-    npix = image_npix if local_npix is None else local_npix
-    result = assemble_result(solution, pairs, None, grouping, npix, params)
+    result = assemble_result(solution, pairs, None, grouping, own_npix, params)
     level, slopes, cov, gradient, pa, local, delta = image_planes(sol, layout)
     invalid = ~result.valid
     level[invalid] = np.nan

@@ -123,7 +123,6 @@ CLIP = 5.0
 PASSES = 3
 
 _OFFSET = 1 << 20  # cell indices are stored as (iu + _OFFSET) << 21 | (iv + _OFFSET)
-_PHASE = 0.5137  # cell boundaries away from pixel centres of aligned grids
 
 
 def plane_values(level, slope_x, slope_y, shape: tuple[int, int]) -> np.ndarray:

@@ -429,13 +429,14 @@ class PlaneStage:
 
 
 def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether each pixel (px, py) is in the runs."""
-    lo = np.searchsorted(r.rows, py, side="left")
-    hi = np.searchsorted(r.rows, py, side="right")
-    out = np.zeros(len(px), bool)
-    for k in np.flatnonzero(hi > lo):
-        out[k] = bool(np.any((r.start[lo[k] : hi[k]] <= px[k]) & (px[k] < r.stop[lo[k] : hi[k]])))
-    return out
+    """Whether each pixel (px, py) is in the runs (sorted by row, then start, not overlapping)."""
+    if not r:
+        return np.zeros(len(px), bool)
+    width = int(max(r.stop.max(), px.max(initial=0))) + 2
+    keys = r.rows.astype(np.int64) * width + r.start
+    j = np.searchsorted(keys, py.astype(np.int64) * width + px, side="right") - 1
+    j = np.maximum(j, 0)
+    return (r.rows[j] == py) & (r.start[j] <= px) & (px < r.stop[j])
 
 
 def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:

@@ -337,17 +337,93 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     if isinstance(region, DifferenceRegion):
         return _difference_cells(image, mask, region, grid, params, scratch)
     ny, nx = image.shape
-    flat = np.asarray(image).reshape(-1)
     if region is None:
-        idx = np.arange(ny * nx, dtype=np.intp)
+        runs = Runs(np.arange(ny, dtype=np.intp), np.zeros(ny, np.intp), np.full(ny, nx, np.intp))
     else:
         runs = Runs.union(list(region), image.shape)
-        idx = runs.flat_indices(nx) if runs else np.empty(0, np.intp)
-    values = flat[idx]
+    if not runs:
+        return _no_cells()
+    pieces, code, nv, u0, v0 = _cell_pieces(runs, grid)
+    cells, first = np.unique(code, return_index=True)
+    ends = np.r_[first[1:], len(code)]
+    values = pieces.gather(image)  # cell after cell, rows in order inside each
     good = np.isfinite(values)
     if mask is not None:
-        good &= np.asarray(mask).reshape(-1)[idx]
-    return _cell_statistics(idx[good], values[good], nx, grid, params, scratch)
+        good &= pieces.gather(mask)
+    lengths = pieces.stop - pieces.start
+    at = np.r_[0, np.cumsum(lengths)]
+    if good.all():  # centroids from the pieces alone
+        n = lengths.astype(float)
+        sx = n * (pieces.start + pieces.stop - 1) / 2.0
+        sy = n * pieces.rows
+    else:
+        idx = pieces.flat_indices(nx)
+        starts = at[:-1][lengths > 0]
+        n = np.zeros(len(lengths))
+        sx, sy = np.zeros(len(lengths)), np.zeros(len(lengths))
+        n[lengths > 0] = np.add.reduceat(good, starts)
+        sx[lengths > 0] = np.add.reduceat(np.where(good, idx % nx, 0), starts)
+        sy[lengths > 0] = np.add.reduceat(np.where(good, idx // nx, 0), starts)
+    piece_cell = np.repeat(np.arange(len(cells)), ends - first)
+    count = np.bincount(piece_cell, n, minlength=len(cells))
+    keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
+    cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
+    cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
+    value, err = np.full(len(keep), np.nan), np.full(len(keep), np.nan)
+    npix = np.zeros(len(keep), np.int64)
+    for c, k in enumerate(keep):
+        lo, hi = at[first[k]], at[ends[k]]
+        stat = sky_statistic(values[lo:hi][good[lo:hi]], params, work=scratch.work)
+        value[c], npix[c], err[c] = stat.value, stat.npix, stat.err
+    cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
+    cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
+    return CellStats(cell, value, npix, err, cx, cy)
+
+
+def _cell_pieces(runs: Runs, grid: CellGrid):
+    """The runs cut where the cell changes, in cell order: (pieces, cell code, nv, u0, v0).
+
+    Along a row the cell coordinates are linear in x, so a run changes cell only where one
+    of them crosses an integer: each run is cut there (a few cuts per run), and each piece
+    takes the cell of its middle pixel.  No per-pixel arithmetic.
+    """
+    m, o = grid.matrix, grid.offset
+    rows = runs.rows.astype(np.float64)
+    first_x, last_x = runs.start.astype(np.float64), runs.stop.astype(np.float64) - 1.0
+    cuts_run, cuts_x = [np.arange(len(rows))], [runs.start.astype(np.float64)]
+    for axis in (0, 1):
+        slope, base = m[axis, 0], m[axis, 1] * rows + o[axis]
+        if slope == 0:
+            continue
+        f0 = np.floor(slope * first_x + base)
+        f1 = np.floor(slope * last_x + base)
+        count = np.abs(f1 - f0).astype(np.intp)
+        run = np.repeat(np.arange(len(rows)), count)
+        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        if slope > 0:  # the first x whose u reaches the next integer
+            x = np.ceil((f0[run] + 1 + j - base[run]) / slope)
+        else:  # the first x whose u falls below the current integer
+            x = np.floor((f0[run] - j - base[run]) / slope) + 1
+        cuts_run.append(run)
+        cuts_x.append(np.clip(x, first_x[run], last_x[run] + 1))
+    run = np.concatenate(cuts_run)
+    x = np.concatenate(cuts_x)
+    order = np.lexsort((x, run))
+    run, x = run[order], x[order]
+    stop = np.r_[x[1:], 0.0]
+    last = np.r_[run[1:] != run[:-1], True]
+    stop[last] = last_x[run[last]] + 1
+    keep = stop > x
+    run, start, stop = run[keep], x[keep].astype(np.intp), stop[keep].astype(np.intp)
+    mid = (start + stop - 1) / 2.0
+    iu = np.floor(m[0, 0] * mid + m[0, 1] * rows[run] + o[0]).astype(np.int64)
+    iv = np.floor(m[1, 0] * mid + m[1, 1] * rows[run] + o[1]).astype(np.int64)
+    u0, v0 = int(iu.min()), int(iv.min())
+    nv = int(iv.max()) - v0 + 1
+    code = (iu - u0) * nv + (iv - v0)
+    by_cell = np.argsort(code, kind="stable")  # rows stay in order inside a cell
+    pieces = Runs(runs.rows[run][by_cell], start[by_cell], stop[by_cell])
+    return pieces, code[by_cell], nv, u0, v0
 
 
 def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,

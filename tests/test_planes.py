@@ -396,3 +396,21 @@ def test_every_scheduler_gives_the_same_planes_bit_for_bit():
                      skymodel="plane", scheduler=scheduler, workers=2, **LEVELS)
         out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err]))
     assert all(np.array_equal(out[0], o) for o in out[1:])
+
+
+def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the_mosaic_one():
+    import warnings
+
+    from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
+
+    m = make_mosaic((2, 2), shape=(160, 160), overlap=0.3, noise=1.0, gradient=3.0, seed=1)
+    images = [im.copy() for im in m.images]
+    images[1][:] = np.nan
+    for method in ("match", "global+match", "local", "global"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.simplefilter("ignore", DisconnectedMosaicWarning)
+            r = skymatch(images, m.wcs, skymethod=method, skystat="median", skymodel="plane",
+                         **LEVELS)
+        assert r.valid.tolist() == [True, False, True, True], method
+        assert r.reason[1] and np.isnan(r.sky[1]) and np.isfinite(r.plane.slope_x[[0, 2, 3]]).all()

@@ -770,7 +770,7 @@ def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
     members = order
     cm = comp[members]
     n_comp = int(comp.max()) + 1
-    count = np.bincount(cm, minlength=n_comp).astype(float)
+    count = np.maximum(np.bincount(cm, minlength=n_comp), 1).astype(float)  # 1: no equations
     # the mean operator's columns (mean level, mean A, mean B of each component)
     mean_cols = np.zeros((size, 3))
     inv = 1.0 / count[cm]

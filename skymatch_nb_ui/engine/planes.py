@@ -23,7 +23,7 @@ Cells
 An overlap of two inputs is cut into rectangular cells along its principal axes on the
 frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle) is tiled by
 about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
-pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 4 cells).  Each image's pixels are
+pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 3 cells).  Each image's pixels are
 put in cells through its affine map; each side's statistic (``skystat``, with the clipping
 parameters, as for constants) over its pixels in a cell gives, for a cell with at least
 `MIN_CELL_PIXELS` usable pixels on both sides, one equation::
@@ -106,7 +106,7 @@ __all__ = [
 #: Arcsec per radian.
 ARCSEC = 180.0 * 3600.0 / math.pi
 #: Cells per overlap aimed at (fewer for small overlaps, see `MIN_CELL_SIDE`).
-CELLS_PER_OVERLAP = 8
+CELLS_PER_OVERLAP = 6
 #: Smallest cell side, in pixels of the coarser image of a pair.
 MIN_CELL_SIDE = 12
 #: Usable pixels a cell needs on each side of a pair (and in an image, for a local fit).

@@ -131,10 +131,13 @@ for method, values in documented.items():
   part. Right when every image has enough blank sky and no two differ for any other reason.
 - **global**: the lowest local value, given to every image. Meant for images that share one
   sky and whose differences are not real; here it leaves offsets of up to 20 between images.
-- **match**: only *differences*. In the overlap of images $i$ and $j$ both are measured over
-  the same patch of sky, giving $s_i^{(j)}$ and $s_j^{(i)}$; the offsets $d$ minimise
-  $\sum_{\rm pairs} w_{ij}^2\,\bigl(d_i - d_j - (s_i^{(j)} - s_j^{(i)})\bigr)^2$, with
-  $w_{ij}$ the mean pixel count of the two sides. Overlaps fix differences only, so the
+- **match**: only *differences*. In the overlap of images $i$ and $j$ the two are compared
+  over the same patch of sky, giving the difference $\Delta_{ij}$ of their skies; the
+  offsets $d$ minimise $\sum_{\rm pairs} w_{ij}^2\,\bigl(d_i - d_j - \Delta_{ij}\bigr)^2$,
+  with $w_{ij}$ the pair's pixel count. By default (`compare="differences"`) $\Delta_{ij}$
+  is the statistic of the pixel differences $i - j$, image $j$ interpolated at the pixels of
+  $i$, so that whatever both see (a nebula, stars) cancels; `compare="levels"` takes the
+  statistic of each side, $s_i^{(j)} - s_j^{(i)}$, as the reference does. Overlaps fix differences only, so the
   offsets are defined up to one additive constant; `match_down=True` (the default) makes the
   lowest one zero. Subtracting them leaves every image at the level of the faintest one
   (here 100): a seamless mosaic that still contains its sky.
@@ -144,13 +147,14 @@ for method, values in documented.items():
 
 The result also holds the overlaps and their residuals, over its `pair` dimension:"""),
     ("code", """matched = grid.skymatch(skymethod="match")
-matched[["stat_a", "stat_b", "npix_a", "npix_b", "diff_before", "diff_after"]].to_dataframe()"""),
+matched[["npix_a", "diff_before", "diff_err", "diff_after", "flagged"]].to_dataframe()"""),
     ("markdown", """Eleven overlaps: seven between edge neighbours (2000 pixels each) and four between
 diagonal neighbours (a 20 x 20-pixel corner). `diff_before` is how much the two images
 disagree in their overlap, `diff_after` what is left once the matched skies are subtracted:
 zero everywhere, since constant skies are exactly consistent. On real data, a large
 `diff_after` points at an overlap that disagrees with the rest: a bright source's wing,
-scattered light, a bad flat field.
+scattered light, a bad flat field; the robust solve (`robust=True`, the default)
+down-weights such an overlap and sets its `flagged`.
 
 The footprint map shows the images on the plane tangent at the mosaic's centre, north up and
 east to the left, coloured by the result; hover an image to read its sky, or colour it by
@@ -342,11 +346,11 @@ comparison.round(4)"""),
 assert np.allclose(grouped.sky, truth, atol=0.05)
 assert len(set(grouped.sky.values[:4])) == 1 and len(set(grouped.sky.values[4:])) == 1
 assert grouped.sky_err.max() < alone.sky_err.min() / 2
-grouped[["stat_a", "stat_b", "npix_a", "diff_before", "diff_after"]].to_dataframe()"""),
+grouped[["npix_a", "diff_before", "diff_err", "diff_after"]].to_dataframe()"""),
     ("markdown", """Two unknowns instead of eight, constrained by all nine overlaps at once: every
 detector of an exposure gets the same sky, and its uncertainty drops by a factor of two to
-three. The result now has a single pair, `e1|e2`, whose statistics combine each member's
-part of the overlaps (some 92 000 pixels of exposure 1).
+three. The result now has a single pair, `e1|e2`, whose difference combines those of the
+overlapping detectors of the two exposures (some 92 000 pixel differences).
 
 ## Groups in the editor
 

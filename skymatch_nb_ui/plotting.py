@@ -256,12 +256,19 @@ def plot_footprints(
     return ax
 
 
+def _pair_errors(pairs) -> np.ndarray:
+    """Each pair's 1-sigma error of its difference (``diff_err``; older results: the sides')."""
+    if "diff_err" in pairs:
+        return pairs["diff_err"].values.astype(float)
+    return np.hypot(pairs["err_a"].values.astype(float), pairs["err_b"].values.astype(float))
+
+
 def plot_pair_residuals(result, *, ax=None, sort: bool = True):
     """Each overlap's sky difference before and after matching, with 1-sigma error bars.
 
     Grey open circles: the difference of the two inputs' statistics in their overlap
     before matching (``diff_before``); filled blue circles: what is left after the solve
-    (``diff_after``).  Both have error bars ``sqrt(err_a**2 + err_b**2)``.  Pairs without
+    (``diff_after``).  Both have 1-sigma error bars (``diff_err``).  Pairs without
     valid pixels are left out (a note counts them).  With at most 30 pairs each is named
     ``a–b`` on the x axis.
 
@@ -300,7 +307,7 @@ def plot_pair_residuals(result, *, ax=None, sort: bool = True):
     valid = pairs["pair_valid"].values.astype(bool)
     before = pairs["diff_before"].values.astype(float)
     after = pairs["diff_after"].values.astype(float)
-    error = np.hypot(pairs["err_a"].values.astype(float), pairs["err_b"].values.astype(float))
+    error = _pair_errors(pairs)
     shown = np.flatnonzero(valid & np.isfinite(before) & np.isfinite(after))
     if sort:
         shown = shown[np.argsort(-np.abs(after[shown]), kind="stable")]

@@ -2,13 +2,16 @@
 
 All images are pure constant sky, so every statistic must give the exact answers of
 REFERENCE.md, whatever the projection details: own or shared tangent points, and a mosaic
-rotated on the sky.
+rotated on the sky; and whatever the comparison of two images: the statistic of each side's
+levels (the reference's way) or of their pixel differences (the default: constant images
+give exact differences).
 """
 
 import numpy as np
 import pytest
 
 from skymatch_nb_ui import DisconnectedMosaicWarning, SkyMatcher
+from skymatch_nb_ui.engine import COMPARES
 from skymatch_nb_ui.testing import make_mosaic
 
 STATS = ["mean", "median", "mode", "midpt"]
@@ -49,29 +52,31 @@ def disconnected(tangent, rotation):
     return first + second
 
 
+@pytest.mark.parametrize("compare", COMPARES)
 @pytest.mark.parametrize("tangent, rotation", GEOMETRIES)
 @pytest.mark.parametrize("skystat", STATS)
-def test_2x3_mosaic_table(tangent, rotation, skystat):
+def test_2x3_mosaic_table(tangent, rotation, skystat, compare):
     mosaic = two_by_three(tangent, rotation)
     matcher = SkyMatcher(mosaic.images, mosaic.wcs)
     for method, expected in EXPECTED_2X3.items():
-        result = matcher.run(skymethod=method, skystat=skystat)
+        result = matcher.run(skymethod=method, skystat=skystat, compare=compare)
         np.testing.assert_allclose(result.sky, expected, rtol=0, atol=1e-9, err_msg=method)
         assert result.valid.all()
         assert (result.component == 0).all()
 
 
+@pytest.mark.parametrize("compare", COMPARES)
 @pytest.mark.parametrize("tangent, rotation", GEOMETRIES)
 @pytest.mark.parametrize("skystat", STATS)
-def test_disconnected_mosaic_table(tangent, rotation, skystat):
+def test_disconnected_mosaic_table(tangent, rotation, skystat, compare):
     mosaic = disconnected(tangent, rotation)
     matcher = SkyMatcher(mosaic.images, mosaic.wcs)
     for method, expected in EXPECTED_DISCONNECTED.items():
         if "match" in method:
             with pytest.warns(DisconnectedMosaicWarning, match="2 disconnected components"):
-                result = matcher.run(skymethod=method, skystat=skystat)
+                result = matcher.run(skymethod=method, skystat=skystat, compare=compare)
         else:
-            result = matcher.run(skymethod=method, skystat=skystat)
+            result = matcher.run(skymethod=method, skystat=skystat, compare=compare)
         np.testing.assert_allclose(result.sky, expected, rtol=0, atol=1e-9, err_msg=method)
         assert result.valid.all()
         assert result.component.tolist() == [0, 0, 0, 0, 1, 1, 1]

@@ -51,20 +51,23 @@ def run_files(paths, scheduler, **options):
 
 def assert_same_bits(first, second):
     for name in ("sky", "sky_err", "local", "delta", "npix", "component",  # per image
-                 "stat_a", "stat_b", "err_a", "err_b", "npix_a", "npix_b"):  # per pair
+                 "stat_a", "stat_b", "err_a", "err_b", "npix_a", "npix_b",  # per pair
+                 "diff_before", "diff_err", "robust_weight", "flagged"):
         np.testing.assert_array_equal(first[name].values, second[name].values, err_msg=name)
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes", "executor", "auto"])
 def test_every_scheduler_gives_the_same_bits(fits_files, scheduler):
-    serial = run_files(fits_files, "serial")
-    assert np.isfinite(serial.sky.values).all()
-    if scheduler == "executor":
-        with ThreadPoolExecutor(3) as pool:
-            other = run_files(fits_files, pool)
-    else:
-        other = run_files(fits_files, scheduler)
-    assert_same_bits(serial, other)
+    # both kinds of tasks: pixel differences (the default) and each side's levels
+    for compare in ("differences", "levels"):
+        serial = run_files(fits_files, "serial", compare=compare)
+        assert np.isfinite(serial.sky.values).all() and np.isfinite(serial.diff_before.values).all()
+        if scheduler == "executor":
+            with ThreadPoolExecutor(3) as pool:
+                other = run_files(fits_files, pool, compare=compare)
+        else:
+            other = run_files(fits_files, scheduler, compare=compare)
+        assert_same_bits(serial, other)
 
 
 def test_arrays_in_worker_processes_give_the_same_bits(mosaic):
@@ -259,6 +262,10 @@ def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processe
     assert Execution("auto", 1).kind(True, large) == "serial"
     assert Execution("threads", 2).kind(False, small) == "threads"  # asked for: done
     assert Execution("processes", 2).kind(False, small) == "processes"
+    # pixel differences (interpolation releases the GIL): threads when there are many
+    assert auto.kind(False, large, gil_free=sum(large)) == "threads"
+    assert auto.kind(False, small, gil_free=sum(small)) == "serial"
+    assert Execution("auto", 1).kind(False, large, gil_free=sum(large)) == "serial"
 
 
 def test_file_loaders_travel_as_paths_and_read_the_same_pixels(fits_files):

@@ -1,4 +1,5 @@
-"""Images given as loaders: pixels read only by the statistics tasks, once per image and run."""
+"""Images given as loaders: pixels read only by the statistics tasks, once per image and run
+(with ``compare="differences"``, also once by each task that interpolates an image)."""
 
 import pickle
 from dataclasses import dataclass
@@ -61,13 +62,29 @@ def test_pixels_are_read_only_by_the_statistics_and_once_per_image(mosaic):
     READS.clear()
     matcher = SkyMatcher(loaders(mosaic), mosaic.wcs, workers=2)
     assert matcher.geometry.runs and READS == []  # stage 1 needs shapes and WCS only
-    matcher.run(skymethod="global+match")
+    matcher.run(skymethod="global+match", compare="levels")
     assert sorted(READS) == sorted((kind, k) for k in range(4) for kind in ("data", "mask"))
     READS.clear()
-    matcher.run(skymethod="match", match_down=False)  # solve only: nothing read
+    matcher.run(skymethod="match", match_down=False, compare="levels")  # solve only: no read
     assert READS == []
-    matcher.run(skymethod="match", skystat="mean")  # new statistics: each image read once more
+    # new statistics: each image read once more
+    matcher.run(skymethod="match", skystat="mean", compare="levels")
     assert sorted(READS) == sorted((kind, k) for k in range(4) for kind in ("data", "mask"))
+
+
+def test_pixel_differences_read_each_image_once_per_task_that_uses_it(mosaic):
+    # One task per image whose pixels are compared; it reads that image once and each image
+    # it interpolates once: 2x2 mosaic, 6 overlapping pairs, so 6 + (images compared) reads.
+    READS.clear()
+    matcher = SkyMatcher(loaders(mosaic), mosaic.wcs, workers=2)
+    matcher.run(skymethod="match", compare="differences")
+    compared = {matcher._sampled(a, b)[0] for a in range(4) for b in range(a + 1, 4)}
+    data = [k for kind, k in READS if kind == "data"]
+    assert len(data) == 6 + len(compared) and set(data) == set(range(4))
+    assert sorted(k for kind, k in READS if kind == "mask") == sorted(data)
+    READS.clear()
+    matcher.run(skymethod="match", match_down=False, compare="differences")  # solve only
+    assert READS == []
 
 
 def test_a_task_is_a_plain_function_of_picklable_arguments(mosaic):
@@ -79,6 +96,20 @@ def test_a_task_is_a_plain_function_of_picklable_arguments(mosaic):
     result = matcher.run(skymethod="local", skystat="median")
     assert whole.value == result.local[1] and whole.npix == result.npix[1]
     assert 0 < overlaps.npix < whole.npix
+
+
+def test_a_difference_task_is_a_plain_function_of_picklable_arguments(mosaic):
+    from skymatch_nb_ui.engine.measure import Comparison, DifferenceTask
+
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, masks=mosaic.masks)
+    result = matcher.run(skymethod="match", skystat="median", compare="differences")
+    s, o = matcher._sampled(0, 1)
+    task = DifferenceTask(loaders(mosaic)[s], (Comparison(loaders(mosaic)[o],
+                          matcher.overlap_pixels(s, o), matcher._map(s, o)),), 0)
+    (stat,) = pickle.loads(pickle.dumps(task)).run(StatParams(skystat="median"))
+    k = np.flatnonzero((result.pairs.a == 0) & (result.pairs.b == 1))[0]
+    assert stat.value * (1 if s == 0 else -1) == result.pairs.diff_before[k]
+    assert stat.npix == result.pairs.npix_a[k]
 
 
 class LyingLoader:
@@ -129,7 +160,7 @@ def test_a_fits_collection_reads_each_file_once_per_run(tmp_path, monkeypatch):
     monkeypatch.setattr(smio.FitsImage, "mask", lambda self, bits=0: calls.append("mask") or mask(self, bits))
     coll = ImageCollection.from_fits(paths)
     assert coll.matcher.geometry.runs and calls == []
-    ds = coll.skymatch(skymethod="global+match", skystat="mean")
+    ds = coll.skymatch(skymethod="global+match", skystat="mean", compare="levels")
     np.testing.assert_allclose(ds.sky.values, m.sky, atol=1e-4)
     assert sorted(calls) == ["data"] * 6 + ["mask"] * 6
     loader = pickle.loads(pickle.dumps(coll.matcher.loaders[0]))

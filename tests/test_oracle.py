@@ -9,12 +9,17 @@ over a few thousand pixels by a few thousandths; we allow 0.02 sigma.
 wide but converted with binwidth*std, a systematic offset of a fraction of a bin; measured up
 to 0.07 sigma, we allow 0.1 sigma.
 
-``mode`` is the peak of a histogram with bins 0.1 sigma wide.  With a few thousand to 25,000
-pixels the peak bin wanders over the flat top of the distribution by 0.1-0.3 sigma (that is
-our ``sky_err`` for mode, calibrated by simulation), and the two engines place their bins
-differently, so their estimates are close to independent draws: their difference has a spread
-of about sqrt(2) * sky_err.  We allow 4 * sqrt(2) * sky_err (+0.05 sigma for the bin placement);
-measured: at most 3.8 * sky_err.
+``mode``: the reference takes the fullest bin of a histogram with bins 0.1 sigma wide.  With a
+few thousand to 25,000 pixels that bin wanders over the flat top of the distribution by
+0.1-0.3 sigma (measured on Gaussian noise: 1.3 * n**-0.22 sigma, `reference_mode_error`); ours
+is the peak of a smoothed histogram, several times less noisy (its ``sky_err``).  The two are
+close to independent draws around the peak: we allow 4 times their combined spread, plus
+0.05 sigma for the smoothing of a top made asymmetric by the sources.  A matched sky is the
+difference of modes over overlaps (a few thousand pixels, twice the variance): there the
+reference's spread is that of its smallest overlap, times sqrt(2).  (The mode itself is
+checked against the reference on noise-free data in ``test_stats.py``.)
+
+All of this is ``compare="levels"``, the reference's way of comparing two images.
 """
 
 import numpy as np
@@ -24,6 +29,23 @@ from skymatch_nb_ui import SkyMatcher
 from skymatch_nb_ui.testing import make_mosaic, reference_skymatch
 
 TOLERANCE = {"mean": 0.02, "median": 0.02, "mode": 0.05, "midpt": 0.1}
+
+
+def reference_mode_error(npix):
+    """The scatter (sigma) of the reference's mode of npix Gaussian values, binwidth 0.1."""
+    return 1.3 * np.asarray(npix, float) ** -0.22
+
+
+def reference_spread(result, method):
+    """The reference's mode scatter for each image's sky (see the module's notes)."""
+    if method in ("local", "global"):
+        return reference_mode_error(result.npix)
+    p = result.pairs
+    smallest = np.full(len(result), np.inf)
+    for a, b, na, nb in zip(p.a, p.b, p.npix_a, p.npix_b):
+        for k in (a, b):
+            smallest[k] = min(smallest[k], na, nb)
+    return np.sqrt(2) * reference_mode_error(smallest)
 METHODS = ["local", "global", "match", "global+match"]
 
 
@@ -57,13 +79,15 @@ def test_agrees_with_reference(seed, skystat):
     mosaic = random_mosaic(seed)
     matcher = SkyMatcher(mosaic.images, mosaic.wcs, masks=mosaic.masks)
     for method in METHODS:
-        ours = matcher.run(skymethod=method, skystat=skystat)
+        ours = matcher.run(skymethod=method, skystat=skystat, compare="levels")
         sky, valid = reference_skymatch(
             mosaic.images, mosaic.wcs, masks=reference_masks(mosaic), skymethod=method,
             skystat=skystat,
         )
         assert ours.valid.tolist() == valid.tolist(), method
-        bound = TOLERANCE[skystat] + (4 * np.sqrt(2) * ours.sky_err if skystat == "mode" else 0)
+        bound = TOLERANCE[skystat]
+        if skystat == "mode":
+            bound = bound + 4 * np.hypot(ours.sky_err, reference_spread(ours, method))
         assert np.all(np.abs(ours.sky - sky) <= bound), (method, ours.sky - sky, bound)
 
 
@@ -73,7 +97,7 @@ def test_agrees_with_reference_with_groups(skystat):
     groups = ["a", "a", "a", "b", "b", "b", "c", "c", "c"]  # the rows share a sky
     matcher = SkyMatcher(mosaic.images, mosaic.wcs, masks=mosaic.masks)
     for method in METHODS:
-        ours = matcher.run(skymethod=method, skystat=skystat, groups=groups)
+        ours = matcher.run(skymethod=method, skystat=skystat, groups=groups, compare="levels")
         sky, valid = reference_skymatch(
             mosaic.images, mosaic.wcs, masks=reference_masks(mosaic), groups=groups,
             skymethod=method, skystat=skystat,
@@ -84,7 +108,8 @@ def test_agrees_with_reference_with_groups(skystat):
 
 def test_agrees_with_reference_with_clipping_limits():
     mosaic = random_mosaic(11, sky=np.full(9, 100.0) + np.arange(9))
-    params = dict(skystat="mean", lower=95.0, upper=112.0, nclip=3, lsigma=3.0, usigma=2.5)
+    params = dict(skystat="mean", lower=95.0, upper=112.0, nclip=3, lsigma=3.0, usigma=2.5,
+                  compare="levels")
     ours = SkyMatcher(mosaic.images, mosaic.wcs, masks=mosaic.masks).run(
         skymethod="global+match", **params
     )

@@ -289,7 +289,7 @@ def test_pair_plot_shows_each_valid_pair_before_and_after(result):
     assert not valid.all() and valid.any()  # img03's pairs have no valid pixels
     ax = plot_pair_residuals(result, sort=False)
     series = {c.get_label(): c for c in ax.containers}
-    error = np.hypot(pairs.err_a.values, pairs.err_b.values)[valid]
+    error = pairs.diff_err.values[valid]
     for label, variable in (("before matching", "diff_before"), ("after matching", "diff_after")):
         line, _, (bars,) = series[label].lines
         np.testing.assert_allclose(line.get_ydata(), pairs[variable].values[valid])

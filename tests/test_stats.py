@@ -68,14 +68,59 @@ def _statistic(s, sd, p):
     h = p.binwidth * sd
     c = np.bincount(np.floor((s - s.min()) * (1 + TIE) / h).astype(int))
     if p.skystat == "mode":
-        k, offset = int(np.argmax(c)), 0.0
-        if 0 < k < c.size - 1 and c[k - 1] - 2 * c[k] + c[k + 1] != 0:
-            offset = 0.5 * (c[k - 1] - c[k + 1]) / (c[k - 1] - 2 * c[k] + c[k + 1])
-        return float(s.min() + (k + 0.5 + offset) * h)
+        return float(s.min() + _mode_peak(c, s.size, sd, p.binwidth) * h)
     cum = np.cumsum(c) / s.size
     k = int(np.argmax(cum >= 0.5))
     before = cum[k - 1] if k > 0 else 0.0
     return float(s.min() + k * h + (0.5 - before) / (cum[k] - before) * h)
+
+
+def _mode_peak(c, n, sd, binwidth):
+    """The documented mode, in bins from the minimum: the peak of the histogram smoothed by
+    a Gaussian, the kernel widened (x2, up to 2 std) while the peak stays within 3 errors."""
+    kernel = max(binwidth, 5 * binwidth * (1000 / n) ** (1 / 7), (5.66 / n) ** 0.2)
+    accepted = []
+    while True:
+        width = kernel / binwidth
+        reach = math.ceil(4 * width)
+        weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
+        smooth = np.convolve(c.astype(float), weights)[reach : reach + c.size]
+        k = int(np.argmax(smooth))
+        if not 0 < k < c.size - 1:
+            break
+        left, mid, right = np.log(smooth[k - 1 : k + 2])
+        peak = k + 0.5 + (0.5 * (left - right) / (left - 2 * mid + right)
+                          if left - 2 * mid + right < 0 else 0.0)
+        err = min(max(binwidth * sd * _kde_peak_error(c, peak, width),
+                      sd * _gaussian_kde_peak_error(kernel, n)), sd)
+        if any(abs(peak - q) * binwidth * sd > 3 * e for q, e in accepted):
+            break
+        accepted.append((peak, err))
+        if kernel >= 2:
+            break
+        kernel = min(2 * kernel, 2.0)
+    return accepted[-1][0] if accepted else int(np.argmax(c)) + 0.5
+
+
+def _kde_peak_error(c, peak, width):
+    """First-order error (bins) of the peak of sum_k c_k K(x - u_k): sd(f') / |f''|."""
+    u = np.arange(c.size) + 0.5 - peak
+    phi = np.exp(-0.5 * (u / width) ** 2)
+    d1 = -u / width**2 * phi                        # K' (up to a constant factor)
+    d2 = (u**2 / width**4 - 1 / width**2) * phi     # K'' (same factor)
+    curvature = float(np.sum(c * d2))
+    return math.sqrt(np.sum(c * d1**2)) / -curvature if curvature < 0 else math.inf
+
+
+def _gaussian_kde_peak_error(b, n):
+    """The same error for a unit Gaussian and a Gaussian kernel of sigma b, n values:
+    var = E[K_b'(X)**2] / (n f''(0)**2), f = N(0, 1 + b**2), by numerical integration."""
+    x = np.linspace(-12, 12, 200_001)
+    dx = x[1] - x[0]
+    kprime = -x / b**3 * np.exp(-0.5 * (x / b) ** 2) / math.sqrt(2 * math.pi)
+    e2 = np.sum(kprime**2 * np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)) * dx
+    f2 = 1 / (math.sqrt(2 * math.pi) * (1 + b**2) ** 1.5)
+    return math.sqrt(e2 / n) / f2
 
 
 def assert_agrees(values, p, *, work=None):
@@ -459,3 +504,44 @@ def test_uncertainties_are_calibrated(npix, binwidth, trials):
             pulls[s][i] = r.value / r.err
     spread = {s: float(v.std(ddof=1)) for s, v in pulls.items()}
     assert all(0.8 <= v <= 1.25 for v in spread.values()), spread
+
+
+# -- the mode: the peak, found with far less noise than the reference's histogram argmax ------
+@pytest.mark.parametrize("npix, trials", [(1000, 400), (20_000, 150)])
+def test_mode_on_pure_noise_has_a_third_of_the_reference_error(npix, trials):
+    # Measured ratios (reference rms / ours): 8.8 at n=1000, ~18 at n=20000 (binwidth 0.1).
+    rng = np.random.default_rng(31)
+    ours, ref = np.empty(trials), np.empty(trials)
+    work = Workspace()
+    for i in range(trials):
+        x = rng.standard_normal(npix).astype(np.float32)
+        ours[i] = sky_statistic(x, StatParams(skystat="mode"), work=work).value
+        ref[i] = reference(x, "mode")[0]
+    ours_rms, ref_rms = (float(np.sqrt(np.mean(v**2))) for v in (ours, ref))  # truth 0
+    assert 3 * ours_rms <= ref_rms, (ours_rms, ref_rms)
+
+
+def test_mode_keeps_the_peak_of_an_asymmetric_distribution():
+    # Sky plus faint sources (10% of the pixels, exponential excess of mean 1 sigma): the
+    # density peaks at 0.037 sigma, the median at 0.066, the mean at 0.09 sigma. The mode must
+    # find the peak (measured bias +0.012 at n=1e5), not drift to the median or the mean.
+    rng = np.random.default_rng(32)
+    values = []
+    for _ in range(40):
+        x = rng.standard_normal(100_000)
+        src = rng.random(x.size) < 0.1
+        x[src] += rng.exponential(1.0, src.sum())
+        values.append(sky_statistic(x, StatParams(skystat="mode")).value)
+    assert abs(np.mean(values) - 0.037) < 0.02
+
+
+def test_mode_of_a_symmetric_distribution_is_nearly_as_precise_as_the_median():
+    # The kernel widens while the peak stays put: measured scatter ratio mode/median 0.82-0.89
+    # for n = 300 .. 1e6 on Gaussian noise (0.83 here).
+    rng = np.random.default_rng(33)
+    mode, median = np.empty(150), np.empty(150)
+    for i in range(150):
+        x = rng.standard_normal(20_000)
+        mode[i] = sky_statistic(x, StatParams(skystat="mode")).value
+        median[i] = sky_statistic(x, StatParams(skystat="median")).value
+    assert mode.std() < 1.1 * median.std(), (mode.std(), median.std())

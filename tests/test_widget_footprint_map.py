@@ -214,6 +214,27 @@ def test_pairs_come_with_the_result_and_groups_meet_at_their_centre(grid):
     assert fmap.show_overlaps is False
 
 
+def test_pairs_flagged_by_the_robust_solve_are_marked_with_their_weight():
+    # a +3 sigma band across a quarter of one overlap, in one image only (as in test_compare)
+    m = make_mosaic((4, 4), shape=(128, 128), noise=1.0, rotation=3.0, jitter=3.0, seed=1)
+    runs = collection(m).matcher.overlap_pixels(5, 6)
+    y = np.repeat(runs.rows, runs.stop - runs.start)
+    x = np.concatenate([np.arange(s, e) for s, e in zip(runs.start, runs.stop)])
+    band = np.abs((x - x.mean()) - (y - y.mean())) < 15
+    m.images[5][y[band], x[band]] += 3.0
+    coll = collection(m)
+    result = coll.skymatch(skystat="mean")
+    flagged = result.flagged.values
+    assert flagged.tolist() == [(a, b) == ("img05", "img06")
+                                for a, b in zip(result.a.values, result.b.values)]
+    fmap = FootprintMap(coll, result)
+    assert [p["flagged"] for p in fmap.pairs] == flagged.tolist()
+    (k,) = np.flatnonzero(flagged)
+    assert "down-weighted by the robust solve (weight x 0." in fmap.pairs[k]["title"]
+    weight = result.robust_weight.values
+    assert 0 < weight[k] < 1 and (weight[~flagged] == 1).all()
+
+
 def test_update_rejects_a_result_of_another_collection(grid):
     coll, _ = grid
     other = collection(make_mosaic((1, 2)))

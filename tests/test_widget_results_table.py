@@ -124,7 +124,9 @@ def test_csv_of_a_real_result(solved):
     table = ResultsTable(coll, result)
     lines = table.to_csv().split("\n")
     assert lines[0] == ",".join(KEYS) and lines[-1] == ""
-    assert lines[2] == "img01,,0,20.12346,0,4000,True,"
+    # img01's pixels: 2000 in each of img02 and img03 (group g), 400 of them in both, each
+    # compared with both members (compare="differences": one difference per member pair)
+    assert lines[2] == "img01,,0,20.12346,0,4400,True,"
     assert lines[3].startswith("img02,g,0,")
     far = lines[5]
     assert far.startswith("far00,,1,,,0,False,"), far

@@ -28,6 +28,18 @@ Cost: the sum over blocks of (block size)^2 x (block size + pairs): about ``N w^
 levels ``w`` inputs wide (``w ~ sqrt(N)`` for a 2-D mosaic, a few for a strip).  The
 offsets agree with a dense pseudo-inverse to rounding; the uncertainties are as accurate as
 dense solves of the gains (measured against extended precision in the tests).
+
+Pairs that share pixels (``diff_cov``, the covariance between pairs off the diagonal, ``C``)
+add ``diag(G C G^T)`` to the offsets' variances and ``diag((I - A G) C (I - A G)^T)`` to the
+residuals'.  Both are of the form ``E[(G z) * (G C z)]`` over unit vectors ``z``: with the
+``P`` columns of the identity (in chunks, two sweeps of `_BlockSweep.solve` each) they are
+exact; above `EXACT_PAIRS` pairs the same sums run over `PROBES` random +-1 vectors
+(Hutchinson's diagonal estimator: unbiased, fixed seed, so reproducible), which keeps 10,000
+inputs at a few seconds (a 100 x 100 grid with diagonals, 29,601 pairs: 0.5 s without a
+covariance, 2.9 s with).  Measured on a 12 x 12 grid where the covariance adds 10% to the
+offsets' variances: the probes leave them 2.4% rms off, and each residual variance 6% rms off
+(its mean 0.3%): the residual variances serve the robust weights (a 4-sigma cut, hardly moved)
+and the error scale (a sum over the pairs, where the noise averages out).
 """
 
 from __future__ import annotations
@@ -45,6 +57,16 @@ __all__ = ["MatchSolution", "components", "solve_offsets"]
 #: Smallest number of inputs per diagonal block (consecutive levels are merged up to it):
 #: fewer, larger dense blocks cost less Python and more flops.
 BLOCK = 48
+
+#: Up to this many pairs the pairs' covariance enters the uncertainties exactly (one pair's
+#: unit vector per right-hand side); above it, through `PROBES` random +-1 vectors.
+EXACT_PAIRS = 4096
+
+#: Random probes of the pairs' covariance above `EXACT_PAIRS` pairs.
+PROBES = 256
+
+#: Right-hand sides per sweep when the covariance of pairs is propagated.
+_CHUNK = 512
 
 #: Breadth-first searches tried per component for narrow levels (start, farthest, farthest).
 _SEARCHES = 3
@@ -99,8 +121,8 @@ class MatchSolution:
         Connected component of each input.
     residual_var : ndarray
         Per pair, the variance of its residual ``diff - (d_i - d_j)`` expected from the
-        pairs' variances: below the pair's own variance by what the fit absorbs (0 for a
-        pair that no loop checks, e.g. in a tree); NaN in a component with a NaN variance.
+        pairs' (co)variances: below the pair's own variance by what the fit absorbs (0 for
+        a pair that no loop checks, e.g. in a tree); NaN in a component with a NaN variance.
     """
 
     delta: np.ndarray
@@ -116,6 +138,7 @@ def solve_offsets(
     diff: np.ndarray,
     weight: np.ndarray,
     diff_var: np.ndarray,
+    diff_cov=None,
 ) -> MatchSolution:
     """Solve ``min sum_p weight_p**2 * (d_i - d_j - diff_p)**2`` per connected component.
 
@@ -133,6 +156,10 @@ def solve_offsets(
     diff_var : ndarray
         Variance of ``diff``, for the uncertainties (NaN allowed: then those of the pair's
         component are NaN; the offsets are not affected).
+    diff_cov : scipy.sparse matrix or ndarray, optional
+        Covariances between pairs (off the diagonal; its diagonal is ignored), for pairs whose
+        statistics share pixels.  They change the uncertainties and the residual variances,
+        not the offsets.  Exact up to `EXACT_PAIRS` pairs, a random-probe estimate above.
 
     Returns
     -------
@@ -162,12 +189,29 @@ def solve_offsets(
     if len(i):
         with _blas().limit(limits=1, user_api="blas"):
             _solve(n, i, j, np.asarray(diff, float), np.asarray(weight, float),
-                   np.asarray(diff_var, float), comp, delta, delta_err, residual_var)
+                   np.asarray(diff_var, float), comp, delta, delta_err, residual_var,
+                   _off_diagonal(diff_cov, len(i)))
     return MatchSolution(delta=delta, delta_err=delta_err, component=comp,
                          residual_var=residual_var)
 
 
-def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var) -> None:
+def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
+    """``diff_cov`` as a sparse matrix without its diagonal (None when it has nothing)."""
+    if diff_cov is None:
+        return None
+    cov = csr_matrix(diff_cov, dtype=float)
+    if cov.shape != (pairs, pairs):
+        raise ValueError(f"diff_cov must be {pairs} x {pairs} (one row and column per pair); "
+                         f"got {cov.shape[0]} x {cov.shape[1]}")
+    cov = cov.tolil()
+    cov.setdiag(0.0)
+    cov = cov.tocsr()
+    cov.data = np.nan_to_num(cov.data, nan=0.0)
+    cov.eliminate_zeros()
+    return cov if cov.nnz else None
+
+
+def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov=None) -> None:
     """Fill ``delta``, ``delta_err`` and ``residual_var`` (see the module's doc)."""
     w2 = weight**2
     w2 = w2 / w2.max()  # scale-free
@@ -201,11 +245,60 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var) -> 
         pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd)
     grounded = members[level[members] == 0]
     variance[grounded] = np.bincount(comp[i], f_mean**2, minlength=len(size))[comp[grounded]]
+    if cov is not None:  # pairs that share pixels: G C G^T and (I - AG) C (I - AG)^T
+        extra_var, extra_res = _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size)
+        variance += extra_var / scale**2
+        residual = residual + extra_res / scale**2
     spoiled = np.zeros(len(size), dtype=bool)
     spoiled[comp[i[~finite]]] = True
-    err = scale * np.sqrt(variance[members])
+    err = scale * np.sqrt(np.clip(variance[members], 0.0, None))
     delta_err[members] = np.where(spoiled[cm], np.nan, err)
-    residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * residual)
+    residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * np.clip(residual, 0.0, None))
+
+
+def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
+    """The pairs' covariance ``C`` (off-diagonal, sparse) in the offsets' and residuals' variances.
+
+    ``G y`` (the zero-mean offsets a vector ``y`` of differences gives) is one sweep; with
+    unit vectors ``z``, ``diag(G C G^T) = sum_z (G z) * (G C z)`` and the residuals' extra
+    ``diag(H C H^T) - 2 diag(H C) = sum_z (H z) * (H C z - 2 C z)``, ``H = A G``.
+    """
+    n, pairs = len(pos), len(i)
+    indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
+
+    def gain(y):  # G y for a block of right-hand sides (pairs x k)
+        rhs = np.zeros((len(order), y.shape[1]))
+        weighted = w2[:, None] * y
+        for end, sign in ((i, 1.0), (j, -1.0)):
+            keep = pos[end] >= 0
+            np.add.at(rhs, pos[end[keep]], sign * weighted[keep])
+        x = np.zeros((n, y.shape[1]))
+        x[order] = sweep.solve(rhs)
+        mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
+        x[members] -= mean[cm]
+        return x
+
+    extra_var, extra_res = np.zeros(n), np.zeros(pairs)
+    if pairs <= EXACT_PAIRS:
+        blocks = [(start, None) for start in range(0, pairs, _CHUNK)]
+    else:
+        rng = np.random.default_rng(0)
+        blocks = [(None, rng.choice([-1.0, 1.0], size=(pairs, min(_CHUNK, PROBES - k))))
+                  for k in range(0, PROBES, _CHUNK)]
+    for start, z in blocks:
+        if z is None:
+            cols = np.arange(start, min(start + _CHUNK, pairs))
+            z = np.zeros((pairs, len(cols)))
+            z[cols, np.arange(len(cols))] = 1.0
+            norm = 1.0
+        else:
+            norm = 1.0 / PROBES
+        cz = np.asarray(cov @ z)
+        gz, gcz = gain(z), gain(cz)
+        extra_var += norm * np.einsum("ij,ij->i", gz, gcz)
+        hz, hcz = gz[i] - gz[j], gcz[i] - gcz[j]
+        extra_res += norm * np.einsum("ij,ij->i", hz, hcz - 2.0 * cz)
+    return extra_var, extra_res
 
 
 def _levels(n, i, j, comp) -> np.ndarray:

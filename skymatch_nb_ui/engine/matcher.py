@@ -23,12 +23,31 @@ import numpy as np
 
 from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
+from .covariance import SharedSides, pair_covariance, shared_sides
+from .differences import PixelMap, pixel_map
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
 from .groups import Grouping, group_inputs, input_overlaps
 from .loaders import ImageLoader
-from .measure import Task, input_pair_stats, lowest, measure_batch
-from .params import Anchor, SkyMatchParams, SkyMethod, SkyModel, SkyStatName, parameters_doc
+from .measure import (
+    Comparison,
+    DifferenceTask,
+    PairDifference,
+    Task,
+    input_pair_differences,
+    input_pair_stats,
+    lowest,
+    measure_batch,
+)
+from .params import (
+    Anchor,
+    Compare,
+    SkyMatchParams,
+    SkyMethod,
+    SkyModel,
+    SkyStatName,
+    parameters_doc,
+)
 from .result import SkyMatchResult, assemble_result, plane_of, subtracted_copy
 from .solve import Problem, _disconnected_message, solve
 
@@ -104,6 +123,9 @@ class SkyMatcher:
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
         self._planes = None  # PlaneStage, made by the first run with skymodel="plane"
+        self._differences: dict = {}  # (statistics key, sampled, other) -> PairDifference
+        self._maps: dict = {}  # (sampled, other) -> PixelMap
+        self._shared: dict = {}  # labels -> SharedSides
         self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
@@ -248,8 +270,12 @@ class SkyMatcher:
             pairs, local, image_npix = self._statistics(params, grouping, execution)
             execution.check("solve")
             execution.report("solve", 0, 1)
+            pair_cov = None
+            if "match" in params.skymethod:
+                pair_cov = pair_covariance(self._shared_sides(grouping), pairs.side_var)
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
-                              names=tuple(grouping.names()))
+                              names=tuple(grouping.names()), robust=params.robust,
+                              pair_cov=pair_cov)
             solution = solve(params.skymethod, problem)
         result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
         execution.report("solve", 1, 1)
@@ -315,6 +341,18 @@ class SkyMatcher:
             self._stepsize, self._geometry = stepsize, None
             self._pair_stats.clear()
             self._input_pairs.clear()
+            self._differences.clear()
+            self._maps.clear()
+            self._shared.clear()
+
+    def _shared_sides(self, grouping: Grouping) -> SharedSides:
+        """Which sides of the input pairs share pixels (for the pairs' covariance)."""
+        labels = tuple(grouping.label_of)
+        if labels not in self._shared:
+            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            keys = [(g, h) for g, h in overlaps if g < h]
+            self._shared[labels] = shared_sides(overlaps, keys, self.geometry.runs, self._shapes)
+        return self._shared[labels]
 
     # -- stage 2 ----------------------------------------------------------------------------
     def _statistics(self, params: SkyMatchParams, grouping: Grouping, execution: Execution):
@@ -328,43 +366,66 @@ class SkyMatcher:
         pairs = self._input_pairs.get(pair_key)
         overlaps = None
         needed: list = []
+        compared: list = []
+        differences = params.compare == "differences"
         if pairs is None:
             overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
-            if matching:
+            if matching and differences:
+                compared = [self._sampled(a, b) for (g, h), side in overlaps.items() if g < h
+                            for a, bs in side.items() for b in bs]
+            elif matching:
                 needed = [(a, bs) for side in overlaps.values() for a, bs in side.items()]
         images = range(len(self)) if params.skymethod != "match" else ()
-        self._fill(params, execution, pairs=needed, images=images)
+        self._fill(params, execution, pairs=needed, images=images, compared=compared)
         if pairs is None:
-            stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
-            pairs = self._input_pairs[pair_key] = input_pair_stats(overlaps, stat_of)
+            if matching and differences:
+                pairs = input_pair_differences(overlaps, lambda a, b: self._difference(key, a, b),
+                                               params.skystat)
+            else:
+                stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
+                pairs = input_pair_stats(overlaps, stat_of)
+            self._input_pairs[pair_key] = pairs
         if params.skymethod == "match":
             return pairs, None, None
         image_local = [self._local_stats[(key, a)] for a in range(len(self))]
         local = [lowest([image_local[a] for a in members]) for members in grouping.members]
         return pairs, local, np.array([s.npix for s in image_local], dtype=np.int64)
 
-    def _fill(self, params: SkyMatchParams, execution: Execution, *, pairs=(), images=()) -> None:
-        """Compute the statistics not cached yet, as independent tasks (`measure_image`).
+    def _fill(self, params: SkyMatchParams, execution: Execution, *, pairs=(), images=(),
+              compared=()) -> None:
+        """Compute the statistics not cached yet, as independent tasks.
 
-        An image read by a loader gets one task for all its pixel sets, so that its pixels
-        are read once; on threads an image in memory gets one task per pixel set (finer tasks
-        balance the threads better).  For worker processes and clusters the tasks travel in
-        batches of several images.  Each task's statistics are cached as it finishes.
-        Where they run is `Execution.kind`'s choice (see `_execute`).
+        `measure_image` tasks for the images' own statistics and, with ``compare="levels"``,
+        the sides of the pairs (``pairs``); `measure_differences` tasks for the pixel
+        differences of the ``compared`` pairs ``(sampled, other)`` with
+        ``compare="differences"``.  An image read by a loader gets one task of each kind for
+        all its pixel sets, so that its pixels are read once; on threads an image in memory
+        gets one task per pixel set or pair (finer tasks balance the threads better).  For
+        worker processes and clusters the tasks travel in batches of several images.  Each
+        task's statistics are cached as it finishes.  Where they run is `Execution.kind`'s
+        choice (see `_execute`).
         """
         key = params.key("statistics")
         todo = [(a, None) for a in dict.fromkeys(images) if (key, a) not in self._local_stats]
         todo += [(a, p) for a, p in dict.fromkeys(pairs) if (key, a, p) not in self._pair_stats]
-        if not todo:
+        diff_todo = [c for c in dict.fromkeys(compared) if (key, *c) not in self._differences]
+        if not todo and not diff_todo:
             execution.report("statistics", 0, 0)
             return
-        files = any(not _in_memory(self._loaders[a]) for a, _ in todo)
-        owners = self._owners(todo, split=True)
-        sizes = [self._task(a, partner_sets).size for a, partner_sets in owners]
-        kind = execution.kind(files, sizes)
+        files = any(not _in_memory(self._loaders[a]) for a, _ in todo + diff_todo)
+
+        def owners_and_tasks(split: bool):
+            owners = self._owners(todo, split=split)
+            compares = self._owners(diff_todo, split=split)
+            tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
+            tasks += [self._difference_task(s, others) for s, others in compares]
+            return owners, compares, tasks
+
+        owners, compares, tasks = owners_and_tasks(True)
+        gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
+        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free)
         if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
-            owners = self._owners(todo, split=False)
-        tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
+            owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads"):
             batches = [[t] for t in range(len(tasks))]
         else:  # a few tasks per worker for balance, at most BATCH images per task
@@ -373,6 +434,11 @@ class SkyMatcher:
 
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):
+                if t >= len(owners):  # a difference task
+                    s, others = compares[t - len(owners)]
+                    for o, value in zip(others, task_stats):
+                        self._differences[(key, s, o)] = value
+                    continue
                 a, partner_sets = owners[t]
                 for partners, value in zip(partner_sets, task_stats):
                     if partners is None:
@@ -382,16 +448,53 @@ class SkyMatcher:
 
         stat = params.stat
         arguments = [([tasks[t] for t in batch], stat) for batch in batches]
-        units = [sum(len(owners[t][1]) for t in batch) for batch in batches]
+        units = [sum(tasks[t].units for t in batch) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
         execution.map("statistics", measure_batch, arguments, units=units, kind=kind,
                       on_result=keep, order=order)
 
-    def _owners(self, todo: list, *, split: bool) -> list[tuple[int, list]]:
-        """``(image, [None (all pixels) or partner set, ...])`` per task, in ``todo`` order.
+    def _difference_task(self, s: int, others: list) -> DifferenceTask:
+        """The `measure_differences` task of image ``s``'s pixels against ``others``."""
+        runs = self.geometry.runs
+        return DifferenceTask(
+            self._loaders[s],
+            tuple(Comparison(self._loaders[o], runs[(s, o)], self._map(s, o)) for o in others),
+            sum(runs[(s, o)].npix for o in others),
+            label=f"images[{s}]",
+        )
 
-        With ``split`` an image in memory gets one task per pixel set.
+    def _sampled(self, a: int, b: int) -> tuple[int, int]:
+        """The pair (a, b) as (image whose pixels are compared, image interpolated).
+
+        The image with more pixels in the overlap (the finer sampling) is compared, the other
+        interpolated; on a tie, the one whose footprint centre comes first (by its unit
+        vector), so that the choice does not depend on the order of the images.
+        """
+        geo = self.geometry
+        na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
+        if na != nb:
+            return (a, b) if na > nb else (b, a)
+        ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
+        return (a, b) if (ca, a) <= (cb, b) else (b, a)
+
+    def _difference(self, key: tuple, a: int, b: int) -> PairDifference:
+        """Image a's sky minus image b's over their overlap (measured one way or the other)."""
+        s, o = self._sampled(a, b)
+        found = self._differences[(key, s, o)]
+        return found if s == a else found.reversed()
+
+    def _map(self, s: int, o: int) -> PixelMap:
+        """Where image s's pixels inside image o fall in image o (cached with the geometry)."""
+        if (s, o) not in self._maps:
+            self._maps[(s, o)] = pixel_map(self._wcs[s], self._wcs[o], self.geometry.runs[(s, o)])
+        return self._maps[(s, o)]
+
+    def _owners(self, todo: list, *, split: bool) -> list[tuple[int, list]]:
+        """``(image, [what to measure, ...])`` per task, in ``todo`` order.
+
+        ``todo`` holds ``(image, what)`` (None for all pixels, a partner set, or the other
+        image of a comparison).  With ``split`` an image in memory gets one task per item.
         """
         owners: list[tuple[int, list]] = []
         by_image: dict[int, list] = {}
@@ -450,8 +553,10 @@ def skymatch(
     lsigma: float = 4.0,
     usigma: float = 4.0,
     binwidth: float = 0.1,
+    compare: Compare = "differences",
     stepsize: int | None = None,
     anchor: Anchor = "global",
+    robust: bool = True,
     skymodel: SkyModel = "constant",
     scheduler=None,
     workers: int | None = None,
@@ -514,7 +619,7 @@ def skymatch(
     params = SkyMatchParams(
         skymethod=skymethod, match_down=match_down, subtract=subtract, skystat=skystat,
         lower=lower, upper=upper, nclip=nclip, lsigma=lsigma, usigma=usigma, binwidth=binwidth,
-        stepsize=stepsize, anchor=anchor, skymodel=skymodel,
+        compare=compare, stepsize=stepsize, anchor=anchor, robust=robust, skymodel=skymodel,
     )
     matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize, workers=workers,
                          scheduler=scheduler)

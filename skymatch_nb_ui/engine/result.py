@@ -30,20 +30,34 @@ class PairTable:
     a, b : ndarray of int
         The two inputs of each pair (indices into ``SkyMatchResult.inputs``), ``a < b``.
     stat_a, stat_b : ndarray
-        Input a's sky statistic over its pixels in the overlap with b, and the reverse.
+        Input a's sky statistic over its pixels in the overlap with b, and the reverse
+        (``compare="levels"``; NaN with ``compare="differences"``, which measures the
+        difference directly).
     npix_a, npix_b : ndarray of int
-        Pixels behind each statistic (after masks, limits and clipping).
+        Pixels behind each statistic (after masks, limits and clipping); with
+        ``compare="differences"`` both are the number of pixel differences used.
     err_a, err_b : ndarray
-        1-sigma statistical uncertainties of ``stat_a`` and ``stat_b``.
+        1-sigma statistical uncertainties of ``stat_a`` and ``stat_b`` (NaN with
+        ``compare="differences"``).
     weight : ndarray
-        The pair's weight in the solve (mean of the two pixel counts, as the reference).
+        The pair's weight in the solve before the robust weights: the mean of the two pixel
+        counts, as the reference.
     valid : ndarray of bool
-        Whether the pair entered the solve (pixels and a finite statistic on both sides).
+        Whether the pair entered the solve (pixels on both sides, a finite difference).
     diff_before : ndarray
-        ``stat_a - stat_b``: how much the two disagree before matching.
+        The measured sky difference a - b (``stat_a - stat_b``, or the statistic of the pixel
+        differences): how much the two disagree before matching.
+    diff_err : ndarray
+        1-sigma statistical uncertainty of ``diff_before`` (before the run's error scale).
     diff_after : ndarray
-        ``(stat_a - sky_a) - (stat_b - sky_b)``: the residual after the solve (NaN where either
-        sky is unknown).  Large values point at overlaps that do not agree with the rest.
+        ``diff_before - (sky_a - sky_b)``: the residual after the solve (NaN where either sky
+        is unknown).  Large values point at overlaps that do not agree with the rest.
+    robust_weight : ndarray
+        The factor in (0, 1] the robust solve applied to the pair's weight (1: untouched; NaN
+        for pairs outside the solve).
+    flagged : ndarray of bool
+        Whether the robust solve down-weighted the pair: its residual is far beyond its
+        calibrated error (something only one of the two images sees?).
     """
 
     a: np.ndarray
@@ -58,6 +72,17 @@ class PairTable:
     valid: np.ndarray
     diff_before: np.ndarray
     diff_after: np.ndarray
+    diff_err: np.ndarray | None = None
+    robust_weight: np.ndarray | None = None
+    flagged: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.a)
+        defaults = {"diff_err": np.full(n, np.nan), "robust_weight": np.full(n, np.nan),
+                    "flagged": np.zeros(n, dtype=bool)}
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
     def __len__(self) -> int:
         return len(self.a)
@@ -108,6 +133,9 @@ class SkyMatchResult:
         why a pair counted as a constant only (see `skymatch_nb_ui.engine.plane_match`).
         ``sky`` is then the level at each image's centre and ``sky_err`` its error; None for
         ``skymodel="constant"``.
+    error_scale : float
+        The factor the pairs' residuals put on the propagated errors of the match offsets
+        (see `skymatch_nb_ui.engine.robust`); NaN for ``local`` and ``global``.
     """
 
     sky: np.ndarray
@@ -125,6 +153,7 @@ class SkyMatchResult:
     images: tuple | None = None
     warnings: tuple = field(default=())
     plane: PlaneResult | None = None
+    error_scale: float = float("nan")
 
     def __len__(self) -> int:
         return len(self.sky)
@@ -189,8 +218,9 @@ def assemble_result(
     table = PairTable(
         a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,
         npix_b=pairs.npix_b, err_a=pairs.err_a, err_b=pairs.err_b, weight=pairs.weight,
-        valid=valid, diff_before=pairs.stat_a - pairs.stat_b,
-        diff_after=(pairs.stat_a - sky[pairs.a]) - (pairs.stat_b - sky[pairs.b]),
+        valid=valid, diff_before=pairs.diff, diff_err=pairs.diff_err,
+        diff_after=pairs.diff - (sky[pairs.a] - sky[pairs.b]),
+        robust_weight=solution.robust_weight, flagged=solution.flagged,
     )
     n_inputs = len(grouping)
     local_value = np.array([s.value for s in local]) if local is not None else np.full(n_inputs, np.nan)
@@ -209,6 +239,7 @@ def assemble_result(
         pairs=table,
         params=params,
         warnings=solution.warnings,
+        error_scale=solution.error_scale,
     )
 
 

@@ -3,7 +3,8 @@
 `solve` dispatches on ``skymethod`` to `solve_local`, `solve_global`, `solve_match` and
 `solve_global_match`.  Each works on small arrays over inputs and pairs (no pixels), so a
 re-solve after a change of ``skymethod``, ``match_down`` or ``anchor`` takes milliseconds.
-The least-squares step of the match methods is `lstsq.solve_offsets`.
+The offsets of the match methods come from `robust.fit_offsets` (robust weights and errors
+calibrated on the fit, over the least-squares step `lstsq.solve_offsets`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lstsq import components, solve_offsets
+from .lstsq import components
 from .measure import PairStats
+from .robust import fit_offsets
 from .stats import SkyStat
 
 __all__ = [
@@ -50,6 +52,11 @@ class Problem:
     names : tuple of str
         How messages name each input (e.g. ``images[3]``, ``group 'e1'``); default
         ``input 0``, ``input 1``, ...
+    robust : bool
+        Down-weight pairs whose residuals are far beyond the others' (`robust.fit_offsets`).
+    pair_cov : scipy.sparse matrix or None
+        Covariances between the pairs' differences (pairs that share pixels), off the
+        diagonal; None: independent pairs.
     """
 
     n: int
@@ -58,6 +65,8 @@ class Problem:
     match_down: bool
     anchor: str
     names: tuple[str, ...] = ()
+    robust: bool = True
+    pair_cov: object = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +87,13 @@ class Solution:
         The match offsets (zero mean per component; NaN when not computed).
     warnings : tuple of str
         Messages for the caller to issue as warnings.
+    robust_weight : ndarray or None
+        Per pair, the factor the robust solve applied to its weight (NaN for pairs not in
+        the solve); None when no offsets were solved.
+    flagged : ndarray of bool or None
+        Per pair, whether the robust solve down-weighted it.
+    error_scale : float
+        The factor the residuals put on the propagated errors (NaN: no offsets solved).
     """
 
     sky: np.ndarray
@@ -87,6 +103,9 @@ class Solution:
     component: np.ndarray
     delta: np.ndarray
     warnings: tuple[str, ...] = ()
+    robust_weight: np.ndarray | None = None
+    flagged: np.ndarray | None = None
+    error_scale: float = float("nan")
 
 
 def solve(skymethod: str, problem: Problem) -> Solution:
@@ -126,7 +145,7 @@ def solve_match(p: Problem) -> Solution:
     reason = [""] * p.n
     for g, text in m.unmatched.items():
         reason[g] = text
-    return _solution(sky, m.delta_err.copy(), reason, m.component, m.delta, m.warnings)
+    return _solution(sky, m.delta_err.copy(), reason, m.component, m.delta, m.warnings, m)
 
 
 def solve_global_match(p: Problem) -> Solution:
@@ -151,7 +170,7 @@ def solve_global_match(p: Problem) -> Solution:
         reason[g] = f"not matched ({m.unmatched[g]}): its own local sky"
     for g in np.flatnonzero(~matched & ~np.isfinite(value)):
         reason[g] = m.unmatched[g]
-    return _solution(sky, sky_err, reason, m.component, m.delta, m.warnings)
+    return _solution(sky, sky_err, reason, m.component, m.delta, m.warnings, m)
 
 
 _SKYMETHODS = {
@@ -170,6 +189,9 @@ class _Offsets:
     component: np.ndarray
     unmatched: dict  # input -> why it is in no valid pair
     warnings: tuple
+    robust_weight: np.ndarray  # per pair (NaN outside the solve)
+    flagged: np.ndarray
+    error_scale: float
 
 
 #: The offsets of each set of pair statistics (they do not depend on the solve parameters, so
@@ -178,23 +200,32 @@ _OFFSETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _offsets(p: Problem) -> _Offsets:
-    """The least-squares offsets over the valid pairs (computed once per `PairStats`)."""
+    """The offsets over the valid pairs (computed once per `PairStats` and robust setting)."""
     found = _OFFSETS.get(p.pairs)
-    if found is None or found[0] != p.n:
+    # the pairs' covariance follows from the pairs and the grouping (as the pairs do)
+    setting = (p.n, p.robust, p.pair_cov is not None)
+    if found is None or found[0] != setting:
         offsets = _least_squares(p)
         for shared in (offsets.delta, offsets.delta_err, offsets.component):
             shared.flags.writeable = False  # every solve of these pairs reads them
-        found = _OFFSETS[p.pairs] = (p.n, offsets)
+        found = _OFFSETS[p.pairs] = (setting, offsets)
     return found[1]
 
 
 def _least_squares(p: Problem) -> _Offsets:
-    """The least-squares offsets over the valid pairs, and why the other inputs have none."""
+    """The offsets over the valid pairs, and why the other inputs have none."""
     pairs, v = p.pairs, p.pairs.valid
-    diff_var = pairs.err_a**2 + pairs.err_b**2
-    sol = solve_offsets(
-        p.n, pairs.a[v], pairs.b[v], (pairs.stat_a - pairs.stat_b)[v], pairs.weight[v], diff_var[v]
+    cov = p.pair_cov
+    if cov is not None:
+        cov = cov.tocsr()[v][:, v] if hasattr(cov, "tocsr") else np.asarray(cov)[np.ix_(v, v)]
+    sol = fit_offsets(
+        p.n, pairs.a[v], pairs.b[v], pairs.diff[v], pairs.weight[v], pairs.diff_err[v] ** 2,
+        cov, robust=p.robust,
     )
+    robust_weight = np.full(len(pairs), np.nan)
+    robust_weight[v] = sol.robust_weight
+    flagged = np.zeros(len(pairs), dtype=bool)
+    flagged[v] = sol.flagged
     messages = []
     n_comp = int(sol.component.max()) + 1 if p.n else 0
     if n_comp > 1 and p.n > 1:
@@ -205,7 +236,8 @@ def _least_squares(p: Problem) -> _Offsets:
     in_invalid[pairs.a[~v]] = in_invalid[pairs.b[~v]] = True
     unmatched.update(dict.fromkeys(np.flatnonzero(in_invalid & ~matched).tolist(),
                                    "no valid pixels in its overlaps with other inputs"))
-    return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages))
+    return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages),
+                    robust_weight, flagged, sol.error_scale)
 
 
 def _disconnected_message(p: Problem, component: np.ndarray, n_comp: int) -> str:
@@ -268,8 +300,11 @@ def _anchor_scope(anchor: str, component: np.ndarray, usable: np.ndarray) -> lis
     return [np.flatnonzero(usable & (component == c)) for c in np.unique(component[usable])]
 
 
-def _solution(sky, sky_err, reason, component, delta, warnings=()) -> Solution:
+def _solution(sky, sky_err, reason, component, delta, warnings=(), offsets=None) -> Solution:
     valid = np.isfinite(sky)
     for g in np.flatnonzero(~valid):
         reason[g] = reason[g] or "no sky could be computed"
-    return Solution(sky, sky_err, valid, reason, component, delta, tuple(warnings))
+    if offsets is None:
+        return Solution(sky, sky_err, valid, reason, component, delta, tuple(warnings))
+    return Solution(sky, sky_err, valid, reason, component, delta, tuple(warnings),
+                    offsets.robust_weight, offsets.flagged, offsets.error_scale)

@@ -24,7 +24,15 @@ import numpy as np
 
 from .params import SKYSTATS, StatParams
 
-__all__ = ["SKYSTATS", "SkyStat", "StatParams", "StatisticError", "Workspace", "sky_statistic"]
+__all__ = [
+    "SKYSTATS",
+    "SkyStat",
+    "StatParams",
+    "StatisticError",
+    "Workspace",
+    "pixel_noise",
+    "sky_statistic",
+]
 
 _SAMPLE = 512          # values sampled to find a rough centre and spread of the data
 _CORE = 0.75           # core half-width, as a fraction of the clipping half-width
@@ -45,11 +53,23 @@ _HUGE = 2.0**480
 _MAX_BINS = 2**20      # most histogram bins (mode, midpt); more: a clear error naming binwidth
 _MIN_BINS = 3          # fewer bins across the values' range: mode and midpt are the median
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
+# `pixel_noise` uses every 8th pair of neighbours, but at least 4000 pairs (the MAD of 4000
+# values is within ~2.5% of the noise: far below the other uncertainties of an error).
+_NOISE_STRIDE = 8
+_NOISE_PAIRS = 4000
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Mode uncertainty (A, ALPHA, K, Q) fitted by `bench/bench_stats.py --calibrate`: see
-# `sky_statistic` and `_mode_error_factor`.
-_MODE_ERROR = (0.81, 0.24, 1.10, 5.0)
-_PHI0 = 1.0 / math.sqrt(2.0 * math.pi)  # peak density of the unit Gaussian
+# Mode: the histogram is smoothed by a Gaussian of _MODE_KERNEL * (_MODE_N / n)**(1/7) bins,
+# never narrower than (_MODE_RESOLUTION / n)**(1/5) std, truncated at _MODE_REACH widths; see
+# `sky_statistic` and `_mode_kernel`.
+_MODE_KERNEL = 5.0
+_MODE_N = 1000.0
+_MODE_RESOLUTION = 5.66
+_MODE_REACH = 4.0
+# ... then widened by factors of _MODE_WIDER up to _MODE_WIDEST std while the peak stays within
+# _MODE_STAY errors of every narrower kernel's peak (Lepski's rule): see `sky_statistic`.
+_MODE_WIDER = 2.0
+_MODE_WIDEST = 2.0
+_MODE_STAY = 3.0
 
 
 class SkyStat(NamedTuple):
@@ -122,7 +142,11 @@ class Workspace:
 
 
 def sky_statistic(
-    values: np.ndarray, params: StatParams, *, work: Workspace | None = None
+    values: np.ndarray,
+    params: StatParams,
+    *,
+    work: Workspace | None = None,
+    noise: float | None = None,
 ) -> SkyStat:
     """The sky statistic of pixel values, after limits and sigma clipping, with its error.
 
@@ -139,15 +163,28 @@ def sky_statistic(
        the result does not flip with the parity of ``nclip``. An empty set gives
        ``SkyStat(nan, 0, nan)``.
     3. The statistic of the final set: ``mean``; ``median`` (exact, as `numpy.median`);
-       ``mode`` and ``midpt`` from a histogram of bin width ``h = binwidth*std`` whose bins
-       start at the set's minimum: bin ``k`` holds the values in ``[min + k*h, min + (k+1)*h)``.
-       ``mode`` is the first fullest bin, refined by a parabola through it and its neighbours
-       (not at the ends); ``midpt`` interpolates the cumulative
-       distribution of the bins linearly to 1/2. Constant data give the constant for all.
+       ``midpt`` from a histogram of bin width ``h = binwidth*std`` whose bins start at the
+       set's minimum (bin ``k`` holds the values in ``[min + k*h, min + (k+1)*h)``),
+       interpolating its cumulative distribution linearly to 1/2; ``mode``, the peak of the
+       distribution (below). Constant data give the constant for all.
        When the bins are so wide that fewer than 3 span the values' range (``binwidth``
        above about a third of the range in std), a histogram locates nothing: ``mode`` and
        ``midpt`` are then the median.  A histogram of more than 2**20 bins (``binwidth`` far
        too small for the spread of the values) raises `StatisticError`, naming ``binwidth``.
+
+    ``mode`` smooths the same histogram with a Gaussian kernel and locates the peak of the
+    smoothed counts by a parabola through the logarithms of the three highest (exact for a
+    Gaussian top). The kernel starts at the resolution ``binwidth`` asks for: a sigma of
+    ``5 * (1000/n)**(1/7)`` bins, at least one bin, but never narrower than
+    ``(5.66/n)**(1/5)`` std (the width at which the peak's own error for Gaussian noise is a
+    quarter of the kernel: below it the peak wanders among the noise's bumps). The kernel is
+    then doubled, up to 2 std, as long as the peak stays within 3 errors of the peak of every
+    narrower kernel (Lepski's rule). So a symmetric top (noise, pixel differences) is located
+    almost as precisely as by the median, while an asymmetric one (sky plus faint sources)
+    keeps the narrow kernel and the resolution. The argmax of the raw histogram (the
+    reference's mode) wanders over the flat top of the distribution: on Gaussian noise its
+    error is 6 to 31 times ours (n = 300 to 1e5, binwidth 0.1; ``bench/bench_stats.py
+    --calibrate``).
 
     Ties (a value exactly on a clipping limit or a bin edge, common for integer data) are
     decided as in exact arithmetic, whatever the rounding of the mean, std and differences:
@@ -161,32 +198,29 @@ def sky_statistic(
     ``std`` of the final set; nan when ``n < 2``):
 
     - mean: ``std / sqrt(n)``;
-    - median and midpt: ``sqrt(pi/2) * std / sqrt(n)``. For midpt the simulation study below
+    - median and midpt: ``sqrt(pi/2) * std / sqrt(n)``. For midpt the simulation study
       found no binning term is needed: measured scatter / err = 0.93-1.06 for every n and
       binwidth of the grid (the interpolated histogram median is, if anything, a little
       better than the exact one for wide bins).
-    - mode: ``std * f`` with ``f = (W**-Q + P**-Q)**(-1/Q)``, a soft minimum of two regimes:
+    - mode: the first-order error of the peak of a kernel density estimate, from the data:
+      the peak solves ``f'(m) = 0``, so ``var = sum_k c_k K'(u_k)**2 / (sum_k c_k
+      K''(u_k))**2`` over the bins (counts ``c_k``, distances ``u_k`` to the peak, kernel
+      ``K``); it is never taken below the same error for Gaussian noise,
+      ``std * sqrt(V(b) / n)`` with ``V(b) = E[K'(X)**2] / f_b''(0)**2`` in closed form for a
+      kernel of ``b`` std (the data's own curvature is noisy when few values define the top),
+      nor above ``std``. On Gaussian noise the pulls ``(estimate - truth) / err`` have a std
+      of 0.95-1.11 for n = 300 to 1e5 and binwidth 0.02 to 0.5 (300-1000 trials each), and
+      0.90-1.17 at n = 1e6 (40 trials each).
 
-      * *wandering peak*, ``W = A * (n*binwidth)**-ALPHA``: when the counts' noise hides the
-        curvature of the distribution's top, the fullest bin is any of several near the top,
-        so the error falls only as ~``n**-1/4``, not ``n**-1/2``;
-      * *parabola*, ``P = K * sqrt((1 + 12*o**2) / (2*phi0*n)) / binwidth**1.5``: when the
-        top is resolved, the error propagated through the parabolic interpolation of Poisson
-        counts of a Gaussian (``phi0 = 1/sqrt(2*pi)``), where ``o`` is the parabola's vertex
-        offset from the centre of the fullest bin, in bins (the error doubles from a peak at
-        a bin centre, ``o = 0``, to one at a bin edge, ``|o| = 1/2``; with many pixels the
-        phase is set by ``lsigma`` and ``binwidth``: for ``4/binwidth`` an integer the peak
-        sits on an edge).
-
-      ``A, ALPHA, K, Q = 0.81, 0.24, 1.10, 5.0`` maximise the Gaussian likelihood of
-      ``bench/bench_stats.py --calibrate``: unit Gaussian noise, float32, nclip=5,
-      ``lsigma = usigma = 4`` and ``4 + binwidth/2`` (peak on a bin edge, then centred),
-      n = 500, 2000, 1e4, 5e4, 2e5, 1e6, 2e6, binwidth = 0.02, 0.05, 0.1, 0.2, 0.5,
-      200-2000 trials per case. Over those 70 cases the std of the pulls
-      ``(estimate - truth) / err`` is 0.86-1.11, and 0.91-1.14 on 11 cases off the grid
-      (n from 100 to 3e6, binwidth 0.03-0.35, lsigma 3 to 5). The derived ``K`` would be 1:
-      the 10% is the Gaussian's departure from a parabola over three bins. For other
-      distributions this is only a guide.
+    With ``noise`` (the pixel noise of the values, e.g. from `pixel_noise`), the error is
+    that of the noise alone, the rest held fixed: what matters when the values are a scene
+    plus noise and will be compared with another measurement of the same scene (one side of
+    an overlap, ``compare="levels"``), since the scene cancels in the comparison while the
+    spread of the values counts it.  Mean, median and midpt: as above with ``noise`` for the
+    std.  Mode: to first order in the noise ``e_k`` of each value, the peak moves by
+    ``sum K''(u_k) e_k / sum K''(u_k)``, so ``err = noise * sqrt(sum c K''**2) / |sum c K''|``
+    over the bins; but never more than the error above (for pure noise that linearisation
+    fails, and the error above is the right one).
 
     Parameters
     ----------
@@ -198,6 +232,8 @@ def sky_statistic(
         The statistic, limits and clipping.
     work : Workspace, optional
         Scratch buffers to reuse across calls (faster for large inputs); one per thread.
+    noise : float, optional
+        The pixel noise of the values: the error is then that of the noise alone (above).
 
     Returns
     -------
@@ -226,7 +262,28 @@ def sky_statistic(
     value, err = statistic(clipped, params)
     n = clipped.n
     scale = clipped.scale
+    if noise is not None and math.isfinite(noise) and n >= 2:
+        used = "median" if statistic is _median else params.skystat
+        err = _noise_error(used, clipped, noise / scale, err)
     return SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
+
+
+def _noise_error(skystat: str, s: _ClippedSet, noise: float, err: float) -> float:
+    """The error due to the pixel noise alone, the scene held fixed (see `sky_statistic`)."""
+    if skystat == "mean":
+        return noise / math.sqrt(s.n)
+    if skystat in ("median", "midpt"):
+        return _SQRT_HALF_PI * noise / math.sqrt(s.n)
+    fit = getattr(s, "mode_fit", None)
+    if fit is None:  # constant data, or a peak at an end of the histogram
+        return err
+    counts, peak, width = fit
+    u = (np.arange(counts.size) + 0.5 - peak) / width
+    curvature = ((u**2 - 1.0) * np.exp(-0.5 * u**2))  # K'' up to a constant factor
+    total = float(np.dot(counts, curvature))
+    if not total < 0:
+        return err
+    return min(err, noise * math.sqrt(float(np.dot(counts, curvature**2))) / -total)
 
 
 def _clipped_set(values, params: StatParams, work: Workspace | None) -> _ClippedSet | None:
@@ -343,7 +400,6 @@ class _ClippedSet:
         self.core = self.total
         self.epoch = 0
         self.rough_centre = 0.0  # of the sample, in y units (y = values - centre)
-        self.mode_offset = 0.0  # set by `_mode`, for the calibration study
         self._set_moments(*self.total)
 
     def _set_moments(self, n, s1, s2):
@@ -608,15 +664,95 @@ def _mode(s: _ClippedSet, params: StatParams):
     ymin, h, c = _histogram(s, params)
     if h is None:
         return ymin, 0.0
-    k = int(np.argmax(c))
-    offset = 0.0
-    if 0 < k < c.size - 1:
-        left, mid, right = float(c[k - 1]), float(c[k]), float(c[k + 1])
-        denom = left - 2.0 * mid + right
-        offset = 0.5 * (left - right) / denom if denom != 0 else 0.0
-    s.mode_offset = offset
-    err = s.std * _mode_error_factor(s.n, params.binwidth, offset)
-    return ymin + (k + 0.5 + offset) * h, err
+    kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
+    chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
+    while True:
+        peak, err = _smoothed_peak(c, kernel / params.binwidth, h, s.std, s.n, kernel)
+        if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
+            break  # the peak moved (an asymmetric top) or vanished: keep the narrower kernel
+        chosen.append((peak, err, kernel))
+        if kernel >= _MODE_WIDEST:
+            break
+        kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
+    if not chosen:  # the peak is at an end of the histogram: no curvature to refine it with
+        return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
+    peak, err, kernel = chosen[-1]
+    s.mode_fit = (c, peak, kernel / params.binwidth)  # for `_noise_error`
+    return ymin + peak * h, err
+
+
+def _smoothed_peak(c, width, h, std, n, kernel):
+    """Peak of the histogram smoothed by a Gaussian of ``width`` bins, and its error.
+
+    The peak in bins from the set's minimum, the error in data units; (None, None) when the
+    peak is at an end of the histogram.
+    """
+    smooth = _smoothed(c, width)
+    k = int(np.argmax(smooth))
+    if not 0 < k < c.size - 1:
+        return None, None
+    peak = k + 0.5 + _log_parabola_vertex(smooth[k - 1 : k + 2])
+    gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
+    return peak, min(max(h * _mode_error_bins(c, peak, width), gaussian), std)
+
+
+def _mode_kernel(n: int, binwidth: float) -> float:
+    """Width (Gaussian sigma, in std) of the first kernel of ``mode`` for ``n`` values.
+
+    ``5 * binwidth * (1000 / n)**(1/7)``, but never narrower than one bin nor than the
+    statistical resolution ``(5.66 / n)**(1/5)`` (the width at which the peak's own error for
+    Gaussian noise is a quarter of the kernel).
+    """
+    resolution = (_MODE_RESOLUTION / n) ** 0.2
+    return max(binwidth, _MODE_KERNEL * binwidth * (_MODE_N / n) ** (1.0 / 7.0), resolution)
+
+
+def _gaussian_mode_variance(kernel: float) -> float:
+    """N times the variance of the peak of a kernel density estimate of a unit Gaussian.
+
+    To first order, ``E[K'(X)**2] / f''(0)**2`` for a Gaussian kernel of sigma ``kernel``
+    (``f`` the Gaussian smoothed by the kernel), in closed form.
+    """
+    half = 0.5 * kernel**2
+    expect = (half / (half + 1.0)) / (2.0 * kernel**5 * math.sqrt(math.pi)
+                                      * math.sqrt(2.0 * math.pi * (half + 1.0)))
+    curvature2 = 1.0 / (2.0 * math.pi * (1.0 + kernel**2) ** 3)
+    return expect / curvature2
+
+
+def _smoothed(counts: np.ndarray, width: float) -> np.ndarray:
+    """``counts`` convolved with a Gaussian of ``width`` bins (zero beyond the ends)."""
+    reach = math.ceil(_MODE_REACH * width)
+    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
+    return np.convolve(counts.astype(np.float64), kernel)[reach : reach + counts.size]
+
+
+def _log_parabola_vertex(top: np.ndarray) -> float:
+    """Vertex of the parabola through the logarithms of three values, the middle the largest.
+
+    The offset in bins from the middle one (within +-1/2): exact for a Gaussian peak.
+    """
+    if top.min() <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
+        return 0.0
+    left, mid, right = np.log(top)
+    denom = left - 2.0 * mid + right
+    return float(0.5 * (left - right) / denom) if denom < 0 else 0.0
+
+
+def _mode_error_bins(counts, peak: float, width: float) -> float:
+    """Standard error (bins) of the peak of the smoothed histogram, from the data themselves.
+
+    The peak solves ``f'(m) = 0`` for the kernel estimate ``f``; to first order its error is
+    ``f'(m)``'s noise over ``f''(m)``: ``var = sum c K'(u)**2 / (sum c K''(u))**2`` with
+    ``u`` the bin centres' distances to the peak and ``K`` the kernel (constants cancel).
+    """
+    u = np.arange(counts.size) + 0.5 - peak
+    g = np.exp(-0.5 * (u / width) ** 2)
+    slope = np.dot(counts, (u * g) ** 2)
+    curvature = np.dot(counts, ((u / width) ** 2 - 1.0) * g)
+    if not curvature < 0:  # no peak in the smoothed histogram
+        return math.inf
+    return math.sqrt(slope) / -curvature
 
 
 def _midpt(s: _ClippedSet, params: StatParams):
@@ -638,22 +774,6 @@ def _bin_scale(h: float) -> float:
     it whatever the rounding (see `sky_statistic`, "Ties").
     """
     return (1.0 + _TIE) / h
-
-
-def _mode_error_factor(
-    n: float, binwidth: float, offset: float, constants: tuple = _MODE_ERROR
-) -> float:
-    """err(mode) / std for Gaussian noise (see `sky_statistic`).
-
-    A soft minimum of the wandering-peak term, fitted, and the parabola term, derived.
-
-    ``offset`` is the parabola's vertex offset from the centre of the fullest bin, in bins.
-    """
-    a, alpha, k, q = constants
-    wander = a * (n * binwidth) ** -alpha
-    parabola = k * math.sqrt((1.0 + 12.0 * offset**2) / (2.0 * _PHI0 * n)) / binwidth**1.5
-    low, high = min(wander, parabola), max(wander, parabola)
-    return low * (1.0 + (low / high) ** q) ** (-1.0 / q)  # (w**-q + p**-q)**(-1/q), stably
 
 
 def _float32_bounds(cl: float, ch: float, centre: float):
@@ -691,3 +811,35 @@ def _rowdot_einsum(a, b):
 _rowdot = getattr(np, "vecdot", _rowdot_einsum)  # numpy < 2 has no vecdot
 
 _STATISTICS = {"mean": _mean, "median": _median, "mode": _mode, "midpt": _midpt}
+
+
+def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
+    """The pixel noise of values in row order, from differences of neighbours.
+
+    ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive values (pairs 0-1, then
+    every `_NOISE_STRIDE`-th pair, at least `_NOISE_PAIRS` pairs when there are that many): a
+    smooth scene cancels in them and the median ignores stars and row ends.  NaN for fewer
+    than two usable values.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> ramp = np.linspace(0.0, 300.0, 20_000)  # a scene 300 sigma across
+    >>> round(pixel_noise(ramp + rng.standard_normal(20_000)), 1)
+    1.0
+    """
+    x = np.asarray(values, dtype=np.float64)
+    usable = np.isfinite(x)
+    if lower is not None:
+        usable &= x >= lower
+    if upper is not None:
+        usable &= x <= upper
+    if not usable.all():
+        x = x[usable]
+    half = x.size // 2
+    if half < 1:
+        return math.nan
+    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
+    d = x[1 : 2 * half : stride] - x[0 : 2 * half : stride]
+    deviation = np.abs(d - np.median(d))
+    return float(1.4826 * np.median(deviation) / math.sqrt(2.0))

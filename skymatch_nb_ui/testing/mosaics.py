@@ -168,6 +168,7 @@ def make_mosaic(
     tangent: str = "own",
     nan_fraction: float = 0.0,
     mask_fraction: float = 0.0,
+    nebula: float = 0.0,
     dtype=np.float32,
     prefix: str = "img",
     seed=None,
@@ -236,6 +237,15 @@ def make_mosaic(
     mask_fraction : float
         Fraction of the pixels of each image marked bad (False) in a boolean mask.  When 0,
         ``masks`` is None.
+    nebula : float
+        Range (max - min, in data units) over the median image of a smooth diffuse emission
+        added to every image: a random field of *sky position*, so that every image sees the
+        same emission at the same place (0: none).  It is white noise on a coarse grid over
+        the mosaic (a 16th of an image side apart), smoothed by Gaussians of a third and an
+        eighth of an image side (the second at half the amplitude), shifted to be
+        non-negative, and sampled through each image's WCS with a cubic spline.  Its random
+        numbers are drawn after everything else, so the rest of the mosaic is the same with
+        or without it.
     dtype : numpy floating dtype
         The dtype of the images.
     prefix : str
@@ -279,6 +289,12 @@ def make_mosaic(
     ((4, 3), ['a', 'a', None, None])
     >>> float(np.ptp(m.true_sky(2))) <= 4.0
     True
+
+    A mosaic dominated by diffuse emission spanning 25 times the noise per image:
+
+    >>> m = make_mosaic((2, 2), shape=(64, 64), noise=1.0, nebula=25.0, seed=1)
+    >>> float(np.median([np.ptp(im - s) for im, s in zip(m.images, m.sky)])) > 25
+    True
     """
     rows, cols = _positive_int_pair("layout", layout, "(rows, cols)")
     ny, nx = _positive_int_pair("shape", shape, "(ny, nx)")
@@ -304,6 +320,7 @@ def make_mosaic(
         raise ValueError(f"tangent must be one of {TANGENTS}; got {tangent!r}")
     nan_fraction = _fraction("nan_fraction", nan_fraction)
     mask_fraction = _fraction("mask_fraction", mask_fraction)
+    nebula = _non_negative("nebula", nebula)
     dtype = _float_dtype(dtype)
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str; got {type(prefix).__name__}")
@@ -339,6 +356,8 @@ def make_mosaic(
             mask = np.ones((ny, nx), dtype=bool)
             mask.flat[_random_pixels(rng, mask.size, mask_fraction)] = False
             masks.append(mask)
+    if nebula > 0:
+        _add_nebula(rng, images, wcs, frame, nebula)
     return Mosaic(
         images=images,
         wcs=wcs,
@@ -500,6 +519,43 @@ def _add_gaussians(image: np.ndarray, x, y, peaks, sigmas) -> None:
         gx = np.exp(-0.5 * ((np.arange(x1, x2) - x0) / sigma) ** 2)
         gy = np.exp(-0.5 * ((np.arange(y1, y2) - y0) / sigma) ** 2)
         image[y1:y2, x1:x2] += peak * np.outer(gy, gx)
+
+
+_NEBULA_GRID = 16  # coarse grid points per image side
+_NEBULA_SCALES = ((1 / 3, 1.0), (1 / 8, 0.5))  # (Gaussian sigma in image sides, amplitude)
+
+
+def _add_nebula(rng, images: list[np.ndarray], wcs: list[WCS], frame: WCS, amplitude: float):
+    """Add the same smooth random field of sky position to every image (see `make_mosaic`)."""
+    from scipy import ndimage
+
+    shape = images[0].shape
+    coords = [_frame_pixels(w, frame, shape) for w in wcs]
+    step = max(shape) / _NEBULA_GRID
+    lo = np.min([c.reshape(2, -1).min(axis=1) for c in coords], axis=0) - 8 * step
+    hi = np.max([c.reshape(2, -1).max(axis=1) for c in coords], axis=0) + 8 * step
+    size = np.ceil((hi - lo) / step).astype(int) + 1  # (x, y)
+    field = np.zeros((size[1], size[0]))
+    for sigma, weight in _NEBULA_SCALES:
+        smooth = ndimage.gaussian_filter(rng.standard_normal(field.shape), sigma * _NEBULA_GRID)
+        field += weight * smooth / smooth.std()
+    spline = ndimage.spline_filter(field, order=3)
+    values = [
+        ndimage.map_coordinates(spline, [(c[1] - lo[1]) / step, (c[0] - lo[0]) / step],
+                                order=3, prefilter=False)
+        for c in coords
+    ]
+    scale = amplitude / np.median([np.ptp(v) for v in values])
+    low = min(float(v.min()) for v in values)
+    for image, v in zip(images, values):
+        image += ((v - low) * scale).astype(image.dtype)
+
+
+def _frame_pixels(w: WCS, frame: WCS, shape: tuple[int, int]) -> np.ndarray:
+    """Mosaic-frame pixel coordinates (2, ny, nx) of every pixel centre of an image."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    ra, dec = w.all_pix2world(x, y, 0)
+    return np.stack(frame.all_world2pix(ra, dec, 0))
 
 
 def _sky_and_noise(rng, shape, sky: float, noise: float, dtype: np.dtype) -> np.ndarray:

@@ -54,7 +54,9 @@ def reference_skymatch(
         ``skystat``, ``lower``, ``upper``, ``nclip``, ``lsigma``, ``usigma``, ``binwidth``,
         ``stepsize``), with their defaults.  ``lsigma`` / ``usigma`` are the reference's
         ``lsig`` / ``usig``.  The reference has no ``anchor`` (it is always ``'global'``)
-        and this adapter never subtracts.
+        and this adapter never subtracts.  ``compare`` and ``robust`` are accepted and
+        ignored: the reference always compares the levels of the two sides of each overlap
+        (``compare="levels"``) and solves by plain least squares.
 
     Returns
     -------

@@ -263,7 +263,10 @@ class FootprintMap(anywidget.AnyWidget):
 
     @property
     def pairs(self) -> list[dict]:
-        """One ``{"a", "b", "color", "title", "valid"}`` per overlapping pair of inputs."""
+        """One ``{"a", "b", "color", "title", "valid", "flagged"}`` per overlapping pair of inputs.
+
+        ``flagged``: down-weighted by the robust solve (drawn dotted, with a legend row).
+        """
         shapes, values = self.pair_shapes, self.pair_values
         if not shapes:
             return []
@@ -286,7 +289,7 @@ class FootprintMap(anywidget.AnyWidget):
                           "something only one image sees?")
             out.append({"a": ends[k, :2].tolist(), "b": ends[k, 2:].tolist(),
                         "color": self._pair_colors[k], "title": title,
-                        "valid": bool(state[k] & 1)})
+                        "valid": bool(state[k] & 1), "flagged": bool(state[k] & 2)})
         return out
 
     def select(self, names: str | Iterable[str]) -> None:

@@ -1,0 +1,537 @@
+"""Benchmark: our engine against the reference (stcal), reproject and Montage on nebula mosaics.
+
+The mosaics are dominated by smooth diffuse emission (`make_mosaic` with ``nebula=25``: a
+nebula spanning ~25 noise sigma per image, 50 stars per 1024^2 pixels, noise sigma 1, 20%
+overlaps, 3 degrees rotation, 5 pixels jitter, skies 100 + 20 U(0, 1)), the case ``match``
+exists for.  Engines:
+
+- ``ours``: `skymatch_nb_ui.skymatch(..., skymethod="match")` for each statistic and each
+  ``compare`` mode (when the engine has that parameter);
+- ``reference``: ``stcal.skymatch`` (through `skymatch_nb_ui.testing.reference_skymatch`),
+  its default statistic ``mode`` unless ``--ref-stats`` says otherwise;
+- ``reproject``: ``reproject_and_coadd(..., match_background=True)`` onto the optimal
+  celestial frame (``find_optimal_celestial_wcs``), bilinear interpolation; its background
+  corrections are captured from its solver (``solve_corrections_sgd``);
+- ``montage``: MontagePy from the images as FITS files on disk: mImgtbl, mMakeHdr, mProjExec,
+  mImgtbl, mOverlaps, mDiffExec, mFitExec (level only), mBgModel (level only); the
+  corrections are read from mBgModel's table.
+
+Every engine runs in its own process (started once; the mosaic is loaded before timing), and
+the runs are interleaved: round 1 runs each engine once, then round 2, ...  For each engine and
+setting the script prints the time (min and median over rounds), the error of the estimated
+skies in units of the noise sigma with the common offset removed (rms and max over images),
+the spread (std) of the pulls ``error / sky_err`` where the engine reports errors, and the
+peak memory of the run (growth of the process's peak resident set over its resident set
+before the run; Montage also writes files, whose total size is shown).  The machine load
+(``uptime``) is printed before and after.
+
+Usage::
+
+    python bench/bench_vs_peers.py                          # N = 16, 64 (1024^2), 256 (256^2)
+    python bench/bench_vs_peers.py --mosaics 16 --rounds 2 --engines ours,montage
+    python bench/bench_vs_peers.py --stats median,mode --compare levels,differences
+
+The mosaics are built once and cached as FITS files under ``--cache`` (default: a temporary
+directory removed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # measure this checkout
+
+MOSAICS = {  # N -> (layout, image shape)
+    16: ((4, 4), (1024, 1024)),
+    64: ((8, 8), (1024, 1024)),
+    256: ((16, 16), (256, 256)),
+}
+ENGINES = ("ours", "reference", "reproject", "montage")
+STATS = ("mode", "median", "mean", "midpt")
+COMPARES = ("levels", "differences")
+NOISE = 1.0
+NEBULA = 25.0  # range of the diffuse emission over one image, in noise sigma
+STARS = 50  # per 1024 x 1024 pixels
+
+
+# -- the driver ------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print_machine()
+    print(f"load before: {load()}")
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="bench_peers_"))
+    try:
+        for n in args.mosaics:
+            directory = cache / f"nebula_{n}_seed{args.seed}"
+            truth = build_mosaic(n, directory, args.seed)
+            rows = bench_mosaic(n, directory, truth, args)
+            print_table(n, rows)
+    finally:
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)
+    print(f"load after: {load()}")
+    return 0
+
+
+def build_mosaic(n: int, directory: Path, seed: int) -> np.ndarray:
+    """Write the nebula mosaic of N images as FITS files (once); returns the true skies."""
+    truth_file = directory / "truth.npy"
+    if truth_file.exists():
+        return np.load(truth_file)
+    from astropy.io import fits
+
+    layout, shape = MOSAICS[n]
+    start = time.perf_counter()
+    mosaic = nebula_mosaic(layout, shape, seed)
+    raw = directory / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, image, w in zip(mosaic.names, mosaic.images, mosaic.wcs):
+        fits.PrimaryHDU(image, header=w.to_header()).writeto(raw / f"{name}.fits")
+    np.save(truth_file, mosaic.sky)
+    print(f"built N={n}: {layout[0]}x{layout[1]} of {shape[0]}x{shape[1]}, "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    return mosaic.sky
+
+
+def nebula_mosaic(layout, shape, seed: int):
+    """The bench mosaic: a nebula of 25 sigma per image, 50 stars per 1024^2 pixels."""
+    from skymatch_nb_ui.testing import make_mosaic
+
+    rng = np.random.default_rng(seed)
+    n = layout[0] * layout[1]
+    return make_mosaic(
+        layout, shape=shape, overlap=0.2, sky=100.0 + 20.0 * rng.random(n), noise=NOISE,
+        sources=round(STARS * shape[0] * shape[1] / 1024**2), rotation=3.0, jitter=5.0,
+        nebula=NEBULA * NOISE, dtype=np.float32, seed=rng,
+    )
+
+
+def settings_of(args) -> list[tuple[str, dict]]:
+    """The (engine, setting) entries of one round."""
+    entries = []
+    for engine in args.engines:
+        if engine == "ours":
+            entries += [("ours", {"skystat": s, "compare": c})
+                        for c in args.compare for s in args.stats]
+        elif engine == "reference":
+            entries += [("reference", {"skystat": s}) for s in args.ref_stats]
+        else:
+            entries.append((engine, {}))
+    return entries
+
+
+def bench_mosaic(n: int, directory: Path, truth: np.ndarray, args) -> list[dict]:
+    entries = settings_of(args)
+    workers = {engine: Worker(engine, directory) for engine in dict.fromkeys(e for e, _ in entries)}
+    records = {i: [] for i in range(len(entries))}
+    try:
+        for w in workers.values():
+            w.ready()
+        for r in range(args.rounds):
+            order = list(range(len(entries)))
+            if r % 2:  # alternate the order, so that no engine always follows the same one
+                order.reverse()
+            for i in order:
+                engine, setting = entries[i]
+                reply = workers[engine].run(setting)
+                records[i].append(reply)
+                if "error" in reply:
+                    print(f"  {engine} {setting}: {reply['error']}", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    rows = []
+    for i, (engine, setting) in enumerate(entries):
+        replies = [rep for rep in records[i] if "error" not in rep]
+        if not replies:
+            continue
+        rows.append(summarise(engine, setting, replies, truth))
+    return rows
+
+
+def summarise(engine: str, setting: dict, replies: list[dict], truth: np.ndarray) -> dict:
+    times = [rep["time"] for rep in replies]
+    last = replies[-1]
+    sky = np.array(last["sky"], dtype=float)
+    ok = np.isfinite(sky)
+    error = sky[ok] - truth[ok]
+    error -= error.mean()  # the common offset is a convention, not a measurement
+    row = {
+        "engine": engine, "setting": setting, "tmin": min(times), "tmed": statistics.median(times),
+        "rms": float(np.sqrt(np.mean(error**2))) / NOISE, "max": float(np.abs(error).max()) / NOISE,
+        "valid": int(ok.sum()), "n": len(sky), "mem": max(rep["peak_mb"] for rep in replies),
+        "pull": None, "files_mb": last.get("files_mb"), "share": last.get("share"),
+    }
+    if last.get("err") is not None:
+        err = np.array(last["err"], dtype=float)[ok]
+        row["pull"] = float(np.std(error / err))
+    return row
+
+
+def print_table(n: int, rows: list[dict]) -> None:
+    layout, shape = MOSAICS[n]
+    print(f"\nN={n} ({layout[0]}x{layout[1]} of {shape[0]}^2); errors in sigma, common offset "
+          "removed; memory = peak growth during the run")
+    head = (f"{'engine':<10} {'setting':<19} {'t min s':>8} {'t med s':>8} {'rms':>8} "
+            f"{'max':>8} {'pull sd':>8} {'mem MB':>8}  note")
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        setting = "/".join(str(v) for v in row["setting"].values()) or "-"
+        notes = []
+        if row["valid"] < row["n"]:
+            notes.append(f"{row['n'] - row['valid']} invalid")
+        if row["files_mb"] is not None:
+            notes.append(f"files {row['files_mb']:.0f} MB")
+        if row["share"] is not None:
+            notes.append(f"{row['share'] * 100:.0f}% reprojection")
+        pull = "-" if row["pull"] is None else f"{row['pull']:.2f}"
+        print(f"{row['engine']:<10} {setting:<19} {row['tmin']:>8.3f} {row['tmed']:>8.3f} "
+              f"{row['rms']:>8.4f} {row['max']:>8.4f} {pull:>8} {row['mem']:>8.0f}  "
+              + ", ".join(notes), flush=True)
+
+
+class Worker:
+    """One engine in its own process, driven by JSON lines over its stdin/stdout."""
+
+    def __init__(self, engine: str, directory: Path):
+        self.engine = engine
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", engine, "--dir", str(directory)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+
+    def _ask(self, message: dict) -> dict:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.engine} worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def ready(self) -> None:
+        reply = self._ask({"cmd": "ready"})
+        assert reply.get("ready"), reply
+
+    def run(self, setting: dict) -> dict:
+        return self._ask({"cmd": "run", "setting": setting})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._ask({"cmd": "quit"})
+            except (BrokenPipeError, RuntimeError):
+                pass
+        self.proc.wait(timeout=60)
+
+
+# -- the workers -----------------------------------------------------------------------------
+def worker_main(engine: str, directory: Path) -> int:
+    """Serve run requests for one engine on stdin/stdout (JSON lines)."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # engines' prints must not corrupt the protocol
+    runner = RUNNERS[engine](directory)
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["cmd"] == "quit":
+            out.write(json.dumps({"bye": True}) + "\n")
+            out.flush()
+            break
+        if message["cmd"] == "ready":
+            reply = {"ready": True}
+        else:
+            reply = timed_run(runner, message["setting"])
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+def timed_run(runner, setting: dict) -> dict:
+    import gc
+
+    gc.collect()
+    base = rss_mb()
+    reset_peak()
+    start = time.perf_counter()
+    try:
+        result = runner.run(**setting)
+    except Exception as exc:  # any engine failure is reported, not fatal
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    elapsed = time.perf_counter() - start
+    peak = peak_mb()
+    result = dict(result, time=elapsed, peak_mb=peak - base)
+    return result
+
+
+def load_mosaic(directory: Path):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    files = sorted((directory / "raw").glob("*.fits"))
+    images, wcs = [], []
+    for f in files:
+        with fits.open(f, memmap=False) as hdul:
+            images.append(np.array(hdul[0].data))
+            wcs.append(WCS(hdul[0].header))
+    return images, wcs, [f.stem for f in files]
+
+
+class OursRunner:
+    def __init__(self, directory: Path):
+        import skymatch_nb_ui
+
+        self.skymatch = skymatch_nb_ui.skymatch
+        self.has_compare = "compare" in inspect.signature(self.skymatch).parameters
+        self.images, self.wcs, _ = load_mosaic(directory)
+        self.run(skystat="mode", compare="levels", warm=True)
+
+    def run(self, skystat: str, compare: str, warm: bool = False) -> dict:
+        options = {"compare": compare} if self.has_compare else {}
+        if not self.has_compare and compare != "levels":
+            raise RuntimeError("this engine has no compare parameter (levels only)")
+        images, wcs = (self.images[:2], self.wcs[:2]) if warm else (self.images, self.wcs)
+        result = self.skymatch(images, wcs, skymethod="match", skystat=skystat, **options)
+        return {"sky": nan_list(result.sky), "err": nan_list(result.sky_err)}
+
+
+class ReferenceRunner:
+    def __init__(self, directory: Path):
+        from skymatch_nb_ui.testing import reference_skymatch
+
+        self.reference = reference_skymatch
+        self.images, self.wcs, _ = load_mosaic(directory)
+        self.reference(self.images[:2], self.wcs[:2], skymethod="match")  # warm up imports
+
+    def run(self, skystat: str) -> dict:
+        sky, _ = self.reference(self.images, self.wcs, skymethod="match", skystat=skystat)
+        return {"sky": nan_list(sky), "err": None}
+
+
+class ReprojectRunner:
+    def __init__(self, directory: Path):
+        import reproject.mosaicking._coadd as coadd
+        from reproject import reproject_interp
+        from reproject.mosaicking import find_optimal_celestial_wcs, reproject_and_coadd
+
+        self.images, self.wcs, _ = load_mosaic(directory)
+        self.coadd_module = coadd
+        self.solver = coadd.solve_corrections_sgd
+        self.offsets = coadd.determine_offset_matrix
+        self.find_wcs = find_optimal_celestial_wcs
+        self.coadd = reproject_and_coadd
+        self.interp = reproject_interp
+        self.captured: list = []
+        self.matching = 0.0
+
+        def capture_offsets(arrays):
+            start = time.perf_counter()
+            matrix = self.offsets(arrays)
+            self.matching += time.perf_counter() - start
+            return matrix
+
+        def capture_corrections(matrix, **kwargs):
+            start = time.perf_counter()
+            corrections = self.solver(matrix, **kwargs)
+            self.matching += time.perf_counter() - start
+            self.captured.append(np.array(corrections))
+            return corrections
+
+        coadd.determine_offset_matrix = capture_offsets
+        coadd.solve_corrections_sgd = capture_corrections
+        self.run(warm=True)
+
+    def run(self, warm: bool = False) -> dict:
+        np.random.seed(0)  # noqa: NPY002 (reproject shuffles with numpy's global RNG)
+        self.captured.clear()
+        self.matching = 0.0
+        images, wcs = (self.images[:2], self.wcs[:2]) if warm else (self.images, self.wcs)
+        inputs = list(zip(images, wcs))
+        start = time.perf_counter()
+        frame, shape = self.find_wcs(inputs)
+        self.coadd(inputs, frame, shape_out=shape, reproject_function=self.interp,
+                   match_background=True)
+        total = time.perf_counter() - start
+        (corrections,) = self.captured
+        return {"sky": nan_list(corrections), "err": None,
+                "share": 1.0 - self.matching / total}
+
+
+class MontageRunner:
+    STEPS = ("mImgtbl", "mMakeHdr", "mProjExec", "mImgtbl2", "mOverlaps", "mDiffExec",
+             "mFitExec", "mBgModel")
+
+    def __init__(self, directory: Path):
+        import MontagePy.main as montage
+
+        self.m = montage
+        self.raw = directory / "raw"
+        self.names = [f.stem for f in sorted(self.raw.glob("*.fits"))]
+        self.work_root = directory
+
+    def run(self) -> dict:
+        m = self.m
+        work = Path(tempfile.mkdtemp(prefix="montage_", dir=self.work_root))
+        try:
+            proj, diffs = work / "proj", work / "diffs"
+            proj.mkdir()
+            diffs.mkdir()
+            t = {}
+
+            def step(name, function, *a, **k):
+                start = time.perf_counter()
+                status = function(*a, **k)
+                t[name] = time.perf_counter() - start
+                if status["status"] != "0":
+                    raise RuntimeError(f"{name}: {status}")
+                return status
+
+            raw_tbl, hdr = str(work / "images.tbl"), str(work / "region.hdr")
+            proj_tbl, diff_tbl = str(work / "pimages.tbl"), str(work / "diffs.tbl")
+            fit_tbl, corr_tbl = str(work / "fits.tbl"), str(work / "corrections.tbl")
+            step("mImgtbl", m.mImgtbl, str(self.raw), raw_tbl)
+            step("mMakeHdr", m.mMakeHdr, raw_tbl, hdr)
+            step("mProjExec", m.mProjExec, str(self.raw), raw_tbl, hdr, projdir=str(proj))
+            step("mImgtbl2", m.mImgtbl, str(proj), proj_tbl)
+            step("mOverlaps", m.mOverlaps, proj_tbl, diff_tbl)
+            step("mDiffExec", m.mDiffExec, str(proj), diff_tbl, hdr, diffdir=str(diffs))
+            step("mFitExec", m.mFitExec, diff_tbl, fit_tbl, diffdir=str(diffs), levelOnly=True)
+            step("mBgModel", m.mBgModel, proj_tbl, fit_tbl, corr_tbl, noslope=True)
+            sky = self._corrections(proj_tbl, corr_tbl)
+            files = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return {"sky": nan_list(sky), "err": None, "files_mb": files / 2**20,
+                "share": t["mProjExec"] / sum(t.values()), "steps": t}
+
+    def _corrections(self, proj_tbl: str, corr_tbl: str) -> np.ndarray:
+        from astropy.io import ascii
+
+        images = ascii.read(proj_tbl, format="ipac")
+        corrections = ascii.read(corr_tbl, format="ipac")
+        index = {name: k for k, name in enumerate(self.names)}
+        file_of = {int(c): Path(str(f)).stem for c, f in zip(images["cntr"], images["fname"])}
+        sky = np.full(len(self.names), np.nan)
+        for row in corrections:
+            stem = file_of[int(row["id"])]
+            name = stem.removeprefix("hdu0_")
+            sky[index[name]] = float(row["c"])  # level only: a = b = 0; mBackground subtracts c
+        return sky
+
+
+RUNNERS = {"ours": OursRunner, "reference": ReferenceRunner, "reproject": ReprojectRunner,
+           "montage": MontageRunner}
+
+
+# -- memory and machine ----------------------------------------------------------------------
+def _status_kb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def rss_mb() -> float:
+    return _status_kb("VmRSS") / 1024
+
+
+def peak_mb() -> float:
+    return _status_kb("VmHWM") / 1024
+
+
+def reset_peak() -> None:
+    """Reset the peak resident set (VmHWM) to the current one (Linux clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def nan_list(values) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, float)]
+
+
+def load() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "load averages: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_machine() -> None:
+    import astropy
+    import scipy
+
+    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}",
+                f"scipy {scipy.__version__}", f"astropy {astropy.__version__}"]
+    for module in ("skymatch_nb_ui", "stcal", "reproject", "MontagePy"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except (ImportError, AttributeError):
+            versions.append(f"{module} ?")
+    print(f"machine: {platform.machine()} {platform.system()}, nproc {os.cpu_count()}")
+    print("versions: " + ", ".join(versions))
+
+
+# -- command line ----------------------------------------------------------------------------
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mosaics", type=mosaic_list, default=[16, 64, 256],
+                        help="mosaic sizes N among 16, 64, 256 (default all)")
+    parser.add_argument("--engines", type=choice_list(ENGINES), default=list(ENGINES))
+    parser.add_argument("--stats", type=choice_list(STATS), default=list(STATS),
+                        help="our statistics (default all)")
+    parser.add_argument("--compare", type=choice_list(COMPARES), default=list(COMPARES),
+                        help="our compare modes (default both; levels only without compare)")
+    parser.add_argument("--ref-stats", type=choice_list(STATS), default=["mode"],
+                        help="the reference's statistics (default its default, mode)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", help="keep the mosaics' FITS files in this directory")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def mosaic_list(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    unknown = [n for n in sizes if n not in MOSAICS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mosaic size(s) {unknown}; choose from "
+                                         f"{sorted(MOSAICS)}")
+    return sizes
+
+
+def choice_list(choices):
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {choices}")
+        return values
+
+    return parse
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        options = parse_args(sys.argv[1:])
+        raise SystemExit(worker_main(options.worker, Path(options.dir)))
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""How the statistics of overlapping pairs are correlated when they share pixels.
+
+The pairs that involve one image measure it on pixel sets that overlap where three or more
+images meet: the pixels of image ``a`` inside both ``b`` and ``c`` enter the statistics of
+the pairs (a, b) and (a, c).  Their noise is then shared, and so are their errors.  Ignored,
+that correlation makes the propagated sky errors too small (by ~20% on a grid with 20%
+overlaps, where every corner is shared by four images) and the pairs' residuals look too
+good (a loop of pairs that share noise closes better than independent pairs would).
+
+Model: the statistic of each side of a pair is a mean-like function of the noise of its
+pixels, so two sides that measure the same image on pixel sets of ``N1`` and ``N2`` pixels,
+``S`` of them shared, have a correlation ``S / sqrt(N1 * N2)``.  The covariance of two pairs
+is the sum over their sides: ``cov(p, q) = sum sign * S / sqrt(N_p N_q) * sqrt(v_p v_q)``,
+where ``v`` is a side's variance and the sign is + for the first input of a pair and - for
+the second (a pair measures first minus second).  `shared_sides` computes the geometric part
+once per grouping; `pair_covariance` combines it with the variances of a run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix
+
+from .geometry import Runs
+
+__all__ = ["SharedSides", "pair_covariance", "shared_pixels", "shared_sides"]
+
+
+def shared_pixels(first: Runs, second: Runs) -> int:
+    """Number of pixels in both of two pixel sets of one image.
+
+    Examples
+    --------
+    >>> left = Runs(np.array([0, 1]), np.array([0, 0]), np.array([3, 3]))
+    >>> right = Runs(np.array([1, 2]), np.array([2, 2]), np.array([5, 5]))
+    >>> shared_pixels(left, right)  # row 1, column 2
+    1
+    """
+    if not first or not second:
+        return 0
+    lo_row = max(int(first.rows[0]), int(second.rows[0]))
+    hi_row = min(int(first.rows[-1]), int(second.rows[-1]))
+    if lo_row > hi_row:
+        return 0
+    if _consecutive_rows(first) and _consecutive_rows(second):  # the usual convex overlap
+        a = slice(lo_row - int(first.rows[0]), hi_row - int(first.rows[0]) + 1)
+        b = slice(lo_row - int(second.rows[0]), hi_row - int(second.rows[0]) + 1)
+        lo = np.maximum(first.start[a], second.start[b])
+        hi = np.minimum(first.stop[a], second.stop[b])
+        return int(np.maximum(hi - lo, 0).sum())
+    if _one_run_per_row(first) and _one_run_per_row(second):
+        _, k1, k2 = np.intersect1d(first.rows, second.rows, assume_unique=True,
+                                   return_indices=True)
+        lo = np.maximum(first.start[k1], second.start[k2])
+        hi = np.minimum(first.stop[k1], second.stop[k2])
+        return int(np.maximum(hi - lo, 0).sum())
+    rows = np.union1d(first.rows, second.rows)
+    width = int(max(first.stop.max(), second.stop.max()))
+    masks = []
+    for runs in (first, second):
+        mask = np.zeros((len(rows), width), dtype=bool)
+        where = np.searchsorted(rows, runs.rows)
+        for r, s, e in zip(where, runs.start, runs.stop):
+            mask[r, s:e] = True
+        masks.append(mask)
+    return int(np.count_nonzero(masks[0] & masks[1]))
+
+
+def _consecutive_rows(runs: Runs) -> bool:
+    """One run on each row of an unbroken range of rows."""
+    return int(runs.rows[-1]) - int(runs.rows[0]) + 1 == len(runs.rows) and _one_run_per_row(runs)
+
+
+def _one_run_per_row(runs: Runs) -> bool:
+    return bool(np.all(np.diff(runs.rows) > 0))
+
+
+@dataclass(frozen=True, eq=False)
+class SharedSides:
+    """The geometric part of the pair covariance, per side of each pair.
+
+    Sides are numbered ``2 p + s`` (pair ``p``, side ``s``: 0 for the pair's first input, 1
+    for its second).
+
+    Attributes
+    ----------
+    correlation : scipy.sparse.csr_matrix, shape (2P, 2P)
+        ``sign * S / sqrt(N1 N2)`` between sides of different pairs that measure one image on
+        shared pixels (zero elsewhere and on the diagonal).
+    npix : ndarray, shape (2P,)
+        Pixels of each side (all member images, before masks and clipping).
+    """
+
+    correlation: csr_matrix
+    npix: np.ndarray
+
+
+def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> SharedSides:
+    """The shared pixels between the sides of the pairs ``keys`` of inputs.
+
+    Parameters
+    ----------
+    overlaps : dict
+        ``{(g, h): {image: frozenset(partner images)}}`` as `groups.input_overlaps` gives:
+        the member images of input ``g`` and, for each, its partners in input ``h``.
+    keys : list of (int, int)
+        The pairs of inputs, in the order of the pair arrays.
+    runs : dict
+        ``{(a, b): Runs}``: image a's pixels inside image b.
+    shapes : list of (int, int)
+        Each image's shape.
+    """
+    sides = []  # (side index, image, pixel set)
+    npix = np.zeros(2 * len(keys))
+    for p, (g, h) in enumerate(keys):
+        for s, key in enumerate(((g, h), (h, g))):
+            for a, partners in overlaps[key].items():
+                pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
+                sides.append((2 * p + s, a, pixels))
+                npix[2 * p + s] += pixels.npix
+    by_image: dict[int, list] = {}
+    for side, a, pixels in sides:
+        by_image.setdefault(a, []).append((side, pixels))
+    rows, cols, values = [], [], []
+    for entries in by_image.values():
+        for x, (side1, pix1) in enumerate(entries):
+            for side2, pix2 in entries[x + 1 :]:
+                if side1 // 2 == side2 // 2:
+                    continue  # the two sides of one pair never share an image
+                shared = shared_pixels(pix1, pix2)
+                if shared:
+                    sign = (1 - 2 * (side1 % 2)) * (1 - 2 * (side2 % 2))
+                    value = sign * shared / math.sqrt(npix[side1] * npix[side2])
+                    rows += [side1, side2]
+                    cols += [side2, side1]
+                    values += [value, value]
+    n = 2 * len(keys)
+    correlation = coo_matrix((values, (rows, cols)), shape=(n, n)).tocsr()
+    return SharedSides(correlation=correlation, npix=npix)
+
+
+def pair_covariance(shared: SharedSides, side_var: np.ndarray) -> csr_matrix:
+    """The covariance between pairs (off the diagonal) from each side's variance.
+
+    ``side_var`` has shape (2, P) (the variance of each pair's first and second side); NaN
+    variances count as 0.  Returns a sparse (P, P) matrix with a zero diagonal.
+    """
+    var = np.nan_to_num(np.asarray(side_var, float).T.reshape(-1), nan=0.0)  # side 2p + s
+    scale = np.sqrt(np.clip(var, 0.0, None))
+    sides = shared.correlation.tocoo()
+    pairs = len(var) // 2
+    values = sides.data * scale[sides.row] * scale[sides.col]
+    cov = coo_matrix((values, (sides.row // 2, sides.col // 2)), shape=(pairs, pairs)).tocsr()
+    cov.setdiag(0.0)
+    cov.eliminate_zeros()
+    return cov

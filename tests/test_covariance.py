@@ -1,0 +1,43 @@
+"""Pairs of overlaps that share pixels of one image have correlated statistics."""
+
+import numpy as np
+
+from skymatch_nb_ui import SkyMatcher
+from skymatch_nb_ui.engine.covariance import pair_covariance, shared_pixels, shared_sides
+from skymatch_nb_ui.engine.geometry import Runs, runs_from_mask
+from skymatch_nb_ui.engine.groups import group_inputs, input_overlaps
+from skymatch_nb_ui.testing import make_mosaic
+
+
+def test_shared_pixels_counts_the_pixels_in_both_sets():
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        masks = [rng.random((30, 40)) < 0.4 for _ in range(2)]
+        for m in masks:  # sometimes one convex-like block, sometimes scattered pixels
+            if rng.random() < 0.5:
+                m[...] = False
+                r0, r1 = sorted(rng.integers(0, 30, 2))
+                c0, c1 = sorted(rng.integers(0, 40, 2))
+                m[r0 : r1 + 1, c0 : c1 + 1] = True
+        first, second = (runs_from_mask(m) for m in masks)
+        assert shared_pixels(first, second) == np.count_nonzero(masks[0] & masks[1])
+    empty = Runs(np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.intp))
+    assert shared_pixels(empty, runs_from_mask(np.ones((3, 3), bool))) == 0
+
+
+def test_pairs_sharing_a_corner_are_correlated_with_the_right_sign():
+    # 2x2 images: every pair involving image 0 measures its pixels in the shared corner.
+    m = make_mosaic((2, 2), shape=(50, 50), overlap=0.3)
+    matcher = SkyMatcher(m.images, m.wcs)
+    grouping = group_inputs(None, 4)
+    overlaps = input_overlaps(matcher.geometry.runs, grouping.label_of)
+    keys = [(g, h) for g, h in overlaps if g < h]
+    shared = shared_sides(overlaps, keys, matcher.geometry.runs, [im.shape for im in m.images])
+    cov = pair_covariance(shared, np.ones((2, len(keys)))).toarray()
+    k01, k02, k13 = keys.index((0, 1)), keys.index((0, 2)), keys.index((1, 3))
+    assert cov[k01, k02] > 0  # image 0 is the first of both: its noise enters both the same way
+    assert cov[k01, k13] < 0  # image 1 is first in one, second in the other
+    np.testing.assert_allclose(cov, cov.T)
+    assert np.all(np.diag(cov) == 0)
+    # the correlation of two sides is their shared fraction: 0.3 x 0.3 corner of 0.3 strips
+    assert 0.2 < cov[k01, k02] < 0.4

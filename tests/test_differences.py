@@ -1,0 +1,260 @@
+"""Pixel differences of a pair without a common grid: the map between the two images, the
+bilinear interpolation, what makes a difference unusable, and the error inflation."""
+
+import math
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from skymatch_nb_ui.engine.differences import (
+    DifferenceBuffers,
+    interpolation_inflation,
+    pair_differences,
+    pixel_map,
+)
+from skymatch_nb_ui.engine.geometry import CelestialWCS, Runs, rasterize_polygon
+
+
+def tan_wcs(crpix, *, rotation=0.0, scale=0.1, crval=(150.0, 2.0), sip=False):
+    """A TAN WCS of ``scale`` arcsec pixels turned by ``rotation`` degrees."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"] if sip else ["RA---TAN", "DEC--TAN"]
+    c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+    w.wcs.cd = scale / 3600 * np.array([[-c, s], [s, c]])
+    w.wcs.crval = crval
+    w.wcs.crpix = crpix
+    if sip:
+        from astropy.wcs import Sip
+
+        a = np.zeros((4, 4))
+        b = np.zeros((4, 4))
+        a[2, 0], a[0, 2], a[3, 0] = 2e-5, -1e-5, 3e-8  # strong, smooth distortion
+        b[1, 1], b[0, 3] = 1.5e-5, -2e-8
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    w.wcs.set()
+    return w
+
+
+def overlap(wa, wb, shape_a, shape_b):
+    """a's pixels whose centres fall inside b (as the geometry stage finds them)."""
+    ny, nx = shape_b
+    corners_x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    corners_y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wb.all_pix2world(corners_x, corners_y, 0)
+    px, py = wa.all_world2pix(ra, dec, 0)
+    return rasterize_polygon(px, py, shape_a)
+
+
+def linear_scene(w, shape, offset):
+    """A plane on the sky (in the frame of tan_wcs((1, 1))) plus a constant offset."""
+    frame = tan_wcs((1.0, 1.0))
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    ra, dec = w.all_pix2world(x, y, 0)
+    fx, fy = frame.all_world2pix(ra, dec, 0)
+    return 3.0 + 0.02 * fx - 0.015 * fy + offset
+
+
+GEOMETRIES = [
+    pytest.param({}, id="shifted"),
+    pytest.param({"rotation": 30.0}, id="rotated"),
+    pytest.param({"rotation": -7.0, "scale": 0.13}, id="rotated-coarser"),
+]
+
+
+@pytest.mark.parametrize("b_options", GEOMETRIES)
+def test_a_plane_on_the_sky_cancels_exactly(b_options):
+    # Bilinear interpolation is exact for a function linear in b's pixels: the differences
+    # are the offset to rounding, whatever the relative shift, rotation and scale.
+    shape = (60, 80)
+    wa = tan_wcs((20.3, 25.7))
+    wb = tan_wcs((-10.2, 12.4), **b_options)
+    a = linear_scene(wa, shape, 7.0)
+    b = linear_scene(wb, shape, 2.0)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    d, (w2_a, w2_b) = pair_differences(a, None, b, None, runs, pmap)
+    usable = np.isfinite(d)
+    assert usable.sum() > 0.8 * runs.npix
+    np.testing.assert_allclose(d[usable], 5.0, atol=2e-6)  # a's smoothing keeps a plane too
+    assert 0.25 <= w2_b <= 1.0 and 0.25 < w2_a <= 1.0
+
+
+def test_points_beyond_the_outer_pixel_centres_are_unusable():
+    # b sits 40.25 pixels to the right: a's columns 40..79 fall in b; a's column 40 maps to
+    # b's x = -0.25, between b's edge and its first pixel centre: nothing to interpolate.
+    shape = (10, 80)
+    wa = tan_wcs((1.0, 1.0))
+    wb = tan_wcs((1.0 - 40.25, 1.0))
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    d, (_, w2) = pair_differences(np.ones(shape), None, np.zeros(shape), None, runs, pmap)
+    d = d.reshape(10, -1)
+    assert np.isnan(d[:, 0]).all() and np.isfinite(d[:, 1:]).all()
+    np.testing.assert_allclose(d[:, 1:], 1.0)
+    assert w2 == pytest.approx(0.625, abs=1e-6)  # x fraction 3/4: (1/16 + 9/16) * 1
+
+
+@pytest.mark.parametrize("shift, expected", [((0.0, 0.0), 1.0), ((0.5, 0.0), 0.5),
+                                             ((0.5, 0.5), 0.25), ((0.25, 0.0), 0.625)])
+def test_mean_square_interpolation_weight(shift, expected):
+    shape = (30, 30)
+    wa = tan_wcs((1.0, 1.0))
+    wb = tan_wcs((1.0 + shift[0] - 3, 1.0 + shift[1] - 3))
+    runs = Runs(np.arange(8, 20), np.full(12, 8), np.full(12, 20))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    _, (w2_a, w2_b) = pair_differences(np.ones(shape), None, np.ones(shape), None, runs, pmap)
+    assert w2_b == pytest.approx(expected, abs=1e-6)
+    # a is smoothed as much as b is by the interpolation: [c, 1 - 2c, c], 2c = f (1 - f)
+    cx, cy = shift[0] * (1 - shift[0]) / 2, shift[1] * (1 - shift[1]) / 2
+    assert w2_a == pytest.approx((1 - 2 * cx - 2 * cy) ** 2 + 2 * cx**2 + 2 * cy**2, abs=1e-6)
+
+
+def test_smoothing_a_cancels_the_interpolation_bias_on_a_curved_scene():
+    # Bilinear interpolation at a fraction f overestimates a curved scene q by q'' f (1 - f) / 2
+    # per axis; a's kernel [c, 1 - 2c, c] with 2c = f (1 - f) adds the same: any quadratic
+    # scene cancels exactly under a sub-pixel shift (the bias here would be 0.01 to 0.02).
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.3 - 4, 1.0 + 0.6 - 2))
+    runs = Runs(np.arange(6, 30), np.full(24, 6), np.full(24, 30))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+
+    def quadratic(x, y):
+        return 0.08 * (x - 17) ** 2 - 0.05 * (y - 21) ** 2 + 0.03 * x * y
+
+    y, x = np.mgrid[0:40, 0:40].astype(float)
+    a = quadratic(x, y) + 2.5
+    b = quadratic(x + 4 - 0.3, y + 2 - 0.6)  # b's pixel (x, y) is a's (x + 3.7, y + 1.4)
+    d, _ = pair_differences(a, None, b, None, runs, pmap)
+    np.testing.assert_allclose(d, 2.5, atol=1e-9)
+
+
+def test_constant_single_precision_images_differ_exactly():
+    # The smoothing and the blends are written as corrections (c (left + right - 2 centre),
+    # f (second - first)): constants come through exactly, even in float32.
+    shape = (30, 30)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.37 - 3, 1.0 + 0.81 - 3), rotation=3.0)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    a, b = np.full(shape, 149.3, np.float32), np.full(shape, 17.1, np.float32)
+    d, _ = pair_differences(a, None, b, None, runs, pmap)
+    assert d.dtype == np.float32
+    usable = d[np.isfinite(d)]
+    assert usable.size > 0.7 * runs.npix
+    assert (usable == np.float32(149.3) - np.float32(17.1)).all()
+
+
+def test_masks_nan_and_limits_apply_to_both_sides():
+    shape = (20, 20)
+    wa = tan_wcs((1.0, 1.0))
+    wb = tan_wcs((1.4, 1.3))  # b's pixel of a's (x, y) is (x + 0.4, y + 0.3)
+    runs = Runs(np.arange(2, 15), np.full(13, 2), np.full(13, 15))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    a, b = np.full(shape, 5.0), np.full(shape, 1.0)
+    mask_a = np.ones(shape, bool)
+    mask_a[5, 6] = False
+    mask_b = np.ones(shape, bool)
+    mask_b[10, 10] = False  # used by a's pixels (9..10, 9..10)
+    b_nan = b.copy()
+    b_nan[4, 12] = np.nan  # used by a's pixels (3..4, 11..12)
+    a_high = a.copy()
+    a_high[7, 3] = 50.0  # above upper
+    d, _ = pair_differences(a_high, mask_a, b_nan, mask_b, runs, pmap, upper=20.0)
+    d = d.reshape(13, 13)  # rows 2..14, columns 2..14
+    bad = {(9, 9), (9, 10), (10, 9), (10, 10), (3, 11), (3, 12), (4, 11), (4, 12)}  # b's
+    for y, x in ((5, 6), (7, 3)):  # a's, and their neighbours (a is smoothed along both axes)
+        bad |= {(y, x), (y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)}
+    for y in range(2, 15):
+        for x in range(2, 15):
+            assert np.isnan(d[y - 2, x - 2]) == ((y, x) in bad), (y, x)
+    assert np.nanmax(np.abs(d - 4.0)) < 1e-12
+    # a lower limit above b's values leaves nothing
+    d, _ = pair_differences(a, None, b, None, runs, pmap, lower=2.0)
+    assert np.isnan(d).all()
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float32),
+                                    (np.int16, np.uint8)])
+def test_any_real_dtype(dtypes):
+    shape = (12, 12)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.5, 1.0))
+    runs = Runs(np.arange(2, 8), np.full(6, 2), np.full(6, 8))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    a = np.full(shape, 9, dtypes[0])
+    b = np.full(shape, 4, dtypes[1])
+    d, _ = pair_differences(a, None, b, None, runs, pmap, buffers=DifferenceBuffers())
+    expected = np.float32 if dtypes == (np.float32, np.float32) else np.float64
+    assert d.dtype == expected
+    np.testing.assert_allclose(d, 5.0)
+    assert (a == 9).all() and (b == 4).all()  # never changed
+
+
+def test_the_map_follows_a_distorted_wcs():
+    # Strong SIP distortion on b: the node spacing shrinks until the interpolated map is
+    # within 0.001 pixel of the exact one.  Interpolating images equal to b's own x and y
+    # (planes: bilinear is exact) gives the interpolated map at every pixel of the overlap.
+    shape = (200, 200)
+    wa = tan_wcs((60.0, 40.0), rotation=10.0)
+    wb = tan_wcs((-20.0, 10.0), sip=True)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    assert pmap.step < 32
+    y = np.repeat(runs.rows, runs.stop - runs.start)
+    x = np.concatenate([np.arange(s, e) for s, e in zip(runs.start, runs.stop)])
+    exact = wb.all_world2pix(*wa.all_pix2world(x, y, 0), 0)
+    own = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)[::-1]  # b's x, then b's y
+    for axis in (0, 1):
+        d, _ = pair_differences(np.zeros(shape), None, own[axis], None, runs, pmap)
+        ok = np.isfinite(d)
+        assert ok.mean() > 0.95
+        assert np.max(np.abs(-d[ok] - exact[axis][ok])) < 2e-3
+
+
+def test_inflation_of_the_error_by_the_interpolation():
+    # Equal pixel scales, points midway between four pixels, a not smoothed: the mean of n
+    # differences has variance 2 s^2 / n while each difference has s^2 (1 + 1/4).
+    assert interpolation_inflation((1.0, 0.25), 1.0, "mean") == pytest.approx(math.sqrt(1.6))
+    assert interpolation_inflation((1.0, 1.0), 1.0, "mean") == 1.0  # aligned: no correlation
+    median = interpolation_inflation((1.0, 0.25), 1.0, "median")
+    assert 1.0 < median < interpolation_inflation((1.0, 0.25), 1.0, "mean")
+    # a smoothed too: each difference varies less, the mean as much
+    assert interpolation_inflation((0.6, 0.25), 1.0, "mean") == pytest.approx(math.sqrt(2 / 0.85))
+    # b's pixels twice as large (a's pixel is a quarter of b's): each of b's pixels serves
+    # four of a's: variance of the mean s^2 (1 + 4) / n
+    assert interpolation_inflation((1.0, 0.25), 0.25, "mean") == pytest.approx(math.sqrt(5 / 1.25))
+    assert interpolation_inflation((1.0, math.nan), 1.0, "mean") == 1.0
+
+
+def test_inflation_matches_simulated_noise():
+    # Pure noise, b shifted by (0.5, 0.5) pixel: the scatter of the mean of the differences
+    # over realisations against the independent-pixel error times the inflation.
+    rng = np.random.default_rng(3)
+    shape = (64, 64)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.5 - 10, 1.5 - 10))
+    runs = Runs(np.arange(12, 52), np.full(40, 12), np.full(40, 52))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    means, naive = [], []
+    buffers = DifferenceBuffers()
+    for _ in range(400):
+        a = rng.standard_normal(shape)
+        b = rng.standard_normal(shape)
+        d, w2 = pair_differences(a, None, b, None, runs, pmap, buffers=buffers)
+        d = d[np.isfinite(d)]  # a few points next to a steep step of b's noise are left out
+        means.append(d.mean())
+        naive.append(d.std(ddof=1) / math.sqrt(d.size))
+    ratio = np.std(means) / np.sqrt(np.mean(np.square(naive)))
+    assert ratio == pytest.approx(interpolation_inflation(w2, 1.0, "mean"), rel=0.1)
+
+
+def test_aligned_grids_ignore_neighbours_of_zero_weight():
+    # b shifted by whole pixels: every point falls on a pixel centre of b, so a masked pixel
+    # of b spoils exactly one difference, not its neighbours (whose weight on it is 0).
+    shape = (20, 20)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 3, 1.0 + 2))  # b's pixel = a's + (3, 2)
+    runs = Runs(np.arange(2, 15), np.full(13, 2), np.full(13, 15))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    mask_b = np.ones(shape, bool)
+    mask_b[10, 10] = False  # a's pixel (8, 7)
+    d, w2 = pair_differences(np.full(shape, 2.0), None, np.ones(shape), mask_b, runs, pmap)
+    d = d.reshape(13, 13)
+    assert np.isnan(d).sum() == 1 and np.isnan(d[8 - 2, 7 - 2])
+    assert w2 == (1.0, 1.0)

@@ -243,7 +243,7 @@ class SkyMatchParams(_Params):
     ...
     ValueError: lower must be <= upper (they bound the usable values, inclusive); got lower=10.0, upper=1.0
     >>> SkyMatchParams.names("solve")
-    ('skymethod', 'match_down', 'anchor')
+    ('skymethod', 'match_down', 'anchor', 'robust', 'skymodel')
     """
 
     skymethod: SkyMethod = _param(

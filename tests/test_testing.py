@@ -129,6 +129,89 @@ def test_adding_mosaics_concatenates_them():
         first + first
 
 
+# -- sky planes (scattered light) ----------------------------------------------------------------
+def true_sky_on_sky(m, k, ra, dec):
+    """Image k's true sky at sky positions (its plane evaluated at their pixel coordinates)."""
+    x, y = m.wcs[k].all_world2pix(ra, dec, 0)
+    ny, nx = m.images[k].shape
+    return m.sky[k] + m.slope_x[k] * (x - (nx - 1) / 2) + m.slope_y[k] * (y - (ny - 1) / 2)
+
+
+@pytest.mark.parametrize("tangent, rotation", GEOMETRIES)
+def test_gradient_puts_each_images_true_plane_in_its_pixels(tangent, rotation):
+    m = make_mosaic((2, 3), shape=(40, 50), gradient=3.0, tangent=tangent, rotation=rotation,
+                    dtype=np.float64, seed=4)
+    for k in range(6):
+        np.testing.assert_allclose(m.images[k], m.true_sky(k), rtol=0, atol=1e-12)
+        # sky is the level at the centre; a plane's centre value is the mean of its corners
+        corners = m.true_sky(k)[[0, 0, -1, -1], [0, -1, 0, -1]]
+        assert corners.mean() == pytest.approx(m.sky[k], abs=1e-9)
+    assert np.all(np.hypot(m.slope_x, m.slope_y) > 0)
+    np.testing.assert_array_equal(m.planes, np.column_stack([m.sky, m.slope_x, m.slope_y]))
+
+
+def test_gradient_ranges_are_up_to_the_requested_noise_sigmas_in_every_direction():
+    m = make_mosaic((6, 6), shape=(30, 60), noise=2.0, gradient=4.0, seed=5)
+    ranges = np.array([np.ptp(m.true_sky(k)) for k in range(len(m))])
+    assert ranges.max() <= 4.0 * 2.0 + 1e-9 and ranges.max() > 0.7 * 8.0
+    assert ranges.min() < 0.3 * 8.0  # drawn uniformly in [0, gradient], not all at the top
+    angles = np.degrees(np.arctan2(m.slope_y, m.slope_x))
+    assert np.histogram(angles, bins=4, range=(-180, 180))[0].min() > 0  # all directions
+
+
+def test_gradient_without_noise_is_in_units_of_one():
+    m = make_mosaic((1, 3), gradient=2.0, seed=1)
+    assert 0 < max(np.ptp(m.true_sky(k)) for k in range(3)) <= 2.0
+
+
+def test_gradient_leaves_the_rest_of_the_mosaic_as_it_was():
+    kwargs = dict(noise=1.0, sources=5, jitter=2.0, nan_fraction=0.01, mask_fraction=0.01,
+                  dtype=np.float64, seed=7)
+    flat, tilted = make_mosaic((2, 2), **kwargs), make_mosaic((2, 2), gradient=5.0, **kwargs)
+    again = make_mosaic((2, 2), gradient=5.0, **kwargs)
+    np.testing.assert_array_equal(flat.sky, tilted.sky)
+    for k in range(4):
+        planes = tilted.true_sky(k) - tilted.sky[k]
+        np.testing.assert_allclose(tilted.images[k] - planes, flat.images[k], atol=1e-12)
+        np.testing.assert_array_equal(tilted.masks[k], flat.masks[k])
+        np.testing.assert_array_equal(tilted.images[k], again.images[k])
+    assert not flat.slope_x.any() and not flat.slope_y.any()
+
+
+@pytest.mark.parametrize("tangent, rotation", GEOMETRIES)
+def test_a_groups_images_share_one_plane_on_the_sky(tangent, rotation):
+    groups = ["a", "a", None, "b", "b", "b"]
+    m = make_mosaic((2, 3), shape=(40, 50), sky=[10, 20, 30, 40, 50, 60], groups=groups,
+                    gradient=6.0, tangent=tangent, rotation=rotation, seed=3)
+    assert m.groups == groups
+    # at the sky positions of an image's pixels, every image of its group has the same sky
+    y, x = np.mgrid[0:40:7, 0:50:7]
+    for a, b in [(0, 1), (3, 4), (3, 5), (4, 5)]:
+        ra, dec = m.wcs[a].all_pix2world(x.ravel(), y.ravel(), 0)
+        np.testing.assert_allclose(true_sky_on_sky(m, b, ra, dec),
+                                   true_sky_on_sky(m, a, ra, dec), atol=1e-4)
+    # the group's constant is its first image's; the planes of groups differ
+    assert m.sky[0] == 10 and m.sky[3] == 40 and m.sky[1] != 10
+    assert abs(m.slope_x[0] - m.slope_x[3]) + abs(m.slope_y[0] - m.slope_y[3]) > 0
+    assert m.sky[2] == 30  # alone: its own constant at its centre
+
+
+def test_groups_without_gradient_share_the_first_images_constant():
+    m = make_mosaic((1, 4), groups=["a", None, "a", "b"])
+    assert m.sky.tolist() == [100.0, 105.0, 100.0, 115.0]
+    np.testing.assert_array_equal(m.images[2], np.full((100, 100), 100.0, np.float32))
+
+
+def test_adding_mosaics_concatenates_planes_and_groups():
+    first = make_mosaic((1, 2), gradient=1.0, groups=["a", "a"], seed=0)
+    second = make_mosaic((1, 3), center=(150.1, 2.0), prefix="b", gradient=2.0, seed=1)
+    both = first + second
+    assert both.groups == ["a", "a", None, None, None]
+    np.testing.assert_array_equal(both.slope_x, np.r_[first.slope_x, second.slope_x])
+    np.testing.assert_array_equal(both.planes[2:], second.planes)
+    np.testing.assert_array_equal(both.true_sky(4), second.true_sky(2))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -148,6 +231,11 @@ def test_adding_mosaics_concatenates_them():
         (dict(mask_fraction=-0.1), ValueError, r"mask_fraction .* \[0, 1\]"),
         (dict(dtype=np.int16), ValueError, "floating-point dtype"),
         (dict(prefix=3), TypeError, "prefix must be a str"),
+        (dict(gradient=-1.0), ValueError, "gradient must be >= 0"),
+        (dict(gradient=np.inf), ValueError, "gradient must be finite"),
+        (dict(groups=["a", "b"]), ValueError, "groups must have one label per image"),
+        (dict(groups="aabbcc"), TypeError, "groups must be a sequence"),
+        (dict(groups=[["a"]] * 6), TypeError, "unhashable"),
     ],
 )
 def test_bad_inputs_are_rejected_with_the_rule(kwargs, error, message):

@@ -2,8 +2,8 @@
 
 Helpers for tests, benchmarks and tutorials:
 
-- `make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
-  constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
+- `make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known sky
+  per image, constant or a plane (plus optional noise, sources, NaN holes and bad-pixel masks);
 - `Mosaic` holds the result; ``+`` concatenates mosaics (e.g. to build a disconnected one);
 - `reference_skymatch` runs the reference engine (``stcal.skymatch``, a test-only
   dependency) on the same inputs as `skymatch_nb_ui.skymatch`;

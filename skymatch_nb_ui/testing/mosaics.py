@@ -1,8 +1,8 @@
 """Synthetic mosaics with known skies: `make_mosaic` builds them, `Mosaic` holds them.
 
-`make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known,
-constant sky per image (plus optional noise, sources, NaN holes and bad-pixel masks);
-``+`` concatenates mosaics (e.g. to build a disconnected one).
+`make_mosaic` builds a grid of overlapping images with celestial TAN WCSs and a known sky
+per image: a constant, or with ``gradient`` a plane (plus optional noise, sources, NaN holes
+and bad-pixel masks); ``+`` concatenates mosaics (e.g. to build a disconnected one).
 """
 
 from __future__ import annotations
@@ -38,9 +38,18 @@ class Mosaic:
     masks : list of 2-D bool ndarray or None
         True marks a good pixel; None when every pixel is good.
     sky : ndarray of float64
-        The true constant sky added to each image.
+        The true sky of each image at its centre (a constant sky: everywhere).
     names : list of str
         One name per image, e.g. ``"img00"``.
+    slope_x, slope_y : ndarray of float64
+        The true sky's slopes along each image's own pixel x and y (data units per pixel;
+        zeros for a constant sky).  With `sky`, image ``k``'s sky at 0-based pixel (x, y) is
+        ``sky[k] + slope_x[k] * (x - x0) + slope_y[k] * (y - y0)`` with (x0, y0) =
+        ((nx - 1) / 2, (ny - 1) / 2) its centre: `true_sky` evaluates it.
+    groups : list or None
+        The labels `make_mosaic` was given with ``groups`` (images with the same label share
+        one sky), to pass on to ``skymatch(..., groups=mosaic.groups)``; None: every image
+        alone.
 
     Notes
     -----
@@ -53,6 +62,12 @@ class Mosaic:
     >>> both = make_mosaic((2, 2)) + make_mosaic((1, 3), center=(150.1, 2.0), prefix="b")
     >>> len(both), both.names[3:5]
     (7, ['img03', 'b00'])
+
+    The sky planes of a mosaic with gradients (``planes``: level, slope_x, slope_y):
+
+    >>> m = make_mosaic((1, 2), noise=1.0, gradient=3.0, seed=2)
+    >>> m.planes.shape, bool(np.ptp(m.true_sky(0)) <= 3.0)
+    ((2, 3), True)
     """
 
     images: list[np.ndarray]
@@ -60,13 +75,21 @@ class Mosaic:
     masks: list[np.ndarray] | None
     sky: np.ndarray
     names: list[str]
+    slope_x: np.ndarray | None = None
+    slope_y: np.ndarray | None = None
+    groups: list | None = None
 
     def __post_init__(self):
         self.sky = np.asarray(self.sky, dtype=np.float64).reshape(-1)
         n = len(self.images)
-        sizes = {"wcs": len(self.wcs), "sky": self.sky.size, "names": len(self.names)}
+        self.slope_x = _zeros_or_array(self.slope_x, n)
+        self.slope_y = _zeros_or_array(self.slope_y, n)
+        sizes = {"wcs": len(self.wcs), "sky": self.sky.size, "names": len(self.names),
+                 "slope_x": self.slope_x.size, "slope_y": self.slope_y.size}
         if self.masks is not None:
             sizes["masks"] = len(self.masks)
+        if self.groups is not None:
+            sizes["groups"] = len(self.groups)
         wrong = [f"{field} has {size}" for field, size in sizes.items() if size != n]
         if wrong:
             raise ValueError(
@@ -76,6 +99,20 @@ class Mosaic:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def planes(self) -> np.ndarray:
+        """The true sky planes, shape (n, 3): (level at the centre, slope_x, slope_y) per image.
+
+        The columns are in the order of the ``coef`` dimension of a plane result's
+        ``sky_cov``.
+        """
+        return np.column_stack([self.sky, self.slope_x, self.slope_y])
+
+    def true_sky(self, k: int) -> np.ndarray:
+        """The true sky of image ``k`` at every pixel (float64, the image's shape)."""
+        ny, nx = self.images[k].shape
+        return _plane_image(self.sky[k], self.slope_x[k], self.slope_y[k], (ny, nx))
 
     def __add__(self, other: Mosaic) -> Mosaic:
         if not isinstance(other, Mosaic):
@@ -90,13 +127,22 @@ class Mosaic:
         masks = None
         if self.masks is not None or other.masks is not None:
             masks = self._masks_or_all_good() + other._masks_or_all_good()
+        groups = None
+        if self.groups is not None or other.groups is not None:
+            groups = self._groups_or_alone() + other._groups_or_alone()
         return Mosaic(
             images=self.images + other.images,
             wcs=self.wcs + other.wcs,
             masks=masks,
             sky=np.concatenate([self.sky, other.sky]),
             names=self.names + other.names,
+            slope_x=np.concatenate([self.slope_x, other.slope_x]),
+            slope_y=np.concatenate([self.slope_y, other.slope_y]),
+            groups=groups,
         )
+
+    def _groups_or_alone(self) -> list:
+        return list(self.groups) if self.groups is not None else [None] * len(self)
 
     def _masks_or_all_good(self) -> list[np.ndarray]:
         if self.masks is not None:
@@ -111,7 +157,9 @@ def make_mosaic(
     shape: tuple[int, int] = (100, 100),
     overlap: float = 0.2,
     sky: float | Sequence[float] | None = None,
+    groups: Sequence | None = None,
     noise: float = 0.0,
+    gradient: float = 0.0,
     sources: int = 0,
     rotation: float = 0.0,
     jitter: float = 0.0,
@@ -125,7 +173,7 @@ def make_mosaic(
     prefix: str = "img",
     seed=None,
 ) -> Mosaic:
-    """A grid of overlapping images of known constant sky, with celestial TAN WCSs.
+    """A grid of overlapping images of known sky (constant or planes), with celestial TAN WCSs.
 
     Image ``k`` of the returned mosaic is at row ``k // cols``, column ``k % cols``
     (row-major).  Columns run towards decreasing RA (west, +x) and rows towards increasing
@@ -144,9 +192,24 @@ def make_mosaic(
     sky : float or sequence of float, optional
         The constant sky of every image (a scalar) or of each image (one value per image,
         row-major).  Default: 100, 105, 110, ... (distinct levels, so that matching has
-        something to find).
+        something to find).  With `gradient`, the sky at each image's centre.
+    groups : sequence, optional
+        One label per image (None: alone), as ``skymatch(..., groups=)`` takes them: images
+        with the same label share one sky, the sky of the group's first image (its constant
+        and, with `gradient`, its plane on the sky).  The labels are kept in
+        ``Mosaic.groups``.
     noise : float
         Standard deviation of the Gaussian pixel noise (0: none).
+    gradient : float
+        Scattered light: each image (each group) gets its own random sky plane, whose range
+        across the image (max - min over its pixel centres) is drawn uniformly in
+        ``[0, gradient]`` times ``max(noise, 1)``, in a uniformly random direction (0: a
+        constant sky).  An image alone gets the plane in its own pixel frame; a group's
+        images share one plane on the sky (drawn in the mosaic's tangent plane, its range
+        across one image, the group's first), so their levels at their centres differ.  The
+        true planes are ``Mosaic.sky`` (the level at each image's centre), ``slope_x`` and
+        ``slope_y``.  The planes' random numbers come from their own stream
+        (``Generator.spawn``): the rest of the mosaic is the same with or without them.
     sources : int
         Mean number of sources per image.  The sources are Gaussian blobs (sigma 1 to 2.5
         pixels, positive peaks of 5 to 500 times ``max(noise, 1)``) at random *sky*
@@ -218,6 +281,15 @@ def make_mosaic(
     >>> m.images[0].shape, m.images[0].dtype.name, m.masks[0].dtype.name
     ((64, 80), 'float32', 'bool')
 
+    Scattered light: a random plane per image of up to 4 noise sigma across it, and two
+    images sharing one plane on the sky:
+
+    >>> m = make_mosaic((2, 2), noise=1.0, gradient=4.0, groups=["a", "a", None, None], seed=3)
+    >>> m.planes.shape, m.groups
+    ((4, 3), ['a', 'a', None, None])
+    >>> float(np.ptp(m.true_sky(2))) <= 4.0
+    True
+
     A mosaic dominated by diffuse emission spanning 25 times the noise per image:
 
     >>> m = make_mosaic((2, 2), shape=(64, 64), noise=1.0, nebula=25.0, seed=1)
@@ -234,7 +306,9 @@ def make_mosaic(
             f"below 1 (0: touching, negative: gaps); got {overlap}"
         )
     skies = _sky_levels(sky, n)
+    labels = _group_labels(groups, n)
     noise = _non_negative("noise", noise)
+    gradient = _non_negative("gradient", gradient)
     sources = _non_negative_int("sources", sources)
     rotation = _finite("rotation", rotation)
     jitter = _non_negative("jitter", jitter)
@@ -259,11 +333,19 @@ def make_mosaic(
     frame = _tan_wcs((ra0, dec0), (1.0, 1.0), cd)  # pixel (0, 0) of the frame is `center`
     wcs = [_image_wcs(frame, centre, (ny, nx), tangent) for centre in centres]
     source_radec, peaks, sigmas = _draw_sources(rng, sources, centres, (ny, nx), frame, noise)
+    first = _first_of_group(labels)
+    skies = skies[first]
+    slopes = np.zeros((n, 2))
+    if gradient > 0:
+        amplitude = gradient * max(noise, 1.0)
+        skies, slopes = _draw_planes(rng.spawn(1)[0], skies, first, wcs, frame, amplitude)
 
     width = max(2, len(str(n - 1)))
     images, masks = [], []
     for k in range(n):
         image = _sky_and_noise(rng, (ny, nx), skies[k], noise, dtype)
+        if slopes[k].any():
+            image += _plane_image(0.0, slopes[k, 0], slopes[k, 1], (ny, nx)).astype(image.dtype)
         if peaks.size:
             x, y = wcs[k].all_world2pix(source_radec[0], source_radec[1], 0)
             _add_gaussians(image, x, y, peaks, sigmas)
@@ -282,7 +364,69 @@ def make_mosaic(
         masks=masks if mask_fraction > 0 else None,
         sky=skies,
         names=[f"{prefix}{k:0{width}d}" for k in range(n)],
+        slope_x=slopes[:, 0],
+        slope_y=slopes[:, 1],
+        groups=None if groups is None else list(groups),
     )
+
+
+def _plane_image(level: float, slope_x: float, slope_y: float, shape: tuple[int, int]) -> np.ndarray:
+    """``level + slope_x * (x - x0) + slope_y * (y - y0)`` on 0-based pixels, (x0, y0) the centre."""
+    ny, nx = shape
+    x = np.arange(nx, dtype=np.float64) - (nx - 1) / 2
+    y = np.arange(ny, dtype=np.float64) - (ny - 1) / 2
+    return level + slope_y * y[:, None] + slope_x * x[None, :]
+
+
+def _first_of_group(labels: list) -> np.ndarray:
+    """For each image, the index of the first image with its label (itself when alone)."""
+    first, seen = np.arange(len(labels)), {}
+    for k, label in enumerate(labels):
+        if label is not None:
+            first[k] = seen.setdefault(label, k)
+    return first
+
+
+def _draw_planes(rng, skies: np.ndarray, first: np.ndarray, wcs: list[WCS], frame: WCS,
+                 amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+    """(levels at the centres, slopes (n, 2) in each image's pixels) of random sky planes.
+
+    Each input (an image alone, a group) gets a direction and a range across one image; a
+    group's plane lives in the mosaic frame (its tangent plane) and is carried into each
+    member's pixels by the local derivatives of the member's WCS.
+    """
+    n = len(wcs)
+    ny, nx = wcs[0].pixel_shape[::-1]
+    inputs = np.unique(first)
+    theta = rng.uniform(0.0, 2 * np.pi, size=inputs.size)
+    spread = rng.uniform(0.0, amplitude, size=inputs.size)
+    direction = np.column_stack([np.cos(theta), np.sin(theta)])
+    reach = np.abs(direction[:, 0]) * (nx - 1) + np.abs(direction[:, 1]) * (ny - 1)
+    size = np.divide(spread, reach, out=np.zeros_like(spread), where=reach > 0)  # 1x1 images: flat
+    gradient = dict(zip(inputs.tolist(), direction * size[:, None]))
+    levels, slopes = skies.astype(np.float64).copy(), np.zeros((n, 2))
+    members = np.bincount(first, minlength=n)
+    for k in range(n):
+        g = gradient[int(first[k])]
+        if members[first[k]] == 1:  # alone: the plane in its own pixels
+            slopes[k] = g
+            continue
+        jacobian, centre = _to_frame(wcs[k], frame)
+        _, origin = _to_frame(wcs[first[k]], frame)
+        slopes[k] = jacobian.T @ g
+        levels[k] += g @ (centre - origin)
+    return levels, slopes
+
+
+def _to_frame(w: WCS, frame: WCS) -> tuple[np.ndarray, np.ndarray]:
+    """(d(frame pixel)/d(image pixel) at the image centre (2x2), the centre in frame pixels)."""
+    ny, nx = w.pixel_shape[::-1]
+    x0, y0 = (nx - 1) / 2, (ny - 1) / 2
+    x = x0 + np.array([0.0, 1.0, -1.0, 0.0, 0.0])
+    y = y0 + np.array([0.0, 0.0, 0.0, 1.0, -1.0])
+    fx, fy = frame.all_world2pix(*w.all_pix2world(x, y, 0), 0)
+    jacobian = np.array([[fx[1] - fx[2], fx[3] - fx[4]], [fy[1] - fy[2], fy[3] - fy[4]]]) / 2
+    return jacobian, np.array([fx[0], fy[0]])
 
 
 def _grid_centres(rows: int, cols: int, shape: tuple[int, int], overlap: float) -> np.ndarray:
@@ -489,6 +633,28 @@ def _sky_levels(sky, n: int) -> np.ndarray:
     if not np.isfinite(levels).all():
         raise ValueError(f"sky values must be finite; got {levels.tolist()}")
     return levels
+
+
+def _group_labels(groups, n: int) -> list:
+    """The labels of `groups` (None: every image alone), one per image."""
+    if groups is None:
+        return [None] * n
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, (Sequence, np.ndarray)):
+        raise TypeError(f"groups must be a sequence of one label per image; got {groups!r}")
+    if len(groups) != n:
+        raise ValueError(f"groups must have one label per image ({n} for this layout); "
+                         f"got {len(groups)}")
+    labels = list(groups)
+    for label in labels:
+        if label is not None:
+            hash(label)  # a TypeError naming the type for lists and other unhashables
+    return labels
+
+
+def _zeros_or_array(values, n: int) -> np.ndarray:
+    if values is None:
+        return np.zeros(n)
+    return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 def _sky_position(center) -> tuple[float, float]:

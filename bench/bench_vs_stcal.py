@@ -47,11 +47,11 @@ STATS = dict(skystat="mode", nclip=5)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print_machine(args.no_reference)
-    warm_up(args.no_reference, args.schedulers)
+    warm_up(args.no_reference, args.schedulers, args.compare)
     print(
         f"images {args.shape}x{args.shape} float32, overlap 0.2, noise sigma {NOISE}, "
         f"{args.sources} sources/image, rotation {args.rotation} deg, jitter {args.jitter} px, "
-        f"skystat={STATS['skystat']}, nclip={STATS['nclip']}; medians of "
+        f"skystat={STATS['skystat']}, nclip={STATS['nclip']}, ours compare={args.compare}; medians of "
         f"{args.ref_repeat} (reference) and {args.repeat} (ours) runs\n"
     )
     columns = (
@@ -102,11 +102,12 @@ def bench_one(mosaic, method: str, args) -> list[tuple[str, dict]]:
         def run_ours(scheduler=scheduler):
             nonlocal ours
             ours = skymatch_nb_ui.skymatch(images, wcs, skymethod=method, scheduler=scheduler,
-                                           workers=1 if scheduler == "serial" else 2, **STATS)
+                                           workers=1 if scheduler == "serial" else 2,
+                                           compare=args.compare, **STATS)
 
         times = run_times(run_ours, args.repeat)
         row = {"ours": statistics.median(times), "first": times[0], "ref": None, "diff": None}
-        row["resolve"] = resolve_time(images, wcs, method, args.repeat)
+        row["resolve"] = resolve_time(images, wcs, method, args.repeat, args.compare)
         rows.append((scheduler, row))
     row = rows[0][1]
     if not args.no_reference:
@@ -128,23 +129,25 @@ def bench_one(mosaic, method: str, args) -> list[tuple[str, dict]]:
     return rows
 
 
-def resolve_time(images, wcs, method: str, repeat: int) -> float:
+def resolve_time(images, wcs, method: str, repeat: int, compare: str) -> float:
     """Median time of a run that differs from the previous one in ``match_down`` only."""
     matcher = skymatch_nb_ui.SkyMatcher(images, wcs)
-    matcher.run(skymethod=method, match_down=True, **STATS)  # fills the stage cache
+    options = dict(STATS, compare=compare)
+    matcher.run(skymethod=method, match_down=True, **options)  # fills the stage cache
     flips = iter([False, True] * repeat)
     return median_time(
-        lambda: matcher.run(skymethod=method, match_down=next(flips), **STATS), repeat
+        lambda: matcher.run(skymethod=method, match_down=next(flips), **options), repeat
     )
 
 
-def warm_up(no_reference: bool, schedulers=("serial",)) -> None:
+def warm_up(no_reference: bool, schedulers=("serial",), compare: str = "levels") -> None:
     """Run both engines once on a tiny mosaic, so that no timing includes lazy imports (nor
     the start of a pool of worker processes)."""
     tiny = make_mosaic((1, 2), shape=(64, 64), noise=NOISE, seed=0)
     for scheduler in schedulers:
         skymatch_nb_ui.skymatch(tiny.images, tiny.wcs, scheduler=scheduler,
-                                workers=1 if scheduler == "serial" else 2, **STATS)
+                                workers=1 if scheduler == "serial" else 2, compare=compare,
+                                **STATS)
     if not no_reference:
         reference_skymatch(tiny.images, tiny.wcs, **STATS)
 
@@ -216,6 +219,10 @@ def parse_args(argv):
     parser.add_argument("--rotation", type=float, default=3.0, help="degrees (default 3)")
     parser.add_argument("--jitter", type=float, default=5.0, help="pixels (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", choices=("levels", "differences"), default="levels",
+                        help="how our engine compares a pair: 'levels' (default) is the "
+                        "reference's own computation, like for like; 'differences' is our "
+                        "default, more accurate and slower (bench_vs_peers.py)")
     return parser.parse_args(argv)
 
 

@@ -564,7 +564,8 @@ class ImageCollection:
         """New arrays with each image's sky subtracted (invalid skies: unchanged copies)."""
         result = self._result(result)
         return {
-            name: subtracted_copy(self.data(k), result.sky.values[k], bool(result.valid.values[k]))
+            name: subtracted_copy(self.data(k), result.sky.values[k], bool(result.valid.values[k]),
+                                  **_slopes(result, k))
             for k, name in enumerate(self.names)
         }
 
@@ -612,6 +613,9 @@ class ImageCollection:
             coords={"image": names, "pair": pair_names},
             attrs=attrs,
         )
+        dataset.attrs["skymodel"] = result.params.get("skymodel", "constant")
+        if result.plane is not None:
+            dataset = dataset.assign(_plane_variables(result, unit))
         # where each image is, so that a result alone can be mapped (plotting, widgets)
         return dataset.assign(self._positions)
 
@@ -662,6 +666,11 @@ class ImageCollection:
         table["valid"] = result.valid.values
         table["reason"] = [str(r) for r in result.reason.values]
         table["file"] = [s.file for s in self._sources]
+        if "slope_x" in result:  # skymodel="plane": sky is the plane's level at the centre
+            for name in ("slope_x", "slope_y", "slope_x_err", "slope_y_err", "gradient",
+                         "gradient_pa"):
+                table[name] = result[name].values
+                table[name].description = result[name].attrs.get("long_name", "")
         table["sky"].description = "sky level to subtract"
         table["sky_err"].description = "1-sigma statistical uncertainty of sky"
         table.meta.update({k: _from_attr(k, v) for k, v in result.attrs.items()})
@@ -723,18 +732,20 @@ class ImageCollection:
         directory.mkdir(parents=True, exist_ok=True)
         method = str(result.attrs.get("skymethod", ""))
         sky, valid = result.sky.values, result.valid.values
+        plane = "slope_x" in result
         items = [(members, target) for members, target in plan]
         for members, target in (progress(items) if progress is not None else items):
             options = dict(method=method, subtract=subtract, overwrite=overwrite)
+            planes = [tuple(_slopes(result, k).values()) for k in members] if plane else None
             first = self._sources[members[0]]
             if first.image is not None:
                 io.write_copy([self._sources[k].image for k in members], target,
                               skies=[float(sky[k]) for k in members],
-                              valid=[bool(valid[k]) for k in members], **options)
+                              valid=[bool(valid[k]) for k in members], planes=planes, **options)
             else:
                 io.write_array_fits(target, np.asarray(first.load_data()), first.wcs,
                                     sky=float(sky[members[0]]), valid=bool(valid[members[0]]),
-                                    **options)
+                                    plane=planes[0] if planes else None, **options)
         return [target for _, target in plan]
 
     def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
@@ -808,6 +819,42 @@ class ImageCollection:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _slopes(result: xr.Dataset, k: int) -> dict:
+    """Image ``k``'s sky slopes of a plane result (``subtracted_copy``'s keywords), else none."""
+    if "slope_x" not in result:
+        return {}
+    return {"slope_x": float(result.slope_x.values[k]), "slope_y": float(result.slope_y.values[k])}
+
+
+def _plane_variables(result: SkyMatchResult, unit: str) -> dict:
+    """The variables of a plane result (``skymodel="plane"``): see the interface in NOTES."""
+    plane = result.plane
+    per_pixel = {"units": f"{unit} / pixel"} if unit else {}
+    per_arcsec = {"units": f"{unit} / arcsec"} if unit else {}
+    with np.errstate(invalid="ignore"):
+        err_x, err_y = np.sqrt(plane.cov[:, 1, 1]), np.sqrt(plane.cov[:, 2, 2])
+    coef = ["level", "slope_x", "slope_y"]
+    return {
+        "slope_x": ("image", plane.slope_x, {"long_name": "sky slope along the image's x", **per_pixel}),
+        "slope_y": ("image", plane.slope_y, {"long_name": "sky slope along the image's y", **per_pixel}),
+        "slope_x_err": ("image", err_x, {"long_name": "1-sigma uncertainty of slope_x", **per_pixel}),
+        "slope_y_err": ("image", err_y, {"long_name": "1-sigma uncertainty of slope_y", **per_pixel}),
+        "sky_cov": (("image", "coef", "coef2"), plane.cov,
+                    {"long_name": "covariance of (level, slope_x, slope_y)"}),
+        "gradient": ("image", plane.gradient,
+                     {"long_name": "size of the sky gradient on the sky", **per_arcsec}),
+        "gradient_pa": ("image", plane.gradient_pa,
+                        {"long_name": "direction the sky increases, east of north", "units": "deg"}),
+        "resid_gradient": ("pair", plane.resid_gradient,
+                           {"long_name": "gradient of the pair's residuals after the solve",
+                            **per_arcsec}),
+        "plane_fallback": ("pair", np.asarray(plane.plane_fallback, dtype=str),
+                           {"long_name": "why the pair counted as a constant only"}),
+        "coef": ("coef", coef),
+        "coef2": ("coef2", coef),
+    }
+
+
 def _pair_dataset(result: xr.Dataset) -> xr.Dataset:
     """The pair variables of a result alone, ``pair_valid`` named ``valid`` (the former layout).
 

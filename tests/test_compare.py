@@ -132,3 +132,20 @@ def test_the_pair_table_reports_the_difference_its_error_and_the_residual():
     assert np.abs((p.diff_before - truth) / p.diff_err).max() < 5
     np.testing.assert_allclose(p.diff_after, p.diff_before - (result.sky[p.a] - result.sky[p.b]))
     assert 0.5 < result.error_scale < 2.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noiseless_images_with_gradients_and_stars_keep_every_pixel_difference(dtype):
+    # no noise to judge a step by: nothing may count as too steep to interpolate (a noise
+    # estimate of 0 once made every difference unusable and every pair invalid)
+    mosaic = make_mosaic((2, 3), shape=(120, 120), overlap=0.25, sky=[10, 30, 15, 20, 15, 25],
+                         noise=0.0, sources=15, rotation=2.0, dtype=dtype, seed=4)
+    y, x = np.mgrid[0:120, 0:120]
+    rng = np.random.default_rng(4)
+    images = [(image + rng.uniform(-0.05, 0.05) * x + rng.uniform(-0.05, 0.05) * y).astype(dtype)
+              for image in mosaic.images]
+    levels = skymatch(images, mosaic.wcs, skymethod="match", skystat="median", compare="levels")
+    differences = skymatch(images, mosaic.wcs, skymethod="match", skystat="median",
+                           compare="differences")
+    assert differences.valid.all() and (differences.pairs.npix_a > 500).all()
+    np.testing.assert_allclose(differences.sky, levels.sky, atol=1.0)

@@ -39,9 +39,17 @@ from .measure import (
     lowest,
     measure_batch,
 )
-from .params import Anchor, Compare, SkyMatchParams, SkyMethod, SkyStatName, parameters_doc
-from .result import SkyMatchResult, assemble_result, subtracted_copy
-from .solve import Problem, solve
+from .params import (
+    Anchor,
+    Compare,
+    SkyMatchParams,
+    SkyMethod,
+    SkyModel,
+    SkyStatName,
+    parameters_doc,
+)
+from .result import SkyMatchResult, assemble_result, plane_of, subtracted_copy
+from .solve import Problem, _disconnected_message, solve
 
 __all__ = ["SkyMatcher", "skymatch"]
 
@@ -114,6 +122,7 @@ class SkyMatcher:
         self._local_stats: dict = {}  # (statistics key, image) -> SkyStat
         self._pair_stats: dict = {}  # (statistics key, image, partners) -> SkyStat
         self._input_pairs: dict = {}  # (statistics key or None, labels) -> PairStats
+        self._planes = None  # PlaneStage, made by the first run with skymodel="plane"
         self._differences: dict = {}  # (statistics key, sampled, other) -> PairDifference
         self._maps: dict = {}  # (sampled, other) -> PixelMap
         self._shared: dict = {}  # labels -> SharedSides
@@ -253,6 +262,8 @@ class SkyMatcher:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
         execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
+        if params.skymodel == "plane":
+            return self._run_planes(params, grouping, execution)
         with self._lock:  # one run at a time: the caches are shared
             self._use_stepsize(params.stepsize)
             self._stage_geometry(execution)
@@ -279,9 +290,49 @@ class SkyMatcher:
         copies = []
         for k, loader in enumerate(self._loaders):
             execution.check("subtract", k, len(self))
-            copies.append(subtracted_copy(loader.data(), result.sky[k], result.valid[k]))
+            copies.append(subtracted_copy(loader.data(), result.sky[k], result.valid[k],
+                                          **plane_of(result, k)))
             execution.report("subtract", k + 1, len(self))
         return replace(result, images=tuple(copies))
+
+    def _run_planes(self, params: SkyMatchParams, grouping: Grouping, execution: Execution):
+        """`run` with ``skymodel="plane"`` (see `plane_match`)."""
+        from .plane_match import PlaneStage, plane_result, solve_planes
+
+        matching = "match" in params.skymethod
+        own = params.skymethod != "match"
+        with self._lock:
+            self._use_stepsize(params.stepsize)
+            geometry = self._stage_geometry(execution)
+            if self._planes is None:
+                self._planes = PlaneStage(self._wcs, self._shapes, geometry.footprints)
+            stage = self._planes
+            stage.use_geometry(geometry)
+            layout = stage.layout(geometry, grouping)
+            if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
+                pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
+            else:
+                pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
+            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
+            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
+                          sampled=sampled, pixel_map=getattr(self, "_map", None))
+            execution.check("solve")
+            execution.report("solve", 0, 1)
+            equations = stage.equations(layout, params, pairs, sampled) if matching else None
+            local = stage.local_planes(layout, params, grouping)[1] if own else None
+            problem = Problem(len(grouping), pairs, None, params.match_down, params.anchor,
+                              names=tuple(grouping.names()))
+            solution = solve_planes(params.skymethod, layout, grouping, equations, local,
+                                    params.match_down, params.anchor,
+                                    lambda comp, n: _disconnected_message(problem, comp, n))
+        own_npix = stage.cell_pixels(layout, params) if own else None
+        result = plane_result(solution, layout, pairs, grouping, own_npix, params.as_dict())
+        execution.report("solve", 1, 1)
+        if params.subtract:
+            result = self._subtracted(result, execution)
+        for message in result.warnings:
+            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
+        return result
 
     # -- stage 1 ----------------------------------------------------------------------------
     def _use_stepsize(self, stepsize: int | None) -> None:
@@ -506,6 +557,7 @@ def skymatch(
     stepsize: int | None = None,
     anchor: Anchor = "global",
     robust: bool = True,
+    skymodel: SkyModel = "constant",
     scheduler=None,
     workers: int | None = None,
     progress: Callable[[Progress], object] | None = None,
@@ -567,7 +619,7 @@ def skymatch(
     params = SkyMatchParams(
         skymethod=skymethod, match_down=match_down, subtract=subtract, skystat=skystat,
         lower=lower, upper=upper, nclip=nclip, lsigma=lsigma, usigma=usigma, binwidth=binwidth,
-        compare=compare, stepsize=stepsize, anchor=anchor, robust=robust,
+        compare=compare, stepsize=stepsize, anchor=anchor, robust=robust, skymodel=skymodel,
     )
     matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize, workers=workers,
                          scheduler=scheduler)

@@ -41,12 +41,14 @@ __all__ = [
     "ANCHORS",
     "COMPARES",
     "SKYMETHODS",
+    "SKYMODELS",
     "SKYSTATS",
     "Anchor",
     "Compare",
     "ParamSpec",
     "SkyMatchParams",
     "SkyMethod",
+    "SkyModel",
     "SkyStatName",
     "StatParams",
     "parameters_doc",
@@ -55,6 +57,7 @@ __all__ = [
 SkyMethod = Literal["local", "global", "match", "global+match"]
 Anchor = Literal["global", "component"]
 SkyStatName = Literal["mean", "median", "mode", "midpt"]
+SkyModel = Literal["constant", "plane"]
 Compare = Literal["levels", "differences"]
 Stage = Literal["geometry", "statistics", "solve", "output"]
 Kind = Literal["choice", "bool", "int", "float"]
@@ -62,6 +65,7 @@ Kind = Literal["choice", "bool", "int", "float"]
 SKYMETHODS: tuple[str, ...] = get_args(SkyMethod)
 ANCHORS: tuple[str, ...] = get_args(Anchor)
 SKYSTATS: tuple[str, ...] = get_args(SkyStatName)
+SKYMODELS: tuple[str, ...] = get_args(SkyModel)
 COMPARES: tuple[str, ...] = get_args(Compare)
 
 
@@ -239,7 +243,7 @@ class SkyMatchParams(_Params):
     ...
     ValueError: lower must be <= upper (they bound the usable values, inclusive); got lower=10.0, upper=1.0
     >>> SkyMatchParams.names("solve")
-    ('skymethod', 'match_down', 'anchor')
+    ('skymethod', 'match_down', 'anchor', 'robust', 'skymodel')
     """
 
     skymethod: SkyMethod = _param(
@@ -351,6 +355,15 @@ class SkyMatchParams(_Params):
         "image sees: a satellite trail, a ghost, a saturated star) is down-weighted by the "
         "square of 4 / its residual in errors and flagged; other pairs keep their weight, so "
         "a mosaic without such pairs is solved exactly as by plain least squares.",
+    )
+    skymodel: SkyModel = _param(
+        "skymodel", kind="choice", default="constant", stage="solve", choices=SKYMODELS,
+        help="the sky of each image: a constant, or a plane (level + gradient) to remove "
+        "gradients such as scattered light",
+        doc="``constant`` (the reference's model): one sky value per input.  ``plane``: a "
+        "plane per input, ``level + slope_x * (x - x0) + slope_y * (y - y0)`` in each image's "
+        "pixels about its centre, one plane on the sky for a group; fitted from robust "
+        "statistics in cells of every overlap (see `skymatch_nb_ui.engine.planes`).",
     )
 
     @property

@@ -14,6 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .groups import Grouping
     from .measure import PairStats
+    from .plane_match import PlaneResult
     from .solve import Solution
     from .stats import SkyStat
 
@@ -126,6 +127,12 @@ class SkyMatchResult:
         never changed).  Invalid images are copied unchanged.
     warnings : tuple of str
         The messages of the warnings issued during the run.
+    plane : PlaneResult or None
+        With ``skymodel="plane"``: each image's slopes, the covariance of its (level,
+        slope_x, slope_y), its gradient on the sky and, per pair, the residual gradient and
+        why a pair counted as a constant only (see `skymatch_nb_ui.engine.plane_match`).
+        ``sky`` is then the level at each image's centre and ``sky_err`` its error; None for
+        ``skymodel="constant"``.
     error_scale : float
         The factor the pairs' residuals put on the propagated errors of the match offsets
         (see `skymatch_nb_ui.engine.robust`); NaN for ``local`` and ``global``.
@@ -145,6 +152,7 @@ class SkyMatchResult:
     params: dict
     images: tuple | None = None
     warnings: tuple = field(default=())
+    plane: PlaneResult | None = None
     error_scale: float = float("nan")
 
     def __len__(self) -> int:
@@ -235,25 +243,44 @@ def assemble_result(
     )
 
 
-def subtracted_copy(image, sky: float, valid: bool) -> np.ndarray:
+def subtracted_copy(image, sky: float, valid: bool, *, slope_x: float = 0.0,
+                    slope_y: float = 0.0) -> np.ndarray:
     """A new array: ``image - sky`` when ``valid``, else an unchanged copy.
 
-    Float images keep their dtype, integer images become float64.  ``image`` is never changed.
+    With ``slope_x`` / ``slope_y`` (a plane, ``skymodel="plane"``) the sky subtracted is
+    ``sky + slope_x * (x - x0) + slope_y * (y - y0)`` about the image's centre
+    (`planes.plane_values`).  Float images keep their dtype, integer images become float64.
+    ``image`` is never changed.
 
     Examples
     --------
     >>> subtracted_copy(np.array([[3, 4]]), 1.5, True)
     array([[1.5, 2.5]])
+    >>> subtracted_copy(np.array([[3.0, 4.0]]), 1.5, True, slope_x=1.0)
+    array([[2., 2.]])
     """
     image = np.asarray(image)
     dtype = image.dtype if image.dtype.kind == "f" else np.float64
     copy = np.array(image, dtype=dtype, copy=True)
     if valid:
-        copy -= sky
+        if slope_x or slope_y:
+            from .planes import plane_values
+
+            copy -= plane_values(sky, slope_x, slope_y, copy.shape).astype(dtype, copy=False)
+        else:
+            copy -= sky
     return copy
+
+
+def plane_of(result: SkyMatchResult, k: int) -> dict:
+    """The keywords of `subtracted_copy` for image ``k``'s slopes (none for a constant sky)."""
+    if result.plane is None:
+        return {}
+    return {"slope_x": float(result.plane.slope_x[k]), "slope_y": float(result.plane.slope_y[k])}
 
 
 def with_subtracted(result: SkyMatchResult, images) -> SkyMatchResult:
     """``result`` with ``images``: sky-subtracted copies of the given pixel arrays."""
-    out = tuple(subtracted_copy(im, sky, ok) for im, sky, ok in zip(images, result.sky, result.valid))
+    out = tuple(subtracted_copy(im, sky, ok, **plane_of(result, k))
+                for k, (im, sky, ok) in enumerate(zip(images, result.sky, result.valid)))
     return replace(result, images=out)

@@ -24,6 +24,7 @@ from . import hst, jwst, roman
 from ._fits import (
     BKG_COMMENTS,
     JWST_DQ_FLAGS,
+    PLANE_COMMENTS,
     ROMAN_DQ_FLAGS,
     FitsImage,
     MixedUnitsWarning,
@@ -47,6 +48,7 @@ from .roman import RomanImage, open_roman_image
 __all__ = [
     "BKG_COMMENTS",
     "JWST_DQ_FLAGS",
+    "PLANE_COMMENTS",
     "ROMAN_DQ_FLAGS",
     "ApproximateWCSWarning",
     "FitsImage",

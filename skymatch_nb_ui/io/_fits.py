@@ -101,6 +101,46 @@ BKG_COMMENTS = {
     "BKGMETH": "Background computation method",
 }
 
+#: The keywords of a sky plane (``skymodel="plane"``), with their comments: the background at
+#: 1-based FITS pixel (x, y) is ``BKGLEVEL + BKGSLPX * (x - BKGXREF) + BKGSLPY * (y - BKGYREF)``
+#: (BKGLEVEL is the plane at the image's centre).  A constant sky writes ``BKGMODEL =
+#: 'constant'`` and no slopes.
+PLANE_COMMENTS = {
+    "BKGMODEL": "Sky model: constant or plane",
+    "BKGSLPX": "Sky plane slope along x [data units / pixel]",
+    "BKGSLPY": "Sky plane slope along y [data units / pixel]",
+    "BKGXREF": "Sky plane reference x, 1-based (BKGLEVEL there)",
+    "BKGYREF": "Sky plane reference y, 1-based (BKGLEVEL there)",
+}
+
+
+def plane_method(method: str, plane) -> str:
+    """The method recorded for a sky: ``"match+plane"`` for a plane, else ``method``."""
+    return f"{method}+plane" if plane is not None else str(method)
+
+
+def sky_array(sky: float, plane, shape, dtype) -> np.ndarray | float:
+    """What to subtract from data of ``shape``: the constant, or the plane's values."""
+    if plane is None:
+        return np.asarray(sky, dtype)
+    from ..engine.planes import plane_values
+
+    return plane_values(sky, plane[0], plane[1], shape).astype(dtype, copy=False)
+
+
+def set_plane_keywords(header, plane, shape, valid: bool) -> None:
+    """``BKGMODEL`` and, for a valid plane, its slopes and reference pixel (`PLANE_COMMENTS`)."""
+    header["BKGMODEL"] = ("plane" if plane is not None else "constant", PLANE_COMMENTS["BKGMODEL"])
+    keys = ("BKGSLPX", "BKGSLPY", "BKGXREF", "BKGYREF")
+    if plane is None or not valid:
+        for key in keys:
+            header.remove(key, ignore_missing=True, remove_all=True)
+        return
+    ny, nx = shape
+    values = (float(plane[0]), float(plane[1]), (nx + 1) / 2.0, (ny + 1) / 2.0)
+    for key, value in zip(keys, values):
+        header[key] = (value, PLANE_COMMENTS[key])
+
 _GLOB_CHARS = frozenset("*?[")
 # what astropy raises for broken files and headers
 _READ_ERRORS = (ValueError, OSError, KeyError, IndexError, TypeError, AttributeError,
@@ -848,6 +888,7 @@ def write_fits_file(
     method: str,
     subtract: bool,
     overwrite: bool = False,
+    planes: Sequence | None = None,
 ) -> Path:
     """Copy a FITS file to ``dest``, recording (and optionally subtracting) the sky of its chips.
 
@@ -859,7 +900,10 @@ def write_fits_file(
     - ``BKGLEVEL``: the sky (omitted, and removed if the source had it, when not valid:
       FITS headers cannot hold NaN);
     - ``BKGSUB``: whether the sky was subtracted from the data (False when not valid);
-    - ``BKGMETH``: ``method``.
+    - ``BKGMETH``: ``method`` (``method+plane`` for a plane);
+    - with ``planes``: ``BKGMODEL = 'plane'``, ``BKGSLPX``, ``BKGSLPY``, ``BKGXREF``,
+      ``BKGYREF`` (`PLANE_COMMENTS`; ``BKGLEVEL`` is then the plane at the chip's centre,
+      and the plane is what is subtracted).
 
     Chips that are not subtracted keep their data byte for byte (scaled integers stay
     scaled integers).  HST files also get ``MDRIZSKY`` in each chip: the sky that drizzling
@@ -885,6 +929,9 @@ def write_fits_file(
         Subtract the skies from the data (where valid).
     overwrite : bool
         Replace ``dest`` if it exists.
+    planes : sequence of (float, float), optional
+        Per chip, the sky plane's (slope_x, slope_y) in data units per pixel (``skies`` are
+        then the planes' levels at the chips' centres); None: constant skies.
 
     Returns
     -------
@@ -918,17 +965,20 @@ def write_fits_file(
     with atomic_path(dest, overwrite=overwrite) as tmp:
         with fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=False,
                        do_not_scale_image_data=True) as hdul:
-            for image, sky, good in zip(images, skies, valid):
+            for k, (image, sky, good) in enumerate(zip(images, skies, valid)):
                 hdu = hdul[image.ext]
+                plane = None if planes is None else planes[k]
                 subtracted = bool(subtract and good)
                 if subtracted:
                     out = _unscaled_float(hdu.data, hdu.header)
-                    out -= sky
+                    out -= sky_array(sky, plane, out.shape, out.dtype)
                     for key in ("BSCALE", "BZERO", "BLANK"):
                         hdu.header.remove(key, ignore_missing=True)
                     hdu.data = out
                 where = hdul[0].header if kind == "jwst" else hdu.header
-                _set_bkg_keywords(where, sky=sky, valid=good, method=method, subtracted=subtracted)
+                _set_bkg_keywords(where, sky=sky, valid=good, method=plane_method(method, plane),
+                                  subtracted=subtracted)
+                set_plane_keywords(where, plane, image.shape, good)
                 if kind == "hst":
                     from . import hst
 
@@ -976,8 +1026,11 @@ def write_array_fits(
     method: str,
     subtract: bool,
     overwrite: bool = False,
+    plane=None,
 ) -> Path:
     """Write an in-memory image as a one-HDU FITS file, with the keywords of `write_fits_copy`.
+
+    ``plane``: the sky plane's (slope_x, slope_y), as in `write_fits_file`.
 
     ``wcs`` is written when it is an `astropy.wcs.WCS` (distortions as SIP/lookup keywords
     when possible); other WCS types (gwcs) are not written, with a `SkyMatchWarning`.
@@ -994,7 +1047,7 @@ def write_array_fits(
     subtracted = bool(subtract and valid)
     if subtracted:
         data = _float_copy(data)
-        data -= sky
+        data -= sky_array(sky, plane, data.shape, data.dtype)
     header = fits.Header()
     if isinstance(wcs, WCS):
         header.update(wcs.to_header(relax=True))
@@ -1005,7 +1058,9 @@ def write_array_fits(
             SkyMatchWarning,
             stacklevel=2,
         )
-    _set_bkg_keywords(header, sky=sky, valid=valid, method=method, subtracted=subtracted)
+    _set_bkg_keywords(header, sky=sky, valid=valid, method=plane_method(method, plane),
+                      subtracted=subtracted)
+    set_plane_keywords(header, plane, data.shape, valid)
     with atomic_path(dest, overwrite=overwrite) as tmp:
         fits.PrimaryHDU(data, header).writeto(tmp)
     return dest

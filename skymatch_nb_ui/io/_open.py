@@ -172,19 +172,21 @@ def check_copy(images: list, subtract: bool) -> None:
 
 
 def write_copy(images: list, dest, *, skies, valid, method: str, subtract: bool,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, planes=None) -> Path:
     """Write the copy of one file (all of ``images``, its chips) as its pipeline would.
 
     Roman files through ``roman_datamodels``, JWST files with a gwcs through
     ``stdatamodels``, other FITS files (HST with ``MDRIZSKY``) by `write_fits_file`.
+    ``planes``: per chip the sky plane's (slope_x, slope_y), or None for constant skies.
     """
     kind = images[0].kind
     single = {"sky": float(skies[0]), "valid": bool(valid[0]), "method": method,
-              "subtract": subtract, "overwrite": overwrite}
+              "subtract": subtract, "overwrite": overwrite,
+              "plane": None if planes is None else planes[0]}
     if kind == "roman":
         return roman.write_copy(images[0], dest, **single)
     if kind == "jwst" and len(images) == 1 and jwst.have_datamodels() and not jwst.approximate(images):
         return jwst.write_copy(images[0], dest, **single)
     return write_fits_file(images, dest, skies=skies, valid=valid, method=method,
-                           subtract=subtract, overwrite=overwrite)
+                           subtract=subtract, overwrite=overwrite, planes=planes)
 

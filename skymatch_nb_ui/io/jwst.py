@@ -21,8 +21,6 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ..engine.exceptions import SkyMatchWarning
 
 __all__ = [
@@ -145,7 +143,7 @@ def previously_subtracted(image) -> bool:
 
 
 def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: bool,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, plane=None) -> Path:
     """Write a copy of a JWST file through ``stdatamodels``, as the JWST SkyMatchStep leaves it.
 
     The model is opened from the source file, given ``meta.background`` (``level``,
@@ -155,6 +153,11 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
     ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``, ``S_SKYMAT``).  When the source's background was
     already subtracted, ``level`` is the total: the earlier level plus this sky.  Atomic and
     refusing to overwrite, as `skymatch_nb_ui.io.write_fits_file`.
+
+    With ``plane`` (the sky plane's slope_x, slope_y per pixel; ``sky`` its level at the
+    image's centre) the plane is subtracted, ``level`` is the plane's value at the centre,
+    ``method`` says ``"<method>+plane"`` (the schema allows any string) and the primary
+    header gets the plane keywords of `skymatch_nb_ui.io.PLANE_COMMENTS`.
 
     Raises
     ------
@@ -169,7 +172,7 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
     """
     from stdatamodels.jwst import datamodels
 
-    from ._fits import _same_file, atomic_path
+    from ._fits import _same_file, atomic_path, plane_method, sky_array
 
     dest = Path(dest)
     if _same_file(image.path, dest):
@@ -182,15 +185,19 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
             earlier = float(background.level or 0.0) if background.subtracted else 0.0
             background.level = earlier + float(sky)
             background.subtracted = bool(subtract or background.subtracted)
-            background.method = str(method)
+            background.method = plane_method(method, plane)
             if subtract:
-                model.data = (model.data - np.asarray(sky, model.data.dtype)).astype(model.data.dtype)
+                model.data = (model.data - sky_array(sky, plane, model.data.shape, model.data.dtype)
+                              ).astype(model.data.dtype)
             model.meta.cal_step.skymatch = "COMPLETE"
         else:
             model.meta.cal_step.skymatch = "SKIPPED"
         model.meta.filename = dest.name
-        with atomic_path(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as stream:
-            model.to_fits(stream)  # to a stream: the model keeps the file name set above
+        if plane is None:
+            with atomic_path(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as stream:
+                model.to_fits(stream)  # to a stream: the model keeps the file name set above
+        else:
+            _save_with_plane(model, dest, plane, valid, overwrite)
     return dest
 
 
@@ -202,3 +209,20 @@ def check_copy(image, subtract: bool) -> None:
             f"BKGLEVEL = {image.primary_header.get('BKGLEVEL')}); write it with subtract=True "
             "(the levels add up) or start from the file before that subtraction"
         )
+
+
+def _save_with_plane(model, dest, plane, valid: bool, overwrite: bool) -> None:
+    """Save ``model`` with the plane keywords added to its primary header (no schema has them)."""
+    import io as _io
+
+    from astropy.io import fits
+
+    from ._fits import atomic_path, set_plane_keywords
+
+    buffer = _io.BytesIO()
+    model.to_fits(buffer)
+    buffer.seek(0)
+    with fits.open(buffer) as hdul:
+        set_plane_keywords(hdul[0].header, plane, model.data.shape, valid)
+        with atomic_path(dest, overwrite=overwrite) as tmp:
+            hdul.writeto(tmp)

@@ -191,7 +191,7 @@ def _read(path: Path, name: str) -> np.ndarray:
 
 
 def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
-               subtract: bool, overwrite: bool = False) -> Path:
+               subtract: bool, overwrite: bool = False, plane=None) -> Path:
     """Write a copy of a Roman file through ``roman_datamodels``, as romancal's skymatch does.
 
     ``meta.background`` gets ``level`` (the sky; null when it is not valid), ``subtracted``
@@ -200,6 +200,12 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
     (``SKIPPED`` without a valid sky).  With ``subtract`` and a valid
     sky, ``data`` has the sky subtracted.  When the source's background was already
     subtracted, ``level`` is the total.  Atomic and refusing to overwrite.
+
+    With ``plane`` (the sky plane's slope_x, slope_y per pixel; ``sky`` its level at the
+    image's centre) the plane is subtracted and ``level`` is its value at the centre; the
+    Roman schema's ``method`` allows only the skymethods, so the plane is recorded next to
+    it: ``meta.background.plane`` = ``{model: "plane", slope_x, slope_y, x_ref, y_ref}``
+    (0-based reference pixel; the schema allows extra properties).
 
     Raises
     ------
@@ -229,9 +235,16 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
             background.level = None if not background.subtracted else background.level
             background.subtracted = bool(background.subtracted)
         background.method = str(method)
+        if plane is not None and valid:
+            ny, nx = np.shape(model.data)
+            background["plane"] = {"model": "plane", "slope_x": float(plane[0]),
+                                   "slope_y": float(plane[1]), "x_ref": (nx - 1) / 2.0,
+                                   "y_ref": (ny - 1) / 2.0}
         if subtracted:
+            from ._fits import sky_array
+
             data = np.array(model.data)
-            data -= np.asarray(sky, data.dtype)
+            data -= sky_array(sky, plane, data.shape, data.dtype)
             model.data = data
         if "cal_step" in model.meta:  # romancal's level-2 files have it
             model.meta.cal_step.skymatch = "COMPLETE" if valid else "SKIPPED"

@@ -1,0 +1,743 @@
+"""``skymodel="plane"`` from stage 1 to the result: frames, cell statistics, solve, per-image planes.
+
+`PlaneStage` is what `SkyMatcher` calls for a plane run (the model, the cells and the
+solve are described in `skymatch_nb_ui.engine.planes`):
+
+1. `PlaneStage.layout`: per grouping, a frame per connected part of the overlap graph, each
+   image's map into it, each input's centre, and per pair of inputs its cell grid (or why it
+   can only give a constant);
+2. the cell statistics not cached yet, as stage-2 tasks (`planes.measure_cell_batch`: one
+   per image, run where the constant statistics run);
+3. `solve_planes`: equations from the cells, the sparse solve, the skymethod, and each
+   image's own (level, slope_x, slope_y) with its covariance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import CelestialWCS, Geometry, Runs
+from .groups import Grouping, input_overlaps
+from .lstsq import components
+from .measure import PairStats
+from .planes import (
+    CELLS_PER_OVERLAP,
+    LOCAL_CELLS,
+    MIN_CELL_PIXELS,
+    MIN_CELL_SIDE,
+    MIN_CELLS,
+    MIN_SPREAD,
+    CellGrid,
+    CellStats,
+    CellTask,
+    DifferenceRegion,
+    Frame,
+    ImageMap,
+    PlaneFit,
+    fit_plane,
+    image_map,
+    measure_cell_batch,
+    solve_plane_offsets,
+)
+
+__all__ = ["PlaneResult", "PlaneStage"]
+
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneResult:
+    """The plane-specific part of a `SkyMatchResult` (``skymodel="plane"``), over images and pairs.
+
+    Attributes
+    ----------
+    slope_x, slope_y : ndarray
+        Per image, the sky's slope along its own pixel x and y (data units per pixel); the
+        level at its centre is ``SkyMatchResult.sky``.
+    cov : ndarray (n, 3, 3)
+        Per image, the covariance of (level, slope_x, slope_y).
+    gradient : ndarray
+        Per image, the size of the sky gradient, data units per arcsec on the sky.
+    gradient_pa : ndarray
+        Per image, the direction in which the sky increases, degrees east of north (NaN for
+        a zero gradient).
+    resid_gradient : ndarray
+        Per pair of inputs, the size of the gradient of the pair's residuals after the solve
+        (data units per arcsec; NaN for a pair that gave a constant only).
+    plane_fallback : ndarray of str
+        Per pair, "" when its cells constrained the planes, else why it counted as a constant.
+    cells : ndarray of int
+        Per pair, the equations (cells) it gave to the solve (1 for a constant, 0 for none).
+    """
+
+    slope_x: np.ndarray
+    slope_y: np.ndarray
+    cov: np.ndarray
+    gradient: np.ndarray
+    gradient_pa: np.ndarray
+    resid_gradient: np.ndarray
+    plane_fallback: np.ndarray
+    cells: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _PairPlan:
+    g: int
+    h: int
+    centroid: np.ndarray  # of the overlap, in the frame (arcsec)
+    side: float  # the cells' smaller side (arcsec); NaN when the pair gives a constant only
+    reason: str  # why a constant only ("" when cells are measured)
+    jobs: tuple  # ((side 0|1, image, partners, CellGrid), ...)
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    frame_of: np.ndarray  # per input, its frame's index
+    image_input: np.ndarray  # per image, its input
+    frames: list
+    maps: list  # per image, ImageMap in its input's frame
+    centres: np.ndarray  # per input (n, 2), arcsec in its frame
+    plans: list  # per pair of inputs, in the order of input_pair_stats
+    local_grids: list  # per image, the CellGrid of its own cells
+
+
+class PlaneStage:
+    """The plane-specific stages of one `SkyMatcher`, with their caches."""
+
+    def __init__(self, wcs: list[CelestialWCS], shapes: list[tuple[int, int]], footprints):
+        self._wcs = wcs
+        self._shapes = shapes
+        self._footprints = footprints
+        self._layouts: dict = {}  # labels -> _Layout
+        self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
+
+    # -- stage 1 for planes ------------------------------------------------------------------
+    def layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
+        """Frames, maps, centres and the pairs' cell grids for ``grouping`` (cached)."""
+        labels = tuple(grouping.label_of.tolist())
+        if labels not in self._layouts:
+            self._layouts[labels] = self._make_layout(geometry, grouping)
+        return self._layouts[labels]
+
+    def _make_layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
+        overlaps = input_overlaps(geometry.runs, grouping.label_of)
+        keys = [(g, h) for g, h in overlaps if g < h]
+        n = len(grouping)
+        comp = components(n, np.array([k[0] for k in keys], np.intp),
+                          np.array([k[1] for k in keys], np.intp))
+        frames = []
+        for c in range(int(comp.max()) + 1 if n else 0):
+            images = [a for g in np.flatnonzero(comp == c) for a in grouping.members[g]]
+            frames.append(Frame.at(np.array([self._footprints[a].center for a in images])))
+        maps = [image_map(self._wcs[a], self._shapes[a], frames[comp[grouping.label_of[a]]])
+                for a in range(len(self._shapes))]
+        centres = np.array([np.mean([maps[a].q_centre for a in m], axis=0) for m in grouping.members])
+        plans = [self._plan(g, h, overlaps, geometry.runs, maps) for g, h in keys]
+        local = []
+        for ny, nx in self._shapes:
+            side = max(MIN_CELL_SIDE, min(nx, ny) / LOCAL_CELLS)
+            local.append(CellGrid(np.eye(2) / side, np.zeros(2)))
+        return _Layout(comp, grouping.label_of.copy(), frames, maps, centres.reshape(-1, 2), plans,
+                       local)
+
+    def _plan(self, g, h, overlaps, runs, maps) -> _PairPlan:
+        sides = (overlaps[(g, h)], overlaps[(h, g)])
+        count, mean, second, area = 0.0, np.zeros(2), np.zeros((2, 2)), 0.0
+        scale = 0.0
+        for side in sides:
+            for a in side:
+                scale = max(scale, maps[a].pixel_scale)
+        for a, partners in sides[0].items():
+            m = maps[a]
+            for b in partners:
+                n, mu, cov = _run_moments(runs[(a, b)])
+                if n == 0:
+                    continue
+                q = m.jac @ (mu - m.pixel_centre) + m.q_affine
+                c = m.jac @ cov @ m.jac.T
+                count += n
+                mean += n * q
+                second += n * (c + np.outer(q, q))
+                area += n * m.pixel_scale**2
+        if count == 0:
+            return _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
+        mean /= count
+        cov = second / count - np.outer(mean, mean)
+        eigen, axes = np.linalg.eigh(cov)  # across (smaller spread), then along
+        width, length = (math.sqrt(12.0 * max(float(v), 0.0)) for v in eigen)
+        smallest = MIN_CELL_SIDE * scale
+        if area < MIN_CELLS * smallest**2:
+            reason = f"overlap too small for {MIN_CELLS} cells of {MIN_CELL_SIDE} x {MIN_CELL_SIDE} pixels"
+            return _PairPlan(g, h, mean, math.nan, reason, ())
+        if width < 2.0 * smallest:
+            reason = f"overlap too thin for two cells of {MIN_CELL_SIDE} pixels across"
+            return _PairPlan(g, h, mean, math.nan, reason, ())
+        # cells along the overlap's axes, tiling the rectangle of its extent (a uniform strip's
+        # length is sqrt(12 variance)): at least 2 across, about CELLS_PER_OVERLAP in all
+        target = math.sqrt(width * length / CELLS_PER_OVERLAP)
+        n_across = max(2, min(round(width / target), int(width // smallest)))
+        n_along = max(1, min(round(length / target), int(length // smallest)))
+        sizes = np.array([width / n_across, length / n_along])
+        to_cells = axes.T / sizes[:, None]  # frame -> cell units
+        start = np.array([n_across, n_along]) / 2.0
+        jobs = []
+        for s, sd in enumerate(sides):
+            for a, partners in sd.items():
+                m = maps[a]
+                matrix = to_cells @ m.jac
+                offset = to_cells @ (m.q_affine - m.jac @ m.pixel_centre - mean) + start
+                jobs.append((s, a, partners, CellGrid(matrix, offset)))
+        side = float(sizes.min())
+        return _PairPlan(g, h, mean, side, "", tuple(jobs))
+
+    # -- stage 2 for planes ------------------------------------------------------------------
+    def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
+                sampled=None, pixel_map=None) -> None:
+        """Compute the cell statistics not cached yet (one task per image).
+
+        With ``compare="differences"`` a pair's cells hold the statistic of its pixel
+        differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
+        o)`` where its pixels fall in the other (the matcher's, shared with the constants).
+        """
+        key = params.key("statistics")
+        todo: dict[int, list] = {}  # image -> [(cache key, what, grid)]
+        if pairs and _differences(params):
+            for plan in layout.plans:
+                for _, s, o, grid in self.difference_jobs(plan, sampled):
+                    ck = (key, s, ("-", o), grid.key())
+                    if ck not in self.cells:
+                        todo.setdefault(s, []).append((ck, ("-", o), grid))
+        elif pairs:
+            for plan in layout.plans:
+                for _, a, partners, grid in plan.jobs:
+                    ck = (key, a, partners, grid.key())
+                    if ck not in self.cells:
+                        todo.setdefault(a, []).append((ck, partners, grid))
+        if local:
+            for a, grid in enumerate(layout.local_grids):
+                ck = (key, a, None, grid.key())
+                if ck not in self.cells:
+                    todo.setdefault(a, []).append((ck, None, grid))
+        if not todo:
+            execution.report("statistics", 0, 0)
+            return
+        images = sorted(todo)
+        tasks = []
+        for a in images:
+            jobs, size = [], 0
+            for _, what, grid in todo[a]:
+                if what is None:
+                    jobs.append((None, grid))
+                    size += self._shapes[a][0] * self._shapes[a][1]
+                elif isinstance(what, tuple) and what and what[0] == "-":
+                    o = what[1]
+                    runs = self._geometry_runs[(a, o)]
+                    jobs.append((DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid))
+                    size += runs.npix
+                else:
+                    runs = self._runs(a, what)
+                    jobs.append((runs, grid))
+                    size += sum(r.npix for r in runs)
+            tasks.append(CellTask(loaders[a], tuple(jobs), size, label=f"images[{a}]"))
+
+        def keep(t: int, stats: list) -> None:
+            for (ck, _, _), cell in zip(todo[images[t]], stats[0]):
+                self.cells[ck] = cell
+
+        files = any(not getattr(loaders[a], "in_memory", False) for a in images)
+        sizes = [t.size for t in tasks]
+        kind = execution.kind(files, sizes)
+        order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
+        execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
+                      units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)
+
+    def difference_jobs(self, plan: _PairPlan, sampled) -> list:
+        """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
+
+        ``sign`` is +1 when the compared image is on the pair's first side (its differences
+        are then ``g - h``), else -1.
+        """
+        grid_of = {a: grid for _, a, _, grid in plan.jobs}
+        first = {a for side, a, _, _ in plan.jobs if side == 0}
+        jobs = []
+        for side, a, partners, _ in plan.jobs:
+            if side != 0:
+                continue
+            for b in sorted(partners):
+                if (b, a) not in self._geometry_runs or not self._geometry_runs[(b, a)]:
+                    continue
+                s, o = sampled(a, b)
+                jobs.append((1.0 if s in first else -1.0, s, o, grid_of[s]))
+        return jobs
+
+    def _runs(self, a: int, partners) -> tuple[Runs, ...]:
+        return tuple(self._geometry_runs[(a, b)] for b in sorted(partners))
+
+    def use_geometry(self, geometry: Geometry) -> None:
+        """Make ``geometry`` current (a new one drops what depends on it)."""
+        if getattr(self, "_geometry_runs", None) is not geometry.runs:
+            self._geometry_runs = geometry.runs
+            self._layouts.clear()
+            self.cells.clear()
+
+    # -- stage 3 for planes ------------------------------------------------------------------
+    def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
+        """The equations: (g, h, q, q_h, d, var, pair), and per pair its fallback reason and count."""
+        key = params.key("statistics")
+        rows = []
+        reasons = []
+        cells_of_pair = []
+        sampled = sampled if _differences(params) else None
+        positions = self._cell_positions(layout, key, sampled)
+        self._multiplicity = self._shared_cells(layout, key, sampled)
+        valid = pair_stats.valid
+        for p, plan in enumerate(layout.plans):
+            reason = plan.reason
+            got = None
+            if not reason:
+                got, reason = self._pair_cells(plan, key, positions, sampled)
+            if got is None:
+                if valid[p] and np.isfinite(plan.centroid).all():
+                    d, err = _pair_difference(pair_stats, p)
+                    got = (plan.centroid[None, :], plan.centroid[None, :], np.array([d]),
+                           np.array([err**2]))
+                elif not valid[p]:
+                    reason = "no valid pixels on one side"
+            reasons.append(reason)
+            if got is None:
+                cells_of_pair.append(0)
+                continue
+            q, q_h, d, var = got
+            cells_of_pair.append(len(d))
+            rows.append((np.full(len(d), plan.g), np.full(len(d), plan.h), q, q_h, d, var,
+                         np.full(len(d), p)))
+        if rows:
+            g, h, q, q_h, d, var, pair = (np.concatenate(x) for x in zip(*rows))
+        else:
+            g = h = pair = np.empty(0, np.intp)
+            q, q_h, d, var = np.empty((0, 2)), np.empty((0, 2)), np.empty(0), np.empty(0)
+        return (g.astype(np.intp), h.astype(np.intp), q, q_h, d, var, pair.astype(np.intp),
+                np.array(reasons, dtype=object), np.array(cells_of_pair, np.int64))
+
+    def _cell_keys(self, plan: _PairPlan, key, sampled) -> list:
+        """``(side sign, image, cache key)`` of a pair's cell statistics."""
+        if sampled is not None:
+            return [(sign, s, (key, s, ("-", o), grid.key()))
+                    for sign, s, o, grid in self.difference_jobs(plan, sampled)]
+        return [(side, a, (key, a, p, grid.key())) for side, a, p, grid in plan.jobs]
+
+    def _cell_positions(self, layout: _Layout, key, sampled=None) -> dict:
+        """Frame positions of the cells' pixel centroids, one WCS call per image."""
+        per_image: dict[int, list] = {}
+        for plan in layout.plans:
+            for _, a, ck in self._cell_keys(plan, key, sampled):
+                per_image.setdefault(a, []).append(ck)
+        out = {}
+        for a, cks in per_image.items():
+            cells = [self.cells[ck] for ck in cks]
+            x = np.concatenate([c.x for c in cells])
+            y = np.concatenate([c.y for c in cells])
+            if not len(x):
+                for ck in cks:
+                    out[ck] = np.empty((0, 2))
+                continue
+            lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
+            frame = layout.frames[layout.frame_of[layout.image_input[a]]]
+            q = frame.project(lon, lat)
+            start = 0
+            for ck, c in zip(cks, cells):
+                out[ck] = q[start : start + len(c.x)]
+                start += len(c.x)
+        return out
+
+    def _shared_cells(self, layout: _Layout, key, sampled=None) -> dict:
+        """Per cell statistics, in how many pairs of inputs its pixels are (at its centroid).
+
+        A pixel in the overlaps of several other inputs enters several equations; its
+        variance is counted that many times in each (the equations are solved as if
+        independent), so that the errors stay honest where overlaps overlap.
+        """
+        runs = self._geometry_runs
+        partners: dict[int, list] = {}
+        for (a, b), r in runs.items():
+            if r and layout.image_input[a] != layout.image_input[b]:
+                partners.setdefault(a, []).append(b)
+        out = {}
+        for plan in layout.plans:
+            for _, a, ck in self._cell_keys(plan, key, sampled):
+                c = self.cells[ck]
+                px, py = np.rint(c.x).astype(np.intp), np.rint(c.y).astype(np.intp)
+                inside: dict[int, np.ndarray] = {}
+                for b in partners.get(a, ()):
+                    h = int(layout.image_input[b])
+                    inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
+                count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+                out[ck] = np.maximum(count, 1)
+        return out
+
+    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
+        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not)."""
+        mult = self._multiplicity
+        if sampled is not None:  # differences: one side, the compared images' pixels
+            parts = [(_scaled(self.cells[ck], mult[ck], sign), positions[ck])
+                     for sign, _, ck in self._cell_keys(plan, key, sampled)]
+            _, v, n, e, q = _combine_cells(parts)
+            ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
+            return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2)
+        sides = []
+        for s in (0, 1):
+            parts = [(_scaled(self.cells[ck], mult[ck]), positions[ck])
+                     for side, _, ck in self._cell_keys(plan, key, None) if side == s]
+            sides.append(_combine_cells(parts))
+        (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
+        _, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+        ok = (na[ia] >= MIN_CELL_PIXELS) & (nb[ib] >= MIN_CELL_PIXELS)
+        ok &= np.isfinite(va[ia]) & np.isfinite(vb[ib]) & np.isfinite(ea[ia]) & np.isfinite(eb[ib])
+        ia, ib = ia[ok], ib[ok]
+        return self._checked(plan, qa[ia], qb[ib], va[ia] - vb[ib], ea[ia] ** 2 + eb[ib] ** 2)
+
+    @staticmethod
+    def _checked(plan: _PairPlan, q, q_h, d, var):
+        """The equations of a pair's cells if they can constrain a plane, else (None, why)."""
+        if len(d) < MIN_CELLS:
+            return None, (f"only {len(d)} cells with {MIN_CELL_PIXELS} usable pixels on both "
+                          f"sides (at least {MIN_CELLS} needed)")
+        spread = np.linalg.eigvalsh(np.cov(q.T, bias=True))[0]
+        if spread < (MIN_SPREAD * plan.side) ** 2:
+            return None, "its cells lie along a line (the overlap is one cell wide)"
+        return (q, q_h, d, var), ""
+
+    def cell_pixels(self, layout: _Layout, params) -> np.ndarray:
+        """Per image, the pixels behind its own cells' statistics."""
+        key = params.key("statistics")
+        return np.array([int(self.cells[(key, a, None, grid.key())].npix.sum())
+                         for a, grid in enumerate(layout.local_grids)], dtype=np.int64)
+
+    def local_planes(self, layout: _Layout, params, grouping: Grouping):
+        """Per image its own plane (pixel frame) and per input its plane on the sky."""
+        key = params.key("statistics")
+        image_fits = []
+        for a, grid in enumerate(layout.local_grids):
+            c = self.cells[(key, a, None, grid.key())]
+            m = layout.maps[a]
+            image_fits.append(fit_plane(np.column_stack([c.x, c.y]), c.value, c.err**2, m.pixel_centre))
+        inputs = [_combine_members(members, image_fits, layout.maps, layout.centres[g])
+                  for g, members in enumerate(grouping.members)]
+        return image_fits, inputs
+
+
+def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether each pixel (px, py) is in the runs (sorted by row, then start, not overlapping)."""
+    if not r:
+        return np.zeros(len(px), bool)
+    width = int(max(r.stop.max(), px.max(initial=0))) + 2
+    keys = r.rows.astype(np.int64) * width + r.start
+    j = np.searchsorted(keys, py.astype(np.int64) * width + px, side="right") - 1
+    j = np.maximum(j, 0)
+    return (r.rows[j] == py) & (r.start[j] <= px) & (px < r.stop[j])
+
+
+def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:
+    """``cells`` with errors inflated by the square root of their pixels' multiplicity."""
+    return CellStats(cells.cell, sign * cells.value, cells.npix,
+                     cells.err * np.sqrt(multiplicity), cells.x, cells.y)
+
+
+def _differences(params) -> bool:
+    """Whether pairs are compared by their pixel differences (``compare="differences"``)."""
+    return getattr(params, "compare", "levels") == "differences"
+
+
+def _pair_difference(pairs: PairStats, p: int) -> tuple[float, float]:
+    """A pair's whole-overlap difference ``g - h`` and its error (either way of comparing)."""
+    if hasattr(pairs, "diff"):
+        return float(pairs.diff[p]), float(pairs.diff_err[p])
+    return (float(pairs.stat_a[p] - pairs.stat_b[p]),
+            float(math.hypot(pairs.err_a[p], pairs.err_b[p])))
+
+
+def _run_moments(r: Runs):
+    """(pixels, mean (x, y), covariance) of a pixel set given as runs, without listing pixels."""
+    if not r:
+        return 0, np.zeros(2), np.zeros((2, 2))
+    start, stop, y = r.start.astype(float), r.stop.astype(float), r.rows.astype(float)
+    n = stop - start
+
+    def s2(m):
+        return m * (m + 1) * (2 * m + 1) / 6.0
+
+    sx = n * (start + stop - 1) / 2.0
+    sxx = s2(stop - 1) - s2(start - 1)
+    total = n.sum()
+    mx, my = sx.sum() / total, (n * y).sum() / total
+    cxx = sxx.sum() / total - mx * mx
+    cyy = (n * y * y).sum() / total - my * my
+    cxy = (y * sx).sum() / total - mx * my
+    return int(total), np.array([mx, my]), np.array([[cxx, cxy], [cxy, cyy]])
+
+
+def _combine_cells(parts):
+    """One side's cells from its members' (CellStats, positions): pixel-weighted per cell."""
+    parts = [(c, q) for c, q in parts if len(c.cell)]
+    if not parts:
+        e = np.empty(0)
+        return np.empty(0, np.int64), e, np.empty(0, np.int64), e, np.empty((0, 2))
+    if len(parts) == 1:
+        c, q = parts[0]
+        return c.cell, c.value, c.npix, c.err, q
+    cell = np.concatenate([c.cell for c, _ in parts])
+    value = np.concatenate([c.value for c, _ in parts])
+    npix = np.concatenate([c.npix for c, _ in parts]).astype(float)
+    err = np.concatenate([c.err for c, _ in parts])
+    q = np.concatenate([q for _, q in parts])
+    keys, inv = np.unique(cell, return_inverse=True)
+    inv = inv.ravel()
+    ok = np.isfinite(value) & (npix > 0)
+    w = np.where(ok, npix, 0.0)
+    total = np.bincount(inv, w, minlength=len(keys))
+    safe = np.where(total > 0, total, 1.0)
+    v = np.bincount(inv, w * np.where(ok, value, 0.0), minlength=len(keys)) / safe
+    e = np.sqrt(np.bincount(inv, (w * np.where(ok, err, 0.0)) ** 2, minlength=len(keys))) / safe
+    qq = np.column_stack([np.bincount(inv, w * q[:, k], minlength=len(keys)) for k in range(2)])
+    qq /= safe[:, None]
+    v[total == 0] = np.nan
+    return keys, v, total.astype(np.int64), e, qq
+
+
+def _sky_transform(m: ImageMap) -> np.ndarray:
+    """(level, slope_x, slope_y) in pixels -> (level, slope per arcsec east, north)."""
+    t = np.eye(3)
+    t[1:, 1:] = np.linalg.inv(m.jac).T
+    return t
+
+
+def _combine_members(members, fits, maps, centre) -> PlaneFit:
+    """An input's plane on the sky from its images' own planes (weighted least squares)."""
+    normal, rhs = np.zeros((3, 3)), np.zeros(3)
+    used = 0
+    for a in members:
+        f = fits[a]
+        if not f.ok:
+            continue
+        t = _sky_transform(maps[a])
+        coef, cov = t @ f.coef, t @ f.cov @ t.T
+        design = np.eye(3)
+        design[0, 1:] = maps[a].q_centre - centre
+        try:
+            w = np.linalg.inv(cov)
+        except np.linalg.LinAlgError:
+            continue
+        normal += design.T @ w @ design
+        rhs += design.T @ w @ coef
+        used += f.used
+    if not used:
+        return PlaneFit(np.full(3, np.nan), np.full((3, 3), np.nan), 0)
+    cov = np.linalg.inv(normal)
+    return PlaneFit(cov @ rhs, cov, used)
+
+
+# -- stage 3 ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PlaneSolution:
+    """Planes over inputs (frame coefficients) and over images (pixel coefficients)."""
+
+    coef: np.ndarray  # (n_inputs, 3): level at the input's centre, slopes per arcsec (E, N)
+    cov: np.ndarray  # (n_inputs, 3, 3)
+    valid: np.ndarray
+    reason: list
+    component: np.ndarray
+    delta: np.ndarray  # (n_inputs, 3): the match planes, zero-mean gauge (NaN: none)
+    local: np.ndarray  # (n_inputs, 3): the local planes (NaN: not computed)
+    warnings: tuple
+    pair_residual: np.ndarray  # weighted mean residual per pair
+    resid_gradient: np.ndarray
+    plane_fallback: np.ndarray
+    cells: np.ndarray
+
+
+def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations, local,
+                 match_down: bool, anchor: str, disconnected) -> PlaneSolution:
+    """Stage 3 with planes: ``skymethod`` over the equations and the local planes.
+
+    ``equations`` is what `PlaneStage.equations` gives (None when not measured), ``local``
+    the inputs' local `PlaneFit` (None for ``match``); ``disconnected(component, n_comp)``
+    makes the message of a disconnected mosaic.
+    """
+    n = len(grouping)
+    centres = layout.centres
+    nan3 = np.full((n, 3), np.nan)
+    reason = [""] * n
+    warnings: list[str] = []
+    n_pairs = len(layout.plans)
+    pair_residual = np.full(n_pairs, np.nan)
+    resid_gradient = np.full(n_pairs, np.nan)
+    fallback = np.array([""] * n_pairs, dtype=object)
+    cells = np.zeros(n_pairs, np.int64)
+    loc = np.array([f.coef for f in local]) if local is not None else nan3.copy()
+    loc_cov = np.array([f.cov for f in local]) if local is not None else np.full((n, 3, 3), np.nan)
+    delta = nan3.copy()
+    geo_comp = layout.frame_of
+    if "match" in skymethod:
+        g, h, q, q_h, d, var, pair, fallback, cells = equations
+        off = solve_plane_offsets(n, g, h, q, d, var, centres, q_h,
+                                  constant=fallback[pair] != "")
+        comp = off.component
+        n_comp = int(comp.max()) + 1 if n else 0
+        if n_comp > 1 and n > 1:
+            warnings.append(disconnected(comp, n_comp))
+        matched = np.isfinite(off.coef).all(axis=1)
+        delta = off.coef.copy()
+        _pair_diagnostics(off, g, h, q, var, pair, centres, pair_residual, resid_gradient, fallback)
+        for k in np.flatnonzero(~matched):
+            reason[k] = "no valid overlap with another input"
+        for k in np.flatnonzero(off.slope_free & matched):
+            reason[k] = ("its slopes are not determined by its overlaps (too small or thin for "
+                         "cells): set to its component's mean slope")
+        coef, cov = off.coef.copy(), off.cov.copy()
+        if skymethod == "match":
+            for members in _scopes(anchor, comp, matched):
+                levels = coef[members, 0]
+                coef[members, 0] -= levels.min() if match_down else levels.max()
+        else:
+            ok = matched & np.isfinite(loc).all(axis=1)
+            coef, cov = _lift(coef, cov, loc, loc_cov, centres, comp, ok, matched, anchor)
+            lone = ~matched & np.isfinite(loc).all(axis=1)
+            coef[lone], cov[lone] = loc[lone], loc_cov[lone]
+            for k in np.flatnonzero(lone):
+                reason[k] = "not matched (no valid overlap with another input): its own local plane"
+    else:
+        comp = geo_comp
+        ok = np.isfinite(loc).all(axis=1)
+        if skymethod == "local":
+            coef, cov = loc.copy(), loc_cov.copy()
+        else:  # global: one plane, from the local planes alone
+            zero = np.where(ok[:, None], 0.0, np.nan) * np.ones(3)
+            coef, cov = _lift(zero, np.zeros((n, 3, 3)), loc, loc_cov, centres, comp, ok, ok, "global")
+        for k in np.flatnonzero(~ok):
+            reason[k] = "no valid pixels (masked, non-finite or outside lower/upper)"
+    valid = np.isfinite(coef).all(axis=1)
+    for k in np.flatnonzero(~valid):
+        reason[k] = reason[k] or "no sky could be computed"
+    return PlaneSolution(coef, cov, valid, reason, comp, delta, loc, tuple(warnings),
+                         pair_residual, resid_gradient, fallback, cells)
+
+
+def _scopes(anchor: str, comp: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
+    if not usable.any():
+        return []
+    if anchor == "global":
+        return [np.flatnonzero(usable)]
+    return [np.flatnonzero(usable & (comp == c)) for c in np.unique(comp[usable])]
+
+
+def _lift(coef, cov, loc, loc_cov, centres, comp, ok, targets, anchor):
+    """The planes lifted by one common plane towards the local planes (global+match, global).
+
+    Per component, the common slope is the median over inputs of (local - match) slopes;
+    the level is the lowest (local - match) level at the inputs' centres, over the anchor's
+    scope.  Constants: exactly the reference's ``min(local - delta)``.
+    """
+    coef, cov = coef.copy(), cov.copy()
+    n = len(coef)
+    slope = np.full((n, 2), np.nan)
+    mid = np.full((n, 2), np.nan)
+    for c in np.unique(comp[ok]):
+        members = np.flatnonzero(ok & (comp == c))
+        slope[comp == c] = np.median(loc[members, 1:] - coef[members, 1:], axis=0)
+        mid[comp == c] = centres[members].mean(axis=0)
+    lifted = loc[:, 0] - coef[:, 0] - np.einsum("ij,ij->i", slope, centres - mid)
+    for members in _scopes(anchor, comp, ok):
+        k = members[np.argmin(lifted[members])]
+        scope = members if anchor == "component" else np.flatnonzero(targets)
+        scope = scope[np.isfinite(slope[scope]).all(axis=1)]
+        coef[scope, 0] += lifted[k] + np.einsum("ij,ij->i", slope[scope], centres[scope] - mid[scope])
+        coef[scope, 1:] += slope[scope]
+        cov[scope, 0, 0] += loc_cov[k, 0, 0] + cov[k, 0, 0]
+        m = max(int((ok & (comp == comp[k])).sum()), 1)
+        extra = np.pi / 2 * np.nanmean(loc_cov[ok & (comp == comp[k])][:, 1:, 1:], axis=0) / m
+        cov[scope, 1:, 1:] += extra
+    return coef, cov
+
+
+def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradient, fallback):
+    """Per pair: the weighted mean residual and the gradient of the residuals (cells only)."""
+    if not len(pair):
+        return
+    w = np.where(off.used, 1.0 / np.maximum(var, 1e-300), 0.0)
+    n_pairs = len(mean_resid)
+    total = np.bincount(pair, w, minlength=n_pairs)
+    r = np.where(np.isfinite(off.residual), off.residual, 0.0)
+    has = total > 0
+    mean_resid[has] = (np.bincount(pair, w * r, minlength=n_pairs) / np.where(has, total, 1))[has]
+    order = np.argsort(pair, kind="stable")
+    starts = np.searchsorted(pair[order], np.arange(n_pairs + 1))
+    for p in np.flatnonzero(has & (fallback == "")):
+        rows = order[starts[p] : starts[p + 1]]
+        rows = rows[off.used[rows]]
+        if len(rows) < 3:
+            continue
+        design = np.column_stack([np.ones(len(rows)), q[rows] - q[rows].mean(axis=0)])
+        sw = np.sqrt(w[rows])
+        sol, *_ = np.linalg.lstsq(design * sw[:, None], r[rows] * sw, rcond=None)
+        resid_gradient[p] = float(np.hypot(sol[1], sol[2]))
+
+
+def image_planes(sol: PlaneSolution, layout: _Layout):
+    """Per image: level at its centre, slope_x, slope_y, covariance (n, 3, 3), gradient, PA."""
+    n_images = len(layout.maps)
+    level = np.full(n_images, np.nan)
+    slopes = np.full((n_images, 2), np.nan)
+    cov = np.full((n_images, 3, 3), np.nan)
+    local = np.full(n_images, np.nan)
+    delta = np.full(n_images, np.nan)
+    gradient = np.full(n_images, np.nan)
+    pa = np.full(n_images, np.nan)
+    for a, m in enumerate(layout.maps):
+        g = layout.image_input[a]
+        offset = m.q_centre - layout.centres[g]
+        t = np.zeros((3, 3))
+        t[0, 0] = 1.0
+        t[0, 1:] = offset
+        t[1:, 1:] = m.jac.T
+        c = sol.coef[g]
+        out = t @ c
+        level[a], slopes[a] = out[0], out[1:]
+        unknown = np.isnan(sol.cov[g, 1, 1])  # slopes set, not measured: level exact given them
+        cov[a] = t @ np.nan_to_num(sol.cov[g], nan=0.0) @ t.T
+        if unknown:
+            cov[a, 1:, :] = cov[a, :, 1:] = np.nan
+        gradient[a] = math.hypot(c[1], c[2])
+        if gradient[a] > 0:
+            pa[a] = math.degrees(math.atan2(c[1], c[2])) % 360.0
+        # the local and the match planes at the image's centre
+        delta[a] = sol.delta[g, 0] + sol.delta[g, 1:] @ offset
+        local[a] = sol.local[g, 0] + sol.local[g, 1:] @ offset
+    return level, slopes, cov, gradient, pa, local, delta
+
+
+def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping: Grouping,
+                 own_npix, params: dict):
+    """The `SkyMatchResult` of a plane run (``sky``: each image's level at its centre)."""
+    from dataclasses import replace
+
+    from .result import assemble_result
+    from .solve import Solution
+
+    solution = Solution(sol.coef[:, 0].copy(), np.sqrt(sol.cov[:, 0, 0]), sol.valid,
+                        list(sol.reason), sol.component, sol.delta[:, 0], sol.warnings)
+    result = assemble_result(solution, pairs, None, grouping, own_npix, params)
+    level, slopes, cov, gradient, pa, local, delta = image_planes(sol, layout)
+    invalid = ~result.valid
+    level[invalid] = np.nan
+    with np.errstate(invalid="ignore"):
+        sky_err = np.sqrt(cov[:, 0, 0])
+    table = replace(result.pairs, diff_after=sol.pair_residual)
+    plane = PlaneResult(
+        slope_x=slopes[:, 0], slope_y=slopes[:, 1], cov=cov, gradient=gradient, gradient_pa=pa,
+        resid_gradient=sol.resid_gradient, plane_fallback=np.asarray(sol.plane_fallback, dtype=object),
+        cells=sol.cells,
+    )
+    return replace(result, sky=level, sky_err=sky_err, local=local, delta=delta, pairs=table,
+                   plane=plane)

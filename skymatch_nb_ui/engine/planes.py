@@ -1,0 +1,843 @@
+"""Sky planes (``skymodel="plane"``): a level and a gradient per input, fitted from cells of overlaps.
+
+The model
+---------
+The sky of image ``i`` is ``level_i + slope_x_i * (x - x0_i) + slope_y_i * (y - y0_i)`` in its
+own 0-based pixels, ``(x0, y0) = ((nx - 1) / 2, (ny - 1) / 2)`` its centre: `plane_values`
+evaluates it, and that is what results, views, ``subtract`` and written copies use.
+
+The solve works on the sky.  Each connected part of the mosaic gets a *frame*: the gnomonic
+(tangent-plane) projection at the normalised mean of its images' centres, with axes ``xi``
+to the east and ``eta`` to the north, in arcsec.  Gnomonic projection maps great circles to
+lines, so "a plane on the sky" is a plane there, whatever the images' orientations, pixel
+scales or distortions.  Every *input* (an image alone, or a group) has one plane in it,
+``L + A * (xi - xi_g) + B * (eta - eta_g)`` about the input's centre ``(xi_g, eta_g)`` (the
+mean of its images' centres): a group spanning several detectors shares one plane on the sky.
+Each image's own coefficients follow: its level is the input's plane at the image's centre
+(exact), its slopes the sky gradient carried into its pixels by the least-squares affine map
+from its pixels to the frame (the image's WCS at 5 x 5 points; for a distorted WCS the
+pixel-frame plane is the best affine approximation of the sky plane over the image).
+
+Cells
+-----
+An overlap of two inputs is cut into rectangular cells along its principal axes on the
+frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle) is tiled by
+about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
+pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 3 cells).  Each image's pixels are
+put in cells through its affine map; each side's statistic (``skystat``, with the clipping
+parameters, as for constants) over its pixels in a cell gives, for a cell with at least
+`MIN_CELL_PIXELS` usable pixels on both sides, one equation::
+
+    plane_g(q) - plane_h(q) = stat_g(cell) - stat_h(cell)      (error: both sides' errors)
+
+at the cell's position ``q`` (the mean of both sides' pixel centroids, through the exact
+WCS).  A pair whose overlap is too small or too thin for `MIN_CELLS` cells spread over two
+directions (the cells' positions spread across the thinner direction by at least
+`MIN_SPREAD` cell sides) gives instead one *constant* equation: the whole-overlap statistics
+of ``skymodel="constant"``, at the overlap's centroid; ``plane_fallback`` says why.
+
+The solve
+---------
+All the equations, weighted by their inverse variances, form one sparse least-squares
+problem with 3 unknowns per input, solved per connected component (normal equations ordered
+by breadth-first levels: block tridiagonal, factored block by block as the constant solve in
+`lstsq`).  Equations more than `CLIP` calibrated errors from the fit are dropped and the fit
+repeated (at most 3 times).  Errors are scaled up by ``sqrt(chi2 / dof)`` of the component
+when it exceeds 1 (the cells also see what does not cancel between the two sides).
+
+*The gauge.*  Adding one plane on the sky to every input changes no difference: overlaps
+cannot see a common plane.  It is fixed the way ``match_down`` fixes the constant: **no net
+slope is added to the mosaic** (the inputs' sky slopes have zero mean over each component),
+and the level by ``match_down`` (the lowest or highest level, at the inputs' centres, is 0).
+Slopes that the overlaps do not determine (an input linked only by constant equations) are
+set by a vanishing ridge towards the component's mean slope; their ``reason`` says so.
+
+Methods keep their meaning: ``local`` is a robust fit of a plane to each image's own cells
+(the statistic per cell, planes fitted with iterative clipping of cells at `CLIP` calibrated
+errors; a group's members' planes combined into one on the sky); ``global`` is one common
+plane: the median of the local slopes (per component) and the lowest local level;
+``global+match`` lifts the match planes by one common plane: its slope the median of
+``local - match`` slopes per component, its level the lowest ``local - match`` level at the
+inputs' centres (for constants this is exactly the reference's rule).
+
+Examples
+--------
+>>> plane_values(10.0, 1.0, 0.5, (3, 3))
+array([[ 8.5,  9.5, 10.5],
+       [ 9. , 10. , 11. ],
+       [ 9.5, 10.5, 11.5]])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+
+from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
+from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
+from .measure import Scratch, load_pixels, thread_scratch
+from .params import StatParams
+from .stats import StatisticError, sky_statistic
+
+__all__ = [
+    "CELLS_PER_OVERLAP",
+    "CLIP",
+    "MIN_CELLS",
+    "MIN_CELL_PIXELS",
+    "MIN_CELL_SIDE",
+    "CellGrid",
+    "CellStats",
+    "CellTask",
+    "DifferenceRegion",
+    "Frame",
+    "ImageMap",
+    "PlaneFit",
+    "fit_plane",
+    "measure_cell_batch",
+    "measure_cells",
+    "plane_values",
+    "solve_plane_offsets",
+]
+
+#: Arcsec per radian.
+ARCSEC = 180.0 * 3600.0 / math.pi
+#: Cells per overlap aimed at (fewer for small overlaps, see `MIN_CELL_SIDE`).
+CELLS_PER_OVERLAP = 6
+#: Smallest cell side, in pixels of the coarser image of a pair.
+MIN_CELL_SIDE = 12
+#: Usable pixels a cell needs on each side of a pair (and in an image, for a local fit).
+MIN_CELL_PIXELS = 64
+#: Cells a pair needs to constrain a plane.
+MIN_CELLS = 3
+#: Spread (rms, in cell sides) the cells' positions need across the thinner direction.
+MIN_SPREAD = 0.25
+#: Cells along each side of an image for its local plane.
+LOCAL_CELLS = 8
+#: Equations or cells farther than this many calibrated errors from a fit are dropped.
+CLIP = 5.0
+#: Passes of the fit with clipping.
+PASSES = 3
+
+_OFFSET = 1 << 20  # cell indices are stored as (iu + _OFFSET) << 21 | (iv + _OFFSET)
+
+
+def plane_values(level, slope_x, slope_y, shape: tuple[int, int]) -> np.ndarray:
+    """The plane ``level + slope_x * (x - x0) + slope_y * (y - y0)`` on an image of ``shape``.
+
+    ``(x0, y0) = ((nx - 1) / 2, (ny - 1) / 2)`` is the image's centre in 0-based pixels, so
+    ``level`` is the sky at the centre.
+
+    Parameters
+    ----------
+    level, slope_x, slope_y : float
+        The plane's coefficients (data units, and data units per pixel along x and y).
+    shape : (int, int)
+        (ny, nx) of the image.
+
+    Returns
+    -------
+    ndarray of float64, shape ``shape``
+
+    Examples
+    --------
+    >>> plane_values(1.0, 0.5, 0.0, (1, 3)).tolist()
+    [[0.5, 1.0, 1.5]]
+    """
+    ny, nx = (int(s) for s in shape)
+    x = np.arange(nx, dtype=np.float64) - (nx - 1) / 2.0
+    y = np.arange(ny, dtype=np.float64) - (ny - 1) / 2.0
+    return float(level) + float(slope_y) * y[:, None] + float(slope_x) * x[None, :]
+
+
+# -- frames -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    """A tangent plane of the sky: gnomonic projection at ``center``, axes east and north (arcsec)."""
+
+    center: np.ndarray
+    east: np.ndarray
+    north: np.ndarray
+
+    @classmethod
+    def at(cls, xyz: np.ndarray) -> Frame:
+        """The frame at the normalised sum of unit vectors ``xyz`` (n, 3)."""
+        c = np.asarray(xyz, float).reshape(-1, 3).sum(axis=0)
+        c = c / np.linalg.norm(c)
+        if np.hypot(c[0], c[1]) < 1e-9:  # at a pole east is undefined: any pair of axes
+            east, north = tangent_basis(c)
+        else:
+            east = np.array([-c[1], c[0], 0.0]) / np.hypot(c[0], c[1])
+            north = np.cross(c, east)
+        return cls(c, east, north)
+
+    def project(self, lon, lat) -> np.ndarray:
+        """(xi, eta) in arcsec, shape (n, 2), of points in degrees."""
+        p = lonlat_to_xyz(np.asarray(lon, float).ravel(), np.asarray(lat, float).ravel())
+        w = p @ self.center
+        if np.any(w <= 0.05):
+            raise ValueError(
+                "skymodel='plane' needs each connected part of the mosaic to lie within about "
+                "85 degrees of its centre (a tangent plane); this one spans more"
+            )
+        return np.column_stack([p @ self.east, p @ self.north]) / w[:, None] * ARCSEC
+
+
+@dataclass(frozen=True)
+class ImageMap:
+    """Where an image's pixels are in a frame: its exact centre and an affine map.
+
+    ``q = jac @ ((x, y) - pixel_centre) + q_affine`` is the least-squares affine map over
+    5 x 5 points of the image (exact for a linear WCS up to the projection's curvature);
+    ``q_centre`` is the exact position of the image's centre.
+    """
+
+    pixel_centre: np.ndarray  # (x0, y0)
+    q_centre: np.ndarray  # (xi, eta) of the centre, exact
+    q_affine: np.ndarray  # intercept of the affine map at the centre
+    jac: np.ndarray  # (2, 2): d(xi, eta) / d(x, y), arcsec per pixel
+
+    @property
+    def pixel_scale(self) -> float:
+        """Arcsec per pixel (square root of the Jacobian's determinant)."""
+        return math.sqrt(abs(float(np.linalg.det(self.jac))))
+
+    def affine(self, x, y) -> np.ndarray:
+        """Positions (n, 2) in the frame of pixels (x, y), by the affine map."""
+        p = np.column_stack([np.ravel(x), np.ravel(y)]) - self.pixel_centre
+        return p @ self.jac.T + self.q_affine
+
+
+def image_map(wcs: CelestialWCS, shape: tuple[int, int], frame: Frame) -> ImageMap:
+    """The `ImageMap` of an image of ``shape`` through ``wcs`` in ``frame``."""
+    ny, nx = shape
+    c = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
+    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 5), np.linspace(-0.5, ny - 0.5, 5))
+    x = np.concatenate([[c[0]], gx.ravel()])
+    y = np.concatenate([[c[1]], gy.ravel()])
+    lon, lat = wcs.pixel_to_lonlat(x, y)
+    q = frame.project(lon, lat)
+    if not np.isfinite(q).all():
+        raise ValueError(f"{wcs.name} gives non-finite sky positions on its image")
+    design = np.column_stack([np.ones(len(x) - 1), x[1:] - c[0], y[1:] - c[1]])
+    coef, *_ = np.linalg.lstsq(design, q[1:], rcond=None)
+    return ImageMap(pixel_centre=c, q_centre=q[0], q_affine=coef[0], jac=coef[1:].T.copy())
+
+
+# -- stage 2: statistics in cells -----------------------------------------------------------------
+@dataclass(frozen=True)
+class CellGrid:
+    """Square cells on an image's pixels: cell ``floor(matrix @ (x, y) + offset)``."""
+
+    matrix: np.ndarray  # (2, 2)
+    offset: np.ndarray  # (2,)
+
+    def key(self) -> bytes:
+        """A hashable identity (for caches)."""
+        return self.matrix.tobytes() + self.offset.tobytes()
+
+
+@dataclass(frozen=True, eq=False)
+class CellStats:
+    """Statistics of one image's pixels in cells.
+
+    Attributes
+    ----------
+    cell : ndarray of int64
+        The cell of each entry (its two indices packed in one integer).
+    value, err : ndarray
+        The statistic and its 1-sigma error (NaN when not computed).
+    npix : ndarray of int
+        Pixels behind the statistic (after limits and clipping).
+    x, y : ndarray
+        The centroid of the cell's usable pixels (0-based pixel coordinates).
+    """
+
+    cell: np.ndarray
+    value: np.ndarray
+    npix: np.ndarray
+    err: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceRegion:
+    """A region of pixel differences (``compare="differences"``).
+
+    This image's pixels ``runs`` minus ``loader``'s image interpolated there (``pmap``: where
+    they fall in it).
+    """
+
+    loader: object
+    runs: Runs
+    pmap: object
+
+
+@dataclass(frozen=True, eq=False)
+class CellTask:
+    """One `measure_cells` call: an image, its regions (None: all pixels) and their grids."""
+
+    loader: object
+    jobs: tuple  # ((region or None, CellGrid), ...)
+    size: int
+    label: str = ""
+
+
+def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
+                  scratch: Scratch | None = None) -> list[CellStats]:
+    """The statistic of one image's pixels in each cell of each job: a stage-2 task.
+
+    Parameters
+    ----------
+    loader : ImageLoader
+        The image.
+    jobs : sequence of (region, CellGrid)
+        ``region`` None for all the image's pixels, a tuple of `Runs` whose union is
+        measured, or a `DifferenceRegion` (the statistic of the pixel differences with
+        another image, its error inflated for the interpolation's correlations); the grid
+        says which cell each pixel is in.
+    params : StatParams
+        The statistic, limits and clipping (as for the constant sky).
+
+    Returns
+    -------
+    list of CellStats
+        One per job; only cells with at least `MIN_CELL_PIXELS` usable pixels.
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui.engine.loaders import ArrayImage
+    >>> image = ArrayImage(np.add.outer(np.zeros(16), np.arange(32.0)))
+    >>> grid = CellGrid(np.eye(2) / 16, np.zeros(2))
+    >>> s = measure_cells(image, [(None, grid)], StatParams(skystat="mean"))[0]
+    >>> s.value.tolist(), s.x.tolist()
+    ([7.5, 23.5], [7.5, 23.5])
+    """
+    scratch = thread_scratch() if scratch is None else scratch
+    image, mask = load_pixels(loader)
+    return [_cells_of(image, mask, region, grid, params, scratch) for region, grid in jobs]
+
+
+def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[list[CellStats]]:
+    """`measure_cells` for each of ``tasks`` (the unit of work sent to a worker)."""
+    out = []
+    for t in tasks:
+        try:
+            out.append(measure_cells(t.loader, t.jobs, params))
+        except StatisticError as exc:
+            raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
+    return out
+
+
+def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch) -> CellStats:
+    if isinstance(region, DifferenceRegion):
+        return _difference_cells(image, mask, region, grid, params, scratch)
+    ny, nx = image.shape
+    if region is None:
+        runs = Runs(np.arange(ny, dtype=np.intp), np.zeros(ny, np.intp), np.full(ny, nx, np.intp))
+    else:
+        runs = Runs.union(list(region), image.shape)
+    if not runs:
+        return _no_cells()
+    pieces, code, nv, u0, v0 = _cell_pieces(runs, grid)
+    cells, first = np.unique(code, return_index=True)
+    ends = np.r_[first[1:], len(code)]
+    values = pieces.gather(image)  # cell after cell, rows in order inside each
+    good = np.isfinite(values)
+    if mask is not None:
+        good &= pieces.gather(mask)
+    lengths = pieces.stop - pieces.start
+    at = np.r_[0, np.cumsum(lengths)]
+    if good.all():  # centroids from the pieces alone
+        n = lengths.astype(float)
+        sx = n * (pieces.start + pieces.stop - 1) / 2.0
+        sy = n * pieces.rows
+    else:
+        idx = pieces.flat_indices(nx)
+        starts = at[:-1][lengths > 0]
+        n = np.zeros(len(lengths))
+        sx, sy = np.zeros(len(lengths)), np.zeros(len(lengths))
+        n[lengths > 0] = np.add.reduceat(good, starts)
+        sx[lengths > 0] = np.add.reduceat(np.where(good, idx % nx, 0), starts)
+        sy[lengths > 0] = np.add.reduceat(np.where(good, idx // nx, 0), starts)
+    piece_cell = np.repeat(np.arange(len(cells)), ends - first)
+    count = np.bincount(piece_cell, n, minlength=len(cells))
+    keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
+    cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
+    cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
+    value, err = np.full(len(keep), np.nan), np.full(len(keep), np.nan)
+    npix = np.zeros(len(keep), np.int64)
+    for c, k in enumerate(keep):
+        lo, hi = at[first[k]], at[ends[k]]
+        stat = sky_statistic(values[lo:hi][good[lo:hi]], params, work=scratch.work)
+        value[c], npix[c], err[c] = stat.value, stat.npix, stat.err
+    cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
+    cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
+    return CellStats(cell, value, npix, err, cx, cy)
+
+
+def _cell_pieces(runs: Runs, grid: CellGrid):
+    """The runs cut where the cell changes, in cell order: (pieces, cell code, nv, u0, v0).
+
+    Along a row the cell coordinates are linear in x, so a run changes cell only where one
+    of them crosses an integer: each run is cut there (a few cuts per run), and each piece
+    takes the cell of its middle pixel.  No per-pixel arithmetic.
+    """
+    m, o = grid.matrix, grid.offset
+    rows = runs.rows.astype(np.float64)
+    first_x, last_x = runs.start.astype(np.float64), runs.stop.astype(np.float64) - 1.0
+    cuts_run, cuts_x = [np.arange(len(rows))], [runs.start.astype(np.float64)]
+    for axis in (0, 1):
+        slope, base = m[axis, 0], m[axis, 1] * rows + o[axis]
+        if slope == 0:
+            continue
+        f0 = np.floor(slope * first_x + base)
+        f1 = np.floor(slope * last_x + base)
+        count = np.abs(f1 - f0).astype(np.intp)
+        run = np.repeat(np.arange(len(rows)), count)
+        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        if slope > 0:  # the first x whose u reaches the next integer
+            x = np.ceil((f0[run] + 1 + j - base[run]) / slope)
+        else:  # the first x whose u falls below the current integer
+            x = np.floor((f0[run] - j - base[run]) / slope) + 1
+        cuts_run.append(run)
+        cuts_x.append(np.clip(x, first_x[run], last_x[run] + 1))
+    run = np.concatenate(cuts_run)
+    x = np.concatenate(cuts_x)
+    order = np.lexsort((x, run))
+    run, x = run[order], x[order]
+    stop = np.r_[x[1:], 0.0]
+    last = np.r_[run[1:] != run[:-1], True]
+    stop[last] = last_x[run[last]] + 1
+    keep = stop > x
+    run, start, stop = run[keep], x[keep].astype(np.intp), stop[keep].astype(np.intp)
+    mid = (start + stop - 1) / 2.0
+    iu = np.floor(m[0, 0] * mid + m[0, 1] * rows[run] + o[0]).astype(np.int64)
+    iv = np.floor(m[1, 0] * mid + m[1, 1] * rows[run] + o[1]).astype(np.int64)
+    u0, v0 = int(iu.min()), int(iv.min())
+    nv = int(iv.max()) - v0 + 1
+    code = (iu - u0) * nv + (iv - v0)
+    by_cell = np.argsort(code, kind="stable")  # rows stay in order inside a cell
+    pieces = Runs(runs.rows[run][by_cell], start[by_cell], stop[by_cell])
+    return pieces, code[by_cell], nv, u0, v0
+
+
+def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                      scratch: Scratch) -> CellStats:
+    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+    from .differences import interpolation_inflation, pair_differences
+
+    other, other_mask = load_pixels(region.loader)
+    runs = region.runs
+    if not runs:
+        return _no_cells()
+    d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
+                             lower=params.lower, upper=params.upper)
+    idx = runs.flat_indices(image.shape[1])
+    good = np.isfinite(d)
+    of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
+    cells = _cell_statistics(idx[good], np.asarray(d)[good], image.shape[1], grid, of_differences,
+                             scratch)
+    inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
+    return CellStats(cells.cell, cells.value, cells.npix, cells.err * inflation, cells.x, cells.y)
+
+
+def _cell_statistics(idx, values, nx: int, grid: CellGrid, params: StatParams,
+                     scratch: Scratch) -> CellStats:
+    """The statistic of ``values`` (at flat pixel indices ``idx``) in each cell of ``grid``."""
+    if not len(idx):
+        return _no_cells()
+    y = idx // nx
+    x = idx - y * nx
+    # which cell: in float32 (a cell boundary is off by ~1e-5 pixel at most; the equations use
+    # the exact centroids of the pixels each cell got, so nothing depends on it)
+    xf, yf = x.astype(np.float32), y.astype(np.float32)
+    m, o = grid.matrix.astype(np.float32), grid.offset.astype(np.float32)
+    iu = np.floor(m[0, 0] * xf + m[0, 1] * yf + o[0]).astype(np.int32)
+    iv = np.floor(m[1, 0] * xf + m[1, 1] * yf + o[1]).astype(np.int32)
+    u0, v0 = int(iu.min()), int(iv.min())
+    nv = int(iv.max()) - v0 + 1
+    compact = (iu - u0) * nv + (iv - v0)
+    n_codes = int(compact.max()) + 1
+    if n_codes < 32767:
+        compact = compact.astype(np.int16)  # a radix sort
+    counts_all = np.bincount(compact, minlength=n_codes)
+    present = np.flatnonzero(counts_all)
+    counts = counts_all[present]
+    cx = np.bincount(compact, x, minlength=n_codes)[present] / counts
+    cy = np.bincount(compact, y, minlength=n_codes)[present] / counts
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(compact, kind="stable")
+    vs = values[order]
+    sorted_cells = present  # the code of each present cell, in order
+    keep = counts >= MIN_CELL_PIXELS
+    starts, counts, cx, cy = starts[keep], counts[keep], cx[keep], cy[keep]
+    k = len(starts)
+    value, err = np.full(k, np.nan), np.full(k, np.nan)
+    npix = np.zeros(k, np.int64)
+    for c, (a, n) in enumerate(zip(starts, counts)):
+        s = sky_statistic(vs[a : a + n], params, work=scratch.work)
+        value[c], npix[c], err[c] = s.value, s.npix, s.err
+    code = sorted_cells[keep].astype(np.int64)
+    cu, cv = np.divmod(code, nv)
+    cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
+    return CellStats(cell, value, npix, err, cx, cy)
+
+
+def _no_cells() -> CellStats:
+    e = np.empty(0)
+    return CellStats(np.empty(0, np.int64), e, np.empty(0, np.int64), e, e, e)
+
+
+# -- robust plane fits ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlaneFit:
+    """A plane ``level + slope . (q - centre)`` with its covariance.
+
+    Attributes
+    ----------
+    coef : ndarray (3,)
+        level (at ``centre``), slope along the first and second coordinate.
+    cov : ndarray (3, 3)
+        Its covariance (scaled by the fit's chi2 per degree of freedom when above 1).
+    used : int
+        Points used after clipping.
+    """
+
+    coef: np.ndarray
+    cov: np.ndarray
+    used: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fit has a finite plane."""
+        return bool(np.isfinite(self.coef).all())
+
+
+_NO_PLANE = PlaneFit(np.full(3, np.nan), np.full((3, 3), np.nan), 0)
+
+
+def fit_plane(q: np.ndarray, value: np.ndarray, var: np.ndarray, centre: np.ndarray) -> PlaneFit:
+    """Weighted least-squares plane through points, refitted without points beyond `CLIP` errors.
+
+    The errors are calibrated on the fit: scaled by ``sqrt(chi2 / dof)`` when that is above 1.
+
+    Examples
+    --------
+    >>> q = np.array([[0.0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]])
+    >>> fit = fit_plane(q, 1 + 2 * q[:, 0] - q[:, 1], np.ones(5), np.zeros(2))
+    >>> np.round(fit.coef, 12).tolist()
+    [1.0, 2.0, -1.0]
+    """
+    ok = np.isfinite(value) & np.isfinite(var) & np.isfinite(q).all(axis=1)
+    q, value, var = q[ok], value[ok], _floored(var[ok])
+    keep = np.ones(len(value), bool)
+    for _ in range(PASSES + 1):
+        if keep.sum() < 3:
+            return _NO_PLANE
+        design = np.column_stack([np.ones(keep.sum()), q[keep] - centre])
+        w = 1.0 / var[keep]
+        normal = design.T @ (design * w[:, None])
+        if np.linalg.cond(normal) > 1e12:
+            return _NO_PLANE
+        cov = np.linalg.inv(normal)
+        coef = cov @ (design.T @ (w * value[keep]))
+        full = np.column_stack([np.ones(len(value)), q - centre])
+        resid = value - full @ coef
+        dof = int(keep.sum()) - 3
+        scale2 = max(1.0, float(np.sum(resid[keep] ** 2 / var[keep])) / dof) if dof > 0 else 1.0
+        new = np.abs(resid) <= CLIP * np.sqrt(var * scale2)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return PlaneFit(coef, cov * scale2, int(keep.sum()))
+
+
+def _floored(var: np.ndarray) -> np.ndarray:
+    """Variances with zeros (noiseless data) raised to a tiny floor, so weights stay finite."""
+    var = np.asarray(var, float)
+    positive = var[np.isfinite(var) & (var > 0)]
+    floor = float(positive.min()) * 1e-6 if positive.size else 1.0
+    return np.where(var > floor, var, floor)
+
+
+# -- the sparse solve ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PlaneOffsets:
+    """Planes of inputs from equations between pairs (see `solve_plane_offsets`).
+
+    Attributes
+    ----------
+    coef : ndarray (n, 3)
+        Each input's plane (level at its centre, slope per arcsec east, north) in the gauge
+        "zero mean level and zero mean slope per component"; NaN for inputs in no equation.
+    cov : ndarray (n, 3, 3)
+        Their covariances in that gauge.
+    component : ndarray of int
+        Connected component of each input (by the equations).
+    residual : ndarray
+        Per equation, data minus the fit (the dropped equations' too).
+    used : ndarray of bool
+        Per equation, whether it was kept by the clipping.
+    scale : ndarray
+        Per input, the error scale of its component (``sqrt(chi2/dof)``, at least 1).
+    slope_free : ndarray of bool
+        Inputs in constant equations only: their slopes follow their neighbours' (their
+        level's variance is the one given those slopes; the slopes' variances are NaN).
+    """
+
+    coef: np.ndarray
+    cov: np.ndarray
+    component: np.ndarray
+    residual: np.ndarray
+    used: np.ndarray
+    scale: np.ndarray
+    slope_free: np.ndarray
+
+
+def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: np.ndarray,
+                        var: np.ndarray, centres: np.ndarray, q_h: np.ndarray | None = None,
+                        constant: np.ndarray | None = None) -> PlaneOffsets:
+    """Solve ``plane_g(q_k) - plane_h(q_h_k) = d_k`` (weights ``1/var_k``) for planes of ``n`` inputs.
+
+    ``plane_g(q) = L_g + (A_g, B_g) . (q - centres[g])``; ``q_h`` (default ``q``) is where the
+    other side's statistic was measured (the two sides of a cell are not exactly the same
+    points of the sky when their pixel grids differ).  ``constant`` marks equations of a pair
+    that constrains a constant only (whole overlaps): an input in none but those has slopes
+    that no equation determines; they follow their neighbours' (`PlaneOffsets.slope_free`).
+    Per connected component the solution has zero mean level and zero mean slope (the gauge:
+    overlaps cannot see a common plane).
+    Equations beyond `CLIP` calibrated errors are dropped (up to `PASSES` refits).
+
+    Examples
+    --------
+    >>> centres = np.array([[0.0, 0.0], [10.0, 0.0]])
+    >>> q = np.array([[5.0, -1.0], [5.0, 1.0], [6.0, 0.0], [4.0, 0.0]])
+    >>> truth = np.array([[1.0, 0.1, 0.0], [3.0, -0.1, 0.2]])
+    >>> plane = lambda c, k, p: c[0] + c[1:] @ (p - centres[k])
+    >>> d = np.array([plane(truth[0], 0, p) - plane(truth[1], 1, p) for p in q])
+    >>> sol = solve_plane_offsets(2, np.zeros(4, int), np.ones(4, int), q, d, np.ones(4), centres)
+    >>> np.round(sol.coef[1] - sol.coef[0], 6).tolist()   # truth[1] - truth[0]
+    [2.0, -0.2, 0.2]
+    """
+    g, h = np.asarray(g, np.intp), np.asarray(h, np.intp)
+    q, d = np.asarray(q, float).reshape(-1, 2), np.asarray(d, float)
+    q_h = q if q_h is None else np.asarray(q_h, float).reshape(-1, 2)
+    var = _floored(var)
+    used = np.ones(len(d), bool)
+    constant = np.zeros(len(d), bool) if constant is None else np.asarray(constant, bool)
+    pinned = np.ones(n, bool)
+    pinned[g[~constant]] = pinned[h[~constant]] = False
+    with _blas().limit(limits=1, user_api="blas"):
+        for _ in range(PASSES + 1):
+            solved = _solve_once(n, g[used], h[used], q[used], q_h[used], d[used], var[used],
+                                 centres, pinned)
+            fit, comp = solved[4], solved[2]  # the fit itself, before the gauge (see below)
+            model = _plane_at(fit, g, q, centres) - _plane_at(fit, h, q_h, centres)
+            residual = d - model
+            scale = _error_scale(n, comp, g[used], residual[used], var[used])
+            new = np.abs(residual) <= CLIP * np.sqrt(var) * scale[g]
+            new &= np.isfinite(residual)
+            if np.array_equal(new, used) or new.sum() == 0:
+                break
+            used = new
+    coef, cov, comp, free, _ = solved
+    cov = cov * (scale**2)[:, None, None]
+    return PlaneOffsets(coef, cov, comp, residual, used, scale, free)
+
+
+def _plane_at(coef, k, q, centres) -> np.ndarray:
+    c = coef[k]
+    return c[:, 0] + np.einsum("ij,ij->i", c[:, 1:], q - centres[k])
+
+
+def _error_scale(n, comp, g, residual, var) -> np.ndarray:
+    """Per input, ``max(1, sqrt(chi2 / dof))`` of its component."""
+    n_comp = int(comp.max()) + 1 if n else 0
+    chi2 = np.bincount(comp[g], residual**2 / var, minlength=n_comp)
+    rows = np.bincount(comp[g], minlength=n_comp)
+    members = np.bincount(comp, minlength=n_comp)
+    dof = rows - 3 * (members - 1)
+    ratio = np.where(dof > 0, chi2 / np.maximum(dof, 1), 1.0)
+    return np.sqrt(np.maximum(1.0, ratio))[comp]
+
+
+def _solve_once(n, g, h, q, q_h, d, var, centres, pinned):
+    """One weighted solve: (coef (n, 3), cov (n, 3, 3), component, slope_free, fit).
+
+    ``coef`` is in the gauge; ``fit`` is the least-squares solution itself, whose common
+    plane the equations see a little when the two sides of a cell are not at one point: the
+    residuals are those of the fit.
+
+    The normal matrix over all inputs in equations is block tridiagonal in breadth-first
+    order (`lstsq`).  Its null space (a common constant; a common plane when both sides of
+    every equation are at one point) is closed by a penalty on the level of one input per
+    component and a vanishing ridge on the slopes; the penalty acts in the null space only,
+    and the gauge transform below removes it from the solution and the covariance alike.
+    """
+    coef = np.full((n, 3), np.nan)
+    cov = np.full((n, 3, 3), np.nan)
+    free = np.zeros(n, bool)
+    comp = components(n, g, h)
+    if not len(d):
+        return coef, cov, comp, free, coef.copy()
+    # positions in units of a typical separation, so levels and slopes are of like size
+    length = float(np.median(np.hypot(*(q - centres[g]).T))) or 1.0
+    qs, qhs, cs = q / length, q_h / length, centres / length
+    w = 1.0 / var
+    keys, pair = np.unique(g.astype(np.int64) * n + h, return_inverse=True)
+    pair = pair.ravel()
+    pg, ph = (keys // n).astype(np.intp), (keys % n).astype(np.intp)
+    m = len(keys)
+
+    def total(x):
+        return np.bincount(pair, x, minlength=m)
+
+    def first(u):
+        return np.column_stack([total(w * u[:, 0]), total(w * u[:, 1])])
+
+    def second(u, v):
+        out = np.empty((m, 2, 2))
+        for i in range(2):
+            for j in range(2):
+                out[:, i, j] = total(w * u[:, i] * v[:, j])
+        return out
+
+    m0 = total(w)
+
+    def block(mu, c1, mv, c2, muv):
+        out = np.empty((m, 3, 3))
+        out[:, 0, 0] = m0
+        out[:, 0, 1:] = mv - m0[:, None] * c2
+        out[:, 1:, 0] = mu - m0[:, None] * c1
+        out[:, 1:, 1:] = (muv - mu[:, :, None] * c2[:, None, :] - c1[:, :, None] * mv[:, None, :]
+                          + m0[:, None, None] * c1[:, :, None] * c2[:, None, :])
+        return out
+
+    cg, ch = cs[pg], cs[ph]
+    mg, mh = first(qs), first(qhs)
+    b_gg = block(mg, cg, mg, cg, second(qs, qs))
+    b_hh = block(mh, ch, mh, ch, second(qhs, qhs))
+    b_gh = -block(mg, cg, mh, ch, second(qs, qhs))
+    r0 = total(w * d)
+    rhs_g = np.column_stack([r0, first(qs * d[:, None]) - r0[:, None] * cg])
+    rhs_h = -np.column_stack([r0, first(qhs * d[:, None]) - r0[:, None] * ch])
+
+    level = _levels(n, pg, ph, comp)
+    order, bounds = _block_order(np.where(level >= 0, level + 1, -1), comp)
+    pos = np.full(n, -1, np.intp)
+    pos[order] = np.arange(len(order))
+    size = 3 * len(order)
+    rhs = np.zeros(size)
+    diag = np.zeros((n, 3, 3))
+    np.add.at(diag, pg, b_gg)
+    np.add.at(diag, ph, b_hh)
+    for ends, r in ((pg, rhs_g), (ph, rhs_h)):
+        np.add.at(rhs, (3 * pos[ends])[:, None] + np.arange(3), r)
+    # the penalty on one level per component (the grounded input of the breadth-first order)
+    # and vanishing ridges: on the slope differences of overlapping inputs (slopes that no
+    # equation determines follow their neighbours'; weakly, not vanishingly, for inputs in
+    # constant equations only) and on the slopes (the common slope, when nothing sees it)
+    info = np.maximum(diag[:, 0, 0], 1e-300)
+    ridge = 1e-12 * info
+    link = np.where(pinned[pg] | pinned[ph], 1e-4, 1e-10) * np.minimum(info[pg], info[ph])
+    diag_r = diag.copy()
+    for k in (1, 2):
+        diag_r[:, k, k] += ridge
+        np.add.at(diag_r[:, k, k], pg, link)
+        np.add.at(diag_r[:, k, k], ph, link)
+        b_gh[:, k, k] -= link
+    grounded = np.flatnonzero(level == 0)
+    diag_r[grounded, 0, 0] *= 2.0
+    active = order
+    k3 = np.arange(3)
+    base = 3 * pos[active]
+    rows = [np.repeat(base[:, None] + k3, 3, axis=1).ravel()]
+    cols = [np.tile(base[:, None] + k3, (1, 3)).ravel()]
+    vals = [diag_r[active].ravel()]
+    bg, bh = 3 * pos[pg], 3 * pos[ph]
+    for r0_, c0_, blk in ((bg, bh, b_gh), (bh, bg, np.transpose(b_gh, (0, 2, 1)))):
+        rows.append(np.repeat(r0_[:, None] + k3, 3, axis=1).ravel())
+        cols.append(np.tile(c0_[:, None] + k3, (1, 3)).ravel())
+        vals.append(blk.ravel())
+    normal = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(size, size)).tocsr()
+    sweep = _BlockSweep(normal, 3 * bounds)
+    members = order
+    cm = comp[members]
+    n_comp = int(comp.max()) + 1
+    count = np.maximum(np.bincount(cm, minlength=n_comp), 1).astype(float)  # 1: no equations
+    # the mean operator's columns (mean level, mean A, mean B of each component)
+    mean_cols = np.zeros((size, 3))
+    inv = 1.0 / count[cm]
+    for k in range(3):
+        mean_cols[3 * pos[members] + k, k] = inv
+    solved = sweep.solve(np.column_stack([rhs, mean_cols]))
+    x = np.zeros((n, 3))
+    x[order] = solved[:, 0].reshape(-1, 3)
+    y = np.zeros((n, 3, 3))  # Cov(x_g, mean) per input
+    y[order] = solved[:, 1:].reshape(-1, 3, 3)
+    c = np.zeros((n, 3, 3))
+    c[order] = _diagonal_blocks(sweep)
+    # the gauge: subtract the component's mean plane (zero mean level and slope)
+    cbar = np.column_stack([np.bincount(cm, cs[members, 0], minlength=n_comp),
+                            np.bincount(cm, cs[members, 1], minlength=n_comp)]) / count[:, None]
+    mean = np.column_stack([np.bincount(cm, x[members, k], minlength=n_comp) for k in range(3)])
+    mean /= count[:, None]
+    pi = np.zeros((len(members), 3, 3))
+    pi[:, 0, 0] = pi[:, 1, 1] = pi[:, 2, 2] = 1.0
+    pi[:, 0, 1:] = cs[members] - cbar[cm]
+    shift = np.einsum("nij,nj->ni", pi, mean[cm])
+    cov_mean = np.zeros((n_comp, 3, 3))
+    np.add.at(cov_mean, cm, y[members])
+    cov_mean /= count[:, None, None]
+    ym = y[members]
+    pt = np.transpose(pi, (0, 2, 1))
+    cg_ = c[members] - ym @ pt - pi @ np.transpose(ym, (0, 2, 1)) + pi @ cov_mean[cm] @ pt
+    # back to slopes per arcsec
+    unscale = np.array([1.0, 1.0 / length, 1.0 / length])
+    coef[members] = (x[members] - shift) * unscale
+    fit = np.full((n, 3), np.nan)
+    fit[members] = x[members] * unscale
+    cov[members] = cg_ * unscale[:, None] * unscale[None, :]
+    free[members] = pinned[members]
+    _condition_free(coef, cov, np.flatnonzero(free))
+    return coef, cov, comp, free, fit
+
+
+def _condition_free(coef, cov, free) -> None:
+    """Condition the inputs whose slopes no equation determines (they follow their neighbours').
+
+    Their level's variance is the one given the slopes; the slopes' variances are unknown (NaN).
+    """
+    for k in free:
+        c = cov[k]
+        gain = np.linalg.solve(c[1:, 1:], c[1:, 0])
+        level_var = c[0, 0] - c[0, 1:] @ gain
+        cov[k] = np.nan
+        cov[k, 0, 0] = max(level_var, 0.0)
+
+
+def _diagonal_blocks(sweep: _BlockSweep) -> np.ndarray:
+    """The 3 x 3 diagonal blocks of the inverse of the swept matrix, in its order (m, 3, 3).
+
+    Backwards: ``Z_k = S_k^{-1} + P_k Z_{k+1} P_k^T`` (see `lstsq._BlockSweep`).
+    """
+    b = sweep.bounds
+    out = []
+    z_next = None
+    for k in range(len(b) - 2, -1, -1):
+        nk = b[k + 1] - b[k]
+        z = sweep._solve(k, np.eye(nk))
+        if z_next is not None:
+            p = sweep.P[k]
+            z = z + p @ z_next @ p.T
+        blocks = z.reshape(nk // 3, 3, nk // 3, 3)
+        idx = np.arange(nk // 3)
+        out.append(blocks[idx, :, idx, :])
+        z_next = z
+    return np.concatenate(out[::-1]) if out else np.empty((0, 3, 3))

@@ -1,0 +1,416 @@
+"""skymodel="plane": known answers, gauge, fallbacks, groups, distorted WCS, calibrated errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from skymatch_nb_ui import ImageCollection, SkyMatcher, skymatch
+from skymatch_nb_ui.engine import SkyMatchParams
+from skymatch_nb_ui.engine.geometry import CelestialWCS, lonlat_to_xyz
+from skymatch_nb_ui.engine.planes import Frame, plane_values, solve_plane_offsets
+from skymatch_nb_ui.engine.result import subtracted_copy
+from skymatch_nb_ui.testing import make_mosaic
+from skymatch_nb_ui.testing.instruments import nircam_like_gwcs
+
+#: Compare by levels (the default before ``compare`` existed; noiseless images give no pixel
+#: differences: their steepness check needs a pixel noise).
+LEVELS = {"compare": "levels"} if "compare" in SkyMatchParams.specs() else {}
+
+
+def _estimates(result) -> np.ndarray:
+    return np.column_stack([result.sky, result.plane.slope_x, result.plane.slope_y])
+
+
+def _gauge(planes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Planes of images of one orientation less their mean plane (the match gauge)."""
+    out = planes.copy()
+    slope = out[:, 1:].mean(axis=0)
+    out[:, 1:] -= slope
+    out[:, 0] -= out[:, 0].mean() + (centres - centres.mean(axis=0)) @ slope
+    return out
+
+
+def _grid_centres(layout, shape, overlap) -> np.ndarray:
+    rows, cols = layout
+    ny, nx = shape
+    col, row = np.meshgrid(np.arange(cols), np.arange(rows))
+    return np.column_stack([(col.ravel() - (cols - 1) / 2) * nx * (1 - overlap),
+                            (row.ravel() - (rows - 1) / 2) * ny * (1 - overlap)])
+
+
+# -- the model ---------------------------------------------------------------------------------
+def test_plane_values_is_the_model_about_the_image_centre():
+    p = plane_values(5.0, 0.5, -2.0, (3, 4))
+    y, x = np.mgrid[0:3, 0:4]
+    np.testing.assert_allclose(p, 5.0 + 0.5 * (x - 1.5) - 2.0 * (y - 1.0))
+    assert p.mean() == pytest.approx(5.0)
+
+
+def test_subtracted_copy_subtracts_the_plane_and_keeps_the_input():
+    image = np.full((4, 6), 10.0, np.float32)
+    out = subtracted_copy(image, 1.0, True, slope_x=0.25, slope_y=1.0)
+    assert out.dtype == np.float32 and np.all(image == 10.0)
+    np.testing.assert_allclose(out, 10.0 - plane_values(1.0, 0.25, 1.0, (4, 6)), rtol=1e-6)
+
+
+def test_skymodel_is_a_validated_parameter_with_a_spec():
+    spec = SkyMatchParams.specs()["skymodel"]
+    assert spec.choices == ("constant", "plane") and spec.default == "constant"
+    assert SkyMatchParams(skymodel="Plane").skymodel == "plane"
+    with pytest.raises(ValueError, match="skymodel must be one of"):
+        SkyMatchParams(skymodel="planes")
+
+
+def test_sparse_solve_recovers_planes_of_a_grid_exactly_up_to_the_gauge():
+    rng = np.random.default_rng(1)
+    side = 9  # 81 inputs: several blocks of the block-tridiagonal solve
+    n = side * side
+    centres = np.array([(k % side * 100.0, k // side * 100.0) for k in range(n)])
+    truth = np.column_stack([rng.normal(0, 5, n), rng.normal(0, 0.01, (n, 2))])
+    g, h, q = [], [], []
+    for k in range(n):
+        r, c = divmod(k, side)
+        for nb in ([k + 1] if c + 1 < side else []) + ([k + side] if r + 1 < side else []):
+            mid = (centres[k] + centres[nb]) / 2
+            along = (centres[nb] - centres[k]) / 100
+            across = np.array([-along[1], along[0]])
+            for a in np.linspace(-40, 40, 5):
+                for b in (-8, 8):
+                    g.append(k), h.append(nb), q.append(mid + a * across + b * along)
+    g, h, q = np.array(g), np.array(h), np.array(q)
+
+    def at(c, k, p):
+        return c[k, 0] + np.einsum("ij,ij->i", c[k, 1:], p - centres[k])
+
+    d = at(truth, g, q) - at(truth, h, q)
+    sol = solve_plane_offsets(n, g, h, q, d, np.ones(len(d)), centres)
+    np.testing.assert_allclose(sol.coef, _gauge(truth, centres), atol=1e-7)
+    assert np.abs(sol.coef[:, 1:].mean(axis=0)).max() < 1e-12  # no net slope
+    assert sol.used.all() and not sol.slope_free.any()
+
+
+# -- known answers on mosaics -------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{}, {"rotation": 33.0, "jitter": 3.0}, {"tangent": "shared"}])
+def test_noiseless_planes_are_recovered(kw):
+    m = make_mosaic((2, 3), shape=(160, 200), gradient=5.0, seed=4, dtype=np.float64, **kw)
+    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
+    assert (r.plane.plane_fallback == "").all() and r.valid.all()
+    np.testing.assert_allclose(_estimates(r), m.planes, atol=1e-6)
+    np.testing.assert_allclose(r.local, m.sky, atol=1e-6)  # the local planes at the centres
+    assert np.nanmax(r.plane.resid_gradient) < 1e-7 * np.max(r.plane.gradient)
+    local = skymatch(m.images, m.wcs, skymethod="local", skystat="median", skymodel="plane", **LEVELS)
+    np.testing.assert_allclose(_estimates(local), m.planes, atol=1e-6)
+
+
+def test_match_planes_are_the_truth_up_to_a_common_plane_and_match_down():
+    layout, shape, overlap = (2, 3), (160, 200), 0.2
+    m = make_mosaic(layout, shape=shape, overlap=overlap, gradient=5.0, seed=5, dtype=np.float64)
+    matcher = SkyMatcher(m.images, m.wcs)
+    down = matcher.run(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
+    up = matcher.run(skymethod="match", skystat="mean", skymodel="plane", match_down=False,
+                     **LEVELS)
+    est = _estimates(down)
+    assert est[:, 0].min() == pytest.approx(0.0, abs=1e-12)
+    assert _estimates(up)[:, 0].max() == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(est[:, 1:] - _estimates(up)[:, 1:], 0.0, atol=1e-12)
+    # the gauge: no net slope; otherwise the truth
+    centres = _grid_centres(layout, shape, overlap)
+    est[:, 0] -= est[:, 0].mean()
+    np.testing.assert_allclose(est, _gauge(m.planes, centres), atol=1e-6)
+    assert np.abs(est[:, 1:].mean(axis=0)).max() < 1e-12
+
+
+def test_constant_sky_gives_zero_slopes_within_errors_and_the_same_constants():
+    pulls, plane_err, constant_err = [], [], []
+    for seed in range(12):
+        m = make_mosaic((2, 3), shape=(160, 160), overlap=0.25, noise=1.0, seed=seed)
+        matcher = SkyMatcher(m.images, m.wcs)
+        plane = matcher.run(skymethod="match", skystat="median", skymodel="plane", **LEVELS)
+        constant = matcher.run(skymethod="match", skystat="median", **LEVELS)
+        err = np.sqrt(np.stack([plane.plane.cov[:, 1, 1], plane.plane.cov[:, 2, 2]], axis=1))
+        pulls.append(np.column_stack([plane.plane.slope_x, plane.plane.slope_y]) / err)
+        truth = m.sky - m.sky.mean()
+        plane_err.append(np.std(plane.sky - plane.sky.mean() - truth))
+        constant_err.append(np.std(constant.sky - constant.sky.mean() - truth))
+    pulls = np.concatenate(pulls)
+    assert np.abs(pulls).max() < 4.5
+    assert 0.7 < pulls.std() < 1.3
+    # the level at each image's centre is an extrapolation of its plane from the overlaps:
+    # a few times the constant's error on these small images, never more than that
+    assert np.mean(plane_err) < 4 * np.mean(constant_err)
+    assert np.mean(plane_err) < 0.05
+
+
+def test_errors_are_calibrated_over_noise_realisations():
+    layout, shape, overlap = (2, 3), (160, 160), 0.25
+    centres = _grid_centres(layout, shape, overlap)
+    pulls = []
+    for seed in range(40):
+        m = make_mosaic(layout, shape=shape, overlap=overlap, noise=1.0, gradient=3.0, seed=seed,
+                        dtype=np.float64)
+        r = skymatch(m.images, m.wcs, skymethod="match", skystat="median", skymodel="plane", **LEVELS)
+        est = _estimates(r)
+        est[:, 0] -= est[:, 0].mean()
+        err = np.sqrt(np.einsum("kii->ki", r.plane.cov))
+        pulls.append((est - _gauge(m.planes, centres)) / err)
+    spread = np.concatenate(pulls).std(axis=0)
+    assert np.all((0.8 <= spread) & (spread <= 1.25)), spread
+
+
+# -- groups, orientations, distortion -----------------------------------------------------------
+def _sky_plane_images(wcs, shape, planes, frame):
+    """Images whose every pixel is its input's plane on the sky (level, east, north per arcsec)."""
+    images = []
+    ny, nx = shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    for w, (level, east, north) in zip(wcs, planes):
+        lon, lat = CelestialWCS(w).pixel_to_lonlat(x.ravel(), y.ravel())
+        q = frame.project(lon, lat)
+        images.append((level + q @ np.array([east, north])).reshape(shape))
+    return images
+
+
+def _tan(center, roll, shape, scale=0.2):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = center
+    w.wcs.crpix = [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
+    c, s = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+    w.wcs.cd = scale / 3600 * np.array([[-c, s], [s, c]])
+    return w
+
+
+@pytest.mark.parametrize("maker", ["tan", "nircam"])
+def test_a_group_shares_one_plane_on_the_sky_across_rotated_detectors(maker):
+    shape = (200, 200)
+    offsets = [(-15, -12), (15, -12), (-15, 12), (15, 12)]  # arcsec: four overlapping detectors
+    rolls = [0.0, 35.0, 80.0, 150.0]
+    centers = [(150.0 + dx / 3600 / np.cos(np.radians(2.0)), 2.0 + dy / 3600) for dx, dy in offsets]
+    if maker == "tan":
+        wcs = [_tan(c, r, shape) for c, r in zip(centers, rolls)]
+    else:
+        wcs = [nircam_like_gwcs(c, roll=r, shape=shape, pixel_scale=0.2, distortion=4.0)
+               for c, r in zip(centers, rolls)]
+    groups = ["A", "A", "B", "B"]
+    frame = Frame.at(lonlat_to_xyz(np.array([150.0]), np.array([2.0])))
+    sky = {"A": (10.0, 0.05, -0.03), "B": (12.0, -0.02, 0.04)}  # per arcsec east, north
+    images = _sky_plane_images(wcs, shape, [sky[g] for g in groups], frame)
+    r = skymatch(images, wcs, groups=groups, skymethod="global+match", skystat="mean",
+                 skymodel="plane", **LEVELS)
+    assert r.valid.all() and (r.plane.plane_fallback == "").all()
+    span = max(np.ptp(im) for im in images)
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    design = np.column_stack([np.ones(x.size), x.ravel() - 99.5, y.ravel() - 99.5])
+    for k, image in enumerate(images):
+        fitted = plane_values(r.sky[k], r.plane.slope_x[k], r.plane.slope_y[k], shape)
+        # a plane on the sky is a plane in the pixels of a TAN image; through a distorted
+        # WCS it is not: then the fitted pixel plane is about as close as the best one
+        best = np.linalg.lstsq(design, image.ravel(), rcond=None)[0]
+        floor = np.abs(image.ravel() - design @ best).max()
+        assert np.abs(image - fitted).max() < 1.5 * floor + 1e-5 * span, k
+    # one plane per group: the same gradient on the sky for both detectors
+    for a, b in ((0, 1), (2, 3)):
+        assert r.plane.gradient[a] == pytest.approx(r.plane.gradient[b], rel=1e-9)
+        assert r.plane.gradient_pa[a] == pytest.approx(r.plane.gradient_pa[b], abs=1e-7)
+    east, north = sky["A"][1:]
+    assert r.plane.gradient[0] == pytest.approx(np.hypot(east, north), rel=1e-3)
+    assert r.plane.gradient_pa[0] == pytest.approx(np.degrees(np.arctan2(east, north)) % 360, abs=0.1)
+
+
+# -- fallbacks -----------------------------------------------------------------------------------
+def test_a_thin_overlap_counts_as_a_constant_with_a_reason():
+    m = make_mosaic((1, 2), shape=(200, 200), overlap=0.08, noise=0.1, seed=2)  # 16 px wide
+    r = skymatch(m.images, m.wcs, skystat="median", skymodel="plane", **LEVELS)
+    assert r.plane.plane_fallback[0].startswith("overlap too thin")
+    assert np.isnan(r.plane.resid_gradient[0]) and r.plane.cells[0] == 1
+    assert r.valid.all()
+    assert all("slopes are not determined" in text for text in r.reason)
+    assert np.isnan(r.plane.cov[:, 1, 1]).all() and np.isfinite(r.sky_err).all()
+    # the constant of the pair is the constant model's
+    constant = skymatch(m.images, m.wcs, skystat="median", **LEVELS)
+    assert r.sky[1] - r.sky[0] == pytest.approx(constant.sky[1] - constant.sky[0], abs=1e-9)
+
+
+def test_a_thin_pair_among_wide_ones_constrains_a_constant_only():
+    # two images overlapping by 50 px, a third overlapping the second by 10 px only
+    m = make_mosaic((1, 2), shape=(200, 200), overlap=0.25, gradient=4.0, seed=3,
+                    dtype=np.float64)
+    ra = 150.0 - 265 * 0.1 / 3600 / np.cos(np.radians(2.0))
+    m = m + make_mosaic((1, 1), shape=(200, 200), center=(ra, 2.0), gradient=4.0, seed=4,
+                        dtype=np.float64, prefix="c")
+    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
+    table = r.pairs
+    thin = next(k for k in range(len(table)) if {table.a[k], table.b[k]} == {1, 2})
+    assert r.plane.plane_fallback[thin].startswith("overlap too thin")
+    assert np.isnan(r.plane.resid_gradient[thin])
+    assert (r.plane.plane_fallback != "").sum() == 1
+    assert r.reason[0] == r.reason[1] == ""
+    assert "slopes are not determined" in r.reason[2]
+    # the two wide ones: planes; the third: its slopes are its neighbour's, its level at
+    # the thin overlap right, so its sky agrees with its neighbour's there
+    np.testing.assert_allclose(_estimates(r)[:2], m.planes[:2], atol=1e-6)
+    np.testing.assert_allclose(r.plane.slope_x[2], r.plane.slope_x[1], atol=1e-3)
+
+
+# -- everywhere the result goes -------------------------------------------------------------------
+def test_collection_dataset_and_copies_carry_the_planes(tmp_path):
+    from astropy.io import fits
+
+    m = make_mosaic((1, 3), shape=(160, 160), overlap=0.3, gradient=5.0, seed=6, dtype=np.float64)
+    coll = ImageCollection.from_arrays(m.images, m.wcs)
+    ds = coll.skymatch(skymethod="global+match", skystat="mean", skymodel="plane", **LEVELS)
+    assert ds.attrs["skymodel"] == "plane"
+    assert ds.sky_cov.dims == ("image", "coef", "coef2")
+    assert list(ds.coef.values) == ["level", "slope_x", "slope_y"]
+    for name in ("slope_x_err", "slope_y_err", "gradient", "gradient_pa"):
+        assert ds[name].dims == ("image",)
+    assert ds.resid_gradient.dims == ("pair",) and ds.plane_fallback.dims == ("pair",)
+    np.testing.assert_allclose(ds.slope_x_err, np.sqrt(ds.sky_cov[:, 1, 1]))
+    residual = coll.result_images(ds)
+    for name in coll.names:
+        assert np.abs(residual[name]).max() < 1e-5
+    paths = coll.write_copies(tmp_path, ds)
+    header = fits.getheader(paths[0])
+    assert header["BKGMODEL"] == "plane" and header["BKGMETH"] == "global+match+plane"
+    assert header["BKGSLPX"] == pytest.approx(float(ds.slope_x[0]))
+    assert (header["BKGXREF"], header["BKGYREF"]) == (80.5, 80.5)
+    assert np.abs(fits.getdata(paths[0])).max() < 1e-5
+    constant = coll.skymatch(skystat="mean", **LEVELS)
+    assert constant.attrs["skymodel"] == "constant" and "slope_x" not in constant
+
+
+def test_subtract_with_the_engine_removes_the_planes():
+    m = make_mosaic((1, 2), shape=(160, 160), overlap=0.3, gradient=5.0, seed=7, dtype=np.float64)
+    r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="mean", skymodel="plane",
+                 subtract=True, **LEVELS)
+    assert max(np.abs(im).max() for im in r.images) < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:the images are in different units")
+def test_jwst_and_roman_copies_record_the_plane(tmp_path):
+    pytest.importorskip("stdatamodels")
+    rdm = pytest.importorskip("roman_datamodels.datamodels")
+    from stdatamodels.jwst import datamodels
+
+    from skymatch_nb_ui.testing.instruments import write_jwst_cal, write_roman_cal
+
+    shape = (160, 160)
+    wcs = [nircam_like_gwcs((150.0, 2.0 + k * 20 / 3600), shape=shape, pixel_scale=0.2)
+           for k in range(2)]
+    frame = Frame.at(lonlat_to_xyz(np.array([150.0]), np.array([2.0])))
+    images = _sky_plane_images(wcs, shape, [(1.0, 0.01, 0.02), (1.5, -0.01, 0.01)], frame)
+    paths = []
+    for k, (image, w) in enumerate(zip(images, wcs)):
+        path = tmp_path / f"jw01234001001_02101_0000{k + 1}_nrcb1_cal.fits"
+        write_jwst_cal(path, image.astype(np.float32), w, observation=(
+            "01234", "001", "001", "02", "1", "01", f"0000{k + 1}"))
+        paths.append(path)
+    coll = ImageCollection.from_files(paths)
+    ds = coll.skymatch(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
+    out = coll.write_copies(tmp_path / "out", ds)
+    with datamodels.open(out[1]) as model:
+        assert model.meta.background.method == "match+plane"
+        assert model.meta.background.level == pytest.approx(float(ds.sky[1]))
+    from astropy.io import fits
+
+    assert fits.getheader(out[1])["BKGMODEL"] == "plane"
+    roman = tmp_path / "r.asdf"
+    write_roman_cal(roman, images[0].astype(np.float32), wcs[0])
+    rcoll = ImageCollection.from_files([roman, paths[1]])
+    rds = rcoll.skymatch(skymethod="match", skystat="mean", skymodel="plane", **LEVELS)
+    rout = rcoll.write_copies(tmp_path / "rout", rds)
+    with rdm.open(rout[0]) as model:
+        assert str(model.meta.background.method) == "match"  # the schema's enum has no plane
+        assert model.meta.background.plane["slope_x"] == pytest.approx(float(rds.slope_x[0]))
+
+
+def test_global_is_one_plane_on_the_sky_for_every_image():
+    m = make_mosaic((1, 3), shape=(160, 160), overlap=0.3, gradient=5.0, seed=8, dtype=np.float64)
+    r = skymatch(m.images, m.wcs, skymethod="global", skystat="mean", skymodel="plane", **LEVELS)
+    assert np.ptp(r.plane.gradient) < 1e-9 * r.plane.gradient.max()
+    assert np.ptp(r.plane.gradient_pa) < 1e-6
+    # the same plane: the images' fitted skies agree where they overlap (a one-orientation
+    # mosaic: neighbours are 112 pixels apart along x)
+    a = plane_values(r.sky[0], r.plane.slope_x[0], r.plane.slope_y[0], (160, 160))
+    b = plane_values(r.sky[1], r.plane.slope_x[1], r.plane.slope_y[1], (160, 160))
+    np.testing.assert_allclose(a[:, 112:], b[:, :48], atol=1e-9)
+
+
+def test_command_line_subtracts_planes(tmp_path):
+    from astropy.io import fits
+
+    from skymatch_nb_ui.cli import main
+
+    m = make_mosaic((1, 2), shape=(160, 160), overlap=0.3, gradient=5.0, seed=9, dtype=np.float64)
+    paths = []
+    for name, image, wcs in zip(m.names, m.images, m.wcs):
+        paths.append(tmp_path / f"{name}.fits")
+        fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+    out = tmp_path / "out"
+    levels = ["--compare", "levels"] if LEVELS else []
+    assert main([str(p) for p in paths] + levels + [
+        "--skymodel", "plane", "--skymethod", "global+match", "--skystat", "mean", "--subtract",
+        "--output-dir", str(out), "-q"]) == 0
+    for path, truth in zip(paths, m.planes):
+        with fits.open(out / path.name) as hdul:
+            header = hdul[0].header
+            assert header["BKGMODEL"] == "plane"
+            assert header["BKGSLPX"] == pytest.approx(truth[1], abs=1e-7)
+            assert np.abs(hdul[0].data).max() < 1e-5
+
+
+@pytest.mark.skipif(not LEVELS, reason="needs compare='differences' (issue 11)")
+def test_pixel_differences_in_cells_cancel_the_scene():
+    import inspect
+
+    if "nebula" not in inspect.signature(make_mosaic).parameters:
+        pytest.skip("needs make_mosaic(nebula=)")
+    layout, shape, overlap = (2, 3), (200, 200), 0.25
+    centres = _grid_centres(layout, shape, overlap)
+    pulls = []
+    for seed in range(12):
+        runs = {}
+        for nebula in (0.0, 25.0):
+            m = make_mosaic(layout, shape=shape, overlap=overlap, noise=1.0, gradient=3.0,
+                            nebula=nebula, seed=seed, dtype=np.float64)
+            runs[nebula] = skymatch(m.images, m.wcs, skystat="median", skymodel="plane",
+                                    compare="differences")
+        plain, scene = runs[0.0], runs[25.0]
+        err = np.sqrt(np.einsum("kii->ki", scene.plane.cov))
+        # a nebula of 25 sigma changes the planes by far less than their errors
+        assert (np.abs(_estimates(scene) - _estimates(plain)) < 0.2 * err).all()
+        est = _estimates(scene)
+        est[:, 0] -= est[:, 0].mean()
+        pulls.append((est - _gauge(m.planes, centres)) / err)
+    spread = np.concatenate(pulls).std(axis=0)
+    assert np.all((0.7 <= spread) & (spread <= 1.3)), spread
+
+
+def test_every_scheduler_gives_the_same_planes_bit_for_bit():
+    m = make_mosaic((2, 3), shape=(160, 160), overlap=0.3, noise=1.0, gradient=4.0, seed=1)
+    out = []
+    for scheduler in ("serial", "threads", "processes"):
+        r = skymatch(m.images, m.wcs, skymethod="global+match", skystat="median",
+                     skymodel="plane", scheduler=scheduler, workers=2, **LEVELS)
+        out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err]))
+    assert all(np.array_equal(out[0], o) for o in out[1:])
+
+
+def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the_mosaic_one():
+    import warnings
+
+    from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
+
+    m = make_mosaic((2, 2), shape=(160, 160), overlap=0.3, noise=1.0, gradient=3.0, seed=1)
+    images = [im.copy() for im in m.images]
+    images[1][:] = np.nan
+    for method in ("match", "global+match", "local", "global"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.simplefilter("ignore", DisconnectedMosaicWarning)
+            r = skymatch(images, m.wcs, skymethod=method, skystat="median", skymodel="plane",
+                         **LEVELS)
+        assert r.valid.tolist() == [True, False, True, True], method
+        assert r.reason[1] and np.isnan(r.sky[1]) and np.isfinite(r.plane.slope_x[[0, 2, 3]]).all()

@@ -297,13 +297,6 @@ def test_documented_examples(module, tmp_path, monkeypatch):
 
 
 # -- a real plane solve (skymodel="plane") in every view -------------------------------------------
-def _has_planes() -> bool:
-    from skymatch_nb_ui.engine.params import SkyMatchParams
-
-    return "skymodel" in SkyMatchParams.names()
-
-
-@pytest.mark.skipif(not _has_planes(), reason="needs skymodel='plane' (issue 13's engine)")
 def test_a_real_plane_solve_is_shown_by_the_map_the_table_and_the_figures():
     from skymatch_nb_ui.widgets import ResultsTable
 

@@ -357,18 +357,22 @@ class _SideA:
         return out
 
     def values(self, cx: float, cy: float) -> np.ndarray:
-        """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all)."""
+        """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all).
+
+        The smoothing is done on the whole box in contiguous slices of it (no gathers), and
+        the pixels are gathered from the result once.
+        """
         flat, cols, k = self.box.reshape(-1), self.cols, self.corner
         get = self.buffers.get
-        centre = np.take(flat[cols + 1 :], k, out=get("va", self.work, self.n))
+        m = flat.size - 2 * cols - 2  # from the box's pixel (1, 1) to its (-2, -2)
+        centre = flat[cols + 1 : cols + 1 + m]
         # centre + c (left + right - 2 centre) per axis: exact on a constant image
         change = None
         for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "near_x"),
                                        (cy, flat[1:], flat[2 * cols + 1 :], "near_y")):
             if c == 0:
                 continue
-            near = np.take(first, k, out=get(name, self.work, self.n))
-            near += np.take(second, k, out=get("far", self.work, self.n))
+            near = np.add(first[:m], second[:m], out=get(name, self.work, m))
             near -= centre
             near -= centre
             near *= c
@@ -377,8 +381,8 @@ class _SideA:
             else:
                 change += near
         if change is not None:
-            centre += change
-        return centre
+            centre = np.add(centre, change, out=change)
+        return np.take(centre, k, out=get("va", self.work, self.n))
 
 
 def _nan_outside(values, lower, upper, buffers):

@@ -467,17 +467,18 @@ def _bilinear(flat, nx, xb, yb, work, buffers, snap=(False, False), steep=math.n
     """
     n = xb.size
     fx, fy = buffers.get("fx", work, n), buffers.get("fy", work, n)
-    ix, iy = buffers.get("ix", np.intp, n), buffers.get("iy", np.intp, n)
-    for coord, frac, whole, snapped in ((xb, fx, ix, snap[0]), (yb, fy, iy, snap[1])):
+    k = buffers.get("k", np.intp, n)
+    floor_x, floor_y = buffers.get("floor_x", np.float64, n), buffers.get("floor_y", np.float64, n)
+    for coord, frac, whole, snapped in ((xb, fx, floor_x, snap[0]), (yb, fy, floor_y, snap[1])):
         if snapped:
-            np.rint(coord, out=coord)
-            whole[...] = coord
+            np.rint(coord, out=whole)
             frac[...] = 0.0
-        else:
-            whole[...] = coord  # truncation: the floor of these non-negative coordinates
+        else:  # the coordinates are >= 0: floor = truncation, exact in float64
+            np.floor(coord, out=whole)
             np.subtract(coord, whole, out=frac, casting="unsafe")
-    k = np.multiply(iy, nx, out=iy)
-    k += ix
+    floor_y *= nx  # the flat index, exact in float64 (far below 2**53)
+    floor_y += floor_x
+    k[...] = floor_y
     check = _Steepness(steep, n, work, buffers)
     lower = np.take(flat, k, out=buffers.get("b0", work, n), mode="clip")
     if not snap[0]:

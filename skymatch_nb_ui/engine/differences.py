@@ -13,7 +13,7 @@ How it is fast:
    only on a grid of *nodes* (every 32 pixels, finer where the map bends: `pixel_map`), and
    interpolated bilinearly between them.  Along a row of ``a`` that interpolation is
    piecewise linear, so each pixel's coordinates are two numbers per piece of row, repeated,
-   times its flat index (`_row_linear`), never a per-pixel WCS call.
+   times its flat index (`_row_linears`), never a per-pixel WCS call.
 2. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
    outer pixel centres then read a NaN, with no per-pixel range check.
 3. The interpolation is four gathers and three linear blends, in reused buffers
@@ -268,8 +268,8 @@ def pair_differences(
         return np.empty(0, work), (math.nan, math.nan)
     side_a = _SideA(image_a, mask_a, runs, work, lower, upper, buffers)
     index = side_a.index(buffers.get("index", np.float64, n))
-    xb = _row_linear(runs, pmap, pmap.bx, index, side_a.layout, buffers.get("xb", np.float64, n))
-    yb = _row_linear(runs, pmap, pmap.by, index, side_a.layout, buffers.get("yb", np.float64, n))
+    xb, yb = _row_linears(runs, pmap, (pmap.bx, pmap.by), index, side_a.layout,
+                          (buffers.get("xb", np.float64, n), buffers.get("yb", np.float64, n)))
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
         np.nan_to_num(xb, copy=False, nan=-1.0)
@@ -527,23 +527,19 @@ def _blend(first, second, frac, check):
         first += second
 
 
-def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray,
-                layout: tuple[int, int, int], out: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``nodes`` at every pixel of ``runs`` (row-major), into `out`.
+def _row_linears(runs: Runs, pmap: PixelMap, grids, index: np.ndarray,
+                 layout: tuple[int, int, int], outs) -> list[np.ndarray]:
+    """Bilinear interpolation of each node grid at every pixel of ``runs`` (row-major).
 
+    One result per grid (``pmap.bx``, ``pmap.by``), into the matching buffer of ``outs``.
     Along one row the interpolation is linear within each cell between node columns: a run
-    splits into *pieces* (one per cell it crosses), and on a piece the value is
-    ``A + S * index`` with ``index`` the pixel's flat index, given as float64, in an array of
-    ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``; ``layout`` is
-    ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
+    splits into *pieces* (one per cell it crosses, found once for all grids), and on a piece
+    the value is ``A + S * index`` with ``index`` the pixel's flat index, given as float64,
+    in an array of ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``;
+    ``layout`` is ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
     """
     rows, start, stop = runs.rows, runs.start, runs.stop
     step, x0, y0 = pmap.step, pmap.x0, pmap.y0
-    i = np.minimum((rows - y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1 else 0 * rows
-    ty = ((rows - y0) - i * step) / step
-    upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
-    curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
-    slope = np.diff(curve, axis=1) / step
     first_cell = (start - x0) // step
     pieces = (stop - 1 - x0) // step - first_cell + 1
     run_of = np.repeat(np.arange(len(rows)), pieces)
@@ -551,14 +547,24 @@ def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray
     cell = first_cell[run_of] + np.arange(int(pieces.sum())) - first_piece[run_of]
     left = x0 + cell * step
     lengths = np.minimum(left + step, stop[run_of]) - np.maximum(left, start[run_of])
-    cell = np.minimum(cell, slope.shape[1] - 1)
-    s = slope[run_of, cell]
     row0, col0, nx = layout
-    a = curve[run_of, cell] - s * ((rows[run_of] - row0) * float(nx) + (left - col0))
+    origin = (rows[run_of] - row0) * float(nx) + (left - col0)  # each piece's first index
     n = runs.npix
-    np.multiply(np.repeat(s, lengths), index, out=out[:n])
-    out[:n] += np.repeat(a, lengths)
-    return out[:n]
+    results = []
+    for nodes, out in zip(grids, outs):
+        i = (np.minimum((rows - y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1
+             else 0 * rows)
+        ty = ((rows - y0) - i * step) / step
+        upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
+        curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
+        slope = np.diff(curve, axis=1) / step
+        piece_cell = np.minimum(cell, slope.shape[1] - 1)
+        s = slope[run_of, piece_cell]
+        a = curve[run_of, piece_cell] - s * origin
+        np.multiply(np.repeat(s, lengths), index, out=out[:n])
+        out[:n] += np.repeat(a, lengths)
+        results.append(out[:n])
+    return results
 
 
 def _mean_w2(fx, fy, d, cx: float, cy: float) -> tuple[float, float]:

@@ -17,7 +17,13 @@ How it is fast:
 2. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
    outer pixel centres then read a NaN, with no per-pixel range check.
 3. The interpolation is four gathers and three linear blends, in reused buffers
-   (`DifferenceBuffers`), in float32 when both images are single precision.
+   (`DifferenceBuffers`), in float32 when both images are single precision; the pixels'
+   flat indices come from floors in float64 (one integer conversion).
+4. ``a``'s matching smoothing is computed on its whole box in contiguous slices (no
+   gathers), and its pixels gathered from the result once.
+
+(Gathering a pixel and its right neighbour as one 8-byte element halves the gathers but
+leaves strided halves to blend: slower on the bench, not used.)
 
 Why bilinear (``bench/study_accuracy.py --interpolation``): nearest-neighbour sampling leaves a
 sub-pixel offset times the scene's gradient in every pair (twice the error of bilinear on the

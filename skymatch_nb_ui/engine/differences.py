@@ -13,11 +13,17 @@ How it is fast:
    only on a grid of *nodes* (every 32 pixels, finer where the map bends: `pixel_map`), and
    interpolated bilinearly between them.  Along a row of ``a`` that interpolation is
    piecewise linear, so each pixel's coordinates are two numbers per piece of row, repeated,
-   times its flat index (`_row_linear`), never a per-pixel WCS call.
+   times its flat index (`_row_linears`), never a per-pixel WCS call.
 2. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
    outer pixel centres then read a NaN, with no per-pixel range check.
 3. The interpolation is four gathers and three linear blends, in reused buffers
-   (`DifferenceBuffers`), in float32 when both images are single precision.
+   (`DifferenceBuffers`), in float32 when both images are single precision; the pixels'
+   flat indices come from floors in float64 (one integer conversion).
+4. ``a``'s matching smoothing is computed on its whole box in contiguous slices (no
+   gathers), and its pixels gathered from the result once.
+
+(Gathering a pixel and its right neighbour as one 8-byte element halves the gathers but
+leaves strided halves to blend: slower on the bench, not used.)
 
 Why bilinear (``bench/study_accuracy.py --interpolation``): nearest-neighbour sampling leaves a
 sub-pixel offset times the scene's gradient in every pair (twice the error of bilinear on the
@@ -268,8 +274,8 @@ def pair_differences(
         return np.empty(0, work), (math.nan, math.nan)
     side_a = _SideA(image_a, mask_a, runs, work, lower, upper, buffers)
     index = side_a.index(buffers.get("index", np.float64, n))
-    xb = _row_linear(runs, pmap, pmap.bx, index, side_a.layout, buffers.get("xb", np.float64, n))
-    yb = _row_linear(runs, pmap, pmap.by, index, side_a.layout, buffers.get("yb", np.float64, n))
+    xb, yb = _row_linears(runs, pmap, (pmap.bx, pmap.by), index, side_a.layout,
+                          (buffers.get("xb", np.float64, n), buffers.get("yb", np.float64, n)))
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
         np.nan_to_num(xb, copy=False, nan=-1.0)
@@ -357,18 +363,22 @@ class _SideA:
         return out
 
     def values(self, cx: float, cy: float) -> np.ndarray:
-        """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all)."""
+        """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all).
+
+        The smoothing is done on the whole box in contiguous slices of it (no gathers), and
+        the pixels are gathered from the result once.
+        """
         flat, cols, k = self.box.reshape(-1), self.cols, self.corner
         get = self.buffers.get
-        centre = np.take(flat[cols + 1 :], k, out=get("va", self.work, self.n))
+        m = flat.size - 2 * cols - 2  # from the box's pixel (1, 1) to its (-2, -2)
+        centre = flat[cols + 1 : cols + 1 + m]
         # centre + c (left + right - 2 centre) per axis: exact on a constant image
         change = None
         for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "near_x"),
                                        (cy, flat[1:], flat[2 * cols + 1 :], "near_y")):
             if c == 0:
                 continue
-            near = np.take(first, k, out=get(name, self.work, self.n))
-            near += np.take(second, k, out=get("far", self.work, self.n))
+            near = np.add(first[:m], second[:m], out=get(name, self.work, m))
             near -= centre
             near -= centre
             near *= c
@@ -377,8 +387,8 @@ class _SideA:
             else:
                 change += near
         if change is not None:
-            centre += change
-        return centre
+            centre = np.add(centre, change, out=change)
+        return np.take(centre, k, out=get("va", self.work, self.n))
 
 
 def _nan_outside(values, lower, upper, buffers):
@@ -463,17 +473,18 @@ def _bilinear(flat, nx, xb, yb, work, buffers, snap=(False, False), steep=math.n
     """
     n = xb.size
     fx, fy = buffers.get("fx", work, n), buffers.get("fy", work, n)
-    ix, iy = buffers.get("ix", np.intp, n), buffers.get("iy", np.intp, n)
-    for coord, frac, whole, snapped in ((xb, fx, ix, snap[0]), (yb, fy, iy, snap[1])):
+    k = buffers.get("k", np.intp, n)
+    floor_x, floor_y = buffers.get("floor_x", np.float64, n), buffers.get("floor_y", np.float64, n)
+    for coord, frac, whole, snapped in ((xb, fx, floor_x, snap[0]), (yb, fy, floor_y, snap[1])):
         if snapped:
-            np.rint(coord, out=coord)
-            whole[...] = coord
+            np.rint(coord, out=whole)
             frac[...] = 0.0
-        else:
-            whole[...] = coord  # truncation: the floor of these non-negative coordinates
+        else:  # the coordinates are >= 0: floor = truncation, exact in float64
+            np.floor(coord, out=whole)
             np.subtract(coord, whole, out=frac, casting="unsafe")
-    k = np.multiply(iy, nx, out=iy)
-    k += ix
+    floor_y *= nx  # the flat index, exact in float64 (far below 2**53)
+    floor_y += floor_x
+    k[...] = floor_y
     check = _Steepness(steep, n, work, buffers)
     lower = np.take(flat, k, out=buffers.get("b0", work, n), mode="clip")
     if not snap[0]:
@@ -522,23 +533,19 @@ def _blend(first, second, frac, check):
         first += second
 
 
-def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray,
-                layout: tuple[int, int, int], out: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``nodes`` at every pixel of ``runs`` (row-major), into `out`.
+def _row_linears(runs: Runs, pmap: PixelMap, grids, index: np.ndarray,
+                 layout: tuple[int, int, int], outs) -> list[np.ndarray]:
+    """Bilinear interpolation of each node grid at every pixel of ``runs`` (row-major).
 
+    One result per grid (``pmap.bx``, ``pmap.by``), into the matching buffer of ``outs``.
     Along one row the interpolation is linear within each cell between node columns: a run
-    splits into *pieces* (one per cell it crosses), and on a piece the value is
-    ``A + S * index`` with ``index`` the pixel's flat index, given as float64, in an array of
-    ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``; ``layout`` is
-    ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
+    splits into *pieces* (one per cell it crosses, found once for all grids), and on a piece
+    the value is ``A + S * index`` with ``index`` the pixel's flat index, given as float64,
+    in an array of ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``;
+    ``layout`` is ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
     """
     rows, start, stop = runs.rows, runs.start, runs.stop
     step, x0, y0 = pmap.step, pmap.x0, pmap.y0
-    i = np.minimum((rows - y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1 else 0 * rows
-    ty = ((rows - y0) - i * step) / step
-    upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
-    curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
-    slope = np.diff(curve, axis=1) / step
     first_cell = (start - x0) // step
     pieces = (stop - 1 - x0) // step - first_cell + 1
     run_of = np.repeat(np.arange(len(rows)), pieces)
@@ -546,14 +553,24 @@ def _row_linear(runs: Runs, pmap: PixelMap, nodes: np.ndarray, index: np.ndarray
     cell = first_cell[run_of] + np.arange(int(pieces.sum())) - first_piece[run_of]
     left = x0 + cell * step
     lengths = np.minimum(left + step, stop[run_of]) - np.maximum(left, start[run_of])
-    cell = np.minimum(cell, slope.shape[1] - 1)
-    s = slope[run_of, cell]
     row0, col0, nx = layout
-    a = curve[run_of, cell] - s * ((rows[run_of] - row0) * float(nx) + (left - col0))
+    origin = (rows[run_of] - row0) * float(nx) + (left - col0)  # each piece's first index
     n = runs.npix
-    np.multiply(np.repeat(s, lengths), index, out=out[:n])
-    out[:n] += np.repeat(a, lengths)
-    return out[:n]
+    results = []
+    for nodes, out in zip(grids, outs):
+        i = (np.minimum((rows - y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1
+             else 0 * rows)
+        ty = ((rows - y0) - i * step) / step
+        upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
+        curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
+        slope = np.diff(curve, axis=1) / step
+        piece_cell = np.minimum(cell, slope.shape[1] - 1)
+        s = slope[run_of, piece_cell]
+        a = curve[run_of, piece_cell] - s * origin
+        np.multiply(np.repeat(s, lengths), index, out=out[:n])
+        out[:n] += np.repeat(a, lengths)
+        results.append(out[:n])
+    return results
 
 
 def _mean_w2(fx, fy, d, cx: float, cy: float) -> tuple[float, float]:

@@ -16,6 +16,14 @@ exists for.  Engines:
   mImgtbl, mOverlaps, mDiffExec, mFitExec (level only), mBgModel (level only); the
   corrections are read from mBgModel's table.
 
+``--scene gradient`` (issue 13) adds scattered light: each image its own random plane rising
+by up to 4 noise sigma across it (`make_mosaic(..., gradient=4)`) over the same nebula scene.
+Ours runs with ``skymodel="constant"`` and ``"plane"``, Montage with levels only and with
+planes (mFitExec without ``levelOnly``, mBgModel with slopes; its corrections, planes on the
+common grid, are carried into each image's pixels).  The error is then the true sky left after
+correction: rms and max over all pixels of the images (every 4th along each axis), the common
+plane that no overlap can see removed, in noise sigma (`bench/_gradients.py`).
+
 Every engine runs in its own process (started once; the mosaic is loaded before timing), and
 the runs are interleaved: round 1 runs each engine once, then round 2, ...  For each engine and
 setting the script prints the time (min and median over rounds), the error of the estimated
@@ -30,6 +38,7 @@ Usage::
     python bench/bench_vs_peers.py                          # N = 16, 64 (1024^2), 256 (256^2)
     python bench/bench_vs_peers.py --mosaics 16 --rounds 2 --engines ours,montage
     python bench/bench_vs_peers.py --stats median,mode --compare levels,differences
+    python bench/bench_vs_peers.py --scene gradient --mosaics 16,64 --stats median
 
 The mosaics are built once and cached as FITS files under ``--cache`` (default: a temporary
 directory removed at the end).
@@ -66,6 +75,9 @@ STATS = ("mode", "median", "mean", "midpt")
 COMPARES = ("levels", "differences")
 NOISE = 1.0
 NEBULA = 25.0  # range of the diffuse emission over one image, in noise sigma
+SCENES = ("nebula", "gradient")
+SKYMODELS = ("constant", "plane")
+GRADIENT_STEP = 4  # the gradient scene's error: every 4th pixel along each axis
 STARS = 50  # per 1024 x 1024 pixels
 
 
@@ -77,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="bench_peers_"))
     try:
         for n in args.mosaics:
-            directory = cache / f"nebula_{n}_seed{args.seed}"
-            truth = build_mosaic(n, directory, args.seed)
+            directory = cache / f"{args.scene}_{n}_seed{args.seed}"
+            truth = build_mosaic(n, directory, args.seed, args.scene)
             rows = bench_mosaic(n, directory, truth, args)
-            print_table(n, rows)
+            print_table(n, rows, args.scene)
     finally:
         if not args.cache:
             shutil.rmtree(cache, ignore_errors=True)
@@ -88,24 +100,48 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_mosaic(n: int, directory: Path, seed: int) -> np.ndarray:
-    """Write the nebula mosaic of N images as FITS files (once); returns the true skies."""
+def build_mosaic(n: int, directory: Path, seed: int, scene: str = "nebula"):
+    """Write the mosaic of N images as FITS files (once); returns the true skies.
+
+    The gradient scene's truth is a `Mosaic` of its true planes (no pixels), for
+    `_gradients.sky_error`.
+    """
     truth_file = directory / "truth.npy"
     if truth_file.exists():
-        return np.load(truth_file)
+        return _truth(directory, np.load(truth_file), scene)
     from astropy.io import fits
 
     layout, shape = MOSAICS[n]
     start = time.perf_counter()
-    mosaic = nebula_mosaic(layout, shape, seed)
+    if scene == "gradient":
+        from _gradients import gradient_mosaic
+
+        mosaic = gradient_mosaic(layout, shape, seed)
+    else:
+        mosaic = nebula_mosaic(layout, shape, seed)
     raw = directory / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name, image, w in zip(mosaic.names, mosaic.images, mosaic.wcs):
         fits.PrimaryHDU(image, header=w.to_header()).writeto(raw / f"{name}.fits")
-    np.save(truth_file, mosaic.sky)
+    np.save(truth_file, mosaic.planes if scene == "gradient" else mosaic.sky)
     print(f"built N={n}: {layout[0]}x{layout[1]} of {shape[0]}x{shape[1]}, "
           f"{time.perf_counter() - start:.0f} s", flush=True)
-    return mosaic.sky
+    return _truth(directory, np.load(truth_file), scene)
+
+
+def _truth(directory: Path, saved: np.ndarray, scene: str):
+    if scene != "gradient":
+        return saved
+    from _gradients import truth_mosaic
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    wcs, shapes = [], []
+    for f in sorted((directory / "raw").glob("*.fits")):
+        header = fits.getheader(f)
+        wcs.append(WCS(header))
+        shapes.append((header["NAXIS2"], header["NAXIS1"]))
+    return truth_mosaic(saved, wcs, shapes)
 
 
 def nebula_mosaic(layout, shape, seed: int):
@@ -124,10 +160,14 @@ def nebula_mosaic(layout, shape, seed: int):
 def settings_of(args) -> list[tuple[str, dict]]:
     """The (engine, setting) entries of one round."""
     entries = []
+    gradient = args.scene == "gradient"
     for engine in args.engines:
         if engine == "ours":
-            entries += [("ours", {"skystat": s, "compare": c})
-                        for c in args.compare for s in args.stats]
+            models = [{"skymodel": m} for m in args.skymodels] if gradient else [{}]
+            entries += [("ours", {"skystat": s, "compare": c, **m})
+                        for m in models for c in args.compare for s in args.stats]
+        elif engine == "montage" and gradient:
+            entries += [("montage", {"fit": "levels"}), ("montage", {"fit": "planes"})]
         elif engine == "reference":
             entries += [("reference", {"skystat": s}) for s in args.ref_stats]
         else:
@@ -164,9 +204,21 @@ def bench_mosaic(n: int, directory: Path, truth: np.ndarray, args) -> list[dict]
     return rows
 
 
-def summarise(engine: str, setting: dict, replies: list[dict], truth: np.ndarray) -> dict:
+def summarise(engine: str, setting: dict, replies: list[dict], truth) -> dict:
     times = [rep["time"] for rep in replies]
     last = replies[-1]
+    if not isinstance(truth, np.ndarray):  # the gradient scene: the true sky left, all pixels
+        from _gradients import NOISE as GRADIENT_NOISE
+
+        planes = np.array(last["planes"], dtype=float)
+        ok = np.isfinite(planes).all(axis=1)
+        left = truth.residual_sky(planes=np.where(ok[:, None], planes, 0.0), step=GRADIENT_STEP)
+        return {"engine": engine, "setting": setting, "tmin": min(times),
+                "tmed": statistics.median(times),
+                "rms": float(np.sqrt(np.mean(left**2))) / GRADIENT_NOISE,
+                "max": float(np.abs(left).max()) / GRADIENT_NOISE, "valid": int(ok.sum()),
+                "n": len(planes), "mem": max(rep["peak_mb"] for rep in replies), "pull": None,
+                "files_mb": last.get("files_mb"), "share": last.get("share")}
     sky = np.array(last["sky"], dtype=float)
     ok = np.isfinite(sky)
     error = sky[ok] - truth[ok]
@@ -183,11 +235,16 @@ def summarise(engine: str, setting: dict, replies: list[dict], truth: np.ndarray
     return row
 
 
-def print_table(n: int, rows: list[dict]) -> None:
+def print_table(n: int, rows: list[dict], scene: str = "nebula") -> None:
     layout, shape = MOSAICS[n]
-    print(f"\nN={n} ({layout[0]}x{layout[1]} of {shape[0]}^2); errors in sigma, common offset "
-          "removed; memory = peak growth during the run")
-    head = (f"{'engine':<10} {'setting':<19} {'t min s':>8} {'t med s':>8} {'rms':>8} "
+    if scene == "gradient":
+        print(f"\nN={n} ({layout[0]}x{layout[1]} of {shape[0]}^2), gradient scene; rms / max = "
+              f"true sky left after correction over all pixels (every {GRADIENT_STEP}th), in "
+              "sigma, common plane removed; memory = peak growth during the run")
+    else:
+        print(f"\nN={n} ({layout[0]}x{layout[1]} of {shape[0]}^2); errors in sigma, common "
+              "offset removed; memory = peak growth during the run")
+    head = (f"{'engine':<10} {'setting':<27} {'t min s':>8} {'t med s':>8} {'rms':>8} "
             f"{'max':>8} {'pull sd':>8} {'mem MB':>8}  note")
     print(head)
     print("-" * len(head))
@@ -201,7 +258,7 @@ def print_table(n: int, rows: list[dict]) -> None:
         if row["share"] is not None:
             notes.append(f"{row['share'] * 100:.0f}% reprojection")
         pull = "-" if row["pull"] is None else f"{row['pull']:.2f}"
-        print(f"{row['engine']:<10} {setting:<19} {row['tmin']:>8.3f} {row['tmed']:>8.3f} "
+        print(f"{row['engine']:<10} {setting:<27} {row['tmin']:>8.3f} {row['tmed']:>8.3f} "
               f"{row['rms']:>8.4f} {row['max']:>8.4f} {pull:>8} {row['mem']:>8.0f}  "
               + ", ".join(notes), flush=True)
 
@@ -301,13 +358,20 @@ class OursRunner:
         self.images, self.wcs, _ = load_mosaic(directory)
         self.run(skystat="mode", compare="levels", warm=True)
 
-    def run(self, skystat: str, compare: str, warm: bool = False) -> dict:
+    def run(self, skystat: str, compare: str, skymodel: str = "constant", warm: bool = False) -> dict:
         options = {"compare": compare} if self.has_compare else {}
         if not self.has_compare and compare != "levels":
             raise RuntimeError("this engine has no compare parameter (levels only)")
+        if skymodel != "constant":
+            options["skymodel"] = skymodel
         images, wcs = (self.images[:2], self.wcs[:2]) if warm else (self.images, self.wcs)
         result = self.skymatch(images, wcs, skymethod="match", skystat=skystat, **options)
-        return {"sky": nan_list(result.sky), "err": nan_list(result.sky_err)}
+        plane = getattr(result, "plane", None)  # skymodel="plane": the slopes
+        slopes = (np.zeros((len(images), 2)) if plane is None
+                  else np.column_stack([plane.slope_x, plane.slope_y]))
+        planes = np.column_stack([result.sky, slopes])
+        return {"sky": nan_list(result.sky), "err": nan_list(result.sky_err),
+                "planes": [nan_list(row) for row in planes]}
 
 
 class ReferenceRunner:
@@ -373,65 +437,22 @@ class ReprojectRunner:
 
 
 class MontageRunner:
-    STEPS = ("mImgtbl", "mMakeHdr", "mProjExec", "mImgtbl2", "mOverlaps", "mDiffExec",
-             "mFitExec", "mBgModel")
+    """Montage from the FITS files: `_gradients.montage_planes` (levels only, or planes)."""
 
     def __init__(self, directory: Path):
-        import MontagePy.main as montage
+        import MontagePy.main  # noqa: F401 (imported before timing)
+        from _gradients import montage_planes
 
-        self.m = montage
+        self.montage_planes = montage_planes
         self.raw = directory / "raw"
-        self.names = [f.stem for f in sorted(self.raw.glob("*.fits"))]
         self.work_root = directory
 
-    def run(self) -> dict:
-        m = self.m
-        work = Path(tempfile.mkdtemp(prefix="montage_", dir=self.work_root))
-        try:
-            proj, diffs = work / "proj", work / "diffs"
-            proj.mkdir()
-            diffs.mkdir()
-            t = {}
-
-            def step(name, function, *a, **k):
-                start = time.perf_counter()
-                status = function(*a, **k)
-                t[name] = time.perf_counter() - start
-                if status["status"] != "0":
-                    raise RuntimeError(f"{name}: {status}")
-                return status
-
-            raw_tbl, hdr = str(work / "images.tbl"), str(work / "region.hdr")
-            proj_tbl, diff_tbl = str(work / "pimages.tbl"), str(work / "diffs.tbl")
-            fit_tbl, corr_tbl = str(work / "fits.tbl"), str(work / "corrections.tbl")
-            step("mImgtbl", m.mImgtbl, str(self.raw), raw_tbl)
-            step("mMakeHdr", m.mMakeHdr, raw_tbl, hdr)
-            step("mProjExec", m.mProjExec, str(self.raw), raw_tbl, hdr, projdir=str(proj))
-            step("mImgtbl2", m.mImgtbl, str(proj), proj_tbl)
-            step("mOverlaps", m.mOverlaps, proj_tbl, diff_tbl)
-            step("mDiffExec", m.mDiffExec, str(proj), diff_tbl, hdr, diffdir=str(diffs))
-            step("mFitExec", m.mFitExec, diff_tbl, fit_tbl, diffdir=str(diffs), levelOnly=True)
-            step("mBgModel", m.mBgModel, proj_tbl, fit_tbl, corr_tbl, noslope=True)
-            sky = self._corrections(proj_tbl, corr_tbl)
-            files = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return {"sky": nan_list(sky), "err": None, "files_mb": files / 2**20,
-                "share": t["mProjExec"] / sum(t.values()), "steps": t}
-
-    def _corrections(self, proj_tbl: str, corr_tbl: str) -> np.ndarray:
-        from astropy.io import ascii
-
-        images = ascii.read(proj_tbl, format="ipac")
-        corrections = ascii.read(corr_tbl, format="ipac")
-        index = {name: k for k, name in enumerate(self.names)}
-        file_of = {int(c): Path(str(f)).stem for c, f in zip(images["cntr"], images["fname"])}
-        sky = np.full(len(self.names), np.nan)
-        for row in corrections:
-            stem = file_of[int(row["id"])]
-            name = stem.removeprefix("hdu0_")
-            sky[index[name]] = float(row["c"])  # level only: a = b = 0; mBackground subtracts c
-        return sky
+    def run(self, fit: str = "levels") -> dict:
+        reply = self.montage_planes(self.raw, self.work_root, slopes=fit == "planes")
+        planes = np.array(reply["planes"], dtype=float)
+        return {"sky": nan_list(planes[:, 0]), "err": None,
+                "planes": [nan_list(row) for row in planes], "files_mb": reply["files_mb"],
+                "share": reply["share"], "steps": reply["steps"]}
 
 
 RUNNERS = {"ours": OursRunner, "reference": ReferenceRunner, "reproject": ReprojectRunner,
@@ -502,6 +523,10 @@ def parse_args(argv):
                         help="our compare modes (default both; levels only without compare)")
     parser.add_argument("--ref-stats", type=choice_list(STATS), default=["mode"],
                         help="the reference's statistics (default its default, mode)")
+    parser.add_argument("--scene", choices=SCENES, default="nebula",
+                        help="nebula (default) or gradient (a random sky plane per image on top)")
+    parser.add_argument("--skymodels", type=choice_list(SKYMODELS), default=list(SKYMODELS),
+                        help="our sky models in the gradient scene (default both)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", help="keep the mosaics' FITS files in this directory")
@@ -529,6 +554,8 @@ def choice_list(choices):
 
     return parse
 
+
+sys.path.insert(0, str(HERE))  # bench/_gradients.py
 
 if __name__ == "__main__":
     if "--worker" in sys.argv:

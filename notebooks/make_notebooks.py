@@ -693,12 +693,125 @@ assert plt.imread(png).shape[:2] == (900, 2100)"""),
 ]
 
 
+# -- 06 ------------------------------------------------------------------------------------------
+SKY_PLANES = [
+    ("markdown", """# Scattered light: a sky plane per image
+
+**What this teaches:** when the background of each image is not flat (scattered light, a
+zodiacal or thermal gradient, the wing of a bright star just off the field), one constant per
+image leaves *seams* along every overlap edge. `skymodel="plane"` fits a plane per image
+instead, from the same pair differences, and the seams go.
+
+The mosaic is synthetic, so that we know the truth: 3 x 4 images of 160 x 160 pixels, noise
+σ = 1, a few stars, and on each image its own random plane rising by up to 8σ across it in a
+random direction (`make_mosaic(..., gradient=8)`), on top of its own constant level. The
+images share one tangent plane, so that pasting them side by side makes the mosaic."""),
+    ("code", """import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+from skymatch_nb_ui import ImageCollection
+from skymatch_nb_ui.plotting import mosaic_wcs, plot_footprints, plot_planes
+from skymatch_nb_ui.testing import make_mosaic
+from skymatch_nb_ui.widgets import FootprintMap
+
+NOISE = 1.0
+m = make_mosaic((3, 4), shape=(160, 160), overlap=0.2, noise=NOISE, gradient=8.0, sources=4,
+                tangent="shared", seed=13)
+coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+rise = np.ptp([m.true_sky(k) for k in range(len(m))], axis=(1, 2))
+print(f"{len(m)} images; their planes rise by {rise.round(1)} σ across them")"""),
+    ("markdown", """Two helpers: `mosaic_of` pastes images onto the mosaic's pixel grid (later images
+on top, so every seam shows) and bins it 8 x 8 with a median (noise and stars fade, the sky
+stays); `sky_error` measures what a result leaves of the true sky, in σ, over all pixels
+(`Mosaic.residual_sky`: matching finds skies only up to what no overlap can see, a common
+plane, which it removes)."""),
+    ("code", """def mosaic_of(images, step=8):
+    \"\"\"The images on the mosaic's grid (one shared tangent plane), binned by a median.\"\"\"
+    crpix = np.array([w.wcs.crpix for w in m.wcs])
+    offset = np.rint(crpix.max(axis=0) - crpix).astype(int)  # (x, y) of each image's pixel 0
+    ny, nx = images[0].shape
+    canvas = np.full((offset[:, 1].max() + ny, offset[:, 0].max() + nx), np.nan)
+    for (x0, y0), image in zip(offset, images):
+        canvas[y0:y0 + ny, x0:x0 + nx] = image
+    h, w = canvas.shape[0] // step * step, canvas.shape[1] // step * step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins outside the images
+        return np.nanmedian(canvas[:h, :w].reshape(h // step, step, w // step, step), axis=(1, 3))
+
+
+def sky_error(result):
+    \"\"\"rms of the true sky left after subtracting the result's skies, in noise σ.\"\"\"
+    corrected = coll.result_images(result)
+    models = [image - corrected[name] for image, name in zip(m.images, m.names)]
+    return float(np.sqrt(np.mean(m.residual_sky(models) ** 2))) / NOISE"""),
+    ("markdown", """## One constant per image: seams
+
+`match` with the default constant sky model. Each image's constant is the best compromise over
+its overlaps, but a tilted sky minus a constant is still tilted: where two images meet, one
+is too high and the other too low."""),
+    ("code", """constant = coll.skymatch(skymethod="match", skystat="median")
+print(f"constant skies: the sky left is {sky_error(constant):.2f} σ rms")
+binned = mosaic_of(list(coll.result_images(constant).values()))
+scale = dict(cmap="coolwarm", origin="lower", vmin=np.nanmedian(binned) - 3, vmax=np.nanmedian(binned) + 3)
+fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+fig.colorbar(ax.imshow(binned, **scale), ax=ax, label="sky-subtracted data (8x8 median)")
+ax.set_title("skymodel='constant': seams at the image edges")
+ax.set_axis_off()
+plt.show()"""),
+    ("markdown", """## A plane per image: no seams
+
+The same call with `skymodel="plane"`. The result has, per image, the level at its centre
+(`sky`, what every view shows), the slopes along its own pixel axes (`slope_x`, `slope_y`,
+per pixel), their covariance (`sky_cov`), and the gradient on the sky (`gradient`, per
+arcsec, rising towards the position angle `gradient_pa`, east of north).
+`coll.result_images` subtracts the planes."""),
+    ("code", """planes = coll.skymatch(skymethod="match", skystat="median", skymodel="plane")
+print(f"planes: the sky left is {sky_error(planes):.3f} σ rms (constants: {sky_error(constant):.2f} σ)")
+planes[["sky", "slope_x", "slope_y", "slope_x_err", "gradient", "gradient_pa"]].to_dataframe().round(4)"""),
+    ("code", """fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+for ax, (title, result) in zip(axes, [("constant", constant), ("plane", planes)]):
+    binned = mosaic_of(list(coll.result_images(result).values()))
+    shown = ax.imshow(binned - np.nanmedian(binned), **{**scale, "vmin": -3, "vmax": 3})
+    ax.set_title(f"skymodel={title!r}: {sky_error(result):.2f} σ rms left")
+    ax.set_axis_off()
+fig.colorbar(shown, ax=axes, label="sky-subtracted data (8x8 median) [σ]")
+plt.show()"""),
+    ("markdown", """The seams are gone. What is left is one smooth tilt across the whole mosaic: the
+part of the scattered light that is the same plane on the sky in every image (here the mean
+of their slopes) changes no overlap's difference, so no matching can see it, just as no
+matching can tell a common constant (`sky_error` leaves both out). Against the truth: the
+images share one tangent plane with the same axes, so that common part is a common slope in
+every image. Less it, the fitted slopes are the true ones within their errors."""),
+    ("code", """for axis in ("slope_x", "slope_y"):
+    off = planes[axis].values - getattr(m, axis)
+    off -= off.mean()
+    pull = off / planes[f"{axis}_err"].values
+    print(f"{axis}: fitted - true, less the common slope, in errors: {pull.round(1)}")
+    assert np.all(np.abs(pull) < 5)
+assert sky_error(planes) < sky_error(constant) / 5"""),
+    ("markdown", """## What was fitted, on the sky
+
+`plot_planes` fills each footprint with its fitted plane; the arrows point where the sky
+rises, their length by the gradient's size. `plot_footprints(..., color_by="gradient")` colours
+the footprints by that size, and the `FootprintMap` widget shows the same arrows, with the
+slopes in each footprint's tooltip (and each overlap's residual gradient in its line's)."""),
+    ("code", """fig = plt.figure(figsize=(10, 4), layout="constrained")
+wcs = mosaic_wcs(planes)
+plot_planes(planes, ax=fig.add_subplot(1, 2, 1, projection=wcs))
+plot_footprints(planes, color_by="gradient", ax=fig.add_subplot(1, 2, 2, projection=wcs))
+plt.show()"""),
+    ("code", """FootprintMap(coll, planes, color_by="gradient", show_overlaps=True)"""),
+]
+
+
 NOTEBOOKS = {
     "01-quickstart.ipynb": QUICKSTART,
     "02-methods.ipynb": METHODS,
     "03-groups.ipynb": GROUPS,
     "04-fits-workflow.ipynb": FITS_WORKFLOW,
     "05-figures.ipynb": FIGURES,
+    "06-sky-gradients.ipynb": SKY_PLANES,
 }
 
 

@@ -7,6 +7,8 @@ demand, so ``import skymatch_nb_ui`` never loads matplotlib.
   left), filled by a result quantity;
 - `plot_pair_residuals`: each overlap's sky difference before and after matching;
 - `plot_sky`: the sky of each image with its uncertainty, ordered by group;
+- `plot_planes`: the fitted sky planes (``skymodel="plane"``), each footprint filled with its
+  plane, with gradient arrows;
 - `mosaic_wcs`: the WCS of the footprint map, to build axes of your own.
 
 The colours, legends, flags, units and map projection are those of the widgets
@@ -43,6 +45,7 @@ try:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Colormap, Normalize, to_rgba
     from matplotlib.font_manager import FontProperties
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Polygon
     from matplotlib.transforms import blended_transform_factory
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -71,9 +74,11 @@ from .display.encodings import (
     sky_unit,
     with_unit,
 )
+from .display.planes import gradient_tips, is_plane, plane_grid
 from .display.projection import SkyProjection, footprint_centres, sky_projection
 
-__all__ = ["COLOR_BY", "mosaic_wcs", "plot_footprints", "plot_pair_residuals", "plot_sky"]
+__all__ = ["COLOR_BY", "mosaic_wcs", "plot_footprints", "plot_pair_residuals", "plot_planes",
+           "plot_sky"]
 
 HATCH = "////"
 
@@ -154,6 +159,7 @@ def plot_footprints(
     cmap=None,
     colorbar: bool = True,
     label: str | None = None,
+    show_gradient: bool | None = None,
 ):
     """Draw every image's footprint on the sky, filled by a result quantity.
 
@@ -161,17 +167,20 @@ def plot_footprints(
     east (increasing RA) to the left, RA/Dec tick labels and a coordinate grid.  Images
     without a valid sky are hatched; with `show_groups` the members of a group have a thick
     outline in the group's colour; with `mark_disconnected` the images outside the largest
-    connected component of the overlap graph have a dashed outline.
+    connected component of the overlap graph have a dashed outline.  A result of
+    ``skymodel="plane"`` gets an arrow per image, from its centre along the direction its
+    fitted sky rises, its length by the gradient (as the widgets' map draws them).
 
     Parameters
     ----------
     result_or_collection : xarray.Dataset or ImageCollection
         A result of `ImageCollection.skymatch`, or a collection: its bare outlines (only
         ``color_by="group"`` fills them then).
-    color_by : {"sky", "sky_err", "group", "component", "valid", "npix"}
-        The fill.  ``sky``, ``sky_err`` and ``npix`` use a sequential colour map with a
-        colour bar (images without a valid sky are grey); ``group``, ``component`` and
-        ``valid`` use discrete colours with a legend.
+    color_by : {"sky", "sky_err", "gradient", "group", "component", "valid", "npix"}
+        The fill.  ``sky``, ``sky_err``, ``gradient`` (the size of a fitted plane's slope on
+        the sky, per arcsec; a result of constant skies has none) and ``npix`` use a
+        sequential colour map with a colour bar (images without a valid sky are grey);
+        ``group``, ``component`` and ``valid`` use discrete colours with a legend.
     ax : astropy.visualization.wcsaxes.WCSAxes, optional
         Axes to draw in, e.g. ``plt.subplot(projection=mosaic_wcs(result))``; the limits are
         set to show every footprint.  Default: a new 3.5 x 3.2 in figure.
@@ -189,6 +198,8 @@ def plot_footprints(
     label : str, optional
         Label of the colour bar or title of the colour legend (default: the quantity's name,
         with the unit when known).
+    show_gradient : bool, optional
+        Draw the gradient arrows of fitted planes (default: when the result has them).
 
     Returns
     -------
@@ -225,7 +236,7 @@ def plot_footprints(
         _check_wcs_axes(ax)
     table, solved, unit, _ = _map_table(result_or_collection, "plot_footprints")
     shown = color_by if (solved or color_by == "group") else None  # no result: outlines only
-    if shown is not None:
+    if shown is not None and shown != "gradient":  # constant skies: "no gradient", as the map
         _require(table, [shown], "plot_footprints", f"color_by={color_by!r}")
     lon, lat = _corners(table)
     created = ax is None
@@ -245,12 +256,117 @@ def plot_footprints(
                         flags.invalid[k], flags.disconnected[k], outline)
     if show_names:
         _write_names(ax, footprint_centres(lon, lat), names, fill.colors, fonts)
+    arrows = solved and is_plane(table) if show_gradient is None else bool(show_gradient)
+    if arrows:
+        _require(table, ["gradient", "gradient_pa"], "plot_footprints", "show_gradient=True")
+        arrows = _draw_gradients(ax, table)
 
     _style_sky_axes(ax, fonts)
     _fit_limits(ax, lon, lat)
     if colorbar:
         _draw_key(ax, fill, label, fonts)
     markers = _marker_handles(flags, groups, group_colors, color_by)
+    if arrows:
+        markers.append(_GRADIENT_HANDLE())
+    if markers:
+        _top_legend(ax, markers, fonts, ncols=2)
+    return ax
+
+
+def plot_planes(
+    result,
+    *,
+    ax=None,
+    cells: int = 12,
+    cmap=None,
+    colorbar: bool = True,
+    show_gradient: bool = True,
+    label: str | None = None,
+):
+    """The fitted sky of every image on the sky: each footprint filled with its plane.
+
+    Each footprint is split into ``cells`` x ``cells`` cells coloured by the fitted sky at
+    their centres (`skymatch_nb_ui.display.planes.plane_grid`: the level at the image centre
+    plus the gradient on the sky), on one colour scale for all images, with the gradient
+    arrows of `plot_footprints`.  A result of constant skies (``skymodel="constant"``) shows
+    flat footprints: seams where the true sky is not flat.  Images without a valid sky are
+    hatched.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A result of `ImageCollection.skymatch` (best with ``skymodel="plane"``).
+    ax : astropy.visualization.wcsaxes.WCSAxes, optional
+        Axes to draw in (e.g. ``plt.subplot(projection=mosaic_wcs(result))``).  Default: a
+        new 3.5 x 3.2 in figure.
+    cells : int
+        Cells along each side of a footprint.
+    cmap : str or matplotlib.colors.Colormap, optional
+        The colour map (default ``"viridis"``).
+    colorbar : bool
+        Draw the colour bar.
+    show_gradient : bool
+        Draw the gradient arrows (plane results only).
+    label : str, optional
+        The colour bar's label (default: the sky's name, with its unit when known).
+
+    Returns
+    -------
+    astropy.visualization.wcsaxes.WCSAxes
+
+    Examples
+    --------
+    >>> from skymatch_nb_ui import ImageCollection
+    >>> from skymatch_nb_ui.testing import make_mosaic
+    >>> m = make_mosaic((2, 3), noise=1.0, seed=1)
+    >>> coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)
+    >>> ax = plot_planes(coll.skymatch(skystat="mean"))   # constant skies: flat footprints
+    >>> len(ax.collections)
+    6
+    """
+    table, _, unit, method = _map_table(result, "plot_planes", need_result=True)
+    _require(table, ["sky", "valid", "ra", "dec"], "plot_planes")
+    if not (isinstance(cells, (int, np.integer)) and not isinstance(cells, bool) and cells >= 1):
+        raise ValueError(f"cells must be a positive integer; got {cells!r}")
+    if ax is not None:
+        _check_wcs_axes(ax)
+    lon, lat = _corners(table)
+    created = ax is None
+    if created:
+        ax = _new_figure(FOOTPRINT_FIGSIZE).add_subplot(projection=_map_wcs(lon, lat))
+    fonts = _Fonts.for_axes(created)
+
+    names = table["image"].values.astype(str)
+    valid = table["valid"].values.astype(bool) & np.isfinite(table["sky"].values.astype(float))
+    grids = {k: plane_grid(table, k, cells) for k in np.flatnonzero(valid)}
+    values = np.concatenate([g[2].ravel() for g in grids.values()]) if grids else np.zeros(1)
+    cmap = cmap if isinstance(cmap, Colormap) else mpl.colormaps[cmap or "viridis"]
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    norm = Normalize(low, high if high > low else low + 1.0)
+    world = ax.get_transform("world")
+    for k, name in enumerate(names):
+        xy = np.column_stack([lon[k], lat[k]])
+        if k in grids:
+            glon, glat, grid = grids[k]
+            ax.pcolormesh(glon, glat, grid, transform=world, cmap=cmap, norm=norm,
+                          shading="flat", zorder=1, gid=f"plane-{name}", rasterized=True)
+        else:
+            ax.add_patch(Polygon(xy, closed=True, transform=world, facecolor=MISSING,
+                                 edgecolor=HATCH_COLOR, linewidth=0, hatch=HATCH, zorder=1,
+                                 gid=f"footprint-{name}"))
+        ax.add_patch(Polygon(xy, closed=True, transform=world, fill=False, edgecolor="black",
+                             linewidth=0.6, zorder=3, gid=f"outline-{name}"))
+    arrows = show_gradient and is_plane(table) and _draw_gradients(ax, table)
+    _style_sky_axes(ax, fonts)
+    _fit_limits(ax, lon, lat)
+    if colorbar:
+        title = with_unit(f"Fitted {quantity_title('sky', method).lower()}", unit)
+        _draw_key(ax, _Fill(colors=[], mappable=ScalarMappable(norm=norm, cmap=cmap), title=title),
+                  label, fonts)
+    markers = [_GRADIENT_HANDLE()] if arrows else []
+    if not valid.all():
+        markers.append(Patch(facecolor=MISSING, edgecolor=HATCH_COLOR, hatch=HATCH, linewidth=0,
+                             label="no valid sky"))
     if markers:
         _top_legend(ax, markers, fonts, ncols=2)
     return ax
@@ -606,6 +722,34 @@ def _draw_footprint(ax, xy, name: str, color, invalid: bool, dashed: bool, group
         xy, closed=True, transform=world, fill=False, edgecolor="black", linewidth=0.6,
         linestyle=(0, (3, 2)) if dashed else "solid", zorder=3, gid=f"outline-{name}",
     ))
+
+
+def _GRADIENT_HANDLE():
+    return Line2D([], [], color="black", linestyle="none", marker=r"$\rightarrow$", markersize=9,
+                  label="sky gradient")
+
+
+def _draw_gradients(ax, table: xr.Dataset) -> bool:
+    """Draw the gradient arrows of fitted planes (`display.planes.gradient_tips`).
+
+    Returns whether any was drawn.
+    """
+    from matplotlib import patheffects
+
+    tips = gradient_tips(table)
+    world = ax.get_transform("world")
+    names = table["image"].values.astype(str)
+    ra, dec = table["ra"].values.astype(float), table["dec"].values.astype(float)
+    casing = [patheffects.withStroke(linewidth=2.4, foreground="white")]
+    drawn = False
+    for k in np.flatnonzero(np.isfinite(tips[0])):
+        ax.annotate("", xy=(tips[0][k], tips[1][k]), xytext=(ra[k], dec[k]), xycoords=world,
+                    textcoords=world, zorder=5, gid=f"gradient-{names[k]}",
+                    arrowprops=dict(arrowstyle="-|>,head_length=0.35,head_width=0.2",
+                                    color="black", linewidth=0.9, shrinkA=0, shrinkB=0,
+                                    path_effects=casing))
+        drawn = True
+    return drawn
 
 
 def _write_names(ax, centres, names, fill_colors, fonts: _Fonts) -> None:

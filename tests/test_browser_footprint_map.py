@@ -245,3 +245,56 @@ def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_canvas_dark.png"))
     page.close()
     print(f"\n2,000 footprints: mounted in {mounted:.2f} s, recoloured and drawn in {redraw:.0f} ms")
+
+
+@pytest.fixture(scope="module")
+def plane_map():
+    """A rotated 3x4 mosaic with scattered light, its true planes as a plane result."""
+    from _plane_results import plane_result
+
+    mosaic = make_mosaic((3, 4), noise=1.0, gradient=5.0, rotation=20.0, seed=3)
+    coll, result = plane_result(mosaic, fallback_pairs=(0,))
+    return FootprintMap(coll, result, color_by="gradient")
+
+
+def arrow_pixel(page, fmap, k, selector):
+    """Client point half-way along image k's arrow."""
+    tip = np.frombuffer(fmap.images["arrows"], np.float32).reshape(-1, 2)[k]
+    return map_point(page, (np.array(fmap.centers[k]) + tip) / 2, selector)
+
+
+def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(map_browser, plane_map):
+    fmap = plane_map
+    SCREENSHOTS.mkdir(exist_ok=True)
+    k = int(np.argmax(fmap._result.gradient.values))  # the longest arrow
+    for theme, name in ((None, "light"), (DARK, "dark")):
+        page = mount(map_browser, fmap, theme)
+        arrows = page.locator("#root path.smnb-map-arrows")
+        assert arrows.get_attribute("d").count("M") == 3 * len(fmap.names)  # shaft + head each
+        stroke = page.eval_on_selector("#root path.smnb-map-arrows", "e => getComputedStyle(e).stroke")
+        assert stroke == ("rgb(17, 17, 17)" if theme is None else "rgb(255, 255, 255)")
+        assert "sky gradient" in page.locator(".smnb-map-flaglegend").inner_text()
+        assert "Sky gradient [per arcsec]" in page.locator(".smnb-map-colorbar").inner_text()
+        page.locator("#root path.smnb-map-shape").nth(5).hover()
+        hovered = page.evaluate("window.__model.get('hovered')")
+        tooltip = page.locator(".smnb-map-tooltip").inner_text()
+        assert hovered == "img05" and tooltip == fmap.tooltips[5]
+        assert "gradient:" in tooltip and "slopes x, y:" in tooltip
+        page.mouse.move(5, 5)
+        page.locator("#root").screenshot(path=str(SCREENSHOTS / f"footprint_map_planes_{name}.png"))
+        page.close()
+
+    # the canvas renderer draws the same arrows: the arrow's colour half-way along its shaft
+    page = mount(map_browser, FootprintMap(fmap._collection, fmap._result, color_by="gradient",
+                                           renderer="canvas"))
+    page.wait_for_timeout(200)
+    x, y = arrow_pixel(page, fmap, k, "#root .smnb-map-surface")
+    drawn = page.evaluate("""([x, y]) => {
+        const canvas = document.querySelector('#root .smnb-map-layer');
+        const r = canvas.getBoundingClientRect(), ratio = canvas.width / r.width;
+        const at = [(x - r.left) * ratio, (y - r.top) * ratio];
+        return [...canvas.getContext('2d').getImageData(at[0], at[1], 1, 1).data];
+    }""", [x, y])
+    assert max(drawn[:3]) < 80, drawn  # the dark stroke, not the footprint's fill
+    page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_planes_canvas_light.png"))
+    page.close()

@@ -16,6 +16,7 @@ import matplotlib.legend
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from _plane_results import plane_result
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
@@ -29,7 +30,7 @@ from skymatch_nb_ui.display.projection import (
     sky_projection,
     tangent_projection,
 )
-from skymatch_nb_ui.plotting import mosaic_wcs, plot_footprints
+from skymatch_nb_ui.plotting import mosaic_wcs, plot_footprints, plot_planes
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets import FootprintMap
 
@@ -90,6 +91,85 @@ def test_the_map_and_the_figure_explain_the_colours_alike(solved, color_by):
         if legend["label"]:
             assert legend["label"] in {t.get_text() for lg in ax.findobj(matplotlib.legend.Legend)
                                        for t in [lg.get_title()]}
+
+
+@pytest.fixture(scope="module")
+def planes():
+    """A rotated 2x3 mosaic with scattered light, its true planes as a plane result."""
+    mosaic = make_mosaic((2, 3), noise=1.0, gradient=4.0, rotation=30.0, seed=1)
+    return (mosaic, *plane_result(mosaic))
+
+
+def test_the_map_and_the_figure_colour_by_gradient_alike(planes):
+    _, coll, result = planes
+    fmap = FootprintMap(coll, result, color_by="gradient")
+    ax = plot_footprints(result, color_by="gradient")
+    fills = figure_fills(ax)
+    for name, colour in zip(fmap.names, fmap.fill):
+        np.testing.assert_allclose(fills[name], to_rgba(colour), atol=0.5 / 255, err_msg=name)
+    (bar,) = [a for a in ax.figure.axes if a.get_label() == "<colorbar>"]
+    assert bar.get_ylabel() == fmap.colorbar["label"] == "Sky gradient [per arcsec]"
+
+
+def arrow_directions(ax) -> dict:
+    """{image: unit vector (east, north) of its figure arrow, from pixel positions}."""
+    ax.figure.canvas.draw()  # the equal aspect is applied when drawing
+    out = {}
+    for a in ax.texts:
+        gid = a.get_gid() or ""
+        if gid.startswith("gradient-"):
+            world = ax.get_transform("world")
+            (x0, y0), (x1, y1) = world.transform([a.xyann, a.xy])
+            step = np.array([-(x1 - x0), y1 - y0])  # east is left on the map
+            out[gid.split("-", 1)[1]] = step / np.hypot(*step)
+    return out
+
+
+def test_the_map_and_the_figure_draw_the_same_gradient_arrows(planes):
+    _, coll, result = planes
+    fmap = FootprintMap(coll, result)
+    tips = np.frombuffer(fmap.images["arrows"], np.float32).reshape(-1, 2)
+    step = tips - np.array(fmap.centers)
+    widget = {n: np.array([-dx, dy]) / np.hypot(dx, dy) for n, (dx, dy) in zip(fmap.names, step)}
+    ax = plot_footprints(result)
+    figure = arrow_directions(ax)
+    assert set(figure) == set(widget)
+    for name in widget:
+        np.testing.assert_allclose(figure[name], widget[name], atol=0.02, err_msg=name)
+    assert "sky gradient" in legend_entries(ax)
+    assert arrow_directions(plot_footprints(result, show_gradient=False)) == {}
+    constant = coll.skymatch(skystat="mean")
+    assert arrow_directions(plot_footprints(constant)) == {}
+
+
+def test_plot_planes_fills_each_footprint_with_its_plane(planes):
+    mosaic, _, result = planes
+    ax = plot_planes(result, cells=8)
+    meshes = {c.get_gid().split("-", 1)[1]: c for c in ax.collections
+              if (c.get_gid() or "").startswith("plane-")}
+    assert list(meshes) == list(result.image.values)
+    for k, name in enumerate(result.image.values):
+        values = np.asarray(meshes[name].get_array()).reshape(8, 8)
+        # the true plane at the cells' centres (fractional pixel positions of the footprint)
+        y, x = (np.mgrid[0:8, 0:8] + 0.5) / 8 * 100 - 0.5
+        expected = mosaic.sky[k] + mosaic.slope_x[k] * (x - 49.5) + mosaic.slope_y[k] * (y - 49.5)
+        np.testing.assert_allclose(values, expected, atol=2e-3 * np.ptp(expected) + 1e-9)
+    assert len(arrow_directions(ax)) == 6
+    (bar,) = [a for a in ax.figure.axes if a.get_label() == "<colorbar>"]
+    assert bar.get_ylabel() == "Fitted sky offset"
+
+
+def test_plot_planes_of_constant_skies_is_flat_and_marks_invalid_images(solved):
+    _, result = solved
+    ax = plot_planes(result, cells=3)
+    meshes = [c for c in ax.collections if (c.get_gid() or "").startswith("plane-")]
+    assert len(meshes) == result.sizes["image"] - 1  # img03 has no valid sky: hatched
+    for mesh in meshes:
+        assert np.ptp(np.asarray(mesh.get_array())) == 0
+    assert any(p.get_hatch() for p in ax.patches if p.get_gid() == "footprint-img03")
+    assert "no valid sky" in legend_entries(ax)
+    with pytest.raises(ValueError, match="cells must be a positive integer"):
+        plot_planes(result, cells=0)
 
 
 def test_flags_agree_hatched_invalid_dashed_outside_the_largest_component(solved):
@@ -214,3 +294,36 @@ def test_documented_examples(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     failures, tried = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
+
+
+# -- a real plane solve (skymodel="plane") in every view -------------------------------------------
+def test_a_real_plane_solve_is_shown_by_the_map_the_table_and_the_figures():
+    from skymatch_nb_ui.widgets import ResultsTable
+
+    mosaic = make_mosaic((2, 3), shape=(200, 200), overlap=0.3, noise=1.0, gradient=6.0,
+                         rotation=15.0, seed=5)
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names)
+    result = coll.skymatch(skystat="median", skymodel="plane")
+    fmap = FootprintMap(coll, result, color_by="gradient", show_overlaps=True)
+    assert fmap.images["plane"] and fmap.colorbar["label"] == "Sky gradient [per arcsec]"
+    assert all("\nslopes x, y: " in t and "\ngradient: " in t for t in fmap.tooltips)
+    assert all(("residual gradient: " in p["title"]) or ("constant only: " in p["title"])
+               for p in fmap.pairs if p["valid"])
+    assert "gradient" in [c["key"] for c in ResultsTable(coll, result).columns]
+    # the figure's planes (drawn from the gradient on the sky) are the engine's pixel planes
+    ax = plot_planes(result, cells=4)
+    for k, name in enumerate(result.image.values):
+        (mesh,) = [c for c in ax.collections if c.get_gid() == f"plane-{name}"]
+        y, x = (np.mgrid[0:4, 0:4] + 0.5) / 4 * 200 - 0.5
+        expected = (result.sky.values[k] + result.slope_x.values[k] * (x - 99.5)
+                    + result.slope_y.values[k] * (y - 99.5))
+        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 4), expected,
+                                   atol=1e-3 * max(np.ptp(expected), 1.0))
+    # the figure's arrows point where the map's do
+    tips = np.frombuffer(fmap.images["arrows"], np.float32).reshape(-1, 2)
+    step = tips - np.array(fmap.centers)
+    figure = arrow_directions(plot_footprints(result))
+    for k, name in enumerate(fmap.names):
+        if np.isfinite(step[k]).all() and np.hypot(*step[k]) > 0.5:
+            np.testing.assert_allclose(figure[name], np.array([-step[k, 0], step[k, 1]])
+                                       / np.hypot(*step[k]), atol=0.03, err_msg=name)

@@ -202,6 +202,42 @@ def test_groups_without_gradient_share_the_first_images_constant():
     np.testing.assert_array_equal(m.images[2], np.full((100, 100), 100.0, np.float32))
 
 
+@pytest.mark.parametrize("tangent, rotation", GEOMETRIES)
+def test_residual_sky_removes_the_gauge_and_nothing_else(tangent, rotation):
+    m = make_mosaic((2, 3), shape=(40, 50), gradient=5.0, tangent=tangent, rotation=rotation, seed=6)
+    exact = [m.true_sky(k) for k in range(6)]
+    rms = lambda r: float(np.sqrt(np.mean(r**2)))
+    # a common plane on the sky (what no overlap sees) is the gauge of a plane solve
+    common = []
+    for k in range(6):
+        y, x = np.mgrid[0:40, 0:50]
+        ra, dec = m.wcs[k].all_pix2world(x, y, 0)
+        common.append(3.0 + 40.0 * (ra - 150.0) - 25.0 * (dec - 2.0))
+    shifted = [e + c for e, c in zip(exact, common)]
+    assert rms(m.residual_sky(shifted)) < 1e-6
+    assert rms(m.residual_sky(shifted, gauge="constant")) > 1e-3
+    assert rms(m.residual_sky([e + 2.0 for e in exact], gauge="constant")) < 1e-12
+    assert rms(m.residual_sky([e + 2.0 for e in exact], gauge=None)) == pytest.approx(2.0)
+    # constants leave the planes: about their range / sqrt(12) per axis
+    constant = rms(m.residual_sky(list(m.sky)))
+    assert 0.05 < constant < 5.0 / 2
+    sub = m.residual_sky(list(m.sky), step=4)
+    assert sub.size == 6 * 10 * 13 and rms(sub) == pytest.approx(constant, rel=0.1)
+    with pytest.raises(ValueError, match="one fitted sky per image"):
+        m.residual_sky([0.0])
+    with pytest.raises(ValueError, match="gauge must be"):
+        m.residual_sky(exact, gauge="quadratic")
+    # planes instead of images: the same residuals, evaluated at the pixels used only
+    np.testing.assert_allclose(m.residual_sky(planes=m.planes + [1.0, 1e-3, 0.0], step=3),
+                               m.residual_sky([e + 1.0 + 1e-3 * (np.arange(50) - 24.5) for e in exact],
+                                              step=3), atol=1e-9)
+    assert rms(m.residual_sky(planes=m.planes)) < 1e-9
+    with pytest.raises(ValueError, match=r"planes must have shape \(6, 3\)"):
+        m.residual_sky(planes=m.planes[:, :2])
+    with pytest.raises(TypeError, match="either models or planes"):
+        m.residual_sky(exact, planes=m.planes)
+
+
 def test_adding_mosaics_concatenates_planes_and_groups():
     first = make_mosaic((1, 2), gradient=1.0, groups=["a", "a"], seed=0)
     second = make_mosaic((1, 3), center=(150.1, 2.0), prefix="b", gradient=2.0, seed=1)

@@ -293,6 +293,8 @@ def test_export_figure_writes_publication_files(app, tmp_path):
     app._export["button"].click()
     assert (tmp_path / "sky.png").read_bytes().startswith(b"\x89PNG")
     assert app.status == f"exported sky figure to {tmp_path / 'sky.png'}"
+    svg = app.export_figure(tmp_path / "planes.svg", "planes")  # flat for constant skies
+    assert b"<svg" in svg.read_bytes()[:400]
     with pytest.raises(FileExistsError):
         app.export_figure(pdf, "pairs")
     with pytest.raises(ValueError, match="kind must be one of"):

@@ -8,11 +8,14 @@ import warnings
 
 import numpy as np
 import pytest
+from _plane_results import plane_result
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.display.colors import DIVERGING, MISSING, VIRIDIS, categorical
+from skymatch_nb_ui.display.encodings import NO_GRADIENT
+from skymatch_nb_ui.display.planes import ARROW_FRACTION
 from skymatch_nb_ui.engine.exceptions import DisconnectedMosaicWarning
 from skymatch_nb_ui.testing import make_mosaic
 from skymatch_nb_ui.widgets.footprint_map import COLOR_BY, FootprintMap, project_footprints
@@ -156,7 +159,8 @@ def test_unknown_color_by_lists_the_choices(grid):
     with pytest.raises(ValueError, match="sky_err.*'brightness'"):
         FootprintMap(coll, result, color_by="brightness")
     fmap = FootprintMap(coll, result)
-    with pytest.raises(ValueError, match=r"\['sky', 'sky_err', 'group', 'component', 'valid', 'npix'\]"):
+    choices = r"\['sky', 'sky_err', 'gradient', 'group', 'component', 'valid', 'npix'\]"
+    with pytest.raises(ValueError, match=choices):
         fmap.color_by = "brightness"
     assert fmap.color_by == "sky"
     assert fmap.color_by_options == list(COLOR_BY)
@@ -182,6 +186,73 @@ def test_flags_mark_invalid_images_and_disconnected_components(disconnected, wit
     coll, result = with_invalid
     fmap = FootprintMap(coll, result)
     assert fmap.flags == [[]] * 4 + [["invalid", "disconnected"]]
+
+
+# -- fitted planes (skymodel="plane") -----------------------------------------------------------
+@pytest.fixture
+def planes():
+    """A rotated 2x3 mosaic with scattered light, its true planes as a plane result."""
+    mosaic = make_mosaic((2, 3), noise=1.0, gradient=4.0, rotation=30.0, seed=1)
+    coll, result = plane_result(mosaic, fallback_pairs=(0,))
+    return mosaic, coll, result
+
+
+def test_plane_tooltips_give_the_slopes_and_the_gradient(planes):
+    _, coll, result = planes
+    fmap = FootprintMap(coll, result)
+    f32 = {k: result[k].values.astype(np.float32) for k in ("slope_x", "slope_y", "gradient", "gradient_pa")}
+    assert fmap.tooltips[2].splitlines()[2:5] == [
+        f"sky: {result.sky.values[2]:.4g} ± 0.01",
+        f"slopes x, y: {f32['slope_x'][2]:.4g}, {f32['slope_y'][2]:.4g}/pixel",
+        f"gradient: {f32['gradient'][2]:.4g}/arcsec toward PA {f32['gradient_pa'][2]:.4g}°",
+    ]
+    assert "slopes" not in FootprintMap(coll, coll.skymatch(skystat="mean")).tooltips[2]
+
+
+def test_plane_arrows_start_at_the_centres_and_point_where_the_sky_rises(planes):
+    _, coll, result = planes
+    fmap = FootprintMap(coll, result)
+    tips = np.frombuffer(fmap.images["arrows"], np.float32).reshape(-1, 2)
+    step = tips - np.array(fmap.centers)
+    pa = np.radians(result.gradient_pa.values)
+    # display frame: x = west, y = north; PA is east of north
+    np.testing.assert_allclose(step / np.hypot(*step.T)[:, None],
+                               np.column_stack([-np.sin(pa), np.cos(pa)]), atol=0.01)
+    length = np.hypot(*step.T)
+    np.testing.assert_allclose(length / length.max(), result.gradient / result.gradient.max(), atol=0.01)
+    radius = 0.5 * np.hypot(10.0, 10.0)  # 100 x 100 pixels of 0.1"
+    assert length.max() == pytest.approx(ARROW_FRACTION * radius, rel=0.01)
+
+
+def test_no_arrow_without_a_gradient_or_a_valid_sky(planes):
+    _, coll, result = planes
+    result = result.copy()
+    result["gradient"].values[1] = 0.0
+    result["gradient_pa"].values[1] = np.nan
+    result["valid"].values[4] = False
+    tips = np.frombuffer(FootprintMap(coll, result).images["arrows"], np.float32).reshape(-1, 2)
+    assert np.isnan(tips[[1, 4]]).all() and np.isfinite(tips[[0, 2, 3, 5]]).all()
+    assert "\ngradient: 0/arcsec\n" in FootprintMap(coll, result).tooltips[1]  # no PA
+
+
+def test_color_by_gradient_ramps_from_zero_and_says_when_there_are_none(planes):
+    _, coll, result = planes
+    fmap = FootprintMap(coll, result, color_by="gradient")
+    assert fmap.colorbar["vmin"] == 0.0
+    assert fmap.colorbar["vmax"] == pytest.approx(result.gradient.values.max())
+    assert fmap.colorbar["label"] == "Sky gradient [per arcsec]"
+    assert fmap.fill[int(np.argmax(result.gradient.values))] == VIRIDIS[-1]
+    fmap.update(coll.skymatch(skystat="mean"))  # constants: nothing to colour by
+    assert fmap.colorbar["labels"] == [NO_GRADIENT] and set(fmap.fill) == {MISSING}
+    assert fmap.images["plane"] is False and fmap.images["arrows"] == b""
+
+
+def test_plane_pair_titles_give_the_residual_gradient_or_the_fallback(planes):
+    _, coll, result = planes
+    titles = [p["title"] for p in FootprintMap(coll, result).pairs]
+    assert titles[0].endswith("\nconstant only: overlap too thin for a slope")
+    resid = np.float32(result.resid_gradient.values[1])
+    assert titles[1].endswith(f"\nresidual gradient: {resid:.4g}/arcsec")
 
 
 # -- overlap pairs -------------------------------------------------------------------------------

@@ -191,3 +191,27 @@ def test_js_number_agrees_with_node_on_random_numbers():
 if __name__ == "__main__":
     _write_fixture()
     print(f"wrote {CSV_FIXTURE}")
+
+
+# -- fitted planes (skymodel="plane") -------------------------------------------------------------
+def test_a_plane_result_adds_the_plane_columns_after_sky_err():
+    from _plane_results import plane_result
+
+    from skymatch_nb_ui.widgets.results_table import PLANE_COLUMNS
+
+    mosaic = make_mosaic((1, 3), noise=1.0, gradient=3.0, seed=2)
+    coll, result = plane_result(mosaic)
+    table = ResultsTable(coll, result)
+    keys = [c["key"] for c in table.columns]
+    plane_keys = [c["key"] for c in PLANE_COLUMNS]
+    assert keys == KEYS[:5] + plane_keys + KEYS[5:]
+    for k, row in enumerate(table.rows):
+        for key in plane_keys:
+            assert row[key] == pytest.approx(float(result[key].values[k]), rel=1e-6)
+    assert table.to_csv().splitlines()[0] == ",".join(keys)
+    assert table.table()["gradient"][1] == result.gradient.values[1]  # full precision
+    table.sort_by = "gradient"
+    table.update(coll.skymatch(skystat="mean"))  # constant skies: the plane columns go
+    assert [c["key"] for c in table.columns] == KEYS and table.sort_by == ""
+    with pytest.raises(traitlets.TraitError, match="sort_by must be one of"):
+        table.sort_by = "slope_x"

@@ -18,7 +18,7 @@ import { createCanvasRenderer } from "./map/canvas_renderer.js";
 import { createMapData } from "./map/data.js";
 import { attachInteraction } from "./map/interaction.js";
 import { buildLayout } from "./map/layout.js";
-import { colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
+import { ARROW_LEGEND, colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
 import { createSvgRenderer } from "./map/svg_renderer.js";
 import { createViewport } from "./map/viewport.js";
 
@@ -103,8 +103,11 @@ function render({ model, el: host }) {
 
   function drawFlags() {
     const flags = data.flags();
+    const arrows = data.arrows();
     renderer.setFlags(flags);
-    ui.flagLegend.replaceChildren(...flagRows(flags));
+    renderer.setArrows(arrows);
+    const arrowRow = arrows.some(Boolean) ? [legendRow(el("span", "smnb-map-swatch smnb-map-swatch-arrow", "➝"), ARROW_LEGEND)] : [];
+    ui.flagLegend.replaceChildren(...flagRows(flags), ...arrowRow);
   }
 
   function drawSelection() {
@@ -168,6 +171,7 @@ function render({ model, el: host }) {
     renderer.element.setAttribute("aria-label",
       `Sky footprints of ${data.names().length} images, RA increasing to the left and north up, ` +
       `coloured by ${label}; ${(model.get("selected") ?? []).length} selected. ` +
+      (data.arrows().some(Boolean) ? "Arrows point where each image's fitted sky rises. " : "") +
       "Arrow keys move between images, Enter selects, Escape clears.");
   }
 

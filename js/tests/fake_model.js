@@ -73,6 +73,9 @@ export function encodeImages(r) {
     solved: r.solved, unit: r.unit, flags: Uint8Array.from(bits), sky: Float32Array.from(r.sky ?? []),
     sky_err: Float32Array.from(r.sky_err ?? []), component: Int32Array.from(r.component ?? []),
     group: texts(r.group), reason: texts(r.reason ?? r.group.map(() => "")),
+    plane: Boolean(r.plane), slope_x: Float32Array.from(r.slope_x ?? []), slope_y: Float32Array.from(r.slope_y ?? []),
+    gradient: Float32Array.from(r.gradient ?? []), gradient_pa: Float32Array.from(r.gradient_pa ?? []),
+    arrows: Float32Array.from((r.arrows ?? []).flat()),
   };
 }
 
@@ -89,6 +92,9 @@ export function encodePairs(pairs, unit = "") {
       unit, color: rgb(pairs.map((p) => p.color)), state: Uint8Array.from(pairs, (p) => (p.valid ? 1 : 0) | (p.flagged ? 2 : 0)),
       after: Float32Array.from(pairs, (p) => p.after), before: Float32Array.from(pairs, (p) => p.before),
       weight: Float32Array.from(pairs, (p) => p.weight ?? NaN),
+      plane: pairs.some((p) => p.fallback !== undefined),
+      resid_gradient: Float32Array.from(pairs, (p) => p.resid_gradient ?? NaN),
+      fallback: texts(pairs.map((p) => p.fallback ?? "")),
     },
   };
 }

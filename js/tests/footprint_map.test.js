@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { encodeImages, encodePairs, encodeShapes, FakeModel, freshDom, rgb } from "./fake_model.js";
 import widget, { rendererFor, SVG_LIMIT } from "../src/footprint_map.js";
 import {
-  centersInBox, clientToSvg, fitView, formatAngle, nearestInDirection, scaleBar, viewScale, withAspect,
+  arrowsPath, arrowStrokes, centersInBox, clientToSvg, fitView, formatAngle, nearestInDirection, scaleBar, viewScale, withAspect,
   zoomView,
 } from "../src/map/geometry.js";
 
@@ -379,4 +379,74 @@ test("auto draws SVG up to SVG_LIMIT footprints and a canvas above; both answer 
   model.set("renderer", "svg");
   assert.ok(el.querySelector("svg.smnb-map-svg") && !el.querySelector(".smnb-map-canvas-surface"));
   assert.ok(el.querySelectorAll("path.smnb-map-shape")[3].classList.contains("smnb-map-selected"));
+});
+
+// -- fitted sky planes (skymodel="plane") ---------------------------------------------------------
+const PLANE_IMAGES = {
+  ...IMAGES, plane: true, slope_x: [0.01, -0.002, 0, 0.5, NaN], slope_y: [0, 0.003, 0, -0.25, NaN],
+  gradient: [0.1, 0.036, 0, 0.5591, NaN], gradient_pa: [270, 33.69, NaN, 116.6, NaN],
+  // tips of the arrows from each centre (display frame: x = west, y = north); NaN: no arrow
+  arrows: [[4, 0], [21, 1.5], [NaN, NaN], [16, 18], [NaN, NaN]],
+};
+// what Python's FootprintMap.tooltips says for PLANE_IMAGES (float32 numbers, 4 digits)
+const PLANE_TOOLTIPS = [
+  "a\ngroup: g\nsky: 1 ± 0.1 MJy/sr\nslopes x, y: 0.01, 0 MJy/sr/pixel\n" +
+    "gradient: 0.1 MJy/sr/arcsec toward PA 270°\ncomponent: 0\nvalid",
+  "c\ngroup: none (own sky)\nsky: 3 ± 0.1 MJy/sr\nslopes x, y: 0, 0 MJy/sr/pixel\n" +
+    "gradient: 0 MJy/sr/arcsec\ncomponent: 0\nvalid",
+];
+
+test("a plane result: tooltips with the slopes and the gradient, as Python writes them", () => {
+  const { el, svg, cleanup } = mount({ images: encodeImages(PLANE_IMAGES) });
+  const tooltip = el.querySelector(".smnb-map-tooltip");
+  for (const [i, text] of [[0, PLANE_TOOLTIPS[0]], [2, PLANE_TOOLTIPS[1]]]) {
+    svg.querySelectorAll("path.smnb-map-shape")[i].dispatchEvent(mouse("mousemove", toClient(svg, CENTERS[i])));
+    assert.equal(tooltip.textContent, text);
+  }
+  cleanup();
+});
+
+test("a plane result: one arrow per image with a gradient, centre to tip, and a legend row", () => {
+  const { el, model, cleanup } = mount({ images: encodeImages(PLANE_IMAGES) });
+  const d = el.querySelector("path.smnb-map-arrows").getAttribute("d");
+  assert.equal(d, el.querySelector("path.smnb-map-arrow-casing").getAttribute("d"));
+  const strokes = d.split("M").filter(Boolean);
+  assert.equal(strokes.length, 3 * 3); // images a, b, d: a shaft and two head strokes each
+  assert.equal(strokes[0], "0,0L4,0"); // a: from its centre (0, 0) west to (4, 0), y flipped
+  assert.equal(strokes[6], "20,-20L16,-18"); // d: from (20, 20) to its tip (16, 18)
+  assert.match(el.querySelector(".smnb-map-flaglegend").textContent, /sky gradient: the direction the fitted plane rises/);
+  assert.match(el.querySelector("svg.smnb-map-svg").getAttribute("aria-label"), /Arrows point where each image's fitted sky rises/);
+  // a constant result: no arrows, no legend row
+  model.set("images", encodeImages(IMAGES));
+  assert.equal(el.querySelector("path.smnb-map-arrows").getAttribute("d"), "");
+  assert.doesNotMatch(el.querySelector(".smnb-map-flaglegend").textContent, /sky gradient/);
+  assert.doesNotMatch(el.querySelector("svg.smnb-map-svg").getAttribute("aria-label"), /Arrows point/);
+  cleanup();
+});
+
+test("a plane result: overlap titles give the residual gradient or why a pair fitted a constant", () => {
+  const pairs = [{ ...PAIRS[0], resid_gradient: 0.0002, fallback: "" },
+    { ...PAIRS[1], fallback: "overlap too thin for a slope" }];
+  const { el, model, cleanup } = mount({ ...encodePairs(pairs, "MJy/sr"), show_overlaps: true });
+  const lines = [...el.querySelectorAll("line.smnb-map-pair")];
+  assert.equal(lines[0].getAttribute("aria-label"), `${TITLES[0]}\nresidual gradient: 0.0002 MJy/sr/arcsec`.replace(/\n/g, "; "));
+  assert.equal(lines[1].getAttribute("aria-label"), `${TITLES[1]}\nconstant only: overlap too thin for a slope`.replace(/\n/g, "; "));
+  model.set("renderer", "canvas"); // the canvas draws arrows too (same call; jsdom has no 2-D context)
+  model.set("images", encodeImages(PLANE_IMAGES));
+  assert.ok(el.querySelector(".smnb-map-canvas-surface"));
+  assert.match(el.querySelector(".smnb-map-flaglegend").textContent, /sky gradient/);
+  cleanup();
+});
+
+test("arrowStrokes: a shaft and a head of 0.3 of its length at 25 degrees; none for no length", () => {
+  const [shaft, left, right] = arrowStrokes([0, 0], [10, 0]);
+  assert.deepEqual(shaft, [[0, -0], [10, -0]]);
+  for (const [[x1, y1], [x2, y2]] of [left, right]) {
+    assert.deepEqual([x1, y1], [10, -0]);
+    assert.ok(Math.abs(Math.hypot(x2 - x1, y2 - y1) - 3) < 1e-12);
+    assert.ok(Math.abs(Math.abs(Math.atan2(y2 - y1, x1 - x2)) - (25 * Math.PI) / 180) < 1e-12);
+  }
+  assert.ok(left[1][1] * right[1][1] < 0); // one on each side of the shaft
+  assert.deepEqual(arrowStrokes([1, 1], [1, 1]), []);
+  assert.equal(arrowsPath([null, [[0, 0], [0, 10]]]).split("M").filter(Boolean)[0], "0,0L0,-10");
 });

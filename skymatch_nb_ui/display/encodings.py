@@ -24,16 +24,18 @@ import numpy as np
 import xarray as xr
 
 from .colors import BAD_COLOR, DATA_COLOR, DIVERGING, MISSING, VIRIDIS, categorical, diverging, ramp
+from .planes import gradient_unit
 
 __all__ = [
-    "COLOR_BY", "CONTINUOUS", "MAX_LEGEND", "NONE_GROUP", "VALID_COLORS", "Categories", "Fill",
+    "COLOR_BY", "CONTINUOUS", "MAX_LEGEND", "NONE_GROUP", "NO_GRADIENT", "VALID_COLORS", "Categories",
+    "Fill",
     "Flags", "PairColors", "Ramp", "check_color_by", "group_palette", "image_fill", "image_flags",
     "largest_component", "number", "pair_colors", "quantity_title", "sky_unit", "with_unit",
 ]
 
 #: The quantities footprints can be coloured by (continuous ones get a colour bar).
-COLOR_BY = ("sky", "sky_err", "group", "component", "valid", "npix")
-CONTINUOUS = ("sky", "sky_err", "npix")
+COLOR_BY = ("sky", "sky_err", "gradient", "group", "component", "valid", "npix")
+CONTINUOUS = ("sky", "sky_err", "gradient", "npix")
 
 #: Categorical legends list at most this many entries (then "N more").
 MAX_LEGEND = 10
@@ -47,7 +49,11 @@ VALID_COLORS = {"valid sky": DATA_COLOR, "no valid sky": BAD_COLOR}
 #: What a map says before any result.
 NO_RESULT = "no result yet: run skymatch()"
 
-_TITLES = {"sky_err": "Sky uncertainty (1σ)", "npix": "Pixels used", "group": "Group",
+#: What a map coloured by ``gradient`` says of a result with constant skies.
+NO_GRADIENT = "constant skies: no gradient (skymatch(skymodel='plane') fits planes)"
+
+_TITLES = {"sky_err": "Sky uncertainty (1σ)", "gradient": "Sky gradient", "npix": "Pixels used",
+           "group": "Group",
            "component": "Component", "valid": ""}
 _WITH_UNIT = ("sky", "sky_err")
 
@@ -223,18 +229,23 @@ def image_fill(table: xr.Dataset, quantity: str, *, unit: str = "") -> Fill:
         One of `COLOR_BY`.  ``sky``, ``sky_err`` and ``npix`` are shown along viridis
         (images without a valid sky in `MISSING`), the others with categorical colours.
     unit : str
-        The unit of the sky values (see `sky_unit`); ``npix`` has none.
+        The unit of the sky values (see `sky_unit`); ``npix`` has none, ``gradient`` is in
+        that unit per arcsec.
     """
     check_color_by(quantity)
     if quantity != "group" and quantity not in table.variables:
-        return Fill([MISSING] * table.sizes["image"], Categories.of({NO_RESULT: MISSING}, quantity))
+        solved = "sky" in table.variables
+        missing = NO_GRADIENT if quantity == "gradient" and solved else NO_RESULT
+        return Fill([MISSING] * table.sizes["image"], Categories.of({missing: MISSING}, quantity))
     title = quantity_title(quantity, str(table.attrs.get("skymethod", "")))
     if quantity in CONTINUOUS:
         values = table[quantity].values.astype(float)
         if "valid" in table:
             values = np.where(table["valid"].values.astype(bool), values, np.nan)
         vmin, vmax = value_range(values)
-        legend = Ramp(VIRIDIS, vmin, vmax, with_unit(title, unit if quantity in _WITH_UNIT else ""))
+        if quantity == "gradient" and np.isfinite(values).any():
+            vmin = 0.0  # a size: the ramp starts at no gradient
+        legend = Ramp(VIRIDIS, vmin, vmax, with_unit(title, _unit_of(quantity, unit)))
         return Fill(ramp(values, vmin, vmax), legend, values)
     if quantity == "group":
         texts = [str(g) for g in table["group"].values] if "group" in table else [""] * table.sizes["image"]
@@ -251,6 +262,13 @@ def image_fill(table: xr.Dataset, quantity: str, *, unit: str = "") -> Fill:
     labels = ["valid sky" if v else "no valid sky" for v in table["valid"].values.astype(bool)]
     entries = {k: c for k, c in VALID_COLORS.items() if k in labels}
     return Fill([VALID_COLORS[k] for k in labels], Categories.of(entries, title, hatched="no valid sky"))
+
+
+def _unit_of(quantity: str, unit: str) -> str:
+    """The unit of a quantity shown for sky values in ``unit``."""
+    if quantity == "gradient":
+        return gradient_unit(unit)
+    return unit if quantity in _WITH_UNIT else ""
 
 
 # -- pairs ----------------------------------------------------------------------------------------

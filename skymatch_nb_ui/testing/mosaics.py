@@ -114,6 +114,77 @@ class Mosaic:
         ny, nx = self.images[k].shape
         return _plane_image(self.sky[k], self.slope_x[k], self.slope_y[k], (ny, nx))
 
+    def residual_sky(self, models=None, *, planes=None, gauge: str | None = "plane",
+                     step: int = 1) -> np.ndarray:
+        """The true sky left after subtracting fitted ``models``, at every (``step``-th) pixel.
+
+        Matching finds skies only up to what no overlap can see (the gauge): a common constant
+        for constant skies, a common plane on the sky for planes.  The best-fitting common
+        ``gauge`` over all the residuals (least squares; "plane": in the plane tangent at the
+        images' mean centre, "constant", or None) is removed before they are returned.
+
+        Parameters
+        ----------
+        models : sequence, optional
+            One fitted sky per image: a number (a constant) or an array of the image's shape.
+        planes : array_like, shape (n, 3), optional
+            Instead of `models`: one fitted plane per image, (level at the centre, slope_x,
+            slope_y) in its own pixels (as `planes`, or a plane result's ``sky``,
+            ``slope_x``, ``slope_y``), evaluated at the pixels used only (big mosaics).
+        gauge : {"plane", "constant", None}
+            The common part to remove.
+        step : int
+            Use every ``step``-th pixel along each axis (big mosaics).
+
+        Returns
+        -------
+        ndarray
+            The residuals of all images' (sub-sampled) pixels, concatenated: the error of the
+            matched sky, e.g. ``np.sqrt(np.mean(r**2)) / noise`` in noise sigma.
+
+        Examples
+        --------
+        >>> m = make_mosaic((1, 2), gradient=4.0, seed=1)
+        >>> rms = lambda r: float(np.sqrt(np.mean(r**2)))
+        >>> round(rms(m.residual_sky([m.true_sky(k) + 7.0 for k in range(2)])), 9)  # an offset
+        0.0
+        >>> rms(m.residual_sky(list(m.sky))) > 0.1                       # constants miss planes
+        True
+        """
+        if (models is None) == (planes is None):
+            raise TypeError("residual_sky takes either models or planes")
+        if planes is not None:
+            planes = np.asarray(planes, dtype=np.float64)
+            if planes.shape != (len(self), 3):
+                raise ValueError(f"planes must have shape ({len(self)}, 3): (level, slope_x, "
+                                 f"slope_y) per image; got {planes.shape}")
+            models = planes
+        if len(models) != len(self):
+            raise ValueError(f"models must hold one fitted sky per image ({len(self)}); got {len(models)}")
+        if gauge not in ("plane", "constant", None):
+            raise ValueError(f"gauge must be 'plane', 'constant' or None; got {gauge!r}")
+        residuals, coordinates = [], []
+        ra0, dec0 = _mean_centre(self.wcs)
+        for k, model in enumerate(models):
+            ny, nx = self.images[k].shape
+            y, x = np.mgrid[0:ny:step, 0:nx:step]
+            if planes is not None:
+                level, slope_x, slope_y = model
+                model = level + slope_x * (x - (nx - 1) / 2) + slope_y * (y - (ny - 1) / 2)
+            model = np.asarray(model, dtype=np.float64)
+            model = model[::step, ::step] if model.shape == (ny, nx) else np.broadcast_to(model, x.shape)
+            residuals.append((self.true_sky(k)[::step, ::step] - model).ravel())
+            if gauge == "plane":
+                xi, eta = _gnomonic(*self.wcs[k].all_pix2world(x.ravel(), y.ravel(), 0), ra0, dec0)
+                coordinates.append(np.column_stack([np.ones(xi.size), xi, eta]))
+        residual = np.concatenate(residuals)
+        if gauge == "constant":
+            return residual - residual.mean()
+        if gauge == "plane":
+            basis = np.concatenate(coordinates)
+            residual = residual - basis @ np.linalg.lstsq(basis, residual, rcond=None)[0]
+        return residual
+
     def __add__(self, other: Mosaic) -> Mosaic:
         if not isinstance(other, Mosaic):
             return NotImplemented
@@ -376,6 +447,14 @@ def _plane_image(level: float, slope_x: float, slope_y: float, shape: tuple[int,
     x = np.arange(nx, dtype=np.float64) - (nx - 1) / 2
     y = np.arange(ny, dtype=np.float64) - (ny - 1) / 2
     return level + slope_y * y[:, None] + slope_x * x[None, :]
+
+
+def _mean_centre(wcs: list[WCS]) -> tuple[float, float]:
+    """(RA, Dec) in degrees of the mean direction of the images' reference points."""
+    ra, dec = np.radians([w.wcs.crval[0] for w in wcs]), np.radians([w.wcs.crval[1] for w in wcs])
+    v = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=1)
+    lon, lat = np.arctan2(v[1], v[0]), np.arctan2(v[2], np.hypot(v[0], v[1]))
+    return float(np.degrees(lon)), float(np.degrees(lat))
 
 
 def _first_of_group(labels: list) -> np.ndarray:

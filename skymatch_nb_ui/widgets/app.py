@@ -147,7 +147,8 @@ class SkyMatchApp(w.VBox):
         self._cancel.on_click(lambda _button: self.cancel())
         self._export = {
             "kind": w.Dropdown(options=[("footprint map", "footprints"), ("overlap differences", "pairs"),
-                                        ("sky per image", "sky")], layout=w.Layout(width="180px")),
+                                        ("sky per image", "sky"), ("fitted planes", "planes")],
+                               layout=w.Layout(width="180px")),
             "file": w.Text(value="skymatch_figure.pdf", layout=w.Layout(width="220px"),
                            description="file", style={"description_width": "initial"}),
             "button": w.Button(description="Export figure", icon="download",
@@ -228,9 +229,10 @@ class SkyMatchApp(w.VBox):
         ----------
         path : str or Path
             The file; its suffix chooses the format (``.pdf``, ``.svg``, ``.png``, ...).
-        kind : {'footprints', 'pairs', 'sky'}
-            `plotting.plot_footprints` (coloured as the map is), `plotting.plot_pair_residuals`
-            or `plotting.plot_sky`.
+        kind : {'footprints', 'pairs', 'sky', 'planes'}
+            `plotting.plot_footprints` (coloured as the map is), `plotting.plot_pair_residuals`,
+            `plotting.plot_sky` or `plotting.plot_planes` (the fitted planes of
+            ``skymodel="plane"``; flat footprints for constant skies).
         dpi : int
             Resolution of raster formats.
         overwrite : bool
@@ -253,6 +255,7 @@ class SkyMatchApp(w.VBox):
                 self.result, **{"color_by": self.map.color_by, **options}),
             "pairs": lambda: plotting.plot_pair_residuals(self.result, **options),
             "sky": lambda: plotting.plot_sky(self.result, **options),
+            "planes": lambda: plotting.plot_planes(self.result, **options),
         }
         if kind not in makers:
             raise ValueError(f"kind must be one of {', '.join(map(repr, makers))}; got {kind!r}")

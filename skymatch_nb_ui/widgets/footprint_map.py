@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..display import encodings
 from ..display.encodings import COLOR_BY, image_fill, image_flags, number, pair_colors, sky_unit
+from ..display.planes import gradient_tips, is_plane
 from ..display.projection import SkyProjection, footprint_centres, sky_projection, tangent_projection
 from ._assets import css_path, esm
 
@@ -81,10 +82,14 @@ class FootprintMap(anywidget.AnyWidget):
     The footprints are projected onto the plane tangent at the mosaic's centre, with north
     up and RA increasing to the left (images too far apart for one tangent plane: an all-sky
     Hammer-Aitoff map; see `skymatch_nb_ui.display.projection`).  Colour by ``sky``,
-    ``sky_err``, ``npix``, ``group``, ``component`` or ``valid``, as the figures of
-    `skymatch_nb_ui.plotting` do (`skymatch_nb_ui.display.encodings` decides both); images
+    ``sky_err``, ``gradient`` (of a plane result), ``npix``, ``group``, ``component`` or
+    ``valid``, as the figures of `skymatch_nb_ui.plotting` do
+    (`skymatch_nb_ui.display.encodings` decides both); images
     without a valid sky are hatched and images outside the largest connected component have a
-    dashed outline.
+    dashed outline.  A result of ``skymodel="plane"`` adds an arrow per image, from its
+    centre along the direction its fitted sky increases, its length proportional to the
+    gradient (the largest: `skymatch_nb_ui.display.planes.ARROW_FRACTION` of a footprint
+    radius), and the slopes and gradient in the tooltips.
 
     Parameters
     ----------
@@ -115,15 +120,20 @@ class FootprintMap(anywidget.AnyWidget):
     - ``images``: what the tooltips and outlines say of each image: ``{"solved", "unit",
       "flags": uint8 (1: no valid sky, hatched; 2: outside the largest component, dashed),
       "sky", "sky_err": float32, "component": int32, "group", "reason": {"texts": [...],
-      "index": int32}}``.
+      "index": int32}, "plane": bool, "slope_x", "slope_y", "gradient", "gradient_pa":
+      float32, "arrows": float32 (n, 2)}``; ``plane``: the result fitted planes
+      (``skymodel="plane"``; else the plane buffers are empty), ``arrows``: the tip of each
+      image's gradient arrow (display frame; NaN: no arrow), which starts at its centre.
     - ``colorbar``: ``{"kind": "ramp", "colors", "vmin", "vmax", "label"}`` or
       ``{"kind": "categories", "labels", "colors", "more", "label"}``.
     - ``pair_shapes``: the overlapping pairs of inputs, ``{"inputs": [input names],
       "a", "b": int32 (indices into inputs), "ends": float32 (p, 4)}`` (a line between the
       inputs' centres; a group's centre is the mean of its images' centres).
     - ``pair_values``: ``{"unit", "color": uint8 (p, 3), "state": uint8 (1: used in the
-      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float32}``,
-      coloured by the residual after the solve.
+      solve, 2: down-weighted by a robust solve), "after", "before", "weight": float32,
+      "plane": bool, "resid_gradient": float32, "fallback": {"texts", "index": int32}}``,
+      coloured by the residual after the solve (``plane``: the residual gradient and why a
+      pair constrained only a constant, for the titles).
     - ``pairs_colorbar``: the residual scale of the pairs (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
     - ``renderer``: ``"auto"`` (SVG up to `SVG_LIMIT` images, else canvas), ``"svg"`` or
@@ -246,6 +256,8 @@ class FootprintMap(anywidget.AnyWidget):
             sky, err = np.frombuffer(info["sky"], np.float32), np.frombuffer(info["sky_err"], np.float32)
             component = np.frombuffer(info["component"], np.int32).tolist()
             invalid = (np.frombuffer(info["flags"], np.uint8) & 1).astype(bool).tolist()
+            plane = {key: np.frombuffer(info[key], np.float32)
+                     for key in ("slope_x", "slope_y", "gradient", "gradient_pa")} if info["plane"] else None
         texts = []
         for k, name in enumerate(self.names):
             lines = [name, f"group: {group[k]}"]
@@ -253,6 +265,8 @@ class FootprintMap(anywidget.AnyWidget):
                 lines.append("no result yet")
             else:
                 lines.append(f"sky: {number(sky[k])} ± {number(err[k])}{unit}")
+                if plane is not None:
+                    lines += _plane_lines(plane, k, unit)
                 lines.append(f"component: {component[k]}")
                 if invalid[k]:
                     lines.append(f"NOT valid: {reason[k] or 'no sky'}")
@@ -278,10 +292,16 @@ class FootprintMap(anywidget.AnyWidget):
         before = np.frombuffer(values["before"], np.float32)
         weight = np.frombuffer(values["weight"], np.float32)
         unit = f" {values['unit']}" if values["unit"] else ""
+        if values["plane"]:
+            resid = np.frombuffer(values["resid_gradient"], np.float32)
+            fallback = _decoded(values["fallback"])
         out = []
         for k in range(len(a)):
             title = (f"{inputs[a[k]]} – {inputs[b[k]]}\nresidual after: {number(after[k])}{unit}\n"
                      f"difference before: {number(before[k])}{unit}")
+            if values["plane"] and state[k] & 1:
+                title += (f"\nconstant only: {fallback[k]}" if fallback[k] else
+                          f"\nresidual gradient: {number(resid[k])}{unit}/arcsec")
             if not state[k] & 1:
                 title += "\nnot used (no valid pixels)"
             elif state[k] & 2:
@@ -359,9 +379,18 @@ class FootprintMap(anywidget.AnyWidget):
         info = {"solved": r is not None, "unit": self._unit(), "group": _encoded(groups),
                 "flags": (flags.invalid.astype(np.uint8) | flags.disconnected.astype(np.uint8) << 1)
                 .tobytes()}
+        plane = {"plane": is_plane(r), "slope_x": b"", "slope_y": b"", "gradient": b"",
+                 "gradient_pa": b"", "arrows": b""}
         if r is None:
-            return {**info, "sky": b"", "sky_err": b"", "component": b"", "reason": _encoded([""] * n)}
-        return {**info, "sky": _f32(r["sky"].values), "sky_err": _f32(r["sky_err"].values),
+            return {**info, **plane, "sky": b"", "sky_err": b"", "component": b"",
+                    "reason": _encoded([""] * n)}
+        if plane["plane"]:
+            plane.update({key: _f32(r[key].values) for key in ("slope_x", "slope_y", "gradient",
+                                                                  "gradient_pa")})
+            xi, eta = self._projection.project(*gradient_tips(r))
+            tips = np.stack([-np.asarray(xi), np.asarray(eta)], axis=-1) * ARCSEC_PER_DEGREE
+            plane["arrows"] = _f32(np.round(tips, DECIMALS))
+        return {**info, **plane, "sky": _f32(r["sky"].values), "sky_err": _f32(r["sky_err"].values),
                 "component": np.ascontiguousarray(r["component"].values, "<i4").tobytes(),
                 "reason": _encoded(r["reason"].values.astype(str).tolist())}
 
@@ -378,9 +407,13 @@ class FootprintMap(anywidget.AnyWidget):
             state |= flagged.astype(np.uint8) << 1
         weight = r["robust_weight"].values if "robust_weight" in r else np.full(len(a), np.nan)
         self._pair_colors = style.colors
+        plane = is_plane(r) and "resid_gradient" in r and "plane_fallback" in r
         values = {"unit": unit, "color": _rgb(style.colors), "state": state.tobytes(),
                   "after": _f32(r["diff_after"].values), "before": _f32(r["diff_before"].values),
-                  "weight": _f32(weight)}
+                  "weight": _f32(weight), "plane": plane,
+                  "resid_gradient": _f32(r["resid_gradient"].values) if plane else b"",
+                  "fallback": _encoded(r["plane_fallback"].values.astype(str).tolist() if plane
+                                       else [])}
         return self._pair_shapes(a, b), values, style.legend.as_json()
 
     def _pair_shapes(self, a: np.ndarray, b: np.ndarray) -> dict:
@@ -417,6 +450,14 @@ class FootprintMap(anywidget.AnyWidget):
             counts = np.bincount(inverse, minlength=len(labels))[:, None]
             centres.update(zip(labels.tolist(), sums / counts))
         return centres
+
+
+def _plane_lines(plane: dict, k: int, unit: str) -> list[str]:
+    """The tooltip lines of image k's fitted plane (as the front end writes them)."""
+    pa = plane["gradient_pa"][k]
+    toward = f" toward PA {number(pa)}°" if np.isfinite(pa) else ""
+    return [f"slopes x, y: {number(plane['slope_x'][k])}, {number(plane['slope_y'][k])}{unit}/pixel",
+            f"gradient: {number(plane['gradient'][k])}{unit}/arcsec{toward}"]
 
 
 # -- binary buffers -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import traitlets
 
 from ..display.encodings import group_palette
+from ..display.planes import is_plane
 from ._assets import css_path, esm
 from .group_editor import check_names
 
@@ -27,6 +28,24 @@ COLUMNS = (
     {"key": "reason", "label": "reason", "kind": "str"},
 )
 
+#: The columns of fitted planes (``skymodel="plane"``), shown after ``sky_err`` when present.
+PLANE_COLUMNS = (
+    {"key": "slope_x", "label": "slope_x", "kind": "num"},
+    {"key": "slope_y", "label": "slope_y", "kind": "num"},
+    {"key": "gradient", "label": "gradient", "kind": "num"},
+    {"key": "gradient_pa", "label": "gradient_pa", "kind": "num"},
+)
+_NUMBERS = ("sky", "sky_err") + tuple(c["key"] for c in PLANE_COLUMNS)
+
+
+def columns_for(result) -> tuple[dict, ...]:
+    """The columns shown for ``result``: `COLUMNS`, with `PLANE_COLUMNS` for fitted planes."""
+    if not is_plane(result):
+        return COLUMNS
+    at = [c["key"] for c in COLUMNS].index("sky_err") + 1
+    return COLUMNS[:at] + PLANE_COLUMNS + COLUMNS[at:]
+
+
 #: Floats in `ResultsTable.rows` (and so in the CSV) keep this many significant digits.
 SIGNIFICANT_DIGITS = 7
 
@@ -39,7 +58,9 @@ class ResultsTable(anywidget.AnyWidget):
     clicking a row deselects it if it is selected, else selects only it; shift-, ctrl- or
     cmd-click adds it to the selection; Enter and Space do the same for the focused row, and
     the arrow keys move between rows; hovering a row sets `hovered`.  Invalid
-    rows are shown hatched in red with their reason.
+    rows are shown hatched in red with their reason.  A result of ``skymodel="plane"`` adds
+    the columns of its planes (`PLANE_COLUMNS`: slopes per pixel, gradient per arcsec and its
+    position angle) after ``sky_err``.
     The "Download CSV" button saves exactly the text of `to_csv`.
 
     Parameters
@@ -135,9 +156,13 @@ class ResultsTable(anywidget.AnyWidget):
         if result is not None:
             self._collection._result(result)  # checks that it is a result of this collection
         self._result = result
-        self._rows = [] if result is None else _rows(self._collection.names, result)
+        columns = columns_for(result)
+        self._rows = [] if result is None else _rows(self._collection.names, result, columns)
         with self.hold_trait_notifications():
-            self.set_trait("data", _columns(self._rows))
+            if self.sort_by and self.sort_by not in {c["key"] for c in columns}:
+                self.sort_by = ""  # a plane column of the previous result
+            self.set_trait("columns", [dict(c) for c in columns])
+            self.set_trait("data", _columns(self._rows, columns))
             self.set_trait("colors", _group_colors(self._rows))
 
     @property
@@ -182,31 +207,31 @@ class ResultsTable(anywidget.AnyWidget):
     @traitlets.validate("sort_by")
     def _validate_sort_by(self, proposal):
         key = proposal["value"]
-        keys = [c["key"] for c in COLUMNS]
+        keys = [c["key"] for c in self.columns or COLUMNS]
         if key and key not in keys:
             raise traitlets.TraitError(f"sort_by must be one of {keys} or '' (image order); got {key!r}")
         return key
 
 
 # -- rows and CSV (the front end's toCSV does the same) ------------------------------------------
-def _rows(names, result) -> list[dict]:
+def _rows(names, result, columns=COLUMNS) -> list[dict]:
     """The rows of `ResultsTable.rows`: the columns of `ImageCollection.to_table`, JSON-safe."""
     values = {"name": list(names), "group": [g or None for g in result["group"].values.astype(str).tolist()],
               "reason": result["reason"].values.astype(str).tolist(),
               "valid": result["valid"].values.astype(bool).tolist(),
               "component": result["component"].values.astype(int).tolist(),
               "npix": result["npix"].values.astype(int).tolist()}
-    for key in ("sky", "sky_err"):
+    keys = [c["key"] for c in columns]
+    for key in (k for k in _NUMBERS if k in keys):
         values[key] = [float(f"{v:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(v) else None
                        for v in result[key].values.astype(float).tolist()]
-    keys = [c["key"] for c in COLUMNS]
     return [dict(zip(keys, row)) for row in zip(*(values[k] for k in keys))]
 
 
-def _columns(rows: list[dict]) -> dict:
+def _columns(rows: list[dict], columns=COLUMNS) -> dict:
     """The rows column by column, numbers and booleans as binary buffers (see `data`)."""
     data: dict = {"count": len(rows)}
-    for column in COLUMNS:
+    for column in columns:
         key = column["key"]
         values = [row[key] for row in rows]
         if column["kind"] == "num":

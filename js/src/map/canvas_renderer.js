@@ -8,7 +8,7 @@
 // is found by a grid index (hit_index.js).
 
 import { el } from "../_dom.js";
-import { pairSegment, viewScale } from "./geometry.js";
+import { arrowStrokes, pairSegment, viewScale } from "./geometry.js";
 import { createHitIndex } from "./hit_index.js";
 
 const DOT = 2; // pixels: footprints smaller than this on screen are drawn as dots
@@ -37,6 +37,7 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
   let selected = new Set();
   let hover = -1, focus = -1;
   let pairs = [], pairsShown = false;
+  let arrows = []; // [centre, tip] or null per footprint
   let view = { x: -1, y: -1, w: 2, h: 2 };
   let box = null;
   let index = createHitIndex(flat, corners);
@@ -153,7 +154,26 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     hatch(ctx, t);
     outline(ctx, t, (i) => (flags[i] ?? []).includes("invalid"), css("--smnb-map-error", "#d32f2f"), 2, []);
     outline(ctx, t, (i) => (flags[i] ?? []).includes("disconnected"), css("--smnb-map-warn", "#e65100"), 2, [6, 4]);
+    drawArrows(ctx, t);
     if (pairsShown) drawPairs(ctx, t);
+  }
+
+  function drawArrows(ctx, t) {
+    const strokes = arrows.flatMap((a) => (a ? arrowStrokes(a[0], a[1]) : []));
+    if (!strokes.length) return;
+    const px = (x) => t.ox + (x - view.x) * t.s, py = (y) => t.oy + (y - view.y) * t.s;
+    ctx.beginPath();
+    for (const [[x1, y1], [x2, y2]] of strokes) {
+      ctx.moveTo(px(x1), py(y1));
+      ctx.lineTo(px(x2), py(y2));
+    }
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.strokeStyle = css("--smnb-map-bg", "white");
+    ctx.lineWidth = 4 * t.ratio;
+    ctx.stroke();
+    ctx.strokeStyle = css("--smnb-map-fg-strong", "#111");
+    ctx.lineWidth = 1.6 * t.ratio;
+    ctx.stroke();
   }
 
   function outline(ctx, t, which, color, width, dash) {
@@ -299,6 +319,7 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     setSelection(indices) { selected = indices; schedule("top"); },
     setHover(i) { hover = i; schedule("top"); },
     setFocus(i) { focus = i; schedule("top"); },
+    setArrows(values) { arrows = values; schedule("base"); },
     setPairs(values) { pairs = values; reindex(); if (pairsShown) schedule("base"); },
     showPairs(visible) {
       if (visible === pairsShown) return;

@@ -175,6 +175,36 @@ export function pairSegment([ax, ay], [bx, by]) {
   return [[ax + t * (bx - ax), -(ay + t * (by - ay))], [bx - t * (bx - ax), -(by - t * (by - ay))]];
 }
 
+const ARROW_HEAD = 0.3; // an arrow's head: this fraction of its length ...
+const ARROW_ANGLE = (25 * Math.PI) / 180; // ... at this angle to the shaft
+
+/**
+ * The strokes (SVG space) of an arrow from `from` to `tip` (display frame): the shaft and the
+ * two sides of its head.  An arrow of no length has no strokes.
+ * @param {Point} from
+ * @param {Point} tip
+ * @returns {[Point, Point][]}
+ */
+export function arrowStrokes([fx, fy], [tx, ty]) {
+  const dx = tx - fx, dy = -(ty - fy); // SVG space: y down
+  const length = Math.hypot(dx, dy);
+  if (!(length > 0)) return [];
+  const back = Math.atan2(-dy, -dx), h = ARROW_HEAD * length;
+  const end = [tx, -ty];
+  const side = (a) => [end, [end[0] + h * Math.cos(back + a), end[1] + h * Math.sin(back + a)]];
+  return [[[fx, -fy], end], side(ARROW_ANGLE), side(-ARROW_ANGLE)];
+}
+
+/**
+ * SVG path data of many arrows (see `arrowStrokes`); null entries are skipped.
+ * @param {Array<[Point, Point] | null>} arrows
+ * @returns {string}
+ */
+export function arrowsPath(arrows) {
+  return arrows.flatMap((a) => (a ? arrowStrokes(a[0], a[1]) : []))
+    .map(([[x1, y1], [x2, y2]]) => `M${x1},${y1}L${x2},${y2}`).join("");
+}
+
 /**
  * A short number for colour-bar ticks.
  * @param {number} v

@@ -16,6 +16,9 @@ export const FLAG_LEGEND = {
   disconnected: ["smnb-map-swatch-disconnected", "not connected to the largest group of overlaps (dashed)"],
 };
 
+/** The legend of the gradient arrows of fitted sky planes. */
+export const ARROW_LEGEND = "sky gradient: the direction the fitted plane rises, length by size";
+
 /** The legend of an overlap line down-weighted by a robust solve. */
 export const FLAGGED_PAIR_LEGEND = "overlap down-weighted by the robust solve (dotted)";
 

@@ -6,7 +6,7 @@
 // the interaction and the rest of the map call nothing else.
 
 import { svgEl } from "../_dom.js";
-import { pairSegment, pathData } from "./geometry.js";
+import { arrowsPath, pairSegment, pathData } from "./geometry.js";
 
 /**
  * @typedef {import("./geometry.js").View} View
@@ -23,6 +23,7 @@ import { pairSegment, pathData } from "./geometry.js";
  * @property {(selected: Set<number>) => void} setSelection
  * @property {(index: number) => void} setHover  -1: none
  * @property {(index: number) => void} setFocus  the keyboard focus ring, -1: none
+ * @property {(arrows: Array<[Point, Point] | null>) => void} setArrows  gradient arrows (centre -> tip)
  * @property {(pairs: Pair[]) => void} setPairs  the overlap lines
  * @property {(visible: boolean) => void} showPairs
  * @property {(view: View) => void} setView  the part of SVG space shown
@@ -53,11 +54,15 @@ export function createSvgRenderer(uid) {
   const casing = svgEl("path", { d: "" }, "smnb-map-pair-casing");
   const lines = svgEl("g", {}, "smnb-map-pairs");
   overlay.append(casing, lines);
+  // gradient arrows: a casing in the page's background under a stroke in its text colour,
+  // visible on any fill in either theme
+  const arrowCasing = svgEl("path", { d: "" }, "smnb-map-arrow-casing");
+  const arrows = svgEl("path", { d: "" }, "smnb-map-arrows");
   const hover = svgEl("path", { d: "" }, "smnb-map-hover");
   const focus = svgEl("path", { d: "" }, "smnb-map-focusring");
   const box = svgEl("rect", {}, "smnb-map-box");
   box.style.display = "none";
-  svg.append(defs, group, hatch, selectionHalo, selection, overlay, hover, focus, box);
+  svg.append(defs, group, hatch, arrowCasing, arrows, selectionHalo, selection, overlay, hover, focus, box);
 
   /** @type {SVGPathElement[]} */
   let shapes = [];
@@ -99,6 +104,11 @@ export function createSvgRenderer(uid) {
     },
     setFocus(index) {
       focus.setAttribute("d", outline(index));
+    },
+    setArrows(values) {
+      const d = arrowsPath(values);
+      arrows.setAttribute("d", d);
+      arrowCasing.setAttribute("d", d);
     },
     setPairs(pairs) {
       const ends = pairs.map((pair) => pairSegment(pair.a, pair.b));

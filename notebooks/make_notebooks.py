@@ -137,8 +137,9 @@ for method, values in documented.items():
   with $w_{ij}$ the pair's pixel count. By default (`compare="differences"`) $\Delta_{ij}$
   is the statistic of the pixel differences $i - j$, image $j$ interpolated at the pixels of
   $i$, so that whatever both see (a nebula, stars) cancels; `compare="levels"` takes the
-  statistic of each side, $s_i^{(j)} - s_j^{(i)}$, as the reference does. Overlaps fix differences only, so the
-  offsets are defined up to one additive constant; `match_down=True` (the default) makes the
+  statistic of each side, $s_i^{(j)} - s_j^{(i)}$, as the reference does. Overlaps fix
+  differences only, so the offsets are defined up to one additive constant; `match_down=True`
+  (the default) makes the
   lowest one zero. Subtracting them leaves every image at the level of the faintest one
   (here 100): a seamless mosaic that still contains its sky.
 - **global+match**: the match offsets plus one constant, $\min_k(\text{local}_k - d_k)$,

@@ -267,7 +267,7 @@ class SideStat(NamedTuple):
         return SkyStat(self.value, self.npix, self.err)
 
 
-_PLANE_SAMPLE = 4096  # pixels (about) for the plane fit of a side's values
+_PLANE_SAMPLE = 1024  # pixels (about) for the plane fit of a side's values
 _PLANE_MIN = 64
 
 

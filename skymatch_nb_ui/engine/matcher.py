@@ -38,6 +38,7 @@ from .measure import (
     input_pair_stats,
     lowest,
     measure_batch,
+    scene_error,
 )
 from .params import (
     Anchor,
@@ -384,6 +385,9 @@ class SkyMatcher:
             else:
                 stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
                 pairs = input_pair_stats(overlaps, stat_of)
+                if matching:  # what the scene adds to each pair's error (not noise)
+                    extra = scene_error(pairs, overlaps, stat_of, self._wcs)
+                    pairs = replace(pairs, scene_err=extra)
             self._input_pairs[pair_key] = pairs
         if params.skymethod == "match":
             return pairs, None, None

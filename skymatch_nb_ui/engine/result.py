@@ -48,7 +48,9 @@ class PairTable:
         The measured sky difference a - b (``stat_a - stat_b``, or the statistic of the pixel
         differences): how much the two disagree before matching.
     diff_err : ndarray
-        1-sigma statistical uncertainty of ``diff_before`` (before the run's error scale).
+        1-sigma uncertainty of ``diff_before`` (before the run's error scale): statistical
+        and, with ``compare="levels"``, how the two pixel grids sample the scene
+        (`measure.scene_error`).
     diff_after : ndarray
         ``diff_before - (sky_a - sky_b)``: the residual after the solve (NaN where either sky
         is unknown).  Large values point at overlaps that do not agree with the rest.
@@ -218,7 +220,7 @@ def assemble_result(
     table = PairTable(
         a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,
         npix_b=pairs.npix_b, err_a=pairs.err_a, err_b=pairs.err_b, weight=pairs.weight,
-        valid=valid, diff_before=pairs.diff, diff_err=pairs.diff_err,
+        valid=valid, diff_before=pairs.diff, diff_err=np.hypot(pairs.diff_err, pairs.scene_err),
         diff_after=pairs.diff - (sky[pairs.a] - sky[pairs.b]),
         robust_weight=solution.robust_weight, flagged=solution.flagged,
     )

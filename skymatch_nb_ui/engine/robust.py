@@ -15,9 +15,10 @@ On top of the weighted least-squares primitive (`lstsq.solve_offsets`):
    ``weight * residual``, falls as ``1 / t``: a satellite trail in one image of one overlap
    no longer drags the mosaic.
 
-2. **Error scale.**  The statistical errors of the pairs cover the pixel noise only; what
-   else makes two images disagree (the scene seen through two pixel grids, interpolation
-   residuals of stars, a wandering mode) shows in the residuals.  With ``chi2`` the sum of the
+2. **Error scale.**  The statistical errors of the pairs cover the pixel noise (and, for
+   ``compare="levels"``, what the scene adds: ``extra_var``, `measure.scene_error`); what
+   else makes two images disagree (interpolation residuals of stars, a wandering mode)
+   shows in the residuals.  With ``chi2`` the sum of the
    unflagged pairs' squared residuals over their variances and ``E`` its expectation under the
    pairs' (co)variances, the errors are multiplied by ``sqrt((chi2 + 5) / (E + 5))``: the
    residuals' verdict, shrunk towards 1 by 5 pseudo-degrees of freedom so that a mosaic with
@@ -27,7 +28,7 @@ On top of the weighted least-squares primitive (`lstsq.solve_offsets`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,6 +82,7 @@ def fit_offsets(
     diff_cov=None,
     *,
     robust: bool = True,
+    extra_var=None,
 ) -> Fit:
     """Offsets of ``n`` inputs from the pairs ``(i, j)`` (``d_i - d_j ~ diff``).
 
@@ -92,6 +94,11 @@ def fit_offsets(
         As `lstsq.solve_offsets`.
     robust : bool
         Down-weight pairs whose residuals are far beyond the others' (see the module).
+    extra_var : ndarray, optional
+        Per pair, variance beyond ``diff_var`` that no other pair shares (e.g. how two pixel
+        grids sample the scene: `measure.scene_error`).  It enters the errors and the
+        error scale, not the robust weights: those judge the residuals against ``diff_var``
+        alone, so the offsets are those without it.
 
     Returns
     -------
@@ -123,6 +130,7 @@ def fit_offsets(
     diff_var = np.asarray(diff_var, float)
     factor = np.ones(len(i))
     sol = solve_offsets(n, i, j, diff, weight, diff_var, diff_cov)
+    solved = weight  # the weights of `sol`
     spread = math.inf
     for _ in range(_MAX_ITERATIONS if robust else 0):
         scale = _robust_scale(sol, i, j, diff, diff_var, spread)
@@ -134,8 +142,12 @@ def fit_offsets(
         factor = new
         if settled:
             break
-        sol = solve_offsets(n, i, j, diff, weight * np.sqrt(factor), diff_var, diff_cov)
+        solved = weight * np.sqrt(factor)
+        sol = solve_offsets(n, i, j, diff, solved, diff_var, diff_cov)
     flagged = factor < 1.0
+    if extra_var is not None and np.any(np.asarray(extra_var) > 0):
+        diff_var = diff_var + np.asarray(extra_var, float)  # the same offsets, other errors
+        sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
     scale = _error_scale(sol, i, j, diff, diff_var, ~flagged)
     return Fit(
         delta=sol.delta, delta_err=sol.delta_err * scale, component=sol.component,

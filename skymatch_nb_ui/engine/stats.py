@@ -31,6 +31,7 @@ __all__ = [
     "StatisticError",
     "Workspace",
     "pixel_noise",
+    "side_statistic",
     "sky_statistic",
 ]
 
@@ -253,19 +254,42 @@ def sky_statistic(
     >>> sky_statistic(x, StatParams(skystat="mean", lower=200.0))
     SkyStat(value=nan, npix=0, err=nan)
     """
+    return _statistic(values, params, work, noise)[0]
+
+
+def side_statistic(
+    values: np.ndarray, params: StatParams, *, work: Workspace | None = None, noise: float
+) -> tuple[SkyStat, float]:
+    """`sky_statistic` with ``noise``, and the noise's error when the values are a broad scene.
+
+    The second value is ``err`` except for the median and midpt, whose noise error grows when
+    the scene under the noise is broader than the noise (`_median_noise_error`): then the
+    larger of the two.  (``err`` itself stays the reference-compatible formula: the robust
+    solve of ``compare="levels"`` judges residuals with it.)
+    """
+    stat, clipped, used = _statistic(values, params, work, noise)
+    broad = stat.err
+    if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
+        broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
+    return stat, broad
+
+
+def _statistic(values, params: StatParams, work, noise):
+    """`sky_statistic`, the final set and the statistic used (None, None when empty)."""
     clipped = _clipped_set(values, params, work)
     if clipped is None:
-        return _EMPTY
+        return _EMPTY, None, None
     statistic = _STATISTICS[params.skystat]
     if statistic in (_mode, _midpt) and _too_coarse(clipped, params.binwidth):
         statistic = _median
     value, err = statistic(clipped, params)
     n = clipped.n
     scale = clipped.scale
+    used = "median" if statistic is _median else params.skystat
     if noise is not None and math.isfinite(noise) and n >= 2:
-        used = "median" if statistic is _median else params.skystat
         err = _noise_error(used, clipped, noise / scale, err)
-    return SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
+    stat = SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
+    return stat, clipped, used
 
 
 def _noise_error(skystat: str, s: _ClippedSet, noise: float, err: float) -> float:
@@ -284,6 +308,40 @@ def _noise_error(skystat: str, s: _ClippedSet, noise: float, err: float) -> floa
     if not total < 0:
         return err
     return min(err, noise * math.sqrt(float(np.dot(counts, curvature**2))) / -total)
+
+
+def _median_noise_error(s: _ClippedSet, noise: float) -> float:
+    """The median's error due to the pixel noise when the values are a broad scene plus noise.
+
+    A median moves with the values that noise carries across it: ``var = sum_k p_k (1 - p_k)
+    / (n f(m))**2`` (``p_k`` the chance that value ``k`` lies below the median ``m``, ``f``
+    the values' density there).  Only values within a few ``noise`` of ``m`` can cross, so
+    across a scene much broader than the noise the error is ``sqrt(noise / (sqrt(pi) n
+    f(m)))``, not ``sqrt(pi/2) noise / sqrt(n)``: 1.4-1.6 times more on the nebula mosaics
+    of the bench.  From the histogram of the set (bin centres ``y_k``): ``p_k = Phi((m -
+    y_k) / noise)`` and ``f`` smoothed by a Gaussian of ``noise / 2``.  For values no broader
+    than the noise this is below ``sqrt(pi/2) noise / sqrt(n)`` (`side_statistic` keeps the
+    larger; for pure noise it gives 0.91 of it).  0 without a histogram.  Measured with a
+    fixed scene (uniform, 0 to 30 noise sigma wide, 20,000 values) and the noise re-drawn 200
+    times: scatter / error 0.86-1.11 for both median and midpt.
+    """
+    hist = getattr(s, "median_hist", None)
+    if hist is None or not noise > 0:
+        return 0.0
+    ymin, h, counts, value = hist
+    from scipy.special import ndtr
+
+    u = (value - (ymin + (np.arange(counts.size) + 0.5) * h)) / noise
+    near = np.abs(u) < 8.0
+    if not near.any():
+        return 0.0
+    c, u = counts[near].astype(np.float64), u[near]
+    p = ndtr(u)
+    crossing = float(np.dot(c, p * (1.0 - p)))
+    density = float(np.dot(c, np.exp(-2.0 * u**2))) / (0.5 * noise * math.sqrt(2.0 * math.pi))
+    if not density > 0:
+        return 0.0
+    return math.sqrt(crossing) / density
 
 
 def _clipped_set(values, params: StatParams, work: Workspace | None) -> _ClippedSet | None:
@@ -598,7 +656,8 @@ def _median(s: _ClippedSet, params: StatParams):
         return const, err
     # Locate the middle rank(s) in a fine histogram, then select among those bins' values.
     h = (ymax - ymin) / max(1, min(_MEDIAN_BINS, s.n // 32))
-    cum = np.cumsum(s.counts(ymin, ymax, h, keep_values=True))
+    counts = s.counts(ymin, ymax, h, keep_values=True)
+    cum = np.cumsum(counts)
     r1, r2 = (s.n - 1) // 2, s.n // 2
     k1, k2 = (int(k) for k in np.searchsorted(cum, [r1, r2], side="right"))
     before = int(cum[k1 - 1]) if k1 > 0 else 0
@@ -612,7 +671,9 @@ def _median(s: _ClippedSet, params: StatParams):
         bins = ((vals - ymin) * _bin_scale(h)).astype(np.intp)
     vals = vals[(bins >= k1) & (bins <= k2)]
     vals.partition([r1 - before, r2 - before])
-    return 0.5 * (float(vals[r1 - before]) + float(vals[r2 - before])), err
+    value = 0.5 * (float(vals[r1 - before]) + float(vals[r2 - before]))
+    s.median_hist = (ymin, h, counts, value)  # for `_noise_error`
+    return value, err
 
 
 def _too_coarse(s: _ClippedSet, binwidth: float) -> bool:
@@ -764,7 +825,9 @@ def _midpt(s: _ClippedSet, params: StatParams):
     half = 0.5 * s.n
     k = int(np.searchsorted(cum, half, side="left"))
     before = float(cum[k - 1]) if k > 0 else 0.0
-    return ymin + (k + (half - before) / float(c[k])) * h, err
+    value = ymin + (k + (half - before) / float(c[k])) * h
+    s.median_hist = (ymin, h, c, value)  # for `_noise_error`
+    return value, err
 
 
 def _bin_scale(h: float) -> float:

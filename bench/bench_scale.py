@@ -237,18 +237,6 @@ def run_child(args: list[str], timeout: float) -> dict | None:
 
 
 # -- the solve alone ---------------------------------------------------------------------------------
-def mosaic_pairs(rows: int, cols: int, rng) -> np.ndarray:
-    """Pairs of a rows x cols tiling with 8 neighbours, inputs in random order."""
-    idx = np.arange(rows * cols).reshape(rows, cols)
-    pairs = np.vstack([
-        np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
-        np.column_stack([idx[:-1].ravel(), idx[1:].ravel()]),
-        np.column_stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()]),
-        np.column_stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()]),
-    ])
-    return np.sort(rng.permutation(rows * cols)[pairs], axis=1)
-
-
 def dense_offsets(n, i, j, diff, weight, var):
     """The dense solve the sparse one replaced (normal equations plus 11^T/m, one component)."""
     w2 = weight**2 / (weight**2).max()
@@ -263,12 +251,13 @@ def bench_solve(sizes: list[int], dense_up_to: int) -> None:
     from threadpoolctl import threadpool_limits
 
     from skymatch_nb_ui.engine.lstsq import solve_offsets
+    from skymatch_nb_ui.testing import tiling_pairs
 
     print("\nthe least-squares solve alone (8-neighbour tilings; medians of 3)")
     print(f"{'inputs':>7} {'pairs':>7} {'sparse s':>9} {'dense s':>9} {'max |diff|':>11}")
     for n in sizes:
         rng = np.random.default_rng(n)
-        pairs = mosaic_pairs(*layout(n), rng)
+        pairs = tiling_pairs(*layout(n), rng)
         i, j = pairs[:, 0], pairs[:, 1]
         npix = rng.uniform(2e3, 2e4, len(i))
         diff, var = rng.normal(0, 1, len(i)), 1.0 / npix

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from skymatch_nb_ui.engine.lstsq import components, solve_offsets
+from skymatch_nb_ui.testing import tiling_pairs
 
 # sizes from 4 to 1441 inputs, offsets from 1e-50 to 1e30
 CASES = [(4, 1.0), (33, 1e30), (44, 1e-50), (132, 1e10),
@@ -118,21 +119,6 @@ def dense_solution(n, i, j, diff, weight, var):
     return delta, err
 
 
-def mosaic_like_graph(rows, cols, rng, holes=0.0):
-    """Pairs of a rows x cols tiling with 8 neighbours each, inputs in random order, some
-    pairs missing (which can split the graph into components)."""
-    idx = np.arange(rows * cols).reshape(rows, cols)
-    pairs = np.vstack([
-        np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
-        np.column_stack([idx[:-1].ravel(), idx[1:].ravel()]),
-        np.column_stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()]),
-        np.column_stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()]),
-    ])
-    pairs = rng.permutation(rows * cols)[pairs]
-    pairs = pairs[rng.random(len(pairs)) >= holes]
-    return np.sort(pairs, axis=1)
-
-
 def pair_data(pairs, rng, spread):
     """Differences, pixel-count weights spanning ``spread`` and variances ~ 1 / pixels."""
     npix = np.exp(rng.uniform(0, np.log(spread), len(pairs))) * 10
@@ -151,7 +137,7 @@ def pair_data(pairs, rng, spread):
 def test_sparse_solve_matches_the_dense_pseudo_inverse(layout, holes, spread):
     rng = np.random.default_rng(sum(layout))
     n = layout[0] * layout[1] + 3  # and three inputs in no pair
-    pairs = mosaic_like_graph(*layout, rng, holes)
+    pairs = tiling_pairs(*layout, rng, holes=holes)
     i, j = pairs[:, 0], pairs[:, 1]
     diff, weight, var = pair_data(pairs, rng, spread)
     sol = solve_offsets(n, i, j, diff, weight, var)
@@ -190,7 +176,7 @@ def test_thousands_of_inputs_are_solved_without_dense_matrices():
     import tracemalloc
 
     rng = np.random.default_rng(7)
-    pairs = mosaic_like_graph(100, 100, rng)
+    pairs = tiling_pairs(100, 100, rng)
     diff, weight, var = pair_data(pairs, rng, 100.0)
     tracemalloc.start()
     sol = solve_offsets(10_000, pairs[:, 0], pairs[:, 1], diff, weight, var)
@@ -225,7 +211,7 @@ def dense_residual_var(n, i, j, weight, var):
 def test_residual_variances_match_the_dense_hat_matrix(layout, holes, spread):
     rng = np.random.default_rng(sum(layout) + 1)
     n = layout[0] * layout[1]
-    pairs = mosaic_like_graph(*layout, rng, holes)
+    pairs = tiling_pairs(*layout, rng, holes=holes)
     i, j = pairs[:, 0], pairs[:, 1]
     diff, weight, var = pair_data(pairs, rng, spread)
     sol = solve_offsets(n, i, j, diff, weight, var)

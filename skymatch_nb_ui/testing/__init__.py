@@ -20,7 +20,7 @@ Helpers for tests, benchmarks and tutorials:
 """
 
 from .instruments import nircam_like_gwcs, write_hst_flt, write_jwst_cal, write_roman_cal
-from .mosaics import Mosaic, make_mosaic
+from .mosaics import Mosaic, make_mosaic, tiling_pairs
 from .reference import reference_skymatch
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "make_mosaic",
     "nircam_like_gwcs",
     "reference_skymatch",
+    "tiling_pairs",
     "write_hst_flt",
     "write_jwst_cal",
     "write_roman_cal",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
-__all__ = ["Mosaic", "make_mosaic"]
+__all__ = ["Mosaic", "make_mosaic", "tiling_pairs"]
 
 TANGENTS = ("own", "shared")
 
@@ -756,3 +756,32 @@ def _float_dtype(dtype) -> np.dtype:
             f"values); got {dtype.name}"
         )
     return dtype
+
+
+def tiling_pairs(rows: int, cols: int, rng: np.random.Generator, *, holes: float = 0.0) -> np.ndarray:
+    """The overlap graph of a ``rows`` x ``cols`` tiling with 8 neighbours per image.
+
+    For solves without pixels (tests and benchmarks of `skymatch_nb_ui.engine.lstsq`): the
+    inputs are numbered in a random order, and a fraction ``holes`` of the pairs is dropped
+    (which can split the graph into components).
+
+    Returns
+    -------
+    ndarray of int, shape (pairs, 2)
+        Each pair ``(i, j)`` with ``i < j``.
+
+    Examples
+    --------
+    >>> tiling_pairs(2, 2, np.random.default_rng(0)).shape  # 2 + 2 sides, 2 diagonals
+    (6, 2)
+    """
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    pairs = np.vstack([
+        np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
+        np.column_stack([idx[:-1].ravel(), idx[1:].ravel()]),
+        np.column_stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()]),
+        np.column_stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()]),
+    ])
+    pairs = rng.permutation(rows * cols)[pairs]
+    pairs = pairs[rng.random(len(pairs)) >= holes]
+    return np.sort(pairs, axis=1)

@@ -29,7 +29,15 @@ from .differences import DifferenceBuffers, PixelMap, interpolation_inflation, p
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
-from .stats import SkyStat, StatisticError, Workspace, pixel_noise, side_statistic, sky_statistic
+from .stats import (
+    SkyStat,
+    StatisticError,
+    Workspace,
+    neighbour_noise,
+    pixel_noise,
+    side_statistic,
+    sky_statistic,
+)
 
 __all__ = [
     "NO_STAT",
@@ -230,10 +238,16 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         return NO_STAT
     values = runs.gather(image, scratch.buffers)
     good = None if mask is None else runs.gather(mask)
-    sampling = _sampling(values, good, runs, params)  # before the buffer is reused
+    # Every pixel usable (the common case): no mask of them is needed anywhere below.
+    clean = good is None and params.lower is None and params.upper is None \
+        and _all_finite(values, scratch.work)
+    sampling = _sampling(values, good, runs, params, clean=clean)
     if good is not None:
         values = values[good]
-    noise = pixel_noise(values, params.lower, params.upper)
+    if clean:
+        noise = neighbour_noise(values, _NOISE_PAIRS)
+    else:
+        noise = pixel_noise(values, params.lower, params.upper, pairs=_NOISE_PAIRS)
     stat, broad = side_statistic(values, params, work=scratch.work, noise=noise)
     return SideStat(*stat, *sampling, broad)
 
@@ -269,9 +283,20 @@ class SideStat(NamedTuple):
 
 _PLANE_SAMPLE = 1024  # pixels (about) for the plane fit of a side's values
 _PLANE_MIN = 64
+# Pairs of neighbours behind a side's pixel noise (`stats.pixel_noise`): a fixed cost per side.
+# The MAD of 4096 differences is within ~2% (1 sigma) of the noise: it only scales the error.
+_NOISE_PAIRS = 4096
 
 
-def _sampling(values, good, runs: Runs, params: StatParams) -> tuple[float, float, float, float]:
+def _all_finite(values: np.ndarray, work: Workspace) -> bool:
+    """Whether every value is finite (integers always are)."""
+    if values.dtype.kind != "f":
+        return True
+    return bool(np.isfinite(values, out=work.bools(values.size)).all())
+
+
+def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = False
+              ) -> tuple[float, float, float, float]:
     """Centroid of the usable pixels of ``runs`` and the slope of the values' plane.
 
     ``values`` are the image's values at ``runs`` (row-major), ``good`` the mask's there (or
@@ -285,8 +310,8 @@ def _sampling(values, good, runs: Runs, params: StatParams) -> tuple[float, floa
     sx = float(np.dot(lengths, 0.5 * (runs.start + runs.stop - 1)))
     sy = float(np.dot(lengths, runs.rows))
     usable = None
-    if good is not None or params.lower is not None or params.upper is not None \
-            or not np.isfinite(values).all():
+    if not clean and (good is not None or params.lower is not None or params.upper is not None
+                      or not np.isfinite(values).all()):
         usable = np.isfinite(values)
         if good is not None:
             usable &= good

@@ -30,6 +30,7 @@ __all__ = [
     "StatParams",
     "StatisticError",
     "Workspace",
+    "neighbour_noise",
     "pixel_noise",
     "side_statistic",
     "sky_statistic",
@@ -42,6 +43,7 @@ _RECENTRE = 64.0       # recentre when the mean is this many std from the centre
 _MEDIAN_BINS = 4096    # bins used to locate the median before selecting it exactly
 _SERIAL_DOT = 8192     # longest vector given to one BLAS dot product: see `_sumsq`
 _CHUNK = 65536         # values histogrammed at a time (mode, midpt): see `_ClippedSet.counts`
+_PAIR_RATIO = 4        # count pairs of bins when (bins + 1)**2 <= values / _PAIR_RATIO
 _TINY = 4.0 * np.finfo(np.float64).eps
 # Ties: a value on a clipping limit or a bin edge in exact arithmetic must land on the same side
 # whatever the rounding of the mean, std and differences (a few ulps). Limits are widened and
@@ -138,8 +140,15 @@ class Workspace:
     def _ints(self, n: int) -> np.ndarray:
         return self._buffer(np.intp, 0, n)
 
+    def _ints2(self, n: int) -> np.ndarray:
+        return self._buffer(np.intp, 1, n)
+
     def _bools(self, slot: int, n: int) -> np.ndarray:
         return self._buffer(np.bool_, slot, n)
+
+    def bools(self, n: int) -> np.ndarray:
+        """A scratch boolean array of ``n`` elements (overwritten by the next statistic)."""
+        return self._buffer(np.bool_, 0, n)
 
 
 def sky_statistic(
@@ -620,7 +629,9 @@ class _ClippedSet:
             np.subtract(y, ymin, out=y)
         rejected = self._rejected()  # sorted positions
         edges = np.searchsorted(rejected, np.arange(0, y.size + _CHUNK, _CHUNK))
-        counts = np.zeros(nbins + 1, np.intp)
+        m = nbins + 1  # the last bin collects the rejected values
+        counts = np.zeros(m, np.intp)
+        pairs = None  # counts of pairs of bins (first half of a chunk, second half)
         with np.errstate(invalid="ignore"):  # far outliers overflow the cast; reset below
             for i, start in enumerate(range(0, y.size, _CHUNK)):
                 t = y[start : start + _CHUNK]
@@ -629,7 +640,22 @@ class _ClippedSet:
                 idx = self.work._ints(t.size)
                 np.multiply(t, scale, out=idx, casting="unsafe")  # truncation: floor (t >= 0)
                 idx[rejected[edges[i] : edges[i + 1]] - start] = nbins
-                counts += np.bincount(idx, minlength=nbins + 1)
+                if m * m > t.size // _PAIR_RATIO:
+                    counts += np.bincount(idx, minlength=m)
+                    continue
+                # Few bins: count pairs of values (m * m bins) with half as many increments
+                # and far fewer repeats of one bin in a row (each stalls the next increment).
+                half = t.size // 2
+                pair = np.multiply(idx[:half], m, out=self.work._ints2(half))
+                np.add(pair, idx[half : 2 * half], out=pair)
+                found = np.bincount(pair, minlength=m * m)
+                pairs = found if pairs is None else np.add(pairs, found, out=pairs)
+                if t.size % 2:
+                    counts[idx[-1]] += 1
+        if pairs is not None:
+            square = pairs.reshape(m, m)
+            counts += square.sum(axis=0)
+            counts += square.sum(axis=1)
         return counts[:nbins]
 
 
@@ -876,13 +902,16 @@ _rowdot = getattr(np, "vecdot", _rowdot_einsum)  # numpy < 2 has no vecdot
 _STATISTICS = {"mean": _mean, "median": _median, "mode": _mode, "midpt": _midpt}
 
 
-def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
+def pixel_noise(values: np.ndarray, lower=None, upper=None, *, pairs: int | None = None) -> float:
     """The pixel noise of values in row order, from differences of neighbours.
 
-    ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive values (pairs 0-1, then
-    every `_NOISE_STRIDE`-th pair, at least `_NOISE_PAIRS` pairs when there are that many): a
-    smooth scene cancels in them and the median ignores stars and row ends.  NaN for fewer
-    than two usable values.
+    ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive usable values (finite, within
+    ``[lower, upper]``): pairs 0-1, then every `_NOISE_STRIDE`-th pair, at least
+    `_NOISE_PAIRS` pairs when there are that many; with ``pairs``, every ``k``-th pair with
+    ``k`` the largest that still gives at least ``pairs`` of them (a fixed cost for any
+    number of values).  A smooth scene cancels in them and the median ignores stars and row
+    ends.  NaN for fewer than two usable values.  Only the pairs used are converted to
+    float64, so the cost does not grow with the values beyond one finiteness check.
 
     Examples
     --------
@@ -891,18 +920,38 @@ def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
     >>> round(pixel_noise(ramp + rng.standard_normal(20_000)), 1)
     1.0
     """
-    x = np.asarray(values, dtype=np.float64)
-    usable = np.isfinite(x)
-    if lower is not None:
-        usable &= x >= lower
-    if upper is not None:
-        usable &= x <= upper
-    if not usable.all():
+    x = np.asarray(values).reshape(-1)
+    if x.dtype.kind not in "fiu":
+        x = np.asarray(x, dtype=np.float64)
+    if lower is None and upper is None:
+        usable = None if x.dtype.kind in "iu" or np.isfinite(x).all() else np.isfinite(x)
+    else:
+        with np.errstate(invalid="ignore"):  # compared in float64, as the values' own
+            usable = _usable(x, None if lower is None else np.float64(lower),
+                             None if upper is None else np.float64(upper),
+                             np.empty(x.size, bool))
+    if usable is not None and not usable.all():
         x = x[usable]
+    return neighbour_noise(x, pairs)
+
+
+def neighbour_noise(x: np.ndarray, pairs: int | None = None) -> float:
+    """`pixel_noise` of values known to be all usable (finite, within the limits): no check.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(2).standard_normal(10_000)
+    >>> neighbour_noise(x, 4096) == pixel_noise(x, pairs=4096)
+    True
+    """
     half = x.size // 2
     if half < 1:
         return math.nan
-    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
-    d = x[1 : 2 * half : stride] - x[0 : 2 * half : stride]
+    if pairs is None:
+        stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
+    else:
+        stride = 2 * max(1, half // max(1, int(pairs)))
+    d = x[1 : 2 * half : stride].astype(np.float64)
+    d -= x[0 : 2 * half : stride]
     deviation = np.abs(d - np.median(d))
     return float(1.4826 * np.median(deviation) / math.sqrt(2.0))

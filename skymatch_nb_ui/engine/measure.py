@@ -33,6 +33,7 @@ from .stats import (
     SkyStat,
     StatisticError,
     Workspace,
+    median_of,
     neighbour_noise,
     pixel_noise,
     side_statistic,
@@ -241,11 +242,11 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     # Every pixel usable (the common case): no mask of them is needed anywhere below.
     clean = good is None and params.lower is None and params.upper is None \
         and _all_finite(values, scratch.work)
-    sampling = _sampling(values, good, runs, params, clean=clean)
+    sampling = _sampling(values, good, runs, params, clean=clean, work=scratch.work)
     if good is not None:
         values = values[good]
     if clean:
-        noise = neighbour_noise(values, _NOISE_PAIRS)
+        noise = neighbour_noise(values, _NOISE_PAIRS, work=scratch.work)
     else:
         noise = pixel_noise(values, params.lower, params.upper, pairs=_NOISE_PAIRS)
     stat, broad = side_statistic(values, params, work=scratch.work, noise=noise)
@@ -286,6 +287,7 @@ _PLANE_MIN = 64
 # Pairs of neighbours behind a side's pixel noise (`stats.pixel_noise`): a fixed cost per side.
 # The MAD of 4096 differences is within ~2% (1 sigma) of the noise: it only scales the error.
 _NOISE_PAIRS = 4096
+_PLANE_SLOT = 8  # first of the five Workspace float slots of `_plane_slopes`
 
 
 def _all_finite(values: np.ndarray, work: Workspace) -> bool:
@@ -295,8 +297,8 @@ def _all_finite(values: np.ndarray, work: Workspace) -> bool:
     return bool(np.isfinite(values, out=work.bools(values.size)).all())
 
 
-def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = False
-              ) -> tuple[float, float, float, float]:
+def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = False,
+              work: Workspace | None = None) -> tuple[float, float, float, float]:
     """Centroid of the usable pixels of ``runs`` and the slope of the values' plane.
 
     ``values`` are the image's values at ``runs`` (row-major), ``good`` the mask's there (or
@@ -336,37 +338,67 @@ def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = Fal
         t = t[usable[t]]
     if t.size < _PLANE_MIN:
         return cx, cy, math.nan, math.nan
-    x, y = _positions(runs, ends, t)
-    x, y = x - cx, y - cy
-    v = values[t].astype(np.float64)
-    keep = slice(None)
+    gx, gy = _plane_slopes(values, runs, ends, t, cx, cy, work)
+    return cx, cy, gx, gy
+
+
+def _plane_slopes(values, runs: Runs, ends, t, cx: float, cy: float, work: Workspace | None):
+    """Slopes (x, y) of the plane fitted to ``values[t]``, refitted once without outliers.
+
+    Least squares through the normal equations of ``[1, x - cx, y - cy]``; the refit drops
+    the pixels beyond 4 robust standard deviations of the first fit (stars).  Scratch arrays
+    come from ``work`` (fresh small arrays cost page faults here: see PERFORMANCE.md).
+    """
+    work = Workspace() if work is None else work
+    k = t.size
+    design = work.floats(_PLANE_SLOT, 3 * k).reshape(3, k)  # rows: 1, x - cx, y - cy
+    design[0] = 1.0
+    _positions(runs, ends, t, out=design[1:])
+    design[1] -= cx
+    design[2] -= cy
+    v = work.floats(_PLANE_SLOT + 1, k)
+    v[...] = values[t]
+    weighted = work.floats(_PLANE_SLOT + 2, 3 * k).reshape(3, k)
+    residual = work.floats(_PLANE_SLOT + 3, k)
+    spare = work.floats(_PLANE_SLOT + 4, k)
+    keep = None
     coef = None
     for _ in range(2):
-        xk, yk, vk = x[keep], y[keep], v[keep]
-        if vk.size < _PLANE_MIN:
-            break
-        design = np.array([[vk.size, xk.sum(), yk.sum()],
-                           [xk.sum(), xk @ xk, xk @ yk],
-                           [yk.sum(), xk @ yk, yk @ yk]])
+        if keep is None:
+            normal, rhs = design @ design.T, design @ v
+        else:
+            if int(np.count_nonzero(keep)) < _PLANE_MIN:
+                break
+            np.multiply(design, keep, out=weighted)
+            normal, rhs = weighted @ design.T, weighted @ v
         try:
-            coef = np.linalg.solve(design, np.array([vk.sum(), xk @ vk, yk @ vk]))
+            coef = np.linalg.solve(normal, rhs)
         except np.linalg.LinAlgError:  # all pixels on one line
-            return cx, cy, math.nan, math.nan
-        residual = v - (coef[0] + coef[1] * x + coef[2] * y)
-        spread = 1.4826 * float(np.median(np.abs(residual)))
+            return math.nan, math.nan
+        np.dot(coef, design, out=residual)
+        np.subtract(v, residual, out=residual)
+        np.abs(residual, out=residual)
+        spread = 1.4826 * median_of(residual, spare)
         if not spread > 0:
             break
-        keep = np.abs(residual) <= 4.0 * spread
+        keep = residual <= 4.0 * spread
     if coef is None:
-        return cx, cy, math.nan, math.nan
-    return cx, cy, float(coef[1]), float(coef[2])
+        return math.nan, math.nan
+    return float(coef[1]), float(coef[2])
 
 
-def _positions(runs: Runs, ends: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Columns and rows (float) of the pixels at positions ``t`` of ``runs``' row-major order."""
+def _positions(runs: Runs, ends: np.ndarray, t: np.ndarray, out: np.ndarray | None = None):
+    """Columns and rows (float) of the pixels at positions ``t`` of ``runs``' row-major order.
+
+    Into ``out`` (shape (2, len(t)), float64) when given.
+    """
     k = np.searchsorted(ends, t, side="right")
     first = ends[k] - (runs.stop[k] - runs.start[k])
-    return (runs.start[k] + (t - first)).astype(np.float64), runs.rows[k].astype(np.float64)
+    if out is None:
+        out = np.empty((2, t.size))
+    np.add(runs.start[k], t - first, out=out[0], casting="unsafe")
+    np.copyto(out[1], runs.rows[k], casting="unsafe")
+    return out[0], out[1]
 
 
 def measure_differences(

@@ -30,6 +30,7 @@ __all__ = [
     "StatParams",
     "StatisticError",
     "Workspace",
+    "median_of",
     "neighbour_noise",
     "pixel_noise",
     "side_statistic",
@@ -60,6 +61,7 @@ _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 # values is within ~2.5% of the noise: far below the other uncertainties of an error).
 _NOISE_STRIDE = 8
 _NOISE_PAIRS = 4000
+_NOISE_SLOT = 4        # Workspace float slots of `neighbour_noise` (this one and the next)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Mode: the histogram is smoothed by a Gaussian of _MODE_KERNEL * (_MODE_N / n)**(1/7) bins,
 # never narrower than (_MODE_RESOLUTION / n)**(1/5) std, truncated at _MODE_REACH widths; see
@@ -145,6 +147,10 @@ class Workspace:
 
     def _bools(self, slot: int, n: int) -> np.ndarray:
         return self._buffer(np.bool_, slot, n)
+
+    def floats(self, slot: int, n: int) -> np.ndarray:
+        """A scratch float64 array of ``n`` elements; slots 8 and up are free for callers."""
+        return self._buffer(np.float64, slot, n)
 
     def bools(self, n: int) -> np.ndarray:
         """A scratch boolean array of ``n`` elements (overwritten by the next statistic)."""
@@ -753,8 +759,11 @@ def _mode(s: _ClippedSet, params: StatParams):
         return ymin, 0.0
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
+    counts = c.astype(np.float64)
+    centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
     while True:
-        peak, err = _smoothed_peak(c, kernel / params.binwidth, h, s.std, s.n, kernel)
+        peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
+                                   centres)
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
             break  # the peak moved (an asymmetric top) or vanished: keep the narrower kernel
         chosen.append((peak, err, kernel))
@@ -768,19 +777,20 @@ def _mode(s: _ClippedSet, params: StatParams):
     return ymin + peak * h, err
 
 
-def _smoothed_peak(c, width, h, std, n, kernel):
+def _smoothed_peak(c, width, h, std, n, kernel, centres):
     """Peak of the histogram smoothed by a Gaussian of ``width`` bins, and its error.
 
-    The peak in bins from the set's minimum, the error in data units; (None, None) when the
-    peak is at an end of the histogram.
+    ``c``: the counts (float64), ``centres``: ``arange(c.size) + 0.5``.  The peak in bins
+    from the set's minimum, the error in data units; (None, None) when the peak is at an
+    end of the histogram.
     """
     smooth = _smoothed(c, width)
-    k = int(np.argmax(smooth))
+    k = int(smooth.argmax())
     if not 0 < k < c.size - 1:
         return None, None
     peak = k + 0.5 + _log_parabola_vertex(smooth[k - 1 : k + 2])
     gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
-    return peak, min(max(h * _mode_error_bins(c, peak, width), gaussian), std)
+    return peak, min(max(h * _mode_error_bins(c, peak, width, centres), gaussian), std)
 
 
 def _mode_kernel(n: int, binwidth: float) -> float:
@@ -808,10 +818,13 @@ def _gaussian_mode_variance(kernel: float) -> float:
 
 
 def _smoothed(counts: np.ndarray, width: float) -> np.ndarray:
-    """``counts`` convolved with a Gaussian of ``width`` bins (zero beyond the ends)."""
+    """``counts`` (float64) convolved with a Gaussian of ``width`` bins (zero beyond the ends)."""
     reach = math.ceil(_MODE_REACH * width)
-    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
-    return np.convolve(counts.astype(np.float64), kernel)[reach : reach + counts.size]
+    kernel = np.arange(-reach, reach + 1) / width
+    kernel **= 2
+    kernel *= -0.5
+    np.exp(kernel, out=kernel)
+    return np.convolve(counts, kernel)[reach : reach + counts.size]
 
 
 def _log_parabola_vertex(top: np.ndarray) -> float:
@@ -821,22 +834,29 @@ def _log_parabola_vertex(top: np.ndarray) -> float:
     """
     if top.min() <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
         return 0.0
-    left, mid, right = np.log(top)
+    left, mid, right = np.log(top).tolist()
     denom = left - 2.0 * mid + right
     return float(0.5 * (left - right) / denom) if denom < 0 else 0.0
 
 
-def _mode_error_bins(counts, peak: float, width: float) -> float:
+def _mode_error_bins(counts, peak: float, width: float, centres=None) -> float:
     """Standard error (bins) of the peak of the smoothed histogram, from the data themselves.
 
     The peak solves ``f'(m) = 0`` for the kernel estimate ``f``; to first order its error is
     ``f'(m)``'s noise over ``f''(m)``: ``var = sum c K'(u)**2 / (sum c K''(u))**2`` with
     ``u`` the bin centres' distances to the peak and ``K`` the kernel (constants cancel).
     """
-    u = np.arange(counts.size) + 0.5 - peak
-    g = np.exp(-0.5 * (u / width) ** 2)
-    slope = np.dot(counts, (u * g) ** 2)
-    curvature = np.dot(counts, ((u / width) ** 2 - 1.0) * g)
+    u = (np.arange(counts.size) + 0.5 if centres is None else centres) - peak
+    z2 = u / width
+    z2 **= 2
+    g = z2 * -0.5
+    np.exp(g, out=g)
+    u *= g
+    u **= 2
+    slope = np.dot(counts, u)
+    z2 -= 1.0
+    z2 *= g
+    curvature = np.dot(counts, z2)
     if not curvature < 0:  # no peak in the smoothed histogram
         return math.inf
     return math.sqrt(slope) / -curvature
@@ -935,7 +955,8 @@ def pixel_noise(values: np.ndarray, lower=None, upper=None, *, pairs: int | None
     return neighbour_noise(x, pairs)
 
 
-def neighbour_noise(x: np.ndarray, pairs: int | None = None) -> float:
+def neighbour_noise(x: np.ndarray, pairs: int | None = None, *, work: Workspace | None = None
+                    ) -> float:
     """`pixel_noise` of values known to be all usable (finite, within the limits): no check.
 
     Examples
@@ -951,7 +972,31 @@ def neighbour_noise(x: np.ndarray, pairs: int | None = None) -> float:
         stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
     else:
         stride = 2 * max(1, half // max(1, int(pairs)))
-    d = x[1 : 2 * half : stride].astype(np.float64)
-    d -= x[0 : 2 * half : stride]
-    deviation = np.abs(d - np.median(d))
-    return float(1.4826 * np.median(deviation) / math.sqrt(2.0))
+    count = (2 * half - 1) // stride + 1
+    buffers = Workspace() if work is None else work
+    d = np.subtract(x[1 : 2 * half : stride], x[0 : 2 * half : stride],
+                    out=buffers.floats(_NOISE_SLOT, count), dtype=np.float64)
+    deviation = np.subtract(d, median_of(d, buffers.floats(_NOISE_SLOT + 1, count)), out=d)
+    np.abs(deviation, out=deviation)
+    return float(1.4826 * median_of(deviation, deviation) / math.sqrt(2.0))
+
+
+def median_of(a: np.ndarray, out: np.ndarray) -> float:
+    """`numpy.median` of a 1-D float64 array (no NaN), partitioned in ``out`` (may be ``a``).
+
+    The same value as `numpy.median`, without its copies (no fresh memory).
+
+    Examples
+    --------
+    >>> a = np.array([3.0, 1.0, 4.0, 1.5])
+    >>> median_of(a, np.empty(4)) == np.median(a)
+    True
+    """
+    if out is not a:
+        out[...] = a
+    k = a.size // 2
+    if a.size % 2:
+        out.partition(k)
+        return float(out[k])
+    out.partition([k - 1, k])
+    return float((out[k - 1] + out[k]) / 2.0)

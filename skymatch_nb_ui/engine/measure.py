@@ -382,6 +382,8 @@ def _plane_slopes(values, runs: Runs, ends, t, cx: float, cy: float, work: Works
         if not spread > 0:
             break
         keep = residual <= 4.0 * spread
+        if keep.all():  # no outlier: the refit would be this fit
+            break
     if coef is None:
         return math.nan, math.nan
     return float(coef[1]), float(coef[2])

@@ -246,9 +246,9 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     if good is not None:
         values = values[good]
     if clean:
-        noise = neighbour_noise(values, _NOISE_PAIRS, work=scratch.work)
+        noise = neighbour_noise(values, work=scratch.work)
     else:
-        noise = pixel_noise(values, params.lower, params.upper, pairs=_NOISE_PAIRS)
+        noise = pixel_noise(values, params.lower, params.upper)
     stat, broad = side_statistic(values, params, work=scratch.work, noise=noise)
     return SideStat(*stat, *sampling, broad)
 
@@ -284,9 +284,6 @@ class SideStat(NamedTuple):
 
 _PLANE_SAMPLE = 1024  # pixels (about) for the plane fit of a side's values
 _PLANE_MIN = 64
-# Pairs of neighbours behind a side's pixel noise (`stats.pixel_noise`): a fixed cost per side.
-# The MAD of 4096 differences is within ~2% (1 sigma) of the noise: it only scales the error.
-_NOISE_PAIRS = 4096
 _PLANE_SLOT = 8  # first of the five Workspace float slots of `_plane_slopes`
 
 

@@ -922,16 +922,15 @@ _rowdot = getattr(np, "vecdot", _rowdot_einsum)  # numpy < 2 has no vecdot
 _STATISTICS = {"mean": _mean, "median": _median, "mode": _mode, "midpt": _midpt}
 
 
-def pixel_noise(values: np.ndarray, lower=None, upper=None, *, pairs: int | None = None) -> float:
+def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
     """The pixel noise of values in row order, from differences of neighbours.
 
     ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive usable values (finite, within
     ``[lower, upper]``): pairs 0-1, then every `_NOISE_STRIDE`-th pair, at least
-    `_NOISE_PAIRS` pairs when there are that many; with ``pairs``, every ``k``-th pair with
-    ``k`` the largest that still gives at least ``pairs`` of them (a fixed cost for any
-    number of values).  A smooth scene cancels in them and the median ignores stars and row
-    ends.  NaN for fewer than two usable values.  Only the pairs used are converted to
-    float64, so the cost does not grow with the values beyond one finiteness check.
+    `_NOISE_PAIRS` pairs when there are that many.  A smooth scene cancels in them and the
+    median ignores stars and row ends.  NaN for fewer than two usable values.  Only the
+    pairs used are converted to float64, so beyond one finiteness check the cost is that of
+    the pairs.
 
     Examples
     --------
@@ -952,26 +951,24 @@ def pixel_noise(values: np.ndarray, lower=None, upper=None, *, pairs: int | None
                              np.empty(x.size, bool))
     if usable is not None and not usable.all():
         x = x[usable]
-    return neighbour_noise(x, pairs)
+    return neighbour_noise(x)
 
 
-def neighbour_noise(x: np.ndarray, pairs: int | None = None, *, work: Workspace | None = None
-                    ) -> float:
+def neighbour_noise(x: np.ndarray, *, work: Workspace | None = None) -> float:
     """`pixel_noise` of values known to be all usable (finite, within the limits): no check.
+
+    The same value; with ``work`` its scratch arrays are reused (no fresh memory).
 
     Examples
     --------
     >>> x = np.random.default_rng(2).standard_normal(10_000)
-    >>> neighbour_noise(x, 4096) == pixel_noise(x, pairs=4096)
+    >>> neighbour_noise(x, work=Workspace()) == pixel_noise(x)
     True
     """
     half = x.size // 2
     if half < 1:
         return math.nan
-    if pairs is None:
-        stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
-    else:
-        stride = 2 * max(1, half // max(1, int(pairs)))
+    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
     count = (2 * half - 1) // stride + 1
     buffers = Workspace() if work is None else work
     d = np.subtract(x[1 : 2 * half : stride], x[0 : 2 * half : stride],
@@ -989,7 +986,7 @@ def median_of(a: np.ndarray, out: np.ndarray) -> float:
     Examples
     --------
     >>> a = np.array([3.0, 1.0, 4.0, 1.5])
-    >>> median_of(a, np.empty(4)) == np.median(a)
+    >>> median_of(a, np.empty(4)) == float(np.median(a))
     True
     """
     if out is not a:

@@ -41,12 +41,16 @@ def sky_covariance(matcher, result) -> np.ndarray:
     var = np.asarray(t.diff_err, float)[v] ** 2
     scale = float(result.error_scale) if math.isfinite(result.error_scale) else 1.0
     cov = np.diag(var) * scale**2
-    if np.isfinite(np.asarray(t.err_a, float)).any():  # levels: pairs that share pixels
-        labels = list(range(n))
-        overlaps = input_overlaps(matcher.geometry.runs, labels)
-        keys = [(g, h) for g, h in overlaps if g < h]
-        shapes = [tuple(s) for s in matcher._shapes]
+    labels = list(range(n))
+    overlaps = input_overlaps(matcher.geometry.runs, labels)
+    keys = [(g, h) for g, h in overlaps if g < h]
+    shapes = [tuple(s) for s in matcher._shapes]
+    if np.isfinite(np.asarray(t.err_a, float)).any():  # levels: each side's own error
         side_var = np.vstack([np.asarray(t.err_a, float), np.asarray(t.err_b, float)]) ** 2
+    else:  # differences: each image's share of a difference's variance (input_pair_differences)
+        share = 1.0 / 3.0 if result.params.get("skystat") in ("median", "midpt") else 0.5
+        side_var = np.vstack([share * np.asarray(t.diff_err, float) ** 2] * 2)
+    if len(keys) == len(t.a):  # pairs that share pixels
         shared = pair_covariance(shared_sides(overlaps, keys, matcher.geometry.runs, shapes),
                                  side_var).toarray()
         order = {k: p for p, k in enumerate(keys)}

@@ -145,6 +145,12 @@ class Workspace:
     def _ints2(self, n: int) -> np.ndarray:
         return self._buffer(np.intp, 1, n)
 
+    def _int32s(self, n: int) -> np.ndarray:
+        return self._buffer(np.int32, 0, n)
+
+    def _int32s2(self, n: int) -> np.ndarray:
+        return self._buffer(np.int32, 1, n)
+
     def _bools(self, slot: int, n: int) -> np.ndarray:
         return self._buffer(np.bool_, slot, n)
 
@@ -643,18 +649,24 @@ class _ClippedSet:
                 t = y[start : start + _CHUNK]
                 if keep_values:
                     t = np.subtract(t, ymin, out=self.work._floats(2, t.size))
-                idx = self.work._ints(t.size)
-                np.multiply(t, scale, out=idx, casting="unsafe")  # truncation: floor (t >= 0)
-                idx[rejected[edges[i] : edges[i + 1]] - start] = nbins
                 if m * m > t.size // _PAIR_RATIO:
+                    idx = self.work._ints(t.size)
+                    np.multiply(t, scale, out=idx, casting="unsafe")  # truncation: floor (t >= 0)
+                    idx[rejected[edges[i] : edges[i + 1]] - start] = nbins
                     counts += np.bincount(idx, minlength=m)
                     continue
                 # Few bins: count pairs of values (m * m bins) with half as many increments
-                # and far fewer repeats of one bin in a row (each stalls the next increment).
+                # and far fewer repeats of one bin in a row (each stalls the next increment);
+                # bin numbers in int32 (bins <= 2**20; converting to int32 is the cheaper cast).
+                idx = self.work._int32s(t.size)
+                np.multiply(t, scale, out=idx, casting="unsafe")
+                idx[rejected[edges[i] : edges[i + 1]] - start] = nbins
                 half = t.size // 2
-                pair = np.multiply(idx[:half], m, out=self.work._ints2(half))
+                pair = np.multiply(idx[:half], m, out=self.work._int32s2(half))
                 np.add(pair, idx[half : 2 * half], out=pair)
-                found = np.bincount(pair, minlength=m * m)
+                wide = self.work._ints2(half)
+                np.copyto(wide, pair)
+                found = np.bincount(wide, minlength=m * m)
                 pairs = found if pairs is None else np.add(pairs, found, out=pairs)
                 if t.size % 2:
                     counts[idx[-1]] += 1

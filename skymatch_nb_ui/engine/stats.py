@@ -987,8 +987,11 @@ def neighbour_noise(x: np.ndarray, *, work: Workspace | None = None) -> float:
     stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
     count = (2 * half - 1) // stride + 1
     buffers = Workspace() if work is None else work
-    d = np.subtract(x[1 : 2 * half : stride], x[0 : 2 * half : stride],
-                    out=buffers.floats(_NOISE_SLOT, count), dtype=np.float64)
+    d = buffers.floats(_NOISE_SLOT, count)
+    first = buffers.floats(_NOISE_SLOT + 1, count)
+    np.copyto(d, x[1 : 2 * half : stride], casting="unsafe")  # cast, then subtract: as
+    np.copyto(first, x[0 : 2 * half : stride], casting="unsafe")  # one float64 subtract
+    np.subtract(d, first, out=d)
     deviation = np.subtract(d, median_of(d, buffers.floats(_NOISE_SLOT + 1, count)), out=d)
     np.abs(deviation, out=deviation)
     return float(1.4826 * median_of(deviation, deviation) / math.sqrt(2.0))

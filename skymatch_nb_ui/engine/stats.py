@@ -1011,8 +1011,7 @@ def median_of(a: np.ndarray, out: np.ndarray) -> float:
     if out is not a:
         out[...] = a
     k = a.size // 2
+    out.partition(k)  # one selection: the value below is the largest of those before it
     if a.size % 2:
-        out.partition(k)
         return float(out[k])
-    out.partition([k - 1, k])
-    return float((out[k - 1] + out[k]) / 2.0)
+    return float((out[:k].max() + out[k]) / 2.0)

@@ -330,13 +330,30 @@ def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = Fal
     if count < 1:
         return math.nan, math.nan, math.nan, math.nan
     cx, cy = sx / count, sy / count
-    t = np.arange(0, total, max(1, total // _PLANE_SAMPLE))
+    t = _spread_sample(total)
     if usable is not None:
         t = t[usable[t]]
     if t.size < _PLANE_MIN:
         return cx, cy, math.nan, math.nan
     gx, gy = _plane_slopes(values, runs, ends, t, cx, cy, work)
     return cx, cy, gx, gy
+
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _spread_sample(total: int) -> np.ndarray:
+    """About `_PLANE_SAMPLE` positions spread over ``range(total)``, sorted, no aliasing.
+
+    A regular stride aliases with the rows: with a stride of about a row's length the sample
+    runs down a diagonal (x + y constant) and the plane's two slopes cannot be told apart
+    (measured: slopes of -1 per pixel and a scene error 100 times the noise's on a flat
+    sky).  The golden-ratio sequence fills the positions evenly without a period.
+    """
+    k = min(total, _PLANE_SAMPLE)
+    t = np.floor(np.mod(np.arange(k) * _GOLDEN, 1.0) * total).astype(np.intp)
+    t.sort()
+    return np.unique(t)
 
 
 def _plane_slopes(values, runs: Runs, ends, t, cx: float, cy: float, work: Workspace | None):

@@ -22,9 +22,7 @@ On top of the weighted least-squares primitive (`lstsq.solve_offsets`):
    unflagged pairs' squared residuals over their variances and ``E`` its expectation under the
    pairs' (co)variances, the errors are multiplied by ``sqrt((chi2 + 5) / (E + 5))``: the
    residuals' verdict, shrunk towards 1 by 5 pseudo-degrees of freedom so that a mosaic with
-   few loops keeps its statistical errors.  With a scene term (``extra_var``) the scale is
-   never below 1: that term mostly closes around loops, so small residuals cannot vouch
-   for it.
+   few loops keeps its statistical errors.
 """
 
 from __future__ import annotations
@@ -147,19 +145,10 @@ def fit_offsets(
         solved = weight * np.sqrt(factor)
         sol = solve_offsets(n, i, j, diff, solved, diff_var, diff_cov)
     flagged = factor < 1.0
-    scene = extra_var is not None and bool(np.any(np.asarray(extra_var) > 0))
-    if scene:
+    if extra_var is not None and np.any(np.asarray(extra_var) > 0):
         diff_var = diff_var + np.asarray(extra_var, float)  # the same offsets, other errors
         sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
     scale = _error_scale(sol, i, j, diff, diff_var, ~flagged)
-    if scene:
-        # Residuals small for their errors do not prove the errors too large here: the
-        # scene's part (two grids sampling it) is mostly of the form f(a) - f(b), one offset
-        # per image's grid, which closes around every loop and goes into the skies unseen.
-        # A scale below 1 shrank the skies' errors 2-3x on nebula mosaics (whitened chi2/dof
-        # of the skies 2.5-9 whenever the scale fell to 0.35-0.6; 0.6-1.3 with this floor:
-        # bench/README.md, "Pull study ... single mosaics").
-        scale = max(scale, 1.0)
     return Fit(
         delta=sol.delta, delta_err=sol.delta_err * scale, component=sol.component,
         robust_weight=factor, flagged=flagged, error_scale=scale,

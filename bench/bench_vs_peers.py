@@ -28,10 +28,12 @@ Every engine runs in its own process (started once; the mosaic is loaded before 
 the runs are interleaved: round 1 runs each engine once, then round 2, ...  For each engine and
 setting the script prints the time (min and median over rounds), the error of the estimated
 skies in units of the noise sigma with the common offset removed (rms and max over images),
-the spread (std) of the pulls ``error / sky_err`` where the engine reports errors, and the
-peak memory of the run (growth of the process's peak resident set over its resident set
-before the run; Montage also writes files, whose total size is shown).  The machine load
-(``uptime``) is printed before and after.
+the spread (std) of the pulls ``error / sky_err`` where the engine reports errors (for ours
+also, in the notes, the 68% interval of that spread for honest errors and the whitened
+chi2/dof of the skies with its 95% interval: one mosaic's skies are correlated, so its pull
+spread scatters widely; `_pulls.py`), and the peak memory of the run (growth of the
+process's peak resident set over its resident set before the run; Montage also writes
+files, whose total size is shown).  The machine load (``uptime``) is printed before and after.
 
 Usage::
 
@@ -232,6 +234,13 @@ def summarise(engine: str, setting: dict, replies: list[dict], truth) -> dict:
     if last.get("err") is not None:
         err = np.array(last["err"], dtype=float)[ok]
         row["pull"] = float(np.std(error / err))
+    if last.get("cov") is not None:  # the proper test of one mosaic's errors: see `_pulls`
+        from _pulls import pull_statistics
+
+        found = pull_statistics(sky - truth, np.array(last["err"], dtype=float),
+                                np.array(last["cov"], dtype=float))
+        row["pull_68"] = found["pull_sd_68"]
+        row["chi2"] = (found["chi2_dof"], *found["chi2_95"])
     return row
 
 
@@ -258,6 +267,10 @@ def print_table(n: int, rows: list[dict], scene: str = "nebula") -> None:
         if row["share"] is not None:
             notes.append(f"{row['share'] * 100:.0f}% reprojection")
         pull = "-" if row["pull"] is None else f"{row['pull']:.2f}"
+        if row.get("pull_68") is not None:
+            notes.append("pull sd 68% for honest errors [{:.2f}, {:.2f}]".format(*row["pull_68"]))
+        if row.get("chi2") is not None:
+            notes.append("whitened chi2/dof {:.2f} (95% [{:.2f}, {:.2f}])".format(*row["chi2"]))
         print(f"{row['engine']:<10} {setting:<27} {row['tmin']:>8.3f} {row['tmed']:>8.3f} "
               f"{row['rms']:>8.4f} {row['max']:>8.4f} {pull:>8} {row['mem']:>8.0f}  "
               + ", ".join(notes), flush=True)
@@ -333,6 +346,8 @@ def timed_run(runner, setting: dict) -> dict:
     elapsed = time.perf_counter() - start
     peak = peak_mb()
     result = dict(result, time=elapsed, peak_mb=peak - base)
+    if hasattr(runner, "extras"):  # not timed
+        result.update(runner.extras())
     return result
 
 
@@ -365,13 +380,31 @@ class OursRunner:
         if skymodel != "constant":
             options["skymodel"] = skymodel
         images, wcs = (self.images[:2], self.wcs[:2]) if warm else (self.images, self.wcs)
-        result = self.skymatch(images, wcs, skymethod="match", skystat=skystat, **options)
+        if self.has_compare:  # what skymatch() does, keeping the matcher for `extras`
+            from skymatch_nb_ui import SkyMatcher
+
+            matcher = SkyMatcher(images, wcs)
+            result = matcher.run(skymethod="match", skystat=skystat, **options)
+            self.last = (matcher, result) if skymodel == "constant" else None
+        else:
+            result = self.skymatch(images, wcs, skymethod="match", skystat=skystat, **options)
         plane = getattr(result, "plane", None)  # skymodel="plane": the slopes
         slopes = (np.zeros((len(images), 2)) if plane is None
                   else np.column_stack([plane.slope_x, plane.slope_y]))
         planes = np.column_stack([result.sky, slopes])
         return {"sky": nan_list(result.sky), "err": nan_list(result.sky_err),
                 "planes": [nan_list(row) for row in planes]}
+
+
+    def extras(self) -> dict:
+        """The covariance of the last run's skies (after the timing): for `_pulls`."""
+        if getattr(self, "last", None) is None:
+            return {}
+        from _pulls import sky_covariance
+
+        cov = sky_covariance(*self.last)
+        self.last = None
+        return {"cov": [nan_list(row) for row in cov]}
 
 
 class ReferenceRunner:

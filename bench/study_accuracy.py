@@ -38,6 +38,9 @@ from skymatch_nb_ui.engine.differences import pair_differences, pixel_map
 from skymatch_nb_ui.engine.stats import StatParams, Workspace, sky_statistic
 from skymatch_nb_ui.testing import make_mosaic
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_pulls.py
+from _pulls import pull_statistics, sky_covariance
+
 STATS = ("mode", "median", "mean", "midpt")
 COMPARES = ("levels", "differences")
 
@@ -70,8 +73,10 @@ def scene(kind: str, seed: int):
 
 def pulls(kinds, seeds: int) -> None:
     print("pooled over images and realisations; errors in noise sigma, common offset removed")
+    print("chi2/dof: the skies' errors whitened by the covariance the solve implies (_pulls.py), "
+          "median over realisations [range]; 1 is honest")
     print(f"{'scene':12} {'compare':11} {'stat':6} {'rms':>8} {'pull sd':>8} {'[68% CI]':>13} "
-          f"{'scale':>6} {'flagged':>7}")
+          f"{'scale':>6} {'flagged':>7} {'chi2/dof':>8} {'[range]':>13}")
     for kind in kinds:
         acc: dict = {}
         start = time.perf_counter()
@@ -83,15 +88,17 @@ def pulls(kinds, seeds: int) -> None:
                     r = matcher.run(skymethod="match", skystat=stat, compare=compare)
                     error = r.delta - m.sky
                     error -= error.mean()
+                    chi2 = pull_statistics(error, r.sky_err, sky_covariance(matcher, r))["chi2_dof"]
                     acc.setdefault((compare, stat), []).append(
-                        (error, r.sky_err, r.error_scale, int(r.pairs.flagged.sum())))
+                        (error, r.sky_err, r.error_scale, int(r.pairs.flagged.sum()), chi2))
         for (compare, stat), runs in acc.items():
             error = np.concatenate([x[0] for x in runs])
             pull = error / np.concatenate([x[1] for x in runs])
             lo, hi = _bootstrap_std(pull, [x[0].size for x in runs])
             print(f"{kind:12} {compare:11} {stat:6} {np.sqrt(np.mean(error**2)):8.4f} "
                   f"{pull.std():8.3f} [{lo:5.2f},{hi:5.2f}] {np.mean([x[2] for x in runs]):6.2f} "
-                  f"{np.mean([x[3] for x in runs]):7.1f}", flush=True)
+                  f"{np.mean([x[3] for x in runs]):7.1f} {np.median([x[4] for x in runs]):8.2f} "
+                  f"[{min(x[4] for x in runs):5.2f},{max(x[4] for x in runs):5.2f}]", flush=True)
         print(f"  ({seeds} realisations, {time.perf_counter() - start:.0f} s)")
 
 

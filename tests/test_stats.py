@@ -15,7 +15,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import ndtri
 
-from skymatch_nb_ui.engine.stats import SKYSTATS, SkyStat, StatParams, Workspace, sky_statistic
+from skymatch_nb_ui.engine.stats import (
+    SKYSTATS,
+    SkyStat,
+    StatParams,
+    Workspace,
+    _bin_scale,
+    _clipped_set,
+    median_of,
+    neighbour_noise,
+    pixel_noise,
+    side_statistic,
+    sky_statistic,
+)
 
 # -- a straightforward implementation: slow, simple, obviously the spec -----------------------
 #: Ties (a value exactly on a clipping limit or a bin edge) are decided as in exact arithmetic
@@ -548,3 +560,121 @@ def test_mode_of_a_symmetric_distribution_is_nearly_as_precise_as_the_median():
         mode[i] = sky_statistic(x, StatParams(skystat="mode")).value
         median[i] = sky_statistic(x, StatParams(skystat="median")).value
     assert mode.std() < 1.1 * median.std(), (mode.std(), median.std())
+
+
+# -- the speed work of issue 12 changed no result ------------------------------------------------
+def _golden_inputs():
+    rng = np.random.default_rng(20261203)
+    yield "noise", rng.standard_normal(200_000).astype(np.float32) + np.float32(100)
+    x = rng.standard_normal(50_000) * 2.0
+    x[rng.random(50_000) < 0.03] += rng.exponential(30.0, int((rng.random(50_000) < 0.03).sum()) or 1)[:1]
+    yield "skewed", x
+    yield "broad", np.linspace(0.0, 25.0, 30_001) + rng.standard_normal(30_001)
+    yield "integers", rng.poisson(40.0, 120_000).astype(np.int32)
+
+
+#: (input, skystat, binwidth, value, npix, err, err with noise=1, broad-scene err), as
+#: ``float.hex``, computed before the histogram counted pairs of bins and the mode's smoothing
+#: loop was rewritten (main at ad944a9): the results must stay the same to the last bit.
+GOLDEN = [
+    ("noise", "mode", 0.1, "0x1.90024e00eeb8ap+6", 199983,
+     "0x1.2fbeef856e0fdp-9", "0x1.2fbeef856e0fdp-9", "0x1.2fbeef856e0fdp-9"),
+    ("noise", "mode", 0.03, "0x1.90024606268c7p+6", 199983,
+     "0x1.2f9e7f7b58462p-9", "0x1.2f9e7f7b58462p-9", "0x1.2f9e7f7b58462p-9"),
+    ("noise", "midpt", 0.1, "0x1.9001737c8a20ap+6", 199983,
+     "0x1.70b97f42fe24bp-9", "0x1.6f582525b6a40p-9", "0x1.6f582525b6a40p-9"),
+    ("skewed", "mode", 0.1, "0x1.068dc83b538ccp-7", 48524,
+     "0x1.31d93984b27afp-7", "0x1.457f7313c2d6dp-8", "0x1.457f7313c2d6dp-8"),
+    ("skewed", "mode", 0.03, "0x1.1b0c8ccf40eccp-7", 48524,
+     "0x1.31c9fdfe1b2a2p-7", "0x1.4575be365df90p-8", "0x1.4575be365df90p-8"),
+    ("skewed", "midpt", 0.1, "0x1.085c57fb130ccp-7", 48524,
+     "0x1.73b19a16c7a66p-7", "0x1.74dfa0ab0cf71p-8", "0x1.eb8c9211b88cfp-8"),
+    ("broad", "mode", 0.1, "0x1.fb37af2f970e8p+2", 30001,
+     "0x1.37c7ea28dd6cbp+0", "0x1.54d681d5ea0a9p-1", "0x1.54d681d5ea0a9p-1"),
+    ("broad", "mode", 0.03, "0x1.adf126f45c09ep+2", 30001,
+     "0x1.bf9e2ece0d1d0p-2", "0x1.a742e845f8628p-2", "0x1.a742e845f8628p-2"),
+    ("broad", "midpt", 0.1, "0x1.9080ae005d346p+3", 30001,
+     "0x1.affa9b51e87fdp-5", "0x1.da361f46957a3p-8", "0x1.6430913808869p-6"),
+    ("integers", "mode", 0.1, "0x1.38b39b6c1546cp+5", 119991,
+     "0x1.78619b84ecceep-4", "0x1.22151ccfd4ad2p-5", "0x1.22151ccfd4ad2p-5"),
+    ("integers", "mode", 0.03, "0x1.47804b9ba87bcp+5", 119991,
+     "0x1.c33e15c800951p-3", "0x1.5e92cc41a5765p-4", "0x1.5e92cc41a5765p-4"),
+    ("integers", "midpt", 0.1, "0x1.40168169634e3p+5", 119991,
+     "0x1.775b25083bc99p-6", "0x1.da3cb2be61cdap-9", "0x1.04e2f9f82b4fcp-7"),
+]
+
+
+def test_mode_and_midpt_are_bit_identical_to_before_the_speed_work():
+    inputs = dict(_golden_inputs())
+    for name, skystat, binwidth, value, npix, err, noise_err, broad in GOLDEN:
+        p = StatParams(skystat=skystat, nclip=5, binwidth=binwidth)
+        s = sky_statistic(inputs[name], p)
+        t, b = side_statistic(inputs[name], p, noise=1.0)
+        got = (s.value.hex(), s.npix, s.err.hex(), t.err.hex(), b.hex())
+        assert got == (value, npix, err, noise_err, broad), (name, skystat, binwidth)
+
+
+@pytest.mark.parametrize("n", [7, 1000, 65_535, 65_536, 200_001])
+@pytest.mark.parametrize("binwidth", [0.1, 0.3, 0.01])
+def test_histogram_counts_are_those_of_the_final_set(n, binwidth):
+    """Counted by pairs of bins (few bins) or one by one (many): the same counts, with the
+    values outside the set (the clipped fringe) left out."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n)
+    x[rng.random(n) < 0.01] += 50.0  # clipped away
+    p = StatParams(skystat="midpt", nclip=5, binwidth=binwidth)
+    s = _clipped_set(x, p, Workspace())
+    final = straightforward(x, p).final
+    ymin, ymax = s.value_range()
+    h = binwidth * s.std
+    counts = s.counts(ymin, ymax, h, keep_values=True)
+    y = final - s.centre
+    expected = np.bincount(((y - ymin) * _bin_scale(h)).astype(np.intp), minlength=counts.size)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum() == s.n
+
+
+def _pixel_noise_by_the_rule(values, lower=None, upper=None):
+    """`pixel_noise` as documented: every 8th pair of consecutive usable values, >= 4000 pairs."""
+    x = np.asarray(values, dtype=np.float64)
+    usable = np.isfinite(x)
+    if lower is not None:
+        usable &= x >= lower
+    if upper is not None:
+        usable &= x <= upper
+    x = x[usable]
+    half = x.size // 2
+    stride = 2 * max(1, min(8, half // 4000))
+    d = x[1 : 2 * half : stride] - x[0 : 2 * half : stride]
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_pixel_noise_follows_its_rule(dtype):
+    rng = np.random.default_rng(3)
+    x = (np.linspace(0.0, 300.0, 100_001) + 5.0 * rng.standard_normal(100_001)).astype(dtype)
+    assert pixel_noise(x) == _pixel_noise_by_the_rule(x)
+    if dtype != np.int16:
+        x[rng.random(x.size) < 0.05] = np.nan
+    assert pixel_noise(x, 20.0, 250.0) == _pixel_noise_by_the_rule(x, 20.0, 250.0)
+
+
+def test_a_sides_pixel_noise_without_a_check_is_the_same():
+    """The levels path's noise (values known usable, scratch reused): pixel_noise's value."""
+    rng = np.random.default_rng(4)
+    x = (np.linspace(0.0, 25.0, 300_000) + 1.3 * rng.standard_normal(300_000)).astype(np.float32)
+    work = Workspace()
+    assert neighbour_noise(x, work=work) == neighbour_noise(x, work=work) == pixel_noise(x)
+    assert abs(pixel_noise(x) / 1.3 - 1.0) < 0.03
+    y = x.copy()
+    y[::97] = np.nan  # non-finite values are skipped
+    assert pixel_noise(y) == neighbour_noise(y[np.isfinite(y)], work=work)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 4096, 4097])
+def test_median_of_is_numpys_median(n):
+    a = np.random.default_rng(n).standard_normal(n)
+    expected = float(np.median(a))
+    assert median_of(a, np.empty(n)) == expected
+    b = a.copy()
+    assert median_of(b, b) == expected  # in place

@@ -29,7 +29,16 @@ from .differences import DifferenceBuffers, PixelMap, interpolation_inflation, p
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
-from .stats import SkyStat, StatisticError, Workspace, pixel_noise, side_statistic, sky_statistic
+from .stats import (
+    SkyStat,
+    StatisticError,
+    Workspace,
+    median_of,
+    neighbour_noise,
+    pixel_noise,
+    side_statistic,
+    sky_statistic,
+)
 
 __all__ = [
     "NO_STAT",
@@ -230,10 +239,16 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         return NO_STAT
     values = runs.gather(image, scratch.buffers)
     good = None if mask is None else runs.gather(mask)
-    sampling = _sampling(values, good, runs, params)  # before the buffer is reused
+    # Every pixel usable (the common case): no mask of them is needed anywhere below.
+    clean = good is None and params.lower is None and params.upper is None \
+        and _all_finite(values, scratch.work)
+    sampling = _sampling(values, good, runs, params, clean=clean, work=scratch.work)
     if good is not None:
         values = values[good]
-    noise = pixel_noise(values, params.lower, params.upper)
+    if clean:
+        noise = neighbour_noise(values, work=scratch.work)
+    else:
+        noise = pixel_noise(values, params.lower, params.upper)
     stat, broad = side_statistic(values, params, work=scratch.work, noise=noise)
     return SideStat(*stat, *sampling, broad)
 
@@ -269,9 +284,18 @@ class SideStat(NamedTuple):
 
 _PLANE_SAMPLE = 1024  # pixels (about) for the plane fit of a side's values
 _PLANE_MIN = 64
+_PLANE_SLOT = 8  # first of the five Workspace float slots of `_plane_slopes`
 
 
-def _sampling(values, good, runs: Runs, params: StatParams) -> tuple[float, float, float, float]:
+def _all_finite(values: np.ndarray, work: Workspace) -> bool:
+    """Whether every value is finite (integers always are)."""
+    if values.dtype.kind != "f":
+        return True
+    return bool(np.isfinite(values, out=work.bools(values.size)).all())
+
+
+def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = False,
+              work: Workspace | None = None) -> tuple[float, float, float, float]:
     """Centroid of the usable pixels of ``runs`` and the slope of the values' plane.
 
     ``values`` are the image's values at ``runs`` (row-major), ``good`` the mask's there (or
@@ -285,8 +309,8 @@ def _sampling(values, good, runs: Runs, params: StatParams) -> tuple[float, floa
     sx = float(np.dot(lengths, 0.5 * (runs.start + runs.stop - 1)))
     sy = float(np.dot(lengths, runs.rows))
     usable = None
-    if good is not None or params.lower is not None or params.upper is not None \
-            or not np.isfinite(values).all():
+    if not clean and (good is not None or params.lower is not None or params.upper is not None
+                      or not np.isfinite(values).all()):
         usable = np.isfinite(values)
         if good is not None:
             usable &= good
@@ -306,42 +330,91 @@ def _sampling(values, good, runs: Runs, params: StatParams) -> tuple[float, floa
     if count < 1:
         return math.nan, math.nan, math.nan, math.nan
     cx, cy = sx / count, sy / count
-    t = np.arange(0, total, max(1, total // _PLANE_SAMPLE))
+    t = _spread_sample(total)
     if usable is not None:
         t = t[usable[t]]
     if t.size < _PLANE_MIN:
         return cx, cy, math.nan, math.nan
-    x, y = _positions(runs, ends, t)
-    x, y = x - cx, y - cy
-    v = values[t].astype(np.float64)
-    keep = slice(None)
+    gx, gy = _plane_slopes(values, runs, ends, t, cx, cy, work)
+    return cx, cy, gx, gy
+
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _spread_sample(total: int) -> np.ndarray:
+    """About `_PLANE_SAMPLE` positions spread over ``range(total)``, sorted, no aliasing.
+
+    A regular stride aliases with the rows: with a stride of about a row's length the sample
+    runs down a diagonal (x + y constant) and the plane's two slopes cannot be told apart
+    (measured: slopes of -1 per pixel and a scene error 100 times the noise's on a flat
+    sky).  The golden-ratio sequence fills the positions evenly without a period.
+    """
+    k = min(total, _PLANE_SAMPLE)
+    t = np.floor(np.mod(np.arange(k) * _GOLDEN, 1.0) * total).astype(np.intp)
+    t.sort()
+    return np.unique(t)
+
+
+def _plane_slopes(values, runs: Runs, ends, t, cx: float, cy: float, work: Workspace | None):
+    """Slopes (x, y) of the plane fitted to ``values[t]``, refitted once without outliers.
+
+    Least squares through the normal equations of ``[1, x - cx, y - cy]``; the refit drops
+    the pixels beyond 4 robust standard deviations of the first fit (stars).  Scratch arrays
+    come from ``work`` (fresh small arrays cost page faults here: see PERFORMANCE.md).
+    """
+    work = Workspace() if work is None else work
+    k = t.size
+    design = work.floats(_PLANE_SLOT, 3 * k).reshape(3, k)  # rows: 1, x - cx, y - cy
+    design[0] = 1.0
+    _positions(runs, ends, t, out=design[1:])
+    design[1] -= cx
+    design[2] -= cy
+    v = work.floats(_PLANE_SLOT + 1, k)
+    v[...] = values[t]
+    weighted = work.floats(_PLANE_SLOT + 2, 3 * k).reshape(3, k)
+    residual = work.floats(_PLANE_SLOT + 3, k)
+    spare = work.floats(_PLANE_SLOT + 4, k)
+    keep = None
     coef = None
     for _ in range(2):
-        xk, yk, vk = x[keep], y[keep], v[keep]
-        if vk.size < _PLANE_MIN:
-            break
-        design = np.array([[vk.size, xk.sum(), yk.sum()],
-                           [xk.sum(), xk @ xk, xk @ yk],
-                           [yk.sum(), xk @ yk, yk @ yk]])
+        if keep is None:
+            normal, rhs = design @ design.T, design @ v
+        else:
+            if int(np.count_nonzero(keep)) < _PLANE_MIN:
+                break
+            np.multiply(design, keep, out=weighted)
+            normal, rhs = weighted @ design.T, weighted @ v
         try:
-            coef = np.linalg.solve(design, np.array([vk.sum(), xk @ vk, yk @ vk]))
+            coef = np.linalg.solve(normal, rhs)
         except np.linalg.LinAlgError:  # all pixels on one line
-            return cx, cy, math.nan, math.nan
-        residual = v - (coef[0] + coef[1] * x + coef[2] * y)
-        spread = 1.4826 * float(np.median(np.abs(residual)))
+            return math.nan, math.nan
+        np.dot(coef, design, out=residual)
+        np.subtract(v, residual, out=residual)
+        np.abs(residual, out=residual)
+        spread = 1.4826 * median_of(residual, spare)
         if not spread > 0:
             break
-        keep = np.abs(residual) <= 4.0 * spread
+        keep = residual <= 4.0 * spread
+        if keep.all():  # no outlier: the refit would be this fit
+            break
     if coef is None:
-        return cx, cy, math.nan, math.nan
-    return cx, cy, float(coef[1]), float(coef[2])
+        return math.nan, math.nan
+    return float(coef[1]), float(coef[2])
 
 
-def _positions(runs: Runs, ends: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Columns and rows (float) of the pixels at positions ``t`` of ``runs``' row-major order."""
+def _positions(runs: Runs, ends: np.ndarray, t: np.ndarray, out: np.ndarray | None = None):
+    """Columns and rows (float) of the pixels at positions ``t`` of ``runs``' row-major order.
+
+    Into ``out`` (shape (2, len(t)), float64) when given.
+    """
     k = np.searchsorted(ends, t, side="right")
     first = ends[k] - (runs.stop[k] - runs.start[k])
-    return (runs.start[k] + (t - first)).astype(np.float64), runs.rows[k].astype(np.float64)
+    if out is None:
+        out = np.empty((2, t.size))
+    np.add(runs.start[k], t - first, out=out[0], casting="unsafe")
+    np.copyto(out[1], runs.rows[k], casting="unsafe")
+    return out[0], out[1]
 
 
 def measure_differences(

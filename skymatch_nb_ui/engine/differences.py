@@ -296,18 +296,19 @@ def pair_differences(
     steep = _STEEP * _noise_of(flat.reshape(-1, nx))
     k, fx, fy = _points(runs, pmap, origin, (nx, flat.size // nx), snap, work, buffers)
     vb, unusable = _bilinear(flat, nx, k, fx, fy, work, buffers, snap, steep)
-    cx, cy = _smoothing(fx), _smoothing(fy)
+    samples = fx[::_W2_STRIDE].astype(np.float64), fy[::_W2_STRIDE].astype(np.float64)
+    cx, cy = _smoothing(samples[0]), _smoothing(samples[1])
     d = np.subtract(side_a.values(cx, cy), vb, out=vb)
     np.copyto(d, np.nan, where=unusable)
-    return d, _mean_w2(fx, fy, d, cx, cy)
+    return d, _mean_w2(fx, fy, d, cx, cy, samples)
 
 
-def _smoothing(frac: np.ndarray) -> float:
+def _smoothing(sample: np.ndarray) -> float:
     """The ``c`` of the kernel ``[c, 1 - 2c, c]`` that smooths as much as interpolation.
 
     Linear interpolation at fractions ``f`` has variance ``f (1 - f)``; the kernel ``2c``.
+    ``sample``: every `_W2_STRIDE`-th fraction, in float64.
     """
-    sample = frac[::_W2_STRIDE].astype(np.float64)
     return float(np.mean(sample * (1.0 - sample))) / 2.0 if sample.size else 0.0
 
 
@@ -356,8 +357,18 @@ def _finite_noise(x: np.ndarray) -> float:
         return math.nan
     stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
     d = x[1 : 2 * half : stride].astype(np.float64) - x[0 : 2 * half : stride].astype(np.float64)
-    deviation = np.abs(d - np.median(d))
-    return float(1.4826 * np.median(deviation) / math.sqrt(2.0))
+    deviation = np.abs(d - _median(d))
+    return float(1.4826 * _median(deviation) / math.sqrt(2.0))
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of finite values (the same value, without its checks): changes ``v``."""
+    half = v.size // 2
+    if v.size % 2:
+        v.partition(half)
+        return v[half]
+    v.partition((half - 1, half))
+    return (v[half - 1] + v[half]) / 2.0
 
 
 class _SideA:
@@ -666,24 +677,23 @@ def _inside(lengths, lines, sizes):
     return parts.reshape(-1)[keep], new_lines
 
 
-def _mean_w2(fx, fy, d, cx: float, cy: float) -> tuple[float, float]:
+def _mean_w2(fx, fy, d, cx: float, cy: float, samples) -> tuple[float, float]:
     """The sums of squared weights of a difference, both sides.
 
     The compared image's: ``(1 - 2cx - 2cy)**2 + 2cx**2 + 2cy**2``; the interpolated one's:
     the mean of ``((1-fx)**2 + fx**2) * ((1-fy)**2 + fy**2)`` over every few usable
-    differences (NaN when there are none).
+    differences (NaN when there are none).  ``samples``: every `_W2_STRIDE`-th ``fx`` and
+    ``fy``, in float64.
     """
     w2_a = (1.0 - 2.0 * cx - 2.0 * cy) ** 2 + 2.0 * cx**2 + 2.0 * cy**2
-    sx, sy, sd = fx[::_W2_STRIDE], fy[::_W2_STRIDE], d[::_W2_STRIDE]
-    ok = np.isfinite(sd)
+    ok = np.isfinite(d[::_W2_STRIDE])
     if not ok.any():
         ok = np.isfinite(d)
-        sx, sy = fx[ok], fy[ok]
+        sx, sy = fx[ok].astype(np.float64), fy[ok].astype(np.float64)
         if sx.size == 0:
             return w2_a, math.nan
     else:
-        sx, sy = sx[ok], sy[ok]
-    sx, sy = sx.astype(np.float64), sy.astype(np.float64)
+        sx, sy = samples[0][ok], samples[1][ok]
     w2 = ((1.0 - sx) ** 2 + sx**2) * ((1.0 - sy) ** 2 + sy**2)
     return w2_a, float(w2.mean())
 

@@ -405,8 +405,9 @@ class _SideA:
         centre = flat[cols + 1 : cols + 1 + m]
         # centre + c (left + right - 2 centre) per axis: exact on a constant image
         change = None
-        for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "near_x"),
-                                       (cy, flat[1:], flat[2 * cols + 1 :], "near_y")):
+        # (in the scratch of `_points` and `_bilinear`, free by now)
+        for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "floor_x"),
+                                       (cy, flat[1:], flat[2 * cols + 1 :], "floor_y")):
             if c == 0:
                 continue
             near = np.add(first[:m], second[:m], out=get(name, self.work, m))
@@ -496,15 +497,17 @@ def _bilinear(flat, nx, k, fx, fy, work, buffers, snap=(False, False), steep=mat
     weight can spoil the value (a NaN times 0 is NaN).
     """
     n = k.size
-    check = _Steepness(steep, n, work, buffers)
+    # `_points`' scratch is free now: the neighbours go there (fewer, warmer buffers)
+    check = _Steepness(steep, n, work, buffers, scratch="floor_y")
     lower = np.take(flat, k, out=buffers.get("b0", work, n), mode="clip")
     if not snap[0]:
-        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n), mode="clip"), fx, check)
+        right = np.take(flat[1:], k, out=buffers.get("floor_x", work, n), mode="clip")
+        _blend(lower, right, fx, check)
     if snap[1]:
         return lower, check.flags
-    upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n), mode="clip")
-    if not snap[0]:
-        right = np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n), mode="clip")
+    upper = np.take(flat[nx:], k, out=buffers.get("t", work, n), mode="clip")
+    if not snap[0]:  # (the check's scratch is free until the last blend)
+        right = np.take(flat[nx + 1 :], k, out=buffers.get("floor_y", work, n), mode="clip")
         _blend(upper, right, fx, _NO_CHECK)
     _blend(lower, upper, fy, check)
     return lower, check.flags
@@ -513,12 +516,12 @@ def _bilinear(flat, nx, k, fx, fy, work, buffers, snap=(False, False), steep=mat
 class _Steepness:
     """Flags the points where two neighbours of a blend differ by more than a limit."""
 
-    def __init__(self, limit: float, n: int, work, buffers: DifferenceBuffers):
+    def __init__(self, limit: float, n: int, work, buffers: DifferenceBuffers, scratch="size"):
         self.limit = limit
         self.flags = buffers.get("steep", bool, n)
         self.flags[...] = False
         if math.isfinite(limit):  # NaN or inf: nothing is steep
-            self.size = buffers.get("size", work, n)
+            self.size = buffers.get(scratch, work, n)
             self.over = buffers.get("over", bool, n)
 
     def __call__(self, step: np.ndarray) -> None:

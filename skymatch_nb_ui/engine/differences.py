@@ -309,7 +309,8 @@ def _smoothing(sample: np.ndarray) -> float:
     Linear interpolation at fractions ``f`` has variance ``f (1 - f)``; the kernel ``2c``.
     ``sample``: every `_W2_STRIDE`-th fraction, in float64.
     """
-    return float(np.mean(sample * (1.0 - sample))) / 2.0 if sample.size else 0.0
+    # (np.mean's value, without its Python wrapper)
+    return float(np.add.reduce(sample * (1.0 - sample)) / sample.size) / 2.0 if sample.size else 0.0
 
 
 def _single(image) -> bool:
@@ -479,11 +480,14 @@ def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) 
 
 def _box(nodes: np.ndarray, size: int) -> tuple[int, int]:
     """The pixel range [lo, hi) of one axis of b that the mapped points can need."""
-    finite = nodes[np.isfinite(nodes)]
-    if finite.size == 0:
-        return 0, min(size, 1)
-    lo = int(np.clip(np.floor(finite.min()), 0, size - 1))
-    hi = int(np.clip(np.floor(finite.max()) + 2, lo + 1, size))
+    low, high = float(nodes.min()), float(nodes.max())
+    if not (math.isfinite(low) and math.isfinite(high)):  # some nodes off b's WCS
+        finite = nodes[np.isfinite(nodes)]
+        if finite.size == 0:
+            return 0, min(size, 1)
+        low, high = float(finite.min()), float(finite.max())
+    lo = min(max(math.floor(low), 0), size - 1)
+    hi = min(max(math.floor(high) + 2, lo + 1), size)
     return lo, hi
 
 
@@ -584,7 +588,7 @@ class _Pieces:
         ty = ((rows - pmap.y0) - i * step) / step
         upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
         curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
-        slope = np.diff(curve, axis=1) / step
+        slope = (curve[:, 1:] - curve[:, :-1]) / step
         cell = np.minimum(self.cell, slope.shape[1] - 1)
         s = slope[self.run_of, cell]
         return curve[self.run_of, cell] + s * (self.first - (pmap.x0 + cell * step)), s

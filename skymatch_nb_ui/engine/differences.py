@@ -290,11 +290,13 @@ def pair_differences(
     if n == 0:
         return np.empty(0, work), (math.nan, math.nan)
     side_a = _SideA(image_a, mask_a, runs, work, lower, upper, buffers)
-    flat, nx, origin = _side_b(image_b, mask_b, pmap, work, lower, upper, buffers)
+    pieces = _Pieces.of(runs, pmap)
+    lines = [pieces.lines(runs, pmap, nodes) for nodes in (pmap.bx, pmap.by)]
+    flat, nx, origin = _side_b(image_b, mask_b, lines, pieces.lengths, work, lower, upper, buffers)
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
     steep = _STEEP * _noise_of(flat.reshape(-1, nx))
-    k, fx, fy = _points(runs, pmap, origin, (nx, flat.size // nx), snap, work, buffers)
+    k, fx, fy = _points(pieces, lines, origin, (nx, flat.size // nx), snap, work, buffers)
     vb, unusable = _bilinear(flat, nx, k, fx, fy, work, buffers, snap, steep)
     samples = fx[::_W2_STRIDE].astype(np.float64), fy[::_W2_STRIDE].astype(np.float64)
     cx, cy = _smoothing(samples[0]), _smoothing(samples[1])
@@ -435,18 +437,18 @@ def _nan_outside(values, lower, upper, buffers):
         np.copyto(values, np.nan, where=np.greater(values, upper, out=flag))
 
 
-def _side_b(image, mask, pmap, work, lower, upper, buffers):
+def _side_b(image, mask, lines, lengths, work, lower, upper, buffers):
     """The pixels of ``b`` to interpolate: a copy of the box the mapped points need.
 
-    The box is found from the nodes (the points lie within their cells' corners) and copied
-    by `_framed`.  A point beyond the centres of ``b``'s outer pixels then has a NaN
-    neighbour, so no per-pixel range check is needed.  Returns the framed box's flat pixels,
-    its row length, and ``b``'s pixel ``(x, y)`` at the box's element 0 (in the frame).
+    The box is found from the points' coordinates on the pieces of the runs (``lines``,
+    ``lengths``: `_Pieces`) and copied by `_framed`.  A point beyond the centres of ``b``'s
+    outer pixels then has a NaN neighbour, so no per-pixel range check is needed.  Returns
+    the framed box's flat pixels, its row length, and ``b``'s pixel ``(x, y)`` at the box's
+    element 0 (in the frame).
     """
     image = np.asarray(image)
     ny, nx = image.shape
-    x_lo, x_hi = _box(pmap.bx, nx)
-    y_lo, y_hi = _box(pmap.by, ny)
+    (x_lo, x_hi), (y_lo, y_hi) = (_box(*line, lengths, size) for line, size in zip(lines, (nx, ny)))
     box = _framed(image, mask, (y_lo, y_hi, x_lo, x_hi), work, lower, upper, buffers, "box")
     return box.reshape(-1), box.shape[1], (x_lo - 1, y_lo - 1)
 
@@ -478,14 +480,17 @@ def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) 
     return box
 
 
-def _box(nodes: np.ndarray, size: int) -> tuple[int, int]:
-    """The pixel range [lo, hi) of one axis of b that the mapped points can need."""
-    low, high = float(nodes.min()), float(nodes.max())
-    if not (math.isfinite(low) and math.isfinite(high)):  # some nodes off b's WCS
-        finite = nodes[np.isfinite(nodes)]
-        if finite.size == 0:
-            return 0, min(size, 1)
-        low, high = float(finite.min()), float(finite.max())
+def _box(x: np.ndarray, s: np.ndarray, lengths: np.ndarray, size: int) -> tuple[int, int]:
+    """The pixel range [lo, hi) of one axis of b that the points ``x + s t`` can need."""
+    with np.errstate(invalid="ignore"):
+        end = x + s * (lengths - 1)
+        low, high = float(np.minimum(x, end).min()), float(np.maximum(x, end).max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # some points off b's WCS
+            ends = np.concatenate([x, end])
+            ends = ends[np.isfinite(ends)]
+            if ends.size == 0:
+                return 0, min(size, 1)
+            low, high = float(ends.min()), float(ends.max())
     lo = min(max(math.floor(low), 0), size - 1)
     hi = min(max(math.floor(high) + 2, lo + 1), size)
     return lo, hi
@@ -594,12 +599,13 @@ class _Pieces:
         return curve[self.run_of, cell] + s * (self.first - (pmap.x0 + cell * step)), s
 
 
-def _points(runs: Runs, pmap: PixelMap, origin, sizes, snap, work, buffers):
-    """Where the pixels ``runs`` of ``a`` fall in ``b``'s framed box (``sizes`` = (nx, ny)).
+def _points(pieces: _Pieces, lines, origin, sizes, snap, work, buffers):
+    """Where the pixels of ``a`` fall in ``b``'s framed box (``sizes`` = (nx, ny)).
 
-    Returns the flat index in the box of the upper-left of the four pixels around each point,
-    and the fractions along x and y (``work`` dtype).  ``origin``: ``b``'s pixel at the
-    box's element 0.
+    ``pieces`` and ``lines``: the runs' pieces and ``b``'s pixel coordinates on them
+    (`_Pieces.lines`, one per axis).  Returns the flat index in the box of the upper-left of
+    the four pixels around each point, and the fractions along x and y (``work`` dtype).
+    ``origin``: ``b``'s pixel at the box's element 0.
 
     The map is linear along each piece of a run (`_Pieces`), so a point's coordinates are
     ``base + c + s t``: ``base`` the whole pixel at the piece's first point, ``0 <= c < 1``,
@@ -611,9 +617,7 @@ def _points(runs: Runs, pmap: PixelMap, origin, sizes, snap, work, buffers):
     cut there, and the part beyond reads the NaN corner of the frame: no per-point range
     check.
     """
-    n = runs.npix
-    pieces = _Pieces.of(runs, pmap)
-    lines = [pieces.lines(runs, pmap, nodes) for nodes in (pmap.bx, pmap.by)]
+    n = int(pieces.lengths.sum())
     lines = [(x - o, s) for (x, s), o in zip(lines, origin)]
     lengths, lines = _inside(pieces.lengths, lines, sizes)
     coord = (np.float32 if np.dtype(work) == np.float32 and max(n, sizes[0] * sizes[1]) < 2**24

@@ -364,3 +364,26 @@ def test_noise_sample_is_pixel_noise_of_every_few_rows(case):
         assert expected == pytest.approx(2.0, rel=0.05)
     else:
         assert expected == math.inf
+
+
+def test_reused_buffers_carry_nothing_from_one_pair_to_the_next():
+    # A pair with steep points (stars) leaves flags in the reused buffers; an aligned pair
+    # (every point on a pixel centre: no blend, no steepness check) must not inherit them.
+    rng = np.random.default_rng(8)
+    shape = (40, 40)
+    buffers = DifferenceBuffers()
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.4 - 5, 1.0 + 0.3 - 5))
+    runs = Runs(np.arange(2, 30), np.full(28, 2), np.full(28, 30))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    stars = rng.standard_normal(shape)
+    stars[::3, ::3] += 1000.0
+    d, _ = pair_differences(rng.standard_normal(shape), None, stars, None, runs, pmap,
+                            buffers=buffers)
+    assert np.isnan(d).sum() > 100  # the stars' steep steps
+    aligned = pixel_map(CelestialWCS(wa), CelestialWCS(tan_wcs((1.0 + 3, 1.0 + 2))), runs)
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    d, w2 = pair_differences(a, None, b, None, runs, aligned, buffers=buffers)
+    assert w2 == (1.0, 1.0)
+    expected = np.concatenate([a[y, s:e] - b[y + 2, s + 3 : e + 3]
+                               for y, s, e in zip(runs.rows, runs.start, runs.stop)])
+    np.testing.assert_array_equal(d, expected)

@@ -513,13 +513,13 @@ def _bilinear(flat, nx, k, fx, fy, work, buffers, snap=(False, False), steep=mat
         right = np.take(flat[1:], k, out=buffers.get("floor_x", work, n), mode="clip")
         _blend(lower, right, fx, check)
     if snap[1]:
-        return lower, check.flags
+        return lower, check.result()
     upper = np.take(flat[nx:], k, out=buffers.get("t", work, n), mode="clip")
     if not snap[0]:  # (the check's scratch is free until the last blend)
         right = np.take(flat[nx + 1 :], k, out=buffers.get("floor_y", work, n), mode="clip")
         _blend(upper, right, fx, _NO_CHECK)
     _blend(lower, upper, fy, check)
-    return lower, check.flags
+    return lower, check.result()
 
 
 class _Steepness:
@@ -528,7 +528,7 @@ class _Steepness:
     def __init__(self, limit: float, n: int, work, buffers: DifferenceBuffers, scratch="size"):
         self.limit = limit
         self.flags = buffers.get("steep", bool, n)
-        self.flags[...] = False
+        self.checked = False  # the first check writes the flags, the next ones add to them
         if math.isfinite(limit):  # NaN or inf: nothing is steep
             self.size = buffers.get(scratch, work, n)
             self.over = buffers.get("over", bool, n)
@@ -537,7 +537,17 @@ class _Steepness:
         if math.isfinite(self.limit):
             np.abs(step, out=self.size)
             with np.errstate(invalid="ignore"):
-                self.flags |= np.greater(self.size, self.limit, out=self.over)
+                if self.checked:
+                    self.flags |= np.greater(self.size, self.limit, out=self.over)
+                else:
+                    np.greater(self.size, self.limit, out=self.flags)
+                    self.checked = True
+
+    def result(self) -> np.ndarray:
+        """The flags (none when nothing was checked)."""
+        if not self.checked:
+            self.flags[...] = False
+        return self.flags
 
 
 def _no_check(step: np.ndarray) -> None:

@@ -387,3 +387,30 @@ def test_reused_buffers_carry_nothing_from_one_pair_to_the_next():
     expected = np.concatenate([a[y, s:e] - b[y + 2, s + 3 : e + 3]
                                for y, s, e in zip(runs.rows, runs.start, runs.stop)])
     np.testing.assert_array_equal(d, expected)
+
+
+def test_coordinates_in_float64_beyond_what_float32_counts_exactly(monkeypatch):
+    # Single-precision images whose box of b holds 2**24 pixels or more get their
+    # coordinates and flat indices in float64 (float32 would round the indices): forced here
+    # on a small pair, the differences are those of the float32 path to its rounding.
+    from skymatch_nb_ui.engine import differences
+
+    shape = (120, 160)
+    rng = np.random.default_rng(4)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 - 60.3, 1.0 - 20.8), rotation=5.0)
+    a = rng.random(shape).astype(np.float32)
+    b = rng.random(shape).astype(np.float32)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    single, w2_single = pair_differences(a, None, b, None, runs, pmap)
+    single = single.copy()
+    monkeypatch.setattr(differences, "_EXACT", 100)
+    double, w2_double = pair_differences(a, None, b, None, runs, pmap)
+    assert double.dtype == np.float32
+    assert (np.isnan(double) == np.isnan(single)).all() and np.isfinite(double).mean() > 0.95
+    np.testing.assert_allclose(double, single, atol=2e-5)
+    assert w2_double == pytest.approx(w2_single, abs=1e-5)
+    expected = straightforward_interpolation(b, runs, pmap)  # and both are b interpolated
+    smooth = pair_differences(a, None, np.zeros(shape, np.float32), None, runs, pmap)[0]
+    np.testing.assert_allclose((smooth - double)[np.isfinite(double)],
+                               expected[np.isfinite(double)], atol=2e-5)

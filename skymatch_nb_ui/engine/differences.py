@@ -70,6 +70,9 @@ _EDGE = 1e-6
 #: noise is not interpolated (a star's core: bilinear interpolation there leaves residuals of a
 #: good part of the star, which add scatter to the differences): see `pair_differences`.
 _STEEP = 5.0
+#: Whole numbers up to this are exact in float32: a pair's points and b's box must stay below
+#: it for coordinates and flat indices in float32 (else they are computed in float64).
+_EXACT = 2**24
 #: Rows of b's box sampled for its pixel noise.
 _NOISE_ROWS = 24
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
@@ -630,7 +633,7 @@ def _points(pieces: _Pieces, lines, origin, sizes, snap, work, buffers):
     n = int(pieces.lengths.sum())
     lines = [(x - o, s) for (x, s), o in zip(lines, origin)]
     lengths, lines = _inside(pieces.lengths, lines, sizes)
-    coord = (np.float32 if np.dtype(work) == np.float32 and max(n, sizes[0] * sizes[1]) < 2**24
+    coord = (np.float32 if np.dtype(work) == np.float32 and max(n, sizes[0] * sizes[1]) < _EXACT
              else np.float64)
     t = buffers.get("t", coord, n)
     np.subtract(buffers.arange(coord, n), np.repeat((np.cumsum(lengths) - lengths).astype(coord),

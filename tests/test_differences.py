@@ -291,6 +291,10 @@ def straightforward_interpolation(b, runs, pmap):
 
 
 FAST_GEOMETRIES = [
+    pytest.param({}, (-180.3, 40.6), id="translated"),  # whole steps of 1 pixel per pixel
+    pytest.param({"scale": 0.05}, (-360.7, 80.2), id="translated-finer-by-2"),  # steps of 2
+    # a fraction drifts across a whole pixel within some pieces: no whole steps
+    pytest.param({"rotation": 0.02}, (-180.3, 40.6), id="rotated-slightly"),
     pytest.param({"rotation": 3.0}, (-180.3, 40.6), id="rotated-3"),
     pytest.param({"rotation": 33.0, "scale": 0.13}, (-60.2, -30.9), id="rotated-coarser"),
     pytest.param({"rotation": 180.0, "scale": 0.07}, (420.6, 250.2), id="turned-finer"),

@@ -18,7 +18,9 @@ How it is fast:
 2. Only ``c + s t`` (``t`` counts the pixels of the piece) is computed per pixel, in float32
    for single-precision images: relative coordinates, so the rounding stays below 1e-5
    pixel.  The flat index of the pixel of ``b`` at the floor of both coordinates is a whole
-   number below 2**24, exact in float32 too (`_points`).
+   number below 2**24, exact in float32 too (`_points`).  When no fraction crosses a whole
+   pixel within a piece (images of the same orientation, or scales in a whole ratio), the
+   whole parts move by fixed steps per pixel and no floor is taken (`_whole_steps`).
 3. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
    outer pixel centres then read a NaN, with no per-pixel range check (pieces that run off
    the box are cut where they leave it, `_inside`).
@@ -638,6 +640,24 @@ def _points(pieces: _Pieces, lines, origin, sizes, snap, work, buffers):
     t = buffers.get("t", coord, n)
     np.subtract(buffers.arange(coord, n), np.repeat((np.cumsum(lengths) - lengths).astype(coord),
                                                     lengths), out=t)
+    k = buffers.get("k", np.intp, n)
+    steps = None if any(snap) or np.dtype(coord) != np.dtype(work) else _whole_steps(lines, lengths, sizes[0])
+    if steps is not None:  # each coordinate's whole part moves by a fixed step per pixel
+        fracs = []
+        for (c, s), name in zip(steps[0], "xy"):
+            u = np.multiply(np.repeat(s.astype(coord), lengths), t, out=buffers.get("u" + name, coord, n))
+            u += np.repeat(c.astype(coord), lengths)
+            fracs.append(u)
+        index, step = steps[1]
+        flat = buffers.get("floor_y", coord, n)
+        if step.min() != step.max():
+            np.multiply(t, np.repeat(step.astype(coord), lengths), out=flat)
+        elif step[0] != 1.0:  # (a Python float: the product stays in the working precision)
+            np.multiply(t, float(step[0]), out=flat)
+        else:  # a translation, or nearly
+            flat = t
+        k[...] = np.add(flat, np.repeat(index.astype(coord), lengths), out=flat)
+        return k, fracs[0], fracs[1]
     bases, floors, fracs = [], [], []
     for (x, s), snapped, name in zip(lines, snap, "xy"):
         base = np.floor(x)
@@ -657,9 +677,36 @@ def _points(pieces: _Pieces, lines, origin, sizes, snap, work, buffers):
     flat = np.multiply(floors[1], sizes[0], out=floors[1])  # nx floor_y + floor_x + base
     flat += floors[0]
     flat += np.repeat((bases[1] * sizes[0] + bases[0]).astype(coord), lengths)
-    k = buffers.get("k", np.intp, n)
     k[...] = flat
     return k, fracs[0], fracs[1]
+
+
+#: How far (pixels) a fraction may stray beyond [0, 1] on the whole-step path of `_points`.
+_STRAY = 1e-5
+
+
+def _whole_steps(lines, lengths, nx: int):
+    """The pieces' coordinates as ``base + m t + (c + (s - m) t)`` with ``0 <= c + (s - m) t <= 1``.
+
+    ``m`` is the slope rounded to a whole number: when the fraction stays within [0, 1]
+    along every piece (to `_STRAY`: a translation, or a rotation small over a piece), the
+    whole part of a point's coordinate is ``base + m t`` and the flat index of its pixel
+    ``index + step t``, with no floor per point.  Returns ``([(c, s - m) per axis], (index,
+    step))`` per piece, or None when some piece's fraction leaves [0, 1].
+    """
+    last = lengths - 1
+    parts, whole = [], []
+    for x, s in lines:
+        base = np.floor(x)
+        m = np.rint(s)
+        c = x - base
+        end = c + (s - m) * last
+        if not (np.minimum(c, end).min() >= -_STRAY and np.maximum(c, end).max() <= 1 + _STRAY):
+            return None
+        parts.append((c, s - m))
+        whole.append((base, m))
+    (bx, mx), (by, my) = whole
+    return parts, (by * nx + bx, my * nx + mx)
 
 
 def _inside(lengths, lines, sizes):

@@ -279,10 +279,12 @@ def straightforward_interpolation(b, runs, pmap):
                 + (g[i + 1, j] * (1 - tx) + g[i + 1, j + 1] * tx) * ty)
 
     xb, yb = nodes(pmap.bx), nodes(pmap.by)
+    unmapped = ~(np.isfinite(xb) & np.isfinite(yb))  # nodes the inverse WCS could not map
+    xb, yb = np.where(unmapped, -1.0, xb), np.where(unmapped, -1.0, yb)
     x0, y0 = np.floor(xb).astype(int), np.floor(yb).astype(int)
     fx, fy = xb - x0, yb - y0
     ny, nx = b.shape
-    off = (x0 < 0) | (x0 + 1 > nx - 1) | (y0 < 0) | (y0 + 1 > ny - 1)
+    off = unmapped | (x0 < 0) | (x0 + 1 > nx - 1) | (y0 < 0) | (y0 + 1 > ny - 1)
     x0, y0 = np.clip(x0, 0, nx - 2), np.clip(y0, 0, ny - 2)
     b = b.astype(np.float64)
     value = ((b[y0, x0] * (1 - fx) + b[y0, x0 + 1] * fx) * (1 - fy)
@@ -418,3 +420,23 @@ def test_coordinates_in_float64_beyond_what_float32_counts_exactly(monkeypatch):
     smooth = pair_differences(a, None, np.zeros(shape, np.float32), None, runs, pmap)[0]
     np.testing.assert_allclose((smooth - double)[np.isfinite(double)],
                                expected[np.isfinite(double)], atol=2e-5)
+
+
+def test_points_near_nodes_the_wcs_cannot_map_are_unusable():
+    # A node outside the inverse WCS's domain (a gwcs bounding box) is NaN: the pieces of
+    # rows in the cells around it have no coordinates and give NaN; the others are b's values.
+    from dataclasses import replace
+
+    shape = (300, 400)
+    wa, wb = tan_wcs((10.5, 20.5)), tan_wcs((-180.3, 40.6), rotation=3.0)
+    b = np.random.default_rng(6).random(shape).astype(np.float32)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    bx = pmap.bx.copy()
+    bx[1, 1] = np.nan
+    pmap = replace(pmap, bx=bx)
+    expected = straightforward_interpolation(b, runs, pmap)
+    d, _ = pair_differences(np.zeros(shape, np.float32), None, b, None, runs, pmap)
+    assert (np.isnan(d) == np.isnan(expected)).all()
+    assert 0.2 < np.isnan(d).mean() < 0.9
+    np.testing.assert_allclose(-d[np.isfinite(d)], expected[np.isfinite(d)], atol=2e-5)

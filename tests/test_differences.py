@@ -258,3 +258,185 @@ def test_aligned_grids_ignore_neighbours_of_zero_weight():
     d = d.reshape(13, 13)
     assert np.isnan(d).sum() == 1 and np.isnan(d[8 - 2, 7 - 2])
     assert w2 == (1.0, 1.0)
+
+
+# -- the fast paths against straightforward implementations ------------------------------------
+def straightforward_interpolation(b, runs, pmap):
+    """b interpolated bilinearly at a's pixels ``runs``, one pixel at a time, in float64.
+
+    The map is the bilinear interpolation of the nodes ``pmap`` at each pixel; a point is
+    NaN when any of its four pixels is off b (beyond its outer pixel centres).
+    """
+    y = np.repeat(runs.rows, runs.stop - runs.start).astype(float)
+    x = np.concatenate([np.arange(s, e) for s, e in zip(runs.start, runs.stop)]).astype(float)
+    gx, gy = (x - pmap.x0) / pmap.step, (y - pmap.y0) / pmap.step
+    i = np.minimum(np.floor(gy).astype(int), pmap.bx.shape[0] - 2)
+    j = np.minimum(np.floor(gx).astype(int), pmap.bx.shape[1] - 2)
+    ty, tx = gy - i, gx - j
+
+    def nodes(g):
+        return ((g[i, j] * (1 - tx) + g[i, j + 1] * tx) * (1 - ty)
+                + (g[i + 1, j] * (1 - tx) + g[i + 1, j + 1] * tx) * ty)
+
+    xb, yb = nodes(pmap.bx), nodes(pmap.by)
+    unmapped = ~(np.isfinite(xb) & np.isfinite(yb))  # nodes the inverse WCS could not map
+    xb, yb = np.where(unmapped, -1.0, xb), np.where(unmapped, -1.0, yb)
+    x0, y0 = np.floor(xb).astype(int), np.floor(yb).astype(int)
+    fx, fy = xb - x0, yb - y0
+    ny, nx = b.shape
+    off = unmapped | (x0 < 0) | (x0 + 1 > nx - 1) | (y0 < 0) | (y0 + 1 > ny - 1)
+    x0, y0 = np.clip(x0, 0, nx - 2), np.clip(y0, 0, ny - 2)
+    b = b.astype(np.float64)
+    value = ((b[y0, x0] * (1 - fx) + b[y0, x0 + 1] * fx) * (1 - fy)
+             + (b[y0 + 1, x0] * (1 - fx) + b[y0 + 1, x0 + 1] * fx) * fy)
+    return np.where(off, np.nan, value)
+
+
+FAST_GEOMETRIES = [
+    pytest.param({}, (-180.3, 40.6), id="translated"),  # whole steps of 1 pixel per pixel
+    pytest.param({"scale": 0.05}, (-360.7, 80.2), id="translated-finer-by-2"),  # steps of 2
+    # a fraction drifts across a whole pixel within some pieces: no whole steps
+    pytest.param({"rotation": 0.02}, (-180.3, 40.6), id="rotated-slightly"),
+    pytest.param({"rotation": 3.0}, (-180.3, 40.6), id="rotated-3"),
+    pytest.param({"rotation": 33.0, "scale": 0.13}, (-60.2, -30.9), id="rotated-coarser"),
+    pytest.param({"rotation": 180.0, "scale": 0.07}, (420.6, 250.2), id="turned-finer"),
+    pytest.param({"rotation": 10.0, "sip": True}, (-150.4, 20.7), id="distorted"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_options, crpix_b", FAST_GEOMETRIES)
+def test_interpolation_equals_the_straightforward_bilinear_one(b_options, crpix_b, dtype):
+    # pair_differences maps the points in relative coordinates (float32 for float32 images)
+    # piece by piece along the runs and gathers b's four pixels by flat index: the same
+    # values as mapping and interpolating each point by itself in float64, to the rounding
+    # of the coordinates (< 2e-5 pixel; b's steps here are at most 1), the same NaNs.
+    shape = (300, 400)
+    rng = np.random.default_rng(11)
+    wa = tan_wcs((10.5, 20.5))
+    wb = tan_wcs(crpix_b, **b_options)
+    b = rng.random(shape).astype(dtype)  # no step is 5 times the noise: none is steep
+    runs = overlap(wa, wb, shape, shape)
+    assert runs.npix > 10_000
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    expected = straightforward_interpolation(b, runs, pmap)
+    d, _ = pair_differences(np.zeros(shape, dtype), None, b, None, runs, pmap)
+    got = -d.astype(np.float64)  # a is 0 (and so is its smoothing)
+    assert (np.isnan(got) == np.isnan(expected)).all()
+    assert np.isfinite(got).mean() > 0.97
+    tolerance = 2e-5 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(got)], rtol=0,
+                               atol=tolerance)
+
+
+def test_runs_reaching_beyond_b_read_nothing_there():
+    # Runs of a that go on past b's edge (more than the overlap): the pieces of the runs are
+    # cut at b's edge; beyond it every point is NaN, before it the values are b's.
+    shape = (60, 120)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 - 30.3, 1.0 - 5.6), rotation=2.0)
+    b = np.random.default_rng(2).random((50, 60))
+    runs = Runs(np.arange(10, 40), np.full(30, 0), np.full(30, 120))  # whole rows of a
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    expected = straightforward_interpolation(b, runs, pmap)
+    d, _ = pair_differences(np.zeros(shape), None, b, None, runs, pmap)
+    assert (np.isnan(d) == np.isnan(expected)).all()
+    assert 0.3 < np.isfinite(d).mean() < 0.7
+    np.testing.assert_allclose(-d[np.isfinite(d)], expected[np.isfinite(d)], atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["noise", "nan", "noiseless", "empty"])
+def test_noise_sample_is_pixel_noise_of_every_few_rows(case):
+    # _noise_of reads only the pairs of neighbours pixel_noise uses when the sample is finite
+    # (no converted copy): the same value as pixel_noise of the flattened rows.
+    from skymatch_nb_ui.engine.differences import _noise_of
+    from skymatch_nb_ui.engine.stats import pixel_noise
+
+    rng = np.random.default_rng(5)
+    box = np.full((260, 1026), np.nan, np.float32)  # a framed box of b
+    inner = (100 + np.linspace(0, 30, 1024) + 2 * rng.standard_normal((258, 1024)))
+    if case == "noiseless":
+        inner = np.broadcast_to(np.linspace(0, 30, 1024), (258, 1024))
+    box[1:-1, 1:-1] = inner
+    if case == "nan":
+        box[1:-1:10, 5] = np.nan
+    if case == "empty":
+        box = box[:2]
+    rows = box[1:-1:max(1, (box.shape[0] - 2) // 24), 1:-1].reshape(-1)
+    plain = pixel_noise(rows)
+    scale = float(np.nanmax(np.abs(rows))) if np.isfinite(rows).any() else 0.0
+    expected = plain if plain > 1e-7 * scale else math.inf
+    assert _noise_of(box) == expected
+    if case in ("noise", "nan"):
+        assert expected == pytest.approx(2.0, rel=0.05)
+    else:
+        assert expected == math.inf
+
+
+def test_reused_buffers_carry_nothing_from_one_pair_to_the_next():
+    # A pair with steep points (stars) leaves flags in the reused buffers; an aligned pair
+    # (every point on a pixel centre: no blend, no steepness check) must not inherit them.
+    rng = np.random.default_rng(8)
+    shape = (40, 40)
+    buffers = DifferenceBuffers()
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 0.4 - 5, 1.0 + 0.3 - 5))
+    runs = Runs(np.arange(2, 30), np.full(28, 2), np.full(28, 30))
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    stars = rng.standard_normal(shape)
+    stars[::3, ::3] += 1000.0
+    d, _ = pair_differences(rng.standard_normal(shape), None, stars, None, runs, pmap,
+                            buffers=buffers)
+    assert np.isnan(d).sum() > 100  # the stars' steep steps
+    aligned = pixel_map(CelestialWCS(wa), CelestialWCS(tan_wcs((1.0 + 3, 1.0 + 2))), runs)
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    d, w2 = pair_differences(a, None, b, None, runs, aligned, buffers=buffers)
+    assert w2 == (1.0, 1.0)
+    expected = np.concatenate([a[y, s:e] - b[y + 2, s + 3 : e + 3]
+                               for y, s, e in zip(runs.rows, runs.start, runs.stop)])
+    np.testing.assert_array_equal(d, expected)
+
+
+def test_coordinates_in_float64_beyond_what_float32_counts_exactly(monkeypatch):
+    # Single-precision images whose box of b holds 2**24 pixels or more get their
+    # coordinates and flat indices in float64 (float32 would round the indices): forced here
+    # on a small pair, the differences are those of the float32 path to its rounding.
+    from skymatch_nb_ui.engine import differences
+
+    shape = (120, 160)
+    rng = np.random.default_rng(4)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 - 60.3, 1.0 - 20.8), rotation=5.0)
+    a = rng.random(shape).astype(np.float32)
+    b = rng.random(shape).astype(np.float32)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    single, w2_single = pair_differences(a, None, b, None, runs, pmap)
+    single = single.copy()
+    monkeypatch.setattr(differences, "_EXACT", 100)
+    double, w2_double = pair_differences(a, None, b, None, runs, pmap)
+    assert double.dtype == np.float32
+    assert (np.isnan(double) == np.isnan(single)).all() and np.isfinite(double).mean() > 0.95
+    np.testing.assert_allclose(double, single, atol=2e-5)
+    assert w2_double == pytest.approx(w2_single, abs=1e-5)
+    expected = straightforward_interpolation(b, runs, pmap)  # and both are b interpolated
+    smooth = pair_differences(a, None, np.zeros(shape, np.float32), None, runs, pmap)[0]
+    np.testing.assert_allclose((smooth - double)[np.isfinite(double)],
+                               expected[np.isfinite(double)], atol=2e-5)
+
+
+def test_points_near_nodes_the_wcs_cannot_map_are_unusable():
+    # A node outside the inverse WCS's domain (a gwcs bounding box) is NaN: the pieces of
+    # rows in the cells around it have no coordinates and give NaN; the others are b's values.
+    from dataclasses import replace
+
+    shape = (300, 400)
+    wa, wb = tan_wcs((10.5, 20.5)), tan_wcs((-180.3, 40.6), rotation=3.0)
+    b = np.random.default_rng(6).random(shape).astype(np.float32)
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    bx = pmap.bx.copy()
+    bx[1, 1] = np.nan
+    pmap = replace(pmap, bx=bx)
+    expected = straightforward_interpolation(b, runs, pmap)
+    d, _ = pair_differences(np.zeros(shape, np.float32), None, b, None, runs, pmap)
+    assert (np.isnan(d) == np.isnan(expected)).all()
+    assert 0.2 < np.isnan(d).mean() < 0.9
+    np.testing.assert_allclose(-d[np.isfinite(d)], expected[np.isfinite(d)], atol=2e-5)

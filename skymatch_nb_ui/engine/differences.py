@@ -10,16 +10,23 @@ touched: no mosaic grid, no reprojection of whole images.
 How it is fast:
 
 1. The map from ``a``'s pixels to ``b``'s is smooth, so the exact WCS transforms are evaluated
-   only on a grid of *nodes* (every 32 pixels, finer where the map bends: `pixel_map`), and
+   only on a grid of *nodes* (every 128 pixels, finer where the map bends: `pixel_map`; the
+   map of two TAN images 1024 pixels across is then within 1e-6 pixel of the exact one), and
    interpolated bilinearly between them.  Along a row of ``a`` that interpolation is
-   piecewise linear, so each pixel's coordinates are two numbers per piece of row, repeated,
-   times its flat index (`_row_linears`), never a per-pixel WCS call.
-2. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
-   outer pixel centres then read a NaN, with no per-pixel range check.
-3. The interpolation is four gathers and three linear blends, in reused buffers
-   (`DifferenceBuffers`), in float32 when both images are single precision; the pixels'
-   flat indices come from floors in float64 (one integer conversion).
-4. ``a``'s matching smoothing is computed on its whole box in contiguous slices (no
+   piecewise linear, so a pixel's coordinates are ``base + c + s t`` on each piece of a row
+   (`_Pieces`): two numbers per piece repeated over its pixels, never a per-pixel WCS call.
+2. Only ``c + s t`` (``t`` counts the pixels of the piece) is computed per pixel, in float32
+   for single-precision images: relative coordinates, so the rounding stays below 1e-5
+   pixel.  The flat index of the pixel of ``b`` at the floor of both coordinates is a whole
+   number below 2**24, exact in float32 too (`_points`).  When no fraction crosses a whole
+   pixel within a piece (images of the same orientation, or scales in a whole ratio), the
+   whole parts move by fixed steps per pixel and no floor is taken (`_whole_steps`).
+3. ``b`` is copied once, framed by NaN, over the box the points need: points beyond its
+   outer pixel centres then read a NaN, with no per-pixel range check (pieces that run off
+   the box are cut where they leave it, `_inside`).
+4. The interpolation is four gathers and three linear blends, in reused buffers
+   (`DifferenceBuffers`), in float32 when both images are single precision.
+5. ``a``'s matching smoothing is computed on its whole box in contiguous slices (no
    gathers), and its pixels gathered from the result once.
 
 (Gathering a pixel and its right neighbour as one 8-byte element halves the gathers but
@@ -41,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import CelestialWCS, GatherBuffers, Runs
-from .stats import pixel_noise
+from .stats import _NOISE_PAIRS, _NOISE_STRIDE, pixel_noise
 
 __all__ = [
     "DifferenceBuffers",
@@ -52,8 +59,10 @@ __all__ = [
 ]
 
 #: Node spacing (pixels) of the coordinate map, halved down to `_MIN_STEP` while the map's
-#: bilinear interpolation is off by more than `_MAP_TOLERANCE` pixels somewhere.
-_STEP = 32
+#: bilinear interpolation is off by more than `_MAP_TOLERANCE` pixels somewhere.  On the
+#: bench's N = 64 mosaic (TAN, 1024^2) its error is 1.1e-6 pixel at 128 (7e-8 at 32, 4.5e-6 at
+#: 256); fewer pieces per row make the per-pixel coordinates cheaper.
+_STEP = 128
 _MIN_STEP = 4
 _MAP_TOLERANCE = 1e-3
 #: Nodes this close (pixels) to a pixel centre count as on it (the WCS round trip of a pixel
@@ -63,6 +72,9 @@ _EDGE = 1e-6
 #: noise is not interpolated (a star's core: bilinear interpolation there leaves residuals of a
 #: good part of the star, which add scatter to the differences): see `pair_differences`.
 _STEEP = 5.0
+#: Whole numbers up to this are exact in float32: a pair's points and b's box must stay below
+#: it for coordinates and flat indices in float32 (else they are computed in float64).
+_EXACT = 2**24
 #: Rows of b's box sampled for its pixel noise.
 _NOISE_ROWS = 24
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
@@ -179,6 +191,7 @@ class DifferenceBuffers:
 
     def __init__(self) -> None:
         self._pool: dict[tuple[str, np.dtype], np.ndarray] = {}
+        self._aranges: dict[np.dtype, np.ndarray] = {}
         self.gather = GatherBuffers()
 
     def get(self, name: str, dtype, n: int) -> np.ndarray:
@@ -188,6 +201,15 @@ class DifferenceBuffers:
         if buf is None or buf.size < n:
             size = n if buf is None else max(n, buf.size + buf.size // 4)
             buf = self._pool[(name, dtype)] = np.empty(size, dtype)
+        return buf[:n]
+
+    def arange(self, dtype, n: int) -> np.ndarray:
+        """``0, 1, ..., n - 1`` in ``dtype`` (a reused array: do not write to it)."""
+        dtype = np.dtype(dtype)
+        buf = self._aranges.get(dtype)
+        if buf is None or buf.size < n:
+            size = n if buf is None else max(n, buf.size + buf.size // 4)
+            buf = self._aranges[dtype] = np.arange(size, dtype=dtype)
         return buf[:n]
 
 
@@ -273,32 +295,29 @@ def pair_differences(
     if n == 0:
         return np.empty(0, work), (math.nan, math.nan)
     side_a = _SideA(image_a, mask_a, runs, work, lower, upper, buffers)
-    index = side_a.index(buffers.get("index", np.float64, n))
-    xb, yb = _row_linears(runs, pmap, (pmap.bx, pmap.by), index, side_a.layout,
-                          (buffers.get("xb", np.float64, n), buffers.get("yb", np.float64, n)))
+    pieces = _Pieces.of(runs, pmap)
+    lines = [pieces.lines(runs, pmap, nodes) for nodes in (pmap.bx, pmap.by)]
+    flat, nx, origin = _side_b(image_b, mask_b, lines, pieces.lengths, work, lower, upper, buffers)
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
-    if not mapped:  # points the inverse WCS cannot map: onto the NaN frame below
-        np.nan_to_num(xb, copy=False, nan=-1.0)
-        np.nan_to_num(yb, copy=False, nan=-1.0)
     snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
-    first = np.cumsum(runs.stop - runs.start) - (runs.stop - runs.start)
-    ends = np.concatenate([first, first + (runs.stop - runs.start) - 1])
-    flat, nx = _side_b(image_b, mask_b, pmap, xb, yb, ends, work, lower, upper, buffers)
     steep = _STEEP * _noise_of(flat.reshape(-1, nx))
-    vb, fx, fy, unusable = _bilinear(flat, nx, xb, yb, work, buffers, snap, steep)
-    cx, cy = _smoothing(fx), _smoothing(fy)
+    k, fx, fy = _points(pieces, lines, origin, (nx, flat.size // nx), snap, work, buffers)
+    vb, unusable = _bilinear(flat, nx, k, fx, fy, work, buffers, snap, steep)
+    samples = fx[::_W2_STRIDE].astype(np.float64), fy[::_W2_STRIDE].astype(np.float64)
+    cx, cy = _smoothing(samples[0]), _smoothing(samples[1])
     d = np.subtract(side_a.values(cx, cy), vb, out=vb)
     np.copyto(d, np.nan, where=unusable)
-    return d, _mean_w2(fx, fy, d, cx, cy)
+    return d, _mean_w2(fx, fy, d, cx, cy, samples)
 
 
-def _smoothing(frac: np.ndarray) -> float:
+def _smoothing(sample: np.ndarray) -> float:
     """The ``c`` of the kernel ``[c, 1 - 2c, c]`` that smooths as much as interpolation.
 
     Linear interpolation at fractions ``f`` has variance ``f (1 - f)``; the kernel ``2c``.
+    ``sample``: every `_W2_STRIDE`-th fraction, in float64.
     """
-    sample = frac[::_W2_STRIDE].astype(np.float64)
-    return float(np.mean(sample * (1.0 - sample))) / 2.0 if sample.size else 0.0
+    # (np.mean's value, without its Python wrapper)
+    return float(np.add.reduce(sample * (1.0 - sample)) / sample.size) / 2.0 if sample.size else 0.0
 
 
 def _single(image) -> bool:
@@ -323,15 +342,41 @@ def _on_centres(nodes: np.ndarray, step: int) -> bool:
 def _noise_of(box: np.ndarray) -> float:
     """The pixel noise of a sample of b; inf when b has none to speak of.
 
-    A noise-free image (rounding only: 1e-7 of its values or less) has no noise to judge a
+    `pixel_noise` of every few rows of the box (inside its NaN frame), flattened.  A
+    noise-free image (rounding only: 1e-7 of its values or less) has no noise to judge a
     step by: then nothing is too steep.
     """
     rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]  # inside the NaN frame
     sample = rows.reshape(-1)
-    noise = pixel_noise(sample)
-    with np.errstate(invalid="ignore"):
-        scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
+    top, bottom = (float(sample.max()), float(sample.min())) if sample.size else (0.0, 0.0)
+    if math.isfinite(top) and math.isfinite(bottom):  # the same as below, without a copy
+        noise, scale = _finite_noise(sample), max(abs(top), abs(bottom))
+    else:
+        noise = pixel_noise(sample)
+        with np.errstate(invalid="ignore"):
+            scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
     return noise if noise > 1e-7 * scale else math.inf
+
+
+def _finite_noise(x: np.ndarray) -> float:
+    """`pixel_noise` of finite values (the same value: only the pairs it uses are converted)."""
+    half = x.size // 2
+    if half < 1:
+        return math.nan
+    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
+    d = x[1 : 2 * half : stride].astype(np.float64) - x[0 : 2 * half : stride].astype(np.float64)
+    deviation = np.abs(d - _median(d))
+    return float(1.4826 * _median(deviation) / math.sqrt(2.0))
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of finite values (the same value, without its checks): changes ``v``."""
+    half = v.size // 2
+    if v.size % 2:
+        v.partition(half)
+        return v[half]
+    v.partition((half - 1, half))
+    return (v[half - 1] + v[half]) / 2.0
 
 
 class _SideA:
@@ -351,16 +396,10 @@ class _SideA:
         self.box = _framed(image, mask, (y_lo, y_hi, x_lo, x_hi), work, lower, upper, buffers,
                            "abox", edge=True)
         self.cols = self.box.shape[1]
-        self.layout = (y_lo - 1, x_lo - 1, self.cols)  # the box's element 0 is that pixel
         inside = Runs(runs.rows - y_lo, runs.start - x_lo, runs.stop - x_lo)
         # the flat index in the box of each pixel's upper-left neighbour (never negative)
         self.corner = inside.flat_indices(self.cols, buffers.gather.indices(runs.npix))
         self.work, self.buffers, self.n = work, buffers, runs.npix
-
-    def index(self, out: np.ndarray) -> np.ndarray:
-        """Each pixel's flat index in the box (float64): what the map's pieces are linear in."""
-        np.add(self.corner, self.cols + 1, out=out, casting="unsafe")
-        return out
 
     def values(self, cx: float, cy: float) -> np.ndarray:
         """The pixels, smoothed by ``cx`` along x and ``cy`` along y (0: not at all).
@@ -374,8 +413,9 @@ class _SideA:
         centre = flat[cols + 1 : cols + 1 + m]
         # centre + c (left + right - 2 centre) per axis: exact on a constant image
         change = None
-        for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "near_x"),
-                                       (cy, flat[1:], flat[2 * cols + 1 :], "near_y")):
+        # (in the scratch of `_points` and `_bilinear`, free by now)
+        for c, first, second, name in ((cx, flat[cols:], flat[cols + 2 :], "floor_x"),
+                                       (cy, flat[1:], flat[2 * cols + 1 :], "floor_y")):
             if c == 0:
                 continue
             near = np.add(first[:m], second[:m], out=get(name, self.work, m))
@@ -402,28 +442,20 @@ def _nan_outside(values, lower, upper, buffers):
         np.copyto(values, np.nan, where=np.greater(values, upper, out=flag))
 
 
-def _side_b(image, mask, pmap, xb, yb, ends, work, lower, upper, buffers):
+def _side_b(image, mask, lines, lengths, work, lower, upper, buffers):
     """The pixels of ``b`` to interpolate: a copy of the box the mapped points need.
 
-    The box is found from the nodes (the points lie within their cells' corners) and copied
-    by `_framed`.  A point beyond the centres of ``b``'s outer pixels then has a NaN
-    neighbour, so no per-pixel range check is needed.  The coordinates are shifted in place
-    to the framed box; returns its flat pixels and row length.
+    The box is found from the points' coordinates on the pieces of the runs (``lines``,
+    ``lengths``: `_Pieces`) and copied by `_framed`.  A point beyond the centres of ``b``'s
+    outer pixels then has a NaN neighbour, so no per-pixel range check is needed.  Returns
+    the framed box's flat pixels, its row length, and ``b``'s pixel ``(x, y)`` at the box's
+    element 0 (in the frame).
     """
     image = np.asarray(image)
     ny, nx = image.shape
-    x_lo, x_hi = _box(pmap.bx, nx)
-    y_lo, y_hi = _box(pmap.by, ny)
+    (x_lo, x_hi), (y_lo, y_hi) = (_box(*line, lengths, size) for line, size in zip(lines, (nx, ny)))
     box = _framed(image, mask, (y_lo, y_hi, x_lo, x_hi), work, lower, upper, buffers, "box")
-    rows, cols = box.shape
-    for coord, start, size in ((xb, x_lo, cols), (yb, y_lo, rows)):
-        coord -= start - 1
-        # Along a run the map is monotone, so its ends bound it; points off the box (unmapped
-        # ones) go onto the NaN frame.
-        tips = coord[ends]
-        if not (tips.min() >= 0.0 and tips.max() <= size - 1.0):
-            np.clip(coord, 0.0, size - 1.0, out=coord)
-    return box.reshape(-1), cols
+    return box.reshape(-1), box.shape[1], (x_lo - 1, y_lo - 1)
 
 
 def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) -> np.ndarray:
@@ -453,68 +485,74 @@ def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) 
     return box
 
 
-def _box(nodes: np.ndarray, size: int) -> tuple[int, int]:
-    """The pixel range [lo, hi) of one axis of b that the mapped points can need."""
-    finite = nodes[np.isfinite(nodes)]
-    if finite.size == 0:
-        return 0, min(size, 1)
-    lo = int(np.clip(np.floor(finite.min()), 0, size - 1))
-    hi = int(np.clip(np.floor(finite.max()) + 2, lo + 1, size))
+def _box(x: np.ndarray, s: np.ndarray, lengths: np.ndarray, size: int) -> tuple[int, int]:
+    """The pixel range [lo, hi) of one axis of b that the points ``x + s t`` can need."""
+    with np.errstate(invalid="ignore"):
+        end = x + s * (lengths - 1)
+        low, high = float(np.minimum(x, end).min()), float(np.maximum(x, end).max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # some points off b's WCS
+            ends = np.concatenate([x, end])
+            ends = ends[np.isfinite(ends)]
+            if ends.size == 0:
+                return 0, min(size, 1)
+            low, high = float(ends.min()), float(ends.max())
+    lo = min(max(math.floor(low), 0), size - 1)
+    hi = min(max(math.floor(high) + 2, lo + 1), size)
     return lo, hi
 
 
-def _bilinear(flat, nx, xb, yb, work, buffers, snap=(False, False), steep=math.nan):
-    """``flat`` (rows of ``nx``, framed by NaN) interpolated at (xb, yb) >= 0.
+def _bilinear(flat, nx, k, fx, fy, work, buffers, snap=(False, False), steep=math.nan):
+    """``flat`` (rows of ``nx``, framed by NaN) interpolated bilinearly at its points.
 
-    Also returns the fractions (in the working dtype) and the points where two neighbours
-    differ by more than ``steep`` (NaN: none).  ``snap``: per axis, whether every point falls
-    on a pixel centre (an integer shift): then that axis takes the nearest pixel, and no
-    neighbour with a zero weight can spoil the value (a NaN times 0 is NaN).
+    A point is the flat index ``k`` of the upper-left of its four pixels and its fractions
+    ``fx``, ``fy`` (`_points`).  Also returns the points where two neighbours differ by more
+    than ``steep`` (NaN: none).  ``snap``: per axis, whether every point falls on a pixel
+    centre (an integer shift): then that axis reads one pixel, and no neighbour with a zero
+    weight can spoil the value (a NaN times 0 is NaN).
     """
-    n = xb.size
-    fx, fy = buffers.get("fx", work, n), buffers.get("fy", work, n)
-    k = buffers.get("k", np.intp, n)
-    floor_x, floor_y = buffers.get("floor_x", np.float64, n), buffers.get("floor_y", np.float64, n)
-    for coord, frac, whole, snapped in ((xb, fx, floor_x, snap[0]), (yb, fy, floor_y, snap[1])):
-        if snapped:
-            np.rint(coord, out=whole)
-            frac[...] = 0.0
-        else:  # the coordinates are >= 0: floor = truncation, exact in float64
-            np.floor(coord, out=whole)
-            np.subtract(coord, whole, out=frac, casting="unsafe")
-    floor_y *= nx  # the flat index, exact in float64 (far below 2**53)
-    floor_y += floor_x
-    k[...] = floor_y
-    check = _Steepness(steep, n, work, buffers)
+    n = k.size
+    # `_points`' scratch is free now: the neighbours go there (fewer, warmer buffers)
+    check = _Steepness(steep, n, work, buffers, scratch="floor_y")
     lower = np.take(flat, k, out=buffers.get("b0", work, n), mode="clip")
     if not snap[0]:
-        _blend(lower, np.take(flat[1:], k, out=buffers.get("b1", work, n), mode="clip"), fx, check)
+        right = np.take(flat[1:], k, out=buffers.get("floor_x", work, n), mode="clip")
+        _blend(lower, right, fx, check)
     if snap[1]:
-        return lower, fx, fy, check.flags
-    upper = np.take(flat[nx:], k, out=buffers.get("b2", work, n), mode="clip")
-    if not snap[0]:
-        right = np.take(flat[nx + 1 :], k, out=buffers.get("b3", work, n), mode="clip")
+        return lower, check.result()
+    upper = np.take(flat[nx:], k, out=buffers.get("t", work, n), mode="clip")
+    if not snap[0]:  # (the check's scratch is free until the last blend)
+        right = np.take(flat[nx + 1 :], k, out=buffers.get("floor_y", work, n), mode="clip")
         _blend(upper, right, fx, _NO_CHECK)
     _blend(lower, upper, fy, check)
-    return lower, fx, fy, check.flags
+    return lower, check.result()
 
 
 class _Steepness:
     """Flags the points where two neighbours of a blend differ by more than a limit."""
 
-    def __init__(self, limit: float, n: int, work, buffers: DifferenceBuffers):
+    def __init__(self, limit: float, n: int, work, buffers: DifferenceBuffers, scratch="size"):
         self.limit = limit
         self.flags = buffers.get("steep", bool, n)
-        self.flags[...] = False
+        self.checked = False  # the first check writes the flags, the next ones add to them
         if math.isfinite(limit):  # NaN or inf: nothing is steep
-            self.size = buffers.get("size", work, n)
+            self.size = buffers.get(scratch, work, n)
             self.over = buffers.get("over", bool, n)
 
     def __call__(self, step: np.ndarray) -> None:
         if math.isfinite(self.limit):
             np.abs(step, out=self.size)
             with np.errstate(invalid="ignore"):
-                self.flags |= np.greater(self.size, self.limit, out=self.over)
+                if self.checked:
+                    self.flags |= np.greater(self.size, self.limit, out=self.over)
+                else:
+                    np.greater(self.size, self.limit, out=self.flags)
+                    self.checked = True
+
+    def result(self) -> np.ndarray:
+        """The flags (none when nothing was checked)."""
+        if not self.checked:
+            self.flags[...] = False
+        return self.flags
 
 
 def _no_check(step: np.ndarray) -> None:
@@ -533,64 +571,200 @@ def _blend(first, second, frac, check):
         first += second
 
 
-def _row_linears(runs: Runs, pmap: PixelMap, grids, index: np.ndarray,
-                 layout: tuple[int, int, int], outs) -> list[np.ndarray]:
-    """Bilinear interpolation of each node grid at every pixel of ``runs`` (row-major).
+@dataclass(frozen=True)
+class _Pieces:
+    """The runs split where they cross the map's node columns: the map is linear on each.
 
-    One result per grid (``pmap.bx``, ``pmap.by``), into the matching buffer of ``outs``.
-    Along one row the interpolation is linear within each cell between node columns: a run
-    splits into *pieces* (one per cell it crosses, found once for all grids), and on a piece
-    the value is ``A + S * index`` with ``index`` the pixel's flat index, given as float64,
-    in an array of ``nx`` columns whose element 0 is the image's pixel ``(row0, col0)``;
-    ``layout`` is ``(row0, col0, nx)``.  Two numbers per piece, repeated over its pixels.
+    ``run_of``: each piece's run; ``cell``: its column of node cells; ``first``: the column
+    of ``a`` of its first pixel; ``lengths``: its pixels.  Pieces follow the runs' order.
     """
-    rows, start, stop = runs.rows, runs.start, runs.stop
-    step, x0, y0 = pmap.step, pmap.x0, pmap.y0
-    first_cell = (start - x0) // step
-    pieces = (stop - 1 - x0) // step - first_cell + 1
-    run_of = np.repeat(np.arange(len(rows)), pieces)
-    first_piece = np.cumsum(pieces) - pieces
-    cell = first_cell[run_of] + np.arange(int(pieces.sum())) - first_piece[run_of]
-    left = x0 + cell * step
-    lengths = np.minimum(left + step, stop[run_of]) - np.maximum(left, start[run_of])
-    row0, col0, nx = layout
-    origin = (rows[run_of] - row0) * float(nx) + (left - col0)  # each piece's first index
-    n = runs.npix
-    results = []
-    for nodes, out in zip(grids, outs):
-        i = (np.minimum((rows - y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1
+
+    run_of: np.ndarray
+    cell: np.ndarray
+    first: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, runs: Runs, pmap: PixelMap) -> _Pieces:
+        start, stop, step, x0 = runs.start, runs.stop, pmap.step, pmap.x0
+        first_cell = (start - x0) // step
+        pieces = (stop - 1 - x0) // step - first_cell + 1
+        run_of = np.repeat(np.arange(len(start)), pieces)
+        first_piece = np.cumsum(pieces) - pieces
+        cell = first_cell[run_of] + np.arange(int(pieces.sum())) - first_piece[run_of]
+        left = x0 + cell * step
+        first = np.maximum(left, start[run_of])
+        lengths = np.minimum(left + step, stop[run_of]) - first
+        return cls(run_of, cell, first, lengths)
+
+    def lines(self, runs: Runs, pmap: PixelMap, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The node grid ``nodes`` interpolated bilinearly, per piece: ``value + slope * t``.
+
+        ``t`` counts the piece's pixels from 0; the value is float64 at its first pixel.
+        """
+        rows, step = runs.rows, pmap.step
+        i = (np.minimum((rows - pmap.y0) // step, nodes.shape[0] - 2) if nodes.shape[0] > 1
              else 0 * rows)
-        ty = ((rows - y0) - i * step) / step
+        ty = ((rows - pmap.y0) - i * step) / step
         upper = nodes[np.minimum(i + 1, nodes.shape[0] - 1)]
         curve = nodes[i] * (1.0 - ty)[:, None] + upper * ty[:, None]  # per run: the row's nodes
-        slope = np.diff(curve, axis=1) / step
-        piece_cell = np.minimum(cell, slope.shape[1] - 1)
-        s = slope[run_of, piece_cell]
-        a = curve[run_of, piece_cell] - s * origin
-        np.multiply(np.repeat(s, lengths), index, out=out[:n])
-        out[:n] += np.repeat(a, lengths)
-        results.append(out[:n])
-    return results
+        slope = (curve[:, 1:] - curve[:, :-1]) / step
+        cell = np.minimum(self.cell, slope.shape[1] - 1)
+        s = slope[self.run_of, cell]
+        return curve[self.run_of, cell] + s * (self.first - (pmap.x0 + cell * step)), s
 
 
-def _mean_w2(fx, fy, d, cx: float, cy: float) -> tuple[float, float]:
+def _points(pieces: _Pieces, lines, origin, sizes, snap, work, buffers):
+    """Where the pixels of ``a`` fall in ``b``'s framed box (``sizes`` = (nx, ny)).
+
+    ``pieces`` and ``lines``: the runs' pieces and ``b``'s pixel coordinates on them
+    (`_Pieces.lines`, one per axis).  Returns the flat index in the box of the upper-left of
+    the four pixels around each point, and the fractions along x and y (``work`` dtype).
+    ``origin``: ``b``'s pixel at the box's element 0.
+
+    The map is linear along each piece of a run (`_Pieces`), so a point's coordinates are
+    ``base + c + s t``: ``base`` the whole pixel at the piece's first point, ``0 <= c < 1``,
+    ``t`` the point's place in the piece.  Only ``c + s t`` is computed per point, in float32
+    for single-precision images (relative coordinates: its rounding is below 1e-5 pixel),
+    and the flat index ``base_k + floor_x + nx floor_y`` too (exact: whole numbers below
+    2**24; float64 beyond).  A piece part of which falls beyond the middle of the frame
+    (half a pixel off the box's outer pixel centres, where every point reads the frame) is
+    cut there, and the part beyond reads the NaN corner of the frame: no per-point range
+    check.
+    """
+    n = int(pieces.lengths.sum())
+    lines = [(x - o, s) for (x, s), o in zip(lines, origin)]
+    lengths, lines = _inside(pieces.lengths, lines, sizes)
+    coord = (np.float32 if np.dtype(work) == np.float32 and max(n, sizes[0] * sizes[1]) < _EXACT
+             else np.float64)
+    t = buffers.get("t", coord, n)
+    np.subtract(buffers.arange(coord, n), np.repeat((np.cumsum(lengths) - lengths).astype(coord),
+                                                    lengths), out=t)
+    k = buffers.get("k", np.intp, n)
+    steps = None if any(snap) or np.dtype(coord) != np.dtype(work) else _whole_steps(lines, lengths, sizes[0])
+    if steps is not None:  # each coordinate's whole part moves by a fixed step per pixel
+        fracs = []
+        for (c, s), name in zip(steps[0], "xy"):
+            u = np.multiply(np.repeat(s.astype(coord), lengths), t, out=buffers.get("u" + name, coord, n))
+            u += np.repeat(c.astype(coord), lengths)
+            fracs.append(u)
+        index, step = steps[1]
+        flat = buffers.get("floor_y", coord, n)
+        if step.min() != step.max():
+            np.multiply(t, np.repeat(step.astype(coord), lengths), out=flat)
+        elif step[0] != 1.0:  # (a Python float: the product stays in the working precision)
+            np.multiply(t, float(step[0]), out=flat)
+        else:  # a translation, or nearly
+            flat = t
+        k[...] = np.add(flat, np.repeat(index.astype(coord), lengths), out=flat)
+        return k, fracs[0], fracs[1]
+    bases, floors, fracs = [], [], []
+    for (x, s), snapped, name in zip(lines, snap, "xy"):
+        base = np.floor(x)
+        u = np.multiply(np.repeat(s.astype(coord), lengths), t, out=buffers.get("u" + name, coord, n))
+        u += np.repeat((x - base).astype(coord), lengths)
+        frac = u if np.dtype(coord) == np.dtype(work) else buffers.get("f" + name, work, n)
+        floor = buffers.get("floor_" + name, coord, n)
+        if snapped:
+            np.rint(u, out=floor)
+            frac[...] = 0.0
+        else:
+            np.floor(u, out=floor)
+            np.subtract(u, floor, out=frac, casting="unsafe")
+        bases.append(base)
+        floors.append(floor)
+        fracs.append(frac)
+    flat = np.multiply(floors[1], sizes[0], out=floors[1])  # nx floor_y + floor_x + base
+    flat += floors[0]
+    flat += np.repeat((bases[1] * sizes[0] + bases[0]).astype(coord), lengths)
+    k[...] = flat
+    return k, fracs[0], fracs[1]
+
+
+#: How far (pixels) a fraction may stray beyond [0, 1] on the whole-step path of `_points`.
+_STRAY = 1e-5
+
+
+def _whole_steps(lines, lengths, nx: int):
+    """The pieces' coordinates as ``base + m t + (c + (s - m) t)`` with ``0 <= c + (s - m) t <= 1``.
+
+    ``m`` is the slope rounded to a whole number: when the fraction stays within [0, 1]
+    along every piece (to `_STRAY`: a translation, or a rotation small over a piece), the
+    whole part of a point's coordinate is ``base + m t`` and the flat index of its pixel
+    ``index + step t``, with no floor per point.  Returns ``([(c, s - m) per axis], (index,
+    step))`` per piece, or None when some piece's fraction leaves [0, 1].
+    """
+    last = lengths - 1
+    parts, whole = [], []
+    for x, s in lines:
+        base = np.floor(x)
+        m = np.rint(s)
+        c = x - base
+        end = c + (s - m) * last
+        if not (np.minimum(c, end).min() >= -_STRAY and np.maximum(c, end).max() <= 1 + _STRAY):
+            return None
+        parts.append((c, s - m))
+        whole.append((base, m))
+    (bx, mx), (by, my) = whole
+    return parts, (by * nx + bx, my * nx + mx)
+
+
+def _inside(lengths, lines, sizes):
+    """The pieces, cut where they leave ``[0.5, size - 1.5]`` on either axis.
+
+    The parts beyond (and pieces that the map cannot place: non-finite nodes) get value 0
+    and slope 0 on both axes: the frame's NaN corner.
+    """
+    with np.errstate(invalid="ignore"):
+        last = lengths - 1
+        ok = np.ones(lengths.size, bool)
+        for (x, s), size in zip(lines, sizes):
+            end = x + s * last
+            ok &= (np.minimum(x, end) >= 0.5) & (np.maximum(x, end) <= size - 1.5)
+    if ok.all():
+        return lengths, lines
+    lo, hi = np.zeros(lengths.size), last.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for (x, s), size in zip(lines, sizes):
+            a, b = (0.5 - x) / s, (size - 1.5 - x) / s
+            flat = s == 0
+            inside = (x >= 0.5) & (x <= size - 1.5)
+            lo = np.fmax(lo, np.where(flat, np.where(inside, 0.0, np.inf), np.ceil(np.minimum(a, b))))
+            hi = np.fmin(hi, np.where(flat, np.where(inside, np.inf, -1.0), np.floor(np.maximum(a, b))))
+        good = np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)
+        for x, s in lines:  # non-finite map: nothing inside
+            good &= np.isfinite(x) & np.isfinite(s)
+    lo = np.where(good, lo, lengths).astype(np.int64)  # [0, lo) beyond, [lo, hi] inside
+    hi = np.where(good, hi, lengths - 1).astype(np.int64)
+    parts = np.stack([lo, hi + 1 - lo, last - hi], axis=1)  # before, inside, after
+    keep = parts.reshape(-1) > 0
+    piece = np.repeat(np.arange(lengths.size), 3)[keep]
+    part = np.tile(np.arange(3), lengths.size)[keep]
+    offset = np.where(part == 0, 0, np.where(part == 1, lo[piece], hi[piece] + 1))
+    new_lines = []
+    for x, s in lines:
+        xs = np.where(part == 1, x[piece] + s[piece] * offset, 0.0)
+        new_lines.append((xs, np.where(part == 1, s[piece], 0.0)))
+    return parts.reshape(-1)[keep], new_lines
+
+
+def _mean_w2(fx, fy, d, cx: float, cy: float, samples) -> tuple[float, float]:
     """The sums of squared weights of a difference, both sides.
 
     The compared image's: ``(1 - 2cx - 2cy)**2 + 2cx**2 + 2cy**2``; the interpolated one's:
     the mean of ``((1-fx)**2 + fx**2) * ((1-fy)**2 + fy**2)`` over every few usable
-    differences (NaN when there are none).
+    differences (NaN when there are none).  ``samples``: every `_W2_STRIDE`-th ``fx`` and
+    ``fy``, in float64.
     """
     w2_a = (1.0 - 2.0 * cx - 2.0 * cy) ** 2 + 2.0 * cx**2 + 2.0 * cy**2
-    sx, sy, sd = fx[::_W2_STRIDE], fy[::_W2_STRIDE], d[::_W2_STRIDE]
-    ok = np.isfinite(sd)
+    ok = np.isfinite(d[::_W2_STRIDE])
     if not ok.any():
         ok = np.isfinite(d)
-        sx, sy = fx[ok], fy[ok]
+        sx, sy = fx[ok].astype(np.float64), fy[ok].astype(np.float64)
         if sx.size == 0:
             return w2_a, math.nan
     else:
-        sx, sy = sx[ok], sy[ok]
-    sx, sy = sx.astype(np.float64), sy.astype(np.float64)
+        sx, sy = samples[0][ok], samples[1][ok]
     w2 = ((1.0 - sx) ** 2 + sx**2) * ((1.0 - sy) ** 2 + sy**2)
     return w2_a, float(w2.mean())
 

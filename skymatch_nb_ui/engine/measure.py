@@ -469,17 +469,17 @@ def measure_differences(
 
 
 def _finite(d: np.ndarray, buffers: DifferenceBuffers) -> np.ndarray:
-    """The usable (finite) differences, packed into a reused buffer.
+    """The usable (finite) differences, packed.
 
     The statistic then takes its fast path (no non-finite value to filter, float32 values
     compared as they are): 30% less time on the nebula mosaics, the same values (but for
-    the last bit of a mean, from a rough centre sampled from the packed values).
+    the last bit of a mean, from a rough centre sampled from the packed values).  Boolean
+    indexing packs them in half the time of ``np.compress`` into a buffer.
     """
     finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
-    count = int(np.count_nonzero(finite))
-    if count == d.size:
+    if finite.all():
         return d
-    return np.compress(finite, d, out=buffers.get("packed", d.dtype, count))
+    return d[finite]
 
 
 class PairDifference(NamedTuple):

@@ -310,13 +310,18 @@ class SkyMatcher:
             stage = self._planes
             stage.use_geometry(geometry)
             layout = stage.layout(geometry, grouping)
+            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
+            key = params.key("statistics")
+
+            def whole(s, o, value):  # the whole overlap's differences, from the cells' pass
+                self._differences[(key, s, o)] = value
+
+            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
+                          sampled=sampled, pixel_map=getattr(self, "_map", None), on_whole=whole)
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
                 pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
             else:
                 pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
-            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
-            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
-                          sampled=sampled, pixel_map=getattr(self, "_map", None))
             execution.check("solve")
             execution.report("solve", 0, 1)
             equations = stage.equations(layout, params, pairs, sampled) if matching else None

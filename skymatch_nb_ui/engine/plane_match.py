@@ -15,7 +15,7 @@ solve are described in `skymatch_nb_ui.engine.planes`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -194,12 +194,15 @@ class PlaneStage:
 
     # -- stage 2 for planes ------------------------------------------------------------------
     def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
-                sampled=None, pixel_map=None) -> None:
+                sampled=None, pixel_map=None, on_whole=None) -> None:
         """Compute the cell statistics not cached yet (one task per image).
 
         With ``compare="differences"`` a pair's cells hold the statistic of its pixel
         differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
         o)`` where its pixels fall in the other (the matcher's, shared with the constants).
+        The same interpolation gives the whole overlap's statistic (what the constants and
+        the pair table use): ``on_whole(s, o, PairDifference)`` receives it, so that the
+        differences are interpolated once per pair.
         """
         key = params.key("statistics")
         todo: dict[int, list] = {}  # image -> [(cache key, what, grid)]
@@ -243,12 +246,17 @@ class PlaneStage:
             tasks.append(CellTask(loaders[a], tuple(jobs), size, label=f"images[{a}]"))
 
         def keep(t: int, stats: list) -> None:
-            for (ck, _, _), cell in zip(todo[images[t]], stats[0]):
+            for (ck, what, _), cell in zip(todo[images[t]], stats[0]):
+                if cell.whole is not None:
+                    if on_whole is not None:
+                        on_whole(images[t], what[1], cell.whole)
+                    cell = replace(cell, whole=None)
                 self.cells[ck] = cell
 
         files = any(not getattr(loaders[a], "in_memory", False) for a in images)
         sizes = [t.size for t in tasks]
-        kind = execution.kind(files, sizes)
+        gil_free = sum(sizes) if pairs and _differences(params) else 0
+        kind = execution.kind(files, sizes, gil_free=gil_free)
         order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
         execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
                       units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)

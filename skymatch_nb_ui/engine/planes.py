@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -81,6 +81,7 @@ from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
 from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
 from .measure import Scratch, load_pixels, thread_scratch
 from .params import StatParams
+from .segments import segment_statistics
 from .stats import StatisticError, sky_statistic
 
 __all__ = [
@@ -254,6 +255,10 @@ class CellStats:
         Pixels behind the statistic (after limits and clipping).
     x, y : ndarray
         The centroid of the cell's usable pixels (0-based pixel coordinates).
+    whole : PairDifference or None
+        For cells of pixel differences (`DifferenceRegion`): the statistic of all the
+        region's differences, exactly what ``skymodel="constant"`` measures for the pair
+        (`measure.measure_differences`), from the same interpolation.
     """
 
     cell: np.ndarray
@@ -262,6 +267,7 @@ class CellStats:
     err: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    whole: object = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -343,16 +349,23 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
         runs = Runs.union(list(region), image.shape)
     if not runs:
         return _no_cells()
-    pieces, code, nv, u0, v0 = _cell_pieces(runs, grid)
-    cells, first = np.unique(code, return_index=True)
-    ends = np.r_[first[1:], len(code)]
+    pieces, code, nv, u0, v0, _ = _cell_pieces(runs, grid)
     values = pieces.gather(image)  # cell after cell, rows in order inside each
     good = np.isfinite(values)
     if mask is not None:
         good &= pieces.gather(mask)
+    return _piece_cells(values, good, pieces, code, nv, u0, v0, nx, params, scratch)
+
+
+def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatParams,
+                 scratch: Scratch) -> CellStats:
+    """The statistic of ``values`` (gathered piece after piece, cell after cell) in each cell."""
+    cells, first = np.unique(code, return_index=True)
+    ends = np.r_[first[1:], len(code)]
     lengths = pieces.stop - pieces.start
     at = np.r_[0, np.cumsum(lengths)]
-    if good.all():  # centroids from the pieces alone
+    all_good = bool(good.all())
+    if all_good:  # centroids from the pieces alone
         n = lengths.astype(float)
         sx = n * (pieces.start + pieces.stop - 1) / 2.0
         sy = n * pieces.rows
@@ -369,19 +382,23 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
     cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
     cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
-    value, err = np.full(len(keep), np.nan), np.full(len(keep), np.nan)
-    npix = np.zeros(len(keep), np.int64)
-    for c, k in enumerate(keep):
-        lo, hi = at[first[k]], at[ends[k]]
-        stat = sky_statistic(values[lo:hi][good[lo:hi]], params, work=scratch.work)
-        value[c], npix[c], err[c] = stat.value, stat.npix, stat.err
+    if all_good:
+        packed, seg_start = values, at[first[keep]]
+    else:  # the usable values only, still cell after cell
+        packed = values[good]
+        before = np.r_[0, np.cumsum(np.bincount(piece_cell, n, minlength=len(cells)))]
+        seg_start = before[keep].astype(np.intp)
+    seg_count = count[keep].astype(np.intp)
+    value, npix, err = segment_statistics(packed, seg_start, seg_count, params, scratch.work)
     cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
     cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
     return CellStats(cell, value, npix, err, cx, cy)
 
 
 def _cell_pieces(runs: Runs, grid: CellGrid):
-    """The runs cut where the cell changes, in cell order: (pieces, cell code, nv, u0, v0).
+    """The runs cut where the cell changes, in cell order: (pieces, cell code, nv, u0, v0, run).
+
+    ``run`` is the index in ``runs`` of each piece.
 
     Along a row the cell coordinates are linear in x, so a run changes cell only where one
     of them crosses an integer: each run is cut there (a few cuts per run), and each piece
@@ -423,69 +440,42 @@ def _cell_pieces(runs: Runs, grid: CellGrid):
     code = (iu - u0) * nv + (iv - v0)
     by_cell = np.argsort(code, kind="stable")  # rows stay in order inside a cell
     pieces = Runs(runs.rows[run][by_cell], start[by_cell], stop[by_cell])
-    return pieces, code[by_cell], nv, u0, v0
+    return pieces, code[by_cell], nv, u0, v0, run[by_cell]
 
 
 def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
                       scratch: Scratch) -> CellStats:
     """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
     from .differences import interpolation_inflation, pair_differences
+    from .measure import PairDifference, _finite, _usable_count
 
     other, other_mask = load_pixels(region.loader)
     runs = region.runs
-    if not runs:
-        return _no_cells()
-    d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
-                             lower=params.lower, upper=params.upper)
-    idx = runs.flat_indices(image.shape[1])
-    good = np.isfinite(d)
     of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
-    cells = _cell_statistics(idx[good], np.asarray(d)[good], image.shape[1], grid, of_differences,
-                             scratch)
+    if not runs:
+        whole = sky_statistic(np.empty(0), of_differences, work=scratch.work)
+        return replace(_no_cells(), whole=PairDifference(whole.value, 0, whole.err, 0, 0))
+    d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
+                             lower=params.lower, upper=params.upper, buffers=scratch.differences)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
-    return CellStats(cells.cell, cells.value, cells.npix, cells.err * inflation, cells.x, cells.y)
-
-
-def _cell_statistics(idx, values, nx: int, grid: CellGrid, params: StatParams,
-                     scratch: Scratch) -> CellStats:
-    """The statistic of ``values`` (at flat pixel indices ``idx``) in each cell of ``grid``."""
-    if not len(idx):
-        return _no_cells()
-    y = idx // nx
-    x = idx - y * nx
-    # which cell: in float32 (a cell boundary is off by ~1e-5 pixel at most; the equations use
-    # the exact centroids of the pixels each cell got, so nothing depends on it)
-    xf, yf = x.astype(np.float32), y.astype(np.float32)
-    m, o = grid.matrix.astype(np.float32), grid.offset.astype(np.float32)
-    iu = np.floor(m[0, 0] * xf + m[0, 1] * yf + o[0]).astype(np.int32)
-    iv = np.floor(m[1, 0] * xf + m[1, 1] * yf + o[1]).astype(np.int32)
-    u0, v0 = int(iu.min()), int(iv.min())
-    nv = int(iv.max()) - v0 + 1
-    compact = (iu - u0) * nv + (iv - v0)
-    n_codes = int(compact.max()) + 1
-    if n_codes < 32767:
-        compact = compact.astype(np.int16)  # a radix sort
-    counts_all = np.bincount(compact, minlength=n_codes)
-    present = np.flatnonzero(counts_all)
-    counts = counts_all[present]
-    cx = np.bincount(compact, x, minlength=n_codes)[present] / counts
-    cy = np.bincount(compact, y, minlength=n_codes)[present] / counts
-    starts = np.cumsum(counts) - counts
-    order = np.argsort(compact, kind="stable")
-    vs = values[order]
-    sorted_cells = present  # the code of each present cell, in order
-    keep = counts >= MIN_CELL_PIXELS
-    starts, counts, cx, cy = starts[keep], counts[keep], cx[keep], cy[keep]
-    k = len(starts)
-    value, err = np.full(k, np.nan), np.full(k, np.nan)
-    npix = np.zeros(k, np.int64)
-    for c, (a, n) in enumerate(zip(starts, counts)):
-        s = sky_statistic(vs[a : a + n], params, work=scratch.work)
-        value[c], npix[c], err[c] = s.value, s.npix, s.err
-    code = sorted_cells[keep].astype(np.int64)
-    cu, cv = np.divmod(code, nv)
-    cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
-    return CellStats(cell, value, npix, err, cx, cy)
+    # the whole overlap's statistic, as `measure.measure_differences` computes it
+    stat = sky_statistic(_finite(d, scratch.differences), of_differences, work=scratch.work)
+    usable = (stat.npix, stat.npix)
+    if stat.npix == 0:
+        usable = (_usable_count(image, mask, runs, params), 0)
+    whole = PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
+    # the differences in cell order: the runs cut where the cell changes (no per-pixel cell
+    # arithmetic), each piece's differences gathered from its place in the runs' order
+    pieces, code, nv, u0, v0, run = _cell_pieces(runs, grid)
+    lengths = pieces.stop - pieces.start
+    first = np.cumsum(runs.stop - runs.start) - (runs.stop - runs.start)
+    offset = first[run] + (pieces.start - runs.start[run]) - (np.cumsum(lengths) - lengths)
+    order = np.repeat(offset, lengths) + np.arange(int(lengths.sum()))
+    values = np.asarray(d)[order]
+    cells = _piece_cells(values, np.isfinite(values), pieces, code, nv, u0, v0, image.shape[1],
+                         of_differences, scratch)
+    return CellStats(cells.cell, cells.value, cells.npix, cells.err * inflation, cells.x, cells.y,
+                     whole)
 
 
 def _no_cells() -> CellStats:

@@ -325,7 +325,48 @@ def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
     """
     scratch = thread_scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
-    return [_cells_of(image, mask, region, grid, params, scratch) for region, grid in jobs]
+    pending = [_cells_of(image, mask, region, grid, params, scratch) for region, grid in jobs]
+    return _finish(pending, params, scratch)
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """One job's cells before their statistics: values cell after cell, and the cells."""
+
+    values: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    cell: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    params: StatParams
+    inflation: float = 1.0
+    whole: object = None
+
+
+def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellStats]:
+    """The statistics of all the jobs' cells, in one `segment_statistics` call per parameter set.
+
+    (The cells of all an image's overlaps together: on small images a job has only a few
+    cells, and the batched statistic gains by many.)
+    """
+    out: list = [None] * len(pending)
+    groups: dict = {}
+    for k, p in enumerate(pending):
+        groups.setdefault(p.params, []).append(k)
+    for stat_params, members in groups.items():
+        parts = [pending[k] for k in members]
+        base = np.cumsum([0] + [len(p.values) for p in parts[:-1]])
+        values = (np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values)
+        start = np.concatenate([p.start + b for p, b in zip(parts, base)])
+        count = np.concatenate([p.count for p in parts])
+        value, npix, err = segment_statistics(values, start, count, stat_params, scratch.work)
+        at = 0
+        for k, p in zip(members, parts):
+            sl = slice(at, at + len(p.count))
+            at += len(p.count)
+            out[k] = CellStats(p.cell, value[sl], npix[sl], err[sl] * p.inflation, p.x, p.y, p.whole)
+    return out
 
 
 def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[list[CellStats]]:
@@ -348,7 +389,7 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     else:
         runs = Runs.union(list(region), image.shape)
     if not runs:
-        return _no_cells()
+        return _no_pending(params)
     pieces, code, nv, u0, v0, _ = _cell_pieces(runs, grid)
     values = pieces.gather(image)  # cell after cell, rows in order inside each
     good = np.isfinite(values)
@@ -389,10 +430,9 @@ def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatP
         before = np.r_[0, np.cumsum(np.bincount(piece_cell, n, minlength=len(cells)))]
         seg_start = before[keep].astype(np.intp)
     seg_count = count[keep].astype(np.intp)
-    value, npix, err = segment_statistics(packed, seg_start, seg_count, params, scratch.work)
     cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
     cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
-    return CellStats(cell, value, npix, err, cx, cy)
+    return _Pending(packed, np.asarray(seg_start, np.intp), seg_count, cell, cx, cy, params)
 
 
 def _cell_pieces(runs: Runs, grid: CellGrid):
@@ -453,8 +493,7 @@ def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, par
     runs = region.runs
     of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
     if not runs:
-        whole = sky_statistic(np.empty(0), of_differences, work=scratch.work)
-        return replace(_no_cells(), whole=PairDifference(whole.value, 0, whole.err, 0, 0))
+        return replace(_no_pending(params), whole=PairDifference(math.nan, 0, math.nan, 0, 0))
     d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
                              lower=params.lower, upper=params.upper, buffers=scratch.differences)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
@@ -474,13 +513,12 @@ def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, par
     values = np.asarray(d)[order]
     cells = _piece_cells(values, np.isfinite(values), pieces, code, nv, u0, v0, image.shape[1],
                          of_differences, scratch)
-    return CellStats(cells.cell, cells.value, cells.npix, cells.err * inflation, cells.x, cells.y,
-                     whole)
+    return replace(cells, inflation=inflation, whole=whole)
 
 
-def _no_cells() -> CellStats:
-    e = np.empty(0)
-    return CellStats(np.empty(0, np.int64), e, np.empty(0, np.int64), e, e, e)
+def _no_pending(params: StatParams) -> _Pending:
+    e, i = np.empty(0), np.empty(0, np.intp)
+    return _Pending(e, i, i, np.empty(0, np.int64), e, e, params)
 
 
 # -- robust plane fits ------------------------------------------------------------------------------

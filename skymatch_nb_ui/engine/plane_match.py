@@ -70,6 +70,9 @@ class PlaneResult:
         Per pair, "" when its cells constrained the planes, else why it counted as a constant.
     cells : ndarray of int
         Per pair, the equations (cells) it gave to the solve (1 for a constant, 0 for none).
+    flat : bool
+        True when the slope test found no gradient (``slope_significance``): the levels are
+        those of ``skymodel="constant"``, the slopes 0 with their fitted errors.
     """
 
     slope_x: np.ndarray
@@ -80,6 +83,7 @@ class PlaneResult:
     resid_gradient: np.ndarray
     plane_fallback: np.ndarray
     cells: np.ndarray
+    flat: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -563,6 +567,7 @@ class PlaneSolution:
     resid_gradient: np.ndarray
     plane_fallback: np.ndarray
     cells: np.ndarray
+    slope_gain: tuple | None = None  # (chi2 gained by the slopes, their degrees of freedom)
 
 
 def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations, local,
@@ -598,6 +603,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
         matched = np.isfinite(off.coef).all(axis=1)
         delta = off.coef.copy()
         _pair_diagnostics(off, g, h, q, var, pair, centres, pair_residual, resid_gradient, fallback)
+        slope_gain = _slope_gain(n, g, h, d, var, off)
         for k in np.flatnonzero(~matched):
             reason[k] = "no valid overlap with another input"
         for k in np.flatnonzero(off.slope_free & matched):
@@ -629,7 +635,48 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     for k in np.flatnonzero(~valid):
         reason[k] = reason[k] or "no sky could be computed"
     return PlaneSolution(coef, cov, valid, reason, comp, delta, loc, tuple(warnings),
-                         pair_residual, resid_gradient, fallback, cells)
+                         pair_residual, resid_gradient, fallback, cells,
+                         slope_gain if "match" in skymethod else None)
+
+
+def _slope_gain(n, g, h, d, var, off) -> tuple[float, int]:
+    """How much the slopes lower the equations' chi-square, and how many slopes that took.
+
+    The equations the plane solve kept, fitted again with the slopes fixed at 0 (levels
+    only): for linear least squares the difference of the two chi-squares is the full
+    ``s^T C^-1 s`` of all the slopes together (correlations included), a chi-square with as
+    many degrees of freedom as slopes the overlaps determine when there is no gradient.  It
+    is divided by the plane fit's chi-square per degree of freedom when that exceeds 1 (the
+    cells also see what does not cancel between the two sides: the errors are scaled alike).
+    """
+    from scipy.sparse import coo_matrix as _coo
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import spsolve
+
+    from .planes import _floored
+
+    used = off.used & np.isfinite(off.residual)
+    gu, hu, du = g[used], h[used], d[used]
+    w = 1.0 / _floored(var)[used]
+    chi2_plane = float(np.sum(off.residual[used] ** 2 * w))
+    members = np.unique(np.concatenate([gu, hu]))
+    comps = len(np.unique(off.component[members])) if len(members) else 0
+    if not len(du):
+        return 0.0, 0
+    rows = np.concatenate([gu, hu, gu, hu])
+    cols = np.concatenate([gu, hu, hu, gu])
+    vals = np.concatenate([w, w, -w, -w])
+    normal = _coo((vals, (rows, cols)), shape=(n, n)).tocsc()
+    diag = normal.diagonal()
+    ridge = 1e-10 * float(np.median(diag[diag > 0]))
+    rhs = np.bincount(gu, w * du, minlength=n) - np.bincount(hu, w * du, minlength=n)
+    levels = spsolve(normal + ridge * identity(n, format="csc"), rhs)
+    chi2_const = float(np.sum(w * (du - levels[gu] + levels[hu]) ** 2))
+    measured = int((~off.slope_free[members]).sum())
+    dof = max(2 * measured - 2 * comps, 0)
+    rows_dof = len(du) - 3 * len(members) + 3 * comps
+    scale2 = max(1.0, chi2_plane / rows_dof) if rows_dof > 0 else 1.0
+    return max(chi2_const - chi2_plane, 0.0) / scale2, dof
 
 
 def _scopes(anchor: str, comp: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
@@ -749,3 +796,93 @@ def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping
     )
     return replace(result, sky=level, sky_err=sky_err, local=local, delta=delta, pairs=table,
                    plane=plane)
+
+
+# -- the slope test ----------------------------------------------------------------------------------
+def slope_chi2(sol: PlaneSolution) -> tuple[np.ndarray, int]:
+    """Per input with measured slopes, ``s^T C^-1 s`` of its slopes ``s`` (covariance ``C``).
+
+    Returns the chi-squares (NaN for inputs whose slopes were not measured) and the count
+    of the others.
+    """
+    n = len(sol.coef)
+    chi2 = np.full(n, np.nan)
+    for k in range(n):
+        s, c = sol.coef[k, 1:], sol.cov[k, 1:, 1:]
+        if not (np.isfinite(s).all() and np.isfinite(c).all()):
+            continue
+        try:
+            chi2[k] = float(s @ np.linalg.solve(c, s))
+        except np.linalg.LinAlgError:
+            continue
+    return chi2, int(np.isfinite(chi2).sum())
+
+
+def slopes_significant(sol: PlaneSolution, alpha: float) -> bool:
+    """Whether the slopes of the inputs reject "no gradient anywhere" at false-alarm ``alpha``.
+
+    Two chi-square tests of the fitted slopes against zero: all the slopes together (for the
+    match methods the chi-square the slopes gain in the fit of the overlaps' equations,
+    `_slope_gain`: their full covariance, correlations included; for ``local`` and
+    ``global`` the sum over the independent per-image fits, 2 degrees of freedom each), and
+    the largest single input's ``s^T C^-1 s`` with its own covariance (Bonferroni-corrected:
+    ``alpha / inputs``), so that a gradient spread thinly over many images and one strong
+    gradient in a single image are both found.  Either rejecting keeps the planes; ``alpha``
+    0 always keeps them.
+    """
+    if alpha <= 0:
+        return True
+    from scipy.stats import chi2 as chi2_dist
+
+    chi2, m = slope_chi2(sol)
+    if m == 0:
+        return True  # nothing measured: nothing to test (the planes are whatever was set)
+    alpha = min(float(alpha), 1.0)
+    if sol.slope_gain is not None:  # matched: all the slopes together (`_slope_gain`)
+        total, dof = sol.slope_gain
+    else:  # local, global: independent fits per image
+        total, dof = float(np.nansum(chi2)), 2 * m
+    if dof > 0 and total > chi2_dist.isf(alpha, dof):
+        return True
+    return bool(np.nanmax(chi2) > chi2_dist.isf(alpha / m, 2))
+
+
+def constant_planes(result, constant, sol: PlaneSolution, layout: _Layout, equations):
+    """A plane result whose planes are flat: ``constant``'s levels, slopes 0 with their errors.
+
+    ``result`` is the plane fit, ``constant`` the ``skymodel="constant"`` result of the same
+    parameters; per pair the residual gradient is that of the pair's cells after the
+    constant levels (with zero slopes).
+    """
+    from dataclasses import replace as _replace
+
+    plane = result.plane
+    n = len(constant.sky)
+    valid = constant.valid
+    cov = np.zeros((n, 3, 3))
+    cov[:, 0, 0] = constant.sky_err**2
+    cov[:, 1:, 1:] = plane.cov[:, 1:, 1:]
+    cov[~valid] = np.nan
+    zero = np.where(valid, 0.0, np.nan)
+    resid_gradient = np.full(len(plane.resid_gradient), np.nan)
+    if equations is not None:
+        g, h, q, _q_h, d, var, pair, fallback, _cells = equations
+        level = np.full(len(layout.centres), np.nan)
+        for a in range(n):  # an input's level: its members' (the constant model gives all one)
+            level[layout.image_input[a]] = constant.sky[a]
+        residual = d - (level[g] - level[h])
+
+        class _Fit:
+            pass
+
+        fit = _Fit()
+        fit.residual, fit.used = residual, np.isfinite(residual)
+        mean = np.full(len(resid_gradient), np.nan)
+        _pair_diagnostics(fit, g, h, q, var, pair, layout.centres, mean, resid_gradient,
+                          np.asarray(fallback, dtype=object))
+    flat = PlaneResult(
+        slope_x=zero.copy(), slope_y=zero.copy(), cov=cov, gradient=zero.copy(),
+        gradient_pa=np.full(n, np.nan), resid_gradient=resid_gradient,
+        plane_fallback=plane.plane_fallback, cells=plane.cells, flat=True,
+    )
+    return _replace(constant, params=result.params, plane=flat)

@@ -168,7 +168,7 @@ def _batched(values, start, count, params: StatParams):
     inset = None  # all the base set
     core = None
     active = has & ~left
-    for npass in range(params.nclip):
+    for _ in range(params.nclip):
         active &= ~(std <= _TINY * np.abs(mean))  # limits below float64 resolution: done
         if not active.any():
             break
@@ -352,7 +352,7 @@ def _modes(counts, nb, ymin, h, std, n, binwidth):
                                     kernel[rows], idx)
         prev = chosen_peak[rows, :level]
         moved = np.any(np.abs(peak[:, None] - prev) * h[rows, None]
-                       > _MODE_STAY * chosen_err[rows, :level], axis=1) if level else np.zeros(len(rows), bool)
+                       > _MODE_STAY * chosen_err[rows, :level], axis=1)
         stop = np.isnan(peak) | moved
         go = rows[~stop]
         chosen_peak[go, level] = peak[~stop]
@@ -381,7 +381,7 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx):
     reach = np.ceil(_REACH * w).astype(np.int64)
     # a circular convolution of this size is the linear one on the first `width` bins
     need = max(width + int(reach.max()) + 1, 2 * int(reach.max()) + 2)
-    size = 1 << int(math.ceil(math.log2(need)))
+    size = 1 << math.ceil(math.log2(need))
     d = np.arange(size)
     d = np.where(d <= size // 2, d, d - size)  # circular offsets
     kern = np.exp(-0.5 * (d[None, :] / w[:, None]) ** 2)

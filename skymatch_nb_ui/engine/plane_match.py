@@ -376,17 +376,25 @@ class PlaneStage:
         for (a, b), r in runs.items():
             if r and layout.image_input[a] != layout.image_input[b]:
                 partners.setdefault(a, []).append(b)
-        out = {}
+        per_image: dict[int, list] = {}
         for plan in layout.plans:
             for _, a, ck in self._cell_keys(plan, key, sampled):
-                c = self.cells[ck]
-                px, py = np.rint(c.x).astype(np.intp), np.rint(c.y).astype(np.intp)
-                inside: dict[int, np.ndarray] = {}
-                for b in partners.get(a, ()):
-                    h = int(layout.image_input[b])
-                    inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
-                count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
-                out[ck] = np.maximum(count, 1)
+                per_image.setdefault(a, []).append(ck)
+        out = {}
+        for a, cks in per_image.items():  # all an image's cells at once
+            cells = [self.cells[ck] for ck in cks]
+            px = np.rint(np.concatenate([c.x for c in cells])).astype(np.intp)
+            py = np.rint(np.concatenate([c.y for c in cells])).astype(np.intp)
+            inside: dict[int, np.ndarray] = {}
+            for b in partners.get(a, ()):
+                h = int(layout.image_input[b])
+                inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
+            count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+            count = np.maximum(count, 1)
+            start = 0
+            for ck, c in zip(cks, cells):
+                out[ck] = count[start : start + len(c.x)]
+                start += len(c.x)
         return out
 
     def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):

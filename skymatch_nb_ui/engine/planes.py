@@ -420,7 +420,10 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
 def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatParams,
                  scratch: Scratch) -> CellStats:
     """The statistic of ``values`` (gathered piece after piece, cell after cell) in each cell."""
-    cells, first = np.unique(code, return_index=True)
+    if not len(code):
+        return _no_pending(params)
+    first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # the code is sorted
+    cells = code[first]
     ends = np.r_[first[1:], len(code)]
     lengths = pieces.stop - pieces.start
     at = np.r_[0, np.cumsum(lengths)]

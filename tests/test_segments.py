@@ -109,3 +109,32 @@ def test_any_cells_match_the_per_cell_statistic(cells, skystat, nclip, sigma):
             segment_statistics(values, start, count, params)
         return
     _assert_same(segment_statistics(values, start, count, params), want)
+
+
+def test_image_cells_use_exactly_their_usable_pixels():
+    from skymatch_nb_ui.engine.loaders import ArrayImage
+    from skymatch_nb_ui.engine.planes import CellGrid, measure_cells
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(10.0, 1.0, (90, 130))
+    image[rng.random(image.shape) < 0.05] = np.nan
+    mask = rng.random(image.shape) > 0.1
+    theta = np.radians(20.0)  # cells rotated against the pixel grid
+    grid = CellGrid(np.array([[np.cos(theta), np.sin(theta)],
+                              [-np.sin(theta), np.cos(theta)]]) / 23.0, np.array([0.3, 2.1]))
+    params = StatParams(skystat="median")
+    cells = measure_cells(ArrayImage(image, good=mask), [(None, grid)], params)[0]
+    y, x = np.mgrid[0:90, 0:130]
+    u = np.floor(grid.matrix[0, 0] * x + grid.matrix[0, 1] * y + grid.offset[0]).astype(int)
+    v = np.floor(grid.matrix[1, 0] * x + grid.matrix[1, 1] * y + grid.offset[1]).astype(int)
+    usable = mask & np.isfinite(image)
+    offset = 1 << 20
+    code = ((u + offset).astype(np.int64) << 21) | (v + offset)
+    assert len(cells.cell) > 10
+    for k, c in enumerate(cells.cell):
+        inside = (code == c) & usable
+        assert cells.x[k] == pytest.approx(x[inside].mean(), abs=1e-9)
+        assert cells.y[k] == pytest.approx(y[inside].mean(), abs=1e-9)
+        want = sky_statistic(image[inside], params)
+        assert cells.value[k] == pytest.approx(want.value, abs=1e-12)
+        assert cells.npix[k] == want.npix

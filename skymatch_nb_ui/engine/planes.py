@@ -427,19 +427,18 @@ def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatP
     ends = np.r_[first[1:], len(code)]
     lengths = pieces.stop - pieces.start
     at = np.r_[0, np.cumsum(lengths)]
-    all_good = bool(good.all())
-    if all_good:  # centroids from the pieces alone
-        n = lengths.astype(float)
-        sx = n * (pieces.start + pieces.stop - 1) / 2.0
-        sy = n * pieces.rows
-    else:
-        idx = pieces.flat_indices(nx)
-        starts = at[:-1][lengths > 0]
-        n = np.zeros(len(lengths))
-        sx, sy = np.zeros(len(lengths)), np.zeros(len(lengths))
-        n[lengths > 0] = np.add.reduceat(good, starts)
-        sx[lengths > 0] = np.add.reduceat(np.where(good, idx % nx, 0), starts)
-        sy[lengths > 0] = np.add.reduceat(np.where(good, idx // nx, 0), starts)
+    bad = np.flatnonzero(~good)
+    all_good = not len(bad)
+    # centroids from the pieces alone, less the unusable pixels (few: no per-pixel pass)
+    n = lengths.astype(float)
+    sx = n * (pieces.start + pieces.stop - 1) / 2.0
+    sy = n * pieces.rows
+    if not all_good:
+        piece = np.searchsorted(at, bad, side="right") - 1
+        m = len(lengths)
+        n = n - np.bincount(piece, minlength=m)
+        sx = sx - np.bincount(piece, pieces.start[piece] + (bad - at[piece]), minlength=m)
+        sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
     piece_cell = np.repeat(np.arange(len(cells)), ends - first)
     count = np.bincount(piece_cell, n, minlength=len(cells))
     keep = np.flatnonzero(count >= MIN_CELL_PIXELS)

@@ -373,6 +373,7 @@ class SkyMatchParams(_Params):
     )
     slope_significance: float = _param(
         "slope_significance", kind="float", default=1e-3, stage="solve", minimum=0.0,
+        widget_min=0.0, widget_max=1.0, step=0.001,
         help="skymodel='plane': keep the fitted slopes only when a chi-square test of them "
         "against zero rejects 'no gradient' at this false-alarm probability (0: always keep)",
         doc="With ``skymodel=\"plane\"``, the fitted slopes of all inputs are tested against "

@@ -138,3 +138,25 @@ def test_image_cells_use_exactly_their_usable_pixels():
         want = sky_statistic(image[inside], params)
         assert cells.value[k] == pytest.approx(want.value, abs=1e-12)
         assert cells.npix[k] == want.npix
+
+
+@pytest.mark.parametrize("options", [{}, {"binwidth": 0.5}, {"binwidth": 2.0}, {"nclip": 0}])
+def test_large_cells_mode_equals_the_per_cell_statistic(options):
+    """Cells above BATCH_MAX: `stats`' clipped sets, the peaks of all of them at once."""
+    rng = np.random.default_rng(11)
+    count = rng.integers(BATCH_MAX + 1, 4 * BATCH_MAX, 24)
+    parts = []
+    for i, c in enumerate(count):
+        v = rng.normal(rng.normal(0, 50), rng.uniform(0.5, 3), c)
+        if i % 3 == 0:
+            v[: c // 8] += rng.exponential(10, c // 8)  # an asymmetric top
+        if i % 5 == 0:
+            v = np.round(v)
+        if i % 7 == 0:
+            v[:] = -2.5
+        parts.append(v.astype(np.float32))
+    values = np.concatenate(parts)
+    start = np.cumsum(count) - count
+    params = StatParams(skystat="mode", **options)
+    _assert_same(segment_statistics(values, start, count, params),
+                 _per_cell(values, start, count, params))

@@ -45,6 +45,9 @@ from .planes import (
 
 __all__ = ["PlaneResult", "PlaneStage"]
 
+#: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
+_SPLIT_FROM = 65536
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,39 +234,52 @@ class PlaneStage:
             execution.report("statistics", 0, 0)
             return
         images = sorted(todo)
-        tasks = []
+        built: dict[int, list] = {}  # image -> [(job, size)] in todo order
         for a in images:
-            jobs, size = [], 0
+            built[a] = []
             for _, what, grid in todo[a]:
                 if what is None:
-                    jobs.append((None, grid))
-                    size += self._shapes[a][0] * self._shapes[a][1]
+                    job, size = (None, grid), self._shapes[a][0] * self._shapes[a][1]
                 elif isinstance(what, tuple) and what and what[0] == "-":
                     o = what[1]
                     runs = self._geometry_runs[(a, o)]
-                    jobs.append((DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid))
-                    size += runs.npix
+                    job, size = (DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid), runs.npix
                 else:
                     runs = self._runs(a, what)
-                    jobs.append((runs, grid))
-                    size += sum(r.npix for r in runs)
-            tasks.append(CellTask(loaders[a], tuple(jobs), size, label=f"images[{a}]"))
+                    job, size = (runs, grid), sum(r.npix for r in runs)
+                built[a].append((job, size))
+        files = any(not getattr(loaders[a], "in_memory", False) for a in images)
+        image_sizes = [sum(size for _, size in built[a]) for a in images]
+        gil_free = sum(image_sizes) if pairs and _differences(params) else 0
+        kind = execution.kind(files, image_sizes, gil_free=gil_free)
+        # on threads, images in memory, large overlaps: one task per overlap (finer tasks
+        # balance the threads, as the constant stage's); else one per image (its pixels
+        # read once, all its small cells' statistics batched together)
+        jobs = sum(len(built[a]) for a in images)
+        split = kind == "threads" and not files and sum(image_sizes) >= _SPLIT_FROM * jobs
+        parts = []  # (image, indices into todo[image])
+        for a in images:
+            if split:
+                parts += [(a, [k]) for k in range(len(built[a]))]
+            else:
+                parts.append((a, list(range(len(built[a])))))
+        tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
+                          sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 
         def keep(t: int, stats: list) -> None:
-            for (ck, what, _), cell in zip(todo[images[t]], stats[0]):
+            a, ks = parts[t]
+            for k, cell in zip(ks, stats[0]):
+                ck, what, _ = todo[a][k]
                 if cell.whole is not None:
                     if on_whole is not None:
-                        on_whole(images[t], what[1], cell.whole)
+                        on_whole(a, what[1], cell.whole)
                     cell = replace(cell, whole=None)
                 self.cells[ck] = cell
 
-        files = any(not getattr(loaders[a], "in_memory", False) for a in images)
         sizes = [t.size for t in tasks]
-        gil_free = sum(sizes) if pairs and _differences(params) else 0
-        kind = execution.kind(files, sizes, gil_free=gil_free)
         order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
         execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
-                      units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)
+                      units=[len(ks) for _, ks in parts], kind=kind, on_result=keep, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.

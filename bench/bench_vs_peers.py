@@ -169,7 +169,7 @@ def settings_of(args) -> list[tuple[str, dict]]:
             entries += [("ours", {"skystat": s, "compare": c, **m})
                         for m in models for c in args.compare for s in args.stats]
         elif engine == "montage" and gradient:
-            entries += [("montage", {"fit": "levels"}), ("montage", {"fit": "planes"})]
+            entries += [("montage", {"fit": fit}) for fit in args.montage_fits]
         elif engine == "reference":
             entries += [("reference", {"skystat": s}) for s in args.ref_stats]
         else:
@@ -560,6 +560,9 @@ def parse_args(argv):
                         help="nebula (default) or gradient (a random sky plane per image on top)")
     parser.add_argument("--skymodels", type=choice_list(SKYMODELS), default=list(SKYMODELS),
                         help="our sky models in the gradient scene (default both)")
+    parser.add_argument("--montage-fits", type=choice_list(("levels", "planes")),
+                        default=["levels", "planes"],
+                        help="Montage's fits in the gradient scene (default both)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", help="keep the mosaics' FITS files in this directory")

@@ -803,6 +803,29 @@ plot_planes(planes, ax=fig.add_subplot(1, 2, 1, projection=wcs))
 plot_footprints(planes, color_by="gradient", ax=fig.add_subplot(1, 2, 2, projection=wcs))
 plt.show()"""),
     ("code", """FootprintMap(coll, planes, color_by="gradient", show_overlaps=True)"""),
+    ("markdown", """## No gradient: no planes
+
+A plane's level at an image's centre is an extrapolation from the overlaps at its edges, so
+it is several times less precise than a constant from the same overlaps. When the sky has no
+gradient, `skymodel="plane"` says so and keeps the constants: a chi-square test of all the
+fitted slopes against zero (`slope_significance`, the test's false-alarm probability, 0.001
+by default; 0 always keeps the fitted slopes). The result then has the levels of
+`skymodel="constant"`, the slopes 0 with their errors, and the Dataset's
+`attrs["plane_flat"]` is 1. The same images as above without their planes:"""),
+    ("code", """flat = make_mosaic((3, 4), shape=(160, 160), overlap=0.2, noise=NOISE, sources=4,
+                   tangent="shared", seed=13)
+flat_coll = ImageCollection.from_arrays(flat.images, flat.wcs, names=flat.names)
+tested = flat_coll.skymatch(skymethod="match", skystat="median", skymodel="plane")
+fitted = flat_coll.skymatch(skymethod="match", skystat="median", skymodel="plane",
+                            slope_significance=0)
+constants = flat_coll.skymatch(skymethod="match", skystat="median")
+truth = flat.sky - flat.sky.mean()
+for name, result in [("plane", tested), ("plane, slopes kept", fitted), ("constant", constants)]:
+    off = result["sky"].values - result["sky"].values.mean() - truth
+    print(f"{name:>20}: levels off by {off.std():.4f} rms, sky_err {result['sky_err'].values.mean():.4f}")
+print("slopes:", np.unique(tested["slope_x"].values), "+-", tested["slope_x_err"].values.mean().round(5))
+assert tested.attrs["plane_flat"] == 1 and fitted.attrs["plane_flat"] == 0
+assert np.array_equal(tested["sky"].values, constants["sky"].values)"""),
 ]
 
 

@@ -616,6 +616,8 @@ class ImageCollection:
         dataset.attrs["skymodel"] = result.params.get("skymodel", "constant")
         if result.plane is not None:
             dataset = dataset.assign(_plane_variables(result, unit))
+            # the slope test found no gradient: constants' levels, slopes 0 (slope_significance)
+            dataset.attrs["plane_flat"] = int(getattr(result.plane, "flat", False))
         # where each image is, so that a result alone can be mapped (plotting, widgets)
         return dataset.assign(self._positions)
 

@@ -265,6 +265,17 @@ class SkyMatcher:
         execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
         if params.skymodel == "plane":
             return self._run_planes(params, grouping, execution)
+        result = self._solve_constant(params, grouping, execution)
+        execution.report("solve", 1, 1)
+        if params.subtract:
+            result = self._subtracted(result, execution)
+        for message in result.warnings:
+            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
+        return result
+
+    def _solve_constant(self, params: SkyMatchParams, grouping: Grouping,
+                        execution: Execution) -> SkyMatchResult:
+        """Stages 1-3 with ``skymodel="constant"``: the result before any subtraction."""
         with self._lock:  # one run at a time: the caches are shared
             self._use_stepsize(params.stepsize)
             self._stage_geometry(execution)
@@ -278,13 +289,7 @@ class SkyMatcher:
                               names=tuple(grouping.names()), robust=params.robust,
                               pair_cov=pair_cov)
             solution = solve(params.skymethod, problem)
-        result = assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
-        execution.report("solve", 1, 1)
-        if params.subtract:
-            result = self._subtracted(result, execution)
-        for message in result.warnings:
-            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
-        return result
+        return assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
 
     def _subtracted(self, result: SkyMatchResult, execution: Execution) -> SkyMatchResult:
         """``result`` with sky-subtracted copies of the images (read one at a time)."""
@@ -298,7 +303,13 @@ class SkyMatcher:
 
     def _run_planes(self, params: SkyMatchParams, grouping: Grouping, execution: Execution):
         """`run` with ``skymodel="plane"`` (see `plane_match`)."""
-        from .plane_match import PlaneStage, plane_result, solve_planes
+        from .plane_match import (
+            PlaneStage,
+            constant_planes,
+            plane_result,
+            slopes_significant,
+            solve_planes,
+        )
 
         matching = "match" in params.skymethod
         own = params.skymethod != "match"
@@ -310,13 +321,18 @@ class SkyMatcher:
             stage = self._planes
             stage.use_geometry(geometry)
             layout = stage.layout(geometry, grouping)
+            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
+            key = params.key("statistics")
+
+            def whole(s, o, value):  # the whole overlap's differences, from the cells' pass
+                self._differences[(key, s, o)] = value
+
+            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
+                          sampled=sampled, pixel_map=getattr(self, "_map", None), on_whole=whole)
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
                 pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
             else:
                 pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
-            sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
-            stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
-                          sampled=sampled, pixel_map=getattr(self, "_map", None))
             execution.check("solve")
             execution.report("solve", 0, 1)
             equations = stage.equations(layout, params, pairs, sampled) if matching else None
@@ -328,6 +344,11 @@ class SkyMatcher:
                                     lambda comp, n: _disconnected_message(problem, comp, n))
         own_npix = stage.cell_pixels(layout, params) if own else None
         result = plane_result(solution, layout, pairs, grouping, own_npix, params.as_dict())
+        if not slopes_significant(solution, params.slope_significance):
+            # no gradient to speak of: the constants' levels, slopes 0 (`slope_significance`)
+            constant = self._solve_constant(params.replace(skymodel="constant"), grouping,
+                                            execution)
+            result = constant_planes(result, constant, solution, layout, equations)
         execution.report("solve", 1, 1)
         if params.subtract:
             result = self._subtracted(result, execution)
@@ -562,6 +583,7 @@ def skymatch(
     anchor: Anchor = "global",
     robust: bool = True,
     skymodel: SkyModel = "constant",
+    slope_significance: float = 1e-3,
     scheduler=None,
     workers: int | None = None,
     progress: Callable[[Progress], object] | None = None,
@@ -624,6 +646,7 @@ def skymatch(
         skymethod=skymethod, match_down=match_down, subtract=subtract, skystat=skystat,
         lower=lower, upper=upper, nclip=nclip, lsigma=lsigma, usigma=usigma, binwidth=binwidth,
         compare=compare, stepsize=stepsize, anchor=anchor, robust=robust, skymodel=skymodel,
+        slope_significance=slope_significance,
     )
     matcher = SkyMatcher(images, wcs, masks=masks, stepsize=params.stepsize, workers=workers,
                          scheduler=scheduler)

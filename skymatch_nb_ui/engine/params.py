@@ -172,6 +172,12 @@ class _Params:
                 f"lower must be <= upper (they bound the usable values, inclusive); "
                 f"got lower={lower!r}, upper={upper!r}"
             )
+        alpha = getattr(self, "slope_significance", 0.0)
+        if alpha > 1.0:
+            raise ValueError(
+                f"slope_significance must be a probability between 0 and 1 (0: always keep "
+                f"the fitted slopes); got {alpha!r}"
+            )
 
     @classmethod
     def specs(cls) -> dict[str, ParamSpec]:
@@ -364,6 +370,19 @@ class SkyMatchParams(_Params):
         "plane per input, ``level + slope_x * (x - x0) + slope_y * (y - y0)`` in each image's "
         "pixels about its centre, one plane on the sky for a group; fitted from robust "
         "statistics in cells of every overlap (see `skymatch_nb_ui.engine.planes`).",
+    )
+    slope_significance: float = _param(
+        "slope_significance", kind="float", default=1e-3, stage="solve", minimum=0.0,
+        widget_min=0.0, widget_max=1.0, step=0.001,
+        help="skymodel='plane': keep the fitted slopes only when a chi-square test of them "
+        "against zero rejects 'no gradient' at this false-alarm probability (0: always keep)",
+        doc="With ``skymodel=\"plane\"``, the fitted slopes of all inputs are tested against "
+        "their covariances (the sum of each input's chi-square with 2 degrees of freedom, "
+        "and the largest one, Bonferroni-corrected).  When neither rejects \"no gradient "
+        "anywhere\" at this probability, the planes are not needed: the levels are those of "
+        "``skymodel=\"constant\"`` (as precise: a plane's level at the image centre is an "
+        "extrapolation from the overlaps, several times less precise), the slopes 0 with "
+        "their fitted errors.  ``0`` always keeps the fitted slopes.",
     )
 
     @property

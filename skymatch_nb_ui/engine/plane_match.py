@@ -15,7 +15,7 @@ solve are described in `skymatch_nb_ui.engine.planes`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from .planes import (
 
 __all__ = ["PlaneResult", "PlaneStage"]
 
+#: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
+_SPLIT_FROM = 65536
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +73,9 @@ class PlaneResult:
         Per pair, "" when its cells constrained the planes, else why it counted as a constant.
     cells : ndarray of int
         Per pair, the equations (cells) it gave to the solve (1 for a constant, 0 for none).
+    flat : bool
+        True when the slope test found no gradient (``slope_significance``): the levels are
+        those of ``skymodel="constant"``, the slopes 0 with their fitted errors.
     """
 
     slope_x: np.ndarray
@@ -80,6 +86,7 @@ class PlaneResult:
     resid_gradient: np.ndarray
     plane_fallback: np.ndarray
     cells: np.ndarray
+    flat: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,12 +201,15 @@ class PlaneStage:
 
     # -- stage 2 for planes ------------------------------------------------------------------
     def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
-                sampled=None, pixel_map=None) -> None:
+                sampled=None, pixel_map=None, on_whole=None) -> None:
         """Compute the cell statistics not cached yet (one task per image).
 
         With ``compare="differences"`` a pair's cells hold the statistic of its pixel
         differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
         o)`` where its pixels fall in the other (the matcher's, shared with the constants).
+        The same interpolation gives the whole overlap's statistic (what the constants and
+        the pair table use): ``on_whole(s, o, PairDifference)`` receives it, so that the
+        differences are interpolated once per pair.
         """
         key = params.key("statistics")
         todo: dict[int, list] = {}  # image -> [(cache key, what, grid)]
@@ -224,34 +234,52 @@ class PlaneStage:
             execution.report("statistics", 0, 0)
             return
         images = sorted(todo)
-        tasks = []
+        built: dict[int, list] = {}  # image -> [(job, size)] in todo order
         for a in images:
-            jobs, size = [], 0
+            built[a] = []
             for _, what, grid in todo[a]:
                 if what is None:
-                    jobs.append((None, grid))
-                    size += self._shapes[a][0] * self._shapes[a][1]
+                    job, size = (None, grid), self._shapes[a][0] * self._shapes[a][1]
                 elif isinstance(what, tuple) and what and what[0] == "-":
                     o = what[1]
                     runs = self._geometry_runs[(a, o)]
-                    jobs.append((DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid))
-                    size += runs.npix
+                    job, size = (DifferenceRegion(loaders[o], runs, pixel_map(a, o)), grid), runs.npix
                 else:
                     runs = self._runs(a, what)
-                    jobs.append((runs, grid))
-                    size += sum(r.npix for r in runs)
-            tasks.append(CellTask(loaders[a], tuple(jobs), size, label=f"images[{a}]"))
+                    job, size = (runs, grid), sum(r.npix for r in runs)
+                built[a].append((job, size))
+        files = any(not getattr(loaders[a], "in_memory", False) for a in images)
+        image_sizes = [sum(size for _, size in built[a]) for a in images]
+        gil_free = sum(image_sizes) if pairs and _differences(params) else 0
+        kind = execution.kind(files, image_sizes, gil_free=gil_free)
+        # on threads, images in memory, large overlaps: one task per overlap (finer tasks
+        # balance the threads, as the constant stage's); else one per image (its pixels
+        # read once, all its small cells' statistics batched together)
+        jobs = sum(len(built[a]) for a in images)
+        split = kind == "threads" and not files and sum(image_sizes) >= _SPLIT_FROM * jobs
+        parts = []  # (image, indices into todo[image])
+        for a in images:
+            if split:
+                parts += [(a, [k]) for k in range(len(built[a]))]
+            else:
+                parts.append((a, list(range(len(built[a])))))
+        tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
+                          sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 
         def keep(t: int, stats: list) -> None:
-            for (ck, _, _), cell in zip(todo[images[t]], stats[0]):
+            a, ks = parts[t]
+            for k, cell in zip(ks, stats[0]):
+                ck, what, _ = todo[a][k]
+                if cell.whole is not None:
+                    if on_whole is not None:
+                        on_whole(a, what[1], cell.whole)
+                    cell = replace(cell, whole=None)
                 self.cells[ck] = cell
 
-        files = any(not getattr(loaders[a], "in_memory", False) for a in images)
         sizes = [t.size for t in tasks]
-        kind = execution.kind(files, sizes)
         order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
         execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
-                      units=[len(todo[a]) for a in images], kind=kind, on_result=keep, order=order)
+                      units=[len(ks) for _, ks in parts], kind=kind, on_result=keep, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
@@ -364,17 +392,25 @@ class PlaneStage:
         for (a, b), r in runs.items():
             if r and layout.image_input[a] != layout.image_input[b]:
                 partners.setdefault(a, []).append(b)
-        out = {}
+        per_image: dict[int, list] = {}
         for plan in layout.plans:
             for _, a, ck in self._cell_keys(plan, key, sampled):
-                c = self.cells[ck]
-                px, py = np.rint(c.x).astype(np.intp), np.rint(c.y).astype(np.intp)
-                inside: dict[int, np.ndarray] = {}
-                for b in partners.get(a, ()):
-                    h = int(layout.image_input[b])
-                    inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
-                count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
-                out[ck] = np.maximum(count, 1)
+                per_image.setdefault(a, []).append(ck)
+        out = {}
+        for a, cks in per_image.items():  # all an image's cells at once
+            cells = [self.cells[ck] for ck in cks]
+            px = np.rint(np.concatenate([c.x for c in cells])).astype(np.intp)
+            py = np.rint(np.concatenate([c.y for c in cells])).astype(np.intp)
+            inside: dict[int, np.ndarray] = {}
+            for b in partners.get(a, ()):
+                h = int(layout.image_input[b])
+                inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
+            count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+            count = np.maximum(count, 1)
+            start = 0
+            for ck, c in zip(cks, cells):
+                out[ck] = count[start : start + len(c.x)]
+                start += len(c.x)
         return out
 
     def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
@@ -555,6 +591,7 @@ class PlaneSolution:
     resid_gradient: np.ndarray
     plane_fallback: np.ndarray
     cells: np.ndarray
+    slope_gain: tuple | None = None  # (chi2 gained by the slopes, their degrees of freedom)
 
 
 def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations, local,
@@ -590,6 +627,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
         matched = np.isfinite(off.coef).all(axis=1)
         delta = off.coef.copy()
         _pair_diagnostics(off, g, h, q, var, pair, centres, pair_residual, resid_gradient, fallback)
+        slope_gain = _slope_gain(n, g, h, d, var, off)
         for k in np.flatnonzero(~matched):
             reason[k] = "no valid overlap with another input"
         for k in np.flatnonzero(off.slope_free & matched):
@@ -621,7 +659,48 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     for k in np.flatnonzero(~valid):
         reason[k] = reason[k] or "no sky could be computed"
     return PlaneSolution(coef, cov, valid, reason, comp, delta, loc, tuple(warnings),
-                         pair_residual, resid_gradient, fallback, cells)
+                         pair_residual, resid_gradient, fallback, cells,
+                         slope_gain if "match" in skymethod else None)
+
+
+def _slope_gain(n, g, h, d, var, off) -> tuple[float, int]:
+    """How much the slopes lower the equations' chi-square, and how many slopes that took.
+
+    The equations the plane solve kept, fitted again with the slopes fixed at 0 (levels
+    only): for linear least squares the difference of the two chi-squares is the full
+    ``s^T C^-1 s`` of all the slopes together (correlations included), a chi-square with as
+    many degrees of freedom as slopes the overlaps determine when there is no gradient.  It
+    is divided by the plane fit's chi-square per degree of freedom when that exceeds 1 (the
+    cells also see what does not cancel between the two sides: the errors are scaled alike).
+    """
+    from scipy.sparse import coo_matrix as _coo
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import spsolve
+
+    from .planes import _floored
+
+    used = off.used & np.isfinite(off.residual)
+    gu, hu, du = g[used], h[used], d[used]
+    w = 1.0 / _floored(var)[used]
+    chi2_plane = float(np.sum(off.residual[used] ** 2 * w))
+    members = np.unique(np.concatenate([gu, hu]))
+    comps = len(np.unique(off.component[members])) if len(members) else 0
+    if not len(du):
+        return 0.0, 0
+    rows = np.concatenate([gu, hu, gu, hu])
+    cols = np.concatenate([gu, hu, hu, gu])
+    vals = np.concatenate([w, w, -w, -w])
+    normal = _coo((vals, (rows, cols)), shape=(n, n)).tocsc()
+    diag = normal.diagonal()
+    ridge = 1e-10 * float(np.median(diag[diag > 0]))
+    rhs = np.bincount(gu, w * du, minlength=n) - np.bincount(hu, w * du, minlength=n)
+    levels = spsolve(normal + ridge * identity(n, format="csc"), rhs)
+    chi2_const = float(np.sum(w * (du - levels[gu] + levels[hu]) ** 2))
+    measured = int((~off.slope_free[members]).sum())
+    dof = max(2 * measured - 2 * comps, 0)
+    rows_dof = len(du) - 3 * len(members) + 3 * comps
+    scale2 = max(1.0, chi2_plane / rows_dof) if rows_dof > 0 else 1.0
+    return max(chi2_const - chi2_plane, 0.0) / scale2, dof
 
 
 def _scopes(anchor: str, comp: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
@@ -741,3 +820,93 @@ def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping
     )
     return replace(result, sky=level, sky_err=sky_err, local=local, delta=delta, pairs=table,
                    plane=plane)
+
+
+# -- the slope test ----------------------------------------------------------------------------------
+def slope_chi2(sol: PlaneSolution) -> tuple[np.ndarray, int]:
+    """Per input with measured slopes, ``s^T C^-1 s`` of its slopes ``s`` (covariance ``C``).
+
+    Returns the chi-squares (NaN for inputs whose slopes were not measured) and the count
+    of the others.
+    """
+    n = len(sol.coef)
+    chi2 = np.full(n, np.nan)
+    for k in range(n):
+        s, c = sol.coef[k, 1:], sol.cov[k, 1:, 1:]
+        if not (np.isfinite(s).all() and np.isfinite(c).all()):
+            continue
+        try:
+            chi2[k] = float(s @ np.linalg.solve(c, s))
+        except np.linalg.LinAlgError:
+            continue
+    return chi2, int(np.isfinite(chi2).sum())
+
+
+def slopes_significant(sol: PlaneSolution, alpha: float) -> bool:
+    """Whether the slopes of the inputs reject "no gradient anywhere" at false-alarm ``alpha``.
+
+    Two chi-square tests of the fitted slopes against zero: all the slopes together (for the
+    match methods the chi-square the slopes gain in the fit of the overlaps' equations,
+    `_slope_gain`: their full covariance, correlations included; for ``local`` and
+    ``global`` the sum over the independent per-image fits, 2 degrees of freedom each), and
+    the largest single input's ``s^T C^-1 s`` with its own covariance (Bonferroni-corrected:
+    ``alpha / inputs``), so that a gradient spread thinly over many images and one strong
+    gradient in a single image are both found.  Either rejecting keeps the planes; ``alpha``
+    0 always keeps them.
+    """
+    if alpha <= 0:
+        return True
+    from scipy.stats import chi2 as chi2_dist
+
+    chi2, m = slope_chi2(sol)
+    if m == 0:
+        return True  # nothing measured: nothing to test (the planes are whatever was set)
+    alpha = min(float(alpha), 1.0)
+    if sol.slope_gain is not None:  # matched: all the slopes together (`_slope_gain`)
+        total, dof = sol.slope_gain
+    else:  # local, global: independent fits per image
+        total, dof = float(np.nansum(chi2)), 2 * m
+    if dof > 0 and total > chi2_dist.isf(alpha, dof):
+        return True
+    return bool(np.nanmax(chi2) > chi2_dist.isf(alpha / m, 2))
+
+
+def constant_planes(result, constant, sol: PlaneSolution, layout: _Layout, equations):
+    """A plane result whose planes are flat: ``constant``'s levels, slopes 0 with their errors.
+
+    ``result`` is the plane fit, ``constant`` the ``skymodel="constant"`` result of the same
+    parameters; per pair the residual gradient is that of the pair's cells after the
+    constant levels (with zero slopes).
+    """
+    from dataclasses import replace as _replace
+
+    plane = result.plane
+    n = len(constant.sky)
+    valid = constant.valid
+    cov = np.zeros((n, 3, 3))
+    cov[:, 0, 0] = constant.sky_err**2
+    cov[:, 1:, 1:] = plane.cov[:, 1:, 1:]
+    cov[~valid] = np.nan
+    zero = np.where(valid, 0.0, np.nan)
+    resid_gradient = np.full(len(plane.resid_gradient), np.nan)
+    if equations is not None:
+        g, h, q, _q_h, d, var, pair, fallback, _cells = equations
+        level = np.full(len(layout.centres), np.nan)
+        for a in range(n):  # an input's level: its members' (the constant model gives all one)
+            level[layout.image_input[a]] = constant.sky[a]
+        residual = d - (level[g] - level[h])
+
+        class _Fit:
+            pass
+
+        fit = _Fit()
+        fit.residual, fit.used = residual, np.isfinite(residual)
+        mean = np.full(len(resid_gradient), np.nan)
+        _pair_diagnostics(fit, g, h, q, var, pair, layout.centres, mean, resid_gradient,
+                          np.asarray(fallback, dtype=object))
+    flat = PlaneResult(
+        slope_x=zero.copy(), slope_y=zero.copy(), cov=cov, gradient=zero.copy(),
+        gradient_pa=np.full(n, np.nan), resid_gradient=resid_gradient,
+        plane_fallback=plane.plane_fallback, cells=plane.cells, flat=True,
+    )
+    return _replace(constant, params=result.params, plane=flat)

@@ -1,0 +1,162 @@
+"""The batched cell statistic (`segments.segment_statistics`) gives what `sky_statistic` gives per cell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skymatch_nb_ui.engine.params import StatParams
+from skymatch_nb_ui.engine.segments import BATCH_MAX, segment_statistics
+from skymatch_nb_ui.engine.stats import sky_statistic
+
+STATS = ("mean", "median", "midpt", "mode")
+
+
+def _per_cell(values, start, count, params):
+    out = [sky_statistic(values[a : a + n], params) for a, n in zip(start, count)]
+    return (np.array([s.value for s in out]), np.array([s.npix for s in out]),
+            np.array([s.err for s in out]))
+
+
+def _assert_same(got, want):
+    value, npix, err = got
+    rv, rn, re = want
+    np.testing.assert_array_equal(npix, rn)
+    np.testing.assert_array_equal(np.isnan(value), np.isnan(rv))
+    scale = np.where(np.isfinite(re) & (re > 0), re, np.maximum(np.abs(rv), 1.0))
+    ok = np.isfinite(rv)
+    # to rounding: the sums are taken in another order
+    assert np.all(np.abs(value[ok] - rv[ok]) <= 1e-9 * scale[ok])
+    np.testing.assert_array_equal(np.isnan(err), np.isnan(re))
+    fin = np.isfinite(re)
+    assert np.all(np.abs(err[fin] - re[fin]) <= 1e-9 * np.maximum(re[fin], 1e-300))
+
+
+def _cells(seed: int, k: int = 300):
+    """Random cells like the plane cells: noise about a level, faint sources, integers, NaN."""
+    rng = np.random.default_rng(seed)
+    count = rng.integers(1, 2500, k)
+    count[:6] = [1, 2, 3, 64, BATCH_MAX + 500, 0]  # tiny, one by one, empty
+    parts = []
+    for i, c in enumerate(count):
+        v = rng.normal(rng.normal(0, 100), rng.uniform(0.1, 5), c)
+        if i % 3 == 0:  # a tail of sources
+            v[: c // 10] += rng.exponential(20, c // 10)
+        if i % 7 == 0:  # integer data: ties on clipping limits and bin edges
+            v = np.round(v)
+        if i % 11 == 0:  # constant
+            v[:] = 3.0
+        parts.append(v)
+    values = np.concatenate(parts)
+    values[::97] = np.nan
+    start = np.cumsum(count) - count
+    return values, start, count
+
+
+@pytest.mark.parametrize("skystat", STATS)
+@pytest.mark.parametrize("options", [{}, {"nclip": 0}, {"lower": -50.0, "upper": 80.0},
+                                     {"lsigma": 2.0, "usigma": 2.0}, {"lsigma": 0.5, "usigma": 0.8},
+                                     {"binwidth": 0.5}])
+def test_batched_cells_equal_the_per_cell_statistic(skystat, options):
+    values, start, count = _cells(seed=len(options) + len(skystat))
+    params = StatParams(skystat=skystat, **options)
+    _assert_same(segment_statistics(values, start, count, params),
+                 _per_cell(values, start, count, params))
+
+
+def test_float32_cells_with_gaps_between_them():
+    values, start, count = _cells(seed=5, k=80)
+    values = values.astype(np.float32)
+    start = start + np.arange(len(start)) * 3  # gaps of three values, ignored
+    spaced = np.full(int(start[-1] + count[-1]), np.float32(1e30))
+    for a, n, b in zip(start, count, np.cumsum(count) - count):
+        spaced[a : a + n] = values[b : b + n]
+    for skystat in STATS:
+        params = StatParams(skystat=skystat)
+        _assert_same(segment_statistics(spaced, start, count, params),
+                     _per_cell(spaced, start, count, params))
+
+
+def test_huge_values_and_binwidth_errors_go_through_the_per_cell_statistic():
+    values = np.concatenate([np.r_[np.ones(50), 1e200], np.arange(100.0)])
+    start, count = np.array([0, 51]), np.array([51, 100])
+    for skystat in STATS:
+        params = StatParams(skystat=skystat)
+        _assert_same(segment_statistics(values, start, count, params),
+                     _per_cell(values, start, count, params))
+
+
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(
+    cells=st.lists(
+        st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=0, max_size=200),
+        min_size=1, max_size=12),
+    skystat=st.sampled_from(STATS),
+    nclip=st.integers(0, 6),
+    sigma=st.sampled_from([1.5, 3.0, 4.0]),
+)
+def test_any_cells_match_the_per_cell_statistic(cells, skystat, nclip, sigma):
+    values = np.concatenate([np.asarray(c, np.float64) for c in cells]) if cells else np.empty(0)
+    count = np.array([len(c) for c in cells])
+    start = np.cumsum(count) - count
+    params = StatParams(skystat=skystat, nclip=nclip, lsigma=sigma, usigma=sigma)
+    try:
+        want = _per_cell(values, start, count, params)
+    except ValueError:  # a histogram of too many bins: the same error from both
+        with pytest.raises(ValueError, match="binwidth"):
+            segment_statistics(values, start, count, params)
+        return
+    _assert_same(segment_statistics(values, start, count, params), want)
+
+
+def test_image_cells_use_exactly_their_usable_pixels():
+    from skymatch_nb_ui.engine.loaders import ArrayImage
+    from skymatch_nb_ui.engine.planes import CellGrid, measure_cells
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(10.0, 1.0, (90, 130))
+    image[rng.random(image.shape) < 0.05] = np.nan
+    mask = rng.random(image.shape) > 0.1
+    theta = np.radians(20.0)  # cells rotated against the pixel grid
+    grid = CellGrid(np.array([[np.cos(theta), np.sin(theta)],
+                              [-np.sin(theta), np.cos(theta)]]) / 23.0, np.array([0.3, 2.1]))
+    params = StatParams(skystat="median")
+    cells = measure_cells(ArrayImage(image, good=mask), [(None, grid)], params)[0]
+    y, x = np.mgrid[0:90, 0:130]
+    u = np.floor(grid.matrix[0, 0] * x + grid.matrix[0, 1] * y + grid.offset[0]).astype(int)
+    v = np.floor(grid.matrix[1, 0] * x + grid.matrix[1, 1] * y + grid.offset[1]).astype(int)
+    usable = mask & np.isfinite(image)
+    offset = 1 << 20
+    code = ((u + offset).astype(np.int64) << 21) | (v + offset)
+    assert len(cells.cell) > 10
+    for k, c in enumerate(cells.cell):
+        inside = (code == c) & usable
+        assert cells.x[k] == pytest.approx(x[inside].mean(), abs=1e-9)
+        assert cells.y[k] == pytest.approx(y[inside].mean(), abs=1e-9)
+        want = sky_statistic(image[inside], params)
+        assert cells.value[k] == pytest.approx(want.value, abs=1e-12)
+        assert cells.npix[k] == want.npix
+
+
+@pytest.mark.parametrize("options", [{}, {"binwidth": 0.5}, {"binwidth": 2.0}, {"nclip": 0}])
+def test_large_cells_mode_equals_the_per_cell_statistic(options):
+    """Cells above BATCH_MAX: `stats`' clipped sets, the peaks of all of them at once."""
+    rng = np.random.default_rng(11)
+    count = rng.integers(BATCH_MAX + 1, 4 * BATCH_MAX, 24)
+    parts = []
+    for i, c in enumerate(count):
+        v = rng.normal(rng.normal(0, 50), rng.uniform(0.5, 3), c)
+        if i % 3 == 0:
+            v[: c // 8] += rng.exponential(10, c // 8)  # an asymmetric top
+        if i % 5 == 0:
+            v = np.round(v)
+        if i % 7 == 0:
+            v[:] = -2.5
+        parts.append(v.astype(np.float32))
+    values = np.concatenate(parts)
+    start = np.cumsum(count) - count
+    params = StatParams(skystat="mode", **options)
+    _assert_same(segment_statistics(values, start, count, params),
+                 _per_cell(values, start, count, params))

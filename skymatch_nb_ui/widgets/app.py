@@ -567,10 +567,13 @@ def _running_loop():
 
 
 #: Styles of the app's own parts (the components bring theirs): the views dim while a solve
-#: runs, after a short delay so that quick solves do not flicker.
+#: runs, after a short delay so that quick solves do not flicker.  Only properties that are not
+#: inherited change with the class (no ``cursor``): an inherited one would make the browser
+#: recompute the style of every element of the views (thousands of footprints and points) twice
+#: per solve (measured: ~100 ms of a 1,000-image re-solve in JupyterLab).
 _APP_STYLE = """<style>
 .smnb-app-views { transition: opacity 0.15s; }
-.smnb-app-views.smnb-app-solving { opacity: 0.55; transition: opacity 0.2s 0.3s; cursor: progress; }
+.smnb-app-views.smnb-app-solving { opacity: 0.55; transition: opacity 0.2s 0.3s; }
 </style>"""
 
 
@@ -646,8 +649,11 @@ MAX_IMAGE_TICKS = 16
 MAX_PAIR_TICKS = 12
 #: Above this many points a plot shows ranges: per bin of consecutive images (pairs), the span
 #: of their values as one bar (level of detail: thousands of SVG points would stall the page);
-#: the sky plot then draws the selected images as points.
-MAX_PLOT_POINTS = 2000
+#: the sky plot then draws the selected images as points.  bqplot redraws every point of a
+#: changed mark through a d3 transition that reads each point's computed style: 1,000 points
+#: and their error bars cost ~150-300 ms per re-solve in JupyterLab (bench/bench_app_lab.py),
+#: 400 range bars a fraction of it.  (On a 390-pixel plot 500 points are under a pixel apart.)
+MAX_PLOT_POINTS = 500
 #: The number of bins of such a plot.
 PLOT_BINS = 400
 

@@ -7,8 +7,8 @@ solve (``app.params = {"skymethod": ...}``, match and global+match alternating),
 kernel as a cell would be: from the execute request to the page showing the new result
 everywhere -- the status line says "solved" again, the results table shows the new sky of its
 first row, every widget message of the change has been handled (the kernel's reply and idle
-status received), and two animation frames have passed (what was changed is laid out and
-painted).  Also reported:
+status received), and the next frame has run its animation callbacks (bqplot's transitions),
+style, layout and paint (``requestAnimationFrame`` then a task).  Also reported:
 when the kernel's reply arrived, and (``--ui``) the same change made with the ``skymethod``
 control (the app's 150 ms debounce included).
 
@@ -120,37 +120,38 @@ MEASURE = """async ([code, expected, ui, value]) => {
   const firstSky = () => app.querySelector(
     '.smnb-table-grid tbody tr[data-name] td.smnb-table-col-sky')?.textContent;
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  let statusChanged = false, tStatus = NaN, tTable = NaN, tReply = NaN;
-  const observer = new MutationObserver(() => {
-    const text = status.textContent;
-    statusChanged = true;
-    if (text.includes('solved in') && Number.isNaN(tStatus)) tStatus = performance.now();
+  let tStatus = NaN, tTable = NaN, tReply = NaN, idle = false, finished;
+  const over = new Promise((done) => { finished = done; });
+  const check = () => {  // on every change of the app's DOM and at the kernel's reply
+    const now = performance.now();
+    if (Number.isNaN(tStatus) && status.textContent.includes('solved in')) tStatus = now;
+    if (Number.isNaN(tTable) && (expected === null || firstSky() === expected)) tTable = now;
+    if (idle && !Number.isNaN(tStatus) && !Number.isNaN(tTable)) finished();
+  };
+  const statusObserver = new MutationObserver(() => {  // "solving…" first: the old text is stale
+    if (!status.textContent.includes('solved in')) tStatus = NaN;
+    check();
   });
-  observer.observe(status, {childList: true, subtree: true, characterData: true});
-  let idle = !ui;
+  statusObserver.observe(status, {childList: true, subtree: true, characterData: true});
+  const observer = new MutationObserver(check);
+  observer.observe(app, {childList: true, subtree: true, characterData: true});
+  const timeout = setTimeout(finished, 60000);
   const t0 = performance.now();
-  if (ui) {
-    const select = app.querySelector('select');  // the first control: skymethod
+  if (ui) {  // the first control: skymethod; the kernel's reply does not apply
+    const select = app.querySelector('select');
     select.value = value;
     select.dispatchEvent(new Event('change', {bubbles: true}));
     idle = true;
   } else {
     const future = kernel.requestExecute({code, silent: false, store_history: false});
-    idle = false;
-    future.done.then(() => { tReply = performance.now(); idle = true; });
+    future.done.then(() => { tReply = performance.now(); idle = true; check(); });
   }
-  await new Promise((done) => {
-    const check = () => {
-      const now = performance.now();
-      if (Number.isNaN(tTable) && (expected === null || firstSky() === expected)) tTable = now;
-      if (idle && !Number.isNaN(tStatus) && !Number.isNaN(tTable)) return done();
-      if (now - t0 > 60000) return done();
-      requestAnimationFrame(check);
-    };
-    check();
-  });
-  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  await over;
+  clearTimeout(timeout);
+  statusObserver.disconnect();
   observer.disconnect();
+  // drawn: the next frame's animation callbacks (bqplot's transitions), style, layout and paint
+  await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
   const t1 = performance.now();
   return {total: t1 - t0, reply: tReply - t0, status: tStatus - t0, table: tTable - t0, sky: firstSky()};
 }"""

@@ -679,7 +679,8 @@ class _SkyPlot:
                                interactions={"click": "select"}, colors=[colors.data],
                                selected_style={"fill": colors.bad, "stroke": colors.bad},
                                unselected_style={"opacity": 0.6})
-        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[colors.data])
+        # error bars and ranges: one path, the segments apart (NaN gaps; see `_segments`)
+        self._bars = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": x, "y": y}, colors=[colors.data])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
                                    colors=[colors.bad], default_size=50)
         self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
@@ -699,9 +700,9 @@ class _SkyPlot:
         self._zero = bq.Lines(x=[-0.5, 0.5], y=[0, 0], scales={"x": px, "y": py},
                               colors=[colors.zero], line_style="dashed", stroke_width=1)
         # many pairs: the range of the differences per bin of pairs instead of the points
-        self._before_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+        self._before_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                       colors=[colors.before], stroke_width=3)
-        self._after_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+        self._after_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                      colors=[colors.data], stroke_width=1.5)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
         pair_fig = bq.Figure(
@@ -751,8 +752,7 @@ class _SkyPlot:
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
             self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
-            self._bars.x = bars_x if len(bars_x) else [[0, 0]]
-            self._bars.y = bars_y if len(bars_y) else [[np.nan, np.nan]]
+            self._bars.x, self._bars.y = _segments(bars_x, bars_y)
             self._invalid.x = invalid
             self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
             self._draw_points(selected)
@@ -777,8 +777,7 @@ class _SkyPlot:
                 shown = np.isfinite(values) & (not ranges)
                 points.x, points.y = k[shown], values[shown]
                 x, y, _ = _binned_ranges(values, values) if ranges else ([], [], 1)
-                spans.x = x if len(x) else [[0, 0]]
-                spans.y = y if len(y) else [[np.nan, np.nan]]
+                spans.x, spans.y = _segments(x, y)
 
     def _draw_points(self, selected: list[int]):
         """The points of the sky plot: every valid image, or (ranges) the selected ones."""
@@ -828,6 +827,20 @@ class _ThemeProbe(anywidget.AnyWidget):
 
     _esm = esm("theme_probe.js")
     dark = traitlets.Bool(False).tag(sync=True)
+
+
+def _segments(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical segments ((k, 2) ends each) as one polyline with gaps, for one bqplot path.
+
+    A bqplot `Lines` with k curves draws k SVG paths and redraws each through a d3 transition
+    on every update; one curve whose y is NaN between the segments draws the same picture as a
+    single path (bqplot leaves a gap at a non-finite y).
+    """
+    x, y = np.asarray(x, float).reshape(-1, 2), np.asarray(y, float).reshape(-1, 2)
+    if len(x) == 0:
+        return np.zeros(2), np.full(2, np.nan)
+    gap = np.full((len(y), 1), np.nan)
+    return np.hstack([x, x[:, :1]]).ravel(), np.hstack([y, gap]).ravel()
 
 
 def _binned_ranges(low: np.ndarray, high: np.ndarray, bins: int = PLOT_BINS):

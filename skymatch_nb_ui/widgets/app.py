@@ -48,6 +48,21 @@ SkyMatchCancelled = getattr(_engine_exceptions, "SkyMatchCancelled", type("_Neve
 PROGRESS_INTERVAL = 0.1
 
 
+class _NewResult(traitlets.Instance):
+    """A Dataset trait that notifies on every new object, without comparing the old and new.
+
+    traitlets compares ``old == new`` to decide; for two Datasets that compares every value
+    (~7 ms at 1,000 images and 3,800 pairs, on every solve) only to find them different.
+    """
+
+    def set(self, obj, value):
+        new = self._validate(obj, value)
+        old = obj._trait_values.get(self.name, self.default_value)
+        obj._trait_values[self.name] = new
+        if new is not old:
+            obj._notify_trait(self.name, old, new)
+
+
 class SkyMatchApp(w.VBox):
     """Interactive sky matching of an `ImageCollection`: see, group, re-solve.
 
@@ -116,7 +131,7 @@ class SkyMatchApp(w.VBox):
     groups = traitlets.Dict()
     selected = traitlets.List(traitlets.Unicode())
     status = traitlets.Unicode("")
-    result = traitlets.Instance(xr.Dataset, allow_none=True)
+    result = _NewResult(xr.Dataset, allow_none=True)
 
     def __init__(self, collection, *, debounce: float = 0.15, **params):
         self.collection = collection

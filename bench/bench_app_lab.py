@@ -12,10 +12,11 @@ style, layout and paint (``requestAnimationFrame`` then a task).  Also reported:
 when the kernel's reply arrived, and (``--ui``) the same change made with the ``skymethod``
 control (the app's 150 ms debounce included).
 
-``--compare PATH`` measures another checkout (e.g. ``/work/main``) side by side: one server and
-page each, the changes taking turns so that both see the same machine load.  ``--trace FILE``
-records a Chrome trace (CDP) of one change of this checkout and prints where the main thread's
-time went.  Needs Debian's chromium (``/usr/bin/chromium``) and Playwright.
+``--compare PATH`` measures another checkout (e.g. ``/work/main``; or this one with
+``--compare-setup CODE``: e.g. another renderer) side by side: one server and page each, the
+changes taking turns so that both see the same machine load.  ``--trace FILE`` records a Chrome
+trace (CDP) of one change of this checkout and prints where the main thread's time went.
+Needs Debian's chromium (``/usr/bin/chromium``) and Playwright.
 
 Usage::
 
@@ -310,7 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ui", action="store_true", help="also time the skymethod control")
     parser.add_argument("--trace", default="", help="record a Chrome trace of one change here")
     parser.add_argument("--profile", default="", help="profile one change here (CDP) into this file")
-    parser.add_argument("--setup", default="", help="Python to run in each kernel before timing")
+    parser.add_argument("--setup", default="", help="Python to run in this kernel before timing")
+    parser.add_argument("--compare-setup", default="", help="Python to run in the other kernel")
     args = parser.parse_args(argv)
     roots = {"this": HERE} | ({"compare": Path(args.compare).resolve()} if args.compare else {})
     kinds = ["python"] + (["ui"] if args.ui else [])
@@ -319,7 +321,8 @@ def main(argv=None) -> int:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         stack.callback(browser.close)
         for n in (int(s) for s in args.sizes.split(",")):
-            pages = {name: Page(browser, stack, root, n, args.shape, args.setup)
+            setups = {"this": args.setup, "compare": args.compare_setup}
+            pages = {name: Page(browser, stack, root, n, args.shape, setups[name])
                      for name, root in roots.items()}
             for name, page in pages.items():
                 print(f"{name}: {roots[name]}: N={n} built and shown in {page.built:.1f} s")

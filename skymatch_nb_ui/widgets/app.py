@@ -767,7 +767,7 @@ class _SkyPlot:
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
             self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
-            self._bars.x, self._bars.y = _segments(bars_x, bars_y)
+            _set_lines(self._bars, *_segments(bars_x, bars_y))
             self._invalid.x = invalid
             self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
             self._draw_points(selected)
@@ -792,7 +792,7 @@ class _SkyPlot:
                 shown = np.isfinite(values) & (not ranges)
                 points.x, points.y = k[shown], values[shown]
                 x, y, _ = _binned_ranges(values, values) if ranges else ([], [], 1)
-                spans.x, spans.y = _segments(x, y)
+                _set_lines(spans, *_segments(x, y))
 
     def _draw_points(self, selected: list[int]):
         """The points of the sky plot: every valid image, or (ranges) the selected ones."""
@@ -856,6 +856,17 @@ def _segments(x, y) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(2), np.full(2, np.nan)
     gap = np.full((len(y), 1), np.nan)
     return np.hstack([x, x[:, :1]]).ravel(), np.hstack([y, gap]).ravel()
+
+
+def _set_lines(mark, x: np.ndarray, y: np.ndarray) -> None:
+    """Give a bqplot `Lines` new x and y unless they are the same (NaN gaps included).
+
+    traitlets sees arrays with NaNs as changed even when equal: they would be sent and redrawn.
+    """
+    for name, value in (("x", x), ("y", y)):
+        old = np.asarray(getattr(mark, name), float)
+        if old.shape != value.shape or not np.array_equal(old, value, equal_nan=True):
+            setattr(mark, name, value)
 
 
 def _binned_ranges(low: np.ndarray, high: np.ndarray, bins: int = PLOT_BINS):

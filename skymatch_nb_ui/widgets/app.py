@@ -762,7 +762,10 @@ class _SkyPlot:
         else:
             bars_x, bars_y = np.stack([idx[ok]] * 2, axis=1), np.stack([low[ok], high[ok]], axis=1)
             invalid = idx[~ok]
-        with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync():
+        # one message per model (a scale's min and max together: bqplot re-lays out its marks
+        # on each message)
+        with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync(), \
+                self._x.hold_sync(), self._y.hold_sync(), self._x_axis.hold_sync():
             self._x.min, self._x.max = -0.5, n - 0.5
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
@@ -782,7 +785,8 @@ class _SkyPlot:
         before = result.diff_before.values.astype(float) if m else np.zeros(0)
         after = result.diff_after.values.astype(float) if m else np.zeros(0)
         ranges = m > MAX_PLOT_POINTS
-        with self._before.hold_sync(), self._after.hold_sync():
+        with self._before.hold_sync(), self._after.hold_sync(), self._px.hold_sync(), \
+                self._p_axis.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
             ticks = MAX_PAIR_TICKS if m < 1000 else MAX_PAIR_TICKS // 2  # long numbers: fewer
             self._p_axis.tick_values = k[:: max(1, -(-m // ticks))]

@@ -15,7 +15,10 @@ control (the app's 150 ms debounce included).
 ``--compare PATH`` measures another checkout (e.g. ``/work/main``; or this one with
 ``--compare-setup CODE``: e.g. another renderer) side by side: one server and page each, the
 changes taking turns so that both see the same machine load.  ``--trace FILE`` records a Chrome
-trace (CDP) of one change of this checkout and prints where the main thread's time went.
+trace (CDP) of one change of this checkout and prints where the main thread's time went
+(style, layout, paint, scripts); ``--profile FILE`` samples the page's JavaScript over one change
+(CDP Profiler) and prints the functions that took the time; ``--setup CODE`` runs Python in the
+kernel first (e.g. to switch a part off and see what it costs).
 Needs Debian's chromium (``/usr/bin/chromium``) and Playwright.
 
 Usage::

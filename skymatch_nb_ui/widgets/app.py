@@ -775,7 +775,7 @@ class _SkyPlot:
             self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
             self._draw_points(selected)
         title = "sky per image (±1σ)" if not self._ranges else (
-            f"sky per image: ±1σ range per {-(-n // PLOT_BINS)} images, selected as points")
+            f"sky (±1σ range per {-(-n // PLOT_BINS)} images)")  # fits the 390-px figure
         self._sky_fig.title = title + ("; × no valid sky" if (~ok).any() else "")
         self._update_pairs(result)
 

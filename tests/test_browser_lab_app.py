@@ -124,6 +124,19 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
                         "print(app.result.attrs['skystat'], app.status.split(':')[0])") == "mode match / mode"
     expect(page.locator(".smnb-status")).to_contain_text("match / mode")
     expect(page.locator(".smnb-app select").nth(1)).to_have_value("mode")
+    # the table's rows show the new skies, written in place (the same row elements)
+    row_handle = page.locator(".smnb-table-grid tbody tr[data-name='e4_wfc2']").element_handle()
+    shown_sky = cell(page, "e4_wfc2", "sky").inner_text()
+    assert kernel(page, "app.params = {'skystat': 'median'}\n"
+                        "print(app.result.attrs['skystat'])") == "median"
+    sky_text = kernel(page, "import csv, io\n"
+                            "rows = {r['name']: r for r in csv.DictReader(io.StringIO(app.table.to_csv()))}\n"
+                            "print(rows['e4_wfc2']['sky'])")
+    assert sky_text != shown_sky  # the new statistic moved this image's sky
+    expect(cell(page, "e4_wfc2", "sky")).to_have_text(sky_text)
+    assert page.evaluate("(tr) => tr.isConnected", row_handle)  # updated in place, not rebuilt
+    kernel(page, "app.params = {'skystat': 'mode'}")
+    expect(page.locator(".smnb-status")).to_contain_text("match / mode")
     assert kernel(page, "app.groups = {n: n.split('_')[1] for n in coll.names}  # by detector\n"
                         "print(sorted(map(str, set(app.result.group.values))), app.result.sky.values[0] == "
                         "app.result.sky.values[2])") == "['wfc1', 'wfc2'] True"

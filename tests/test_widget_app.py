@@ -446,8 +446,9 @@ def test_plots_of_many_images_show_ranges_and_the_selection_as_points():
         coords={"image": [f"i{k}" for k in range(n)], "pair": np.arange(m)})
     plot = _SkyPlot()
     plot.update(result, selected=[3, 7, 100])
-    assert n > MAX_PLOT_POINTS and len(plot._bars.x) <= PLOT_BINS
-    bars = np.asarray(plot._bars.y)
+    bars = np.asarray(plot._bars.y).reshape(-1, 3)  # one path: segments apart by a NaN y
+    assert n > MAX_PLOT_POINTS and len(bars) <= PLOT_BINS and np.isnan(bars[:, 2]).all()
+    bars = bars[:, :2]
     ok = valid
     assert bars.min() == pytest.approx((sky[ok] - 0.5).min())
     assert bars.max() == pytest.approx((sky[ok] + 0.5).max())
@@ -457,5 +458,33 @@ def test_plots_of_many_images_show_ranges_and_the_selection_as_points():
     assert "range per" in plot._sky_fig.title
     plot.select([4999])
     assert list(plot._sky.x) == [4999]
-    assert len(plot._before.x) == 0 and len(plot._after_range.x) <= PLOT_BINS  # pairs: ranges only
-    assert np.asarray(plot._after_range.y).max() == pytest.approx(result.diff_after.values.max())
+    assert len(plot._before.x) == 0 and len(plot._after_range.x) <= 3 * PLOT_BINS  # ranges only
+    assert np.nanmax(plot._after_range.y) == pytest.approx(result.diff_after.values.max())
+
+
+def test_plot_ranges_are_not_sent_again_when_a_re_solve_leaves_them_as_they_were():
+    """The ranges' NaN gaps must not make equal arrays look changed (each would be re-sent and
+    redrawn in the page on every solve)."""
+    import xarray as xr
+
+    from skymatch_nb_ui.widgets.app import _SkyPlot
+
+    n, m = 800, 3000
+    rng = np.random.default_rng(2)
+    result = xr.Dataset(
+        {"sky": ("image", rng.normal(100, 5, n)), "sky_err": ("image", np.full(n, 0.5)),
+         "valid": ("image", np.ones(n, bool)), "diff_before": ("pair", rng.normal(0, 3, m)),
+         "diff_after": ("pair", rng.normal(0, 0.1, m))},
+        coords={"image": [f"i{k}" for k in range(n)], "pair": np.arange(m)})
+    plot = _SkyPlot()
+    plot.update(result, selected=[])
+    sent = []
+    for mark in (plot._bars, plot._before_range, plot._after_range):
+        mark.observe(lambda change: sent.append(change["name"]), names=["x", "y"])
+    plot.update(result.copy(deep=True), selected=[])
+    assert sent == []
+    moved = result.copy(deep=True)
+    moved["sky"] = moved.sky + 1.0
+    plot.update(moved, selected=[])
+    assert sent == ["y"]  # the sky ranges moved; the pairs' ranges stayed
+    assert np.nanmax(plot._bars.y) == pytest.approx(moved.sky.max().item() + 0.5)

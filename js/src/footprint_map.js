@@ -22,8 +22,12 @@ import { ARROW_LEGEND, colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } 
 import { createSvgRenderer } from "./map/svg_renderer.js";
 import { createViewport } from "./map/viewport.js";
 
-/** `renderer="auto"` draws SVG up to this many footprints, a canvas above (Python: SVG_LIMIT). */
-export const SVG_LIMIT = 1000;
+/**
+ * `renderer="auto"` draws SVG up to this many footprints, a canvas above.  A re-solve recolours
+ * every footprint: with SVG the browser restyles one element per footprint (~15-30 ms of a
+ * 1,000-image re-solve in JupyterLab, bench/bench_app_lab.py), a canvas redraws in a few.
+ */
+export const SVG_LIMIT = 500;
 
 /**
  * Which renderer draws `count` footprints for the traitlet `renderer`.

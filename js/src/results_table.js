@@ -148,6 +148,26 @@ function render({ model, el: host }) {
     thead.replaceChildren(tr);
   }
 
+  /** The content of the cell `td` of `column` for `value` (its classes and children). */
+  function fillCell(td, column, value, colors) {
+    td.className = `${P}-${column.kind} ${P}-col-${column.key}`;
+    if (isMissing(value)) td.classList.add(`${P}-missing`);
+    td.replaceChildren();
+    if (column.key === "group" && !isMissing(value)) {
+      const swatch = el("span", `${P}-swatch`);
+      swatch.dataset.group = value;
+      swatch.style.background = colors[value] ?? "transparent";
+      td.append(swatch);
+    }
+    if (column.kind === "num") {
+      td.append(...numberParts(displayText(value, column.key), fractions.get(column.key)));
+    } else {
+      td.append(displayText(value, column.key));
+      if (column.key === "reason" && value) td.title = value;
+      else td.removeAttribute("title");
+    }
+  }
+
   function makeRow(i) {
     const row = rows[i];
     const tr = el("tr");
@@ -156,31 +176,64 @@ function render({ model, el: host }) {
     if (row.valid === false) tr.classList.add(`${P}-invalid`);
     const colors = model.get("colors") ?? {};
     for (const column of columns()) {
-      const td = el("td", `${P}-${column.kind} ${P}-col-${column.key}`);
-      const value = row[column.key];
-      if (isMissing(value)) td.classList.add(`${P}-missing`);
-      if (column.key === "group" && !isMissing(value)) {
-        const swatch = el("span", `${P}-swatch`);
-        swatch.dataset.group = value;
-        swatch.style.background = colors[value] ?? "transparent";
-        td.append(swatch);
-      }
-      if (column.kind === "num") {
-        td.append(...numberParts(displayText(value, column.key), fractions.get(column.key)));
-      } else {
-        td.append(displayText(value, column.key));
-        if (column.key === "reason" && value) td.title = value;
-      }
+      const td = el("td");
+      fillCell(td, column, row[column.key], colors);
       tr.append(td);
     }
     return tr;
   }
 
+  /** Per numeric column, the widest part after the decimal point of its values. */
+  function widestFractions() {
+    return new Map(columns().filter((c) => c.kind === "num").map((c) => [c.key,
+      rows.reduce((widest, r) => Math.max(widest, splitNumber(displayText(r[c.key], c.key))[1].length), 0)]));
+  }
+
+  /**
+   * New data for the same images and columns (a re-solve): the rows in the DOM keep their
+   * elements (focus, hover, scroll) and only the cells whose value changed are rewritten;
+   * the order moves rows only if it changed.  Anything else rebuilds the body.
+   */
+  function updateRows() {
+    const next = rowsFrom(model.get("data"), columns());
+    const keys = columns().map((c) => c.key).join("\n");
+    if (keys !== shownKeys || next.length !== rows.length || next.some((r, i) => r.name !== rows[i].name)) {
+      return buildRows();
+    }
+    const before = rows;
+    const widths = fractions;
+    rows = next;
+    fractions = widestFractions();
+    const colors = model.get("colors") ?? {};
+    const cols = columns();
+    for (const [i, tr] of nodes) {
+      tr.classList.toggle(`${P}-invalid`, rows[i].valid === false);
+      cols.forEach((column, k) => {
+        const value = rows[i][column.key];
+        const td = tr.children[k];
+        if (Object.is(value, before[i][column.key])) {
+          if (column.kind === "num" && fractions.get(column.key) !== widths.get(column.key)) {
+            td.querySelector(`.${P}-frac`).style.minWidth = `${fractions.get(column.key) ?? 0}ch`;
+          }
+          return;
+        }
+        fillCell(td, column, value, colors);
+      });
+    }
+    const sortBy = model.get("sort_by");
+    const moved = sortBy && rows.some((r, i) => !Object.is(r[sortBy], before[i][sortBy]));
+    if (moved) order_();
+    markSelected();
+    markHovered();
+  }
+
+  let shownKeys = "";
+
   function buildRows() {
     rows = rowsFrom(model.get("data"), columns());
+    shownKeys = columns().map((c) => c.key).join("\n");
     indexOf = new Map(rows.map((r, i) => [r.name, i]));
-    fractions = new Map(columns().filter((c) => c.kind === "num").map((c) => [c.key,
-      rows.reduce((widest, r) => Math.max(widest, splitNumber(displayText(r[c.key], c.key))[1].length), 0)]));
+    fractions = widestFractions();
     virtual = rows.length > VIRTUAL_LIMIT;
     focusRow = -1;
     nodes = new Map();
@@ -367,7 +420,7 @@ function render({ model, el: host }) {
   download.addEventListener("click", onDownload);
 
   const stopModel = onModel(model, {
-    "change:data": buildRows, "change:columns": buildRows, "change:colors": paintSwatches,
+    "change:data": updateRows, "change:columns": buildRows, "change:colors": paintSwatches,
     "change:sort_by": order_, "change:ascending": order_,
     "change:selected": markSelected, "change:hovered": markHovered,
   });

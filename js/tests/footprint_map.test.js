@@ -381,6 +381,35 @@ test("auto draws SVG up to SVG_LIMIT footprints and a canvas above; both answer 
   assert.ok(el.querySelectorAll("path.smnb-map-shape")[3].classList.contains("smnb-map-selected"));
 });
 
+test("a re-solve (new fills, skies, pair colours) updates the drawing in place, SVG or canvas", () => {
+  const resolved = { ...IMAGES, sky: [5, 6, 7, 8, NaN] };
+  const newPairs = PAIRS.map((pair) => ({ ...pair, color: "#000000", after: 0.25 }));
+  // SVG: the same <path> per footprint, new fill and label
+  const svgMap = mount();
+  const paths = svgMap.shapes();
+  svgMap.model.set("fill_rgb", rgb(["#000001", "#000002", "#000003", "#000004", "#000005"]));
+  svgMap.model.set("images", encodeImages(resolved));
+  svgMap.model.set("pair_values", encodePairs(newPairs, "MJy/sr").pair_values);
+  assert.deepEqual(svgMap.shapes(), paths);
+  assert.equal(paths[1].getAttribute("fill"), "#000002");
+  assert.match(paths[1].getAttribute("aria-label"), /sky: 6 ± 0.1 MJy\/sr/);
+  // canvas: the same surface (not re-mounted); hover and the tooltip still find the images
+  const { el, model } = mount({ renderer: "canvas" });
+  const surface = el.querySelector(".smnb-map-canvas-surface");
+  const canvases = [...el.querySelectorAll("canvas")];
+  model.set("fill_rgb", rgb(["#000001", "#000002", "#000003", "#000004", "#000005"]));
+  model.set("images", encodeImages(resolved));
+  model.set("pair_values", encodePairs(newPairs, "MJy/sr").pair_values);
+  assert.equal(el.querySelector(".smnb-map-canvas-surface"), surface);
+  assert.ok(canvases.length > 0);
+  assert.deepEqual([...el.querySelectorAll("canvas")], canvases);
+  const [x, y, w, h] = surface.dataset.view.split(" ").map(Number);
+  const { s, ox, oy } = viewScale(RECT, { x, y, w, h });
+  surface.dispatchEvent(mouse("mousemove", { clientX: ox + (CENTERS[1][0] - x) * s, clientY: oy + (-CENTERS[1][1] - y) * s }));
+  assert.equal(model.get("hovered"), "b");
+  assert.match(el.querySelector(".smnb-map-tooltip").textContent, /sky: 6 ± 0.1 MJy\/sr/);
+});
+
 // -- fitted sky planes (skymodel="plane") ---------------------------------------------------------
 const PLANE_IMAGES = {
   ...IMAGES, plane: true, slope_x: [0.01, -0.002, 0, 0.5, NaN], slope_y: [0, 0.003, 0, -0.25, NaN],

@@ -179,6 +179,48 @@ test("new rows rebuild the body and keep sort and selection", () => {
   assert.ok(tr("img3").classList.contains("smnb-table-selected"));
 });
 
+test("a re-solve (new values, same images) rewrites only changed cells: the rows are not rebuilt", () => {
+  const { model } = mount({ selected: ["img3"] });
+  const rowsBefore = [...el.querySelectorAll("tbody tr")];
+  const nameCell = tr("img2").querySelector(".smnb-table-col-name");
+  const skyCell = tr("img2").querySelector(".smnb-table-col-sky");
+  const skyInner = tr("img1").querySelector(".smnb-table-col-sky .smnb-table-int");
+  tr("img1").focus();
+  model.set("data", data([
+    row("img2", "g", 11.25), row("img10", null, null, false, "no valid pixels"), row("img1", "g", 9.5),
+    row("img3", "b", 7, false, "flagged"),
+  ]));
+  const rowsAfter = [...el.querySelectorAll("tbody tr")];
+  assert.equal(rowsAfter.length, 4);
+  rowsAfter.forEach((node, k) => assert.equal(node, rowsBefore[k])); // the same <tr>s, same order
+  assert.equal(tr("img2").querySelector(".smnb-table-col-name"), nameCell); // the same <td>s
+  assert.equal(tr("img2").querySelector(".smnb-table-col-sky"), skyCell);
+  assert.equal(skyCell.textContent, "11.25");
+  assert.equal(tr("img1").querySelector(".smnb-table-col-sky .smnb-table-int"), skyInner); // unchanged value
+  // the unchanged cell follows the column's new decimal width (".25": 3 characters)
+  assert.equal(tr("img1").querySelector(".smnb-table-col-sky .smnb-table-frac").style.minWidth, "3ch");
+  assert.equal(tr("img3").querySelector(".smnb-table-col-sky").textContent, "7");
+  assert.ok(tr("img3").classList.contains("smnb-table-invalid"));
+  assert.equal(tr("img3").querySelector(".smnb-table-col-reason").title, "flagged");
+  assert.ok(tr("img3").classList.contains("smnb-table-selected"));
+  assert.equal(document.activeElement, tr("img1")); // the keyboard focus stays where it was
+  assert.match(q(".smnb-table-summary").textContent, /4 images · 2 invalid · 1 selected/);
+});
+
+test("a re-solve sorted by the changed column moves the existing rows into the new order", () => {
+  const { model } = mount({ sort_by: "sky" });
+  assert.deepEqual(shown(), ["img1", "img2", "img3", "img10"]);
+  const node = tr("img3");
+  model.set("data", data([row("img2", "g", 10), row("img10", null, null, false), row("img1", "g", 9.5),
+    row("img3", "b", 1)]));
+  assert.deepEqual(shown(), ["img3", "img1", "img2", "img10"]);
+  assert.equal(tr("img3"), node);
+  // other images or columns: the body is built anew
+  model.set("data", data([row("x", null, 3), row("img3", "b", 1)]));
+  assert.deepEqual(shown(), ["img3", "x"]);
+  assert.notEqual(tr("img3"), node);
+});
+
 test("500 rows: render, sort both ways and re-select (timings: bench/bench_results_table.js)", () => {
   const many = Array.from({ length: 500 }, (_, i) => row(`img${i}`, `g${i % 7}`, (i * 7919) % 503));
   const { model } = mount({ data: data(many) });
@@ -252,4 +294,14 @@ test("10,000 rows: only those in view are in the DOM; sort, select and the keybo
   assert.equal(model.get("hovered"), sorted[150].name);
   current.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
   assert.deepEqual(model.get("selected"), [sorted[150].name]);
+  // a re-solve: the rows in view keep their elements, their skies change in place
+  model.set("sort_by", "");
+  const inView = rendered();
+  const resolved = many.map((r, i) => ({ ...r, sky: r.sky + 0.5 + (i % 3) }));
+  model.set("data", data(resolved));
+  assert.deepEqual(rendered(), inView);
+  for (const node of inView) {
+    const expected = resolved.find((r) => r.name === node.dataset.name).sky;
+    assert.equal(node.querySelector(".smnb-table-col-sky").textContent, String(expected));
+  }
 });

@@ -48,6 +48,21 @@ SkyMatchCancelled = getattr(_engine_exceptions, "SkyMatchCancelled", type("_Neve
 PROGRESS_INTERVAL = 0.1
 
 
+class _NewResult(traitlets.Instance):
+    """A Dataset trait that notifies on every new object, without comparing the old and new.
+
+    traitlets compares ``old == new`` to decide; for two Datasets that compares every value
+    (~7 ms at 1,000 images and 3,800 pairs, on every solve) only to find them different.
+    """
+
+    def set(self, obj, value):
+        new = self._validate(obj, value)
+        old = obj._trait_values.get(self.name, self.default_value)
+        obj._trait_values[self.name] = new
+        if new is not old:
+            obj._notify_trait(self.name, old, new)
+
+
 class SkyMatchApp(w.VBox):
     """Interactive sky matching of an `ImageCollection`: see, group, re-solve.
 
@@ -116,7 +131,7 @@ class SkyMatchApp(w.VBox):
     groups = traitlets.Dict()
     selected = traitlets.List(traitlets.Unicode())
     status = traitlets.Unicode("")
-    result = traitlets.Instance(xr.Dataset, allow_none=True)
+    result = _NewResult(xr.Dataset, allow_none=True)
 
     def __init__(self, collection, *, debounce: float = 0.15, **params):
         self.collection = collection
@@ -567,10 +582,13 @@ def _running_loop():
 
 
 #: Styles of the app's own parts (the components bring theirs): the views dim while a solve
-#: runs, after a short delay so that quick solves do not flicker.
+#: runs, after a short delay so that quick solves do not flicker.  Only properties that are not
+#: inherited change with the class (no ``cursor``): an inherited one would make the browser
+#: recompute the style of every element of the views (thousands of footprints and points) twice
+#: per solve (measured: ~100 ms of a 1,000-image re-solve in JupyterLab).
 _APP_STYLE = """<style>
 .smnb-app-views { transition: opacity 0.15s; }
-.smnb-app-views.smnb-app-solving { opacity: 0.55; transition: opacity 0.2s 0.3s; cursor: progress; }
+.smnb-app-views.smnb-app-solving { opacity: 0.55; transition: opacity 0.2s 0.3s; }
 </style>"""
 
 
@@ -646,8 +664,11 @@ MAX_IMAGE_TICKS = 16
 MAX_PAIR_TICKS = 12
 #: Above this many points a plot shows ranges: per bin of consecutive images (pairs), the span
 #: of their values as one bar (level of detail: thousands of SVG points would stall the page);
-#: the sky plot then draws the selected images as points.
-MAX_PLOT_POINTS = 2000
+#: the sky plot then draws the selected images as points.  bqplot redraws every point of a
+#: changed mark through a d3 transition that reads each point's computed style: 1,000 points
+#: and their error bars cost ~150-300 ms per re-solve in JupyterLab (bench/bench_app_lab.py),
+#: 400 range bars a fraction of it.  (On a 390-pixel plot 500 points are under a pixel apart.)
+MAX_PLOT_POINTS = 500
 #: The number of bins of such a plot.
 PLOT_BINS = 400
 
@@ -673,7 +694,8 @@ class _SkyPlot:
                                interactions={"click": "select"}, colors=[colors.data],
                                selected_style={"fill": colors.bad, "stroke": colors.bad},
                                unselected_style={"opacity": 0.6})
-        self._bars = bq.Lines(x=[[0, 0]], y=[[0, 0]], scales={"x": x, "y": y}, colors=[colors.data])
+        # error bars and ranges: one path, the segments apart (NaN gaps; see `_segments`)
+        self._bars = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": x, "y": y}, colors=[colors.data])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
                                    colors=[colors.bad], default_size=50)
         self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
@@ -693,9 +715,9 @@ class _SkyPlot:
         self._zero = bq.Lines(x=[-0.5, 0.5], y=[0, 0], scales={"x": px, "y": py},
                               colors=[colors.zero], line_style="dashed", stroke_width=1)
         # many pairs: the range of the differences per bin of pairs instead of the points
-        self._before_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+        self._before_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                       colors=[colors.before], stroke_width=3)
-        self._after_range = bq.Lines(x=[[0, 0]], y=[[np.nan, np.nan]], scales={"x": px, "y": py},
+        self._after_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                      colors=[colors.data], stroke_width=1.5)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
         pair_fig = bq.Figure(
@@ -740,18 +762,20 @@ class _SkyPlot:
         else:
             bars_x, bars_y = np.stack([idx[ok]] * 2, axis=1), np.stack([low[ok], high[ok]], axis=1)
             invalid = idx[~ok]
-        with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync():
+        # one message per model (a scale's min and max together: bqplot re-lays out its marks
+        # on each message)
+        with self._sky.hold_sync(), self._bars.hold_sync(), self._invalid.hold_sync(), \
+                self._x.hold_sync(), self._y.hold_sync(), self._x_axis.hold_sync():
             self._x.min, self._x.max = -0.5, n - 0.5
             self._y.min, self._y.max = lo, hi
             self._x_axis.tick_values = ticks
             self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
-            self._bars.x = bars_x if len(bars_x) else [[0, 0]]
-            self._bars.y = bars_y if len(bars_y) else [[np.nan, np.nan]]
+            _set_lines(self._bars, *_segments(bars_x, bars_y))
             self._invalid.x = invalid
             self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))
             self._draw_points(selected)
         title = "sky per image (±1σ)" if not self._ranges else (
-            f"sky per image: ±1σ range per {-(-n // PLOT_BINS)} images, selected as points")
+            f"sky (±1σ range per {-(-n // PLOT_BINS)} images)")  # fits the 390-px figure
         self._sky_fig.title = title + ("; × no valid sky" if (~ok).any() else "")
         self._update_pairs(result)
 
@@ -761,7 +785,8 @@ class _SkyPlot:
         before = result.diff_before.values.astype(float) if m else np.zeros(0)
         after = result.diff_after.values.astype(float) if m else np.zeros(0)
         ranges = m > MAX_PLOT_POINTS
-        with self._before.hold_sync(), self._after.hold_sync():
+        with self._before.hold_sync(), self._after.hold_sync(), self._px.hold_sync(), \
+                self._p_axis.hold_sync():
             self._px.min, self._px.max = -0.5, max(m, 1) - 0.5
             ticks = MAX_PAIR_TICKS if m < 1000 else MAX_PAIR_TICKS // 2  # long numbers: fewer
             self._p_axis.tick_values = k[:: max(1, -(-m // ticks))]
@@ -771,8 +796,7 @@ class _SkyPlot:
                 shown = np.isfinite(values) & (not ranges)
                 points.x, points.y = k[shown], values[shown]
                 x, y, _ = _binned_ranges(values, values) if ranges else ([], [], 1)
-                spans.x = x if len(x) else [[0, 0]]
-                spans.y = y if len(y) else [[np.nan, np.nan]]
+                _set_lines(spans, *_segments(x, y))
 
     def _draw_points(self, selected: list[int]):
         """The points of the sky plot: every valid image, or (ranges) the selected ones."""
@@ -822,6 +846,31 @@ class _ThemeProbe(anywidget.AnyWidget):
 
     _esm = esm("theme_probe.js")
     dark = traitlets.Bool(False).tag(sync=True)
+
+
+def _segments(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical segments ((k, 2) ends each) as one polyline with gaps, for one bqplot path.
+
+    A bqplot `Lines` with k curves draws k SVG paths and redraws each through a d3 transition
+    on every update; one curve whose y is NaN between the segments draws the same picture as a
+    single path (bqplot leaves a gap at a non-finite y).
+    """
+    x, y = np.asarray(x, float).reshape(-1, 2), np.asarray(y, float).reshape(-1, 2)
+    if len(x) == 0:
+        return np.zeros(2), np.full(2, np.nan)
+    gap = np.full((len(y), 1), np.nan)
+    return np.hstack([x, x[:, :1]]).ravel(), np.hstack([y, gap]).ravel()
+
+
+def _set_lines(mark, x: np.ndarray, y: np.ndarray) -> None:
+    """Give a bqplot `Lines` new x and y unless they are the same (NaN gaps included).
+
+    traitlets sees arrays with NaNs as changed even when equal: they would be sent and redrawn.
+    """
+    for name, value in (("x", x), ("y", y)):
+        old = np.asarray(getattr(mark, name), float)
+        if old.shape != value.shape or not np.array_equal(old, value, equal_nan=True):
+            setattr(mark, name, value)
 
 
 def _binned_ranges(low: np.ndarray, high: np.ndarray, bins: int = PLOT_BINS):

@@ -136,8 +136,8 @@ class FootprintMap(anywidget.AnyWidget):
       pair constrained only a constant, for the titles).
     - ``pairs_colorbar``: the residual scale of the pairs (a ``"ramp"`` colour bar).
     - ``color_by_options``: the choices of ``color_by``.
-    - ``renderer``: ``"auto"`` (SVG up to `SVG_LIMIT` images, else canvas), ``"svg"`` or
-      ``"canvas"``.
+    - ``renderer``: ``"auto"`` (SVG up to 500 images, else canvas: ``SVG_LIMIT`` of the front
+      end), ``"svg"`` or ``"canvas"``.
 
     The same content as lists, for Python: `polygons`, `centers`, `fill`, `flags`,
     `tooltips` (the text the front end builds from ``images``) and `pairs`.

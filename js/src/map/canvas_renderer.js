@@ -66,6 +66,17 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     index = createHitIndex(flat, corners, pairsShown ? segments : []);
   }
 
+  /** The pairs' lines are where they were (a re-solve: new colours only). */
+  function sameSegments(next) {
+    if (next.length !== pairs.length) return false;
+    for (let j = 0; j < next.length; j++) {
+      const [[ax, ay], [bx, by]] = pairSegment(next[j].a, next[j].b);
+      const k = 4 * j;
+      if (segments[k] !== ax || segments[k + 1] !== ay || segments[k + 2] !== bx || segments[k + 3] !== by) return false;
+    }
+    return true;
+  }
+
   function schedule(layer) {
     if (layer === "base") dirtyBase = true;
     dirtyTop = true;
@@ -320,7 +331,12 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     setHover(i) { hover = i; schedule("top"); },
     setFocus(i) { focus = i; schedule("top"); },
     setArrows(values) { arrows = values; schedule("base"); },
-    setPairs(values) { pairs = values; reindex(); if (pairsShown) schedule("base"); },
+    setPairs(values) {
+      const moved = !sameSegments(values);
+      pairs = values;
+      if (moved) reindex(); // a re-solve changes colours only: the hit index stays
+      if (pairsShown) schedule("base");
+    },
     showPairs(visible) {
       if (visible === pairsShown) return;
       pairsShown = visible;

@@ -33,6 +33,11 @@ import { arrowsPath, pairSegment, pathData } from "./geometry.js";
  * @property {() => void} destroy  stop what it listens to
  */
 
+/** Set an attribute only if it changes (an unchanged write still makes the browser restyle). */
+function setChanged(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
 /**
  * @param {string} uid  a page-unique prefix for the ids of the SVG's definitions
  * @returns {Renderer}
@@ -75,10 +80,10 @@ export function createSvgRenderer(uid) {
       group.replaceChildren(...shapes);
     },
     setFill(fill) {
-      shapes.forEach((p, i) => p.setAttribute("fill", fill[i] ?? "none"));
+      shapes.forEach((p, i) => setChanged(p, "fill", fill[i] ?? "none"));
     },
     setLabels(labels) {
-      shapes.forEach((p, i) => p.setAttribute("aria-label", labels[i] ?? ""));
+      shapes.forEach((p, i) => setChanged(p, "aria-label", labels[i] ?? ""));
     },
     setFlags(flags) {
       const hatched = [];

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import CelestialWCS, GatherBuffers, Runs
-from .stats import _NOISE_PAIRS, _NOISE_STRIDE, pixel_noise
+from .stats import neighbour_noise, pixel_noise
 
 __all__ = [
     "DifferenceBuffers",
@@ -350,33 +350,12 @@ def _noise_of(box: np.ndarray) -> float:
     sample = rows.reshape(-1)
     top, bottom = (float(sample.max()), float(sample.min())) if sample.size else (0.0, 0.0)
     if math.isfinite(top) and math.isfinite(bottom):  # the same as below, without a copy
-        noise, scale = _finite_noise(sample), max(abs(top), abs(bottom))
+        noise, scale = neighbour_noise(sample), max(abs(top), abs(bottom))
     else:
         noise = pixel_noise(sample)
         with np.errstate(invalid="ignore"):
             scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
     return noise if noise > 1e-7 * scale else math.inf
-
-
-def _finite_noise(x: np.ndarray) -> float:
-    """`pixel_noise` of finite values (the same value: only the pairs it uses are converted)."""
-    half = x.size // 2
-    if half < 1:
-        return math.nan
-    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
-    d = x[1 : 2 * half : stride].astype(np.float64) - x[0 : 2 * half : stride].astype(np.float64)
-    deviation = np.abs(d - _median(d))
-    return float(1.4826 * _median(deviation) / math.sqrt(2.0))
-
-
-def _median(v: np.ndarray) -> float:
-    """``np.median`` of finite values (the same value, without its checks): changes ``v``."""
-    half = v.size // 2
-    if v.size % 2:
-        v.partition(half)
-        return v[half]
-    v.partition((half - 1, half))
-    return (v[half - 1] + v[half]) / 2.0
 
 
 class _SideA:

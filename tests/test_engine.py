@@ -253,3 +253,12 @@ def test_threads_give_the_same_answers_as_one(mosaic):
     np.testing.assert_array_equal(pooled.sky_err, serial.sky_err)
     with pytest.raises(ValueError, match="workers must be None or a positive integer"):
         SkyMatcher(mosaic.images, mosaic.wcs, workers=0)
+
+
+@pytest.mark.parametrize("skymodel", ["constant", "plane"])
+def test_the_disconnected_mosaic_warning_points_at_the_callers_line(skymodel):
+    """Whatever the sky model, the warning names the line that called `skymatch`, not ours."""
+    m = make_mosaic((1, 2), shape=(50, 50), overlap=0.0, sky=[1, 2])
+    with pytest.warns(DisconnectedMosaicWarning) as record:
+        skymatch(m.images, m.wcs, skymethod="match", skystat="mean", skymodel=skymodel)
+    assert [w.filename for w in record] == [__file__]

@@ -264,8 +264,9 @@ class SkyMatcher:
         grouping = group_inputs(groups, len(self))
         execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
         if params.skymodel == "plane":
-            return self._run_planes(params, grouping, execution)
-        result = self._solve_constant(params, grouping, execution)
+            result = self._run_planes(params, grouping, execution)
+        else:
+            result = self._solve_constant(params, grouping, execution)
         execution.report("solve", 1, 1)
         if params.subtract:
             result = self._subtracted(result, execution)
@@ -302,7 +303,7 @@ class SkyMatcher:
         return replace(result, images=tuple(copies))
 
     def _run_planes(self, params: SkyMatchParams, grouping: Grouping, execution: Execution):
-        """`run` with ``skymodel="plane"`` (see `plane_match`)."""
+        """Stages 1-3 with ``skymodel="plane"`` (`plane_match`): the result before subtraction."""
         from .plane_match import (
             PlaneStage,
             constant_planes,
@@ -349,11 +350,6 @@ class SkyMatcher:
             constant = self._solve_constant(params.replace(skymodel="constant"), grouping,
                                             execution)
             result = constant_planes(result, constant, solution, layout, equations)
-        execution.report("solve", 1, 1)
-        if params.subtract:
-            result = self._subtracted(result, execution)
-        for message in result.warnings:
-            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
         return result
 
     # -- stage 1 ----------------------------------------------------------------------------

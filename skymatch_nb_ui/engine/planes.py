@@ -414,46 +414,52 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     good = np.isfinite(values)
     if mask is not None:
         good &= pieces.gather(mask)
-    return _piece_cells(values, good, pieces, code, nv, u0, v0, nx, params, scratch)
+    lengths = pieces.stop - pieces.start
+    bad = np.flatnonzero(~good)
+    if not len(bad):
+        return _piece_cells(values, lengths, None, pieces, code, nv, u0, v0, params)
+    at = np.cumsum(lengths) - lengths
+    piece = np.searchsorted(at, bad, side="right") - 1
+    usable = lengths - np.bincount(piece, minlength=len(lengths))
+    unusable = (piece, pieces.start[piece] + (bad - at[piece]))
+    return _piece_cells(values[good], usable, unusable, pieces, code, nv, u0, v0, params)
 
 
-def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatParams,
-                 scratch: Scratch) -> CellStats:
-    """The statistic of ``values`` (gathered piece after piece, cell after cell) in each cell."""
+def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
+                 params: StatParams) -> _Pending:
+    """The cells of usable ``values``, gathered piece after piece, cell after cell.
+
+    ``usable``: per piece, its usable values (int); ``unusable``: None, or the piece and the
+    column of each unusable pixel (their centroids are taken off the pieces' own).
+    """
     if not len(code):
         return _no_pending(params)
     first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # the code is sorted
     cells = code[first]
     ends = np.r_[first[1:], len(code)]
     lengths = pieces.stop - pieces.start
-    at = np.r_[0, np.cumsum(lengths)]
-    bad = np.flatnonzero(~good)
-    all_good = not len(bad)
     # centroids from the pieces alone, less the unusable pixels (few: no per-pixel pass)
     n = lengths.astype(float)
     sx = n * (pieces.start + pieces.stop - 1) / 2.0
     sy = n * pieces.rows
-    if not all_good:
-        piece = np.searchsorted(at, bad, side="right") - 1
+    if unusable is not None:
+        piece, column = unusable
         m = len(lengths)
         n = n - np.bincount(piece, minlength=m)
-        sx = sx - np.bincount(piece, pieces.start[piece] + (bad - at[piece]), minlength=m)
+        sx = sx - np.bincount(piece, column, minlength=m)
         sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
     piece_cell = np.repeat(np.arange(len(cells)), ends - first)
     count = np.bincount(piece_cell, n, minlength=len(cells))
     keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
     cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
     cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
-    if all_good:
-        packed, seg_start = values, at[first[keep]]
-    else:  # the usable values only, still cell after cell
-        packed = values[good]
-        before = np.r_[0, np.cumsum(np.bincount(piece_cell, n, minlength=len(cells)))]
-        seg_start = before[keep].astype(np.intp)
-    seg_count = count[keep].astype(np.intp)
+    per_cell = np.add.reduceat(usable, first) if len(first) else np.zeros(0, np.intp)
+    seg_start = (np.cumsum(per_cell) - per_cell)[keep]
+    seg_count = per_cell[keep]
     cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
     cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
-    return _Pending(packed, np.asarray(seg_start, np.intp), seg_count, cell, cx, cy, params)
+    return _Pending(values, np.asarray(seg_start, np.intp), np.asarray(seg_count, np.intp), cell,
+                    cx, cy, params)
 
 
 def _cell_pieces(runs: Runs, grid: CellGrid):
@@ -508,33 +514,82 @@ def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, par
                       scratch: Scratch) -> CellStats:
     """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
     from .differences import interpolation_inflation, pair_differences
-    from .measure import PairDifference, _finite, _usable_count
+    from .measure import PairDifference, _usable_count
 
     other, other_mask = load_pixels(region.loader)
     runs = region.runs
-    of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
+    of_differences = _without_limits(params)  # the limits were for the pixels
     if not runs:
         return replace(_no_pending(params), whole=PairDifference(math.nan, 0, math.nan, 0, 0))
+    buffers = scratch.differences
     d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
-                             lower=params.lower, upper=params.upper, buffers=scratch.differences)
+                             lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
-    # the whole overlap's statistic, as `measure.measure_differences` computes it
-    stat = sky_statistic(_finite(d, scratch.differences), of_differences, work=scratch.work)
+    # the whole overlap's statistic, as `measure.measure_differences` computes it (the usable
+    # differences packed, as `measure._finite` packs them)
+    finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
+    all_good = bool(finite.all())
+    packed = d if all_good else d[finite]
+    bad = None if all_good else np.flatnonzero(~finite)
+    stat = sky_statistic(packed, of_differences, work=scratch.work)
     usable = (stat.npix, stat.npix)
     if stat.npix == 0:
         usable = (_usable_count(image, mask, runs, params), 0)
     whole = PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
-    # the differences in cell order: the runs cut where the cell changes (no per-pixel cell
-    # arithmetic), each piece's differences gathered from its place in the runs' order
+    # the usable differences in cell order: the runs cut where the cell changes (no
+    # per-pixel cell arithmetic), each piece's usable differences gathered from their place
+    # in the packed differences (a piece of the runs is a contiguous range there too)
     pieces, code, nv, u0, v0, run = _cell_pieces(runs, grid)
     lengths = pieces.stop - pieces.start
-    first = np.cumsum(runs.stop - runs.start) - (runs.stop - runs.start)
-    offset = first[run] + (pieces.start - runs.start[run]) - (np.cumsum(lengths) - lengths)
-    order = np.repeat(offset, lengths) + np.arange(int(lengths.sum()))
-    values = np.asarray(d)[order]
-    cells = _piece_cells(values, np.isfinite(values), pieces, code, nv, u0, v0, image.shape[1],
-                         of_differences, scratch)
+    run_len = runs.stop - runs.start
+    at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - runs.start[run])  # in `d`
+    good, unusable = lengths, None
+    if bad is not None:
+        before = np.searchsorted(bad, at)
+        good = lengths - (np.searchsorted(bad, at + lengths) - before)
+        by_start = np.argsort(at)  # the pieces tile `d`: each bad one is in the last before it
+        k = by_start[np.searchsorted(at[by_start], bad, side="right") - 1]
+        unusable = (k, pieces.start[k] + (bad - at[k]))
+        at = at - before  # in `packed`
+    values = packed[_ranges(at, good, buffers)]
+    cells = _piece_cells(values, good, unusable, pieces, code, nv, u0, v0, of_differences)
     return replace(cells, inflation=inflation, whole=whole)
+
+
+def _ranges(start: np.ndarray, length: np.ndarray, buffers) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(start, length)])`` in a reused buffer.
+
+    (Increments of 1, and at each range's first element the jump from the previous range's
+    last, summed in place: no fresh arrays as long as the values.)
+    """
+    keep = length > 0
+    start, length = start[keep], length[keep]
+    total = int(length.sum())
+    out = buffers.get("ranges", np.intp, total)
+    if not total:
+        return out
+    out.fill(1)
+    first = np.cumsum(length) - length
+    jump = np.empty(len(start), np.intp)
+    jump[0] = start[0]
+    jump[1:] = start[1:] - (start[:-1] + length[:-1] - 1)
+    out[first] = jump
+    return np.cumsum(out, out=out)
+
+
+_WITHOUT_LIMITS: dict = {}
+
+
+def _without_limits(params: StatParams) -> StatParams:
+    """``params`` without ``lower``/``upper`` (for differences), cached (`replace` validates)."""
+    if params.lower is None and params.upper is None:
+        return params
+    found = _WITHOUT_LIMITS.get(params)
+    if found is None:
+        if len(_WITHOUT_LIMITS) > 64:
+            _WITHOUT_LIMITS.clear()
+        found = _WITHOUT_LIMITS[params] = params.replace(lower=None, upper=None)
+    return found
 
 
 def _no_pending(params: StatParams) -> _Pending:

@@ -100,7 +100,7 @@ from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
 from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
 from .measure import Scratch, load_pixels, thread_scratch
 from .params import StatParams
-from .segments import segment_statistics
+from .segments import BATCH_MAX, large_statistics, small_statistics
 from .stats import StatisticError, sky_statistic
 
 __all__ = [
@@ -364,10 +364,11 @@ class _Pending:
 
 
 def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellStats]:
-    """The statistics of all the jobs' cells, in one `segment_statistics` call per parameter set.
+    """The statistics of all the jobs' cells, batched per parameter set (`segments`).
 
-    (The cells of all an image's overlaps together: on small images a job has only a few
-    cells, and the batched statistic gains by many.)
+    (The cells of many overlaps together: on small images a job has only a few cells, and
+    the batched statistic gains by many.)  The small cells' values are copied together for
+    `segments.small_statistics`; the large ones are read where they are.
     """
     out: list = [None] * len(pending)
     groups: dict = {}
@@ -375,15 +376,42 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
         groups.setdefault(p.params, []).append(k)
     for stat_params, members in groups.items():
         parts = [pending[k] for k in members]
-        base = np.cumsum([0] + [len(p.values) for p in parts[:-1]])
-        values = (np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values)
-        start = np.concatenate([p.start + b for p, b in zip(parts, base)])
         count = np.concatenate([p.count for p in parts])
-        value, npix, err = segment_statistics(values, start, count, stat_params, scratch.work)
-        at = 0
-        for k, p in zip(members, parts):
-            sl = slice(at, at + len(p.count))
-            at += len(p.count)
+        small = (count <= BATCH_MAX) & (count > 0)
+        pieces, starts, at = [], [], 0  # the small cells' values, gathered
+        bounds = np.cumsum([0] + [len(p.count) for p in parts])
+        for p, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            s = small[lo:hi]
+            if not s.any():
+                continue
+            if s.all():  # all of it (the cells tile the values, in order)
+                end = int(p.start[-1] + p.count[-1])
+                pieces.append(p.values[:end])
+                starts.append(p.start + at)
+                at += end
+                continue
+            for a, c in zip(p.start[s], p.count[s]):
+                pieces.append(p.values[a : a + c])
+            starts.append(at + np.cumsum(p.count[s]) - p.count[s])
+            at += int(p.count[s].sum())
+        values = pieces[0] if len(pieces) == 1 else (np.concatenate(pieces) if pieces else np.empty(0))
+        start = np.zeros(len(count), np.intp)
+        if starts:
+            start[small] = np.concatenate(starts)
+        value, npix, err, left = small_statistics(values, start, count, small, stat_params)
+        large = np.flatnonzero(~small & (count > 0))
+        arrays = []
+        for c in large:
+            k = int(np.searchsorted(bounds, c, side="right")) - 1
+            p, i = parts[k], c - bounds[k]
+            arrays.append(p.values[p.start[i] : p.start[i] + p.count[i]])
+        arrays += [values[start[c] : start[c] + count[c]] for c in left]
+        which = np.concatenate([large, left]).astype(np.intp)
+        if len(which):
+            v, n, e = large_statistics(arrays, stat_params, scratch.work)
+            value[which], npix[which], err[which] = v, n, e
+        for k, p, lo, hi in zip(members, parts, bounds[:-1], bounds[1:]):
+            sl = slice(lo, hi)
             out[k] = CellStats(p.cell, value[sl], npix[sl], err[sl] * p.inflation, p.x, p.y, p.whole)
     return out
 

@@ -47,6 +47,28 @@ __all__ = ["PlaneResult", "PlaneStage"]
 
 #: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
 _SPLIT_FROM = 65536
+#: Pixels of the cell tasks measured together in one batch (serial and threads; at least
+#: `_BATCHES_PER_THREAD` batches per thread).
+_BATCH_PIXELS = 1 << 21
+_BATCHES_PER_THREAD = 3
+
+
+def _batches(sizes: list[int], threads: int) -> list[list[int]]:
+    """Tasks of ``sizes`` pixels in batches of about `_BATCH_PIXELS` (indices, in order).
+
+    At least `_BATCHES_PER_THREAD` per thread when there are that many tasks; the batches
+    balanced by size (largest first into the lightest).
+    """
+    count = max(-(-sum(sizes) // _BATCH_PIXELS), 1)
+    if threads > 1:
+        count = max(count, _BATCHES_PER_THREAD * threads)
+    count = min(count, len(sizes))
+    if count >= len(sizes):
+        return [[t] for t in range(len(sizes))]
+    from .matcher import _balanced
+
+    return _balanced(list(sizes), count)
+
 
 
 
@@ -266,20 +288,30 @@ class PlaneStage:
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
                           sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 
-        def keep(t: int, stats: list) -> None:
-            a, ks = parts[t]
-            for k, cell in zip(ks, stats[0]):
-                ck, what, _ = todo[a][k]
-                if cell.whole is not None:
-                    if on_whole is not None:
-                        on_whole(a, what[1], cell.whole)
-                    cell = replace(cell, whole=None)
-                self.cells[ck] = cell
+        # tasks batched (several images' cells measured together: `segments` batches their
+        # statistics, whose per-call cost dominates on small images), in a few batches per
+        # thread for balance
+        batches = [[t] for t in range(len(tasks))]
+        if kind in ("serial", "threads"):
+            batches = _batches([t.size for t in tasks], 1 if kind == "serial" else execution.workers)
 
-        sizes = [t.size for t in tasks]
-        order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
-        execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
-                      units=[len(ks) for _, ks in parts], kind=kind, on_result=keep, order=order)
+        def keep(b: int, stats: list) -> None:
+            for t, task_stats in zip(batches[b], stats):
+                a, ks = parts[t]
+                for k, cell in zip(ks, task_stats):
+                    ck, what, _ = todo[a][k]
+                    if cell.whole is not None:
+                        if on_whole is not None:
+                            on_whole(a, what[1], cell.whole)
+                        cell = replace(cell, whole=None)
+                    self.cells[ck] = cell
+
+        sizes = [sum(tasks[t].size for t in batch) for batch in batches]
+        order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
+        execution.map("statistics", measure_cell_batch,
+                      [([tasks[t] for t in batch], params.stat) for batch in batches],
+                      units=[sum(len(parts[t][1]) for t in batch) for batch in batches], kind=kind,
+                      on_result=keep, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.

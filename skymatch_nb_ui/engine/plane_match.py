@@ -141,6 +141,7 @@ class PlaneStage:
         self._footprints = footprints
         self._layouts: dict = {}  # labels -> _Layout
         self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
+        self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
 
     # -- stage 1 for planes ------------------------------------------------------------------
     def layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
@@ -319,6 +320,9 @@ class PlaneStage:
         ``sign`` is +1 when the compared image is on the pair's first side (its differences
         are then ``g - h``), else -1.
         """
+        cached = self._difference_jobs.get((plan, sampled))
+        if cached is not None:
+            return cached
         grid_of = {a: grid for _, a, _, grid in plan.jobs}
         first = {a for side, a, _, _ in plan.jobs if side == 0}
         jobs = []
@@ -330,6 +334,7 @@ class PlaneStage:
                     continue
                 s, o = sampled(a, b)
                 jobs.append((1.0 if s in first else -1.0, s, o, grid_of[s]))
+        self._difference_jobs[(plan, sampled)] = jobs
         return jobs
 
     def _runs(self, a: int, partners) -> tuple[Runs, ...]:
@@ -341,6 +346,7 @@ class PlaneStage:
             self._geometry_runs = geometry.runs
             self._layouts.clear()
             self.cells.clear()
+            self._difference_jobs.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
@@ -472,7 +478,9 @@ class PlaneStage:
         if len(d) < MIN_CELLS:
             return None, (f"only {len(d)} cells with {MIN_CELL_PIXELS} usable pixels on both "
                           f"sides (at least {MIN_CELLS} needed)")
-        spread = np.linalg.eigvalsh(np.cov(q.T, bias=True))[0]
+        dq = q - q.mean(axis=0)  # the smaller eigenvalue of the positions' covariance
+        sxx, syy, sxy = (float(dq[:, i] @ dq[:, j]) / len(dq) for i, j in ((0, 0), (1, 1), (0, 1)))
+        spread = 0.5 * (sxx + syy) - math.hypot(0.5 * (sxx - syy), sxy)
         if spread < (MIN_SPREAD * plan.side) ** 2:
             return None, "its cells lie along a line (the overlap is one cell wide)"
         return (q, q_h, d, var), ""

@@ -93,6 +93,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -221,7 +222,7 @@ class ImageMap:
     q_affine: np.ndarray  # intercept of the affine map at the centre
     jac: np.ndarray  # (2, 2): d(xi, eta) / d(x, y), arcsec per pixel
 
-    @property
+    @cached_property
     def pixel_scale(self) -> float:
         """Arcsec per pixel (square root of the Jacobian's determinant)."""
         return math.sqrt(abs(float(np.linalg.det(self.jac))))

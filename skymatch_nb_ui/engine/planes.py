@@ -427,15 +427,25 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
     scratch = thread_scratch()
     pending: list = []
     bounds = [0]
+    differences: list = []  # (index in pending, _Differences): their cells all at once
     for t in tasks:
         try:
             image, mask = load_pixels(t.loader)
-            pending += [_cells_of(image, mask, region, grid, params, scratch)
-                        for region, grid in t.jobs]
+            for region, grid in t.jobs:
+                if isinstance(region, DifferenceRegion):
+                    differences.append((len(pending), _differences(image, mask, region, grid,
+                                                                   params, scratch)))
+                    pending.append(None)
+                else:
+                    pending.append(_cells_of(image, mask, region, grid, params, scratch))
         except StatisticError as exc:
             raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
         del image, mask
         bounds.append(len(pending))
+    if differences:
+        cells = _difference_cells_many([job for _, job in differences], params, scratch)
+        for (k, _), c in zip(differences, cells):
+            pending[k] = c
     try:
         stats = _finish(pending, params, scratch)
     except StatisticError:
@@ -511,6 +521,99 @@ def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
                     cx, cy, params)
 
 
+def _cell_pieces_many(runs_list: list, grids: list):
+    """`_cell_pieces` of several jobs at once: (pieces, code, nv, u0, v0, run, job).
+
+    The pieces of all the jobs, job after job, each job's in its cell order; ``code``,
+    ``nv``, ``u0``, ``v0`` as `_cell_pieces` gives them per job (``nv``, ``u0``, ``v0`` one
+    per job), ``run`` the index of each piece's run among all the jobs' runs, ``job`` its
+    job.  The same arithmetic as `_cell_pieces`, element by element.
+    """
+    nrun = np.array([len(r.rows) for r in runs_list], np.intp)
+    job_of_run = np.repeat(np.arange(len(runs_list)), nrun)
+    all_rows = np.concatenate([r.rows for r in runs_list])
+    rows = all_rows.astype(np.float64)
+    first_x = np.concatenate([r.start for r in runs_list]).astype(np.float64)
+    last_x = np.concatenate([r.stop for r in runs_list]).astype(np.float64) - 1.0
+    matrix = np.array([g.matrix for g in grids])[job_of_run]  # per run
+    offset = np.array([g.offset for g in grids])[job_of_run]
+    n = len(rows)
+    cuts_run, cuts_x = [np.arange(n)], [first_x]
+    for axis in (0, 1):
+        slope, base = matrix[:, axis, 0], matrix[:, axis, 1] * rows + offset[:, axis]
+        f0 = np.floor(slope * first_x + base)
+        f1 = np.floor(slope * last_x + base)
+        count = np.where(slope == 0, 0, np.abs(f1 - f0)).astype(np.intp)
+        run = np.repeat(np.arange(n), count)
+        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        sr, br, fr = slope[run], base[run], f0[run]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(sr > 0, np.ceil((fr + 1 + j - br) / sr),  # the next integer reached
+                         np.floor((fr - j - br) / sr) + 1)  # the current one left behind
+        cuts_run.append(run)
+        cuts_x.append(np.clip(x, first_x[run], last_x[run] + 1))
+    run = np.concatenate(cuts_run)
+    x = np.concatenate(cuts_x)
+    order = np.lexsort((x, run))
+    run, x = run[order], x[order]
+    stop = np.r_[x[1:], 0.0]
+    last = np.r_[run[1:] != run[:-1], True]
+    stop[last] = last_x[run[last]] + 1
+    keep = stop > x
+    run, start, stop = run[keep], x[keep].astype(np.intp), stop[keep].astype(np.intp)
+    mid = (start + stop - 1) / 2.0
+    m, o, r = matrix[run], offset[run], rows[run]
+    iu = np.floor(m[:, 0, 0] * mid + m[:, 0, 1] * r + o[:, 0]).astype(np.int64)
+    iv = np.floor(m[:, 1, 0] * mid + m[:, 1, 1] * r + o[:, 1]).astype(np.int64)
+    job = job_of_run[run]
+    edges = np.searchsorted(job, np.arange(len(runs_list)))  # every job has pieces
+    u0, v0 = np.minimum.reduceat(iu, edges), np.minimum.reduceat(iv, edges)
+    nv = np.maximum.reduceat(iv, edges) - v0 + 1
+    nu = np.maximum.reduceat(iu, edges) - u0 + 1
+    code = (iu - u0[job]) * nv[job] + (iv - v0[job])
+    key = code + (np.cumsum(nu * nv) - nu * nv)[job]  # jobs stay in order, cells inside each
+    by_cell = np.argsort(key, kind="stable")  # rows stay in order inside a cell
+    pieces = Runs(all_rows[run][by_cell], start[by_cell], stop[by_cell])
+    return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell]
+
+
+def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
+                      params: list) -> list[_Pending]:
+    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job."""
+    out = []
+    key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]
+    first = np.flatnonzero(key_first)
+    cells, cell_job = code[first], job[first]
+    ends = np.r_[first[1:], len(code)]
+    lengths = pieces.stop - pieces.start
+    n = lengths.astype(float)
+    sx = n * (pieces.start + pieces.stop - 1) / 2.0
+    sy = n * pieces.rows
+    if unusable is not None:
+        piece, column = unusable
+        m = len(lengths)
+        n = n - np.bincount(piece, minlength=m)
+        sx = sx - np.bincount(piece, column, minlength=m)
+        sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
+    piece_cell = np.repeat(np.arange(len(cells)), ends - first)
+    count = np.bincount(piece_cell, n, minlength=len(cells))
+    keep = count >= MIN_CELL_PIXELS
+    cx = np.bincount(piece_cell, sx, minlength=len(cells)) / np.where(keep, count, 1.0)
+    cy = np.bincount(piece_cell, sy, minlength=len(cells)) / np.where(keep, count, 1.0)
+    per_cell = np.add.reduceat(usable, first)
+    within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
+    cell_edges = np.searchsorted(cell_job, np.arange(len(values) + 1))
+    cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
+    packed = ((cu + u0[cell_job] + _OFFSET) << 21) | (cv + v0[cell_job] + _OFFSET)
+    for i in range(len(values)):
+        sl = slice(cell_edges[i], cell_edges[i + 1])
+        k = np.flatnonzero(keep[sl]) + cell_edges[i]
+        start = within[k] - within[cell_edges[i]]
+        out.append(_Pending(values[i], np.asarray(start, np.intp), np.asarray(per_cell[k], np.intp),
+                            packed[k], cx[k], cy[k], params[i]))
+    return out
+
+
 def _cell_pieces(runs: Runs, grid: CellGrid):
     """The runs cut where the cell changes, in cell order: (pieces, cell code, nv, u0, v0, run).
 
@@ -559,9 +662,22 @@ def _cell_pieces(runs: Runs, grid: CellGrid):
     return pieces, code[by_cell], nv, u0, v0, run[by_cell]
 
 
-def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                      scratch: Scratch) -> CellStats:
-    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+@dataclass(frozen=True, eq=False)
+class _Differences:
+    """One pair's usable differences (packed, in run order), before its cells."""
+
+    runs: Runs
+    grid: CellGrid
+    packed: np.ndarray  # the usable differences (a copy)
+    bad: np.ndarray | None  # positions of the unusable ones among all (None: none)
+    inflation: float
+    whole: object
+    params: StatParams
+
+
+def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                 scratch: Scratch) -> _Differences:
+    """The pixel differences ``image - other`` of a region and their whole statistic."""
     from .differences import interpolation_inflation, pair_differences
     from .measure import PairDifference, _usable_count
 
@@ -569,7 +685,8 @@ def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, par
     runs = region.runs
     of_differences = _without_limits(params)  # the limits were for the pixels
     if not runs:
-        return replace(_no_pending(params), whole=PairDifference(math.nan, 0, math.nan, 0, 0))
+        return _Differences(runs, grid, np.empty(0), None, 1.0,
+                            PairDifference(math.nan, 0, math.nan, 0, 0), of_differences)
     buffers = scratch.differences
     d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
                              lower=params.lower, upper=params.upper, buffers=buffers)
@@ -578,31 +695,67 @@ def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, par
     # differences packed, as `measure._finite` packs them)
     finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
     all_good = bool(finite.all())
-    packed = d if all_good else d[finite]
+    packed = d.copy() if all_good else d[finite]
     bad = None if all_good else np.flatnonzero(~finite)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
     usable = (stat.npix, stat.npix)
     if stat.npix == 0:
         usable = (_usable_count(image, mask, runs, params), 0)
     whole = PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
-    # the usable differences in cell order: the runs cut where the cell changes (no
-    # per-pixel cell arithmetic), each piece's usable differences gathered from their place
-    # in the packed differences (a piece of the runs is a contiguous range there too)
-    pieces, code, nv, u0, v0, run = _cell_pieces(runs, grid)
+    return _Differences(runs, grid, packed, bad, inflation, whole, of_differences)
+
+
+def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                      scratch: Scratch) -> _Pending:
+    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+    job = _differences(image, mask, region, grid, params, scratch)
+    return _difference_cells_many([job], params, scratch)[0]
+
+
+def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> list[_Pending]:
+    """The cells of several pairs' differences (`_Differences`), laid out all at once.
+
+    The usable differences in cell order: the runs cut where the cell changes (no
+    per-pixel cell arithmetic: `_cell_pieces_many`), each piece's usable differences
+    gathered from their place in the packed differences (a piece of the runs is a
+    contiguous range there too).
+    """
+    out: list = [None] * len(jobs)
+    live = [k for k, job in enumerate(jobs) if job.runs]
+    for k, job in enumerate(jobs):
+        if not job.runs:
+            out[k] = replace(_no_pending(job.params), whole=job.whole)
+    if not live:
+        return out
+    runs_of = [jobs[k].runs for k in live]
+    pieces, code, nv, u0, v0, run, job_of = _cell_pieces_many(runs_of, [jobs[k].grid for k in live])
     lengths = pieces.stop - pieces.start
-    run_len = runs.stop - runs.start
-    at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - runs.start[run])  # in `d`
+    run_len = np.concatenate([r.stop - r.start for r in runs_of])
+    run_start = np.concatenate([r.start for r in runs_of])
+    at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - run_start[run])  # in all d
+    sizes = np.array([r.npix for r in runs_of], np.intp)
+    base = np.cumsum(sizes) - sizes  # each job's d in all d
     good, unusable = lengths, None
-    if bad is not None:
+    bad = [jobs[k].bad + base[i] for i, k in enumerate(live) if jobs[k].bad is not None]
+    if bad:
+        bad = np.concatenate(bad)
         before = np.searchsorted(bad, at)
         good = lengths - (np.searchsorted(bad, at + lengths) - before)
-        by_start = np.argsort(at)  # the pieces tile `d`: each bad one is in the last before it
+        by_start = np.argsort(at)  # the pieces tile all d: each bad one is in the last before it
         k = by_start[np.searchsorted(at[by_start], bad, side="right") - 1]
         unusable = (k, pieces.start[k] + (bad - at[k]))
-        at = at - before  # in `packed`
-    values = packed[_ranges(at, good, buffers)]
-    cells = _piece_cells(values, good, unusable, pieces, code, nv, u0, v0, of_differences)
-    return replace(cells, inflation=inflation, whole=whole)
+        at = at - before  # in all the packed differences
+        base = base - np.searchsorted(bad, base)
+    edges = np.searchsorted(job_of, np.arange(len(live) + 1))
+    values = []
+    for i, k in enumerate(live):  # each job's values, from its own packed differences
+        lo, hi = edges[i], edges[i + 1]
+        values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi], scratch.differences)])
+    cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
+                              [jobs[k].params for k in live])
+    for i, k in enumerate(live):
+        out[k] = replace(cells[i], inflation=jobs[k].inflation, whole=jobs[k].whole)
+    return out
 
 
 def _ranges(start: np.ndarray, length: np.ndarray, buffers) -> np.ndarray:

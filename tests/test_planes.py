@@ -429,6 +429,21 @@ def test_every_scheduler_gives_the_same_planes_bit_for_bit():
     assert all(np.array_equal(out[0], o) for o in out[1:])
 
 
+def test_every_scheduler_gives_the_same_default_planes_bit_for_bit():
+    """mode / differences (the defaults): the cells of several images get their statistics
+    in batches, the same batches whatever runs them."""
+    m = make_mosaic((3, 3), shape=(150, 170), overlap=0.3, noise=1.0, gradient=4.0, sources=10,
+                    rotation=3.0, seed=2, dtype=np.float32)
+    out = []
+    for scheduler in ("serial", "threads", "processes"):
+        r = skymatch(m.images, m.wcs, skymodel="plane", slope_significance=0.0,
+                     scheduler=scheduler, workers=2)
+        out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err,
+                                    r.plane.cov.reshape(len(r.sky), -1)]))
+    assert np.isfinite(out[0]).all()
+    assert all(np.array_equal(out[0], o) for o in out[1:])
+
+
 def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the_mosaic_one():
     import warnings
 

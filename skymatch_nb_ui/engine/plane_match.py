@@ -47,29 +47,26 @@ __all__ = ["PlaneResult", "PlaneStage"]
 
 #: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
 _SPLIT_FROM = 65536
-#: Pixels of the cell tasks measured together in one batch (serial and threads; at least
-#: `_BATCHES_PER_THREAD` batches per thread).
+#: Pixels of the cell tasks measured together in one batch (at least `_MIN_BATCHES`
+#: batches when there are that many tasks: balance on threads or processes).
 _BATCH_PIXELS = 1 << 21
-_BATCHES_PER_THREAD = 3
+_MIN_BATCHES = 6
 
 
-def _batches(sizes: list[int], threads: int) -> list[list[int]]:
+def _batches(sizes: list[int]) -> list[list[int]]:
     """Tasks of ``sizes`` pixels in batches of about `_BATCH_PIXELS` (indices, in order).
 
-    At least `_BATCHES_PER_THREAD` per thread when there are that many tasks; the batches
-    balanced by size (largest first into the lightest).
+    The batches balanced by size (largest first into the lightest).  They depend on the
+    sizes alone, not on the scheduler or the workers: a batch's cells get their statistics
+    together (`segments`), so that every way of running them gives the same values.
     """
-    count = max(-(-sum(sizes) // _BATCH_PIXELS), 1)
-    if threads > 1:
-        count = max(count, _BATCHES_PER_THREAD * threads)
+    count = max(-(-sum(sizes) // _BATCH_PIXELS), _MIN_BATCHES)
     count = min(count, len(sizes))
     if count >= len(sizes):
         return [[t] for t in range(len(sizes))]
     from .matcher import _balanced
 
     return _balanced(list(sizes), count)
-
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,11 +287,9 @@ class PlaneStage:
                           sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 
         # tasks batched (several images' cells measured together: `segments` batches their
-        # statistics, whose per-call cost dominates on small images), in a few batches per
-        # thread for balance
-        batches = [[t] for t in range(len(tasks))]
-        if kind in ("serial", "threads"):
-            batches = _batches([t.size for t in tasks], 1 if kind == "serial" else execution.workers)
+        # statistics, whose per-call cost dominates on small images), the same batches
+        # whatever runs them
+        batches = _batches([t.size for t in tasks])
 
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):

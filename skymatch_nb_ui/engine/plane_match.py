@@ -7,7 +7,8 @@ solve are described in `skymatch_nb_ui.engine.planes`):
    image's map into it, each input's centre, and per pair of inputs its cell grid (or why it
    can only give a constant);
 2. the cell statistics not cached yet, as stage-2 tasks (`planes.measure_cell_batch`: one
-   per image, run where the constant statistics run);
+   per image, in batches of about 2 million pixels whose cells get their statistics
+   together, the same batches however they run; run where the constant statistics run);
 3. `solve_planes`: equations from the cells, the sparse solve, the skymethod, and each
    image's own (level, slope_x, slope_y) with its covariance.
 """
@@ -45,8 +46,6 @@ from .planes import (
 
 __all__ = ["PlaneResult", "PlaneStage"]
 
-#: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
-_SPLIT_FROM = 65536
 #: Pixels of the cell tasks measured together in one batch (at least `_MIN_BATCHES`
 #: batches when there are that many tasks: balance on threads or processes).
 _BATCH_PIXELS = 1 << 21
@@ -222,7 +221,7 @@ class PlaneStage:
     # -- stage 2 for planes ------------------------------------------------------------------
     def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
                 sampled=None, pixel_map=None, on_whole=None) -> None:
-        """Compute the cell statistics not cached yet (one task per image).
+        """Compute the cell statistics not cached yet (tasks per image, in batches).
 
         With ``compare="differences"`` a pair's cells hold the statistic of its pixel
         differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
@@ -272,17 +271,8 @@ class PlaneStage:
         image_sizes = [sum(size for _, size in built[a]) for a in images]
         gil_free = sum(image_sizes) if pairs and _differences(params) else 0
         kind = execution.kind(files, image_sizes, gil_free=gil_free)
-        # on threads, images in memory, large overlaps: one task per overlap (finer tasks
-        # balance the threads, as the constant stage's); else one per image (its pixels
-        # read once, all its small cells' statistics batched together)
-        jobs = sum(len(built[a]) for a in images)
-        split = kind == "threads" and not files and sum(image_sizes) >= _SPLIT_FROM * jobs
-        parts = []  # (image, indices into todo[image])
-        for a in images:
-            if split:
-                parts += [(a, [k]) for k in range(len(built[a]))]
-            else:
-                parts.append((a, list(range(len(built[a])))))
+        # one task per image (its pixels read once), whatever runs them
+        parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
                           sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 

@@ -25,10 +25,9 @@ frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle)
 about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
 pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 3 cells).  Each image's pixels are
 put in cells through its affine map; each side's statistic (``skystat``, with the clipping
-parameters, as for constants; all an image's cells at once by
-`segments.segment_statistics`, equal to the per-cell statistic to rounding) over its
-pixels in a cell gives, for a cell with at least
-`MIN_CELL_PIXELS` usable pixels on both sides, one equation::
+parameters, as for constants; the cells of a batch of several images at once by
+`segments`, equal to the per-cell statistic to rounding) over its pixels in a cell gives,
+for a cell with at least `MIN_CELL_PIXELS` usable pixels on both sides, one equation::
 
     plane_g(q) - plane_h(q) = stat_g(cell) - stat_h(cell)      (error: both sides' errors)
 
@@ -41,7 +40,9 @@ With ``compare="differences"`` (the default) a cell's equation is instead the st
 the pair's pixel differences in it (`differences.pair_differences`); one interpolation per
 pair serves its cells and its whole-overlap statistic (the pair table, the fallbacks: the
 same values ``skymodel="constant"`` measures), and the cells follow the pieces of pixel
-rows between cell boundaries (no per-pixel cell arithmetic).
+rows between cell boundaries (no per-pixel cell arithmetic; the pieces of all a batch's
+pairs in one vectorised pass, `_cell_pieces_many`), each cell's usable differences
+gathered from the packed differences through a reused index buffer.
 
 The solve
 ---------

@@ -213,17 +213,21 @@ def _batched(values, start, count, params: StatParams):
     first = np.cumsum(count) - count
     # the base set: finite, within the limits; values beyond 1e100 go one by one
     keep = None
-    if params.lower is not None or params.upper is not None or not np.isfinite(x).all():
+    # (two reductions tell the common case: all finite, none huge)
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    plain = math.isfinite(low) and math.isfinite(high)  # NaN and inf make either non-finite
+    if params.lower is not None or params.upper is not None or not plain:
         keep = np.isfinite(x)
         if params.lower is not None:
             keep &= x >= float(params.lower)
         if params.upper is not None:
             keep &= x <= float(params.upper)
-    with np.errstate(invalid="ignore"):
-        huge = np.abs(x) > _HUGE
-    if huge.any():
-        left |= _segsum(huge, first, count) > 0
-        keep = ~huge if keep is None else keep & ~huge
+    if not (plain and max(-low, high) <= _HUGE):
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(x) > _HUGE
+        if huge.any():
+            left |= _segsum(huge, first, count) > 0
+            keep = ~huge if keep is None else keep & ~huge
     if keep is not None:
         count = _segsum(keep, first, count)
         x = x[keep]

@@ -57,7 +57,8 @@ MAX_BINS = 1024
 _HUGE = 1e100
 _MEDIAN_BINS = 4096
 _REACH = 4.0  # stats._MODE_REACH
-_CHUNK = 1024  # segments batched together
+_CHUNK = 1024  # segments batched together, at most
+_CHUNK_VALUES = 1 << 18  # and about this many values (bounded memory: ~40 MB of work arrays)
 
 
 def segment_statistics(values: np.ndarray, start: np.ndarray, count: np.ndarray, params: StatParams,
@@ -103,7 +104,7 @@ def segment_statistics(values: np.ndarray, start: np.ndarray, count: np.ndarray,
 
 
 def small_statistics(values, start, count, which, params: StatParams):
-    """The batched part of `segment_statistics`: the segments ``which`` (a mask), `_CHUNK` at a time.
+    """The batched part of `segment_statistics`: the segments ``which`` (a mask), `_CHUNK` at a time at most.
 
     Returns (value, npix, err) of all segments (NaN, 0, NaN where not computed) and, in
     order, the segments of ``which`` left to `large_statistics` (see the module's notes).
@@ -113,8 +114,12 @@ def small_statistics(values, start, count, which, params: StatParams):
     npix = np.zeros(k, np.int64)
     batch = np.flatnonzero(which)
     left = [np.empty(0, np.intp)]
-    for lo in range(0, len(batch), _CHUNK):  # bounded memory: a few MB per chunk
-        part = batch[lo : lo + _CHUNK]
+    # chunks of at most _CHUNK segments and about _CHUNK_VALUES values
+    cut = np.cumsum(count[batch]) // _CHUNK_VALUES
+    bounds = np.flatnonzero(np.r_[True, cut[1:] != cut[:-1]]) if len(batch) else np.empty(0, int)
+    bounds = np.unique(np.concatenate([bounds, np.arange(0, len(batch), _CHUNK)]))
+    for lo, hi in zip(bounds, np.r_[bounds[1:], len(batch)]):
+        part = batch[lo:hi]
         v, b, n, s = _batched(values, start[part], count[part], params)
         value[part], npix[part], err[part] = v, n, b
         left.append(part[s])

@@ -245,3 +245,20 @@ def test_difference_cells_use_exactly_their_usable_differences(skystat):
                                     params)[0]
         assert cells.whole == whole
     assert checked > 20
+
+
+def test_a_batch_names_the_image_whose_cells_fail():
+    """Several images' cells get their statistics together; an error names the right one."""
+    from skymatch_nb_ui.engine.loaders import ArrayImage
+    from skymatch_nb_ui.engine.planes import CellGrid, CellTask, measure_cell_batch
+    from skymatch_nb_ui.engine.stats import StatisticError
+
+    grid = CellGrid(np.eye(2) / 40.0, np.zeros(2))
+    flat = ArrayImage(np.full((80, 120), 7.0))  # constant cells: no histogram
+    noisy = ArrayImage(np.random.default_rng(0).normal(0.0, 1.0, (80, 120)))
+    tasks = [CellTask(flat, ((None, grid),), 1, label="images[0]"),
+             CellTask(noisy, ((None, grid),), 1, label="images[1]")]
+    ok = measure_cell_batch(tasks, StatParams(skystat="mode"))
+    assert np.all(ok[0][0].value == 7.0) and np.all(np.abs(ok[1][0].value) < 1.0)
+    with pytest.raises(StatisticError, match=r"^images\[1\]: binwidth=1e-07"):
+        measure_cell_batch(tasks, StatParams(skystat="mode", binwidth=1e-7))

@@ -429,6 +429,30 @@ def test_every_scheduler_gives_the_same_planes_bit_for_bit():
     assert all(np.array_equal(out[0], o) for o in out[1:])
 
 
+def test_every_scheduler_gives_the_same_default_planes_bit_for_bit():
+    """mode / differences (the defaults): the cells of several images get their statistics
+    in batches, the same batches whatever runs them."""
+    m = make_mosaic((3, 3), shape=(150, 170), overlap=0.3, noise=1.0, gradient=4.0, sources=10,
+                    rotation=3.0, seed=2, dtype=np.float32)
+    out = []
+    for scheduler in ("serial", "threads", "processes"):
+        r = skymatch(m.images, m.wcs, skymodel="plane", slope_significance=0.0,
+                     scheduler=scheduler, workers=2)
+        out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err,
+                                    r.plane.cov.reshape(len(r.sky), -1)]))
+    assert np.isfinite(out[0]).all()
+    assert all(np.array_equal(out[0], o) for o in out[1:])
+
+
+@pytest.mark.parametrize("scheduler", ["serial", "threads"])
+def test_a_statistic_error_in_the_batched_cells_names_the_image_and_the_way_out(scheduler):
+    from skymatch_nb_ui.engine.stats import StatisticError
+
+    m = make_mosaic((2, 3), shape=(150, 150), overlap=0.3, noise=1.0, gradient=3.0, seed=1)
+    with pytest.raises(StatisticError, match=r"images\[\d+\]: binwidth=1e-06 .* Use binwidth >="):
+        skymatch(m.images, m.wcs, skymodel="plane", binwidth=1e-6, scheduler=scheduler)
+
+
 def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the_mosaic_one():
     import warnings
 

@@ -160,3 +160,105 @@ def test_large_cells_mode_equals_the_per_cell_statistic(options):
     params = StatParams(skystat="mode", **options)
     _assert_same(segment_statistics(values, start, count, params),
                  _per_cell(values, start, count, params))
+
+
+# -- the cells of pixel differences (skymodel="plane", compare="differences") ---------------------
+def _difference_jobs(seed: int):
+    """Overlapping images (rotated, with NaNs and masks) and their difference jobs."""
+    from skymatch_nb_ui.engine.differences import pixel_map
+    from skymatch_nb_ui.engine.geometry import CelestialWCS, mosaic_geometry
+    from skymatch_nb_ui.engine.loaders import ArrayImage
+    from skymatch_nb_ui.engine.planes import CellGrid, DifferenceRegion
+    from skymatch_nb_ui.testing import make_mosaic
+
+    m = make_mosaic((2, 2), shape=(120, 150), overlap=0.35, noise=1.0, gradient=2.0,
+                    sources=10, rotation=7.0, jitter=2.0, dtype=np.float32, seed=seed)
+    rng = np.random.default_rng(seed)
+    loaders = []
+    for im in m.images:
+        im = im.copy()
+        im[rng.random(im.shape) < 0.02] = np.nan
+        good = rng.random(im.shape) > 0.03
+        good[5:20, 30:60] = False
+        loaders.append(ArrayImage(im, good=good))
+    wcs = [CelestialWCS(w) for w in m.wcs]
+    geometry = mosaic_geometry(wcs, [im.shape for im in m.images])
+    jobs = []  # (image, (region, grid)) for every overlap, each with its own rotated grid
+    for (a, b), runs in sorted(geometry.runs.items()):
+        if a == b or not runs:
+            continue
+        theta = rng.uniform(0, np.pi)
+        side = rng.uniform(9.0, 40.0)
+        rot = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+        if len(jobs) % 3 == 0:  # axis-aligned cells: no cut along one axis
+            rot = np.eye(2)
+        grid = CellGrid(rot / side, rng.uniform(-3, 3, 2))
+        jobs.append((a, (DifferenceRegion(loaders[b], runs, pixel_map(wcs[a], wcs[b], runs)), grid)))
+    return loaders, jobs
+
+
+@pytest.mark.parametrize("skystat", ["median", "mode"])
+def test_difference_cells_use_exactly_their_usable_differences(skystat):
+    """Each cell: the statistic of the pair's usable differences whose pixel is in it, at
+    their centroid; the whole overlap's statistic as the constant model measures it; the
+    same cells whether the pairs are measured in one batch or one by one."""
+    from skymatch_nb_ui.engine.differences import interpolation_inflation, pair_differences
+    from skymatch_nb_ui.engine.measure import Comparison, measure_differences
+    from skymatch_nb_ui.engine.planes import CellTask, measure_cell_batch
+
+    loaders, jobs = _difference_jobs(4)
+    params = StatParams(skystat=skystat, lower=-1e3, upper=1e4)
+    tasks = [CellTask(loaders[a], (job,), 1, label=f"images[{a}]") for a, job in jobs]
+    together = [c for cells in measure_cell_batch(tasks, params) for c in cells]
+    alone = [measure_cell_batch([t], params)[0][0] for t in tasks]
+    checked = 0
+    for (a, (region, grid)), cells, single in zip(jobs, together, alone):
+        image, good = loaders[a].pixels, loaders[a].good
+        other = region.loader
+        d, w2 = pair_differences(image, good, other.pixels, other.good, region.runs, region.pmap,
+                                 lower=params.lower, upper=params.upper)
+        inflation = interpolation_inflation(w2, region.pmap.area_ratio, skystat)
+        r = region.runs
+        y = np.repeat(r.rows, r.stop - r.start)
+        x = np.concatenate([np.arange(s, e) for s, e in zip(r.start, r.stop)])
+        u = np.floor(grid.matrix[0, 0] * x + grid.matrix[0, 1] * y + grid.offset[0]).astype(np.int64)
+        v = np.floor(grid.matrix[1, 0] * x + grid.matrix[1, 1] * y + grid.offset[1]).astype(np.int64)
+        code = ((u + (1 << 20)) << 21) | (v + (1 << 20))
+        usable = np.isfinite(d)
+        codes, counts = np.unique(code[usable], return_counts=True)
+        assert np.array_equal(np.sort(cells.cell), codes[counts >= 64])
+        of_differences = params.replace(lower=None, upper=None)
+        for k, c in enumerate(cells.cell):
+            inside = (code == c) & usable
+            want = sky_statistic(d[inside], of_differences)
+            assert cells.npix[k] == want.npix
+            assert abs(cells.value[k] - want.value) <= 1e-9 * want.err
+            assert abs(cells.err[k] - want.err * inflation) <= 1e-9 * want.err * inflation
+            assert cells.x[k] == pytest.approx(x[inside].mean(), abs=1e-9)
+            assert cells.y[k] == pytest.approx(y[inside].mean(), abs=1e-9)
+            checked += 1
+        # one by one: the same cells (the batched mode's smoothing to rounding)
+        assert np.array_equal(single.cell, cells.cell) and np.array_equal(single.npix, cells.npix)
+        assert np.allclose(single.value, cells.value, rtol=0, atol=1e-9 * np.nanmax(cells.err))
+        # the whole overlap: what skymodel="constant" measures for the pair
+        whole = measure_differences(loaders[a], [Comparison(other, region.runs, region.pmap)],
+                                    params)[0]
+        assert cells.whole == whole
+    assert checked > 20
+
+
+def test_a_batch_names_the_image_whose_cells_fail():
+    """Several images' cells get their statistics together; an error names the right one."""
+    from skymatch_nb_ui.engine.loaders import ArrayImage
+    from skymatch_nb_ui.engine.planes import CellGrid, CellTask, measure_cell_batch
+    from skymatch_nb_ui.engine.stats import StatisticError
+
+    grid = CellGrid(np.eye(2) / 40.0, np.zeros(2))
+    flat = ArrayImage(np.full((80, 120), 7.0))  # constant cells: no histogram
+    noisy = ArrayImage(np.random.default_rng(0).normal(0.0, 1.0, (80, 120)))
+    tasks = [CellTask(flat, ((None, grid),), 1, label="images[0]"),
+             CellTask(noisy, ((None, grid),), 1, label="images[1]")]
+    ok = measure_cell_batch(tasks, StatParams(skystat="mode"))
+    assert np.all(ok[0][0].value == 7.0) and np.all(np.abs(ok[1][0].value) < 1.0)
+    with pytest.raises(StatisticError, match=r"^images\[1\]: binwidth=1e-07"):
+        measure_cell_batch(tasks, StatParams(skystat="mode", binwidth=1e-7))

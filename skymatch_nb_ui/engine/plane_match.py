@@ -7,7 +7,8 @@ solve are described in `skymatch_nb_ui.engine.planes`):
    image's map into it, each input's centre, and per pair of inputs its cell grid (or why it
    can only give a constant);
 2. the cell statistics not cached yet, as stage-2 tasks (`planes.measure_cell_batch`: one
-   per image, run where the constant statistics run);
+   per image, in batches of about 2 million pixels whose cells get their statistics
+   together, the same batches however they run; run where the constant statistics run);
 3. `solve_planes`: equations from the cells, the sparse solve, the skymethod, and each
    image's own (level, slope_x, slope_y) with its covariance.
 """
@@ -45,9 +46,26 @@ from .planes import (
 
 __all__ = ["PlaneResult", "PlaneStage"]
 
-#: Mean pixels per overlap from which the cell tasks on threads are one per overlap.
-_SPLIT_FROM = 65536
+#: Pixels of the cell tasks measured together in one batch (at least `_MIN_BATCHES`
+#: batches when there are that many tasks: balance on threads or processes).
+_BATCH_PIXELS = 1 << 21
+_MIN_BATCHES = 6
 
+
+def _batches(sizes: list[int]) -> list[list[int]]:
+    """Tasks of ``sizes`` pixels in batches of about `_BATCH_PIXELS` (indices, in order).
+
+    The batches balanced by size (largest first into the lightest).  They depend on the
+    sizes alone, not on the scheduler or the workers: a batch's cells get their statistics
+    together (`segments`), so that every way of running them gives the same values.
+    """
+    count = max(-(-sum(sizes) // _BATCH_PIXELS), _MIN_BATCHES)
+    count = min(count, len(sizes))
+    if count >= len(sizes):
+        return [[t] for t in range(len(sizes))]
+    from .matcher import _balanced
+
+    return _balanced(list(sizes), count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +137,7 @@ class PlaneStage:
         self._footprints = footprints
         self._layouts: dict = {}  # labels -> _Layout
         self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
+        self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
 
     # -- stage 1 for planes ------------------------------------------------------------------
     def layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
@@ -202,7 +221,7 @@ class PlaneStage:
     # -- stage 2 for planes ------------------------------------------------------------------
     def measure(self, layout: _Layout, params, loaders, execution, *, pairs: bool, local: bool,
                 sampled=None, pixel_map=None, on_whole=None) -> None:
-        """Compute the cell statistics not cached yet (one task per image).
+        """Compute the cell statistics not cached yet (tasks per image, in batches).
 
         With ``compare="differences"`` a pair's cells hold the statistic of its pixel
         differences: ``sampled(a, b)`` says which image of a pair is compared, ``pixel_map(s,
@@ -252,34 +271,33 @@ class PlaneStage:
         image_sizes = [sum(size for _, size in built[a]) for a in images]
         gil_free = sum(image_sizes) if pairs and _differences(params) else 0
         kind = execution.kind(files, image_sizes, gil_free=gil_free)
-        # on threads, images in memory, large overlaps: one task per overlap (finer tasks
-        # balance the threads, as the constant stage's); else one per image (its pixels
-        # read once, all its small cells' statistics batched together)
-        jobs = sum(len(built[a]) for a in images)
-        split = kind == "threads" and not files and sum(image_sizes) >= _SPLIT_FROM * jobs
-        parts = []  # (image, indices into todo[image])
-        for a in images:
-            if split:
-                parts += [(a, [k]) for k in range(len(built[a]))]
-            else:
-                parts.append((a, list(range(len(built[a])))))
+        # one task per image (its pixels read once), whatever runs them
+        parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
                           sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
 
-        def keep(t: int, stats: list) -> None:
-            a, ks = parts[t]
-            for k, cell in zip(ks, stats[0]):
-                ck, what, _ = todo[a][k]
-                if cell.whole is not None:
-                    if on_whole is not None:
-                        on_whole(a, what[1], cell.whole)
-                    cell = replace(cell, whole=None)
-                self.cells[ck] = cell
+        # tasks batched (several images' cells measured together: `segments` batches their
+        # statistics, whose per-call cost dominates on small images), the same batches
+        # whatever runs them
+        batches = _batches([t.size for t in tasks])
 
-        sizes = [t.size for t in tasks]
-        order = sorted(range(len(tasks)), key=sizes.__getitem__, reverse=True)
-        execution.map("statistics", measure_cell_batch, [([t], params.stat) for t in tasks],
-                      units=[len(ks) for _, ks in parts], kind=kind, on_result=keep, order=order)
+        def keep(b: int, stats: list) -> None:
+            for t, task_stats in zip(batches[b], stats):
+                a, ks = parts[t]
+                for k, cell in zip(ks, task_stats):
+                    ck, what, _ = todo[a][k]
+                    if cell.whole is not None:
+                        if on_whole is not None:
+                            on_whole(a, what[1], cell.whole)
+                        cell = replace(cell, whole=None)
+                    self.cells[ck] = cell
+
+        sizes = [sum(tasks[t].size for t in batch) for batch in batches]
+        order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
+        execution.map("statistics", measure_cell_batch,
+                      [([tasks[t] for t in batch], params.stat) for batch in batches],
+                      units=[sum(len(parts[t][1]) for t in batch) for batch in batches], kind=kind,
+                      on_result=keep, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
@@ -287,6 +305,9 @@ class PlaneStage:
         ``sign`` is +1 when the compared image is on the pair's first side (its differences
         are then ``g - h``), else -1.
         """
+        cached = self._difference_jobs.get((plan, sampled))
+        if cached is not None:
+            return cached
         grid_of = {a: grid for _, a, _, grid in plan.jobs}
         first = {a for side, a, _, _ in plan.jobs if side == 0}
         jobs = []
@@ -298,6 +319,7 @@ class PlaneStage:
                     continue
                 s, o = sampled(a, b)
                 jobs.append((1.0 if s in first else -1.0, s, o, grid_of[s]))
+        self._difference_jobs[(plan, sampled)] = jobs
         return jobs
 
     def _runs(self, a: int, partners) -> tuple[Runs, ...]:
@@ -309,6 +331,7 @@ class PlaneStage:
             self._geometry_runs = geometry.runs
             self._layouts.clear()
             self.cells.clear()
+            self._difference_jobs.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
@@ -440,7 +463,9 @@ class PlaneStage:
         if len(d) < MIN_CELLS:
             return None, (f"only {len(d)} cells with {MIN_CELL_PIXELS} usable pixels on both "
                           f"sides (at least {MIN_CELLS} needed)")
-        spread = np.linalg.eigvalsh(np.cov(q.T, bias=True))[0]
+        dq = q - q.mean(axis=0)  # the smaller eigenvalue of the positions' covariance
+        sxx, syy, sxy = (float(dq[:, i] @ dq[:, j]) / len(dq) for i, j in ((0, 0), (1, 1), (0, 1)))
+        spread = 0.5 * (sxx + syy) - math.hypot(0.5 * (sxx - syy), sxy)
         if spread < (MIN_SPREAD * plan.side) ** 2:
             return None, "its cells lie along a line (the overlap is one cell wide)"
         return (q, q_h, d, var), ""

@@ -25,10 +25,9 @@ frame: its extent (``sqrt(12 variance)`` along each axis, exact for a rectangle)
 about `CELLS_PER_OVERLAP` cells, at least 2 across, each side at least `MIN_CELL_SIDE`
 pixels of the coarser image (e.g. a 200 x 1000 pixel strip: 2 x 3 cells).  Each image's pixels are
 put in cells through its affine map; each side's statistic (``skystat``, with the clipping
-parameters, as for constants; all an image's cells at once by
-`segments.segment_statistics`, equal to the per-cell statistic to rounding) over its
-pixels in a cell gives, for a cell with at least
-`MIN_CELL_PIXELS` usable pixels on both sides, one equation::
+parameters, as for constants; the cells of a batch of several images at once by
+`segments`, equal to the per-cell statistic to rounding) over its pixels in a cell gives,
+for a cell with at least `MIN_CELL_PIXELS` usable pixels on both sides, one equation::
 
     plane_g(q) - plane_h(q) = stat_g(cell) - stat_h(cell)      (error: both sides' errors)
 
@@ -41,7 +40,9 @@ With ``compare="differences"`` (the default) a cell's equation is instead the st
 the pair's pixel differences in it (`differences.pair_differences`); one interpolation per
 pair serves its cells and its whole-overlap statistic (the pair table, the fallbacks: the
 same values ``skymodel="constant"`` measures), and the cells follow the pieces of pixel
-rows between cell boundaries (no per-pixel cell arithmetic).
+rows between cell boundaries (no per-pixel cell arithmetic; the pieces of all a batch's
+pairs in one vectorised pass, `_cell_pieces_many`), each cell's usable differences
+gathered from the packed differences through a reused index buffer.
 
 The solve
 ---------
@@ -89,9 +90,11 @@ array([[ 8.5,  9.5, 10.5],
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -100,7 +103,7 @@ from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
 from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
 from .measure import Scratch, load_pixels, thread_scratch
 from .params import StatParams
-from .segments import segment_statistics
+from .segments import BATCH_MAX, large_statistics, small_statistics
 from .stats import StatisticError, sky_statistic
 
 __all__ = [
@@ -220,7 +223,7 @@ class ImageMap:
     q_affine: np.ndarray  # intercept of the affine map at the centre
     jac: np.ndarray  # (2, 2): d(xi, eta) / d(x, y), arcsec per pixel
 
-    @property
+    @cached_property
     def pixel_scale(self) -> float:
         """Arcsec per pixel (square root of the Jacobian's determinant)."""
         return math.sqrt(abs(float(np.linalg.det(self.jac))))
@@ -364,10 +367,11 @@ class _Pending:
 
 
 def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellStats]:
-    """The statistics of all the jobs' cells, in one `segment_statistics` call per parameter set.
+    """The statistics of all the jobs' cells, batched per parameter set (`segments`).
 
-    (The cells of all an image's overlaps together: on small images a job has only a few
-    cells, and the batched statistic gains by many.)
+    (The cells of many overlaps together: on small images a job has only a few cells, and
+    the batched statistic gains by many.)  The small cells' values are copied together for
+    `segments.small_statistics`; the large ones are read where they are.
     """
     out: list = [None] * len(pending)
     groups: dict = {}
@@ -375,28 +379,84 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
         groups.setdefault(p.params, []).append(k)
     for stat_params, members in groups.items():
         parts = [pending[k] for k in members]
-        base = np.cumsum([0] + [len(p.values) for p in parts[:-1]])
-        values = (np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values)
-        start = np.concatenate([p.start + b for p, b in zip(parts, base)])
         count = np.concatenate([p.count for p in parts])
-        value, npix, err = segment_statistics(values, start, count, stat_params, scratch.work)
-        at = 0
-        for k, p in zip(members, parts):
-            sl = slice(at, at + len(p.count))
-            at += len(p.count)
+        small = (count <= BATCH_MAX) & (count > 0)
+        pieces, starts, at = [], [], 0  # the small cells' values, gathered
+        bounds = np.cumsum([0] + [len(p.count) for p in parts])
+        for p, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            s = small[lo:hi]
+            if not s.any():
+                continue
+            if s.all():  # all of it (the cells tile the values, in order)
+                end = int(p.start[-1] + p.count[-1])
+                pieces.append(p.values[:end])
+                starts.append(p.start + at)
+                at += end
+                continue
+            for a, c in zip(p.start[s], p.count[s]):
+                pieces.append(p.values[a : a + c])
+            starts.append(at + np.cumsum(p.count[s]) - p.count[s])
+            at += int(p.count[s].sum())
+        values = pieces[0] if len(pieces) == 1 else (np.concatenate(pieces) if pieces else np.empty(0))
+        start = np.zeros(len(count), np.intp)
+        if starts:
+            start[small] = np.concatenate(starts)
+        value, npix, err, left = small_statistics(values, start, count, small, stat_params)
+        large = np.flatnonzero(~small & (count > 0))
+        arrays = []
+        for c in large:
+            k = int(np.searchsorted(bounds, c, side="right")) - 1
+            p, i = parts[k], c - bounds[k]
+            arrays.append(p.values[p.start[i] : p.start[i] + p.count[i]])
+        arrays += [values[start[c] : start[c] + count[c]] for c in left]
+        which = np.concatenate([large, left]).astype(np.intp)
+        if len(which):
+            v, n, e = large_statistics(arrays, stat_params, scratch.work)
+            value[which], npix[which], err[which] = v, n, e
+        for k, p, lo, hi in zip(members, parts, bounds[:-1], bounds[1:]):
+            sl = slice(lo, hi)
             out[k] = CellStats(p.cell, value[sl], npix[sl], err[sl] * p.inflation, p.x, p.y, p.whole)
     return out
 
 
 def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[list[CellStats]]:
-    """`measure_cells` for each of ``tasks`` (the unit of work sent to a worker)."""
-    out = []
+    """`measure_cells` for each of ``tasks`` (the unit of work sent to a worker).
+
+    All the tasks' cells get their statistics together (one `_finish`: the batched
+    statistics gain by many cells); each image is released before the next is read.
+    """
+    scratch = thread_scratch()
+    pending: list = []
+    bounds = [0]
+    differences: list = []  # (index in pending, _Differences): their cells all at once
     for t in tasks:
         try:
-            out.append(measure_cells(t.loader, t.jobs, params))
+            image, mask = load_pixels(t.loader)
+            for region, grid in t.jobs:
+                if isinstance(region, DifferenceRegion):
+                    differences.append((len(pending), _differences(image, mask, region, grid,
+                                                                   params, scratch)))
+                    pending.append(None)
+                else:
+                    pending.append(_cells_of(image, mask, region, grid, params, scratch))
         except StatisticError as exc:
             raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
-    return out
+        del image, mask
+        bounds.append(len(pending))
+    if differences:
+        cells = _difference_cells_many([job for _, job in differences], params, scratch)
+        for (k, _), c in zip(differences, cells):
+            pending[k] = c
+    try:
+        stats = _finish(pending, params, scratch)
+    except StatisticError:
+        for t, lo, hi in zip(tasks, bounds[:-1], bounds[1:]):  # whose cells: each task alone
+            try:
+                _finish(pending[lo:hi], params, scratch)
+            except StatisticError as exc:
+                raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
+        raise
+    return [stats[lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
 def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch) -> CellStats:
@@ -414,46 +474,145 @@ def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: 
     good = np.isfinite(values)
     if mask is not None:
         good &= pieces.gather(mask)
-    return _piece_cells(values, good, pieces, code, nv, u0, v0, nx, params, scratch)
+    lengths = pieces.stop - pieces.start
+    bad = np.flatnonzero(~good)
+    if not len(bad):
+        return _piece_cells(values, lengths, None, pieces, code, nv, u0, v0, params)
+    at = np.cumsum(lengths) - lengths
+    piece = np.searchsorted(at, bad, side="right") - 1
+    usable = lengths - np.bincount(piece, minlength=len(lengths))
+    unusable = (piece, pieces.start[piece] + (bad - at[piece]))
+    return _piece_cells(values[good], usable, unusable, pieces, code, nv, u0, v0, params)
 
 
-def _piece_cells(values, good, pieces: Runs, code, nv, u0, v0, nx, params: StatParams,
-                 scratch: Scratch) -> CellStats:
-    """The statistic of ``values`` (gathered piece after piece, cell after cell) in each cell."""
+def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
+                 params: StatParams) -> _Pending:
+    """The cells of usable ``values``, gathered piece after piece, cell after cell.
+
+    ``usable``: per piece, its usable values (int); ``unusable``: None, or the piece and the
+    column of each unusable pixel (their centroids are taken off the pieces' own).
+    """
     if not len(code):
         return _no_pending(params)
     first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # the code is sorted
     cells = code[first]
     ends = np.r_[first[1:], len(code)]
     lengths = pieces.stop - pieces.start
-    at = np.r_[0, np.cumsum(lengths)]
-    bad = np.flatnonzero(~good)
-    all_good = not len(bad)
     # centroids from the pieces alone, less the unusable pixels (few: no per-pixel pass)
     n = lengths.astype(float)
     sx = n * (pieces.start + pieces.stop - 1) / 2.0
     sy = n * pieces.rows
-    if not all_good:
-        piece = np.searchsorted(at, bad, side="right") - 1
+    if unusable is not None:
+        piece, column = unusable
         m = len(lengths)
         n = n - np.bincount(piece, minlength=m)
-        sx = sx - np.bincount(piece, pieces.start[piece] + (bad - at[piece]), minlength=m)
+        sx = sx - np.bincount(piece, column, minlength=m)
         sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
     piece_cell = np.repeat(np.arange(len(cells)), ends - first)
     count = np.bincount(piece_cell, n, minlength=len(cells))
     keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
     cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
     cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
-    if all_good:
-        packed, seg_start = values, at[first[keep]]
-    else:  # the usable values only, still cell after cell
-        packed = values[good]
-        before = np.r_[0, np.cumsum(np.bincount(piece_cell, n, minlength=len(cells)))]
-        seg_start = before[keep].astype(np.intp)
-    seg_count = count[keep].astype(np.intp)
+    per_cell = np.add.reduceat(usable, first) if len(first) else np.zeros(0, np.intp)
+    seg_start = (np.cumsum(per_cell) - per_cell)[keep]
+    seg_count = per_cell[keep]
     cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
     cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
-    return _Pending(packed, np.asarray(seg_start, np.intp), seg_count, cell, cx, cy, params)
+    return _Pending(values, np.asarray(seg_start, np.intp), np.asarray(seg_count, np.intp), cell,
+                    cx, cy, params)
+
+
+def _cell_pieces_many(runs_list: list, grids: list):
+    """`_cell_pieces` of several jobs at once: (pieces, code, nv, u0, v0, run, job).
+
+    The pieces of all the jobs, job after job, each job's in its cell order; ``code``,
+    ``nv``, ``u0``, ``v0`` as `_cell_pieces` gives them per job (``nv``, ``u0``, ``v0`` one
+    per job), ``run`` the index of each piece's run among all the jobs' runs, ``job`` its
+    job.  The same arithmetic as `_cell_pieces`, element by element.
+    """
+    nrun = np.array([len(r.rows) for r in runs_list], np.intp)
+    job_of_run = np.repeat(np.arange(len(runs_list)), nrun)
+    all_rows = np.concatenate([r.rows for r in runs_list])
+    rows = all_rows.astype(np.float64)
+    first_x = np.concatenate([r.start for r in runs_list]).astype(np.float64)
+    last_x = np.concatenate([r.stop for r in runs_list]).astype(np.float64) - 1.0
+    matrix = np.array([g.matrix for g in grids])[job_of_run]  # per run
+    offset = np.array([g.offset for g in grids])[job_of_run]
+    n = len(rows)
+    cuts_run, cuts_x = [np.arange(n)], [first_x]
+    for axis in (0, 1):
+        slope, base = matrix[:, axis, 0], matrix[:, axis, 1] * rows + offset[:, axis]
+        f0 = np.floor(slope * first_x + base)
+        f1 = np.floor(slope * last_x + base)
+        count = np.where(slope == 0, 0, np.abs(f1 - f0)).astype(np.intp)
+        run = np.repeat(np.arange(n), count)
+        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        sr, br, fr = slope[run], base[run], f0[run]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(sr > 0, np.ceil((fr + 1 + j - br) / sr),  # the next integer reached
+                         np.floor((fr - j - br) / sr) + 1)  # the current one left behind
+        cuts_run.append(run)
+        cuts_x.append(np.clip(x, first_x[run], last_x[run] + 1))
+    run = np.concatenate(cuts_run)
+    x = np.concatenate(cuts_x)
+    order = np.lexsort((x, run))
+    run, x = run[order], x[order]
+    stop = np.r_[x[1:], 0.0]
+    last = np.r_[run[1:] != run[:-1], True]
+    stop[last] = last_x[run[last]] + 1
+    keep = stop > x
+    run, start, stop = run[keep], x[keep].astype(np.intp), stop[keep].astype(np.intp)
+    mid = (start + stop - 1) / 2.0
+    m, o, r = matrix[run], offset[run], rows[run]
+    iu = np.floor(m[:, 0, 0] * mid + m[:, 0, 1] * r + o[:, 0]).astype(np.int64)
+    iv = np.floor(m[:, 1, 0] * mid + m[:, 1, 1] * r + o[:, 1]).astype(np.int64)
+    job = job_of_run[run]
+    edges = np.searchsorted(job, np.arange(len(runs_list)))  # every job has pieces
+    u0, v0 = np.minimum.reduceat(iu, edges), np.minimum.reduceat(iv, edges)
+    nv = np.maximum.reduceat(iv, edges) - v0 + 1
+    nu = np.maximum.reduceat(iu, edges) - u0 + 1
+    code = (iu - u0[job]) * nv[job] + (iv - v0[job])
+    key = code + (np.cumsum(nu * nv) - nu * nv)[job]  # jobs stay in order, cells inside each
+    by_cell = np.argsort(key, kind="stable")  # rows stay in order inside a cell
+    pieces = Runs(all_rows[run][by_cell], start[by_cell], stop[by_cell])
+    return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell]
+
+
+def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
+                      params: list) -> list[_Pending]:
+    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job."""
+    out = []
+    key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]
+    first = np.flatnonzero(key_first)
+    cells, cell_job = code[first], job[first]
+    ends = np.r_[first[1:], len(code)]
+    lengths = pieces.stop - pieces.start
+    n = lengths.astype(float)
+    sx = n * (pieces.start + pieces.stop - 1) / 2.0
+    sy = n * pieces.rows
+    if unusable is not None:
+        piece, column = unusable
+        m = len(lengths)
+        n = n - np.bincount(piece, minlength=m)
+        sx = sx - np.bincount(piece, column, minlength=m)
+        sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
+    piece_cell = np.repeat(np.arange(len(cells)), ends - first)
+    count = np.bincount(piece_cell, n, minlength=len(cells))
+    keep = count >= MIN_CELL_PIXELS
+    cx = np.bincount(piece_cell, sx, minlength=len(cells)) / np.where(keep, count, 1.0)
+    cy = np.bincount(piece_cell, sy, minlength=len(cells)) / np.where(keep, count, 1.0)
+    per_cell = np.add.reduceat(usable, first)
+    within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
+    cell_edges = np.searchsorted(cell_job, np.arange(len(values) + 1))
+    cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
+    packed = ((cu + u0[cell_job] + _OFFSET) << 21) | (cv + v0[cell_job] + _OFFSET)
+    for i in range(len(values)):
+        sl = slice(cell_edges[i], cell_edges[i + 1])
+        k = np.flatnonzero(keep[sl]) + cell_edges[i]
+        start = within[k] - within[cell_edges[i]]
+        out.append(_Pending(values[i], np.asarray(start, np.intp), np.asarray(per_cell[k], np.intp),
+                            packed[k], cx[k], cy[k], params[i]))
+    return out
 
 
 def _cell_pieces(runs: Runs, grid: CellGrid):
@@ -504,37 +663,136 @@ def _cell_pieces(runs: Runs, grid: CellGrid):
     return pieces, code[by_cell], nv, u0, v0, run[by_cell]
 
 
-def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                      scratch: Scratch) -> CellStats:
-    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+@dataclass(frozen=True, eq=False)
+class _Differences:
+    """One pair's usable differences (packed, in run order), before its cells."""
+
+    runs: Runs
+    grid: CellGrid
+    packed: np.ndarray  # the usable differences (a copy)
+    bad: np.ndarray | None  # positions of the unusable ones among all (None: none)
+    inflation: float
+    whole: object
+    params: StatParams
+
+
+def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                 scratch: Scratch) -> _Differences:
+    """The pixel differences ``image - other`` of a region and their whole statistic."""
     from .differences import interpolation_inflation, pair_differences
-    from .measure import PairDifference, _finite, _usable_count
+    from .measure import PairDifference, _usable_count
 
     other, other_mask = load_pixels(region.loader)
     runs = region.runs
-    of_differences = params.replace(lower=None, upper=None)  # the limits were for the pixels
+    of_differences = _without_limits(params)  # the limits were for the pixels
     if not runs:
-        return replace(_no_pending(params), whole=PairDifference(math.nan, 0, math.nan, 0, 0))
+        return _Differences(runs, grid, np.empty(0), None, 1.0,
+                            PairDifference(math.nan, 0, math.nan, 0, 0), of_differences)
+    buffers = scratch.differences
     d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
-                             lower=params.lower, upper=params.upper, buffers=scratch.differences)
+                             lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
-    # the whole overlap's statistic, as `measure.measure_differences` computes it
-    stat = sky_statistic(_finite(d, scratch.differences), of_differences, work=scratch.work)
+    # the whole overlap's statistic, as `measure.measure_differences` computes it (the usable
+    # differences packed, as `measure._finite` packs them)
+    finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
+    all_good = bool(finite.all())
+    packed = d.copy() if all_good else d[finite]
+    bad = None if all_good else np.flatnonzero(~finite)
+    stat = sky_statistic(packed, of_differences, work=scratch.work)
     usable = (stat.npix, stat.npix)
     if stat.npix == 0:
         usable = (_usable_count(image, mask, runs, params), 0)
     whole = PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
-    # the differences in cell order: the runs cut where the cell changes (no per-pixel cell
-    # arithmetic), each piece's differences gathered from its place in the runs' order
-    pieces, code, nv, u0, v0, run = _cell_pieces(runs, grid)
+    return _Differences(runs, grid, packed, bad, inflation, whole, of_differences)
+
+
+def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
+                      scratch: Scratch) -> _Pending:
+    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
+    job = _differences(image, mask, region, grid, params, scratch)
+    return _difference_cells_many([job], params, scratch)[0]
+
+
+def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> list[_Pending]:
+    """The cells of several pairs' differences (`_Differences`), laid out all at once.
+
+    The usable differences in cell order: the runs cut where the cell changes (no
+    per-pixel cell arithmetic: `_cell_pieces_many`), each piece's usable differences
+    gathered from their place in the packed differences (a piece of the runs is a
+    contiguous range there too).
+    """
+    out: list = [None] * len(jobs)
+    live = [k for k, job in enumerate(jobs) if job.runs]
+    for k, job in enumerate(jobs):
+        if not job.runs:
+            out[k] = replace(_no_pending(job.params), whole=job.whole)
+    if not live:
+        return out
+    runs_of = [jobs[k].runs for k in live]
+    pieces, code, nv, u0, v0, run, job_of = _cell_pieces_many(runs_of, [jobs[k].grid for k in live])
     lengths = pieces.stop - pieces.start
-    first = np.cumsum(runs.stop - runs.start) - (runs.stop - runs.start)
-    offset = first[run] + (pieces.start - runs.start[run]) - (np.cumsum(lengths) - lengths)
-    order = np.repeat(offset, lengths) + np.arange(int(lengths.sum()))
-    values = np.asarray(d)[order]
-    cells = _piece_cells(values, np.isfinite(values), pieces, code, nv, u0, v0, image.shape[1],
-                         of_differences, scratch)
-    return replace(cells, inflation=inflation, whole=whole)
+    run_len = np.concatenate([r.stop - r.start for r in runs_of])
+    run_start = np.concatenate([r.start for r in runs_of])
+    at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - run_start[run])  # in all d
+    sizes = np.array([r.npix for r in runs_of], np.intp)
+    base = np.cumsum(sizes) - sizes  # each job's d in all d
+    good, unusable = lengths, None
+    bad = [jobs[k].bad + base[i] for i, k in enumerate(live) if jobs[k].bad is not None]
+    if bad:
+        bad = np.concatenate(bad)
+        before = np.searchsorted(bad, at)
+        good = lengths - (np.searchsorted(bad, at + lengths) - before)
+        by_start = np.argsort(at)  # the pieces tile all d: each bad one is in the last before it
+        k = by_start[np.searchsorted(at[by_start], bad, side="right") - 1]
+        unusable = (k, pieces.start[k] + (bad - at[k]))
+        at = at - before  # in all the packed differences
+        base = base - np.searchsorted(bad, base)
+    edges = np.searchsorted(job_of, np.arange(len(live) + 1))
+    values = []
+    for i, k in enumerate(live):  # each job's values, from its own packed differences
+        lo, hi = edges[i], edges[i + 1]
+        values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi], scratch.differences)])
+    cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
+                              [jobs[k].params for k in live])
+    for i, k in enumerate(live):
+        out[k] = replace(cells[i], inflation=jobs[k].inflation, whole=jobs[k].whole)
+    return out
+
+
+def _ranges(start: np.ndarray, length: np.ndarray, buffers) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(start, length)])`` in a reused buffer.
+
+    (Increments of 1, and at each range's first element the jump from the previous range's
+    last, summed in place: no fresh arrays as long as the values.)
+    """
+    keep = length > 0
+    start, length = start[keep], length[keep]
+    total = int(length.sum())
+    out = buffers.get("ranges", np.intp, total)
+    if not total:
+        return out
+    out.fill(1)
+    first = np.cumsum(length) - length
+    jump = np.empty(len(start), np.intp)
+    jump[0] = start[0]
+    jump[1:] = start[1:] - (start[:-1] + length[:-1] - 1)
+    out[first] = jump
+    return np.cumsum(out, out=out)
+
+
+_WITHOUT_LIMITS: dict = {}
+
+
+def _without_limits(params: StatParams) -> StatParams:
+    """``params`` without ``lower``/``upper`` (for differences), cached (`replace` validates)."""
+    if params.lower is None and params.upper is None:
+        return params
+    found = _WITHOUT_LIMITS.get(params)
+    if found is None:
+        if len(_WITHOUT_LIMITS) > 64:
+            _WITHOUT_LIMITS.clear()
+        found = _WITHOUT_LIMITS[params] = params.replace(lower=None, upper=None)
+    return found
 
 
 def _no_pending(params: StatParams) -> _Pending:

@@ -48,7 +48,7 @@ from .stats import (
     sky_statistic,
 )
 
-__all__ = ["BATCH_MAX", "MAX_BINS", "segment_statistics"]
+__all__ = ["BATCH_MAX", "MAX_BINS", "large_statistics", "segment_statistics", "small_statistics"]
 
 #: Segments with more values go through `stats.sky_statistic` one by one.
 BATCH_MAX = 4096
@@ -57,7 +57,8 @@ MAX_BINS = 1024
 _HUGE = 1e100
 _MEDIAN_BINS = 4096
 _REACH = 4.0  # stats._MODE_REACH
-_CHUNK = 1024  # segments batched together
+_CHUNK = 1024  # segments batched together, at most
+_CHUNK_VALUES = 1 << 18  # and about this many values (bounded memory: ~40 MB of work arrays)
 
 
 def segment_statistics(values: np.ndarray, start: np.ndarray, count: np.ndarray, params: StatParams,
@@ -91,27 +92,59 @@ def segment_statistics(values: np.ndarray, start: np.ndarray, count: np.ndarray,
     """
     start = np.asarray(start, np.intp)
     count = np.asarray(count, np.intp)
+    values = np.asarray(values)
+    small = (count <= BATCH_MAX) & (count > 0)
+    value, npix, err, left = small_statistics(values, start, count, small, params)
+    one_by_one = np.concatenate([np.flatnonzero(~small & (count > 0)), left])
+    if len(one_by_one):
+        v, n, e = large_statistics([values[start[c] : start[c] + count[c]] for c in one_by_one],
+                                   params, work)
+        value[one_by_one], npix[one_by_one], err[one_by_one] = v, n, e
+    return value, npix, err
+
+
+def small_statistics(values, start, count, which, params: StatParams):
+    """The batched part of `segment_statistics`: the segments ``which`` (a mask), `_CHUNK` at a time at most.
+
+    Returns (value, npix, err) of all segments (NaN, 0, NaN where not computed) and, in
+    order, the segments of ``which`` left to `large_statistics` (see the module's notes).
+    """
     k = len(start)
     value, err = np.full(k, np.nan), np.full(k, np.nan)
     npix = np.zeros(k, np.int64)
-    small = (count <= BATCH_MAX) & (count > 0)
-    one_by_one = list(np.flatnonzero(~small & (count > 0)))
-    batch = np.flatnonzero(small)
-    values = np.asarray(values)
-    for lo in range(0, len(batch), _CHUNK):  # bounded memory: a few MB per chunk
-        part = batch[lo : lo + _CHUNK]
+    batch = np.flatnonzero(which)
+    left = [np.empty(0, np.intp)]
+    # chunks of at most _CHUNK segments and about _CHUNK_VALUES values
+    cut = np.cumsum(count[batch]) // _CHUNK_VALUES
+    bounds = np.flatnonzero(np.r_[True, cut[1:] != cut[:-1]]) if len(batch) else np.empty(0, int)
+    bounds = np.unique(np.concatenate([bounds, np.arange(0, len(batch), _CHUNK)]))
+    for lo, hi in zip(bounds, np.r_[bounds[1:], len(batch)]):
+        part = batch[lo:hi]
         v, b, n, s = _batched(values, start[part], count[part], params)
         value[part], npix[part], err[part] = v, n, b
-        one_by_one += list(part[s])
-    if params.skystat == "mode" and one_by_one:
-        one_by_one = _large_modes(values, start, count, one_by_one, params, work, value, npix, err)
-    for c in one_by_one:
-        stat = sky_statistic(values[start[c] : start[c] + count[c]], params, work=work)
+        left.append(part[s])
+    return value, npix, err, np.concatenate(left)
+
+
+def large_statistics(arrays, params: StatParams, work: Workspace | None = None):
+    """`stats.sky_statistic` of each of ``arrays`` (large ones: their per-value work dominates).
+
+    For ``mode`` the smoothing, peak and widening of all their histograms run at once
+    (`_large_modes`); the rest one by one.  Returns (value, npix, err) as `segment_statistics`.
+    """
+    k = len(arrays)
+    value, err = np.full(k, np.nan), np.full(k, np.nan)
+    npix = np.zeros(k, np.int64)
+    which = list(range(k))
+    if params.skystat == "mode" and which:
+        which = _large_modes(arrays, which, params, work, value, npix, err)
+    for c in which:
+        stat = sky_statistic(arrays[c], params, work=work)
         value[c], npix[c], err[c] = stat.value, stat.npix, stat.err
     return value, npix, err
 
 
-def _large_modes(values, start, count, which, params: StatParams, work, value, npix, err):
+def _large_modes(arrays, which, params: StatParams, work, value, npix, err):
     """``mode`` of large segments, their smoothed histograms' peaks all at once.
 
     `stats`' own clipped sets and histograms, one by one (their per-value work is what
@@ -124,7 +157,7 @@ def _large_modes(values, start, count, which, params: StatParams, work, value, n
     work = Workspace() if work is None else work
     left, rows = [], []
     for c in which:
-        clipped = _clipped_set(values[start[c] : start[c] + count[c]], params, work)
+        clipped = _clipped_set(arrays[c], params, work)
         if clipped is None:  # nothing usable: (nan, 0, nan)
             continue
         if _too_coarse(clipped, params.binwidth):
@@ -185,17 +218,21 @@ def _batched(values, start, count, params: StatParams):
     first = np.cumsum(count) - count
     # the base set: finite, within the limits; values beyond 1e100 go one by one
     keep = None
-    if params.lower is not None or params.upper is not None or not np.isfinite(x).all():
+    # (two reductions tell the common case: all finite, none huge)
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    plain = math.isfinite(low) and math.isfinite(high)  # NaN and inf make either non-finite
+    if params.lower is not None or params.upper is not None or not plain:
         keep = np.isfinite(x)
         if params.lower is not None:
             keep &= x >= float(params.lower)
         if params.upper is not None:
             keep &= x <= float(params.upper)
-    with np.errstate(invalid="ignore"):
-        huge = np.abs(x) > _HUGE
-    if huge.any():
-        left |= _segsum(huge, first, count) > 0
-        keep = ~huge if keep is None else keep & ~huge
+    if not (plain and max(-low, high) <= _HUGE):
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(x) > _HUGE
+        if huge.any():
+            left |= _segsum(huge, first, count) > 0
+            keep = ~huge if keep is None else keep & ~huge
     if keep is not None:
         count = _segsum(keep, first, count)
         x = x[keep]

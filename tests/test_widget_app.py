@@ -47,7 +47,7 @@ def test_setting_params_from_python_re_solves_and_moves_the_controls(app):
 
 
 def test_a_control_change_re_solves(app):
-    app.debounce = 0  # a change from the page then solves at once (debouncing: tests below)
+    # outside an event loop a change from the page solves before it returns (in a kernel: below)
     app._controls["skymethod"].value = "local"
     assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
     app._controls["upper"].value = "110"
@@ -155,42 +155,99 @@ def test_python_assignments_take_effect_before_the_next_line_even_in_an_event_lo
         "local", ["pair", "pair"], ["pair", "pair", "b", "", "b", ""]]
 
 
-def test_page_changes_are_debounced_into_one_solve(app, monkeypatch):
-    calls = count_solves(app, monkeypatch)
+class GatedEngine:
+    """The collection's skymatch, its first ``hold`` runs held at a gate until the test opens
+    it (or the app cancels them): a page's solve that is still running when the next change
+    arrives, without sleeps."""
+
+    def __init__(self, app, monkeypatch, hold=1):
+        self.real, self.hold, self.app = app.collection.skymatch, hold, app
+        self.gate = threading.Event()
+        self.runs, self.cancelled = [], []
+        self.groups = []  # the groups each run saw
+        monkeypatch.setattr(app.collection, "skymatch", self)
+
+    def __call__(self, progress=None, cancel=None, **params):
+        from skymatch_nb_ui.widgets.app import SkyMatchCancelled
+
+        self.runs.append(params)
+        if len(self.runs) <= self.hold:
+            while not self.gate.wait(0.005):
+                if cancel is not None and cancel.is_set():
+                    self.cancelled.append(params)
+                    raise SkyMatchCancelled("cancelled")
+        self.groups.append(self.app.collection.groups)
+        return self.real(**params)
+
+
+def record_shown(app, monkeypatch):
+    """What reached the views: (skymethod, skystat, first two groups) of each result shown."""
+    shown, real = [], app.table.update
+    monkeypatch.setattr(app.table, "update", lambda result: shown.append(
+        (result.attrs["skymethod"], result.attrs["skystat"], result.group.values.tolist()[:2]))
+        or real(result))
+    return shown
+
+
+def test_a_page_change_solves_at_once_and_a_burst_ends_in_one_solve_of_the_last_value(app, monkeypatch):
+    engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
 
     async def scenario():
-        app.debounce = 0.05
-        # three quick changes in the page: one solve, with the last values
-        app._controls["skymethod"].value = "local"
+        app._controls["skymethod"].value = "local"  # from the page: starts at once, no waiting
+        at_once = app._running is not None and app.status.startswith("solving…")
+        await until(lambda: len(engine.runs) == 1)  # in the worker, held
+        # more changes in the page while it runs (keyboard stepping, a group edit)
+        app._controls["skymethod"].value = "global"
         app._controls["skymethod"].value = "match"
         app.editor._on_message(app.editor, {"type": "assign", "names": ["img00", "img01"],
                                             "label": "pair"}, [])
-        waiting = (app.result.attrs["skymethod"], app.status, app._views._dom_classes, len(calls))
-        await until(lambda: app.result.attrs["skymethod"] == "match")
-        await asyncio.sleep(0.2)  # time for a second solve, if there were one
-        return waiting, app.result.attrs["skymethod"], app.result.group.values.tolist()[:2]
+        during = (len(engine.runs), app._running.cancel.is_set(), app.result.attrs["skymethod"],
+                  "smnb-app-solving" in app._views._dom_classes)
+        engine.gate.set()
+        await until(lambda: not app._solves.busy and not app._tasks)
+        return at_once, during
 
-    (method, status, classes, n), after, groups = in_event_loop(scenario)
-    assert method == "global+match" and n == 0  # nothing solved yet: the last result stays
-    assert status.startswith("solving…")
-    assert "smnb-app-solving" in classes  # the views say they are out of date
-    assert after == "match" and groups == ["pair", "pair"] and len(calls) == 1
-    assert "smnb-app-solving" not in app._views._dom_classes
+    at_once, during = in_event_loop(scenario)
+    assert at_once
+    # nothing new started while the first ran; it was asked to stop; the views kept the last result
+    assert during == (1, True, "global+match", True)
+    assert [run["skymethod"] for run in engine.runs] == ["local", "match"]  # the last value, once
+    assert engine.groups[-1]["img00"] == engine.groups[-1]["img01"] == "pair"
+    assert shown == [("match", "mean", ["pair", "pair"])]  # the stale "local" never shown
+    assert app.result.attrs["skymethod"] == "match" and app.params["skymethod"] == "match"
+    assert app.status.startswith("match / mean: solved in")
+    assert "smnb-app-solving" not in app._views._dom_classes and app._busy.layout.display == "none"
 
 
-def test_a_python_assignment_overtakes_a_pending_page_change(app, monkeypatch):
-    calls = count_solves(app, monkeypatch)
+def test_page_changes_after_a_solve_ended_each_solve_at_once_and_are_shown(app, monkeypatch):
+    shown = record_shown(app, monkeypatch)
 
     async def scenario():
-        app.debounce = 0.05
-        app._controls["skystat"].value = "median"  # from the page: waits
-        app.params = {"skymethod": "local"}  # from Python: solves now, with both
+        for method in ("local", "match", "global"):
+            app._controls["skymethod"].value = method
+            assert app._running is not None  # started at once
+            await until(lambda: not app._solves.busy and not app._tasks)
+        return app.result.attrs["skymethod"]
+
+    assert in_event_loop(scenario) == "global"
+    assert [s[0] for s in shown] == ["local", "match", "global"]
+
+
+def test_a_python_assignment_overtakes_a_page_solve(app, monkeypatch):
+    engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
+
+    async def scenario():
+        app._controls["skystat"].value = "median"  # from the page: running, held
+        await until(lambda: len(engine.runs) == 1)
+        app.params = {"skymethod": "local"}  # from Python: stops it and solves now, with both
         now = (app.result.attrs["skymethod"], app.result.attrs["skystat"])
-        await asyncio.sleep(0.3)
+        await until(lambda: not app._tasks)  # the stopped page solve's end: nothing follows
         return now
 
     assert in_event_loop(scenario) == ("local", "median")
-    assert len(calls) == 1  # the pending page solve was cancelled, not run again
+    assert [r["skystat"] for r in engine.cancelled] == ["median"]
+    assert len(engine.runs) == 2 and engine.runs[1]["skymethod"] == "local"
+    assert shown == [("local", "median", ["", ""])] and not app._solves.busy
 
 
 def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):

@@ -47,15 +47,19 @@ def test_setting_params_from_python_re_solves_and_moves_the_controls(app):
 
 
 def test_a_control_change_re_solves(app):
-    # outside an event loop a change from the page solves before it returns (in a kernel: below)
-    app._controls["skymethod"].value = "local"
-    assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
-    app._controls["upper"].value = "110"
-    assert app.params["upper"] == 110.0
-    assert not app.result.valid.values[1]  # image 1 (sky 120) has no pixel below 110
-    app._controls["upper"].value = "not a number"
-    assert app.status.startswith("error: upper must be a number")
-    assert app.params["upper"] == 110.0
+    async def scenario():  # as in a kernel: the page's solve runs in the worker
+        app._controls["skymethod"].value = "local"
+        await until(lambda: not app._solves.busy and not app._tasks)
+        assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
+        app._controls["upper"].value = "110"
+        await until(lambda: not app._solves.busy and not app._tasks)
+        assert app.params["upper"] == 110.0
+        assert not app.result.valid.values[1]  # image 1 (sky 120) has no pixel below 110
+        app._controls["upper"].value = "not a number"
+        assert app.status.startswith("error: upper must be a number") and not app._solves.busy
+        assert app.params["upper"] == 110.0
+
+    in_event_loop(scenario)
 
 
 def test_editing_groups_in_the_editor_re_solves(app):

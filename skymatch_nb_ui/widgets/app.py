@@ -180,13 +180,17 @@ class SkyMatchApp(w.VBox):
         self._views = w.HBox([self.map, self._plot.box],
                              layout=w.Layout(align_items="flex-start", flex_flow="row wrap", width="100%"))
         self._views.add_class("smnb-app-views")
+        controls = w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap"))
+        status_row = w.HBox([w.HBox([self._status, self._busy], layout=w.Layout(align_items="center")),
+                             w.HBox(list(self._export.values()))],
+                            layout=w.Layout(justify_content="space-between", flex_flow="row wrap"))
+        for row in (controls, status_row):  # JupyterLab's notebook shortcuts keep off their keys
+            row.add_class("smnb-app-keys")
         self.children = [
             w.HTML(_APP_STYLE, layout=w.Layout(display="none")),
             self._theme,
-            w.HBox(list(self._controls.values()), layout=w.Layout(flex_flow="row wrap")),
-            w.HBox([w.HBox([self._status, self._busy], layout=w.Layout(align_items="center")),
-                    w.HBox(list(self._export.values()))],
-                   layout=w.Layout(justify_content="space-between", flex_flow="row wrap")),
+            controls,
+            status_row,
             self._views,
             self.editor,
             self.table,
@@ -827,7 +831,11 @@ def _pairs_heading(colors) -> str:
 
 
 class _ThemeProbe(anywidget.AnyWidget):
-    """Tells Python whether the page around the app is dark (for bqplot's colours)."""
+    """Tells Python whether the page around the app is dark (for bqplot's colours).
+
+    In the page it also keeps JupyterLab's notebook shortcuts (the arrow keys) off the app's
+    rows of controls (class ``smnb-app-keys``), so a focused dropdown steps with the keyboard.
+    """
 
     _esm = esm("theme_probe.js")
     dark = traitlets.Bool(False).tag(sync=True)

@@ -237,6 +237,27 @@ def test_page_changes_after_a_solve_ended_each_solve_at_once_and_are_shown(app, 
     assert [s[0] for s in shown] == ["local", "match", "global"]
 
 
+def test_a_quick_page_solve_sends_no_progress_bar_and_no_progress(app, monkeypatch):
+    """The progress bar, Cancel and the stages' reports appear only for a solve that lasts
+    (BUSY_DELAY; here longer than any solve of the test): a quick one flickers nothing."""
+    from skymatch_nb_ui.widgets import app as app_module
+
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 60.0)
+    monkeypatch.setattr(app, "_hooks", {"progress", "cancel"})  # the engine reports its stages
+    shown, statuses = [], []
+    app._busy.layout.observe(lambda change: shown.append(change["new"]), "display")
+    app.observe(lambda change: statuses.append(change["new"].split(":")[0].split(" (")[0]), "status")
+
+    async def scenario():
+        app._controls["skystat"].value = "median"  # statistics and solve stages report
+        await until(lambda: not app._solves.busy and not app._tasks)
+
+    in_event_loop(scenario)
+    assert app.result.attrs["skystat"] == "median"
+    assert shown == [] and app._busy_timer is None
+    assert statuses == ["solving…", "global+match / median"]
+
+
 def test_a_python_assignment_overtakes_a_page_solve(app, monkeypatch):
     engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
 

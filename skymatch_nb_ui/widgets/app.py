@@ -46,6 +46,9 @@ SkyMatchCancelled = getattr(_engine_exceptions, "SkyMatchCancelled", type("_Neve
 
 #: Progress reports forwarded to the page at most this often (seconds).
 PROGRESS_INTERVAL = 0.1
+#: The progress bar and Cancel appear once the page's solves have run this long (seconds): a
+#: quick solve (a solve-only change: tens of ms) sends the page nothing but its result.
+BUSY_DELAY = 0.25
 
 
 class _NewResult(traitlets.Instance):
@@ -148,6 +151,7 @@ class SkyMatchApp(w.VBox):
         self._starting = True  # the initial groups and params trigger one solve, below
         self._hooks = _engine_hooks(collection)
         self._worker: ThreadPoolExecutor | None = None  # runs the page's solves, one at a time
+        self._busy_timer = None  # shows the progress bar and Cancel after BUSY_DELAY
         self._shown_state: tuple[dict, dict] | None = None  # params and groups of `result`
         self.map = FootprintMap(collection)
         self.editor = GroupEditor(collection)
@@ -407,7 +411,8 @@ class SkyMatchApp(w.VBox):
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skymatch-app")
         solve.future = self._worker.submit(self._compute, params, cancel=solve.cancel,
                                            progress=self._reporter(loop, solve))
-        self._show_busy(True)
+        if self._busy.layout.display == "none" and self._busy_timer is None:
+            self._busy_timer = loop.call_later(BUSY_DELAY, self._still_busy)
         task = asyncio.ensure_future(self._page_solve_done(solve, groups))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -481,20 +486,29 @@ class SkyMatchApp(w.VBox):
         return report
 
     def _show_progress(self, solve: PageSolve, stage: str, done: int, total: int):
-        if not self._solves.is_current(solve):
-            return  # a report of a solve that is no longer the current one
+        if not self._solves.is_current(solve) or self._busy.layout.display == "none":
+            return  # a report of a solve no longer current, or of one too quick to show it
         self._progress.layout.visibility = "visible"
         self._progress.value = done / total if total else 1.0
         self._progress.description = stage
         self._set_status(f"solving… {stage} {done:,} of {total:,}"
                          + (" (the views show the previous result)" if self.result is not None else ""))
 
+    def _still_busy(self):
+        """`BUSY_DELAY` after a page solve started: show the progress bar if still solving."""
+        self._busy_timer = None
+        if self._solves.busy:
+            self._show_busy(True)
+
     def _show_busy(self, busy: bool):
         """The progress bar (shown at the first progress report) and Cancel, while busy."""
-        self._busy.layout.display = "flex" if busy else "none"
-        if busy:
+        if not busy and self._busy_timer is not None:
+            self._busy_timer.cancel()
+            self._busy_timer = None
+        if busy and self._busy.layout.display == "none":
             self._progress.value = 0.0
             self._progress.layout.visibility = "hidden"
+        self._busy.layout.display = "flex" if busy else "none"
 
     def _revert(self):
         """Put back the parameters and groups of the result shown (after a cancel)."""

@@ -339,4 +339,11 @@ def test_a_control_change_shows_the_new_result_and_keyboard_stepping_ends_on_the
     kernel_until(page, "print(runs[-1], app.result.attrs['skymethod'])", "match match")
     assert cells.evaluate_all(active_cell) == active
     expect(page.locator(".jp-Notebook .jp-Cell.jp-MarkdownCell")).to_have_count(0)
+    # the map's own menu too
+    color_by = page.locator(".smnb-app .smnb-map-colorby")
+    first = color_by.input_value()
+    color_by.focus()
+    page.keyboard.press("ArrowDown")
+    expect(color_by).not_to_have_value(first)
+    kernel_until(page, "print(app.map.color_by)", color_by.input_value())
     kernel(page, "coll.skymatch = _real_skymatch")

@@ -194,12 +194,15 @@ def record_shown(app, monkeypatch):
 
 
 def test_a_page_change_solves_at_once_and_a_burst_ends_in_one_solve_of_the_last_value(app, monkeypatch):
+    from skymatch_nb_ui.widgets import app as app_module
+
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 0.0)  # say "solving…" at once (it is long)
     engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
 
     async def scenario():
         app._controls["skymethod"].value = "local"  # from the page: starts at once, no waiting
-        at_once = app._running is not None and app.status.startswith("solving…")
-        await until(lambda: len(engine.runs) == 1)  # in the worker, held
+        at_once = app._running is not None
+        await until(lambda: len(engine.runs) == 1 and app.status.startswith("solving…"))  # held
         # more changes in the page while it runs (keyboard stepping, a group edit)
         app._controls["skymethod"].value = "global"
         app._controls["skymethod"].value = "match"
@@ -238,8 +241,9 @@ def test_page_changes_after_a_solve_ended_each_solve_at_once_and_are_shown(app, 
 
 
 def test_a_quick_page_solve_sends_no_progress_bar_and_no_progress(app, monkeypatch):
-    """The progress bar, Cancel and the stages' reports appear only for a solve that lasts
-    (BUSY_DELAY; here longer than any solve of the test): a quick one flickers nothing."""
+    """"solving…", the progress bar, Cancel and the stages' reports appear only for a solve
+    that lasts (BUSY_DELAY; here longer than any solve of the test): a quick one sends the
+    page only its result."""
     from skymatch_nb_ui.widgets import app as app_module
 
     monkeypatch.setattr(app_module, "BUSY_DELAY", 60.0)
@@ -255,7 +259,7 @@ def test_a_quick_page_solve_sends_no_progress_bar_and_no_progress(app, monkeypat
     in_event_loop(scenario)
     assert app.result.attrs["skystat"] == "median"
     assert shown == [] and app._busy_timer is None
-    assert statuses == ["solving…", "global+match / median"]
+    assert statuses == ["global+match / median"]  # no "solving…" flashed before the result
 
 
 def test_a_python_assignment_overtakes_a_page_solve(app, monkeypatch):

@@ -304,17 +304,35 @@ def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):
     assert shown == ["midpt"]  # the stale median result never reached the views
 
 
-def test_the_status_says_solving_before_the_solve_and_a_failure_keeps_the_views(app, monkeypatch):
-    real = app.collection.skymatch
-    seen = []
+def test_a_long_python_solve_says_solving_while_a_quick_one_sends_only_its_result(app, monkeypatch):
+    from skymatch_nb_ui.widgets import app as app_module
 
-    def watched(**params):
+    real = app.collection.skymatch
+    seen, statuses = [], []
+    app.observe(lambda change: statuses.append(change["new"].split(":")[0].split(" (")[0]), "status")
+
+    def long(**params):  # lasts until the page has been told (or 10 s)
+        deadline = time.monotonic() + 10
+        while "solving…" not in app._status.value and time.monotonic() < deadline:
+            time.sleep(0.005)
         seen.append((app._status.value, "smnb-app-solving" in app._views._dom_classes))
         return real(**params)
 
-    monkeypatch.setattr(app.collection, "skymatch", watched)
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 0.05)
+    monkeypatch.setattr(app.collection, "skymatch", long)
     app.params = {"skymethod": "match"}
-    assert "solving…" in seen[0][0] and seen[0][1]
+    assert "solving…" in seen[0][0] and seen[0][1]  # said while the solve ran, views dimmed
+    assert app.result.attrs["skymethod"] == "match" and statuses == ["solving…", "match / mean"]
+    assert "smnb-app-solving" not in app._views._dom_classes
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 60.0)
+    monkeypatch.setattr(app.collection, "skymatch", real)
+    statuses.clear()
+    app.params = {"skymethod": "local"}
+    assert app.result.attrs["skymethod"] == "local" and statuses == ["local / mean"]
+
+
+def test_a_failed_solve_keeps_the_views_and_says_why(app, monkeypatch):
+    app.params = {"skymethod": "match"}
     good = app.result
 
     def refuses(**params):

@@ -8,6 +8,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as _FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,7 +153,7 @@ class SkyMatchApp(w.VBox):
         self._reverting = False  # True while a cancel puts the shown result's state back
         self._starting = True  # the initial groups and params trigger one solve, below
         self._hooks = _engine_hooks(collection)
-        self._worker: ThreadPoolExecutor | None = None  # runs the page's solves, one at a time
+        self._worker: ThreadPoolExecutor | None = None  # runs the solves, one at a time
         self._busy_timer = None  # says "solving…" and shows the progress bar after BUSY_DELAY
         self._shown_state: tuple[dict, dict] | None = None  # params and groups of `result`
         self.map = FootprintMap(collection)
@@ -410,10 +411,8 @@ class SkyMatchApp(w.VBox):
         """Start ``solve`` in the worker thread: the loop serves the page meanwhile."""
         loop = _running_loop()
         params, groups = dict(self.params), dict(self.collection.groups)
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skymatch-app")
-        solve.future = self._worker.submit(self._compute, params, cancel=solve.cancel,
-                                           progress=self._reporter(loop, solve))
+        solve.future = self._worker_pool().submit(self._compute, params, cancel=solve.cancel,
+                                                  progress=self._reporter(loop, solve))
         self._busy_soon(loop)
         task = asyncio.ensure_future(self._page_solve_done(solve, groups))
         self._tasks.add(task)
@@ -434,9 +433,26 @@ class SkyMatchApp(w.VBox):
             self._show_busy(False)
 
     def _solve_now(self) -> xr.Dataset | None:
+        """Solve before returning (Python's assignments); "solving…" only if it takes a while.
+
+        The solve runs in the worker thread while this one waits: after `BUSY_DELAY` seconds
+        without a result the status says "solving…" (the page gets it at once: the messages
+        leave from this thread); a quick solve sends the page only its result.
+        """
         self._stop_running()
-        self._show_solving()
-        return self._show(self._compute(dict(self.params)))
+        future = self._worker_pool().submit(self._compute, dict(self.params))
+        try:
+            outcome = future.result(timeout=BUSY_DELAY)
+        except _FutureTimeout:
+            self._show_solving()
+            outcome = future.result()
+        return self._show(outcome)
+
+    def _worker_pool(self) -> ThreadPoolExecutor:
+        """The thread that runs the solves, one at a time."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skymatch-app")
+        return self._worker
 
     def _stop_running(self):
         """Forget the page's solve (stale now) and wait until the worker is free."""

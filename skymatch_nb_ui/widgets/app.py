@@ -88,7 +88,7 @@ class SkyMatchApp(w.VBox):
 
     - an assignment from Python (``app.params = ...``, ``app.groups = ...``, a call such as
       ``app.editor.assign(...)``) solves before it returns, so the next line reads the new
-      ``app.result``;
+      ``app.result`` (a solve that takes over a quarter of a second says "solving…" meanwhile);
     - a change made in the page (a control, the group editor) solves at once when no solve is
       under way.  A change that arrives while one runs makes it stale: it is asked to stop
       and its result is never shown, and once it has stopped one solve of the latest

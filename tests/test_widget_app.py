@@ -331,6 +331,40 @@ def test_a_long_python_solve_says_solving_while_a_quick_one_sends_only_its_resul
     assert app.result.attrs["skymethod"] == "local" and statuses == ["local / mean"]
 
 
+def test_interrupting_a_python_solve_stops_the_engine_and_keeps_the_last_result(app, monkeypatch):
+    """The kernel's Interrupt (SIGINT: KeyboardInterrupt in the cell's thread) while a Python
+    assignment waits for a long solve: the engine is told to stop, nothing is shown, and the
+    parameters go back to those of the result shown."""
+    import os
+    import signal
+
+    from skymatch_nb_ui.widgets.app import SkyMatchCancelled
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    shown, stopped = app.result, []
+    monkeypatch.setattr(app, "_hooks", {"progress", "cancel"})
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def long(progress=None, cancel=None, **params):
+        os.kill(os.getpid(), signal.SIGINT)  # the user interrupts the kernel
+        stopped.append(cancel.wait(10))
+        raise SkyMatchCancelled("cancelled")
+
+    monkeypatch.setattr(app.collection, "skymatch", long)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            app.params = {"skystat": "median"}
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    app._worker.submit(lambda: None).result(10)  # the engine has ended
+    assert stopped == [True]
+    assert app.result is shown and app.params["skystat"] == "mean"
+    assert app._controls["skystat"].value == "mean"
+    assert app.status == "interrupted: the views show the last result"
+    assert "smnb-app-solving" not in app._views._dom_classes
+
+
 def test_a_failed_solve_keeps_the_views_and_says_why(app, monkeypatch):
     app.params = {"skymethod": "match"}
     good = app.result

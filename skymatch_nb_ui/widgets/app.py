@@ -437,15 +437,25 @@ class SkyMatchApp(w.VBox):
 
         The solve runs in the worker thread while this one waits: after `BUSY_DELAY` seconds
         without a result the status says "solving…" (the page gets it at once: the messages
-        leave from this thread); a quick solve sends the page only its result.
+        leave from this thread); a quick solve sends the page only its result.  An interrupt
+        while it waits stops the engine (its cancel hook) and, as Cancel does, puts back the
+        parameters and groups of the result shown.
         """
         self._stop_running()
-        future = self._worker_pool().submit(self._compute, dict(self.params))
+        cancel = threading.Event()
         try:
-            outcome = future.result(timeout=BUSY_DELAY)
-        except _FutureTimeout:
-            self._show_solving()
-            outcome = future.result()
+            future = self._worker_pool().submit(self._compute, dict(self.params), cancel=cancel)
+            try:
+                outcome = future.result(timeout=BUSY_DELAY)
+            except _FutureTimeout:
+                self._show_solving()
+                outcome = future.result()
+        except BaseException:  # the kernel's Interrupt (KeyboardInterrupt): stop the engine too
+            cancel.set()
+            self._revert()
+            self._views.remove_class("smnb-app-solving")
+            self._set_status("interrupted: the views show the last result")
+            raise
         return self._show(outcome)
 
     def _worker_pool(self) -> ThreadPoolExecutor:

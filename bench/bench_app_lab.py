@@ -10,7 +10,7 @@ first row, every widget message of the change has been handled (the kernel's rep
 status received), and the next frame has run its animation callbacks (bqplot's transitions),
 style, layout and paint (``requestAnimationFrame`` then a task).  Also reported:
 when the kernel's reply arrived, and (``--ui``) the same change made with the ``skymethod``
-control (the app's 150 ms debounce included).
+control (solved at once since h15-app; main before it debounced by 150 ms).
 
 ``--compare PATH`` measures another checkout (e.g. ``/work/main``; or this one with
 ``--compare-setup CODE``: e.g. another renderer) side by side: one server and page each, the

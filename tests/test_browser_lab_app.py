@@ -258,3 +258,92 @@ def test_two_thousand_images_app_progress_and_cancel(page: Page, lab_server, scr
     page.wait_for_timeout(500)
     app_output.first.screenshot(path=str(screenshots / "lab_app_2000_dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+
+
+CONTROL_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": (
+            "from skymatch_nb_ui import ImageCollection\n"
+            "from skymatch_nb_ui.testing import make_mosaic\n"
+            "from skymatch_nb_ui.widgets import SkyMatchApp\n"
+            "m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])\n"
+            "coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)\n"
+            "app = SkyMatchApp(coll, skymethod='global+match', skystat='mean')\n"
+            "app")},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+# every solve of the app recorded (its skymethod) and made to last 0.2 s: changes made while one
+# runs arrive during it
+RECORD_SOLVES = """
+import time
+runs, _real_skymatch = [], coll.skymatch
+def _recorded(**params):
+    runs.append(params['skymethod'])
+    time.sleep(0.2)
+    return _real_skymatch(**params)
+coll.skymatch = _recorded
+"""
+
+TABLE_SKY = ("import csv, io\n"
+             "print({r['name']: r['sky'] for r in csv.DictReader(io.StringIO(app.table.to_csv()))}"
+             "['img01'])")
+
+
+def test_a_control_change_shows_the_new_result_and_keyboard_stepping_ends_on_the_last_value(
+        page: Page, lab_server):
+    """A change made with a control solves at once (no debounce) and every view shows it;
+    stepping through the choices with the keyboard, faster than the solves, ends with the
+    last value chosen solved once and shown, the control still focused (JupyterLab's
+    notebook shortcuts do not take its arrow keys or letters)."""
+    _, _, root = lab_server
+    (root / "control_app.ipynb").write_text(json.dumps(CONTROL_NOTEBOOK))
+    open_notebook(page, lab_server, "control_app.ipynb")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    status = page.locator(".smnb-app .smnb-status")
+    expect(status).to_contain_text("global+match / mean: solved in", timeout=120_000)
+    expect(page.locator(".smnb-table-grid tbody tr[data-name]")).to_have_count(6)
+    kernel(page, RECORD_SOLVES)
+    skymethod = page.locator(".smnb-app .widget-dropdown").filter(has_text="skymethod").locator("select")
+    sky01 = cell(page, "img01", "sky")
+
+    # one change with the mouse: one solve, and the views show it
+    skymethod.select_option("match")
+    expect(status).to_contain_text("match / mean: solved in", timeout=30_000)
+    kernel_until(page, "print(runs, app.result.attrs['skymethod'])", "['match'] match")
+    expect(sky01).to_have_text(kernel(page, TABLE_SKY))
+    assert float(kernel(page, TABLE_SKY)) == 20.0  # img01: 20 above img00
+
+    # the keyboard: match -> global -> local, the second key pressed while the first solve runs
+    skymethod.focus()
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    active_cell = "cells => cells.findIndex(c => c.classList.contains('jp-mod-active'))"
+    active = cells.evaluate_all(active_cell)
+    for _ in range(2):
+        page.keyboard.press("ArrowUp")
+    expect(skymethod).to_have_value("local")
+    kernel_until(page, "print(app.result.attrs['skymethod'], app.params['skymethod'], app._solves.busy)",
+                 "local local False")
+    burst = json.loads(kernel(page, "import json; print(json.dumps(runs[1:]))"))
+    assert burst[-1] == "local" and burst.count("local") == 1 and set(burst) <= {"global", "local"}
+    expect(status).to_contain_text("local / mean: solved in")
+    expect(sky01).to_have_text(kernel(page, TABLE_SKY))
+    assert float(kernel(page, TABLE_SKY)) == 120.0  # local: each image's own sky
+    expect(skymethod).to_be_focused()  # the views' updates did not take the focus away
+    # a value's first letter picks it ("m": match), and is not the notebook's shortcut (a cell
+    # to Markdown)
+    page.keyboard.press("m")
+    expect(status).to_contain_text("match / mean: solved in", timeout=30_000)
+    kernel_until(page, "print(runs[-1], app.result.attrs['skymethod'])", "match match")
+    assert cells.evaluate_all(active_cell) == active
+    expect(page.locator(".jp-Notebook .jp-Cell.jp-MarkdownCell")).to_have_count(0)
+    # the map's own menu too
+    color_by = page.locator(".smnb-app .smnb-map-colorby")
+    first = color_by.input_value()
+    color_by.focus()
+    page.keyboard.press("ArrowDown")
+    expect(color_by).not_to_have_value(first)
+    kernel_until(page, "print(app.map.color_by)", color_by.input_value())
+    kernel(page, "coll.skymatch = _real_skymatch")

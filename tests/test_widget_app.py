@@ -47,15 +47,19 @@ def test_setting_params_from_python_re_solves_and_moves_the_controls(app):
 
 
 def test_a_control_change_re_solves(app):
-    app.debounce = 0  # a change from the page then solves at once (debouncing: tests below)
-    app._controls["skymethod"].value = "local"
-    assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
-    app._controls["upper"].value = "110"
-    assert app.params["upper"] == 110.0
-    assert not app.result.valid.values[1]  # image 1 (sky 120) has no pixel below 110
-    app._controls["upper"].value = "not a number"
-    assert app.status.startswith("error: upper must be a number")
-    assert app.params["upper"] == 110.0
+    async def scenario():  # as in a kernel: the page's solve runs in the worker
+        app._controls["skymethod"].value = "local"
+        await until(lambda: not app._solves.busy and not app._tasks)
+        assert app.params["skymethod"] == "local" and app.result.attrs["skymethod"] == "local"
+        app._controls["upper"].value = "110"
+        await until(lambda: not app._solves.busy and not app._tasks)
+        assert app.params["upper"] == 110.0
+        assert not app.result.valid.values[1]  # image 1 (sky 120) has no pixel below 110
+        app._controls["upper"].value = "not a number"
+        assert app.status.startswith("error: upper must be a number") and not app._solves.busy
+        assert app.params["upper"] == 110.0
+
+    in_event_loop(scenario)
 
 
 def test_editing_groups_in_the_editor_re_solves(app):
@@ -155,42 +159,124 @@ def test_python_assignments_take_effect_before_the_next_line_even_in_an_event_lo
         "local", ["pair", "pair"], ["pair", "pair", "b", "", "b", ""]]
 
 
-def test_page_changes_are_debounced_into_one_solve(app, monkeypatch):
-    calls = count_solves(app, monkeypatch)
+class GatedEngine:
+    """The collection's skymatch, its first ``hold`` runs held at a gate until the test opens
+    it (or the app cancels them): a page's solve that is still running when the next change
+    arrives, without sleeps."""
+
+    def __init__(self, app, monkeypatch, hold=1):
+        self.real, self.hold, self.app = app.collection.skymatch, hold, app
+        self.gate = threading.Event()
+        self.runs, self.cancelled = [], []
+        self.groups = []  # the groups each run saw
+        monkeypatch.setattr(app.collection, "skymatch", self)
+
+    def __call__(self, progress=None, cancel=None, **params):
+        from skymatch_nb_ui.widgets.app import SkyMatchCancelled
+
+        self.runs.append(params)
+        if len(self.runs) <= self.hold:
+            while not self.gate.wait(0.005):
+                if cancel is not None and cancel.is_set():
+                    self.cancelled.append(params)
+                    raise SkyMatchCancelled("cancelled")
+        self.groups.append(self.app.collection.groups)
+        return self.real(**params)
+
+
+def record_shown(app, monkeypatch):
+    """What reached the views: (skymethod, skystat, first two groups) of each result shown."""
+    shown, real = [], app.table.update
+    monkeypatch.setattr(app.table, "update", lambda result: shown.append(
+        (result.attrs["skymethod"], result.attrs["skystat"], result.group.values.tolist()[:2]))
+        or real(result))
+    return shown
+
+
+def test_a_page_change_solves_at_once_and_a_burst_ends_in_one_solve_of_the_last_value(app, monkeypatch):
+    from skymatch_nb_ui.widgets import app as app_module
+
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 0.0)  # say "solving…" at once (it is long)
+    engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
 
     async def scenario():
-        app.debounce = 0.05
-        # three quick changes in the page: one solve, with the last values
-        app._controls["skymethod"].value = "local"
+        app._controls["skymethod"].value = "local"  # from the page: starts at once, no waiting
+        at_once = app._running is not None
+        await until(lambda: len(engine.runs) == 1 and app.status.startswith("solving…"))  # held
+        # more changes in the page while it runs (keyboard stepping, a group edit)
+        app._controls["skymethod"].value = "global"
         app._controls["skymethod"].value = "match"
         app.editor._on_message(app.editor, {"type": "assign", "names": ["img00", "img01"],
                                             "label": "pair"}, [])
-        waiting = (app.result.attrs["skymethod"], app.status, app._views._dom_classes, len(calls))
-        await until(lambda: app.result.attrs["skymethod"] == "match")
-        await asyncio.sleep(0.2)  # time for a second solve, if there were one
-        return waiting, app.result.attrs["skymethod"], app.result.group.values.tolist()[:2]
+        during = (len(engine.runs), app._running.cancel.is_set(), app.result.attrs["skymethod"],
+                  "smnb-app-solving" in app._views._dom_classes)
+        engine.gate.set()
+        await until(lambda: not app._solves.busy and not app._tasks)
+        return at_once, during
 
-    (method, status, classes, n), after, groups = in_event_loop(scenario)
-    assert method == "global+match" and n == 0  # nothing solved yet: the last result stays
-    assert status.startswith("solving…")
-    assert "smnb-app-solving" in classes  # the views say they are out of date
-    assert after == "match" and groups == ["pair", "pair"] and len(calls) == 1
-    assert "smnb-app-solving" not in app._views._dom_classes
+    at_once, during = in_event_loop(scenario)
+    assert at_once
+    # nothing new started while the first ran; it was asked to stop; the views kept the last result
+    assert during == (1, True, "global+match", True)
+    assert [run["skymethod"] for run in engine.runs] == ["local", "match"]  # the last value, once
+    assert engine.groups[-1]["img00"] == engine.groups[-1]["img01"] == "pair"
+    assert shown == [("match", "mean", ["pair", "pair"])]  # the stale "local" never shown
+    assert app.result.attrs["skymethod"] == "match" and app.params["skymethod"] == "match"
+    assert app.status.startswith("match / mean: solved in")
+    assert "smnb-app-solving" not in app._views._dom_classes and app._busy.layout.display == "none"
 
 
-def test_a_python_assignment_overtakes_a_pending_page_change(app, monkeypatch):
-    calls = count_solves(app, monkeypatch)
+def test_page_changes_after_a_solve_ended_each_solve_at_once_and_are_shown(app, monkeypatch):
+    shown = record_shown(app, monkeypatch)
 
     async def scenario():
-        app.debounce = 0.05
-        app._controls["skystat"].value = "median"  # from the page: waits
-        app.params = {"skymethod": "local"}  # from Python: solves now, with both
+        for method in ("local", "match", "global"):
+            app._controls["skymethod"].value = method
+            assert app._running is not None  # started at once
+            await until(lambda: not app._solves.busy and not app._tasks)
+        return app.result.attrs["skymethod"]
+
+    assert in_event_loop(scenario) == "global"
+    assert [s[0] for s in shown] == ["local", "match", "global"]
+
+
+def test_a_quick_page_solve_sends_no_progress_bar_and_no_progress(app, monkeypatch):
+    """"solving…", the progress bar, Cancel and the stages' reports appear only for a solve
+    that lasts (BUSY_DELAY; here longer than any solve of the test): a quick one sends the
+    page only its result."""
+    from skymatch_nb_ui.widgets import app as app_module
+
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 60.0)
+    monkeypatch.setattr(app, "_hooks", {"progress", "cancel"})  # the engine reports its stages
+    shown, statuses = [], []
+    app._busy.layout.observe(lambda change: shown.append(change["new"]), "display")
+    app.observe(lambda change: statuses.append(change["new"].split(":")[0].split(" (")[0]), "status")
+
+    async def scenario():
+        app._controls["skystat"].value = "median"  # statistics and solve stages report
+        await until(lambda: not app._solves.busy and not app._tasks)
+
+    in_event_loop(scenario)
+    assert app.result.attrs["skystat"] == "median"
+    assert shown == [] and app._busy_timer is None
+    assert statuses == ["global+match / median"]  # no "solving…" flashed before the result
+
+
+def test_a_python_assignment_overtakes_a_page_solve(app, monkeypatch):
+    engine, shown = GatedEngine(app, monkeypatch), record_shown(app, monkeypatch)
+
+    async def scenario():
+        app._controls["skystat"].value = "median"  # from the page: running, held
+        await until(lambda: len(engine.runs) == 1)
+        app.params = {"skymethod": "local"}  # from Python: stops it and solves now, with both
         now = (app.result.attrs["skymethod"], app.result.attrs["skystat"])
-        await asyncio.sleep(0.3)
+        await until(lambda: not app._tasks)  # the stopped page solve's end: nothing follows
         return now
 
     assert in_event_loop(scenario) == ("local", "median")
-    assert len(calls) == 1  # the pending page solve was cancelled, not run again
+    assert [r["skystat"] for r in engine.cancelled] == ["median"]
+    assert len(engine.runs) == 2 and engine.runs[1]["skymethod"] == "local"
+    assert shown == [("local", "median", ["", ""])] and not app._solves.busy
 
 
 def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):
@@ -218,17 +304,69 @@ def test_a_solve_made_stale_by_a_newer_change_is_dropped(app, monkeypatch):
     assert shown == ["midpt"]  # the stale median result never reached the views
 
 
-def test_the_status_says_solving_before_the_solve_and_a_failure_keeps_the_views(app, monkeypatch):
-    real = app.collection.skymatch
-    seen = []
+def test_a_long_python_solve_says_solving_while_a_quick_one_sends_only_its_result(app, monkeypatch):
+    from skymatch_nb_ui.widgets import app as app_module
 
-    def watched(**params):
+    real = app.collection.skymatch
+    seen, statuses = [], []
+    app.observe(lambda change: statuses.append(change["new"].split(":")[0].split(" (")[0]), "status")
+
+    def long(**params):  # lasts until the page has been told (or 10 s)
+        deadline = time.monotonic() + 10
+        while "solving…" not in app._status.value and time.monotonic() < deadline:
+            time.sleep(0.005)
         seen.append((app._status.value, "smnb-app-solving" in app._views._dom_classes))
         return real(**params)
 
-    monkeypatch.setattr(app.collection, "skymatch", watched)
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 0.05)
+    monkeypatch.setattr(app.collection, "skymatch", long)
     app.params = {"skymethod": "match"}
-    assert "solving…" in seen[0][0] and seen[0][1]
+    assert "solving…" in seen[0][0] and seen[0][1]  # said while the solve ran, views dimmed
+    assert app.result.attrs["skymethod"] == "match" and statuses == ["solving…", "match / mean"]
+    assert "smnb-app-solving" not in app._views._dom_classes
+    monkeypatch.setattr(app_module, "BUSY_DELAY", 60.0)
+    monkeypatch.setattr(app.collection, "skymatch", real)
+    statuses.clear()
+    app.params = {"skymethod": "local"}
+    assert app.result.attrs["skymethod"] == "local" and statuses == ["local / mean"]
+
+
+def test_interrupting_a_python_solve_stops_the_engine_and_keeps_the_last_result(app, monkeypatch):
+    """The kernel's Interrupt (SIGINT: KeyboardInterrupt in the cell's thread) while a Python
+    assignment waits for a long solve: the engine is told to stop, nothing is shown, and the
+    parameters go back to those of the result shown."""
+    import os
+    import signal
+
+    from skymatch_nb_ui.widgets.app import SkyMatchCancelled
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    shown, stopped = app.result, []
+    monkeypatch.setattr(app, "_hooks", {"progress", "cancel"})
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def long(progress=None, cancel=None, **params):
+        os.kill(os.getpid(), signal.SIGINT)  # the user interrupts the kernel
+        stopped.append(cancel.wait(10))
+        raise SkyMatchCancelled("cancelled")
+
+    monkeypatch.setattr(app.collection, "skymatch", long)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            app.params = {"skystat": "median"}
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    app._worker.submit(lambda: None).result(10)  # the engine has ended
+    assert stopped == [True]
+    assert app.result is shown and app.params["skystat"] == "mean"
+    assert app._controls["skystat"].value == "mean"
+    assert app.status == "interrupted: the views show the last result"
+    assert "smnb-app-solving" not in app._views._dom_classes
+
+
+def test_a_failed_solve_keeps_the_views_and_says_why(app, monkeypatch):
+    app.params = {"skymethod": "match"}
     good = app.result
 
     def refuses(**params):

@@ -42,7 +42,7 @@ export function freshDom() {
   const { window } = dom;
   for (const key of ["window", "document", "navigator", "Node", "Element", "HTMLElement",
     "SVGElement", "Event", "KeyboardEvent", "MouseEvent", "WheelEvent", "Blob", "URL",
-    "getComputedStyle", "requestAnimationFrame", "cancelAnimationFrame"]) {
+    "getComputedStyle", "requestAnimationFrame", "cancelAnimationFrame", "MutationObserver"]) {
     if (window[key] !== undefined) {
       Object.defineProperty(globalThis, key, { value: window[key], configurable: true, writable: true });
     }

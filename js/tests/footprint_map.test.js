@@ -479,3 +479,14 @@ test("arrowStrokes: a shaft and a head of 0.3 of its length at 25 degrees; none 
   assert.deepEqual(arrowStrokes([1, 1], [1, 1]), []);
   assert.equal(arrowsPath([null, [[0, 0], [0, 10]]]).split("M").filter(Boolean)[0], "0,0L0,-10");
 });
+
+test("the toolbar's menu and checkbox keep their keys from JupyterLab's notebook shortcuts", () => {
+  const { el, cleanup } = mount();
+  // Lumino runs no shortcut for a key whose target carries this attribute (in command mode
+  // ArrowUp/Down would select another cell instead of changing the colouring)
+  for (const selector of ["select.smnb-map-colorby", "input.smnb-map-overlaps"]) {
+    assert.equal(el.querySelector(selector).getAttribute("data-lm-suppress-shortcuts"), "true");
+  }
+  assert.ok(!el.querySelector("svg.smnb-map-svg").hasAttribute("data-lm-suppress-shortcuts"));
+  cleanup();
+});

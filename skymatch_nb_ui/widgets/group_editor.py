@@ -81,7 +81,7 @@ class GroupEditor(anywidget.AnyWidget):
         The message of the last edit the UI asked for and Python refused ("" after a success).
     from_page : bool
         True while the editor carries out a request from the page (a click), False for calls
-        from Python: the app debounces only the former.
+        from Python: the app solves only the former in the background.
 
     Notes
     -----

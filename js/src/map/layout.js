@@ -36,6 +36,9 @@ export function buildLayout() {
   const overlaps = /** @type {HTMLInputElement} */ (el("input", "smnb-map-overlaps"));
   overlaps.type = "checkbox";
   overlapsLabel.append(overlaps, document.createTextNode(" Overlaps"));
+  // their keys are theirs, not JupyterLab's notebook shortcuts (arrows: another cell; a
+  // letter: a Markdown cell; Lumino runs no shortcut for a key in such an element)
+  for (const control of [colorBy, overlaps]) control.setAttribute("data-lm-suppress-shortcuts", "true");
   const boxButton = button("smnb-map-button smnb-map-boxbutton", "Box select",
     "Drag to select the images whose centres lie in a box (or shift-drag)");
   boxButton.setAttribute("aria-pressed", "false");

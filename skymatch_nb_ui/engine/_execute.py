@@ -8,16 +8,20 @@ images, each read by its loader when the task runs).  They run
   GIL back and forth: a second thread gains 10-30%);
 - in local worker processes: ``"processes"`` (a pool kept for the life of the Python process,
   its workers started from a fork server, each importing the engine once; each worker reads
-  its images from their files: a loader travels as a path and HDU numbers, never as pixels);
+  its images from their files: a loader travels as a path and HDU numbers, never as pixels).
+  Images in memory are not copied to a pool when it can be avoided: on Linux, when no other
+  thread runs (a script, not a Jupyter kernel), ``workers - 1`` processes are forked for the
+  run and share this process's memory, and this process works too (`_fork`);
 - on a Dask cluster: a ``distributed.Client``, or the address of its scheduler
   (``"tcp://host:8786"``, connected to for each run); workers need this package and the
   files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
 
 ``"auto"`` (the default) takes worker processes when the images come from files and there is
-enough to measure to pay for the workers' start (about 3 x 10^8 pixels), and runs everything
-else here: images in memory would have to be copied into every process that measures them,
-and threads lose to one process (`Execution.kind` has the figures).  Nothing here needs Dask
-unless a cluster is asked for.
+enough to measure to pay for the workers' start (about 3 x 10^8 pixels), forked workers for
+images in memory when forking is safe and there is enough to measure (`FORK_FROM`), and
+runs everything else here: images in memory would otherwise have to be copied into every
+process that measures them, and threads lose to one process (`Execution.kind` has the
+figures).  Nothing here needs Dask unless a cluster is asked for.
 
 Which of them runs a task never changes its result: a task is a pure function of its
 arguments, and the results are put back in task order, so every scheduler gives the same
@@ -43,6 +47,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ._fork import fork_map, fork_safe
 from .exceptions import SkyMatchCancelled
 
 __all__ = ["SCHEDULERS", "Execution", "Progress", "check_scheduler", "default_workers"]
@@ -59,6 +64,9 @@ PROCESSES_WARM_FROM = 10_000_000
 #: differences, same bits: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially at load ~3.5;
 #: 0.72-0.95 s against 0.82-0.89 s in another run at load ~3: a small, noisy gain).
 THREADS_FROM = 2_000_000
+#: Pixels of tasks on images in memory from which "auto" forks worker processes for them,
+#: when forking is safe (`_fork.fork_safe`; see `Execution.kind` for the figures).
+FORK_FROM = 20_000_000
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -191,12 +199,16 @@ class Execution:
             return "dask"
         if self.workers == 1 or len(sizes) <= 1 or s == "serial":
             return "serial"
+        if s == "processes" and not files and _can_fork():
+            return "fork"
         if s != "auto":
             return s
         total = sum(sizes)
         warm = self.workers in _PROCESSES
         if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
+        if not files and total >= FORK_FROM and _can_fork():
+            return "fork"
         if gil_free >= THREADS_FROM:
             return "threads"
         return "serial"
@@ -223,6 +235,16 @@ class Execution:
         results: list = [None] * len(arguments)
         order = list(range(len(arguments))) if order is None else list(order)
         self.report(stage, 0, total)
+        if kind == "fork":
+            def finished(k: int, result) -> None:
+                nonlocal done
+                results[k] = result
+                done += self._finished(k, result, units, on_result)
+                self.report(stage, done, total)
+
+            fork_map(function, arguments, order, self.workers, on_result=finished,
+                     check=lambda: self.check(stage, done, total))
+            return results
         if kind == "serial":
             for k in order:
                 self.check(stage, done, total)
@@ -270,7 +292,9 @@ class Execution:
         """``(submit(function, *args) -> future, cancel(futures), tasks to keep in flight)``."""
         slots = IN_FLIGHT * self.workers
         if kind == "threads":
-            yield _thread_pool(self.workers).submit, _cancel_local, slots
+            pool = _thread_pool(self.workers)
+            yield (lambda function, *args: pool.submit(_counted, function, *args)), \
+                _cancel_local, slots
         elif kind == "processes":
             pool = _process_pool(self.workers)
 
@@ -338,6 +362,29 @@ def _cancel_local(futures: list[Future]) -> None:
 _LOCK = threading.Lock()
 _THREADS: dict[int, ThreadPoolExecutor] = {}
 _PROCESSES: dict[int, Executor] = {}
+_BUSY = 0  # tasks running on the threads of `_THREADS`
+
+
+def _counted(function, *args):
+    """``function(*args)`` on a pool thread, counted in `_BUSY` while it runs."""
+    global _BUSY
+    with _LOCK:
+        _BUSY += 1
+    try:
+        return function(*args)
+    finally:
+        with _LOCK:
+            _BUSY -= 1
+
+
+def _can_fork() -> bool:
+    """Whether worker processes may be forked now (`_fork.fork_safe`).
+
+    The threads of our own pools count as idle while none of them runs a task.
+    """
+    with _LOCK:
+        idle = set() if _BUSY else {t for pool in _THREADS.values() for t in pool._threads}
+    return fork_safe(idle)
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:

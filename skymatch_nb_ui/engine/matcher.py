@@ -445,9 +445,9 @@ class SkyMatcher:
         owners, compares, tasks = owners_and_tasks(True)
         gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
         kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free)
-        if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
+        if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
-        if kind in ("serial", "threads"):
+        if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)
             batches = [[t] for t in range(len(tasks))]
         else:  # a few tasks per worker for balance, at most BATCH images per task
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))

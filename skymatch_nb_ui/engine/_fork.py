@@ -1,0 +1,210 @@
+"""Worker processes forked for one run: tasks on data already in this process's memory.
+
+Images given as arrays live in this process's memory.  A worker process started from a fork
+server (the pool of ``scheduler="processes"``) gets them only as copies: pickled, 4 MB per
+1024 x 1024 float32 image, which made two workers twice as slow as one process at N = 64.
+A process *forked* after the arrays exist shares them: the kernel copies the page tables,
+not the pages, and nothing is pickled.  The tasks and their arguments stay where they are;
+a worker takes them by number and sends back only their results (a few numbers each).
+
+How a run goes (`fork_map`): the task numbers are handed out one at a time from a counter
+in shared memory (dynamic balance: the largest tasks first, as ordered by the caller); this
+process forks ``workers - 1`` children and works on the tasks too; each child sends each
+result through its own pipe as it finishes and exits (``os._exit``: no ``atexit`` handlers,
+no flush of inherited buffers) when no task is left.  Results are put back by task number:
+a task is a pure function of its arguments, so the numbers are those of a serial run, bit
+for bit.  If a child dies (killed, out of memory), the tasks it took and did not finish run
+here.  A child is reaped later (its exit does not hold the run up).
+
+**When it is safe** (`fork_safe`): a fork copies only the calling thread, and a lock that
+another thread holds at that moment stays locked in the child forever.  So this is used only
+
+- on Linux (on macOS, system libraries do not survive a fork without ``exec``);
+- from the main thread, when no other Python thread runs, except idle threads of this
+  package's own thread pool (``scheduler="threads"``; idle, they hold no lock).
+
+A Jupyter kernel always runs other threads (its I/O, heartbeat, history threads), and the
+app solves in a thread: there this is never used (``"auto"`` then runs the statistics
+here, ``"processes"`` uses the pool).  Threads that Python does not know of are those of
+BLAS's pools (OpenBLAS re-creates its pool in a forked child: ``pthread_atfork``); Python
+3.12+ warns about any thread on every ``os.fork``, and that DeprecationWarning is silenced
+for our fork only, once the rule above holds.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Collection, Sequence
+
+__all__ = ["fork_map", "fork_safe"]
+
+#: Children that exited but may not have been reaped yet (reaped at the next run).
+_UNREAPED: list[int] = []
+
+
+def fork_safe(idle_threads: Collection[threading.Thread] = ()) -> bool:
+    """Whether worker processes may be forked from this process now (see the module's text).
+
+    ``idle_threads``: other threads known to hold no lock (this package's idle pool).
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    current = threading.current_thread()
+    if current is not threading.main_thread():
+        return False
+    return all(t is current or t in idle_threads for t in threading.enumerate())
+
+
+def fork_map(
+    function: Callable,
+    arguments: Sequence[tuple],
+    order: Sequence[int],
+    workers: int,
+    *,
+    on_result: Callable[[int, object], None],
+    check: Callable[[], None],
+    poll: float = 0.05,
+) -> None:
+    """``function(*arguments[k])`` for every ``k`` of ``order``, here and in forked children.
+
+    ``workers`` processes compute: this one and ``workers - 1`` children.  ``order`` is the
+    order in which the tasks are taken.  ``on_result(k, result)`` is called here, in the
+    calling thread, as each task's result arrives; ``check()`` is called between tasks and
+    while waiting for the children, and whatever it raises stops the run (the children are
+    killed).  An exception of a task (here or in a child) is raised here.
+    """
+    _reap()
+    order = list(order)
+    n = len(order)
+    counter = mmap.mmap(-1, 8)  # anonymous and shared: the children see the same counter
+    lock = _fork_context().Lock()
+
+    def take() -> int:
+        with lock:
+            (i,) = struct.unpack_from("<q", counter)
+            struct.pack_into("<q", counter, 0, i + 1)
+        return i
+
+    pids: list[int] = []
+    children: dict = {}  # connection -> pid, while its pipe is open
+    received: set[int] = set()
+    finished = False
+    try:
+        from multiprocessing import Pipe
+
+        for _ in range(max(0, workers - 1)):
+            receive, send = Pipe(duplex=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*multi-threaded.*fork",
+                                        category=DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the child: never returns
+                _child(function, arguments, order, take, send, receive)
+            send.close()  # ours: the child's death then ends its pipe (EOFError)
+            children[receive] = pid
+            pids.append(pid)
+
+        def collect(timeout: float) -> None:
+            """The children's results that arrived (waits up to ``timeout`` for one)."""
+            if not children:
+                return
+            from multiprocessing.connection import wait
+
+            for conn in wait(list(children), timeout):
+                try:
+                    what, k, value = conn.recv()
+                except (EOFError, OSError):  # the child is gone
+                    del children[conn]
+                    conn.close()
+                    continue
+                if what == "error":
+                    raise value
+                received.add(k)
+                on_result(k, value)
+
+        while True:
+            collect(0)
+            check()
+            i = take()
+            if i >= n:
+                break
+            k = order[i]
+            value = function(*arguments[k])
+            received.add(k)
+            on_result(k, value)
+        while children and len(received) < n:
+            check()
+            collect(poll)
+        for k in order:  # taken by a child that died before it finished them
+            if k not in received:
+                check()
+                value = function(*arguments[k])
+                received.add(k)
+                on_result(k, value)
+        finished = True
+    finally:
+        for conn, pid in children.items():
+            if not finished:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            conn.close()
+        _UNREAPED.extend(pids)
+        _reap()
+        counter.close()
+
+
+def _child(function, arguments, order, take, send, receive) -> None:
+    """A forked child's whole life: take tasks, send results, exit."""
+    code = 1
+    try:
+        receive.close()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
+        n = len(order)
+        while (i := take()) < n:
+            k = order[i]
+            try:
+                value = function(*arguments[k])
+            except BaseException as error:  # sent to the parent, raised there
+                send.send(("error", k, _picklable(error)))
+                break
+            send.send(("done", k, value))
+        code = 0
+    except BaseException:  # the parent sees the pipe close
+        pass
+    finally:
+        os._exit(code)
+
+
+def _picklable(error: BaseException) -> BaseException:
+    """``error`` if it pickles, else a RuntimeError that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _reap() -> None:
+    """Reap the children that exited (without waiting for those still exiting)."""
+    for pid in list(_UNREAPED):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            done = pid
+        if done:
+            _UNREAPED.remove(pid)
+
+
+def _fork_context():
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")

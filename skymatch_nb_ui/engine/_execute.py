@@ -162,6 +162,16 @@ class Execution:
         self.workers = workers
         self.progress = progress
         self.cancel = cancel
+        self._meanwhile: list[Callable[[], object]] = []
+
+    def meanwhile(self, work: Callable[[], object]) -> None:
+        """Work the caller needs after the next `map`, independent of its tasks.
+
+        When that map's tasks run in forked workers, this process does ``work()`` while they
+        compute (its result must then be kept where the caller looks for it: a cache);
+        otherwise it is left to the caller.
+        """
+        self._meanwhile.append(work)
 
     # -- hooks ---------------------------------------------------------------------------------
     def report(self, stage: str, done: int, total: int) -> None:
@@ -233,6 +243,8 @@ class Execution:
         """
         total, done = int(sum(units)), 0
         results: list = [None] * len(arguments)
+        if kind != "fork":
+            self._meanwhile.clear()
         order = list(range(len(arguments))) if order is None else list(order)
         self.report(stage, 0, total)
         if kind == "fork":
@@ -242,8 +254,10 @@ class Execution:
                 done += self._finished(k, result, units, on_result)
                 self.report(stage, done, total)
 
+            work, self._meanwhile = self._meanwhile, []
             fork_map(function, arguments, order, self.workers, on_result=finished,
-                     check=lambda: self.check(stage, done, total))
+                     check=lambda: self.check(stage, done, total),
+                     meanwhile=(lambda: [w() for w in work]) if work else None)
             return results
         if kind == "serial":
             for k in order:

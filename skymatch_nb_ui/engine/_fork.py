@@ -70,6 +70,7 @@ def fork_map(
     *,
     on_result: Callable[[int, object], None],
     check: Callable[[], None],
+    meanwhile: Callable[[], object] | None = None,
     poll: float = 0.05,
 ) -> None:
     """``function(*arguments[k])`` for every ``k`` of ``order``, here and in forked children.
@@ -78,7 +79,8 @@ def fork_map(
     order in which the tasks are taken.  ``on_result(k, result)`` is called here, in the
     calling thread, as each task's result arrives; ``check()`` is called between tasks and
     while waiting for the children, and whatever it raises stops the run (the children are
-    killed).  An exception of a task (here or in a child) is raised here.
+    killed).  An exception of a task (here or in a child) is raised here.  ``meanwhile()``,
+    if given, runs here once the children are working, before this process takes tasks.
     """
     _reap()
     order = list(order)
@@ -129,6 +131,8 @@ def fork_map(
                 received.add(k)
                 on_result(k, value)
 
+        if meanwhile is not None:
+            meanwhile()
         while True:
             collect(0)
             check()

@@ -280,6 +280,8 @@ class SkyMatcher:
         with self._lock:  # one run at a time: the caches are shared
             self._use_stepsize(params.stepsize)
             self._stage_geometry(execution)
+            if "match" in params.skymethod:  # (cached; done while forked workers measure)
+                execution.meanwhile(lambda: self._shared_sides(grouping))
             pairs, local, image_npix = self._statistics(params, grouping, execution)
             execution.check("solve")
             execution.report("solve", 0, 1)

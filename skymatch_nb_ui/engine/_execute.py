@@ -217,10 +217,10 @@ class Execution:
         warm = self.workers in _PROCESSES
         if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
-        if not files and total >= FORK_FROM and _can_fork():
-            return "fork"
         if gil_free >= THREADS_FROM:
             return "threads"
+        if not files and total >= FORK_FROM and _can_fork():
+            return "fork"
         return "serial"
 
     def map(

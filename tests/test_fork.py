@@ -233,3 +233,14 @@ def test_a_cancelled_forked_run_stops_and_the_next_carries_on():
         print(json.dumps(out))
     """)
     assert found == {"forks": True, "cancelled": True, "same": True}
+
+
+def test_the_task_pipe_hands_out_every_task_once_in_order():
+    # more than a default pipe holds; more than any pipe may hold (then all run here)
+    for order in ([5, 0, 70_000, 3, *range(10, 40_000)], list(range(400_000, 0, -1))):
+        tasks = _fork._TaskPipe(order)
+        try:
+            taken = list(iter(tasks.take, None))
+        finally:
+            tasks.close()
+        assert taken == order

@@ -7,9 +7,8 @@ A process *forked* after the arrays exist shares them: the kernel copies the pag
 not the pages, and nothing is pickled.  The tasks and their arguments stay where they are;
 a worker takes them by number and sends back only their results (a few numbers each).
 
-How a run goes (`fork_map`): the task numbers are handed out one at a time from a counter
-in shared memory (dynamic balance: the largest tasks first, as ordered by the caller); this
-process forks ``workers - 1`` children and works on the tasks too; each child sends each
+How a run goes (`fork_map`): the task numbers are handed out one at a time from a pipe
+(dynamic balance: the largest tasks first, as ordered by the caller); this process forks ``workers - 1`` children and works on the tasks too; each child sends each
 result through its own pipe as it finishes and exits (``os._exit``: no ``atexit`` handlers,
 no flush of inherited buffers) when no task is left.  Results are put back by task number:
 a task is a pure function of its arguments, so the numbers are those of a serial run, bit
@@ -33,7 +32,6 @@ for our fork only, once the rule above holds.
 
 from __future__ import annotations
 
-import mmap
 import os
 import pickle
 import signal
@@ -85,15 +83,10 @@ def fork_map(
     _reap()
     order = list(order)
     n = len(order)
-    counter = mmap.mmap(-1, 8)  # anonymous and shared: the children see the same counter
-    lock = _fork_context().Lock()
-
-    def take() -> int:
-        with lock:
-            (i,) = struct.unpack_from("<q", counter)
-            struct.pack_into("<q", counter, 0, i + 1)
-        return i
-
+    tasks = _TaskPipe(order)
+    if not tasks.ready:  # too many tasks for a pipe: all of them here
+        workers = 1
+    take = tasks.take
     pids: list[int] = []
     children: dict = {}  # connection -> pid, while its pipe is open
     received: set[int] = set()
@@ -108,7 +101,7 @@ def fork_map(
                                         category=DeprecationWarning)
                 pid = os.fork()
             if pid == 0:  # the child: never returns
-                _child(function, arguments, order, take, send, receive)
+                _child(function, arguments, take, send, receive)
             send.close()  # ours: the child's death then ends its pipe (EOFError)
             children[receive] = pid
             pids.append(pid)
@@ -143,10 +136,9 @@ def fork_map(
         while True:
             collect(0)
             check()
-            i = take()
-            if i >= n:
+            k = take()
+            if k is None:
                 break
-            k = order[i]
             value = function(*arguments[k])
             received.add(k)
             on_result(k, value)
@@ -170,18 +162,55 @@ def fork_map(
             conn.close()
         _UNREAPED.extend(pids)
         _reap()
-        counter.close()
+        tasks.close()
 
 
-def _child(function, arguments, order, take, send, receive) -> None:
+class _TaskPipe:
+    """The task numbers, in order, in a pipe that every process reads 4 bytes at a time.
+
+    The kernel hands each read its own 4 bytes (reads of a pipe are serialised), so no
+    lock is needed and a process killed at any moment cannot leave one held.  All numbers
+    are written before any fork, then the writing end is closed: an empty pipe reads as
+    the end.  ``ready`` is False when the pipe cannot hold them all (over ~260,000 tasks).
+    """
+
+    def __init__(self, order: Sequence[int]):
+        data = struct.pack(f"<{len(order)}i", *order)
+        self.read, write = os.pipe()
+        self.ready = True
+        try:
+            if len(data) > 65536:  # the default capacity of a pipe
+                import fcntl
+
+                try:
+                    size = fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, len(data))
+                except OSError:
+                    size = 0
+                self.ready = size >= len(data)
+            if self.ready:
+                os.write(write, data)
+        finally:
+            os.close(write)
+        self.local = None if self.ready else iter(order)
+
+    def take(self) -> int | None:
+        """The next task's number, or None when none is left."""
+        if self.local is not None:
+            return next(self.local, None)
+        data = os.read(self.read, 4)
+        return struct.unpack("<i", data)[0] if data else None
+
+    def close(self) -> None:
+        os.close(self.read)
+
+
+def _child(function, arguments, take, send, receive) -> None:
     """A forked child's whole life: take tasks, send results, exit."""
     code = 1
     try:
         receive.close()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
-        n = len(order)
-        while (i := take()) < n:
-            k = order[i]
+        while (k := take()) is not None:
             try:
                 value = function(*arguments[k])
             except BaseException as error:  # sent to the parent, raised there
@@ -214,8 +243,3 @@ def _reap() -> None:
         if done:
             _UNREAPED.remove(pid)
 
-
-def _fork_context():
-    import multiprocessing
-
-    return multiprocessing.get_context("fork")

@@ -190,17 +190,22 @@ class Execution:
 
     # -- running tasks ---------------------------------------------------------------------------
     def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0) -> str:
-        """What runs tasks of ``sizes`` pixels: serial, threads, processes, dask or executor.
+        """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
-        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what paid
-        on a 2-core machine (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): worker
-        processes cost seconds to start (once per Python process) and the pixels of images
-        in memory would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower
-        than one process at N = 64), so they serve images read from files when there is
-        much to measure (or when the pool runs already); threads lost 5-15% to one process
-        on small and large pixel sets alike (the histograms' ``bincount`` holds the GIL), so
-        everything else runs here, except pixel differences (``gil_free``: their pixels) of
-        at least `THREADS_FROM` pixels, which gain on threads.
+        ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
+        for this map, `_fork.fork_map`.)  "auto" decides by what paid on a 2-core machine
+        (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): the pool's worker processes
+        cost seconds to start (once per Python process) and the pixels of images in memory
+        would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower than one
+        process at N = 64), so they serve images read from files when there is much to
+        measure (or when the pool runs already); images in memory get forked workers, which
+        share them, when forking is safe (`_fork.fork_safe`: Linux, no other thread running)
+        and there is at least `FORK_FROM` pixels to measure; threads lost 5-15% to one
+        process on small and large pixel sets alike (the histograms' ``bincount`` holds the
+        GIL), so everything else runs here, except pixel differences (``gil_free``: their
+        pixels) of at least `THREADS_FROM` pixels, which gain on threads.
+        ``"processes"`` asked for with images in memory means forked workers whenever
+        forking is safe, else the pool.
         """
         s = self.scheduler
         if not isinstance(s, str):

@@ -86,9 +86,10 @@ class SkyMatcher:
         1: everything in the calling thread).
     scheduler : str, distributed.Client or concurrent.futures.Executor, optional
         Where the statistics run: ``"auto"`` (None; worker processes when there is much to
-        measure in files, else this process), ``"serial"``, ``"threads"``, ``"processes"``,
-        a ``distributed.Client`` or a Dask scheduler's address (``"tcp://host:8786"``), or
-        any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
+        measure, in files or in memory: images in memory are shared with workers forked for
+        the run, on Linux when no other thread runs; else this process), ``"serial"``,
+        ``"threads"``, ``"processes"``, a ``distributed.Client`` or a Dask scheduler's
+        address (``"tcp://host:8786"``), or any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
         gives the same results, bit for bit.  See `skymatch_nb_ui.engine._execute`.
 
     Raises

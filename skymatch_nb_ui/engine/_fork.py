@@ -84,7 +84,7 @@ def fork_map(
     order = list(order)
     n = len(order)
     tasks = _TaskPipe(order)
-    if not tasks.ready:  # too many tasks for a pipe: all of them here
+    if not tasks.ready or n < 2:  # too many tasks for a pipe, or nothing to share: here
         workers = 1
     take = tasks.take
     pids: list[int] = []

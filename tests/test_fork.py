@@ -190,6 +190,7 @@ def test_idle_threads_of_our_own_pool_do_not_prevent_a_fork(monkeypatch):
 
 def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch):
     monkeypatch.setattr(_execute, "_can_fork", lambda: True)
+    monkeypatch.setattr(_execute, "_idle_core", lambda: True)
     auto = Execution("auto", 2)
     many, few = [FORK_FROM // 50] * 60, [FORK_FROM // 50] * 10
     assert auto.kind(False, many) == "fork"
@@ -198,9 +199,20 @@ def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch)
     assert Execution("processes", 2).kind(False, few) == "fork"  # asked for processes
     assert Execution("processes", 2).kind(True, few) == "processes"  # files: the pool reads them
     assert Execution("threads", 2).kind(False, many) == "threads"
+    monkeypatch.setattr(_execute, "_idle_core", lambda: False)  # a busy machine
+    assert auto.kind(False, many) == "serial"
+    assert Execution("processes", 2).kind(False, few) == "fork"  # asked for
     monkeypatch.setattr(_execute, "_can_fork", lambda: False)
     assert auto.kind(False, many) == "serial"
     assert Execution("processes", 2).kind(False, few) == "processes"
+
+
+def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):
+    monkeypatch.setattr(_execute.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.2, 3.0, 3.0))
+    assert _execute._idle_core()
+    monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.6, 0.5, 0.5))
+    assert not _execute._idle_core()
 
 
 @linux_only

@@ -89,8 +89,9 @@ class SkyMatcher:
         measure, in files or in memory: images in memory are shared with workers forked for
         the run, on Linux when no other thread runs; else this process), ``"serial"``,
         ``"threads"``, ``"processes"``, a ``distributed.Client`` or a Dask scheduler's
-        address (``"tcp://host:8786"``), or any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
-        gives the same results, bit for bit.  See `skymatch_nb_ui.engine._execute`.
+        address (``"tcp://host:8786"``), or any ``concurrent.futures.Executor``.  Not a
+        parameter of the science: every choice gives the same results, bit for bit.  See
+        `skymatch_nb_ui.engine._execute`.
 
     Raises
     ------

@@ -11,8 +11,8 @@ How a run goes (`fork_map`): the task numbers are handed out one at a time from 
 (dynamic balance: the largest tasks first, as ordered by the caller); this process forks
 ``workers - 1`` children and works on the tasks too; each child sends each result through
 its own pipe as it finishes and exits (``os._exit``: no ``atexit`` handlers, no flush of
-inherited buffers) when no task is left. Results are put back by task number: a task is a
-pure function of its arguments, so the numbers are those of a serial run, bit for bit. If a
+inherited buffers) when no task is left.  Results are put back by task number: a task is a
+pure function of its arguments, so the numbers are those of a serial run, bit for bit.  If a
 child dies (killed, out of memory), the tasks it took and did not finish run
 here.  A child is reaped later (its exit does not hold the run up).
 

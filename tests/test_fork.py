@@ -53,6 +53,20 @@ def test_forked_workers_give_the_bits_of_a_serial_run():
         groups = ["a", "a", None, None, "b", "b", None, None, None, None, "c", "c"]
         names = ("sky", "sky_err", "delta", "npix")
         out = {"same": [], "forks": []}
+        # planes (their cells' tasks, then the constant stage's)
+        g = make_mosaic((3, 3), shape=(200, 220), noise=1.0, gradient=3.0, sources=5,
+                        rotation=4, seed=5)
+        for compare in ("levels", "differences"):
+            serial = skymatch(g.images, g.wcs, skymodel="plane", compare=compare,
+                              scheduler="serial")
+            before = len(forks)
+            other = skymatch(g.images, g.wcs, skymodel="plane", compare=compare,
+                             scheduler="processes", workers=2)
+            out["forks"].append(len(forks) > before)
+            out["same"].append(all(np.array_equal(getattr(serial.plane, n), getattr(other.plane, n),
+                                                  equal_nan=True)
+                                   for n in ("slope_x", "slope_y", "cov"))
+                               and np.array_equal(serial.sky, other.sky))
         for method in ("match", "global+match"):
             for compare in ("levels", "differences"):
                 for skystat in ("mode", "median"):
@@ -193,17 +207,18 @@ def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch)
     monkeypatch.setattr(_execute, "_idle_core", lambda: True)
     auto = Execution("auto", 2)
     many, few = [FORK_FROM // 50] * 60, [FORK_FROM // 50] * 10
-    assert auto.kind(False, many) == "fork"
-    assert auto.kind(False, few) == "serial"
-    assert Execution("auto", 1).kind(False, many) == "serial"
+    assert auto.kind(False, many, forks=True) == "fork"
+    assert auto.kind(False, many) == "serial"  # a caller whose tasks were not measured so
+    assert auto.kind(False, few, forks=True) == "serial"
+    assert Execution("auto", 1).kind(False, many, forks=True) == "serial"
     assert Execution("processes", 2).kind(False, few) == "fork"  # asked for processes
     assert Execution("processes", 2).kind(True, few) == "processes"  # files: the pool reads them
     assert Execution("threads", 2).kind(False, many) == "threads"
     monkeypatch.setattr(_execute, "_idle_core", lambda: False)  # a busy machine
-    assert auto.kind(False, many) == "serial"
+    assert auto.kind(False, many, forks=True) == "serial"
     assert Execution("processes", 2).kind(False, few) == "fork"  # asked for
     monkeypatch.setattr(_execute, "_can_fork", lambda: False)
-    assert auto.kind(False, many) == "serial"
+    assert auto.kind(False, many, forks=True) == "serial"
     assert Execution("processes", 2).kind(False, few) == "processes"
 
 

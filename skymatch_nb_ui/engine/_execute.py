@@ -193,7 +193,8 @@ class Execution:
             )
 
     # -- running tasks ---------------------------------------------------------------------------
-    def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0) -> str:
+    def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0,
+             forks: bool = False) -> str:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
         ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
@@ -210,7 +211,8 @@ class Execution:
         GIL), so everything else runs here, except pixel differences (``gil_free``: their
         pixels) of at least `THREADS_FROM` pixels, which gain on threads.
         ``"processes"`` asked for with images in memory means forked workers whenever
-        forking is safe, else the pool.
+        forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
+        (tasks measured by the bench that way: the constant statistics stage).
         """
         s = self.scheduler
         if not isinstance(s, str):
@@ -229,7 +231,7 @@ class Execution:
             return "processes"
         if gil_free >= THREADS_FROM:
             return "threads"
-        if not files and total >= FORK_FROM and _idle_core() and _can_fork():
+        if forks and not files and total >= FORK_FROM and _idle_core() and _can_fork():
             return "fork"
         return "serial"
 

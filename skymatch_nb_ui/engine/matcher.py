@@ -448,7 +448,7 @@ class SkyMatcher:
 
         owners, compares, tasks = owners_and_tasks(True)
         gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
-        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free)
+        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True)
         if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)

@@ -65,8 +65,12 @@ PROCESSES_WARM_FROM = 10_000_000
 #: 0.72-0.95 s against 0.82-0.89 s in another run at load ~3: a small, noisy gain).
 THREADS_FROM = 2_000_000
 #: Pixels of tasks on images in memory from which "auto" forks worker processes for them,
-#: when forking is safe (`_fork.fork_safe`; see `Execution.kind` for the figures).
-FORK_FROM = 20_000_000
+#: when forking is safe (`_fork.fork_safe`): N = 64 images of 1024 x 1024 (5.5e7 pixels of
+#: overlaps) took 0.70-0.78 of the serial time with one forked worker (best of 7, load ~1:
+#: 0.285 s against 0.374 s for match, 0.430 s against 0.616 s for global+match); a fork
+#: and its copy-on-write faults cost 0.02-0.05 s, so smaller runs (N = 16: 1.2e7 to 2.8e7,
+#: not measured with a free core) stay here.
+FORK_FROM = 40_000_000
 #: ... and while a core is idle: the load average (1 min) below the cores less this.  On a
 #: busy machine a forked worker waits for a core and its copy-on-write faults are pure loss
 #: (N = 64, load ~5 on 2 cores: 0.78 s against 0.40 s serially, best of 15).

@@ -10,7 +10,15 @@ sigma 1, sources, a small rotation and jitter) and each sky method, prints:
   on the state of the process's memory allocator, e.g. on what ran before);
 - the "floor": one plain numpy pass over every pixel (summing each image), and our time
   in units of it;
-- the time of a re-solve in which only ``match_down`` changes (our stage cache).
+- the time of a re-solve in which only ``match_down`` changes (our stage cache);
+- the load average (1 min) when the row was printed.
+
+Our engine runs with each of ``--schedulers``, side by side: ``serial`` (one process),
+``threads`` (2), ``processes`` (2 processes: for these arrays in memory, on Linux in a script,
+one worker forked for the run shares them and this process works too), ``pool`` (2 worker
+processes of a ``ProcessPoolExecutor`` started from a fork server, passed as the scheduler:
+the arrays are pickled to them, what ``processes`` did before forked workers) and ``auto``
+(the default: what the engine picks by itself, 2 workers).
 
 The machines are shared and noisy: compare figures of one run, as ratios.
 
@@ -30,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'N':>4} {'grid':>5} {'method':>13} {'scheduler':>10} {'ref s':>8} {'ours s':>8} "
         f"{'ours 1st':>9} "
         f"{'ref/ours':>9} "
-        f"{'max|dsky|/sig':>14} {'floor s':>8} {'ours/floor':>11} {'re-solve ms':>12}"
+        f"{'max|dsky|/sig':>14} {'floor s':>8} {'ours/floor':>11} {'re-solve ms':>12} {'load':>5}"
     )
     print(columns)
     print("-" * len(columns))
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{fmt(row['ref'], '8.3f')} {row['ours']:>8.3f} {row['first']:>9.3f} "
                     f"{fmt(ratio(row['ref'], row['ours']), '9.1f')} "
                     f"{fmt(row['diff'], '14.1e')} {floor:>8.4f} "
-                    f"{row['ours'] / floor:>11.1f} {row['resolve'] * 1e3:>12.2f}",
+                    f"{row['ours'] / floor:>11.1f} {row['resolve'] * 1e3:>12.2f} "
+                    f"{os.getloadavg()[0]:>5.2f}",
                     flush=True,
                 )
         del mosaic
@@ -98,14 +108,14 @@ def bench_one(mosaic, method: str, args) -> list[tuple[str, dict]]:
     rows = []
     for scheduler in args.schedulers:
         ours = None
+        with scheduler_of(scheduler, args.compare) as where:
 
-        def run_ours(scheduler=scheduler):
-            nonlocal ours
-            ours = skymatch_nb_ui.skymatch(images, wcs, skymethod=method, scheduler=scheduler,
-                                           workers=1 if scheduler == "serial" else 2,
-                                           compare=args.compare, **STATS)
+            def run_ours(where=where, workers=1 if scheduler == "serial" else 2):
+                nonlocal ours
+                ours = skymatch_nb_ui.skymatch(images, wcs, skymethod=method, scheduler=where,
+                                               workers=workers, compare=args.compare, **STATS)
 
-        times = run_times(run_ours, args.repeat)
+            times = run_times(run_ours, args.repeat)
         row = {"ours": statistics.median(times), "first": times[0], "ref": None, "diff": None}
         row["resolve"] = resolve_time(images, wcs, method, args.repeat, args.compare)
         rows.append((scheduler, row))
@@ -140,11 +150,34 @@ def resolve_time(images, wcs, method: str, repeat: int, compare: str) -> float:
     )
 
 
+@contextmanager
+def scheduler_of(name: str, compare: str = "levels"):
+    """What to pass as ``scheduler`` for ``name``: the name, or for "pool" a started
+    ``ProcessPoolExecutor`` of 2 workers (from a fork server), shut down afterwards (its
+    manager thread would keep the engine from forking workers for the other schedulers)."""
+    if name != "pool":
+        yield name
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        tiny = make_mosaic((1, 2), shape=(64, 64), noise=NOISE, seed=0)
+        skymatch_nb_ui.skymatch(tiny.images, tiny.wcs, scheduler=pool, workers=2,
+                                compare=compare, **STATS)  # its workers started and warm
+        yield pool
+    finally:
+        pool.shutdown()
+
+
 def warm_up(no_reference: bool, schedulers=("serial",), compare: str = "levels") -> None:
     """Run both engines once on a tiny mosaic, so that no timing includes lazy imports (nor
     the start of a pool of worker processes)."""
     tiny = make_mosaic((1, 2), shape=(64, 64), noise=NOISE, seed=0)
     for scheduler in schedulers:
+        if scheduler == "pool":
+            continue  # started and warmed for each of its rows (`scheduler_of`)
         skymatch_nb_ui.skymatch(tiny.images, tiny.wcs, scheduler=scheduler,
                                 workers=1 if scheduler == "serial" else 2, compare=compare,
                                 **STATS)
@@ -210,9 +243,10 @@ def parse_args(argv):
                         help="runs of the reference per figure (median; default 1)")
     parser.add_argument("--no-reference", action="store_true", help="skip stcal")
     parser.add_argument("--schedulers", type=lambda t: t.split(","),
-                        default=["serial", "threads", "processes"],
+                        default=["serial", "threads", "processes", "pool", "auto"],
                         help="where our statistics run, side by side: serial (one process), "
-                        "threads or processes (2 workers); default serial,threads,processes")
+                        "threads, processes, pool or auto (2 workers; see the top of this "
+                        "file); default serial,threads,processes,pool,auto")
     parser.add_argument("--shape", type=positive_int, default=1024,
                         help="image size in pixels (default 1024)")
     parser.add_argument("--sources", type=int, default=50, help="sources per image (50)")

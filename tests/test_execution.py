@@ -251,8 +251,11 @@ def test_the_command_shows_a_progress_bar_per_stage(fits_files, monkeypatch, cap
     assert all(b.closed and b.n == b.total for b in bars)
 
 
-def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processes():
+def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processes(monkeypatch):
+    from skymatch_nb_ui.engine import _execute
     from skymatch_nb_ui.engine._execute import PROCESSES_FROM, Execution
+
+    monkeypatch.setattr(_execute, "_can_fork", lambda: False)  # forks: tests/test_fork.py
 
     auto = Execution("auto", 2)
     small, large = [50_000] * 20, [PROCESSES_FROM // 100] * 100

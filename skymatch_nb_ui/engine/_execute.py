@@ -8,16 +8,20 @@ images, each read by its loader when the task runs).  They run
   GIL back and forth: a second thread gains 10-30%);
 - in local worker processes: ``"processes"`` (a pool kept for the life of the Python process,
   its workers started from a fork server, each importing the engine once; each worker reads
-  its images from their files: a loader travels as a path and HDU numbers, never as pixels);
+  its images from their files: a loader travels as a path and HDU numbers, never as pixels).
+  Images in memory are not copied to a pool when it can be avoided: on Linux, when no other
+  thread runs (a script, not a Jupyter kernel), ``workers - 1`` processes are forked for the
+  run and share this process's memory, and this process works too (`_fork`);
 - on a Dask cluster: a ``distributed.Client``, or the address of its scheduler
   (``"tcp://host:8786"``, connected to for each run); workers need this package and the
   files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
 
 ``"auto"`` (the default) takes worker processes when the images come from files and there is
-enough to measure to pay for the workers' start (about 3 x 10^8 pixels), and runs everything
-else here: images in memory would have to be copied into every process that measures them,
-and threads lose to one process (`Execution.kind` has the figures).  Nothing here needs Dask
-unless a cluster is asked for.
+enough to measure to pay for the workers' start (about 3 x 10^8 pixels), forked workers for
+images in memory when forking is safe and there is enough to measure (`FORK_FROM`), and
+runs everything else here: images in memory would otherwise have to be copied into every
+process that measures them, and threads lose to one process (`Execution.kind` has the
+figures).  Nothing here needs Dask unless a cluster is asked for.
 
 Which of them runs a task never changes its result: a task is a pure function of its
 arguments, and the results are put back in task order, so every scheduler gives the same
@@ -43,6 +47,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ._fork import fork_map, fork_safe
 from .exceptions import SkyMatchCancelled
 
 __all__ = ["SCHEDULERS", "Execution", "Progress", "check_scheduler", "default_workers"]
@@ -59,6 +64,17 @@ PROCESSES_WARM_FROM = 10_000_000
 #: differences, same bits: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially at load ~3.5;
 #: 0.72-0.95 s against 0.82-0.89 s in another run at load ~3: a small, noisy gain).
 THREADS_FROM = 2_000_000
+#: Pixels of tasks on images in memory from which "auto" forks worker processes for them,
+#: when forking is safe (`_fork.fork_safe`): N = 64 images of 1024 x 1024 (5.5e7 pixels of
+#: overlaps) took 0.70-0.78 of the serial time with one forked worker (best of 7, load ~1:
+#: 0.285 s against 0.374 s for match, 0.430 s against 0.616 s for global+match); a fork
+#: and its copy-on-write faults cost 0.02-0.05 s, so smaller runs (N = 16: 1.2e7 to 2.8e7,
+#: not measured with a free core) stay here.
+FORK_FROM = 40_000_000
+#: ... and while a core is idle: the load average (1 min) below the cores less this.  On a
+#: busy machine a forked worker waits for a core and its copy-on-write faults are pure loss
+#: (N = 64, load ~5 on 2 cores: 0.78 s against 0.40 s serially, best of 15).
+FORK_IDLE = 0.5
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -154,6 +170,16 @@ class Execution:
         self.workers = workers
         self.progress = progress
         self.cancel = cancel
+        self._meanwhile: list[Callable[[], object]] = []
+
+    def meanwhile(self, work: Callable[[], object]) -> None:
+        """Work the caller needs after the next `map`, independent of its tasks.
+
+        When that map's tasks run in forked workers, this process does ``work()`` while they
+        compute (its result must then be kept where the caller looks for it: a cache);
+        otherwise it is left to the caller.
+        """
+        self._meanwhile.append(work)
 
     # -- hooks ---------------------------------------------------------------------------------
     def report(self, stage: str, done: int, total: int) -> None:
@@ -171,18 +197,26 @@ class Execution:
             )
 
     # -- running tasks ---------------------------------------------------------------------------
-    def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0) -> str:
-        """What runs tasks of ``sizes`` pixels: serial, threads, processes, dask or executor.
+    def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0,
+             forks: bool = False) -> str:
+        """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
-        ("executor": a given ``concurrent.futures.Executor``.)  "auto" decides by what paid
-        on a 2-core machine (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): worker
-        processes cost seconds to start (once per Python process) and the pixels of images
-        in memory would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower
-        than one process at N = 64), so they serve images read from files when there is
-        much to measure (or when the pool runs already); threads lost 5-15% to one process
-        on small and large pixel sets alike (the histograms' ``bincount`` holds the GIL), so
-        everything else runs here, except pixel differences (``gil_free``: their pixels) of
-        at least `THREADS_FROM` pixels, which gain on threads.
+        ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
+        for this map, `_fork.fork_map`.)  "auto" decides by what paid on a 2-core machine
+        (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): the pool's worker processes
+        cost seconds to start (once per Python process) and the pixels of images in memory
+        would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower than one
+        process at N = 64), so they serve images read from files when there is much to
+        measure (or when the pool runs already); images in memory get forked workers, which
+        share them, when forking is safe (`_fork.fork_safe`: Linux, no other thread running)
+        and there is at least `FORK_FROM` pixels to measure while a core is idle
+        (`FORK_IDLE`); threads lost 5-15% to one
+        process on small and large pixel sets alike (the histograms' ``bincount`` holds the
+        GIL), so everything else runs here, except pixel differences (``gil_free``: their
+        pixels) of at least `THREADS_FROM` pixels, which gain on threads.
+        ``"processes"`` asked for with images in memory means forked workers whenever
+        forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
+        (tasks measured by the bench that way: the constant statistics stage).
         """
         s = self.scheduler
         if not isinstance(s, str):
@@ -191,6 +225,8 @@ class Execution:
             return "dask"
         if self.workers == 1 or len(sizes) <= 1 or s == "serial":
             return "serial"
+        if s == "processes" and not files and _can_fork():
+            return "fork"
         if s != "auto":
             return s
         total = sum(sizes)
@@ -199,6 +235,8 @@ class Execution:
             return "processes"
         if gil_free >= THREADS_FROM:
             return "threads"
+        if forks and not files and total >= FORK_FROM and _idle_core() and _can_fork():
+            return "fork"
         return "serial"
 
     def map(
@@ -221,8 +259,22 @@ class Execution:
         """
         total, done = int(sum(units)), 0
         results: list = [None] * len(arguments)
+        if kind != "fork":
+            self._meanwhile.clear()
         order = list(range(len(arguments))) if order is None else list(order)
         self.report(stage, 0, total)
+        if kind == "fork":
+            def finished(k: int, result) -> None:
+                nonlocal done
+                results[k] = result
+                done += self._finished(k, result, units, on_result)
+                self.report(stage, done, total)
+
+            work, self._meanwhile = self._meanwhile, []
+            fork_map(function, arguments, order, self.workers, on_result=finished,
+                     check=lambda: self.check(stage, done, total),
+                     meanwhile=(lambda: [w() for w in work]) if work else None)
+            return results
         if kind == "serial":
             for k in order:
                 self.check(stage, done, total)
@@ -270,7 +322,9 @@ class Execution:
         """``(submit(function, *args) -> future, cancel(futures), tasks to keep in flight)``."""
         slots = IN_FLIGHT * self.workers
         if kind == "threads":
-            yield _thread_pool(self.workers).submit, _cancel_local, slots
+            pool = _thread_pool(self.workers)
+            yield (lambda function, *args: pool.submit(_counted, function, *args)), \
+                _cancel_local, slots
         elif kind == "processes":
             pool = _process_pool(self.workers)
 
@@ -338,6 +392,42 @@ def _cancel_local(futures: list[Future]) -> None:
 _LOCK = threading.Lock()
 _THREADS: dict[int, ThreadPoolExecutor] = {}
 _PROCESSES: dict[int, Executor] = {}
+_BUSY = 0  # tasks running on the threads of `_THREADS`
+
+
+def _counted(function, *args):
+    """``function(*args)`` on a pool thread, counted in `_BUSY` while it runs."""
+    global _BUSY
+    with _LOCK:
+        _BUSY += 1
+    try:
+        return function(*args)
+    finally:
+        with _LOCK:
+            _BUSY -= 1
+
+
+def _idle_core() -> bool:
+    """Whether the machine seems to have a core to spare.
+
+    The load average (1 min) is below the cores this process may use less `FORK_IDLE`.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load < cores - FORK_IDLE
+
+
+def _can_fork() -> bool:
+    """Whether worker processes may be forked now (`_fork.fork_safe`).
+
+    The threads of our own pools count as idle while none of them runs a task.
+    """
+    with _LOCK:
+        idle = set() if _BUSY else {t for pool in _THREADS.values() for t in pool._threads}
+    return fork_safe(idle)
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:

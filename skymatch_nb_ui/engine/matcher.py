@@ -86,10 +86,12 @@ class SkyMatcher:
         1: everything in the calling thread).
     scheduler : str, distributed.Client or concurrent.futures.Executor, optional
         Where the statistics run: ``"auto"`` (None; worker processes when there is much to
-        measure in files, else this process), ``"serial"``, ``"threads"``, ``"processes"``,
-        a ``distributed.Client`` or a Dask scheduler's address (``"tcp://host:8786"``), or
-        any ``concurrent.futures.Executor``.  Not a parameter of the science: every choice
-        gives the same results, bit for bit.  See `skymatch_nb_ui.engine._execute`.
+        measure, in files or in memory: images in memory are shared with workers forked for
+        the run, on Linux when no other thread runs; else this process), ``"serial"``,
+        ``"threads"``, ``"processes"``, a ``distributed.Client`` or a Dask scheduler's
+        address (``"tcp://host:8786"``), or any ``concurrent.futures.Executor``.  Not a
+        parameter of the science: every choice gives the same results, bit for bit.  See
+        `skymatch_nb_ui.engine._execute`.
 
     Raises
     ------
@@ -280,6 +282,8 @@ class SkyMatcher:
         with self._lock:  # one run at a time: the caches are shared
             self._use_stepsize(params.stepsize)
             self._stage_geometry(execution)
+            if "match" in params.skymethod:  # (cached; done while forked workers measure)
+                execution.meanwhile(lambda: self._shared_sides(grouping))
             pairs, local, image_npix = self._statistics(params, grouping, execution)
             execution.check("solve")
             execution.report("solve", 0, 1)
@@ -444,10 +448,10 @@ class SkyMatcher:
 
         owners, compares, tasks = owners_and_tasks(True)
         gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
-        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free)
-        if kind != "threads":  # one task per image: its pixels read once, its arrays sent once
+        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True)
+        if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
-        if kind in ("serial", "threads"):
+        if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)
             batches = [[t] for t in range(len(tasks))]
         else:  # a few tasks per worker for balance, at most BATCH images per task
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))

@@ -350,10 +350,19 @@ def _spread_sample(total: int) -> np.ndarray:
     (measured: slopes of -1 per pixel and a scene error 100 times the noise's on a flat
     sky).  The golden-ratio sequence fills the positions evenly without a period.
     """
+    if total >= _PLANE_SAMPLE:  # the fractions sorted once: floor(f * total) keeps their order
+        t = np.multiply(_GOLDEN_SORTED, total)
+        np.floor(t, out=t)
+        t = t.astype(np.intp)
+        return t[np.not_equal(t, np.roll(t, 1))] if t[0] != t[-1] else t[:1]
     k = min(total, _PLANE_SAMPLE)
     t = np.floor(np.mod(np.arange(k) * _GOLDEN, 1.0) * total).astype(np.intp)
     t.sort()
     return np.unique(t)
+
+
+#: The golden-ratio fractions of `_spread_sample`, in increasing order.
+_GOLDEN_SORTED = np.sort(np.mod(np.arange(_PLANE_SAMPLE) * _GOLDEN, 1.0))
 
 
 def _plane_slopes(values, runs: Runs, ends, t, cx: float, cy: float, work: Workspace | None):

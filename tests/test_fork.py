@@ -1,0 +1,273 @@
+"""Worker processes forked for a run (images in memory, shared, not copied): same bits, safe.
+
+Whether a fork is allowed depends on the threads of the process (`_fork.fork_safe`), and a
+test run may have other threads (a Dask cluster's, a thread pool's) by the time these run:
+what must fork runs in a fresh interpreter, where no other thread runs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from skymatch_nb_ui.engine import _execute, _fork
+from skymatch_nb_ui.engine._execute import FORK_FROM, Execution
+
+ROOT = Path(__file__).resolve().parents[1]
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks only on Linux")
+
+
+def run_fresh(code: str) -> dict:
+    """Run ``code`` in a fresh Python (no other thread); it prints one JSON object last."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@linux_only
+def test_forked_workers_give_the_bits_of_a_serial_run():
+    found = run_fresh("""
+        import json, numpy as np
+        from skymatch_nb_ui import skymatch
+        from skymatch_nb_ui.engine import _execute, _fork
+        from skymatch_nb_ui.testing import make_mosaic
+
+        forks = []
+        original = _fork.fork_map
+        def spy(function, arguments, order, workers, **options):
+            forks.append(workers)
+            return original(function, arguments, order, workers, **options)
+        _execute.fork_map = spy
+
+        m = make_mosaic((3, 4), shape=(120, 140), noise=1.0, sources=8, rotation=7, jitter=3,
+                        mask_fraction=0.02, seed=11)
+        groups = ["a", "a", None, None, "b", "b", None, None, None, None, "c", "c"]
+        names = ("sky", "sky_err", "delta", "npix")
+        out = {"same": [], "forks": []}
+        # planes (their cells' tasks, then the constant stage's)
+        g = make_mosaic((3, 3), shape=(200, 220), noise=1.0, gradient=3.0, sources=5,
+                        rotation=4, seed=5)
+        for compare in ("levels", "differences"):
+            serial = skymatch(g.images, g.wcs, skymodel="plane", compare=compare,
+                              scheduler="serial")
+            before = len(forks)
+            other = skymatch(g.images, g.wcs, skymodel="plane", compare=compare,
+                             scheduler="processes", workers=2)
+            out["forks"].append(len(forks) > before)
+            out["same"].append(all(np.array_equal(getattr(serial.plane, n), getattr(other.plane, n),
+                                                  equal_nan=True)
+                                   for n in ("slope_x", "slope_y", "cov"))
+                               and np.array_equal(serial.sky, other.sky))
+        for method in ("match", "global+match"):
+            for compare in ("levels", "differences"):
+                for skystat in ("mode", "median"):
+                    options = dict(masks=m.masks, groups=groups, skymethod=method,
+                                   compare=compare, skystat=skystat)
+                    serial = skymatch(m.images, m.wcs, scheduler="serial", **options)
+                    for workers in (2, 3):
+                        before = len(forks)
+                        other = skymatch(m.images, m.wcs, scheduler="processes",
+                                         workers=workers, **options)
+                        out["forks"].append(forks[before:] == [workers])
+                        out["same"].append(all(
+                            np.array_equal(getattr(serial, n), getattr(other, n)) for n in names)
+                            and np.array_equal(serial.pairs.diff_before,
+                                               other.pairs.diff_before, equal_nan=True)
+                            and np.array_equal(serial.pairs.stat_a, other.pairs.stat_a,
+                                               equal_nan=True))
+        print(json.dumps(out))
+    """)
+    assert all(found["forks"]), found  # the forked path ran, with the workers asked for
+    assert all(found["same"]), found
+
+
+@linux_only
+def test_forked_workers_stop_raise_and_recover_as_a_serial_run_would():
+    found = run_fresh("""
+        import json, os, time, threading
+        from skymatch_nb_ui.engine import _fork
+        from skymatch_nb_ui.engine.stats import StatisticError
+
+        parent = os.getpid()
+        out = {}
+
+        def square(k):  # slow enough that the child takes some tasks
+            time.sleep(0.01)
+            return (k * k, os.getpid() != parent)
+
+        got = {}
+        _fork.fork_map(square, [(k,) for k in range(40)], range(40), 2,
+                       on_result=got.__setitem__, check=lambda: None)
+        out["all"] = sorted(got) == list(range(40)) and all(v[0] == k * k for k, v in got.items())
+        out["child_worked"] = any(v[1] for v in got.values())
+
+        def fails_in_child(k):
+            time.sleep(0.01)
+            if os.getpid() != parent:
+                raise StatisticError(f"binwidth=1e-09 needs too many bins (task {k})")
+            return k
+
+        try:
+            _fork.fork_map(fails_in_child, [(k,) for k in range(40)], range(40), 2,
+                           on_result=lambda k, v: None, check=lambda: None)
+            out["raised"] = None
+        except StatisticError as error:
+            out["raised"] = str(error)
+
+        def dies_in_child(k):  # a child killed mid-task (out of memory...)
+            time.sleep(0.01)
+            if os.getpid() != parent:
+                os._exit(9)
+            return -k
+
+        got = {}
+        _fork.fork_map(dies_in_child, [(k,) for k in range(40)], range(40), 3,
+                       on_result=got.__setitem__, check=lambda: None)
+        out["recovered"] = got == {k: -k for k in range(40)}
+
+        class Stop(Exception):
+            pass
+
+        seen = []
+        def check():
+            if len(seen) >= 3:
+                raise Stop
+        try:
+            _fork.fork_map(square, [(k,) for k in range(200)], range(200), 2,
+                           on_result=lambda k, v: seen.append(k), check=check)
+            out["stopped"] = False
+        except Stop:
+            out["stopped"] = len(seen) < 200
+        time.sleep(0.5)
+        _fork._reap()
+        out["left"] = len(_fork._UNREAPED)
+        out["threads"] = threading.active_count()
+        print(json.dumps(out))
+    """)
+    assert found["all"] and found["child_worked"], found
+    assert found["raised"] == "binwidth=1e-09 needs too many bins (task 0)" or \
+        found["raised"].startswith("binwidth=1e-09 needs too many bins"), found
+    assert found["recovered"], found
+    assert found["stopped"], found
+    assert found["left"] == 0 and found["threads"] == 1, found  # children reaped, no thread left
+
+
+def test_no_fork_while_another_thread_runs(monkeypatch):
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not _fork.fork_safe()
+        assert not _execute._can_fork()
+        sizes = [FORK_FROM] * 4
+        assert Execution("processes", 2).kind(False, sizes) == "processes"  # the pool
+        assert Execution("auto", 2).kind(False, sizes) == "serial"
+    finally:
+        release.set()
+        other.join()
+
+
+@linux_only
+def test_idle_threads_of_our_own_pool_do_not_prevent_a_fork(monkeypatch):
+    pool = _execute._thread_pool(2)
+    pool.submit(lambda: None).result()  # its threads exist
+    ours = [threading.main_thread(), *pool._threads]  # (other tests' threads ignored)
+    monkeypatch.setattr(_fork.threading, "enumerate", lambda: list(ours))
+    assert _execute._can_fork()
+    started, release = threading.Event(), threading.Event()
+
+    def busy():
+        started.set()
+        release.wait()
+
+    future = pool.submit(_execute._counted, busy)
+    started.wait(10)
+    try:
+        assert not _execute._can_fork()  # one of them runs a task: it might hold a lock
+    finally:
+        release.set()
+        future.result()
+    deadline = time.monotonic() + 10
+    while not _execute._can_fork() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _execute._can_fork()
+
+
+def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch):
+    monkeypatch.setattr(_execute, "_can_fork", lambda: True)
+    monkeypatch.setattr(_execute, "_idle_core", lambda: True)
+    auto = Execution("auto", 2)
+    many, few = [FORK_FROM // 50] * 60, [FORK_FROM // 50] * 10
+    assert auto.kind(False, many, forks=True) == "fork"
+    assert auto.kind(False, many) == "serial"  # a caller whose tasks were not measured so
+    assert auto.kind(False, few, forks=True) == "serial"
+    assert Execution("auto", 1).kind(False, many, forks=True) == "serial"
+    assert Execution("processes", 2).kind(False, few) == "fork"  # asked for processes
+    assert Execution("processes", 2).kind(True, few) == "processes"  # files: the pool reads them
+    assert Execution("threads", 2).kind(False, many) == "threads"
+    monkeypatch.setattr(_execute, "_idle_core", lambda: False)  # a busy machine
+    assert auto.kind(False, many, forks=True) == "serial"
+    assert Execution("processes", 2).kind(False, few) == "fork"  # asked for
+    monkeypatch.setattr(_execute, "_can_fork", lambda: False)
+    assert auto.kind(False, many, forks=True) == "serial"
+    assert Execution("processes", 2).kind(False, few) == "processes"
+
+
+def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):
+    monkeypatch.setattr(_execute.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.2, 3.0, 3.0))
+    assert _execute._idle_core()
+    monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.6, 0.5, 0.5))
+    assert not _execute._idle_core()
+
+
+@linux_only
+def test_a_cancelled_forked_run_stops_and_the_next_carries_on():
+    found = run_fresh("""
+        import json, threading, numpy as np
+        from skymatch_nb_ui import SkyMatcher
+        from skymatch_nb_ui.engine import SkyMatchCancelled, _execute
+        from skymatch_nb_ui.testing import make_mosaic
+
+        m = make_mosaic((2, 3), shape=(80, 90), noise=1.0, seed=3)
+        cancel = threading.Event()
+        matcher = SkyMatcher(m.images, m.wcs, scheduler="processes", workers=2)
+        out = {"forks": _execute._can_fork()}
+
+        def progress(p):
+            if p.stage == "statistics" and p.done >= 2:
+                cancel.set()
+
+        try:
+            matcher.run(compare="levels", progress=progress, cancel=cancel)
+            out["cancelled"] = False
+        except SkyMatchCancelled as error:
+            out["cancelled"] = "statistics stage" in str(error)
+        cancel.clear()
+        serial = SkyMatcher(m.images, m.wcs, scheduler="serial").run(compare="levels")
+        again = matcher.run(compare="levels", cancel=cancel)
+        out["same"] = bool(np.array_equal(again.sky, serial.sky)
+                           and np.array_equal(again.sky_err, serial.sky_err))
+        print(json.dumps(out))
+    """)
+    assert found == {"forks": True, "cancelled": True, "same": True}
+
+
+def test_the_task_pipe_hands_out_every_task_once_in_order():
+    # more than a default pipe holds; more than any pipe may hold (then all run here)
+    for order in ([5, 0, 70_000, 3, *range(10, 40_000)], list(range(400_000, 0, -1))):
+        tasks = _fork._TaskPipe(order)
+        try:
+            taken = list(iter(tasks.take, None))
+        finally:
+            tasks.close()
+        assert taken == order

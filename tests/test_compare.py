@@ -152,6 +152,67 @@ def test_a_satellite_trail_in_one_image_is_flagged_and_does_not_drag_the_mosaic(
     assert robust_error < 0.4 * plain_error and robust_error < 1.5 * clean_error
 
 
+def test_an_image_whose_every_pair_is_flagged_gets_an_error_that_covers_its_sky():
+    # Image 8 (a corner: pairs with 4, 5 and 7) is spoiled differently on each overlap
+    # (+6 where only 5 sees it, -2 where only 7 does): its three pairs disagree and the robust
+    # solve flags all three.  Its sky then rests on pairs that disagree, and its error must
+    # say so.  Measured: error -0.53 sigma; sky_err 0.034 before (the flagged pairs' own
+    # claims), 1.01 now; the other images' largest pull 4.5 before, 0.8 now.
+    mosaic = make_mosaic((3, 3), shape=(128, 128), noise=1.0, rotation=3.0, jitter=3.0, seed=2)
+    clean = SkyMatcher(mosaic.images, mosaic.wcs)
+    runs = clean.geometry.runs
+    only = {}
+    for other in (4, 5, 7):
+        mask = np.zeros(mosaic.images[8].shape, bool)
+        r = runs[(8, other)]
+        for row, start, stop in zip(r.rows, r.start, r.stop):
+            mask[row, start:stop] = True
+        only[other] = mask
+    images = [im.copy() for im in mosaic.images]
+    images[8][only[5] & ~only[4]] += 6.0
+    images[8][only[7] & ~only[4]] -= 2.0
+    result = SkyMatcher(images, mosaic.wcs).run(skystat="median", compare="levels")
+    mine = (result.pairs.a == 8) | (result.pairs.b == 8)
+    assert result.pairs.flagged.tolist() == mine.tolist()  # all of image 8's pairs, no other
+    error = errors(result, mosaic)
+    clean_err = clean.run(skystat="median", compare="levels").sky_err
+    assert abs(error[8]) > 10 * clean_err[8]  # the spoiled sky is really off...
+    assert abs(error[8]) < 2.0 * result.sky_err[8]  # ...and its error says so
+    assert np.abs(error[:8] / result.sky_err[:8]).max() < 2.0
+
+
+def test_flagged_pairs_errors_are_what_their_residuals_show():
+    # A 4 x 4 grid with diagonals (42 pairs); the corner's pair 11-15 is off by 750 errors and
+    # outweighs the corner's two good pairs, so the reweighting settles with all three of the
+    # corner's pairs flagged and its sky 10 off.  The reported error was 0.013 (the flagged
+    # pairs' claims); it must cover the 10, and the other images' errors (zero-mean gauge:
+    # the corner's uncertainty enters the mean) their errors.
+    from skymatch_nb_ui.engine.robust import fit_offsets
+
+    k = np.arange(16).reshape(4, 4)
+    i = np.r_[k[:, :-1].ravel(), k[:-1].ravel(), k[:-1, :-1].ravel(), k[:-1, 1:].ravel()]
+    j = np.r_[k[:, 1:].ravel(), k[1:].ravel(), k[1:, 1:].ravel(), k[1:, :-1].ravel()]
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 10, 16)
+    sd = np.full(len(i), 0.02)
+    diff = truth[i] - truth[j] + rng.normal(0, 1, len(i)) * sd
+    weight = np.ones(len(i))
+    weight[(i == 10) & (j == 15)], weight[(i == 14) & (j == 15)] = 0.2, 0.5
+    diff[(i == 11) & (j == 15)] += 15.0
+    fit = fit_offsets(16, i, j, diff, weight, sd**2)
+    assert np.flatnonzero(fit.flagged).tolist() == np.flatnonzero((i == 15) | (j == 15)).tolist()
+    error = fit.delta - truth
+    error -= error.mean()
+    assert abs(error[15]) > 5.0
+    pulls = np.abs(error / fit.delta_err)
+    assert pulls[15] < 2.0 and pulls.max() < 2.0
+    # without flagged pairs nothing changes
+    clean = fit_offsets(16, i, j, truth[i] - truth[j], weight, sd**2)
+    plain = fit_offsets(16, i, j, truth[i] - truth[j], weight, sd**2, robust=False)
+    assert not clean.flagged.any()
+    np.testing.assert_array_equal(clean.delta_err, plain.delta_err)
+
+
 def test_without_outliers_the_robust_solve_is_plain_least_squares():
     mosaic = make_mosaic((3, 3), shape=(100, 100), noise=1.0, sources=3, seed=8)
     matcher = SkyMatcher(mosaic.images, mosaic.wcs)

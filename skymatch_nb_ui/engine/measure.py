@@ -264,7 +264,8 @@ class SideStat(NamedTuple):
     a sloping scene that alone moves one side's statistic against the other's by
     ``slope . (centroid shift)`` (`scene_error`), an error the pixel noise does not cover.
     ``broad_err``: the noise's error of the statistic over a scene broader than the noise
-    (`stats.side_statistic`; ``err`` for the mean and mode).
+    (`stats.side_statistic`: the median's and midpt's over a broad scene, the mode's from
+    redrawn histograms; ``err`` for the mean).
     """
 
     value: float
@@ -667,10 +668,11 @@ def scene_error(
 
     Two terms in quadrature, for pairs of two single images (0 when a side is a group):
 
-    1. **The noise over a broad scene** (median, midpt): ``err_a`` and ``err_b`` are the
-       noise's error for values as narrow as the noise (the reference's formula, which the
-       robust solve judges residuals with); across a nebula the median moves more
-       (`SideStat.broad_err`).  The excess, ``broad_err**2 - err**2`` of both sides.
+    1. **The noise over a broad scene** (median, midpt, mode): ``err_a`` and ``err_b`` are
+       the noise's error for values as narrow as the noise (the reference's formula, which
+       the robust solve judges residuals with); across a nebula the median moves more, and
+       the mode may move to another kernel's peak (`SideStat.broad_err`).  The excess,
+       ``broad_err**2 - err**2`` of both sides.
     2. **How the two grids sample the scene**:
 
     The two sides of an overlap are the pixel centres of each image inside it: the same sky,

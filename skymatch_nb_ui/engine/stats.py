@@ -74,7 +74,7 @@ _MODE_REACH = 4.0
 # _MODE_STAY errors of every narrower kernel's peak (Lepski's rule): see `sky_statistic`.
 _MODE_WIDER = 2.0
 # `_mode_noise_spread`: draws of the noise, at most this many bins around the peak.
-_MODE_DRAWS = 32
+_MODE_DRAWS = 16
 _MODE_DRAW_BINS = 1024  # histograms of more bins: not done (the first-order error stands)
 _MODE_DRAW_MARGIN = 0.8  # ... nor when every widening decision's |log(move / limit)| is above
 _MODE_DRAW_SEED = 20261203

@@ -90,14 +90,15 @@ def test_levels_pair_errors_cover_the_scene_without_help_from_the_residuals():
         assert 0.6 <= np.median(scales) <= 1.3, (stat, scales)
 
 
-def test_levels_mode_side_errors_cover_a_mode_that_changes_kernel_with_the_noise():
+def test_levels_mode_side_errors_follow_the_scatter_of_the_mode():
     # One side of each overlap of a noiseless nebula mosaic, with the noise drawn 40 times:
-    # the scatter of its mode against its error.  The mode's widening rule picks another
-    # kernel for another draw of the noise on some sides, and the peaks of the kernels sit
-    # apart on an asymmetric top: the first-order error (`err`, which the robust solve
-    # uses) was 0.30-0.45 of the scatter on 6 of these 20 sides.  The error that enters
-    # sky_err (stats.side_statistic, from 16 redrawn histograms) measured 0.72-2.8 of it,
-    # median 1.3 (never below the first-order error, which overstates some sides 1.5x).
+    # the scatter of its mode against its errors.  The first-order error (`err`, which the
+    # robust solve uses) was 0.30-0.45 of the scatter on 6 of these 20 sides (the mode's
+    # widening rule picks another kernel for another draw of the noise, and the kernels'
+    # peaks sit apart on an asymmetric top) and 1.2-1.7 on 10 (the noise is as wide as the
+    # kernel); median |log(error / scatter)| 0.42.  The error that enters sky_err
+    # (stats.side_statistic: redrawn histograms, or the first-order error exact in the
+    # noise) measured 0.71-2.7 of it, median 1.03, median |log| 0.16.
     from skymatch_nb_ui.engine.params import StatParams
     from skymatch_nb_ui.engine.stats import pixel_noise, side_statistic, sky_statistic
 
@@ -117,15 +118,16 @@ def test_levels_mode_side_errors_cover_a_mode_that_changes_kernel_with_the_noise
             values = scene + noise.standard_normal(scene.size)
             stat, err = side_statistic(values, params, noise=pixel_noise(values))
             assert stat == sky_statistic(values, params, noise=pixel_noise(values))
-            assert err >= stat.err
             found.append((stat.value, stat.err, err))
         value, lin, broad = np.array(found).T
         scatter = value.std(ddof=1)
         ratio.append(np.sqrt(np.mean(broad**2)) / scatter)
         first.append(np.sqrt(np.mean(lin**2)) / scatter)
-    assert min(first) < 0.5  # the case: the first-order error misses the kernel's changes
-    assert min(ratio) > 0.65, ratio
-    assert 0.8 < np.median(ratio) < 1.6, ratio
+    ratio, first = np.array(ratio), np.array(first)
+    assert first.min() < 0.5 and first.max() > 1.4  # the cases: both ways off
+    assert ratio.min() > 0.65, ratio
+    assert 0.8 < np.median(ratio) < 1.3, ratio
+    assert np.median(np.abs(np.log(ratio))) < 0.6 * np.median(np.abs(np.log(first)))
 
 
 def test_levels_scene_errors_leave_the_skies_alone():
@@ -136,7 +138,7 @@ def test_levels_scene_errors_leave_the_skies_alone():
     mosaic = nebula(100, layout=(5, 5), size=160)  # shared with the pulls test's mosaics
     runs = {}
     for name, extra in (("scene", matcher_module.scene_error),
-                        ("noise only", lambda pairs, *args: np.zeros(len(pairs)))):
+                        ("noise only", lambda pairs, *args, **kw: np.zeros(len(pairs)))):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(matcher_module, "scene_error", extra)
             runs[name] = SkyMatcher(mosaic.images, mosaic.wcs).run(skystat="median",

@@ -220,7 +220,8 @@ def assemble_result(
     table = PairTable(
         a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,
         npix_b=pairs.npix_b, err_a=pairs.err_a, err_b=pairs.err_b, weight=pairs.weight,
-        valid=valid, diff_before=pairs.diff, diff_err=np.hypot(pairs.diff_err, pairs.scene_err),
+        valid=valid, diff_before=pairs.diff, diff_err=np.sqrt(np.maximum(pairs.diff_err**2 + pairs.scene_var,
+                                                                     0.25 * pairs.diff_err**2)),
         diff_after=pairs.diff - (sky[pairs.a] - sky[pairs.b]),
         robust_weight=solution.robust_weight, flagged=solution.flagged,
     )

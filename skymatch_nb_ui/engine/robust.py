@@ -115,7 +115,9 @@ def fit_offsets(
         Per pair, variance beyond ``diff_var`` that no other pair shares (e.g. how two pixel
         grids sample the scene: `measure.scene_error`).  It enters the errors and the
         error scale, not the robust weights: those judge the residuals against ``diff_var``
-        alone, so the offsets are those without it.
+        alone, so the offsets are those without it.  Negative where ``diff_var`` overstates
+        the error (the mode's first-order error, `measure.PairStats.scene_var`); the sum is
+        never taken below ``diff_var / 4``.
 
     Returns
     -------
@@ -163,8 +165,9 @@ def fit_offsets(
         sol = solve_offsets(n, i, j, diff, solved, diff_var, diff_cov)
     flagged = factor < 1.0
     judged = sol
-    if extra_var is not None and np.any(np.asarray(extra_var) > 0):
-        diff_var = diff_var + np.asarray(extra_var, float)  # the same offsets, other errors
+    if extra_var is not None and np.any(np.asarray(extra_var) != 0):
+        # the same offsets, other errors (never below a quarter of the statistical variance)
+        diff_var = np.maximum(diff_var + np.asarray(extra_var, float), 0.25 * diff_var)
         sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
         judged = _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol)
     scale = _error_scale(judged, i, j, diff, diff_var, ~flagged)

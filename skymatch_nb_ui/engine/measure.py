@@ -265,7 +265,7 @@ class SideStat(NamedTuple):
     ``slope . (centroid shift)`` (`scene_error`), an error the pixel noise does not cover.
     ``broad_err``: the noise's error of the statistic over a scene broader than the noise
     (`stats.side_statistic`: the median's and midpt's over a broad scene, the mode's from
-    redrawn histograms; ``err`` for the mean).
+    redrawn histograms or exact in the noise, possibly below ``err``; ``err`` for the mean).
     """
 
     value: float
@@ -680,8 +680,8 @@ def scene_error(
     1. **The noise over a broad scene** (median, midpt, mode): ``err_a`` and ``err_b`` are
        the noise's error for values as narrow as the noise (the reference's formula, which
        the robust solve judges residuals with); across a nebula the median moves more, and
-       the mode may move to another kernel's peak (`SideStat.broad_err`).  The excess,
-       ``broad_err**2 - err**2`` of both sides.
+       the mode may move to another kernel's peak or wander less than its first-order error
+       says (`SideStat.broad_err`).  The excess, ``broad_err**2 - err**2`` of both sides.
     2. **How the two grids sample the scene**:
 
     The two sides of an overlap are the pixel centres of each image inside it: the same sky,

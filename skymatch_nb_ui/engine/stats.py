@@ -289,11 +289,14 @@ def side_statistic(
 ) -> tuple[SkyStat, float]:
     """`sky_statistic` with ``noise``, and the noise's error when the values are a broad scene.
 
-    The second value is ``err`` except for the median and midpt, whose noise error grows when
-    the scene under the noise is broader than the noise (`_median_noise_error`), and the
-    mode, whose peak may move to another kernel's with the noise (`_mode_noise_spread`):
-    then the larger of the two.  (``err`` itself stays the reference-compatible formula: the
-    robust solve of ``compare="levels"`` judges residuals with it.)
+    The second value is the error for the sky errors: ``err`` for the mean; for the median
+    and midpt, whose noise error grows when the scene under the noise is broader than the
+    noise (`_median_noise_error`), the larger of the two; for the mode, the spread of its
+    redrawn histograms when a widening decision was close (`_mode_noise_spread`: the peak
+    may move to another kernel's with the noise), else its first-order error exact in the
+    noise (`_mode_noise_error`), either of which may be below ``err``.  (``err`` itself stays
+    the reference-compatible formula: the robust solve of ``compare="levels"`` judges
+    residuals with it.)
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err

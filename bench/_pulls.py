@@ -5,8 +5,9 @@ zero-mean gauge ties them all), so the spread of the pulls ``error / sky_err`` o
 scatters far more than ``1 / sqrt(2 N)`` around 1: a single mosaic of 16-64 images can show
 0.6 or 1.4 with honest errors.  This module rebuilds the covariance of the skies the solve
 implies (the sandwich ``s**2 G V G^T`` with the gains ``G`` of the weighted least squares,
-``V`` the pairs' variances and the covariances of pairs that share pixels, ``s`` the run's
-error scale: `robust.fit_offsets`, `covariance.pair_covariance`) and gives:
+``V`` the pairs' variances and the covariances of pairs that share pixels, a flagged pair's
+variance grown to what its residual shows, ``s`` the run's error scale: `robust.fit_offsets`,
+`robust.flagged_variance`, `covariance.pair_covariance`) and gives:
 
 - ``pull_sd``: the plain spread of ``error / sky_err`` (what the bench tables show), with its
   68% and 95% intervals for honest errors, drawn from that covariance;
@@ -63,6 +64,15 @@ def sky_covariance(matcher, result) -> np.ndarray:
     design = design[:, solved]
     normal = design.T @ (w2[:, None] * design)
     gains = np.linalg.pinv(normal) @ (design.T * w2)  # minimum norm: zero mean per part
+    flagged = np.asarray(t.flagged, bool)[v]
+    if flagged.any():  # as `robust.flagged_variance`: a flagged pair's variance is its residual's
+        free = np.eye(len(a)) - design @ gains
+        expected = np.einsum("ij,jk,ik->i", free, cov, free) / scale**2
+        r = np.asarray(t.diff_after, float)[v]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grow = r**2 / (scale**2 * expected)
+        grow = np.where(flagged & np.isfinite(grow) & (grow > 1.0), grow, 1.0)
+        cov[np.diag_indices(len(a))] += scale**2 * var * (grow - 1.0)
     out = np.full((n, n), np.nan)
     out[np.ix_(solved, solved)] = gains @ cov @ gains.T
     return out

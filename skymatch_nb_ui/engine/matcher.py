@@ -407,8 +407,9 @@ class SkyMatcher:
                 stat_of = (lambda a, bs: self._pair_stats[(key, a, bs)]) if matching else None
                 pairs = input_pair_stats(overlaps, stat_of)
                 if matching:  # what the scene adds to each pair's error (not noise)
-                    extra = scene_error(pairs, overlaps, stat_of, self._wcs)
-                    pairs = replace(pairs, scene_err=extra)
+                    extra = scene_error(pairs, overlaps, stat_of, self._wcs, signed=True)
+                    pairs = replace(pairs, scene_err=np.sqrt(np.maximum(extra, 0.0)),
+                                    scene_var=extra)
             self._input_pairs[pair_key] = pairs
         if params.skymethod == "match":
             return pairs, None, None

@@ -264,7 +264,8 @@ class SideStat(NamedTuple):
     a sloping scene that alone moves one side's statistic against the other's by
     ``slope . (centroid shift)`` (`scene_error`), an error the pixel noise does not cover.
     ``broad_err``: the noise's error of the statistic over a scene broader than the noise
-    (`stats.side_statistic`; ``err`` for the mean and mode).
+    (`stats.side_statistic`: the median's and midpt's over a broad scene, the mode's from
+    redrawn histograms or exact in the noise, possibly below ``err``; ``err`` for the mean).
     """
 
     value: float
@@ -588,6 +589,10 @@ class PairStats:
         Per pair, the error of ``diff`` from how the two pixel grids sample the scene
         (`scene_error`; ``compare="levels"``), beyond ``diff_err``; zeros when not known.
         Not shared between pairs; it enters the sky errors, not the robust weights.
+    scene_var : ndarray
+        Per pair, the variance added to ``diff_err**2`` for the sky errors: ``scene_err**2``,
+        less where a side's error for the sky errors is below the one the robust solve uses
+        (`scene_error` with ``signed``; the mode); ``scene_err**2`` when not given.
     """
 
     a: np.ndarray
@@ -604,10 +609,13 @@ class PairStats:
     weight: np.ndarray
     side_var: np.ndarray
     scene_err: np.ndarray | None = None
+    scene_var: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.scene_err is None:
             object.__setattr__(self, "scene_err", np.zeros(len(self.a)))
+        if self.scene_var is None:
+            object.__setattr__(self, "scene_var", self.scene_err**2)
 
     def __len__(self) -> int:
         return len(self.a)
@@ -671,15 +679,18 @@ def scene_error(
     overlaps: dict[tuple[int, int], dict[int, frozenset[int]]],
     stat_of: Callable[[int, frozenset[int]], SkyStat],
     wcs: Sequence,
+    *,
+    signed: bool = False,
 ) -> np.ndarray:
     """Per pair of `input_pair_stats`, the error of its difference that the scene adds.
 
     Two terms in quadrature, for pairs of two single images (0 when a side is a group):
 
-    1. **The noise over a broad scene** (median, midpt): ``err_a`` and ``err_b`` are the
-       noise's error for values as narrow as the noise (the reference's formula, which the
-       robust solve judges residuals with); across a nebula the median moves more
-       (`SideStat.broad_err`).  The excess, ``broad_err**2 - err**2`` of both sides.
+    1. **The noise over a broad scene** (median, midpt, mode): ``err_a`` and ``err_b`` are
+       the noise's error for values as narrow as the noise (the reference's formula, which
+       the robust solve judges residuals with); across a nebula the median moves more, and
+       the mode may move to another kernel's peak or wander less than its first-order error
+       says (`SideStat.broad_err`).  The excess, ``broad_err**2 - err**2`` of both sides.
     2. **How the two grids sample the scene**:
 
     The two sides of an overlap are the pixel centres of each image inside it: the same sky,
@@ -695,9 +706,16 @@ def scene_error(
     ``|g . c|``: the average of the two sides' estimates, each with its own slope and the
     other's centroid carried into its pixel frame through the two WCSs (0 when a slope is
     unknown).
+
+    Returns ``sqrt(term 1 + term 2**2)``, term 1 counted where it is positive; with
+    ``signed``, the variance ``term 1 + term 2**2`` itself (`PairStats.scene_var`), which may
+    be negative: the mode's error from its smoothed histogram (`SideStat.broad_err`) may be
+    below the first-order one the robust solve uses, which overstates the peak's wander when
+    the noise is as wide as the kernel.
     """
     out = np.zeros(len(pairs))
     broad = np.zeros(len(pairs))
+    shrink = np.zeros(len(pairs))  # the negative part of term 1
     todo = []  # (pair, a, b, side a, side b)
     for p, (g, h) in enumerate(zip(pairs.a.tolist(), pairs.b.tolist())):
         side_a, side_b = overlaps[(g, h)], overlaps[(h, g)]
@@ -709,11 +727,12 @@ def scene_error(
         sa, sb = stat_of(a, pa), stat_of(b, pb)
         excess = [getattr(s, "broad_err", math.nan) ** 2 - s.err**2 for s in (sa, sb)]
         broad[p] = sum(e for e in excess if e > 0)
+        shrink[p] = sum(e for e in excess if e < 0)
         known = [getattr(s, f, math.nan) for s in (sa, sb) for f in ("x", "y", "gx", "gy")]
         if np.all(np.isfinite(known)):
             todo.append((p, a, b, sa, sb))
     if not todo:
-        return np.sqrt(broad)
+        return broad + shrink if signed else np.sqrt(broad)
     # every centroid carried into the other image's frame, one WCS call per image and way
     points: dict[int, list] = {}
     for k, (_, a, b, sa, sb) in enumerate(todo):
@@ -736,7 +755,7 @@ def scene_error(
         in_a = sa.gx * (sa.x - moved[k, 1, 0]) + sa.gy * (sa.y - moved[k, 1, 1])
         value = 0.5 * (in_a + in_b)
         out[p] = abs(value) if math.isfinite(value) else 0.0
-    return np.sqrt(broad + out**2)
+    return broad + shrink + out**2 if signed else np.sqrt(broad + out**2)
 
 
 def input_pair_differences(

@@ -50,7 +50,9 @@ class PairTable:
     diff_err : ndarray
         1-sigma uncertainty of ``diff_before`` (before the run's error scale): statistical
         and, with ``compare="levels"``, how the two pixel grids sample the scene
-        (`measure.scene_error`).
+        (`measure.scene_error`); for the mode, from its own noise error, which may be below
+        the first-order one of ``err_a`` and ``err_b``.  A flagged pair's error in the sky
+        errors is larger: its residual's (`robust.flagged_variance`).
     diff_after : ndarray
         ``diff_before - (sky_a - sky_b)``: the residual after the solve (NaN where either sky
         is unknown).  Large values point at overlaps that do not agree with the rest.
@@ -217,10 +219,12 @@ def assemble_result(
         used = valid[pair]
         npix = np.bincount(image[used], counts[used], minlength=len(grouping.label_of)).astype(np.int64)
     sky = solution.sky
+    # the pair's error for the sky errors (`robust.fit_offsets`'s extra_var and its floor)
+    diff_err = np.sqrt(np.maximum(pairs.diff_err**2 + pairs.scene_var, 0.25 * pairs.diff_err**2))
     table = PairTable(
         a=pairs.a, b=pairs.b, stat_a=pairs.stat_a, stat_b=pairs.stat_b, npix_a=pairs.npix_a,
         npix_b=pairs.npix_b, err_a=pairs.err_a, err_b=pairs.err_b, weight=pairs.weight,
-        valid=valid, diff_before=pairs.diff, diff_err=np.hypot(pairs.diff_err, pairs.scene_err),
+        valid=valid, diff_before=pairs.diff, diff_err=diff_err,
         diff_after=pairs.diff - (sky[pairs.a] - sky[pairs.b]),
         robust_weight=solution.robust_weight, flagged=solution.flagged,
     )

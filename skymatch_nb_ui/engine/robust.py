@@ -22,7 +22,23 @@ On top of the weighted least-squares primitive (`lstsq.solve_offsets`):
    unflagged pairs' squared residuals over their variances and ``E`` its expectation under the
    pairs' (co)variances, the errors are multiplied by ``sqrt((chi2 + 5) / (E + 5))``: the
    residuals' verdict, shrunk towards 1 by 5 pseudo-degrees of freedom so that a mosaic with
-   few loops keeps its statistical errors.
+   few loops keeps its statistical errors.  With ``extra_var`` (``compare="levels"``) the
+   residuals are judged in the inverse-variance fit of the same pairs, not in the solve's
+   (pixel-count weights): there a pair of large variance (a mode that may move to another
+   kernel's peak, a median over a broad scene) drags its neighbours' residuals, their
+   expected spread grows with its variance, and a mosaic where it happened not to be far off
+   read as one whose errors were all too large (N=16 bench mosaic seed 4, mode: expected
+   chi2 334 against 47, every error shrunk by 0.4, whitened chi2/dof 2.96; judged in the
+   inverse-variance fit: 1.04).  The offsets are the solve's either way.
+
+3. **Flagged pairs' errors** (`flagged_variance`).  A flagged pair claimed an error its
+   residual belies: for the skies' errors its variance grows to what its residual shows, and
+   the errors are propagated through the final, reweighted solve.  An image whose every pair
+   is flagged (its sky rests on pairs that disagree) gets an error of the size of their
+   disagreement, not the small one they claimed (N=16 nebula mosaic of the bench, seed 5,
+   ``skystat="mode"``, ``compare="levels"``: a corner image off by 6.4 had ``sky_err`` 0.02,
+   now 5.9).  The errors are in the zero-mean gauge of the offsets, so such an image adds
+   ``1/N`` of its error to every other image's.  Without flagged pairs nothing changes.
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ import numpy as np
 
 from .lstsq import solve_offsets
 
-__all__ = ["Fit", "fit_offsets"]
+__all__ = ["Fit", "fit_offsets", "flagged_variance"]
 
 #: Residuals beyond this many robust standard deviations are down-weighted.
 CUT = 4.0
@@ -54,7 +70,8 @@ class Fit:
     Attributes
     ----------
     delta, delta_err, component : ndarray
-        As `lstsq.MatchSolution`; ``delta_err`` multiplied by ``error_scale``.
+        As `lstsq.MatchSolution`; ``delta_err`` multiplied by ``error_scale``, and with the
+        flagged pairs' variances grown to their residuals (`flagged_variance`).
     robust_weight : ndarray
         Per pair, the factor (in (0, 1]) the robust solve applied to its weight.
     flagged : ndarray of bool
@@ -98,7 +115,9 @@ def fit_offsets(
         Per pair, variance beyond ``diff_var`` that no other pair shares (e.g. how two pixel
         grids sample the scene: `measure.scene_error`).  It enters the errors and the
         error scale, not the robust weights: those judge the residuals against ``diff_var``
-        alone, so the offsets are those without it.
+        alone, so the offsets are those without it.  Negative where ``diff_var`` overstates
+        the error (the mode's first-order error, `measure.PairStats.scene_var`); the sum is
+        never taken below ``diff_var / 4``.
 
     Returns
     -------
@@ -145,14 +164,54 @@ def fit_offsets(
         solved = weight * np.sqrt(factor)
         sol = solve_offsets(n, i, j, diff, solved, diff_var, diff_cov)
     flagged = factor < 1.0
-    if extra_var is not None and np.any(np.asarray(extra_var) > 0):
-        diff_var = diff_var + np.asarray(extra_var, float)  # the same offsets, other errors
+    judged = sol
+    if extra_var is not None and np.any(np.asarray(extra_var) != 0):
+        # the same offsets, other errors (never below a quarter of the statistical variance)
+        diff_var = np.maximum(diff_var + np.asarray(extra_var, float), 0.25 * diff_var)
         sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
-    scale = _error_scale(sol, i, j, diff, diff_var, ~flagged)
+        judged = _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol)
+    scale = _error_scale(judged, i, j, diff, diff_var, ~flagged)
+    delta_err = sol.delta_err * scale
+    if flagged.any():  # their errors are what their residuals show, not what they claimed
+        shown = flagged_variance(sol, i, j, diff, diff_var, flagged, scale)
+        delta_err = solve_offsets(n, i, j, diff, solved, shown, diff_cov).delta_err * scale
     return Fit(
-        delta=sol.delta, delta_err=sol.delta_err * scale, component=sol.component,
+        delta=sol.delta, delta_err=delta_err, component=sol.component,
         robust_weight=factor, flagged=flagged, error_scale=scale,
     )
+
+
+def flagged_variance(sol, i, j, diff, diff_var, flagged, scale: float = 1.0) -> np.ndarray:
+    """The pairs' variances for the skies' errors, each flagged pair's grown to its residual.
+
+    A flagged pair is down-weighted, but what remains of it still moves the skies, and its
+    error is the one its residual shows, not the one it claimed: its variance is multiplied by
+    ``r**2 / (s**2 * residual_var)`` (``r`` its residual, ``residual_var`` the variance the
+    solve expects for it, `lstsq.MatchSolution`, ``s`` the run's error scale, which the
+    errors are multiplied by afterwards) when that is above 1.  The errors are then the
+    propagation of these variances through the final, reweighted solve.  Most pairs of a
+    flagged image keep some weight and this changes little; an image whose every pair is
+    flagged has its sky from those pairs alone, and its error grows to their disagreement.
+    """
+    var = np.array(diff_var, dtype=float)
+    expected = np.asarray(sol.residual_var, float)[flagged]
+    r = _residuals(sol, i, j, diff)[flagged]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grow = r**2 / (scale**2 * expected)
+    grow = np.where(np.isfinite(grow) & (grow > 1.0), grow, 1.0)
+    var[flagged] *= grow
+    return var
+
+
+def _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol):
+    """The fit the residuals are judged in when the pairs' errors differ by far (see the module).
+
+    Weights ``1 / sqrt(diff_var)`` (times the robust factors); ``sol`` when a variance is not
+    finite and positive.
+    """
+    if not np.all(np.isfinite(diff_var) & (diff_var > 0)):
+        return sol
+    return solve_offsets(n, i, j, diff, np.sqrt(factor / diff_var), diff_var, diff_cov)
 
 
 def _residuals(sol, i, j, diff) -> np.ndarray:

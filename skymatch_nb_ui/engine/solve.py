@@ -220,7 +220,7 @@ def _least_squares(p: Problem) -> _Offsets:
         cov = cov.tocsr()[v][:, v] if hasattr(cov, "tocsr") else np.asarray(cov)[np.ix_(v, v)]
     sol = fit_offsets(
         p.n, pairs.a[v], pairs.b[v], pairs.diff[v], pairs.weight[v], pairs.diff_err[v] ** 2,
-        cov, robust=p.robust, extra_var=pairs.scene_err[v] ** 2,
+        cov, robust=p.robust, extra_var=pairs.scene_var[v],
     )
     robust_weight = np.full(len(pairs), np.nan)
     robust_weight[v] = sol.robust_weight

@@ -73,6 +73,12 @@ _MODE_REACH = 4.0
 # ... then widened by factors of _MODE_WIDER up to _MODE_WIDEST std while the peak stays within
 # _MODE_STAY errors of every narrower kernel's peak (Lepski's rule): see `sky_statistic`.
 _MODE_WIDER = 2.0
+# `_mode_noise_spread`: draws of the noise, at most this many bins around the peak.
+_MODE_DRAWS = 16
+_MODE_DRAW_BINS = 1024  # histograms of more bins: not done (the first-order error stands)
+_MODE_DRAW_MARGIN = 0.8  # ... nor when every widening decision's |log(move / limit)| is above
+_MODE_DRAW_SEED = 20261203
+_DRAWS = None
 _MODE_WIDEST = 2.0
 _MODE_STAY = 3.0
 
@@ -283,15 +289,24 @@ def side_statistic(
 ) -> tuple[SkyStat, float]:
     """`sky_statistic` with ``noise``, and the noise's error when the values are a broad scene.
 
-    The second value is ``err`` except for the median and midpt, whose noise error grows when
-    the scene under the noise is broader than the noise (`_median_noise_error`): then the
-    larger of the two.  (``err`` itself stays the reference-compatible formula: the robust
-    solve of ``compare="levels"`` judges residuals with it.)
+    The second value is the error for the sky errors: ``err`` for the mean; for the median
+    and midpt, whose noise error grows when the scene under the noise is broader than the
+    noise (`_median_noise_error`), the larger of the two; for the mode, the spread of its
+    redrawn histograms when a widening decision was close (`_mode_noise_spread`: the peak
+    may move to another kernel's with the noise), else its first-order error exact in the
+    noise (`_mode_noise_error`), either of which may be below ``err``.  (``err`` itself stays
+    the reference-compatible formula: the robust solve of ``compare="levels"`` judges
+    residuals with it.)
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
     if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
+    elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
+        noise_s = noise / clipped.scale
+        found = _mode_noise_spread(clipped, noise_s) or _mode_noise_error(clipped, noise_s)
+        if found > 0:
+            broad = found * clipped.scale
     return stat, broad
 
 
@@ -363,6 +378,155 @@ def _median_noise_error(s: _ClippedSet, noise: float) -> float:
     if not density > 0:
         return 0.0
     return math.sqrt(crossing) / density
+
+
+def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
+    """The spread of the mode when the noise of the values is drawn again (the scene held).
+
+    The first-order error of the mode (`_noise_error`) assumes that the peak moves smoothly
+    with the noise, and that the kernel is fixed.  Over a broad, bumpy scene neither holds:
+    where the noise is as wide as the kernel the linearisation overstates the peak's wander
+    (up to 2x), and the widening rule (`_mode`) picks another kernel for another draw of the
+    noise, whose peak sits elsewhere on an asymmetric top (0.1-0.2 noise sigma apart on the
+    nebula mosaics' overlaps): sides whose mode scattered 2-3 times their error.  So the
+    noise is drawn again, `_MODE_DRAWS` times, on the histogram: the values of bin ``k``
+    (``c_k`` of them) each move by a fresh ``N(0, noise**2)``, which changes the counts by a
+    multinomial fluctuation (drawn as its Gaussian, with the exact covariance ``c_k (diag(P)
+    - P P^T)``, ``P`` the chances of landing in each bin); each drawn histogram goes through
+    the mode's whole rule (the kernels, the widening, the peak), and the spread (std) of the
+    draws' modes is returned, in the values' units.  Only draws that stay on the observed
+    peak's hill (between the minima of the final smoothed histogram on either side) count:
+    a jump to another hill of a bimodal scene is what the robust solve sees in the pair's
+    residual (`robust.flagged_variance`).  The draws are the same fixed normal numbers for
+    every call: the result depends only on the data.  0 without a smoothed peak (constant
+    data, a peak at an end of the histogram) or for a histogram of more than
+    `_MODE_DRAW_BINS` bins.
+    """
+    fit = getattr(s, "mode_fit", None)
+    if fit is None or not noise > 0 or s.mode_margin > _MODE_DRAW_MARGIN:
+        return 0.0
+    counts, peak, width = fit
+    h, binwidth = float(s.mode_bin), float(s.mode_binwidth)
+    bins = counts.size
+    if bins > _MODE_DRAW_BINS:
+        return 0.0
+    sigma = noise / h  # the noise, in bins
+    from scipy.special import ndtr
+
+    c = counts.astype(np.float64)
+    edges = np.arange(bins + 1, dtype=np.float64)
+    # chance[j, k]: a value at the centre of bin k lands in bin j after a fresh noise
+    chance = np.diff(ndtr((edges[:, None] - (edges[None, :-1] + 0.5)) / sigma), axis=0)
+    cov = np.diag(chance @ c) - (chance * c) @ chance.T  # sum_k c_k (diag(P_k) - P_k P_k^T)
+    cov[np.diag_indices(bins)] += 1e-9 * (1.0 + cov.diagonal().max())  # PSD to rounding
+    try:
+        root = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return 0.0
+    drawn = c + _mode_draws(bins) @ root.T  # (draws, bins)
+    modes = _mode_of_histograms(drawn, s.n, s.std, h, binwidth)
+    smooth = _smoothed(c, width)
+    top = min(max(int(peak), 0), bins - 1)
+    rising = smooth[1:] >= smooth[:-1]
+    below = np.flatnonzero(~rising[:top])
+    above = np.flatnonzero(rising[top:])
+    left = below[-1] + 1 if below.size else 0
+    right = top + above[0] + 1 if above.size else bins
+    stay = modes[(modes >= left) & (modes < right)]
+    if stay.size < _MODE_DRAWS // 4:
+        stay = modes
+    return float(np.std(stay, ddof=1)) * h
+
+
+def _mode_noise_error(s: _ClippedSet, noise: float) -> float:
+    """The mode's error due to the noise, first order in the smoothed histogram, exact in the noise.
+
+    `_noise_error` moves each value by ``e`` to first order (``K'(u - e) ~ K'(u) - K''(u) e``),
+    which overstates the peak's wander when the noise is as wide as the kernel (up to 2x on
+    the nebula mosaics' overlaps: ``K'`` is bounded).  Here the variance of ``K'(u - e)`` over
+    ``e ~ N(0, noise**2)`` is taken in closed form for the Gaussian kernel: ``var = sum_k c_k
+    Var[K'(u_k - e)] / (sum_k c_k K''(u_k))**2``.  0 without a smoothed peak.
+    """
+    fit = getattr(s, "mode_fit", None)
+    if fit is None or not noise > 0:
+        return 0.0
+    counts, peak, width = fit
+    h = float(s.mode_bin)
+    tau2 = (noise / h / width) ** 2  # the noise's variance in kernel widths
+    u = (np.arange(counts.size) + 0.5 - peak) / width
+    c = counts.astype(np.float64)
+    curvature = float(np.dot(c, (u**2 - 1.0) * np.exp(-0.5 * u**2)))
+    if not curvature < 0:
+        return 0.0
+    a, b = 1.0 + tau2, 1.0 + 2.0 * tau2
+    mean = -u / a**1.5 * np.exp(-0.5 * u**2 / a)  # E[K'(u - e)], K(v) = exp(-v**2 / 2)
+    second = np.exp(-(u**2) / b) / math.sqrt(b) * (tau2 / b + (u / b) ** 2)  # E[K'(u - e)**2]
+    var = float(np.dot(c, np.clip(second - mean**2, 0.0, None)))
+    return math.sqrt(var) / -curvature * width * h
+
+
+def _mode_of_histograms(counts, n: int, std: float, h: float, binwidth: float) -> np.ndarray:
+    """`_mode`'s peak (in bins from the minimum) of each row of ``counts``, all rows at once."""
+    from scipy.ndimage import convolve1d
+
+    rows, bins = counts.shape
+    centres = np.arange(bins) + 0.5
+    kernel = _mode_kernel(n, binwidth)
+    found = np.full(rows, np.nan)  # the peak of the last accepted kernel
+    active = np.ones(rows, dtype=bool)
+    accepted: list = []  # (peaks, errors) of the kernels so far, per row
+    index = np.arange(rows)
+    while active.any():
+        width = kernel / binwidth
+        reach = math.ceil(_MODE_REACH * width)
+        weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
+        smooth = convolve1d(counts, weights, axis=1, mode="constant")
+        k = np.argmax(smooth, axis=1)
+        inside = (k > 0) & (k < bins - 1)
+        kk = np.clip(k, 1, bins - 2)
+        three = np.stack([smooth[index, kk - 1], smooth[index, kk], smooth[index, kk + 1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(three)
+            denom = logs[0] - 2.0 * logs[1] + logs[2]
+            shift = np.where((three.min(axis=0) > 0) & (denom < 0),
+                             0.5 * (logs[0] - logs[2]) / denom, 0.0)
+        peak = kk + 0.5 + np.nan_to_num(shift)
+        u = centres - peak[:, None]
+        z2 = (u / width) ** 2
+        g = np.exp(-0.5 * z2)
+        slope = np.einsum("ij,ij->i", counts, (u * g) ** 2)
+        curvature = np.einsum("ij,ij->i", counts, (z2 - 1.0) * g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bins_err = np.where(curvature < 0, np.sqrt(np.clip(slope, 0, None)) / -curvature,
+                                np.inf)
+        gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
+        err = np.minimum(np.maximum(h * bins_err, gaussian), std)
+        ok = active & inside
+        for p, e in accepted:
+            ok &= ~(np.abs(peak - p) * h > _MODE_STAY * e)
+        found = np.where(ok, peak, found)
+        accepted.append((peak, err))
+        active = ok
+        if kernel >= _MODE_WIDEST:
+            break
+        kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
+    never = np.isnan(found)
+    found[never] = np.argmax(counts[never], axis=1) + 0.5
+    return found
+
+
+def _mode_draws(bins: int) -> np.ndarray:
+    """``(_MODE_DRAWS, bins)`` fixed standard normal numbers for `_mode_noise_spread`.
+
+    Made once (grown when more are asked for: the first ones never change).
+    """
+    global _DRAWS
+    if _DRAWS is None or _DRAWS.shape[0] < bins:
+        made = np.random.default_rng(_MODE_DRAW_SEED).standard_normal((max(bins, 512),
+                                                                          _MODE_DRAWS))
+        made.flags.writeable = False
+        _DRAWS = made
+    return _DRAWS[:bins].T
 
 
 def _clipped_set(values, params: StatParams, work: Workspace | None) -> _ClippedSet | None:
@@ -775,13 +939,18 @@ def _mode(s: _ClippedSet, params: StatParams):
         return ymin, 0.0
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
+    moves = []  # each wider kernel's move, over the largest allowed (1: the limit)
     counts = c.astype(np.float64)
     centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
     while True:
         peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
                                    centres)
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
+            if peak is not None:
+                moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
             break  # the peak moved (an asymmetric top) or vanished: keep the narrower kernel
+        if chosen:
+            moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
         chosen.append((peak, err, kernel))
         if kernel >= _MODE_WIDEST:
             break
@@ -790,6 +959,9 @@ def _mode(s: _ClippedSet, params: StatParams):
         return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
     peak, err, kernel = chosen[-1]
     s.mode_fit = (c, peak, kernel / params.binwidth)  # for `_noise_error`
+    s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spread`
+    # how near the closest decision of the widening was to going the other way (`_mode_noise_spread`)
+    s.mode_margin = min((abs(math.log(max(r, 1e-300))) for r in moves), default=math.inf)
     return ymin + peak * h, err
 
 

@@ -494,32 +494,8 @@ def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
     """
     if not len(code):
         return _no_pending(params)
-    first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # the code is sorted
-    cells = code[first]
-    ends = np.r_[first[1:], len(code)]
-    lengths = pieces.stop - pieces.start
-    # centroids from the pieces alone, less the unusable pixels (few: no per-pixel pass)
-    n = lengths.astype(float)
-    sx = n * (pieces.start + pieces.stop - 1) / 2.0
-    sy = n * pieces.rows
-    if unusable is not None:
-        piece, column = unusable
-        m = len(lengths)
-        n = n - np.bincount(piece, minlength=m)
-        sx = sx - np.bincount(piece, column, minlength=m)
-        sy = sy - np.bincount(piece, pieces.rows[piece], minlength=m)
-    piece_cell = np.repeat(np.arange(len(cells)), ends - first)
-    count = np.bincount(piece_cell, n, minlength=len(cells))
-    keep = np.flatnonzero(count >= MIN_CELL_PIXELS)
-    cx = np.bincount(piece_cell, sx, minlength=len(cells))[keep] / count[keep]
-    cy = np.bincount(piece_cell, sy, minlength=len(cells))[keep] / count[keep]
-    per_cell = np.add.reduceat(usable, first) if len(first) else np.zeros(0, np.intp)
-    seg_start = (np.cumsum(per_cell) - per_cell)[keep]
-    seg_count = per_cell[keep]
-    cu, cv = np.divmod(cells[keep].astype(np.int64), nv)
-    cell = ((cu + u0 + _OFFSET) << 21) | (cv + v0 + _OFFSET)
-    return _Pending(values, np.asarray(seg_start, np.intp), np.asarray(seg_count, np.intp), cell,
-                    cx, cy, params)
+    return _piece_cells_many([values], usable, unusable, pieces, code, np.zeros(len(code), np.intp),
+                             np.array([nv]), np.array([u0]), np.array([v0]), [params])[0]
 
 
 def _cell_pieces_many(runs_list: list, grids: list):
@@ -624,43 +600,8 @@ def _cell_pieces(runs: Runs, grid: CellGrid):
     of them crosses an integer: each run is cut there (a few cuts per run), and each piece
     takes the cell of its middle pixel.  No per-pixel arithmetic.
     """
-    m, o = grid.matrix, grid.offset
-    rows = runs.rows.astype(np.float64)
-    first_x, last_x = runs.start.astype(np.float64), runs.stop.astype(np.float64) - 1.0
-    cuts_run, cuts_x = [np.arange(len(rows))], [runs.start.astype(np.float64)]
-    for axis in (0, 1):
-        slope, base = m[axis, 0], m[axis, 1] * rows + o[axis]
-        if slope == 0:
-            continue
-        f0 = np.floor(slope * first_x + base)
-        f1 = np.floor(slope * last_x + base)
-        count = np.abs(f1 - f0).astype(np.intp)
-        run = np.repeat(np.arange(len(rows)), count)
-        j = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-        if slope > 0:  # the first x whose u reaches the next integer
-            x = np.ceil((f0[run] + 1 + j - base[run]) / slope)
-        else:  # the first x whose u falls below the current integer
-            x = np.floor((f0[run] - j - base[run]) / slope) + 1
-        cuts_run.append(run)
-        cuts_x.append(np.clip(x, first_x[run], last_x[run] + 1))
-    run = np.concatenate(cuts_run)
-    x = np.concatenate(cuts_x)
-    order = np.lexsort((x, run))
-    run, x = run[order], x[order]
-    stop = np.r_[x[1:], 0.0]
-    last = np.r_[run[1:] != run[:-1], True]
-    stop[last] = last_x[run[last]] + 1
-    keep = stop > x
-    run, start, stop = run[keep], x[keep].astype(np.intp), stop[keep].astype(np.intp)
-    mid = (start + stop - 1) / 2.0
-    iu = np.floor(m[0, 0] * mid + m[0, 1] * rows[run] + o[0]).astype(np.int64)
-    iv = np.floor(m[1, 0] * mid + m[1, 1] * rows[run] + o[1]).astype(np.int64)
-    u0, v0 = int(iu.min()), int(iv.min())
-    nv = int(iv.max()) - v0 + 1
-    code = (iu - u0) * nv + (iv - v0)
-    by_cell = np.argsort(code, kind="stable")  # rows stay in order inside a cell
-    pieces = Runs(runs.rows[run][by_cell], start[by_cell], stop[by_cell])
-    return pieces, code[by_cell], nv, u0, v0, run[by_cell]
+    pieces, code, nv, u0, v0, run, _ = _cell_pieces_many([runs], [grid])
+    return pieces, code, int(nv[0]), int(u0[0]), int(v0[0]), run
 
 
 @dataclass(frozen=True, eq=False)

@@ -177,20 +177,26 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
 
 
-SCALE_NOTEBOOK = {
-    "cells": [
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": (
-            "from skymatch_nb_ui import ImageCollection\n"
-            "from skymatch_nb_ui.testing import make_mosaic\n"
-            "from skymatch_nb_ui.widgets import SkyMatchApp\n"
-            "m = make_mosaic((40, 50), shape=(16, 16), noise=1.0, seed=3)\n"
-            "coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)\n"
-            "app = SkyMatchApp(coll, skymethod='match', skystat='mean')\n"
-            "app")},
-    ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
-}
+def app_notebook(mosaic: str, app: str) -> dict:
+    """A notebook of one cell: ``mosaic`` (a `make_mosaic` call) in a collection, shown in an app."""
+    source = ("from skymatch_nb_ui import ImageCollection\n"
+              "from skymatch_nb_ui.testing import make_mosaic\n"
+              "from skymatch_nb_ui.widgets import SkyMatchApp\n"
+              f"m = {mosaic}\n"
+              "coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)\n"
+              f"app = SkyMatchApp(coll, {app})\n"
+              "app")
+    return {
+        "cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": source}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+SCALE_NOTEBOOK = app_notebook("make_mosaic((40, 50), shape=(16, 16), noise=1.0, seed=3)",
+                              "skymethod='match', skystat='mean'")
 
 # a statistic slowed down in the kernel, so that a solve lasts long enough to be cancelled
 SLOW_STATISTIC = """
@@ -260,20 +266,8 @@ def test_two_thousand_images_app_progress_and_cancel(page: Page, lab_server, scr
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
 
 
-CONTROL_NOTEBOOK = {
-    "cells": [
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": (
-            "from skymatch_nb_ui import ImageCollection\n"
-            "from skymatch_nb_ui.testing import make_mosaic\n"
-            "from skymatch_nb_ui.widgets import SkyMatchApp\n"
-            "m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])\n"
-            "coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names)\n"
-            "app = SkyMatchApp(coll, skymethod='global+match', skystat='mean')\n"
-            "app")},
-    ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
-}
+CONTROL_NOTEBOOK = app_notebook("make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])",
+                                "skymethod='global+match', skystat='mean'")
 
 # every solve of the app recorded (its skymethod) and made to last 0.2 s: changes made while one
 # runs arrive during it

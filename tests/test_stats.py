@@ -575,7 +575,11 @@ def _golden_inputs():
 
 #: (input, skystat, binwidth, value, npix, err, err with noise=1, broad-scene err), as
 #: ``float.hex``, computed before the histogram counted pairs of bins and the mode's smoothing
-#: loop was rewritten (main at ad944a9): the results must stay the same to the last bit.
+#: loop was rewritten (main at ad944a9), on a CPU with AVX-512.  On one machine the results
+#: stay the same to the last bit; across CPUs numpy's float sums take other SIMD paths (AVX2:
+#: the value of "skewed" moves by 1e-13, errors by a few ulps), so the test allows 1e-9
+#: relative: far below any change of the algorithm (a pixel more or less in a clip moves the
+#: value by ~1e-5 here) and above the CPU's rounding.
 GOLDEN = [
     ("noise", "mode", 0.1, "0x1.90024e00eeb8ap+6", 199983,
      "0x1.2fbeef856e0fdp-9", "0x1.2fbeef856e0fdp-9", "0x1.2fbeef856e0fdp-9"),
@@ -604,17 +608,19 @@ GOLDEN = [
 ]
 
 
-def test_mode_and_midpt_are_bit_identical_to_before_the_speed_work():
+def test_mode_and_midpt_are_the_same_as_before_the_speed_work():
     inputs = dict(_golden_inputs())
     for name, skystat, binwidth, value, npix, err, noise_err, broad in GOLDEN:
         p = StatParams(skystat=skystat, nclip=5, binwidth=binwidth)
         s = sky_statistic(inputs[name], p)
         t, b = side_statistic(inputs[name], p, noise=1.0)
-        got = (s.value.hex(), s.npix, s.err.hex(), t.err.hex(), b.hex())
+        got = [s.value, s.err, t.err, b]
+        want = [float.fromhex(v) for v in (value, err, noise_err, broad or "nan")]
         if skystat == "mode":  # its broad-scene error is new since (`_mode_noise_spread`)
-            got, broad = got[:4] + (None,), None
+            got, want = got[:3], want[:3]
             assert 0 < b < 1.5 * t.err or name == "broad", (name, binwidth, b, t.err)
-        assert got == (value, npix, err, noise_err, broad), (name, skystat, binwidth)
+        assert s.npix == npix, (name, skystat, binwidth)
+        assert got == pytest.approx(want, rel=1e-9, abs=0), (name, skystat, binwidth)
 
 
 @pytest.mark.parametrize("n", [7, 1000, 65_535, 65_536, 200_001])

@@ -376,3 +376,24 @@ def test_reference_refuses_what_it_cannot_do():
         reference_skymatch(m.images, m.wcs, subtract=True)
     with pytest.raises(ValueError, match="skystat must be one of"):
         reference_skymatch(m.images, m.wcs, skystat="avg")
+
+
+def test_a_jupyterlab_server_that_does_not_answer_in_time_is_stopped_with_its_log(
+        tmp_path, monkeypatch):
+    import subprocess
+
+    from skymatch_nb_ui.testing import lab
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(lab.subprocess, "Popen", Recorded)
+    with pytest.raises(RuntimeError, match="jupyter lab did not start"):
+        with lab.jupyterlab_server(tmp_path, tmp_path / "home", timeout=0):
+            pass
+    assert len(started) == 1 and started[0].poll() is not None  # no server outlives the error
+    assert (tmp_path / "home" / "lab.log").exists()

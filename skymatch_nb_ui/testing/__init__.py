@@ -12,6 +12,8 @@ Helpers for tests, benchmarks and tutorials:
 - `write_jwst_cal`, `write_hst_flt` and `write_roman_cal` write files as the instruments'
   pipelines do, with their own libraries (``stdatamodels``, astropy with real ACS headers,
   ``roman_datamodels``).
+- `skymatch_nb_ui.testing.lab.jupyterlab_server` runs a throw-away JupyterLab server (the
+  browser tests and the app benchmarks).
 
 >>> from skymatch_nb_ui.testing import make_mosaic
 >>> m = make_mosaic((2, 3), sky=[100, 120, 105, 110, 105, 115])

@@ -7,7 +7,6 @@ handler, and Python's resulting state flows back, as a kernel would do.  Screens
 and dark backgrounds go to test-results/ (look at them after a change of the CSS).
 """
 
-import os
 import re
 import time
 from pathlib import Path
@@ -23,12 +22,6 @@ from skymatch_nb_ui.widgets import GroupEditor, ResultsTable
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 RESULTS = Path(__file__).resolve().parents[1] / "test-results"
 
 #: JupyterLab's dark theme, the variables the widgets use.
@@ -116,20 +109,10 @@ def screenshots(page, name):
     return page.eval_on_selector("#root > *", "e => getComputedStyle(e).color")
 
 
-@pytest.fixture(scope="module")
-def chromium_browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def harness_page(chromium_browser):
+def harness_page(browser):
     """A blank page; JavaScript errors in it fail the test."""
-    context = chromium_browser.new_context(viewport={"width": 900, "height": 700}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 900, "height": 700}, accept_downloads=True)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

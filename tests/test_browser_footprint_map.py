@@ -5,7 +5,6 @@ dark theme go to test-results/ (look at them)."""
 from __future__ import annotations
 
 import base64
-import os
 import re
 import time
 import warnings
@@ -24,12 +23,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-results"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 #: JupyterLab's dark theme, enough of it for the variables the widget reads.
 DARK = {
@@ -62,24 +55,6 @@ MOUNT_JS = """async ([esm, raw]) => {
 
 
 @pytest.fixture(scope="module")
-def map_browser(request):
-    """Debian's chromium through Playwright's sync API (never a downloaded browser)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        manager = playwright_api.sync_playwright().start()
-    except playwright_api.Error:
-        # pytest-playwright's session-wide Playwright already runs in this thread (another
-        # test used its `page`): two sync Playwrights cannot share a thread, so use its browser
-        yield request.getfixturevalue("browser")
-        return
-    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-    yield chromium
-    chromium.close()
-    manager.stop()
-
-
-@pytest.fixture(scope="module")
 def fmap():
     """12 images: a 3x3 grid (two of them grouped), a 1x2 strip east of it, a lone image south."""
     mosaic = (
@@ -105,10 +80,10 @@ def mount(browser, fmap, theme=None):
     return page
 
 
-def test_footprint_map_in_chromium(map_browser, fmap):
+def test_footprint_map_in_chromium(browser, fmap):
     t0 = time.perf_counter()
     SCREENSHOTS.mkdir(exist_ok=True)
-    page = mount(map_browser, fmap)
+    page = mount(browser, fmap)
     shapes = page.locator("#root path.smnb-map-shape")
     assert shapes.count() == len(fmap.names) == 12
 
@@ -149,7 +124,7 @@ def test_footprint_map_in_chromium(map_browser, fmap):
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_light.png"))
     page.close()
 
-    page = mount(map_browser, fmap, DARK)
+    page = mount(browser, fmap, DARK)
     text = page.eval_on_selector(".smnb-map-cb-title", "e => getComputedStyle(e).color")
     assert text == "rgba(255, 255, 255, 0.87)"  # the dark theme's text colour, not a fixed one
     background = page.eval_on_selector("svg.smnb-map-svg", "e => getComputedStyle(e).backgroundColor")
@@ -177,11 +152,11 @@ def client_point(page, xy):
     return map_point(page, xy, "#root .smnb-map-surface")
 
 
-def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):
+def test_two_thousand_footprints_on_a_canvas(browser, big_map):
     """Issue 12 item 5: many images stay usable: drawn, picked, hovered, box-selected, keyboard."""
     fmap = big_map
     t0 = time.perf_counter()
-    page = mount(map_browser, fmap)
+    page = mount(browser, fmap)
     mounted = time.perf_counter() - t0
     assert page.locator("#root .smnb-map-surface").get_attribute("data-renderer") == "canvas"
     assert page.locator("#root path.smnb-map-shape").count() == 0  # no element per footprint
@@ -240,7 +215,7 @@ def test_two_thousand_footprints_on_a_canvas(map_browser, big_map):
         requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
     })""", base64.b64encode(bytes(reversed(fmap.fill_rgb))).decode())
     page.close()
-    page = mount(map_browser, fmap, DARK)
+    page = mount(browser, fmap, DARK)
     page.wait_for_timeout(200)
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_canvas_dark.png"))
     page.close()
@@ -263,12 +238,12 @@ def arrow_pixel(page, fmap, k, selector):
     return map_point(page, (np.array(fmap.centers[k]) + tip) / 2, selector)
 
 
-def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(map_browser, plane_map):
+def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(browser, plane_map):
     fmap = plane_map
     SCREENSHOTS.mkdir(exist_ok=True)
     k = int(np.argmax(fmap._result.gradient.values))  # the longest arrow
     for theme, name in ((None, "light"), (DARK, "dark")):
-        page = mount(map_browser, fmap, theme)
+        page = mount(browser, fmap, theme)
         arrows = page.locator("#root path.smnb-map-arrows")
         assert arrows.get_attribute("d").count("M") == 3 * len(fmap.names)  # shaft + head each
         stroke = page.eval_on_selector("#root path.smnb-map-arrows", "e => getComputedStyle(e).stroke")
@@ -285,7 +260,7 @@ def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(map_brows
         page.close()
 
     # the canvas renderer draws the same arrows: the arrow's colour half-way along its shaft
-    page = mount(map_browser, FootprintMap(fmap._collection, fmap._result, color_by="gradient",
+    page = mount(browser, FootprintMap(fmap._collection, fmap._result, color_by="gradient",
                                            renderer="canvas"))
     page.wait_for_timeout(200)
     x, y = arrow_pixel(page, fmap, k, "#root .smnb-map-surface")

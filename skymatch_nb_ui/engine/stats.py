@@ -1033,7 +1033,8 @@ def _log_parabola_vertex(top: np.ndarray) -> float:
 
     The offset in bins from the middle one (within +-1/2): exact for a Gaussian peak.
     """
-    if top.min() <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
+    a, b, c = top.tolist()
+    if a <= 0 or b <= 0 or c <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
         return 0.0
     left, mid, right = np.log(top).tolist()
     denom = left - 2.0 * mid + right

@@ -203,10 +203,11 @@ def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
     if cov.shape != (pairs, pairs):
         raise ValueError(f"diff_cov must be {pairs} x {pairs} (one row and column per pair); "
                          f"got {cov.shape[0]} x {cov.shape[1]}")
-    cov = cov.tolil()
-    cov.setdiag(0.0)
-    cov = cov.tocsr()
-    cov.data = np.nan_to_num(cov.data, nan=0.0)
+    cov = cov.copy()
+    cov.sum_duplicates()  # sorted indices, one entry per element
+    data = np.nan_to_num(cov.data, nan=0.0)
+    data[np.repeat(np.arange(pairs), np.diff(cov.indptr)) == cov.indices] = 0.0  # the diagonal
+    cov.data = data
     cov.eliminate_zeros()
     return cov if cov.nnz else None
 
@@ -266,12 +267,17 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     n, pairs = len(pos), len(i)
     indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
 
+    ends = [(pos[end] >= 0, sign) for end, sign in ((i, 1.0), (j, -1.0))]
+    targets = np.concatenate([pos[end][keep] for (keep, _), end in zip(ends, (i, j))])
+
     def gain(y):  # G y for a block of right-hand sides (pairs x k)
-        rhs = np.zeros((len(order), y.shape[1]))
+        k = y.shape[1]
         weighted = w2[:, None] * y
-        for end, sign in ((i, 1.0), (j, -1.0)):
-            keep = pos[end] >= 0
-            np.add.at(rhs, pos[end[keep]], sign * weighted[keep])
+        # A^T W y: each row's terms summed from 0 in pair order, first ends then second ends
+        # (one bincount of every (row, column) cell: the order and the sums of np.add.at)
+        terms = np.concatenate([sign * weighted[keep] for keep, sign in ends])
+        cells = (targets[:, None] * k + np.arange(k)).reshape(-1)
+        rhs = np.bincount(cells, terms.reshape(-1), minlength=len(order) * k).reshape(-1, k)
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
         mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]

@@ -267,17 +267,8 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     n, pairs = len(pos), len(i)
     indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
 
-    ends = [(pos[end] >= 0, sign) for end, sign in ((i, 1.0), (j, -1.0))]
-    targets = np.concatenate([pos[end][keep] for (keep, _), end in zip(ends, (i, j))])
-
     def gain(y):  # G y for a block of right-hand sides (pairs x k)
-        k = y.shape[1]
-        weighted = w2[:, None] * y
-        # A^T W y: each row's terms summed from 0 in pair order, first ends then second ends
-        # (one bincount of every (row, column) cell: the order and the sums of np.add.at)
-        terms = np.concatenate([sign * weighted[keep] for keep, sign in ends])
-        cells = (targets[:, None] * k + np.arange(k)).reshape(-1)
-        rhs = np.bincount(cells, terms.reshape(-1), minlength=len(order) * k).reshape(-1, k)
+        rhs = _incidence_rhs(pos, i, j, w2[:, None] * y, len(order))
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
         mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
@@ -305,6 +296,25 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         hz, hcz = gz[i] - gz[j], gcz[i] - gcz[j]
         extra_res += norm * np.einsum("ij,ij->i", hz, hcz - 2.0 * cz)
     return extra_var, extra_res
+
+
+def _incidence_rhs(pos, i, j, weighted: np.ndarray, rows: int) -> np.ndarray:
+    """``A^T weighted`` over the non-grounded inputs: ``rows x k`` (``weighted``: pairs x k).
+
+    Row ``pos[i_p]`` gains ``weighted[p]``, row ``pos[j_p]`` loses it (grounded ends, at -1,
+    drop out).  Each cell sums from 0 in pair order, the first ends before the second ones:
+    the order and the sums of ``np.add.at`` for each end in turn (one ``bincount`` of the
+    cells, much faster for many columns).
+    """
+    k = weighted.shape[1]
+    targets, terms = [], []
+    for end, sign in ((i, 1.0), (j, -1.0)):
+        keep = pos[end] >= 0
+        targets.append(pos[end[keep]])
+        terms.append(sign * weighted[keep])
+    cells = (np.concatenate(targets)[:, None] * k + np.arange(k)).reshape(-1)
+    flat = np.concatenate(terms).reshape(-1)
+    return np.bincount(cells, flat, minlength=rows * k).reshape(rows, k)
 
 
 def _levels(n, i, j, comp) -> np.ndarray:

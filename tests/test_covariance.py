@@ -13,12 +13,15 @@ def test_shared_pixels_counts_the_pixels_in_both_sets():
     rng = np.random.default_rng(4)
     for _ in range(100):
         masks = [rng.random((30, 40)) < 0.4 for _ in range(2)]
-        for m in masks:  # sometimes one convex-like block, sometimes scattered pixels
-            if rng.random() < 0.5:
+        for m in masks:  # a block (one run per row of a range of rows), a block with rows
+            kind = rng.random()  # missing (one run per row), or scattered pixels
+            if kind < 0.6:
                 m[...] = False
                 r0, r1 = sorted(rng.integers(0, 30, 2))
                 c0, c1 = sorted(rng.integers(0, 40, 2))
                 m[r0 : r1 + 1, c0 : c1 + 1] = True
+                if kind < 0.3:
+                    m[rng.random(30) < 0.3] = False
         first, second = (runs_from_mask(m) for m in masks)
         assert shared_pixels(first, second) == np.count_nonzero(masks[0] & masks[1])
     empty = Runs(np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.intp))

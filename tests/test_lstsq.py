@@ -266,3 +266,35 @@ def test_pair_covariance_above_the_exact_limit_is_estimated_by_random_probes(mon
     assert rms(probed.delta_err**2 / exact.delta_err**2 - 1) < 0.4 * share
     assert rms(probed.residual_var / exact.residual_var - 1) < 0.12
     assert abs(probed.residual_var.mean() / exact.residual_var.mean() - 1) < 0.02
+
+
+def test_incidence_right_hand_sides_sum_like_add_at_to_the_last_bit():
+    # inputs met by many pairs, grounded ends (-1) and values of mixed signs and magnitudes:
+    # the same sums, in the same order, as np.add.at on the first ends and then the second
+    from skymatch_nb_ui.engine.lstsq import _incidence_rhs
+
+    rng = np.random.default_rng(3)
+    for rows, pairs, k in [(5, 40, 1), (30, 200, 17), (1, 3, 4), (64, 210, 210)]:
+        pos = np.append(np.arange(rows), -1)
+        i, j = rng.integers(0, rows + 1, pairs), rng.integers(0, rows + 1, pairs)
+        weighted = rng.standard_normal((pairs, k)) * 10.0 ** rng.integers(-8, 8, (pairs, 1))
+        expected = np.zeros((rows, k))
+        for end, sign in ((i, 1.0), (j, -1.0)):
+            keep = pos[end] >= 0
+            np.add.at(expected, pos[end[keep]], sign * weighted[keep])
+        got = _incidence_rhs(pos, i, j, weighted, rows)
+        assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
+
+
+def test_pair_covariance_loses_its_diagonal_and_nans_only():
+    from scipy.sparse import csr_matrix
+
+    from skymatch_nb_ui.engine.lstsq import _off_diagonal
+
+    dense = np.array([[5.0, 0.1, 0.0, np.nan], [0.1, 3.0, -0.2, 0.0], [0.0, -0.2, 1.0, 0.0],
+                      [np.nan, 0.0, 0.0, 2.0]])
+    got = _off_diagonal(csr_matrix(dense), 4)
+    expected = np.nan_to_num(dense, nan=0.0) * (1 - np.eye(4))
+    assert np.array_equal(got.toarray(), expected)
+    assert got.nnz == 4 and got.has_sorted_indices
+    assert _off_diagonal(np.diag([1.0, 2.0]), 2) is None

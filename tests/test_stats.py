@@ -687,3 +687,20 @@ def test_median_of_is_numpys_median(n):
     assert median_of(a, np.empty(n)) == expected
     b = a.copy()
     assert median_of(b, b) == expected  # in place
+
+
+@pytest.mark.parametrize("bins", [1, 2, 7, 80, 300])
+@pytest.mark.parametrize("sigma", [0.05, 0.7, 3.3, 250.0])
+def test_landing_chances_are_the_full_table_of_normal_integrals(bins, sigma):
+    # `_mode_noise_spread`'s chance that a value at the centre of bin k lands in bin j, built
+    # from the 2*bins distinct differences j - k: the very numbers of the full (bins+1) x bins
+    # table of ndtr values
+    from scipy.special import ndtr
+
+    from skymatch_nb_ui.engine.stats import _landing_chances
+
+    edges = np.arange(bins + 1, dtype=np.float64)
+    full = np.diff(ndtr((edges[:, None] - (edges[None, :-1] + 0.5)) / sigma), axis=0)
+    got = _landing_chances(bins, sigma, ndtr)
+    assert got.shape == (bins, bins) and got.flags.c_contiguous
+    assert got.tobytes() == full.tobytes()

@@ -41,17 +41,36 @@ def shared_pixels(first: Runs, second: Runs) -> int:
     """
     if not first or not second:
         return 0
+    return _shared(first, second, _layout(first), _layout(second))
+
+
+_CONSECUTIVE, _ONE_PER_ROW, _GENERAL = 0, 1, 2  # `_layout`s of a pixel set's runs
+
+
+def _layout(runs: Runs) -> int:
+    """How the runs sit on their rows (`_CONSECUTIVE`, `_ONE_PER_ROW` or `_GENERAL`).
+
+    One run on each row of an unbroken range of rows, one run per row, or anything else.
+    """
+    if not _one_run_per_row(runs):
+        return _GENERAL
+    consecutive = int(runs.rows[-1]) - int(runs.rows[0]) + 1 == len(runs.rows)
+    return _CONSECUTIVE if consecutive else _ONE_PER_ROW
+
+
+def _shared(first: Runs, second: Runs, layout1: int, layout2: int) -> int:
+    """`shared_pixels` of two non-empty pixel sets whose `_layout`s are known."""
     lo_row = max(int(first.rows[0]), int(second.rows[0]))
     hi_row = min(int(first.rows[-1]), int(second.rows[-1]))
     if lo_row > hi_row:
         return 0
-    if _consecutive_rows(first) and _consecutive_rows(second):  # the usual convex overlap
+    if layout1 == layout2 == _CONSECUTIVE:  # the usual convex overlap
         a = slice(lo_row - int(first.rows[0]), hi_row - int(first.rows[0]) + 1)
         b = slice(lo_row - int(second.rows[0]), hi_row - int(second.rows[0]) + 1)
         lo = np.maximum(first.start[a], second.start[b])
         hi = np.minimum(first.stop[a], second.stop[b])
         return int(np.maximum(hi - lo, 0).sum())
-    if _one_run_per_row(first) and _one_run_per_row(second):
+    if layout1 != _GENERAL and layout2 != _GENERAL:
         _, k1, k2 = np.intersect1d(first.rows, second.rows, assume_unique=True,
                                    return_indices=True)
         lo = np.maximum(first.start[k1], second.start[k2])
@@ -67,11 +86,6 @@ def shared_pixels(first: Runs, second: Runs) -> int:
             mask[r, s:e] = True
         masks.append(mask)
     return int(np.count_nonzero(masks[0] & masks[1]))
-
-
-def _consecutive_rows(runs: Runs) -> bool:
-    """One run on each row of an unbroken range of rows."""
-    return int(runs.rows[-1]) - int(runs.rows[0]) + 1 == len(runs.rows) and _one_run_per_row(runs)
 
 
 def _one_run_per_row(runs: Runs) -> bool:
@@ -123,14 +137,15 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
                 npix[2 * p + s] += pixels.npix
     by_image: dict[int, list] = {}
     for side, a, pixels in sides:
-        by_image.setdefault(a, []).append((side, pixels))
+        if pixels:  # (an empty side shares nothing)
+            by_image.setdefault(a, []).append((side, pixels, _layout(pixels)))
     rows, cols, values = [], [], []
     for entries in by_image.values():
-        for x, (side1, pix1) in enumerate(entries):
-            for side2, pix2 in entries[x + 1 :]:
+        for x, (side1, pix1, layout1) in enumerate(entries):
+            for side2, pix2, layout2 in entries[x + 1 :]:
                 if side1 // 2 == side2 // 2:
                     continue  # the two sides of one pair never share an image
-                shared = shared_pixels(pix1, pix2)
+                shared = _shared(pix1, pix2, layout1, layout2)
                 if shared:
                     sign = (1 - 2 * (side1 % 2)) * (1 - 2 * (side2 % 2))
                     value = sign * shared / math.sqrt(npix[side1] * npix[side2])

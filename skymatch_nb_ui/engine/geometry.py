@@ -520,10 +520,10 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
             "the polygon has non-finite vertices (NaN or inf): its inside is undefined; "
             f"px={x0.tolist()}, py={y0.tolist()}"
         )
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    x1, y1 = np.concatenate((x0[1:], x0[:1])), np.concatenate((y0[1:], y0[:1]))  # next vertex
     ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
-    r_lo = np.clip(np.ceil(ylo), 0, ny).astype(np.intp)
-    r_hi = np.clip(np.ceil(yhi), 0, ny).astype(np.intp)
+    r_lo = _clipped_ceil(ylo, ny)
+    r_hi = _clipped_ceil(yhi, ny)
     counts = np.where(y0 != y1, r_hi - r_lo, 0)
     total = int(counts.sum())
     if total == 0:
@@ -534,11 +534,19 @@ def rasterize_polygon(px: np.ndarray, py: np.ndarray, shape: tuple[int, int]) ->
     xc = _crossings(x0[edge], y0[edge], x1[edge], y1[edge], rows)
     order = np.lexsort((xc, rows))
     rows, xc = rows[order], xc[order]
-    start = np.clip(np.ceil(xc[0::2]), 0, nx).astype(np.intp)
-    stop = np.clip(np.ceil(xc[1::2]), 0, nx).astype(np.intp)
+    start = _clipped_ceil(xc[0::2], nx)
+    stop = _clipped_ceil(xc[1::2], nx)
     rows = rows[0::2]
     keep = stop > start
     return Runs(rows[keep], start[keep], stop[keep])
+
+
+def _clipped_ceil(v: np.ndarray, n: int) -> np.ndarray:
+    """``ceil(v)`` clipped to ``[0, n]``, as intp (``v`` finite or +-inf)."""
+    c = np.ceil(v)
+    np.maximum(c, 0.0, out=c)
+    np.minimum(c, n, out=c)
+    return c.astype(np.intp)
 
 
 def _crossings(xa, ya, xb, yb, rows) -> np.ndarray:

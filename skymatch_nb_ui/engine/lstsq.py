@@ -203,10 +203,11 @@ def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
     if cov.shape != (pairs, pairs):
         raise ValueError(f"diff_cov must be {pairs} x {pairs} (one row and column per pair); "
                          f"got {cov.shape[0]} x {cov.shape[1]}")
-    cov = cov.tolil()
-    cov.setdiag(0.0)
-    cov = cov.tocsr()
-    cov.data = np.nan_to_num(cov.data, nan=0.0)
+    cov = cov.copy()
+    cov.sum_duplicates()  # sorted indices, one entry per element
+    data = np.nan_to_num(cov.data, nan=0.0)
+    data[np.repeat(np.arange(pairs), np.diff(cov.indptr)) == cov.indices] = 0.0  # the diagonal
+    cov.data = data
     cov.eliminate_zeros()
     return cov if cov.nnz else None
 
@@ -267,11 +268,7 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
 
     def gain(y):  # G y for a block of right-hand sides (pairs x k)
-        rhs = np.zeros((len(order), y.shape[1]))
-        weighted = w2[:, None] * y
-        for end, sign in ((i, 1.0), (j, -1.0)):
-            keep = pos[end] >= 0
-            np.add.at(rhs, pos[end[keep]], sign * weighted[keep])
+        rhs = _incidence_rhs(pos, i, j, w2[:, None] * y, len(order))
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
         mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
@@ -299,6 +296,25 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         hz, hcz = gz[i] - gz[j], gcz[i] - gcz[j]
         extra_res += norm * np.einsum("ij,ij->i", hz, hcz - 2.0 * cz)
     return extra_var, extra_res
+
+
+def _incidence_rhs(pos, i, j, weighted: np.ndarray, rows: int) -> np.ndarray:
+    """``A^T weighted`` over the non-grounded inputs: ``rows x k`` (``weighted``: pairs x k).
+
+    Row ``pos[i_p]`` gains ``weighted[p]``, row ``pos[j_p]`` loses it (grounded ends, at -1,
+    drop out).  Each cell sums from 0 in pair order, the first ends before the second ones:
+    the order and the sums of ``np.add.at`` for each end in turn (one ``bincount`` of the
+    cells, much faster for many columns).
+    """
+    k = weighted.shape[1]
+    targets, terms = [], []
+    for end, sign in ((i, 1.0), (j, -1.0)):
+        keep = pos[end] >= 0
+        targets.append(pos[end[keep]])
+        terms.append(sign * weighted[keep])
+    cells = (np.concatenate(targets)[:, None] * k + np.arange(k)).reshape(-1)
+    flat = np.concatenate(terms).reshape(-1)
+    return np.bincount(cells, flat, minlength=rows * k).reshape(rows, k)
 
 
 def _levels(n, i, j, comp) -> np.ndarray:

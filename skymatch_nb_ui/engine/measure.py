@@ -355,7 +355,12 @@ def _spread_sample(total: int) -> np.ndarray:
         t = np.multiply(_GOLDEN_SORTED, total)
         np.floor(t, out=t)
         t = t.astype(np.intp)
-        return t[np.not_equal(t, np.roll(t, 1))] if t[0] != t[-1] else t[:1]
+        if t[0] == t[-1]:
+            return t[:1]
+        new = np.empty(t.size, dtype=bool)  # each position that differs from the one before
+        new[0] = True
+        np.not_equal(t[1:], t[:-1], out=new[1:])
+        return t[new]
     k = min(total, _PLANE_SAMPLE)
     t = np.floor(np.mod(np.arange(k) * _GOLDEN, 1.0) * total).astype(np.intp)
     t.sort()

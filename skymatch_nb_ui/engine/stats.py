@@ -414,9 +414,7 @@ def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
     from scipy.special import ndtr
 
     c = counts.astype(np.float64)
-    edges = np.arange(bins + 1, dtype=np.float64)
-    # chance[j, k]: a value at the centre of bin k lands in bin j after a fresh noise
-    chance = np.diff(ndtr((edges[:, None] - (edges[None, :-1] + 0.5)) / sigma), axis=0)
+    chance = _landing_chances(bins, sigma, ndtr)
     cov = np.diag(chance @ c) - (chance * c) @ chance.T  # sum_k c_k (diag(P_k) - P_k P_k^T)
     cov[np.diag_indices(bins)] += 1e-9 * (1.0 + cov.diagonal().max())  # PSD to rounding
     try:
@@ -436,6 +434,20 @@ def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
     if stay.size < _MODE_DRAWS // 4:
         stay = modes
     return float(np.std(stay, ddof=1)) * h
+
+
+def _landing_chances(bins: int, sigma: float, ndtr) -> np.ndarray:
+    """``chance[j, k]``: a value at the centre of bin ``k`` lands in bin ``j`` (noise ``sigma`` bins).
+
+    ``ndtr((j + 1 - (k + 0.5)) / sigma) - ndtr((j - (k + 0.5)) / sigma)`` depends on ``j - k``
+    only (the half-integers are exact): ``2 * bins`` evaluations of ``ndtr`` instead of
+    ``bins * (bins + 1)``, the same values.
+    """
+    d = np.arange(-bins, bins + 1, dtype=np.float64) - 0.5  # j - (k + 0.5) for j - k = d + 0.5
+    cdf = ndtr(d / sigma)
+    steps = cdf[1:] - cdf[:-1]  # steps[i]: j - k = i - bins
+    # row j, column k: steps[j - k + bins]; row j is steps[j + 1 : j + 1 + bins] reversed
+    return np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(steps[1:], bins)[:, ::-1])
 
 
 def _mode_noise_error(s: _ClippedSet, noise: float) -> float:
@@ -475,41 +487,42 @@ def _mode_of_histograms(counts, n: int, std: float, h: float, binwidth: float) -
     found = np.full(rows, np.nan)  # the peak of the last accepted kernel
     active = np.ones(rows, dtype=bool)
     accepted: list = []  # (peaks, errors) of the kernels so far, per row
-    index = np.arange(rows)
-    while active.any():
-        width = kernel / binwidth
-        reach = math.ceil(_MODE_REACH * width)
-        weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
-        smooth = convolve1d(counts, weights, axis=1, mode="constant")
-        k = np.argmax(smooth, axis=1)
-        inside = (k > 0) & (k < bins - 1)
-        kk = np.clip(k, 1, bins - 2)
-        three = np.stack([smooth[index, kk - 1], smooth[index, kk], smooth[index, kk + 1]])
-        with np.errstate(divide="ignore", invalid="ignore"):
+    around = np.arange(rows)[None, :] * bins + np.array([[-1], [0], [1]])  # flat, less the peak
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while active.any():
+            width = kernel / binwidth
+            reach = math.ceil(_MODE_REACH * width)
+            weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
+            smooth = convolve1d(counts, weights, axis=1, mode="constant")
+            k = np.argmax(smooth, axis=1)
+            inside = (k > 0) & (k < bins - 1)
+            kk = np.minimum(np.maximum(k, 1), bins - 2)
+            three = smooth.reshape(-1)[around + kk]  # the peak's bin and its neighbours
             logs = np.log(three)
             denom = logs[0] - 2.0 * logs[1] + logs[2]
             shift = np.where((three.min(axis=0) > 0) & (denom < 0),
                              0.5 * (logs[0] - logs[2]) / denom, 0.0)
-        peak = kk + 0.5 + np.nan_to_num(shift)
-        u = centres - peak[:, None]
-        z2 = (u / width) ** 2
-        g = np.exp(-0.5 * z2)
-        slope = np.einsum("ij,ij->i", counts, (u * g) ** 2)
-        curvature = np.einsum("ij,ij->i", counts, (z2 - 1.0) * g)
-        with np.errstate(divide="ignore", invalid="ignore"):
+            if not np.isfinite(shift).all():
+                shift = np.nan_to_num(shift)
+            peak = kk + 0.5 + shift
+            u = centres - peak[:, None]
+            z2 = (u / width) ** 2
+            g = np.exp(-0.5 * z2)
+            slope = np.einsum("ij,ij->i", counts, (u * g) ** 2)
+            curvature = np.einsum("ij,ij->i", counts, (z2 - 1.0) * g)
             bins_err = np.where(curvature < 0, np.sqrt(np.clip(slope, 0, None)) / -curvature,
                                 np.inf)
-        gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
-        err = np.minimum(np.maximum(h * bins_err, gaussian), std)
-        ok = active & inside
-        for p, e in accepted:
-            ok &= ~(np.abs(peak - p) * h > _MODE_STAY * e)
-        found = np.where(ok, peak, found)
-        accepted.append((peak, err))
-        active = ok
-        if kernel >= _MODE_WIDEST:
-            break
-        kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
+            gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
+            err = np.minimum(np.maximum(h * bins_err, gaussian), std)
+            ok = active & inside
+            for p, e in accepted:
+                ok &= ~(np.abs(peak - p) * h > _MODE_STAY * e)
+            found = np.where(ok, peak, found)
+            accepted.append((peak, err))
+            active = ok
+            if kernel >= _MODE_WIDEST:
+                break
+            kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
     never = np.isnan(found)
     found[never] = np.argmax(counts[never], axis=1) + 0.5
     return found
@@ -1020,7 +1033,8 @@ def _log_parabola_vertex(top: np.ndarray) -> float:
 
     The offset in bins from the middle one (within +-1/2): exact for a Gaussian peak.
     """
-    if top.min() <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
+    a, b, c = top.tolist()
+    if a <= 0 or b <= 0 or c <= 0:  # cannot happen near the peak of a Gaussian-smoothed histogram
         return 0.0
     left, mid, right = np.log(top).tolist()
     denom = left - 2.0 * mid + right

@@ -43,6 +43,7 @@ statistic of the differences exceeds the error computed as if they were independ
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,7 @@ __all__ = [
     "interpolation_inflation",
     "pair_differences",
     "pixel_map",
+    "pixel_maps",
 ]
 
 #: Node spacing (pixels) of the coordinate map, halved down to `_MIN_STEP` while the map's
@@ -134,6 +136,80 @@ def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int
         step //= 2
 
 
+def pixel_maps(wcs: Sequence[CelestialWCS], requests: Sequence[tuple[int, int, Runs]], *,
+               step: int = _STEP) -> list[PixelMap]:
+    """`pixel_map` of many pairs ``(a, b, runs)`` of images ``wcs``, with few WCS calls.
+
+    The same nodes, spacing and checks as `pixel_map` pair by pair, but each round of node
+    evaluations makes one ``pixel_to_lonlat`` call per image ``a`` and one
+    ``lonlat_to_pixel`` call per image ``b`` for all the pairs still refining (on a mosaic
+    of 256 small images a WCS call costs more than the points it maps).  The values are the
+    same as pair by pair wherever the WCS maps each point independently (FITS WCS without
+    iterative distortion inverses; an iterative inverse may converge a little further).
+    """
+    out: list = [None] * len(requests)
+    steps = {k: step for k in range(len(requests))}
+    boxes = {}
+    for k, (_, _, runs) in enumerate(requests):
+        boxes[k] = (int(runs.start.min()), int(runs.rows.min()), int(runs.stop.max()) - 1,
+                    int(runs.rows.max()))
+    while steps:
+        grids = {}
+        for k, st in steps.items():
+            x_lo, y_lo, x_hi, y_hi = boxes[k]
+            xs = x_lo + st * np.arange((x_hi - x_lo) // st + 2)
+            ys = y_lo + st * np.arange((y_hi - y_lo) // st + 2)
+            grids[k] = np.meshgrid(xs.astype(float), ys.astype(float))
+        mapped = _map_many(wcs, [(requests[k][0], requests[k][1], gx.ravel(), gy.ravel())
+                                 for k, (gx, gy) in grids.items()])
+        nodes = {}
+        for (k, (gx, _)), (bx, by) in zip(grids.items(), mapped):
+            x_lo, y_lo = boxes[k][:2]
+            nodes[k] = PixelMap(x_lo, y_lo, steps[k], bx.reshape(gx.shape), by.reshape(gx.shape))
+        check = []
+        for k, found in nodes.items():
+            if steps[k] <= _MIN_STEP or _curvature_error(found) <= _MAP_TOLERANCE / 2:
+                out[k] = found
+            else:
+                check.append(k)
+        centres = [(k, _cell_centres(nodes[k])) for k in check]
+        errors = _map_many(wcs, [(requests[k][0], requests[k][1], cx, cy) for k, (cx, cy) in centres])
+        steps = {}
+        for (k, _), (ex, ey) in zip(centres, errors):
+            if _node_miss(nodes[k], ex, ey) <= _MAP_TOLERANCE:
+                out[k] = nodes[k]
+            else:
+                steps[k] = nodes[k].step // 2
+    return out
+
+
+def _map_many(wcs, points: list) -> list:
+    """``_map_points`` of many ``(a, b, x, y)``: one WCS call per image and direction."""
+    by_a: dict[int, list[int]] = {}
+    for k, (a, _, x, _) in enumerate(points):
+        if x.size:
+            by_a.setdefault(a, []).append(k)
+    lonlat: list = [(np.empty(0), np.empty(0))] * len(points)
+    for a, ks in by_a.items():
+        lon, lat = wcs[a].pixel_to_lonlat(np.concatenate([points[k][2] for k in ks]),
+                                          np.concatenate([points[k][3] for k in ks]))
+        cuts = np.cumsum([points[k][2].size for k in ks])[:-1]
+        for k, lo, la in zip(ks, np.split(np.atleast_1d(lon), cuts), np.split(np.atleast_1d(lat), cuts)):
+            lonlat[k] = (lo, la)
+    by_b: dict[int, list[int]] = {}
+    for k, (_, b, x, _) in enumerate(points):
+        if x.size:
+            by_b.setdefault(b, []).append(k)
+    out: list = [(np.empty(0), np.empty(0))] * len(points)
+    for b, ks in by_b.items():
+        x, y = wcs[b].lonlat_to_pixel(np.concatenate([lonlat[k][0] for k in ks]),
+                                      np.concatenate([lonlat[k][1] for k in ks]))
+        cuts = np.cumsum([lonlat[k][0].size for k in ks])[:-1]
+        for k, xx, yy in zip(ks, np.split(np.atleast_1d(x), cuts), np.split(np.atleast_1d(y), cuts)):
+            out[k] = (xx, yy)
+    return out
+
+
 def _curvature_error(nodes: PixelMap) -> float:
     """Bound on the bilinear interpolation error of the nodes from their second differences.
 
@@ -166,13 +242,28 @@ def _map_points(wcs_a, wcs_b, x, y):
 
 def _map_error(wcs_a, wcs_b, nodes: PixelMap) -> float:
     """Largest miss (pixels of b) of the nodes' bilinear interpolation at the cell centres."""
+    cx, cy = _cell_centres(nodes)
+    if not cx.size:
+        return 0.0
+    ex, ey = _map_points(wcs_a, wcs_b, cx, cy)
+    return _node_miss(nodes, ex, ey)
+
+
+def _cell_centres(nodes: PixelMap) -> tuple[np.ndarray, np.ndarray]:
+    """``a``'s pixel coordinates of the centres of the node cells (none for a single row or column)."""
     rows, cols = nodes.bx.shape
     if rows < 2 or cols < 2:
-        return 0.0
+        return np.empty(0), np.empty(0)
     half = nodes.step / 2
     cy, cx = np.meshgrid(nodes.y0 + half + nodes.step * np.arange(rows - 1),
                          nodes.x0 + half + nodes.step * np.arange(cols - 1), indexing="ij")
-    ex, ey = _map_points(wcs_a, wcs_b, cx.ravel(), cy.ravel())
+    return cx.ravel(), cy.ravel()
+
+
+def _node_miss(nodes: PixelMap, ex: np.ndarray, ey: np.ndarray) -> float:
+    """Largest miss of the nodes' interpolation at the cell centres, mapped exactly to ``ex, ey``."""
+    if not ex.size:
+        return 0.0
 
     def centres(v):
         return 0.25 * (v[:-1, :-1] + v[1:, :-1] + v[:-1, 1:] + v[1:, 1:]).ravel()

@@ -24,7 +24,7 @@ import numpy as np
 from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
 from .covariance import SharedSides, pair_covariance, shared_sides
-from .differences import PixelMap, pixel_map
+from .differences import PixelMap, pixel_map, pixel_maps
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
 from .groups import Grouping, group_inputs, input_overlaps
@@ -332,6 +332,9 @@ class SkyMatcher:
             def whole(s, o, value):  # the whole overlap's differences, from the cells' pass
                 self._differences[(key, s, o)] = value
 
+            if matching and params.compare == "differences":  # the pairs' maps, all at once
+                self._fill_maps([(s, o) for plan in layout.plans
+                                 for _, s, o, _ in stage.difference_jobs(plan, sampled)])
             stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
                           sampled=sampled, pixel_map=getattr(self, "_map", None), on_whole=whole)
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
@@ -447,6 +450,7 @@ class SkyMatcher:
             tasks += [self._difference_task(s, others) for s, others in compares]
             return owners, compares, tasks
 
+        self._fill_maps(diff_todo)
         owners, compares, tasks = owners_and_tasks(True)
         gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
         kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True)
@@ -515,6 +519,14 @@ class SkyMatcher:
         if (s, o) not in self._maps:
             self._maps[(s, o)] = pixel_map(self._wcs[s], self._wcs[o], self.geometry.runs[(s, o)])
         return self._maps[(s, o)]
+
+    def _fill_maps(self, pairs) -> None:
+        """`_map` of each ``(s, o)`` of ``pairs`` not cached yet, all at once (`pixel_maps`)."""
+        runs = self.geometry.runs
+        todo = [(s, o, runs[(s, o)]) for s, o in dict.fromkeys(pairs)
+                if (s, o) not in self._maps and runs.get((s, o))]
+        for (s, o, _), found in zip(todo, pixel_maps(self._wcs, todo)):
+            self._maps[(s, o)] = found
 
     def _owners(self, todo: list, *, split: bool) -> list[tuple[int, list]]:
         """``(image, [what to measure, ...])`` per task, in ``todo`` order.

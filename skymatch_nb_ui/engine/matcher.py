@@ -457,7 +457,14 @@ class SkyMatcher:
         if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)
-            batches = [[t] for t in range(len(tasks))]
+            batches = [[t] for t in range(len(owners))]
+            # the differences in batches of about 2 million pixels (at least 6): the small
+            # pairs of a batch are computed together (`measure.batched_differences`)
+            from .plane_match import _batches
+
+            first = len(owners)
+            batches += [[first + t for t in batch]
+                        for batch in _batches([t.size for t in tasks[first:]])]
         else:  # a few tasks per worker for balance, at most BATCH images per task
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))
             batches = _balanced([t.size for t in tasks], bins)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -368,7 +369,7 @@ class Runs:
     start: np.ndarray
     stop: np.ndarray
 
-    @property
+    @cached_property
     def npix(self) -> int:
         """Number of pixels in the set."""
         return int((self.stop - self.start).sum())

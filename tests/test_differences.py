@@ -536,3 +536,34 @@ def test_pairs_the_batch_does_not_take_go_one_by_one():
     (d, w2), = many_pair_differences([DifferenceJob(a, None, b, None, runs, pmap, 0, 1)])
     one, w2_one = pair_differences(a, None, b, None, runs, pmap)
     assert np.array_equal(d, one, equal_nan=True) and w2 == w2_one
+
+
+def test_the_maps_of_many_pairs_are_those_of_one_pair_at_a_time():
+    # `pixel_maps`: one WCS call per image and direction, the same nodes and spacing (TAN:
+    # bit for bit; into a SIP image, whose inverse iterates, to its tolerance)
+    from skymatch_nb_ui.engine.differences import pixel_maps
+
+    shape = (300, 260)
+    wcs = [tan_wcs((20.3, 25.7)), tan_wcs((120.1, 30.2), rotation=12.0),
+           tan_wcs((80.6, 190.4), rotation=-7.0, scale=0.13), tan_wcs((60.2, 90.9), sip=True)]
+    cw = [CelestialWCS(w) for w in wcs]
+    requests = []
+    for a in range(4):
+        for b in range(4):
+            if a != b:
+                runs = overlap(wcs[a], wcs[b], shape, shape)
+                if runs:
+                    requests.append((a, b, runs))
+    assert len(requests) >= 8
+    found = pixel_maps(cw, requests)
+    steps = set()
+    for (a, b, runs), pmap in zip(requests, found):
+        one = pixel_map(cw[a], cw[b], runs)
+        assert (pmap.x0, pmap.y0, pmap.step) == (one.x0, one.y0, one.step)
+        if b == 3:  # SIP's iterative inverse stops when all its points converge
+            np.testing.assert_allclose(pmap.bx, one.bx, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(pmap.by, one.by, rtol=0, atol=1e-6)
+        else:
+            assert np.array_equal(pmap.bx, one.bx) and np.array_equal(pmap.by, one.by)
+        steps.add(pmap.step)
+    assert len(steps) > 1  # some pairs refined

@@ -567,3 +567,17 @@ def test_the_maps_of_many_pairs_are_those_of_one_pair_at_a_time():
             assert np.array_equal(pmap.bx, one.bx) and np.array_equal(pmap.by, one.by)
         steps.add(pmap.step)
     assert len(steps) > 1  # some pairs refined
+
+
+def test_many_pairs_framed_a_group_at_a_time_give_the_same_values(monkeypatch):
+    # The images of a call are framed a group at a time (memory): no effect on the values
+    from skymatch_nb_ui.engine import differences
+    from skymatch_nb_ui.engine.differences import many_pair_differences
+
+    jobs = _many_jobs(np.float32, True)
+    together = many_pair_differences(jobs, upper=30.0)
+    monkeypatch.setattr(differences, "_FRAME_PIXELS", 2 * 70 * 90)  # one pair per group
+    assert len(differences._framed_groups(jobs)) == len(jobs)
+    apart = many_pair_differences(jobs, upper=30.0)
+    for (d, w2), (e, v2) in zip(together, apart):
+        assert np.array_equal(d, e, equal_nan=True) and w2 == v2

@@ -912,6 +912,8 @@ def interpolation_inflation(w2, area_ratio: float, skystat: str) -> float:
 BATCH_IMAGE_PIXELS = 1 << 18
 #: Points per chunk of `many_pair_differences` (its arrays stay in the cache).
 _CHUNK_POINTS = 1 << 16
+#: Pixels of the images framed at once by `many_pair_differences` (bounds its memory).
+_FRAME_PIXELS = 1 << 21
 
 
 @dataclass(frozen=True, eq=False)
@@ -960,8 +962,8 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
     it can: the same fractions to rounding).  So a pair gets the same values whatever else
     is in the call (every scheduler and batching the same bits).
 
-    The differences are views into one buffer of ``buffers`` (valid until its next use) or,
-    for pairs computed one by one, copies.
+    The differences are copies (a batch's are computed into reused buffers, its images framed
+    a group at a time: at most `_FRAME_PIXELS` pixels of images at once).
     """
     buffers = DifferenceBuffers() if buffers is None else buffers
     out: list = [None] * len(jobs)
@@ -975,10 +977,41 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
                                      job.pmap, lower=lower, upper=upper, buffers=buffers)
             out[j] = (d.copy(), w2)
     for work, members in groups.items():
-        found = _many(work, [jobs[j] for j in members], lower, upper, buffers)
-        for j, value in zip(members, found):
-            out[j] = value
+        for part in _framed_groups([jobs[j] for j in members]):
+            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers)
+            for j, value in zip(part, found):
+                out[members[j]] = (value[0].copy(), value[1])
     return out
+
+
+def _framed_groups(jobs: list) -> list[list[int]]:
+    """The jobs in groups whose distinct images hold at most `_FRAME_PIXELS` pixels in all.
+
+    (Each group's images are framed at once: this bounds the memory, whatever the batch.)
+    The jobs go by their interpolated image, then their compared image, so that a group
+    shares its images as much as it can.
+    """
+    first_b = {}
+    first_a = {}
+    for j, job in enumerate(jobs):
+        first_b.setdefault(job.key_b, j)
+        first_a.setdefault(job.key_a, j)
+    order = sorted(range(len(jobs)), key=lambda j: (first_b[jobs[j].key_b], first_a[jobs[j].key_a], j))
+    groups, current, seen, size = [], [], set(), 0
+    for j in order:
+        job = jobs[j]
+        extra = sum(im.size for key, im in ((("a", job.key_a), job.image_a),
+                                             (("b", job.key_b), job.image_b)) if key not in seen)
+        if current and size + extra > _FRAME_PIXELS:
+            groups.append(current)
+            current, seen, size = [], set(), 0
+            extra = job.image_a.size + job.image_b.size
+        current.append(j)
+        seen.update({("a", job.key_a), ("b", job.key_b)})
+        size += extra
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _whole_frames(images: list, work, lower, upper, edge: bool, buffers, name: str):

@@ -224,8 +224,8 @@ def batched_differences(tasks: Sequence, params: StatParams, scratch: Scratch | 
     ``tasks``: `DifferenceTask` (their comparisons) or `planes.CellTask` (their
     `planes.DifferenceRegion` jobs).  A pair takes it when both images are in memory and
     `differences.batchable` says so (properties of the pair alone: the same pairs whatever
-    the batches).  Returns ``{id(comparison or region): (differences, w2)}`` (views into the
-    thread's buffers, valid until the next batch).
+    the batches).  Returns ``{id(comparison or region): (differences, w2)}`` (the differences
+    copied out of the thread's buffers).
     """
     scratch = thread_scratch() if scratch is None else scratch
     jobs, keys = [], []

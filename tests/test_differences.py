@@ -581,3 +581,28 @@ def test_many_pairs_framed_a_group_at_a_time_give_the_same_values(monkeypatch):
     apart = many_pair_differences(jobs, upper=30.0)
     for (d, w2), (e, v2) in zip(together, apart):
         assert np.array_equal(d, e, equal_nan=True) and w2 == v2
+
+
+def test_many_pairs_of_mixed_shapes_and_dtypes():
+    # Images of several shapes (chunks of one width each), integers, big-endian floats
+    from skymatch_nb_ui.engine.differences import DifferenceJob, many_pair_differences
+
+    rng = np.random.default_rng(1)
+    shapes = [(70, 90), (64, 100), (81, 77), (70, 90)]
+    wcs = [tan_wcs((20.3, 25.7)), tan_wcs((33.1, 20.2), rotation=12.0),
+           tan_wcs((28.6, 31.4), rotation=-7.0, scale=0.13), tan_wcs((25.2, 24.9), sip=True)]
+    images = [(linear_scene(w, shape, 100.0) * 10 + 3 * rng.standard_normal(shape)).astype(dtype)
+              for w, shape, dtype in zip(wcs, shapes, [np.int16, ">f4", np.float32, np.uint16])]
+    jobs = []
+    for a, b in ((0, 1), (1, 2), (2, 0), (3, 0), (0, 3), (1, 3), (2, 1)):
+        runs = overlap(wcs[a], wcs[b], shapes[a], shapes[b])
+        pmap = pixel_map(CelestialWCS(wcs[a]), CelestialWCS(wcs[b]), runs, step=32)
+        jobs.append(DifferenceJob(images[a], None, images[b], None, runs, pmap, a, b))
+    for job, (d, w2) in zip(jobs, many_pair_differences(jobs)):
+        one, w2_one = pair_differences(job.image_a, None, job.image_b, None, job.runs, job.pmap,
+                                       noise=_whole_noise(job.image_b, None))
+        assert d.dtype == one.dtype and np.array_equal(np.isfinite(d), np.isfinite(one))
+        ok = np.isfinite(d)
+        assert ok.sum() > 3000
+        assert np.abs(d[ok] - one[ok]).max() <= 1e-4 * np.abs(one[ok]).max()
+        assert w2 == pytest.approx(w2_one, rel=1e-4)

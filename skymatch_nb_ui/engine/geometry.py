@@ -239,9 +239,16 @@ class Footprint:
 def tangent_basis(center: np.ndarray) -> np.ndarray:
     """Two orthonormal vectors spanning the plane tangent to the sphere at ``center``."""
     helper = np.array([0.0, 0.0, 1.0]) if abs(center[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    e1 = np.cross(helper, center)
+    e1 = _cross3(helper, center)
     e1 /= np.linalg.norm(e1)
-    return np.stack([e1, np.cross(center, e1)])
+    return np.stack([e1, _cross3(center, e1)])
+
+
+def _cross3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`numpy.cross` of two 3-vectors: the same products and differences, ~20x faster."""
+    a0, a1, a2 = a.tolist()
+    b0, b1, b2 = b.tolist()
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
 
 
 def gnomonic(xyz: np.ndarray, center: np.ndarray, basis: np.ndarray) -> np.ndarray:

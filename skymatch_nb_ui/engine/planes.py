@@ -654,7 +654,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     # differences packed, as `measure._finite` packs them)
     finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
     all_good = bool(finite.all())
-    packed = d.copy() if all_good else d[finite]
+    packed = (d if found is not None else d.copy()) if all_good else d[finite]  # (found: a copy)
     bad = None if all_good else np.flatnonzero(~finite)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
     usable = (stat.npix, stat.npix)

@@ -338,3 +338,58 @@ def test_a_sides_plane_fit_does_not_alias_with_its_rows():
         x, y, gx, gy = _sampling(runs.gather(image), None, runs, StatParams(), clean=True)
         assert abs(x - (1024 - (width + 1) / 2)) < 1e-9 and abs(y - 511.5) < 1e-9
         assert abs(gx) < 0.01 and abs(gy) < 0.001, (width, gx, gy)
+
+
+def _gwcs_mosaic(seed):
+    """Four distorted NIRCam-like detectors (gwcs) of 160^2 pixels, a nebula, masks and NaNs."""
+    from skymatch_nb_ui.testing.instruments import nircam_like_gwcs
+
+    rng = np.random.default_rng(seed)
+    shape = (160, 160)
+    offsets = [(-12, -12), (12, -12), (-12, 12), (12, 12)]  # arcsec
+    wcs = [nircam_like_gwcs((150.0 + dx / 3600 / np.cos(np.radians(2.0)), 2.0 + dy / 3600),
+                            roll=r, shape=shape, pixel_scale=0.2, distortion=4.0)
+           for (dx, dy), r in zip(offsets, (0.0, 20.0, 50.0, 80.0))]
+    images, masks = [], []
+    for k, w in enumerate(wcs):
+        y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+        lon, lat = w(x, y, with_bounding_box=False)
+        scene = 8.0 * np.sin((lon - 150.0) * 3600 / 9.0) * np.cos((lat - 2.0) * 3600 / 7.0)
+        im = (scene + 3.0 * k + rng.standard_normal(shape)).astype(np.float32)
+        im[rng.random(shape) < 0.01] = np.nan
+        images.append(im)
+        masks.append(rng.random(shape) > 0.03)
+    return images, wcs, masks
+
+
+@pytest.mark.parametrize("skymodel", ["constant", "plane"])
+@pytest.mark.parametrize("kind", ["masked-groups", "gwcs"])
+def test_batched_differences_agree_with_pair_by_pair(monkeypatch, kind, skymodel):
+    # Small images' pairs are interpolated together (`many_pair_differences`); the same skies
+    # as one pair at a time (which it differs from only in the noise that flags steep points:
+    # the whole image's), far within their errors, with masks, NaNs, limits, groups and gwcs.
+    from skymatch_nb_ui.engine import differences
+
+    options = {"skystat": "mode", "compare": "differences", "skymodel": skymodel}
+    if kind == "gwcs":
+        images, wcs, masks = _gwcs_mosaic(1)
+        groups = None
+    else:
+        m = make_mosaic((3, 3), shape=(128, 128), overlap=0.25, noise=1.0, gradient=2.0,
+                        sources=4, rotation=3.0, jitter=3.0, nebula=10.0, nan_fraction=0.01,
+                        mask_fraction=0.02, seed=7)
+        images, wcs, masks = m.images, m.wcs, m.masks
+        groups = [0, 0, 1, 2, 3, 4, 5, 6, 6]
+        options.update(lower=-50.0, upper=1e4)
+
+    def run():
+        return SkyMatcher(images, wcs, masks=masks).run(groups=groups, skymethod="match", **options)
+
+    batched = run()
+    monkeypatch.setattr(differences, "BATCH_IMAGE_PIXELS", 0)  # every pair one by one
+    single = run()
+    assert batched.valid.all() and single.valid.all()
+    assert np.all(np.abs(batched.sky - single.sky) <= 0.05 * single.sky_err)
+    np.testing.assert_allclose(batched.sky_err, single.sky_err, rtol=0.03)
+    assert np.all(np.abs(batched.pairs.diff_before - single.pairs.diff_before)
+                  <= 0.05 * single.pairs.diff_err)

@@ -440,3 +440,169 @@ def test_points_near_nodes_the_wcs_cannot_map_are_unusable():
     assert (np.isnan(d) == np.isnan(expected)).all()
     assert 0.2 < np.isnan(d).mean() < 0.9
     np.testing.assert_allclose(-d[np.isfinite(d)], expected[np.isfinite(d)], atol=2e-5)
+
+
+# -- many small pairs at once (`many_pair_differences`) ---------------------------------------
+def _many_jobs(dtype=np.float32, masked=False):
+    """Pairs of small images: rotated, rescaled, distorted (SIP), sharing images, with masks."""
+    from skymatch_nb_ui.engine.differences import DifferenceJob
+
+    rng = np.random.default_rng(5)
+    shape = (70, 90)
+    specs = [((20.3, 25.7), {}), ((33.1, 20.2), {"rotation": 12.0}),
+             ((28.6, 31.4), {"rotation": -7.0, "scale": 0.13}), ((25.2, 24.9), {"sip": True})]
+    wcs = [tan_wcs(c, **o) for c, o in specs]
+    images, masks = [], []
+    for w in wcs:
+        im = (linear_scene(w, shape, 0.0) + rng.standard_normal(shape)).astype(dtype)
+        im[rng.integers(0, shape[0], 5), rng.integers(0, shape[1], 5)] += 40.0  # stars
+        im[3, 4] = np.nan
+        images.append(im)
+        masks.append(rng.random(shape) > 0.05 if masked else None)
+    jobs = []
+    for a, b in ((0, 1), (1, 2), (2, 0), (3, 0), (0, 3), (1, 3)):
+        runs = overlap(wcs[a], wcs[b], shape, shape)
+        pmap = pixel_map(CelestialWCS(wcs[a]), CelestialWCS(wcs[b]), runs, step=32)
+        jobs.append(DifferenceJob(images[a], masks[a], images[b], masks[b], runs, pmap, a, b))
+    return jobs
+
+
+def _whole_noise(image, mask, lower=None, upper=None):
+    from skymatch_nb_ui.engine.differences import _framed, _noise_of
+
+    work = np.float32 if image.dtype == np.float32 else np.float64
+    box = _framed(image, mask, (0, image.shape[0], 0, image.shape[1]), work, lower, upper,
+                  DifferenceBuffers(), "box")
+    return _noise_of(box)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("limits", [(None, None), (-2.0, 30.0)])
+def test_many_pair_differences_are_those_of_pair_differences(dtype, masked, limits):
+    # The batched path: the same differences as pair by pair with the whole image's noise
+    # (to the rounding of the fractions, which pair_differences may take by whole steps)
+    from skymatch_nb_ui.engine.differences import batchable, many_pair_differences
+
+    lower, upper = limits
+    jobs = _many_jobs(dtype, masked)
+    assert all(batchable(j.image_a.shape, j.image_b.shape, j.runs.npix, j.pmap) for j in jobs)
+    found = many_pair_differences(jobs, lower=lower, upper=upper)
+    for job, (d, w2) in zip(jobs, found):
+        one, w2_one = pair_differences(job.image_a, job.mask_a, job.image_b, job.mask_b, job.runs,
+                                       job.pmap, lower=lower, upper=upper,
+                                       noise=_whole_noise(job.image_b, job.mask_b, lower, upper))
+        assert d.dtype == one.dtype and d.shape == one.shape
+        assert 0 < np.isfinite(d).sum() < d.size
+        assert np.count_nonzero(np.isfinite(d) != np.isfinite(one)) <= 2  # steep, near the limit
+        both = np.isfinite(d) & np.isfinite(one)
+        tol = 2e-4 if dtype == np.float32 else 1e-9
+        assert np.abs(d[both] - one[both]).max() <= tol * (1.0 + np.abs(one[both]).max())
+        assert w2 == pytest.approx(w2_one, rel=1e-4)
+
+
+def test_a_batched_pair_does_not_depend_on_the_others():
+    # Every batching (scheduler, batch of tasks) gives a pair the same bits
+    from skymatch_nb_ui.engine.differences import many_pair_differences
+
+    jobs = _many_jobs(np.float32, True)
+    together = many_pair_differences(jobs, lower=-2.0)
+    for k in (0, 3, 5):
+        alone = many_pair_differences([jobs[k]], lower=-2.0)[0]
+        assert np.array_equal(alone[0], together[k][0], equal_nan=True)
+        assert alone[1] == together[k][1]
+    reverse = many_pair_differences(jobs[::-1], lower=-2.0)[::-1]
+    for (d, w2), (e, v2) in zip(together, reverse):
+        assert np.array_equal(d, e, equal_nan=True) and w2 == v2
+
+
+def test_pairs_the_batch_does_not_take_go_one_by_one():
+    # Aligned grids (points on pixel centres), large images: `pair_differences` itself
+    from skymatch_nb_ui.engine.differences import (
+        DifferenceJob,
+        batchable,
+        many_pair_differences,
+    )
+
+    rng = np.random.default_rng(2)
+    shape = (40, 50)
+    wa, wb = tan_wcs((1.0, 1.0)), tan_wcs((1.0 + 3, 1.0 + 2))  # a whole-pixel shift
+    a, b = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    runs = overlap(wa, wb, shape, shape)
+    pmap = pixel_map(CelestialWCS(wa), CelestialWCS(wb), runs)
+    assert not batchable(shape, shape, runs.npix, pmap)
+    big = (1024, 1024)
+    assert not batchable(big, shape, runs.npix, pmap)
+    (d, w2), = many_pair_differences([DifferenceJob(a, None, b, None, runs, pmap, 0, 1)])
+    one, w2_one = pair_differences(a, None, b, None, runs, pmap)
+    assert np.array_equal(d, one, equal_nan=True) and w2 == w2_one
+
+
+def test_the_maps_of_many_pairs_are_those_of_one_pair_at_a_time():
+    # `pixel_maps`: one WCS call per image and direction, the same nodes and spacing (TAN:
+    # bit for bit; into a SIP image, whose inverse iterates, to its tolerance)
+    from skymatch_nb_ui.engine.differences import pixel_maps
+
+    shape = (300, 260)
+    wcs = [tan_wcs((20.3, 25.7)), tan_wcs((120.1, 30.2), rotation=12.0),
+           tan_wcs((80.6, 190.4), rotation=-7.0, scale=0.13), tan_wcs((60.2, 90.9), sip=True)]
+    cw = [CelestialWCS(w) for w in wcs]
+    requests = []
+    for a in range(4):
+        for b in range(4):
+            if a != b:
+                runs = overlap(wcs[a], wcs[b], shape, shape)
+                if runs:
+                    requests.append((a, b, runs))
+    assert len(requests) >= 8
+    found = pixel_maps(cw, requests)
+    steps = set()
+    for (a, b, runs), pmap in zip(requests, found):
+        one = pixel_map(cw[a], cw[b], runs)
+        assert (pmap.x0, pmap.y0, pmap.step) == (one.x0, one.y0, one.step)
+        if b == 3:  # SIP's iterative inverse stops when all its points converge
+            np.testing.assert_allclose(pmap.bx, one.bx, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(pmap.by, one.by, rtol=0, atol=1e-6)
+        else:
+            assert np.array_equal(pmap.bx, one.bx) and np.array_equal(pmap.by, one.by)
+        steps.add(pmap.step)
+    assert len(steps) > 1  # some pairs refined
+
+
+def test_many_pairs_framed_a_group_at_a_time_give_the_same_values(monkeypatch):
+    # The images of a call are framed a group at a time (memory): no effect on the values
+    from skymatch_nb_ui.engine import differences
+    from skymatch_nb_ui.engine.differences import many_pair_differences
+
+    jobs = _many_jobs(np.float32, True)
+    together = many_pair_differences(jobs, upper=30.0)
+    monkeypatch.setattr(differences, "_FRAME_PIXELS", 2 * 70 * 90)  # one pair per group
+    assert len(differences._framed_groups(jobs)) == len(jobs)
+    apart = many_pair_differences(jobs, upper=30.0)
+    for (d, w2), (e, v2) in zip(together, apart):
+        assert np.array_equal(d, e, equal_nan=True) and w2 == v2
+
+
+def test_many_pairs_of_mixed_shapes_and_dtypes():
+    # Images of several shapes (chunks of one width each), integers, big-endian floats
+    from skymatch_nb_ui.engine.differences import DifferenceJob, many_pair_differences
+
+    rng = np.random.default_rng(1)
+    shapes = [(70, 90), (64, 100), (81, 77), (70, 90)]
+    wcs = [tan_wcs((20.3, 25.7)), tan_wcs((33.1, 20.2), rotation=12.0),
+           tan_wcs((28.6, 31.4), rotation=-7.0, scale=0.13), tan_wcs((25.2, 24.9), sip=True)]
+    images = [(linear_scene(w, shape, 100.0) * 10 + 3 * rng.standard_normal(shape)).astype(dtype)
+              for w, shape, dtype in zip(wcs, shapes, [np.int16, ">f4", np.float32, np.uint16])]
+    jobs = []
+    for a, b in ((0, 1), (1, 2), (2, 0), (3, 0), (0, 3), (1, 3), (2, 1)):
+        runs = overlap(wcs[a], wcs[b], shapes[a], shapes[b])
+        pmap = pixel_map(CelestialWCS(wcs[a]), CelestialWCS(wcs[b]), runs, step=32)
+        jobs.append(DifferenceJob(images[a], None, images[b], None, runs, pmap, a, b))
+    for job, (d, w2) in zip(jobs, many_pair_differences(jobs)):
+        one, w2_one = pair_differences(job.image_a, None, job.image_b, None, job.runs, job.pmap,
+                                       noise=_whole_noise(job.image_b, None))
+        assert d.dtype == one.dtype and np.array_equal(np.isfinite(d), np.isfinite(one))
+        ok = np.isfinite(d)
+        assert ok.sum() > 3000
+        assert np.abs(d[ok] - one[ok]).max() <= 1e-4 * np.abs(one[ok]).max()
+        assert w2 == pytest.approx(w2_one, rel=1e-4)

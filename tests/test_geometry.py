@@ -119,3 +119,28 @@ def test_footprints_far_apart_share_nothing():
     b = make_mosaic((1, 1), shape=(50, 50), center=(190.0, 0.0), prefix="b")
     fps = [footprint(CelestialWCS(w), (50, 50)) for w in (a + b).wcs]
     assert len(candidate_pairs(fps)) == 0
+
+
+def test_many_polygons_rasterise_as_one_at_a_time():
+    # `rasterize_polygons` (all of an image's overlaps at once): the same runs, ties included
+    from skymatch_nb_ui.engine.geometry import rasterize_polygons
+
+    rng = np.random.default_rng(3)
+    polygons = [(np.array([-0.5, 4.5, 4.5, -0.5]), np.array([-0.5, -0.5, 9.5, 9.5])),  # edges
+                (np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0])),  # no area
+                (np.array([-50.0, 80.0, 60.0]), np.array([-20.0, 5.0, 70.0])),  # beyond
+                (np.array([0.2, 3.7, 3.7, 0.2]), np.array([-1, -1, 1.5, 1.5]))]
+    for _ in range(20):  # convex and not: random stars
+        k = int(rng.integers(3, 9))
+        angle = np.sort(rng.uniform(0, 2 * np.pi, k))
+        radius = rng.uniform(2, 25, k)
+        polygons.append((20 + radius * np.cos(angle), 15 + radius * np.sin(angle)))
+    x = np.concatenate([p[0] for p in polygons]).astype(float)
+    y = np.concatenate([p[1] for p in polygons]).astype(float)
+    sizes = np.array([len(p[0]) for p in polygons])
+    found = rasterize_polygons(x, y, np.cumsum(sizes) - sizes, sizes, range(len(polygons)), (30, 40))
+    for (px, py), runs in zip(polygons, found):
+        one = rasterize_polygon(px, py, (30, 40))
+        assert runs.npix == one.npix
+        for name in ("rows", "start", "stop"):
+            assert np.array_equal(getattr(runs, name), getattr(one, name))

@@ -202,7 +202,11 @@ def test_difference_cells_use_exactly_their_usable_differences(skystat):
     """Each cell: the statistic of the pair's usable differences whose pixel is in it, at
     their centroid; the whole overlap's statistic as the constant model measures it; the
     same cells whether the pairs are measured in one batch or one by one."""
-    from skymatch_nb_ui.engine.differences import interpolation_inflation, pair_differences
+    from skymatch_nb_ui.engine.differences import (
+        DifferenceJob,
+        interpolation_inflation,
+        many_pair_differences,
+    )
     from skymatch_nb_ui.engine.measure import Comparison, measure_differences
     from skymatch_nb_ui.engine.planes import CellTask, measure_cell_batch
 
@@ -215,8 +219,11 @@ def test_difference_cells_use_exactly_their_usable_differences(skystat):
     for (a, (region, grid)), cells, single in zip(jobs, together, alone):
         image, good = loaders[a].pixels, loaders[a].good
         other = region.loader
-        d, w2 = pair_differences(image, good, other.pixels, other.good, region.runs, region.pmap,
-                                 lower=params.lower, upper=params.upper)
+        # the pair's differences as the batch computes them (`many_pair_differences`: small
+        # images; a pair's values do not depend on the others of its batch)
+        (d, w2), = many_pair_differences([DifferenceJob(image, good, other.pixels, other.good,
+                                                        region.runs, region.pmap, a, -1)],
+                                         lower=params.lower, upper=params.upper)
         inflation = interpolation_inflation(w2, region.pmap.area_ratio, skystat)
         r = region.runs
         y = np.repeat(r.rows, r.stop - r.start)

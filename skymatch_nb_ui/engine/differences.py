@@ -32,6 +32,17 @@ How it is fast:
 (Gathering a pixel and its right neighbour as one 8-byte element halves the gathers but
 leaves strided halves to blend: slower on the bench, not used.)
 
+Many small pairs (images of at most `BATCH_IMAGE_PIXELS`, e.g. 256 images of 256 x 256 with
+~930 pairs of ~7,800 pixels) cost ~60 numpy calls each pair by pair, more than their pixels:
+`many_pair_differences` computes them together.  The maps of all pairs come from one WCS call
+per image and direction (`pixel_maps`); each image is framed once (the compared side with its
+edge extrapolated, the interpolated side with NaN); the pieces, their lines, the points and the
+bilinear gathers of all pairs run in flat arrays, in chunks of about 64k points so that the
+arrays stay in the cache (one pass over all 7 million points ran from memory, slower than pair
+by pair).  The interpolated image's pixel noise (the steep-point limit) is its whole image's,
+and fractions are always taken by a floor: a pair's values do not depend on the other pairs of
+its batch.  On the N = 256 bench mosaic: 0.67 -> 0.31 s for the differences.
+
 Why bilinear (``bench/study_accuracy.py --interpolation``): nearest-neighbour sampling leaves a
 sub-pixel offset times the scene's gradient in every pair (twice the error of bilinear on the
 nebula mosaics); bicubic costs four times as many gathers for the same accuracy.  Bilinear
@@ -43,7 +54,9 @@ statistic of the differences exceeds the error computed as if they were independ
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -56,6 +69,7 @@ __all__ = [
     "interpolation_inflation",
     "pair_differences",
     "pixel_map",
+    "pixel_maps",
 ]
 
 #: Node spacing (pixels) of the coordinate map, halved down to `_MIN_STEP` while the map's
@@ -101,16 +115,20 @@ class PixelMap:
     bx: np.ndarray
     by: np.ndarray
 
-    @property
+    @cached_property
     def area_ratio(self) -> float:
         """Mean area of one of ``a``'s pixels in ``b``'s pixels (the map's Jacobian)."""
-        dxx = np.diff(self.bx, axis=1)[:-1] if self.bx.shape[0] > 1 else np.diff(self.bx, axis=1)
-        dyx = np.diff(self.by, axis=1)[:-1] if self.by.shape[0] > 1 else np.diff(self.by, axis=1)
-        dxy = np.diff(self.bx, axis=0)[:, :-1]
-        dyy = np.diff(self.by, axis=0)[:, :-1]
+        bx, by = self.bx, self.by
+        last = -1 if bx.shape[0] > 1 else None
+        dxx = (bx[:, 1:] - bx[:, :-1])[:last]
+        dyx = (by[:, 1:] - by[:, :-1])[:last]
+        dxy = (bx[1:] - bx[:-1])[:, :-1]
+        dyy = (by[1:] - by[:-1])[:, :-1]
         if dxx.size == 0 or dxy.size == 0:
             return 1.0
         det = np.abs(dxx * dyy - dxy * dyx) / self.step**2
+        if np.isfinite(det).all():  # (nanmean's value, without its copies)
+            return float(np.add.reduce(det, axis=None) / det.size)
         return float(np.nanmean(det))
 
 
@@ -132,6 +150,86 @@ def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int
         if _map_error(wcs_a, wcs_b, nodes) <= _MAP_TOLERANCE:
             return nodes
         step //= 2
+
+
+def pixel_maps(wcs: Sequence[CelestialWCS], requests: Sequence[tuple[int, int, Runs]], *,
+               step: int = _STEP) -> list[PixelMap]:
+    """`pixel_map` of many pairs ``(a, b, runs)`` of images ``wcs``, with few WCS calls.
+
+    The same nodes, spacing and checks as `pixel_map` pair by pair, but each round of node
+    evaluations makes one ``pixel_to_lonlat`` call per image ``a`` and one
+    ``lonlat_to_pixel`` call per image ``b`` for all the pairs still refining (on a mosaic
+    of 256 small images a WCS call costs more than the points it maps).  The values are the
+    same as pair by pair wherever the WCS maps each point independently (FITS WCS without
+    iterative distortion inverses; an iterative inverse may converge a little further).
+    """
+    out: list = [None] * len(requests)
+    steps = {k: step for k in range(len(requests))}
+    boxes = {}
+    for k, (_, _, runs) in enumerate(requests):
+        boxes[k] = (int(runs.start.min()), int(runs.rows.min()), int(runs.stop.max()) - 1,
+                    int(runs.rows.max()))
+    while steps:
+        grids = {}
+        for k, st in steps.items():
+            x_lo, y_lo, x_hi, y_hi = boxes[k]
+            xs = (x_lo + st * np.arange((x_hi - x_lo) // st + 2)).astype(float)
+            ys = (y_lo + st * np.arange((y_hi - y_lo) // st + 2)).astype(float)
+            grids[k] = (np.tile(xs, len(ys)), np.repeat(ys, len(xs)), (len(ys), len(xs)))
+        mapped = _map_many(wcs, [(requests[k][0], requests[k][1], gx, gy)
+                                 for k, (gx, gy, _) in grids.items()])
+        nodes = {}
+        for (k, (_, _, shape)), (bx, by) in zip(grids.items(), mapped):
+            x_lo, y_lo = boxes[k][:2]
+            nodes[k] = PixelMap(x_lo, y_lo, steps[k], bx.reshape(shape), by.reshape(shape))
+        check = []
+        for k, found in nodes.items():
+            if steps[k] <= _MIN_STEP or _curvature_error(found) <= _MAP_TOLERANCE / 2:
+                out[k] = found
+            else:
+                check.append(k)
+        centres = [(k, _cell_centres(nodes[k])) for k in check]
+        errors = _map_many(wcs, [(requests[k][0], requests[k][1], cx, cy) for k, (cx, cy) in centres])
+        steps = {}
+        for (k, _), (ex, ey) in zip(centres, errors):
+            if _node_miss(nodes[k], ex, ey) <= _MAP_TOLERANCE:
+                out[k] = nodes[k]
+            else:
+                steps[k] = nodes[k].step // 2
+    return out
+
+
+def _map_many(wcs, points: list) -> list:
+    """``_map_points`` of many ``(a, b, x, y)``: one WCS call per image and direction."""
+    by_a: dict[int, list[int]] = {}
+    for k, (a, _, x, _) in enumerate(points):
+        if x.size:
+            by_a.setdefault(a, []).append(k)
+    lonlat: list = [(np.empty(0), np.empty(0))] * len(points)
+    for a, ks in by_a.items():
+        lon, lat = wcs[a].pixel_to_lonlat(np.concatenate([points[k][2] for k in ks]),
+                                          np.concatenate([points[k][3] for k in ks]))
+        lon, lat = np.atleast_1d(lon), np.atleast_1d(lat)
+        at = 0
+        for k in ks:
+            size = points[k][2].size
+            lonlat[k] = (lon[at : at + size], lat[at : at + size])
+            at += size
+    by_b: dict[int, list[int]] = {}
+    for k, (_, b, x, _) in enumerate(points):
+        if x.size:
+            by_b.setdefault(b, []).append(k)
+    out: list = [(np.empty(0), np.empty(0))] * len(points)
+    for b, ks in by_b.items():
+        x, y = wcs[b].lonlat_to_pixel(np.concatenate([lonlat[k][0] for k in ks]),
+                                      np.concatenate([lonlat[k][1] for k in ks]))
+        x, y = np.atleast_1d(x), np.atleast_1d(y)
+        at = 0
+        for k in ks:
+            size = lonlat[k][0].size
+            out[k] = (x[at : at + size], y[at : at + size])
+            at += size
+    return out
 
 
 def _curvature_error(nodes: PixelMap) -> float:
@@ -166,13 +264,28 @@ def _map_points(wcs_a, wcs_b, x, y):
 
 def _map_error(wcs_a, wcs_b, nodes: PixelMap) -> float:
     """Largest miss (pixels of b) of the nodes' bilinear interpolation at the cell centres."""
+    cx, cy = _cell_centres(nodes)
+    if not cx.size:
+        return 0.0
+    ex, ey = _map_points(wcs_a, wcs_b, cx, cy)
+    return _node_miss(nodes, ex, ey)
+
+
+def _cell_centres(nodes: PixelMap) -> tuple[np.ndarray, np.ndarray]:
+    """``a``'s pixel coordinates of the centres of the node cells (none for a single row or column)."""
     rows, cols = nodes.bx.shape
     if rows < 2 or cols < 2:
-        return 0.0
+        return np.empty(0), np.empty(0)
     half = nodes.step / 2
-    cy, cx = np.meshgrid(nodes.y0 + half + nodes.step * np.arange(rows - 1),
-                         nodes.x0 + half + nodes.step * np.arange(cols - 1), indexing="ij")
-    ex, ey = _map_points(wcs_a, wcs_b, cx.ravel(), cy.ravel())
+    ys = nodes.y0 + half + nodes.step * np.arange(rows - 1)
+    xs = nodes.x0 + half + nodes.step * np.arange(cols - 1)
+    return np.tile(xs, rows - 1), np.repeat(ys, cols - 1)
+
+
+def _node_miss(nodes: PixelMap, ex: np.ndarray, ey: np.ndarray) -> float:
+    """Largest miss of the nodes' interpolation at the cell centres, mapped exactly to ``ex, ey``."""
+    if not ex.size:
+        return 0.0
 
     def centres(v):
         return 0.25 * (v[:-1, :-1] + v[1:, :-1] + v[:-1, 1:] + v[1:, 1:]).ravel()
@@ -224,6 +337,7 @@ def pair_differences(
     lower: float | None = None,
     upper: float | None = None,
     buffers: DifferenceBuffers | None = None,
+    noise: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """``a - b`` at ``a``'s pixels ``runs``, ``b`` interpolated bilinearly.
 
@@ -262,6 +376,9 @@ def pair_differences(
         Usable pixel values, inclusive, on both sides.
     buffers : DifferenceBuffers, optional
         Reused scratch arrays.
+    noise : float, optional
+        ``b``'s pixel noise for the steepness limit (default: `_noise_of` the box of ``b``
+        the points read; `many_pair_differences` passes the whole image's).
 
     Returns
     -------
@@ -300,7 +417,7 @@ def pair_differences(
     flat, nx, origin = _side_b(image_b, mask_b, lines, pieces.lengths, work, lower, upper, buffers)
     mapped = bool(np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all())
     snap = (mapped and _on_centres(pmap.bx, pmap.step), mapped and _on_centres(pmap.by, pmap.step))
-    steep = _STEEP * _noise_of(flat.reshape(-1, nx))
+    steep = _STEEP * (_noise_of(flat.reshape(-1, nx)) if noise is None else noise)
     k, fx, fy = _points(pieces, lines, origin, (nx, flat.size // nx), snap, work, buffers)
     vb, unusable = _bilinear(flat, nx, k, fx, fy, work, buffers, snap, steep)
     samples = fx[::_W2_STRIDE].astype(np.float64), fy[::_W2_STRIDE].astype(np.float64)
@@ -447,6 +564,13 @@ def _framed(image, mask, bounds, work, lower, upper, buffers, name, edge=False) 
     y_lo, y_hi, x_lo, x_hi = bounds
     rows, cols = y_hi - y_lo + 2, x_hi - x_lo + 2
     box = buffers.get(name, work, rows * cols).reshape(rows, cols)
+    return _frame_into(box, image, mask, bounds, lower, upper, edge)
+
+
+def _frame_into(box, image, mask, bounds, lower, upper, edge) -> np.ndarray:
+    """`_framed` into ``box`` (its shape: the bounds' and the frame)."""
+    y_lo, y_hi, x_lo, x_hi = bounds
+    rows, cols = box.shape
     box[0], box[-1], box[:, 0], box[:, -1] = np.nan, np.nan, np.nan, np.nan
     inner = box[1:-1, 1:-1]
     np.copyto(inner, image[y_lo:y_hi, x_lo:x_hi], casting="unsafe")
@@ -779,3 +903,368 @@ def interpolation_inflation(w2, area_ratio: float, skystat: str) -> float:
     if skystat in ("median", "midpt"):
         excess *= 2.0 / math.pi
     return math.sqrt(max(1.0 + excess, 1.0))
+
+
+# -- many small pairs at once -------------------------------------------------------------------
+#: A pair goes through `many_pair_differences`' batched path when both its images have at most
+#: this many pixels (each image is then copied whole, once per batch, instead of a box per
+#: pair) and the map is plain (finite nodes, no axis on pixel centres: `batchable`).
+BATCH_IMAGE_PIXELS = 1 << 18
+#: Points per chunk of `many_pair_differences` (its arrays stay in the cache).
+_CHUNK_POINTS = 1 << 16
+#: Pixels of the images framed at once by `many_pair_differences` (bounds its memory).
+_FRAME_PIXELS = 1 << 21
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceJob:
+    """One pair of `many_pair_differences`: ``image_a`` at ``runs`` minus ``image_b`` there.
+
+    ``key_a``, ``key_b`` identify the two images within one call (an image that appears in
+    several jobs is copied once per side).
+    """
+
+    image_a: np.ndarray
+    mask_a: np.ndarray | None
+    image_b: np.ndarray
+    mask_b: np.ndarray | None
+    runs: Runs
+    pmap: PixelMap
+    key_a: object
+    key_b: object
+
+
+def batchable(shape_a, shape_b, npix: int, pmap: PixelMap) -> bool:
+    """Whether a pair takes the batched path of `many_pair_differences` (its own properties only).
+
+    Small images (`BATCH_IMAGE_PIXELS`), some pixels, a map with finite nodes and no axis on
+    pixel centres (those pairs keep `pair_differences`' special cases).
+    """
+    if npix == 0 or shape_a[0] * shape_a[1] > BATCH_IMAGE_PIXELS \
+            or shape_b[0] * shape_b[1] > BATCH_IMAGE_PIXELS:
+        return False
+    if not (np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all()):
+        return False
+    return not (_on_centres(pmap.bx, pmap.step) or _on_centres(pmap.by, pmap.step))
+
+
+def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=None,
+                          buffers: DifferenceBuffers | None = None) -> list[tuple[np.ndarray, tuple]]:
+    """`pair_differences` of many pairs: ``[(differences, w2), ...]``, one per job.
+
+    The pairs that `batchable` admits are computed together, in flat arrays over all their
+    points (the cost of a small pair is then its points', not ~60 numpy calls), the others
+    one by one.  A batched pair's differences are those of `pair_differences` with two
+    changes that do not depend on the other pairs of the call: the image ``b``'s pixel noise,
+    which decides the steep points not interpolated, is measured on the whole image (`_noise_of`
+    of every few rows; `pair_differences` samples the box the pair reads); and the fractions
+    are always taken by a floor (`pair_differences` moves whole parts by fixed steps where
+    it can: the same fractions to rounding).  So a pair gets the same values whatever else
+    is in the call (every scheduler and batching the same bits).
+
+    The differences are copies (a batch's are computed into reused buffers, its images framed
+    a group at a time: at most `_FRAME_PIXELS` pixels of images at once).
+    """
+    buffers = DifferenceBuffers() if buffers is None else buffers
+    out: list = [None] * len(jobs)
+    groups: dict = {}
+    for j, job in enumerate(jobs):
+        if batchable(job.image_a.shape, job.image_b.shape, job.runs.npix, job.pmap):
+            work = np.float32 if _single(job.image_a) and _single(job.image_b) else np.float64
+            groups.setdefault(np.dtype(work), []).append(j)
+        else:
+            d, w2 = pair_differences(job.image_a, job.mask_a, job.image_b, job.mask_b, job.runs,
+                                     job.pmap, lower=lower, upper=upper, buffers=buffers)
+            out[j] = (d.copy(), w2)
+    for work, members in groups.items():
+        for part in _framed_groups([jobs[j] for j in members]):
+            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers)
+            for j, value in zip(part, found):
+                out[members[j]] = (value[0].copy(), value[1])
+    return out
+
+
+def _framed_groups(jobs: list) -> list[list[int]]:
+    """The jobs in groups whose distinct images hold at most `_FRAME_PIXELS` pixels in all.
+
+    (Each group's images are framed at once: this bounds the memory, whatever the batch.)
+    The jobs go by their interpolated image, then their compared image, so that a group
+    shares its images as much as it can.
+    """
+    first_b = {}
+    first_a = {}
+    for j, job in enumerate(jobs):
+        first_b.setdefault(job.key_b, j)
+        first_a.setdefault(job.key_a, j)
+    order = sorted(range(len(jobs)), key=lambda j: (first_b[jobs[j].key_b], first_a[jobs[j].key_a], j))
+    groups, current, seen, size = [], [], set(), 0
+    for j in order:
+        job = jobs[j]
+        extra = sum(im.size for key, im in ((("a", job.key_a), job.image_a),
+                                             (("b", job.key_b), job.image_b)) if key not in seen)
+        if current and size + extra > _FRAME_PIXELS:
+            groups.append(current)
+            current, seen, size = [], set(), 0
+            extra = job.image_a.size + job.image_b.size
+        current.append(j)
+        seen.update({("a", job.key_a), ("b", job.key_b)})
+        size += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _whole_frames(images: list, work, lower, upper, edge: bool, buffers, name: str):
+    """The images ``(image, mask)`` framed (`_framed`) one after another in one flat buffer.
+
+    Returns the buffer, each image's offset in it and its framed width.
+    """
+    sizes = [(im.shape[0] + 2) * (im.shape[1] + 2) for im, _ in images]
+    offsets = np.cumsum([0] + sizes)
+    flat = buffers.get(name, work, int(offsets[-1]))
+    for (im, mask), lo, hi in zip(images, offsets[:-1], offsets[1:]):
+        box = flat[lo:hi].reshape(im.shape[0] + 2, im.shape[1] + 2)
+        _frame_into(box, np.asarray(im), mask, (0, im.shape[0], 0, im.shape[1]), lower, upper, edge)
+    widths = np.array([im.shape[1] + 2 for im, _ in images], np.intp)
+    return flat, offsets[:-1].astype(np.intp), widths
+
+
+def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
+    """The batched path of `many_pair_differences` (all jobs batchable, one working dtype)."""
+    get = buffers.get
+    a_keys = list(dict.fromkeys(job.key_a for job in jobs))
+    b_keys = list(dict.fromkeys(job.key_b for job in jobs))
+    first_a = {job.key_a: job for job in reversed(jobs)}
+    first_b = {job.key_b: job for job in reversed(jobs)}
+    a_flat, a_off, a_width = _whole_frames([(first_a[k].image_a, first_a[k].mask_a) for k in a_keys],
+                                           work, lower, upper, True, buffers, "many_a")
+    b_flat, b_off, b_width = _whole_frames([(first_b[k].image_b, first_b[k].mask_b) for k in b_keys],
+                                           work, lower, upper, False, buffers, "many_b")
+    b_height = np.array([first_b[k].image_b.shape[0] + 2 for k in b_keys], np.intp)
+    b_noise = np.array([_noise_of(b_flat[o : o + w * h].reshape(h, w))
+                        for o, w, h in zip(b_off, b_width, b_height)])
+    a_index = {k: i for i, k in enumerate(a_keys)}
+    b_index = {k: i for i, k in enumerate(b_keys)}
+    ia_all = np.array([a_index[job.key_a] for job in jobs], np.intp)  # per job
+    ib_all = np.array([b_index[job.key_b] for job in jobs], np.intp)
+    npts_all = np.array([job.runs.npix for job in jobs], np.intp)
+    at = np.cumsum(npts_all) - npts_all
+    d_all = get("many_d", work, int(npts_all.sum()))
+    out: list = [None] * len(jobs)
+    # chunks of about `_CHUNK_POINTS` points, pairs of one image b together: the arrays of a
+    # chunk stay in the cache (one pass over all the points would run from memory)
+    wa_all, wb_all = a_width[ia_all], b_width[ib_all]
+    order = np.lexsort((ia_all, ib_all, wa_all, wb_all))  # one width of a and of b per chunk
+    ends = np.cumsum(npts_all[order])
+    cuts = np.flatnonzero(np.diff(ends // _CHUNK_POINTS, prepend=0)) + 1
+    shape_change = np.flatnonzero((np.diff(wa_all[order]) != 0) | (np.diff(wb_all[order]) != 0)) + 1
+    cuts = np.union1d(cuts[cuts < len(order)], shape_change)
+    for part in np.split(order, cuts):
+        if not len(part):
+            continue
+        found = _chunk(work, [jobs[j] for j in part], ia_all[part], ib_all[part],
+                       (a_flat, a_off, a_width), (b_flat, b_off, b_width, b_height, b_noise),
+                       buffers)
+        for j, (dj, wj) in zip(part, found):
+            target = d_all[at[j] : at[j] + npts_all[j]]
+            target[...] = dj
+            out[j] = (target, wj)
+    return out
+
+
+def _chunk(work, jobs, ia, ib, frames_a, frames_b, buffers) -> list:
+    """`_many`'s work on a few pairs: ``[(differences, w2)]`` (views into ``buffers``)."""
+    get = buffers.get
+    a_flat, a_off, a_width = frames_a
+    b_flat, b_off, b_width, b_height, b_noise = frames_b
+    # the runs of all jobs, and their pieces (`_Pieces.of`, per run's map)
+    nrun = np.array([len(job.runs.rows) for job in jobs], np.intp)
+    job_of_run = np.repeat(np.arange(len(jobs)), nrun)
+    rows = np.concatenate([job.runs.rows for job in jobs]).astype(np.intp)
+    start = np.concatenate([job.runs.start for job in jobs]).astype(np.intp)
+    stop = np.concatenate([job.runs.stop for job in jobs]).astype(np.intp)
+    x0 = np.array([job.pmap.x0 for job in jobs], np.intp)[job_of_run]
+    y0 = np.array([job.pmap.y0 for job in jobs], np.intp)[job_of_run]
+    step = np.array([job.pmap.step for job in jobs], np.intp)[job_of_run]
+    first_cell = (start - x0) // step
+    count = (stop - 1 - x0) // step - first_cell + 1
+    run_of = np.repeat(np.arange(len(rows)), count)
+    first_piece = np.cumsum(count) - count
+    cell = first_cell[run_of] + np.arange(int(count.sum())) - first_piece[run_of]
+    pstep = step[run_of]
+    left = x0[run_of] + cell * pstep
+    first = np.maximum(left, start[run_of])
+    lengths = np.minimum(left + pstep, stop[run_of]) - first
+    job_of_piece = job_of_run[run_of]
+
+    # the map along each piece (`_Pieces.lines`, element by element), in b's framed box
+    node_rows = np.array([job.pmap.bx.shape[0] for job in jobs], np.intp)
+    node_cols = np.array([job.pmap.bx.shape[1] for job in jobs], np.intp)
+    node_off = np.cumsum(node_rows * node_cols) - node_rows * node_cols
+    i = np.minimum((rows - y0) // step, node_rows[job_of_run] - 2)
+    ty = ((rows - y0) - i * step) / step
+    up = np.minimum(i + 1, node_rows[job_of_run] - 1)
+    cols = node_cols[job_of_piece]
+    c = np.minimum(cell, cols - 2)
+    r = run_of
+    base_lo = node_off[job_of_piece] + i[r] * cols + c
+    base_up = node_off[job_of_piece] + up[r] * cols + c
+    lines = []
+    for nodes in ("bx", "by"):
+        flat_nodes = np.concatenate([getattr(job.pmap, nodes).ravel() for job in jobs])
+        w_lo, w_up = 1.0 - ty[r], ty[r]
+        curve0 = flat_nodes[base_lo] * w_lo + flat_nodes[base_up] * w_up
+        curve1 = flat_nodes[base_lo + 1] * w_lo + flat_nodes[base_up + 1] * w_up
+        s = (curve1 - curve0) / pstep
+        x = curve0 + s * (first - (x0[run_of] + c * pstep))
+        lines.append((x + 1.0, s))  # b's whole image framed: its pixel (-1, -1) is element 0
+    sizes = (b_width[ib][job_of_piece], b_height[ib][job_of_piece])
+
+    # a's pixels: the flat index of each one's upper-left neighbour in its framed copy
+    # (every chunk has one width of a and one of b: `_many`)
+    wa, wb = int(a_width[ia[0]]), int(b_width[ib[0]])
+    n = int(lengths.sum())
+    piece_start = np.cumsum(lengths) - lengths
+    a_at = a_off[ia][job_of_piece] + rows[run_of] * wa + first - piece_start
+    a_index = np.add(buffers.arange(np.intp, n), np.repeat(a_at, lengths),
+                     out=get("many_ia", np.intp, n))
+
+    # b's points: the pieces cut where they leave the framed image (`_inside`); the flat
+    # index of the upper-left of the four pixels around each, from the first b image of the
+    # chunk (whole numbers, exact in float32 below 2**24)
+    lengths_b, lines, piece_b = _inside_many(lengths, lines, sizes)
+    pieces_start_b = np.cumsum(lengths_b) - lengths_b
+    t = np.subtract(buffers.arange(work, n), np.repeat(pieces_start_b.astype(work), lengths_b),
+                    out=get("many_t", work, n))
+    bases, floors, fracs = [], [], []
+    for (x, sl), name in zip(lines, "xy"):
+        base = np.floor(x)
+        u = np.multiply(np.repeat(sl.astype(work), lengths_b), t, out=get("many_u" + name, work, n))
+        u += np.repeat((x - base).astype(work), lengths_b)
+        floor = get("many_floor_" + name, work, n)
+        np.floor(u, out=floor)
+        np.subtract(u, floor, out=u)
+        bases.append(base)
+        floors.append(floor)
+        fracs.append(u)
+    fx, fy = fracs
+    b_lo = int(b_off[ib].min())
+    b_span = int((b_off[ib] + b_width[ib] * b_height[ib]).max()) - b_lo
+    offset = b_off[ib][job_of_piece[piece_b]] - b_lo
+    flat = np.multiply(floors[1], wb, out=floors[1])
+    flat += floors[0]
+    k = get("many_k", np.intp, n)
+    if b_span < _EXACT:
+        flat += np.repeat((bases[1] * wb + bases[0] + offset).astype(work), lengths_b)
+        k[...] = flat
+    else:
+        flat += np.repeat((bases[1] * wb + bases[0]).astype(work), lengths_b)
+        k[...] = flat
+        k += np.repeat(offset, lengths_b)
+    box = b_flat[b_lo:]
+
+    # per job: its points, the steepness limit
+    npts = np.array([job.runs.npix for job in jobs], np.intp)
+    job_start = np.cumsum(npts) - npts
+    limit = np.repeat((_STEEP * b_noise[ib]).astype(work), npts)
+
+    # b interpolated (`_bilinear`), with the steep points flagged
+    lower_v = np.take(box, k, out=get("many_b0", work, n), mode="clip")
+    right = np.take(box[1:], k, out=get("many_b1", work, n), mode="clip")
+    flags = get("many_steep", bool, n)
+    over = get("many_over", bool, n)
+    size = get("many_size", work, n)
+    with np.errstate(invalid="ignore"):
+        right -= lower_v
+        np.abs(right, out=size)
+        np.greater(size, limit, out=flags)
+        right *= fx
+        lower_v += right
+        upper_v = np.take(box[wb:], k, out=get("many_b2", work, n), mode="clip")
+        right = np.take(box[wb + 1 :], k, out=get("many_b1", work, n), mode="clip")
+        right -= upper_v
+        right *= fx
+        upper_v += right
+        upper_v -= lower_v
+        np.abs(upper_v, out=size)
+        flags |= np.greater(size, limit, out=over)
+        upper_v *= fy
+        lower_v += upper_v
+    vb = lower_v
+
+    # the smoothing of a that matches the interpolation: per job, from every 17th fraction
+    sample = np.concatenate([np.arange(lo, lo + m, _W2_STRIDE) for lo, m in zip(job_start, npts)])
+    sample_job = np.repeat(np.arange(len(jobs)), (npts + _W2_STRIDE - 1) // _W2_STRIDE)
+    sample_count = np.bincount(sample_job, minlength=len(jobs)).astype(np.float64)
+    sx, sy = fx[sample].astype(np.float64), fy[sample].astype(np.float64)
+    cx = np.bincount(sample_job, sx * (1.0 - sx), minlength=len(jobs)) / sample_count / 2.0
+    cy = np.bincount(sample_job, sy * (1.0 - sy), minlength=len(jobs)) / sample_count / 2.0
+    # (a sum of two neighbours is the same in either order)
+    centre = np.take(a_flat[wa + 1 :], a_index, out=get("many_a0", work, n), mode="clip")
+    near = np.take(a_flat[wa:], a_index, out=get("many_a1", work, n), mode="clip")
+    near += np.take(a_flat[wa + 2 :], a_index, out=get("many_a2", work, n), mode="clip")
+    near -= centre
+    near -= centre
+    near *= np.repeat(cx.astype(work), npts)
+    other = np.take(a_flat[1:], a_index, out=get("many_a2", work, n), mode="clip")
+    other += np.take(a_flat[2 * wa + 1 :], a_index, out=get("many_a3", work, n), mode="clip")
+    other -= centre
+    other -= centre
+    other *= np.repeat(cy.astype(work), npts)
+    near += other
+    centre += near
+    d = np.subtract(centre, vb, out=get("many_dc", work, n))
+    np.copyto(d, np.nan, where=flags)
+
+    # the squared weights (`_mean_w2`), per job
+    w2_a = (1.0 - 2.0 * cx - 2.0 * cy) ** 2 + 2.0 * cx**2 + 2.0 * cy**2
+    ok = np.isfinite(d[sample])
+    w2 = ((1.0 - sx) ** 2 + sx**2) * ((1.0 - sy) ** 2 + sy**2)
+    used = np.bincount(sample_job, ok, minlength=len(jobs))
+    w2_b = np.bincount(sample_job, np.where(ok, w2, 0.0), minlength=len(jobs)) / np.maximum(used, 1)
+    out = []
+    for j in range(len(jobs)):
+        dj = d[job_start[j] : job_start[j] + npts[j]]
+        if used[j] == 0:  # no sampled difference usable: `_mean_w2` on all of them
+            wj = _mean_w2(fx[job_start[j] : job_start[j] + npts[j]],
+                          fy[job_start[j] : job_start[j] + npts[j]], dj, cx[j], cy[j],
+                          (np.empty(0), np.empty(0)))
+        else:
+            wj = (float(w2_a[j]), float(w2_b[j]))
+        out.append((dj, wj))
+    return out
+
+
+def _inside_many(lengths, lines, sizes):
+    """`_inside` with per-piece sizes; also returns each new piece's original piece."""
+    with np.errstate(invalid="ignore"):
+        last = lengths - 1
+        ok = np.ones(lengths.size, bool)
+        for (x, s), size in zip(lines, sizes):
+            end = x + s * last
+            ok &= (np.minimum(x, end) >= 0.5) & (np.maximum(x, end) <= size - 1.5)
+    if ok.all():
+        return lengths, lines, np.arange(lengths.size)
+    lo, hi = np.zeros(lengths.size), last.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for (x, s), size in zip(lines, sizes):
+            a, b = (0.5 - x) / s, (size - 1.5 - x) / s
+            flat = s == 0
+            inside = (x >= 0.5) & (x <= size - 1.5)
+            lo = np.fmax(lo, np.where(flat, np.where(inside, 0.0, np.inf), np.ceil(np.minimum(a, b))))
+            hi = np.fmin(hi, np.where(flat, np.where(inside, np.inf, -1.0), np.floor(np.maximum(a, b))))
+        good = np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)
+        for x, s in lines:
+            good &= np.isfinite(x) & np.isfinite(s)
+    lo = np.where(good, lo, lengths).astype(np.int64)
+    hi = np.where(good, hi, lengths - 1).astype(np.int64)
+    parts = np.stack([lo, hi + 1 - lo, last - hi], axis=1)
+    keep = parts.reshape(-1) > 0
+    piece = np.repeat(np.arange(lengths.size), 3)[keep]
+    part = np.tile(np.arange(3), lengths.size)[keep]
+    offset = np.where(part == 0, 0, np.where(part == 1, lo[piece], hi[piece] + 1))
+    new_lines = []
+    for x, s in lines:
+        xs = np.where(part == 1, x[piece] + s[piece] * offset, 0.0)
+        new_lines.append((xs, np.where(part == 1, s[piece], 0.0)))
+    return parts.reshape(-1)[keep], new_lines, piece

@@ -22,8 +22,10 @@ How it is computed, and why it is fast:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -237,9 +239,16 @@ class Footprint:
 def tangent_basis(center: np.ndarray) -> np.ndarray:
     """Two orthonormal vectors spanning the plane tangent to the sphere at ``center``."""
     helper = np.array([0.0, 0.0, 1.0]) if abs(center[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    e1 = np.cross(helper, center)
+    e1 = _cross3(helper, center)
     e1 /= np.linalg.norm(e1)
-    return np.stack([e1, np.cross(center, e1)])
+    return np.stack([e1, _cross3(center, e1)])
+
+
+def _cross3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`numpy.cross` of two 3-vectors: the same products and differences, ~20x faster."""
+    a0, a1, a2 = a.tolist()
+    b0, b1, b2 = b.tolist()
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
 
 
 def gnomonic(xyz: np.ndarray, center: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -367,7 +376,7 @@ class Runs:
     start: np.ndarray
     stop: np.ndarray
 
-    @property
+    @cached_property
     def npix(self) -> int:
         """Number of pixels in the set."""
         return int((self.stop - self.start).sum())
@@ -608,12 +617,56 @@ def overlap_runs(
             "a WCS whose inverse covers the whole image: a gwcs.WCS itself (evaluated without "
             "its bounding box), not a sliced or wrapped one"
         )
-    start = 0
-    for b, size in zip(others, sizes):
-        if size >= 3:
-            result[b] = rasterize_polygon(x[start : start + size], y[start : start + size], shape)
-        start += size
+    ends = np.cumsum(sizes)
+    kept = [k for k, size in enumerate(sizes) if size >= 3]
+    found = rasterize_polygons(x, y, ends - np.array(sizes), np.array(sizes), kept, shape)
+    for k, runs in zip(kept, found):
+        result[others[k]] = runs
     return result
+
+
+def rasterize_polygons(x, y, first, sizes, which, shape) -> list[Runs]:
+    """`rasterize_polygon` of the polygons ``which``, vertices ``first[k]`` to ``first[k] + sizes[k]``.
+
+    All at once (the same arithmetic, element by element, and the same order of crossings
+    within each polygon: the same runs as one polygon at a time).  The vertices must be
+    finite.
+    """
+    which = np.asarray(which, np.intp)
+    if not len(which):
+        return []
+    ny, nx = shape
+    counts_v = np.asarray(sizes, np.intp)[which]
+    poly_of_v = np.repeat(np.arange(len(which)), counts_v)
+    base = np.asarray(first, np.intp)[which]
+    within = np.arange(int(counts_v.sum())) - np.repeat(np.cumsum(counts_v) - counts_v, counts_v)
+    index = base[poly_of_v] + within
+    nxt = base[poly_of_v] + (within + 1) % counts_v[poly_of_v]  # np.roll(-1) per polygon
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    x0, y0, x1, y1 = x[index], y[index], x[nxt], y[nxt]
+    ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+    r_lo = np.clip(np.ceil(ylo), 0, ny).astype(np.intp)
+    r_hi = np.clip(np.ceil(yhi), 0, ny).astype(np.intp)
+    counts = np.where(y0 != y1, r_hi - r_lo, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return [_EMPTY_RUNS] * len(which)
+    edge = np.repeat(np.arange(len(x0)), counts)
+    offsets = np.cumsum(counts) - counts
+    rows = np.arange(total, dtype=np.intp) - np.repeat(offsets, counts) + r_lo[edge]
+    xc = _crossings(x0[edge], y0[edge], x1[edge], y1[edge], rows)
+    poly = poly_of_v[edge]
+    order = np.lexsort((xc, rows, poly))
+    rows, xc, poly = rows[order], xc[order], poly[order]
+    start = np.clip(np.ceil(xc[0::2]), 0, nx).astype(np.intp)
+    stop = np.clip(np.ceil(xc[1::2]), 0, nx).astype(np.intp)
+    rows, poly = rows[0::2], poly[0::2]
+    keep = stop > start
+    rows, start, stop, poly = rows[keep], start[keep], stop[keep], poly[keep]
+    edges = np.searchsorted(poly, np.arange(len(which) + 1))
+    return [Runs(rows[lo:hi], start[lo:hi], stop[lo:hi]) if hi > lo else _EMPTY_RUNS
+            for lo, hi in itertools.pairwise(edges.tolist())]
 
 
 def _signed_area(poly: list) -> float:

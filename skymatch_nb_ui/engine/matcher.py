@@ -13,6 +13,8 @@ and ``result`` assembles what a run returns.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import threading
 import warnings
@@ -24,7 +26,7 @@ import numpy as np
 from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
 from .covariance import SharedSides, pair_covariance, shared_sides
-from .differences import PixelMap, pixel_map
+from .differences import PixelMap, pixel_map, pixel_maps
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
 from .groups import Grouping, group_inputs, input_overlaps
@@ -265,10 +267,11 @@ class SkyMatcher:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
         execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
-        if params.skymodel == "plane":
-            result = self._run_planes(params, grouping, execution)
-        else:
-            result = self._solve_constant(params, grouping, execution)
+        with _collector_paused():
+            if params.skymodel == "plane":
+                result = self._run_planes(params, grouping, execution)
+            else:
+                result = self._solve_constant(params, grouping, execution)
         execution.report("solve", 1, 1)
         if params.subtract:
             result = self._subtracted(result, execution)
@@ -332,6 +335,9 @@ class SkyMatcher:
             def whole(s, o, value):  # the whole overlap's differences, from the cells' pass
                 self._differences[(key, s, o)] = value
 
+            if matching and params.compare == "differences":  # the pairs' maps, all at once
+                self._fill_maps([(s, o) for plan in layout.plans
+                                 for _, s, o, _ in stage.difference_jobs(plan, sampled)])
             stage.measure(layout, params, self._loaders, execution, pairs=matching, local=own,
                           sampled=sampled, pixel_map=getattr(self, "_map", None), on_whole=whole)
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
@@ -447,13 +453,21 @@ class SkyMatcher:
             tasks += [self._difference_task(s, others) for s, others in compares]
             return owners, compares, tasks
 
+        self._fill_maps(diff_todo)
         owners, compares, tasks = owners_and_tasks(True)
         gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
         kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True)
         if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)
-            batches = [[t] for t in range(len(tasks))]
+            batches = [[t] for t in range(len(owners))]
+            # the differences in batches of about 2 million pixels (at least 6): the small
+            # pairs of a batch are computed together (`measure.batched_differences`)
+            from .plane_match import _batches
+
+            first = len(owners)
+            batches += [[first + t for t in batch]
+                        for batch in _batches([t.size for t in tasks[first:]])]
         else:  # a few tasks per worker for balance, at most BATCH images per task
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))
             batches = _balanced([t.size for t in tasks], bins)
@@ -516,6 +530,14 @@ class SkyMatcher:
             self._maps[(s, o)] = pixel_map(self._wcs[s], self._wcs[o], self.geometry.runs[(s, o)])
         return self._maps[(s, o)]
 
+    def _fill_maps(self, pairs) -> None:
+        """`_map` of each ``(s, o)`` of ``pairs`` not cached yet, all at once (`pixel_maps`)."""
+        runs = self.geometry.runs
+        todo = [(s, o, runs[(s, o)]) for s, o in dict.fromkeys(pairs)
+                if (s, o) not in self._maps and runs.get((s, o))]
+        for (s, o, _), found in zip(todo, pixel_maps(self._wcs, todo)):
+            self._maps[(s, o)] = found
+
     def _owners(self, todo: list, *, split: bool) -> list[tuple[int, list]]:
         """``(image, [what to measure, ...])`` per task, in ``todo`` order.
 
@@ -543,6 +565,25 @@ class SkyMatcher:
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
         return Task(self._loaders[a], regions, size, label=f"images[{a}]")
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector paused while the stages run (resumed after).
+
+    A run allocates many small objects (pairs, runs, pieces) and creates almost no cycles:
+    the collector's full passes over them cost 5-8% of a run of 256 small images
+    (measured: 2.6 -> 2.45 s of CPU), for nothing.  Memory is freed by reference counting
+    as before; whatever cycles there are go at the next collection after the run.
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _balanced(sizes: list[int], bins: int) -> list[list[int]]:

@@ -25,7 +25,15 @@ from typing import NamedTuple
 import numpy as np
 
 from ._validate import check_pixels
-from .differences import DifferenceBuffers, PixelMap, interpolation_inflation, pair_differences
+from .differences import (
+    DifferenceBuffers,
+    DifferenceJob,
+    PixelMap,
+    batchable,
+    interpolation_inflation,
+    many_pair_differences,
+    pair_differences,
+)
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
@@ -50,6 +58,7 @@ __all__ = [
     "Scratch",
     "SideStat",
     "Task",
+    "batched_differences",
     "combine",
     "input_pair_differences",
     "input_pair_stats",
@@ -138,9 +147,9 @@ class DifferenceTask:
         """Statistics the task computes (for progress)."""
         return len(self.comparisons)
 
-    def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
+    def run(self, params: StatParams, scratch: Scratch | None = None, found=None) -> list[SkyStat]:
         """`measure_differences` of this task."""
-        return measure_differences(self.loader, self.comparisons, params, scratch)
+        return measure_differences(self.loader, self.comparisons, params, scratch, found)
 
 
 def load_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
@@ -202,9 +211,46 @@ def measure_batch(tasks: Sequence[Task | DifferenceTask], params: StatParams) ->
     """`measure_image` (a `Task`) or `measure_differences` (a `DifferenceTask`) of each task.
 
     The unit of work sent to a thread, a worker process or a Dask worker: the tasks' loaders
-    travel, their pixels are read there.
+    travel, their pixels are read there.  The pixel differences of the small pairs of images
+    in memory are computed together first (`batched_differences`).
     """
-    return [_run_task(t, params, None) for t in tasks]
+    found = batched_differences([t for t in tasks if isinstance(t, DifferenceTask)], params)
+    return [_run_task(t, params, None, found) for t in tasks]
+
+
+def batched_differences(tasks: Sequence, params: StatParams, scratch: Scratch | None = None) -> dict:
+    """The differences of the pairs of ``tasks`` that take the batched path, all at once.
+
+    ``tasks``: `DifferenceTask` (their comparisons) or `planes.CellTask` (their
+    `planes.DifferenceRegion` jobs).  A pair takes it when both images are in memory and
+    `differences.batchable` says so (properties of the pair alone: the same pairs whatever
+    the batches).  Returns ``{id(comparison or region): (differences, w2)}`` (the differences
+    copied out of the thread's buffers).
+    """
+    scratch = thread_scratch() if scratch is None else scratch
+    jobs, keys = [], []
+    for task in tasks:
+        if not getattr(task.loader, "in_memory", False):
+            continue
+        items = getattr(task, "comparisons", None)
+        if items is None:  # a CellTask
+            items = [region for region, _ in task.jobs if hasattr(region, "pmap")]
+        image = mask = None
+        for c in items:
+            if not getattr(c.loader, "in_memory", False) or not batchable(
+                    task.loader.shape, c.loader.shape, c.runs.npix, c.pmap):
+                continue
+            if image is None:
+                image, mask = load_pixels(task.loader)
+            other, other_mask = load_pixels(c.loader)
+            jobs.append(DifferenceJob(image, mask, other, other_mask, c.runs, c.pmap,
+                                      id(task.loader), id(c.loader)))
+            keys.append(id(c))
+    if not jobs:
+        return {}
+    found = many_pair_differences(jobs, lower=params.lower, upper=params.upper,
+                                  buffers=scratch.differences)
+    return dict(zip(keys, found))
 
 
 _LOCAL = threading.local()
@@ -437,6 +483,7 @@ def measure_differences(
     comparisons: Sequence[Comparison],
     params: StatParams,
     scratch: Scratch | None = None,
+    found: dict | None = None,
 ) -> list[SkyStat]:
     """The statistic of the pixel differences of one image with each of several others.
 
@@ -458,6 +505,8 @@ def measure_differences(
         The statistic, limits and clipping.
     scratch : Scratch, optional
         Buffers reused across the tasks of one thread.
+    found : dict, optional
+        Differences already computed (`batched_differences`), by ``id`` of the comparison.
 
     Returns
     -------
@@ -465,14 +514,20 @@ def measure_differences(
         One per comparison: this image's sky minus the other's.
     """
     scratch = thread_scratch() if scratch is None else scratch
+    if found is None:  # the small pairs as in a batch: the same values however measured
+        found = batched_differences([DifferenceTask(loader, tuple(comparisons), 0)], params,
+                                    scratch)
     image, mask = load_pixels(loader)
     of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
     results = []
     for c in comparisons:
         other, other_mask = load_pixels(c.loader)
-        d, w2 = pair_differences(image, mask, other, other_mask, c.runs, c.pmap,
-                                 lower=params.lower, upper=params.upper,
-                                 buffers=scratch.differences)
+        if found and id(c) in found:
+            d, w2 = found[id(c)]
+        else:
+            d, w2 = pair_differences(image, mask, other, other_mask, c.runs, c.pmap,
+                                     lower=params.lower, upper=params.upper,
+                                     buffers=scratch.differences)
         stat = sky_statistic(_finite(d, scratch.differences), of_differences, work=scratch.work)
         inflation = interpolation_inflation(w2, c.pmap.area_ratio, params.skystat)
         usable = (stat.npix, stat.npix)
@@ -535,9 +590,12 @@ def _usable_count(image, mask, runs: Runs, params: StatParams) -> int:
     return int(np.count_nonzero(usable))
 
 
-def _run_task(task: Task | DifferenceTask, params: StatParams, scratch: Scratch | None) -> list[SkyStat]:
+def _run_task(task: Task | DifferenceTask, params: StatParams, scratch: Scratch | None,
+              found: dict | None = None) -> list[SkyStat]:
     """A task's statistics; a statistic that fails names the task's image."""
     try:
+        if isinstance(task, DifferenceTask):
+            return task.run(params, scratch, found)
         return task.run(params, scratch)
     except StatisticError as exc:
         raise StatisticError(f"{task.label or repr(task.loader)}: {exc}") from None

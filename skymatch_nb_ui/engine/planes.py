@@ -345,9 +345,14 @@ def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
     >>> s.value.tolist(), s.x.tolist()
     ([7.5, 23.5], [7.5, 23.5])
     """
+    from .measure import batched_differences
+
     scratch = thread_scratch() if scratch is None else scratch
+    # (the small pairs as in a batch: each pair's differences the same however it is measured)
+    found = batched_differences([CellTask(loader, tuple(jobs), 0)], params, scratch)
     image, mask = load_pixels(loader)
-    pending = [_cells_of(image, mask, region, grid, params, scratch) for region, grid in jobs]
+    pending = [_cells_of(image, mask, region, grid, params, scratch, found.get(id(region)))
+               for region, grid in jobs]
     return _finish(pending, params, scratch)
 
 
@@ -425,17 +430,21 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
     All the tasks' cells get their statistics together (one `_finish`: the batched
     statistics gain by many cells); each image is released before the next is read.
     """
+    from .measure import batched_differences
+
     scratch = thread_scratch()
     pending: list = []
     bounds = [0]
     differences: list = []  # (index in pending, _Differences): their cells all at once
+    found = batched_differences(tasks, params, scratch)  # the small pairs' differences at once
     for t in tasks:
         try:
             image, mask = load_pixels(t.loader)
             for region, grid in t.jobs:
                 if isinstance(region, DifferenceRegion):
                     differences.append((len(pending), _differences(image, mask, region, grid,
-                                                                   params, scratch)))
+                                                                   params, scratch,
+                                                                   found.get(id(region)))))
                     pending.append(None)
                 else:
                     pending.append(_cells_of(image, mask, region, grid, params, scratch))
@@ -459,9 +468,10 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
     return [stats[lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
-def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch) -> CellStats:
+def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch,
+              found=None) -> CellStats:
     if isinstance(region, DifferenceRegion):
-        return _difference_cells(image, mask, region, grid, params, scratch)
+        return _difference_cells(image, mask, region, grid, params, scratch, found)
     ny, nx = image.shape
     if region is None:
         runs = Runs(np.arange(ny, dtype=np.intp), np.zeros(ny, np.intp), np.full(ny, nx, np.intp))
@@ -618,8 +628,12 @@ class _Differences:
 
 
 def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                 scratch: Scratch) -> _Differences:
-    """The pixel differences ``image - other`` of a region and their whole statistic."""
+                 scratch: Scratch, found=None) -> _Differences:
+    """The pixel differences ``image - other`` of a region and their whole statistic.
+
+    ``found``: the differences and their squared weights when already computed
+    (`measure.batched_differences`).
+    """
     from .differences import interpolation_inflation, pair_differences
     from .measure import PairDifference, _usable_count
 
@@ -630,14 +644,17 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
         return _Differences(runs, grid, np.empty(0), None, 1.0,
                             PairDifference(math.nan, 0, math.nan, 0, 0), of_differences)
     buffers = scratch.differences
-    d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
-                             lower=params.lower, upper=params.upper, buffers=buffers)
+    if found is not None:
+        d, w2 = found
+    else:
+        d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
+                                 lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
     # the whole overlap's statistic, as `measure.measure_differences` computes it (the usable
     # differences packed, as `measure._finite` packs them)
     finite = np.isfinite(d, out=buffers.get("finite", bool, d.size))
     all_good = bool(finite.all())
-    packed = d.copy() if all_good else d[finite]
+    packed = (d if found is not None else d.copy()) if all_good else d[finite]  # (found: a copy)
     bad = None if all_good else np.flatnonzero(~finite)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
     usable = (stat.npix, stat.npix)
@@ -648,9 +665,9 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
 
 
 def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                      scratch: Scratch) -> _Pending:
+                      scratch: Scratch, found=None) -> _Pending:
     """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
-    job = _differences(image, mask, region, grid, params, scratch)
+    job = _differences(image, mask, region, grid, params, scratch, found)
     return _difference_cells_many([job], params, scratch)[0]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
-from .covariance import SharedSides, pair_covariance, shared_sides
+from .covariance import SharedSides, error_covariance, pair_covariance, shared_sides
 from .differences import PixelMap, pixel_map
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
@@ -287,12 +287,14 @@ class SkyMatcher:
             pairs, local, image_npix = self._statistics(params, grouping, execution)
             execution.check("solve")
             execution.report("solve", 0, 1)
-            pair_cov = None
+            pair_cov = error_cov = None
             if "match" in params.skymethod:
-                pair_cov = pair_covariance(self._shared_sides(grouping), pairs.side_var)
+                shared = self._shared_sides(grouping)
+                pair_cov = pair_covariance(shared, pairs.side_var)
+                error_cov = error_covariance(shared, pairs)
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
                               names=tuple(grouping.names()), robust=params.robust,
-                              pair_cov=pair_cov)
+                              pair_cov=pair_cov, error_cov=error_cov)
             solution = solve(params.skymethod, problem)
         return assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
 

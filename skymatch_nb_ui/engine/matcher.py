@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 
@@ -57,6 +58,11 @@ __all__ = ["SkyMatcher", "skymatch"]
 #: Most images per task sent to a worker process or a Dask worker.
 BATCH = 64
 
+
+
+#: Each set of pair statistics' covariances (`SkyMatcher._pair_covariances`); a `PairStats`
+#: belongs to one grouping, and its covariances follow from it.
+_COVARIANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class SkyMatcher:
     """Sky matching of one set of images, keeping every stage's results for re-use.
@@ -289,9 +295,7 @@ class SkyMatcher:
             execution.report("solve", 0, 1)
             pair_cov = error_cov = None
             if "match" in params.skymethod:
-                shared = self._shared_sides(grouping)
-                pair_cov = pair_covariance(shared, pairs.side_var)
-                error_cov = error_covariance(shared, pairs)
+                pair_cov, error_cov = self._pair_covariances(pairs, grouping)
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
                               names=tuple(grouping.names()), robust=params.robust,
                               pair_cov=pair_cov, error_cov=error_cov)
@@ -368,6 +372,18 @@ class SkyMatcher:
             self._differences.clear()
             self._maps.clear()
             self._shared.clear()
+
+    def _pair_covariances(self, pairs, grouping: Grouping):
+        """The pairs' covariances for the robust solve and for the errors.
+
+        Computed once per set of pair statistics: a solve-only change re-uses them.
+        """
+        found = _COVARIANCES.get(pairs)
+        if found is None:
+            shared = self._shared_sides(grouping)
+            found = _COVARIANCES[pairs] = (pair_covariance(shared, pairs.side_var),
+                                           error_covariance(shared, pairs))
+        return found
 
     def _shared_sides(self, grouping: Grouping) -> SharedSides:
         """Which sides of the input pairs share pixels (for the pairs' covariance)."""

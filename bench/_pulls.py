@@ -7,7 +7,8 @@ scatters far more than ``1 / sqrt(2 N)`` around 1: a single mosaic of 16-64 imag
 implies (the sandwich ``s**2 G V G^T`` with the gains ``G`` of the weighted least squares,
 ``V`` the pairs' variances and the covariances of pairs that share pixels, a flagged pair's
 variance grown to what its residual shows, ``s`` the run's error scale: `robust.fit_offsets`,
-`robust.flagged_variance`, `covariance.pair_covariance`) and gives:
+`robust.flagged_variance`, `covariance.pair_covariance`, for modes measured on each side
+`covariance.error_covariance`, as the run) and gives:
 
 - ``pull_sd``: the plain spread of ``error / sky_err`` (what the bench tables show), with its
   68% and 95% intervals for honest errors, drawn from that covariance;
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 
-from skymatch_nb_ui.engine.covariance import pair_covariance, shared_sides
+from skymatch_nb_ui.engine.covariance import error_covariance, pair_covariance, shared_sides
 from skymatch_nb_ui.engine.groups import input_overlaps
 
 
@@ -52,8 +53,10 @@ def sky_covariance(matcher, result) -> np.ndarray:
         share = 1.0 / 3.0 if result.params.get("skystat") in ("median", "midpt") else 0.5
         side_var = np.vstack([share * np.asarray(t.diff_err, float) ** 2] * 2)
     if len(keys) == len(t.a):  # pairs that share pixels
-        shared = pair_covariance(shared_sides(overlaps, keys, matcher.geometry.runs, shapes),
-                                 side_var).toarray()
+        sides = shared_sides(overlaps, keys, matcher.geometry.runs, shapes)
+        stats = _pair_stats(matcher, t)
+        coupled = None if stats is None else error_covariance(sides, stats)  # modes: as the run
+        shared = (pair_covariance(sides, side_var) if coupled is None else coupled).toarray()
         order = {k: p for p, k in enumerate(keys)}
         rows = np.array([order[(int(x), int(y))] for x, y in zip(t.a, t.b)])[v]
         cov += scale**2 * shared[np.ix_(rows, rows)]
@@ -76,6 +79,15 @@ def sky_covariance(matcher, result) -> np.ndarray:
     out = np.full((n, n), np.nan)
     out[np.ix_(solved, solved)] = gains @ cov @ gains.T
     return out
+
+
+def _pair_stats(matcher, table):
+    """The matcher's cached `PairStats` behind a result's pair table (None if not found)."""
+    for pairs in getattr(matcher, "_input_pairs", {}).values():
+        if len(pairs) == len(table.a) and np.array_equal(pairs.diff, table.diff_before,
+                                                         equal_nan=True):
+            return pairs
+    return None
 
 
 def pull_statistics(error, sky_err, cov, *, draws: int = 4000, seed: int = 0) -> dict:

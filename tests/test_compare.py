@@ -150,6 +150,51 @@ def test_levels_scene_errors_leave_the_skies_alone():
     assert np.any(runs["scene"].pairs.diff_err > 1.5 * runs["noise only"].pairs.diff_err)
 
 
+def test_levels_mode_couplings_change_the_errors_not_the_skies():
+    # Sides that share pixels are correlated as modes (`covariance.mode_coupling`) in the sky
+    # errors only: the robust weights, the flags and the skies are those of the mean-like model.
+    from skymatch_nb_ui.engine import matcher as matcher_module
+
+    mosaic = nebula(100, layout=(5, 5), size=160)  # shared with the pulls test's mosaics
+    runs = {}
+    for name, coupled in (("modes", matcher_module.error_covariance),
+                          ("mean-like", lambda shared, pairs: None)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(matcher_module, "error_covariance", coupled)
+            runs[name] = SkyMatcher(mosaic.images, mosaic.wcs).run(skystat="mode", compare="levels")
+    np.testing.assert_array_equal(runs["modes"].sky, runs["mean-like"].sky)
+    np.testing.assert_array_equal(runs["modes"].pairs.flagged, runs["mean-like"].pairs.flagged)
+    np.testing.assert_array_equal(runs["modes"].pairs.robust_weight,
+                                  runs["mean-like"].pairs.robust_weight)
+    assert not np.allclose(runs["modes"].sky_err, runs["mean-like"].sky_err)
+
+
+def test_levels_mode_errors_are_calibrated_on_scene_dominated_mosaics():
+    # Whitened by the covariance the solve implies (bench/_pulls.py), the errors of 6 mosaics
+    # of 4x4 images of 512^2 (a nebula of 25 sigma per image, 12 stars each) give a pooled
+    # chi2/dof of 0.82 over 90 degrees of freedom (95% for honest errors: 0.73-1.29).  With
+    # the modes of sides that share pixels correlated as means it was 0.65: errors too large.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from _pulls import pull_statistics, sky_covariance
+
+    chi2, dof = 0.0, 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        mosaic = make_mosaic((4, 4), shape=(512, 512), overlap=0.2, sky=100 + 20 * rng.random(16),
+                             noise=1.0, sources=12, rotation=3.0, jitter=5.0, nebula=25.0, seed=rng)
+        matcher = SkyMatcher(mosaic.images, mosaic.wcs)
+        result = matcher.run(skystat="mode", compare="levels")
+        found = pull_statistics(errors(result, mosaic), result.sky_err,
+                                sky_covariance(matcher, result))
+        chi2 += found["chi2_dof"] * found["dof"]
+        dof += found["dof"]
+    assert dof == 90
+    assert 0.72 < chi2 / dof < 1.4, chi2 / dof
+
+
 def test_differences_with_groups_recover_the_group_skies():
     # Two exposures of three detectors each (rows of the grid): one sky per exposure.  The
     # offset of two groups is the pixel-count weighted mean of their members' differences.

@@ -1,9 +1,16 @@
 """Pairs of overlaps that share pixels of one image have correlated statistics."""
 
 import numpy as np
+import pytest
 
 from skymatch_nb_ui import SkyMatcher
-from skymatch_nb_ui.engine.covariance import pair_covariance, shared_pixels, shared_sides
+from skymatch_nb_ui.engine.covariance import (
+    SharedSides,
+    mode_coupling,
+    pair_covariance,
+    shared_pixels,
+    shared_sides,
+)
 from skymatch_nb_ui.engine.geometry import Runs, runs_from_mask
 from skymatch_nb_ui.engine.groups import group_inputs, input_overlaps
 from skymatch_nb_ui.testing import make_mosaic
@@ -44,3 +51,24 @@ def test_pairs_sharing_a_corner_are_correlated_with_the_right_sign():
     assert np.all(np.diag(cov) == 0)
     # the correlation of two sides is their shared fraction: 0.3 x 0.3 corner of 0.3 strips
     assert 0.2 < cov[k01, k02] < 0.4
+
+
+def test_two_modes_are_correlated_as_means_at_one_value_and_hardly_at_distant_values():
+    from scipy.sparse import csr_matrix
+
+    # sides 0 and 2 (first sides of pairs 0 and 1) share pixels: mean-like correlation 0.4
+    corr = csr_matrix(np.array([[0, 0, 0.4, 0], [0, 0, 0, 0], [0.4, 0, 0, 0], [0, 0, 0, 0.0]]))
+    shared = SharedSides(correlation=corr, npix=np.ones(4))
+
+    def coupled(delta, kernel=(1.0, 1.0), noise=1.0):
+        level = np.array([[0.0, delta], [5.0, 5.0]])  # (side, pair): sides 0 and 2 are row 0
+        width = np.array([[kernel[0], kernel[1]], [1.0, 1.0]])
+        return mode_coupling(shared, level, width, np.full((2, 2), noise)).correlation.toarray()
+
+    assert coupled(0.0)[0, 2] == pytest.approx(0.4)  # one value, one kernel: as means
+    assert coupled(0.0, noise=1e-3)[0, 2] == pytest.approx(0.4)
+    assert abs(coupled(10.0)[0, 2]) < 0.4 * 0.01  # modes 10 kernels apart
+    assert abs(coupled(0.0, kernel=(0.3, 3.0))[0, 2]) < 0.4  # different kernels
+    assert coupled(1.0)[0, 2] == coupled(1.0)[2, 0] == coupled(-1.0)[0, 2]
+    unknown = mode_coupling(shared, np.zeros((2, 2)), np.full((2, 2), np.nan), np.ones((2, 2)))
+    np.testing.assert_array_equal(unknown.correlation.toarray(), corr.toarray())  # not modes

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ._execute import Execution, Progress, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
-from .covariance import SharedSides, pair_covariance, shared_sides
+from .covariance import SharedSides, error_covariance, pair_covariance, shared_sides
 from .differences import PixelMap, pixel_map, pixel_maps
 from .exceptions import DisconnectedMosaicWarning
 from .geometry import Footprint, Geometry, Runs, mosaic_geometry
@@ -57,6 +58,11 @@ __all__ = ["SkyMatcher", "skymatch"]
 #: Most images per task sent to a worker process or a Dask worker.
 BATCH = 64
 
+
+
+#: Each set of pair statistics' covariances (`SkyMatcher._pair_covariances`); a `PairStats`
+#: belongs to one grouping, and its covariances follow from it.
+_COVARIANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class SkyMatcher:
     """Sky matching of one set of images, keeping every stage's results for re-use.
@@ -287,12 +293,12 @@ class SkyMatcher:
             pairs, local, image_npix = self._statistics(params, grouping, execution)
             execution.check("solve")
             execution.report("solve", 0, 1)
-            pair_cov = None
+            pair_cov = error_cov = None
             if "match" in params.skymethod:
-                pair_cov = pair_covariance(self._shared_sides(grouping), pairs.side_var)
+                pair_cov, error_cov = self._pair_covariances(pairs, grouping)
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
                               names=tuple(grouping.names()), robust=params.robust,
-                              pair_cov=pair_cov)
+                              pair_cov=pair_cov, error_cov=error_cov)
             solution = solve(params.skymethod, problem)
         return assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
 
@@ -369,6 +375,18 @@ class SkyMatcher:
             self._differences.clear()
             self._maps.clear()
             self._shared.clear()
+
+    def _pair_covariances(self, pairs, grouping: Grouping):
+        """The pairs' covariances for the robust solve and for the errors.
+
+        Computed once per set of pair statistics: a solve-only change re-uses them.
+        """
+        found = _COVARIANCES.get(pairs)
+        if found is None:
+            shared = self._shared_sides(grouping)
+            found = _COVARIANCES[pairs] = (pair_covariance(shared, pairs.side_var),
+                                           error_covariance(shared, pairs))
+        return found
 
     def _shared_sides(self, grouping: Grouping) -> SharedSides:
         """Which sides of the input pairs share pixels (for the pairs' covariance)."""

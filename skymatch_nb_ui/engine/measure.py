@@ -295,8 +295,8 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         noise = neighbour_noise(values, work=scratch.work)
     else:
         noise = pixel_noise(values, params.lower, params.upper)
-    stat, broad = side_statistic(values, params, work=scratch.work, noise=noise)
-    return SideStat(*stat, *sampling, broad)
+    stat, broad, kernel = side_statistic(values, params, work=scratch.work, noise=noise, kernel=True)
+    return SideStat(*stat, *sampling, broad, kernel, noise)
 
 
 class SideStat(NamedTuple):
@@ -312,6 +312,9 @@ class SideStat(NamedTuple):
     ``broad_err``: the noise's error of the statistic over a scene broader than the noise
     (`stats.side_statistic`: the median's and midpt's over a broad scene, the mode's from
     redrawn histograms or exact in the noise, possibly below ``err``; ``err`` for the mean).
+    ``kernel``: the mode's kernel width (values' units; NaN for the other statistics) and
+    ``noise``: the pixel noise of the values, for how the modes of two sides that share
+    pixels are correlated (`covariance.mode_coupling`).
     """
 
     value: float
@@ -322,6 +325,8 @@ class SideStat(NamedTuple):
     gx: float = math.nan
     gy: float = math.nan
     broad_err: float = math.nan
+    kernel: float = math.nan
+    noise: float = math.nan
 
     @property
     def stat(self) -> SkyStat:
@@ -656,6 +661,10 @@ class PairStats:
         Per pair, the variance added to ``diff_err**2`` for the sky errors: ``scene_err**2``,
         less where a side's error for the sky errors is below the one the robust solve uses
         (`scene_error` with ``signed``; the mode); ``scene_err**2`` when not given.
+    side_kernel, side_noise : ndarray, shape (2, P)
+        Each side's mode kernel width and pixel noise (`SideStat`; NaN for other statistics
+        and for a group's side): how the modes of sides that share pixels are correlated in
+        the sky errors (`covariance.mode_coupling`).
     """
 
     a: np.ndarray
@@ -673,12 +682,17 @@ class PairStats:
     side_var: np.ndarray
     scene_err: np.ndarray | None = None
     scene_var: np.ndarray | None = None
+    side_kernel: np.ndarray | None = None
+    side_noise: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.scene_err is None:
             object.__setattr__(self, "scene_err", np.zeros(len(self.a)))
         if self.scene_var is None:
             object.__setattr__(self, "scene_var", self.scene_err**2)
+        for name in ("side_kernel", "side_noise"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full((2, len(self.a)), np.nan))
 
     def __len__(self) -> int:
         return len(self.a)
@@ -715,6 +729,7 @@ def input_pair_stats(
     keys = [(g, h) for g, h in overlaps if g < h]
     n = len(keys)
     values, npix, errs = np.full((2, n), np.nan), np.zeros((2, n), np.int64), np.full((2, n), np.nan)
+    kernel, noise = np.full((2, n), np.nan), np.full((2, n), np.nan)
     member_npix = []
     for p, (g, h) in enumerate(keys):
         if stat_of is None:
@@ -725,6 +740,8 @@ def input_pair_stats(
             stats = {a: stat_of(a, bs) for a, bs in side.items()}
             found = combine(list(stats.values()))
             values[s, p], npix[s, p], errs[s, p] = found.value, found.npix, found.err
+            kernel[s, p] = getattr(found, "kernel", math.nan)
+            noise[s, p] = getattr(found, "noise", math.nan)
             counts.append({a: st.npix for a, st in stats.items()})
         member_npix.append(tuple(counts))
     return PairStats(
@@ -733,7 +750,7 @@ def input_pair_stats(
         stat_a=values[0], stat_b=values[1], npix_a=npix[0], npix_b=npix[1],
         err_a=errs[0], err_b=errs[1], member_npix=tuple(member_npix),
         diff=values[0] - values[1], diff_err=np.hypot(errs[0], errs[1]),
-        weight=0.5 * (npix[0] + npix[1]), side_var=errs**2,
+        weight=0.5 * (npix[0] + npix[1]), side_var=errs**2, side_kernel=kernel, side_noise=noise,
     )
 
 

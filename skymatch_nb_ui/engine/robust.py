@@ -102,6 +102,7 @@ def fit_offsets(
     *,
     robust: bool = True,
     extra_var=None,
+    error_cov=None,
 ) -> Fit:
     """Offsets of ``n`` inputs from the pairs ``(i, j)`` (``d_i - d_j ~ diff``).
 
@@ -120,6 +121,10 @@ def fit_offsets(
         alone, so the offsets are those without it.  Negative where ``diff_var`` overstates
         the error (the mode's first-order error, `measure.PairStats.scene_var`); the sum is
         never taken below ``diff_var / 4``.
+    error_cov : optional
+        The covariances between pairs for the errors and the error scale, when they differ
+        from ``diff_cov`` (the modes' couplings, `covariance.error_covariance`); like
+        ``extra_var`` they leave the robust weights, and so the offsets, as they are.
 
     Returns
     -------
@@ -156,11 +161,17 @@ def fit_offsets(
         sol, solved, factor = _reseat(problem, sol, solved, factor, scale)
     flagged = factor < 1.0
     judged = sol
-    if extra_var is not None and np.any(np.asarray(extra_var) != 0):
+    extra = extra_var is not None and np.any(np.asarray(extra_var) != 0)
+    if error_cov is not None:
+        diff_cov = error_cov
+    if extra or error_cov is not None:
         # the same offsets, other errors (never below a quarter of the statistical variance)
-        diff_var = np.maximum(diff_var + np.asarray(extra_var, float), 0.25 * diff_var)
+        if extra:
+            diff_var = np.maximum(diff_var + np.asarray(extra_var, float), 0.25 * diff_var)
         sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
-        judged = _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol)
+        judged = sol
+        if extra:
+            judged = _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol)
     scale = _error_scale(judged, i, j, diff, diff_var, ~flagged)
     delta_err = sol.delta_err * scale
     if flagged.any():  # their errors are what their residuals show, not what they claimed

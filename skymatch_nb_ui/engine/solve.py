@@ -57,6 +57,9 @@ class Problem:
     pair_cov : scipy.sparse matrix or None
         Covariances between the pairs' differences (pairs that share pixels), off the
         diagonal; None: independent pairs.
+    error_cov : scipy.sparse matrix or None
+        The same for the sky errors only, when it differs (`covariance.error_covariance`);
+        None: ``pair_cov``.
     """
 
     n: int
@@ -67,6 +70,7 @@ class Problem:
     names: tuple[str, ...] = ()
     robust: bool = True
     pair_cov: object = None
+    error_cov: object = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,7 +207,7 @@ def _offsets(p: Problem) -> _Offsets:
     """The offsets over the valid pairs (computed once per `PairStats` and robust setting)."""
     found = _OFFSETS.get(p.pairs)
     # the pairs' covariance follows from the pairs and the grouping (as the pairs do)
-    setting = (p.n, p.robust, p.pair_cov is not None)
+    setting = (p.n, p.robust, p.pair_cov is not None, p.error_cov is not None)
     if found is None or found[0] != setting:
         offsets = _least_squares(p)
         for shared in (offsets.delta, offsets.delta_err, offsets.component):
@@ -215,12 +219,10 @@ def _offsets(p: Problem) -> _Offsets:
 def _least_squares(p: Problem) -> _Offsets:
     """The offsets over the valid pairs, and why the other inputs have none."""
     pairs, v = p.pairs, p.pairs.valid
-    cov = p.pair_cov
-    if cov is not None:
-        cov = cov.tocsr()[v][:, v] if hasattr(cov, "tocsr") else np.asarray(cov)[np.ix_(v, v)]
+    cov, error_cov = (_valid_block(c, v) for c in (p.pair_cov, p.error_cov))
     sol = fit_offsets(
         p.n, pairs.a[v], pairs.b[v], pairs.diff[v], pairs.weight[v], pairs.diff_err[v] ** 2,
-        cov, robust=p.robust, extra_var=pairs.scene_var[v],
+        cov, robust=p.robust, extra_var=pairs.scene_var[v], error_cov=error_cov,
     )
     robust_weight = np.full(len(pairs), np.nan)
     robust_weight[v] = sol.robust_weight
@@ -238,6 +240,13 @@ def _least_squares(p: Problem) -> _Offsets:
                                    "no valid pixels in its overlaps with other inputs"))
     return _Offsets(sol.delta, sol.delta_err, sol.component, unmatched, tuple(messages),
                     robust_weight, flagged, sol.error_scale)
+
+
+def _valid_block(cov, v):
+    """The covariance between the valid pairs (None stays None)."""
+    if cov is None:
+        return None
+    return cov.tocsr()[v][:, v] if hasattr(cov, "tocsr") else np.asarray(cov)[np.ix_(v, v)]
 
 
 def _disconnected_message(p: Problem, component: np.ndarray, n_comp: int) -> str:

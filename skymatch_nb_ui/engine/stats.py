@@ -285,8 +285,9 @@ def sky_statistic(
 
 
 def side_statistic(
-    values: np.ndarray, params: StatParams, *, work: Workspace | None = None, noise: float
-) -> tuple[SkyStat, float]:
+    values: np.ndarray, params: StatParams, *, work: Workspace | None = None, noise: float,
+    kernel: bool = False,
+) -> tuple[SkyStat, float] | tuple[SkyStat, float, float]:
     """`sky_statistic` with ``noise``, and the noise's error when the values are a broad scene.
 
     The second value is the error for the sky errors: ``err`` for the mean; for the median
@@ -297,9 +298,16 @@ def side_statistic(
     noise (`_mode_noise_error`), either of which may be below ``err``.  (``err`` itself stays
     the reference-compatible formula: the robust solve of ``compare="levels"`` judges
     residuals with it.)
+
+    With ``kernel``, a third value: the width (Gaussian sigma, in the values' units) of the
+    kernel the mode's peak was located with (NaN for the other statistics and without a
+    smoothed peak), for `covariance.mode_coupling`.
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
+    width = math.nan
+    if kernel and clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None:
+        width = float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale)
     if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
     elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
@@ -307,7 +315,7 @@ def side_statistic(
         found = _mode_noise_spread(clipped, noise_s) or _mode_noise_error(clipped, noise_s)
         if found > 0:
             broad = found * clipped.scale
-    return stat, broad
+    return (stat, broad, width) if kernel else (stat, broad)
 
 
 def _statistic(values, params: StatParams, work, noise):

@@ -222,6 +222,61 @@ def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch)
     assert Execution("processes", 2).kind(False, few) == "processes"
 
 
+def test_auto_forks_for_pixel_differences_before_threads(monkeypatch):
+    # forked workers beat threads at every bench size (`FORK_DIFFERENCES_FROM`'s figures)
+    from skymatch_nb_ui.engine._execute import FORK_DIFFERENCES_FROM, THREADS_FROM
+
+    monkeypatch.setattr(_execute, "_can_fork", lambda: True)
+    monkeypatch.setattr(_execute, "_idle_core", lambda: True)
+    auto = Execution("auto", 2)
+    sizes = [FORK_DIFFERENCES_FROM // 10] * 10
+    enough = sum(sizes)
+    assert auto.kind(False, sizes, gil_free=enough, forks=True, differences=enough) == "fork"
+    # batched small pairs (gil_free 0) fork too; too few differences do not
+    assert auto.kind(False, sizes, gil_free=0, forks=True, differences=enough) == "fork"
+    few = FORK_DIFFERENCES_FROM - 1
+    assert auto.kind(False, [few], forks=True, differences=few) == "serial"
+    assert auto.kind(False, [few // 2] * 2, gil_free=few, forks=True, differences=few) == (
+        "threads" if few >= THREADS_FROM else "serial")
+    # a busy machine, or a process that may not fork (a Jupyter kernel): threads for the
+    # pairs measured one at a time, serial for batched ones (they lost 25-35% on threads)
+    monkeypatch.setattr(_execute, "_idle_core", lambda: False)
+    assert auto.kind(False, sizes, gil_free=enough, forks=True, differences=enough) == "threads"
+    monkeypatch.setattr(_execute, "_idle_core", lambda: True)
+    monkeypatch.setattr(_execute, "_can_fork", lambda: False)
+    assert auto.kind(False, sizes, gil_free=enough, forks=True, differences=enough) == "threads"
+    assert auto.kind(False, sizes, gil_free=0, forks=True, differences=enough) == "serial"
+    assert auto.kind(True, sizes, gil_free=enough, forks=True, differences=enough) == "threads"
+
+
+def test_the_engine_sends_only_pairs_measured_alone_to_threads(monkeypatch):
+    # small images: every pair batched, no pixel counts as gaining on threads; large: all
+    from skymatch_nb_ui import SkyMatcher
+    from skymatch_nb_ui.engine.differences import BATCH_IMAGE_PIXELS
+    from skymatch_nb_ui.testing import make_mosaic
+
+    seen = []
+    real = Execution.kind
+
+    def spy(self, files, sizes, **kw):
+        seen.append(kw)
+        return real(self, files, sizes, **kw)
+
+    monkeypatch.setattr(Execution, "kind", spy)
+    for side in (64, int(BATCH_IMAGE_PIXELS**0.5) + 1):
+        m = make_mosaic((2, 2), shape=(side, side), noise=1.0, rotation=3.0, jitter=2.0, seed=3)
+        seen.clear()
+        SkyMatcher(m.images, m.wcs).run(skymethod="match", compare="differences")
+        (kw,) = [k for k in seen if k.get("differences")]
+        assert kw["gil_free"] == (0 if side == 64 else kw["differences"]), (side, kw)
+        seen.clear()
+        SkyMatcher(m.images, m.wcs).run(skymethod="match", compare="differences",
+                                        skymodel="plane")
+        planes = [k for k in seen if k.get("differences") and k.get("forks")]
+        assert planes and all(k["gil_free"] == (0 if side == 64 else k["differences"])
+                              for k in planes), (side, seen)
+
+
 def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):
     monkeypatch.setattr(_execute.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.2, 3.0, 3.0))

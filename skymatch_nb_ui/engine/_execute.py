@@ -75,6 +75,14 @@ FORK_FROM = 40_000_000
 #: busy machine a forked worker waits for a core and its copy-on-write faults are pure loss
 #: (N = 64, load ~5 on 2 cores: 0.78 s against 0.40 s serially, best of 15).
 FORK_IDLE = 0.5
+#: Pixels of pixel-difference tasks on images in memory from which "auto" forks worker
+#: processes for them (when forking is safe and a core is idle): forked workers beat threads
+#: at every bench size, with the same bits (2026-12-03, load 0.6-0.9, wall min / median of 4,
+#: fork against threads against serial: N = 16 of 1024^2, ~6e6 differences: 0.157 / 0.193 s,
+#: 0.205 / 0.226 s, 0.270 / 0.294 s; N = 64 of 1024^2, 2.5e7: 0.852 / 0.920 s, 1.155 / 1.199 s,
+#: 1.381 / 1.449 s; N = 256 of 256^2, 7e6: 1.223 / 1.404 s, 1.665 / 2.079 s, 1.293 / 1.520 s).
+#: Below this a fork and its copy-on-write faults (0.02-0.05 s) would cost more than it saves.
+FORK_DIFFERENCES_FROM = 4_000_000
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -198,7 +206,7 @@ class Execution:
 
     # -- running tasks ---------------------------------------------------------------------------
     def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0,
-             forks: bool = False) -> str:
+             forks: bool = False, differences: int = 0) -> str:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
         ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
@@ -212,8 +220,11 @@ class Execution:
         and there is at least `FORK_FROM` pixels to measure while a core is idle
         (`FORK_IDLE`); threads lost 5-15% to one
         process on small and large pixel sets alike (the histograms' ``bincount`` holds the
-        GIL), so everything else runs here, except pixel differences (``gil_free``: their
-        pixels) of at least `THREADS_FROM` pixels, which gain on threads.
+        GIL), so everything else runs here, except pixel differences: ``differences``
+        pixels of them (at least `FORK_DIFFERENCES_FROM`) go to forked workers when forking
+        is safe and a core is idle, and else those that gain on threads (``gil_free``: the
+        pixels of pairs measured one at a time, at least `THREADS_FROM`; many small pairs
+        measured together lost 25-35% on threads) run on threads.
         ``"processes"`` asked for with images in memory means forked workers whenever
         forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
         (tasks measured by the bench that way: the constant statistics stage).
@@ -233,10 +244,11 @@ class Execution:
         warm = self.workers in _PROCESSES
         if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
+        if forks and not files and (total >= FORK_FROM or differences >= FORK_DIFFERENCES_FROM) \
+                and _idle_core() and _can_fork():
+            return "fork"
         if gil_free >= THREADS_FROM:
             return "threads"
-        if forks and not files and total >= FORK_FROM and _idle_core() and _can_fork():
-            return "fork"
         return "serial"
 
     def map(

@@ -35,6 +35,7 @@ from .measure import (
     DifferenceTask,
     PairDifference,
     Task,
+    in_batch,
     input_pair_differences,
     input_pair_stats,
     lowest,
@@ -470,8 +471,11 @@ class SkyMatcher:
 
         self._fill_maps(diff_todo)
         owners, compares, tasks = owners_and_tasks(True)
-        gil_free = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
-        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True)
+        differences = sum(t.size for t in tasks if isinstance(t, DifferenceTask))
+        gil_free = sum(c.runs.npix for t in tasks if isinstance(t, DifferenceTask)
+                       for c in t.comparisons if not in_batch(t.loader, c))
+        kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True,
+                              differences=differences)
         if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
             owners, compares, tasks = owners_and_tasks(False)
         if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)

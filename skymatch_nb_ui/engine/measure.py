@@ -237,8 +237,7 @@ def batched_differences(tasks: Sequence, params: StatParams, scratch: Scratch | 
             items = [region for region, _ in task.jobs if hasattr(region, "pmap")]
         image = mask = None
         for c in items:
-            if not getattr(c.loader, "in_memory", False) or not batchable(
-                    task.loader.shape, c.loader.shape, c.runs.npix, c.pmap):
+            if not in_batch(task.loader, c):
                 continue
             if image is None:
                 image, mask = load_pixels(task.loader)
@@ -251,6 +250,17 @@ def batched_differences(tasks: Sequence, params: StatParams, scratch: Scratch | 
     found = many_pair_differences(jobs, lower=params.lower, upper=params.upper,
                                   buffers=scratch.differences)
     return dict(zip(keys, found))
+
+
+def in_batch(loader, comparison) -> bool:
+    """Whether `batched_differences` measures ``loader``'s pair ``comparison`` with others.
+
+    ``comparison``: a `Comparison` or `planes.DifferenceRegion` (the other image's loader,
+    the runs, the pixel map).  Both images in memory and `differences.batchable`.
+    """
+    return (getattr(loader, "in_memory", False) and getattr(comparison.loader, "in_memory", False)
+            and batchable(loader.shape, comparison.loader.shape, comparison.runs.npix,
+                          comparison.pmap))
 
 
 _LOCAL = threading.local()

@@ -23,7 +23,7 @@ import numpy as np
 from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
 from .lstsq import components
-from .measure import PairStats
+from .measure import PairStats, in_batch
 from .planes import (
     CELLS_PER_OVERLAP,
     LOCAL_CELLS,
@@ -271,8 +271,14 @@ class PlaneStage:
                 built[a].append((job, size))
         files = any(not getattr(loaders[a], "in_memory", False) for a in images)
         image_sizes = [sum(size for _, size in built[a]) for a in images]
-        gil_free = sum(image_sizes) if pairs and _differences(params) else 0
-        kind = execution.kind(files, image_sizes, gil_free=gil_free)
+        differences = sum(image_sizes) if pairs and _differences(params) else 0
+        # threads gain on pairs measured one at a time, not on many small ones batched
+        gil_free = sum(
+            size for a in images for (what, _), size in built[a]
+            if isinstance(what, DifferenceRegion) and not in_batch(loaders[a], what)
+        ) if differences else 0
+        kind = execution.kind(files, image_sizes, gil_free=gil_free, forks=bool(differences),
+                              differences=differences)
         # one task per image (its pixels read once), whatever runs them
         parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),

@@ -201,33 +201,26 @@ def pixel_maps(wcs: Sequence[CelestialWCS], requests: Sequence[tuple[int, int, R
 
 def _map_many(wcs, points: list) -> list:
     """``_map_points`` of many ``(a, b, x, y)``: one WCS call per image and direction."""
-    by_a: dict[int, list[int]] = {}
-    for k, (a, _, x, _) in enumerate(points):
-        if x.size:
-            by_a.setdefault(a, []).append(k)
-    lonlat: list = [(np.empty(0), np.empty(0))] * len(points)
-    for a, ks in by_a.items():
-        lon, lat = wcs[a].pixel_to_lonlat(np.concatenate([points[k][2] for k in ks]),
-                                          np.concatenate([points[k][3] for k in ks]))
-        lon, lat = np.atleast_1d(lon), np.atleast_1d(lat)
+    lonlat = _grouped([(a, x, y) for a, _, x, y in points], lambda a: wcs[a].pixel_to_lonlat)
+    return _grouped([(b, lon, lat) for (_, b, _, _), (lon, lat) in zip(points, lonlat)],
+                    lambda b: wcs[b].lonlat_to_pixel)
+
+
+def _grouped(items: list, transform) -> list:
+    """``transform(key)(u, v)`` of each ``(key, u, v)`` of ``items``, one call per key."""
+    by_key: dict[int, list[int]] = {}
+    for k, (key, u, _) in enumerate(items):
+        if u.size:
+            by_key.setdefault(key, []).append(k)
+    out: list = [(np.empty(0), np.empty(0))] * len(items)
+    for key, ks in by_key.items():
+        p, q = transform(key)(np.concatenate([items[k][1] for k in ks]),
+                              np.concatenate([items[k][2] for k in ks]))
+        p, q = np.atleast_1d(p), np.atleast_1d(q)
         at = 0
         for k in ks:
-            size = points[k][2].size
-            lonlat[k] = (lon[at : at + size], lat[at : at + size])
-            at += size
-    by_b: dict[int, list[int]] = {}
-    for k, (_, b, x, _) in enumerate(points):
-        if x.size:
-            by_b.setdefault(b, []).append(k)
-    out: list = [(np.empty(0), np.empty(0))] * len(points)
-    for b, ks in by_b.items():
-        x, y = wcs[b].lonlat_to_pixel(np.concatenate([lonlat[k][0] for k in ks]),
-                                      np.concatenate([lonlat[k][1] for k in ks]))
-        x, y = np.atleast_1d(x), np.atleast_1d(y)
-        at = 0
-        for k in ks:
-            size = lonlat[k][0].size
-            out[k] = (x[at : at + size], y[at : at + size])
+            size = items[k][1].size
+            out[k] = (p[at : at + size], q[at : at + size])
             at += size
     return out
 

@@ -809,39 +809,11 @@ def _inside(lengths, lines, sizes):
     """The pieces, cut where they leave ``[0.5, size - 1.5]`` on either axis.
 
     The parts beyond (and pieces that the map cannot place: non-finite nodes) get value 0
-    and slope 0 on both axes: the frame's NaN corner.
+    and slope 0 on both axes: the frame's NaN corner.  ``sizes``: one per axis (or per piece
+    and axis: `_inside_many`).
     """
-    with np.errstate(invalid="ignore"):
-        last = lengths - 1
-        ok = np.ones(lengths.size, bool)
-        for (x, s), size in zip(lines, sizes):
-            end = x + s * last
-            ok &= (np.minimum(x, end) >= 0.5) & (np.maximum(x, end) <= size - 1.5)
-    if ok.all():
-        return lengths, lines
-    lo, hi = np.zeros(lengths.size), last.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for (x, s), size in zip(lines, sizes):
-            a, b = (0.5 - x) / s, (size - 1.5 - x) / s
-            flat = s == 0
-            inside = (x >= 0.5) & (x <= size - 1.5)
-            lo = np.fmax(lo, np.where(flat, np.where(inside, 0.0, np.inf), np.ceil(np.minimum(a, b))))
-            hi = np.fmin(hi, np.where(flat, np.where(inside, np.inf, -1.0), np.floor(np.maximum(a, b))))
-        good = np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)
-        for x, s in lines:  # non-finite map: nothing inside
-            good &= np.isfinite(x) & np.isfinite(s)
-    lo = np.where(good, lo, lengths).astype(np.int64)  # [0, lo) beyond, [lo, hi] inside
-    hi = np.where(good, hi, lengths - 1).astype(np.int64)
-    parts = np.stack([lo, hi + 1 - lo, last - hi], axis=1)  # before, inside, after
-    keep = parts.reshape(-1) > 0
-    piece = np.repeat(np.arange(lengths.size), 3)[keep]
-    part = np.tile(np.arange(3), lengths.size)[keep]
-    offset = np.where(part == 0, 0, np.where(part == 1, lo[piece], hi[piece] + 1))
-    new_lines = []
-    for x, s in lines:
-        xs = np.where(part == 1, x[piece] + s[piece] * offset, 0.0)
-        new_lines.append((xs, np.where(part == 1, s[piece], 0.0)))
-    return parts.reshape(-1)[keep], new_lines
+    lengths, lines, _ = _inside_many(lengths, lines, sizes)
+    return lengths, lines
 
 
 def _mean_w2(fx, fy, d, cx: float, cy: float, samples) -> tuple[float, float]:
@@ -1229,7 +1201,7 @@ def _chunk(work, jobs, ia, ib, frames_a, frames_b, buffers) -> list:
 
 
 def _inside_many(lengths, lines, sizes):
-    """`_inside` with per-piece sizes; also returns each new piece's original piece."""
+    """`_inside` (sizes per axis, or per piece and axis); also each new piece's original piece."""
     with np.errstate(invalid="ignore"):
         last = lengths - 1
         ok = np.ones(lengths.size, bool)

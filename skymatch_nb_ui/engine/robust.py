@@ -262,8 +262,9 @@ def _reseat(problem, sol, solved, factor, scale):
             delta[k] += best[1]
     if np.array_equal(delta, sol.delta):
         return sol, solved, factor
+    # (factors of 0 before: the restart always solves at least once from the moved start)
     again, solved_again, factor_again, _ = _reweight(
-        problem, replace(sol, delta=delta), solved, factor, spread)
+        problem, replace(sol, delta=delta), solved, np.zeros_like(factor), spread)
 
     def evidence(s):
         return _evidence(np.abs(_residuals(s, i, j, diff)[checked]) / u)

@@ -36,6 +36,7 @@ from them), the others are dropped.
 from __future__ import annotations
 
 import atexit
+import heapq
 import itertools
 import os
 import sys
@@ -83,6 +84,12 @@ FORK_IDLE = 0.5
 #: 1.381 / 1.449 s; N = 256 of 256^2, 7e6: 1.223 / 1.404 s, 1.665 / 2.079 s, 1.293 / 1.520 s).
 #: Below this a fork and its copy-on-write faults (0.02-0.05 s) would cost more than it saves.
 FORK_DIFFERENCES_FROM = 4_000_000
+
+#: Pixels of the tasks measured together in one batch (`batches_of`; at least `MIN_BATCHES`
+#: batches when there are that many tasks: balance on threads or processes).
+BATCH_PIXELS = 1 << 21
+MIN_BATCHES = 6
+
 
 #: Seconds between checks of the cancel event while tasks run.
 _POLL = 0.05
@@ -218,9 +225,9 @@ class Execution:
         measure (or when the pool runs already); images in memory get forked workers, which
         share them, when forking is safe (`_fork.fork_safe`: Linux, no other thread running)
         and there is at least `FORK_FROM` pixels to measure while a core is idle
-        (`FORK_IDLE`); threads lost 5-15% to one
-        process on small and large pixel sets alike (the histograms' ``bincount`` holds the
-        GIL), so everything else runs here, except pixel differences: ``differences``
+        (`FORK_IDLE`); threads lost 5-15% to one process on small and large pixel sets alike
+        (the histograms' ``bincount`` holds the GIL), so everything else runs here, except
+        pixel differences: ``differences``
         pixels of them (at least `FORK_DIFFERENCES_FROM`) go to forked workers when forking
         is safe and a core is idle, and else those that gain on threads (``gil_free``: the
         pixels of pairs measured one at a time, at least `THREADS_FROM`; many small pairs
@@ -532,3 +539,32 @@ def _client(scheduler):
 def _shutdown() -> None:
     for pool in list(_THREADS.values()) + list(_PROCESSES.values()):
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def batches_of(sizes: list[int]) -> list[list[int]]:
+    """Tasks of ``sizes`` pixels in batches of about `BATCH_PIXELS` (indices, in order).
+
+    The batches balanced by size (`balanced`).  They depend on the sizes alone, not on the
+    scheduler or the workers: a batch's tasks are measured together (cells' statistics by
+    `segments`, small pairs' differences by `measure.batched_differences`), so that every
+    way of running them gives the same values.
+    """
+    count = max(-(-sum(sizes) // BATCH_PIXELS), MIN_BATCHES)
+    count = min(count, len(sizes))
+    if count >= len(sizes):
+        return [[t] for t in range(len(sizes))]
+    return balanced(list(sizes), count)
+
+
+def balanced(sizes: list[int], bins: int) -> list[list[int]]:
+    """Task indices in ``bins`` bins of about equal total size.
+
+    Largest first into the lightest bin; each bin's tasks in their original order.
+    """
+    heap = [(0, b) for b in range(bins)]
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for t in sorted(range(len(sizes)), key=lambda t: (-sizes[t], t)):
+        load, b = heapq.heappop(heap)
+        members[b].append(t)
+        heapq.heappush(heap, (load + sizes[t], b))
+    return [sorted(m) for m in members if m]

@@ -13,7 +13,6 @@ and ``result`` assembles what a run returns.
 
 from __future__ import annotations
 
-import heapq
 import threading
 import warnings
 import weakref
@@ -22,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._execute import Execution, Progress, check_scheduler
+from ._execute import Execution, Progress, balanced, batches_of, check_scheduler
 from ._validate import check_images, check_wcs, check_workers
 from .covariance import SharedSides, error_covariance, pair_covariance, shared_sides
 from .differences import PixelMap, pixel_map, pixel_maps
@@ -58,12 +57,10 @@ __all__ = ["SkyMatcher", "skymatch"]
 
 #: Most images per task sent to a worker process or a Dask worker.
 BATCH = 64
-
-
-
 #: Each set of pair statistics' covariances (`SkyMatcher._pair_covariances`); a `PairStats`
 #: belongs to one grouping, and its covariances follow from it.
 _COVARIANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 class SkyMatcher:
     """Sky matching of one set of images, keeping every stage's results for re-use.
@@ -482,14 +479,12 @@ class SkyMatcher:
             batches = [[t] for t in range(len(owners))]
             # the differences in batches of about 2 million pixels (at least 6): the small
             # pairs of a batch are computed together (`measure.batched_differences`)
-            from .plane_match import _batches
-
             first = len(owners)
             batches += [[first + t for t in batch]
-                        for batch in _batches([t.size for t in tasks[first:]])]
+                        for batch in batches_of([t.size for t in tasks[first:]])]
         else:  # a few tasks per worker for balance, at most BATCH images per task
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))
-            batches = _balanced([t.size for t in tasks], bins)
+            batches = balanced([t.size for t in tasks], bins)
 
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):
@@ -584,20 +579,6 @@ class SkyMatcher:
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
         return Task(self._loaders[a], regions, size, label=f"images[{a}]")
-
-
-def _balanced(sizes: list[int], bins: int) -> list[list[int]]:
-    """Task indices in ``bins`` bins of about equal total size.
-
-    Largest first into the lightest bin; each bin's tasks in their original order.
-    """
-    heap = [(0, b) for b in range(bins)]
-    members: list[list[int]] = [[] for _ in range(bins)]
-    for t in sorted(range(len(sizes)), key=lambda t: (-sizes[t], t)):
-        load, b = heapq.heappop(heap)
-        members[b].append(t)
-        heapq.heappush(heap, (load + sizes[t], b))
-    return [sorted(m) for m in members if m]
 
 
 def _in_memory(loader: ImageLoader) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._execute import batches_of
 from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
 from .lstsq import components
@@ -45,28 +46,6 @@ from .planes import (
 )
 
 __all__ = ["PlaneResult", "PlaneStage"]
-
-#: Pixels of the cell tasks measured together in one batch (at least `_MIN_BATCHES`
-#: batches when there are that many tasks: balance on threads or processes).
-_BATCH_PIXELS = 1 << 21
-_MIN_BATCHES = 6
-
-
-def _batches(sizes: list[int]) -> list[list[int]]:
-    """Tasks of ``sizes`` pixels in batches of about `_BATCH_PIXELS` (indices, in order).
-
-    The batches balanced by size (largest first into the lightest).  They depend on the
-    sizes alone, not on the scheduler or the workers: a batch's cells get their statistics
-    together (`segments`), so that every way of running them gives the same values.
-    """
-    count = max(-(-sum(sizes) // _BATCH_PIXELS), _MIN_BATCHES)
-    count = min(count, len(sizes))
-    if count >= len(sizes):
-        return [[t] for t in range(len(sizes))]
-    from .matcher import _balanced
-
-    return _balanced(list(sizes), count)
-
 
 @dataclass(frozen=True, eq=False)
 class PlaneResult:
@@ -161,7 +140,7 @@ class PlaneStage:
                 for a in range(len(self._shapes))]
         centres = np.array([np.mean([maps[a].q_centre for a in m], axis=0) for m in grouping.members])
         moments = _moments_of(geometry.runs)
-        plans = [self._plan(g, h, overlaps, geometry.runs, maps, moments) for g, h in keys]
+        plans = [self._plan(g, h, overlaps, maps, moments) for g, h in keys]
         local = []
         for ny, nx in self._shapes:
             side = max(MIN_CELL_SIDE, min(nx, ny) / LOCAL_CELLS)
@@ -169,7 +148,8 @@ class PlaneStage:
         return _Layout(comp, grouping.label_of.copy(), frames, maps, centres.reshape(-1, 2), plans,
                        local)
 
-    def _plan(self, g, h, overlaps, runs, maps, moments=None) -> _PairPlan:
+    def _plan(self, g, h, overlaps, maps, moments: dict) -> _PairPlan:
+        """The cell grid of the pair ``(g, h)`` (``moments``: `_moments_of` the runs)."""
         sides = (overlaps[(g, h)], overlaps[(h, g)])
         count, mean, second, area = 0.0, np.zeros(2), np.zeros((2, 2)), 0.0
         scale = 0.0
@@ -179,10 +159,9 @@ class PlaneStage:
         for a, partners in sides[0].items():
             m = maps[a]
             for b in partners:
-                n, mu, cov = (moments[(a, b)] if moments is not None and (a, b) in moments
-                              else _run_moments(runs[(a, b)]))
-                if n == 0:
+                if (a, b) not in moments:  # no pixels
                     continue
+                n, mu, cov = moments[(a, b)]
                 q = m.jac @ (mu - m.pixel_centre) + m.q_affine
                 c = m.jac @ cov @ m.jac.T
                 count += n
@@ -287,7 +266,7 @@ class PlaneStage:
         # tasks batched (several images' cells measured together: `segments` batches their
         # statistics, whose per-call cost dominates on small images), the same batches
         # whatever runs them
-        batches = _batches([t.size for t in tasks])
+        batches = batches_of([t.size for t in tasks])
 
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):
@@ -528,10 +507,10 @@ def _pair_difference(pairs: PairStats, p: int) -> tuple[float, float]:
 
 
 def _moments_of(runs: dict) -> dict:
-    """`_run_moments` of every non-empty ``runs[(a, b)]``, all at once.
+    """(pixels, mean (x, y), covariance) of every non-empty ``runs[(a, b)]``, all at once.
 
-    The same per-run terms, summed per set by ``np.add.reduceat`` (in order) instead of one
-    ``sum`` per set: the same moments to rounding.
+    From the runs alone, without listing pixels: each run's sums in closed form, summed per
+    set by ``np.add.reduceat`` (in order).
     """
     keys = [k for k, r in runs.items() if r]
     if not keys:
@@ -558,26 +537,6 @@ def _moments_of(runs: dict) -> dict:
     return {k: (int(t), np.array([a, b]), np.array([[c1, c2], [c2, c3]]))
             for k, t, a, b, c1, c2, c3 in zip(keys, total.tolist(), mx.tolist(), my.tolist(),
                                               cxx.tolist(), cxy.tolist(), cyy.tolist())}
-
-
-def _run_moments(r: Runs):
-    """(pixels, mean (x, y), covariance) of a pixel set given as runs, without listing pixels."""
-    if not r:
-        return 0, np.zeros(2), np.zeros((2, 2))
-    start, stop, y = r.start.astype(float), r.stop.astype(float), r.rows.astype(float)
-    n = stop - start
-
-    def s2(m):
-        return m * (m + 1) * (2 * m + 1) / 6.0
-
-    sx = n * (start + stop - 1) / 2.0
-    sxx = s2(stop - 1) - s2(start - 1)
-    total = n.sum()
-    mx, my = sx.sum() / total, (n * y).sum() / total
-    cxx = sxx.sum() / total - mx * mx
-    cyy = (n * y * y).sum() / total - my * my
-    cxy = (y * sx).sum() / total - mx * my
-    return int(total), np.array([mx, my]), np.array([[cxx, cxy], [cxy, cyy]])
 
 
 def _combine_cells(parts):

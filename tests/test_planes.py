@@ -469,3 +469,37 @@ def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the
                          **LEVELS)
         assert r.valid.tolist() == [True, False, True, True], method
         assert r.reason[1] and np.isnan(r.sky[1]) and np.isfinite(r.plane.slope_x[[0, 2, 3]]).all()
+
+
+def test_pair_residual_gradients_all_at_once_are_each_pairs_own_least_squares_plane():
+    """`_pair_diagnostics` fits every pair's residual plane at once (normal equations); each
+    is the weighted least-squares plane of its own cells, the ill-conditioned one included."""
+    from types import SimpleNamespace
+
+    from skymatch_nb_ui.engine.plane_match import _pair_diagnostics
+
+    rng = np.random.default_rng(3)
+    sizes = [12, 5, 2, 8, 6]  # pair 2: too few cells; pair 3: a constant; pair 4: on a line
+    pair = np.repeat(np.arange(len(sizes)), sizes)
+    q = rng.normal(size=(len(pair), 2)) * 50 + 1000
+    q[pair == 4, 1] = 7.0 + 1e-9 * rng.normal(size=sizes[4])  # (nearly) collinear cells
+    residual = rng.normal(size=len(pair))
+    var = rng.uniform(0.5, 2.0, len(pair))
+    used = rng.uniform(size=len(pair)) > 0.1
+    used[pair == 1] = True
+    fallback = np.array(["", "", "", "constant", ""], dtype=object)
+    off = SimpleNamespace(used=used, residual=residual)
+    mean = np.full(len(sizes), np.nan)
+    grad = np.full(len(sizes), np.nan)
+    _pair_diagnostics(off, None, None, q, var, pair, None, mean, grad, fallback)
+    w = 1.0 / var
+    for p in range(len(sizes)):
+        rows = np.flatnonzero((pair == p) & used)
+        if fallback[p] or len(rows) < 3:
+            assert np.isnan(grad[p])
+            continue
+        design = np.column_stack([np.ones(len(rows)), q[rows] - q[rows].mean(axis=0)])
+        sw = np.sqrt(w[rows])
+        sol = np.linalg.lstsq(design * sw[:, None], residual[rows] * sw, rcond=None)[0]
+        assert grad[p] == pytest.approx(np.hypot(sol[1], sol[2]), rel=1e-9)
+        assert mean[p] == pytest.approx(np.average(residual[rows], weights=w[rows]), rel=1e-12)

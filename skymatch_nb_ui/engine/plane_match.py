@@ -766,7 +766,13 @@ def _lift(coef, cov, loc, loc_cov, centres, comp, ok, targets, anchor):
 
 
 def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradient, fallback):
-    """Per pair: the weighted mean residual and the gradient of the residuals (cells only)."""
+    """Per pair: the weighted mean residual and the gradient of the residuals (cells only).
+
+    The gradient: a weighted least-squares plane through the pair's used cells' residuals
+    (positions about their mean), all pairs at once by their normal equations (3 x 3, well
+    conditioned: the cells of a pair with its own cells are spread, `PlaneStage._checked`);
+    a pair whose normal equations are not is fitted alone by `np.linalg.lstsq`.
+    """
     if not len(pair):
         return
     w = np.where(off.used, 1.0 / np.maximum(var, 1e-300), 0.0)
@@ -775,17 +781,38 @@ def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradie
     r = np.where(np.isfinite(off.residual), off.residual, 0.0)
     has = total > 0
     mean_resid[has] = (np.bincount(pair, w * r, minlength=n_pairs) / np.where(has, total, 1))[has]
-    order = np.argsort(pair, kind="stable")
-    starts = np.searchsorted(pair[order], np.arange(n_pairs + 1))
-    for p in np.flatnonzero(has & (fallback == "")):
-        rows = order[starts[p] : starts[p + 1]]
-        rows = rows[off.used[rows]]
-        if len(rows) < 3:
-            continue
-        design = np.column_stack([np.ones(len(rows)), q[rows] - q[rows].mean(axis=0)])
-        sw = np.sqrt(w[rows])
-        sol, *_ = np.linalg.lstsq(design * sw[:, None], r[rows] * sw, rcond=None)
-        resid_gradient[p] = float(np.hypot(sol[1], sol[2]))
+    rows = np.flatnonzero(off.used & (has & (fallback == ""))[pair])
+    p = pair[rows]
+    count = np.bincount(p, minlength=n_pairs)
+    fitted = count >= 3
+    rows = rows[fitted[p]]
+    if not len(rows):
+        return
+    p = pair[rows]
+    safe = np.maximum(count, 1)
+    dq = [q[rows, k] - (np.bincount(p, q[rows, k], minlength=n_pairs) / safe)[p] for k in (0, 1)]
+    wr, terms = w[rows], [np.ones(len(rows)), dq[0], dq[1]]
+
+    def sums(x):
+        return np.bincount(p, wr * x, minlength=n_pairs)[fitted]
+
+    normal = np.empty((int(fitted.sum()), 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            normal[:, i, j] = normal[:, j, i] = sums(terms[i] * terms[j])
+    rhs = np.stack([sums(t * r[rows]) for t in terms], axis=1)
+    good = np.linalg.cond(normal) < 1e8
+    sol = np.full((len(normal), 3), np.nan)
+    if good.any():
+        sol[good] = np.linalg.solve(normal[good], rhs[good, :, None])[..., 0]
+    at = np.flatnonzero(fitted)
+    resid_gradient[at] = np.hypot(sol[:, 1], sol[:, 2])
+    for k in np.flatnonzero(~good):  # ill-conditioned: alone, by a least-squares solver
+        these = rows[p == at[k]]
+        design = np.column_stack([np.ones(len(these)), q[these] - q[these].mean(axis=0)])
+        sw = np.sqrt(w[these])
+        one, *_ = np.linalg.lstsq(design * sw[:, None], r[these] * sw, rcond=None)
+        resid_gradient[at[k]] = float(np.hypot(one[1], one[2]))
 
 
 def image_planes(sol: PlaneSolution, layout: _Layout):

@@ -37,6 +37,7 @@ from .differences import (
 from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
+from .segments import large_statistics
 from .stats import (
     SkyStat,
     StatisticError,
@@ -534,23 +535,53 @@ def measure_differences(
                                     scratch)
     image, mask = load_pixels(loader)
     of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
-    results = []
+    results: list = []
+    batched: list = []  # (index in results, packed differences, inflation): measured together
     for c in comparisons:
         other, other_mask = load_pixels(c.loader)
-        if found and id(c) in found:
+        in_found = bool(found) and id(c) in found
+        if in_found:
             d, w2 = found[id(c)]
         else:
             d, w2 = pair_differences(image, mask, other, other_mask, c.runs, c.pmap,
                                      lower=params.lower, upper=params.upper,
                                      buffers=scratch.differences)
-        stat = sky_statistic(_finite(d, scratch.differences), of_differences, work=scratch.work)
         inflation = interpolation_inflation(w2, c.pmap.area_ratio, params.skystat)
-        usable = (stat.npix, stat.npix)
-        if stat.npix == 0:  # say which side has nothing to compare
-            usable = (_usable_count(image, mask, c.runs, params), 0)
-        results.append(PairDifference(stat.value, stat.npix, stat.err * inflation, *usable))
+        packed = _finite(d, scratch.differences)
+        if in_found and len(packed):  # (`found` holds copies: kept until measured)
+            batched.append((len(results), packed, inflation))
+            results.append(None)
+        else:
+            stat = sky_statistic(packed, of_differences, work=scratch.work)
+            results.append(pair_difference(stat, inflation, image, mask, c.runs, params))
         del other, other_mask  # released before the next one is read: two images at a time
+    stats = difference_statistics([p for _, p, _ in batched], of_differences, scratch.work)
+    for (k, _, inflation), stat in zip(batched, stats):
+        results[k] = pair_difference(stat, inflation, image, mask, comparisons[k].runs, params)
     return results
+
+
+def difference_statistics(packed: list, params: StatParams, work: Workspace) -> list[SkyStat]:
+    """The statistics of several pairs' packed differences (the small pairs batched together).
+
+    The same as `sky_statistic` of each (``mode``: to ~1e-11 of its error, its smoothing by
+    FFT for all at once, `segments.large_statistics`), and each pair's bits do not depend
+    on which pairs are measured with it: the constant and the plane stage, every scheduler
+    and every batch give the same values.
+    """
+    if not packed:
+        return []
+    value, npix, err = large_statistics(packed, params, work, alone=True)
+    return [SkyStat(v, n, e) for v, n, e in zip(value.tolist(), npix.tolist(), err.tolist())]
+
+
+def pair_difference(stat: SkyStat, inflation: float, image, mask, runs: Runs,
+                    params: StatParams) -> PairDifference:
+    """A pair's `PairDifference` from its differences' statistic (errors inflated)."""
+    usable = (stat.npix, stat.npix)
+    if stat.npix == 0:  # say which side has nothing to compare
+        usable = (_usable_count(image, mask, runs, params), 0)
+    return PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
 
 
 def _finite(d: np.ndarray, buffers: DifferenceBuffers) -> np.ndarray:

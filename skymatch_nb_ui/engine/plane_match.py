@@ -140,7 +140,7 @@ class PlaneStage:
                 for a in range(len(self._shapes))]
         centres = np.array([np.mean([maps[a].q_centre for a in m], axis=0) for m in grouping.members])
         moments = _moments_of(geometry.runs)
-        plans = [self._plan(g, h, overlaps, maps, moments) for g, h in keys]
+        plans = self._plans(keys, overlaps, maps, moments)
         local = []
         for ny, nx in self._shapes:
             side = max(MIN_CELL_SIDE, min(nx, ny) / LOCAL_CELLS)
@@ -148,31 +148,68 @@ class PlaneStage:
         return _Layout(comp, grouping.label_of.copy(), frames, maps, centres.reshape(-1, 2), plans,
                        local)
 
-    def _plan(self, g, h, overlaps, maps, moments: dict) -> _PairPlan:
-        """The cell grid of the pair ``(g, h)`` (``moments``: `_moments_of` the runs)."""
+    def _plans(self, keys, overlaps, maps, moments: dict) -> list[_PairPlan]:
+        """The cell grids of the pairs ``keys`` (``moments``: `_moments_of` the runs).
+
+        Each pair's pixel moments in the frame, from its members' moments through their
+        affine maps: all the pairs' members at once (stacked 2 x 2 products, the same
+        arithmetic member by member), summed per pair in member order.
+        """
+        pair_of, member, stats = [], [], []
+        scale = np.zeros(len(keys))
+        for p, (g, h) in enumerate(keys):
+            sides = (overlaps[(g, h)], overlaps[(h, g)])
+            for side in sides:
+                for a in side:
+                    scale[p] = max(scale[p], maps[a].pixel_scale)
+            for a, partners in sides[0].items():
+                for b in partners:
+                    if (a, b) in moments:  # else no pixels
+                        pair_of.append(p)
+                        member.append(a)
+                        stats.append(moments[(a, b)])
+        n_pairs = len(keys)
+        count = np.zeros(n_pairs)
+        mean = np.zeros((n_pairs, 2))
+        second = np.zeros((n_pairs, 2, 2))
+        area = np.zeros(n_pairs)
+        if stats:
+            pair_of = np.array(pair_of, np.intp)
+            n = np.array([t[0] for t in stats], float)
+            mu = np.array([t[1] for t in stats])
+            cov = np.array([t[2] for t in stats])
+            jac = np.array([maps[a].jac for a in member])
+            q = (np.matmul(jac, (mu - np.array([maps[a].pixel_centre for a in member]))[:, :, None])
+                 [:, :, 0] + np.array([maps[a].q_affine for a in member]))
+            c = jac @ cov @ jac.transpose(0, 2, 1)
+            count = np.bincount(pair_of, n, minlength=n_pairs)
+            weighted = n[:, None] * q
+            mean = np.column_stack([np.bincount(pair_of, weighted[:, k], minlength=n_pairs)
+                                    for k in (0, 1)])
+            terms = n[:, None, None] * (c + q[:, :, None] * q[:, None, :])
+            for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                second[:, i, j] = np.bincount(pair_of, terms[:, i, j], minlength=n_pairs)
+            area = np.bincount(pair_of, n * np.array([maps[a].pixel_scale for a in member]) ** 2,
+                               minlength=n_pairs)
+        plans = [None] * n_pairs
+        live = np.flatnonzero(count > 0)
+        for p in np.flatnonzero(count == 0):
+            g, h = keys[p]
+            plans[p] = _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
+        if len(live):
+            m = mean[live] / count[live, None]
+            spread = second[live] / count[live, None, None] - m[:, :, None] * m[:, None, :]
+            eigen, axes = np.linalg.eigh(spread)  # across (smaller spread), then along
+            for k, p in enumerate(live.tolist()):
+                plans[p] = self._plan(keys[p], overlaps, maps, m[k], eigen[k], axes[k],
+                                      float(area[p]), float(scale[p]))
+        return plans
+
+    @staticmethod
+    def _plan(key, overlaps, maps, mean, eigen, axes, area: float, scale: float) -> _PairPlan:
+        """The cell grid of the pair ``key`` from its pixels' mean, spread (eigen) and area."""
+        g, h = key
         sides = (overlaps[(g, h)], overlaps[(h, g)])
-        count, mean, second, area = 0.0, np.zeros(2), np.zeros((2, 2)), 0.0
-        scale = 0.0
-        for side in sides:
-            for a in side:
-                scale = max(scale, maps[a].pixel_scale)
-        for a, partners in sides[0].items():
-            m = maps[a]
-            for b in partners:
-                if (a, b) not in moments:  # no pixels
-                    continue
-                n, mu, cov = moments[(a, b)]
-                q = m.jac @ (mu - m.pixel_centre) + m.q_affine
-                c = m.jac @ cov @ m.jac.T
-                count += n
-                mean += n * q
-                second += n * (c + np.outer(q, q))
-                area += n * m.pixel_scale**2
-        if count == 0:
-            return _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
-        mean /= count
-        cov = second / count - np.outer(mean, mean)
-        eigen, axes = np.linalg.eigh(cov)  # across (smaller spread), then along
         width, length = (math.sqrt(12.0 * max(float(v), 0.0)) for v in eigen)
         smallest = MIN_CELL_SIDE * scale
         if area < MIN_CELLS * smallest**2:

@@ -448,11 +448,15 @@ class PlaneStage:
             cells = [self.cells[ck] for ck in cks]
             px = np.rint(np.concatenate([c.x for c in cells])).astype(np.intp)
             py = np.rint(np.concatenate([c.y for c in cells])).astype(np.intp)
-            inside: dict[int, np.ndarray] = {}
-            for b in partners.get(a, ()):
-                h = int(layout.image_input[b])
-                inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
-            count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+            others = partners.get(a, [])
+            inside = _contains_many([runs[(a, b)] for b in others], px, py)
+            if len(others):  # per input, whether any of its images holds the pixel
+                inputs = layout.image_input[others]
+                order = np.argsort(inputs, kind="stable")
+                first = np.flatnonzero(np.r_[True, np.diff(inputs[order]) != 0])
+                count = np.logical_or.reduceat(inside[order], first, axis=0).sum(axis=0)
+            else:
+                count = np.ones(len(px))
             count = np.maximum(count, 1)
             start = 0
             for ck, c in zip(cks, cells):
@@ -513,15 +517,28 @@ class PlaneStage:
         return image_fits, inputs
 
 
-def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether each pixel (px, py) is in the runs (sorted by row, then start, not overlapping)."""
-    if not r:
-        return np.zeros(len(px), bool)
-    width = int(max(r.stop.max(), px.max(initial=0))) + 2
-    keys = r.rows.astype(np.int64) * width + r.start
-    j = np.searchsorted(keys, py.astype(np.int64) * width + px, side="right") - 1
+def _contains_many(sets: list, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether each pixel (px, py) is in each of ``sets``: bool (sets, pixels).
+
+    ``sets``: non-empty `Runs`, each sorted by row, then start, not overlapping.  All at
+    once: the runs of all the sets in one sorted list of keys (set, row, start).
+    """
+    if not sets or not len(px):
+        return np.zeros((len(sets), len(px)), bool)
+    width = int(max(max(int(r.stop.max()) for r in sets), px.max())) + 2
+    height = int(max(max(int(r.rows.max()) for r in sets), py.max())) + 2
+    rows = np.concatenate([r.rows for r in sets]).astype(np.int64)
+    start = np.concatenate([r.start for r in sets])
+    stop = np.concatenate([r.stop for r in sets])
+    first = np.cumsum([0] + [len(r.rows) for r in sets])
+    which = np.repeat(np.arange(len(sets), dtype=np.int64), np.diff(first))
+    keys = (which * height + rows) * width + start
+    query = ((np.arange(len(sets), dtype=np.int64)[:, None] * height + py[None, :]) * width
+             + px[None, :])
+    j = np.searchsorted(keys, query, side="right") - 1
+    own = j >= first[:-1, None]  # a run of the same set
     j = np.maximum(j, 0)
-    return (r.rows[j] == py) & (r.start[j] <= px) & (px < r.stop[j])
+    return own & (rows[j] == py) & (start[j] <= px) & (px < stop[j])
 
 
 def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:

@@ -487,10 +487,14 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
     for rows, size in zip(groups, np.unique(sizes) if alone else sizes):
         part = slice(None) if rows is None else rows
         span = width if rows is None else min(width, int(nb[rows].max()))
-        d = np.arange(size)
-        d = np.where(d <= size // 2, d, d - size)  # circular offsets
-        kern = np.exp(-0.5 * (d[None, :] / w[part, None]) ** 2)
-        kern[np.abs(d)[None, :] > reach[part, None]] = 0.0
+        # the kernel at circular offsets -R..R (zero beyond each row's reach), placed at
+        # their columns: the same values as over all the columns, where the rest are zeros
+        most = int(reach[part].max())
+        d = np.arange(-most, most + 1)
+        near = np.exp(-0.5 * (d[None, :] / w[part, None]) ** 2)
+        near[np.abs(d)[None, :] > reach[part, None]] = 0.0
+        kern = np.zeros((len(near), size))
+        kern[:, d % size] = near
         padded = np.zeros((len(kern), size))
         padded[:, :span] = counts[part, :span]
         smooth[part, :span] = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(kern, axis=1),

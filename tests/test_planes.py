@@ -440,8 +440,11 @@ def test_every_scheduler_gives_the_same_default_planes_bit_for_bit():
                      scheduler=scheduler, workers=2)
         out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err,
                                     r.plane.cov.reshape(len(r.sky), -1)]))
+        # the whole overlaps' statistics (measured together per batch) and the residuals
+        out.append(np.column_stack([r.pairs.diff_before, r.pairs.diff_err, r.pairs.diff_after,
+                                    r.plane.resid_gradient]))
     assert np.isfinite(out[0]).all()
-    assert all(np.array_equal(out[0], o) for o in out[1:])
+    assert all(np.array_equal(out[k], out[k + 2], equal_nan=True) for k in (0, 1, 2, 3))
 
 
 @pytest.mark.parametrize("scheduler", ["serial", "threads"])

@@ -148,9 +148,11 @@ class DifferenceTask:
         """Statistics the task computes (for progress)."""
         return len(self.comparisons)
 
-    def run(self, params: StatParams, scratch: Scratch | None = None, found=None) -> list[SkyStat]:
+    def run(self, params: StatParams, scratch: Scratch | None = None, found=None,
+            later: list | None = None) -> list[SkyStat]:
         """`measure_differences` of this task."""
-        return measure_differences(self.loader, self.comparisons, params, scratch, found)
+        return measure_differences(self.loader, self.comparisons, params, scratch, found,
+                                   later=later)
 
 
 def load_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
@@ -216,7 +218,15 @@ def measure_batch(tasks: Sequence[Task | DifferenceTask], params: StatParams) ->
     in memory are computed together first (`batched_differences`).
     """
     found = batched_differences([t for t in tasks if isinstance(t, DifferenceTask)], params)
-    return [_run_task(t, params, None, found) for t in tasks]
+    later: list = []  # the batched pairs' whole statistics: all the tasks' at once
+    out = [_run_task(t, params, None, found, later) for t in tasks]
+    try:
+        finish_differences(later, params)
+    except StatisticError:
+        for t in tasks:  # whose differences: each task alone
+            _run_task(t, params, None, found)
+        raise
+    return out
 
 
 def batched_differences(tasks: Sequence, params: StatParams, scratch: Scratch | None = None) -> dict:
@@ -500,6 +510,8 @@ def measure_differences(
     params: StatParams,
     scratch: Scratch | None = None,
     found: dict | None = None,
+    *,
+    later: list | None = None,
 ) -> list[SkyStat]:
     """The statistic of the pixel differences of one image with each of several others.
 
@@ -523,6 +535,9 @@ def measure_differences(
         Buffers reused across the tasks of one thread.
     found : dict, optional
         Differences already computed (`batched_differences`), by ``id`` of the comparison.
+    later : list, optional
+        Where to leave the statistics of those (`finish_differences` fills the returned
+        list's places then, with other tasks' at once); else they are computed here.
 
     Returns
     -------
@@ -549,16 +564,40 @@ def measure_differences(
         inflation = interpolation_inflation(w2, c.pmap.area_ratio, params.skystat)
         packed = _finite(d, scratch.differences)
         if in_found and len(packed):  # (`found` holds copies: kept until measured)
-            batched.append((len(results), packed, inflation))
+            batched.append(_Whole(results, len(results), packed, inflation, loader, c.runs))
             results.append(None)
         else:
             stat = sky_statistic(packed, of_differences, work=scratch.work)
-            results.append(pair_difference(stat, inflation, image, mask, c.runs, params))
+            results.append(pair_difference(stat, inflation, lambda: (image, mask), c.runs, params))
         del other, other_mask  # released before the next one is read: two images at a time
-    stats = difference_statistics([p for _, p, _ in batched], of_differences, scratch.work)
-    for (k, _, inflation), stat in zip(batched, stats):
-        results[k] = pair_difference(stat, inflation, image, mask, comparisons[k].runs, params)
+    if later is None:
+        finish_differences(batched, params, scratch)
+    else:
+        later.extend(batched)
     return results
+
+
+class _Whole(NamedTuple):
+    """A batched pair's whole overlap left to `finish_differences`: where its result goes."""
+
+    results: list
+    index: int
+    packed: np.ndarray
+    inflation: float
+    loader: ImageLoader
+    runs: Runs
+
+
+def finish_differences(pending: list, params: StatParams, scratch: Scratch | None = None) -> None:
+    """The whole-overlap statistics of batched pairs (`_Whole`), all at once, put in place."""
+    if not pending:
+        return
+    scratch = thread_scratch() if scratch is None else scratch
+    of_differences = params.replace(lower=None, upper=None)
+    stats = difference_statistics([w.packed for w in pending], of_differences, scratch.work)
+    for w, stat in zip(pending, stats):
+        w.results[w.index] = pair_difference(stat, w.inflation, lambda w=w: load_pixels(w.loader),
+                                             w.runs, params)
 
 
 def difference_statistics(packed: list, params: StatParams, work: Workspace) -> list[SkyStat]:
@@ -575,12 +614,15 @@ def difference_statistics(packed: list, params: StatParams, work: Workspace) -> 
     return [SkyStat(v, n, e) for v, n, e in zip(value.tolist(), npix.tolist(), err.tolist())]
 
 
-def pair_difference(stat: SkyStat, inflation: float, image, mask, runs: Runs,
+def pair_difference(stat: SkyStat, inflation: float, pixels: Callable, runs: Runs,
                     params: StatParams) -> PairDifference:
-    """A pair's `PairDifference` from its differences' statistic (errors inflated)."""
+    """A pair's `PairDifference` from its differences' statistic (errors inflated).
+
+    ``pixels()``: the compared image and its mask (read only when no difference is usable).
+    """
     usable = (stat.npix, stat.npix)
     if stat.npix == 0:  # say which side has nothing to compare
-        usable = (_usable_count(image, mask, runs, params), 0)
+        usable = (_usable_count(*pixels(), runs, params), 0)
     return PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
 
 
@@ -637,11 +679,11 @@ def _usable_count(image, mask, runs: Runs, params: StatParams) -> int:
 
 
 def _run_task(task: Task | DifferenceTask, params: StatParams, scratch: Scratch | None,
-              found: dict | None = None) -> list[SkyStat]:
+              found: dict | None = None, later: list | None = None) -> list[SkyStat]:
     """A task's statistics; a statistic that fails names the task's image."""
     try:
         if isinstance(task, DifferenceTask):
-            return task.run(params, scratch, found)
+            return task.run(params, scratch, found, later)
         return task.run(params, scratch)
     except StatisticError as exc:
         raise StatisticError(f"{task.label or repr(task.loader)}: {exc}") from None

@@ -662,7 +662,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     if found is not None and len(packed):  # with the batch's others (`_whole_statistics`)
         return _Differences(runs, grid, packed, bad, inflation, None, of_differences)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
-    whole = pair_difference(stat, inflation, image, mask, runs, params)
+    whole = pair_difference(stat, inflation, lambda: (image, mask), runs, params)
     return _Differences(runs, grid, packed, bad, inflation, whole, of_differences)
 
 
@@ -681,10 +681,8 @@ def _whole_statistics(jobs: list, tasks, params: StatParams, scratch: Scratch) -
     stats = difference_statistics([job.packed for _, job in todo], todo[0][1].params,
                                   scratch.work)
     for (t, job), stat in zip(todo, stats):
-        image = mask = None
-        if stat.npix == 0:  # (not for packed differences: clipping keeps some)
-            image, mask = load_pixels(t.loader)
-        job.whole = pair_difference(stat, job.inflation, image, mask, job.runs, params)
+        job.whole = pair_difference(stat, job.inflation, lambda t=t: load_pixels(t.loader),
+                                    job.runs, params)
 
 
 def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> list[_Pending]:

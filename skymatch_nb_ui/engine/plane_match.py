@@ -24,7 +24,7 @@ from ._execute import batches_of
 from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
 from .lstsq import components
-from .measure import PairStats, in_batch
+from .measure import PairStats, in_batch, together
 from .planes import (
     CELLS_PER_OVERLAP,
     LOCAL_CELLS,
@@ -297,8 +297,10 @@ class PlaneStage:
                               differences=differences)
         # one task per image (its pixels read once), whatever runs them
         parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
+        whole_together = bool(differences) and together(loaders, self._geometry_runs)
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
-                          sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
+                          sum(built[a][k][1] for k in ks), label=f"images[{a}]",
+                          together=whole_together) for a, ks in parts]
 
         # tasks batched (several images' cells measured together: `segments` batches their
         # statistics, whose per-call cost dominates on small images), the same batches

@@ -313,6 +313,7 @@ class CellTask:
     jobs: tuple  # ((region or None, CellGrid), ...)
     size: int
     label: str = ""
+    together: bool = False  # whole overlaps of batched pairs together (`measure.together`)
 
 
 def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
@@ -439,7 +440,7 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
             for region, grid in t.jobs:
                 if isinstance(region, DifferenceRegion):
                     job = _differences(image, mask, region, grid, params, scratch,
-                                       found.get(id(region)))
+                                       found.get(id(region)), t.together)
                     differences.append((len(pending), job))
                     by_task[-1].append(job)
                     pending.append(None)
@@ -631,11 +632,12 @@ class _Differences:
 
 
 def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                 scratch: Scratch, found=None) -> _Differences:
+                 scratch: Scratch, found=None, together: bool = False) -> _Differences:
     """The pixel differences ``image - other`` of a region and their whole statistic.
 
     ``found``: the differences and their squared weights when already computed
-    (`measure.batched_differences`).
+    (`measure.batched_differences`); ``together``: their whole statistic left to
+    `_whole_statistics` (`measure.together`).
     """
     from .differences import interpolation_inflation, pair_differences
     from .measure import PairDifference, pair_difference
@@ -659,7 +661,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     all_good = bool(finite.all())
     packed = (d if found is not None else d.copy()) if all_good else d[finite]  # (found: a copy)
     bad = None if all_good else np.flatnonzero(~finite)
-    if found is not None and len(packed):  # with the batch's others (`_whole_statistics`)
+    if together and found is not None and len(packed):  # with the batch's others
         return _Differences(runs, grid, packed, bad, inflation, None, of_differences)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
     whole = pair_difference(stat, inflation, lambda: (image, mask), runs, params)

@@ -534,3 +534,35 @@ def test_pixels_in_many_run_sets_at_once_are_those_of_each_set():
         assert np.array_equal(got[k], mask[py, px])
     assert _contains_many([], px, py).shape == (0, 400)
     assert _contains_many(sets, px[:0], py[:0]).shape == (5, 0)
+
+
+def test_whole_overlaps_measured_together_give_the_planes_and_fallbacks_of_one_by_one(monkeypatch):
+    """Mosaics of many small pairs measure the pairs' whole overlaps together
+    (`measure.TOGETHER_FROM`): the same planes to ~1e-9 of their errors, the same
+    fallbacks (a thin pair falls back to its whole-overlap constant), and the same bits
+    whatever the scheduler."""
+    from skymatch_nb_ui.engine import measure
+
+    m = make_mosaic((1, 2), shape=(200, 200), overlap=0.25, gradient=4.0, noise=1.0, seed=3)
+    ra = 150.0 - 265 * 0.1 / 3600 / np.cos(np.radians(2.0))
+    m = m + make_mosaic((1, 1), shape=(200, 200), center=(ra, 2.0), gradient=4.0, noise=1.0,
+                        seed=4, prefix="c")
+    runs = {}
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(measure, "TOGETHER_FROM", threshold)
+        for scheduler in ("serial", "processes"):
+            runs[threshold, scheduler] = skymatch(m.images, m.wcs, skymodel="plane",
+                                                  slope_significance=0.0, scheduler=scheduler,
+                                                  workers=2)
+    one, together = runs[10**9, "serial"], runs[1, "serial"]
+    assert (together.plane.plane_fallback != "").sum() == 1
+    assert together.plane.plane_fallback.tolist() == one.plane.plane_fallback.tolist()
+    assert np.abs(together.sky - one.sky).max() <= 1e-9 * one.sky_err.min()
+    np.testing.assert_allclose(together.sky_err, one.sky_err, rtol=1e-9)
+    np.testing.assert_allclose(together.pairs.diff_before, one.pairs.diff_before,
+                               atol=1e-9 * one.pairs.diff_err.min())
+    for threshold in (10**9, 1):
+        a, b = runs[threshold, "serial"], runs[threshold, "processes"]
+        assert np.array_equal(a.sky, b.sky)
+        assert np.array_equal(a.plane.cov, b.plane.cov, equal_nan=True)
+        assert np.array_equal(a.pairs.diff_before, b.pairs.diff_before)

@@ -34,6 +34,7 @@ from .measure import (
     DifferenceTask,
     PairDifference,
     Task,
+    finish_sides,
     in_batch,
     input_pair_differences,
     input_pair_stats,
@@ -505,8 +506,11 @@ class SkyMatcher:
         units = [sum(tasks[t].units for t in batch) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
-        execution.map("statistics", measure_batch, arguments, units=units, kind=kind,
-                      on_result=keep, order=order)
+        try:
+            execution.map("statistics", measure_batch, arguments, units=units, kind=kind,
+                          on_result=keep, order=order)
+        finally:  # the sides' mode errors, all at once (the tasks leave them pending)
+            finish_sides(self._pair_stats, [(key, a, p) for a, p in todo if p is not None])
 
     def _difference_task(self, s: int, others: list) -> DifferenceTask:
         """The `measure_differences` task of image ``s``'s pixels against ``others``."""
@@ -578,7 +582,7 @@ class SkyMatcher:
         size = sum(
             int(np.prod(self._shapes[a])) if r is None else sum(x.npix for x in r) for r in regions
         )
-        return Task(self._loaders[a], regions, size, label=f"images[{a}]")
+        return Task(self._loaders[a], regions, size, label=f"images[{a}]", defer=True)
 
 
 def _in_memory(loader: ImageLoader) -> bool:

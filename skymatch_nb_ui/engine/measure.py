@@ -38,9 +38,11 @@ from .geometry import GatherBuffers, Runs
 from .loaders import ImageLoader
 from .params import StatParams
 from .stats import (
+    ModeBroad,
     SkyStat,
     StatisticError,
     Workspace,
+    mode_broad_errors,
     neighbour_noise,
     pixel_noise,
     side_statistic,
@@ -59,6 +61,7 @@ __all__ = [
     "Task",
     "batched_differences",
     "combine",
+    "finish_sides",
     "input_pair_differences",
     "input_pair_stats",
     "load_pixels",
@@ -92,13 +95,15 @@ class Scratch:
 class Task:
     """The arguments of one `measure_image` call, and its size (pixels) for scheduling.
 
-    ``label`` names the image in error messages (e.g. ``"images[3]"``).
+    ``label`` names the image in error messages (e.g. ``"images[3]"``); with ``defer`` the
+    sides' mode errors are left to `finish_sides` (`measure_image`).
     """
 
     loader: ImageLoader
     regions: tuple[Region, ...]
     size: int
     label: str = ""
+    defer: bool = False
 
     @property
     def units(self) -> int:
@@ -107,7 +112,7 @@ class Task:
 
     def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
         """`measure_image` of this task."""
-        return measure_image(self.loader, self.regions, params, scratch)
+        return measure_image(self.loader, self.regions, params, scratch, defer=self.defer)
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +169,8 @@ def measure_image(
     regions: Sequence[Region],
     params: StatParams,
     scratch: Scratch | None = None,
+    *,
+    defer: bool = False,
 ) -> list[SkyStat]:
     """The statistic of one image over each of ``regions``: one stage-2 task.
 
@@ -180,6 +187,10 @@ def measure_image(
         The statistic, limits and clipping.
     scratch : Scratch, optional
         Buffers reused across the tasks of one thread.
+    defer : bool
+        Leave the sides' mode errors for the sky errors (`SideStat.broad_err`) as a
+        `stats.ModeBroad`, for `finish_sides` to compute with other tasks' (fewer, larger
+        calls; the same values).
 
     Returns
     -------
@@ -203,7 +214,31 @@ def measure_image(
     """
     scratch = thread_scratch() if scratch is None else scratch
     image, mask = load_pixels(loader)
-    return _region_statistics(image, mask, regions, params, scratch)
+    found = _region_statistics(image, mask, regions, params, scratch, defer=True)
+    return found if defer else _finished(found)
+
+
+def finish_sides(found: dict, keys=None) -> None:
+    """Compute, all at once, the mode errors `measure_image` left pending with ``defer``.
+
+    ``found`` maps keys to statistics (`SkyStat` or `SideStat`); those of ``keys`` (default:
+    all) still pending are replaced by their finished `SideStat`.
+    """
+    keys = list(found) if keys is None else [k for k in keys if k in found]
+    keys = [k for k in keys if isinstance(getattr(found[k], "broad_err", None), ModeBroad)]
+    for k, stat in zip(keys, _finished([found[k] for k in keys])):
+        found[k] = stat
+
+
+def _finished(stats: list) -> list:
+    """``stats`` with their pending mode errors (`ModeBroad`) computed, together."""
+    pending = [i for i, s in enumerate(stats) if isinstance(getattr(s, "broad_err", None), ModeBroad)]
+    if not pending:
+        return stats
+    stats = list(stats)
+    for i, err in zip(pending, mode_broad_errors([stats[i].broad_err for i in pending])):
+        stats[i] = stats[i]._replace(broad_err=err)
+    return stats
 
 
 def measure_batch(tasks: Sequence[Task | DifferenceTask], params: StatParams) -> list[list[SkyStat]]:
@@ -274,13 +309,15 @@ def thread_scratch() -> Scratch:
 
 
 def _region_statistics(image, mask, regions: Sequence[Region], params: StatParams,
-                       scratch: Scratch) -> list[SkyStat]:
+                       scratch: Scratch, *, defer: bool = False) -> list[SkyStat]:
     """`_region_statistic` of each region; the sides' plane fits together (`_plane_fits`).
 
     The same results as one region at a time, bit for bit: the fits of sides with equally
     many sampled pixels are stacked, and stacked products and solves give each side's bits.
+    With ``defer``, the mode errors left pending (`measure_image`).
     """
-    found = [_region_statistic(image, mask, region, params, scratch, fit=False) for region in regions]
+    found = [_region_statistic(image, mask, region, params, scratch, fit=False, defer=defer)
+             for region in regions]
     sides = [k for k, (_, sample) in enumerate(found) if sample is not None]
     slopes = _plane_fits([found[k][1] for k in sides], scratch.work)
     results = [stat for stat, _ in found]
@@ -290,7 +327,7 @@ def _region_statistics(image, mask, regions: Sequence[Region], params: StatParam
 
 
 def _region_statistic(image, mask, region: Region, params: StatParams, scratch: Scratch, *,
-                      fit: bool = True):
+                      fit: bool = True, defer: bool = False):
     """The statistic of an image over a region.
 
     Over all the pixels (``region`` None) the error is the statistic's own.  Over an overlap
@@ -302,7 +339,8 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     broad scene) is in the returned `SideStat`'s other fields, for `scene_error`.
 
     Without ``fit``: ``(statistic, sample)``, the side's plane not fitted yet (its slopes
-    NaN) and the sample to fit it with (`_plane_sample`; None when there is none).
+    NaN) and the sample to fit it with (`_plane_sample`; None when there is none).  With
+    ``defer``, the mode's error for the sky errors may be left pending (`measure_image`).
     """
     if region is None:
         values = np.asarray(image).reshape(-1)
@@ -325,7 +363,8 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         noise = neighbour_noise(values, work=scratch.work)
     else:
         noise = pixel_noise(values, params.lower, params.upper)
-    stat, broad, kernel = side_statistic(values, params, work=scratch.work, noise=noise, kernel=True)
+    stat, broad, kernel = side_statistic(values, params, work=scratch.work, noise=noise,
+                                         kernel=True, defer=defer)
     side = SideStat(*stat, cx, cy, math.nan, math.nan, broad, kernel, noise)
     if not fit:
         return side, sample

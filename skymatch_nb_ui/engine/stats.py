@@ -581,11 +581,9 @@ def _modes_of_histograms(counts: np.ndarray, sides) -> np.ndarray:
 
     ``counts``: (sides, rows, bins), the rows of side ``s`` drawn from ``sides[s]`` (a
     `ModeBroad`: its ``n``, ``std``, ``h``, ``binwidth``).  Each side's kernels, widened as
-    in `_mode`; the smoothing per side (`scipy.ndimage.convolve1d`), all else stacked, every
-    row's bits those of its side alone.
+    in `_mode`, the smoothing a product with each side's banded (Toeplitz) kernel matrix:
+    every row's value that of its side alone, bit for bit.
     """
-    from scipy.ndimage import convolve1d
-
     nsides, rows, bins = counts.shape
     flat = counts.reshape(-1, bins)
     centres = np.arange(bins) + 0.5
@@ -597,16 +595,16 @@ def _modes_of_histograms(counts: np.ndarray, sides) -> np.ndarray:
     found = np.full((nsides, rows), np.nan)  # the peak of the last accepted kernel
     active = np.ones((nsides, rows), dtype=bool)
     accepted: list = []  # (peaks, errors) of the kernels so far, per row
-    smooth = np.empty_like(counts)
-    width = np.empty((nsides, 1))
+    distance = np.arange(1 - bins, bins)  # of two bins, j - i
+    toeplitz = distance[bins - 1 :][None, :] - np.arange(bins)[:, None] + bins - 1
     offsets = np.array([-1, 0, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         while active.any():
-            for s in range(nsides):
-                width[s] = kernel[s] / binwidth[s]
-                reach = math.ceil(_MODE_REACH * width[s, 0])
-                weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width[s, 0]) ** 2)
-                convolve1d(counts[s], weights, axis=1, mode="constant", output=smooth[s])
+            width = np.array([kernel[s] / binwidth[s] for s in range(nsides)])[:, None]
+            reach = np.array([math.ceil(_MODE_REACH * x) for x in width[:, 0]])[:, None]
+            weights = np.exp(-0.5 * (distance / width) ** 2)  # as `_smoothed`'s kernel
+            weights[np.abs(distance) > reach] = 0.0
+            smooth = counts @ weights[:, toeplitz]  # each row convolved with its side's kernel
             k = np.argmax(smooth, axis=2)
             inside = (k > 0) & (k < bins - 1)
             kk = np.minimum(np.maximum(k, 1), bins - 2)

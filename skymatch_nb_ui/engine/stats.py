@@ -595,16 +595,11 @@ def _modes_of_histograms(counts: np.ndarray, sides) -> np.ndarray:
     found = np.full((nsides, rows), np.nan)  # the peak of the last accepted kernel
     active = np.ones((nsides, rows), dtype=bool)
     accepted: list = []  # (peaks, errors) of the kernels so far, per row
-    distance = np.arange(1 - bins, bins)  # of two bins, j - i
-    toeplitz = distance[bins - 1 :][None, :] - np.arange(bins)[:, None] + bins - 1
     offsets = np.array([-1, 0, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         while active.any():
             width = np.array([kernel[s] / binwidth[s] for s in range(nsides)])[:, None]
-            reach = np.array([math.ceil(_MODE_REACH * x) for x in width[:, 0]])[:, None]
-            weights = np.exp(-0.5 * (distance / width) ** 2)  # as `_smoothed`'s kernel
-            weights[np.abs(distance) > reach] = 0.0
-            smooth = counts @ weights[:, toeplitz]  # each row convolved with its side's kernel
+            smooth = counts @ _kernel_matrices(width[:, 0], bins)
             k = np.argmax(smooth, axis=2)
             inside = (k > 0) & (k < bins - 1)
             kk = np.minimum(np.maximum(k, 1), bins - 2)
@@ -638,6 +633,21 @@ def _modes_of_histograms(counts: np.ndarray, sides) -> np.ndarray:
     never = np.isnan(found)
     found[never] = np.argmax(counts[never], axis=1) + 0.5
     return found
+
+
+def _kernel_matrices(widths: np.ndarray, bins: int) -> np.ndarray:
+    """Per width (bins), the matrix that smooths a histogram (a row times it) as `_smoothed`.
+
+    A Gaussian of that width truncated at `_MODE_REACH` widths, zero beyond the histogram's
+    ends: ``out[s, j, i]`` is the kernel at ``i - j``, shape (widths, bins, bins).  The same
+    weights as `_smoothed`'s; the sums in BLAS's order (equal to rounding).
+    """
+    distance = np.arange(1 - bins, bins)  # i - j
+    reach = np.array([math.ceil(_MODE_REACH * w) for w in widths])[:, None]
+    weights = np.exp(-0.5 * (distance / np.asarray(widths)[:, None]) ** 2)
+    weights[np.abs(distance) > reach] = 0.0
+    toeplitz = np.arange(bins)[None, :] - np.arange(bins)[:, None] + bins - 1
+    return weights[:, toeplitz]
 
 
 def _mode_draws(bins: int) -> np.ndarray:

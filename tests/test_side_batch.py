@@ -189,3 +189,14 @@ def test_a_task_defers_and_the_run_finishes():
     threads = skymatch(mosaic.images, mosaic.wcs, scheduler="threads", workers=2, **kwargs)
     assert _bits(serial.sky_err) == _bits(threads.sky_err) and _bits(serial.sky) == _bits(threads.sky)
     assert np.isfinite(serial.sky_err).all()
+
+
+def test_only_small_histograms_wait_for_the_run():
+    # A pending side holds its histogram until the run computes it: at most 1024 bins.
+    values = 100.0 + np.random.default_rng(5).standard_normal(20_000)
+    for binwidth, waits in ((0.1, True), (0.002, False)):
+        params = StatParams(skystat="mode", binwidth=binwidth)
+        _, broad, _ = stats.side_statistic(values, params, noise=1.0, kernel=True, defer=True)
+        _, now, _ = stats.side_statistic(values, params, noise=1.0, kernel=True)
+        assert isinstance(broad, stats.ModeBroad) == waits
+        assert (stats.mode_broad_errors([broad])[0] if waits else broad) == now

@@ -305,8 +305,9 @@ def side_statistic(
     kernel the mode's peak was located with (NaN for the other statistics and without a
     smoothed peak), for `covariance.mode_coupling`.
 
-    With ``defer``, the mode's second value may be a `ModeBroad` instead: what its error
-    needs, for `mode_broad_errors` to compute with other sides' (the same value, fewer calls).
+    With ``defer``, the mode's second value may be a `ModeBroad` instead (histograms of at
+    most `_MODE_DRAW_BINS` bins): what its error needs, for `mode_broad_errors` to compute
+    with other sides' (the same value, fewer calls).
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
@@ -317,8 +318,9 @@ def side_statistic(
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
     elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
         pending = _mode_broad(clipped, noise / clipped.scale, stat.err)
-        if pending is not None:
-            broad = pending if defer else mode_broad_errors([pending])[0]
+        if pending is not None:  # (held until computed: small histograms only)
+            small = pending.counts.size <= _MODE_DRAW_BINS
+            broad = pending if defer and small else mode_broad_errors([pending])[0]
     return (stat, broad, width) if kernel else (stat, broad)
 
 

@@ -75,7 +75,7 @@ _MODE_REACH = 4.0
 # ... then widened by factors of _MODE_WIDER up to _MODE_WIDEST std while the peak stays within
 # _MODE_STAY errors of every narrower kernel's peak (Lepski's rule): see `sky_statistic`.
 _MODE_WIDER = 2.0
-# `_mode_noise_spread`: draws of the noise, at most this many bins around the peak.
+# `_mode_noise_spreads`: draws of the noise, at most this many bins around the peak.
 _MODE_DRAWS = 16
 _MODE_DRAW_BINS = 1024  # histograms of more bins: not done (the first-order error stands)
 _MODE_DRAW_MARGIN = 0.8  # ... nor when every widening decision's |log(move / limit)| is above
@@ -295,9 +295,9 @@ def side_statistic(
     The second value is the error for the sky errors: ``err`` for the mean; for the median
     and midpt, whose noise error grows when the scene under the noise is broader than the
     noise (`_median_noise_error`), the larger of the two; for the mode, the spread of its
-    redrawn histograms when a widening decision was close (`_mode_noise_spread`: the peak
+    redrawn histograms when a widening decision was close (`_mode_noise_spreads`: the peak
     may move to another kernel's with the noise), else its first-order error exact in the
-    noise (`_mode_noise_error`), either of which may be below ``err``.  (``err`` itself stays
+    noise (`_mode_noise_errors`), either of which may be below ``err``.  (``err`` itself stays
     the reference-compatible formula: the robust solve of ``compare="levels"`` judges
     residuals with it.)
 
@@ -653,7 +653,7 @@ def _kernel_matrices(widths: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _mode_draws(bins: int) -> np.ndarray:
-    """``(_MODE_DRAWS, bins)`` fixed standard normal numbers for `_mode_noise_spread`.
+    """``(_MODE_DRAWS, bins)`` fixed standard normal numbers for `_mode_noise_spreads`.
 
     Made once (grown when more are asked for: the first ones never change).
     """
@@ -1096,8 +1096,8 @@ def _mode(s: _ClippedSet, params: StatParams):
         return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
     peak, err, kernel = chosen[-1]
     s.mode_fit = (c, peak, kernel / params.binwidth)  # for `_noise_error`
-    s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spread`
-    # how near the closest decision of the widening was to going the other way (`_mode_noise_spread`)
+    s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spreads`
+    # how near the closest decision of the widening was to going the other way (`_mode_noise_spreads`)
     s.mode_margin = min((abs(math.log(max(r, 1e-300))) for r in moves), default=math.inf)
     return ymin + peak * h, err
 

@@ -489,6 +489,8 @@ class SkyMatcher:
             bins = min(len(tasks), max(4 * self._workers, -(-len(tasks) // BATCH)))
             batches = balanced([t.size for t in tasks], bins)
 
+        waiting: list = []  # sides whose mode errors may be pending (`measure.finish_sides`)
+
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):
                 if t >= len(owners):  # a difference task
@@ -502,6 +504,10 @@ class SkyMatcher:
                         self._local_stats[(key, a)] = value
                     else:
                         self._pair_stats[(key, a, partners)] = value
+                        waiting.append((key, a, partners))
+            if len(waiting) >= FINISH_EVERY:  # (with forked workers: while the others measure)
+                finish_sides(self._pair_stats, waiting)
+                waiting.clear()
 
         stat = params.stat
         arguments = [([tasks[t] for t in batch], stat) for batch in batches]
@@ -511,8 +517,8 @@ class SkyMatcher:
         try:
             execution.map("statistics", measure_batch, arguments, units=units, kind=kind,
                           on_result=keep, order=order)
-        finally:  # the sides' mode errors, all at once (the tasks leave them pending)
-            finish_sides(self._pair_stats, [(key, a, p) for a, p in todo if p is not None])
+        finally:  # the last sides' mode errors (also of a cancelled run's)
+            finish_sides(self._pair_stats, waiting)
 
     def _difference_task(self, s: int, others: list) -> DifferenceTask:
         """The `measure_differences` task of image ``s``'s pixels against ``others``."""
@@ -587,11 +593,13 @@ class SkyMatcher:
         return Task(self._loaders[a], regions, size, label=f"images[{a}]", defer=True)
 
 
-#: Where the statistics tasks leave the sides' mode errors for this process to compute all at
-#: once (`measure.finish_sides`, ~2x cheaper than one by one): where this process would
-#: compute them anyway.  Worker processes and clusters compute theirs in parallel (computed
-#: here, they would all wait for this one process; forked workers at N=64: a wash, measured).
-DEFERRING = ("serial", "threads")
+#: Where the statistics tasks leave the sides' mode errors for this process to compute many at
+#: once (`measure.finish_sides`, ~2x cheaper than one by one), `FINISH_EVERY` sides at a time
+#: as their results come in: where this process computes or receives them anyway (forked
+#: workers: between its own tasks, while the others measure).  A pool's workers and a
+#: cluster's compute theirs (here they would all wait for this one process).
+DEFERRING = ("serial", "threads", "fork")
+FINISH_EVERY = 128
 
 
 def _in_memory(loader: ImageLoader) -> bool:

@@ -316,7 +316,7 @@ def _region_statistics(image, mask, regions: Sequence[Region], params: StatParam
     many sampled pixels are stacked, and stacked products and solves give each side's bits.
     With ``defer``, the mode errors left pending (`measure_image`).
     """
-    found = [_region_statistic(image, mask, region, params, scratch, fit=False, defer=defer)
+    found = [_region_statistic(image, mask, region, params, scratch, defer=defer)
              for region in regions]
     sides = [k for k, (_, sample) in enumerate(found) if sample is not None]
     slopes = _plane_fits([found[k][1] for k in sides], scratch.work)
@@ -327,8 +327,8 @@ def _region_statistics(image, mask, regions: Sequence[Region], params: StatParam
 
 
 def _region_statistic(image, mask, region: Region, params: StatParams, scratch: Scratch, *,
-                      fit: bool = True, defer: bool = False):
-    """The statistic of an image over a region.
+                      defer: bool = False):
+    """The statistic of an image over a region, and the sample of its plane fit.
 
     Over all the pixels (``region`` None) the error is the statistic's own.  Over an overlap
     (one side of a pair in ``compare="levels"``) it is the error due to the pixel noise
@@ -338,19 +338,19 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     counts it.  What the scene does *not* cancel (two grids sampling it, the noise over a
     broad scene) is in the returned `SideStat`'s other fields, for `scene_error`.
 
-    Without ``fit``: ``(statistic, sample)``, the side's plane not fitted yet (its slopes
-    NaN) and the sample to fit it with (`_plane_sample`; None when there is none).  With
-    ``defer``, the mode's error for the sky errors may be left pending (`measure_image`).
+    Returns ``(statistic, sample)``: the side's plane is not fitted yet (its slopes NaN; the
+    fits of a task's sides are made together, `_region_statistics`), ``sample`` is what to
+    fit it to (`_plane_sample`; None when there is none).  With ``defer``, the mode's error
+    for the sky errors may be left pending (`measure_image`).
     """
     if region is None:
         values = np.asarray(image).reshape(-1)
         if mask is not None:
             values = values[np.asarray(mask).reshape(-1)]
-        stat = sky_statistic(values, params, work=scratch.work)
-        return stat if fit else (stat, None)
+        return sky_statistic(values, params, work=scratch.work), None
     runs = Runs.union(list(region), image.shape)
     if not runs:
-        return NO_STAT if fit else (NO_STAT, None)
+        return NO_STAT, None
     values = runs.gather(image, scratch.buffers)
     good = None if mask is None else runs.gather(mask)
     # Every pixel usable (the common case): no mask of them is needed anywhere below.
@@ -365,13 +365,7 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         noise = pixel_noise(values, params.lower, params.upper)
     stat, broad, kernel = side_statistic(values, params, work=scratch.work, noise=noise,
                                          kernel=True, defer=defer)
-    side = SideStat(*stat, cx, cy, math.nan, math.nan, broad, kernel, noise)
-    if not fit:
-        return side, sample
-    if sample is not None:
-        (gx, gy), = _plane_fits([sample], scratch.work)
-        side = side._replace(gx=gx, gy=gy)
-    return side
+    return SideStat(*stat, cx, cy, math.nan, math.nan, broad, kernel, noise), sample
 
 
 class SideStat(NamedTuple):

@@ -365,6 +365,14 @@ def mode_broad_errors(sides) -> list[float]:
     (`_mode_noise_spreads`), else (or when that is 0) its first-order error exact in the
     noise (`_mode_noise_errors`); ``err`` when neither is positive.  Sides whose histograms
     have as many bins are computed together; each value is the one computed alone.
+
+    Examples
+    --------
+    >>> values = 100.0 + np.random.default_rng(0).standard_normal(5000)
+    >>> params = StatParams(skystat="mode")
+    >>> _, pending = side_statistic(values, params, noise=1.0, defer=True)
+    >>> mode_broad_errors([pending]) == [side_statistic(values, params, noise=1.0)[1]]
+    True
     """
     found = np.zeros(len(sides))
     redraw = [i for i, side in enumerate(sides) if side.redraw]

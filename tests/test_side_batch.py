@@ -21,7 +21,11 @@ from skymatch_nb_ui.engine.geometry import Runs
 from skymatch_nb_ui.engine.loaders import ArrayImage
 from skymatch_nb_ui.engine.measure import (
     Task,
+    _clean_samples,
+    _CleanSide,
     _plane_fits,
+    _plane_sample,
+    _spread_sample,
     finish_sides,
     measure_image,
 )
@@ -200,3 +204,24 @@ def test_only_small_histograms_wait_for_the_run():
         _, now, _ = stats.side_statistic(values, params, noise=1.0, kernel=True)
         assert isinstance(broad, stats.ModeBroad) == waits
         assert (stats.mode_broad_errors([broad])[0] if waits else broad) == now
+
+
+def test_clean_sides_are_sampled_together_as_each_alone():
+    # The centroid and the plane-fit sample of an image's sides whose every pixel is usable,
+    # found for all of them at once (one searchsorted, exact sums): each side's own, bit for bit.
+    image = _image("clean").pixels
+    sides = [r for region in _regions()[1:] if region and region[0]
+             for r in [Runs.union(list(region), image.shape)]]
+    sides += [Runs(np.array([5]), np.array([3]), np.array([4]))]  # one pixel: no sample
+    plans = []
+    for runs in sides:
+        t = _spread_sample(runs.npix)
+        plans.append(_CleanSide(runs, t, runs.gather(image)[t].astype(np.float64)))
+    together = _clean_samples(plans)
+    for runs, (cx, cy, sample) in zip(sides, together):
+        ax, ay, alone = _plane_sample(runs.gather(image), None, runs, StatParams(), clean=True)
+        assert _bits((cx, cy)) == _bits((ax, ay))
+        assert (sample is None) == (alone is None)
+        if sample is not None:
+            assert sample.tobytes() == alone.tobytes()  # (C order, the view's too)
+    assert together[-1][2] is None and together[0][2].shape == (4, 1024)

@@ -318,9 +318,14 @@ def _region_statistics(image, mask, regions: Sequence[Region], params: StatParam
     """
     found = [_region_statistic(image, mask, region, params, scratch, defer=defer)
              for region in regions]
-    sides = [k for k, (_, sample) in enumerate(found) if sample is not None]
-    slopes = _plane_fits([found[k][1] for k in sides], scratch.work)
     results = [stat for stat, _ in found]
+    samples = [sample for _, sample in found]
+    clean = [k for k, sample in enumerate(samples) if isinstance(sample, _CleanSide)]
+    for k, (cx, cy, sample) in zip(clean, _clean_samples([samples[k] for k in clean])):
+        results[k] = results[k]._replace(x=cx, y=cy)
+        samples[k] = sample
+    sides = [k for k, sample in enumerate(samples) if sample is not None]
+    slopes = _plane_fits([samples[k] for k in sides], scratch.work)
     for k, (gx, gy) in zip(sides, slopes):
         results[k] = results[k]._replace(gx=gx, gy=gy)
     return results
@@ -340,7 +345,9 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
 
     Returns ``(statistic, sample)``: the side's plane is not fitted yet (its slopes NaN; the
     fits of a task's sides are made together, `_region_statistics`), ``sample`` is what to
-    fit it to (`_plane_sample`; None when there is none).  With ``defer``, the mode's error
+    fit it to (`_plane_sample`; None when there is none), or for a side whose every pixel
+    is usable a `_CleanSide`, its centroid (NaN here) and sample to be completed with the
+    task's other such sides (`_clean_samples`).  With ``defer``, the mode's error
     for the sky errors may be left pending (`measure_image`).
     """
     if region is None:
@@ -356,7 +363,11 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
     # Every pixel usable (the common case): no mask of them is needed anywhere below.
     clean = good is None and params.lower is None and params.upper is None \
         and _all_finite(values, scratch.work)
-    cx, cy, sample = _plane_sample(values, good, runs, params, clean=clean)
+    if clean:  # its centroid and sample found with the task's other clean sides
+        t = _spread_sample(runs.npix)
+        cx, cy, sample = math.nan, math.nan, _CleanSide(runs, t, values[t].astype(np.float64))
+    else:
+        cx, cy, sample = _plane_sample(values, good, runs, params)
     if good is not None:
         values = values[good]
     if clean:
@@ -478,6 +489,59 @@ def _plane_sample(values, good, runs: Runs, params: StatParams, *, clean: bool =
     sample[2] -= cy
     sample[3] = values[t]
     return cx, cy, sample
+
+
+class _CleanSide(NamedTuple):
+    """A side whose every pixel is usable, for `_clean_samples`.
+
+    Its runs, the positions of its plane-fit sample (`_spread_sample`) and the values there
+    (float64, read from the side's gathered values while they are at hand).
+    """
+
+    runs: Runs
+    t: np.ndarray
+    values: np.ndarray
+
+
+def _clean_samples(plans: Sequence[_CleanSide]) -> list:
+    """`_plane_sample` ``(cx, cy, sample)`` of sides whose every pixel is usable, together.
+
+    The same values, bit for bit: the centroid's sums are of integers and half-integers
+    (exact in any order: one `numpy.add.reduceat` for all sides), and the samples' positions
+    are found by one `searchsorted` in the runs of all sides end to end.
+    """
+    if not plans:
+        return []
+    sides = [plan.runs for plan in plans]
+    lengths = np.concatenate([r.stop - r.start for r in sides])
+    start = np.concatenate([r.start for r in sides])
+    rows = np.concatenate([r.rows for r in sides])
+    firsts = np.cumsum([0] + [len(r.rows) for r in sides[:-1]])
+    ends = np.cumsum(lengths)
+    totals = np.add.reduceat(lengths, firsts)
+    sx = np.add.reduceat(lengths * (0.5 * (start + (start + lengths) - 1)), firsts)
+    sy = np.add.reduceat(lengths * rows.astype(np.float64), firsts)
+    with np.errstate(invalid="ignore", divide="ignore"):  # (no pixel: NaN, as one side alone)
+        cx, cy = sx / totals, sy / totals
+    base = ends[firsts] - lengths[firsts]  # of each side's positions, end to end
+    picks = [plan.t for plan in plans]
+    t = np.concatenate([p + b for p, b in zip(picks, base.tolist())])
+    k = np.searchsorted(ends, t, side="right")
+    x = start[k] + (t - (ends[k] - lengths[k]))
+    y = rows[k]
+    sizes = [p.size for p in picks]
+    side = np.repeat(np.arange(len(sides)), sizes)
+    out = np.empty((4, t.size))
+    out[0] = 1.0
+    np.subtract(x, cx[side], out=out[1], casting="unsafe")
+    np.subtract(y, cy[side], out=out[2], casting="unsafe")
+    out[3] = np.concatenate([plan.values for plan in plans])
+    found, at = [], 0
+    for i, size in enumerate(sizes):
+        sample = out[:, at : at + size] if size >= _PLANE_MIN else None
+        found.append((float(cx[i]), float(cy[i]), sample))
+        at += size
+    return found
 
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0

@@ -493,9 +493,10 @@ def _mode_noise_spreads(sides) -> np.ndarray:
         chance = np.array([_landing_chances(bins, sides[i].noise / sides[i].h, ndtr) for i in group])
         landed = (chance @ c[:, :, None])[:, :, 0]
         cov = np.subtract(0.0, (chance * c[:, None, :]) @ chance.transpose(0, 2, 1))
-        diagonal = np.einsum("sii->si", cov)  # a view: sum_k c_k (diag(P_k) - P_k P_k^T)
-        diagonal += landed
-        diagonal += (1e-9 * (1.0 + diagonal.max(axis=1)))[:, None]  # PSD to rounding
+        diagonal = np.arange(bins)  # sum_k c_k (diag(P_k) - P_k P_k^T)
+        cov[:, diagonal, diagonal] += landed
+        top = cov[:, diagonal, diagonal].max(axis=1)
+        cov[:, diagonal, diagonal] += (1e-9 * (1.0 + top))[:, None]  # PSD to rounding
         root, ok = _cholesky_stacked(cov)
         if not ok.any():
             continue

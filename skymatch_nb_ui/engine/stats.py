@@ -26,6 +26,7 @@ from .params import SKYSTATS, StatParams
 
 __all__ = [
     "SKYSTATS",
+    "ModeShape",
     "SkyStat",
     "StatParams",
     "StatisticError",
@@ -81,6 +82,26 @@ _MODE_DRAW_SEED = 20261203
 _DRAWS = None
 _MODE_WIDEST = 2.0
 _MODE_STAY = 3.0
+
+
+class ModeShape(NamedTuple):
+    """How a side's mode was found, for the error of a difference of two modes.
+
+    Attributes
+    ----------
+    kernel : float
+        Width (Gaussian sigma, in the values' units) of the kernel the peak was located with.
+    fixed_err : float
+        The noise's error of the peak with that kernel held (`_mode_noise_error`): no move
+        to another kernel's peak.
+    ladder : tuple of (float, float)
+        ``(width, peak)`` of every kernel the widening rule tried, in the values' units (the
+        rejected wider one too): what the peak would have been with another kernel.
+    """
+
+    kernel: float = math.nan
+    fixed_err: float = math.nan
+    ladder: tuple = ()
 
 
 class SkyStat(NamedTuple):
@@ -299,23 +320,30 @@ def side_statistic(
     the reference-compatible formula: the robust solve of ``compare="levels"`` judges
     residuals with it.)
 
-    With ``kernel``, a third value: the width (Gaussian sigma, in the values' units) of the
-    kernel the mode's peak was located with (NaN for the other statistics and without a
-    smoothed peak), for `covariance.mode_coupling`.
+    With ``kernel``, a third value: the `ModeShape` of the mode (the kernel's width, for
+    `covariance.mode_coupling`; the error with the kernel held and the peaks of the other
+    kernels, for `measure.scene_error`), NaN and empty for the other statistics and without
+    a smoothed peak.
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
-    width = math.nan
-    if kernel and clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None:
-        width = float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale)
+    shape = ModeShape()
+    smoothed = clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None
+    if kernel and smoothed:
+        shape = shape._replace(kernel=float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale),
+                               ladder=tuple((w * clipped.scale, clipped.centre + v * clipped.scale)
+                                            for w, v in clipped.mode_ladder))
     if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
     elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
         noise_s = noise / clipped.scale
-        found = _mode_noise_spread(clipped, noise_s) or _mode_noise_error(clipped, noise_s)
+        fixed = _mode_noise_error(clipped, noise_s)
+        found = _mode_noise_spread(clipped, noise_s) or fixed
         if found > 0:
             broad = found * clipped.scale
-    return (stat, broad, width) if kernel else (stat, broad)
+        if kernel and smoothed and fixed > 0:
+            shape = shape._replace(fixed_err=fixed * clipped.scale)
+    return (stat, broad, shape) if kernel else (stat, broad)
 
 
 def _statistic(values, params: StatParams, work, noise):
@@ -961,11 +989,14 @@ def _mode(s: _ClippedSet, params: StatParams):
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
     moves = []  # each wider kernel's move, over the largest allowed (1: the limit)
+    tried = []  # (kernel, peak in bins) of every kernel whose peak was found (`mode_ladder`)
     counts = c.astype(np.float64)
     centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
     while True:
         peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
                                    centres)
+        if peak is not None:
+            tried.append((kernel, peak))
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
             if peak is not None:
                 moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
@@ -983,6 +1014,8 @@ def _mode(s: _ClippedSet, params: StatParams):
     s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spread`
     # how near the closest decision of the widening was to going the other way (`_mode_noise_spread`)
     s.mode_margin = min((abs(math.log(max(r, 1e-300))) for r in moves), default=math.inf)
+    # the peak of every kernel tried, the rejected wider one too (`side_statistic`'s ladder)
+    s.mode_ladder = tuple((k * s.std, ymin + p * h) for k, p in tried)
     return ymin + peak * h, err
 
 

@@ -27,6 +27,7 @@ from .params import SKYSTATS, StatParams
 __all__ = [
     "SKYSTATS",
     "ModeBroad",
+    "ModeShape",
     "SkyStat",
     "StatParams",
     "StatisticError",
@@ -83,6 +84,26 @@ _MODE_DRAW_SEED = 20261203
 _DRAWS = None
 _MODE_WIDEST = 2.0
 _MODE_STAY = 3.0
+
+
+class ModeShape(NamedTuple):
+    """How a side's mode was found, for the error of a difference of two modes.
+
+    Attributes
+    ----------
+    kernel : float
+        Width (Gaussian sigma, in the values' units) of the kernel the peak was located with.
+    fixed_err : float
+        The noise's error of the peak with that kernel held (`_mode_noise_errors`): no move
+        to another kernel's peak.
+    ladder : tuple of (float, float)
+        ``(width, peak)`` of every kernel the widening rule tried, in the values' units (the
+        rejected wider one too): what the peak would have been with another kernel.
+    """
+
+    kernel: float = math.nan
+    fixed_err: float = math.nan
+    ladder: tuple = ()
 
 
 class SkyStat(NamedTuple):
@@ -301,27 +322,34 @@ def side_statistic(
     the reference-compatible formula: the robust solve of ``compare="levels"`` judges
     residuals with it.)
 
-    With ``kernel``, a third value: the width (Gaussian sigma, in the values' units) of the
-    kernel the mode's peak was located with (NaN for the other statistics and without a
-    smoothed peak), for `covariance.mode_coupling`.
+    With ``kernel``, a third value: the `ModeShape` of the mode (the kernel's width, for
+    `covariance.mode_coupling`; the error with the kernel held and the peaks of the other
+    kernels, for `measure.scene_error`), NaN and empty for the other statistics and without
+    a smoothed peak.
 
     With ``defer``, the mode's second value may be a `ModeBroad` instead (histograms of at
-    most `_MODE_DRAW_BINS` bins): what its error needs, for `mode_broad_errors` to compute
-    with other sides' (the same value, fewer calls).
+    most `_MODE_DRAW_BINS` bins), its `ModeShape`'s ``fixed_err`` then NaN: what both need,
+    for `mode_broad_errors` to compute with other sides' (the same values, fewer calls).
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
-    width = math.nan
-    if kernel and clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None:
-        width = float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale)
+    shape = ModeShape()
+    smoothed = clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None
+    if kernel and smoothed:
+        shape = shape._replace(kernel=float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale),
+                               ladder=tuple((w * clipped.scale, clipped.centre + v * clipped.scale)
+                                            for w, v in clipped.mode_ladder))
     if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
     elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
         pending = _mode_broad(clipped, noise / clipped.scale, stat.err)
-        if pending is not None:  # (held until computed: small histograms only)
-            small = pending.counts.size <= _MODE_DRAW_BINS
-            broad = pending if defer and small else mode_broad_errors([pending])[0]
-    return (stat, broad, width) if kernel else (stat, broad)
+        if pending is not None and defer and pending.counts.size <= _MODE_DRAW_BINS:
+            broad = pending  # (held until computed: small histograms only)
+        elif pending is not None:
+            (broad, fixed), = mode_broad_errors([pending])
+            if kernel and smoothed:
+                shape = shape._replace(fixed_err=fixed)
+    return (stat, broad, shape) if kernel else (stat, broad)
 
 
 class ModeBroad(NamedTuple):
@@ -358,30 +386,32 @@ def _mode_broad(s: _ClippedSet, noise: float, err: float) -> ModeBroad | None:
                      s.std, noise, redraw, s.scale, err)
 
 
-def mode_broad_errors(sides) -> list[float]:
-    """The mode's error for the sky errors of each `ModeBroad`, in the values' units.
+def mode_broad_errors(sides) -> list[tuple[float, float]]:
+    """The mode's errors for the sky errors of each `ModeBroad`, in the values' units.
 
-    The spread of its redrawn histograms when a widening decision was close
-    (`_mode_noise_spreads`), else (or when that is 0) its first-order error exact in the
-    noise (`_mode_noise_errors`); ``err`` when neither is positive.  Sides whose histograms
-    have as many bins are computed together; each value is the one computed alone.
+    Per side ``(broad, fixed)``.  ``broad``: the spread of its redrawn histograms when a
+    widening decision was close (`_mode_noise_spreads`), else (or when that is 0) its
+    first-order error exact in the noise (`_mode_noise_errors`); ``err`` when neither is
+    positive.  ``fixed``: that first-order error, the mode's error with its kernel held
+    (`ModeShape.fixed_err`; NaN when not positive).  Sides whose histograms have as many
+    bins are computed together; each value is the one computed alone.
 
     Examples
     --------
     >>> values = 100.0 + np.random.default_rng(0).standard_normal(5000)
     >>> params = StatParams(skystat="mode")
     >>> _, pending = side_statistic(values, params, noise=1.0, defer=True)
-    >>> mode_broad_errors([pending]) == [side_statistic(values, params, noise=1.0)[1]]
+    >>> mode_broad_errors([pending])[0][0] == side_statistic(values, params, noise=1.0)[1]
     True
     """
-    found = np.zeros(len(sides))
+    fixed = _mode_noise_errors(sides)
+    found = fixed.copy()
     redraw = [i for i, side in enumerate(sides) if side.redraw]
     if redraw:
-        found[redraw] = _mode_noise_spreads([sides[i] for i in redraw])
-    rest = [i for i in range(len(sides)) if found[i] == 0]
-    if rest:
-        found[rest] = _mode_noise_errors([sides[i] for i in rest])
-    return [f * side.scale if f > 0 else side.err for f, side in zip(found.tolist(), sides)]
+        spread = _mode_noise_spreads([sides[i] for i in redraw])
+        found[redraw] = np.where(spread != 0, spread, fixed[redraw])  # `spread or fixed`
+    return [(f * side.scale if f > 0 else side.err, e * side.scale if e > 0 else math.nan)
+            for f, e, side in zip(found.tolist(), fixed.tolist(), sides)]
 
 
 def _by_bins(sides) -> list[list[int]]:
@@ -1086,11 +1116,14 @@ def _mode(s: _ClippedSet, params: StatParams):
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
     moves = []  # each wider kernel's move, over the largest allowed (1: the limit)
+    tried = []  # (kernel, peak in bins) of every kernel whose peak was found (`mode_ladder`)
     counts = c.astype(np.float64)
     centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
     while True:
         peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
                                    centres)
+        if peak is not None:
+            tried.append((kernel, peak))
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
             if peak is not None:
                 moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
@@ -1108,6 +1141,8 @@ def _mode(s: _ClippedSet, params: StatParams):
     s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spreads`
     # how near the closest decision of the widening was to going the other way (`_mode_noise_spreads`)
     s.mode_margin = min((abs(math.log(max(r, 1e-300))) for r in moves), default=math.inf)
+    # the peak of every kernel tried, the rejected wider one too (`side_statistic`'s ladder)
+    s.mode_ladder = tuple((k * s.std, ymin + p * h) for k, p in tried)
     return ymin + peak * h, err
 
 

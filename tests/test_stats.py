@@ -616,7 +616,7 @@ def test_mode_and_midpt_are_the_same_as_before_the_speed_work():
         t, b = side_statistic(inputs[name], p, noise=1.0)
         got = [s.value, s.err, t.err, b]
         want = [float.fromhex(v) for v in (value, err, noise_err, broad or "nan")]
-        if skystat == "mode":  # its broad-scene error is new since (`_mode_noise_spread`)
+        if skystat == "mode":  # its broad-scene error is new since (`_mode_noise_spreads`)
             got, want = got[:3], want[:3]
             assert 0 < b < 1.5 * t.err or name == "broad", (name, binwidth, b, t.err)
         assert s.npix == npix, (name, skystat, binwidth)
@@ -692,7 +692,7 @@ def test_median_of_is_numpys_median(n):
 @pytest.mark.parametrize("bins", [1, 2, 7, 80, 300])
 @pytest.mark.parametrize("sigma", [0.05, 0.7, 3.3, 250.0])
 def test_landing_chances_are_the_full_table_of_normal_integrals(bins, sigma):
-    # `_mode_noise_spread`'s chance that a value at the centre of bin k lands in bin j, built
+    # `_mode_noise_spreads`'s chance that a value at the centre of bin k lands in bin j, built
     # from the 2*bins distinct differences j - k: the very numbers of the full (bins+1) x bins
     # table of ndtr values
     from scipy.special import ndtr

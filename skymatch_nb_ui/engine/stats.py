@@ -26,11 +26,14 @@ from .params import SKYSTATS, StatParams
 
 __all__ = [
     "SKYSTATS",
+    "ModeBroad",
+    "ModeShape",
     "SkyStat",
     "StatParams",
     "StatisticError",
     "Workspace",
     "median_of",
+    "mode_broad_errors",
     "neighbour_noise",
     "pixel_noise",
     "side_statistic",
@@ -73,7 +76,7 @@ _MODE_REACH = 4.0
 # ... then widened by factors of _MODE_WIDER up to _MODE_WIDEST std while the peak stays within
 # _MODE_STAY errors of every narrower kernel's peak (Lepski's rule): see `sky_statistic`.
 _MODE_WIDER = 2.0
-# `_mode_noise_spread`: draws of the noise, at most this many bins around the peak.
+# `_mode_noise_spreads`: draws of the noise, at most this many bins around the peak.
 _MODE_DRAWS = 16
 _MODE_DRAW_BINS = 1024  # histograms of more bins: not done (the first-order error stands)
 _MODE_DRAW_MARGIN = 0.8  # ... nor when every widening decision's |log(move / limit)| is above
@@ -81,6 +84,26 @@ _MODE_DRAW_SEED = 20261203
 _DRAWS = None
 _MODE_WIDEST = 2.0
 _MODE_STAY = 3.0
+
+
+class ModeShape(NamedTuple):
+    """How a side's mode was found, for the error of a difference of two modes.
+
+    Attributes
+    ----------
+    kernel : float
+        Width (Gaussian sigma, in the values' units) of the kernel the peak was located with.
+    fixed_err : float
+        The noise's error of the peak with that kernel held (`_mode_noise_errors`): no move
+        to another kernel's peak.
+    ladder : tuple of (float, float)
+        ``(width, peak)`` of every kernel the widening rule tried, in the values' units (the
+        rejected wider one too): what the peak would have been with another kernel.
+    """
+
+    kernel: float = math.nan
+    fixed_err: float = math.nan
+    ladder: tuple = ()
 
 
 class SkyStat(NamedTuple):
@@ -286,36 +309,117 @@ def sky_statistic(
 
 def side_statistic(
     values: np.ndarray, params: StatParams, *, work: Workspace | None = None, noise: float,
-    kernel: bool = False,
+    kernel: bool = False, defer: bool = False,
 ) -> tuple[SkyStat, float] | tuple[SkyStat, float, float]:
     """`sky_statistic` with ``noise``, and the noise's error when the values are a broad scene.
 
     The second value is the error for the sky errors: ``err`` for the mean; for the median
     and midpt, whose noise error grows when the scene under the noise is broader than the
     noise (`_median_noise_error`), the larger of the two; for the mode, the spread of its
-    redrawn histograms when a widening decision was close (`_mode_noise_spread`: the peak
+    redrawn histograms when a widening decision was close (`_mode_noise_spreads`: the peak
     may move to another kernel's with the noise), else its first-order error exact in the
-    noise (`_mode_noise_error`), either of which may be below ``err``.  (``err`` itself stays
+    noise (`_mode_noise_errors`), either of which may be below ``err``.  (``err`` itself stays
     the reference-compatible formula: the robust solve of ``compare="levels"`` judges
     residuals with it.)
 
-    With ``kernel``, a third value: the width (Gaussian sigma, in the values' units) of the
-    kernel the mode's peak was located with (NaN for the other statistics and without a
-    smoothed peak), for `covariance.mode_coupling`.
+    With ``kernel``, a third value: the `ModeShape` of the mode (the kernel's width, for
+    `covariance.mode_coupling`; the error with the kernel held and the peaks of the other
+    kernels, for `measure.scene_error`), NaN and empty for the other statistics and without
+    a smoothed peak.
+
+    With ``defer``, the mode's second value may be a `ModeBroad` instead (histograms of at
+    most `_MODE_DRAW_BINS` bins), its `ModeShape`'s ``fixed_err`` then NaN: what both need,
+    for `mode_broad_errors` to compute with other sides' (the same values, fewer calls).
     """
     stat, clipped, used = _statistic(values, params, work, noise)
     broad = stat.err
-    width = math.nan
-    if kernel and clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None:
-        width = float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale)
+    shape = ModeShape()
+    smoothed = clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None
+    if kernel and smoothed:
+        shape = shape._replace(kernel=float(clipped.mode_fit[2] * clipped.mode_bin * clipped.scale),
+                               ladder=tuple((w * clipped.scale, clipped.centre + v * clipped.scale)
+                                            for w, v in clipped.mode_ladder))
     if clipped is not None and used in ("median", "midpt") and math.isfinite(noise) and stat.npix >= 2:
         broad = max(stat.err, _median_noise_error(clipped, noise / clipped.scale) * clipped.scale)
     elif clipped is not None and used == "mode" and math.isfinite(noise) and stat.npix >= 2:
-        noise_s = noise / clipped.scale
-        found = _mode_noise_spread(clipped, noise_s) or _mode_noise_error(clipped, noise_s)
-        if found > 0:
-            broad = found * clipped.scale
-    return (stat, broad, width) if kernel else (stat, broad)
+        pending = _mode_broad(clipped, noise / clipped.scale, stat.err)
+        if pending is not None and defer and pending.counts.size <= _MODE_DRAW_BINS:
+            broad = pending  # (held until computed: small histograms only)
+        elif pending is not None:
+            (broad, fixed), = mode_broad_errors([pending])
+            if kernel and smoothed:
+                shape = shape._replace(fixed_err=fixed)
+    return (stat, broad, shape) if kernel else (stat, broad)
+
+
+class ModeBroad(NamedTuple):
+    """One side's mode as `side_statistic` leaves it with ``defer``: what its error needs.
+
+    ``counts``, ``peak``, ``width``: the mode's histogram, its peak and kernel (bins); ``h``:
+    the bin width; ``binwidth``, ``n``, ``std``: of the set; ``noise``: the pixel noise (all
+    in the set's units); ``redraw``: whether the histogram is drawn again
+    (`_mode_noise_spreads`); ``scale``: the set's unit in the values'; ``err``: the side's
+    error, the fallback.
+    """
+
+    counts: np.ndarray
+    peak: float
+    width: float
+    h: float
+    binwidth: float
+    n: int
+    std: float
+    noise: float
+    redraw: bool
+    scale: float
+    err: float
+
+
+def _mode_broad(s: _ClippedSet, noise: float, err: float) -> ModeBroad | None:
+    """The `ModeBroad` of a set whose mode was found (None without a smoothed peak or noise)."""
+    fit = getattr(s, "mode_fit", None)
+    if fit is None or not noise > 0:
+        return None
+    counts, peak, width = fit
+    redraw = s.mode_margin <= _MODE_DRAW_MARGIN and counts.size <= _MODE_DRAW_BINS
+    return ModeBroad(counts, peak, width, float(s.mode_bin), float(s.mode_binwidth), s.n,
+                     s.std, noise, redraw, s.scale, err)
+
+
+def mode_broad_errors(sides) -> list[tuple[float, float]]:
+    """The mode's errors for the sky errors of each `ModeBroad`, in the values' units.
+
+    Per side ``(broad, fixed)``.  ``broad``: the spread of its redrawn histograms when a
+    widening decision was close (`_mode_noise_spreads`), else (or when that is 0) its
+    first-order error exact in the noise (`_mode_noise_errors`); ``err`` when neither is
+    positive.  ``fixed``: that first-order error, the mode's error with its kernel held
+    (`ModeShape.fixed_err`; NaN when not positive).  Sides whose histograms have as many
+    bins are computed together; each value is the one computed alone.
+
+    Examples
+    --------
+    >>> values = 100.0 + np.random.default_rng(0).standard_normal(5000)
+    >>> params = StatParams(skystat="mode")
+    >>> _, pending = side_statistic(values, params, noise=1.0, defer=True)
+    >>> mode_broad_errors([pending])[0][0] == side_statistic(values, params, noise=1.0)[1]
+    True
+    """
+    fixed = _mode_noise_errors(sides)
+    found = fixed.copy()
+    redraw = [i for i, side in enumerate(sides) if side.redraw]
+    if redraw:
+        spread = _mode_noise_spreads([sides[i] for i in redraw])
+        found[redraw] = np.where(spread != 0, spread, fixed[redraw])  # `spread or fixed`
+    return [(f * side.scale if f > 0 else side.err, e * side.scale if e > 0 else math.nan)
+            for f, e, side in zip(found.tolist(), fixed.tolist(), sides)]
+
+
+def _by_bins(sides) -> list[list[int]]:
+    """Indices of ``sides`` grouped by the size of their histograms."""
+    groups: dict[int, list[int]] = {}
+    for i, side in enumerate(sides):
+        groups.setdefault(side.counts.size, []).append(i)
+    return list(groups.values())
 
 
 def _statistic(values, params: StatParams, work, noise):
@@ -388,7 +492,7 @@ def _median_noise_error(s: _ClippedSet, noise: float) -> float:
     return math.sqrt(crossing) / density
 
 
-def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
+def _mode_noise_spreads(sides) -> np.ndarray:
     """The spread of the mode when the noise of the values is drawn again (the scene held).
 
     The first-order error of the mode (`_noise_error`) assumes that the peak moves smoothly
@@ -406,33 +510,55 @@ def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
     peak's hill (between the minima of the final smoothed histogram on either side) count:
     a jump to another hill of a bimodal scene is what the robust solve sees in the pair's
     residual (`robust.flagged_variance`).  The draws are the same fixed normal numbers for
-    every call: the result depends only on the data.  0 without a smoothed peak (constant
-    data, a peak at an end of the histogram) or for a histogram of more than
-    `_MODE_DRAW_BINS` bins.
+    every call: the result depends only on the data.  Only for sides whose widening
+    decisions were close (`ModeBroad.redraw`).  The sides' histograms of as many bins are
+    drawn and located together; 0 where the covariance is not positive definite.
     """
-    fit = getattr(s, "mode_fit", None)
-    if fit is None or not noise > 0 or s.mode_margin > _MODE_DRAW_MARGIN:
-        return 0.0
-    counts, peak, width = fit
-    h, binwidth = float(s.mode_bin), float(s.mode_binwidth)
-    bins = counts.size
-    if bins > _MODE_DRAW_BINS:
-        return 0.0
-    sigma = noise / h  # the noise, in bins
     from scipy.special import ndtr
 
-    c = counts.astype(np.float64)
-    chance = _landing_chances(bins, sigma, ndtr)
-    cov = np.diag(chance @ c) - (chance * c) @ chance.T  # sum_k c_k (diag(P_k) - P_k P_k^T)
-    cov[np.diag_indices(bins)] += 1e-9 * (1.0 + cov.diagonal().max())  # PSD to rounding
+    out = np.zeros(len(sides))
+    for group in _by_bins(sides):
+        bins = sides[group[0]].counts.size
+        c = np.array([sides[i].counts for i in group], dtype=np.float64)  # (sides, bins)
+        chance = np.array([_landing_chances(bins, sides[i].noise / sides[i].h, ndtr) for i in group])
+        landed = (chance @ c[:, :, None])[:, :, 0]
+        cov = np.subtract(0.0, (chance * c[:, None, :]) @ chance.transpose(0, 2, 1))
+        diagonal = np.arange(bins)  # sum_k c_k (diag(P_k) - P_k P_k^T)
+        cov[:, diagonal, diagonal] += landed
+        top = cov[:, diagonal, diagonal].max(axis=1)
+        cov[:, diagonal, diagonal] += (1e-9 * (1.0 + top))[:, None]  # PSD to rounding
+        root, ok = _cholesky_stacked(cov)
+        if not ok.any():
+            continue
+        keep = [i for i, good in zip(group, ok) if good]
+        c, root = c[ok], root[ok]
+        drawn = c[:, None, :] + _mode_draws(bins) @ root.transpose(0, 2, 1)  # (sides, draws, bins)
+        modes = _modes_of_histograms(drawn, [sides[i] for i in keep])
+        for row, i in enumerate(keep):
+            out[i] = _hill_spread(modes[row], c[row], sides[i])
+    return out
+
+
+def _cholesky_stacked(cov: np.ndarray):
+    """`numpy.linalg.cholesky` of stacked matrices, and which ones are positive definite."""
     try:
-        root = np.linalg.cholesky(cov)
+        return np.linalg.cholesky(cov), np.ones(len(cov), dtype=bool)
     except np.linalg.LinAlgError:
-        return 0.0
-    drawn = c + _mode_draws(bins) @ root.T  # (draws, bins)
-    modes = _mode_of_histograms(drawn, s.n, s.std, h, binwidth)
-    smooth = _smoothed(c, width)
-    top = min(max(int(peak), 0), bins - 1)
+        root, ok = np.zeros_like(cov), np.zeros(len(cov), dtype=bool)
+        for i, matrix in enumerate(cov):
+            try:
+                root[i] = np.linalg.cholesky(matrix)
+                ok[i] = True
+            except np.linalg.LinAlgError:
+                pass
+        return root, ok
+
+
+def _hill_spread(modes: np.ndarray, c: np.ndarray, side: ModeBroad) -> float:
+    """The spread (data units) of the drawn ``modes`` that stay on the observed peak's hill."""
+    bins = c.size
+    smooth = _smoothed(c, side.width)
+    top = min(max(int(side.peak), 0), bins - 1)
     rising = smooth[1:] >= smooth[:-1]
     below = np.flatnonzero(~rising[:top])
     above = np.flatnonzero(rising[top:])
@@ -441,7 +567,7 @@ def _mode_noise_spread(s: _ClippedSet, noise: float) -> float:
     stay = modes[(modes >= left) & (modes < right)]
     if stay.size < _MODE_DRAWS // 4:
         stay = modes
-    return float(np.std(stay, ddof=1)) * h
+    return float(np.std(stay, ddof=1)) * side.h
 
 
 def _landing_chances(bins: int, sigma: float, ndtr) -> np.ndarray:
@@ -458,86 +584,115 @@ def _landing_chances(bins: int, sigma: float, ndtr) -> np.ndarray:
     return np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(steps[1:], bins)[:, ::-1])
 
 
-def _mode_noise_error(s: _ClippedSet, noise: float) -> float:
+def _mode_noise_errors(sides) -> np.ndarray:
     """The mode's error due to the noise, first order in the smoothed histogram, exact in the noise.
 
     `_noise_error` moves each value by ``e`` to first order (``K'(u - e) ~ K'(u) - K''(u) e``),
     which overstates the peak's wander when the noise is as wide as the kernel (up to 2x on
     the nebula mosaics' overlaps: ``K'`` is bounded).  Here the variance of ``K'(u - e)`` over
     ``e ~ N(0, noise**2)`` is taken in closed form for the Gaussian kernel: ``var = sum_k c_k
-    Var[K'(u_k - e)] / (sum_k c_k K''(u_k))**2``.  0 without a smoothed peak.
+    Var[K'(u_k - e)] / (sum_k c_k K''(u_k))**2``.  Per `ModeBroad`, in the set's units; 0
+    where the smoothed histogram has no peak.  Sides of as many bins together (the sums are
+    `numpy.vecdot`'s, each row's that of `numpy.dot`).
     """
-    fit = getattr(s, "mode_fit", None)
-    if fit is None or not noise > 0:
-        return 0.0
-    counts, peak, width = fit
-    h = float(s.mode_bin)
-    tau2 = (noise / h / width) ** 2  # the noise's variance in kernel widths
-    u = (np.arange(counts.size) + 0.5 - peak) / width
-    c = counts.astype(np.float64)
-    curvature = float(np.dot(c, (u**2 - 1.0) * np.exp(-0.5 * u**2)))
-    if not curvature < 0:
-        return 0.0
-    a, b = 1.0 + tau2, 1.0 + 2.0 * tau2
-    mean = -u / a**1.5 * np.exp(-0.5 * u**2 / a)  # E[K'(u - e)], K(v) = exp(-v**2 / 2)
-    second = np.exp(-(u**2) / b) / math.sqrt(b) * (tau2 / b + (u / b) ** 2)  # E[K'(u - e)**2]
-    var = float(np.dot(c, np.clip(second - mean**2, 0.0, None)))
-    return math.sqrt(var) / -curvature * width * h
+    out = np.zeros(len(sides))
+    for group in _by_bins(sides):
+        bins = sides[group[0]].counts.size
+        peak = np.array([sides[i].peak for i in group])[:, None]
+        width = np.array([sides[i].width for i in group])[:, None]
+        tau2 = np.array([(sides[i].noise / sides[i].h / sides[i].width) ** 2 for i in group])[:, None]
+        u = (np.arange(bins) + 0.5 - peak) / width
+        c = np.array([sides[i].counts for i in group], dtype=np.float64)
+        curvature = np.vecdot(c, (u**2 - 1.0) * np.exp(-0.5 * u**2))
+        a, b = 1.0 + tau2, 1.0 + 2.0 * tau2
+        a15 = np.array([float(x) ** 1.5 for x in a[:, 0]])[:, None]
+        root_b = np.array([math.sqrt(float(x)) for x in b[:, 0]])[:, None]
+        mean = -u / a15 * np.exp(-0.5 * u**2 / a)  # E[K'(u - e)], K(v) = exp(-v**2 / 2)
+        second = np.exp(-(u**2) / b) / root_b * (tau2 / b + (u / b) ** 2)  # E[K'(u - e)**2]
+        var = np.vecdot(c, np.clip(second - mean**2, 0.0, None))
+        for row, i in enumerate(group):
+            if curvature[row] < 0:
+                side = sides[i]
+                out[i] = math.sqrt(float(var[row])) / -float(curvature[row]) * side.width * side.h
+    return out
 
 
-def _mode_of_histograms(counts, n: int, std: float, h: float, binwidth: float) -> np.ndarray:
-    """`_mode`'s peak (in bins from the minimum) of each row of ``counts``, all rows at once."""
-    from scipy.ndimage import convolve1d
+def _modes_of_histograms(counts: np.ndarray, sides) -> np.ndarray:
+    """`_mode`'s peak (in bins from the minimum) of each drawn histogram, all at once.
 
-    rows, bins = counts.shape
+    ``counts``: (sides, rows, bins), the rows of side ``s`` drawn from ``sides[s]`` (a
+    `ModeBroad`: its ``n``, ``std``, ``h``, ``binwidth``).  Each side's kernels, widened as
+    in `_mode`, the smoothing a product with each side's banded (Toeplitz) kernel matrix:
+    every row's value that of its side alone, bit for bit.
+    """
+    nsides, rows, bins = counts.shape
+    flat = counts.reshape(-1, bins)
     centres = np.arange(bins) + 0.5
-    kernel = _mode_kernel(n, binwidth)
-    found = np.full(rows, np.nan)  # the peak of the last accepted kernel
-    active = np.ones(rows, dtype=bool)
+    n = [side.n for side in sides]
+    std = np.array([side.std for side in sides])[:, None]
+    h = np.array([side.h for side in sides])[:, None]
+    binwidth = [side.binwidth for side in sides]
+    kernel = [_mode_kernel(n[s], binwidth[s]) for s in range(nsides)]
+    found = np.full((nsides, rows), np.nan)  # the peak of the last accepted kernel
+    active = np.ones((nsides, rows), dtype=bool)
     accepted: list = []  # (peaks, errors) of the kernels so far, per row
-    around = np.arange(rows)[None, :] * bins + np.array([[-1], [0], [1]])  # flat, less the peak
+    offsets = np.array([-1, 0, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         while active.any():
-            width = kernel / binwidth
-            reach = math.ceil(_MODE_REACH * width)
-            weights = np.exp(-0.5 * (np.arange(-reach, reach + 1) / width) ** 2)
-            smooth = convolve1d(counts, weights, axis=1, mode="constant")
-            k = np.argmax(smooth, axis=1)
+            width = np.array([kernel[s] / binwidth[s] for s in range(nsides)])[:, None]
+            smooth = counts @ _kernel_matrices(width[:, 0], bins)
+            k = np.argmax(smooth, axis=2)
             inside = (k > 0) & (k < bins - 1)
             kk = np.minimum(np.maximum(k, 1), bins - 2)
-            three = smooth.reshape(-1)[around + kk]  # the peak's bin and its neighbours
+            three = np.take_along_axis(smooth, kk[:, :, None] + offsets, axis=2)
             logs = np.log(three)
-            denom = logs[0] - 2.0 * logs[1] + logs[2]
-            shift = np.where((three.min(axis=0) > 0) & (denom < 0),
-                             0.5 * (logs[0] - logs[2]) / denom, 0.0)
+            denom = logs[..., 0] - 2.0 * logs[..., 1] + logs[..., 2]
+            shift = np.where((three.min(axis=2) > 0) & (denom < 0),
+                             0.5 * (logs[..., 0] - logs[..., 2]) / denom, 0.0)
             if not np.isfinite(shift).all():
                 shift = np.nan_to_num(shift)
             peak = kk + 0.5 + shift
-            u = centres - peak[:, None]
-            z2 = (u / width) ** 2
+            u = centres - peak[:, :, None]
+            z2 = (u / width[:, :, None]) ** 2
             g = np.exp(-0.5 * z2)
-            slope = np.einsum("ij,ij->i", counts, (u * g) ** 2)
-            curvature = np.einsum("ij,ij->i", counts, (z2 - 1.0) * g)
+            slope = np.einsum("ij,ij->i", flat, ((u * g) ** 2).reshape(-1, bins)).reshape(nsides, rows)
+            curvature = np.einsum("ij,ij->i", flat, ((z2 - 1.0) * g).reshape(-1, bins))
+            curvature = curvature.reshape(nsides, rows)
             bins_err = np.where(curvature < 0, np.sqrt(np.clip(slope, 0, None)) / -curvature,
                                 np.inf)
-            gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
+            gaussian = np.array([std[s, 0] * math.sqrt(_gaussian_mode_variance(kernel[s]) / n[s])
+                                 for s in range(nsides)])[:, None]
             err = np.minimum(np.maximum(h * bins_err, gaussian), std)
             ok = active & inside
             for p, e in accepted:
                 ok &= ~(np.abs(peak - p) * h > _MODE_STAY * e)
             found = np.where(ok, peak, found)
             accepted.append((peak, err))
-            active = ok
-            if kernel >= _MODE_WIDEST:
-                break
-            kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
+            done = np.array([x >= _MODE_WIDEST for x in kernel])
+            active = ok & ~done[:, None]
+            kernel = [min(_MODE_WIDER * x, _MODE_WIDEST) for x in kernel]
     never = np.isnan(found)
     found[never] = np.argmax(counts[never], axis=1) + 0.5
     return found
 
 
+def _kernel_matrices(widths: np.ndarray, bins: int) -> np.ndarray:
+    """Per width (bins), the matrix that smooths a histogram (a row times it) as `_smoothed`.
+
+    A Gaussian of that width truncated at `_MODE_REACH` widths, zero beyond the histogram's
+    ends: ``out[s, j, i]`` is the kernel at ``i - j``, shape (widths, bins, bins).  The same
+    weights as `_smoothed`'s; the sums in BLAS's order (equal to rounding).
+    """
+    distance = np.arange(1 - bins, bins)  # i - j
+    reach = np.array([math.ceil(_MODE_REACH * w) for w in widths])[:, None]
+    weights = np.exp(-0.5 * (distance / np.asarray(widths)[:, None]) ** 2)
+    weights[np.abs(distance) > reach] = 0.0
+    toeplitz = np.arange(bins)[None, :] - np.arange(bins)[:, None] + bins - 1
+    return weights[:, toeplitz]
+
+
 def _mode_draws(bins: int) -> np.ndarray:
-    """``(_MODE_DRAWS, bins)`` fixed standard normal numbers for `_mode_noise_spread`.
+    """``(_MODE_DRAWS, bins)`` fixed standard normal numbers for `_mode_noise_spreads`.
 
     Made once (grown when more are asked for: the first ones never change).
     """
@@ -961,11 +1116,14 @@ def _mode(s: _ClippedSet, params: StatParams):
     kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
     moves = []  # each wider kernel's move, over the largest allowed (1: the limit)
+    tried = []  # (kernel, peak in bins) of every kernel whose peak was found (`mode_ladder`)
     counts = c.astype(np.float64)
     centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
     while True:
         peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
                                    centres)
+        if peak is not None:
+            tried.append((kernel, peak))
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
             if peak is not None:
                 moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
@@ -980,9 +1138,11 @@ def _mode(s: _ClippedSet, params: StatParams):
         return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
     peak, err, kernel = chosen[-1]
     s.mode_fit = (c, peak, kernel / params.binwidth)  # for `_noise_error`
-    s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spread`
-    # how near the closest decision of the widening was to going the other way (`_mode_noise_spread`)
+    s.mode_bin, s.mode_binwidth = h, params.binwidth  # for `_mode_noise_spreads`
+    # how near the closest decision of the widening was to going the other way (`_mode_noise_spreads`)
     s.mode_margin = min((abs(math.log(max(r, 1e-300))) for r in moves), default=math.inf)
+    # the peak of every kernel tried, the rejected wider one too (`side_statistic`'s ladder)
+    s.mode_ladder = tuple((k * s.std, ymin + p * h) for k, p in tried)
     return ymin + peak * h, err
 
 

@@ -606,3 +606,37 @@ def test_many_pairs_of_mixed_shapes_and_dtypes():
         assert ok.sum() > 3000
         assert np.abs(d[ok] - one[ok]).max() <= 1e-4 * np.abs(one[ok]).max()
         assert w2 == pytest.approx(w2_one, rel=1e-4)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_whole_overlaps_of_batched_pairs_are_the_same_however_measured(together, monkeypatch):
+    """A batched pair's whole-overlap statistic (measured with its batch's others,
+    `measure.difference_statistics`, in mosaics of many small pairs; else one by one) is the
+    same bits in the constant stage, in the plane stage (a plane run's pair table seeds the
+    constant run's), and every scheduler's."""
+    from skymatch_nb_ui import SkyMatcher
+    from skymatch_nb_ui.engine import measure
+    from skymatch_nb_ui.testing import make_mosaic
+
+    monkeypatch.setattr(measure, "TOGETHER_FROM", 1 if together else 10**9)
+    calls = []
+    real = measure.difference_statistics
+    monkeypatch.setattr(measure, "difference_statistics",
+                        lambda *args: calls.append(len(args[0])) or real(*args))
+
+    m = make_mosaic((3, 3), shape=(128, 128), overlap=0.3, noise=1.0, gradient=2.0, sources=5,
+                    seed=4)
+    options = {"skymethod": "match", "skystat": "mode", "compare": "differences"}
+
+    def table(r):
+        return np.column_stack([r.pairs.diff_before, r.pairs.diff_err])
+
+    fresh = SkyMatcher(m.images, m.wcs, scheduler="serial").run(**options)
+    after_plane = SkyMatcher(m.images, m.wcs, scheduler="serial")
+    after_plane.run(skymodel="plane", slope_significance=0.0, **options)
+    assert np.array_equal(table(after_plane.run(**options)), table(fresh), equal_nan=True)
+    for scheduler in ("threads", "processes"):
+        again = SkyMatcher(m.images, m.wcs, scheduler=scheduler).run(**options)
+        assert np.array_equal(table(again), table(fresh), equal_nan=True)
+        assert np.array_equal(again.sky, fresh.sky, equal_nan=True)
+    assert (sum(calls) > 0) == together

@@ -440,8 +440,11 @@ def test_every_scheduler_gives_the_same_default_planes_bit_for_bit():
                      scheduler=scheduler, workers=2)
         out.append(np.column_stack([r.sky, r.plane.slope_x, r.plane.slope_y, r.sky_err,
                                     r.plane.cov.reshape(len(r.sky), -1)]))
+        # the whole overlaps' statistics (measured together per batch) and the residuals
+        out.append(np.column_stack([r.pairs.diff_before, r.pairs.diff_err, r.pairs.diff_after,
+                                    r.plane.resid_gradient]))
     assert np.isfinite(out[0]).all()
-    assert all(np.array_equal(out[0], o) for o in out[1:])
+    assert all(np.array_equal(out[k], out[k + 2], equal_nan=True) for k in (0, 1, 2, 3))
 
 
 @pytest.mark.parametrize("scheduler", ["serial", "threads"])
@@ -469,3 +472,97 @@ def test_an_image_without_pixels_is_invalid_with_a_reason_and_no_warning_but_the
                          **LEVELS)
         assert r.valid.tolist() == [True, False, True, True], method
         assert r.reason[1] and np.isnan(r.sky[1]) and np.isfinite(r.plane.slope_x[[0, 2, 3]]).all()
+
+
+def test_pair_residual_gradients_all_at_once_are_each_pairs_own_least_squares_plane():
+    """`_pair_diagnostics` fits every pair's residual plane at once (normal equations); each
+    is the weighted least-squares plane of its own cells, the ill-conditioned one included."""
+    from types import SimpleNamespace
+
+    from skymatch_nb_ui.engine.plane_match import _pair_diagnostics
+
+    rng = np.random.default_rng(3)
+    sizes = [12, 5, 2, 8, 6]  # pair 2: too few cells; pair 3: a constant; pair 4: on a line
+    pair = np.repeat(np.arange(len(sizes)), sizes)
+    q = rng.normal(size=(len(pair), 2)) * 50 + 1000
+    q[pair == 4, 1] = 7.0 + 1e-9 * rng.normal(size=sizes[4])  # (nearly) collinear cells
+    residual = rng.normal(size=len(pair))
+    var = rng.uniform(0.5, 2.0, len(pair))
+    used = rng.uniform(size=len(pair)) > 0.1
+    used[pair == 1] = True
+    fallback = np.array(["", "", "", "constant", ""], dtype=object)
+    off = SimpleNamespace(used=used, residual=residual)
+    mean = np.full(len(sizes), np.nan)
+    grad = np.full(len(sizes), np.nan)
+    _pair_diagnostics(off, None, None, q, var, pair, None, mean, grad, fallback)
+    w = 1.0 / var
+    for p in range(len(sizes)):
+        rows = np.flatnonzero((pair == p) & used)
+        if fallback[p] or len(rows) < 3:
+            assert np.isnan(grad[p])
+            continue
+        design = np.column_stack([np.ones(len(rows)), q[rows] - q[rows].mean(axis=0)])
+        sw = np.sqrt(w[rows])
+        sol = np.linalg.lstsq(design * sw[:, None], residual[rows] * sw, rcond=None)[0]
+        assert grad[p] == pytest.approx(np.hypot(sol[1], sol[2]), rel=1e-9)
+        assert mean[p] == pytest.approx(np.average(residual[rows], weights=w[rows]), rel=1e-12)
+
+
+def test_pixels_in_many_run_sets_at_once_are_those_of_each_set():
+    """`_contains_many` (the cells' multiplicity) against a painted mask of every set."""
+    from skymatch_nb_ui.engine.geometry import Runs
+    from skymatch_nb_ui.engine.plane_match import _contains_many
+
+    rng = np.random.default_rng(8)
+    shape = (40, 50)
+    sets, masks = [], []
+    for _ in range(5):
+        rows, start, stop = [], [], []
+        mask = np.zeros(shape, bool)
+        for y in sorted(rng.choice(shape[0], 25, replace=False)):
+            edges = np.sort(rng.choice(shape[1] + 1, 4, replace=False))
+            for lo, hi in ((edges[0], edges[1]), (edges[2], edges[3])):
+                rows.append(y), start.append(lo), stop.append(hi)
+                mask[y, lo:hi] = True
+        sets.append(Runs(np.array(rows, np.intp), np.array(start, np.intp), np.array(stop, np.intp)))
+        masks.append(mask)
+    px = rng.integers(0, shape[1], 400)
+    py = rng.integers(0, shape[0], 400)
+    got = _contains_many(sets, px, py)
+    assert got.shape == (5, 400)
+    for k, mask in enumerate(masks):
+        assert np.array_equal(got[k], mask[py, px])
+    assert _contains_many([], px, py).shape == (0, 400)
+    assert _contains_many(sets, px[:0], py[:0]).shape == (5, 0)
+
+
+def test_whole_overlaps_measured_together_give_the_planes_and_fallbacks_of_one_by_one(monkeypatch):
+    """Mosaics of many small pairs measure the pairs' whole overlaps together
+    (`measure.TOGETHER_FROM`): the same planes to ~1e-9 of their errors, the same
+    fallbacks (a thin pair falls back to its whole-overlap constant), and the same bits
+    whatever the scheduler."""
+    from skymatch_nb_ui.engine import measure
+
+    m = make_mosaic((1, 2), shape=(200, 200), overlap=0.25, gradient=4.0, noise=1.0, seed=3)
+    ra = 150.0 - 265 * 0.1 / 3600 / np.cos(np.radians(2.0))
+    m = m + make_mosaic((1, 1), shape=(200, 200), center=(ra, 2.0), gradient=4.0, noise=1.0,
+                        seed=4, prefix="c")
+    runs = {}
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(measure, "TOGETHER_FROM", threshold)
+        for scheduler in ("serial", "processes"):
+            runs[threshold, scheduler] = skymatch(m.images, m.wcs, skymodel="plane",
+                                                  slope_significance=0.0, scheduler=scheduler,
+                                                  workers=2)
+    one, together = runs[10**9, "serial"], runs[1, "serial"]
+    assert (together.plane.plane_fallback != "").sum() == 1
+    assert together.plane.plane_fallback.tolist() == one.plane.plane_fallback.tolist()
+    assert np.abs(together.sky - one.sky).max() <= 1e-9 * one.sky_err.min()
+    np.testing.assert_allclose(together.sky_err, one.sky_err, rtol=1e-9)
+    np.testing.assert_allclose(together.pairs.diff_before, one.pairs.diff_before,
+                               atol=1e-9 * one.pairs.diff_err.min())
+    for threshold in (10**9, 1):
+        a, b = runs[threshold, "serial"], runs[threshold, "processes"]
+        assert np.array_equal(a.sky, b.sky)
+        assert np.array_equal(a.plane.cov, b.plane.cov, equal_nan=True)
+        assert np.array_equal(a.pairs.diff_before, b.pairs.diff_before)

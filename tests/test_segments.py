@@ -269,3 +269,30 @@ def test_a_batch_names_the_image_whose_cells_fail():
     assert np.all(ok[0][0].value == 7.0) and np.all(np.abs(ok[1][0].value) < 1.0)
     with pytest.raises(StatisticError, match=r"^images\[1\]: binwidth=1e-07"):
         measure_cell_batch(tasks, StatParams(skystat="mode", binwidth=1e-7))
+
+
+@pytest.mark.parametrize("options", [{}, {"binwidth": 0.5}, {"nclip": 0}])
+def test_large_modes_alone_do_not_depend_on_the_others(options):
+    """``alone=True`` (the whole overlaps of batched pairs): each set's value and error are
+    the same bits measured with any others or by itself, and `sky_statistic`'s to rounding."""
+    from skymatch_nb_ui.engine.segments import large_statistics
+
+    rng = np.random.default_rng(17)
+    arrays = []
+    for i, c in enumerate(rng.integers(BATCH_MAX + 1, 3 * BATCH_MAX, 30)):
+        v = rng.normal(rng.normal(0, 5), rng.uniform(0.2, 4), c)  # histograms of many widths
+        if i % 3 == 0:
+            v[: c // 6] += rng.exponential(4, c // 6)
+        if i % 7 == 0:
+            v[:] = 1.5
+        arrays.append(v.astype(np.float32 if i % 2 else np.float64))
+    params = StatParams(skystat="mode", **options)
+    value, npix, err = large_statistics(arrays, params, alone=True)
+    for k, a in enumerate(arrays):
+        want = sky_statistic(a, params)
+        assert npix[k] == want.npix
+        assert abs(value[k] - want.value) <= 1e-9 * max(want.err, 1e-12)
+        assert err[k] == pytest.approx(want.err, rel=1e-12, abs=1e-300)
+    for pick in ([5], [0, 29], list(range(29, -1, -2)), [3, 4, 6, 7, 9]):
+        v, _, e = large_statistics([arrays[k] for k in pick], params, alone=True)
+        assert np.array_equal(v, value[pick]) and np.array_equal(e, err[pick], equal_nan=True)

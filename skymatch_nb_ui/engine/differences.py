@@ -131,6 +131,16 @@ class PixelMap:
             return float(np.add.reduce(det, axis=None) / det.size)
         return float(np.nanmean(det))
 
+    @cached_property
+    def off_centres(self) -> bool:
+        """Whether the nodes are finite and no axis maps every pixel onto a pixel centre.
+
+        (`batchable`'s test of the map, asked several times per pair.)
+        """
+        if not (np.isfinite(self.bx).all() and np.isfinite(self.by).all()):
+            return False
+        return not (_on_centres(self.bx, self.step) or _on_centres(self.by, self.step))
+
 
 def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int = _STEP) -> PixelMap:
     """The map from ``a``'s pixels ``runs`` to ``b``'s pixel coordinates, on nodes.
@@ -908,9 +918,7 @@ def batchable(shape_a, shape_b, npix: int, pmap: PixelMap) -> bool:
     if npix == 0 or shape_a[0] * shape_a[1] > BATCH_IMAGE_PIXELS \
             or shape_b[0] * shape_b[1] > BATCH_IMAGE_PIXELS:
         return False
-    if not (np.isfinite(pmap.bx).all() and np.isfinite(pmap.by).all()):
-        return False
-    return not (_on_centres(pmap.bx, pmap.step) or _on_centres(pmap.by, pmap.step))
+    return pmap.off_centres
 
 
 def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=None,

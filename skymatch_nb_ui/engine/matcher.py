@@ -41,6 +41,7 @@ from .measure import (
     lowest,
     measure_batch,
     scene_error,
+    together,
 )
 from .params import (
     Anchor,
@@ -460,11 +461,13 @@ class SkyMatcher:
             return
         files = any(not _in_memory(self._loaders[a]) for a, _ in todo + diff_todo)
 
+        whole_together = bool(diff_todo) and together(self._loaders, self.geometry.runs)
+
         def owners_and_tasks(split: bool):
             owners = self._owners(todo, split=split)
             compares = self._owners(diff_todo, split=split)
             tasks = [self._task(a, partner_sets) for a, partner_sets in owners]
-            tasks += [self._difference_task(s, others) for s, others in compares]
+            tasks += [self._difference_task(s, others, whole_together) for s, others in compares]
             return owners, compares, tasks
 
         self._fill_maps(diff_todo)
@@ -520,7 +523,7 @@ class SkyMatcher:
         finally:  # the last sides' mode errors (also of a cancelled run's)
             finish_sides(self._pair_stats, waiting)
 
-    def _difference_task(self, s: int, others: list) -> DifferenceTask:
+    def _difference_task(self, s: int, others: list, whole_together: bool) -> DifferenceTask:
         """The `measure_differences` task of image ``s``'s pixels against ``others``."""
         runs = self.geometry.runs
         return DifferenceTask(
@@ -528,6 +531,7 @@ class SkyMatcher:
             tuple(Comparison(self._loaders[o], runs[(s, o)], self._map(s, o)) for o in others),
             sum(runs[(s, o)].npix for o in others),
             label=f"images[{s}]",
+            together=whole_together,
         )
 
     def _sampled(self, a: int, b: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from ._execute import batches_of
 from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
 from .lstsq import components
-from .measure import PairStats, in_batch
+from .measure import PairStats, in_batch, together
 from .planes import (
     CELLS_PER_OVERLAP,
     LOCAL_CELLS,
@@ -140,7 +140,7 @@ class PlaneStage:
                 for a in range(len(self._shapes))]
         centres = np.array([np.mean([maps[a].q_centre for a in m], axis=0) for m in grouping.members])
         moments = _moments_of(geometry.runs)
-        plans = [self._plan(g, h, overlaps, maps, moments) for g, h in keys]
+        plans = self._plans(keys, overlaps, maps, moments)
         local = []
         for ny, nx in self._shapes:
             side = max(MIN_CELL_SIDE, min(nx, ny) / LOCAL_CELLS)
@@ -148,31 +148,68 @@ class PlaneStage:
         return _Layout(comp, grouping.label_of.copy(), frames, maps, centres.reshape(-1, 2), plans,
                        local)
 
-    def _plan(self, g, h, overlaps, maps, moments: dict) -> _PairPlan:
-        """The cell grid of the pair ``(g, h)`` (``moments``: `_moments_of` the runs)."""
+    def _plans(self, keys, overlaps, maps, moments: dict) -> list[_PairPlan]:
+        """The cell grids of the pairs ``keys`` (``moments``: `_moments_of` the runs).
+
+        Each pair's pixel moments in the frame, from its members' moments through their
+        affine maps: all the pairs' members at once (stacked 2 x 2 products, the same
+        arithmetic member by member), summed per pair in member order.
+        """
+        pair_of, member, stats = [], [], []
+        scale = np.zeros(len(keys))
+        for p, (g, h) in enumerate(keys):
+            sides = (overlaps[(g, h)], overlaps[(h, g)])
+            for side in sides:
+                for a in side:
+                    scale[p] = max(scale[p], maps[a].pixel_scale)
+            for a, partners in sides[0].items():
+                for b in partners:
+                    if (a, b) in moments:  # else no pixels
+                        pair_of.append(p)
+                        member.append(a)
+                        stats.append(moments[(a, b)])
+        n_pairs = len(keys)
+        count = np.zeros(n_pairs)
+        mean = np.zeros((n_pairs, 2))
+        second = np.zeros((n_pairs, 2, 2))
+        area = np.zeros(n_pairs)
+        if stats:
+            pair_of = np.array(pair_of, np.intp)
+            n = np.array([t[0] for t in stats], float)
+            mu = np.array([t[1] for t in stats])
+            cov = np.array([t[2] for t in stats])
+            jac = np.array([maps[a].jac for a in member])
+            q = (np.matmul(jac, (mu - np.array([maps[a].pixel_centre for a in member]))[:, :, None])
+                 [:, :, 0] + np.array([maps[a].q_affine for a in member]))
+            c = jac @ cov @ jac.transpose(0, 2, 1)
+            count = np.bincount(pair_of, n, minlength=n_pairs)
+            weighted = n[:, None] * q
+            mean = np.column_stack([np.bincount(pair_of, weighted[:, k], minlength=n_pairs)
+                                    for k in (0, 1)])
+            terms = n[:, None, None] * (c + q[:, :, None] * q[:, None, :])
+            for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                second[:, i, j] = np.bincount(pair_of, terms[:, i, j], minlength=n_pairs)
+            area = np.bincount(pair_of, n * np.array([maps[a].pixel_scale for a in member]) ** 2,
+                               minlength=n_pairs)
+        plans = [None] * n_pairs
+        live = np.flatnonzero(count > 0)
+        for p in np.flatnonzero(count == 0):
+            g, h = keys[p]
+            plans[p] = _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
+        if len(live):
+            m = mean[live] / count[live, None]
+            spread = second[live] / count[live, None, None] - m[:, :, None] * m[:, None, :]
+            eigen, axes = np.linalg.eigh(spread)  # across (smaller spread), then along
+            for k, p in enumerate(live.tolist()):
+                plans[p] = self._plan(keys[p], overlaps, maps, m[k], eigen[k], axes[k],
+                                      float(area[p]), float(scale[p]))
+        return plans
+
+    @staticmethod
+    def _plan(key, overlaps, maps, mean, eigen, axes, area: float, scale: float) -> _PairPlan:
+        """The cell grid of the pair ``key`` from its pixels' mean, spread (eigen) and area."""
+        g, h = key
         sides = (overlaps[(g, h)], overlaps[(h, g)])
-        count, mean, second, area = 0.0, np.zeros(2), np.zeros((2, 2)), 0.0
-        scale = 0.0
-        for side in sides:
-            for a in side:
-                scale = max(scale, maps[a].pixel_scale)
-        for a, partners in sides[0].items():
-            m = maps[a]
-            for b in partners:
-                if (a, b) not in moments:  # no pixels
-                    continue
-                n, mu, cov = moments[(a, b)]
-                q = m.jac @ (mu - m.pixel_centre) + m.q_affine
-                c = m.jac @ cov @ m.jac.T
-                count += n
-                mean += n * q
-                second += n * (c + np.outer(q, q))
-                area += n * m.pixel_scale**2
-        if count == 0:
-            return _PairPlan(g, h, np.full(2, np.nan), math.nan, "no pixels in the overlap", ())
-        mean /= count
-        cov = second / count - np.outer(mean, mean)
-        eigen, axes = np.linalg.eigh(cov)  # across (smaller spread), then along
         width, length = (math.sqrt(12.0 * max(float(v), 0.0)) for v in eigen)
         smallest = MIN_CELL_SIDE * scale
         if area < MIN_CELLS * smallest**2:
@@ -260,8 +297,10 @@ class PlaneStage:
                               differences=differences)
         # one task per image (its pixels read once), whatever runs them
         parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
+        whole_together = bool(differences) and together(loaders, self._geometry_runs)
         tasks = [CellTask(loaders[a], tuple(built[a][k][0] for k in ks),
-                          sum(built[a][k][1] for k in ks), label=f"images[{a}]") for a, ks in parts]
+                          sum(built[a][k][1] for k in ks), label=f"images[{a}]",
+                          together=whole_together) for a, ks in parts]
 
         # tasks batched (several images' cells measured together: `segments` batches their
         # statistics, whose per-call cost dominates on small images), the same batches
@@ -411,11 +450,15 @@ class PlaneStage:
             cells = [self.cells[ck] for ck in cks]
             px = np.rint(np.concatenate([c.x for c in cells])).astype(np.intp)
             py = np.rint(np.concatenate([c.y for c in cells])).astype(np.intp)
-            inside: dict[int, np.ndarray] = {}
-            for b in partners.get(a, ()):
-                h = int(layout.image_input[b])
-                inside[h] = inside.get(h, np.zeros(len(px), bool)) | _contains(runs[(a, b)], px, py)
-            count = np.sum(list(inside.values()), axis=0) if inside else np.ones(len(px))
+            others = partners.get(a, [])
+            inside = _contains_many([runs[(a, b)] for b in others], px, py)
+            if len(others):  # per input, whether any of its images holds the pixel
+                inputs = layout.image_input[others]
+                order = np.argsort(inputs, kind="stable")
+                first = np.flatnonzero(np.r_[True, np.diff(inputs[order]) != 0])
+                count = np.logical_or.reduceat(inside[order], first, axis=0).sum(axis=0)
+            else:
+                count = np.ones(len(px))
             count = np.maximum(count, 1)
             start = 0
             for ck, c in zip(cks, cells):
@@ -476,15 +519,28 @@ class PlaneStage:
         return image_fits, inputs
 
 
-def _contains(r: Runs, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether each pixel (px, py) is in the runs (sorted by row, then start, not overlapping)."""
-    if not r:
-        return np.zeros(len(px), bool)
-    width = int(max(r.stop.max(), px.max(initial=0))) + 2
-    keys = r.rows.astype(np.int64) * width + r.start
-    j = np.searchsorted(keys, py.astype(np.int64) * width + px, side="right") - 1
+def _contains_many(sets: list, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Whether each pixel (px, py) is in each of ``sets``: bool (sets, pixels).
+
+    ``sets``: non-empty `Runs`, each sorted by row, then start, not overlapping.  All at
+    once: the runs of all the sets in one sorted list of keys (set, row, start).
+    """
+    if not sets or not len(px):
+        return np.zeros((len(sets), len(px)), bool)
+    width = int(max(max(int(r.stop.max()) for r in sets), px.max())) + 2
+    height = int(max(max(int(r.rows.max()) for r in sets), py.max())) + 2
+    rows = np.concatenate([r.rows for r in sets]).astype(np.int64)
+    start = np.concatenate([r.start for r in sets])
+    stop = np.concatenate([r.stop for r in sets])
+    first = np.cumsum([0] + [len(r.rows) for r in sets])
+    which = np.repeat(np.arange(len(sets), dtype=np.int64), np.diff(first))
+    keys = (which * height + rows) * width + start
+    query = ((np.arange(len(sets), dtype=np.int64)[:, None] * height + py[None, :]) * width
+             + px[None, :])
+    j = np.searchsorted(keys, query, side="right") - 1
+    own = j >= first[:-1, None]  # a run of the same set
     j = np.maximum(j, 0)
-    return (r.rows[j] == py) & (r.start[j] <= px) & (px < r.stop[j])
+    return own & (rows[j] == py) & (start[j] <= px) & (px < stop[j])
 
 
 def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:
@@ -766,7 +822,13 @@ def _lift(coef, cov, loc, loc_cov, centres, comp, ok, targets, anchor):
 
 
 def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradient, fallback):
-    """Per pair: the weighted mean residual and the gradient of the residuals (cells only)."""
+    """Per pair: the weighted mean residual and the gradient of the residuals (cells only).
+
+    The gradient: a weighted least-squares plane through the pair's used cells' residuals
+    (positions about their mean), all pairs at once by their normal equations (3 x 3, well
+    conditioned: the cells of a pair with its own cells are spread, `PlaneStage._checked`);
+    a pair whose normal equations are not is fitted alone by `np.linalg.lstsq`.
+    """
     if not len(pair):
         return
     w = np.where(off.used, 1.0 / np.maximum(var, 1e-300), 0.0)
@@ -775,17 +837,38 @@ def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradie
     r = np.where(np.isfinite(off.residual), off.residual, 0.0)
     has = total > 0
     mean_resid[has] = (np.bincount(pair, w * r, minlength=n_pairs) / np.where(has, total, 1))[has]
-    order = np.argsort(pair, kind="stable")
-    starts = np.searchsorted(pair[order], np.arange(n_pairs + 1))
-    for p in np.flatnonzero(has & (fallback == "")):
-        rows = order[starts[p] : starts[p + 1]]
-        rows = rows[off.used[rows]]
-        if len(rows) < 3:
-            continue
-        design = np.column_stack([np.ones(len(rows)), q[rows] - q[rows].mean(axis=0)])
-        sw = np.sqrt(w[rows])
-        sol, *_ = np.linalg.lstsq(design * sw[:, None], r[rows] * sw, rcond=None)
-        resid_gradient[p] = float(np.hypot(sol[1], sol[2]))
+    rows = np.flatnonzero(off.used & (has & (fallback == ""))[pair])
+    p = pair[rows]
+    count = np.bincount(p, minlength=n_pairs)
+    fitted = count >= 3
+    rows = rows[fitted[p]]
+    if not len(rows):
+        return
+    p = pair[rows]
+    safe = np.maximum(count, 1)
+    dq = [q[rows, k] - (np.bincount(p, q[rows, k], minlength=n_pairs) / safe)[p] for k in (0, 1)]
+    wr, terms = w[rows], [np.ones(len(rows)), dq[0], dq[1]]
+
+    def sums(x):
+        return np.bincount(p, wr * x, minlength=n_pairs)[fitted]
+
+    normal = np.empty((int(fitted.sum()), 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            normal[:, i, j] = normal[:, j, i] = sums(terms[i] * terms[j])
+    rhs = np.stack([sums(t * r[rows]) for t in terms], axis=1)
+    good = np.linalg.cond(normal) < 1e8
+    sol = np.full((len(normal), 3), np.nan)
+    if good.any():
+        sol[good] = np.linalg.solve(normal[good], rhs[good, :, None])[..., 0]
+    at = np.flatnonzero(fitted)
+    resid_gradient[at] = np.hypot(sol[:, 1], sol[:, 2])
+    for k in np.flatnonzero(~good):  # ill-conditioned: alone, by a least-squares solver
+        these = rows[p == at[k]]
+        design = np.column_stack([np.ones(len(these)), q[these] - q[these].mean(axis=0)])
+        sw = np.sqrt(w[these])
+        one, *_ = np.linalg.lstsq(design * sw[:, None], r[these] * sw, rcond=None)
+        resid_gradient[at[k]] = float(np.hypot(one[1], one[2]))
 
 
 def image_planes(sol: PlaneSolution, layout: _Layout):

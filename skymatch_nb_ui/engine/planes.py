@@ -313,6 +313,7 @@ class CellTask:
     jobs: tuple  # ((region or None, CellGrid), ...)
     size: int
     label: str = ""
+    together: bool = False  # whole overlaps of batched pairs together (`measure.together`)
 
 
 def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
@@ -345,15 +346,8 @@ def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
     >>> s.value.tolist(), s.x.tolist()
     ([7.5, 23.5], [7.5, 23.5])
     """
-    from .measure import batched_differences
-
-    scratch = thread_scratch() if scratch is None else scratch
-    # (the small pairs as in a batch: each pair's differences the same however it is measured)
-    found = batched_differences([CellTask(loader, tuple(jobs), 0)], params, scratch)
-    image, mask = load_pixels(loader)
-    pending = [_cells_of(image, mask, region, grid, params, scratch, found.get(id(region)))
-               for region, grid in jobs]
-    return _finish(pending, params, scratch)
+    # (as in a batch: each pair's differences and whole statistic the same however measured)
+    return measure_cell_batch([CellTask(loader, tuple(jobs), 0)], params, scratch)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -424,7 +418,8 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
     return out
 
 
-def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[list[CellStats]]:
+def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
+                       scratch: Scratch | None = None) -> list[list[CellStats]]:
     """`measure_cells` for each of ``tasks`` (the unit of work sent to a worker).
 
     All the tasks' cells get their statistics together (one `_finish`: the batched
@@ -432,19 +427,22 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
     """
     from .measure import batched_differences
 
-    scratch = thread_scratch()
+    scratch = thread_scratch() if scratch is None else scratch
     pending: list = []
     bounds = [0]
     differences: list = []  # (index in pending, _Differences): their cells all at once
+    by_task: list = []  # per task, its _Differences
     found = batched_differences(tasks, params, scratch)  # the small pairs' differences at once
     for t in tasks:
+        by_task.append([])
         try:
             image, mask = load_pixels(t.loader)
             for region, grid in t.jobs:
                 if isinstance(region, DifferenceRegion):
-                    differences.append((len(pending), _differences(image, mask, region, grid,
-                                                                   params, scratch,
-                                                                   found.get(id(region)))))
+                    job = _differences(image, mask, region, grid, params, scratch,
+                                       found.get(id(region)), t.together)
+                    differences.append((len(pending), job))
+                    by_task[-1].append(job)
                     pending.append(None)
                 else:
                     pending.append(_cells_of(image, mask, region, grid, params, scratch))
@@ -452,6 +450,15 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
             raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
         del image, mask
         bounds.append(len(pending))
+    try:
+        _whole_statistics(by_task, tasks, params, scratch)
+    except StatisticError:
+        for t, task_jobs in zip(tasks, by_task):  # whose differences: each task alone
+            try:
+                _whole_statistics([task_jobs], [t], params, scratch)
+            except StatisticError as exc:
+                raise StatisticError(f"{t.label or repr(t.loader)}: {exc}") from None
+        raise
     if differences:
         cells = _difference_cells_many([job for _, job in differences], params, scratch)
         for (k, _), c in zip(differences, cells):
@@ -468,10 +475,7 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams) -> list[li
     return [stats[lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
-def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch,
-              found=None) -> CellStats:
-    if isinstance(region, DifferenceRegion):
-        return _difference_cells(image, mask, region, grid, params, scratch, found)
+def _cells_of(image, mask, region, grid: CellGrid, params: StatParams, scratch: Scratch) -> _Pending:
     ny, nx = image.shape
     if region is None:
         runs = Runs(np.arange(ny, dtype=np.intp), np.zeros(ny, np.intp), np.full(ny, nx, np.intp))
@@ -614,7 +618,7 @@ def _cell_pieces(runs: Runs, grid: CellGrid):
     return pieces, code, int(nv[0]), int(u0[0]), int(v0[0]), run
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Differences:
     """One pair's usable differences (packed, in run order), before its cells."""
 
@@ -628,14 +632,15 @@ class _Differences:
 
 
 def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                 scratch: Scratch, found=None) -> _Differences:
+                 scratch: Scratch, found=None, together: bool = False) -> _Differences:
     """The pixel differences ``image - other`` of a region and their whole statistic.
 
     ``found``: the differences and their squared weights when already computed
-    (`measure.batched_differences`).
+    (`measure.batched_differences`); ``together``: their whole statistic left to
+    `_whole_statistics` (`measure.together`).
     """
     from .differences import interpolation_inflation, pair_differences
-    from .measure import PairDifference, _usable_count
+    from .measure import PairDifference, pair_difference
 
     other, other_mask = load_pixels(region.loader)
     runs = region.runs
@@ -656,19 +661,30 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     all_good = bool(finite.all())
     packed = (d if found is not None else d.copy()) if all_good else d[finite]  # (found: a copy)
     bad = None if all_good else np.flatnonzero(~finite)
+    if together and found is not None and len(packed):  # with the batch's others
+        return _Differences(runs, grid, packed, bad, inflation, None, of_differences)
     stat = sky_statistic(packed, of_differences, work=scratch.work)
-    usable = (stat.npix, stat.npix)
-    if stat.npix == 0:
-        usable = (_usable_count(image, mask, runs, params), 0)
-    whole = PairDifference(stat.value, stat.npix, stat.err * inflation, *usable)
+    whole = pair_difference(stat, inflation, lambda: (image, mask), runs, params)
     return _Differences(runs, grid, packed, bad, inflation, whole, of_differences)
 
 
-def _difference_cells(image, mask, region: DifferenceRegion, grid: CellGrid, params: StatParams,
-                      scratch: Scratch, found=None) -> _Pending:
-    """Cells of the pixel differences ``image - other`` (`differences.pair_differences`)."""
-    job = _differences(image, mask, region, grid, params, scratch, found)
-    return _difference_cells_many([job], params, scratch)[0]
+def _whole_statistics(jobs: list, tasks, params: StatParams, scratch: Scratch) -> None:
+    """The whole-overlap statistics the jobs (`_Differences` by task) left to the batch.
+
+    `measure.difference_statistics` of all of them at once (each pair's bits its own, as
+    the constant stage measures it).
+    """
+    from .measure import difference_statistics, pair_difference
+
+    todo = [(t, job) for t, task_jobs in zip(tasks, jobs) for job in task_jobs
+            if job.whole is None]
+    if not todo:
+        return
+    stats = difference_statistics([job.packed for _, job in todo], todo[0][1].params,
+                                  scratch.work)
+    for (t, job), stat in zip(todo, stats):
+        job.whole = pair_difference(stat, job.inflation, lambda t=t: load_pixels(t.loader),
+                                    job.runs, params)
 
 
 def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> list[_Pending]:

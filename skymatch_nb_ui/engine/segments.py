@@ -126,25 +126,28 @@ def small_statistics(values, start, count, which, params: StatParams):
     return value, npix, err, np.concatenate(left)
 
 
-def large_statistics(arrays, params: StatParams, work: Workspace | None = None):
+def large_statistics(arrays, params: StatParams, work: Workspace | None = None, *,
+                     alone: bool = False):
     """`stats.sky_statistic` of each of ``arrays`` (large ones: their per-value work dominates).
 
     For ``mode`` the smoothing, peak and widening of all their histograms run at once
     (`_large_modes`); the rest one by one.  Returns (value, npix, err) as `segment_statistics`.
+    ``alone``: each array's values exactly as if it were measured alone (the same bits
+    whatever the other arrays: see `_smoothed_peaks`), at some cost.
     """
     k = len(arrays)
     value, err = np.full(k, np.nan), np.full(k, np.nan)
     npix = np.zeros(k, np.int64)
     which = list(range(k))
     if params.skystat == "mode" and which:
-        which = _large_modes(arrays, which, params, work, value, npix, err)
+        which = _large_modes(arrays, which, params, work, value, npix, err, alone)
     for c in which:
         stat = sky_statistic(arrays[c], params, work=work)
         value[c], npix[c], err[c] = stat.value, stat.npix, stat.err
     return value, npix, err
 
 
-def _large_modes(arrays, which, params: StatParams, work, value, npix, err):
+def _large_modes(arrays, which, params: StatParams, work, value, npix, err, alone=False):
     """``mode`` of large segments, their smoothed histograms' peaks all at once.
 
     `stats`' own clipped sets and histograms, one by one (their per-value work is what
@@ -179,7 +182,7 @@ def _large_modes(arrays, which, params: StatParams, work, value, npix, err):
             table[k, : r[1].size] = r[1]
         nb = np.array([r[1].size for r in rows], np.int64)
         ymin, h, std, n, centre, scale = (np.array([r[k] for r in rows], float) for k in range(2, 8))
-        v, e = _modes(table, nb, ymin, h, std, n, params.binwidth)
+        v, e = _modes(table, nb, ymin, h, std, n, params.binwidth, alone)
         at = np.array([r[0] for r in rows])
         value[at] = centre + v * scale
         npix[at] = n.astype(np.int64)
@@ -416,8 +419,11 @@ def _histogram_statistic(skystat, y, seg, n, ymin, h, nbins, std, which, binwidt
     return _modes(counts, nb, ymin[rows], hr, sr, nr, binwidth)
 
 
-def _modes(counts, nb, ymin, h, std, n, binwidth):
-    """`stats._mode` for each row of ``counts`` (rows of ``nb`` bins): (value, err)."""
+def _modes(counts, nb, ymin, h, std, n, binwidth, alone=False):
+    """`stats._mode` for each row of ``counts`` (rows of ``nb`` bins): (value, err).
+
+    ``alone``: each row's result independent of the other rows (`_smoothed_peaks`).
+    """
     r, width = counts.shape
     kernel = np.array([_mode_kernel(int(k), binwidth) for k in n])
     chosen_peak = np.full((r, 8), np.nan)
@@ -431,7 +437,7 @@ def _modes(counts, nb, ymin, h, std, n, binwidth):
         rows = np.flatnonzero(active)
         w = kernel[rows] / binwidth
         peak, err = _smoothed_peaks(counts[rows], nb[rows], w, h[rows], std[rows], n[rows],
-                                    kernel[rows], idx)
+                                    kernel[rows], idx, alone)
         prev = chosen_peak[rows, :level]
         moved = np.any(np.abs(peak[:, None] - prev) * h[rows, None]
                        > _MODE_STAY * chosen_err[rows, :level], axis=1)
@@ -457,21 +463,42 @@ def _modes(counts, nb, ymin, h, std, n, binwidth):
     return value, err
 
 
-def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx):
-    """`stats._smoothed_peak` per row: (peak in bins or NaN, error in data units)."""
+def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
+    """`stats._smoothed_peak` per row: (peak in bins or NaN, error in data units).
+
+    The rows are smoothed together by FFT, of a size that fits the widest histogram and
+    kernel.  ``alone``: each row's bits independent of the other rows: each is smoothed by
+    an FFT of the size its own histogram and kernel need (rows of one size together: their
+    rows are the same numbers however many there are), and the error's sums run along its
+    own bins in order (`np.cumsum`), not over the width of the widest row (numpy's pairwise
+    sums group the terms by the row's length).
+    """
     r, width = counts.shape
     reach = np.ceil(_REACH * w).astype(np.int64)
-    # a circular convolution of this size is the linear one on the first `width` bins
-    need = max(width + int(reach.max()) + 1, 2 * int(reach.max()) + 2)
-    size = 1 << math.ceil(math.log2(need))
-    d = np.arange(size)
-    d = np.where(d <= size // 2, d, d - size)  # circular offsets
-    kern = np.exp(-0.5 * (d[None, :] / w[:, None]) ** 2)
-    kern[np.abs(d)[None, :] > reach[:, None]] = 0.0
-    padded = np.zeros((r, size))
-    padded[:, :width] = counts
-    smooth = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(kern, axis=1), n=size,
-                          axis=1)[:, :width]
+    if alone:
+        need = np.maximum(nb + reach + 1, 2 * reach + 2)
+        sizes = np.left_shift(1, np.ceil(np.log2(need)).astype(np.int64))
+        groups = [np.flatnonzero(sizes == size) for size in np.unique(sizes)]
+    else:  # a circular convolution of this size is the linear one on the first `width` bins
+        need = max(width + int(reach.max()) + 1, 2 * int(reach.max()) + 2)
+        groups = [None]
+        sizes = [1 << math.ceil(math.log2(need))]
+    smooth = np.full((r, width), -np.inf)
+    for rows, size in zip(groups, np.unique(sizes) if alone else sizes):
+        part = slice(None) if rows is None else rows
+        span = width if rows is None else min(width, int(nb[rows].max()))
+        # the kernel at circular offsets -R..R (zero beyond each row's reach), placed at
+        # their columns: the same values as over all the columns, where the rest are zeros
+        most = int(reach[part].max())
+        d = np.arange(-most, most + 1)
+        near = np.exp(-0.5 * (d[None, :] / w[part, None]) ** 2)
+        near[np.abs(d)[None, :] > reach[part, None]] = 0.0
+        kern = np.zeros((len(near), size))
+        kern[:, d % size] = near
+        padded = np.zeros((len(kern), size))
+        padded[:, :span] = counts[part, :span]
+        smooth[part, :span] = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(kern, axis=1),
+                                           n=int(size), axis=1)[:, :span]
     inside = idx[None, :] < nb[:, None]
     smooth = np.where(inside, smooth, -np.inf)
     k = np.argmax(smooth, axis=1)
@@ -493,8 +520,14 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx):
     ww = w[rr, None]
     g = np.exp(-0.5 * (u / ww) ** 2)
     c = counts[rr]
-    slope = np.sum(c * (u * g) ** 2, axis=1)
-    curvature = np.sum(c * ((u / ww) ** 2 - 1.0) * g, axis=1)
+    if alone:  # each row's own bins, in order
+        last = nb[rr, None] - 1
+        slope = np.take_along_axis(np.cumsum(c * (u * g) ** 2, axis=1), last, axis=1)[:, 0]
+        curvature = np.take_along_axis(np.cumsum(c * ((u / ww) ** 2 - 1.0) * g, axis=1), last,
+                                       axis=1)[:, 0]
+    else:
+        slope = np.sum(c * (u * g) ** 2, axis=1)
+        curvature = np.sum(c * ((u / ww) ** 2 - 1.0) * g, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         bins_err = np.where(curvature < 0, np.sqrt(slope) / -curvature, np.inf)
     gaussian = std[rr] * np.sqrt(_gaussian_mode_variance(kernel[rr]) / n[rr])

@@ -32,9 +32,9 @@ the spread (std) of the pulls ``error / sky_err`` where the engine reports error
 also, in the notes, the 68% interval of that spread for honest errors and the whitened
 chi2/dof of the skies with its 95% interval: one mosaic's skies are correlated, so its pull
 spread scatters widely; `_pulls.py`), and the peak memory of the run (growth of the
-process's peak resident set over its resident set before the run, with the private pages of
-any worker it forks, sampled every 20 ms; Montage also writes files, whose total size is
-shown).  The machine load (``uptime``) is printed before and after.
+process's peak resident set over its resident set before the run; for ours, with the private
+pages of the worker it may fork, sampled every 100 ms in a second, untimed run; Montage also
+writes files, whose total size is shown).  The machine load (``uptime``) is printed before and after.
 
 Usage::
 
@@ -341,12 +341,15 @@ def timed_run(runner, setting: dict) -> dict:
     reset_peak()
     start = time.perf_counter()
     try:
-        with WorkerMemory() as workers:
-            result = runner.run(**setting)
+        result = runner.run(**setting)
+        elapsed = time.perf_counter() - start
+        peak = peak_mb()
+        if getattr(runner, "forks", False):  # once more, untimed: sampling slows the worker
+            with WorkerMemory() as workers:
+                runner.run(**setting)
+            peak = max(peak, workers.peak_mb)
     except Exception as exc:  # any engine failure is reported, not fatal
         return {"error": f"{type(exc).__name__}: {exc}"}
-    elapsed = time.perf_counter() - start
-    peak = max(peak_mb(), workers.peak_mb)
     result = dict(result, time=elapsed, peak_mb=peak - base)
     if hasattr(runner, "extras"):  # not timed
         result.update(runner.extras())
@@ -367,6 +370,8 @@ def load_mosaic(directory: Path):
 
 
 class OursRunner:
+    forks = True  # `scheduler="auto"` may fork a worker: its memory is measured (`WorkerMemory`)
+
     def __init__(self, directory: Path):
         import skymatch_nb_ui
 
@@ -495,8 +500,8 @@ RUNNERS = {"ours": OursRunner, "reference": ReferenceRunner, "reproject": Reproj
 
 
 # -- memory and machine ----------------------------------------------------------------------
-def _status_kb(field: str) -> float:
-    with open("/proc/self/status") as f:
+def _status_kb(field: str, pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return float(line.split()[1])
@@ -525,53 +530,65 @@ class WorkerMemory:
 
     Our engine may fork a worker for pixel differences; the child shares the parent's pages
     (the images) copy-on-write, so only its private pages (``Private_Clean + Private_Dirty``
-    of ``/proc/PID/smaps_rollup``) are memory the run adds.  A thread samples them every
-    ``interval`` seconds while the run goes (short peaks between samples are missed: a lower
-    bound, but one that sees a worker at all).  The peers' engines run in this process (or,
-    Montage, in short-lived library calls), so for them it adds nothing.
+    of ``/proc/PID/smaps_rollup``) are memory the run adds.  A separate sampler process
+    (``--sample-memory PID``; not a thread: with another thread running, the engine may not
+    fork, the very worker to be measured) reads them every 100 ms while the run goes (short
+    peaks between samples are missed: a lower bound, but one that sees a worker at all).
+    Reading a process's ``smaps_rollup`` walks its page tables and slowed the worker by
+    10-25%, so `timed_run` samples a second, untimed run of the engines that may fork (ours).
+    The peers' engines run in this process (or, Montage, in library calls).
     """
 
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
+    def __init__(self):
         self.peak_mb = 0.0
-        self._stop = None
 
     def __enter__(self):
-        import threading
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = subprocess.Popen(
+            [sys.executable, __file__, "--sample-memory", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._sampler.stdout.readline()  # "ready": sampling before the run starts
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        out, _ = self._sampler.communicate("")  # stdin closed: it prints its peak and ends
+        self.peak_mb = float(out.strip() or 0.0)
         return False
 
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            children = _children_private_kb()
-            if children:
-                self.peak_mb = max(self.peak_mb, rss_mb() + children / 1024)
 
+def sample_memory(pid: int, interval: float = 0.1) -> int:
+    """The sampler of `WorkerMemory`: until stdin closes, the peak of ``pid``'s resident set
+    plus its children's private pages (this sampler excluded), in MB, when any child ran."""
+    import selectors
 
-def _children_private_kb() -> float:
-    total = 0.0
-    for task in Path("/proc/self/task").glob("*/children"):
-        try:
-            pids = task.read_text().split()
-        except OSError:
-            continue
-        for pid in pids:
+    me, peak = str(os.getpid()), 0.0
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while not selector.select(interval):
+        children = 0.0
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
             try:
-                with open(f"/proc/{pid}/smaps_rollup") as f:
-                    for line in f:
-                        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                            total += float(line.split()[1])
-            except OSError:  # the child ended meanwhile
-                pass
-    return total
+                pids = task.read_text().split()
+            except OSError:
+                continue
+            for child in pids:
+                if child == me:
+                    continue
+                try:
+                    with open(f"/proc/{child}/smaps_rollup") as f:
+                        for line in f:
+                            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                                children += float(line.split()[1])
+                except OSError:  # the child ended meanwhile
+                    pass
+        if children:
+            try:
+                rss = _status_kb("VmRSS", pid)
+            except OSError:
+                break
+            peak = max(peak, (rss + children) / 1024)
+    print(peak, flush=True)
+    return 0
 
 
 def nan_list(values) -> list:
@@ -650,6 +667,8 @@ def choice_list(choices):
 sys.path.insert(0, str(HERE))  # bench/_gradients.py
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--sample-memory":  # `WorkerMemory`'s sampler
+        raise SystemExit(sample_memory(int(sys.argv[2])))
     if "--worker" in sys.argv:
         options = parse_args(sys.argv[1:])
         raise SystemExit(worker_main(options.worker, Path(options.dir)))

@@ -396,18 +396,19 @@ def test_noiseless_images_with_gradients_and_stars_keep_every_pixel_difference(d
 
 
 def test_a_sides_plane_fit_does_not_alias_with_its_rows():
-    # The sampled pixels of a side's plane fit (measure._sampling): a regular stride of about
-    # a row's length ran down a diagonal, x + y constant, and the fit returned slopes of -1
-    # per pixel on a flat sky (a scene error 100x the noise's, and the error scale fell to
-    # 0.06 on a flat 4x4 mosaic).
+    # The sampled pixels of a side's plane fit (measure._region_statistics): a regular stride
+    # of about a row's length ran down a diagonal, x + y constant, and the fit returned slopes
+    # of -1 per pixel on a flat sky (a scene error 100x the noise's, and the error scale fell
+    # to 0.06 on a flat 4x4 mosaic).
     from skymatch_nb_ui.engine.geometry import Runs
-    from skymatch_nb_ui.engine.measure import _sampling
+    from skymatch_nb_ui.engine.measure import _region_statistics, thread_scratch
     from skymatch_nb_ui.engine.params import StatParams
 
     image = 100.0 + np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     for width in (198, 199, 200, 205):  # rows about the sample's stride long
         runs = Runs(np.arange(1024), np.full(1024, 1024 - width), np.full(1024, 1024))
-        x, y, gx, gy = _sampling(runs.gather(image), None, runs, StatParams(), clean=True)
+        side, = _region_statistics(image, None, [(runs,)], StatParams(), thread_scratch())
+        x, y, gx, gy = side.x, side.y, side.gx, side.gy
         assert abs(x - (1024 - (width + 1) / 2)) < 1e-9 and abs(y - 511.5) < 1e-9
         assert abs(gx) < 0.01 and abs(gy) < 0.001, (width, gx, gy)
 

@@ -219,7 +219,7 @@ def test_clean_sides_are_sampled_together_as_each_alone():
         plans.append(_CleanSide(runs, t, runs.gather(image)[t].astype(np.float64)))
     together = _clean_samples(plans)
     for runs, (cx, cy, sample) in zip(sides, together):
-        ax, ay, alone = _plane_sample(runs.gather(image), None, runs, StatParams(), clean=True)
+        ax, ay, alone = _plane_sample(runs.gather(image), None, runs, StatParams())
         assert _bits((cx, cy)) == _bits((ax, ay))
         assert (sample is None) == (alone is None)
         if sample is not None:

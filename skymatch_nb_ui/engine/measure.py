@@ -444,29 +444,15 @@ def _all_finite(values: np.ndarray, work: Workspace) -> bool:
     return bool(np.isfinite(values, out=work.bools(values.size)).all())
 
 
-def _sampling(values, good, runs: Runs, params: StatParams, *, clean: bool = False,
-              work: Workspace | None = None) -> tuple[float, float, float, float]:
-    """Centroid of the usable pixels of ``runs`` and the slope of the values' plane.
+def _plane_sample(values, good, runs: Runs, params: StatParams):
+    """Centroid ``(cx, cy)`` of the usable pixels of ``runs`` and the sample of their plane fit.
 
     ``values`` are the image's values at ``runs`` (row-major), ``good`` the mask's there (or
-    None).  The centroid is exact (from the runs, less the unusable pixels); the plane is
-    fitted by least squares to a regular subsample of about `_PLANE_SAMPLE` usable pixels,
-    once more without the pixels beyond 4 robust standard deviations of the first fit (stars):
-    `_plane_sample`, then `_plane_fits`.
-    """
-    cx, cy, sample = _plane_sample(values, good, runs, params, clean=clean)
-    if sample is None:
-        return cx, cy, math.nan, math.nan
-    (gx, gy), = _plane_fits([sample], work)
-    return cx, cy, gx, gy
-
-
-def _plane_sample(values, good, runs: Runs, params: StatParams, *, clean: bool = False):
-    """`_sampling`'s centroid ``(cx, cy)`` and the sample its plane is fitted to.
-
-    The sample: an array of shape (4, k), rows ``1, x - cx, y - cy`` (the design of the fit)
-    and the values (float64) at about `_PLANE_SAMPLE` usable pixels; None when fewer than
-    `_PLANE_MIN` are usable (the centroid NaN when none is).
+    None).  The centroid is exact (from the runs, less the unusable pixels).  The sample: an
+    array of shape (4, k), rows ``1, x - cx, y - cy`` (the design of the fit) and the values
+    (float64) at about `_PLANE_SAMPLE` usable pixels, spread without aliasing
+    (`_spread_sample`), for `_plane_fits`; None when fewer than `_PLANE_MIN` are usable (the
+    centroid NaN when none is).  Sides whose every pixel is usable take `_clean_samples`.
     """
     lengths = runs.stop - runs.start
     ends = np.cumsum(lengths)
@@ -474,8 +460,8 @@ def _plane_sample(values, good, runs: Runs, params: StatParams, *, clean: bool =
     sx = float(np.dot(lengths, 0.5 * (runs.start + runs.stop - 1)))
     sy = float(np.dot(lengths, runs.rows))
     usable = None
-    if not clean and (good is not None or params.lower is not None or params.upper is not None
-                      or not np.isfinite(values).all()):
+    if (good is not None or params.lower is not None or params.upper is not None
+            or not np.isfinite(values).all()):
         usable = np.isfinite(values)
         if good is not None:
             usable &= good

@@ -225,3 +225,27 @@ def test_clean_sides_are_sampled_together_as_each_alone():
         if sample is not None:
             assert sample.tobytes() == alone.tobytes()  # (C order, the view's too)
     assert together[-1][2] is None and together[0][2].shape == (4, 1024)
+
+
+def test_a_redrawn_spread_waits_until_a_pair_needs_it():
+    # The spread of a side's redrawn histograms serves only the pairs whose two modes'
+    # kernels say nothing (`measure._broad_excess`'s fallback): finishing a run's sides
+    # leaves it waiting (`SideStat.redraw`), and a pair that falls back on it gets the value
+    # computed at once (`side_statistic` without deferring), bit for bit.
+    from skymatch_nb_ui.engine.measure import SideStat, _broad_excess, _finished
+
+    waiting = []
+    for side in _mode_sides():
+        if not side.redraw:
+            continue
+        stat = stats.SkyStat(100.0, side.n, side.err)
+        (finished,) = _finished([SideStat(*stat, broad_err=side, ladder=((1.0, 100.0),))])
+        assert math.isnan(finished.broad_err) and finished.redraw is not None
+        assert finished.fixed_err == stats.mode_broad_errors([side])[0][1]
+        waiting.append((side, finished))
+    assert len(waiting) >= 3
+    plain = SideStat(100.0, 1000, 0.1, broad_err=0.2)  # no ladder: the pair falls back
+    for side, finished in waiting:
+        (now, _), = stats.mode_broad_errors([side])
+        assert _broad_excess(finished, plain) == [now**2 - side.err**2, 0.2**2 - 0.1**2]
+        pickle.loads(pickle.dumps(finished))

@@ -225,6 +225,9 @@ def measure_image(
 def finish_sides(found: dict, keys=None) -> None:
     """Compute, all at once, the mode errors `measure_image` left pending with ``defer``.
 
+    (Not the spreads of redrawn histograms: those wait in `SideStat.redraw` until
+    `scene_error` needs one.)
+
     ``found`` maps keys to statistics (`SkyStat` or `SideStat`); those of ``keys`` (default:
     all) still pending are replaced by their finished `SideStat`.
     """
@@ -240,9 +243,17 @@ def _finished(stats: list) -> list:
     if not pending:
         return stats
     stats = list(stats)
-    for i, (broad, fixed) in zip(pending, mode_broad_errors([stats[i].broad_err for i in pending])):
-        stats[i] = stats[i]._replace(broad_err=broad, fixed_err=fixed)
+    sides = [stats[i].broad_err for i in pending]
+    for i, side, (broad, fixed) in zip(pending, sides, mode_broad_errors(sides, spreads=False)):
+        later = _kept(side) if side.redraw else None  # its broad_err when asked (`_broad_errors`)
+        stats[i] = stats[i]._replace(broad_err=broad, fixed_err=fixed, redraw=later)
     return stats
+
+
+def _kept(side: ModeBroad) -> ModeBroad:
+    """``side`` with its counts in a small array of their own (held until the run ends)."""
+    small = np.int32 if side.n < 2**31 else np.intp
+    return side._replace(counts=np.array(side.counts, dtype=small))
 
 
 def measure_batch(tasks: Sequence[Task | DifferenceTask], params: StatParams) -> list[list[SkyStat]]:
@@ -411,6 +422,10 @@ class SideStat(NamedTuple):
     pixels are correlated (`covariance.mode_coupling`).  ``fixed_err`` and ``ladder``: the
     mode's error with its kernel held and the peaks of the kernels it tried
     (`stats.ModeShape`), for the error of a difference of two modes (`scene_error`).
+    ``redraw``: for a mode whose ``broad_err`` is the spread of its redrawn histograms
+    (`stats.ModeBroad.redraw`), its histogram (a `stats.ModeBroad`), ``broad_err`` then NaN
+    until `_broad_errors` computes it: `scene_error` needs it only for the pairs it cannot
+    judge from ``fixed_err`` and ``ladder`` (`_broad_excess`), rarely.
     """
 
     value: float
@@ -425,6 +440,7 @@ class SideStat(NamedTuple):
     noise: float = math.nan
     fixed_err: float = math.nan
     ladder: tuple = ()
+    redraw: ModeBroad | None = None
 
     @property
     def stat(self) -> SkyStat:
@@ -1076,6 +1092,7 @@ def scene_error(
     broad = np.zeros(len(pairs))
     shrink = np.zeros(len(pairs))  # the negative part of term 1
     todo = []  # (pair, a, b, side a, side b)
+    single = []  # (pair, a, b, side a, side b) of the pairs of two single images
     for p, (g, h) in enumerate(zip(pairs.a.tolist(), pairs.b.tolist())):
         side_a, side_b = overlaps[(g, h)], overlaps[(h, g)]
         if len(side_a) != 1 or len(side_b) != 1:
@@ -1083,8 +1100,13 @@ def scene_error(
         (a, pa), (b, pb) = next(iter(side_a.items())), next(iter(side_b.items()))
         if pa != frozenset({b}) or pb != frozenset({a}):
             continue
-        sa, sb = stat_of(a, pa), stat_of(b, pb)
-        excess = _broad_excess(sa, sb)
+        single.append((p, a, b, stat_of(a, pa), stat_of(b, pb)))
+    # the redrawn spreads of the sides whose pairs fall back on them, computed together
+    jumps = [_known_jump(sa, sb) for _, _, _, sa, sb in single]
+    spreads = _broad_errors([s for (_, _, _, sa, sb), jump in zip(single, jumps) if jump is None
+                             for s in (sa, sb)])
+    for (p, a, b, sa, sb), jump in zip(single, jumps):
+        excess = _broad_excess(sa, sb, spreads, jump)
         broad[p] = sum(e for e in excess if e > 0)
         shrink[p] = sum(e for e in excess if e < 0)
         known = [getattr(s, f, math.nan) for s in (sa, sb) for f in ("x", "y", "gx", "gy")]
@@ -1123,7 +1145,7 @@ def scene_error(
 _SAME_KERNEL = 1.15
 
 
-def _broad_excess(sa, sb) -> list[float]:
+def _broad_excess(sa, sb, spreads: dict | None = None, jump=False) -> list[float]:
     """Term 1 of `scene_error` for one pair: what the noise over a broad scene adds, per part.
 
     Each side's ``broad_err**2 - err**2``; for two modes, that of the mode with its kernel
@@ -1136,12 +1158,41 @@ def _broad_excess(sa, sb) -> list[float]:
     in full.  Measured on the nebula mosaics of ``bench_vs_peers.py`` (N=16 seeds 0-3, N=64
     seed 0, mode): pairs with one kernel where the redrawn spread was used, true error over
     the error claimed 0.40 (sd; 87 pairs); pairs with two kernels, 2.0 (13 pairs).
+
+    ``spreads``: the waiting ``broad_err`` of sides (`_broad_errors`; computed here when
+    not given), ``jump``: `_known_jump` of the pair when known.
     """
-    if all(s.ladder and math.isfinite(getattr(s, "fixed_err", math.nan)) for s in (sa, sb)):
+    jump = _known_jump(sa, sb) if jump is False else jump
+    if jump is not None:
+        return [sa.fixed_err**2 - sa.err**2, sb.fixed_err**2 - sb.err**2, jump**2]
+    spreads = _broad_errors([sa, sb]) if spreads is None else spreads
+    broad = [spreads[id(s)] if getattr(s, "redraw", None) is not None
+             else getattr(s, "broad_err", math.nan) for s in (sa, sb)]
+    return [e**2 - s.err**2 for e, s in zip(broad, (sa, sb))]
+
+
+def _known_jump(sa, sb) -> float | None:
+    """`_kernel_jump` of two modes, or None when `_broad_excess` falls back on ``broad_err``.
+
+    It does when a side has no ladder of kernels or no finite ``fixed_err`` (not a mode, or
+    no smoothed peak), or the move between the two sides' kernels is not known.
+    """
+    if all(getattr(s, "ladder", ()) and math.isfinite(getattr(s, "fixed_err", math.nan))
+           for s in (sa, sb)):
         jump = _kernel_jump(sa, sb)
-        if math.isfinite(jump):
-            return [sa.fixed_err**2 - sa.err**2, sb.fixed_err**2 - sb.err**2, jump**2]
-    return [getattr(s, "broad_err", math.nan) ** 2 - s.err**2 for s in (sa, sb)]
+        return jump if math.isfinite(jump) else None
+    return None
+
+
+def _broad_errors(sides) -> dict[int, float]:
+    """``{id(side): broad_err}`` of the `SideStat` s whose ``broad_err`` waits (``redraw``).
+
+    The spreads of their redrawn histograms (`stats.mode_broad_errors`), together: each the
+    value of the side computed alone, as the statistics tasks would have.
+    """
+    waiting = {id(s): s.redraw for s in sides if getattr(s, "redraw", None) is not None}
+    found = mode_broad_errors(list(waiting.values()))
+    return {k: broad for k, (broad, _) in zip(waiting, found)}
 
 
 def _kernel_jump(sa, sb) -> float:

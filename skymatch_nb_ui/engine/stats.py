@@ -386,7 +386,7 @@ def _mode_broad(s: _ClippedSet, noise: float, err: float) -> ModeBroad | None:
                      s.std, noise, redraw, s.scale, err)
 
 
-def mode_broad_errors(sides) -> list[tuple[float, float]]:
+def mode_broad_errors(sides, *, spreads: bool = True) -> list[tuple[float, float]]:
     """The mode's errors for the sky errors of each `ModeBroad`, in the values' units.
 
     Per side ``(broad, fixed)``.  ``broad``: the spread of its redrawn histograms when a
@@ -395,6 +395,10 @@ def mode_broad_errors(sides) -> list[tuple[float, float]]:
     positive.  ``fixed``: that first-order error, the mode's error with its kernel held
     (`ModeShape.fixed_err`; NaN when not positive).  Sides whose histograms have as many
     bins are computed together; each value is the one computed alone.
+
+    Without ``spreads`` the histograms are not redrawn: a side that would be
+    (`ModeBroad.redraw`) gets NaN for ``broad``, to be computed when needed (the redrawn
+    spread is most of the cost, and `measure.scene_error` rarely uses it).
 
     Examples
     --------
@@ -407,10 +411,13 @@ def mode_broad_errors(sides) -> list[tuple[float, float]]:
     fixed = _mode_noise_errors(sides)
     found = fixed.copy()
     redraw = [i for i, side in enumerate(sides) if side.redraw]
-    if redraw:
+    if redraw and spreads:
         spread = _mode_noise_spreads([sides[i] for i in redraw])
         found[redraw] = np.where(spread != 0, spread, fixed[redraw])  # `spread or fixed`
-    return [(f * side.scale if f > 0 else side.err, e * side.scale if e > 0 else math.nan)
+    elif redraw:
+        found[redraw] = math.nan
+    return [(f * side.scale if f > 0 else side.err if f == f else math.nan,
+             e * side.scale if e > 0 else math.nan)
             for f, e, side in zip(found.tolist(), fixed.tolist(), sides)]
 
 

@@ -527,8 +527,9 @@ def _clean_samples(plans: Sequence[_CleanSide]) -> list:
     """`_plane_sample` ``(cx, cy, sample)`` of sides whose every pixel is usable, together.
 
     The same values, bit for bit: the centroid's sums are of integers and half-integers
-    (exact in any order: one `numpy.add.reduceat` for all sides), and the samples' positions
-    are found by one `searchsorted` in the runs of all sides end to end.
+    (exact in any order: one `numpy.add.reduceat` for all sides); the samples' positions in
+    a side that is a rectangle (most) are its corner plus ``(t % columns, t // columns)``,
+    in the others they are found by one `searchsorted` in their runs end to end.
     """
     if not plans:
         return []
@@ -536,32 +537,60 @@ def _clean_samples(plans: Sequence[_CleanSide]) -> list:
     lengths = np.concatenate([r.stop - r.start for r in sides])
     start = np.concatenate([r.start for r in sides])
     rows = np.concatenate([r.rows for r in sides])
-    firsts = np.cumsum([0] + [len(r.rows) for r in sides[:-1]])
+    counts = np.array([len(r.rows) for r in sides])
+    firsts = np.cumsum(counts) - counts
     ends = np.cumsum(lengths)
     totals = np.add.reduceat(lengths, firsts)
     sx = np.add.reduceat(lengths * (0.5 * (start + (start + lengths) - 1)), firsts)
     sy = np.add.reduceat(lengths * rows.astype(np.float64), firsts)
     with np.errstate(invalid="ignore", divide="ignore"):  # (no pixel: NaN, as one side alone)
         cx, cy = sx / totals, sy / totals
-    base = ends[firsts] - lengths[firsts]  # of each side's positions, end to end
+    box = _rectangles(rows, start, lengths, firsts, counts)
     picks = [plan.t for plan in plans]
-    t = np.concatenate([p + b for p, b in zip(picks, base.tolist())])
-    k = np.searchsorted(ends, t, side="right")
-    x = start[k] + (t - (ends[k] - lengths[k]))
-    y = rows[k]
     sizes = [p.size for p in picks]
-    side = np.repeat(np.arange(len(sides)), sizes)
-    out = np.empty((4, t.size))
+    bounds = np.cumsum([0] + sizes).tolist()
+    out = np.empty((4, bounds[-1]))
     out[0] = 1.0
-    np.subtract(x, cx[side], out=out[1], casting="unsafe")
-    np.subtract(y, cy[side], out=out[2], casting="unsafe")
     out[3] = np.concatenate([plan.values for plan in plans])
+    other = [i for i, b in enumerate(box.tolist()) if not b]
+    for i in set(range(len(plans))).difference(other):  # a rectangle: by division
+        f, t = int(firsts[i]), picks[i]
+        width = int(lengths[f])
+        y = t // width
+        x = t - y * width
+        x += int(start[f])
+        y += int(rows[f])
+        np.subtract(x, cx[i], out=out[1, bounds[i] : bounds[i + 1]], casting="unsafe")
+        np.subtract(y, cy[i], out=out[2, bounds[i] : bounds[i + 1]], casting="unsafe")
+    if other:  # the positions in the runs of all other sides end to end
+        side = np.repeat(other, [sizes[i] for i in other])
+        base = ends[firsts] - lengths[firsts]  # of each side's positions, end to end
+        t = np.concatenate([picks[i] + base[i] for i in other])
+        k = np.searchsorted(ends, t, side="right")
+        x = start[k] + (t - (ends[k] - lengths[k]))
+        at = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in other])
+        out[1, at] = x - cx[side]
+        out[2, at] = rows[k] - cy[side]
     found, at = [], 0
     for i, size in enumerate(sizes):
         sample = out[:, at : at + size] if size >= _PLANE_MIN else None
         found.append((float(cx[i]), float(cy[i]), sample))
         at += size
     return found
+
+
+def _rectangles(rows, start, lengths, firsts, counts) -> np.ndarray:
+    """Which sides are rectangles: one run per row, on consecutive rows, all alike.
+
+    The runs of all sides end to end, side ``i``'s from ``firsts[i]``, ``counts[i]`` of them.
+    """
+    same_start = np.minimum.reduceat(start, firsts) == np.maximum.reduceat(start, firsts)
+    same_length = np.minimum.reduceat(lengths, firsts) == np.maximum.reduceat(lengths, firsts)
+    step = np.ones(rows.size, dtype=np.intp)  # the row step to each run from the one before
+    step[1:] = np.diff(rows)
+    step[firsts] = 1
+    consecutive = (np.minimum.reduceat(step, firsts) == 1) & (np.maximum.reduceat(step, firsts) == 1)
+    return same_start & same_length & consecutive & (counts > 0)
 
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0

@@ -249,3 +249,27 @@ def test_a_redrawn_spread_waits_until_a_pair_needs_it():
         (now, _), = stats.mode_broad_errors([side])
         assert _broad_excess(finished, plain) == [now**2 - side.err**2, 0.2**2 - 0.1**2]
         pickle.loads(pickle.dumps(finished))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_modes_kernels_together_are_each_kernel_alone(seed):
+    # `_mode` locates the peak with all its kernels at once (`stats._smoothed_peaks`): the
+    # peaks and errors of `_smoothed_peak` with one kernel at a time, bit for bit (they
+    # decide the sky).  Histograms of few and many bins, narrow and wide kernels, peaks at
+    # an end (no peak), skewed and flat tops.
+    rng = np.random.default_rng(seed)
+    for bins in (3, 4, 17, 80, 300, 1500):
+        counts = rng.poisson(rng.uniform(1, 400) * np.exp(-0.5 * np.linspace(-3, 3, bins) ** 2))
+        if seed == 1:
+            counts = np.sort(counts)  # the peak at the last bin
+        if seed == 2:
+            counts = counts + rng.poisson(50.0, bins) * (np.arange(bins) > bins // 2)
+        counts = counts.astype(float)
+        kernels = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+        widths = [k / 0.1 for k in kernels]
+        centres = np.arange(bins) + 0.5
+        n = int(counts.sum()) + 1
+        together = list(stats._smoothed_peaks(counts, widths, 0.1, 1.0, n, kernels, centres))
+        alone = [stats._smoothed_peak(counts, w, 0.1, 1.0, n, k, centres)
+                 for w, k in zip(widths, kernels)]
+        assert [_bits(f) for f in together] == [_bits(f) for f in alone]

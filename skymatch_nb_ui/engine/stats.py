@@ -1120,15 +1120,17 @@ def _mode(s: _ClippedSet, params: StatParams):
     ymin, h, c = _histogram(s, params)
     if h is None:
         return ymin, 0.0
-    kernel = _mode_kernel(s.n, params.binwidth)  # in units of the std
+    kernels = [_mode_kernel(s.n, params.binwidth)]  # in units of the std, widening
+    while kernels[-1] < _MODE_WIDEST:
+        kernels.append(min(_MODE_WIDER * kernels[-1], _MODE_WIDEST))
     chosen = []  # (peak in bins, error in data units, kernel) accepted, narrowest first
     moves = []  # each wider kernel's move, over the largest allowed (1: the limit)
     tried = []  # (kernel, peak in bins) of every kernel whose peak was found (`mode_ladder`)
     counts = c.astype(np.float64)
     centres = np.arange(c.size) + 0.5  # of the bins, in bins from the minimum
-    while True:
-        peak, err = _smoothed_peak(counts, kernel / params.binwidth, h, s.std, s.n, kernel,
-                                   centres)
+    fits = _smoothed_peaks(counts, [k / params.binwidth for k in kernels], h, s.std, s.n,
+                           kernels, centres)
+    for kernel, (peak, err) in zip(kernels, fits):
         if peak is not None:
             tried.append((kernel, peak))
         if peak is None or any(abs(peak - p) * h > _MODE_STAY * e for p, e, _ in chosen):
@@ -1138,9 +1140,6 @@ def _mode(s: _ClippedSet, params: StatParams):
         if chosen:
             moves.append(max(abs(peak - p) * h / (_MODE_STAY * e) for p, e, _ in chosen))
         chosen.append((peak, err, kernel))
-        if kernel >= _MODE_WIDEST:
-            break
-        kernel = min(_MODE_WIDER * kernel, _MODE_WIDEST)
     if not chosen:  # the peak is at an end of the histogram: no curvature to refine it with
         return ymin + (int(np.argmax(c)) + 0.5) * h, s.std
     peak, err, kernel = chosen[-1]
@@ -1167,6 +1166,71 @@ def _smoothed_peak(c, width, h, std, n, kernel, centres):
     peak = k + 0.5 + _log_parabola_vertex(smooth[k - 1 : k + 2])
     gaussian = std * math.sqrt(_gaussian_mode_variance(kernel) / n)
     return peak, min(max(h * _mode_error_bins(c, peak, width, centres), gaussian), std)
+
+
+def _smoothed_peaks(c, widths, h, std, n, kernels, centres):
+    """`_smoothed_peak` with each of ``widths`` (bins; ``kernels``: the same in std), in order.
+
+    Histograms of at most `_PEAKS_TOGETHER` bins: all the kernels at once, each value that of
+    `_smoothed_peak` alone, bit for bit (the kernels' weights and the error's terms element
+    by element, the smoothing `numpy.convolve` per kernel, the error's sums `numpy.vecdot`,
+    each row that of `numpy.dot`): a few calls instead of ~25 per kernel.  (The widening
+    rule of `_mode` rarely stops before its widest kernel.)  Larger ones: one kernel at a
+    time, as the rule asks for them (an iterator).
+    """
+    m = c.size
+    if m > _PEAKS_TOGETHER or m < 3 or not hasattr(np, "vecdot"):
+        return (_smoothed_peak(c, w, h, std, n, k, centres) for w, k in zip(widths, kernels))
+    width = np.array(widths)
+    reach = [math.ceil(_MODE_REACH * w) for w in widths]
+    far = max(reach)
+    weights = np.arange(-far, far + 1) / width[:, None]  # as `_smoothed`, row by row
+    weights **= 2
+    weights *= -0.5
+    np.exp(weights, out=weights)
+    smooth = np.empty((len(widths), m))
+    for i, r in enumerate(reach):
+        smooth[i] = np.convolve(c, weights[i, far - r : far + r + 1])[r : r + m]
+    top = smooth.argmax(axis=1).tolist()
+    found = [(None, None)] * len(widths)
+    inside = [i for i, k in enumerate(top) if 0 < k < m - 1]
+    if not inside:
+        return found
+    rows = np.array(inside)
+    three = smooth[rows[:, None], np.array([top[i] for i in inside])[:, None] + _THREE]
+    with np.errstate(divide="ignore", invalid="ignore"):  # (rows with a value <= 0: not used)
+        logs = np.log(three).tolist()
+    peaks = [top[i] + 0.5 + _parabola_vertex(t, lg) for i, t, lg in zip(inside, three.tolist(), logs)]
+    u = centres - np.array(peaks)[:, None]  # `_mode_error_bins`, row by row
+    z2 = u / width[rows][:, None]
+    z2 **= 2
+    g = z2 * -0.5
+    np.exp(g, out=g)
+    u *= g
+    u **= 2
+    slope = np.vecdot(c, u).tolist()
+    z2 -= 1.0
+    z2 *= g
+    curvature = np.vecdot(c, z2).tolist()
+    for i, peak, a, b in zip(inside, peaks, slope, curvature):
+        bins = math.sqrt(a) / -b if b < 0 else math.inf
+        gaussian = std * math.sqrt(_gaussian_mode_variance(kernels[i]) / n)
+        found[i] = (peak, min(max(h * bins, gaussian), std))
+    return found
+
+
+_PEAKS_TOGETHER = 4096  # histograms of at most this many bins: `_smoothed_peaks` all at once
+_THREE = np.array([-1, 0, 1])
+
+
+def _parabola_vertex(top: list, logs: list) -> float:
+    """`_log_parabola_vertex` of three values given with their logarithms."""
+    a, b, c = top
+    if a <= 0 or b <= 0 or c <= 0:
+        return 0.0
+    left, mid, right = logs
+    denom = left - 2.0 * mid + right
+    return float(0.5 * (left - right) / denom) if denom < 0 else 0.0
 
 
 def _mode_kernel(n: int, binwidth: float) -> float:

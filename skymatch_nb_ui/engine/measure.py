@@ -383,22 +383,27 @@ def _region_statistic(image, mask, region: Region, params: StatParams, scratch: 
         return NO_STAT, None
     values = runs.gather(image, scratch.buffers)
     good = None if mask is None else runs.gather(mask)
-    # Every pixel usable (the common case): no mask of them is needed anywhere below.
-    clean = good is None and params.lower is None and params.upper is None \
-        and _all_finite(values, scratch.work)
+    usable = values if good is None else values[good]
+    # Every pixel usable (the common case: the statistic's base set tells, no check of our
+    # own): no mask of them is needed anywhere below.
+    clean, noise = False, math.nan
+
+    def noise_of(every: bool) -> float:
+        nonlocal clean, noise
+        clean = every and good is None
+        if clean:
+            noise = neighbour_noise(usable, work=scratch.work)
+        else:
+            noise = pixel_noise(usable, params.lower, params.upper)
+        return noise
+
+    stat, broad, mode = side_statistic(usable, params, work=scratch.work, noise=noise_of,
+                                       kernel=True, defer=defer)
     if clean:  # its centroid and sample found with the task's other clean sides
         t = _spread_sample(runs.npix)
         cx, cy, sample = math.nan, math.nan, _CleanSide(runs, t, values[t].astype(np.float64))
     else:
         cx, cy, sample = _plane_sample(values, good, runs, params)
-    if good is not None:
-        values = values[good]
-    if clean:
-        noise = neighbour_noise(values, work=scratch.work)
-    else:
-        noise = pixel_noise(values, params.lower, params.upper)
-    stat, broad, mode = side_statistic(values, params, work=scratch.work, noise=noise,
-                                       kernel=True, defer=defer)
     side = SideStat(*stat, cx, cy, math.nan, math.nan, broad, mode.kernel, noise, mode.fixed_err,
                     mode.ladder)
     return side, sample
@@ -451,13 +456,6 @@ class SideStat(NamedTuple):
 _PLANE_SAMPLE = 1024  # pixels (about) for the plane fit of a side's values
 _PLANE_MIN = 64
 _PLANE_SLOT = 8  # first of the four Workspace float slots of `_plane_fits`
-
-
-def _all_finite(values: np.ndarray, work: Workspace) -> bool:
-    """Whether every value is finite (integers always are)."""
-    if values.dtype.kind != "f":
-        return True
-    return bool(np.isfinite(values, out=work.bools(values.size)).all())
 
 
 def _plane_sample(values, good, runs: Runs, params: StatParams):

@@ -330,8 +330,13 @@ def side_statistic(
     With ``defer``, the mode's second value may be a `ModeBroad` instead (histograms of at
     most `_MODE_DRAW_BINS` bins), its `ModeShape`'s ``fixed_err`` then NaN: what both need,
     for `mode_broad_errors` to compute with other sides' (the same values, fewer calls).
+
+    ``noise`` may be a callable: called once, before the clipping, with whether every value
+    was usable (finite, within 2**480 of the others, no ``lower``/``upper``; False when not
+    known), it returns the noise (`measure._region_statistic`: no finiteness check of its
+    own).
     """
-    stat, clipped, used = _statistic(values, params, work, noise)
+    stat, clipped, used, noise = _statistic(values, params, work, noise)
     broad = stat.err
     shape = ModeShape()
     smoothed = clipped is not None and used == "mode" and getattr(clipped, "mode_fit", None) is not None
@@ -430,10 +435,16 @@ def _by_bins(sides) -> list[list[int]]:
 
 
 def _statistic(values, params: StatParams, work, noise):
-    """`sky_statistic`, the final set and the statistic used (None, None when empty)."""
+    """`sky_statistic`, the final set and the statistic used (None, None when empty).
+
+    ``noise`` may be a callable, called once with whether every value was usable (`_base_set`)
+    before clipping, that returns it (`side_statistic`).
+    """
     clipped = _clipped_set(values, params, work)
+    if callable(noise):
+        noise = noise(clipped is not None and clipped.every)
     if clipped is None:
-        return _EMPTY, None, None
+        return _EMPTY, None, None, noise
     statistic = _STATISTICS[params.skystat]
     if statistic in (_mode, _midpt) and _too_coarse(clipped, params.binwidth):
         statistic = _median
@@ -444,7 +455,7 @@ def _statistic(values, params: StatParams, work, noise):
     if noise is not None and math.isfinite(noise) and n >= 2:
         err = _noise_error(used, clipped, noise / scale, err)
     stat = SkyStat(clipped.centre + value * scale, n, err * scale if n >= 2 else math.nan)
-    return stat, clipped, used
+    return stat, clipped, used, noise
 
 
 def _noise_error(skystat: str, s: _ClippedSet, noise: float, err: float) -> float:
@@ -722,7 +733,8 @@ def _clipped_set(values, params: StatParams, work: Workspace | None) -> _Clipped
     base = _base_set(x, params.lower, params.upper, work)
     if base is None:
         return None
-    clipped = _ClippedSet(*base, work)
+    clipped = _ClippedSet(*base[:-1], work)
+    clipped.every = base[-1]  # every value of x is in the base set (`side_statistic`)
     return clipped if clipped.clip(params) else None
 
 
@@ -735,13 +747,16 @@ def _base_set(x, lower, upper, work):
     farther than ``_HUGE`` (2**480, ~3e144) spreads from the centre (the median of a sample)
     are then dropped like non-finite ones: no float64 sum of squares could hold them.
 
-    Returns ``(y, sum of y, sum of y**2, centre, spread, source, scale)``, with ``y`` in units
-    of ``scale``, or None when no value is usable.
+    Returns ``(y, sum of y, sum of y**2, centre, spread, source, scale, every)``, with ``y``
+    in units of ``scale``, or None when no value is usable.
     ``source`` is `x` when it is float32 and ``y == x - centre`` element by element (it is
-    then cheaper to compare), else None.
+    then cheaper to compare), else None; ``every``: whether every value of `x` is usable
+    (no limits, all finite, none huge), known without a check of its own.
     """
     centre, spread = _rough_centre(x, lower, upper)
+    every = True
     if centre is None:  # no usable value in the sample: mostly non-finite or out of limits
+        every = False
         keep = _usable(x, lower, upper, np.empty(x.size, bool))
         x = x[keep]
         centre, spread = _rough_centre(x, lower, upper)
@@ -763,7 +778,7 @@ def _base_set(x, lower, upper, work):
     if lower is None and upper is None and sumsq <= _HUGE**2:
         # The common case: all finite, none huge, nothing to filter: no extra pass.
         source = x if x.dtype == np.float32 and scale == 1.0 else None
-        return y, total, sumsq, centre, spread, source, scale
+        return y, total, sumsq, centre, spread, source, scale, every
     keep = _usable(x, lower, upper, work._bools(0, x.size), work._bools(1, x.size))
     if not sumsq <= _HUGE**2:  # non-finite or huge values (a rare path: may allocate)
         with np.errstate(invalid="ignore"):
@@ -772,7 +787,7 @@ def _base_set(x, lower, upper, work):
     if kept.size == 0:
         return None
     np.compress(keep, y, out=kept)
-    return kept, float(kept.sum()), _sumsq(kept), centre, spread, None, scale
+    return kept, float(kept.sum()), _sumsq(kept), centre, spread, None, scale, False
 
 
 def _usable(x, lower, upper, out, spare=None):

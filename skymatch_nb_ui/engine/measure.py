@@ -606,6 +606,8 @@ def _spread_sample(total: int) -> np.ndarray:
         t = np.multiply(_GOLDEN_SORTED, total)
         np.floor(t, out=t)
         t = t.astype(np.intp)
+        if total * _GOLDEN_GAP > 2.0:  # the products at least 2 apart: their floors all differ
+            return t
         if t[0] == t[-1]:
             return t[:1]
         new = np.empty(t.size, dtype=bool)  # each position that differs from the one before
@@ -620,6 +622,7 @@ def _spread_sample(total: int) -> np.ndarray:
 
 #: The golden-ratio fractions of `_spread_sample`, in increasing order.
 _GOLDEN_SORTED = np.sort(np.mod(np.arange(_PLANE_SAMPLE) * _GOLDEN, 1.0))
+_GOLDEN_GAP = float(np.diff(_GOLDEN_SORTED).min())  # (about 1/2,700)
 
 
 def _plane_fits(samples, work: Workspace | None = None) -> list[tuple[float, float]]:
@@ -1137,7 +1140,7 @@ def scene_error(
         broad[p] = sum(e for e in excess if e > 0)
         shrink[p] = sum(e for e in excess if e < 0)
         known = [getattr(s, f, math.nan) for s in (sa, sb) for f in ("x", "y", "gx", "gy")]
-        if np.all(np.isfinite(known)):
+        if all(map(math.isfinite, known)):
             todo.append((p, a, b, sa, sb))
     if not todo:
         return broad + shrink if signed else np.sqrt(broad)

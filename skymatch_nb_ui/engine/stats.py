@@ -66,6 +66,7 @@ _NOISE_STRIDE = 8
 _NOISE_PAIRS = 4000
 _NOISE_SLOT = 4        # Workspace float slots of `neighbour_noise` (this one and the next)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_F32_UP, _F32_DOWN = np.float32(np.inf), np.float32(-np.inf)
 # Mode: the histogram is smoothed by a Gaussian of _MODE_KERNEL * (_MODE_N / n)**(1/7) bins,
 # never narrower than (_MODE_RESOLUTION / n)**(1/5) std, truncated at _MODE_REACH widths; see
 # `sky_statistic` and `_mode_kernel`.
@@ -812,10 +813,12 @@ def _scale_of(spread: float) -> float:
 def _rough_centre(x, lower, upper):
     """Median and MAD-based spread of a strided sample of the usable values, or (None, 0)."""
     s = x[:: max(1, x.size // _SAMPLE)].astype(np.float64)
-    s = s[_usable(s, lower, upper, np.empty(s.size, bool))]
+    keep = _usable(s, lower, upper, np.empty(s.size, bool))
+    if not keep.all():
+        s = s[keep]
     if s.size == 0:
         return None, 0.0
-    s.sort()
+    s.sort()  # (not a partition: which of -0.0 and 0.0 is the centre must not change)
     centre = float(s[s.size // 2])  # a data value: x - centre is exact for float32 data
     dev = np.abs(s - centre)
     dev.sort()
@@ -1346,12 +1349,11 @@ def _float32_bounds(cl: float, ch: float, centre: float):
 
     In float64 arithmetic, as ``y`` was computed; also returns those two float64 values.
     """
-    up, down = np.float32(np.inf), np.float32(-np.inf)
     xl, xh = (np.float32(min(max(v + centre, -_FLOAT32_MAX), _FLOAT32_MAX)) for v in (cl, ch))
     while float(xl) - centre < cl:
-        xl = np.nextafter(xl, up)
+        xl = np.nextafter(xl, _F32_UP)
     while float(xh) - centre > ch:
-        xh = np.nextafter(xh, down)
+        xh = np.nextafter(xh, _F32_DOWN)
     return xl, xh, float(xl) - centre, float(xh) - centre
 
 

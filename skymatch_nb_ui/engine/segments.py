@@ -209,9 +209,11 @@ def _batched(values, start, count, params: StatParams):
     """
     m = len(start)
     total = int(count.sum())
-    contiguous = m and start[0] == 0 and np.array_equal(start[1:], start[:-1] + count[:-1])
-    if contiguous:
-        x = np.asarray(values[:total], np.float64)
+    contiguous = m and np.array_equal(start[1:], start[:-1] + count[:-1])
+    if contiguous:  # (float32 values stay float32 until their first use in float64, exact)
+        x = values[int(start[0]) : int(start[0]) + total]
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
     else:
         pos = np.repeat(start - np.cumsum(count) + count, count) + np.arange(total)
         x = values[pos].astype(np.float64)
@@ -225,6 +227,7 @@ def _batched(values, start, count, params: StatParams):
     low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     plain = math.isfinite(low) and math.isfinite(high)  # NaN and inf make either non-finite
     if params.lower is not None or params.upper is not None or not plain:
+        x = np.asarray(x, np.float64)  # (limits compared in float64)
         keep = np.isfinite(x)
         if params.lower is not None:
             keep &= x >= float(params.lower)
@@ -246,7 +249,7 @@ def _batched(values, start, count, params: StatParams):
     has = n > 0
     centre = np.zeros(m)
     centre[has] = x[first[has]]  # each segment's first value: accurate sums
-    y = x - np.repeat(centre, n)
+    y = np.subtract(x, np.repeat(centre, n), dtype=np.float64)
     s1, s2 = _segsum(y, first, n), _segsum(y * y, first, n)
     mean, std = _moments(n, s1, s2)
     tie = 1.0 + _TIE
@@ -263,9 +266,9 @@ def _batched(values, start, count, params: StatParams):
             rl, rh = np.repeat(lo, n), np.repeat(hi, n)
             new = (y >= rl) & (y <= rh)
             new |= ~np.repeat(active, n)
-            changed = _segsum(~new, first, n) > 0  # from the base set: only removals
             inset = new
             k = _segsum(new, first, n)
+            changed = k < n  # from the base set: only removals
             yi = np.where(new, y, 0.0)
             s1, s2 = _segsum(yi, first, n), _segsum(yi * yi, first, n)
             mean, std = _moments(k, s1, s2)

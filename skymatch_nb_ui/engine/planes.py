@@ -396,7 +396,7 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
                 pieces.append(p.values[a : a + c])
             starts.append(at + np.cumsum(p.count[s]) - p.count[s])
             at += int(p.count[s].sum())
-        values = pieces[0] if len(pieces) == 1 else (np.concatenate(pieces) if pieces else np.empty(0))
+        values = _joined(pieces)
         start = np.zeros(len(count), np.intp)
         if starts:
             start[small] = np.concatenate(starts)
@@ -416,6 +416,23 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
             sl = slice(lo, hi)
             out[k] = CellStats(p.cell, value[sl], npix[sl], err[sl] * p.inflation, p.x, p.y, p.whole)
     return out
+
+
+def _joined(pieces: list) -> np.ndarray:
+    """``np.concatenate(pieces)``, or the array they are consecutive views of (no copy)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if not pieces:
+        return np.empty(0)
+    base = pieces[0].base
+    if isinstance(base, np.ndarray) and base.ndim == 1 and base.flags.c_contiguous \
+            and all(p.base is base and p.ndim == 1 and p.flags.c_contiguous for p in pieces):
+        size = base.itemsize
+        origin = base.__array_interface__["data"][0]
+        at = [(p.__array_interface__["data"][0] - origin) // size for p in pieces]
+        if all(a + len(p) == b for a, p, b in zip(at, pieces, at[1:])):
+            return base[at[0] : at[-1] + len(pieces[-1])]
+    return np.concatenate(pieces)
 
 
 def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
@@ -568,9 +585,14 @@ def _cell_pieces_many(runs_list: list, grids: list):
     return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell]
 
 
-def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
-                      params: list) -> list[_Pending]:
-    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job."""
+def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
+                      params: list, gather=None) -> list[_Pending]:
+    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job.
+
+    Or ``values`` None and ``gather = (source, at, buffers)``: the pieces' usable values are
+    ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered, all the
+    jobs' in one array (each job's a view of it, its cells without gaps).
+    """
     out = []
     key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]
     first = np.flatnonzero(key_first)
@@ -592,11 +614,21 @@ def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, n
     cx = np.bincount(piece_cell, sx, minlength=len(cells)) / np.where(keep, count, 1.0)
     cy = np.bincount(piece_cell, sy, minlength=len(cells)) / np.where(keep, count, 1.0)
     per_cell = np.add.reduceat(usable, first)
-    within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
-    cell_edges = np.searchsorted(cell_job, np.arange(len(values) + 1))
+    njobs = len(values) if values is not None else len(params)
+    cell_edges = np.searchsorted(cell_job, np.arange(njobs + 1))
+    if gather is not None:  # the kept cells' values only, all the jobs' at once
+        source, at, buffers = gather
+        kept = keep[piece_cell]
+        every = source[_ranges(at[kept], usable[kept], buffers)]
+        per_cell = np.where(keep, per_cell, 0)
+        within = np.cumsum(per_cell) - per_cell
+        edge_at = np.r_[within, len(every)][cell_edges]
+        values = [every[lo:hi] for lo, hi in itertools.pairwise(edge_at)]
+    else:
+        within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
     cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
     packed = ((cu + u0[cell_job] + _OFFSET) << 21) | (cv + v0[cell_job] + _OFFSET)
-    for i in range(len(values)):
+    for i in range(njobs):
         sl = slice(cell_edges[i], cell_edges[i + 1])
         k = np.flatnonzero(keep[sl]) + cell_edges[i]
         start = within[k] - within[cell_edges[i]]
@@ -710,6 +742,7 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
     at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - run_start[run])  # in all d
     sizes = np.array([r.npix for r in runs_of], np.intp)
     base = np.cumsum(sizes) - sizes  # each job's d in all d
+    dtypes = {jobs[k].packed.dtype for k in live}
     good, unusable = lengths, None
     bad = [jobs[k].bad + base[i] for i, k in enumerate(live) if jobs[k].bad is not None]
     if bad:
@@ -721,13 +754,21 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         unusable = (k, pieces.start[k] + (bad - at[k]))
         at = at - before  # in all the packed differences
         base = base - np.searchsorted(bad, base)
-    edges = np.searchsorted(job_of, np.arange(len(live) + 1))
-    values = []
-    for i, k in enumerate(live):  # each job's values, from its own packed differences
-        lo, hi = edges[i], edges[i + 1]
-        values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi], scratch.differences)])
-    cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
-                              [jobs[k].params for k in live])
+    params_of = [jobs[k].params for k in live]
+    if len(dtypes) == 1:  # the kept cells' values gathered at once from all the packed ones
+        source = jobs[live[0]].packed if len(live) == 1 else \
+            np.concatenate([jobs[k].packed for k in live])
+        cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
+                                  params_of, gather=(source, at, scratch.differences))
+    else:
+        edges = np.searchsorted(job_of, np.arange(len(live) + 1))
+        values = []
+        for i, k in enumerate(live):  # each job's values, from its own packed differences
+            lo, hi = edges[i], edges[i + 1]
+            values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi],
+                                                 scratch.differences)])
+        cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
+                                  params_of)
     for i, k in enumerate(live):
         out[k] = replace(cells[i], inflation=jobs[k].inflation, whole=jobs[k].whole)
     return out

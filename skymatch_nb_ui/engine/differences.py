@@ -935,8 +935,9 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
     it can: the same fractions to rounding).  So a pair gets the same values whatever else
     is in the call (every scheduler and batching the same bits).
 
-    The differences are copies (a batch's are computed into reused buffers, its images framed
-    a group at a time: at most `_FRAME_PIXELS` pixels of images at once).
+    The differences are copies (a batch's are computed in reused buffers, its images framed
+    a group at a time: at most `_FRAME_PIXELS` pixels of images at once): the batched pairs'
+    are consecutive views of one new array per working dtype, in the order of ``jobs``.
     """
     buffers = DifferenceBuffers() if buffers is None else buffers
     out: list = [None] * len(jobs)
@@ -950,10 +951,14 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
                                      job.pmap, lower=lower, upper=upper, buffers=buffers)
             out[j] = (d.copy(), w2)
     for work, members in groups.items():
+        npts = np.array([jobs[j].runs.npix for j in members], np.intp)
+        at = np.cumsum(npts) - npts
+        store = np.empty(int(npts.sum()), work)  # the members' differences, in order
         for part in _framed_groups([jobs[j] for j in members]):
-            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers)
+            targets = [store[at[j] : at[j] + npts[j]] for j in part]
+            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers, targets)
             for j, value in zip(part, found):
-                out[members[j]] = (value[0].copy(), value[1])
+                out[members[j]] = value
     return out
 
 
@@ -1002,9 +1007,11 @@ def _whole_frames(images: list, work, lower, upper, edge: bool, buffers, name: s
     return flat, offsets[:-1].astype(np.intp), widths
 
 
-def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
-    """The batched path of `many_pair_differences` (all jobs batchable, one working dtype)."""
-    get = buffers.get
+def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers, targets: list) -> list:
+    """The batched path of `many_pair_differences` (all jobs batchable, one working dtype).
+
+    Each job's differences are written into its array of ``targets``.
+    """
     a_keys = list(dict.fromkeys(job.key_a for job in jobs))
     b_keys = list(dict.fromkeys(job.key_b for job in jobs))
     first_a = {job.key_a: job for job in reversed(jobs)}
@@ -1021,8 +1028,6 @@ def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
     ia_all = np.array([a_index[job.key_a] for job in jobs], np.intp)  # per job
     ib_all = np.array([b_index[job.key_b] for job in jobs], np.intp)
     npts_all = np.array([job.runs.npix for job in jobs], np.intp)
-    at = np.cumsum(npts_all) - npts_all
-    d_all = get("many_d", work, int(npts_all.sum()))
     out: list = [None] * len(jobs)
     # chunks of about `_CHUNK_POINTS` points, pairs of one image b together: the arrays of a
     # chunk stay in the cache (one pass over all the points would run from memory)
@@ -1039,9 +1044,8 @@ def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
                        (a_flat, a_off, a_width), (b_flat, b_off, b_width, b_height, b_noise),
                        buffers)
         for j, (dj, wj) in zip(part, found):
-            target = d_all[at[j] : at[j] + npts_all[j]]
-            target[...] = dj
-            out[j] = (target, wj)
+            targets[j][...] = dj
+            out[j] = (targets[j], wj)
     return out
 
 

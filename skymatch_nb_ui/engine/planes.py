@@ -586,12 +586,13 @@ def _cell_pieces_many(runs_list: list, grids: list):
 
 
 def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
-                      params: list, gather=None) -> list[_Pending]:
+                      params: list, gather=None, extras=None) -> list[_Pending]:
     """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job.
 
     Or ``values`` None and ``gather = (source, at, buffers)``: the pieces' usable values are
     ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered, all the
-    jobs' in one array (each job's a view of it, its cells without gaps).
+    jobs' in one array (each job's a view of it, its cells without gaps).  ``extras``: per job
+    its ``(inflation, whole)`` (default ``(1.0, None)``).
     """
     out = []
     key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]
@@ -632,8 +633,9 @@ def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code,
         sl = slice(cell_edges[i], cell_edges[i + 1])
         k = np.flatnonzero(keep[sl]) + cell_edges[i]
         start = within[k] - within[cell_edges[i]]
+        inflation, whole = (1.0, None) if extras is None else extras[i]
         out.append(_Pending(values[i], np.asarray(start, np.intp), np.asarray(per_cell[k], np.intp),
-                            packed[k], cx[k], cy[k], params[i]))
+                            packed[k], cx[k], cy[k], params[i], inflation, whole))
     return out
 
 
@@ -756,10 +758,10 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         base = base - np.searchsorted(bad, base)
     params_of = [jobs[k].params for k in live]
     if len(dtypes) == 1:  # the kept cells' values gathered at once from all the packed ones
-        source = jobs[live[0]].packed if len(live) == 1 else \
-            np.concatenate([jobs[k].packed for k in live])
+        source = _joined([jobs[k].packed for k in live])  # (often one array's views)
         cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
-                                  params_of, gather=(source, at, scratch.differences))
+                                  params_of, gather=(source, at, scratch.differences),
+                                  extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
     else:
         edges = np.searchsorted(job_of, np.arange(len(live) + 1))
         values = []
@@ -768,9 +770,9 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
             values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi],
                                                  scratch.differences)])
         cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
-                                  params_of)
+                                  params_of, extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
     for i, k in enumerate(live):
-        out[k] = replace(cells[i], inflation=jobs[k].inflation, whole=jobs[k].whole)
+        out[k] = cells[i]
     return out
 
 

@@ -93,6 +93,8 @@ _EXACT = 2**24
 _NOISE_ROWS = 24
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
 _W2_STRIDE = 17
+#: Bytes of sampled rows kept per thread by `_noise_remembered` (24 KB per 256 x 256 image).
+_NOISE_MEMO_BYTES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,39 @@ class PixelMap:
         if not (np.isfinite(self.bx).all() and np.isfinite(self.by).all()):
             return False
         return not (_on_centres(self.bx, self.step) or _on_centres(self.by, self.step))
+
+
+def area_ratios(pmaps: Sequence[PixelMap]) -> None:
+    """Compute `PixelMap.area_ratio` of many maps at once (each map's cached value).
+
+    The maps with one shape of nodes and finite determinants together: the same arithmetic
+    element by element, and each map's sum over its own row of a 2-D array (numpy sums a
+    row of a C-ordered array as it sums the same values alone: the same bits).  The others
+    one by one.
+    """
+    groups: dict = {}
+    for p in pmaps:
+        if isinstance(p, PixelMap) and "area_ratio" not in p.__dict__ and p.bx.ndim == 2 \
+                and p.bx.shape[0] > 1 \
+                and p.bx.shape[1] > 1:
+            groups.setdefault(p.bx.shape, []).append(p)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        bx = np.stack([p.bx for p in members])
+        by = np.stack([p.by for p in members])
+        step2 = np.array([p.step**2 for p in members])
+        dxx = (bx[:, :, 1:] - bx[:, :, :-1])[:, :-1]
+        dyx = (by[:, :, 1:] - by[:, :, :-1])[:, :-1]
+        dxy = (bx[:, 1:] - bx[:, :-1])[:, :, :-1]
+        dyy = (by[:, 1:] - by[:, :-1])[:, :, :-1]
+        det = np.abs(dxx * dyy - dxy * dyx) / step2[:, None, None]
+        det = det.reshape(len(members), -1)
+        finite = np.isfinite(det).all(axis=1)
+        ratio = np.add.reduce(det, axis=1) / det.shape[1]
+        for p, ok, r in zip(members, finite.tolist(), ratio.tolist()):
+            if ok:
+                p.__dict__["area_ratio"] = r  # (the cached_property's slot)
 
 
 def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int = _STEP) -> PixelMap:
@@ -309,6 +344,8 @@ class DifferenceBuffers:
         self._pool: dict[tuple[str, np.dtype], np.ndarray] = {}
         self._aranges: dict[np.dtype, np.ndarray] = {}
         self.gather = GatherBuffers()
+        self.noise: dict = {}  # `_noise_remembered`
+        self.noise_bytes = 0
 
     def get(self, name: str, dtype, n: int) -> np.ndarray:
         """The buffer ``name`` of ``dtype``, ``n`` elements long (contents undefined)."""
@@ -476,6 +513,27 @@ def _noise_of(box: np.ndarray) -> float:
         with np.errstate(invalid="ignore"):
             scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
     return noise if noise > 1e-7 * scale else math.inf
+
+
+def _noise_remembered(box: np.ndarray, buffers: DifferenceBuffers) -> float:
+    """`_noise_of` ``box``, remembered in ``buffers`` by the exact values it reads.
+
+    (`many_pair_differences` frames an image again in every batch where it is compared:
+    its noise, a function of its sampled rows alone, is computed once: those rows' bytes,
+    shape and dtype are the key, at most `_NOISE_MEMO_BYTES` of them.)
+    """
+    rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]
+    key = (rows.shape, rows.dtype.str, rows.tobytes())
+    memo = buffers.noise
+    found = memo.get(key)
+    if found is None:
+        size = len(key[2])
+        if buffers.noise_bytes + size > _NOISE_MEMO_BYTES:
+            memo.clear()
+            buffers.noise_bytes = 0
+        found = memo[key] = _noise_of(box)
+        buffers.noise_bytes += size
+    return found
 
 
 class _SideA:
@@ -1021,7 +1079,7 @@ def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers, targets: l
     b_flat, b_off, b_width = _whole_frames([(first_b[k].image_b, first_b[k].mask_b) for k in b_keys],
                                            work, lower, upper, False, buffers, "many_b")
     b_height = np.array([first_b[k].image_b.shape[0] + 2 for k in b_keys], np.intp)
-    b_noise = np.array([_noise_of(b_flat[o : o + w * h].reshape(h, w))
+    b_noise = np.array([_noise_remembered(b_flat[o : o + w * h].reshape(h, w), buffers)
                         for o, w, h in zip(b_off, b_width, b_height)])
     a_index = {k: i for i, k in enumerate(a_keys)}
     b_index = {k: i for i, k in enumerate(b_keys)}

@@ -442,6 +442,7 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
     All the tasks' cells get their statistics together (one `_finish`: the batched
     statistics gain by many cells); each image is released before the next is read.
     """
+    from .differences import area_ratios
     from .measure import batched_differences
 
     scratch = thread_scratch() if scratch is None else scratch
@@ -450,6 +451,8 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
     differences: list = []  # (index in pending, _Differences): their cells all at once
     by_task: list = []  # per task, its _Differences
     found = batched_differences(tasks, params, scratch)  # the small pairs' differences at once
+    area_ratios([region.pmap for t in tasks for region, _ in t.jobs  # (all at once)
+                 if isinstance(region, DifferenceRegion)])
     for t in tasks:
         by_task.append([])
         try:

@@ -575,16 +575,17 @@ _KERNELS: dict = {}
 
 def _kernels(n, binwidth: float) -> np.ndarray:
     """`stats._mode_kernel` of each count ``n`` (the same floats, remembered per count)."""
-    out = np.empty(len(n))
-    for i, k in enumerate(n.tolist()):
-        key = (int(k), binwidth)
+    counts, which = np.unique(np.asarray(n).astype(np.int64), return_inverse=True)
+    out = np.empty(len(counts))
+    for i, k in enumerate(counts.tolist()):
+        key = (k, binwidth)
         found = _KERNELS.get(key)
         if found is None:
             if len(_KERNELS) > 1 << 16:
                 _KERNELS.clear()
-            found = _KERNELS[key] = _mode_kernel(int(k), binwidth)
+            found = _KERNELS[key] = _mode_kernel(k, binwidth)
         out[i] = found
-    return out
+    return out[which]
 
 
 def _gaussian_mode_variance(kernel):

@@ -264,8 +264,11 @@ def _batched(values, start, count, params: StatParams):
         hi = mean + params.usigma * std * tie
         if core is None:  # the first pass: all values
             rl, rh = np.repeat(lo, n), np.repeat(hi, n)
-            new = (y >= rl) & (y <= rh)
-            new |= ~np.repeat(active, n)
+            new = np.greater_equal(y, rl)
+            new &= np.less_equal(y, rh, out=np.empty(len(y), bool))
+            del rl, rh
+            if not active.all():
+                new |= ~np.repeat(active, n)
             inset = new
             k = _segsum(new, first, n)
             changed = k < n  # from the base set: only removals
@@ -275,7 +278,9 @@ def _batched(values, start, count, params: StatParams):
             # the core, inside every later pass's limits as long as they hold it
             cl = mean - 0.75 * params.lsigma * std
             ch = mean + 0.75 * params.usigma * std
-            in_core = new & (y >= np.repeat(cl, n)) & (y <= np.repeat(ch, n))
+            in_core = np.greater_equal(y, np.repeat(cl, n))
+            in_core &= np.less_equal(y, np.repeat(ch, n))
+            in_core &= new
             yc = np.where(in_core, y, 0.0)
             core = (_segsum(in_core, first, n), _segsum(yc, first, n), _segsum(yc * yc, first, n))
             fringe = np.flatnonzero(~in_core)
@@ -407,7 +412,10 @@ def _histogram_statistic(skystat, y, seg, n, ymin, h, nbins, std, which, binwidt
     hr, nb = h[rows], nbins[rows].astype(np.int64)
     width = int(nb.max())
     # bins as `stats` (values >= the minimum: truncation is the floor)
-    b = ((ys - np.repeat(ymin[rows], counts_r)) * np.repeat((1.0 + _TIE) / hr, counts_r)).astype(np.int64)
+    t = np.subtract(ys, np.repeat(ymin[rows], counts_r))
+    t *= np.repeat((1.0 + _TIE) / hr, counts_r)
+    b = t.astype(np.int64)
+    del t
     np.minimum(b, np.repeat(nb - 1, counts_r), out=b)
     b += np.repeat(np.arange(r, dtype=np.int64) * width, counts_r)
     counts = np.bincount(b, minlength=r * width).reshape(r, width).astype(np.float64)

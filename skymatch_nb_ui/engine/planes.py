@@ -418,8 +418,11 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
     return out
 
 
-def _joined(pieces: list) -> np.ndarray:
-    """``np.concatenate(pieces)``, or the array they are consecutive views of (no copy)."""
+def _joined(pieces: list, copy: bool = True) -> np.ndarray | None:
+    """``np.concatenate(pieces)``, or the array they are consecutive views of (no copy).
+
+    ``copy=False``: None rather than a concatenation.
+    """
     if len(pieces) == 1:
         return pieces[0]
     if not pieces:
@@ -432,7 +435,7 @@ def _joined(pieces: list) -> np.ndarray:
         at = [(p.__array_interface__["data"][0] - origin) // size for p in pieces]
         if all(a + len(p) == b for a, p, b in zip(at, pieces, at[1:])):
             return base[at[0] : at[-1] + len(pieces[-1])]
-    return np.concatenate(pieces)
+    return np.concatenate(pieces) if copy else None
 
 
 def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
@@ -592,9 +595,10 @@ def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code,
                       params: list, gather=None, extras=None) -> list[_Pending]:
     """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job.
 
-    Or ``values`` None and ``gather = (source, at, buffers)``: the pieces' usable values are
-    ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered, all the
-    jobs' in one array (each job's a view of it, its cells without gaps).  ``extras``: per job
+    Or ``values`` None and ``gather = (source, at, base, buffers)``: the pieces' usable values
+    are ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered (each
+    job's cells without gaps), all the jobs' in one array (each job's a view of it); or
+    ``source`` a list, each job's own array, where its values start at ``base[job]``.  ``extras``: per job
     its ``(inflation, whole)`` (default ``(1.0, None)``).
     """
     out = []
@@ -620,14 +624,21 @@ def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code,
     per_cell = np.add.reduceat(usable, first)
     njobs = len(values) if values is not None else len(params)
     cell_edges = np.searchsorted(cell_job, np.arange(njobs + 1))
-    if gather is not None:  # the kept cells' values only, all the jobs' at once
-        source, at, buffers = gather
+    if gather is not None:  # the kept cells' values only
+        source, at, base, buffers = gather
         kept = keep[piece_cell]
-        every = source[_ranges(at[kept], usable[kept], buffers)]
         per_cell = np.where(keep, per_cell, 0)
         within = np.cumsum(per_cell) - per_cell
-        edge_at = np.r_[within, len(every)][cell_edges]
-        values = [every[lo:hi] for lo, hi in itertools.pairwise(edge_at)]
+        if isinstance(source, np.ndarray):  # all the jobs' at once
+            every = source[_ranges(at[kept], usable[kept], buffers)]
+            edge_at = np.r_[within, len(every)][cell_edges]
+            values = [every[lo:hi] for lo, hi in itertools.pairwise(edge_at)]
+        else:  # each job's from its own array
+            piece_edges = np.searchsorted(job, np.arange(njobs + 1))
+            values = []
+            for i, (lo, hi) in enumerate(itertools.pairwise(piece_edges)):
+                sel = np.flatnonzero(kept[lo:hi]) + lo
+                values.append(source[i][_ranges(at[sel] - base[i], usable[sel], buffers)])
     else:
         within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
     cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
@@ -747,7 +758,6 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
     at = (np.cumsum(run_len) - run_len)[run] + (pieces.start - run_start[run])  # in all d
     sizes = np.array([r.npix for r in runs_of], np.intp)
     base = np.cumsum(sizes) - sizes  # each job's d in all d
-    dtypes = {jobs[k].packed.dtype for k in live}
     good, unusable = lengths, None
     bad = [jobs[k].bad + base[i] for i, k in enumerate(live) if jobs[k].bad is not None]
     if bad:
@@ -759,21 +769,15 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         unusable = (k, pieces.start[k] + (bad - at[k]))
         at = at - before  # in all the packed differences
         base = base - np.searchsorted(bad, base)
-    params_of = [jobs[k].params for k in live]
-    if len(dtypes) == 1:  # the kept cells' values gathered at once from all the packed ones
-        source = _joined([jobs[k].packed for k in live])  # (often one array's views)
-        cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
-                                  params_of, gather=(source, at, scratch.differences),
-                                  extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
-    else:
-        edges = np.searchsorted(job_of, np.arange(len(live) + 1))
-        values = []
-        for i, k in enumerate(live):  # each job's values, from its own packed differences
-            lo, hi = edges[i], edges[i + 1]
-            values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi],
-                                                 scratch.differences)])
-        cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
-                                  params_of, extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
+    # the kept cells' values: at once when the packed differences are consecutive views of
+    # one array (`many_pair_differences`), else from each pair's own
+    packs = [jobs[k].packed for k in live]
+    joined = _joined(packs, copy=False)
+    cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
+                              [jobs[k].params for k in live],
+                              gather=(packs if joined is None else joined, at, base,
+                                      scratch.differences),
+                              extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
     for i, k in enumerate(live):
         out[k] = cells[i]
     return out

@@ -538,16 +538,17 @@ def _smoothed_peaks(counts, rows, nb, w, h, std, n, kernel, idx, alone=False, sp
     pk = kk + 0.5 + vertex
     u = idx[None, :] + 0.5 - pk[:, None]
     ww = w[rr, None]
-    g = np.exp(-0.5 * (u / ww) ** 2)
+    q = (u / ww) ** 2
+    g = np.exp(-0.5 * q)
     c = counts[rows[rr]]
+    q -= 1.0  # ((u / ww) ** 2 - 1.0)
     if alone:  # each row's own bins, in order
         last = nb[rr, None] - 1
         slope = np.take_along_axis(np.cumsum(c * (u * g) ** 2, axis=1), last, axis=1)[:, 0]
-        curvature = np.take_along_axis(np.cumsum(c * ((u / ww) ** 2 - 1.0) * g, axis=1), last,
-                                       axis=1)[:, 0]
+        curvature = np.take_along_axis(np.cumsum(c * q * g, axis=1), last, axis=1)[:, 0]
     else:
         slope = np.sum(c * (u * g) ** 2, axis=1)
-        curvature = np.sum(c * ((u / ww) ** 2 - 1.0) * g, axis=1)
+        curvature = np.sum(c * q * g, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         bins_err = np.where(curvature < 0, np.sqrt(slope) / -curvature, np.inf)
     gaussian = std[rr] * np.sqrt(_gaussian_mode_variance(kernel[rr]) / n[rr])

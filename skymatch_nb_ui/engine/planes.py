@@ -99,9 +99,10 @@ from functools import cached_property
 import numpy as np
 from scipy.sparse import coo_matrix
 
+from .differences import area_ratios, interpolation_inflation, pair_differences
 from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
 from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
-from .measure import Scratch, load_pixels, thread_scratch
+from .measure import PairDifference, Scratch, load_pixels, pair_difference, thread_scratch
 from .params import StatParams
 from .segments import BATCH_MAX, large_statistics, small_statistics
 from .stats import StatisticError, sky_statistic
@@ -445,7 +446,6 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
     All the tasks' cells get their statistics together (one `_finish`: the batched
     statistics gain by many cells); each image is released before the next is read.
     """
-    from .differences import area_ratios
     from .measure import batched_differences
 
     scratch = thread_scratch() if scratch is None else scratch
@@ -687,10 +687,6 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     (`measure.batched_differences`); ``together``: their whole statistic left to
     `_whole_statistics` (`measure.together`).
     """
-    from .differences import interpolation_inflation, pair_differences
-    from .measure import PairDifference, pair_difference
-
-    other, other_mask = load_pixels(region.loader)
     runs = region.runs
     of_differences = _without_limits(params)  # the limits were for the pixels
     if not runs:
@@ -700,6 +696,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     if found is not None:
         d, w2 = found
     else:
+        other, other_mask = load_pixels(region.loader)
         d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
                                  lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)

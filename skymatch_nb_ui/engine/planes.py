@@ -643,13 +643,18 @@ def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code,
         within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
     cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
     packed = ((cu + u0[cell_job] + _OFFSET) << 21) | (cv + v0[cell_job] + _OFFSET)
-    for i in range(njobs):
-        sl = slice(cell_edges[i], cell_edges[i + 1])
-        k = np.flatnonzero(keep[sl]) + cell_edges[i]
-        start = within[k] - within[cell_edges[i]]
+    # the kept cells of all the jobs, then each job's slice of them
+    k = np.flatnonzero(keep)
+    kept_job = cell_job[k]
+    first_within = within[np.minimum(cell_edges[:-1], len(within) - 1)] if len(within) else \
+        np.zeros(njobs, within.dtype)
+    start = np.asarray(within[k] - first_within[kept_job], np.intp)
+    count, packed, cx, cy = np.asarray(per_cell[k], np.intp), packed[k], cx[k], cy[k]
+    edges = np.searchsorted(kept_job, np.arange(njobs + 1))
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
         inflation, whole = (1.0, None) if extras is None else extras[i]
-        out.append(_Pending(values[i], np.asarray(start, np.intp), np.asarray(per_cell[k], np.intp),
-                            packed[k], cx[k], cy[k], params[i], inflation, whole))
+        out.append(_Pending(values[i], start[lo:hi], count[lo:hi], packed[lo:hi], cx[lo:hi],
+                            cy[lo:hi], params[i], inflation, whole))
     return out
 
 

@@ -535,7 +535,7 @@ def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
                              np.array([nv]), np.array([u0]), np.array([v0]), [params])[0]
 
 
-def _cell_pieces_many(runs_list: list, grids: list):
+def _cell_pieces_many(runs_list: list, grids: list, ranks: bool = False):
     """`_cell_pieces` of several jobs at once: (pieces, code, nv, u0, v0, run, job).
 
     The pieces of all the jobs, job after job, each job's in its cell order; ``code``,
@@ -588,6 +588,8 @@ def _cell_pieces_many(runs_list: list, grids: list):
     key = code + (np.cumsum(nu * nv) - nu * nv)[job]  # jobs stay in order, cells inside each
     by_cell = np.argsort(key, kind="stable")  # rows stay in order inside a cell
     pieces = Runs(all_rows[run][by_cell], start[by_cell], stop[by_cell])
+    if ranks:  # also each piece's rank in run order (the runs' pixels in order)
+        return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell], by_cell
     return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell]
 
 
@@ -753,7 +755,8 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
     if not live:
         return out
     runs_of = [jobs[k].runs for k in live]
-    pieces, code, nv, u0, v0, run, job_of = _cell_pieces_many(runs_of, [jobs[k].grid for k in live])
+    pieces, code, nv, u0, v0, run, job_of, rank = _cell_pieces_many(
+        runs_of, [jobs[k].grid for k in live], ranks=True)
     lengths = pieces.stop - pieces.start
     run_len = np.concatenate([r.stop - r.start for r in runs_of])
     run_start = np.concatenate([r.start for r in runs_of])
@@ -766,7 +769,9 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         bad = np.concatenate(bad)
         before = np.searchsorted(bad, at)
         good = lengths - (np.searchsorted(bad, at + lengths) - before)
-        by_start = np.argsort(at)  # the pieces tile all d: each bad one is in the last before it
+        # the pieces tile all d in run order: each bad one is in the last before it
+        by_start = np.empty_like(rank)
+        by_start[rank] = np.arange(len(rank))  # (argsort(at): `at` grows with the rank)
         k = by_start[np.searchsorted(at[by_start], bad, side="right") - 1]
         unusable = (k, pieces.start[k] + (bad - at[k]))
         at = at - before  # in all the packed differences

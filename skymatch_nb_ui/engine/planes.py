@@ -419,6 +419,11 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
     return out
 
 
+#: Pairs with at most this many differences on average have their differences copied together
+#: for the gather of their cells' values (`_difference_cells_many`).
+_JOIN_MAX = 1 << 16
+
+
 def _joined(pieces: list, copy: bool = True) -> np.ndarray | None:
     """``np.concatenate(pieces)``, or the array they are consecutive views of (no copy).
 
@@ -776,10 +781,12 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         unusable = (k, pieces.start[k] + (bad - at[k]))
         at = at - before  # in all the packed differences
         base = base - np.searchsorted(bad, base)
-    # the kept cells' values: at once when the packed differences are consecutive views of
-    # one array (`many_pair_differences`), else from each pair's own
+    # the kept cells' values: at once from the packed differences joined (consecutive views
+    # of one array, `many_pair_differences`, or small pairs copied together), else from each
+    # pair's own
     packs = [jobs[k].packed for k in live]
-    joined = _joined(packs, copy=False)
+    small = sum(len(p) for p in packs) <= _JOIN_MAX * len(packs)
+    joined = _joined(packs, copy=small and len({p.dtype for p in packs}) == 1)
     cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
                               [jobs[k].params for k in live],
                               gather=(packs if joined is None else joined, at, base,

@@ -249,7 +249,8 @@ def _batched(values, start, count, params: StatParams):
     has = n > 0
     centre = np.zeros(m)
     centre[has] = x[first[has]]  # each segment's first value: accurate sums
-    y = np.subtract(x, np.repeat(centre, n), dtype=np.float64)
+    y = x.astype(np.float64)  # (cast, then subtract: the same values as a mixed subtract)
+    y -= np.repeat(centre, n)
     s1, s2 = _segsum(y, first, n), _segsum(y * y, first, n)
     mean, std = _moments(n, s1, s2)
     tie = 1.0 + _TIE

@@ -546,7 +546,8 @@ def _cell_pieces_many(runs_list: list, grids: list, ranks: bool = False):
     The pieces of all the jobs, job after job, each job's in its cell order; ``code``,
     ``nv``, ``u0``, ``v0`` as `_cell_pieces` gives them per job (``nv``, ``u0``, ``v0`` one
     per job), ``run`` the index of each piece's run among all the jobs' runs, ``job`` its
-    job.  The same arithmetic as `_cell_pieces`, element by element.
+    job.  The same arithmetic as `_cell_pieces`, element by element.  ``ranks``: also each
+    piece's rank in run order (the runs' pixels in order), an eighth value.
     """
     nrun = np.array([len(r.rows) for r in runs_list], np.intp)
     job_of_run = np.repeat(np.arange(len(runs_list)), nrun)
@@ -605,8 +606,8 @@ def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code,
     Or ``values`` None and ``gather = (source, at, base, buffers)``: the pieces' usable values
     are ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered (each
     job's cells without gaps), all the jobs' in one array (each job's a view of it); or
-    ``source`` a list, each job's own array, where its values start at ``base[job]``.  ``extras``: per job
-    its ``(inflation, whole)`` (default ``(1.0, None)``).
+    ``source`` a list, each job's own array, where its values start at ``base[job]``.
+    ``extras``: per job its ``(inflation, whole)`` (default ``(1.0, None)``).
     """
     out = []
     key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]

@@ -640,3 +640,42 @@ def test_whole_overlaps_of_batched_pairs_are_the_same_however_measured(together,
         assert np.array_equal(table(again), table(fresh), equal_nan=True)
         assert np.array_equal(again.sky, fresh.sky, equal_nan=True)
     assert (sum(calls) > 0) == together
+
+
+def test_an_images_noise_is_remembered_by_the_values_it_samples():
+    # `_noise_remembered`: `_noise_of` computed once per sampled content, whatever the array
+    from skymatch_nb_ui.engine import differences
+
+    rng = np.random.default_rng(4)
+    buffers = DifferenceBuffers()
+    box = np.full((82, 66), np.nan, np.float32)
+    box[1:-1, 1:-1] = rng.normal(5.0, 2.0, (80, 64))
+    first = differences._noise_remembered(box, buffers)
+    assert first == differences._noise_of(box) and len(buffers.noise) == 1
+    assert differences._noise_remembered(box.copy(), buffers) == first  # a copy: found
+    assert len(buffers.noise) == 1
+    box[22, 5] += 1.0  # a sampled value (every third row from 1) changed: measured again
+    assert differences._noise_remembered(box, buffers) == differences._noise_of(box)
+    assert len(buffers.noise) == 2
+    wide = box.astype(np.float64)  # another dtype: another key
+    assert differences._noise_remembered(wide, buffers) == differences._noise_of(wide)
+    assert len(buffers.noise) == 3
+
+
+def test_area_ratios_of_many_maps_are_each_maps_own():
+    from skymatch_nb_ui.engine.differences import PixelMap, area_ratios
+
+    rng = np.random.default_rng(5)
+    maps = []
+    for shape in [(2, 2), (3, 3), (3, 3), (9, 4), (9, 4), (17, 12), (17, 12), (1, 5)]:
+        bx = np.add.outer(np.zeros(shape[0]), np.arange(shape[1]) * 32.0) + rng.normal(0, 2, shape)
+        by = np.add.outer(np.arange(shape[0]) * 32.0, np.zeros(shape[1])) + rng.normal(0, 2, shape)
+        maps.append(PixelMap(0, 0, 32, bx, by))
+    bad = maps[4].bx.copy()
+    bad[1, 1] = np.nan
+    maps[4] = PixelMap(0, 0, 32, bad, maps[4].by)
+    fresh = [PixelMap(m.x0, m.y0, m.step, m.bx, m.by) for m in maps]
+    area_ratios(fresh)
+    assert sum("area_ratio" in m.__dict__ for m in fresh) == 5  # alone or non-finite: later
+    for m, f in zip(maps, fresh):
+        assert f.area_ratio == m.area_ratio

@@ -93,6 +93,8 @@ _EXACT = 2**24
 _NOISE_ROWS = 24
 #: The weight-square statistic is measured on every `_W2_STRIDE`-th pixel.
 _W2_STRIDE = 17
+#: Bytes of sampled rows kept per thread by `_noise_remembered` (24 KB per 256 x 256 image).
+_NOISE_MEMO_BYTES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,39 @@ class PixelMap:
         if not (np.isfinite(self.bx).all() and np.isfinite(self.by).all()):
             return False
         return not (_on_centres(self.bx, self.step) or _on_centres(self.by, self.step))
+
+
+def area_ratios(pmaps: Sequence[PixelMap]) -> None:
+    """Compute `PixelMap.area_ratio` of many maps at once (each map's cached value).
+
+    The maps with one shape of nodes and finite determinants together: the same arithmetic
+    element by element, and each map's sum over its own row of a 2-D array (numpy sums a
+    row of a C-ordered array as it sums the same values alone: the same bits).  The others
+    one by one.
+    """
+    groups: dict = {}
+    for p in pmaps:
+        if isinstance(p, PixelMap) and "area_ratio" not in p.__dict__ and p.bx.ndim == 2 \
+                and p.bx.shape[0] > 1 \
+                and p.bx.shape[1] > 1:
+            groups.setdefault(p.bx.shape, []).append(p)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        bx = np.stack([p.bx for p in members])
+        by = np.stack([p.by for p in members])
+        step2 = np.array([p.step**2 for p in members])
+        dxx = (bx[:, :, 1:] - bx[:, :, :-1])[:, :-1]
+        dyx = (by[:, :, 1:] - by[:, :, :-1])[:, :-1]
+        dxy = (bx[:, 1:] - bx[:, :-1])[:, :, :-1]
+        dyy = (by[:, 1:] - by[:, :-1])[:, :, :-1]
+        det = np.abs(dxx * dyy - dxy * dyx) / step2[:, None, None]
+        det = det.reshape(len(members), -1)
+        finite = np.isfinite(det).all(axis=1)
+        ratio = np.add.reduce(det, axis=1) / det.shape[1]
+        for p, ok, r in zip(members, finite.tolist(), ratio.tolist()):
+            if ok:
+                p.__dict__["area_ratio"] = r  # (the cached_property's slot)
 
 
 def pixel_map(wcs_a: CelestialWCS, wcs_b: CelestialWCS, runs: Runs, *, step: int = _STEP) -> PixelMap:
@@ -309,6 +344,8 @@ class DifferenceBuffers:
         self._pool: dict[tuple[str, np.dtype], np.ndarray] = {}
         self._aranges: dict[np.dtype, np.ndarray] = {}
         self.gather = GatherBuffers()
+        self.noise: dict = {}  # `_noise_remembered`
+        self.noise_bytes = 0
 
     def get(self, name: str, dtype, n: int) -> np.ndarray:
         """The buffer ``name`` of ``dtype``, ``n`` elements long (contents undefined)."""
@@ -476,6 +513,27 @@ def _noise_of(box: np.ndarray) -> float:
         with np.errstate(invalid="ignore"):
             scale = float(np.nanmax(np.abs(sample))) if np.isfinite(sample).any() else 0.0
     return noise if noise > 1e-7 * scale else math.inf
+
+
+def _noise_remembered(box: np.ndarray, buffers: DifferenceBuffers) -> float:
+    """`_noise_of` ``box``, remembered in ``buffers`` by the exact values it reads.
+
+    (`many_pair_differences` frames an image again in every batch where it is compared:
+    its noise, a function of its sampled rows alone, is computed once: those rows' bytes,
+    shape and dtype are the key, at most `_NOISE_MEMO_BYTES` of them.)
+    """
+    rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]
+    key = (rows.shape, rows.dtype.str, rows.tobytes())
+    memo = buffers.noise
+    found = memo.get(key)
+    if found is None:
+        size = len(key[2])
+        if buffers.noise_bytes + size > _NOISE_MEMO_BYTES:
+            memo.clear()
+            buffers.noise_bytes = 0
+        found = memo[key] = _noise_of(box)
+        buffers.noise_bytes += size
+    return found
 
 
 class _SideA:
@@ -935,8 +993,9 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
     it can: the same fractions to rounding).  So a pair gets the same values whatever else
     is in the call (every scheduler and batching the same bits).
 
-    The differences are copies (a batch's are computed into reused buffers, its images framed
-    a group at a time: at most `_FRAME_PIXELS` pixels of images at once).
+    The differences are copies (a batch's are computed in reused buffers, its images framed
+    a group at a time: at most `_FRAME_PIXELS` pixels of images at once): the batched pairs'
+    are consecutive views of one new array per working dtype, in the order of ``jobs``.
     """
     buffers = DifferenceBuffers() if buffers is None else buffers
     out: list = [None] * len(jobs)
@@ -950,10 +1009,14 @@ def many_pair_differences(jobs: Sequence[DifferenceJob], *, lower=None, upper=No
                                      job.pmap, lower=lower, upper=upper, buffers=buffers)
             out[j] = (d.copy(), w2)
     for work, members in groups.items():
+        npts = np.array([jobs[j].runs.npix for j in members], np.intp)
+        at = np.cumsum(npts) - npts
+        store = np.empty(int(npts.sum()), work)  # the members' differences, in order
         for part in _framed_groups([jobs[j] for j in members]):
-            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers)
+            targets = [store[at[j] : at[j] + npts[j]] for j in part]
+            found = _many(work, [jobs[members[j]] for j in part], lower, upper, buffers, targets)
             for j, value in zip(part, found):
-                out[members[j]] = (value[0].copy(), value[1])
+                out[members[j]] = value
     return out
 
 
@@ -1002,9 +1065,11 @@ def _whole_frames(images: list, work, lower, upper, edge: bool, buffers, name: s
     return flat, offsets[:-1].astype(np.intp), widths
 
 
-def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
-    """The batched path of `many_pair_differences` (all jobs batchable, one working dtype)."""
-    get = buffers.get
+def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers, targets: list) -> list:
+    """The batched path of `many_pair_differences` (all jobs batchable, one working dtype).
+
+    Each job's differences are written into its array of ``targets``.
+    """
     a_keys = list(dict.fromkeys(job.key_a for job in jobs))
     b_keys = list(dict.fromkeys(job.key_b for job in jobs))
     first_a = {job.key_a: job for job in reversed(jobs)}
@@ -1014,15 +1079,13 @@ def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
     b_flat, b_off, b_width = _whole_frames([(first_b[k].image_b, first_b[k].mask_b) for k in b_keys],
                                            work, lower, upper, False, buffers, "many_b")
     b_height = np.array([first_b[k].image_b.shape[0] + 2 for k in b_keys], np.intp)
-    b_noise = np.array([_noise_of(b_flat[o : o + w * h].reshape(h, w))
+    b_noise = np.array([_noise_remembered(b_flat[o : o + w * h].reshape(h, w), buffers)
                         for o, w, h in zip(b_off, b_width, b_height)])
     a_index = {k: i for i, k in enumerate(a_keys)}
     b_index = {k: i for i, k in enumerate(b_keys)}
     ia_all = np.array([a_index[job.key_a] for job in jobs], np.intp)  # per job
     ib_all = np.array([b_index[job.key_b] for job in jobs], np.intp)
     npts_all = np.array([job.runs.npix for job in jobs], np.intp)
-    at = np.cumsum(npts_all) - npts_all
-    d_all = get("many_d", work, int(npts_all.sum()))
     out: list = [None] * len(jobs)
     # chunks of about `_CHUNK_POINTS` points, pairs of one image b together: the arrays of a
     # chunk stay in the cache (one pass over all the points would run from memory)
@@ -1039,9 +1102,8 @@ def _many(work, jobs: list, lower, upper, buffers: DifferenceBuffers) -> list:
                        (a_flat, a_off, a_width), (b_flat, b_off, b_width, b_height, b_noise),
                        buffers)
         for j, (dj, wj) in zip(part, found):
-            target = d_all[at[j] : at[j] + npts_all[j]]
-            target[...] = dj
-            out[j] = (target, wj)
+            targets[j][...] = dj
+            out[j] = (targets[j], wj)
     return out
 
 

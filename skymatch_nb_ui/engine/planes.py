@@ -99,9 +99,10 @@ from functools import cached_property
 import numpy as np
 from scipy.sparse import coo_matrix
 
+from .differences import area_ratios, interpolation_inflation, pair_differences
 from .geometry import CelestialWCS, Runs, lonlat_to_xyz, tangent_basis
 from .lstsq import _blas, _block_order, _BlockSweep, _levels, components
-from .measure import Scratch, load_pixels, thread_scratch
+from .measure import PairDifference, Scratch, load_pixels, pair_difference, thread_scratch
 from .params import StatParams
 from .segments import BATCH_MAX, large_statistics, small_statistics
 from .stats import StatisticError, sky_statistic
@@ -396,7 +397,7 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
                 pieces.append(p.values[a : a + c])
             starts.append(at + np.cumsum(p.count[s]) - p.count[s])
             at += int(p.count[s].sum())
-        values = pieces[0] if len(pieces) == 1 else (np.concatenate(pieces) if pieces else np.empty(0))
+        values = _joined(pieces)
         start = np.zeros(len(count), np.intp)
         if starts:
             start[small] = np.concatenate(starts)
@@ -418,6 +419,31 @@ def _finish(pending: list, params: StatParams, scratch: Scratch) -> list[CellSta
     return out
 
 
+#: Pairs with at most this many differences on average have their differences copied together
+#: for the gather of their cells' values (`_difference_cells_many`).
+_JOIN_MAX = 1 << 16
+
+
+def _joined(pieces: list, copy: bool = True) -> np.ndarray | None:
+    """``np.concatenate(pieces)``, or the array they are consecutive views of (no copy).
+
+    ``copy=False``: None rather than a concatenation.
+    """
+    if len(pieces) == 1:
+        return pieces[0]
+    if not pieces:
+        return np.empty(0)
+    base = pieces[0].base
+    if isinstance(base, np.ndarray) and base.ndim == 1 and base.flags.c_contiguous \
+            and all(p.base is base and p.ndim == 1 and p.flags.c_contiguous for p in pieces):
+        size = base.itemsize
+        origin = base.__array_interface__["data"][0]
+        at = [(p.__array_interface__["data"][0] - origin) // size for p in pieces]
+        if all(a + len(p) == b for a, p, b in zip(at, pieces, at[1:])):
+            return base[at[0] : at[-1] + len(pieces[-1])]
+    return np.concatenate(pieces) if copy else None
+
+
 def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
                        scratch: Scratch | None = None) -> list[list[CellStats]]:
     """`measure_cells` for each of ``tasks`` (the unit of work sent to a worker).
@@ -433,6 +459,8 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
     differences: list = []  # (index in pending, _Differences): their cells all at once
     by_task: list = []  # per task, its _Differences
     found = batched_differences(tasks, params, scratch)  # the small pairs' differences at once
+    area_ratios([region.pmap for t in tasks for region, _ in t.jobs  # (all at once)
+                 if isinstance(region, DifferenceRegion)])
     for t in tasks:
         by_task.append([])
         try:
@@ -512,13 +540,14 @@ def _piece_cells(values, usable, unusable, pieces: Runs, code, nv, u0, v0,
                              np.array([nv]), np.array([u0]), np.array([v0]), [params])[0]
 
 
-def _cell_pieces_many(runs_list: list, grids: list):
+def _cell_pieces_many(runs_list: list, grids: list, ranks: bool = False):
     """`_cell_pieces` of several jobs at once: (pieces, code, nv, u0, v0, run, job).
 
     The pieces of all the jobs, job after job, each job's in its cell order; ``code``,
     ``nv``, ``u0``, ``v0`` as `_cell_pieces` gives them per job (``nv``, ``u0``, ``v0`` one
     per job), ``run`` the index of each piece's run among all the jobs' runs, ``job`` its
-    job.  The same arithmetic as `_cell_pieces`, element by element.
+    job.  The same arithmetic as `_cell_pieces`, element by element.  ``ranks``: also each
+    piece's rank in run order (the runs' pixels in order), an eighth value.
     """
     nrun = np.array([len(r.rows) for r in runs_list], np.intp)
     job_of_run = np.repeat(np.arange(len(runs_list)), nrun)
@@ -565,12 +594,21 @@ def _cell_pieces_many(runs_list: list, grids: list):
     key = code + (np.cumsum(nu * nv) - nu * nv)[job]  # jobs stay in order, cells inside each
     by_cell = np.argsort(key, kind="stable")  # rows stay in order inside a cell
     pieces = Runs(all_rows[run][by_cell], start[by_cell], stop[by_cell])
+    if ranks:  # also each piece's rank in run order (the runs' pixels in order)
+        return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell], by_cell
     return pieces, code[by_cell], nv, u0, v0, run[by_cell], job[by_cell]
 
 
-def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
-                      params: list) -> list[_Pending]:
-    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job."""
+def _piece_cells_many(values: list | None, usable, unusable, pieces: Runs, code, job, nv, u0, v0,
+                      params: list, gather=None, extras=None) -> list[_Pending]:
+    """`_piece_cells` of several jobs' pieces (`_cell_pieces_many`); ``values`` one per job.
+
+    Or ``values`` None and ``gather = (source, at, base, buffers)``: the pieces' usable values
+    are ``source[at[i] : at[i] + usable[i]]``, and only the kept cells' are gathered (each
+    job's cells without gaps), all the jobs' in one array (each job's a view of it); or
+    ``source`` a list, each job's own array, where its values start at ``base[job]``.
+    ``extras``: per job its ``(inflation, whole)`` (default ``(1.0, None)``).
+    """
     out = []
     key_first = np.r_[True, (code[1:] != code[:-1]) | (job[1:] != job[:-1])]
     first = np.flatnonzero(key_first)
@@ -592,16 +630,39 @@ def _piece_cells_many(values: list, usable, unusable, pieces: Runs, code, job, n
     cx = np.bincount(piece_cell, sx, minlength=len(cells)) / np.where(keep, count, 1.0)
     cy = np.bincount(piece_cell, sy, minlength=len(cells)) / np.where(keep, count, 1.0)
     per_cell = np.add.reduceat(usable, first)
-    within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
-    cell_edges = np.searchsorted(cell_job, np.arange(len(values) + 1))
+    njobs = len(values) if values is not None else len(params)
+    cell_edges = np.searchsorted(cell_job, np.arange(njobs + 1))
+    if gather is not None:  # the kept cells' values only
+        source, at, base, buffers = gather
+        kept = keep[piece_cell]
+        per_cell = np.where(keep, per_cell, 0)
+        within = np.cumsum(per_cell) - per_cell
+        if isinstance(source, np.ndarray):  # all the jobs' at once
+            every = source[_ranges(at[kept], usable[kept], buffers)]
+            edge_at = np.r_[within, len(every)][cell_edges]
+            values = [every[lo:hi] for lo, hi in itertools.pairwise(edge_at)]
+        else:  # each job's from its own array
+            piece_edges = np.searchsorted(job, np.arange(njobs + 1))
+            values = []
+            for i, (lo, hi) in enumerate(itertools.pairwise(piece_edges)):
+                sel = np.flatnonzero(kept[lo:hi]) + lo
+                values.append(source[i][_ranges(at[sel] - base[i], usable[sel], buffers)])
+    else:
+        within = np.cumsum(per_cell) - per_cell  # from the first cell of all the jobs
     cu, cv = np.divmod(cells.astype(np.int64), nv[cell_job])
     packed = ((cu + u0[cell_job] + _OFFSET) << 21) | (cv + v0[cell_job] + _OFFSET)
-    for i in range(len(values)):
-        sl = slice(cell_edges[i], cell_edges[i + 1])
-        k = np.flatnonzero(keep[sl]) + cell_edges[i]
-        start = within[k] - within[cell_edges[i]]
-        out.append(_Pending(values[i], np.asarray(start, np.intp), np.asarray(per_cell[k], np.intp),
-                            packed[k], cx[k], cy[k], params[i]))
+    # the kept cells of all the jobs, then each job's slice of them
+    k = np.flatnonzero(keep)
+    kept_job = cell_job[k]
+    first_within = within[np.minimum(cell_edges[:-1], len(within) - 1)] if len(within) else \
+        np.zeros(njobs, within.dtype)
+    start = np.asarray(within[k] - first_within[kept_job], np.intp)
+    count, packed, cx, cy = np.asarray(per_cell[k], np.intp), packed[k], cx[k], cy[k]
+    edges = np.searchsorted(kept_job, np.arange(njobs + 1))
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        inflation, whole = (1.0, None) if extras is None else extras[i]
+        out.append(_Pending(values[i], start[lo:hi], count[lo:hi], packed[lo:hi], cx[lo:hi],
+                            cy[lo:hi], params[i], inflation, whole))
     return out
 
 
@@ -639,10 +700,6 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     (`measure.batched_differences`); ``together``: their whole statistic left to
     `_whole_statistics` (`measure.together`).
     """
-    from .differences import interpolation_inflation, pair_differences
-    from .measure import PairDifference, pair_difference
-
-    other, other_mask = load_pixels(region.loader)
     runs = region.runs
     of_differences = _without_limits(params)  # the limits were for the pixels
     if not runs:
@@ -652,6 +709,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     if found is not None:
         d, w2 = found
     else:
+        other, other_mask = load_pixels(region.loader)
         d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
                                  lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)
@@ -703,7 +761,8 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
     if not live:
         return out
     runs_of = [jobs[k].runs for k in live]
-    pieces, code, nv, u0, v0, run, job_of = _cell_pieces_many(runs_of, [jobs[k].grid for k in live])
+    pieces, code, nv, u0, v0, run, job_of, rank = _cell_pieces_many(
+        runs_of, [jobs[k].grid for k in live], ranks=True)
     lengths = pieces.stop - pieces.start
     run_len = np.concatenate([r.stop - r.start for r in runs_of])
     run_start = np.concatenate([r.start for r in runs_of])
@@ -716,20 +775,26 @@ def _difference_cells_many(jobs: list, params: StatParams, scratch: Scratch) -> 
         bad = np.concatenate(bad)
         before = np.searchsorted(bad, at)
         good = lengths - (np.searchsorted(bad, at + lengths) - before)
-        by_start = np.argsort(at)  # the pieces tile all d: each bad one is in the last before it
+        # the pieces tile all d in run order: each bad one is in the last before it
+        by_start = np.empty_like(rank)
+        by_start[rank] = np.arange(len(rank))  # (argsort(at): `at` grows with the rank)
         k = by_start[np.searchsorted(at[by_start], bad, side="right") - 1]
         unusable = (k, pieces.start[k] + (bad - at[k]))
         at = at - before  # in all the packed differences
         base = base - np.searchsorted(bad, base)
-    edges = np.searchsorted(job_of, np.arange(len(live) + 1))
-    values = []
-    for i, k in enumerate(live):  # each job's values, from its own packed differences
-        lo, hi = edges[i], edges[i + 1]
-        values.append(jobs[k].packed[_ranges(at[lo:hi] - base[i], good[lo:hi], scratch.differences)])
-    cells = _piece_cells_many(values, good, unusable, pieces, code, job_of, nv, u0, v0,
-                              [jobs[k].params for k in live])
+    # the kept cells' values: at once from the packed differences joined (consecutive views
+    # of one array, `many_pair_differences`, or small pairs copied together), else from each
+    # pair's own
+    packs = [jobs[k].packed for k in live]
+    small = sum(len(p) for p in packs) <= _JOIN_MAX * len(packs)
+    joined = _joined(packs, copy=small and len({p.dtype for p in packs}) == 1)
+    cells = _piece_cells_many(None, good, unusable, pieces, code, job_of, nv, u0, v0,
+                              [jobs[k].params for k in live],
+                              gather=(packs if joined is None else joined, at, base,
+                                      scratch.differences),
+                              extras=[(jobs[k].inflation, jobs[k].whole) for k in live])
     for i, k in enumerate(live):
-        out[k] = replace(cells[i], inflation=jobs[k].inflation, whole=jobs[k].whole)
+        out[k] = cells[i]
     return out
 
 

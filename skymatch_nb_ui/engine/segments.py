@@ -209,9 +209,11 @@ def _batched(values, start, count, params: StatParams):
     """
     m = len(start)
     total = int(count.sum())
-    contiguous = m and start[0] == 0 and np.array_equal(start[1:], start[:-1] + count[:-1])
-    if contiguous:
-        x = np.asarray(values[:total], np.float64)
+    contiguous = m and np.array_equal(start[1:], start[:-1] + count[:-1])
+    if contiguous:  # (float32 values stay float32 until their first use in float64, exact)
+        x = values[int(start[0]) : int(start[0]) + total]
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
     else:
         pos = np.repeat(start - np.cumsum(count) + count, count) + np.arange(total)
         x = values[pos].astype(np.float64)
@@ -225,6 +227,7 @@ def _batched(values, start, count, params: StatParams):
     low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     plain = math.isfinite(low) and math.isfinite(high)  # NaN and inf make either non-finite
     if params.lower is not None or params.upper is not None or not plain:
+        x = np.asarray(x, np.float64)  # (limits compared in float64)
         keep = np.isfinite(x)
         if params.lower is not None:
             keep &= x >= float(params.lower)
@@ -246,7 +249,8 @@ def _batched(values, start, count, params: StatParams):
     has = n > 0
     centre = np.zeros(m)
     centre[has] = x[first[has]]  # each segment's first value: accurate sums
-    y = x - np.repeat(centre, n)
+    y = x.astype(np.float64)  # (cast, then subtract: the same values as a mixed subtract)
+    y -= np.repeat(centre, n)
     s1, s2 = _segsum(y, first, n), _segsum(y * y, first, n)
     mean, std = _moments(n, s1, s2)
     tie = 1.0 + _TIE
@@ -261,18 +265,23 @@ def _batched(values, start, count, params: StatParams):
         hi = mean + params.usigma * std * tie
         if core is None:  # the first pass: all values
             rl, rh = np.repeat(lo, n), np.repeat(hi, n)
-            new = (y >= rl) & (y <= rh)
-            new |= ~np.repeat(active, n)
-            changed = _segsum(~new, first, n) > 0  # from the base set: only removals
+            new = np.greater_equal(y, rl)
+            new &= np.less_equal(y, rh, out=np.empty(len(y), bool))
+            del rl, rh
+            if not active.all():
+                new |= ~np.repeat(active, n)
             inset = new
             k = _segsum(new, first, n)
+            changed = k < n  # from the base set: only removals
             yi = np.where(new, y, 0.0)
             s1, s2 = _segsum(yi, first, n), _segsum(yi * yi, first, n)
             mean, std = _moments(k, s1, s2)
             # the core, inside every later pass's limits as long as they hold it
             cl = mean - 0.75 * params.lsigma * std
             ch = mean + 0.75 * params.usigma * std
-            in_core = new & (y >= np.repeat(cl, n)) & (y <= np.repeat(ch, n))
+            in_core = np.greater_equal(y, np.repeat(cl, n))
+            in_core &= np.less_equal(y, np.repeat(ch, n))
+            in_core &= new
             yc = np.where(in_core, y, 0.0)
             core = (_segsum(in_core, first, n), _segsum(yc, first, n), _segsum(yc * yc, first, n))
             fringe = np.flatnonzero(~in_core)
@@ -404,7 +413,10 @@ def _histogram_statistic(skystat, y, seg, n, ymin, h, nbins, std, which, binwidt
     hr, nb = h[rows], nbins[rows].astype(np.int64)
     width = int(nb.max())
     # bins as `stats` (values >= the minimum: truncation is the floor)
-    b = ((ys - np.repeat(ymin[rows], counts_r)) * np.repeat((1.0 + _TIE) / hr, counts_r)).astype(np.int64)
+    t = np.subtract(ys, np.repeat(ymin[rows], counts_r))
+    t *= np.repeat((1.0 + _TIE) / hr, counts_r)
+    b = t.astype(np.int64)
+    del t
     np.minimum(b, np.repeat(nb - 1, counts_r), out=b)
     b += np.repeat(np.arange(r, dtype=np.int64) * width, counts_r)
     counts = np.bincount(b, minlength=r * width).reshape(r, width).astype(np.float64)
@@ -425,19 +437,20 @@ def _modes(counts, nb, ymin, h, std, n, binwidth, alone=False):
     ``alone``: each row's result independent of the other rows (`_smoothed_peaks`).
     """
     r, width = counts.shape
-    kernel = np.array([_mode_kernel(int(k), binwidth) for k in n])
+    kernel = _kernels(n, binwidth)
     chosen_peak = np.full((r, 8), np.nan)
     chosen_err = np.full((r, 8), np.nan)
     chosen_k = np.zeros(r, np.int64)
     active = np.ones(r, bool)
     idx = np.arange(width)
+    spectra: dict = {}  # the rows' spectra by FFT size, for every level (`_spectra`)
     for level in range(8):
         if not active.any():
             break
         rows = np.flatnonzero(active)
         w = kernel[rows] / binwidth
-        peak, err = _smoothed_peaks(counts[rows], nb[rows], w, h[rows], std[rows], n[rows],
-                                    kernel[rows], idx, alone)
+        peak, err = _smoothed_peaks(counts, rows, nb[rows], w, h[rows], std[rows], n[rows],
+                                    kernel[rows], idx, alone, spectra)
         prev = chosen_peak[rows, :level]
         moved = np.any(np.abs(peak[:, None] - prev) * h[rows, None]
                        > _MODE_STAY * chosen_err[rows, :level], axis=1)
@@ -463,8 +476,8 @@ def _modes(counts, nb, ymin, h, std, n, binwidth, alone=False):
     return value, err
 
 
-def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
-    """`stats._smoothed_peak` per row: (peak in bins or NaN, error in data units).
+def _smoothed_peaks(counts, rows, nb, w, h, std, n, kernel, idx, alone=False, spectra=None):
+    """`stats._smoothed_peak` per row ``rows`` of ``counts``: (peak in bins or NaN, error in data units).
 
     The rows are smoothed together by FFT, of a size that fits the widest histogram and
     kernel.  ``alone``: each row's bits independent of the other rows: each is smoothed by
@@ -472,8 +485,13 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
     rows are the same numbers however many there are), and the error's sums run along its
     own bins in order (`np.cumsum`), not over the width of the widest row (numpy's pairwise
     sums group the terms by the row's length).
+
+    (An FFT's rows are transformed one by one: a row's spectrum is the same numbers whatever
+    the other rows.  So the kernels' spectra are taken once per kernel width, and the
+    histograms' once per FFT size for all the levels of `_modes` (``spectra``).)
     """
-    r, width = counts.shape
+    r, width = len(rows), counts.shape[1]
+    spectra = {} if spectra is None else spectra
     reach = np.ceil(_REACH * w).astype(np.int64)
     if alone:
         need = np.maximum(nb + reach + 1, 2 * reach + 2)
@@ -483,24 +501,27 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
         need = max(width + int(reach.max()) + 1, 2 * int(reach.max()) + 2)
         groups = [None]
         sizes = [1 << math.ceil(math.log2(need))]
-    smooth = np.full((r, width), -np.inf)
-    for rows, size in zip(groups, np.unique(sizes) if alone else sizes):
-        part = slice(None) if rows is None else rows
-        span = width if rows is None else min(width, int(nb[rows].max()))
-        # the kernel at circular offsets -R..R (zero beyond each row's reach), placed at
-        # their columns: the same values as over all the columns, where the rest are zeros
-        most = int(reach[part].max())
-        d = np.arange(-most, most + 1)
-        near = np.exp(-0.5 * (d[None, :] / w[part, None]) ** 2)
-        near[np.abs(d)[None, :] > reach[part, None]] = 0.0
-        kern = np.zeros((len(near), size))
-        kern[:, d % size] = near
-        padded = np.zeros((len(kern), size))
-        padded[:, :span] = counts[part, :span]
-        smooth[part, :span] = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(kern, axis=1),
-                                           n=int(size), axis=1)[:, :span]
-    inside = idx[None, :] < nb[:, None]
-    smooth = np.where(inside, smooth, -np.inf)
+    smooth = np.empty((r, width))  # (-inf beyond each row's bins, below)
+    for part, size in zip(groups, np.unique(sizes) if alone else sizes):
+        size = int(size)
+        part = slice(None) if part is None else part
+        span = width if not alone else min(width, int(nb[part].max()))
+        # the kernel at circular offsets -R..R (zero beyond its reach), placed at their
+        # columns: the same values as over all the columns, where the rest are zeros; one
+        # per kernel width (exp(-x**2/2) of -x is that of x: the half 0..R mirrored)
+        wu, which = np.unique(w[part], return_inverse=True)
+        ru = np.ceil(_REACH * wu).astype(np.int64)
+        most = int(ru.max())
+        j = np.arange(most + 1)
+        half = np.exp(-0.5 * (j[None, :] / wu[:, None]) ** 2)
+        half[j[None, :] > ru[:, None]] = 0.0
+        kern = np.zeros((len(wu), size))
+        kern[:, : most + 1] = half
+        if most:
+            kern[:, size - most :] = half[:, most:0:-1]
+        product = _spectra(counts, rows[part], size, spectra) * np.fft.rfft(kern, axis=1)[which]
+        smooth[part, :span] = np.fft.irfft(product, n=size, axis=1)[:, :span]
+    np.copyto(smooth, -np.inf, where=idx[None, :] >= nb[:, None])
     k = np.argmax(smooth, axis=1)
     peak = np.full(r, np.nan)
     err = np.full(r, np.nan)
@@ -518,22 +539,63 @@ def _smoothed_peaks(counts, nb, w, h, std, n, kernel, idx, alone=False):
     pk = kk + 0.5 + vertex
     u = idx[None, :] + 0.5 - pk[:, None]
     ww = w[rr, None]
-    g = np.exp(-0.5 * (u / ww) ** 2)
-    c = counts[rr]
+    q = (u / ww) ** 2
+    g = np.exp(-0.5 * q)
+    c = counts[rows[rr]]
+    q -= 1.0  # ((u / ww) ** 2 - 1.0)
     if alone:  # each row's own bins, in order
         last = nb[rr, None] - 1
         slope = np.take_along_axis(np.cumsum(c * (u * g) ** 2, axis=1), last, axis=1)[:, 0]
-        curvature = np.take_along_axis(np.cumsum(c * ((u / ww) ** 2 - 1.0) * g, axis=1), last,
-                                       axis=1)[:, 0]
+        curvature = np.take_along_axis(np.cumsum(c * q * g, axis=1), last, axis=1)[:, 0]
     else:
         slope = np.sum(c * (u * g) ** 2, axis=1)
-        curvature = np.sum(c * ((u / ww) ** 2 - 1.0) * g, axis=1)
+        curvature = np.sum(c * q * g, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         bins_err = np.where(curvature < 0, np.sqrt(slope) / -curvature, np.inf)
     gaussian = std[rr] * np.sqrt(_gaussian_mode_variance(kernel[rr]) / n[rr])
     peak[rr] = pk
     err[rr] = np.minimum(np.maximum(h[rr] * bins_err, gaussian), std[rr])
     return peak, err
+
+
+def _spectra(counts, rows, size: int, spectra: dict):
+    """The spectra (``rfft``) of ``counts``' ``rows``, each zero-padded to ``size`` bins.
+
+    Kept in ``spectra`` by size (for the next levels of `_modes`), made for the rows that
+    have none yet.  (Each row's columns beyond its bins are zeros: cut at ``size``, as
+    `_smoothed_peaks` cuts them at its span.)
+    """
+    found = spectra.get(size)
+    if found is None:
+        found = spectra[size] = (np.empty((len(counts), size // 2 + 1), complex),
+                                 np.zeros(len(counts), bool))
+    table, done = found
+    missing = rows[~done[rows]]
+    if len(missing):
+        padded = np.zeros((len(missing), size))
+        cut = min(size, counts.shape[1])
+        padded[:, :cut] = counts[missing, :cut]
+        table[missing] = np.fft.rfft(padded, axis=1)
+        done[missing] = True
+    return table[rows]
+
+
+_KERNELS: dict = {}
+
+
+def _kernels(n, binwidth: float) -> np.ndarray:
+    """`stats._mode_kernel` of each count ``n`` (the same floats, remembered per count)."""
+    counts, which = np.unique(np.asarray(n).astype(np.int64), return_inverse=True)
+    out = np.empty(len(counts))
+    for i, k in enumerate(counts.tolist()):
+        key = (k, binwidth)
+        found = _KERNELS.get(key)
+        if found is None:
+            if len(_KERNELS) > 1 << 16:
+                _KERNELS.clear()
+            found = _KERNELS[key] = _mode_kernel(k, binwidth)
+        out[i] = found
+    return out[which]
 
 
 def _gaussian_mode_variance(kernel):

@@ -326,3 +326,37 @@ def test_the_task_pipe_hands_out_every_task_once_in_order():
         finally:
             tasks.close()
         assert taken == order
+
+
+@linux_only
+def test_a_childs_large_result_does_not_wait_for_this_process_to_read_it():
+    # a result over a default pipe's 64 KiB: the child goes on to its next task while this
+    # process is busy with a long one (the pipe is widened, `_fork._widen`)
+    found = run_fresh("""
+        import json, os, time
+        import numpy as np
+        from skymatch_nb_ui.engine import _fork
+
+        parent = os.getpid()
+
+        def task(k):
+            if os.getpid() == parent:
+                time.sleep(1.0)  # this process's one long task
+                return None
+            time.sleep(0.05)
+            return (time.monotonic(), np.full(12_000, float(k)))  # 96 KB
+
+        got = {}
+        start = time.monotonic()
+        _fork.fork_map(task, [(k,) for k in range(8)], range(8), 2,
+                       on_result=got.__setitem__, check=lambda: None)
+        child = [v for v in got.values() if v is not None]
+        print(json.dumps({
+            "all": sorted(got) == list(range(8)),
+            "values": all(float(v[1][0]) == k for k, v in got.items() if v is not None),
+            "children_tasks": len(child),
+            "child_done_before_ours": max(v[0] for v in child) - start < 0.9,
+        }))
+    """)
+    assert found == {"all": True, "values": True, "children_tasks": 7,
+                     "child_done_before_ours": True}

@@ -360,3 +360,45 @@ def test_a_childs_large_result_does_not_wait_for_this_process_to_read_it():
     """)
     assert found == {"all": True, "values": True, "children_tasks": 7,
                      "child_done_before_ours": True}
+
+
+@linux_only
+def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
+    found = run_fresh("""
+        import json, numpy as np
+        from skymatch_nb_ui import SkyMatcher
+        from skymatch_nb_ui.engine import _execute
+        from skymatch_nb_ui.engine._execute import GEOMETRY_FORK_FROM
+        from skymatch_nb_ui.engine.geometry import mosaic_geometry
+        from skymatch_nb_ui.testing import make_mosaic
+
+        stages = []
+        original = _execute.fork_map
+        def spy(function, arguments, order, workers, **options):
+            stages.append(function.__name__)
+            return original(function, arguments, order, workers, **options)
+        _execute.fork_map = spy
+
+        m = make_mosaic((7, 8), shape=(48, 40), noise=1.0, rotation=5, jitter=2, seed=3)
+        assert len(m.images) >= GEOMETRY_FORK_FROM
+        events = []
+        matcher = SkyMatcher(m.images, m.wcs, scheduler="processes", workers=2)
+        result = matcher.run(skystat="mean", progress=events.append)
+        forked = matcher.geometry
+        alone = mosaic_geometry(matcher._wcs, matcher._shapes)
+        same = list(forked.runs) == list(alone.runs) and all(
+            np.array_equal(getattr(forked.runs[k], f), getattr(alone.runs[k], f))
+            for k in alone.runs for f in ("rows", "start", "stop"))
+        serial = SkyMatcher(m.images, m.wcs, scheduler="serial").run(skystat="mean")
+        geometry = [(e.done, e.total) for e in events if e.stage == "geometry"]
+        print(json.dumps({
+            "forked": stages[:1],
+            "same_runs": same,
+            "same_sky": np.array_equal(result.sky, serial.sky),
+            "progress": [d for d, _ in geometry] == sorted(d for d, _ in geometry)
+                        and {t for _, t in geometry} == {2 * len(m.images)}
+                        and geometry[-1][0] == 2 * len(m.images),
+        }))
+    """)
+    assert found == {"forked": ["overlap_runs"], "same_runs": True, "same_sky": True,
+                     "progress": True}

@@ -182,7 +182,15 @@ class SkyMatcher:
                     if done % 16 == 0 or done == total:
                         execution.check("geometry", done, total)
                         execution.report("geometry", done, total)
-            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize, step=step)
+            run = None
+            kind = execution.geometry_kind(len(self)) if execution is not None else "serial"
+            if kind != "serial":
+                def run(function, arguments):  # one task per image with neighbours
+                    n = len(self)
+                    return execution.map("geometry", function, arguments, units=[1] * len(arguments),
+                                         kind=kind, counted=(n, 2 * n))
+            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize, step=step,
+                                             run=run)
         elif execution is not None:
             execution.report("geometry", 2 * len(self), 2 * len(self))
         return self._geometry

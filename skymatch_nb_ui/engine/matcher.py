@@ -135,6 +135,7 @@ class SkyMatcher:
         self._differences: dict = {}  # (statistics key, sampled, other) -> PairDifference
         self._maps: dict = {}  # (sampled, other) -> PixelMap
         self._shared: dict = {}  # labels -> SharedSides
+        self._sampled_pairs: dict = {}  # (a, b) and (b, a) -> `_sampled(a, b)`
         self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
@@ -383,6 +384,7 @@ class SkyMatcher:
             self._differences.clear()
             self._maps.clear()
             self._shared.clear()
+            self._sampled_pairs.clear()
 
     def _pair_covariances(self, pairs, grouping: Grouping):
         """The pairs' covariances for the robust solve and for the errors.
@@ -549,12 +551,17 @@ class SkyMatcher:
         interpolated; on a tie, the one whose footprint centre comes first (by its unit
         vector), so that the choice does not depend on the order of the images.
         """
-        geo = self.geometry
-        na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
-        if na != nb:
-            return (a, b) if na > nb else (b, a)
-        ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
-        return (a, b) if (ca, a) <= (cb, b) else (b, a)
+        found = self._sampled_pairs.get((a, b))  # (asked ~6 times per pair by a plane run)
+        if found is None:
+            geo = self.geometry
+            na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
+            if na != nb:
+                found = (a, b) if na > nb else (b, a)
+            else:
+                ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
+                found = (a, b) if (ca, a) <= (cb, b) else (b, a)
+            self._sampled_pairs[(a, b)] = self._sampled_pairs[(b, a)] = found
+        return found
 
     def _difference(self, key: tuple, a: int, b: int) -> PairDifference:
         """Image a's sky minus image b's over their overlap (measured one way or the other)."""

@@ -379,7 +379,7 @@ def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
             return original(function, arguments, order, workers, **options)
         _execute.fork_map = spy
 
-        m = make_mosaic((7, 8), shape=(48, 40), noise=1.0, rotation=5, jitter=2, seed=3)
+        m = make_mosaic((12, 11), shape=(40, 36), noise=1.0, rotation=5, jitter=2, seed=3)
         assert len(m.images) >= GEOMETRY_FORK_FROM
         events = []
         matcher = SkyMatcher(m.images, m.wcs, scheduler="processes", workers=2)

@@ -86,8 +86,10 @@ FORK_IDLE = 0.5
 FORK_DIFFERENCES_FROM = 4_000_000
 
 #: Images from which stage 1's overlaps are computed in forked workers too
-#: (`Execution.geometry_kind`).
-GEOMETRY_FORK_FROM = 48
+#: (`Execution.geometry_kind`): N = 256 images of 256 x 256 gained (this process's CPU for
+#: stage 1: 0.25-0.30 s one by one, 0.15-0.23 s forked); N = 64 of 1024 x 1024 did not (0.08
+#: s either way: fewer overlaps to compute, and larger ones to send back and fault in).
+GEOMETRY_FORK_FROM = 128
 
 #: Pixels of the tasks measured together in one batch (`batches_of`; at least `MIN_BATCHES`
 #: batches when there are that many tasks: balance on threads or processes).
@@ -265,13 +267,13 @@ class Execution:
     def geometry_kind(self, images: int) -> str:
         """What runs stage 1's overlap tasks (one per image, `geometry.overlap_runs`): fork or serial.
 
-        They need the images' WCS only, never their pixels, and their results are small
-        (each overlap's row intervals): a forked worker computes half of them when the
-        statistics' scheduler would fork (``"processes"`` when forking is safe; ``"auto"``
-        while a core is idle too), from `GEOMETRY_FORK_FROM` images (N = 256 images of
-        256 x 256: 0.2-0.25 s of overlaps one by one; a fork and its copy-on-write faults
-        cost 0.01-0.03 s).  Threads would gain nothing (pure Python holds the GIL); a pool's
-        or a cluster's workers would need every footprint and WCS sent: here.
+        They need the images' WCS only, never their pixels: a forked worker computes half of
+        them when the statistics' scheduler would fork (``"processes"`` when forking is safe;
+        ``"auto"`` while a core is idle too), from `GEOMETRY_FORK_FROM` images.  A fork and
+        its copy-on-write faults cost 0.01-0.03 s, and the worker's overlaps come back
+        pickled (their row intervals: ~2 MB per 100 overlaps of 1,000 rows), so a few large
+        images stay here.  Threads would gain nothing (pure Python holds the GIL); a pool's or
+        a cluster's workers would need every footprint and WCS sent: here.
         """
         s = self.scheduler
         if (not isinstance(s, str) or s not in ("auto", "processes") or self.workers == 1

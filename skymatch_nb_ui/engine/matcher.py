@@ -136,6 +136,7 @@ class SkyMatcher:
         self._maps: dict = {}  # (sampled, other) -> PixelMap
         self._shared: dict = {}  # labels -> SharedSides
         self._sampled_pairs: dict = {}  # (a, b) and (b, a) -> `_sampled(a, b)`
+        self._overlaps: dict = {}  # labels -> `input_overlaps`
         self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
@@ -340,7 +341,7 @@ class SkyMatcher:
                 self._planes = PlaneStage(self._wcs, self._shapes, geometry.footprints)
             stage = self._planes
             stage.use_geometry(geometry)
-            layout = stage.layout(geometry, grouping)
+            layout = stage.layout(geometry, grouping, self._input_overlaps(grouping))
             sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
             key = params.key("statistics")
 
@@ -355,7 +356,7 @@ class SkyMatcher:
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
                 pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
             else:
-                pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
+                pairs = input_pair_stats(self._input_overlaps(grouping), None)
             execution.check("solve")
             execution.report("solve", 0, 1)
             equations = stage.equations(layout, params, pairs, sampled) if matching else None
@@ -385,6 +386,7 @@ class SkyMatcher:
             self._maps.clear()
             self._shared.clear()
             self._sampled_pairs.clear()
+            self._overlaps.clear()
 
     def _pair_covariances(self, pairs, grouping: Grouping):
         """The pairs' covariances for the robust solve and for the errors.
@@ -398,11 +400,18 @@ class SkyMatcher:
                                            error_covariance(shared, pairs))
         return found
 
+    def _input_overlaps(self, grouping: Grouping) -> dict:
+        """`input_overlaps` of the geometry for ``grouping`` (kept: several stages ask)."""
+        labels = tuple(grouping.label_of.tolist())
+        if labels not in self._overlaps:
+            self._overlaps[labels] = input_overlaps(self.geometry.runs, grouping.label_of)
+        return self._overlaps[labels]
+
     def _shared_sides(self, grouping: Grouping) -> SharedSides:
         """Which sides of the input pairs share pixels (for the pairs' covariance)."""
         labels = tuple(grouping.label_of)
         if labels not in self._shared:
-            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            overlaps = self._input_overlaps(grouping)
             keys = [(g, h) for g, h in overlaps if g < h]
             self._shared[labels] = shared_sides(overlaps, keys, self.geometry.runs, self._shapes)
         return self._shared[labels]
@@ -422,7 +431,7 @@ class SkyMatcher:
         compared: list = []
         differences = params.compare == "differences"
         if pairs is None:
-            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            overlaps = self._input_overlaps(grouping)
             if matching and differences:
                 compared = [self._sampled(a, b) for (g, h), side in overlaps.items() if g < h
                             for a, bs in side.items() for b in bs]

@@ -119,15 +119,19 @@ class PlaneStage:
         self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
 
     # -- stage 1 for planes ------------------------------------------------------------------
-    def layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
-        """Frames, maps, centres and the pairs' cell grids for ``grouping`` (cached)."""
+    def layout(self, geometry: Geometry, grouping: Grouping, overlaps: dict | None = None) -> _Layout:
+        """Frames, maps, centres and the pairs' cell grids for ``grouping`` (cached).
+
+        ``overlaps``: `input_overlaps` of ``geometry`` for ``grouping``, if known.
+        """
         labels = tuple(grouping.label_of.tolist())
         if labels not in self._layouts:
-            self._layouts[labels] = self._make_layout(geometry, grouping)
+            self._layouts[labels] = self._make_layout(geometry, grouping, overlaps)
         return self._layouts[labels]
 
-    def _make_layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
-        overlaps = input_overlaps(geometry.runs, grouping.label_of)
+    def _make_layout(self, geometry: Geometry, grouping: Grouping, overlaps=None) -> _Layout:
+        if overlaps is None:
+            overlaps = input_overlaps(geometry.runs, grouping.label_of)
         keys = [(g, h) for g, h in overlaps if g < h]
         n = len(grouping)
         comp = components(n, np.array([k[0] for k in keys], np.intp),

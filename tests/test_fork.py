@@ -326,3 +326,79 @@ def test_the_task_pipe_hands_out_every_task_once_in_order():
         finally:
             tasks.close()
         assert taken == order
+
+
+@linux_only
+def test_a_childs_large_result_does_not_wait_for_this_process_to_read_it():
+    # a result over a default pipe's 64 KiB: the child goes on to its next task while this
+    # process is busy with a long one (the pipe is widened, `_fork._widen`)
+    found = run_fresh("""
+        import json, os, time
+        import numpy as np
+        from skymatch_nb_ui.engine import _fork
+
+        parent = os.getpid()
+
+        def task(k):
+            if os.getpid() == parent:
+                time.sleep(1.0)  # this process's one long task
+                return None
+            time.sleep(0.05)
+            return (time.monotonic(), np.full(12_000, float(k)))  # 96 KB
+
+        got = {}
+        start = time.monotonic()
+        _fork.fork_map(task, [(k,) for k in range(8)], range(8), 2,
+                       on_result=got.__setitem__, check=lambda: None)
+        child = [v for v in got.values() if v is not None]
+        print(json.dumps({
+            "all": sorted(got) == list(range(8)),
+            "values": all(float(v[1][0]) == k for k, v in got.items() if v is not None),
+            "children_tasks": len(child),
+            "child_done_before_ours": max(v[0] for v in child) - start < 0.9,
+        }))
+    """)
+    assert found == {"all": True, "values": True, "children_tasks": 7,
+                     "child_done_before_ours": True}
+
+
+@linux_only
+def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
+    found = run_fresh("""
+        import json, numpy as np
+        from skymatch_nb_ui import SkyMatcher
+        from skymatch_nb_ui.engine import _execute
+        from skymatch_nb_ui.engine._execute import GEOMETRY_FORK_FROM
+        from skymatch_nb_ui.engine.geometry import mosaic_geometry
+        from skymatch_nb_ui.testing import make_mosaic
+
+        stages = []
+        original = _execute.fork_map
+        def spy(function, arguments, order, workers, **options):
+            stages.append(function.__name__)
+            return original(function, arguments, order, workers, **options)
+        _execute.fork_map = spy
+
+        m = make_mosaic((12, 11), shape=(40, 36), noise=1.0, rotation=5, jitter=2, seed=3)
+        assert len(m.images) >= GEOMETRY_FORK_FROM
+        events = []
+        matcher = SkyMatcher(m.images, m.wcs, scheduler="processes", workers=2)
+        result = matcher.run(skystat="mean", progress=events.append)
+        forked = matcher.geometry
+        alone = mosaic_geometry(matcher._wcs, matcher._shapes)
+        same = list(forked.runs) == list(alone.runs) and all(
+            np.array_equal(getattr(forked.runs[k], f), getattr(alone.runs[k], f))
+            for k in alone.runs for f in ("rows", "start", "stop"))
+        serial = SkyMatcher(m.images, m.wcs, scheduler="serial").run(skystat="mean")
+        geometry = [(e.done, e.total) for e in events if e.stage == "geometry"]
+        print(json.dumps({
+            "forked": stages[:1],
+            "same_runs": same,
+            "same_sky": np.array_equal(result.sky, serial.sky),
+            "progress": [d for d, _ in geometry] == sorted(d for d, _ in geometry)
+                        and {t for _, t in geometry} == {2 * len(m.images)}
+                        and geometry[-1][0] == 2 * len(m.images),
+        }))
+    """)
+    assert found == {"forked": ["overlap_runs"], "same_runs": True, "same_sky": True,
+                     "progress": True}

@@ -536,6 +536,42 @@ def test_pixels_in_many_run_sets_at_once_are_those_of_each_set():
     assert _contains_many(sets, px[:0], py[:0]).shape == (5, 0)
 
 
+def test_the_inputs_holding_each_pixel_of_many_images_are_counted_at_once():
+    """`_input_counts` (all images at once) against painted masks, image by image."""
+    from skymatch_nb_ui.engine.geometry import Runs
+    from skymatch_nb_ui.engine.plane_match import _input_counts
+
+    rng = np.random.default_rng(9)
+    sets, inputs, px, py, expected = [], [], [], [], []
+    for image in range(7):
+        shape = (int(rng.integers(20, 45)), int(rng.integers(20, 60)))
+        n_sets = [0, 1, 3, 5, 2, 4, 6][image]
+        image_sets, masks = [], []
+        for _ in range(n_sets):
+            rows, start, stop = [], [], []
+            mask = np.zeros(shape, bool)
+            for y in sorted(rng.choice(shape[0], shape[0] // 2, replace=False)):
+                edges = np.sort(rng.choice(shape[1] + 1, 4, replace=False))
+                for lo, hi in ((edges[0], edges[1]), (edges[2], edges[3])):
+                    rows.append(y), start.append(lo), stop.append(hi)
+                    mask[y, lo:hi] = True
+            image_sets.append(Runs(np.array(rows, np.intp), np.array(start, np.intp),
+                                   np.array(stop, np.intp)))
+            masks.append(mask)
+        labels = rng.integers(0, 3, n_sets)  # several sets of one input count once
+        n = [30, 0, 50, 40, 10, 25, 60][image]
+        x, y = rng.integers(0, shape[1], n), rng.integers(0, shape[0], n)
+        held = [np.any([masks[k][y, x] for k in np.flatnonzero(labels == g)], axis=0)
+                if np.any(labels == g) else np.zeros(n, bool) for g in range(3)]
+        sets.append(image_sets), inputs.append(labels), px.append(x), py.append(y)
+        expected.append(np.sum(held, axis=0) if n_sets else np.zeros(n, int))
+    got = _input_counts(sets, inputs, px, py)
+    assert len(got) == 7
+    for k in range(7):
+        assert np.array_equal(got[k], expected[k]), k
+    assert [len(c) for c in _input_counts([[]], [np.empty(0, int)], px[:1], py[:1])] == [30]
+
+
 def test_whole_overlaps_measured_together_give_the_planes_and_fallbacks_of_one_by_one(monkeypatch):
     """Mosaics of many small pairs measure the pairs' whole overlaps together
     (`measure.TOGETHER_FROM`): the same planes to ~1e-9 of their errors, the same

@@ -97,6 +97,7 @@ def fork_map(
 
         for _ in range(max(0, workers - 1)):
             receive, send = Pipe(duplex=False)
+            _widen(send.fileno())
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*multi-threaded.*fork",
                                         category=DeprecationWarning)
@@ -203,6 +204,27 @@ class _TaskPipe:
 
     def close(self) -> None:
         os.close(self.read)
+
+
+#: Bytes a child's result pipe can hold (`_widen`): results up to this size never wait for
+#: this process to read them.
+RESULT_PIPE = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe ``fd`` hold `RESULT_PIPE` bytes (where the system allows; else as it is).
+
+    A pipe holds 64 KiB by default, and a child's ``send`` of a larger result blocks until
+    this process reads it, which it does only between its own tasks: the child then sits
+    idle for up to one of them (N = 256 planes: a batch's cell statistics pickle to ~94 KB,
+    and the child idled ~0.2 s of its ~0.9 s).
+    """
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, RESULT_PIPE)
+    except (ImportError, AttributeError, OSError):  # not Linux, or over the system's limit
+        pass
 
 
 def _child(function, arguments, take, send, receive) -> None:

@@ -702,12 +702,16 @@ def mosaic_geometry(
     stepsize: int | None = None,
     *,
     step: Callable[[int, int], None] | None = None,
+    run: Callable[[Callable, list[tuple]], list] | None = None,
 ) -> Geometry:
     """Stage 1: the footprint of every image and the pixels of every overlap.
 
     Only the images' WCS and shapes are needed, never their pixels.  ``step(done, total)``,
     if given, is called as the work goes (``total``: twice the number of images, one step
-    for each image's footprint and one for its overlaps); it may raise to stop.
+    for each image's footprint and one for its overlaps); it may raise to stop.  ``run``, if
+    given, computes the overlaps of the images that have neighbours, one independent task per
+    image: ``run(overlap_runs, arguments)`` returns ``[overlap_runs(*args) for args in
+    arguments]`` (e.g. in forked workers, `SkyMatcher`; it reports their steps itself).
 
     Raises
     ------
@@ -735,10 +739,17 @@ def mosaic_geometry(
         neighbours[int(i)].append(int(j))
         neighbours[int(j)].append(int(i))
     runs = {}
-    for a, others in neighbours.items():
-        step(len(shapes) + a, 2 * len(shapes))
-        if others:
-            found = overlap_runs(a, others, footprints, wcs[a], shapes[a])
-            runs.update({(a, b): r for b, r in found.items()})
+    if run is not None:
+        jobs = [(a, others) for a, others in neighbours.items() if others]
+        found = run(overlap_runs, [(a, others, footprints, wcs[a], shapes[a])
+                                   for a, others in jobs])
+        for (a, _), image_runs in zip(jobs, found):
+            runs.update({(a, b): r for b, r in image_runs.items()})
+    else:
+        for a, others in neighbours.items():
+            step(len(shapes) + a, 2 * len(shapes))
+            if others:
+                found = overlap_runs(a, others, footprints, wcs[a], shapes[a])
+                runs.update({(a, b): r for b, r in found.items()})
     step(2 * len(shapes), 2 * len(shapes))
     return Geometry(footprints=footprints, runs=runs)

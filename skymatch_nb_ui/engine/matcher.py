@@ -135,6 +135,8 @@ class SkyMatcher:
         self._differences: dict = {}  # (statistics key, sampled, other) -> PairDifference
         self._maps: dict = {}  # (sampled, other) -> PixelMap
         self._shared: dict = {}  # labels -> SharedSides
+        self._sampled_pairs: dict = {}  # (a, b) and (b, a) -> `_sampled(a, b)`
+        self._overlaps: dict = {}  # labels -> `input_overlaps`
         self._lock = threading.RLock()  # runs from several threads take turns
 
     def __len__(self) -> int:
@@ -182,7 +184,15 @@ class SkyMatcher:
                     if done % 16 == 0 or done == total:
                         execution.check("geometry", done, total)
                         execution.report("geometry", done, total)
-            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize, step=step)
+            run = None
+            kind = execution.geometry_kind(len(self)) if execution is not None else "serial"
+            if kind != "serial":
+                def run(function, arguments):  # one task per image with neighbours
+                    n = len(self)
+                    return execution.map("geometry", function, arguments, units=[1] * len(arguments),
+                                         kind=kind, counted=(n, 2 * n))
+            self._geometry = mosaic_geometry(self._wcs, self._shapes, self._stepsize, step=step,
+                                             run=run)
         elif execution is not None:
             execution.report("geometry", 2 * len(self), 2 * len(self))
         return self._geometry
@@ -331,7 +341,7 @@ class SkyMatcher:
                 self._planes = PlaneStage(self._wcs, self._shapes, geometry.footprints)
             stage = self._planes
             stage.use_geometry(geometry)
-            layout = stage.layout(geometry, grouping)
+            layout = stage.layout(geometry, grouping, self._input_overlaps(grouping))
             sampled = getattr(self, "_sampled", None)  # compare="differences" (issue 11)
             key = params.key("statistics")
 
@@ -346,7 +356,7 @@ class SkyMatcher:
             if matching:  # the whole overlaps' statistics: the pair table, and the fallbacks
                 pairs = self._statistics(params.replace(skymethod="match"), grouping, execution)[0]
             else:
-                pairs = input_pair_stats(input_overlaps(geometry.runs, grouping.label_of), None)
+                pairs = input_pair_stats(self._input_overlaps(grouping), None)
             execution.check("solve")
             execution.report("solve", 0, 1)
             equations = stage.equations(layout, params, pairs, sampled) if matching else None
@@ -375,6 +385,8 @@ class SkyMatcher:
             self._differences.clear()
             self._maps.clear()
             self._shared.clear()
+            self._sampled_pairs.clear()
+            self._overlaps.clear()
 
     def _pair_covariances(self, pairs, grouping: Grouping):
         """The pairs' covariances for the robust solve and for the errors.
@@ -388,11 +400,18 @@ class SkyMatcher:
                                            error_covariance(shared, pairs))
         return found
 
+    def _input_overlaps(self, grouping: Grouping) -> dict:
+        """`input_overlaps` of the geometry for ``grouping`` (kept: several stages ask)."""
+        labels = tuple(grouping.label_of.tolist())
+        if labels not in self._overlaps:
+            self._overlaps[labels] = input_overlaps(self.geometry.runs, grouping.label_of)
+        return self._overlaps[labels]
+
     def _shared_sides(self, grouping: Grouping) -> SharedSides:
         """Which sides of the input pairs share pixels (for the pairs' covariance)."""
         labels = tuple(grouping.label_of)
         if labels not in self._shared:
-            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            overlaps = self._input_overlaps(grouping)
             keys = [(g, h) for g, h in overlaps if g < h]
             self._shared[labels] = shared_sides(overlaps, keys, self.geometry.runs, self._shapes)
         return self._shared[labels]
@@ -412,7 +431,7 @@ class SkyMatcher:
         compared: list = []
         differences = params.compare == "differences"
         if pairs is None:
-            overlaps = input_overlaps(self.geometry.runs, grouping.label_of)
+            overlaps = self._input_overlaps(grouping)
             if matching and differences:
                 compared = [self._sampled(a, b) for (g, h), side in overlaps.items() if g < h
                             for a, bs in side.items() for b in bs]
@@ -541,12 +560,17 @@ class SkyMatcher:
         interpolated; on a tie, the one whose footprint centre comes first (by its unit
         vector), so that the choice does not depend on the order of the images.
         """
-        geo = self.geometry
-        na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
-        if na != nb:
-            return (a, b) if na > nb else (b, a)
-        ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
-        return (a, b) if (ca, a) <= (cb, b) else (b, a)
+        found = self._sampled_pairs.get((a, b))  # (asked ~6 times per pair by a plane run)
+        if found is None:
+            geo = self.geometry
+            na, nb = geo.runs[(a, b)].npix, geo.runs[(b, a)].npix
+            if na != nb:
+                found = (a, b) if na > nb else (b, a)
+            else:
+                ca, cb = tuple(geo.footprints[a].center), tuple(geo.footprints[b].center)
+                found = (a, b) if (ca, a) <= (cb, b) else (b, a)
+            self._sampled_pairs[(a, b)] = self._sampled_pairs[(b, a)] = found
+        return found
 
     def _difference(self, key: tuple, a: int, b: int) -> PairDifference:
         """Image a's sky minus image b's over their overlap (measured one way or the other)."""

@@ -119,15 +119,19 @@ class PlaneStage:
         self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
 
     # -- stage 1 for planes ------------------------------------------------------------------
-    def layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
-        """Frames, maps, centres and the pairs' cell grids for ``grouping`` (cached)."""
+    def layout(self, geometry: Geometry, grouping: Grouping, overlaps: dict | None = None) -> _Layout:
+        """Frames, maps, centres and the pairs' cell grids for ``grouping`` (cached).
+
+        ``overlaps``: `input_overlaps` of ``geometry`` for ``grouping``, if known.
+        """
         labels = tuple(grouping.label_of.tolist())
         if labels not in self._layouts:
-            self._layouts[labels] = self._make_layout(geometry, grouping)
+            self._layouts[labels] = self._make_layout(geometry, grouping, overlaps)
         return self._layouts[labels]
 
-    def _make_layout(self, geometry: Geometry, grouping: Grouping) -> _Layout:
-        overlaps = input_overlaps(geometry.runs, grouping.label_of)
+    def _make_layout(self, geometry: Geometry, grouping: Grouping, overlaps=None) -> _Layout:
+        if overlaps is None:
+            overlaps = input_overlaps(geometry.runs, grouping.label_of)
         keys = [(g, h) for g, h in overlaps if g < h]
         n = len(grouping)
         comp = components(n, np.array([k[0] for k in keys], np.intp),
@@ -445,23 +449,18 @@ class PlaneStage:
         for plan in layout.plans:
             for _, a, ck in self._cell_keys(plan, key, sampled):
                 per_image.setdefault(a, []).append(ck)
+        images = list(per_image)
+        cells = [[self.cells[ck] for ck in per_image[a]] for a in images]
+        px = [np.rint(np.concatenate([c.x for c in cs])).astype(np.intp) for cs in cells]
+        py = [np.rint(np.concatenate([c.y for c in cs])).astype(np.intp) for cs in cells]
+        others = [partners.get(a, []) for a in images]
+        counts = _input_counts([[runs[(a, b)] for b in bs] for a, bs in zip(images, others)],
+                               [layout.image_input[bs] for bs in others], px, py)
         out = {}
-        for a, cks in per_image.items():  # all an image's cells at once
-            cells = [self.cells[ck] for ck in cks]
-            px = np.rint(np.concatenate([c.x for c in cells])).astype(np.intp)
-            py = np.rint(np.concatenate([c.y for c in cells])).astype(np.intp)
-            others = partners.get(a, [])
-            inside = _contains_many([runs[(a, b)] for b in others], px, py)
-            if len(others):  # per input, whether any of its images holds the pixel
-                inputs = layout.image_input[others]
-                order = np.argsort(inputs, kind="stable")
-                first = np.flatnonzero(np.r_[True, np.diff(inputs[order]) != 0])
-                count = np.logical_or.reduceat(inside[order], first, axis=0).sum(axis=0)
-            else:
-                count = np.ones(len(px))
+        for a, cs, count in zip(images, cells, counts):
             count = np.maximum(count, 1)
             start = 0
-            for ck, c in zip(cks, cells):
+            for ck, c in zip(per_image[a], cs):
                 out[ck] = count[start : start + len(c.x)]
                 start += len(c.x)
         return out
@@ -517,6 +516,51 @@ class PlaneStage:
         inputs = [_combine_members(members, image_fits, layout.maps, layout.centres[g])
                   for g, members in enumerate(grouping.members)]
         return image_fits, inputs
+
+
+def _input_counts(sets: list, inputs: list, px: list, py: list) -> list:
+    """Per image, in how many inputs' pixel sets each of its pixels (px, py) is: int (pixels,).
+
+    ``sets[k]`` are image k's non-empty `Runs` (each sorted by row, then start, not
+    overlapping) and ``inputs[k]`` the input of each; a pixel counts once per input that
+    holds it in any of its sets.  All the images at once (one sorted list of the runs of
+    every set, keyed by (set, row, start)): the counts `_contains_many` gives image by image.
+    """
+    counts = [np.zeros(len(x), np.int64) for x in px]
+    live = [k for k in range(len(sets)) if len(sets[k]) and len(px[k])]
+    if not live:
+        return counts
+    flat = [r for k in live for r in sets[k]]
+    width = int(max(max(int(r.stop.max()) for r in flat), max(int(px[k].max()) for k in live))) + 2
+    height = int(max(max(int(r.rows.max()) for r in flat), max(int(py[k].max()) for k in live))) + 2
+    rows = np.concatenate([r.rows for r in flat]).astype(np.int64)
+    start = np.concatenate([r.start for r in flat])
+    stop = np.concatenate([r.stop for r in flat])
+    first = np.cumsum([0] + [len(r.rows) for r in flat])
+    keys = (np.repeat(np.arange(len(flat), dtype=np.int64), np.diff(first)) * height + rows) * width \
+        + start
+    # one query per (pixel, set of its image): pixel-major, the sets of its image in order
+    n_sets = np.array([len(sets[k]) for k in live], np.int64)
+    n_px = np.array([len(px[k]) for k in live], np.int64)
+    set0 = np.cumsum(n_sets) - n_sets  # the image's first set in ``flat``
+    label = np.concatenate([np.asarray(inputs[k], np.int64) for k in live])
+    qx = np.concatenate([np.repeat(px[k], len(sets[k])) for k in live]).astype(np.int64)
+    qy = np.concatenate([np.repeat(py[k], len(sets[k])) for k in live]).astype(np.int64)
+    per_pixel = np.repeat(n_sets, n_px)  # sets of each pixel's image
+    pixel = np.repeat(np.arange(int(n_px.sum()), dtype=np.int64), per_pixel)
+    within = np.arange(len(pixel), dtype=np.int64) - np.repeat(np.cumsum(per_pixel) - per_pixel,
+                                                               per_pixel)
+    which = np.repeat(np.repeat(set0, n_px), per_pixel) + within
+    j = np.searchsorted(keys, (which * height + qy) * width + qx, side="right") - 1
+    own = j >= first[:-1][which]
+    j = np.maximum(j, 0)
+    inside = own & (rows[j] == qy) & (start[j] <= qx) & (qx < stop[j])
+    # distinct inputs per pixel among the sets that hold it
+    hit = np.unique(pixel[inside] * (int(label.max()) + 1) + label[which[inside]])
+    total = np.bincount(hit // (int(label.max()) + 1), minlength=int(n_px.sum()))
+    for k, lo, hi in zip(live, (np.cumsum(n_px) - n_px).tolist(), np.cumsum(n_px).tolist()):
+        counts[k] = total[lo:hi]
+    return counts
 
 
 def _contains_many(sets: list, px: np.ndarray, py: np.ndarray) -> np.ndarray:

@@ -508,34 +508,6 @@ def test_pair_residual_gradients_all_at_once_are_each_pairs_own_least_squares_pl
         assert mean[p] == pytest.approx(np.average(residual[rows], weights=w[rows]), rel=1e-12)
 
 
-def test_pixels_in_many_run_sets_at_once_are_those_of_each_set():
-    """`_contains_many` (the cells' multiplicity) against a painted mask of every set."""
-    from skymatch_nb_ui.engine.geometry import Runs
-    from skymatch_nb_ui.engine.plane_match import _contains_many
-
-    rng = np.random.default_rng(8)
-    shape = (40, 50)
-    sets, masks = [], []
-    for _ in range(5):
-        rows, start, stop = [], [], []
-        mask = np.zeros(shape, bool)
-        for y in sorted(rng.choice(shape[0], 25, replace=False)):
-            edges = np.sort(rng.choice(shape[1] + 1, 4, replace=False))
-            for lo, hi in ((edges[0], edges[1]), (edges[2], edges[3])):
-                rows.append(y), start.append(lo), stop.append(hi)
-                mask[y, lo:hi] = True
-        sets.append(Runs(np.array(rows, np.intp), np.array(start, np.intp), np.array(stop, np.intp)))
-        masks.append(mask)
-    px = rng.integers(0, shape[1], 400)
-    py = rng.integers(0, shape[0], 400)
-    got = _contains_many(sets, px, py)
-    assert got.shape == (5, 400)
-    for k, mask in enumerate(masks):
-        assert np.array_equal(got[k], mask[py, px])
-    assert _contains_many([], px, py).shape == (0, 400)
-    assert _contains_many(sets, px[:0], py[:0]).shape == (5, 0)
-
-
 def test_the_inputs_holding_each_pixel_of_many_images_are_counted_at_once():
     """`_input_counts` (all images at once) against painted masks, image by image."""
     from skymatch_nb_ui.engine.geometry import Runs

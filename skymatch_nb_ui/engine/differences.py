@@ -503,8 +503,7 @@ def _noise_of(box: np.ndarray) -> float:
     noise-free image (rounding only: 1e-7 of its values or less) has no noise to judge a
     step by: then nothing is too steep.
     """
-    rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]  # inside the NaN frame
-    sample = rows.reshape(-1)
+    sample = _noise_rows(box).reshape(-1)
     top, bottom = (float(sample.max()), float(sample.min())) if sample.size else (0.0, 0.0)
     if math.isfinite(top) and math.isfinite(bottom):  # the same as below, without a copy
         noise, scale = neighbour_noise(sample), max(abs(top), abs(bottom))
@@ -515,6 +514,11 @@ def _noise_of(box: np.ndarray) -> float:
     return noise if noise > 1e-7 * scale else math.inf
 
 
+def _noise_rows(box: np.ndarray) -> np.ndarray:
+    """The rows of ``box`` that `_noise_of` reads: every few, inside the NaN frame (a view)."""
+    return box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]
+
+
 def _noise_remembered(box: np.ndarray, buffers: DifferenceBuffers) -> float:
     """`_noise_of` ``box``, remembered in ``buffers`` by the exact values it reads.
 
@@ -522,7 +526,7 @@ def _noise_remembered(box: np.ndarray, buffers: DifferenceBuffers) -> float:
     its noise, a function of its sampled rows alone, is computed once: those rows' bytes,
     shape and dtype are the key, at most `_NOISE_MEMO_BYTES` of them.)
     """
-    rows = box[1:-1:max(1, (box.shape[0] - 2) // _NOISE_ROWS), 1:-1]
+    rows = _noise_rows(box)
     key = (rows.shape, rows.dtype.str, rows.tobytes())
     memo = buffers.noise
     found = memo.get(key)

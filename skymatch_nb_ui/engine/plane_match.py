@@ -524,7 +524,7 @@ def _input_counts(sets: list, inputs: list, px: list, py: list) -> list:
     ``sets[k]`` are image k's non-empty `Runs` (each sorted by row, then start, not
     overlapping) and ``inputs[k]`` the input of each; a pixel counts once per input that
     holds it in any of its sets.  All the images at once (one sorted list of the runs of
-    every set, keyed by (set, row, start)): the counts `_contains_many` gives image by image.
+    every set, keyed by (set, row, start)).
     """
     counts = [np.zeros(len(x), np.int64) for x in px]
     live = [k for k in range(len(sets)) if len(sets[k]) and len(px[k])]
@@ -561,30 +561,6 @@ def _input_counts(sets: list, inputs: list, px: list, py: list) -> list:
     for k, lo, hi in zip(live, (np.cumsum(n_px) - n_px).tolist(), np.cumsum(n_px).tolist()):
         counts[k] = total[lo:hi]
     return counts
-
-
-def _contains_many(sets: list, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """Whether each pixel (px, py) is in each of ``sets``: bool (sets, pixels).
-
-    ``sets``: non-empty `Runs`, each sorted by row, then start, not overlapping.  All at
-    once: the runs of all the sets in one sorted list of keys (set, row, start).
-    """
-    if not sets or not len(px):
-        return np.zeros((len(sets), len(px)), bool)
-    width = int(max(max(int(r.stop.max()) for r in sets), px.max())) + 2
-    height = int(max(max(int(r.rows.max()) for r in sets), py.max())) + 2
-    rows = np.concatenate([r.rows for r in sets]).astype(np.int64)
-    start = np.concatenate([r.start for r in sets])
-    stop = np.concatenate([r.stop for r in sets])
-    first = np.cumsum([0] + [len(r.rows) for r in sets])
-    which = np.repeat(np.arange(len(sets), dtype=np.int64), np.diff(first))
-    keys = (which * height + rows) * width + start
-    query = ((np.arange(len(sets), dtype=np.int64)[:, None] * height + py[None, :]) * width
-             + px[None, :])
-    j = np.searchsorted(keys, query, side="right") - 1
-    own = j >= first[:-1, None]  # a run of the same set
-    j = np.maximum(j, 0)
-    return own & (rows[j] == py) & (start[j] <= px) & (px < stop[j])
 
 
 def _scaled(cells: CellStats, multiplicity: np.ndarray, sign: float = 1.0) -> CellStats:

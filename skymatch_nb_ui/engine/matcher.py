@@ -59,6 +59,19 @@ __all__ = ["SkyMatcher", "skymatch"]
 
 #: Most images per task sent to a worker process or a Dask worker.
 BATCH = 64
+#: Per-image tasks per worker from which forked workers take one task per image (all its
+#: pixel sets together, as a serial run does) rather than one per pixel set: an image's sides
+#: measured together share their fixed costs (plane fits and sample positions stacked per
+#: image), which one task per side paid again (the split was threads' rule, from before those
+#: were stacked).  N = 64 of 1024 x 1024, levels, mode, 2 workers: 420 tasks of 2-8 ms cost
+#: 1.14-1.19 s of CPU against 0.99-1.05 s for the 64 per-image tasks serially (+15-18%, load
+#: ~1.2); interleaved A/B, 8 rounds at load 2.0-2.4, match: the stage's CPU 0.66 / 0.70 s
+#: (min / median) in this process and 0.64 / 0.68 s in the child with one task per side,
+#: 0.47 / 0.57 s and 0.45 / 0.55 s per image; N = 16 (16 tasks): stage wall 0.137 / 0.149 ->
+#: 0.120 / 0.138 s (6 rounds, load ~1).  Largest first, the last of the 64 tasks left the
+#: other process idle ~7 ms.  Below this (a few images), tasks per side keep both busy to
+#: the end (not measured).
+FORK_WHOLE_FROM = 4
 #: Each set of pair statistics' covariances (`SkyMatcher._pair_covariances`); a `PairStats`
 #: belongs to one grouping, and its covariances follow from it.
 _COVARIANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -466,7 +479,9 @@ class SkyMatcher:
         differences of the ``compared`` pairs ``(sampled, other)`` with
         ``compare="differences"``.  An image read by a loader gets one task of each kind for
         all its pixel sets, so that its pixels are read once; on threads an image in memory
-        gets one task per pixel set or pair (finer tasks balance the threads better).  For
+        gets one task per pixel set or pair (finer tasks balance the threads better), and in
+        forked workers too when the images are too few to keep them busy (`FORK_WHOLE_FROM`;
+        else one per image, its sides measured together).  For
         worker processes and clusters the tasks travel in batches of several images.  Each
         task's statistics are cached as it finishes.  Where they run is `Execution.kind`'s
         choice (see `_execute`).
@@ -496,8 +511,10 @@ class SkyMatcher:
                        for c in t.comparisons if not in_batch(t.loader, c))
         kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True,
                               differences=differences)
-        if kind not in ("threads", "fork"):  # one task per image: pixels read once, sent once
-            owners, compares, tasks = owners_and_tasks(False)
+        if kind != "threads":  # one task per image: pixels read once, sent once, sides together
+            whole = owners_and_tasks(False)
+            if kind != "fork" or len(whole[2]) >= FORK_WHOLE_FROM * self._workers:
+                owners, compares, tasks = whole
         if kind not in DEFERRING:  # the workers finish their sides' mode errors themselves
             tasks = [replace(t, defer=False) if isinstance(t, Task) else t for t in tasks]
         if kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)

@@ -279,10 +279,10 @@ def test_the_engine_sends_only_pairs_measured_alone_to_threads(monkeypatch):
 
 
 def test_forked_workers_take_an_images_sides_together_as_a_serial_run(monkeypatch):
-    # one task per image (its sides measured together: their fixed costs shared) when there
-    # are FORK_WHOLE_FROM of them per worker; fewer: one per side, to keep both busy at the end
+    # one task per image (its sides measured together: their fixed costs shared) unless an
+    # image's task would be more than a worker's share of the work: then one per side
     from skymatch_nb_ui import skymatch
-    from skymatch_nb_ui.engine.matcher import FORK_WHOLE_FROM
+    from skymatch_nb_ui.engine.matcher import _fair
     from skymatch_nb_ui.engine.measure import Task
     from skymatch_nb_ui.testing import make_mosaic
 
@@ -305,23 +305,23 @@ def test_forked_workers_take_an_images_sides_together_as_a_serial_run(monkeypatc
     monkeypatch.setattr(Execution, "map", spy)
     monkeypatch.setattr(_execute, "_can_fork", lambda: True)
     monkeypatch.setattr(_execute, "fork_map", fork_here)
-    for shape, whole in (((3, 3), True), ((2, 2), False)):  # 9 and 4 images, 2 workers
+    m = make_mosaic((2, 2), shape=(60, 70), noise=1.0, seed=4)
+    for workers, whole in ((2, True), (3, True), (5, False)):  # 4 images of ~equal work
         seen.clear()
-        m = make_mosaic(shape, shape=(60, 70), noise=1.0, seed=4)
         serial = skymatch(m.images, m.wcs, compare="levels", scheduler="serial")
         forked = skymatch(m.images, m.wcs, compare="levels", scheduler="processes",
-                          workers=2)
+                          workers=workers)
         assert set(seen) == {"serial", "fork"}
         assert np.array_equal(serial.sky, forked.sky)
         assert np.array_equal(serial.sky_err, forked.sky_err)
-        images = {label for label, _, _ in seen["serial"]}
-        assert len(seen["serial"]) == len(images) == shape[0] * shape[1]
+        assert len(seen["serial"]) == len({label for label, _, _ in seen["serial"]}) == 4
+        assert _fair([size for _, size, _ in seen["serial"]], workers) == whole
         if whole:
-            assert len(images) >= FORK_WHOLE_FROM * 2
             assert seen["fork"] == seen["serial"]
-        else:  # one task per side
+        else:  # one task per side (and one for each image's own pixels)
             assert all(units == 1 for _, _, units in seen["fork"])
             assert sum(u for *_, u in seen["fork"]) == sum(u for *_, u in seen["serial"])
+    assert _fair([5, 5, 10], 2) and not _fair([5, 5, 11], 2) and _fair([], 2)
 
 
 def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):

@@ -59,19 +59,6 @@ __all__ = ["SkyMatcher", "skymatch"]
 
 #: Most images per task sent to a worker process or a Dask worker.
 BATCH = 64
-#: Per-image tasks per worker from which forked workers take one task per image (all its
-#: pixel sets together, as a serial run does) rather than one per pixel set: an image's sides
-#: measured together share their fixed costs (plane fits and sample positions stacked per
-#: image), which one task per side paid again (the split was threads' rule, from before those
-#: were stacked).  N = 64 of 1024 x 1024, levels, mode, 2 workers: 420 tasks of 2-8 ms cost
-#: 1.14-1.19 s of CPU against 0.99-1.05 s for the 64 per-image tasks serially (+15-18%, load
-#: ~1.2); interleaved A/B, 8 rounds at load 2.0-2.4, match: the stage's CPU 0.66 / 0.70 s
-#: (min / median) in this process and 0.64 / 0.68 s in the child with one task per side,
-#: 0.47 / 0.57 s and 0.45 / 0.55 s per image; N = 16 (16 tasks): stage wall 0.137 / 0.149 ->
-#: 0.120 / 0.138 s (6 rounds, load ~1).  Largest first, the last of the 64 tasks left the
-#: other process idle ~7 ms.  Below this (a few images), tasks per side keep both busy to
-#: the end (not measured).
-FORK_WHOLE_FROM = 4
 #: Each set of pair statistics' covariances (`SkyMatcher._pair_covariances`); a `PairStats`
 #: belongs to one grouping, and its covariances follow from it.
 _COVARIANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -480,7 +467,7 @@ class SkyMatcher:
         ``compare="differences"``.  An image read by a loader gets one task of each kind for
         all its pixel sets, so that its pixels are read once; on threads an image in memory
         gets one task per pixel set or pair (finer tasks balance the threads better), and in
-        forked workers too when the images are too few to keep them busy (`FORK_WHOLE_FROM`;
+        forked workers too when one image alone would be more than a worker's share (`_fair`;
         else one per image, its sides measured together).  For
         worker processes and clusters the tasks travel in batches of several images.  Each
         task's statistics are cached as it finishes.  Where they run is `Execution.kind`'s
@@ -513,7 +500,7 @@ class SkyMatcher:
                               differences=differences)
         if kind != "threads":  # one task per image: pixels read once, sent once, sides together
             whole = owners_and_tasks(False)
-            if kind != "fork" or len(whole[2]) >= FORK_WHOLE_FROM * self._workers:
+            if kind != "fork" or _fair([t.size for t in whole[2]], self._workers):
                 owners, compares, tasks = whole
         if kind not in DEFERRING:  # the workers finish their sides' mode errors themselves
             tasks = [replace(t, defer=False) if isinstance(t, Task) else t for t in tasks]
@@ -645,6 +632,24 @@ class SkyMatcher:
 #: cluster's compute theirs (here they would all wait for this one process).
 DEFERRING = ("serial", "threads", "fork")
 FINISH_EVERY = 128
+
+
+def _fair(sizes: Sequence[int], workers: int) -> bool:
+    """Whether forked workers take one task per image, of ``sizes``: none over a worker's share.
+
+    An image's sides measured together share their fixed costs (plane fits and sample
+    positions stacked per image), which one task per side (threads' rule, from before those
+    were stacked) paid again: N = 64 of 1024 x 1024, levels, mode, 2 workers: 420 tasks of
+    2-8 ms cost 1.14-1.19 s of CPU against 0.99-1.05 s for the 64 per-image tasks serially
+    (+15-18%, load ~1.2); interleaved A/B at load 1.7-2.4, 8 rounds, min / median, both
+    processes' CPU: match 1.27 / 1.62 -> 0.96 / 1.29 s, global+match 1.85 / 2.15 -> 1.63 /
+    1.89 s.  Few images gain too (statistics stage wall, 6 rounds, load ~2.3, per side ->
+    per image: 2 x 3 of 1024 x 1024: 0.113 / 0.119 -> 0.073 / 0.104 s; 3 x 3: 0.177 / 0.194
+    -> 0.128 / 0.163 s; 2 x 2 the same).  Largest first, the last of 64 tasks leaves the other
+    process idle ~7 ms.  Only an image whose sides are more than a worker's share of the
+    work is split, so that no worker is left waiting for it.
+    """
+    return max(sizes, default=0) * workers <= sum(sizes)
 
 
 def _in_memory(loader: ImageLoader) -> bool:

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from skymatch_nb_ui.engine import _execute, _fork
@@ -275,6 +276,52 @@ def test_the_engine_sends_only_pairs_measured_alone_to_threads(monkeypatch):
         planes = [k for k in seen if k.get("differences") and k.get("forks")]
         assert planes and all(k["gil_free"] == (0 if side == 64 else k["differences"])
                               for k in planes), (side, seen)
+
+
+def test_forked_workers_take_an_images_sides_together_as_a_serial_run(monkeypatch):
+    # one task per image (its sides measured together: their fixed costs shared) unless an
+    # image's task would be more than a worker's share of the work: then one per side
+    from skymatch_nb_ui import skymatch
+    from skymatch_nb_ui.engine.matcher import _fair
+    from skymatch_nb_ui.engine.measure import Task
+    from skymatch_nb_ui.testing import make_mosaic
+
+    seen: dict = {}
+    real = Execution.map
+
+    def spy(self, stage, function, arguments, *, kind, **options):
+        if stage == "statistics":
+            seen[kind] = sorted((t.label, t.size, t.units) for args in arguments
+                                for t in args[0] if isinstance(t, Task))
+        return real(self, stage, function, arguments, kind=kind, **options)
+
+    def fork_here(function, arguments, order, workers, *, on_result, check, meanwhile=None):
+        if meanwhile is not None:
+            meanwhile()
+        for k in order:
+            check()
+            on_result(k, function(*arguments[k]))
+
+    monkeypatch.setattr(Execution, "map", spy)
+    monkeypatch.setattr(_execute, "_can_fork", lambda: True)
+    monkeypatch.setattr(_execute, "fork_map", fork_here)
+    m = make_mosaic((2, 2), shape=(60, 70), noise=1.0, seed=4)
+    for workers, whole in ((2, True), (3, True), (5, False)):  # 4 images of ~equal work
+        seen.clear()
+        serial = skymatch(m.images, m.wcs, compare="levels", scheduler="serial")
+        forked = skymatch(m.images, m.wcs, compare="levels", scheduler="processes",
+                          workers=workers)
+        assert set(seen) == {"serial", "fork"}
+        assert np.array_equal(serial.sky, forked.sky)
+        assert np.array_equal(serial.sky_err, forked.sky_err)
+        assert len(seen["serial"]) == len({label for label, _, _ in seen["serial"]}) == 4
+        assert _fair([size for _, size, _ in seen["serial"]], workers) == whole
+        if whole:
+            assert seen["fork"] == seen["serial"]
+        else:  # one task per side (and one for each image's own pixels)
+            assert all(units == 1 for _, _, units in seen["fork"])
+            assert sum(u for *_, u in seen["fork"]) == sum(u for *_, u in seen["serial"])
+    assert _fair([5, 5, 10], 2) and not _fair([5, 5, 11], 2) and _fair([], 2)
 
 
 def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):

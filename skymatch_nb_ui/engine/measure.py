@@ -1,6 +1,6 @@
 """Stage 2: sky statistics of images over their overlaps and over all their pixels.
 
-The work splits into independent tasks, one per image (or, for images already in memory,
+The work splits into independent tasks, one per image (or, for images in memory on threads,
 one per pixel set): `measure_image` is a plain function of one image's loader, the pixel
 sets to measure and the statistics parameters; `measure_differences` (for
 ``compare="differences"``) one of an image's loader and the pairs it is compared in (the

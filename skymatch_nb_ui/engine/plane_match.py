@@ -129,6 +129,10 @@ class PlaneStage:
             self._layouts[labels] = self._make_layout(geometry, grouping, overlaps)
         return self._layouts[labels]
 
+    def has_layout(self, grouping: Grouping) -> bool:
+        """Whether the layout for ``grouping`` is cached (`layout`)."""
+        return tuple(grouping.label_of.tolist()) in self._layouts
+
     def _make_layout(self, geometry: Geometry, grouping: Grouping, overlaps=None) -> _Layout:
         if overlaps is None:
             overlaps = input_overlaps(geometry.runs, grouping.label_of)

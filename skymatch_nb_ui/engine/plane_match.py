@@ -117,6 +117,9 @@ class PlaneStage:
         self._layouts: dict = {}  # labels -> _Layout
         self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
         self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
+        # (statistics key, image) -> (layout, cell keys, positions, multiplicity) of the image's
+        # pair cells, computed by the task that measured them (`_cell_terms`)
+        self._terms: dict = {}
 
     # -- stage 1 for planes ------------------------------------------------------------------
     def layout(self, geometry: Geometry, grouping: Grouping, overlaps: dict | None = None) -> _Layout:
@@ -326,12 +329,38 @@ class PlaneStage:
                         cell = replace(cell, whole=None)
                     self.cells[ck] = cell
 
+        function, on_result = measure_cell_batch, keep
+        if kind == "fork" and pairs:
+            # each batch's pair cells' positions and multiplicity (what `equations` needs of
+            # them, image by image) computed where the batch is measured: in the forked
+            # workers' share of the run, not after it (N = 256 images of 256 x 256: ~0.1 s of
+            # `equations`' 0.2 s).  (A closure: forked workers take it from memory.)
+            def function(batch_tasks, stat, b):
+                stats = measure_cell_batch(batch_tasks, stat)
+                images = []
+                for t, task_stats in zip(batches[b], stats):
+                    a, ks = parts[t]
+                    kept = [(todo[a][k][0], c) for k, c in zip(ks, task_stats)
+                            if todo[a][k][1] is not None]
+                    if kept:
+                        images.append((a, [ck for ck, _ in kept], [c for _, c in kept]))
+                return stats, self._cell_terms(layout, images)
+
+            def on_result(b: int, result) -> None:
+                stats, terms = result
+                for a, cks, q, counts in terms:
+                    self._terms[(key, a)] = (layout, cks, q, counts)
+                keep(b, stats)
+
+            arguments = [([tasks[t] for t in batch], params.stat, b)
+                         for b, batch in enumerate(batches)]
+        else:
+            arguments = [([tasks[t] for t in batch], params.stat) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
-        execution.map("statistics", measure_cell_batch,
-                      [([tasks[t] for t in batch], params.stat) for batch in batches],
+        execution.map("statistics", function, arguments,
                       units=[sum(len(parts[t][1]) for t in batch) for batch in batches], kind=kind,
-                      on_result=keep, order=order)
+                      on_result=on_result, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
@@ -366,6 +395,7 @@ class PlaneStage:
             self._layouts.clear()
             self.cells.clear()
             self._difference_jobs.clear()
+            self._terms.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
@@ -375,8 +405,7 @@ class PlaneStage:
         reasons = []
         cells_of_pair = []
         sampled = sampled if _differences(params) else None
-        positions = self._cell_positions(layout, key, sampled)
-        self._multiplicity = self._shared_cells(layout, key, sampled)
+        positions, self._multiplicity = self._image_terms(layout, key, sampled)
         valid = pair_stats.valid
         for p, plan in enumerate(layout.plans):
             reason = plan.reason
@@ -413,61 +442,86 @@ class PlaneStage:
                     for sign, s, o, grid in self.difference_jobs(plan, sampled)]
         return [(side, a, (key, a, p, grid.key())) for side, a, p, grid in plan.jobs]
 
-    def _cell_positions(self, layout: _Layout, key, sampled=None) -> dict:
-        """Frame positions of the cells' pixel centroids, one WCS call per image."""
+    def _per_image(self, layout: _Layout, key, sampled) -> dict[int, list]:
+        """The cache keys of each image's pair cells, in the order of the plans."""
         per_image: dict[int, list] = {}
         for plan in layout.plans:
             for _, a, ck in self._cell_keys(plan, key, sampled):
                 per_image.setdefault(a, []).append(ck)
-        out = {}
+        return per_image
+
+    def _image_terms(self, layout: _Layout, key, sampled=None) -> tuple[dict, dict]:
+        """`_cell_positions` and `_shared_cells` of every pair cell: ``({ck: q}, {ck: count})``.
+
+        Those of an image whose task computed them (`_cell_terms`, forked workers) for the
+        same cells are taken from there; the others' are computed here, all at once.
+        """
+        per_image = self._per_image(layout, key, sampled)
+        todo = []
+        found = {}
         for a, cks in per_image.items():
-            cells = [self.cells[ck] for ck in cks]
+            got = self._terms.get((key, a))
+            if got is not None and got[0] is layout and got[1] == cks:
+                found[a] = got[2:]
+            else:
+                todo.append((a, cks, [self.cells[ck] for ck in cks]))
+        for a, _, q, counts in self._cell_terms(layout, todo):
+            found[a] = (q, counts)
+        positions, multiplicity = {}, {}
+        for a, cks in per_image.items():
+            q, counts = found[a]
+            start = 0
+            for ck in cks:
+                n = len(self.cells[ck].x)
+                positions[ck] = q[start : start + n]
+                multiplicity[ck] = counts[start : start + n]
+                start += n
+        return positions, multiplicity
+
+    def _cell_terms(self, layout: _Layout, images: list) -> list:
+        """``(image, cell keys, positions, multiplicity)`` of ``images``' pair cells.
+
+        ``images``: ``(image, cell keys, CellStats)``, each image's pair cells in the order of
+        the plans.  The positions: the frame positions of the cells' pixel centroids, one
+        WCS call per image (all its cells).  The multiplicity: per cell, in how many pairs of
+        inputs its pixels are (at its centroid), at least 1.  A pixel in the overlaps of
+        several other inputs enters several equations; its variance is counted that many
+        times in each (the equations are solved as if independent), so that the errors stay
+        honest where overlaps overlap.  The images' counts together (`_input_counts`: whole
+        numbers, the same whichever images are counted together).
+        """
+        out = []
+        px, py, sets, inputs = [], [], [], []
+        runs = self._geometry_runs
+        for a, cks, cells in images:
             x = np.concatenate([c.x for c in cells])
             y = np.concatenate([c.y for c in cells])
-            if not len(x):
-                for ck in cks:
-                    out[ck] = np.empty((0, 2))
-                continue
-            lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
-            frame = layout.frames[layout.frame_of[layout.image_input[a]]]
-            q = frame.project(lon, lat)
-            start = 0
-            for ck, c in zip(cks, cells):
-                out[ck] = q[start : start + len(c.x)]
-                start += len(c.x)
-        return out
+            if len(x):
+                lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
+                frame = layout.frames[layout.frame_of[layout.image_input[a]]]
+                q = frame.project(lon, lat)
+            else:
+                q = np.empty((0, 2))
+            out.append((a, list(cks), q))
+            px.append(np.rint(x).astype(np.intp))
+            py.append(np.rint(y).astype(np.intp))
+            others = self._partners(layout).get(a, [])
+            sets.append([runs[(a, b)] for b in others])
+            inputs.append(layout.image_input[others])
+        counts = _input_counts(sets, inputs, px, py)
+        return [(a, cks, q, np.maximum(count, 1)) for (a, cks, q), count in zip(out, counts)]
 
-    def _shared_cells(self, layout: _Layout, key, sampled=None) -> dict:
-        """Per cell statistics, in how many pairs of inputs its pixels are (at its centroid).
-
-        A pixel in the overlaps of several other inputs enters several equations; its
-        variance is counted that many times in each (the equations are solved as if
-        independent), so that the errors stay honest where overlaps overlap.
-        """
-        runs = self._geometry_runs
+    def _partners(self, layout: _Layout) -> dict[int, list]:
+        """Per image, the images of other inputs whose footprints hold some of its pixels."""
+        cached = getattr(self, "_partners_of", None)
+        if cached is not None and cached[0] is layout and cached[1] is self._geometry_runs:
+            return cached[2]
         partners: dict[int, list] = {}
-        for (a, b), r in runs.items():
+        for (a, b), r in self._geometry_runs.items():
             if r and layout.image_input[a] != layout.image_input[b]:
                 partners.setdefault(a, []).append(b)
-        per_image: dict[int, list] = {}
-        for plan in layout.plans:
-            for _, a, ck in self._cell_keys(plan, key, sampled):
-                per_image.setdefault(a, []).append(ck)
-        images = list(per_image)
-        cells = [[self.cells[ck] for ck in per_image[a]] for a in images]
-        px = [np.rint(np.concatenate([c.x for c in cs])).astype(np.intp) for cs in cells]
-        py = [np.rint(np.concatenate([c.y for c in cs])).astype(np.intp) for cs in cells]
-        others = [partners.get(a, []) for a in images]
-        counts = _input_counts([[runs[(a, b)] for b in bs] for a, bs in zip(images, others)],
-                               [layout.image_input[bs] for bs in others], px, py)
-        out = {}
-        for a, cs, count in zip(images, cells, counts):
-            count = np.maximum(count, 1)
-            start = 0
-            for ck, c in zip(per_image[a], cs):
-                out[ck] = count[start : start + len(c.x)]
-                start += len(c.x)
-        return out
+        self._partners_of = (layout, self._geometry_runs, partners)
+        return partners
 
     def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
         """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not)."""

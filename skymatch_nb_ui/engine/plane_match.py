@@ -120,6 +120,8 @@ class PlaneStage:
         # (statistics key, image) -> (layout, cell keys, positions, multiplicity) of the image's
         # pair cells, computed by the task that measured them (`_cell_terms`)
         self._terms: dict = {}
+        # (statistics key, pair index) -> (layout, `_pair_cells`), computed by the same tasks
+        self._pair_terms: dict = {}
 
     # -- stage 1 for planes ------------------------------------------------------------------
     def layout(self, geometry: Geometry, grouping: Grouping, overlaps: dict | None = None) -> _Layout:
@@ -331,10 +333,15 @@ class PlaneStage:
 
         function, on_result = measure_cell_batch, keep
         if kind == "fork" and pairs:
-            # each batch's pair cells' positions and multiplicity (what `equations` needs of
-            # them, image by image) computed where the batch is measured: in the forked
-            # workers' share of the run, not after it (N = 256 images of 256 x 256: ~0.1 s of
-            # `equations`' 0.2 s).  (A closure: forked workers take it from memory.)
+            # what `equations` needs of each batch's pair cells (their positions and
+            # multiplicity, image by image, and the equations of the pairs whose cells are all
+            # in the batch) computed where the batch is measured: in the forked workers' share
+            # of the run, not after it (N = 256 images of 256 x 256: ~0.19 s of `equations`'
+            # ~0.22 s).  (A closure: forked workers take it from memory.)
+            sampled_eq = sampled if _differences(params) else None
+            plan_images = {p: {a for _, a, _ in self._cell_keys(plan, key, sampled_eq)}
+                           for p, plan in enumerate(layout.plans) if not plan.reason}
+
             def function(batch_tasks, stat, b):
                 stats = measure_cell_batch(batch_tasks, stat)
                 images = []
@@ -344,12 +351,27 @@ class PlaneStage:
                             if todo[a][k][1] is not None]
                     if kept:
                         images.append((a, [ck for ck, _ in kept], [c for _, c in kept]))
-                return stats, self._cell_terms(layout, images)
+                terms = self._cell_terms(layout, images)
+                positions, mult, measured = {}, {}, {}
+                for (_, cks, cells), (_, _, q, counts) in zip(images, terms):
+                    _split_terms(cks, cells, q, counts, positions, mult)
+                    measured.update(zip(cks, cells))
+                done = {a for a, _, _ in images}
+                pair_cells = []
+                for p, members in plan_images.items():
+                    if members <= done:
+                        plan = layout.plans[p]
+                        if all(ck in positions for _, _, ck in self._cell_keys(plan, key, sampled_eq)):
+                            pair_cells.append((p, self._pair_cells(plan, key, positions, sampled_eq,
+                                                                   mult, measured)))
+                return stats, terms, pair_cells
 
             def on_result(b: int, result) -> None:
-                stats, terms = result
+                stats, terms, pair_cells = result
                 for a, cks, q, counts in terms:
                     self._terms[(key, a)] = (layout, cks, q, counts)
+                for p, found in pair_cells:
+                    self._pair_terms[(key, p)] = (layout, found)
                 keep(b, stats)
 
             arguments = [([tasks[t] for t in batch], params.stat, b)
@@ -396,6 +418,7 @@ class PlaneStage:
             self.cells.clear()
             self._difference_jobs.clear()
             self._terms.clear()
+            self._pair_terms.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
@@ -405,13 +428,18 @@ class PlaneStage:
         reasons = []
         cells_of_pair = []
         sampled = sampled if _differences(params) else None
-        positions, self._multiplicity = self._image_terms(layout, key, sampled)
+        positions, self._multiplicity, taken = self._image_terms(layout, key, sampled)
         valid = pair_stats.valid
         for p, plan in enumerate(layout.plans):
             reason = plan.reason
             got = None
             if not reason:
-                got, reason = self._pair_cells(plan, key, positions, sampled)
+                found = self._pair_terms.get((key, p))  # (computed with the task's terms)
+                if found is not None and found[0] is layout and all(
+                        a in taken for _, a, _ in self._cell_keys(plan, key, sampled)):
+                    got, reason = found[1]
+                else:
+                    got, reason = self._pair_cells(plan, key, positions, sampled)
             if got is None:
                 if valid[p] and np.isfinite(plan.centroid).all():
                     d, err = _pair_difference(pair_stats, p)
@@ -450,11 +478,12 @@ class PlaneStage:
                 per_image.setdefault(a, []).append(ck)
         return per_image
 
-    def _image_terms(self, layout: _Layout, key, sampled=None) -> tuple[dict, dict]:
-        """`_cell_positions` and `_shared_cells` of every pair cell: ``({ck: q}, {ck: count})``.
+    def _image_terms(self, layout: _Layout, key, sampled=None) -> tuple[dict, dict, set]:
+        """The positions and multiplicity of every pair cell (`_cell_terms`) by cache key.
 
-        Those of an image whose task computed them (`_cell_terms`, forked workers) for the
-        same cells are taken from there; the others' are computed here, all at once.
+        ``({ck: positions}, {ck: multiplicity}, images whose terms came from their tasks)``.
+        Those of an image whose task computed them (forked workers) for the same cells are
+        taken from there; the others' are computed here, all at once.
         """
         per_image = self._per_image(layout, key, sampled)
         todo = []
@@ -465,18 +494,13 @@ class PlaneStage:
                 found[a] = got[2:]
             else:
                 todo.append((a, cks, [self.cells[ck] for ck in cks]))
+        taken = set(found)
         for a, _, q, counts in self._cell_terms(layout, todo):
             found[a] = (q, counts)
         positions, multiplicity = {}, {}
         for a, cks in per_image.items():
-            q, counts = found[a]
-            start = 0
-            for ck in cks:
-                n = len(self.cells[ck].x)
-                positions[ck] = q[start : start + n]
-                multiplicity[ck] = counts[start : start + n]
-                start += n
-        return positions, multiplicity
+            _split_terms(cks, [self.cells[ck] for ck in cks], *found[a], positions, multiplicity)
+        return positions, multiplicity, taken
 
     def _cell_terms(self, layout: _Layout, images: list) -> list:
         """``(image, cell keys, positions, multiplicity)`` of ``images``' pair cells.
@@ -523,18 +547,23 @@ class PlaneStage:
         self._partners_of = (layout, self._geometry_runs, partners)
         return partners
 
-    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
-        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not)."""
-        mult = self._multiplicity
+    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None, mult=None, cells=None):
+        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not).
+
+        ``mult`` and ``cells``: the multiplicity and the cell statistics by cache key (default:
+        those of `equations`, and `cells`).
+        """
+        mult = self._multiplicity if mult is None else mult
+        cells = self.cells if cells is None else cells
         if sampled is not None:  # differences: one side, the compared images' pixels
-            parts = [(_scaled(self.cells[ck], mult[ck], sign), positions[ck])
+            parts = [(_scaled(cells[ck], mult[ck], sign), positions[ck])
                      for sign, _, ck in self._cell_keys(plan, key, sampled)]
             _, v, n, e, q = _combine_cells(parts)
             ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
             return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2)
         sides = []
         for s in (0, 1):
-            parts = [(_scaled(self.cells[ck], mult[ck]), positions[ck])
+            parts = [(_scaled(cells[ck], mult[ck]), positions[ck])
                      for side, _, ck in self._cell_keys(plan, key, None) if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
@@ -574,6 +603,17 @@ class PlaneStage:
         inputs = [_combine_members(members, image_fits, layout.maps, layout.centres[g])
                   for g, members in enumerate(grouping.members)]
         return image_fits, inputs
+
+
+def _split_terms(cks: list, cells: list, q: np.ndarray, counts: np.ndarray, positions: dict,
+                 multiplicity: dict) -> None:
+    """An image's `PlaneStage._cell_terms` cut per cell statistics, into the two dicts."""
+    start = 0
+    for ck, c in zip(cks, cells):
+        n = len(c.x)
+        positions[ck] = q[start : start + n]
+        multiplicity[ck] = counts[start : start + n]
+        start += n
 
 
 def _input_counts(sets: list, inputs: list, px: list, py: list) -> list:

@@ -89,6 +89,7 @@ def fork_map(
     tasks = _TaskPipe(order)
     if not tasks.ready or n < (1 if meanwhile is not None else 2):
         workers = 1  # too many tasks for a pipe, or nothing to share: here
+    workers = min(workers, n + 1)  # (a child more than tasks would find none left)
     take = tasks.take
     pids: list[int] = []
     children: dict = {}  # connection -> pid, while its pipe is open

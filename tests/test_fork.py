@@ -477,5 +477,5 @@ def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
         print(json.dumps(out))
     """)
     for name, kept in (("all", True), ("some", False)):
-        assert found[name] == {"stages": ["overlap_runs", "_maps_for_batches"], "kept": kept,
+        assert found[name] == {"stages": ["overlap_runs", "maps"], "kept": kept,
                                "same_maps": True, "same": True}, (name, found)

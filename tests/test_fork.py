@@ -449,3 +449,80 @@ def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
     """)
     assert found == {"forked": ["overlap_runs"], "same_runs": True, "same_sky": True,
                      "progress": True}
+
+
+@linux_only
+def test_a_single_task_is_shared_when_there_is_work_meanwhile():
+    found = run_fresh("""
+        import json, os, time
+        from skymatch_nb_ui.engine import _fork
+
+        parent = os.getpid()
+        got, done = {}, []
+
+        def where(k):
+            return (k, os.getpid() != parent)
+
+        def meanwhile():
+            time.sleep(0.2)  # the child takes the task meanwhile
+            done.append(True)
+
+        _fork.fork_map(where, [(7,)], [0], 2, on_result=got.__setitem__, check=lambda: None,
+                       meanwhile=meanwhile)
+        alone = {}
+        _fork.fork_map(where, [(7,)], [0], 2, on_result=alone.__setitem__, check=lambda: None)
+        print(json.dumps({"shared": got == {0: (7, True)} and done == [True],
+                          "alone": alone == {0: (7, False)}}))
+    """)
+    assert found == {"shared": True, "alone": True}
+
+
+@linux_only
+def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
+    found = run_fresh("""
+        import json, numpy as np
+        from skymatch_nb_ui import SkyMatcher
+        from skymatch_nb_ui.engine import _execute
+        from skymatch_nb_ui.testing import make_mosaic
+
+        stages = []
+        original = _execute.fork_map
+        def spy(function, arguments, order, workers, **options):
+            stages.append(function.__name__)
+            return original(function, arguments, order, workers, **options)
+        _execute.fork_map = spy
+
+        out = {}
+        # every pair of inputs gets cells (the worker's maps are kept), then 20 too small
+        # (they are not: the layout lists fewer pairs)
+        for name, shape, overlap in (("all", (128, 128), 0.35), ("some", (100, 90), 0.3)):
+            m = make_mosaic((12, 11), shape=shape, overlap=overlap, noise=1.0, gradient=2.0,
+                            rotation=3, jitter=2, seed=3)
+            options = dict(skymodel="plane", compare="differences", skystat="mean")
+            serial = SkyMatcher(m.images, m.wcs, scheduler="serial")
+            a = serial.run(**options)
+            stages.clear()
+            forked = SkyMatcher(m.images, m.wcs, scheduler="processes", workers=2)
+            kept = []
+            fill = forked._fill_maps
+            forked._fill_maps = lambda pairs: kept.append(len(forked._maps)) or fill(pairs)
+            b = forked.run(**options)
+            same_maps = serial._maps.keys() == forked._maps.keys() and all(
+                np.array_equal(serial._maps[k].bx, forked._maps[k].bx)
+                and np.array_equal(serial._maps[k].by, forked._maps[k].by)
+                for k in serial._maps)
+            out[name] = {
+                "stages": stages[:2],
+                "kept": kept[0] > 0,
+                "same_maps": same_maps,
+                "same": all(np.array_equal(getattr(a, n), getattr(b, n), equal_nan=True)
+                            for n in ("sky", "sky_err", "valid"))
+                        and all(np.array_equal(getattr(a.plane, n), getattr(b.plane, n),
+                                               equal_nan=True)
+                                for n in ("slope_x", "slope_y", "cov")),
+            }
+        print(json.dumps(out))
+    """)
+    for name, kept in (("all", True), ("some", False)):
+        assert found[name] == {"stages": ["overlap_runs", "maps"], "kept": kept,
+                               "same_maps": True, "same": True}, (name, found)

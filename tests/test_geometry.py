@@ -144,3 +144,32 @@ def test_many_polygons_rasterise_as_one_at_a_time():
         assert runs.npix == one.npix
         for name in ("rows", "start", "stop"):
             assert np.array_equal(getattr(runs, name), getattr(one, name))
+
+
+def test_plain_fits_wcs_is_evaluated_by_wcslib_directly_with_astropys_bits():
+    from astropy.wcs import WCS, Sip
+
+    from skymatch_nb_ui.engine.geometry import CelestialWCS
+
+    rng = np.random.default_rng(4)
+    plain = make_mosaic((1, 2), shape=(90, 80), rotation=5, seed=2).wcs[0]
+    sip = WCS(naxis=2)
+    sip.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    sip.wcs.crval, sip.wcs.crpix, sip.wcs.cdelt = [150.0, 2.0], [45.0, 40.0], [-1e-4, 1e-4]
+    a = np.zeros((3, 3))
+    a[2, 0] = 1e-6
+    sip.sip = Sip(a, np.zeros((3, 3)), None, None, sip.wcs.crpix)
+    assert CelestialWCS(plain)._plain and not CelestialWCS(sip)._plain
+    for w in (plain, sip):
+        c = CelestialWCS(w)
+        for n in (1, 26, 3000):
+            x, y = rng.uniform(-20, 110, n), rng.uniform(-20, 110, n)
+            lon, lat = c.pixel_to_lonlat(x, y)
+            ref = w.pixel_to_world_values(x, y)
+            assert np.array_equal(lon, ref[0]) and np.array_equal(lat, ref[1])
+            px, py = c.lonlat_to_pixel(lon, lat)
+            back = w.world_to_pixel_values(lon, lat)
+            assert np.array_equal(px, back[0]) and np.array_equal(py, back[1])
+    # scalars and 2-D arrays keep astropy's way (and its shapes)
+    lon, lat = CelestialWCS(plain).pixel_to_lonlat(3.0, 4.0)
+    assert np.shape(lon) == () and lon == plain.pixel_to_world_values(3.0, 4.0)[0]

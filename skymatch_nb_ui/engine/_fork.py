@@ -79,14 +79,17 @@ def fork_map(
     calling thread, as each task's result arrives; ``check()`` is called between tasks and
     while waiting for the children, and whatever it raises stops the run (the children are
     killed).  An exception of a task (here or in a child) is raised here.  ``meanwhile()``,
-    if given, runs here once the children are working, before this process takes tasks.
+    if given, runs here once the children are working, before this process takes tasks (with
+    it, a single task is shared too: a child computes it while this process does
+    ``meanwhile()``, and this process takes it only if no child has).
     """
     _reap()
     order = list(order)
     n = len(order)
     tasks = _TaskPipe(order)
-    if not tasks.ready or n < 2:  # too many tasks for a pipe, or nothing to share: here
-        workers = 1
+    if not tasks.ready or n < (1 if meanwhile is not None else 2):
+        workers = 1  # too many tasks for a pipe, or nothing to share: here
+    workers = min(workers, n + 1)  # (a child more than tasks would find none left)
     take = tasks.take
     pids: list[int] = []
     children: dict = {}  # connection -> pid, while its pipe is open

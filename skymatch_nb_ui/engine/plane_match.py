@@ -117,6 +117,11 @@ class PlaneStage:
         self._layouts: dict = {}  # labels -> _Layout
         self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
         self._difference_jobs: dict = {}  # (plan, sampled) -> `difference_jobs`
+        # (statistics key, image) -> (layout, cell keys, positions, multiplicity) of the image's
+        # pair cells, computed by the task that measured them (`_cell_terms`)
+        self._terms: dict = {}
+        # (statistics key, pair index) -> (layout, `_pair_cells`), computed by the same tasks
+        self._pair_terms: dict = {}
 
     # -- stage 1 for planes ------------------------------------------------------------------
     def layout(self, geometry: Geometry, grouping: Grouping, overlaps: dict | None = None) -> _Layout:
@@ -128,6 +133,10 @@ class PlaneStage:
         if labels not in self._layouts:
             self._layouts[labels] = self._make_layout(geometry, grouping, overlaps)
         return self._layouts[labels]
+
+    def has_layout(self, grouping: Grouping) -> bool:
+        """Whether the layout for ``grouping`` is cached (`layout`)."""
+        return tuple(grouping.label_of.tolist()) in self._layouts
 
     def _make_layout(self, geometry: Geometry, grouping: Grouping, overlaps=None) -> _Layout:
         if overlaps is None:
@@ -322,12 +331,58 @@ class PlaneStage:
                         cell = replace(cell, whole=None)
                     self.cells[ck] = cell
 
+        function, on_result = measure_cell_batch, keep
+        if kind == "fork" and pairs:
+            # what `equations` needs of each batch's pair cells (their positions and
+            # multiplicity, image by image, and the equations of the pairs whose cells are all
+            # in the batch) computed where the batch is measured: in the forked workers' share
+            # of the run, not after it (N = 256 images of 256 x 256: ~0.19 s of `equations`'
+            # ~0.22 s).  (A closure: forked workers take it from memory.)
+            sampled_eq = sampled if _differences(params) else None
+            plan_images = {p: {a for _, a, _ in self._cell_keys(plan, key, sampled_eq)}
+                           for p, plan in enumerate(layout.plans) if not plan.reason}
+
+            def function(batch_tasks, stat, b):
+                stats = measure_cell_batch(batch_tasks, stat)
+                images = []
+                for t, task_stats in zip(batches[b], stats):
+                    a, ks = parts[t]
+                    kept = [(todo[a][k][0], c) for k, c in zip(ks, task_stats)
+                            if todo[a][k][1] is not None]
+                    if kept:
+                        images.append((a, [ck for ck, _ in kept], [c for _, c in kept]))
+                terms = self._cell_terms(layout, images)
+                positions, mult, measured = {}, {}, {}
+                for (_, cks, cells), (_, _, q, counts) in zip(images, terms):
+                    _split_terms(cks, cells, q, counts, positions, mult)
+                    measured.update(zip(cks, cells))
+                done = {a for a, _, _ in images}
+                pair_cells = []
+                for p, members in plan_images.items():
+                    if members <= done:
+                        plan = layout.plans[p]
+                        if all(ck in positions for _, _, ck in self._cell_keys(plan, key, sampled_eq)):
+                            pair_cells.append((p, self._pair_cells(plan, key, positions, sampled_eq,
+                                                                   mult, measured)))
+                return stats, terms, pair_cells
+
+            def on_result(b: int, result) -> None:
+                stats, terms, pair_cells = result
+                for a, cks, q, counts in terms:
+                    self._terms[(key, a)] = (layout, cks, q, counts)
+                for p, found in pair_cells:
+                    self._pair_terms[(key, p)] = (layout, found)
+                keep(b, stats)
+
+            arguments = [([tasks[t] for t in batch], params.stat, b)
+                         for b, batch in enumerate(batches)]
+        else:
+            arguments = [([tasks[t] for t in batch], params.stat) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
-        execution.map("statistics", measure_cell_batch,
-                      [([tasks[t] for t in batch], params.stat) for batch in batches],
+        execution.map("statistics", function, arguments,
                       units=[sum(len(parts[t][1]) for t in batch) for batch in batches], kind=kind,
-                      on_result=keep, order=order)
+                      on_result=on_result, order=order)
 
     def difference_jobs(self, plan: _PairPlan, sampled) -> list:
         """``(sign, compared image, other image, compared image's grid)`` of a pair's members.
@@ -362,6 +417,8 @@ class PlaneStage:
             self._layouts.clear()
             self.cells.clear()
             self._difference_jobs.clear()
+            self._terms.clear()
+            self._pair_terms.clear()
 
     # -- stage 3 for planes ------------------------------------------------------------------
     def equations(self, layout: _Layout, params, pair_stats: PairStats, sampled=None):
@@ -371,14 +428,18 @@ class PlaneStage:
         reasons = []
         cells_of_pair = []
         sampled = sampled if _differences(params) else None
-        positions = self._cell_positions(layout, key, sampled)
-        self._multiplicity = self._shared_cells(layout, key, sampled)
+        positions, self._multiplicity, taken = self._image_terms(layout, key, sampled)
         valid = pair_stats.valid
         for p, plan in enumerate(layout.plans):
             reason = plan.reason
             got = None
             if not reason:
-                got, reason = self._pair_cells(plan, key, positions, sampled)
+                found = self._pair_terms.get((key, p))  # (computed with the task's terms)
+                if found is not None and found[0] is layout and all(
+                        a in taken for _, a, _ in self._cell_keys(plan, key, sampled)):
+                    got, reason = found[1]
+                else:
+                    got, reason = self._pair_cells(plan, key, positions, sampled)
             if got is None:
                 if valid[p] and np.isfinite(plan.centroid).all():
                     d, err = _pair_difference(pair_stats, p)
@@ -409,74 +470,100 @@ class PlaneStage:
                     for sign, s, o, grid in self.difference_jobs(plan, sampled)]
         return [(side, a, (key, a, p, grid.key())) for side, a, p, grid in plan.jobs]
 
-    def _cell_positions(self, layout: _Layout, key, sampled=None) -> dict:
-        """Frame positions of the cells' pixel centroids, one WCS call per image."""
+    def _per_image(self, layout: _Layout, key, sampled) -> dict[int, list]:
+        """The cache keys of each image's pair cells, in the order of the plans."""
         per_image: dict[int, list] = {}
         for plan in layout.plans:
             for _, a, ck in self._cell_keys(plan, key, sampled):
                 per_image.setdefault(a, []).append(ck)
-        out = {}
+        return per_image
+
+    def _image_terms(self, layout: _Layout, key, sampled=None) -> tuple[dict, dict, set]:
+        """The positions and multiplicity of every pair cell (`_cell_terms`) by cache key.
+
+        ``({ck: positions}, {ck: multiplicity}, images whose terms came from their tasks)``.
+        Those of an image whose task computed them (forked workers) for the same cells are
+        taken from there; the others' are computed here, all at once.
+        """
+        per_image = self._per_image(layout, key, sampled)
+        todo = []
+        found = {}
         for a, cks in per_image.items():
-            cells = [self.cells[ck] for ck in cks]
+            got = self._terms.get((key, a))
+            if got is not None and got[0] is layout and got[1] == cks:
+                found[a] = got[2:]
+            else:
+                todo.append((a, cks, [self.cells[ck] for ck in cks]))
+        taken = set(found)
+        for a, _, q, counts in self._cell_terms(layout, todo):
+            found[a] = (q, counts)
+        positions, multiplicity = {}, {}
+        for a, cks in per_image.items():
+            _split_terms(cks, [self.cells[ck] for ck in cks], *found[a], positions, multiplicity)
+        return positions, multiplicity, taken
+
+    def _cell_terms(self, layout: _Layout, images: list) -> list:
+        """``(image, cell keys, positions, multiplicity)`` of ``images``' pair cells.
+
+        ``images``: ``(image, cell keys, CellStats)``, each image's pair cells in the order of
+        the plans.  The positions: the frame positions of the cells' pixel centroids, one
+        WCS call per image (all its cells).  The multiplicity: per cell, in how many pairs of
+        inputs its pixels are (at its centroid), at least 1.  A pixel in the overlaps of
+        several other inputs enters several equations; its variance is counted that many
+        times in each (the equations are solved as if independent), so that the errors stay
+        honest where overlaps overlap.  The images' counts together (`_input_counts`: whole
+        numbers, the same whichever images are counted together).
+        """
+        out = []
+        px, py, sets, inputs = [], [], [], []
+        runs = self._geometry_runs
+        for a, cks, cells in images:
             x = np.concatenate([c.x for c in cells])
             y = np.concatenate([c.y for c in cells])
-            if not len(x):
-                for ck in cks:
-                    out[ck] = np.empty((0, 2))
-                continue
-            lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
-            frame = layout.frames[layout.frame_of[layout.image_input[a]]]
-            q = frame.project(lon, lat)
-            start = 0
-            for ck, c in zip(cks, cells):
-                out[ck] = q[start : start + len(c.x)]
-                start += len(c.x)
-        return out
+            if len(x):
+                lon, lat = self._wcs[a].pixel_to_lonlat(x, y)
+                frame = layout.frames[layout.frame_of[layout.image_input[a]]]
+                q = frame.project(lon, lat)
+            else:
+                q = np.empty((0, 2))
+            out.append((a, list(cks), q))
+            px.append(np.rint(x).astype(np.intp))
+            py.append(np.rint(y).astype(np.intp))
+            others = self._partners(layout).get(a, [])
+            sets.append([runs[(a, b)] for b in others])
+            inputs.append(layout.image_input[others])
+        counts = _input_counts(sets, inputs, px, py)
+        return [(a, cks, q, np.maximum(count, 1)) for (a, cks, q), count in zip(out, counts)]
 
-    def _shared_cells(self, layout: _Layout, key, sampled=None) -> dict:
-        """Per cell statistics, in how many pairs of inputs its pixels are (at its centroid).
-
-        A pixel in the overlaps of several other inputs enters several equations; its
-        variance is counted that many times in each (the equations are solved as if
-        independent), so that the errors stay honest where overlaps overlap.
-        """
-        runs = self._geometry_runs
+    def _partners(self, layout: _Layout) -> dict[int, list]:
+        """Per image, the images of other inputs whose footprints hold some of its pixels."""
+        cached = getattr(self, "_partners_of", None)
+        if cached is not None and cached[0] is layout and cached[1] is self._geometry_runs:
+            return cached[2]
         partners: dict[int, list] = {}
-        for (a, b), r in runs.items():
+        for (a, b), r in self._geometry_runs.items():
             if r and layout.image_input[a] != layout.image_input[b]:
                 partners.setdefault(a, []).append(b)
-        per_image: dict[int, list] = {}
-        for plan in layout.plans:
-            for _, a, ck in self._cell_keys(plan, key, sampled):
-                per_image.setdefault(a, []).append(ck)
-        images = list(per_image)
-        cells = [[self.cells[ck] for ck in per_image[a]] for a in images]
-        px = [np.rint(np.concatenate([c.x for c in cs])).astype(np.intp) for cs in cells]
-        py = [np.rint(np.concatenate([c.y for c in cs])).astype(np.intp) for cs in cells]
-        others = [partners.get(a, []) for a in images]
-        counts = _input_counts([[runs[(a, b)] for b in bs] for a, bs in zip(images, others)],
-                               [layout.image_input[bs] for bs in others], px, py)
-        out = {}
-        for a, cs, count in zip(images, cells, counts):
-            count = np.maximum(count, 1)
-            start = 0
-            for ck, c in zip(per_image[a], cs):
-                out[ck] = count[start : start + len(c.x)]
-                start += len(c.x)
-        return out
+        self._partners_of = (layout, self._geometry_runs, partners)
+        return partners
 
-    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None):
-        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not)."""
-        mult = self._multiplicity
+    def _pair_cells(self, plan: _PairPlan, key, positions, sampled=None, mult=None, cells=None):
+        """(q, q_h, d, var) of a pair's cells (seen on both sides), or (None, why not).
+
+        ``mult`` and ``cells``: the multiplicity and the cell statistics by cache key (default:
+        those of `equations`, and `cells`).
+        """
+        mult = self._multiplicity if mult is None else mult
+        cells = self.cells if cells is None else cells
         if sampled is not None:  # differences: one side, the compared images' pixels
-            parts = [(_scaled(self.cells[ck], mult[ck], sign), positions[ck])
+            parts = [(_scaled(cells[ck], mult[ck], sign), positions[ck])
                      for sign, _, ck in self._cell_keys(plan, key, sampled)]
             _, v, n, e, q = _combine_cells(parts)
             ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
             return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2)
         sides = []
         for s in (0, 1):
-            parts = [(_scaled(self.cells[ck], mult[ck]), positions[ck])
+            parts = [(_scaled(cells[ck], mult[ck]), positions[ck])
                      for side, _, ck in self._cell_keys(plan, key, None) if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa), (kb, vb, nb, eb, qb) = sides
@@ -516,6 +603,17 @@ class PlaneStage:
         inputs = [_combine_members(members, image_fits, layout.maps, layout.centres[g])
                   for g, members in enumerate(grouping.members)]
         return image_fits, inputs
+
+
+def _split_terms(cks: list, cells: list, q: np.ndarray, counts: np.ndarray, positions: dict,
+                 multiplicity: dict) -> None:
+    """An image's `PlaneStage._cell_terms` cut per cell statistics, into the two dicts."""
+    start = 0
+    for ck, c in zip(cks, cells):
+        n = len(c.x)
+        positions[ck] = q[start : start + n]
+        multiplicity[ck] = counts[start : start + n]
+        start += n
 
 
 def _input_counts(sets: list, inputs: list, px: list, py: list) -> list:

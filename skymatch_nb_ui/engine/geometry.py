@@ -149,7 +149,10 @@ def _plain_fits(wcs) -> bool:
     if (type(wcs).pixel_to_world_values is not WCS.pixel_to_world_values
             or type(wcs).world_to_pixel_values is not WCS.world_to_pixel_values):
         return False
-    return (wcs.wcs.lng, wcs.wcs.lat) == (0, 1)
+    try:  # (reading lng/lat runs wcsset, which refuses e.g. a singular matrix)
+        return (wcs.wcs.lng, wcs.wcs.lat) == (0, 1)
+    except Exception:  # astropy's way then, and the error it gives (`_validate`)
+        return False
 
 
 def _is_gwcs(wcs) -> bool:

@@ -24,14 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks only on Linux")
 
 
-def run_fresh(code: str) -> dict:
-    """Run ``code`` in a fresh Python (no other thread); it prints one JSON object last."""
+def run_fresh(code: str, *, prelude: str = "") -> dict:
+    """Run ``prelude`` then ``code`` in a fresh Python (no other thread); it prints one JSON object last."""
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: For `run_fresh` scripts: ``stages`` lists the function of each `fork_map` call, in order.
+SPY = """
+from skymatch_nb_ui.engine import _execute
+
+stages = []
+original = _execute.fork_map
+def spy(function, arguments, order, workers, **options):
+    stages.append(function.__name__)
+    return original(function, arguments, order, workers, **options)
+_execute.fork_map = spy
+"""
 
 
 @linux_only
@@ -411,7 +424,7 @@ def test_a_childs_large_result_does_not_wait_for_this_process_to_read_it():
 
 @linux_only
 def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
-    found = run_fresh("""
+    found = run_fresh(prelude=SPY, code="""
         import json, numpy as np
         from skymatch_nb_ui import SkyMatcher
         from skymatch_nb_ui.engine import _execute
@@ -419,12 +432,6 @@ def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
         from skymatch_nb_ui.engine.geometry import mosaic_geometry
         from skymatch_nb_ui.testing import make_mosaic
 
-        stages = []
-        original = _execute.fork_map
-        def spy(function, arguments, order, workers, **options):
-            stages.append(function.__name__)
-            return original(function, arguments, order, workers, **options)
-        _execute.fork_map = spy
 
         m = make_mosaic((12, 11), shape=(40, 36), noise=1.0, rotation=5, jitter=2, seed=3)
         assert len(m.images) >= GEOMETRY_FORK_FROM
@@ -479,18 +486,12 @@ def test_a_single_task_is_shared_when_there_is_work_meanwhile():
 
 @linux_only
 def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
-    found = run_fresh("""
+    found = run_fresh(prelude=SPY, code="""
         import json, numpy as np
         from skymatch_nb_ui import SkyMatcher
         from skymatch_nb_ui.engine import _execute
         from skymatch_nb_ui.testing import make_mosaic
 
-        stages = []
-        original = _execute.fork_map
-        def spy(function, arguments, order, workers, **options):
-            stages.append(function.__name__)
-            return original(function, arguments, order, workers, **options)
-        _execute.fork_map = spy
 
         out = {}
         # every pair of inputs gets cells (the worker's maps are kept), then 20 too small

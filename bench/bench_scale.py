@@ -12,7 +12,8 @@ then a solve-only change (``resolve``: ``match_down`` flipped) and a change of s
 time and the peak memory: the PSS (proportional set size: shared pages counted once) of the
 child and all its worker processes, sampled every 50 ms with psutil, and the child's own peak
 RSS (``getrusage``).  Configurations: ``serial`` (one worker), ``threads`` and ``processes``
-(2 workers), ``cluster`` (a ``distributed.LocalCluster`` of 2 worker processes, one thread
+(2 workers), ``auto`` (the command's default: the engine chooses, 2 workers at most),
+``cluster`` (a ``distributed.LocalCluster`` of 2 worker processes, one thread
 each; its start-up is reported apart).  The skies of all configurations are compared bit for
 bit.
 
@@ -52,7 +53,7 @@ sys.path.insert(0, str(ROOT))  # measure this checkout
 
 STAGES = ("read", "geometry", "statistics", "solve", "table", "copies", "resolve", "restat")
 AFTER = ("resolve", "restat")  # re-runs after the chain, not part of its total
-CONFIGS = ("serial", "threads", "processes", "cluster")
+CONFIGS = ("serial", "threads", "processes", "auto", "cluster")
 SHAPE = (256, 256)
 METHOD = "match"  # the command's default
 
@@ -168,7 +169,7 @@ def child(config: str, folder: str, out: str) -> None:
         enter("read")
         coll = ImageCollection.from_files(paths)
         coll.scheduler = {"serial": "serial", "threads": "threads", "processes": "processes",
-                          "cluster": client}[config]
+                          "auto": "auto", "cluster": client}[config]
         coll.workers = 1 if config == "serial" else 2
         result = coll.skymatch(skymethod=METHOD, progress=progress)
         enter("table")

@@ -267,6 +267,14 @@ def test_auto_runs_small_work_and_arrays_here_and_much_work_in_files_on_processe
     assert Execution("processes", 2).kind(False, small) == "processes"
     # pixel differences (interpolation releases the GIL): threads when there are many
     assert auto.kind(False, large, gil_free=sum(large)) == "threads"
+    # ... but many of them in files go to worker processes (threads lost to one process on
+    # 1,000 small pairs), well before PROCESSES_FROM
+    many = [_execute.PROCESSES_DIFFERENCES_FROM // 1000] * 1000
+    assert sum(many) < PROCESSES_FROM
+    assert auto.kind(True, many, gil_free=sum(many), differences=sum(many)) == "processes"
+    assert auto.kind(False, many, gil_free=sum(many), differences=sum(many)) == "threads"
+    assert auto.kind(True, many[:100], gil_free=sum(many) // 10,
+                     differences=sum(many) // 10) == "threads"
     assert auto.kind(False, small, gil_free=sum(small)) == "serial"
     assert Execution("auto", 1).kind(False, large, gil_free=sum(large)) == "serial"
 

@@ -60,6 +60,12 @@ SCHEDULERS = ("auto", "serial", "threads", "processes")
 #: twice their start-up), or uses them when they run already.
 PROCESSES_FROM = 300_000_000
 PROCESSES_WARM_FROM = 10_000_000
+#: ... and pixels of pixel-difference tasks in files from which it does so: 256 x 256 images
+#: from files, N = 1,000 (3,807 pairs, 3.0e7 differences; 2026-12-03, load 0.8-1.0, two
+#: runs each): the statistics took 5.2-6.0 s serially, 4.2-5.4 s on 2 worker processes (their
+#: start included) and 6.6-8.6 s on 2 threads (the many small pairs' Python holds the GIL);
+#: N = 100 (3.0e6): 0.65 s serially, 2.1 s on processes.
+PROCESSES_DIFFERENCES_FROM = 20_000_000
 #: Pixels of pixel-difference tasks from which "auto" runs them on threads: interpolation is
 #: gathers and blends that release the GIL (N = 64 nebula mosaic of 1024 x 1024 images, 25M
 #: differences, same bits: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially at load ~3.5;
@@ -223,23 +229,23 @@ class Execution:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
         ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
-        for this map, `_fork.fork_map`.)  "auto" decides by what paid on a 2-core machine
+        for this map, `_fork.fork_map`.) "auto" decides by what paid on a 2-core machine
         (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): the pool's worker processes
         cost seconds to start (once per Python process) and the pixels of images in memory
         would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower than one
-        process at N = 64), so they serve images read from files when there is much to
-        measure (or when the pool runs already); images in memory get forked workers, which
-        share them, when forking is safe (`_fork.fork_safe`: Linux, no other thread running)
-        and there is at least `FORK_FROM` pixels to measure while a core is idle
-        (`FORK_IDLE`); threads lost 5-15% to one process on small and large pixel sets alike
-        (the histograms' ``bincount`` holds the GIL), so everything else runs here, except
-        pixel differences: ``differences``
-        pixels of them (at least `FORK_DIFFERENCES_FROM`) go to forked workers when forking
-        is safe and a core is idle, and else those that gain on threads (``gil_free``: the
-        pixels of pairs measured one at a time, at least `THREADS_FROM`; many small pairs
-        measured together lost 25-35% on threads) run on threads.
-        ``"processes"`` asked for with images in memory means forked workers whenever
-        forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
+        process at N = 64), so they serve images read from files when there is much to measure
+        (`PROCESSES_FROM` pixels, or `PROCESSES_DIFFERENCES_FROM` of pixel differences, which
+        cost more per pixel; or when the pool runs already); images in memory get forked
+        workers, which share them, when forking is safe (`_fork.fork_safe`: Linux, no other
+        thread running) and there is at least `FORK_FROM` pixels to measure while a core is
+        idle (`FORK_IDLE`); threads lost 5-15% to one process on small and large pixel sets
+        alike (the histograms' ``bincount`` holds the GIL), so everything else runs here,
+        except pixel differences: ``differences`` pixels of them (at least
+        `FORK_DIFFERENCES_FROM`) go to forked workers when forking is safe and a core is idle,
+        and else those that gain on threads (``gil_free``: the pixels of pairs measured one at
+        a time, at least `THREADS_FROM`; many small pairs measured together lost 25-35% on
+        threads) run on threads.  ``"processes"`` asked for with images in memory means forked
+        workers whenever forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
         (tasks measured by the bench that way: the constant statistics stage).
         """
         s = self.scheduler
@@ -255,7 +261,8 @@ class Execution:
             return s
         total = sum(sizes)
         warm = self.workers in _PROCESSES
-        if files and (total >= PROCESSES_FROM or (warm and total >= PROCESSES_WARM_FROM)):
+        if files and (total >= PROCESSES_FROM or differences >= PROCESSES_DIFFERENCES_FROM
+                      or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
         if forks and not files and (total >= FORK_FROM or differences >= FORK_DIFFERENCES_FROM) \
                 and _idle_core() and _can_fork():

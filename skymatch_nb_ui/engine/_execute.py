@@ -229,7 +229,7 @@ class Execution:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
         ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
-        for this map, `_fork.fork_map`.) "auto" decides by what paid on a 2-core machine
+        for this map, `_fork.fork_map`.)  "auto" decides by what paid on a 2-core machine
         (``bench/bench_scale.py``, ``bench/bench_vs_stcal.py``): the pool's worker processes
         cost seconds to start (once per Python process) and the pixels of images in memory
         would have to be copied to them (4 MB per 1024 x 1024 image: 4x slower than one
@@ -245,8 +245,8 @@ class Execution:
         and else those that gain on threads (``gil_free``: the pixels of pairs measured one at
         a time, at least `THREADS_FROM`; many small pairs measured together lost 25-35% on
         threads) run on threads.  ``"processes"`` asked for with images in memory means forked
-        workers whenever forking is safe, else the pool.  "auto" forks only for callers that say ``forks``
-        (tasks measured by the bench that way: the constant statistics stage).
+        workers whenever forking is safe, else the pool.  "auto" forks only for callers that
+        say ``forks`` (tasks measured by the bench that way: the constant statistics stage).
         """
         s = self.scheduler
         if not isinstance(s, str):

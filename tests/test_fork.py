@@ -427,11 +427,9 @@ def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
     found = run_fresh(prelude=SPY, code="""
         import json, numpy as np
         from skymatch_nb_ui import SkyMatcher
-        from skymatch_nb_ui.engine import _execute
         from skymatch_nb_ui.engine._execute import GEOMETRY_FORK_FROM
         from skymatch_nb_ui.engine.geometry import mosaic_geometry
         from skymatch_nb_ui.testing import make_mosaic
-
 
         m = make_mosaic((12, 11), shape=(40, 36), noise=1.0, rotation=5, jitter=2, seed=3)
         assert len(m.images) >= GEOMETRY_FORK_FROM
@@ -489,9 +487,7 @@ def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
     found = run_fresh(prelude=SPY, code="""
         import json, numpy as np
         from skymatch_nb_ui import SkyMatcher
-        from skymatch_nb_ui.engine import _execute
         from skymatch_nb_ui.testing import make_mosaic
-
 
         out = {}
         # every pair of inputs gets cells (the worker's maps are kept), then 20 too small

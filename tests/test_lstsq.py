@@ -271,7 +271,7 @@ def test_pair_covariance_above_the_exact_limit_is_estimated_by_random_probes(mon
 def test_incidence_right_hand_sides_sum_like_add_at_to_the_last_bit():
     # inputs met by many pairs, grounded ends (-1) and values of mixed signs and magnitudes:
     # the same sums, in the same order, as np.add.at on the first ends and then the second
-    from skymatch_nb_ui.engine.lstsq import _incidence_rhs
+    from skymatch_nb_ui.engine.lstsq import _incidence_t
 
     rng = np.random.default_rng(3)
     for rows, pairs, k in [(5, 40, 1), (30, 200, 17), (1, 3, 4), (64, 210, 210)]:
@@ -282,7 +282,7 @@ def test_incidence_right_hand_sides_sum_like_add_at_to_the_last_bit():
         for end, sign in ((i, 1.0), (j, -1.0)):
             keep = pos[end] >= 0
             np.add.at(expected, pos[end[keep]], sign * weighted[keep])
-        got = _incidence_rhs(pos, i, j, weighted, rows)
+        got = _incidence_t(pos, i, j, rows) @ weighted
         assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
 
 

@@ -90,9 +90,10 @@ class _FileLoader:
         # what a worker process needs to read the pixels: the file and its HDUs, not the WCS
         # and headers (a WCS costs milliseconds to pickle and unpickle), nor this module
         # (xarray: a second more for each worker to start)
-        empty = {"wcs": None, "header": type(self.image.header)()}
-        if hasattr(self.image, "primary_header"):
-            empty["primary_header"] = type(self.image.primary_header)()
+        if hasattr(self.image, "header_text"):  # a FitsImage
+            empty = {"wcs": None, "header_text": "", "primary_text": None}
+        else:
+            empty = {"wcs": None, "header": {}}
         return (RecordLoader, (replace(self.image, **empty), self.dqbits))
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import pickle
 import sys
 import warnings
 
@@ -11,6 +12,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, DistortionLookupTable, Sip
 
 from skymatch_nb_ui import SkyMatchWarning, io
+from skymatch_nb_ui.collection import _FileLoader
 from skymatch_nb_ui.io import (
     FitsImage,
     MixedUnitsWarning,
@@ -156,6 +158,28 @@ def test_multi_extension_file_finds_sci_and_its_dq(mef_file, mosaic):
     assert open_fits_image(mef_file, ext=4).ext == 4
     assert open_fits_image(mef_file, ext="sci").ext == 1
     assert open_fits_image(mef_file, dq_ext=None).dq_ext is None
+
+def test_headers_are_kept_as_text_and_handed_out_as_copies(mef_file, primary_file):
+    """A record holds its headers as the file's cards (compact); each access parses a copy."""
+    first = open_fits_image(mef_file)
+    with fits.open(mef_file) as hdul:
+        assert list(first.header.items()) == list(hdul[1].header.items())
+        assert list(first.primary_header.items()) == list(hdul[0].header.items())
+    assert isinstance(first.header_text, str) and len(first.header_text) % 80 == 0
+    changed = first.header
+    changed["EXTNAME"] = "OTHER"
+    assert first.header["EXTNAME"] == "SCI" and first.label == "SCI,1"
+    with fits.open(mef_file) as hdul:
+        assert hdul[1].header["EXTNAME"] == "SCI"
+    alone = open_fits_image(primary_file)  # the science HDU is the primary: one header
+    assert alone.primary_text is None
+    assert list(alone.primary_header.items()) == list(alone.header.items())
+    assert alone.primary_header is not alone.header
+    # a loader sent to a worker carries no headers and no WCS
+    restored = pickle.loads(pickle.dumps(_FileLoader(first))).record
+    assert restored.header_text == "" and restored.wcs is None and len(restored.header) == 0
+    np.testing.assert_array_equal(restored.data(), first.data())
+
 
 
 def test_without_sci_the_first_2d_image_with_a_celestial_wcs_is_used(tmp_path, mosaic):

@@ -281,7 +281,7 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     if pairs <= EXACT_PAIRS:
         blocks = [(start, None) for start in range(0, pairs, _CHUNK)]
     else:
-        blocks = [(None, _SIGNS[index]) for index in _probe_signs(pairs)]
+        blocks = [(None, index) for index in _probe_signs(pairs)]
     for start, z in blocks:
         if z is None:
             cols = np.arange(start, min(start + _CHUNK, pairs))
@@ -290,8 +290,7 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
             norm = 1.0
         else:
             norm = 1.0 / PROBES
-        cz = np.asarray(cov @ z)
-        gz, gcz = gain(z), gain(cz)
+        cz, gz, gcz = _gains(gain, cov, z, n)
         extra_var += norm * np.einsum("ij,ij->i", gz, gcz)
         for lo in range(0, pairs, _ROWS):  # (in slices: a few MB at a time, not pairs x k)
             at = slice(lo, lo + _ROWS)
@@ -302,7 +301,31 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     return extra_var, extra_res
 
 
+def _gains(gain, cov, z, n):
+    """``(C z, G z, G C z)``; ``z`` unit vectors (floats) or probes (int8 indices into `_SIGNS`).
+
+    Probes are expanded `_COLUMNS` at a time: at 39,402 pairs the 256 probes as floats, their
+    ``C z`` and the weighted copy a gain makes took 80 MB each, all at once.  Every column
+    of a product is computed as alone (sparse products go column by column, and BLAS's
+    kernels do too for blocks whose width is a multiple of their unrolling, 4 or 8: a width of
+    7 changed the last bit), so the values are those of all probes at once.
+    """
+    if z.dtype != np.int8:
+        cz = np.asarray(cov @ z)
+        return cz, gain(z), gain(cz)
+    pairs, k = z.shape
+    cz, gz, gcz = np.empty((pairs, k)), np.empty((n, k)), np.empty((n, k))
+    for lo in range(0, k, _COLUMNS):
+        at = slice(lo, lo + _COLUMNS)
+        block = _SIGNS[z[:, at]]
+        cz[:, at] = cov @ block
+        gz[:, at] = gain(block)
+        gcz[:, at] = gain(cz[:, at])
+    return cz, gz, gcz
+
+
 _SIGNS = np.array([-1.0, 1.0])
+_COLUMNS = 64  # probes expanded at a time in `_gains` (a multiple of 8 that divides PROBES)
 _ROWS = 2048  # pairs per slice of the residuals' products in `_shared_terms`
 
 

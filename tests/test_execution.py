@@ -4,6 +4,7 @@ Every scheduler must give the same numbers, bit for bit; a cancelled run must le
 matcher able to carry on from what finished.
 """
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -88,6 +89,33 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_same_bits(fits_files)
             assert_same_bits(serial, run_files(fits_files, client))
         # by address: the engine connects for the run and lets go after it
         assert_same_bits(serial, run_files(fits_files, cluster.scheduler_address))
+
+
+def test_a_cluster_run_keeps_no_copy_of_its_tasks_arguments_here(fits_files):
+    # distributed logs each stream's recent messages under 1 MB, objects and all: the
+    # tasks' arguments (the overlaps' pixel runs and maps) are scattered instead, so that no
+    # copy of them stays in this process (where a LocalCluster's scheduler runs too)
+    distributed = pytest.importorskip("distributed")
+    from skymatch_nb_ui.engine.geometry import Runs
+
+    def runs_not_of(coll):
+        gc.collect()
+        own = {id(r) for r in coll.matcher.geometry.runs.values()}
+        return sum(type(o) is Runs and id(o) not in own for o in gc.get_objects())
+
+    serial = ImageCollection.from_fits(fits_files, group_by=None)
+    serial.scheduler = "serial"
+    serial.skymatch()
+    baseline = runs_not_of(serial)  # (not this collection's: e.g. the empty set's constant)
+    del serial
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            coll = ImageCollection.from_fits(fits_files, group_by=None)
+            coll.scheduler, coll.workers = client, 2
+            coll.skymatch()
+            assert len(coll.matcher.geometry.runs) > 20
+            assert runs_not_of(coll) == baseline
 
 
 def test_the_execution_options_are_not_parameters_of_the_result(mosaic):

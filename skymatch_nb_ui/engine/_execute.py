@@ -392,8 +392,28 @@ class Execution:
         else:
             with _client(self.scheduler) as client:
                 threads = sum(client.nthreads().values()) or self.workers
-                yield ((lambda f, *a: client.submit(f, *a, pure=False)), client.cancel,
+                yield ((lambda f, *a: _submit_scattered(client, f, a)), client.cancel,
                        IN_FLIGHT * threads)
+
+
+def _submit_scattered(client, function: Callable, args: tuple):
+    """``function(*args)`` on a Dask cluster, its arguments scattered apart from the task.
+
+    A task's arguments (a batch of images' overlaps: pixel runs and maps, ~0.6 MB per 64
+    images) would otherwise travel in the client's graph message, and distributed keeps every
+    message under 1 MB in each stream's log for debugging (the last 1,000:
+    ``distributed.admin.low-level-log-length``), objects and all: a run of 10,000 images on a
+    `LocalCluster` kept ~350 MB of copies of them in the client's process (the client's log,
+    and the scheduler's, which runs there).  Scattered, they are sent by a call that is not
+    logged, to a worker that keeps them while the task needs them.
+    """
+    [data] = client.scatter([args], hash=False)
+    return client.submit(_apply, function, data, pure=False)
+
+
+def _apply(function: Callable, args: tuple):
+    """``function(*args)`` (a task whose arguments arrive as one scattered tuple)."""
+    return function(*args)
 
 
 class _Waiter:

@@ -391,9 +391,13 @@ class Execution:
             yield self.scheduler.submit, _cancel_local, max(slots, 4)
         else:
             with _client(self.scheduler) as client:
-                threads = sum(client.nthreads().values()) or self.workers
-                yield ((lambda f, *a: _submit_scattered(client, f, a)), client.cancel,
-                       IN_FLIGHT * threads)
+                nthreads = client.nthreads()
+                threads = sum(nthreads.values()) or self.workers
+                if nthreads:
+                    submit = lambda f, *a: _submit_scattered(client, f, a)
+                else:  # (a scatter would wait for a worker that only tasks bring: adaptive)
+                    submit = lambda f, *a: client.submit(f, *a, pure=False)
+                yield submit, client.cancel, IN_FLIGHT * threads
 
 
 def _submit_scattered(client, function: Callable, args: tuple):
@@ -405,7 +409,9 @@ def _submit_scattered(client, function: Callable, args: tuple):
     ``distributed.admin.low-level-log-length``), objects and all: a run of 10,000 images on a
     `LocalCluster` kept ~350 MB of copies of them in the client's process (the client's log,
     and the scheduler's, which runs there).  Scattered, they are sent by a call that is not
-    logged, to a worker that keeps them while the task needs them.
+    logged, to a worker that keeps them while the task needs them.  (Only while the cluster
+    has workers: an adaptive cluster at a minimum of none starts them for tasks, not for a
+    scatter, which would wait.)
     """
     [data] = client.scatter([args], hash=False)
     return client.submit(_apply, function, data, pure=False)

@@ -14,7 +14,9 @@ images, each read by its loader when the task runs).  They run
   run and share this process's memory, and this process works too (`_fork`);
 - on a Dask cluster: a ``distributed.Client``, or the address of its scheduler
   (``"tcp://host:8786"``, connected to for each run); workers need this package and the
-  files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).
+  files at the same paths (``pip install skymatch-nb-ui[dask]`` on the client).  A task's
+  arguments (its images' overlaps, never pixels) are scattered to a worker just before it,
+  so that no log of the client or the scheduler keeps a copy (`_submit_scattered`).
 
 ``"auto"`` (the default) takes worker processes when the images come from files and there is
 enough to measure to pay for the workers' start (about 3 x 10^8 pixels), forked workers for

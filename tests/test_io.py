@@ -159,8 +159,9 @@ def test_multi_extension_file_finds_sci_and_its_dq(mef_file, mosaic):
     assert open_fits_image(mef_file, ext="sci").ext == 1
     assert open_fits_image(mef_file, dq_ext=None).dq_ext is None
 
+
 def test_headers_are_kept_as_text_and_handed_out_as_copies(mef_file, primary_file):
-    """A record holds its headers as the file's cards (compact); each access parses a copy."""
+    """A record holds its headers as the cards' text (compact); each access parses a copy."""
     first = open_fits_image(mef_file)
     with fits.open(mef_file) as hdul:
         assert list(first.header.items()) == list(hdul[1].header.items())
@@ -179,7 +180,6 @@ def test_headers_are_kept_as_text_and_handed_out_as_copies(mef_file, primary_fil
     restored = pickle.loads(pickle.dumps(_FileLoader(first))).record
     assert restored.header_text == "" and restored.wcs is None and len(restored.header) == 0
     np.testing.assert_array_equal(restored.data(), first.data())
-
 
 
 def test_without_sci_the_first_2d_image_with_a_celestial_wcs_is_used(tmp_path, mosaic):

@@ -170,6 +170,9 @@ def test_headers_are_kept_as_text_and_handed_out_as_copies(mef_file, primary_fil
     changed = first.header
     changed["EXTNAME"] = "OTHER"
     assert first.header["EXTNAME"] == "SCI" and first.label == "SCI,1"
+    shown = first.meta  # computed once per record, handed out as a new dict
+    shown["detector"] = "OTHER"
+    assert first.meta["detector"] == "NRCA1"
     with fits.open(mef_file) as hdul:
         assert hdul[1].header["EXTNAME"] == "SCI"
     alone = open_fits_image(primary_file)  # the science HDU is the primary: one header

@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -370,7 +371,7 @@ class FitsImage:
 
     @property
     def meta(self) -> dict:
-        """Selected metadata, None where the headers do not say.
+        """Selected metadata, None where the headers do not say (a new dict at each access).
 
         ``bunit`` (BUNIT), ``exptime`` (EXPTIME, XPOSURE or EFFEXPTM), ``filter`` (FILTER,
         FILTNAM1 or FILTER1), ``detector`` (DETECTOR, CCDNAME or CHIPID), ``instrument``
@@ -380,6 +381,12 @@ class FitsImage:
         otherwise the first of EXP_ID, EXPID, EXPNUM, ROOTNAME, OBS_ID, EXPOSURE.  Each
         keyword is looked up in the science header, then the primary.
         """
+        return dict(self._meta)
+
+    @cached_property
+    def _meta(self) -> dict:
+        # the headers parsed once per record (opening a collection asks 2-3 times per image,
+        # and a JWST file's ~400 cards take ~1 ms to parse)
         headers = self._headers()
         meta = {key: _first(headers, names) for key, names in _META_KEYWORDS.items()}
         if meta["exptime"] is not None:

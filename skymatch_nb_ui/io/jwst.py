@@ -62,7 +62,7 @@ def adapt(images: list, hdul) -> list:
     group_id = (tree_meta or {}).get("group_id") or group_id_from_header(hdul[0].header)
     adapted = []
     for image in images:
-        exact = wcs is not None and image.header.get("EXTNAME") == "SCI"
+        exact = wcs is not None and hdul[image.ext].header.get("EXTNAME") == "SCI"
         if exact:
             _check_imaging(wcs, image.path)
         adapted.append(replace(

@@ -305,3 +305,37 @@ def test_pair_covariance_loses_its_diagonal_and_nans_only():
     assert np.array_equal(got.toarray(), expected)
     assert got.nnz == 4 and got.has_sorted_indices
     assert _off_diagonal(np.diag([1.0, 2.0]), 2) is None
+
+
+def test_the_helper_thread_changes_no_bit_and_is_gone_afterwards(monkeypatch):
+    """Above `HELPER_BLOCKS` blocks the uncertainties are computed with a helper thread; the
+    results must be those of one thread, bit for bit, and no thread may outlive the solve."""
+    import threading
+
+    from skymatch_nb_ui.engine import lstsq
+
+    rng = np.random.default_rng(11)
+    pairs = tiling_pairs(30, 40, rng, holes=0.1)  # several components, ~25 blocks
+    i, j = pairs[:, 0], pairs[:, 1]
+    diff, weight, var = pair_data(pairs, rng, 1000.0)
+    cov = np.zeros((len(i), len(i)))  # pairs that share an input share some pixels
+    for p in range(len(i) - 1):
+        if {i[p], j[p]} & {i[p + 1], j[p + 1]}:
+            cov[p, p + 1] = cov[p + 1, p] = 0.2 * np.sqrt(var[p] * var[p + 1])
+    monkeypatch.setattr(lstsq, "_cpus", lambda: 2)
+    started = []
+    real = lstsq.ThreadPoolExecutor
+
+    def counted(*args, **kwargs):
+        started.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lstsq, "ThreadPoolExecutor", counted)
+    results = {}
+    for blocks in (1, 10**9):  # with the helper, without
+        monkeypatch.setattr(lstsq, "HELPER_BLOCKS", blocks)
+        results[blocks] = solve_offsets(1200, i, j, diff, weight, var, cov)
+    assert started == [1]
+    for field in ("delta", "delta_err", "residual_var"):
+        assert getattr(results[1], field).tobytes() == getattr(results[10**9], field).tobytes()
+    assert not [t for t in threading.enumerate() if t.name.startswith("skymatch-solve")]

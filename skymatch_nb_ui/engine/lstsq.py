@@ -25,7 +25,9 @@ How `solve_offsets` works:
    difference of large numbers that a Gram matrix (or an explicit inverse) would lose.
 
 Cost: the sum over blocks of (block size)^2 x (block size + pairs): about ``N w^2`` for
-levels ``w`` inputs wide (``w ~ sqrt(N)`` for a 2-D mosaic, a few for a strip).  The
+levels ``w`` inputs wide (``w ~ sqrt(N)`` for a 2-D mosaic, a few for a strip).  From
+`HELPER_BLOCKS` blocks on, a helper thread takes the work that no later block waits for (each
+block's first solve, the residuals' norms) beside the two passes: the same bits.  The
 offsets agree with a dense pseudo-inverse to rounding; the uncertainties are as accurate as
 dense solves of the gains (measured against extended precision in the tests).
 
@@ -44,11 +46,16 @@ and the error scale (a sum over the pairs, where the noise averages out).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, qr
+from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import dgeqrf as _geqrf
+from scipy.linalg.lapack import dgeqrf_lwork as _geqrf_lwork
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components, shortest_path
 
@@ -61,6 +68,10 @@ BLOCK = 48
 #: Up to this many pairs the pairs' covariance enters the uncertainties exactly (one pair's
 #: unit vector per right-hand side); above it, through `PROBES` random +-1 vectors.
 EXACT_PAIRS = 4096
+
+#: From this many diagonal blocks on, the uncertainties are computed with a helper thread
+#: (`_BlockSweep.centred_gain_norms`): the same bits, in less time on two CPUs.
+HELPER_BLOCKS = 8
 
 #: Random probes of the pairs' covariance above `EXACT_PAIRS` pairs.
 PROBES = 256
@@ -242,8 +253,9 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov
     f_mean = f * (u[i] - u[j]) / size[comp[i]]  # each gain column's mean over its component
     own_sd = np.sqrt(np.where(finite, var, 0.0)) / scale
     variance = np.zeros(n)
-    variance[order], residual = sweep.centred_gain_norms(
-        pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd)
+    with _helper(len(bounds) - 1) as pool:
+        variance[order], residual = sweep.centred_gain_norms(
+            pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd, pool)
     grounded = members[level[members] == 0]
     variance[grounded] = np.bincount(comp[i], f_mean**2, minlength=len(size))[comp[grounded]]
     if cov is not None:  # pairs that share pixels: G C G^T and (I - AG) C (I - AG)^T
@@ -255,6 +267,27 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov
     err = scale * np.sqrt(np.clip(variance[members], 0.0, None))
     delta_err[members] = np.where(spoiled[cm], np.nan, err)
     residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * np.clip(residual, 0.0, None))
+
+
+@contextmanager
+def _helper(blocks: int):
+    """One helper thread for `_BlockSweep.centred_gain_norms` (None: work in this one).
+
+    Only with `HELPER_BLOCKS` blocks or more and a second CPU for this process; a new thread
+    each time (a pool kept between calls would be left without its thread in a forked child).
+    """
+    if blocks < HELPER_BLOCKS or _cpus() < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="skymatch-solve") as pool:
+        yield pool
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
@@ -443,12 +476,28 @@ def _grounded_laplacian(pos, i, j, w) -> csr_matrix:
     return coo_matrix((vals, (rows, cols)), shape=(size, size)).tocsr()
 
 
-def _square_root(columns: np.ndarray) -> np.ndarray:
-    """A matrix ``R`` with ``R R^T = columns columns^T`` and at most as many columns as rows."""
+def _square_root(columns: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """A matrix ``R`` with ``R R^T = columns columns^T`` and at most as many columns as rows.
+
+    The triangle of a Householder QR of ``columns^T`` (LAPACK's ``dgeqrf``, as
+    `scipy.linalg.qr` calls it, with the same work size: the same bits); with `overwrite`
+    ``columns`` (C-ordered float64) serves as its work space.
+    """
     rows, cols = columns.shape
     if cols <= rows:
         return columns
-    return qr(columns.T, mode="r", check_finite=False)[0][:rows].T
+    qr, _, _, info = _geqrf(columns.T, lwork=_geqrf_work(cols, rows), overwrite_a=overwrite)
+    if info < 0:
+        raise ValueError(f"illegal value in argument {-info} of LAPACK's dgeqrf")
+    return np.triu(qr[:rows]).T
+
+
+def _geqrf_work(m: int, n: int) -> int:
+    """The optimal work size of ``dgeqrf`` for an m x n matrix (its own work-size query)."""
+    work, info = _geqrf_lwork(m, n)
+    if info != 0:
+        raise ValueError(f"LAPACK's dgeqrf work-size query failed (info {info})")
+    return int(work)
 
 
 class _BlockSweep:
@@ -459,6 +508,7 @@ class _BlockSweep:
     ``S_k^{-1}`` is a triangular solve, never an explicit inverse times a right-hand side.
     The diagonal blocks of ``Z = L^{-1}`` follow backwards, ``Z_k = S_k^{-1} + P_k Z_{k+1}
     P_k^T``, its off-diagonal ones from them: ``Z_{k,e} = -P_k Z_{k+1,e}`` for ``e > k``.
+    The ``U_k`` (the edges between consecutive blocks: a few per input) are kept sparse.
     """
 
     def __init__(self, lap: csr_matrix, bounds: np.ndarray):
@@ -466,17 +516,17 @@ class _BlockSweep:
         n_blocks = len(bounds) - 1
         self.chol: list = []
         self.P: list[np.ndarray] = []
-        self.U: list[np.ndarray] = []
+        self.Ut: list[csr_matrix] = []  # U_k^T
         s = self._block(lap, 0, 0)
         for k in range(n_blocks):
             self.chol.append(cho_factor(s, lower=True, check_finite=False))
             if k + 1 == n_blocks:
                 break
-            u = self._block(lap, k, k + 1)
-            p = self._solve(k, u)
-            s = self._block(lap, k + 1, k + 1) - u.T @ p
+            ut = lap[self.bounds[k + 1] : self.bounds[k + 2], self.bounds[k] : self.bounds[k + 1]]
+            p = self._solve(k, ut.T.toarray())
+            s = self._block(lap, k + 1, k + 1) - ut @ p
             self.P.append(p)
-            self.U.append(u)
+            self.Ut.append(ut)
 
     def _block(self, matrix: csr_matrix, a: int, b: int) -> np.ndarray:
         return matrix[self.bounds[a] : self.bounds[a + 1], self.bounds[b] : self.bounds[b + 1]].toarray()
@@ -497,7 +547,7 @@ class _BlockSweep:
             out.append(x)
         return np.concatenate(out[::-1])
 
-    def centred_gain_norms(self, pi, pj, f, f_mean, node_comp, edge_comp, own_sd
+    def centred_gain_norms(self, pi, pj, f, f_mean, node_comp, edge_comp, own_sd, pool=None
                            ) -> tuple[np.ndarray, np.ndarray]:
         """Squared norms of the rows of ``X`` and of the edges' residual rows.
 
@@ -519,6 +569,10 @@ class _BlockSweep:
         vector to minus itself there, so the centring carries over); and ``Z_{k,e+1}
         y_{k,e}`` less the means in blocks after it, ``y_{k,e}`` being ``Phi_e`` carried
         forward (``y_{k+1} = -P_k^T y_k``).  Both families are kept as square roots.
+
+        With ``pool`` (an executor of one helper thread) the groups' ``Y_e`` and ``Phi_e`` and
+        the edges' residual norms are computed there, beside the two passes: the same
+        operations on the same values, so the same bits.
         """
         b = self.bounds
         n_blocks = len(b) - 1
@@ -527,8 +581,7 @@ class _BlockSweep:
         home = np.where(pi < 0, block_j, np.where(pj < 0, block_i, np.minimum(block_i, block_j)))
         order = np.argsort(home, kind="stable")
         starts = np.searchsorted(home[order], np.arange(n_blocks + 1))
-        y_own, phi, groups = [], [], []
-        for e in range(n_blocks):
+        def group(e):  # block e's group of edges, its Y_e and Phi_e
             edges = order[starts[e] : starts[e + 1]]
             here = np.zeros((b[e + 1] - b[e], len(edges)))
             after = np.zeros((b[e + 2] - b[e + 1] if e + 1 < n_blocks else 0, len(edges)))
@@ -540,63 +593,105 @@ class _BlockSweep:
                 nxt = ends >= b[e + 1]
                 after[ends[nxt] - b[e + 1], cols[nxt]] = value[nxt]
             y = self._solve(e, here)
-            y_own.append(y)
-            phi.append(after - self.U[e].T @ y if e + 1 < n_blocks else after)
-            groups.append(edges)
+            return edges, y, (after - self.Ut[e] @ y if e + 1 < n_blocks else after)
+
+        # (with a helper thread: the groups computed there, in order, while the forward pass
+        # runs here; then the edges' residuals there while the backward pass goes on)
+        run = pool.submit if pool is not None else _Done.of
+        found = [run(group, e) for e in range(n_blocks)]
+        y_own, phi, groups = [None] * n_blocks, [None] * n_blocks, [None] * n_blocks
+
+        def take(e):
+            if groups[e] is None:
+                groups[e], y_own[e], phi[e] = found[e].result()
+                found[e] = None
+
         # forward: the groups before each block, as [rows of y; one row of means per component]
         comps = [np.unique(node_comp[b[k] : b[k + 1]]) for k in range(n_blocks)]
         before = [np.zeros((b[1] - b[0] + len(comps[0]), 0))]
         for k, p in enumerate(self.P):
+            take(k)
             nk, edges, prev = b[k + 1] - b[k], groups[k], before[k]
             carried = -p.T @ prev[:nk]
             # the means of the columns, one row per component that goes on into block k + 1
             means = np.zeros((len(comps[k + 1]), len(edges) + prev.shape[1]))
-            on = np.isin(edge_comp[edges], comps[k + 1])
+            on = _isin(edge_comp[edges], comps[k + 1])
             rows = np.searchsorted(comps[k + 1], edge_comp[edges][on])
             means[rows, np.flatnonzero(on)] = f_mean[edges][on]
-            kept = np.isin(comps[k], comps[k + 1])
+            kept = _isin(comps[k], comps[k + 1])
             means[np.searchsorted(comps[k + 1], comps[k][kept]), len(edges) :] = prev[nk:][kept]
-            before.append(_square_root(np.vstack([np.hstack([phi[k], carried]), means])))
+            before.append(_square_root(np.vstack([np.hstack([phi[k], carried]), means]), overwrite=True))
         # backward: Z_k, the groups from k on (square root), and the norms
+        take(n_blocks - 1)
         out = [None] * n_blocks
         residual = np.zeros(len(pi))
+        pending = []
         z_next = from_here = None
         for k in range(n_blocks - 1, -1, -1):
             nk, edges, prev = b[k + 1] - b[k], groups[k], before[k]
-            own = _centred(y_own[k], node_comp[b[k] : b[k + 1]], edge_comp[edges], f_mean[edges])
+            n_next = b[k + 2] - b[k + 1] if k + 1 < n_blocks else 0
+            carried = 0 if from_here is None else from_here.shape[1]
+            # the rows of block k, of block k + 1 and of the grounded inputs (one per component
+            # of block k) over the groups from k on: the group's own columns, then the later
+            # groups' (as block k + 1's square root), filled in place
+            right = np.zeros((nk + n_next + len(comps[k]), len(edges) + carried))
+            own = right[:nk, : len(edges)]
+            own[...] = y_own[k]
+            _centre(own, node_comp[b[k] : b[k + 1]], edge_comp[edges], f_mean[edges])
             g = self._solve(k, np.eye(nk))
             if k + 1 == n_blocks:
                 z = g
-                right = own  # rows of block k over the groups from k on (own group first)
-                next_left = next_right = np.zeros((0, 0))
+                left = z @ prev[:nk]
             else:
                 p = self.P[k]
                 q = p @ z_next
                 z = g + q @ p.T
-                right = np.hstack([own - q @ phi[k], -p @ from_here])
+                own -= q @ phi[k]
+                right[:nk, len(edges) :] = -p @ from_here
                 # block k + 1's rows in the same columns, for the edges that reach it
                 nxt = slice(b[k + 1], b[k + 2])
-                group_next = _centred(z_next @ phi[k], node_comp[nxt], edge_comp[edges], f_mean[edges])
-                next_right = np.hstack([group_next, from_here])
+                group_next = right[nk : nk + n_next, : len(edges)]
+                group_next[...] = z_next @ phi[k]
+                _centre(group_next, node_comp[nxt], edge_comp[edges], f_mean[edges])
+                right[nk : nk + n_next, len(edges) :] = from_here
                 next_left = z_next @ (-p.T @ prev[:nk])
-                kept = np.isin(node_comp[nxt], comps[k])
+                kept = _isin(node_comp[nxt], comps[k])
                 next_left[kept] -= prev[nk:][np.searchsorted(comps[k], node_comp[nxt][kept])]
+                left = z @ prev[:nk]
             member = np.searchsorted(comps[k], node_comp[b[k] : b[k + 1]])
-            left = z @ prev[:nk] - prev[nk:][member]
+            left -= prev[nk:][member]
             if len(edges):
-                residual[edges] = _residuals(
-                    k, b, edges, pi, pj, edge_comp, f_mean, own_sd, comps[k],
-                    _stack(left, next_left, -prev[nk:]), _stack(right, next_right),
-                )
-            from_here = _square_root(right)
+                left_rows = _stack(left, next_left, -prev[nk:]) if n_next else _stack(left, -prev[nk:])
+                pending.append((edges, run(_residuals, k, b, edges, pi, pj, edge_comp, f_mean,
+                                           own_sd, comps[k], left_rows, right)))
+            # (right serves the residuals still: overwritten only when they are done)
+            from_here = _square_root(right[:nk], overwrite=pool is None)
             out[k] = np.einsum("ij,ij->i", left, left) + np.einsum("ij,ij->i", from_here, from_here)
             z_next = z
+        for edges, norms in pending:
+            residual[edges] = norms.result()
         return np.concatenate(out), residual
 
 
+class _Done:
+    """A finished future: what `centred_gain_norms` runs when it has no helper thread."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    @classmethod
+    def of(cls, function, *args):
+        return cls(function(*args))
+
+    def result(self):
+        return self.value
+
+
 def _stack(*blocks) -> np.ndarray:
-    """Rows of several blocks over the same columns (placeholders of shape (0, 0) skipped)."""
-    return np.vstack([x for x in blocks if x.shape != (0, 0)])
+    """Rows of several blocks over the same columns."""
+    return np.vstack(blocks)
 
 
 def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left, right):
@@ -606,29 +701,41 @@ def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left,
 
     ``left`` holds the rows over the groups before ``k`` (block ``k``'s, then block ``k +
     1``'s, then the grounded inputs', one per component of ``comps``), ``right`` the rows
-    over the groups from ``k`` on (block ``k``'s, block ``k + 1``'s), the group's own
-    columns first; a grounded input's row there is minus the means of its component's columns.
+    over the groups from ``k`` on in the same order, the group's own columns first, its
+    grounded rows still zero (filled here: minus the means of their component's columns).
     """
     nk = bounds[k + 1] - bounds[k]
     n_next = bounds[k + 2] - bounds[k + 1] if k + 2 < len(bounds) else 0
-    n_cols = right.shape[1]
-    grounded_right = np.zeros((len(comps), n_cols))
     rows = np.searchsorted(comps, edge_comp[edges])
     ok = (rows < len(comps)) & (comps[np.minimum(rows, len(comps) - 1)] == edge_comp[edges])
-    grounded_right[rows[ok], np.flatnonzero(ok)] = -f_mean[edges][ok]
-    right = np.vstack([right, grounded_right])
+    right[nk + n_next + rows[ok], np.flatnonzero(ok)] = -f_mean[edges][ok]
 
     def row(ends):
         index = np.where(ends < bounds[k + 1], ends - bounds[k], nk + ends - bounds[k + 1])
         return np.where(ends < 0, nk + n_next + rows, index)
 
-    ri, rj = row(pi[edges]), row(pj[edges])
-    d_left = left[ri] - left[rj]
-    d_right = right[ri] - right[rj]
-    d_right[np.arange(len(edges)), np.arange(len(edges))] -= own_sd[edges]
+    # the rows' differences as a sparse product (each a row less a row, exactly a subtraction;
+    # a third of the memory traffic of gathering both rows first)
+    n = len(edges)
+    ends = np.empty(2 * n, dtype=np.intp)
+    ends[0::2], ends[1::2] = row(pi[edges]), row(pj[edges])
+    differences = csr_matrix((np.tile([1.0, -1.0], n), ends, np.arange(0, 2 * n + 1, 2)),
+                             shape=(n, right.shape[0]))
+    d_left = differences @ left
+    d_right = differences @ right
+    d_right[np.arange(n), np.arange(n)] -= own_sd[edges]
     return np.einsum("ij,ij->i", d_left, d_left) + np.einsum("ij,ij->i", d_right, d_right)
 
 
-def _centred(columns, row_comp, col_comp, col_mean) -> np.ndarray:
-    """``columns`` less each column's mean on the rows of its own component."""
-    return columns - np.where(row_comp[:, None] == col_comp[None, :], col_mean[None, :], 0.0)
+def _isin(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``np.isin(values, labels)``, faster for one label (one component: the common case)."""
+    return values == labels[0] if len(labels) == 1 else np.isin(values, labels)
+
+
+def _centre(columns, row_comp, col_comp, col_mean) -> None:
+    """Subtract from ``columns``, in place, each column's mean on the rows of its own component."""
+    if len(row_comp) and (row_comp == row_comp[0]).all():  # rows of one component: one row
+        np.subtract(columns, np.where(col_comp == row_comp[0], col_mean, 0.0), out=columns)
+    else:
+        np.subtract(columns, np.where(row_comp[:, None] == col_comp[None, :], col_mean, 0.0),
+                    out=columns)

@@ -308,7 +308,7 @@ def test_pair_covariance_loses_its_diagonal_and_nans_only():
 
 
 def test_the_helper_thread_changes_no_bit_and_is_gone_afterwards(monkeypatch):
-    """Above `HELPER_BLOCKS` blocks the uncertainties are computed with a helper thread; the
+    """With many large blocks the uncertainties are computed with a helper thread; the
     results must be those of one thread, bit for bit, and no thread may outlive the solve."""
     import threading
 
@@ -332,6 +332,7 @@ def test_the_helper_thread_changes_no_bit_and_is_gone_afterwards(monkeypatch):
 
     monkeypatch.setattr(lstsq, "ThreadPoolExecutor", counted)
     results = {}
+    monkeypatch.setattr(lstsq, "HELPER_SIZE", 1)
     for blocks in (1, 10**9):  # with the helper, without
         monkeypatch.setattr(lstsq, "HELPER_BLOCKS", blocks)
         results[blocks] = solve_offsets(1200, i, j, diff, weight, var, cov)

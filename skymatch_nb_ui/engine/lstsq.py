@@ -26,8 +26,8 @@ How `solve_offsets` works:
 
 Cost: the sum over blocks of (block size)^2 x (block size + pairs): about ``N w^2`` for
 levels ``w`` inputs wide (``w ~ sqrt(N)`` for a 2-D mosaic, a few for a strip).  From
-`HELPER_BLOCKS` blocks on, a helper thread takes the work that no later block waits for (each
-block's first solve, the residuals' norms) beside the two passes: the same bits.  The
+`HELPER_BLOCKS` large blocks on, a helper thread takes the work that no later block waits
+for (each block's first solve, the residuals' norms) beside the two passes: the same bits.  The
 offsets agree with a dense pseudo-inverse to rounding; the uncertainties are as accurate as
 dense solves of the gains (measured against extended precision in the tests).
 
@@ -69,9 +69,12 @@ BLOCK = 48
 #: unit vector per right-hand side); above it, through `PROBES` random +-1 vectors.
 EXACT_PAIRS = 4096
 
-#: From this many diagonal blocks on, the uncertainties are computed with a helper thread
-#: (`_BlockSweep.centred_gain_norms`): the same bits, in less time on two CPUs.
+#: From this many diagonal blocks on, of this many inputs on average, the uncertainties are
+#: computed with a helper thread (`_BlockSweep.centred_gain_norms`): the same bits, ~12% less
+#: time on two CPUs at 10,000 inputs (blocks of ~108), none with blocks of ~57 (5,000 inputs
+#: in a 50 x 100 tiling: the work is then mostly Python's, and the thread only costs CPU).
 HELPER_BLOCKS = 8
+HELPER_SIZE = 96
 
 #: Random probes of the pairs' covariance above `EXACT_PAIRS` pairs.
 PROBES = 256
@@ -253,7 +256,7 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov
     f_mean = f * (u[i] - u[j]) / size[comp[i]]  # each gain column's mean over its component
     own_sd = np.sqrt(np.where(finite, var, 0.0)) / scale
     variance = np.zeros(n)
-    with _helper(len(bounds) - 1) as pool:
+    with _helper(len(bounds) - 1, len(order)) as pool:
         variance[order], residual = sweep.centred_gain_norms(
             pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd, pool)
     grounded = members[level[members] == 0]
@@ -270,13 +273,14 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov
 
 
 @contextmanager
-def _helper(blocks: int):
+def _helper(blocks: int, inputs: int):
     """One helper thread for `_BlockSweep.centred_gain_norms` (None: work in this one).
 
-    Only with `HELPER_BLOCKS` blocks or more and a second CPU for this process; a new thread
-    each time (a pool kept between calls would be left without its thread in a forked child).
+    Only with `HELPER_BLOCKS` blocks or more of `HELPER_SIZE` inputs or more on average, and
+    a second CPU for this process; a new thread each time (a pool kept between calls would be
+    left without its thread in a forked child).
     """
-    if blocks < HELPER_BLOCKS or _cpus() < 2:
+    if blocks < HELPER_BLOCKS or inputs < HELPER_SIZE * blocks or _cpus() < 2:
         yield None
         return
     with ThreadPoolExecutor(1, thread_name_prefix="skymatch-solve") as pool:

@@ -305,9 +305,11 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
     indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
 
     incidence_t = _incidence_t(pos, i, j, len(order))
+    # A^T W: each entry +-w2 of its pair (+-(w2 * y) is exactly +-1 times w2 * y: the same bits)
+    incidence_t.data *= w2[incidence_t.indices]
 
     def gain(y):  # G y for a block of right-hand sides (pairs x k)
-        rhs = incidence_t @ (w2[:, None] * y)
+        rhs = incidence_t @ y
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
         mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
@@ -315,6 +317,16 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         return x
 
     extra_var, extra_res = np.zeros(n), np.zeros(pairs)
+    ends = np.empty(2 * pairs, dtype=np.intp)
+    ends[0::2], ends[1::2] = i, j
+    rows_of = np.arange(0, 2 * pairs + 1, 2)
+    signs = np.tile([1.0, -1.0], pairs)
+
+    def differences(at):  # rows at of A (+1 at i, -1 at j): A y = y[i] - y[j], the same bits
+        lo, hi, _ = at.indices(pairs)
+        return csr_matrix((signs[2 * lo : 2 * hi], ends[2 * lo : 2 * hi], rows_of[: hi - lo + 1]),
+                          shape=(hi - lo, n))
+
     if pairs <= EXACT_PAIRS:
         blocks = [(start, None) for start in range(0, pairs, _CHUNK)]
     else:
@@ -331,15 +343,16 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         extra_var += norm * np.einsum("ij,ij->i", gz, gcz)
         for lo in range(0, pairs, _ROWS):  # (in slices: a few MB at a time, not pairs x k)
             at = slice(lo, lo + _ROWS)
-            hz = gz[i[at]] - gz[j[at]]
-            hcz = gcz[i[at]] - gcz[j[at]]
+            a = differences(at)
+            hz = a @ gz
+            hcz = a @ gcz
             hcz -= 2.0 * cz[at]
             extra_res[at] += norm * np.einsum("ij,ij->i", hz, hcz)
     return extra_var, extra_res
 
 
 def _gains(gain, cov, z, n):
-    """``(C z, G z, G C z)``; ``z`` unit vectors (floats) or probes (int8 indices into `_SIGNS`).
+    """``(C z, G z, G C z)``; ``z`` unit vectors (floats) or probes (int8: 0 for -1, 1 for +1).
 
     Probes are expanded `_COLUMNS` at a time: at 39,402 pairs the 256 probes as floats, their
     ``C z`` and the weighted copy a gain makes took 80 MB each, all at once.  Every column
@@ -352,23 +365,26 @@ def _gains(gain, cov, z, n):
         return cz, gain(z), gain(cz)
     pairs, k = z.shape
     cz, gz, gcz = np.empty((pairs, k)), np.empty((n, k)), np.empty((n, k))
+    block = np.empty((pairs, min(k, _COLUMNS)))
     for lo in range(0, k, _COLUMNS):
         at = slice(lo, lo + _COLUMNS)
-        block = _SIGNS[z[:, at]]
-        cz[:, at] = cov @ block
+        signs = np.ascontiguousarray(z[:, at])
+        block = block[:, : signs.shape[1]]
+        np.multiply(signs, 2.0, out=block)  # indices 0 / 1 -> -1.0 / +1.0, exactly
+        block -= 1.0
+        cz[:, at] = c_block = cov @ block
         gz[:, at] = gain(block)
-        gcz[:, at] = gain(cz[:, at])
+        gcz[:, at] = gain(c_block)
     return cz, gz, gcz
 
 
-_SIGNS = np.array([-1.0, 1.0])
 _COLUMNS = 64  # probes expanded at a time in `_gains` (a multiple of 8 that divides PROBES)
 _ROWS = 2048  # pairs per slice of the residuals' products in `_shared_terms`
 
 
 @lru_cache(maxsize=2)
 def _probe_signs(pairs: int) -> tuple[np.ndarray, ...]:
-    """The random +-1 probes of `_shared_terms` (as indices into `_SIGNS`), per block of columns.
+    """The random +-1 probes of `_shared_terms` (as int8: 0 for -1, 1 for +1), per block of columns.
 
     Always the same for a number of pairs (seed 0): the values of ``rng.choice([-1.0, 1.0],
     (pairs, k))`` for each block in turn, kept as int8 (a robust solve at 10,000 images asks

@@ -695,6 +695,9 @@ class _BlockSweep:
                 left_rows = _stack(left, next_left, -prev[nk:]) if n_next else _stack(left, -prev[nk:])
                 pending.append((edges, run(_residuals, k, b, edges, pi, pj, edge_comp, f_mean,
                                            own_sd, comps[k], left_rows, right)))
+                if len(pending) > 2:  # (a helper that falls behind keeps two blocks' rows)
+                    done, norms = pending.pop(0)
+                    residual[done] = norms.result()
             # (right serves the residuals still: overwritten only when they are done)
             from_here = _square_root(right[:nk], overwrite=pool is None)
             out[k] = np.einsum("ij,ij->i", left, left) + np.einsum("ij,ij->i", from_here, from_here)

@@ -72,3 +72,46 @@ def test_two_modes_are_correlated_as_means_at_one_value_and_hardly_at_distant_va
     assert coupled(1.0)[0, 2] == coupled(1.0)[2, 0] == coupled(-1.0)[0, 2]
     unknown = mode_coupling(shared, np.zeros((2, 2)), np.full((2, 2), np.nan), np.ones((2, 2)))
     np.testing.assert_array_equal(unknown.correlation.toarray(), corr.toarray())  # not modes
+
+
+def test_shared_sides_counts_each_pair_of_sides_as_shared_pixels_does():
+    """All pairs of sides are counted at once; each must be what `shared_pixels` says of it,
+    for convex overlaps and for sides with rows missing or holes in their rows, in groups."""
+    m = make_mosaic((4, 5), shape=(60, 60), overlap=0.3, rotation=5.0, jitter=2.0, seed=3)
+    matcher = SkyMatcher(m.images, m.wcs)
+    runs = dict(matcher.geometry.runs)
+    for k, key in enumerate(sorted(runs)):
+        r = runs[key]
+        if k % 3 == 1 and len(r.rows) > 2:  # every other row only: one run per row
+            runs[key] = Runs(r.rows[::2], r.start[::2], r.stop[::2])
+        elif k % 3 == 2:  # a one-pixel hole in each row long enough: two runs per row
+            cut = (r.stop - r.start) >= 3
+            middle = (r.start + r.stop) // 2
+            rows = np.concatenate([r.rows, r.rows[cut]])
+            start = np.concatenate([np.where(cut, r.start, r.start), middle[cut] + 1])
+            stop = np.concatenate([np.where(cut, middle, r.stop), r.stop[cut]])
+            order = np.lexsort((start, rows))
+            runs[key] = Runs(rows[order], start[order], stop[order])
+    shapes = [im.shape for im in m.images]
+    for labels in (None, [k // 2 for k in range(20)]):  # single images; pairs of them
+        grouping = group_inputs(labels, 20)
+        overlaps = input_overlaps(runs, grouping.label_of)
+        keys = [(g, h) for g, h in overlaps if g < h]
+        found = shared_sides(overlaps, keys, runs, shapes)
+        sides, npix = [], np.zeros(2 * len(keys))  # side, image, pixels
+        for p, (g, h) in enumerate(keys):
+            for s, key in enumerate(((g, h), (h, g))):
+                for a, partners in overlaps[key].items():
+                    pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
+                    sides.append((2 * p + s, a, pixels))
+                    npix[2 * p + s] += pixels.npix
+        expected = np.zeros((2 * len(keys), 2 * len(keys)))
+        for x, (s1, a1, pix1) in enumerate(sides):
+            for s2, a2, pix2 in sides[x + 1 :]:
+                if a1 == a2 and s1 // 2 != s2 // 2:
+                    value = (1 - 2 * (s1 % 2)) * (1 - 2 * (s2 % 2)) * shared_pixels(pix1, pix2)
+                    expected[s1, s2] += value / np.sqrt(npix[s1] * npix[s2])
+                    expected[s2, s1] += value / np.sqrt(npix[s1] * npix[s2])
+        assert np.count_nonzero(expected) > 20
+        np.testing.assert_array_equal(found.npix, npix)
+        np.testing.assert_allclose(found.correlation.toarray(), expected, rtol=1e-14, atol=0)

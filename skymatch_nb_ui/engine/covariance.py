@@ -18,7 +18,6 @@ once per grouping; `pair_covariance` combines it with the variances of a run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -129,34 +128,38 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
     shapes : list of (int, int)
         Each image's shape.
     """
-    sides = []  # (side index, image, pixel set)
-    npix = np.zeros(2 * len(keys))
+    by_image: dict[int, list] = {}  # image -> its (side index, pixel set), empty sets left out
+    side_of, sizes, widths = [], [], []  # every set's side, runs and their widths, for npix
     for p, (g, h) in enumerate(keys):
         for s, key in enumerate(((g, h), (h, g))):
             for a, partners in overlaps[key].items():
-                pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
-                sides.append((2 * p + s, a, pixels))
-                npix[2 * p + s] += pixels.npix
-    by_image: dict[int, list] = {}  # (an empty side shares nothing)
-    for side, a, pixels in sides:
-        if pixels:
-            by_image.setdefault(a, []).append((side, pixels))
-    found = _shared_by_image([entry for entries in by_image.values() for entry in entries],
-                             [len(entries) for entries in by_image.values()])
-    rows, cols, values = [], [], []
-    for side1, side2, shared in found:
-        sign = (1 - 2 * (side1 % 2)) * (1 - 2 * (side2 % 2))
-        value = sign * shared / math.sqrt(npix[side1] * npix[side2])
-        rows += [side1, side2]
-        cols += [side2, side1]
-        values += [value, value]
+                if len(partners) == 1:  # (the union of one set is that set)
+                    pixels = runs[(a, next(iter(partners)))]
+                else:
+                    pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
+                if len(pixels.rows):
+                    by_image.setdefault(a, []).append((2 * p + s, pixels))
+                    side_of.append(2 * p + s)
+                    sizes.append(len(pixels.rows))
+                    widths.append(pixels.stop - pixels.start)
     n = 2 * len(keys)
-    correlation = coo_matrix((values, (rows, cols)), shape=(n, n)).tocsr()
+    pixel_counts = np.bincount(np.repeat(np.arange(len(sizes)), sizes),
+                               np.concatenate(widths) if widths else None, minlength=len(sizes))
+    npix = np.bincount(np.array(side_of, dtype=np.intp), pixel_counts, minlength=n).astype(float)
+    side1, side2, shared = _shared_by_image(
+        [entry for entries in by_image.values() for entry in entries],
+        [len(entries) for entries in by_image.values()])
+    sign = (1 - 2 * (side1 % 2)) * (1 - 2 * (side2 % 2))
+    value = (sign * shared).astype(float) / np.sqrt(npix[side1] * npix[side2])
+    # each pair of sides twice, (side1, side2) then (side2, side1)
+    rows = np.column_stack([side1, side2]).reshape(-1)
+    cols = np.column_stack([side2, side1]).reshape(-1)
+    correlation = coo_matrix((np.repeat(value, 2), (rows, cols)), shape=(n, n)).tocsr()
     return SharedSides(correlation=correlation, npix=npix)
 
 
-def _shared_by_image(entries: list, sizes: list[int]) -> list[tuple[int, int, int]]:
-    """``(side1, side2, shared pixels)`` of the sides of different pairs that share pixels.
+def _shared_by_image(entries: list, sizes: list[int]):
+    """``side1, side2, shared pixels`` (arrays) of the sides of different pairs that share pixels.
 
     ``entries``: ``(side, Runs)`` of non-empty sides, image after image (``sizes`` of them
     each).  In the order of a loop over the images and, in each, over the pairs of its
@@ -166,7 +169,7 @@ def _shared_by_image(entries: list, sizes: list[int]) -> list[tuple[int, int, in
     10,000 images has ~80,000 sides and ~270,000 pairs of them: ~5 s one at a time.
     """
     if len(entries) < 2:
-        return []
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.int64)
     side = np.array([e[0] for e in entries], dtype=np.intp)
     runs = [e[1] for e in entries]
     length = np.array([len(r.rows) for r in runs], dtype=np.intp)
@@ -208,7 +211,7 @@ def _shared_by_image(entries: list, sizes: list[int]) -> list[tuple[int, int, in
     for k in np.flatnonzero(~blocks):
         shared[k] = _shared(runs[x[k]], runs[y[k]], int(layout[x[k]]), int(layout[y[k]]))
     keep = shared > 0
-    return list(zip(side[x[keep]].tolist(), side[y[keep]].tolist(), shared[keep].tolist()))
+    return side[x[keep]], side[y[keep]], shared[keep]
 
 
 @lru_cache(maxsize=64)

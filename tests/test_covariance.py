@@ -74,9 +74,12 @@ def test_two_modes_are_correlated_as_means_at_one_value_and_hardly_at_distant_va
     np.testing.assert_array_equal(unknown.correlation.toarray(), corr.toarray())  # not modes
 
 
-def test_shared_sides_counts_each_pair_of_sides_as_shared_pixels_does():
+def test_shared_sides_counts_each_pair_of_sides_as_shared_pixels_does(monkeypatch):
     """All pairs of sides are counted at once; each must be what `shared_pixels` says of it,
-    for convex overlaps and for sides with rows missing or holes in their rows, in groups."""
+    for convex overlaps and for sides with rows missing or holes in their rows, in groups,
+    a few images at a time or all at once."""
+    from skymatch_nb_ui.engine import covariance
+
     m = make_mosaic((4, 5), shape=(60, 60), overlap=0.3, rotation=5.0, jitter=2.0, seed=3)
     matcher = SkyMatcher(m.images, m.wcs)
     runs = dict(matcher.geometry.runs)
@@ -93,8 +96,9 @@ def test_shared_sides_counts_each_pair_of_sides_as_shared_pixels_does():
             order = np.lexsort((start, rows))
             runs[key] = Runs(rows[order], start[order], stop[order])
     shapes = [im.shape for im in m.images]
-    for labels in (None, [k // 2 for k in range(20)]):  # single images; pairs of them
-        grouping = group_inputs(labels, 20)
+    for labels, at_once in ((None, 512), (None, 3), ([k // 2 for k in range(20)], 4)):
+        monkeypatch.setattr(covariance, "_IMAGES_AT_ONCE", at_once)
+        grouping = group_inputs(labels, 20)  # single images; pairs of them
         overlaps = input_overlaps(runs, grouping.label_of)
         keys = [(g, h) for g, h in overlaps if g < h]
         found = shared_sides(overlaps, keys, runs, shapes)

@@ -129,7 +129,6 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
         Each image's shape.
     """
     by_image: dict[int, list] = {}  # image -> its (side index, pixel set), empty sets left out
-    side_of, sizes, widths = [], [], []  # every set's side, runs and their widths, for npix
     for p, (g, h) in enumerate(keys):
         for s, key in enumerate(((g, h), (h, g))):
             for a, partners in overlaps[key].items():
@@ -139,16 +138,23 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
                     pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
                 if len(pixels.rows):
                     by_image.setdefault(a, []).append((2 * p + s, pixels))
-                    side_of.append(2 * p + s)
-                    sizes.append(len(pixels.rows))
-                    widths.append(pixels.stop - pixels.start)
     n = 2 * len(keys)
-    pixel_counts = np.bincount(np.repeat(np.arange(len(sizes)), sizes),
-                               np.concatenate(widths) if widths else None, minlength=len(sizes))
-    npix = np.bincount(np.array(side_of, dtype=np.intp), pixel_counts, minlength=n).astype(float)
-    side1, side2, shared = _shared_by_image(
-        [entry for entries in by_image.values() for entry in entries],
-        [len(entries) for entries in by_image.values()])
+    # a few thousand sides at a time (their runs are copied and their pairs expanded row by
+    # row: all 80,000 sides of 10,000 images at once took ~250 MB more)
+    found, sides, counts = [], [], []
+    images = list(by_image.values())
+    for lo in range(0, len(images), _IMAGES_AT_ONCE):
+        chunk = images[lo : lo + _IMAGES_AT_ONCE]
+        entries = [entry for members in chunk for entry in members]
+        *pairs, counted = _shared_by_image(entries, [len(members) for members in chunk])
+        found.append(pairs)
+        sides.append(np.array([side for side, _ in entries], dtype=np.intp))
+        counts.append(counted)
+    npix = np.zeros(n)
+    if sides:
+        npix = np.bincount(np.concatenate(sides), np.concatenate(counts), minlength=n)
+    side1, side2, shared = (np.concatenate([f[k] for f in found]) if found
+                            else np.zeros(0, np.intp) for k in range(3))
     sign = (1 - 2 * (side1 % 2)) * (1 - 2 * (side2 % 2))
     value = (sign * shared).astype(float) / np.sqrt(npix[side1] * npix[side2])
     # each pair of sides twice, (side1, side2) then (side2, side1)
@@ -158,9 +164,13 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
     return SharedSides(correlation=correlation, npix=npix)
 
 
-def _shared_by_image(entries: list, sizes: list[int]):
-    """``side1, side2, shared pixels`` (arrays) of the sides of different pairs that share pixels.
+_IMAGES_AT_ONCE = 512  # images whose sides `shared_sides` handles at once
 
+
+def _shared_by_image(entries: list, sizes: list[int]):
+    """The sides of different pairs that share pixels, and the pixels of each entry.
+
+    Returns arrays ``side1, side2, shared`` (the shared pixels) and ``pixels``.
     ``entries``: ``(side, Runs)`` of non-empty sides, image after image (``sizes`` of them
     each).  In the order of a loop over the images and, in each, over the pairs of its
     entries (the first before the second).  All at once: the runs' layouts and bounds from
@@ -168,8 +178,6 @@ def _shared_by_image(entries: list, sizes: list[int]):
     by row over the rows both cover, the others one pair at a time (`_shared`).  A mosaic of
     10,000 images has ~80,000 sides and ~270,000 pairs of them: ~5 s one at a time.
     """
-    if len(entries) < 2:
-        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.int64)
     side = np.array([e[0] for e in entries], dtype=np.intp)
     runs = [e[1] for e in entries]
     length = np.array([len(r.rows) for r in runs], dtype=np.intp)
@@ -177,6 +185,9 @@ def _shared_by_image(entries: list, sizes: list[int]):
     rows = np.concatenate([r.rows for r in runs]).astype(np.int64)
     starts = np.concatenate([r.start for r in runs]).astype(np.int64)
     stops = np.concatenate([r.stop for r in runs]).astype(np.int64)
+    pixels = np.add.reduceat(stops - starts, base).astype(float)
+    if len(entries) < 2:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.int64), pixels
     # `_layout` of each: one run per row (rows increasing), on an unbroken range of rows
     backwards = np.zeros(len(rows), dtype=bool)
     backwards[:-1] = np.diff(rows) <= 0
@@ -211,7 +222,7 @@ def _shared_by_image(entries: list, sizes: list[int]):
     for k in np.flatnonzero(~blocks):
         shared[k] = _shared(runs[x[k]], runs[y[k]], int(layout[x[k]]), int(layout[y[k]]))
     keep = shared > 0
-    return side[x[keep]], side[y[keep]], shared[keep]
+    return side[x[keep]], side[y[keep]], shared[keep], pixels
 
 
 @lru_cache(maxsize=64)

@@ -91,7 +91,7 @@ def test_shared_sides_counts_each_pair_of_sides_as_shared_pixels_does(monkeypatc
             cut = (r.stop - r.start) >= 3
             middle = (r.start + r.stop) // 2
             rows = np.concatenate([r.rows, r.rows[cut]])
-            start = np.concatenate([np.where(cut, r.start, r.start), middle[cut] + 1])
+            start = np.concatenate([r.start, middle[cut] + 1])
             stop = np.concatenate([np.where(cut, middle, r.stop), r.stop[cut]])
             order = np.lexsort((start, rows))
             runs[key] = Runs(rows[order], start[order], stop[order])

@@ -318,16 +318,6 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         return x
 
     extra_var, extra_res = np.zeros(n), np.zeros(pairs)
-    ends = np.empty(2 * pairs, dtype=np.intp)
-    ends[0::2], ends[1::2] = i, j
-    rows_of = np.arange(0, 2 * pairs + 1, 2)
-    signs = np.tile([1.0, -1.0], pairs)
-
-    def differences(at):  # rows at of A (+1 at i, -1 at j): A y = y[i] - y[j], the same bits
-        lo, hi, _ = at.indices(pairs)
-        return csr_matrix((signs[2 * lo : 2 * hi], ends[2 * lo : 2 * hi], rows_of[: hi - lo + 1]),
-                          shape=(hi - lo, n))
-
     if pairs <= EXACT_PAIRS:
         blocks = [(start, None) for start in range(0, pairs, _CHUNK)]
     else:
@@ -344,7 +334,7 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         extra_var += norm * np.einsum("ij,ij->i", gz, gcz)
         for lo in range(0, pairs, _ROWS):  # (in slices: a few MB at a time, not pairs x k)
             at = slice(lo, lo + _ROWS)
-            a = differences(at)
+            a = _row_differences(i[at], j[at], n)  # A, these rows
             hz = a @ gz
             hcz = a @ gcz
             hcz -= 2.0 * cz[at]
@@ -692,7 +682,7 @@ class _BlockSweep:
             member = np.searchsorted(comps[k], node_comp[b[k] : b[k + 1]])
             left -= prev[nk:][member]
             if len(edges):
-                left_rows = _stack(left, next_left, -prev[nk:]) if n_next else _stack(left, -prev[nk:])
+                left_rows = np.vstack([left, next_left, -prev[nk:]] if n_next else [left, -prev[nk:]])
                 pending.append((edges, run(_residuals, k, b, edges, pi, pj, edge_comp, f_mean,
                                            own_sd, comps[k], left_rows, right)))
                 if len(pending) > 2:  # (a helper that falls behind keeps two blocks' rows)
@@ -723,11 +713,6 @@ class _Done:
         return self.value
 
 
-def _stack(*blocks) -> np.ndarray:
-    """Rows of several blocks over the same columns."""
-    return np.vstack(blocks)
-
-
 def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left, right):
     """Squared norms of the residual rows of the edges of block ``k``'s group.
 
@@ -748,17 +733,26 @@ def _residuals(k, bounds, edges, pi, pj, edge_comp, f_mean, own_sd, comps, left,
         index = np.where(ends < bounds[k + 1], ends - bounds[k], nk + ends - bounds[k + 1])
         return np.where(ends < 0, nk + n_next + rows, index)
 
-    # the rows' differences as a sparse product (each a row less a row, exactly a subtraction;
-    # a third of the memory traffic of gathering both rows first)
     n = len(edges)
-    ends = np.empty(2 * n, dtype=np.intp)
-    ends[0::2], ends[1::2] = row(pi[edges]), row(pj[edges])
-    differences = csr_matrix((np.tile([1.0, -1.0], n), ends, np.arange(0, 2 * n + 1, 2)),
-                             shape=(n, right.shape[0]))
+    differences = _row_differences(row(pi[edges]), row(pj[edges]), right.shape[0])
     d_left = differences @ left
     d_right = differences @ right
     d_right[np.arange(n), np.arange(n)] -= own_sd[edges]
     return np.einsum("ij,ij->i", d_left, d_left) + np.einsum("ij,ij->i", d_right, d_right)
+
+
+def _row_differences(first: np.ndarray, second: np.ndarray, width: int) -> csr_matrix:
+    """The sparse matrix whose row ``p`` is ``+1`` at ``first[p]``, ``-1`` at ``second[p]``.
+
+    ``D @ rows`` is ``rows[first] - rows[second]``, each row less a row exactly as the
+    subtraction (``0 + a``, then ``+ (-1) b``): the same bits, with a third of the memory
+    traffic of gathering both rows first.
+    """
+    n = len(first)
+    ends = np.empty(2 * n, dtype=np.intp)
+    ends[0::2], ends[1::2] = first, second
+    return csr_matrix((np.tile([1.0, -1.0], n), ends, np.arange(0, 2 * n + 1, 2)),
+                      shape=(n, width))
 
 
 def _isin(values: np.ndarray, labels: np.ndarray) -> np.ndarray:

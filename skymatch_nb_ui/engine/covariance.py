@@ -42,25 +42,17 @@ def shared_pixels(first: Runs, second: Runs) -> int:
     """
     if not first or not second:
         return 0
-    return _shared(first, second, _layout(first), _layout(second))
+    _, _, shared, _ = _shared_by_image([(0, first), (2, second)], [2])  # (two pairs' sides)
+    return int(shared.sum())
 
 
-_CONSECUTIVE, _ONE_PER_ROW, _GENERAL = 0, 1, 2  # `_layout`s of a pixel set's runs
-
-
-def _layout(runs: Runs) -> int:
-    """How the runs sit on their rows (`_CONSECUTIVE`, `_ONE_PER_ROW` or `_GENERAL`).
-
-    One run on each row of an unbroken range of rows, one run per row, or anything else.
-    """
-    if not _one_run_per_row(runs):
-        return _GENERAL
-    consecutive = int(runs.rows[-1]) - int(runs.rows[0]) + 1 == len(runs.rows)
-    return _CONSECUTIVE if consecutive else _ONE_PER_ROW
+# How a pixel set's runs sit on their rows: one run on each row of an unbroken range of rows,
+# one run per row, or anything else (`_shared_by_image` tells them apart)
+_CONSECUTIVE, _ONE_PER_ROW, _GENERAL = 0, 1, 2
 
 
 def _shared(first: Runs, second: Runs, layout1: int, layout2: int) -> int:
-    """`shared_pixels` of two non-empty pixel sets whose `_layout`s are known."""
+    """The pixels in both of two non-empty pixel sets whose layouts are known."""
     lo_row = max(int(first.rows[0]), int(second.rows[0]))
     hi_row = min(int(first.rows[-1]), int(second.rows[-1]))
     if lo_row > hi_row:
@@ -87,10 +79,6 @@ def _shared(first: Runs, second: Runs, layout1: int, layout2: int) -> int:
             mask[r, s:e] = True
         masks.append(mask)
     return int(np.count_nonzero(masks[0] & masks[1]))
-
-
-def _one_run_per_row(runs: Runs) -> bool:
-    return bool(np.all(np.diff(runs.rows) > 0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,7 +176,7 @@ def _shared_by_image(entries: list, sizes: list[int]):
     pixels = np.add.reduceat(stops - starts, base).astype(float)
     if len(entries) < 2:
         return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.int64), pixels
-    # `_layout` of each: one run per row (rows increasing), on an unbroken range of rows
+    # the layout of each: one run per row (rows increasing), on an unbroken range of rows
     backwards = np.zeros(len(rows), dtype=bool)
     backwards[:-1] = np.diff(rows) <= 0
     backwards[base[1:] - 1] = False  # (from one entry to the next)

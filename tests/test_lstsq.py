@@ -219,6 +219,56 @@ def test_residual_variances_match_the_dense_hat_matrix(layout, holes, spread):
                                rtol=1e-9, atol=1e-12 * var.max())
 
 
+def test_levels_cross_a_grid_in_bands_and_keep_the_grounded_inputs_neighbours_together():
+    """The sweep's order: on a 40 x 40 tiling (diagonals too) a search from one input spreads
+    in rings up to ~70 wide; the levels must step across in bands of 40 instead (the sweep's
+    cost grows as the cube of its blocks' widths).  Whatever the layout, each component has
+    one grounded input (level 0), all its neighbours at level 1 (the sweep counts on it), and
+    every pair joins equal or consecutive levels."""
+    from skymatch_nb_ui.engine.lstsq import _levels
+
+    rng = np.random.default_rng(3)
+    for layout, holes in (((40, 40), 0.0), ((9, 31), 0.3), ((1, 60), 0.0)):
+        n = layout[0] * layout[1]
+        pairs = tiling_pairs(*layout, rng, holes=holes)
+        i, j = pairs[:, 0], pairs[:, 1]
+        comp = components(n, i, j)
+        level = _levels(n, i, j, comp)
+        in_pairs = np.unique(pairs)
+        assert (level[in_pairs] >= 0).all() and (np.delete(level, in_pairs) == -1).all()
+        grounded = np.flatnonzero(level == 0)
+        assert sorted(comp[grounded].tolist()) == np.unique(comp[in_pairs]).tolist()
+        touches = np.isin(i, grounded) | np.isin(j, grounded)
+        others = np.where(np.isin(i, grounded), j, i)[touches]
+        assert (level[others] == 1).all()
+        assert (np.abs(level[i] - level[j]) <= 1).all()
+        if layout == (40, 40):
+            widths = np.bincount(level[level >= 0])
+            assert widths[2:].max() == 40 and widths[1] <= 2 * 40
+
+
+@pytest.mark.parametrize(("layout", "holes"), [((20, 20), 0.0), ((14, 17), 0.15)])
+def test_one_level_per_block_matches_the_dense_solve(layout, holes, monkeypatch):
+    """Blocks of single levels (`BLOCK` small): the grounded inputs' pairs then reach only
+    the last block of the sweep, and the uncertainties and residual variances of all pairs
+    stay those of the dense solve (a level order that put a grounded input's neighbours in
+    two blocks left errors 0.2-1% off)."""
+    from skymatch_nb_ui.engine import lstsq
+
+    monkeypatch.setattr(lstsq, "BLOCK", 4)
+    rng = np.random.default_rng(sum(layout) + 2)
+    n = layout[0] * layout[1]
+    pairs = tiling_pairs(*layout, rng, holes=holes)
+    i, j = pairs[:, 0], pairs[:, 1]
+    diff, weight, var = pair_data(pairs, rng, 100.0)
+    sol = solve_offsets(n, i, j, diff, weight, var)
+    delta, err = dense_solution(n, i, j, diff, weight, var)
+    np.testing.assert_allclose(sol.delta, delta, rtol=0, atol=1e-10 * np.nanmax(np.abs(delta)))
+    np.testing.assert_allclose(sol.delta_err, err, rtol=1e-10)
+    np.testing.assert_allclose(sol.residual_var, dense_residual_var(n, i, j, weight, var),
+                               rtol=1e-9, atol=1e-12 * var.max())
+
+
 def test_residual_variances_of_a_triangle_and_of_a_tree():
     # a loop of three equal pairs: each residual keeps a third of the pair's variance
     sol = solve_offsets(3, np.array([0, 1, 0]), np.array([1, 2, 2]), np.zeros(3), np.ones(3),

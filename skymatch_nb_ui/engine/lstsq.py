@@ -10,10 +10,12 @@ How `solve_offsets` works:
    normal matrix ``L`` (a weighted graph Laplacian) is symmetric positive definite.  The
    zero-mean solution and its covariance follow exactly: ``delta = x - mean(x)`` and the
    gains of the pairs are centred the same way.
-2. The inputs are ordered by breadth-first distance from the grounded input (a
-   pseudo-peripheral one, so that the levels are narrow), farthest first, component after
-   component.  Edges join only the same or adjacent levels, so ``L`` is *block tridiagonal*;
-   consecutive levels are merged into blocks of at least `BLOCK` inputs.  A block LDL^T
+2. The inputs are ordered by breadth-first levels, farthest first, component after
+   component: by distance from a pseudo-peripheral input (the grounded one), or from the
+   whole far side of the mosaic (bands across it, narrower than rings from one input),
+   whichever gives narrower levels (`_levels`).  Edges join only the same or adjacent levels,
+   so ``L`` is *block tridiagonal*; consecutive levels are merged into blocks of at least
+   `BLOCK` inputs.  A block LDL^T
    (Cholesky-factored Schur complements, only triangular solves) gives the solution.
 3. The covariance is a sandwich, ``C = G V G^T`` with the gains ``G = L^{-1} A^T W``,
    because the weights are pixel counts, not inverse variances.  Its diagonal is the
@@ -413,10 +415,15 @@ def _incidence_t(pos, i, j, rows: int) -> csr_matrix:
 def _levels(n, i, j, comp) -> np.ndarray:
     """Breadth-first levels of the inputs in pairs (-1 for the others), per component.
 
-    Level 0 is the grounded input.  Several searches are made per component: from its first
-    input, then from the farthest input of the previous search (the way a pseudo-peripheral
-    node is found); the one whose levels cost least (sum of their widths cubed) is kept.
-    All components are searched at once, from an extra node linked to one input of each.
+    Level 0 is the grounded input, one per component, and every input that shares a pair
+    with it is at level 1 (`_BlockSweep.centred_gain_norms` counts on it: an edge to a
+    grounded input must lie in the last block); every pair joins equal or consecutive levels.
+
+    Several searches are made per component: from its first input, then from the farthest
+    input of the previous search (the way a pseudo-peripheral node is found), and last from
+    the whole farthest level of the best of those (`_from_far_side`); the one whose levels
+    cost least (sum of their widths cubed) is kept.  All components are searched at once,
+    from an extra node linked to the inputs searched from.
     """
     in_pairs = np.zeros(n, dtype=bool)
     in_pairs[i] = in_pairs[j] = True
@@ -433,8 +440,7 @@ def _levels(n, i, j, comp) -> np.ndarray:
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
         dist = shortest_path(graph, method="D", directed=False, unweighted=True, indices=n)
         found = dist[nodes].astype(np.intp) - 1
-        depth = int(found.max()) + 1
-        width = np.bincount(slot * depth + found, minlength=len(labels) * depth)
+        width, depth = _widths(slot, found, len(labels))
         cost = (width.astype(float) ** 3).reshape(len(labels), depth).sum(axis=1)
         better = cost < best_cost
         best_cost[better] = cost[better]
@@ -443,7 +449,43 @@ def _levels(n, i, j, comp) -> np.ndarray:
         # next: the farthest input of each component (the first among equals)
         far = np.lexsort((nodes, -found, slot))
         starts = nodes[far][np.r_[True, slot[far][1:] != slot[far][:-1]]]
+    found = _from_far_side(n, i, j, nodes, slot, level[nodes], len(labels))
+    width, depth = _widths(slot, found, len(labels))
+    cost = (width.astype(float) ** 3).reshape(len(labels), depth).sum(axis=1)
+    take = (cost < best_cost)[slot]
+    level[nodes[take]] = found[take]
     return level
+
+
+def _from_far_side(n, i, j, nodes, slot, level, components) -> np.ndarray:
+    """Levels of ``nodes`` by their distance from the farthest ``level`` of their component.
+
+    A search from one input spreads out in rings until they reach the far side of the
+    mosaic (on a grid of m x m, levels up to ~1.7 m wide, the blocks of the sweep with them);
+    one from the whole far side steps across the mosaic in bands as wide as it (rows of m).
+    Levels as `_levels` needs them: the first input of the far side (the first of
+    ``nodes``) is grounded at level 0; the rest of the far side, and the inputs next to it,
+    are at level 1 (so that every neighbour of the grounded input is); the rest at their
+    distance from the far side.
+    """
+    top = np.zeros(components, dtype=np.intp)
+    np.maximum.at(top, slot, level)
+    far = level == top[slot]
+    source = nodes[far]
+    rows = np.concatenate([i, np.full(len(source), n)])
+    cols = np.concatenate([j, source])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
+    dist = shortest_path(graph, method="D", directed=False, unweighted=True, indices=n)
+    found = np.maximum(dist[nodes].astype(np.intp) - 1, 1)
+    at = np.flatnonzero(far)
+    found[at[np.unique(slot[at], return_index=True)[1]]] = 0  # the first of each far side
+    return found
+
+
+def _widths(slot, level, components) -> tuple[np.ndarray, int]:
+    """Inputs per (component, level), flat (component-major), and the number of levels."""
+    depth = int(level.max()) + 1
+    return np.bincount(slot * depth + level, minlength=components * depth), depth
 
 
 def _block_order(level: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

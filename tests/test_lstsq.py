@@ -219,18 +219,31 @@ def test_residual_variances_match_the_dense_hat_matrix(layout, holes, spread):
                                rtol=1e-9, atol=1e-12 * var.max())
 
 
+def king_pairs(m: int) -> np.ndarray:
+    """The pairs of an m x m grid of inputs where each overlaps its 8 neighbours."""
+    index = np.arange(m * m).reshape(m, m)
+    pairs = [np.column_stack([index[:, :-1].ravel(), index[:, 1:].ravel()]),
+             np.column_stack([index[:-1, :].ravel(), index[1:, :].ravel()]),
+             np.column_stack([index[:-1, :-1].ravel(), index[1:, 1:].ravel()]),
+             np.column_stack([index[:-1, 1:].ravel(), index[1:, :-1].ravel()])]
+    return np.vstack(pairs)
+
+
 def test_levels_cross_a_grid_in_bands_and_keep_the_grounded_inputs_neighbours_together():
-    """The sweep's order: on a 40 x 40 tiling (diagonals too) a search from one input spreads
-    in rings up to ~70 wide; the levels must step across in bands of 40 instead (the sweep's
-    cost grows as the cube of its blocks' widths).  Whatever the layout, each component has
-    one grounded input (level 0), all its neighbours at level 1 (the sweep counts on it), and
-    every pair joins equal or consecutive levels."""
+    """The sweep's order.  A search from one input spreads in rings: from a corner of a grid
+    whose inputs overlap all 8 neighbours, L-shaped levels up to 2m - 1 wide (the sweep's
+    cost grows as the cube of its blocks' widths); the levels must step across in bands of
+    m instead.  Whatever the layout, each component has one grounded input (level 0), all
+    its neighbours at level 1 (the sweep counts on it), and every pair joins equal or
+    consecutive levels."""
     from skymatch_nb_ui.engine.lstsq import _levels
 
     rng = np.random.default_rng(3)
-    for layout, holes in (((40, 40), 0.0), ((9, 31), 0.3), ((1, 60), 0.0)):
-        n = layout[0] * layout[1]
-        pairs = tiling_pairs(*layout, rng, holes=holes)
+    layouts = [("king", 30, king_pairs(30)), ("tiling", 40, tiling_pairs(40, 40, rng)),
+               ("holes", None, tiling_pairs(9, 31, rng, holes=0.3)),
+               ("strip", None, tiling_pairs(1, 60, rng))]
+    for name, m, pairs in layouts:
+        n = int(pairs.max()) + 1
         i, j = pairs[:, 0], pairs[:, 1]
         comp = components(n, i, j)
         level = _levels(n, i, j, comp)
@@ -240,14 +253,14 @@ def test_levels_cross_a_grid_in_bands_and_keep_the_grounded_inputs_neighbours_to
         assert sorted(comp[grounded].tolist()) == np.unique(comp[in_pairs]).tolist()
         touches = np.isin(i, grounded) | np.isin(j, grounded)
         others = np.where(np.isin(i, grounded), j, i)[touches]
-        assert (level[others] == 1).all()
-        assert (np.abs(level[i] - level[j]) <= 1).all()
-        if layout == (40, 40):
+        assert (level[others] == 1).all(), name
+        assert (np.abs(level[i] - level[j]) <= 1).all(), name
+        if m is not None:
             widths = np.bincount(level[level >= 0])
-            assert widths[2:].max() == 40 and widths[1] <= 2 * 40
+            assert widths[2:].max() == m and widths[1] <= 2 * m, name
 
 
-@pytest.mark.parametrize(("layout", "holes"), [((20, 20), 0.0), ((14, 17), 0.15)])
+@pytest.mark.parametrize(("layout", "holes"), [((20, 20), 0.0), ((14, 17), 0.15), ("king", 0.0)])
 def test_one_level_per_block_matches_the_dense_solve(layout, holes, monkeypatch):
     """Blocks of single levels (`BLOCK` small): the grounded inputs' pairs then reach only
     the last block of the sweep, and the uncertainties and residual variances of all pairs
@@ -256,9 +269,9 @@ def test_one_level_per_block_matches_the_dense_solve(layout, holes, monkeypatch)
     from skymatch_nb_ui.engine import lstsq
 
     monkeypatch.setattr(lstsq, "BLOCK", 4)
-    rng = np.random.default_rng(sum(layout) + 2)
-    n = layout[0] * layout[1]
-    pairs = tiling_pairs(*layout, rng, holes=holes)
+    rng = np.random.default_rng(len(layout) + 2)
+    pairs = king_pairs(16) if layout == "king" else tiling_pairs(*layout, rng, holes=holes)
+    n = int(pairs.max()) + 1
     i, j = pairs[:, 0], pairs[:, 1]
     diff, weight, var = pair_data(pairs, rng, 100.0)
     sol = solve_offsets(n, i, j, diff, weight, var)

@@ -11,9 +11,9 @@ How `solve_offsets` works:
    zero-mean solution and its covariance follow exactly: ``delta = x - mean(x)`` and the
    gains of the pairs are centred the same way.
 2. The inputs are ordered by breadth-first levels, farthest first, component after
-   component: by distance from a pseudo-peripheral input (the grounded one), or from the
-   whole far side of the mosaic (bands across it, narrower than rings from one input),
-   whichever gives narrower levels (`_levels`).  Edges join only the same or adjacent levels,
+   component: by distance from a pseudo-peripheral input (the grounded one), or from a
+   side of the mosaic (bands across it, narrower than rings from one input), whichever
+   gives narrower levels (`_levels`).  Edges join only the same or adjacent levels,
    so ``L`` is *block tridiagonal*; consecutive levels are merged into blocks of at least
    `BLOCK` inputs.  A block LDL^T
    (Cholesky-factored Schur complements, only triangular solves) gives the solution.
@@ -419,11 +419,14 @@ def _levels(n, i, j, comp) -> np.ndarray:
     with it is at level 1 (`_BlockSweep.centred_gain_norms` counts on it: an edge to a
     grounded input must lie in the last block); every pair joins equal or consecutive levels.
 
-    Several searches are made per component: from its first input, then from the farthest
-    input of the previous search (the way a pseudo-peripheral node is found), and last from
-    the whole farthest level of the best of those (`_from_far_side`); the one whose levels
-    cost least (sum of their widths cubed) is kept.  All components are searched at once,
-    from an extra node linked to the inputs searched from.
+    Several searches are made per component, and the one whose levels cost least (sum of
+    their widths cubed) is kept: from its first input, then from the farthest input of the
+    previous search (the way a pseudo-peripheral input is found); then from the whole
+    farthest level of the best of those, and from the half of that level nearer one of its
+    ends (`_bands`).  A search from one input spreads in rings until they reach the far side
+    (on a grid of m x m, from a corner: L-shaped levels up to 2m wide); one from a side of
+    the mosaic steps across it in bands as wide as that side.  All components are searched
+    at once, from an extra node linked to the inputs searched from.
     """
     in_pairs = np.zeros(n, dtype=bool)
     in_pairs[i] = in_pairs[j] = True
@@ -431,54 +434,60 @@ def _levels(n, i, j, comp) -> np.ndarray:
     node_comp = comp[nodes]
     labels, first = np.unique(node_comp, return_index=True)
     slot = np.searchsorted(labels, node_comp)
-    starts = nodes[first]
     best_cost = np.full(len(labels), np.inf)
     level = np.full(n, -1, dtype=np.intp)
-    for _ in range(_SEARCHES):
-        rows = np.concatenate([i, np.full(len(starts), n)])
-        cols = np.concatenate([j, starts])
+
+    def distance(sources: np.ndarray) -> np.ndarray:  # of each of nodes, 0 at the sources
+        rows = np.concatenate([i, np.full(len(sources), n)])
+        cols = np.concatenate([j, nodes[sources]])
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
         dist = shortest_path(graph, method="D", directed=False, unweighted=True, indices=n)
-        found = dist[nodes].astype(np.intp) - 1
+        return dist[nodes].astype(np.intp) - 1
+
+    def farthest(found: np.ndarray, among: np.ndarray) -> np.ndarray:  # per component, first of equals
+        at = np.flatnonzero(among)
+        at = at[np.lexsort((at, -found[at], slot[at]))]
+        return at[np.r_[True, slot[at][1:] != slot[at][:-1]]]
+
+    def consider(found: np.ndarray) -> None:  # kept where it costs less
         width, depth = _widths(slot, found, len(labels))
         cost = (width.astype(float) ** 3).reshape(len(labels), depth).sum(axis=1)
         better = cost < best_cost
         best_cost[better] = cost[better]
         take = better[slot]
         level[nodes[take]] = found[take]
-        # next: the farthest input of each component (the first among equals)
-        far = np.lexsort((nodes, -found, slot))
-        starts = nodes[far][np.r_[True, slot[far][1:] != slot[far][:-1]]]
-    found = _from_far_side(n, i, j, nodes, slot, level[nodes], len(labels))
-    width, depth = _widths(slot, found, len(labels))
-    cost = (width.astype(float) ** 3).reshape(len(labels), depth).sum(axis=1)
-    take = (cost < best_cost)[slot]
-    level[nodes[take]] = found[take]
+
+    everywhere = np.ones(len(nodes), dtype=bool)
+    starts = first
+    for _ in range(_SEARCHES):
+        found = distance(starts)
+        consider(found)
+        starts = farthest(found, everywhere)
+    # the far side of the best search, and the half of it nearer one of its ends
+    best = level[nodes]
+    top = np.zeros(len(labels), dtype=np.intp)
+    np.maximum.at(top, slot, best)
+    far = best == top[slot]
+    consider(_bands(distance(np.flatnonzero(far)), far, slot))
+    one_end = farthest(distance(farthest(-np.arange(len(nodes)), far)), far)  # (from its first)
+    from_end = distance(one_end)
+    from_other = distance(farthest(from_end, far))
+    half = far & (from_end < from_other)
+    half |= far & ~np.isin(slot, slot[half])  # (a far side of one input: all of it)
+    consider(_bands(distance(np.flatnonzero(half)), half, slot))
     return level
 
 
-def _from_far_side(n, i, j, nodes, slot, level, components) -> np.ndarray:
-    """Levels of ``nodes`` by their distance from the farthest ``level`` of their component.
+def _bands(found: np.ndarray, source: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """Levels for `_levels` from the distances ``found`` to a set of inputs (``source``).
 
-    A search from one input spreads out in rings until they reach the far side of the
-    mosaic (on a grid of m x m, levels up to ~1.7 m wide, the blocks of the sweep with them);
-    one from the whole far side steps across the mosaic in bands as wide as it (rows of m).
-    Levels as `_levels` needs them: the first input of the far side (the first of
-    ``nodes``) is grounded at level 0; the rest of the far side, and the inputs next to it,
-    are at level 1 (so that every neighbour of the grounded input is); the rest at their
-    distance from the far side.
+    The first input of each component's ``source`` is grounded (level 0); the rest of the
+    source and the inputs next to it are at level 1, so that every neighbour of the grounded
+    input is; the others at their distance from the source.
     """
-    top = np.zeros(components, dtype=np.intp)
-    np.maximum.at(top, slot, level)
-    far = level == top[slot]
-    source = nodes[far]
-    rows = np.concatenate([i, np.full(len(source), n)])
-    cols = np.concatenate([j, source])
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
-    dist = shortest_path(graph, method="D", directed=False, unweighted=True, indices=n)
-    found = np.maximum(dist[nodes].astype(np.intp) - 1, 1)
-    at = np.flatnonzero(far)
-    found[at[np.unique(slot[at], return_index=True)[1]]] = 0  # the first of each far side
+    found = np.maximum(found, 1)
+    at = np.flatnonzero(source)
+    found[at[np.unique(slot[at], return_index=True)[1]]] = 0
     return found
 
 

@@ -421,12 +421,13 @@ def _levels(n, i, j, comp) -> np.ndarray:
 
     Several searches are made per component, and the one whose levels cost least (sum of
     their widths cubed) is kept: from its first input, then from the farthest input of the
-    previous search (the way a pseudo-peripheral input is found); then from the whole
-    farthest level of the best of those, and from the half of that level nearer one of its
-    ends (`_bands`).  A search from one input spreads in rings until they reach the far side
-    (on a grid of m x m, from a corner: L-shaped levels up to 2m wide); one from a side of
-    the mosaic steps across it in bands as wide as that side.  All components are searched
-    at once, from an extra node linked to the inputs searched from.
+    previous search (the way a pseudo-peripheral input is found); then, when a level of the
+    best of those is wider than `BLOCK`, from its whole farthest level, and from the half
+    of that level nearer one of its ends (`_bands`).  A search from one input spreads in
+    rings until they reach the far side (on a grid of m x m, from a corner: L-shaped levels
+    up to 2m wide); one from a side of the mosaic steps across it in bands as wide as that
+    side.  All components are searched at once, from an extra node linked to the inputs
+    searched from.
     """
     in_pairs = np.zeros(n, dtype=bool)
     in_pairs[i] = in_pairs[j] = True
@@ -463,8 +464,10 @@ def _levels(n, i, j, comp) -> np.ndarray:
         found = distance(starts)
         consider(found)
         starts = farthest(found, everywhere)
-    # the far side of the best search, and the half of it nearer one of its ends
     best = level[nodes]
+    if np.bincount(slot * (int(best.max()) + 1) + best).max() <= BLOCK:
+        return level  # (levels no wider than a block: narrower ones would not make smaller blocks)
+    # the far side of the best search, and the half of it nearer one of its ends
     top = np.zeros(len(labels), dtype=np.intp)
     np.maximum.at(top, slot, best)
     far = best == top[slot]

@@ -13,10 +13,10 @@ How `solve_offsets` works:
 2. The inputs are ordered by breadth-first levels, farthest first, component after
    component: by distance from a pseudo-peripheral input (the grounded one), or from a
    side of the mosaic (bands across it, narrower than rings from one input), whichever
-   gives narrower levels (`_levels`).  Edges join only the same or adjacent levels,
-   so ``L`` is *block tridiagonal*; consecutive levels are merged into blocks of at least
-   `BLOCK` inputs.  A block LDL^T
-   (Cholesky-factored Schur complements, only triangular solves) gives the solution.
+   gives narrower levels (`_levels`).  Edges join only the same or adjacent levels, so
+   ``L`` is *block tridiagonal*; consecutive levels are merged into blocks of at least
+   `BLOCK` inputs.  A block LDL^T (Cholesky-factored Schur complements, only triangular
+   solves) gives the solution.
 3. The covariance is a sandwich, ``C = G V G^T`` with the gains ``G = L^{-1} A^T W``,
    because the weights are pixel counts, not inverse variances.  Its diagonal is the
    squared norm of each row of the centred, variance-scaled gains ``X``: the pairs are
@@ -465,15 +465,15 @@ def _levels(n, i, j, comp) -> np.ndarray:
         consider(found)
         starts = farthest(found, everywhere)
     best = level[nodes]
-    if np.bincount(slot * (int(best.max()) + 1) + best).max() <= BLOCK:
+    if _widths(slot, best, len(labels))[0].max() <= BLOCK:
         return level  # (levels no wider than a block: narrower ones would not make smaller blocks)
-    # the far side of the best search, and the half of it nearer one of its ends
+    # the far side of the best search, and the half of it nearer one of its ends (the end
+    # farthest from its first input)
     top = np.zeros(len(labels), dtype=np.intp)
     np.maximum.at(top, slot, best)
     far = best == top[slot]
     consider(_bands(distance(np.flatnonzero(far)), far, slot))
-    one_end = farthest(distance(farthest(-np.arange(len(nodes)), far)), far)  # (from its first)
-    from_end = distance(one_end)
+    from_end = distance(farthest(distance(_first_of(far, slot)), far))
     from_other = distance(farthest(from_end, far))
     half = far & (from_end < from_other)
     half |= far & ~np.isin(slot, slot[half])  # (a far side of one input: all of it)
@@ -489,9 +489,14 @@ def _bands(found: np.ndarray, source: np.ndarray, slot: np.ndarray) -> np.ndarra
     input is; the others at their distance from the source.
     """
     found = np.maximum(found, 1)
-    at = np.flatnonzero(source)
-    found[at[np.unique(slot[at], return_index=True)[1]]] = 0
+    found[_first_of(source, slot)] = 0
     return found
+
+
+def _first_of(among: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """The first of ``among`` (a mask) in each component (``slot``), as indices."""
+    at = np.flatnonzero(among)
+    return at[np.unique(slot[at], return_index=True)[1]]
 
 
 def _widths(slot, level, components) -> tuple[np.ndarray, int]:

@@ -120,10 +120,7 @@ def shared_sides(overlaps: dict, keys: list, runs: dict, shapes: list) -> Shared
     for p, (g, h) in enumerate(keys):
         for s, key in enumerate(((g, h), (h, g))):
             for a, partners in overlaps[key].items():
-                if len(partners) == 1:  # (the union of one set is that set)
-                    pixels = runs[(a, next(iter(partners)))]
-                else:
-                    pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
+                pixels = Runs.union([runs[(a, b)] for b in sorted(partners)], shapes[a])
                 if len(pixels.rows):
                     by_image.setdefault(a, []).append((2 * p + s, pixels))
     n = 2 * len(keys)

@@ -3,8 +3,9 @@
 `hubble_deep_field_exposures` cuts the Hubble Deep Field picture that scikit-image ships into a
 dithered set of exposures of HST's ACS/WFC camera (two detectors per exposure), each sampled
 through the camera's real distortion solution (a SIP polynomial) from a real ACS/WFC header
-that astropy ships with its tests, and adds a known sky level per exposure and noise. Matching
-should bring the sky differences back; `DitheredExposures.sky` holds the truth.
+that astropy ships with its tests, and adds a known sky per exposure (a level, or a plane on the
+sky) and noise. Matching should bring the sky differences back; `DitheredExposures.sky` (and
+`DitheredExposures.true_sky`) holds the truth.
 
 Everything comes from installed packages (no download): needs the ``data`` extra,
 ``pip install "skymatch-nb-ui[data]"`` (scikit-image).
@@ -64,11 +65,19 @@ class DitheredExposures:
         Per image: ``exposure``, ``detector``, ``instrument``, ``filter`` (as the metadata
         columns of `ImageCollection` name them).
     sky : numpy.ndarray
-        The sky level added to each image (one value per exposure, repeated per detector).
+        The sky level added to each image (one value per exposure, repeated per detector);
+        with a ``gradient``, the sky's level at its exposure's pointing.
     noise : float
         The standard deviation of the Gaussian noise added to each pixel.
     picture_wcs : astropy.wcs.WCS
         Where the picture lies on the sky (TAN, north up), for drawing or re-sampling it.
+    gradient : numpy.ndarray
+        Shape (n, 2): the slope of each image's sky on the sky, (east, north) in data units
+        per arcsec (one per exposure, repeated per detector; zeros for flat skies).
+    pointing : numpy.ndarray
+        Shape (n, 2): each image's exposure pointing in standard coordinates about the
+        field's centre (xi east, eta north, arcsec; see `standard_coordinates`): where its
+        sky is ``sky``.
 
     Examples
     --------
@@ -85,9 +94,40 @@ class DitheredExposures:
     sky: np.ndarray
     noise: float
     picture_wcs: WCS
+    gradient: np.ndarray
+    pointing: np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def standard_coordinates(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where each pixel of image ``k`` is on the sky: standard coordinates, arcsec.
+
+        The gnomonic (tangent-plane) projection about the field's centre, ``xi`` towards the
+        east and ``eta`` towards the north (the picture's TAN intermediate world
+        coordinates), each of the image's shape; through the chip's SIP distortion.
+        """
+        return _standard(self.picture_wcs, self.wcs[k])
+
+    def true_sky(self, k: int) -> np.ndarray:
+        """The sky added to image ``k`` at every pixel (float64, the image's shape).
+
+        ``sky[k]`` plus, with a ``gradient``, the plane ``gradient[k] . (q - pointing[k])``
+        in standard coordinates ``q`` (`standard_coordinates`): one plane on the sky for both
+        chips of an exposure, not quite a plane in the pixels of a distorted chip.
+
+        Examples
+        --------
+        >>> hdf = hubble_deep_field_exposures(gradient=[(0.1, 0.0)] * 4, noise=0)
+        >>> sky = hdf.true_sky(0)
+        >>> step = np.hypot(sky[100, 201] - sky[100, 200], sky[101, 200] - sky[100, 200])
+        >>> round(float(step), 3)  # 0.1 per arcsec eastwards, pixels of ~0.4"
+        0.04
+        """
+        sky = np.full(self.images[k].shape, float(self.sky[k]))
+        if self.gradient[k].any():
+            sky += _plane_on_sky(self.picture_wcs, self.wcs[k], self.gradient[k], self.pointing[k])
+        return sky
 
     def collection(self, *, group_by: str | None = None):
         """The exposures as an `ImageCollection`.
@@ -115,6 +155,7 @@ def hubble_deep_field_exposures(
     *,
     dithers: Sequence[tuple[float, float]] = DEFAULT_DITHERS,
     sky: Sequence[float] | None = None,
+    gradient: Sequence[tuple[float, float]] | None = None,
     noise: float = 5.0,
     binning: int = 8,
     seed: int = 0,
@@ -134,7 +175,9 @@ def hubble_deep_field_exposures(
        detector, in bigger pixels);
     3. each exposure: the telescope pointed ``dithers[k]`` from the field's centre; every
        pixel centre mapped through its chip's WCS onto the picture (bilinear interpolation),
-       then ``sky[k]`` and Gaussian noise of standard deviation ``noise`` added.
+       then its sky (``sky[k]``, or with ``gradient`` a plane on the sky,
+       `DitheredExposures.true_sky`) and Gaussian noise of standard deviation ``noise``
+       added.
 
     Parameters
     ----------
@@ -142,6 +185,11 @@ def hubble_deep_field_exposures(
         Pointing offset of each exposure, (east, north) in arcsec; one exposure per entry.
     sky : sequence of float, optional
         The sky level of each exposure (default `DEFAULT_SKY`, for up to four exposures).
+    gradient : sequence of (float, float), optional
+        Per exposure, a sky that is not flat (scattered light, a zodiacal gradient): its slope
+        on the sky, (east, north) in data units per arcsec, a plane in standard coordinates
+        about the field's centre, ``sky[k]`` at the exposure's pointing, the same plane for
+        both chips (what ``skymodel="plane"`` fits for an exposure's group).  None: flat.
     noise : float
         Standard deviation of the noise per pixel, >= 0.
     binning : int
@@ -168,19 +216,24 @@ def hubble_deep_field_exposures(
     """
     dithers = _checked_dithers(dithers)
     sky = _checked_sky(sky, len(dithers))
+    gradient = _checked_gradient(gradient, len(dithers))
     noise = _checked_noise(noise)
     binning = _checked_binning(binning)
     headers = _acs_wfc_headers()
     origin = _middle(headers)
     chips = [_binned(header, binning) for header in headers]
     center = SkyCoord(*HDF_CENTER, unit="deg")
-    wcs = [_pointed(chip, origin, center, offset) for offset in dithers for chip in chips]
+    pointings = [center.spherical_offsets_by(e * u.arcsec, n * u.arcsec) for e, n in dithers]
+    wcs = [_pointed(chip, origin, pointing) for pointing in pointings for chip in chips]
     picture, picture_wcs = _picture_on_sky(center, wcs)
+    where = _imgcrd(picture_wcs, [[p.ra.deg, p.dec.deg] for p in pointings]) * 3600.0
     rng = np.random.default_rng(seed)
     images, names, meta, truth = [], [], [], []
     for k, w in enumerate(wcs):
         exposure, chip = divmod(k, len(chips))
         image = _sample(picture, picture_wcs, w) + sky[exposure]
+        if any(gradient[exposure]):
+            image += _plane_on_sky(picture_wcs, w, gradient[exposure], where[exposure])
         image += rng.normal(0.0, noise, image.shape) if noise > 0 else 0.0
         images.append(image.astype(np.float32))
         detector = f"WFC{chips[chip]['CCDCHIP']}"
@@ -188,8 +241,11 @@ def hubble_deep_field_exposures(
         meta.append({"exposure": f"e{exposure + 1}", "detector": detector, "instrument": "ACS",
                      "filter": "F606W"})
         truth.append(sky[exposure])
+    per_image = np.repeat(np.arange(len(dithers)), len(chips))
     return DitheredExposures(images=images, wcs=wcs, names=names, meta=meta,
-                             sky=np.array(truth), noise=noise, picture_wcs=picture_wcs)
+                             sky=np.array(truth), noise=noise, picture_wcs=picture_wcs,
+                             gradient=np.array(gradient, dtype=float)[per_image],
+                             pointing=where[per_image])
 
 
 # -- the camera ----------------------------------------------------------------------------------
@@ -234,16 +290,13 @@ def _binned(header: fits.Header, b: int) -> fits.Header:
     return h
 
 
-def _pointed(header: fits.Header, origin: SkyCoord, center: SkyCoord,
-             offset: tuple[float, float]) -> WCS:
-    """The chip's WCS moved from pointing ``origin`` to ``offset`` from ``center``.
+def _pointed(header: fits.Header, origin: SkyCoord, pointing: SkyCoord) -> WCS:
+    """The chip's WCS moved from pointing ``origin`` to ``pointing``.
 
-    ``offset`` is (east, north) in arcsec; the chip keeps its place and orientation relative
-    to the pointing.
+    The chip keeps its place and orientation relative to the pointing.
     """
     here = SkyCoord(header["CRVAL1"], header["CRVAL2"], unit="deg")
     dlon, dlat = origin.spherical_offsets_to(here)
-    pointing = center.spherical_offsets_by(offset[0] * u.arcsec, offset[1] * u.arcsec)
     moved = pointing.spherical_offsets_by(dlon, dlat)
     h = header.copy()
     h["CRVAL1"], h["CRVAL2"] = moved.ra.deg, moved.dec.deg
@@ -310,6 +363,33 @@ def _sample(picture: np.ndarray, picture_wcs: WCS, w: WCS) -> np.ndarray:
     return map_coordinates(picture, [py, px], order=1, mode="nearest")
 
 
+def _standard(picture_wcs: WCS, w: WCS) -> tuple[np.ndarray, np.ndarray]:
+    """Standard coordinates (xi east, eta north; arcsec) of every pixel centre of ``w``.
+
+    The picture's TAN intermediate world coordinates: the gnomonic projection about the
+    field's centre, north up.
+    """
+    nx, ny = w.pixel_shape
+    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    world = np.column_stack(w.all_pix2world(x.ravel(), y.ravel(), 0))
+    q = _imgcrd(picture_wcs, world) * 3600.0
+    return q[:, 0].reshape(ny, nx), q[:, 1].reshape(ny, nx)
+
+
+def _plane_on_sky(picture_wcs: WCS, w: WCS, slope, origin) -> np.ndarray:
+    """``slope . (q - origin)`` at every pixel of ``w``, ``q`` its standard coordinates (arcsec)."""
+    xi, eta = _standard(picture_wcs, w)
+    return slope[0] * (xi - origin[0]) + slope[1] * (eta - origin[1])
+
+
+def _imgcrd(picture_wcs: WCS, world) -> np.ndarray:
+    """The TAN intermediate world coordinates (degrees) of points (n, 2) in degrees.
+
+    (Origin 1: astropy shifts ``imgcrd`` by the origin as it does ``pixcrd``.)
+    """
+    return picture_wcs.wcs.s2p(np.asarray(world, dtype=float), 1)["imgcrd"]
+
+
 # -- validation ----------------------------------------------------------------------------------
 def _checked_dithers(dithers) -> list[tuple[float, float]]:
     rule = "dithers must be a non-empty sequence of (east, north) offsets in arcsec"
@@ -335,6 +415,19 @@ def _checked_sky(sky, n: int) -> list[float]:
     if values.size != n or not np.all(np.isfinite(values)):
         raise ValueError(f"sky must hold one finite level per exposure ({n}); got {sky!r}")
     return values.tolist()
+
+
+def _checked_gradient(gradient, n: int) -> list[tuple[float, float]]:
+    if gradient is None:
+        return [(0.0, 0.0)] * n
+    try:
+        values = np.asarray(gradient, dtype=float)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.shape != (n, 2) or not np.all(np.isfinite(values)):
+        raise ValueError(f"gradient must hold one finite (east, north) slope per exposure ({n}), "
+                         f"in data units per arcsec, or be None for flat skies; got {gradient!r}")
+    return [(float(e), float(nn)) for e, nn in values]
 
 
 def _checked_noise(noise) -> float:

@@ -88,6 +88,36 @@ def test_pixels_are_the_picture_plus_the_sky():
     assert np.median(b - a) == pytest.approx(10.0, abs=1.0)
 
 
+def test_a_gradient_is_one_plane_on_the_sky_for_both_chips_of_an_exposure():
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from skymatch_nb_ui.testing.mosaics import _gnomonic
+
+    kw = dict(dithers=[(0, 0), (30, 10)], sky=[10.0, 20.0], noise=0)
+    slopes = [(0.05, -0.02), (0.0, 0.03)]  # (east, north) per arcsec
+    flat = hubble_deep_field_exposures(**kw)
+    tilted = hubble_deep_field_exposures(gradient=slopes, **kw)
+    np.testing.assert_array_equal(tilted.gradient, np.repeat(slopes, 2, axis=0))
+    np.testing.assert_array_equal(flat.gradient, np.zeros((4, 2)))
+    centre = SkyCoord(*datasets.HDF_CENTER, unit="deg")
+    x, y = np.array([0.0, 511.0, 200.0, 37.0]), np.array([0.0, 255.0, 100.0, 211.0])
+    for k in range(4):
+        # the pixels: the flat exposure's plus the plane (to float32 rounding)
+        np.testing.assert_allclose(tilted.images[k] - flat.images[k],
+                                   tilted.true_sky(k) - tilted.sky[k], rtol=0, atol=3e-4)
+        np.testing.assert_array_equal(flat.true_sky(k), np.full((256, 512), flat.sky[k]))
+        # the plane, from the gnomonic projection about the field's centre of the chip's
+        # pixels through its SIP distortion: sky[k] at the exposure's pointing
+        pointing = centre.spherical_offsets_by(*(np.array(kw["dithers"][k // 2]) * u.arcsec))
+        x0, y0 = (3600 * v for v in _gnomonic(pointing.ra.deg, pointing.dec.deg, *datasets.HDF_CENTER))
+        xi, eta = (3600 * v for v in _gnomonic(*tilted.wcs[k].all_pix2world(x, y, 0), *datasets.HDF_CENTER))
+        east, north = slopes[k // 2]
+        expected = kw["sky"][k // 2] + east * (xi - x0) + north * (eta - y0)
+        np.testing.assert_allclose(tilted.true_sky(k)[y.astype(int), x.astype(int)], expected,
+                                   rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"noise": -1.0}, "noise must be a finite number >= 0"),
     ({"binning": 3}, "binning must be 1, 2, 4, 8 or 16"),
@@ -95,6 +125,9 @@ def test_pixels_are_the_picture_plus_the_sky():
     ({"dithers": []}, "dithers must be a non-empty sequence"),
     ({"dithers": [(0, 0), (500, 0)]}, "within 120"),
     ({"dithers": [(0, 0)] * 5}, "sky must be given for more than 4 exposures"),
+    ({"gradient": [(0.1, 0.0)] * 3}, r"one finite \(east, north\) slope per exposure \(4\)"),
+    ({"gradient": [(0.1, np.nan)] * 4}, "gradient must hold one finite"),
+    ({"gradient": "steep"}, "or be None for flat skies; got 'steep'"),
 ])
 def test_bad_parameters_raise_with_the_parameter_named(kw, match):
     with pytest.raises(ValueError, match=match):

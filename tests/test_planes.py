@@ -250,6 +250,76 @@ def test_a_group_shares_one_plane_on_the_sky_across_rotated_detectors(maker):
     assert r.plane.gradient_pa[0] == pytest.approx(np.degrees(np.arctan2(east, north)) % 360, abs=0.1)
 
 
+def _sky_gradients(coll_result, hdf) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the fitted gradient on the sky (east, north per arcsec) and its covariance.
+
+    A plane of slopes ``s`` (per pixel) is the gradient ``g`` with ``s = J^T g``, ``J`` the
+    chip's d(xi, eta)/d(x, y) at its centre (from the dataset's standard coordinates).
+    """
+    gradients, covs = [], []
+    for k in range(len(hdf)):
+        xi, eta = hdf.standard_coordinates(k)
+        ny, nx = xi.shape
+        y, x = ny // 2, nx // 2
+        jac = np.array([[xi[y, x + 1] - xi[y, x - 1], xi[y + 1, x] - xi[y - 1, x]],
+                        [eta[y, x + 1] - eta[y, x - 1], eta[y + 1, x] - eta[y - 1, x]]]) / 2
+        to_sky = np.linalg.inv(jac.T)
+        s = np.array([coll_result.slope_x.values[k], coll_result.slope_y.values[k]])
+        gradients.append(to_sky @ s)
+        covs.append(to_sky @ coll_result.sky_cov.values[k, 1:, 1:] @ to_sky.T)
+    return np.array(gradients), np.array(covs)
+
+
+def _sky_left(hdf, result) -> float:
+    """rms (noise sigma) of the true sky less the fitted planes, less a common plane on the sky."""
+    left, basis = [], []
+    for k in range(len(hdf)):
+        ny, nx = hdf.images[k].shape
+        fitted = plane_values(float(result.sky[k]), float(result.slope_x[k]) if "slope_x" in result
+                              else 0.0, float(result.slope_y[k]) if "slope_y" in result else 0.0,
+                              (ny, nx))
+        xi, eta = hdf.standard_coordinates(k)
+        left.append((hdf.true_sky(k) - fitted).ravel())
+        basis.append(np.column_stack([np.ones(xi.size), xi.ravel(), eta.ravel()]))
+    left, basis = np.concatenate(left), np.concatenate(basis)
+    left -= basis @ np.linalg.lstsq(basis, left, rcond=None)[0]
+    return float(np.sqrt(np.mean(left**2))) / hdf.noise
+
+
+@pytest.mark.parametrize("compare", ["differences", "levels"])
+def test_real_pixels_through_acs_distortion_give_each_exposures_gradient_on_the_sky(compare):
+    """The Hubble Deep Field through ACS/WFC's SIP distortion, a plane on the sky per exposure.
+
+    Both chips of an exposure share its plane (a group): one gradient on the sky for the
+    two, found within its errors up to the common plane no overlap sees, and the seams of
+    constant skies gone.
+    """
+    pytest.importorskip("skimage")
+    from skymatch_nb_ui.datasets import hubble_deep_field_exposures
+
+    truth = [(0.06, -0.02), (-0.05, 0.04), (0.02, 0.07), (-0.03, -0.06)]  # /arcsec: ~3 sigma a chip
+    hdf = hubble_deep_field_exposures(gradient=truth, seed=2)
+    coll = hdf.collection(group_by="exposure")
+    planes = coll.skymatch(skymethod="match", skymodel="plane", compare=compare)
+    constants = coll.skymatch(skymethod="match", compare=compare)
+    assert planes.attrs["plane_flat"] == 0 and (planes.plane_fallback.values == "").all()
+    fitted, cov = _sky_gradients(planes, hdf)
+    # one plane per exposure: the same gradient on the sky from both chips' slopes
+    np.testing.assert_allclose(fitted[0::2], fitted[1::2], rtol=1e-3, atol=1e-6)
+    assert planes.gradient.values[0::2] == pytest.approx(planes.gradient.values[1::2], rel=1e-9)
+    # against the truth, up to a common gradient: every two exposures within 5 errors
+    off = fitted[0::2] - np.array(truth)
+    err = cov[0::2]
+    for e in range(4):
+        for f in range(e + 1, 4):
+            d = off[e] - off[f]
+            chi2 = d @ np.linalg.solve(err[e] + err[f], d)
+            assert chi2 < 25.0, (compare, e, f, d)
+    # and what is left of the sky after the planes, against the constants' seams
+    left_planes, left_constants = _sky_left(hdf, planes), _sky_left(hdf, constants)
+    assert left_planes < 0.05 and left_planes < left_constants / 10, (left_planes, left_constants)
+
+
 # -- fallbacks -----------------------------------------------------------------------------------
 def test_a_thin_overlap_counts_as_a_constant_with_a_reason():
     m = make_mosaic((1, 2), shape=(200, 200), overlap=0.08, noise=0.1, seed=2)  # 16 px wide

@@ -15,7 +15,12 @@ Montage side by side in one process).
   differences through the WCSs: exact for these TAN images to far below the noise);
 - `sky_error`: rms of the true sky minus the fitted planes over all (sub-sampled) pixels of
   the images, after removing the common plane no overlap can see, in noise sigma
-  (`skymatch_nb_ui.testing.Mosaic.residual_sky`).
+  (`skymatch_nb_ui.testing.Mosaic.residual_sky`);
+- `hdf_exposures`, `HdfTruth`, `fits_header`: the real-pixel scene (``--scene hdf``): the
+  Hubble Deep Field through ACS/WFC's SIP distortion (`skymatch_nb_ui.datasets`), four
+  exposures of two chips, each exposure its own random plane on the sky; its truth, and
+  headers Montage reads (a CD matrix, and the inverse SIP polynomials ``AP``/``BP`` that
+  Montage needs to map the sky onto the chips, fitted here to 0.003 pixels).
 """
 
 from __future__ import annotations
@@ -52,6 +57,89 @@ def gradient_mosaic(layout, shape, seed: int, *, nebula: bool = True):
         gradient=GRADIENT, sources=round(STARS * shape[0] * shape[1] / 1024**2), rotation=3.0,
         jitter=5.0, dtype=np.float32, seed=rng, **extra,
     )
+
+
+HDF_RISE = 4.0  # each exposure's plane rises by up to this many noise sigma across a chip
+HDF_CHIP = 205.0  # arcsec: an ACS/WFC chip's length
+
+
+def hdf_exposures(seed: int):
+    """The real-pixel scene: `hubble_deep_field_exposures` with a random plane per exposure.
+
+    Directions uniform, sizes uniform up to `HDF_RISE` noise sigma over a chip's length.
+    """
+    from skymatch_nb_ui.datasets import DEFAULT_DITHERS, hubble_deep_field_exposures
+
+    rng = np.random.default_rng(seed)
+    n = len(DEFAULT_DITHERS)
+    theta = rng.uniform(0.0, 2 * np.pi, n)
+    size = rng.uniform(0.0, HDF_RISE * 5.0 / HDF_CHIP, n)  # the dataset's noise: 5
+    slopes = np.column_stack([np.sin(theta), np.cos(theta)]) * size[:, None]
+    return hubble_deep_field_exposures(gradient=slopes.tolist(), seed=seed)
+
+
+class HdfTruth:
+    """The true skies of `hdf_exposures`, for the error measure of `bench_vs_peers.py`."""
+
+    def __init__(self, exposures):
+        self.exposures = exposures
+        self.noise = exposures.noise
+
+    def residual_sky(self, *, planes, step: int = 1) -> np.ndarray:
+        """The true sky less ``planes`` (n, 3: level at the centre, slopes per pixel), at every
+        ``step``-th pixel, less the least-squares common plane on the sky (standard
+        coordinates about the field's centre: what no overlap can see)."""
+        left, basis = [], []
+        for k, (level, sx, sy) in enumerate(np.asarray(planes, dtype=float)):
+            ny, nx = self.exposures.images[k].shape
+            y, x = np.mgrid[0:ny:step, 0:nx:step]
+            fitted = level + sx * (x - (nx - 1) / 2) + sy * (y - (ny - 1) / 2)
+            left.append((self.exposures.true_sky(k)[::step, ::step] - fitted).ravel())
+            xi, eta = (c[::step, ::step].ravel() for c in self.exposures.standard_coordinates(k))
+            basis.append(np.column_stack([np.ones(xi.size), xi, eta]))
+        left, basis = np.concatenate(left), np.concatenate(basis)
+        return left - basis @ np.linalg.lstsq(basis, left, rcond=None)[0]
+
+
+def fits_header(w):
+    """A FITS header of the SIP WCS ``w`` that Montage reads as astropy does.
+
+    Montage takes the pixel scale from ``CDELT`` and ignores a ``PC`` matrix's scale (the
+    header astropy writes for a CD matrix: ``PC`` = CD, ``CDELT`` = 1, which Montage read as
+    1-degree pixels), and maps the sky onto the pixels with the inverse polynomials ``AP``,
+    ``BP`` (without them it fails); ours and astropy use the forward ``A``, ``B`` (inverted
+    iteratively), whatever ``AP``, ``BP`` say.
+    """
+    header = w.to_header(relax=True)
+    cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
+    for i in (1, 2):
+        header.remove(f"CDELT{i}", ignore_missing=True)
+        for j in (1, 2):
+            header.remove(f"PC{i}_{j}", ignore_missing=True)
+            header[f"CD{i}_{j}"] = cd[i - 1, j - 1]
+    if w.sip is None:
+        return header
+    nx, ny = w.pixel_shape
+    order = w.sip.a_order
+    x, y = np.meshgrid(np.linspace(0.5, nx + 0.5, 64), np.linspace(0.5, ny + 0.5, 64))  # 1-based
+    u, v = x.ravel() - w.sip.crpix[0], y.ravel() - w.sip.crpix[1]
+    big_u, big_v = u + _sip_poly(w.sip.a, u, v), v + _sip_poly(w.sip.b, u, v)
+    terms = [(p, q) for p in range(order + 1) for q in range(order + 1 - p)]
+    design = np.column_stack([big_u**p * big_v**q for p, q in terms])
+    ap = np.linalg.lstsq(design, u - big_u, rcond=None)[0]
+    bp = np.linalg.lstsq(design, v - big_v, rcond=None)[0]
+    header["AP_ORDER"], header["BP_ORDER"] = order, order
+    for (p, q), a, b in zip(terms, ap, bp):
+        header[f"AP_{p}_{q}"], header[f"BP_{p}_{q}"] = a, b
+    return header
+
+
+def _sip_poly(coef: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``sum coef[p, q] u**p v**q``."""
+    out = np.zeros_like(u)
+    for p, q in zip(*np.nonzero(coef)):
+        out += coef[p, q] * u**p * v**q
+    return out
 
 
 def write_fits(mosaic, raw: Path) -> None:

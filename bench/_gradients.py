@@ -63,19 +63,20 @@ HDF_RISE = 4.0  # each exposure's plane rises by up to this many noise sigma acr
 HDF_CHIP = 205.0  # arcsec: an ACS/WFC chip's length
 
 
-def hdf_exposures(seed: int):
+def hdf_exposures(seed: int, noise: float = 5.0):
     """The real-pixel scene: `hubble_deep_field_exposures` with a random plane per exposure.
 
-    Directions uniform, sizes uniform up to `HDF_RISE` noise sigma over a chip's length.
+    Directions uniform, sizes uniform up to `HDF_RISE` times 5 (the dataset's noise) over a
+    chip's length; another ``noise`` keeps the planes of the seed.
     """
     from skymatch_nb_ui.datasets import DEFAULT_DITHERS, hubble_deep_field_exposures
 
     rng = np.random.default_rng(seed)
     n = len(DEFAULT_DITHERS)
     theta = rng.uniform(0.0, 2 * np.pi, n)
-    size = rng.uniform(0.0, HDF_RISE * 5.0 / HDF_CHIP, n)  # the dataset's noise: 5
+    size = rng.uniform(0.0, HDF_RISE * 5.0 / HDF_CHIP, n)
     slopes = np.column_stack([np.sin(theta), np.cos(theta)]) * size[:, None]
-    return hubble_deep_field_exposures(gradient=slopes.tolist(), seed=seed)
+    return hubble_deep_field_exposures(gradient=slopes.tolist(), noise=noise, seed=seed)
 
 
 class HdfTruth:
@@ -85,15 +86,20 @@ class HdfTruth:
         self.exposures = exposures
         self.noise = exposures.noise
 
-    def residual_sky(self, *, planes, step: int = 1) -> np.ndarray:
-        """The true sky less ``planes`` (n, 3: level at the centre, slopes per pixel), at every
-        ``step``-th pixel, less the least-squares common plane on the sky (standard
-        coordinates about the field's centre: what no overlap can see)."""
+    def residual_sky(self, *, planes=None, models=None, step: int = 1) -> np.ndarray:
+        """The true sky less ``planes`` (n, 3: level at the centre, slopes per pixel) or less
+        ``models`` (one array of the image's shape each), at every ``step``-th pixel, less the
+        least-squares common plane on the sky (standard coordinates about the field's centre:
+        what no overlap can see)."""
         left, basis = [], []
-        for k, (level, sx, sy) in enumerate(np.asarray(planes, dtype=float)):
-            ny, nx = self.exposures.images[k].shape
-            y, x = np.mgrid[0:ny:step, 0:nx:step]
-            fitted = level + sx * (x - (nx - 1) / 2) + sy * (y - (ny - 1) / 2)
+        for k in range(len(self.exposures)):
+            if models is not None:
+                fitted = np.asarray(models[k])[::step, ::step]
+            else:
+                level, sx, sy = np.asarray(planes[k], dtype=float)
+                ny, nx = self.exposures.images[k].shape
+                y, x = np.mgrid[0:ny:step, 0:nx:step]
+                fitted = level + sx * (x - (nx - 1) / 2) + sy * (y - (ny - 1) / 2)
             left.append((self.exposures.true_sky(k)[::step, ::step] - fitted).ravel())
             xi, eta = (c[::step, ::step].ravel() for c in self.exposures.standard_coordinates(k))
             basis.append(np.column_stack([np.ones(xi.size), xi, eta]))

@@ -320,6 +320,38 @@ def test_real_pixels_through_acs_distortion_give_each_exposures_gradient_on_the_
     assert left_planes < 0.05 and left_planes < left_constants / 10, (left_planes, left_constants)
 
 
+def test_real_pixels_with_cosmic_rays_and_a_bad_column_keep_each_exposures_gradient():
+    """The same exposures as they come off a detector: 1% of the pixels hit by cosmic rays
+    (50-2000 counts, one image each), and a dead column (NaN) per chip."""
+    pytest.importorskip("skimage")
+    from skymatch_nb_ui.datasets import hubble_deep_field_exposures
+
+    truth = [(0.06, -0.02), (-0.05, 0.04), (0.02, 0.07), (-0.03, -0.06)]
+    hdf = hubble_deep_field_exposures(gradient=truth, seed=2)
+    rng = np.random.default_rng(7)
+    images = []
+    for image in hdf.images:
+        image = image.copy()
+        hit = rng.random(image.shape) < 0.01
+        image[hit] += rng.uniform(50.0, 2000.0, int(hit.sum())).astype(np.float32)
+        image[:, rng.integers(0, image.shape[1])] = np.nan
+        images.append(image)
+    kept = [image.copy() for image in images]
+    coll = ImageCollection.from_arrays(images, hdf.wcs, names=hdf.names,
+                                       groups=[m["exposure"] for m in hdf.meta])
+    planes = coll.skymatch(skymethod="match", skymodel="plane")
+    assert planes.valid.all() and (planes.plane_fallback.values == "").all()
+    fitted, cov = _sky_gradients(planes, hdf)
+    off, err = fitted[0::2] - np.array(truth), cov[0::2]
+    for e in range(4):
+        for f in range(e + 1, 4):
+            d = off[e] - off[f]
+            assert d @ np.linalg.solve(err[e] + err[f], d) < 25.0, (e, f, d)
+    assert _sky_left(hdf, planes) < 0.05
+    for image, given in zip(images, kept):  # the caller's arrays are not touched
+        np.testing.assert_array_equal(image, given)
+
+
 # -- fallbacks -----------------------------------------------------------------------------------
 def test_a_thin_overlap_counts_as_a_constant_with_a_reason():
     m = make_mosaic((1, 2), shape=(200, 200), overlap=0.08, noise=0.1, seed=2)  # 16 px wide

@@ -533,8 +533,9 @@ class ImageCollection:
         Raises
         ------
         TypeError
-            For ``subtract`` (use `write_fits` or `result_images`), an unknown parameter (the
-            message lists the valid names) or a value of the wrong kind.
+            For ``subtract`` (use `write_fits` or `result_images`), ``scheduler`` or
+            ``workers`` (settings of the collection: `scheduler`, `workers`), an unknown
+            parameter (the message lists the valid names) or a value of the wrong kind.
         ValueError
             For a value outside its domain.
 
@@ -556,6 +557,13 @@ class ImageCollection:
                 "Use write_fits(directory, result) for sky-subtracted copies, or "
                 "result_images(result) for subtracted arrays."
             )
+        for name in ("scheduler", "workers"):  # `skymatch_nb_ui.skymatch` takes them
+            if name in changes:
+                raise TypeError(
+                    f"ImageCollection.skymatch takes no {name} (got {name}={changes[name]!r}): "
+                    f"it is a setting of the collection, kept between runs. Set "
+                    f"coll.{name} = {changes[name]!r}, then call coll.skymatch(...)"
+                )
         result = self.matcher.run(params, groups=self._groups, progress=progress, cancel=cancel,
                                   **changes)
         self.last_result = self._dataset(result)

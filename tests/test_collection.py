@@ -103,6 +103,15 @@ def test_subtract_is_refused_with_the_way_out(coll):
         coll.skymatch(subtract=True)
 
 
+@pytest.mark.parametrize("name, value", [("scheduler", "processes"), ("workers", 2)])
+def test_scheduler_and_workers_in_a_call_are_refused_with_the_way_out(coll, name, value):
+    with pytest.raises(TypeError, match=rf"no {name} \(got {name}={value!r}\).*Set coll\.{name} = "):
+        coll.skymatch(skymethod="match", **{name: value})
+    setattr(coll, name, value)  # the way out works
+    assert getattr(coll, name) == value
+    assert coll.skymatch(skymethod="match", skystat="mean").valid.all()
+
+
 def test_result_images_are_new_arrays(coll, mosaic):
     coll.skymatch(skymethod="global+match", skystat="mean")
     before = [im.copy() for im in mosaic.images]

@@ -71,6 +71,31 @@ def test_every_scheduler_gives_the_same_bits(fits_files, scheduler):
         assert_same_bits(serial, other)
 
 
+def test_real_sip_files_give_the_same_bits_in_worker_processes(tmp_path):
+    """HST ACS/WFC chips as files (SIP distortion in the headers, real pixels, a sky plane per
+    exposure): the workers read them and rebuild their WCS; constants and planes."""
+    pytest.importorskip("skimage")
+    from skymatch_nb_ui.datasets import hubble_deep_field_exposures
+
+    hdf = hubble_deep_field_exposures(gradient=[(0.05, 0.0), (0.0, 0.05), (-0.03, 0.02),
+                                                (0.02, -0.04)], seed=1)
+    paths = []
+    for name, image, wcs in zip(hdf.names, hdf.images, hdf.wcs):
+        paths.append(tmp_path / f"{name}.fits")
+        fits.PrimaryHDU(image, wcs.to_header(relax=True)).writeto(paths[-1])
+    assert "A_ORDER" in fits.getheader(paths[0])
+    for skymodel in ("constant", "plane"):
+        found = []
+        for scheduler in ("serial", "processes"):
+            coll = ImageCollection.from_files(paths)
+            coll.scheduler, coll.workers = scheduler, 2
+            found.append(coll.skymatch(skymethod="global+match", skymodel=skymodel))
+        assert_same_bits(*found)
+        if skymodel == "plane":
+            for name in ("slope_x", "slope_y", "sky_cov", "resid_gradient"):
+                np.testing.assert_array_equal(found[0][name].values, found[1][name].values)
+
+
 def test_arrays_in_worker_processes_give_the_same_bits(mosaic):
     args = (mosaic.images, mosaic.wcs)
     serial = skymatch(*args, masks=mosaic.masks, scheduler="serial", skymethod="global+match")

@@ -333,9 +333,11 @@ def print_seeds(n: int, found: list[list[dict]]) -> None:
     head = f"{'engine':<10} {'setting':<36} {'t med s':>8} {'rms':>8} {'median':>8} {'largest':>8}"
     print(head)
     print("-" * len(head))
-    for k, row in enumerate(found[0]):
-        same = [rows[k] for rows in found if k < len(rows) and rows[k]["setting"] == row["setting"]
-                and rows[k]["engine"] == row["engine"]]
+    def key(row):
+        return row["engine"], json.dumps(row["setting"], sort_keys=True)
+
+    for row in found[0]:  # (a setting that failed in some scene: over the others)
+        same = [r for rows in found for r in rows if key(r) == key(row)]
         errors = np.array([r["rms"] for r in same])
         setting = "/".join(str(v) for v in row["setting"].values()) or "-"
         print(f"{row['engine']:<10} {setting:<36} {statistics.median(r['tmed'] for r in same):>8.3f} "

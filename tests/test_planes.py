@@ -270,6 +270,18 @@ def _sky_gradients(coll_result, hdf) -> tuple[np.ndarray, np.ndarray]:
     return np.array(gradients), np.array(covs)
 
 
+def _assert_gradients_within_errors(planes, hdf, truth, label=""):
+    """Every two exposures' fitted gradients on the sky, less the truth, within 5 errors (chi2
+    of 2 dof < 25): the truth up to a common gradient, which no overlap sees."""
+    fitted, cov = _sky_gradients(planes, hdf)
+    off, err = fitted[0::2] - np.array(truth), cov[0::2]
+    for e in range(len(off)):
+        for f in range(e + 1, len(off)):
+            d = off[e] - off[f]
+            assert d @ np.linalg.solve(err[e] + err[f], d) < 25.0, (label, e, f, d)
+    return fitted
+
+
 def _sky_left(hdf, result) -> float:
     """rms (noise sigma) of the true sky less the fitted planes, less a common plane on the sky."""
     left, basis = [], []
@@ -303,18 +315,10 @@ def test_real_pixels_through_acs_distortion_give_each_exposures_gradient_on_the_
     planes = coll.skymatch(skymethod="match", skymodel="plane", compare=compare)
     constants = coll.skymatch(skymethod="match", compare=compare)
     assert planes.attrs["plane_flat"] == 0 and (planes.plane_fallback.values == "").all()
-    fitted, cov = _sky_gradients(planes, hdf)
+    fitted = _assert_gradients_within_errors(planes, hdf, truth, compare)
     # one plane per exposure: the same gradient on the sky from both chips' slopes
     np.testing.assert_allclose(fitted[0::2], fitted[1::2], rtol=1e-3, atol=1e-6)
     assert planes.gradient.values[0::2] == pytest.approx(planes.gradient.values[1::2], rel=1e-9)
-    # against the truth, up to a common gradient: every two exposures within 5 errors
-    off = fitted[0::2] - np.array(truth)
-    err = cov[0::2]
-    for e in range(4):
-        for f in range(e + 1, 4):
-            d = off[e] - off[f]
-            chi2 = d @ np.linalg.solve(err[e] + err[f], d)
-            assert chi2 < 25.0, (compare, e, f, d)
     # and what is left of the sky after the planes, against the constants' seams
     left_planes, left_constants = _sky_left(hdf, planes), _sky_left(hdf, constants)
     assert left_planes < 0.05 and left_planes < left_constants / 10, (left_planes, left_constants)
@@ -341,12 +345,7 @@ def test_real_pixels_with_cosmic_rays_and_a_bad_column_keep_each_exposures_gradi
                                        groups=[m["exposure"] for m in hdf.meta])
     planes = coll.skymatch(skymethod="match", skymodel="plane")
     assert planes.valid.all() and (planes.plane_fallback.values == "").all()
-    fitted, cov = _sky_gradients(planes, hdf)
-    off, err = fitted[0::2] - np.array(truth), cov[0::2]
-    for e in range(4):
-        for f in range(e + 1, 4):
-            d = off[e] - off[f]
-            assert d @ np.linalg.solve(err[e] + err[f], d) < 25.0, (e, f, d)
+    _assert_gradients_within_errors(planes, hdf, truth)
     assert _sky_left(hdf, planes) < 0.05
     for image, given in zip(images, kept):  # the caller's arrays are not touched
         np.testing.assert_array_equal(image, given)

@@ -16,9 +16,10 @@ Montage side by side in one process).
 - `sky_error`: rms of the true sky minus the fitted planes over all (sub-sampled) pixels of
   the images, after removing the common plane no overlap can see, in noise sigma
   (`skymatch_nb_ui.testing.Mosaic.residual_sky`);
-- `hdf_exposures`, `HdfTruth`, `fits_header`: the real-pixel scene (``--scene hdf``): the
+- `hdf_exposures`, `fits_header`: the real-pixel scene (``--scene hdf``): the
   Hubble Deep Field through ACS/WFC's SIP distortion (`skymatch_nb_ui.datasets`), four
-  exposures of two chips, each exposure its own random plane on the sky; its truth, and
+  exposures of two chips, each exposure its own random plane on the sky (its truth and the
+  error measure: `DitheredExposures.true_sky`, `residual_sky`), and
   headers Montage reads (a CD matrix, and the inverse SIP polynomials ``AP``/``BP`` that
   Montage needs to map the sky onto the chips, fitted here to 0.003 pixels).
 """
@@ -77,34 +78,6 @@ def hdf_exposures(seed: int, noise: float = 5.0):
     size = rng.uniform(0.0, HDF_RISE * 5.0 / HDF_CHIP, n)
     slopes = np.column_stack([np.sin(theta), np.cos(theta)]) * size[:, None]
     return hubble_deep_field_exposures(gradient=slopes.tolist(), noise=noise, seed=seed)
-
-
-class HdfTruth:
-    """The true skies of `hdf_exposures`, for the error measure of `bench_vs_peers.py`."""
-
-    def __init__(self, exposures):
-        self.exposures = exposures
-        self.noise = exposures.noise
-
-    def residual_sky(self, *, planes=None, models=None, step: int = 1) -> np.ndarray:
-        """The true sky less ``planes`` (n, 3: level at the centre, slopes per pixel) or less
-        ``models`` (one array of the image's shape each), at every ``step``-th pixel, less the
-        least-squares common plane on the sky (standard coordinates about the field's centre:
-        what no overlap can see)."""
-        left, basis = [], []
-        for k in range(len(self.exposures)):
-            if models is not None:
-                fitted = np.asarray(models[k])[::step, ::step]
-            else:
-                level, sx, sy = np.asarray(planes[k], dtype=float)
-                ny, nx = self.exposures.images[k].shape
-                y, x = np.mgrid[0:ny:step, 0:nx:step]
-                fitted = level + sx * (x - (nx - 1) / 2) + sy * (y - (ny - 1) / 2)
-            left.append((self.exposures.true_sky(k)[::step, ::step] - fitted).ravel())
-            xi, eta = (c[::step, ::step].ravel() for c in self.exposures.standard_coordinates(k))
-            basis.append(np.column_stack([np.ones(xi.size), xi, eta]))
-        left, basis = np.concatenate(left), np.concatenate(basis)
-        return left - basis @ np.linalg.lstsq(basis, left, rcond=None)[0]
 
 
 def fits_header(w):

@@ -166,12 +166,12 @@ def build_mosaic(n: int, directory: Path, seed: int, scene: str = "nebula"):
 
 def _truth(directory: Path, saved: np.ndarray, scene: str, seed: int = 0):
     if scene == "hdf":  # the dataset again (deterministic), checked against the files' truth
-        from _gradients import HdfTruth, hdf_exposures
+        from _gradients import hdf_exposures
 
         exposures = hdf_exposures(seed)
         if not np.array_equal(exposures.gradient, saved):
             raise RuntimeError(f"{directory} holds another hdf scene: remove it")
-        return HdfTruth(exposures)
+        return exposures  # (its `residual_sky` and `noise`)
     if scene != "gradient":
         return saved
     from _gradients import truth_mosaic

@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout
 sys.path.insert(0, str(HERE))  # _gradients
 
-from _gradients import HdfTruth, hdf_exposures  # noqa: E402
+from _gradients import hdf_exposures  # noqa: E402
 
 import skymatch_nb_ui  # noqa: E402
 
@@ -113,7 +113,7 @@ def best_pixel_planes(exposures) -> list:
 
 def left_of(exposures, models) -> float:
     """rms of the true sky less ``models`` at every 4th pixel, less a common sky plane."""
-    left = HdfTruth(exposures).residual_sky(models=models, step=4)
+    left = exposures.residual_sky(models, step=4)
     return float(np.sqrt(np.mean(left**2)))
 
 

@@ -124,10 +124,54 @@ class DitheredExposures:
         >>> round(float(step), 3)  # 0.1 per arcsec eastwards, pixels of ~0.4"
         0.04
         """
-        sky = np.full(self.images[k].shape, float(self.sky[k]))
-        if self.gradient[k].any():
-            sky += _plane_on_sky(self.picture_wcs, self.wcs[k], self.gradient[k], self.pointing[k])
-        return sky
+        if not self.gradient[k].any():
+            return np.full(self.images[k].shape, float(self.sky[k]))
+        return self._sky_at(k, *self.standard_coordinates(k))
+
+    def _sky_at(self, k: int, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Image ``k``'s true sky at standard coordinates ``xi``, ``eta`` (arcsec)."""
+        return self.sky[k] + _plane(xi, eta, self.gradient[k], self.pointing[k])
+
+    def residual_sky(self, models=None, *, planes=None, step: int = 1) -> np.ndarray:
+        """The true sky left after subtracting fitted ``models``, at every (``step``-th) pixel.
+
+        As `skymatch_nb_ui.testing.Mosaic.residual_sky` with its ``gauge="plane"``: matching
+        finds skies only up to a common plane on the sky, and the best-fitting one (least
+        squares, in standard coordinates about the field's centre) is removed.
+
+        Parameters
+        ----------
+        models : sequence, optional
+            One fitted sky per image: a number or an array of the image's shape.
+        planes : array_like, shape (n, 3), optional
+            Instead of `models`: one fitted plane per image, (level at the centre, slope_x,
+            slope_y) in its own pixels (a plane result's ``sky``, ``slope_x``, ``slope_y``).
+        step : int
+            Use every ``step``-th pixel along each axis.
+
+        Returns
+        -------
+        ndarray
+            The residuals of all images' (sub-sampled) pixels, concatenated; e.g.
+            ``np.sqrt(np.mean(r**2)) / noise`` is the error in noise sigma.
+        """
+        if (models is None) == (planes is None):
+            raise TypeError("residual_sky takes either models or planes")
+        left, basis = [], []
+        for k, image in enumerate(self.images):
+            ny, nx = image.shape
+            xi, eta = (c[::step, ::step] for c in self.standard_coordinates(k))
+            if planes is not None:
+                level, slope_x, slope_y = np.asarray(planes[k], dtype=float)
+                y, x = np.mgrid[0:ny:step, 0:nx:step]
+                model = level + slope_x * (x - (nx - 1) / 2) + slope_y * (y - (ny - 1) / 2)
+            else:
+                model = np.asarray(models[k], dtype=float)
+                model = model[::step, ::step] if model.shape == (ny, nx) else model
+            left.append((self._sky_at(k, xi, eta) - model).ravel())
+            basis.append(np.column_stack([np.ones(xi.size), xi.ravel(), eta.ravel()]))
+        left, basis = np.concatenate(left), np.concatenate(basis)
+        return left - basis @ np.linalg.lstsq(basis, left, rcond=None)[0]
 
     def collection(self, *, group_by: str | None = None):
         """The exposures as an `ImageCollection`.
@@ -233,7 +277,7 @@ def hubble_deep_field_exposures(
         exposure, chip = divmod(k, len(chips))
         image = _sample(picture, picture_wcs, w) + sky[exposure]
         if any(gradient[exposure]):
-            image += _plane_on_sky(picture_wcs, w, gradient[exposure], where[exposure])
+            image += _plane(*_standard(picture_wcs, w), gradient[exposure], where[exposure])
         image += rng.normal(0.0, noise, image.shape) if noise > 0 else 0.0
         images.append(image.astype(np.float32))
         detector = f"WFC{chips[chip]['CCDCHIP']}"
@@ -376,9 +420,8 @@ def _standard(picture_wcs: WCS, w: WCS) -> tuple[np.ndarray, np.ndarray]:
     return q[:, 0].reshape(ny, nx), q[:, 1].reshape(ny, nx)
 
 
-def _plane_on_sky(picture_wcs: WCS, w: WCS, slope, origin) -> np.ndarray:
-    """``slope . (q - origin)`` at every pixel of ``w``, ``q`` its standard coordinates (arcsec)."""
-    xi, eta = _standard(picture_wcs, w)
+def _plane(xi, eta, slope, origin) -> np.ndarray:
+    """``slope . (q - origin)`` at standard coordinates ``q = (xi, eta)`` (arcsec)."""
     return slope[0] * (xi - origin[0]) + slope[1] * (eta - origin[1])
 
 

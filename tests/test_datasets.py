@@ -118,6 +118,20 @@ def test_a_gradient_is_one_plane_on_the_sky_for_both_chips_of_an_exposure():
                                    rtol=0, atol=1e-8)
 
 
+def test_residual_sky_removes_only_a_common_plane_on_the_sky():
+    tilted = hubble_deep_field_exposures(gradient=[(0.05, -0.02), (0.0, 0.03)], noise=0,
+                                         dithers=[(0, 0), (30, 10)], sky=[10.0, 20.0])
+    truth = [tilted.true_sky(k) for k in range(4)]
+    common = [3.0 + 0.01 * xi - 0.02 * eta for xi, eta in map(tilted.standard_coordinates, range(4))]
+    rms = lambda r: float(np.sqrt(np.mean(r**2)))
+    assert rms(tilted.residual_sky([t + c for t, c in zip(truth, common)])) < 1e-9
+    assert rms(tilted.residual_sky([t + c for t, c in zip(truth, common)], step=4)) < 1e-9
+    # a constant per image cannot follow the planes
+    assert rms(tilted.residual_sky(list(tilted.sky))) > 1.0
+    with pytest.raises(TypeError, match="either models or planes"):
+        tilted.residual_sky()
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"noise": -1.0}, "noise must be a finite number >= 0"),
     ({"binning": 3}, "binning must be 1, 2, 4, 8 or 16"),

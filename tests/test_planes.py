@@ -284,18 +284,10 @@ def _assert_gradients_within_errors(planes, hdf, truth, label=""):
 
 def _sky_left(hdf, result) -> float:
     """rms (noise sigma) of the true sky less the fitted planes, less a common plane on the sky."""
-    left, basis = [], []
-    for k in range(len(hdf)):
-        ny, nx = hdf.images[k].shape
-        fitted = plane_values(float(result.sky[k]), float(result.slope_x[k]) if "slope_x" in result
-                              else 0.0, float(result.slope_y[k]) if "slope_y" in result else 0.0,
-                              (ny, nx))
-        xi, eta = hdf.standard_coordinates(k)
-        left.append((hdf.true_sky(k) - fitted).ravel())
-        basis.append(np.column_stack([np.ones(xi.size), xi.ravel(), eta.ravel()]))
-    left, basis = np.concatenate(left), np.concatenate(basis)
-    left -= basis @ np.linalg.lstsq(basis, left, rcond=None)[0]
-    return float(np.sqrt(np.mean(left**2))) / hdf.noise
+    zeros = np.zeros(len(hdf))
+    planes = np.column_stack([result.sky, result.slope_x if "slope_x" in result else zeros,
+                              result.slope_y if "slope_y" in result else zeros])
+    return float(np.sqrt(np.mean(hdf.residual_sky(planes=planes) ** 2))) / hdf.noise
 
 
 @pytest.mark.parametrize("compare", ["differences", "levels"])

@@ -16,11 +16,12 @@ pixel, the common plane on the sky removed, in data units and in noise sigma) af
 subtracting
 
 1. **pixel planes**: what the engine subtracts today;
-2. **sky planes**: the same fitted planes evaluated on the sky at every pixel: the level at
-   the image's centre plus the fitted gradient (``gradient``, ``gradient_pa``: east and north
-   per arcsec) times each pixel's standard coordinates less the centre's (through the chip's
-   WCS; the dataset's tangent plane at the field's centre stands for the engine's, at the
-   mosaic's centre: 4' apart, a second-order difference);
+2. **sky planes**: the same fitted planes evaluated on the sky at every pixel: the level
+   plus the fitted gradient (``gradient``, ``gradient_pa``: east and north per arcsec) times
+   each pixel's standard coordinates less their mean over the image (through the chip's WCS;
+   the level is the pixel plane's, the least-squares one over the image, so it is the sky
+   plane's mean there; the dataset's tangent plane at the field's centre stands for the
+   engine's, at the mosaic's centre: 4' apart, a second-order difference);
 3. **the best pixel planes**: per image the least-squares plane in its pixels to its true sky
    (no engine: the floor of any engine that subtracts pixel planes).
 
@@ -88,11 +89,9 @@ def pixel_planes(exposures, result) -> list:
 
 def sky_planes(exposures, result) -> list:
     out = []
-    for k, image in enumerate(exposures.images):
+    for k in range(len(exposures.images)):
         xi, eta = exposures.standard_coordinates(k)
-        ny, nx = image.shape
-        middle = np.s_[(ny - 1) // 2 : (ny - 1) // 2 + 2, (nx - 1) // 2 : (nx - 1) // 2 + 2]
-        xc, yc = xi[middle].mean(), eta[middle].mean()  # the centre (even sizes: 4 pixels)
+        xc, yc = xi.mean(), eta.mean()
         pa = np.radians(result.plane.gradient_pa[k])
         g = result.plane.gradient[k]
         out.append(result.sky[k] + g * np.sin(pa) * (xi - xc) + g * np.cos(pa) * (eta - yc))

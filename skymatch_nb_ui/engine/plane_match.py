@@ -151,7 +151,7 @@ class PlaneStage:
             frames.append(Frame.at(np.array([self._footprints[a].center for a in images])))
         maps = [image_map(self._wcs[a], self._shapes[a], frames[comp[grouping.label_of[a]]])
                 for a in range(len(self._shapes))]
-        centres = np.array([np.mean([maps[a].q_centre for a in m], axis=0) for m in grouping.members])
+        centres = np.array([np.mean([maps[a].q_affine for a in m], axis=0) for m in grouping.members])
         moments = _moments_of(geometry.runs)
         plans = self._plans(keys, overlaps, maps, moments)
         local = []
@@ -759,7 +759,7 @@ def _combine_members(members, fits, maps, centre) -> PlaneFit:
         t = _sky_transform(maps[a])
         coef, cov = t @ f.coef, t @ f.cov @ t.T
         design = np.eye(3)
-        design[0, 1:] = maps[a].q_centre - centre
+        design[0, 1:] = maps[a].q_affine - centre  # the inverse of `image_planes`' map
         try:
             w = np.linalg.inv(cov)
         except np.linalg.LinAlgError:
@@ -1001,7 +1001,9 @@ def image_planes(sol: PlaneSolution, layout: _Layout):
     pa = np.full(n_images, np.nan)
     for a, m in enumerate(layout.maps):
         g = layout.image_input[a]
-        offset = m.q_centre - layout.centres[g]
+        # the least-squares plane in the pixels: the sky plane at the affine map's image of
+        # the centre (not at the centre's exact position: a distortion's curvature lies between)
+        offset = m.q_affine - layout.centres[g]
         t = np.zeros((3, 3))
         t[0, 0] = 1.0
         t[0, 1:] = offset

@@ -13,10 +13,14 @@ lines, so "a plane on the sky" is a plane there, whatever the images' orientatio
 scales or distortions.  Every *input* (an image alone, or a group) has one plane in it,
 ``L + A * (xi - xi_g) + B * (eta - eta_g)`` about the input's centre ``(xi_g, eta_g)`` (the
 mean of its images' centres): a group spanning several detectors shares one plane on the sky.
-Each image's own coefficients follow: its level is the input's plane at the image's centre
-(exact), its slopes the sky gradient carried into its pixels by the least-squares affine map
-from its pixels to the frame (the image's WCS at 5 x 5 points; for a distorted WCS the
-pixel-frame plane is the best affine approximation of the sky plane over the image).
+Each image's own plane in its pixels is the least-squares approximation of its input's plane
+on the sky over the image's area: the input's plane through the least-squares affine map from
+the image's pixels to the frame (the image's WCS at 5 x 5 Gauss-Legendre points).  For a
+linear WCS that is the sky plane itself (up to the projection's curvature); through a
+distortion the sky plane is curved in the pixels, and its level at the image's centre
+differs from the pixel plane's there by that curvature (ACS/WFC chips: the sky left after
+subtracting planes fitted to overlaps 1.47x smaller than with the exact level at the centre
+and evenly spaced points, `bench/study_planes_on_sky.py`).
 
 Cells
 -----
@@ -212,15 +216,16 @@ class Frame:
 
 @dataclass(frozen=True)
 class ImageMap:
-    """Where an image's pixels are in a frame: its exact centre and an affine map.
+    """Where an image's pixels are in a frame: its least-squares affine map.
 
     ``q = jac @ ((x, y) - pixel_centre) + q_affine`` is the least-squares affine map over
-    5 x 5 points of the image (exact for a linear WCS up to the projection's curvature);
-    ``q_centre`` is the exact position of the image's centre.
+    the image's area (exact for a linear WCS up to the projection's curvature): a plane on
+    the sky through it is the best plane in the pixels.  ``q_affine``, the map's image of the
+    centre, stands for the image's position (its plane's level, the inputs' centres); through
+    a distortion it is not quite the centre's exact position.
     """
 
     pixel_centre: np.ndarray  # (x0, y0)
-    q_centre: np.ndarray  # (xi, eta) of the centre, exact
     q_affine: np.ndarray  # intercept of the affine map at the centre
     jac: np.ndarray  # (2, 2): d(xi, eta) / d(x, y), arcsec per pixel
 
@@ -239,16 +244,24 @@ def image_map(wcs: CelestialWCS, shape: tuple[int, int], frame: Frame) -> ImageM
     """The `ImageMap` of an image of ``shape`` through ``wcs`` in ``frame``."""
     ny, nx = shape
     c = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
-    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 5), np.linspace(-0.5, ny - 0.5, 5))
-    x = np.concatenate([[c[0]], gx.ravel()])
-    y = np.concatenate([[c[1]], gy.ravel()])
+    # the least-squares affine map over the image's area [-0.5, n - 0.5]^2 by 5 x 5-point
+    # Gauss-Legendre quadrature (exact for positions polynomial in the pixels up to 8th order;
+    # SIP's are 4th or 5th): points spaced evenly edge to edge weigh the edges too much, and
+    # through a distortion's curvature that shifts the map's intercept
+    u, w = _GAUSS_LEGENDRE
+    gx, gy = np.meshgrid(c[0] + u * nx / 2.0, c[1] + u * ny / 2.0)
+    x, y = gx.ravel(), gy.ravel()
     lon, lat = wcs.pixel_to_lonlat(x, y)
     q = frame.project(lon, lat)
     if not np.isfinite(q).all():
         raise ValueError(f"{wcs.name} gives non-finite sky positions on its image")
-    design = np.column_stack([np.ones(len(x) - 1), x[1:] - c[0], y[1:] - c[1]])
-    coef, *_ = np.linalg.lstsq(design, q[1:], rcond=None)
-    return ImageMap(pixel_centre=c, q_centre=q[0], q_affine=coef[0], jac=coef[1:].T.copy())
+    root = np.sqrt(np.outer(w, w).ravel())[:, None]
+    design = np.column_stack([np.ones(len(x)), x - c[0], y - c[1]])
+    coef, *_ = np.linalg.lstsq(design * root, q * root, rcond=None)
+    return ImageMap(pixel_centre=c, q_affine=coef[0], jac=coef[1:].T.copy())
+
+
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(5)
 
 
 # -- stage 2: statistics in cells -----------------------------------------------------------------

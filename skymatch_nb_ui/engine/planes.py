@@ -12,15 +12,17 @@ to the east and ``eta`` to the north, in arcsec.  Gnomonic projection maps great
 lines, so "a plane on the sky" is a plane there, whatever the images' orientations, pixel
 scales or distortions.  Every *input* (an image alone, or a group) has one plane in it,
 ``L + A * (xi - xi_g) + B * (eta - eta_g)`` about the input's centre ``(xi_g, eta_g)`` (the
-mean of its images' centres): a group spanning several detectors shares one plane on the sky.
+mean of its images' centres, each through its affine map, below): a group spanning several
+detectors shares one plane on the sky.
 Each image's own plane in its pixels is the least-squares approximation of its input's plane
 on the sky over the image's area: the input's plane through the least-squares affine map from
 the image's pixels to the frame (the image's WCS at 5 x 5 Gauss-Legendre points).  For a
 linear WCS that is the sky plane itself (up to the projection's curvature); through a
 distortion the sky plane is curved in the pixels, and its level at the image's centre
-differs from the pixel plane's there by that curvature (ACS/WFC chips: the sky left after
-subtracting planes fitted to overlaps 1.47x smaller than with the exact level at the centre
-and evenly spaced points, `bench/study_planes_on_sky.py`).
+differs from the pixel plane's there by that curvature (ACS/WFC chips grouped by exposure,
+`bench/study_planes_on_sky.py`: without noise the sky left is 1.47x smaller than with the
+sky plane's exact level at the centre and evenly spaced points, and no more than the best
+pixel planes to the true sky leave).
 
 Cells
 -----

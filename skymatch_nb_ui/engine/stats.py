@@ -60,9 +60,9 @@ _HUGE = 2.0**480
 _MAX_BINS = 2**20      # most histogram bins (mode, midpt); more: a clear error naming binwidth
 _MIN_BINS = 3          # fewer bins across the values' range: mode and midpt are the median
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
-# `pixel_noise` uses every 8th pair of neighbours, but at least 4000 pairs (the MAD of 4000
-# values is within ~2.5% of the noise: far below the other uncertainties of an error).
-_NOISE_STRIDE = 8
+# `pixel_noise` uses 4000 to 8000 pairs of neighbours spread evenly over the values (all of
+# them when there are fewer): the MAD of 4000 values is within ~2.5% of the noise, far below
+# the other uncertainties of an error, so more pairs would cost time for nothing.
 _NOISE_PAIRS = 4000
 _NOISE_SLOT = 4        # Workspace float slots of `neighbour_noise` (this one and the next)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -1384,8 +1384,9 @@ def pixel_noise(values: np.ndarray, lower=None, upper=None) -> float:
     """The pixel noise of values in row order, from differences of neighbours.
 
     ``1.4826 * MAD / sqrt(2)`` of the differences of consecutive usable values (finite, within
-    ``[lower, upper]``): pairs 0-1, then every `_NOISE_STRIDE`-th pair, at least
-    `_NOISE_PAIRS` pairs when there are that many.  A smooth scene cancels in them and the
+    ``[lower, upper]``): pairs 0-1, 2-3, ... or, for more than ``2 * _NOISE_PAIRS`` of them,
+    every k-th such pair, k the largest that leaves at least `_NOISE_PAIRS` (its cost does
+    not grow with the values' number).  A smooth scene cancels in them and the
     median ignores stars and row ends.  NaN for fewer than two usable values.  Only the
     pairs used are converted to float64, so beyond one finiteness check the cost is that of
     the pairs.
@@ -1426,7 +1427,7 @@ def neighbour_noise(x: np.ndarray, *, work: Workspace | None = None) -> float:
     half = x.size // 2
     if half < 1:
         return math.nan
-    stride = 2 * max(1, min(_NOISE_STRIDE, half // _NOISE_PAIRS))
+    stride = 2 * max(1, half // _NOISE_PAIRS)
     count = (2 * half - 1) // stride + 1
     buffers = Workspace() if work is None else work
     d = buffers.floats(_NOISE_SLOT, count)

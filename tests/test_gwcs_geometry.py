@@ -207,7 +207,7 @@ def test_real_nircam_gwcs_gives_each_images_sky_gradient(nircam_wcs):
     for w, (ge, gn), sky in zip(wcs, gradients, (100.0, 120.0, 105.0, 110.0)):
         gx, gy = np.meshgrid(nodes, nodes)
         xi, eta = _standard(*w(gx, gy, with_bounding_box=False), centre)
-        xi, eta = (map_coordinates(v, [y, x], order=1) for v in (xi, eta))  # smooth: exact to ~1e-6"
+        xi, eta = (map_coordinates(v, [y, x], order=1) for v in (xi, eta))  # to 3e-5"
         coords.append((xi, eta))
         truths.append(sky + ge * (xi - xi.mean()) + gn * (eta - eta.mean()))
         images.append((truths[-1] + rng.standard_normal(shape)).astype(np.float32))

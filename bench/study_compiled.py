@@ -13,9 +13,14 @@ side by side in one process, CPU time, best of ``--rounds``:
    from below: values minus a centre into float64 with their sums, up to ``nclip`` full
    clipping passes (sums in four accumulators, no core/fringe split, no cycle detection, no
    recentring), the set's range and its histogram (four interleaved sub-histograms);
-3. **counts**: the histogram alone, ours (`_ClippedSet.counts`) against a numba loop that
+3. **two-pass**: numba kernels that do *what ours does*, in two passes over the pixels: the
+   base set's sums and the fringe outside our first core (`stats._rough_centre`,
+   `stats._CORE`) in one, the histogram of the final set in the other, the clipping on the
+   sorted fringe in numpy between them (as ours); the same sets and counts as ours, checked
+   side by side (the best a compiled loop can do with our algorithm, short of SIMD tuning);
+4. **counts**: the histogram alone, ours (`_ClippedSet.counts`) against a numba loop that
    gives the same counts, bit for bit;
-4. **engine**: N = 64 ``match`` in one process, interleaved, with and without the two
+5. **engine**: N = 64 ``match`` in one process, interleaved, with and without the two
    kernels that give the same bits as numpy (the histogram's counts and the gather of a
    side's pixels, patched in for this study only), checked for identical skies and errors.
 
@@ -30,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -90,6 +96,8 @@ def main(argv=None) -> int:
     print(f"clip + histogram, ours:  {a * 1e3:7.1f} ms  {a / pixels * 1e9:5.2f} ns/pixel")
     print(f"clip + histogram, fused: {b * 1e3:7.1f} ms  {b / pixels * 1e9:5.2f} ns/pixel"
           f"   ours/fused {a / b:.2f}   load {_load()}")
+
+    _two_pass_study(sides, ours, params, kernels, args.rounds)
 
     sets = []
     for x in sides:
@@ -170,6 +178,59 @@ def _engine(mosaic, kernels, rounds: int) -> None:
     print(f"engine, N = 64 match, serial CPU (best of {rounds}): numpy {a:.3f} s, with the "
           f"numba counts and gather {b:.3f} s: {100 * (1 - b / a):.0f}% less; same skies, "
           f"errors and flags: {same}   load {_load()}")
+
+
+def _two_pass_study(sides, ours, params, kernels, rounds: int) -> None:
+    """Item 3: ours against the two-pass kernels, the same sets and counts."""
+    pass1, pass2 = kernels["pass1"], kernels["pass2"]
+    fringe = np.empty(max(x.size for x in sides))
+    hist = np.zeros((4, 1 << 16), np.int64)
+    pixels = sum(x.size for x in sides)
+
+    def two_pass(x):
+        centre, spread = stats._rough_centre(x, None, None)
+        cl = -stats._CORE * params.lsigma * spread
+        ch = stats._CORE * params.usigma * spread
+        s1, s2, nf, cmin, cmax = pass1(x, centre, cl, ch, fringe)
+        fv = np.sort(fringe[:nf])
+        core = (x.size - nf, s1 - float(fv.sum()), s2 - float(fv @ fv))
+        n, t1, t2, i, j = x.size, s1, s2, 0, nf
+        for _ in range(params.nclip):
+            mean = t1 / n
+            std = math.sqrt(max((t2 - t1 * mean) / (n - 1), 0.0))
+            lo = mean - params.lsigma * std * (1.0 + stats._TIE)
+            hi = mean + params.usigma * std * (1.0 + stats._TIE)
+            if lo > cl or hi < ch:
+                return None  # ours would partition again: not emulated here
+            i2, j2 = int(fv.searchsorted(lo, "left")), int(fv.searchsorted(hi, "right"))
+            if (i2, j2) == (i, j):
+                break
+            part = fv[i2:j2]
+            i, j = i2, j2
+            n, t1, t2 = core[0] + part.size, core[1] + float(part.sum()), core[2] + float(part @ part)
+        mean = t1 / n
+        std = math.sqrt(max((t2 - t1 * mean) / (n - 1), 0.0))
+        part = fv[i:j]
+        low = float(part[0]) if part.size and part[0] < cl else cmin
+        high = float(part[-1]) if part.size and part[-1] > ch else cmax
+        scale = stats._bin_scale(params.binwidth * std)
+        nbins = int((high - low) * scale) + 1
+        return n, pass2(x, centre, low, high, low, scale, hist[:, :nbins])
+
+    same = 0
+    for x in sides:
+        s, (_, _, c) = ours(x)
+        found = two_pass(x)
+        same += found is not None and found[0] == s.n and np.array_equal(found[1], c)
+    a, b = _best(sides, ours, rounds), _best(sides, two_pass, rounds)
+    edges = [(x, *stats._rough_centre(x, None, None)) for x in sides]
+    p1 = _best(edges, lambda e: pass1(e[0], e[1], -3 * e[2], 3 * e[2], fringe), rounds)
+    p2 = _best(edges, lambda e: pass2(e[0], e[1], -4 * e[2], 4 * e[2], -4 * e[2],
+                                      1.0 / (0.1 * e[2]), hist[:, :81]), rounds)
+    print(f"clip + histogram, two-pass: {b * 1e3:7.1f} ms  {b / pixels * 1e9:5.2f} ns/pixel"
+          f"   ours/two-pass {a / b:.2f}; the same sets and counts as ours: {same} of "
+          f"{len(sides)} sides; the passes alone {p1 / pixels * 1e9:.2f} (sums and fringe) and "
+          f"{p2 / pixels * 1e9:.2f} ns/pixel (histogram)   load {_load()}")
 
 
 def _check_fused(sides, ours, fused) -> None:
@@ -301,7 +362,38 @@ def _kernels() -> dict:
                 m += 1
         return m
 
-    return {"fused": fused, "counts": counts, "gather": gather}
+    @njit(nogil=True)
+    def pass1(x, centre, cl, ch, fringe):
+        """Sums of ``x - centre`` (four accumulators), the values outside [cl, ch] and the
+        range of those inside."""
+        s1 = np.zeros(4)
+        s2 = np.zeros(4)
+        nf = 0
+        cmin, cmax = np.inf, -np.inf
+        for i in range(x.size):
+            v = np.float64(x[i]) - centre
+            s1[i & 3] += v
+            s2[i & 3] += v * v
+            if v < cl or v > ch:
+                fringe[nf] = v
+                nf += 1
+            else:
+                cmin = min(cmin, v)
+                cmax = max(cmax, v)
+        return s1.sum(), s2.sum(), nf, cmin, cmax
+
+    @njit(nogil=True)
+    def pass2(x, centre, low, high, ymin, scale, hist):
+        """Counts of the values ``x - centre`` in [low, high], bins of ``1 / scale`` from
+        ``ymin`` (four interleaved histograms)."""
+        hist[:, :] = 0
+        for i in range(x.size):
+            v = np.float64(x[i]) - centre
+            if low <= v <= high:
+                hist[i & 3, int((v - ymin) * scale)] += 1
+        return hist.sum(axis=0)
+
+    return {"fused": fused, "counts": counts, "gather": gather, "pass1": pass1, "pass2": pass2}
 
 
 def parse_args(argv):

@@ -10,8 +10,8 @@ side by side in one process, CPU time, best of ``--rounds``:
 1. **ours**: `stats._clipped_set` then `stats._histogram`, what `sky_statistic` does for the
    mode before its smoothing, with one reused `stats.Workspace` (as the engine does);
 2. **fused**: one numba function that does less arithmetic than ours but reads every pixel
-   once per clipping pass (so it is *not* a bound on compiled code: item 3 is): values
-   minus a centre into float64 with their sums, up to ``nclip`` full
+   once per clipping pass (so it says little about compiled code as such; item 3 runs our
+   algorithm): values minus a centre into float64 with their sums, up to ``nclip`` full
    clipping passes (sums in four accumulators, no core/fringe split, no cycle detection, no
    recentring), the set's range and its histogram (four interleaved sub-histograms);
 3. **two-pass**: numba kernels that do *what ours does*, in two passes over the pixels: the

@@ -18,7 +18,7 @@ side by side in one process, CPU time, best of ``--rounds``:
    base set's sums and the fringe outside our first core (`stats._rough_centre`,
    `stats._CORE`) in one, the histogram of the final set in the other, the clipping on the
    sorted fringe in numpy between them (as ours); the same sets and counts as ours, checked
-   side by side (the best a compiled loop can do with our algorithm, short of SIMD tuning);
+   side by side (a plain compiled version of our algorithm, without SIMD tuning);
 4. **counts**: the histogram alone, ours (`_ClippedSet.counts`) against a numba loop that
    gives the same counts, bit for bit;
 5. **engine**: N = 64 ``match`` in one process, interleaved, with and without the two
@@ -235,7 +235,7 @@ def _two_pass_study(sides, ours, params, kernels, rounds: int) -> None:
 
 
 def _check_fused(sides, ours, fused) -> None:
-    """The fused kernel keeps the same sets (it is a bound on compiled code, not a copy)."""
+    """The fused kernel keeps the same sets (a cruder algorithm than ours, not a copy)."""
     for x in sides[:8]:
         s, (_, _, c) = ours(x)
         n, _, std, _, hist = fused(x)

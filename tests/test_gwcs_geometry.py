@@ -202,10 +202,10 @@ def test_real_nircam_gwcs_gives_each_images_sky_gradient(nircam_wcs):
     centre = wcs[0](1023.5, 1023.5)
     rng = np.random.default_rng(11)
     nodes = np.arange(0, shape[0] + step, step, dtype=float)
+    gx, gy = np.meshgrid(nodes, nodes)  # the grid where each dither's WCS is evaluated
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]] / step
     images, truths, coords = [], [], []
     for w, (ge, gn), sky in zip(wcs, gradients, (100.0, 120.0, 105.0, 110.0)):
-        gx, gy = np.meshgrid(nodes, nodes)
         xi, eta = _standard(*w(gx, gy, with_bounding_box=False), centre)
         xi, eta = (map_coordinates(v, [y, x], order=1) for v in (xi, eta))  # to 3e-5"
         coords.append((xi, eta))

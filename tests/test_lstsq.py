@@ -296,6 +296,75 @@ def test_residual_variances_of_a_triangle_and_of_a_tree():
     np.testing.assert_allclose(tree.residual_var, 0.0, atol=1e-15)
 
 
+def shared_pixel_covariance(n, i, j, var, share):
+    """Pairs that share an input share ``share`` of their noise (as two sides of one image)."""
+    ends, pair = np.r_[i, j], np.r_[np.arange(len(i)), np.arange(len(i))]
+    cov = np.zeros((len(i), len(i)))
+    for node in range(n):
+        at = pair[ends == node]
+        cov[np.ix_(at, at)] = share * np.sqrt(np.outer(var[at], var[at]))
+    return cov
+
+
+def dense_shared(n, i, j, weight, var, cov):
+    """The offsets' and residuals' variances with the pairs' covariance, densely per component:
+    ``diag(G S G^T)`` and ``diag((I - A G) S (I - A G)^T)``, ``S = diag(var) + cov``."""
+    err, res = np.full(n, np.nan), np.zeros(len(i))
+    comp = components(n, i, j)
+    s = np.diag(var) + cov - np.diag(np.diag(cov))
+    for c in np.unique(comp[i]):
+        members = np.flatnonzero(comp == c)
+        local = np.full(n, -1)
+        local[members] = np.arange(len(members))
+        in_c = np.flatnonzero(comp[i] == c)
+        design = np.zeros((len(in_c), len(members)))
+        design[np.arange(len(in_c)), local[i[in_c]]] = 1.0
+        design[np.arange(len(in_c)), local[j[in_c]]] = -1.0
+        gain = np.linalg.pinv(weight[in_c, None] * design) * weight[in_c]
+        sc = s[np.ix_(in_c, in_c)]
+        err[members] = np.sqrt(np.diag(gain @ sc @ gain.T))
+        left = np.eye(len(in_c)) - design @ gain
+        res[in_c] = np.diag(left @ sc @ left.T)
+    return err, res
+
+
+@pytest.mark.parametrize(("layout", "holes", "spread", "inverse"), [
+    ((3, 4), 0.0, 10.0, True), ((14, 17), 0.1, 30.0, True), ((20, 20), 0.05, 100.0, True),
+    ((1, 200), 0.0, 1e4, False),  # a long strip, weights over 4 decades: the inverse would lose 1e-5
+])
+def test_pair_covariance_below_the_exact_limit_is_exact(layout, holes, spread, inverse,
+                                                        monkeypatch):
+    """Up to `EXACT_PAIRS` pairs the covariance of pairs that share pixels enters the errors
+    and the residual variances exactly, as the dense sandwich formulas give them: from the
+    centred inverse of the normal matrix (`_shared_terms_exact`) where it keeps its precision
+    (the same values as the pairs' unit vectors give, to rounding), else from those."""
+    from skymatch_nb_ui.engine import lstsq
+
+    used = []
+    exact_terms = lstsq._shared_terms_exact
+    monkeypatch.setattr(lstsq, "_shared_terms_exact",
+                        lambda *a: used.append(r := exact_terms(*a)) or r)
+    rng = np.random.default_rng(sum(layout) + 7)
+    pairs = tiling_pairs(*layout, rng, holes=holes)
+    n = int(pairs.max()) + 1
+    i, j = pairs[:, 0], pairs[:, 1]
+    diff, weight, var = pair_data(pairs, rng, spread)
+    cov = shared_pixel_covariance(n, i, j, var, 0.3)
+    exact = solve_offsets(n, i, j, diff, weight, var, cov)
+    assert (used[0] is not None) == inverse
+    err, res = dense_shared(n, i, j, weight, var, cov)
+    np.testing.assert_allclose(exact.delta_err, err, rtol=1e-6 if spread > 1e3 else 1e-10)
+    np.testing.assert_allclose(exact.residual_var, res, rtol=1e-8, atol=1e-11 * var.max())
+    monkeypatch.setattr(lstsq, "EXACT_INVERSE", 0)  # the pairs' unit vectors instead
+    units = solve_offsets(n, i, j, diff, weight, var, cov)
+    assert units.delta.tobytes() == exact.delta.tobytes()
+    np.testing.assert_allclose(exact.delta_err, units.delta_err, rtol=1e-12)
+    np.testing.assert_allclose(exact.residual_var, units.residual_var, rtol=1e-10,
+                               atol=1e-14 * var.max())
+    plain = solve_offsets(n, i, j, diff, weight, var)
+    assert not np.allclose(exact.delta_err, plain.delta_err, rtol=1e-3)  # the covariance counts
+
+
 def test_pair_covariance_above_the_exact_limit_is_estimated_by_random_probes(monkeypatch):
     # A 12 x 12 grid with diagonals; the pairs that share an input share noise.  Above
     # EXACT_PAIRS the covariance's part of the variances is estimated from random probes:

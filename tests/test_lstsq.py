@@ -365,6 +365,27 @@ def test_pair_covariance_below_the_exact_limit_is_exact(layout, holes, spread, i
     assert not np.allclose(exact.delta_err, plain.delta_err, rtol=1e-3)  # the covariance counts
 
 
+@pytest.mark.parametrize("layout", [(1, 2), (3, 4), (9, 11), (1, 60)])
+def test_the_sweeps_inverse_is_the_inverse(layout):
+    """`_BlockSweep.inverse` (backward recurrences) against solving for the identity."""
+    from skymatch_nb_ui.engine.lstsq import _block_order, _BlockSweep, _grounded_laplacian, _levels
+
+    rng = np.random.default_rng(sum(layout))
+    pairs = tiling_pairs(*layout, rng)
+    n = int(pairs.max()) + 1
+    i, j = pairs[:, 0], pairs[:, 1]
+    comp = components(n, i, j)
+    order, bounds = _block_order(_levels(n, i, j, comp), comp)
+    pos = np.full(n, -1, dtype=np.intp)
+    pos[order] = np.arange(len(order))
+    w2 = rng.uniform(0.01, 1.0, len(i))
+    sweep = _BlockSweep(_grounded_laplacian(pos, i, j, w2), bounds)
+    z = sweep.inverse()
+    np.testing.assert_allclose(z, sweep.solve(np.eye(len(order))), rtol=0,
+                               atol=1e-13 * np.abs(z).max())
+    np.testing.assert_allclose(z, z.T, rtol=0, atol=1e-13 * np.abs(z).max())
+
+
 def test_pair_covariance_above_the_exact_limit_is_estimated_by_random_probes(monkeypatch):
     # A 12 x 12 grid with diagonals; the pairs that share an input share noise.  Above
     # EXACT_PAIRS the covariance's part of the variances is estimated from random probes:

@@ -38,11 +38,11 @@ add ``diag(G C G^T)`` to the offsets' variances and ``diag((I - A G) C (I - A G)
 residuals'.  Both are of the form ``E[(G z) * (G C z)]`` over unit vectors ``z``: with the
 ``P`` columns of the identity (in chunks, two sweeps of `_BlockSweep.solve` each) they are
 exact.  Where it keeps its precision, the inverse of ``L`` (the factorisation's backward
-recurrences, `_BlockSweep.inverse`) gives the same sums with far less work: ``diag(G C G^T)`` and the residuals' terms are read off
-``K (B C B^T) K^T`` at the inputs and the pairs' ends (`_shared_terms_exact`).  Above
-`EXACT_PAIRS` pairs the same sums run over `PROBES` random +-1 vectors
-(Hutchinson's diagonal estimator: unbiased, fixed seed, so reproducible), which keeps 10,000
-inputs at a few seconds (a 100 x 100 grid with diagonals, 29,601 pairs: 0.5 s without a
+recurrences, `_BlockSweep.inverse`) gives the same sums with far less work: ``diag(G C
+G^T)`` and the residuals' terms are read off ``K (B C B^T) K^T`` at the inputs and the pairs'
+ends (`_shared_terms_exact`).  Above `EXACT_PAIRS` pairs the same sums run over `PROBES`
+random +-1 vectors (Hutchinson's diagonal estimator: unbiased, fixed seed, so reproducible),
+which keeps 10,000 inputs at a few seconds (a 100 x 100 grid with diagonals, 29,601 pairs: 0.5 s without a
 covariance, 2.9 s with).  Measured on a 12 x 12 grid where the covariance adds 10% to the
 offsets' variances: the probes leave them 2.4% rms off, and each residual variance 6% rms off
 (its mean 0.3%): the residual variances serve the robust weights (a 4-sigma cut, hardly moved)

@@ -199,6 +199,34 @@ def test_cancel_stops_between_tasks_and_the_next_run_carries_on(mosaic, monkeypa
     assert total == len(fresh)
 
 
+def test_cancel_stops_the_robust_solve_between_its_solves(mosaic, monkeypatch):
+    """The robust fit makes tens of solves (seconds at thousands of images): a cancel stops
+    it at the next one, and the next run gives the whole answer."""
+    from skymatch_nb_ui.engine import robust
+
+    full = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial").run(compare="levels")
+    solves = []
+    cancel = threading.Event()
+    original = robust.solve_offsets
+
+    def counted(*args, **kwargs):
+        solves.append(1)
+        if len(solves) == 3:
+            cancel.set()  # as a Cancel button would, while the fit runs
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(robust, "solve_offsets", counted)
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial")
+    with pytest.raises(SkyMatchCancelled, match="solve stage"):
+        matcher.run(compare="levels", cancel=cancel)
+    assert len(solves) == 3  # (this mosaic's fit makes 20)
+    cancel.clear()
+    again = matcher.run(compare="levels", cancel=cancel)
+    assert len(solves) > 10
+    np.testing.assert_array_equal(again.sky, full.sky)
+    np.testing.assert_array_equal(again.sky_err, full.sky_err)
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_cancel_works_on_pools_too(fits_files, scheduler):
     cancel = threading.Event()

@@ -309,7 +309,7 @@ class SkyMatcher:
             problem = Problem(len(grouping), pairs, local, params.match_down, params.anchor,
                               names=tuple(grouping.names()), robust=params.robust,
                               pair_cov=pair_cov, error_cov=error_cov)
-            solution = solve(params.skymethod, problem)
+            solution = solve(params.skymethod, problem, check=lambda: execution.check("solve"))
         return assemble_result(solution, pairs, local, grouping, image_npix, params.as_dict())
 
     def _subtracted(self, result: SkyMatchResult, execution: Execution) -> SkyMatchResult:

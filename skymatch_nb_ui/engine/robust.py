@@ -103,6 +103,7 @@ def fit_offsets(
     robust: bool = True,
     extra_var=None,
     error_cov=None,
+    check=None,
 ) -> Fit:
     """Offsets of ``n`` inputs from the pairs ``(i, j)`` (``d_i - d_j ~ diff``).
 
@@ -125,6 +126,9 @@ def fit_offsets(
         The covariances between pairs for the errors and the error scale, when they differ
         from ``diff_cov`` (the modes' couplings, `covariance.error_covariance`); like
         ``extra_var`` they leave the robust weights, and so the offsets, as they are.
+    check : callable, optional
+        Called before each solve after the first (a robust fit makes tens of them: seconds
+        at thousands of inputs); whatever it raises stops the fit (a run's cancel event).
 
     Returns
     -------
@@ -155,10 +159,12 @@ def fit_offsets(
     weight = np.asarray(weight, float)
     diff_var = np.asarray(diff_var, float)
     problem = (n, i, j, diff, weight, diff_var, diff_cov)
+    check = _no_check if check is None else check
     sol = solve_offsets(n, i, j, diff, weight, diff_var, diff_cov)
-    sol, solved, factor, scale = _reweight(problem, sol, weight, np.ones(len(i)), math.inf, robust)
+    sol, solved, factor, scale = _reweight(problem, sol, weight, np.ones(len(i)), math.inf, robust,
+                                           check)
     if robust and scale is not None:
-        sol, solved, factor = _reseat(problem, sol, solved, factor, scale)
+        sol, solved, factor = _reseat(problem, sol, solved, factor, scale, check)
     flagged = factor < 1.0
     judged = sol
     extra = extra_var is not None and np.any(np.asarray(extra_var) != 0)
@@ -168,14 +174,17 @@ def fit_offsets(
         # the same offsets, other errors (never below a quarter of the statistical variance)
         if extra:
             diff_var = np.maximum(diff_var + np.asarray(extra_var, float), 0.25 * diff_var)
+        check()
         sol = replace(solve_offsets(n, i, j, diff, solved, diff_var, diff_cov), delta=sol.delta)
         judged = sol
         if extra:
+            check()
             judged = _inverse_variance_fit(n, i, j, diff, diff_var, diff_cov, factor, sol)
     scale = _error_scale(judged, i, j, diff, diff_var, ~flagged)
     delta_err = sol.delta_err * scale
     if flagged.any():  # their errors are what their residuals show, not what they claimed
         shown = flagged_variance(sol, i, j, diff, diff_var, flagged, scale)
+        check()
         delta_err = solve_offsets(n, i, j, diff, solved, shown, diff_cov).delta_err * scale
     return Fit(
         delta=sol.delta, delta_err=delta_err, component=sol.component,
@@ -183,11 +192,16 @@ def fit_offsets(
     )
 
 
-def _reweight(problem, sol, solved, factor, spread: float, robust: bool = True):
+def _no_check() -> None:
+    """`fit_offsets`'s ``check`` when none is given."""
+
+
+def _reweight(problem, sol, solved, factor, spread: float, robust: bool = True, check=_no_check):
     """Iteratively reweighted least squares from ``sol`` (solved with weights ``solved``).
 
     Returns the settled solution, its weights, the robust factors and the last scale
-    (`_robust_scale`; None when too few pairs are checked to judge any).
+    (`_robust_scale`; None when too few pairs are checked to judge any).  ``check()`` runs
+    before each solve.
     """
     n, i, j, diff, weight, diff_var, diff_cov = problem
     scale = None
@@ -202,6 +216,7 @@ def _reweight(problem, sol, solved, factor, spread: float, robust: bool = True):
         if settled:
             break
         solved = weight * np.sqrt(factor)
+        check()
         sol = solve_offsets(n, i, j, diff, solved, diff_var, diff_cov)
     return sol, solved, factor, scale
 
@@ -216,7 +231,7 @@ def _evidence(t: np.ndarray) -> float:
         t <= CUT, 0.5 * t**2, CUT**2 * (0.5 + np.log(np.maximum(t, CUT) / CUT)))))
 
 
-def _reseat(problem, sol, solved, factor, scale):
+def _reseat(problem, sol, solved, factor, scale, check=_no_check):
     """Move an input whose every pair is flagged to where most of its pairs agree.
 
     Reweighting converges to the stationary point nearest its start, the plain least-squares
@@ -264,7 +279,7 @@ def _reseat(problem, sol, solved, factor, scale):
         return sol, solved, factor
     # (factors of 0 before: the restart always solves at least once from the moved start)
     again, solved_again, factor_again, _ = _reweight(
-        problem, replace(sol, delta=delta), solved, np.zeros_like(factor), spread)
+        problem, replace(sol, delta=delta), solved, np.zeros_like(factor), spread, True, check)
 
     def evidence(s):
         return _evidence(np.abs(_residuals(s, i, j, diff)[checked]) / u)

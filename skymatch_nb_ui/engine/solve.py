@@ -112,12 +112,16 @@ class Solution:
     error_scale: float = float("nan")
 
 
-def solve(skymethod: str, problem: Problem) -> Solution:
-    """Stage 3 by ``skymethod``: 'local', 'global', 'match' or 'global+match'."""
-    return _SKYMETHODS[skymethod](problem)
+def solve(skymethod: str, problem: Problem, *, check=None) -> Solution:
+    """Stage 3 by ``skymethod``: 'local', 'global', 'match' or 'global+match'.
+
+    ``check``: called between the robust fit's solves (`robust.fit_offsets`); whatever it
+    raises stops the solve (a run's cancel event).
+    """
+    return _SKYMETHODS[skymethod](problem, check=check)
 
 
-def solve_local(p: Problem) -> Solution:
+def solve_local(p: Problem, *, check=None) -> Solution:
     """Each input's own statistic."""
     value, err = _local_arrays(p)
     sky, sky_err = value.copy(), err.copy()
@@ -125,7 +129,7 @@ def solve_local(p: Problem) -> Solution:
     return _solution(sky, sky_err, reason, _graph(p), np.full(p.n, np.nan))
 
 
-def solve_global(p: Problem) -> Solution:
+def solve_global(p: Problem, *, check=None) -> Solution:
     """The smallest finite local statistic, for every input (NaN for inputs with no pixels)."""
     value, err = _local_arrays(p)
     sky, sky_err = np.full(p.n, np.nan), np.full(p.n, np.nan)
@@ -139,9 +143,9 @@ def solve_global(p: Problem) -> Solution:
     return _solution(sky, sky_err, reason, _graph(p), np.full(p.n, np.nan))
 
 
-def solve_match(p: Problem) -> Solution:
+def solve_match(p: Problem, *, check=None) -> Solution:
     """Offsets that make overlaps agree, relative to the lowest (or highest) of each anchor set."""
-    m = _offsets(p)
+    m = _offsets(p, check)
     sky = np.full(p.n, np.nan)
     for members in _anchor_scope(p.anchor, m.component, np.isfinite(m.delta)):
         d = m.delta[members]
@@ -152,12 +156,12 @@ def solve_match(p: Problem) -> Solution:
     return _solution(sky, m.delta_err.copy(), reason, m.component, m.delta, m.warnings, m)
 
 
-def solve_global_match(p: Problem) -> Solution:
+def solve_global_match(p: Problem, *, check=None) -> Solution:
     """The match offsets lifted to absolute level by the lowest local sky (less its offset).
 
     Inputs in no valid pair keep their own local sky, with a caveat in ``reason``.
     """
-    m = _offsets(p)
+    m = _offsets(p, check)
     value, err = _local_arrays(p)
     sky, sky_err = np.full(p.n, np.nan), np.full(p.n, np.nan)
     matched = np.isfinite(m.delta)
@@ -203,26 +207,26 @@ class _Offsets:
 _OFFSETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _offsets(p: Problem) -> _Offsets:
+def _offsets(p: Problem, check=None) -> _Offsets:
     """The offsets over the valid pairs (computed once per `PairStats` and robust setting)."""
     found = _OFFSETS.get(p.pairs)
     # the pairs' covariance follows from the pairs and the grouping (as the pairs do)
     setting = (p.n, p.robust, p.pair_cov is not None, p.error_cov is not None)
     if found is None or found[0] != setting:
-        offsets = _least_squares(p)
+        offsets = _least_squares(p, check)
         for shared in (offsets.delta, offsets.delta_err, offsets.component):
             shared.flags.writeable = False  # every solve of these pairs reads them
         found = _OFFSETS[p.pairs] = (setting, offsets)
     return found[1]
 
 
-def _least_squares(p: Problem) -> _Offsets:
+def _least_squares(p: Problem, check=None) -> _Offsets:
     """The offsets over the valid pairs, and why the other inputs have none."""
     pairs, v = p.pairs, p.pairs.valid
     cov, error_cov = (_valid_block(c, v) for c in (p.pair_cov, p.error_cov))
     sol = fit_offsets(
         p.n, pairs.a[v], pairs.b[v], pairs.diff[v], pairs.weight[v], pairs.diff_err[v] ** 2,
-        cov, robust=p.robust, extra_var=pairs.scene_var[v], error_cov=error_cov,
+        cov, robust=p.robust, extra_var=pairs.scene_var[v], error_cov=error_cov, check=check,
     )
     robust_weight = np.full(len(pairs), np.nan)
     robust_weight[v] = sol.robust_weight

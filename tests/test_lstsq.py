@@ -365,6 +365,23 @@ def test_pair_covariance_below_the_exact_limit_is_exact(layout, holes, spread, i
     assert not np.allclose(exact.delta_err, plain.delta_err, rtol=1e-3)  # the covariance counts
 
 
+def test_the_kept_graph_is_recognised_by_its_pairs_not_by_the_arrays():
+    """A robust fit solves one graph tens of times: its ordering is kept (`lstsq._graph`),
+    and an array changed in place between two solves is a new graph."""
+    i, j = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])
+    diff, weight, var = np.array([1.0, -2.0, 0.5, -0.4]), np.ones(4), np.full(4, 0.01)
+    first = solve_offsets(5, i, j, diff, weight, var)
+    assert first.component.tolist() == [0, 0, 0, 0, 0]
+    i[2], j[2] = 0, 2  # another graph, in the same arrays: 0-1-2 and 3-4
+    changed = solve_offsets(5, i, j, diff, weight, var)
+    fresh = solve_offsets(5, i.copy(), j.copy(), diff, weight, var)
+    assert changed.component.tolist() == [0, 0, 0, 1, 1]
+    assert changed.delta.tobytes() == fresh.delta.tobytes()
+    assert changed.residual_var.tobytes() == fresh.residual_var.tobytes()
+    changed.component[:] = 7  # the caller's copy: the kept one is not touched
+    assert solve_offsets(5, i, j, diff, weight, var).component.tolist() == [0, 0, 0, 1, 1]
+
+
 @pytest.mark.parametrize("layout", [(1, 2), (3, 4), (9, 11), (1, 60)])
 def test_the_sweeps_inverse_is_the_inverse(layout):
     """`_BlockSweep.inverse` (backward recurrences) against solving for the identity."""

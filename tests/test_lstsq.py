@@ -188,9 +188,9 @@ def test_thousands_of_inputs_are_solved_without_dense_matrices():
 
 
 # -- residual variances (what a robust solve compares each pair's residual with) --------------
-def dense_residual_var(n, i, j, weight, var):
-    """diag((I - K) V (I - K)^T) with K the hat matrix of the weighted fit, per component."""
-    out = np.zeros(len(i))
+def dense_gains(n, i, j, weight):
+    """Per component: its inputs, its pairs, their design matrix and the weighted fit's gain
+    (the offsets are ``gain @ diff``), from a dense pseudo-inverse."""
     comp = components(n, i, j)
     for c in np.unique(comp[i]):
         members = np.flatnonzero(comp == c)
@@ -200,7 +200,13 @@ def dense_residual_var(n, i, j, weight, var):
         design = np.zeros((len(in_c), len(members)))
         design[np.arange(len(in_c)), local[i[in_c]]] = 1.0
         design[np.arange(len(in_c)), local[j[in_c]]] = -1.0
-        gain = np.linalg.pinv(weight[in_c, None] * design) * weight[in_c]
+        yield members, in_c, design, np.linalg.pinv(weight[in_c, None] * design) * weight[in_c]
+
+
+def dense_residual_var(n, i, j, weight, var):
+    """diag((I - K) V (I - K)^T) with K the hat matrix of the weighted fit, per component."""
+    out = np.zeros(len(i))
+    for _, in_c, design, gain in dense_gains(n, i, j, weight):
         out[in_c] = ((np.eye(len(in_c)) - design @ gain) ** 2) @ var[in_c]
     return out
 
@@ -310,17 +316,8 @@ def dense_shared(n, i, j, weight, var, cov):
     """The offsets' and residuals' variances with the pairs' covariance, densely per component:
     ``diag(G S G^T)`` and ``diag((I - A G) S (I - A G)^T)``, ``S = diag(var) + cov``."""
     err, res = np.full(n, np.nan), np.zeros(len(i))
-    comp = components(n, i, j)
     s = np.diag(var) + cov - np.diag(np.diag(cov))
-    for c in np.unique(comp[i]):
-        members = np.flatnonzero(comp == c)
-        local = np.full(n, -1)
-        local[members] = np.arange(len(members))
-        in_c = np.flatnonzero(comp[i] == c)
-        design = np.zeros((len(in_c), len(members)))
-        design[np.arange(len(in_c)), local[i[in_c]]] = 1.0
-        design[np.arange(len(in_c)), local[j[in_c]]] = -1.0
-        gain = np.linalg.pinv(weight[in_c, None] * design) * weight[in_c]
+    for members, in_c, design, gain in dense_gains(n, i, j, weight):
         sc = s[np.ix_(in_c, in_c)]
         err[members] = np.sqrt(np.diag(gain @ sc @ gain.T))
         left = np.eye(len(in_c)) - design @ gain

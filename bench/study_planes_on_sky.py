@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         found: dict = {}
         for seed in range(args.seeds):
             exposures = hdf_exposures(seed, noise)
-            best = left_of(exposures, best_pixel_planes(exposures))
+            best = left_of(exposures, planes=exposures.best_pixel_planes())
             for fit in ("alone", "grouped"):
                 groups = [m["exposure"] for m in exposures.meta] if fit == "grouped" else None
                 result = skymatch_nb_ui.skymatch(exposures.images, exposures.wcs, skymethod="match",
@@ -98,21 +98,10 @@ def sky_planes(exposures, result) -> list:
     return out
 
 
-def best_pixel_planes(exposures) -> list:
-    out = []
-    for k, image in enumerate(exposures.images):
-        truth = exposures.true_sky(k)
-        ny, nx = image.shape
-        y, x = np.mgrid[0:ny, 0:nx]
-        design = np.column_stack([np.ones(truth.size), x.ravel(), y.ravel()])
-        coef = np.linalg.lstsq(design, truth.ravel(), rcond=None)[0]
-        out.append((design @ coef).reshape(ny, nx))
-    return out
-
-
-def left_of(exposures, models) -> float:
-    """rms of the true sky less ``models`` at every 4th pixel, less a common sky plane."""
-    left = exposures.residual_sky(models, step=4)
+def left_of(exposures, models=None, *, planes=None) -> float:
+    """rms of the true sky less ``models`` (or ``planes``) at every 4th pixel, less a common
+    sky plane."""
+    left = exposures.residual_sky(models, planes=planes, step=4)
     return float(np.sqrt(np.mean(left**2)))
 
 

@@ -132,6 +132,28 @@ class DitheredExposures:
         """Image ``k``'s true sky at standard coordinates ``xi``, ``eta`` (arcsec)."""
         return self.sky[k] + _plane(xi, eta, self.gradient[k], self.pointing[k])
 
+    def best_pixel_planes(self) -> np.ndarray:
+        """Per image, the least-squares plane in its pixels to its true sky (`true_sky`).
+
+        What no engine that subtracts a plane in each image's pixels can beat: through the
+        chips' distortion a plane on the sky is curved in them.
+
+        Returns
+        -------
+        ndarray, shape (n, 3)
+            (level at the image's centre, slope_x, slope_y) per image, as `residual_sky`'s
+            ``planes`` take them.
+        """
+        out = []
+        for k in range(len(self)):
+            sky = self.true_sky(k)
+            ny, nx = sky.shape
+            y, x = np.mgrid[0:ny, 0:nx]
+            design = np.column_stack([np.ones(sky.size), (x - (nx - 1) / 2).ravel(),
+                                      (y - (ny - 1) / 2).ravel()])
+            out.append(np.linalg.lstsq(design, sky.ravel(), rcond=None)[0])
+        return np.array(out)
+
     def residual_sky(self, models=None, *, planes=None, step: int = 1) -> np.ndarray:
         """The true sky left after subtracting fitted ``models``, at every (``step``-th) pixel.
 

@@ -180,20 +180,13 @@ def test_real_nircam_gwcs_dithers_with_bounding_box_match_as_without(nircam_wcs)
     np.testing.assert_allclose(result.sky, np.subtract(skies, 100.0), atol=0.05)
 
 
-def _standard(ra, dec, centre) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic (xi, eta) in arcsec of (ra, dec) about ``centre`` (degrees)."""
-    ra, dec, a0, d0 = (np.radians(v) for v in (ra, dec, *centre))
-    cos_c = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
-    xi = np.cos(dec) * np.sin(ra - a0) / cos_c
-    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cos_c
-    return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
-
-
 def test_real_nircam_gwcs_gives_each_images_sky_gradient(nircam_wcs):
     """Sky planes through JWST's own NIRCam distortion and bounding box: four dithers, each
     with its own plane on the sky; the fitted gradients are the true ones up to the common
     gradient that no overlap sees, and that common plane is all the sky they leave."""
     from scipy.ndimage import map_coordinates
+
+    from skymatch_nb_ui.testing.mosaics import _gnomonic  # the mosaics' truth: not the engine's
 
     shape, step = (2048, 2048), 32
     dithers = [(0, 0, 0), (23.0, 7.5, 0), (-11.3, 21.7, 0.2), (30.1, -10.2, -0.3)]  # arcsec
@@ -206,7 +199,7 @@ def test_real_nircam_gwcs_gives_each_images_sky_gradient(nircam_wcs):
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]] / step
     images, truths, coords = [], [], []
     for w, (ge, gn), sky in zip(wcs, gradients, (100.0, 120.0, 105.0, 110.0)):
-        xi, eta = _standard(*w(gx, gy, with_bounding_box=False), centre)
+        xi, eta = (3600.0 * v for v in _gnomonic(*w(gx, gy, with_bounding_box=False), *centre))
         xi, eta = (map_coordinates(v, [y, x], order=1) for v in (xi, eta))  # to 3e-5"
         coords.append((xi, eta))
         truths.append(sky + ge * (xi - xi.mean()) + gn * (eta - eta.mean()))

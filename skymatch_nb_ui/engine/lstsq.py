@@ -268,19 +268,15 @@ def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
     return cov if cov.nnz else None
 
 
-def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov=None,
-           graph=None) -> None:
+def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov,
+           graph) -> None:
     """Fill ``delta``, ``delta_err`` and ``residual_var`` (see the module's doc).
 
-    ``graph``: ``(level, order, bounds)`` of the pairs when known (`_graph`).
+    ``graph``: ``(level, order, bounds)`` of the pairs (`_graph`).
     """
     w2 = weight**2
     w2 = w2 / w2.max()  # scale-free
-    if graph is None:
-        level = _levels(n, i, j, comp)
-        order, bounds = _block_order(level, comp)
-    else:
-        level, order, bounds = graph
+    level, order, bounds = graph
     pos = np.full(n, -1, dtype=np.intp)
     pos[order] = np.arange(len(order))
     sweep = _BlockSweep(_grounded_laplacian(pos, i, j, w2), bounds)

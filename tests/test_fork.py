@@ -236,6 +236,60 @@ def test_auto_forks_for_arrays_only_when_it_can_and_there_is_enough(monkeypatch)
     assert Execution("processes", 2).kind(False, few) == "processes"
 
 
+def test_auto_counts_the_fixed_cost_of_many_small_pixel_sets(monkeypatch):
+    # a set's statistic costs ~0.4 ms whatever its size: many small sides are work that
+    # their pixels do not show (256 x 256 images, 6 x 6: 220 sides of 2e6 pixels in all)
+    from skymatch_nb_ui.engine._execute import SET_PIXELS
+
+    monkeypatch.setattr(_execute, "_can_fork", lambda: True)
+    monkeypatch.setattr(_execute, "_idle_core", lambda: True)
+    auto = Execution("auto", 2)
+    many = FORK_FROM // SET_PIXELS  # sets whose fixed costs alone are enough
+    assert auto.kind(False, [1_000] * many, forks=True) == "fork"  # one set per task
+    assert auto.kind(False, [1_000] * (many // 2), forks=True) == "serial"
+    assert auto.kind(False, [1_000] * 4, forks=True, sets=many) == "fork"  # several per task
+    assert auto.kind(False, [1_000] * many, forks=True, sets=0) == "serial"  # pairs: batched
+    monkeypatch.setattr(_execute, "_idle_core", lambda: False)  # a busy machine
+    assert auto.kind(False, [1_000] * many, forks=True) == "serial"
+
+
+@linux_only
+def test_auto_forks_for_a_mosaic_of_many_small_images_with_the_bits_of_a_serial_run():
+    # the constants' sides and the planes' cells (compare="levels"): 8 x 8 images, ~420 sides
+    found = run_fresh(prelude=SPY, code="""
+        import json, numpy as np
+        from skymatch_nb_ui import skymatch
+        from skymatch_nb_ui.engine import _execute
+        from skymatch_nb_ui.testing import make_mosaic
+
+        _execute._idle_core = lambda: True  # (whatever else runs on the machine)
+        out = {}
+        for layout in ((8, 8), (2, 2)):
+            m = make_mosaic(layout, shape=(128, 128), noise=1.0, gradient=2.0, sources=1,
+                            rotation=3, jitter=2, seed=4)
+            for model in ("constant", "plane"):
+                stages.clear()
+                auto = skymatch(m.images, m.wcs, compare="levels", skymodel=model,
+                                scheduler="auto", workers=2)
+                forked = len(stages)  # the maps run by forked workers
+                serial = skymatch(m.images, m.wcs, compare="levels", skymodel=model,
+                                  scheduler="serial")
+                same = all(np.array_equal(getattr(auto, n), getattr(serial, n), equal_nan=True)
+                           for n in ("sky", "sky_err"))
+                if model == "plane":
+                    same &= all(np.array_equal(getattr(auto.plane, n), getattr(serial.plane, n),
+                                               equal_nan=True) for n in ("slope_x", "slope_y", "cov"))
+                out[f"{layout[0]}x{layout[1]} {model}"] = [forked, same]
+        print(json.dumps(out))
+    """)
+    assert found == {
+        "8x8 constant": [1, True],  # the sides
+        "8x8 plane": [2, True],  # the cells, then the constants' sides (the pair table)
+        "2x2 constant": [0, True],
+        "2x2 plane": [0, True],
+    }
+
+
 def test_auto_forks_for_pixel_differences_before_threads(monkeypatch):
     # forked workers beat threads at every bench size (`FORK_DIFFERENCES_FROM`'s figures)
     from skymatch_nb_ui.engine._execute import FORK_DIFFERENCES_FROM, THREADS_FROM

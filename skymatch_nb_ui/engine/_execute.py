@@ -73,13 +73,26 @@ PROCESSES_DIFFERENCES_FROM = 20_000_000
 #: differences, same bits: 2.2-2.4 s on 2 threads against 3.0-3.2 s serially at load ~3.5;
 #: 0.72-0.95 s against 0.82-0.89 s in another run at load ~3: a small, noisy gain).
 THREADS_FROM = 2_000_000
-#: Pixels of tasks on images in memory from which "auto" forks worker processes for them,
-#: when forking is safe (`_fork.fork_safe`): N = 64 images of 1024 x 1024 (5.5e7 pixels of
-#: overlaps) took 0.70-0.78 of the serial time with one forked worker (best of 7, load ~1:
-#: 0.285 s against 0.374 s for match, 0.430 s against 0.616 s for global+match); a fork
-#: and its copy-on-write faults cost 0.02-0.05 s, so smaller runs (N = 16: 1.2e7 to 2.8e7,
-#: not measured with a free core) stay here.
+#: Work of tasks on images in memory from which "auto" forks worker processes for them,
+#: when forking is safe (`_fork.fork_safe`): their pixels plus `SET_PIXELS` for each pixel
+#: set measured.  N = 64 images of 1024 x 1024 (5.5e7 pixels of overlaps) took 0.70-0.78
+#: of the serial time with one forked worker (best of 7, load ~1: 0.285 s against 0.374 s
+#: for match, 0.430 s against 0.616 s for global+match); a fork and its copy-on-write faults
+#: cost 0.02-0.05 s, so smaller runs of large images stay here.
 FORK_FROM = 40_000_000
+#: ... the pixels a pixel set counts for, beyond its own: a set's statistic has a fixed cost
+#: (~0.4 ms of clipping, histogram, mode and errors whatever its size, against ~3 ns a
+#: pixel), and many small sets are work that their pixels do not show.  Each configuration
+#: in its own process (a forked run leaves the next run of its process copy-on-write faults
+#: to pay), 2026-12-04, load 0.5-1.2, ``compare="levels"``, match, min / median of 10-15,
+#: serial against 2 forked workers, the same bits: 256 x 256 images, 6 x 6 (220 sides, 2e6
+#: pixels) 0.139 / 0.152 against 0.108 / 0.124 s, 8 x 8 (420, 3.7e6) 0.257 / 0.266 against
+#: 0.197 / 0.206 s, 16 x 16 (1,860, 1.5e7; the nebula scene with gradients, the whole run)
+#: 1.39 / 1.49 against 0.93 / 1.04 s (planes: 2.26 / 2.50 against 1.69 / 1.83 s); even at
+#: 4 x 4 (84, 7e5) and at 5 x 5 of 512 x 512 (144, 4e6); slower at 3 x 3 of 1024 x 1024 (40,
+#: 5e6: 0.051 / 0.057 against 0.058 / 0.070 s) and 2 x 2 of 2048 x 2048 (12, 7e6).  (Pairs
+#: of pixel differences are not counted: batched, their fixed costs are small.)
+SET_PIXELS = 200_000
 #: ... and while a core is idle: the load average (1 min) below the cores less this.  On a
 #: busy machine a forked worker waits for a core and its copy-on-write faults are pure loss
 #: (N = 64, load ~5 on 2 cores: 0.78 s against 0.40 s serially, best of 15).
@@ -227,7 +240,7 @@ class Execution:
 
     # -- running tasks ---------------------------------------------------------------------------
     def kind(self, files: bool, sizes: Sequence[int], *, gil_free: int = 0,
-             forks: bool = False, differences: int = 0) -> str:
+             forks: bool = False, differences: int = 0, sets: int | None = None) -> str:
         """What runs tasks of ``sizes`` pixels: serial, threads, processes, fork, dask or executor.
 
         ("executor": a given ``concurrent.futures.Executor``; "fork": worker processes forked
@@ -239,9 +252,11 @@ class Execution:
         (`PROCESSES_FROM` pixels, or `PROCESSES_DIFFERENCES_FROM` of pixel differences, which
         cost more per pixel; or when the pool runs already); images in memory get forked
         workers, which share them, when forking is safe (`_fork.fork_safe`: Linux, no other
-        thread running) and there is at least `FORK_FROM` pixels to measure while a core is
-        idle (`FORK_IDLE`); threads lost 5-15% to one process on small and large pixel sets
-        alike (the histograms' ``bincount`` holds the GIL), so everything else runs here,
+        thread running) and there is at least `FORK_FROM` of work while a core is idle
+        (`FORK_IDLE`): the pixels, and `SET_PIXELS` for each of the ``sets`` pixel sets the
+        tasks measure (sides and images, one per task when not given; many small sets cost
+        more than their pixels say); threads lost 5-15% to one process on small and large
+        pixel sets alike (the histograms' ``bincount`` holds the GIL), so everything else runs here,
         except pixel differences: ``differences`` pixels of them (at least
         `FORK_DIFFERENCES_FROM`) go to forked workers when forking is safe and a core is idle,
         and else those that gain on threads (``gil_free``: the pixels of pairs measured one at
@@ -266,7 +281,8 @@ class Execution:
         if files and (total >= PROCESSES_FROM or differences >= PROCESSES_DIFFERENCES_FROM
                       or (warm and total >= PROCESSES_WARM_FROM)):
             return "processes"
-        if forks and not files and (total >= FORK_FROM or differences >= FORK_DIFFERENCES_FROM) \
+        work = total + SET_PIXELS * (len(sizes) if sets is None else sets)
+        if forks and not files and (work >= FORK_FROM or differences >= FORK_DIFFERENCES_FROM) \
                 and _idle_core() and _can_fork():
             return "fork"
         if gil_free >= THREADS_FROM:

@@ -499,7 +499,7 @@ class SkyMatcher:
         gil_free = sum(c.runs.npix for t in tasks if isinstance(t, DifferenceTask)
                        for c in t.comparisons if not in_batch(t.loader, c))
         kind = execution.kind(files, [t.size for t in tasks], gil_free=gil_free, forks=True,
-                              differences=differences)
+                              differences=differences, sets=len(todo))
         if kind != "threads":  # one task per image: pixels read once, sent once, sides together
             whole = owners_and_tasks(False)
             if kind != "fork" or _fair([t.size for t in whole[2]], self._workers):

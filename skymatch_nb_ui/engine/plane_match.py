@@ -306,8 +306,11 @@ class PlaneStage:
             size for a in images for (what, _), size in built[a]
             if isinstance(what, DifferenceRegion) and not in_batch(loaders[a], what)
         ) if differences else 0
-        kind = execution.kind(files, image_sizes, gil_free=gil_free, forks=bool(differences),
-                              differences=differences)
+        # the pixel sets: the sides and images whose cells are measured together (a pair's
+        # differences are batched with other pairs': their fixed costs are counted by pixels)
+        sets = sum(not isinstance(what, DifferenceRegion) for a in images for (what, _), _ in built[a])
+        kind = execution.kind(files, image_sizes, gil_free=gil_free, forks=True,
+                              differences=differences, sets=sets)
         # one task per image (its pixels read once), whatever runs them
         parts = [(a, list(range(len(built[a])))) for a in images]  # (image, indices into todo)
         whole_together = bool(differences) and together(loaders, self._geometry_runs)

@@ -205,8 +205,8 @@ def test_solve_only_changes_reuse_the_statistics(mosaic, monkeypatch):
 ])
 def test_a_matcher_is_freed_as_soon_as_it_is_dropped(options):
     # a matcher holds its images' overlaps, maps and statistics (GBs at 10,000 images): they
-    # go with its last reference, not at the next full garbage collection (a reference cycle
-    # made that ~0.1 s of a 256-image run, at a moment nobody chose)
+    # go with its last reference, not whenever the next full garbage collection comes (a
+    # reference cycle through a cache of its plane stage left them to it)
     import gc
     import weakref
 

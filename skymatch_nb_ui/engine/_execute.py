@@ -263,7 +263,7 @@ class Execution:
         a time, at least `THREADS_FROM`; many small pairs measured together lost 25-35% on
         threads) run on threads.  ``"processes"`` asked for with images in memory means forked
         workers whenever forking is safe, else the pool.  "auto" forks only for callers that
-        say ``forks`` (tasks measured by the bench that way: the constant statistics stage).
+        say ``forks`` (tasks measured by the benches that way: the statistics stages).
         """
         s = self.scheduler
         if not isinstance(s, str):

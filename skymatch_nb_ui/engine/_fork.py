@@ -99,7 +99,7 @@ def fork_map(
     # No garbage collection while the children run, here or there (they inherit it): a full
     # collection visits every object of the process, and would copy each page it writes
     # while a child shares it (the children never collect: they exit through ``os._exit``).
-    # N = 256 images of 256 x 256, planes: 0.05-0.07 s each, in both processes, every run.
+    # (N = 256 images of 256 x 256, planes: 0.05-0.07 s each, in both processes, most runs.)
     collecting = gc.isenabled()
     gc.disable()
     try:

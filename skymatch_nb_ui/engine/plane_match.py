@@ -1152,7 +1152,7 @@ def _weak(function):
     """``function`` as a key that does not keep its object alive, if it is a bound method.
 
     (A cache of `PlaneStage` keyed by the matcher's own method made the matcher, its stage
-    and all they hold a reference cycle: freed only by a full garbage collection, ~0.1 s on
-    a 256-image run, instead of when the last reference goes.)
+    and all they hold a reference cycle: freed whenever the next full garbage collection
+    came, not when the last reference went.)
     """
     return weakref.WeakMethod(function) if inspect.ismethod(function) else function

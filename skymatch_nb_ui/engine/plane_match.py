@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -118,8 +117,8 @@ class PlaneStage:
         self._footprints = footprints
         self._layouts: dict = {}  # labels -> _Layout
         self.cells: dict = {}  # (statistics key, image, partners or None, grid key) -> CellStats
-        # (plan, sampled) -> `difference_jobs`; a bound method held weakly (`_weak`): the
-        # matcher's, which holds this stage
+        # (plan, sampled) -> `difference_jobs`; a bound method by its function and object's
+        # id (`_token`): the matcher's, which holds this stage
         self._difference_jobs: dict = {}
         # (statistics key, image) -> (layout, cell keys, positions, multiplicity) of the image's
         # pair cells, computed by the task that measured them (`_cell_terms`)
@@ -397,7 +396,7 @@ class PlaneStage:
         ``sign`` is +1 when the compared image is on the pair's first side (its differences
         are then ``g - h``), else -1.
         """
-        key = (plan, _weak(sampled))
+        key = (plan, *_token(sampled))
         cached = self._difference_jobs.get(key)
         if cached is not None:
             return cached
@@ -1148,11 +1147,13 @@ def constant_planes(result, constant, sol: PlaneSolution, layout: _Layout, equat
     return _replace(constant, params=result.params, plane=flat)
 
 
-def _weak(function):
-    """``function`` as a key that does not keep its object alive, if it is a bound method.
+def _token(function) -> tuple:
+    """``function`` as (part of) a cache key that does not keep its object alive, if it is a bound method.
 
-    (A cache of `PlaneStage` keyed by the matcher's own method made the matcher, its stage
-    and all they hold a reference cycle: freed whenever the next full garbage collection
-    came, not when the last reference went.)
+    A bound method is named by its function and its object's ``id``: a `PlaneStage` belongs
+    to one matcher, alive while the stage is used, so the ``id`` cannot name another.  (A
+    cache keyed by the matcher's own method made the matcher, its stage and all they hold a
+    reference cycle: freed whenever the next full garbage collection came, not when the last
+    reference went; a `weakref.WeakMethod` would add four objects per key for the collector.)
     """
-    return weakref.WeakMethod(function) if inspect.ismethod(function) else function
+    return (function.__func__, id(function.__self__)) if inspect.ismethod(function) else (function,)

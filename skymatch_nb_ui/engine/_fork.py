@@ -100,8 +100,9 @@ def fork_map(
     # collection visits every object of the process, and would copy each page it writes
     # while a child shares it (the children never collect: they exit through ``os._exit``).
     # (N = 256 images of 256 x 256, planes: 0.05-0.07 s each, in both processes, most runs.)
-    collecting = gc.isenabled()
-    gc.disable()
+    collecting = workers > 1 and gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         from multiprocessing import Pipe
 

@@ -353,18 +353,14 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
         found = _shared_terms_exact(sweep, order, pos, i, j, w2, cov, members, cm, size)
         if found is not None:
             return found
-    indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
-
-    incidence_t = _incidence_t(pos, i, j, len(order))
-    # A^T W: each entry +-w2 of its pair (+-(w2 * y) is exactly +-1 times w2 * y: the same bits)
-    incidence_t.data *= w2[incidence_t.indices]
+    centre = _component_centring(members, cm, n, size)
+    incidence_t = _incidence_t(pos, i, j, len(order), w2)  # A^T W
 
     def gain(y):  # G y for a block of right-hand sides (pairs x k)
         rhs = incidence_t @ y
         x = np.zeros((n, y.shape[1]))
         x[order] = sweep.solve(rhs)
-        mean = (indicator.T @ x) / np.maximum(size, 1.0)[:, None]
-        x[members] -= mean[cm]
+        centre(x)
         return x
 
     extra_var, extra_res = np.zeros(n), np.zeros(pairs)
@@ -418,14 +414,12 @@ def _shared_terms_exact(sweep, order, pos, i, j, w2, cov, members, cm, size):
         lost = np.maximum(zii, zjj) / resistance
     if not np.all(resistance > 0) or lost.max(initial=0.0) > EXACT_LOSS:
         return None
-    indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
     k = np.zeros((n, m))  # row a: the centred offsets of input a for each unit right-hand side
     k[order] = z
     del z
-    k[members] -= ((indicator.T @ k) / np.maximum(size, 1.0)[:, None])[cm]
+    _component_centring(members, cm, n, size)(k)
     kt = np.ascontiguousarray(k.T)
-    b = _incidence_t(pos, i, j, m)
-    b.data *= w2[b.indices]  # B = A^T W
+    b = _incidence_t(pos, i, j, m, w2)  # B = A^T W
     u = (b @ (cov @ b.T.tocsr())) @ kt  # M K^T (inputs x inputs)
     extra_var = np.einsum("ca,ca->a", kt, u)  # diag(K M K^T)
     ut = np.ascontiguousarray(u.T)  # (M K^T)^T: S_ab = k[a] . ut[b]
@@ -494,8 +488,10 @@ def _probe_signs(pairs: int) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def _incidence_t(pos, i, j, rows: int) -> csr_matrix:
-    """``A^T`` over the non-grounded inputs: ``rows x pairs``, entries +-1.
+def _incidence_t(pos, i, j, rows: int, w2=None) -> csr_matrix:
+    """``A^T`` over the non-grounded inputs: ``rows x pairs``, entries +-1 (+-``w2``: ``A^T W``).
+
+    With ``w2``, each entry is +-1 times its pair's ``w2``: exactly +-``w2``.
 
     ``A^T @ weighted`` (``weighted``: pairs x k): row ``pos[i_p]`` gains ``weighted[p]``, row
     ``pos[j_p]`` loses it (grounded ends, at -1, drop out).  Each cell sums from 0 in pair
@@ -511,7 +507,25 @@ def _incidence_t(pos, i, j, rows: int) -> csr_matrix:
     counts = np.bincount(ends[order], minlength=rows)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     signs = np.where(order < pairs, 1.0, -1.0)
-    return csr_matrix((signs, order % pairs, indptr), shape=(rows, pairs))
+    matrix = csr_matrix((signs, order % pairs, indptr), shape=(rows, pairs))
+    if w2 is not None:
+        matrix.data *= w2[matrix.indices]
+    return matrix
+
+
+def _component_centring(members, cm, n: int, size):
+    """A function that centres the rows ``members`` of an ``n x k`` array in place.
+
+    Each column less its mean over the rows of each component (``cm``: the members'
+    components, ``size``: their sizes): the zero-mean offsets of `solve_offsets`' gauge.
+    """
+    indicator = csr_matrix((np.ones(len(members)), (members, cm)), shape=(n, len(size)))
+    counts = np.maximum(size, 1.0)[:, None]
+
+    def centre(x: np.ndarray) -> None:
+        x[members] -= ((indicator.T @ x) / counts)[cm]
+
+    return centre
 
 
 def _levels(n, i, j, comp) -> np.ndarray:

@@ -116,6 +116,40 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_same_bits(fits_files)
         assert_same_bits(serial, run_files(fits_files, cluster.scheduler_address))
 
 
+def test_a_local_cluster_gives_the_same_planes(tmp_path):
+    # skymodel="plane" sends other tasks (the cells' statistics, in batches per image) and
+    # its own arguments (frames, cell grids): the planes must not depend on where they ran
+    distributed = pytest.importorskip("distributed")
+    m = make_mosaic((3, 4), shape=(100, 120), overlap=0.3, noise=1.0, gradient=4.0, sources=8,
+                    rotation=7, jitter=3, mask_fraction=0.02, seed=12)
+    paths = []
+    for k, (image, wcs, mask) in enumerate(zip(m.images, m.wcs, m.masks)):
+        paths.append(tmp_path / f"img{k:02d}.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, wcs.to_header(), name="SCI"),
+                      fits.ImageHDU((~mask).astype(np.int16), name="DQ")]).writeto(paths[-1])
+
+    def run(scheduler, compare):
+        coll = ImageCollection.from_fits(paths, group_by=None)
+        coll.groups = dict(zip(coll.names, GROUPS))
+        coll.scheduler, coll.workers = scheduler, 2
+        return coll.skymatch(skymethod="global+match", skymodel="plane", compare=compare)
+
+    serial = {compare: run("serial", compare) for compare in ("differences", "levels")}
+    for found in serial.values():  # planes fitted from cells, not constants
+        assert not found.attrs["plane_flat"]
+        assert (found.plane_fallback.values == "").all()
+        assert np.isfinite(found.slope_x_err.values).all()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            for compare, expected in serial.items():
+                found = run(client, compare)
+                assert_same_bits(expected, found)
+                for name in ("slope_x", "slope_y", "sky_cov", "resid_gradient", "plane_fallback"):
+                    np.testing.assert_array_equal(expected[name].values, found[name].values,
+                                                  err_msg=f"{compare}: {name}")
+
+
 def test_a_cluster_run_keeps_no_copy_of_its_tasks_arguments_here(fits_files):
     # distributed logs each stream's recent messages under 1 MB, objects and all: the
     # tasks' arguments (the overlaps' pixel runs and maps) are scattered instead, so that no

@@ -127,6 +127,57 @@ def test_a_wrapped_wcs_that_returns_nan_inside_its_footprint_is_refused_by_name(
         skymatch(_images(3), wcs, skystat="mean")
 
 
+def test_a_gwcs_is_composed_once_and_maps_exactly_as_gwcs_does(monkeypatch):
+    """gwcs composes its pipeline (and inverts the compound model) on every call: ~2 ms each.
+    The adapter composes once, and must give gwcs's own values, bit for bit."""
+    import pickle
+
+    from gwcs import WCS as GWCS
+
+    wcs = nircam_like_gwcs(CENTER, roll=7.0, shape=SHAPE, pixel_scale=SCALE)
+    rng = np.random.default_rng(5)
+    points = [(rng.uniform(-0.5, SHAPE[1] - 0.5, n), rng.uniform(-0.5, SHAPE[0] - 0.5, n))
+              for n in (1, 7, 500)]
+    expected = []
+    for x, y in points:
+        lon, lat = wcs(x, y, with_bounding_box=False)
+        expected.append(((lon, lat), wcs.invert(lon, lat, with_bounding_box=False)))
+
+    built = {"forward": 0, "backward": 0}
+    for direction in built:
+        composed = getattr(GWCS, f"{direction}_transform")
+
+        def counted(self, composed=composed, direction=direction):
+            built[direction] += 1
+            return composed.fget(self)
+
+        monkeypatch.setattr(GWCS, f"{direction}_transform", property(counted))
+    adapter = CelestialWCS(wcs)
+    fresh = pickle.dumps(adapter)
+    for rounds in range(3):
+        for (x, y), (world, pixel) in zip(points, expected):
+            for found, wanted in zip(adapter.pixel_to_lonlat(x, y) + adapter.lonlat_to_pixel(*world),
+                                     world + pixel):
+                np.testing.assert_array_equal(found, wanted)
+        if rounds == 0:
+            first = dict(built)
+    assert built == first and 0 < first["backward"] <= 2  # composed once, not per call
+    # the composed models stay here: a pickled adapter is what it was before any call
+    assert len(pickle.dumps(adapter)) == len(fresh)
+    restored = pickle.loads(pickle.dumps(adapter))
+    np.testing.assert_array_equal(restored.lonlat_to_pixel(*expected[2][0])[0], expected[2][1][0])
+
+    # no analytical inverse: gwcs inverts in its own (numerical) way, as before
+    inverse_free = copy.deepcopy(wcs)
+    inverse_free.pipeline[0].transform.left.inverse = None
+    with pytest.raises(NotImplementedError):
+        assert inverse_free.backward_transform is None  # (raises)
+    monkeypatch.setattr(inverse_free, "invert", lambda lon, lat, **kw: (lon * 0 + 1.5, lat * 0 - 2.5),
+                        raising=False)
+    x, y = CelestialWCS(inverse_free).lonlat_to_pixel(*expected[1][0])
+    assert (x == 1.5).all() and (y == -2.5).all()
+
+
 # -- the real NIRCam WCS of stcal's test data ------------------------------------------------
 def _stcal_data() -> Path | None:
     root = Path(os.environ.get("SKYMATCH_NB_TEST_DATA", ROOT / ".cache" / "test-data"))

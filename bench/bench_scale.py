@@ -18,6 +18,10 @@ the engine chooses, 2 workers at most), ``cluster`` (a ``distributed.LocalCluste
 worker processes, one thread each; its start-up is reported apart).  The skies of all
 configurations are compared bit for bit.
 
+``--kind jwst`` writes JWST level-2 files instead (``*_cal.fits`` through ``stdatamodels``, each
+with a NIRCam-like gwcs of its own in the ASDF extension, one exposure each), what a JWST
+survey mosaic brings: the gwcs is read from each file, and every WCS call goes through it.
+
 Also: the reference (``stcal.skymatch``, pixels already in memory) at the sizes of
 ``--reference-sizes`` with a time limit (default 10 minutes), and the least-squares solve
 alone on mosaic-like graphs of 1,000 to 10,000 inputs, with the dense solve it replaced at
@@ -29,6 +33,7 @@ Usage::
 
     python bench/bench_scale.py                         # N = 100, 1000, 10000 (~40 min)
     python bench/bench_scale.py --sizes 100,1000 --configs threads,processes
+    python bench/bench_scale.py --kind jwst --sizes 1000 --configs auto
     python bench/bench_scale.py --solve-only
 """
 
@@ -66,10 +71,16 @@ def layout(n: int) -> tuple[int, int]:
     return rows, n // rows
 
 
-def write_mosaic(n: int, folder: Path, seed: int = 0) -> list[Path]:
-    """N FITS files (one 256x256 float32 image each, with its TAN WCS), written one by one."""
+def write_mosaic(n: int, folder: Path, seed: int = 0, kind: str = "fits") -> list[Path]:
+    """N files of one 256x256 float32 image each, written one by one.
+
+    ``kind="fits"``: a plain FITS file with its TAN WCS in the header; ``"jwst"``: a JWST
+    ``_cal.fits`` written by ``stdatamodels`` with a NIRCam-like gwcs (a distortion polynomial
+    and its fitted inverse, as `nircam_like_gwcs` builds them) centred where the TAN image is.
+    """
     from astropy.io import fits
 
+    from skymatch_nb_ui.testing import nircam_like_gwcs, write_jwst_cal
     from skymatch_nb_ui.testing.mosaics import _cd_matrix, _grid_centres, _image_wcs, _tan_wcs
 
     rows, cols = layout(n)
@@ -82,9 +93,17 @@ def write_mosaic(n: int, folder: Path, seed: int = 0) -> list[Path]:
         image = rng.normal(100.0 + 10.0 * rng.random(), 1.0, SHAPE).astype(np.float32)
         for x, y, peak in zip(*rng.uniform((0, 0, 5), (SHAPE[1], SHAPE[0], 200), (5, 3)).T):
             image += (peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.0)).astype(np.float32)
-        header = _image_wcs(frame, centre, SHAPE, "own").to_header()
-        path = folder / f"img{k:05d}.fits"
-        fits.PrimaryHDU(image, header=header).writeto(path)
+        wcs = _image_wcs(frame, centre, SHAPE, "own")
+        if kind == "jwst":
+            ra, dec = (float(v) for v in wcs.pixel_to_world_values((SHAPE[1] - 1) / 2, (SHAPE[0] - 1) / 2))
+            gwcs = nircam_like_gwcs((ra, dec), roll=rng.uniform(-1.0, 1.0), shape=SHAPE,
+                                    pixel_scale=0.1, distortion=1.0)
+            path = folder / f"img{k:05d}_cal.fits"
+            write_jwst_cal(path, image, gwcs,
+                           observation=("01234", "001", "001", "02", "1", "01", f"{k + 1:05d}"))
+        else:
+            path = folder / f"img{k:05d}.fits"
+            fits.PrimaryHDU(image, header=wcs.to_header()).writeto(path)
         paths.append(path)
     return paths
 
@@ -213,6 +232,13 @@ def reference_child(folder: str, out: str) -> None:
     warnings.simplefilter("ignore")
     images, wcs = [], []
     for path in sorted(Path(folder).glob("img*.fits")):
+        if path.name.endswith("_cal.fits"):  # as the JWST step reads them: the model's gwcs
+            from stdatamodels.jwst.datamodels import ImageModel
+
+            with ImageModel(path) as model:
+                images.append(np.array(model.data))
+                wcs.append(model.meta.wcs)
+            continue
         with fits.open(path) as hdul:
             images.append(np.array(hdul[0].data))
             wcs.append(WCS(hdul[0].header))
@@ -327,8 +353,8 @@ def main(argv=None) -> int:
                 folder = Path(tmp) / "in"
                 folder.mkdir()
                 start = time.perf_counter()
-                write_mosaic(n, folder)
-                print(f"\n(wrote {n} files in {time.perf_counter() - start:.0f} s; load "
+                write_mosaic(n, folder, kind=args.kind)
+                print(f"\n(wrote {n} {args.kind} files in {time.perf_counter() - start:.0f} s; load "
                       f"{os.getloadavg()[0]:.2f})", flush=True)
                 rows, skies = [], {}
                 for config in args.configs:
@@ -375,6 +401,8 @@ def parse_args(argv):
     parser.add_argument("--solve-sizes", type=int_list, default=[1000, 2000, 5000, 10000])
     parser.add_argument("--dense-up-to", type=int, default=2000)
     parser.add_argument("--solve-only", action="store_true")
+    parser.add_argument("--kind", choices=("fits", "jwst"), default="fits",
+                        help="the files: FITS with a TAN header, or JWST _cal.fits with a gwcs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -671,12 +671,37 @@ def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:
 
 
 def _data_layout(hdul, index: int) -> tuple[int, str, tuple[int, ...]] | None:
-    """``(offset, dtype, shape)`` of an HDU's data if they can be mapped as they are."""
+    """``(offset, dtype, shape)`` of an HDU's data if they can be mapped as they are.
+
+    FITS's unsigned integers (`_unsigned`: JWST's DQ arrays) have the dtype ``">u2"``,
+    ``">u4"`` or ``">u8"``: `_read_pixels` maps them and adds the offset.
+    """
     hdu = hdul[index]
-    if not _is_image(hdu) or _scaled(hdu.header):
+    if not _is_image(hdu):
         return None
-    dtype = _BITPIX_DTYPES[int(hdu.header["BITPIX"])]
+    dtype = _unsigned(hdu.header) if _scaled(hdu.header) else _BITPIX_DTYPES[int(hdu.header["BITPIX"])]
+    if dtype is None:
+        return None
     return int(hdul.fileinfo(index)["datLoc"]), dtype, _dims(hdu.header)
+
+
+#: The unsigned integers of FITS: signed data with ``BZERO = 2**(BITPIX - 1)``.
+_UNSIGNED = {16: ">u2", 32: ">u4", 64: ">u8"}
+
+
+def _unsigned(header) -> str | None:
+    """The unsigned dtype of data stored by FITS's convention for them, else None.
+
+    The JWST pipeline writes its DQ arrays (uint32) so: ``BITPIX = 32``, ``BZERO =
+    2147483648``.  Other scaled data (a ``BSCALE``, another ``BZERO``, a ``BLANK``) are left
+    to astropy.
+    """
+    bitpix = int(header.get("BITPIX", 0))
+    if bitpix not in _UNSIGNED or "BLANK" in header:
+        return None
+    if header.get("BSCALE", 1) != 1 or header.get("BZERO") != 2 ** (bitpix - 1):
+        return None
+    return _UNSIGNED[bitpix]
 
 
 def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
@@ -698,6 +723,12 @@ def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
                 f"byte {offset}, but the file ends after {max(size - offset, 0)} of them. "
                 "Download or write the file again"
             )
+        if dtype in _UNSIGNED.values():  # stored signed: flipping the top bit adds BZERO
+            stored = map_readonly(path, offset, dtype, shape)
+            top = np.array(1 << (8 * stored.dtype.itemsize - 1), stored.dtype.newbyteorder("="))
+            data = np.bitwise_xor(stored, top)
+            data.flags.writeable = False
+            return data
         return map_readonly(path, offset, dtype, shape)
     try:
         with _quiet(), fits.open(path, **_OPEN) as hdul:

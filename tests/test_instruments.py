@@ -107,6 +107,30 @@ def test_jwst_dq_default_is_the_steps_do_not_use_and_non_science(tmp_path):
     assert ImageCollection.from_files(path, dqbits="~DO_NOT_USE").mask(0)[1].all()
 
 
+def test_jwst_dq_is_mapped_from_the_file_with_every_unsigned_flag(tmp_path, monkeypatch):
+    # the pipeline's DQ is uint32, stored by FITS's convention as int32 with BZERO = 2**31: the
+    # flags up to bit 31 as stdatamodels reads them, and no astropy re-read of the file per load
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    rng = np.random.default_rng(3)
+    dq = rng.integers(0, 2**32, JW_SHAPE, dtype=np.uint64).astype(np.uint32)
+    dq[0, :4] = [0, 2**31 - 1, 2**31, 2**32 - 1]
+    path = write_jwst_cal(tmp_path / "jw_nrcb1_cal.fits", np.ones(JW_SHAPE),
+                          nircam_like_gwcs(shape=JW_SHAPE), dq=dq)
+    with fits.open(path) as hdul:
+        assert hdul["DQ"].header["BITPIX"] == 32 and hdul["DQ"].header["BZERO"] == 2**31
+    with ImageModel(path) as model:
+        expected = np.array(model.dq)
+    np.testing.assert_array_equal(expected, dq)
+    coll = ImageCollection.from_files(path, dqbits=2**31 + 4)
+
+    def no_reopen(*args, **kwargs):
+        raise AssertionError("the DQ was read through astropy again")
+
+    monkeypatch.setattr(fits, "open", no_reopen)
+    np.testing.assert_array_equal(coll.mask(0), (expected & ~np.uint32(2**31 + 4)) == 0)
+
+
 def test_jwst_without_stdatamodels_falls_back_to_the_sip_header_with_one_warning(
     jwst_files, monkeypatch
 ):

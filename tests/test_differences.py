@@ -569,6 +569,50 @@ def test_the_maps_of_many_pairs_are_those_of_one_pair_at_a_time():
     assert len(steps) > 1  # some pairs refined
 
 
+def test_the_maps_through_gwcs_refine_in_few_calls_to_the_same_nodes(monkeypatch):
+    # A gwcs call costs ~1-2 ms whatever its points: the finer steps' nodes and centres are
+    # mapped ahead, in the same call.  The steps and nodes are pixel_map's, bit for bit.
+    from skymatch_nb_ui.engine.differences import pixel_maps
+    from skymatch_nb_ui.testing import nircam_like_gwcs
+
+    shape, scale = (256, 256), 0.1
+    step = 200 * scale / 3600  # 200 pixels: overlaps of ~56 pixels
+    gw = [nircam_like_gwcs((150.0 + i * step, 2.0 + j * step), roll=2.0 * i - j, shape=shape,
+                           pixel_scale=scale, distortion=2.0) for j in range(2) for i in range(2)]
+    cw = [CelestialWCS(w) for w in gw]
+    calls = {"n": 0}
+
+    def counting(method):
+        def counted(*args):
+            calls["n"] += 1
+            return method(*args)
+        return counted
+
+    for w in cw:
+        for name in ("pixel_to_lonlat", "lonlat_to_pixel"):
+            monkeypatch.setattr(w, name, counting(getattr(w, name)))
+    requests = []
+    for a in range(4):
+        for b in range(4):
+            if a != b:
+                lon, lat = cw[b].pixel_to_lonlat(np.array([-0.5, 255.5, 255.5, -0.5]),
+                                                 np.array([-0.5, -0.5, 255.5, 255.5]))
+                runs = rasterize_polygon(*cw[a].lonlat_to_pixel(lon, lat), shape)
+                if runs:
+                    requests.append((a, b, runs))
+    assert len(requests) == 12
+    calls["n"] = 0
+    found = pixel_maps(cw, requests)
+    few = calls["n"]
+    calls["n"] = 0
+    for (a, b, runs), pmap in zip(requests, found):
+        one = pixel_map(cw[a], cw[b], runs)
+        assert (pmap.x0, pmap.y0, pmap.step) == (one.x0, one.y0, one.step)
+        assert np.array_equal(pmap.bx, one.bx) and np.array_equal(pmap.by, one.by)
+    assert max(p.step for p in found) <= 16  # the distortion asks for fine nodes
+    assert few <= 2 * 8 < calls["n"] / 4  # two rounds at most, one call per image and direction
+
+
 def test_many_pairs_framed_a_group_at_a_time_give_the_same_values(monkeypatch):
     # The images of a call are framed a group at a time (memory): no effect on the values
     from skymatch_nb_ui.engine import differences

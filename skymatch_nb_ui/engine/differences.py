@@ -207,6 +207,12 @@ def pixel_maps(wcs: Sequence[CelestialWCS], requests: Sequence[tuple[int, int, R
     of 256 small images a WCS call costs more than the points it maps).  The values are the
     same as pair by pair wherever the WCS maps each point independently (FITS WCS without
     iterative distortion inverses; an iterative inverse may converge a little further).
+
+    A pair with a WCS whose calls cost more than their points (a gwcs: ~1-2 ms per call
+    through astropy's models, whatever the points; a SIP or lookup-table distortion) gets its
+    finer steps' nodes and cell centres in the same round, as long as they number at most
+    `_LOOKAHEAD_POINTS`: the same decisions, in one round where there were up to twelve
+    (a mosaic of 100 NIRCam-like 256 x 256 images refines to 4 or 8 pixels).
     """
     out: list = [None] * len(requests)
     steps = {k: step for k in range(len(requests))}
@@ -214,34 +220,103 @@ def pixel_maps(wcs: Sequence[CelestialWCS], requests: Sequence[tuple[int, int, R
     for k, (_, _, runs) in enumerate(requests):
         boxes[k] = (int(runs.start.min()), int(runs.rows.min()), int(runs.stop.max()) - 1,
                     int(runs.rows.max()))
+    costly = [not getattr(w, "cheap_calls", False) for w in wcs]
     while steps:
-        grids = {}
-        for k, st in steps.items():
-            x_lo, y_lo, x_hi, y_hi = boxes[k]
-            xs = (x_lo + st * np.arange((x_hi - x_lo) // st + 2)).astype(float)
-            ys = (y_lo + st * np.arange((y_hi - y_lo) // st + 2)).astype(float)
-            grids[k] = (np.tile(xs, len(ys)), np.repeat(ys, len(xs)), (len(ys), len(xs)))
-        mapped = _map_many(wcs, [(requests[k][0], requests[k][1], gx, gy)
-                                 for k, (gx, gy, _) in grids.items()])
-        nodes = {}
-        for (k, (_, _, shape)), (bx, by) in zip(grids.items(), mapped):
+        chains = {k: _lookahead(boxes[k], st) if costly[requests[k][0]] or costly[requests[k][1]]
+                  else [st] for k, st in steps.items()}
+        points = {k: _chain_points(boxes[k], chain) for k, chain in chains.items()}
+        mapped = _map_many(wcs, [(requests[k][0], requests[k][1], pts.real, pts.imag)
+                                 for k, (pts, _) in points.items()])
+        steps = {}
+        check = []  # (pair, its nodes) to check in a second call (one step a round)
+        for (k, (_, where)), (bx, by) in zip(points.items(), mapped):
             x_lo, y_lo = boxes[k][:2]
-            nodes[k] = PixelMap(x_lo, y_lo, steps[k], bx.reshape(shape), by.reshape(shape))
-        check = []
-        for k, found in nodes.items():
-            if steps[k] <= _MIN_STEP or _curvature_error(found) <= _MAP_TOLERANCE / 2:
+            for level, st in enumerate(chains[k]):
+                nodes_at, centres_at = where[level]
+                found = PixelMap(x_lo, y_lo, st, bx[nodes_at], by[nodes_at])
+                if st <= _MIN_STEP or _curvature_error(found) <= _MAP_TOLERANCE / 2:
+                    out[k] = found
+                    break
+                if centres_at is None:
+                    check.append((k, found))
+                    break
+                if _node_miss(found, bx[centres_at], by[centres_at]) <= _MAP_TOLERANCE:
+                    out[k] = found
+                    break
+            else:
+                steps[k] = chains[k][-1] // 2
+        centres = [(k, found, _cell_centres(found)) for k, found in check]
+        errors = _map_many(wcs, [(requests[k][0], requests[k][1], cx, cy)
+                                 for k, _, (cx, cy) in centres])
+        for (k, found, _), (ex, ey) in zip(centres, errors):
+            if _node_miss(found, ex, ey) <= _MAP_TOLERANCE:
                 out[k] = found
             else:
-                check.append(k)
-        centres = [(k, _cell_centres(nodes[k])) for k in check]
-        errors = _map_many(wcs, [(requests[k][0], requests[k][1], cx, cy) for k, (cx, cy) in centres])
-        steps = {}
-        for (k, _), (ex, ey) in zip(centres, errors):
-            if _node_miss(nodes[k], ex, ey) <= _MAP_TOLERANCE:
-                out[k] = nodes[k]
-            else:
-                steps[k] = nodes[k].step // 2
+                steps[k] = found.step // 2
     return out
+
+
+#: Points (nodes and cell centres) a round of `pixel_maps` may map ahead for one pair with a
+#: costly WCS.
+_LOOKAHEAD_POINTS = 4096
+
+
+def _node_grid(box, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The nodes of ``step`` over ``box`` = (x_lo, y_lo, x_hi, y_hi): (xs, ys)."""
+    x_lo, y_lo, x_hi, y_hi = box
+    xs = (x_lo + step * np.arange((x_hi - x_lo) // step + 2)).astype(float)
+    ys = (y_lo + step * np.arange((y_hi - y_lo) // step + 2)).astype(float)
+    return xs, ys
+
+
+def _lookahead(box, step: int) -> list[int]:
+    """``step`` and the finer steps whose nodes and centres, all together, stay in the budget."""
+    chain, total = [step], 0
+    while True:
+        xs, ys = _node_grid(box, chain[-1])
+        total += 2 * len(xs) * len(ys)  # its nodes, and about as many centres
+        finer = chain[-1] // 2
+        if chain[-1] <= _MIN_STEP or finer < _MIN_STEP:
+            return chain
+        xs, ys = _node_grid(box, finer)
+        if total + 2 * len(xs) * len(ys) > _LOOKAHEAD_POINTS:
+            return chain
+        chain.append(finer)
+
+
+def _chain_points(box, chain: list[int]):
+    """The points to map for the steps of ``chain``, and where each step's are among them.
+
+    Returns the distinct points (complex ``x + iy``) and, per step, the positions of its
+    nodes (grid-shaped) and of its cell centres (None: not needed, or mapped later).
+    """
+    if len(chain) == 1:  # its nodes alone, in rows (as `pixel_map` maps them)
+        xs, ys = _node_grid(box, chain[0])
+        at = np.arange(len(xs) * len(ys)).reshape(len(ys), len(xs))
+        return np.add.outer(1j * ys, xs).ravel(), [(at, None)]
+    parts, shapes = [], []
+    for st in chain:
+        xs, ys = _node_grid(box, st)
+        parts.append(np.add.outer(1j * ys, xs).ravel())
+        shapes.append((len(ys), len(xs)))
+        if st > _MIN_STEP and len(xs) > 1 and len(ys) > 1:
+            cx, cy = xs[:-1] + st / 2, ys[:-1] + st / 2
+            parts.append(np.add.outer(1j * cy, cx).ravel())
+        else:
+            parts.append(None)
+    present = [p for p in parts if p is not None]
+    unique, inverse = np.unique(np.concatenate(present), return_inverse=True)
+    where, at = [], 0
+    for level in range(len(chain)):
+        nodes, centres = parts[2 * level], parts[2 * level + 1]
+        nodes_at = inverse[at : at + nodes.size].reshape(shapes[level])
+        at += nodes.size
+        centres_at = None
+        if centres is not None:
+            centres_at = inverse[at : at + centres.size]
+            at += centres.size
+        where.append((nodes_at, centres_at))
+    return unique, where
 
 
 def _map_many(wcs, points: list) -> list:

@@ -97,6 +97,9 @@ class CelestialWCS:
             self._world_units = tuple(str(unit) for unit in low.world_axis_units)
         self._transforms: dict[str, object] = {}  # a gwcs's pipeline, composed (`_transform`)
         self._plain = (ilon[0], ilat[0]) == (0, 1) and _plain_fits(low)
+        #: Whether a call costs little beside its points (wcslib's transforms alone, ~20 us):
+        #: callers then need not save calls by mapping more points.
+        self.cheap_calls = self._plain
 
     def __getstate__(self) -> dict:
         # the composed transforms are rebuilt where needed: not pickled with the WCS

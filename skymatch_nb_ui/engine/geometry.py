@@ -95,38 +95,55 @@ class CelestialWCS:
         self._gwcs = _is_gwcs(low)
         if self._gwcs:
             self._world_units = tuple(str(unit) for unit in low.world_axis_units)
-        self._transforms: dict[str, object] = {}  # a gwcs's pipeline, composed (`_transform`)
+        self._transforms: dict[str, object] = {}  # a gwcs's steps, per direction (`_steps`)
         self._plain = (ilon[0], ilat[0]) == (0, 1) and _plain_fits(low)
         #: Whether a call costs little beside its points (wcslib's transforms alone, ~20 us):
         #: callers then need not save calls by mapping more points.
         self.cheap_calls = self._plain
 
     def __getstate__(self) -> dict:
-        # the composed transforms are rebuilt where needed: not pickled with the WCS
+        # the steps' inverses are made again where needed: not pickled with the WCS
         return {**self.__dict__, "_transforms": {}}
 
-    def _transform(self, direction: str):
-        """A gwcs's whole ``"forward"`` or ``"backward"`` transform, composed once; or None.
+    def _steps(self, direction: str):
+        """A gwcs's pipeline as the transforms to apply in turn, ``"forward"`` or ``"backward"``.
 
         ``gwcs.WCS.__call__`` and ``invert`` compose the pipeline's transforms afresh on every
-        call, and the inverse of a compound model is a new tree of models: ~0.2 ms forward
-        and ~1.8 ms backward for a NIRCam-like WCS, more than evaluating it on the ~50 points
-        of most calls (a mosaic of 9 NIRCam detectors spent half its ``match`` run there).
-        The composed model is what gwcs itself evaluates, so the values are the same bits.
-        None when gwcs has to take its own way: a transform in units (quantities are added and
-        removed around it) or no analytical inverse (gwcs inverts numerically).  A WCS is not
-        expected to change under a run (its geometry is cached too).
+        call (copies of them), and the inverse of that compound model is a new tree of models:
+        ~0.2 ms forward and ~1.8 ms backward for a NIRCam-like WCS, more than evaluating it on
+        the ~50 points of most calls (a mosaic of 9 NIRCam detectors spent half its ``match``
+        run there).  Applying the steps' transforms one after the other is what the compound
+        model does, so the values are the same bits; forward they are the pipeline's own
+        transforms, backward their inverses, made once (~20 KB a NIRCam-like WCS: the inverse of
+        the composed model held ~110 KB).  None when gwcs has to take its own way: a transform
+        in units (quantities are added and removed around it) or no analytical inverse (gwcs
+        inverts numerically).  A WCS is not expected to change under a run (its geometry is
+        cached too).
         """
         found = self._transforms.get(direction, False)
         if found is False:
             try:
-                found = getattr(self.wcs, f"{direction}_transform")
-            except NotImplementedError:
-                found = None
-            if found is not None and found.uses_quantity:
+                found = [step.transform for step in self.wcs.pipeline[:-1]]
+                if direction == "backward":
+                    found = [transform.inverse for transform in reversed(found)]
+                if not found or any(t is None or t.uses_quantity for t in found):
+                    found = None
+            except (NotImplementedError, AttributeError, TypeError):
                 found = None
             self._transforms[direction] = found
         return found
+
+    def _through(self, direction: str, u, v):
+        """``(u, v)`` through the ``direction`` steps (`_steps`), or None (gwcs's own way)."""
+        steps = self._steps(direction)
+        if steps is None:
+            return None
+        values = (u, v)
+        for transform in steps:
+            values = transform(*values, with_bounding_box=False, fill_value=np.nan)
+            if not isinstance(values, tuple):
+                values = (values,)
+        return values
 
     def pixel_to_lonlat(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Map 0-based pixel coordinates to (lon, lat) in degrees."""
@@ -136,10 +153,8 @@ class CelestialWCS:
             if np.isfinite(world).all():  # (else astropy's own way, whatever it does)
                 return world[:, 0], world[:, 1]
         if self._gwcs:
-            forward = self._transform("forward")
-            if forward is not None:  # what gwcs's ``__call__`` evaluates, composed once
-                world = forward(x, y, with_bounding_box=False, fill_value=np.nan)
-            else:
+            world = self._through("forward", x, y)  # what gwcs's ``__call__`` evaluates
+            if world is None:
                 world = self.wcs(x, y, with_bounding_box=False)
             lon, lat = world[self._ilon], world[self._ilat]
             return _degrees(lon, self._world_units[self._ilon]), _degrees(lat, self._world_units[self._ilat])
@@ -158,11 +173,10 @@ class CelestialWCS:
                 return pixel[:, 0], pixel[:, 1]
         if self._gwcs:
             world = [_from_degrees(w, unit) for w, unit in zip(world, self._world_units)]
-            backward = self._transform("backward")
-            if backward is not None:  # what gwcs's ``invert`` evaluates, composed once
-                x, y = backward(*world, with_bounding_box=False, fill_value=np.nan)
-            else:
-                x, y = self.wcs.invert(*world, with_bounding_box=False)
+            pixel = self._through("backward", *world)  # what gwcs's ``invert`` evaluates
+            if pixel is None:
+                pixel = self.wcs.invert(*world, with_bounding_box=False)
+            x, y = pixel
             return _plain(x), _plain(y)
         x, y = self.wcs.world_to_pixel_values(*world)
         return np.asarray(x, float), np.asarray(y, float)

@@ -707,6 +707,9 @@ def _unsigned(header) -> str | None:
 def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
     """An HDU's pixels, read-only: mapped from the file unless the data are scaled.
 
+    FITS's unsigned integers are mapped and offset into a new array (as astropy would read
+    them, without opening the file through astropy again).
+
     With its ``layout`` (`_data_layout`, found when the file was opened) the data are mapped
     at once, after a check that the file still holds them; else the headers are read again.
     """

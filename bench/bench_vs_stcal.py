@@ -27,6 +27,7 @@ Usage::
     python bench/bench_vs_stcal.py                       # N = 4, 16, 64; match, global+match
     python bench/bench_vs_stcal.py --sizes 4,16 --repeat 5
     python bench/bench_vs_stcal.py --no-reference        # our engine only (quick)
+    python bench/bench_vs_stcal.py --wcs gwcs --sizes 16  # NIRCam-like gwcs, distortion
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"images {args.shape}x{args.shape} float32, overlap 0.2, noise sigma {NOISE}, "
         f"{args.sources} sources/image, rotation {args.rotation} deg, jitter {args.jitter} px, "
-        f"skystat={STATS['skystat']}, nclip={STATS['nclip']}, ours compare={args.compare}; medians of "
+        f"skystat={STATS['skystat']}, nclip={STATS['nclip']}, ours compare={args.compare}, "
+        f"WCS {args.wcs}; medians of "
         f"{args.ref_repeat} (reference) and {args.repeat} (ours) runs\n"
     )
     columns = (
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             sources=args.sources, rotation=args.rotation, jitter=args.jitter,
             dtype=np.float32, seed=args.seed,
         )
+        if args.wcs == "gwcs":
+            mosaic = with_gwcs(mosaic, args.seed)
         floor = floor_time(mosaic.images, args.repeat)
         for method in args.methods:
             for scheduler, row in bench_one(mosaic, method, args):
@@ -94,6 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         del mosaic
         gc.collect()
     return 0
+
+
+def with_gwcs(mosaic, seed: int):
+    """The mosaic's pixels, each image with a NIRCam-like gwcs where its TAN WCS points.
+
+    `nircam_like_gwcs`: a distortion polynomial (4 pixels at the corners), its fitted inverse,
+    the telescope's frames and a roll of up to 3 degrees, the pixel scale of `make_mosaic`.
+    The scene was drawn through the TAN WCS, so the sources do not fall where the distorted
+    WCS says (by up to 4 pixels); the skies are constants, and both engines see the same
+    pixels and WCSs.
+    """
+    from types import SimpleNamespace
+
+    from skymatch_nb_ui.testing import nircam_like_gwcs
+
+    rng = np.random.default_rng(seed)
+    wcs = []
+    for image, tan in zip(mosaic.images, mosaic.wcs):
+        ny, nx = image.shape
+        ra, dec = (float(v) for v in tan.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2))
+        wcs.append(nircam_like_gwcs((ra, dec), roll=rng.uniform(-3.0, 3.0), shape=(ny, nx),
+                                    pixel_scale=0.1))
+    return SimpleNamespace(images=mosaic.images, wcs=wcs)
 
 
 def floor_time(images, repeat: int) -> float:
@@ -253,6 +280,9 @@ def parse_args(argv):
     parser.add_argument("--rotation", type=float, default=3.0, help="degrees (default 3)")
     parser.add_argument("--jitter", type=float, default=5.0, help="pixels (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wcs", choices=("tan", "gwcs"), default="tan",
+                        help="each image's WCS: the mosaic's TAN (default) or a NIRCam-like "
+                        "gwcs with distortion, as JWST and Roman files bring (`with_gwcs`)")
     parser.add_argument("--compare", choices=("levels", "differences"), default="levels",
                         help="how our engine compares a pair: 'levels' (default) is the "
                         "reference's own computation, like for like; 'differences' is our "

@@ -114,8 +114,8 @@ class CelestialWCS:
         the ~50 points of most calls (a mosaic of 9 NIRCam detectors spent half its ``match``
         run there).  Applying the steps' transforms one after the other is what the compound
         model does, so the values are the same bits; forward they are the pipeline's own
-        transforms, backward their inverses, made once (~20 KB a NIRCam-like WCS: the inverse of
-        the composed model held ~110 KB).  None when gwcs has to take its own way: a transform
+        transforms, backward their inverses, made once (~63 KB for a NIRCam-like WCS; the
+        inverse of the composed model held ~110 KB).  None when gwcs has to take its own way: a transform
         in units (quantities are added and removed around it) or no analytical inverse (gwcs
         inverts numerically).  A WCS is not expected to change under a run (its geometry is
         cached too).

@@ -70,6 +70,14 @@ class CelestialWCS:
         `astropy.wcs.WCS` or ``gwcs.WCS``, with two pixel axes and two celestial world axes.
     name : str
         How to name this WCS in error messages, e.g. ``"wcs[3]"``.
+
+    Attributes
+    ----------
+    cheap_calls : bool
+        Whether a call costs little beside its points (an `astropy.wcs.WCS` without
+        distortions: wcslib's transforms, ~20 us).  A gwcs call costs ~1-2 ms in astropy's
+        models whatever its points, and an iterative distortion inverse more: callers then
+        map more points per call (`differences.pixel_maps`).
     """
 
     def __init__(self, wcs, name: str = "wcs"):
@@ -97,8 +105,6 @@ class CelestialWCS:
             self._world_units = tuple(str(unit) for unit in low.world_axis_units)
         self._transforms: dict[str, object] = {}  # a gwcs's steps, per direction (`_steps`)
         self._plain = (ilon[0], ilat[0]) == (0, 1) and _plain_fits(low)
-        #: Whether a call costs little beside its points (wcslib's transforms alone, ~20 us):
-        #: callers then need not save calls by mapping more points.
         self.cheap_calls = self._plain
 
     def __getstate__(self) -> dict:

@@ -1043,8 +1043,10 @@ def write_fits_file(
         )
     kind = images[0].kind
     with atomic_path(dest, overwrite=overwrite) as tmp:
-        with fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=False,
-                       do_not_scale_image_data=True) as hdul:
+        with _quiet(), fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=False,
+                                 do_not_scale_image_data=True) as hdul:
+            for index in range(len(hdul)):  # (a file cut short since it was opened: say so)
+                _check_complete(hdul, index, source)
             for k, (image, sky, good) in enumerate(zip(images, skies, valid)):
                 hdu = hdul[image.ext]
                 plane = None if planes is None else planes[k]

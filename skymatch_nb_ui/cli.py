@@ -501,11 +501,17 @@ class _StageBars:
 
 
 def _tqdm():
-    """The tqdm bar class, or None without tqdm (pip install skymatch-nb-ui[cli])."""
+    """The tqdm bar class, or None without tqdm (pip install skymatch-nb-ui[cli]).
+
+    Without tqdm's monitor thread (``monitor_interval = 0``): while a thread runs, the engine
+    does not fork workers (`engine._fork.fork_safe`), and the command's bars would keep its
+    work on one core.  (The monitor only redraws bars that wait long between updates.)
+    """
     try:
         from tqdm import tqdm
     except ImportError:
         return None
+    tqdm.monitor_interval = 0
     return tqdm
 
 

@@ -611,3 +611,153 @@ def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
     for name, kept in (("all", True), ("some", False)):
         assert found[name] == {"stages": ["overlap_runs", "maps"], "kept": kept,
                                "same_maps": True, "same": True}, (name, found)
+
+
+@linux_only
+def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tmp_path):
+    # `write_copies`: each file by one of two processes, the files those of a serial write
+    # (headers and data), every one written, no temporary file left, a progress bar to the end
+    found = run_fresh(f"""
+        import json, os
+        from pathlib import Path
+        import numpy as np
+        from astropy.io import fits
+        from skymatch_nb_ui import ImageCollection
+        from skymatch_nb_ui.engine import _fork
+        from skymatch_nb_ui.testing import make_mosaic
+
+        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
+        folder = Path({str(tmp_path)!r})
+        paths = []
+        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
+            paths.append(folder / f"in{{k:02d}}.fits")
+            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+        coll = ImageCollection.from_files(paths)
+        coll.scheduler, coll.workers = "serial", 1
+        result = coll.skymatch()
+        coll.write_copies(folder / "one", result)
+        forks = []
+        original = _fork.os.fork
+        def counted():
+            forks.append(1)
+            return original()
+        _fork.os.fork = counted
+        coll.scheduler, coll.workers = "processes", 2
+        taken = []
+        def progress(items):
+            for item in items:
+                taken.append(item)
+                yield item
+        written = coll.write_copies(folder / "two", result, progress=progress)
+        same = []
+        for path in written:
+            with fits.open(path) as a, fits.open(folder / "one" / path.name) as b:
+                same.append(a[0].header.tostring() == b[0].header.tostring()
+                            and np.array_equal(a[0].data, b[0].data))
+        print(json.dumps(dict(forks=len(forks), same=same, names=sorted(os.listdir(folder / "two")),
+                              taken=len(taken), files=len(paths))))
+    """)
+    assert found["forks"] == 1
+    assert len(found["same"]) == found["files"] == found["taken"] == 12 and all(found["same"])
+    assert found["names"] == [f"in{k:02d}.fits" for k in range(12)]  # no temporary file left
+
+
+@linux_only
+def test_the_commands_progress_bars_leave_the_engine_free_to_fork():
+    # tqdm's monitor thread would make forking unsafe: the command's bars start none
+    pytest.importorskip("tqdm")
+    found = run_fresh("""
+        import io, json
+        from skymatch_nb_ui import cli
+        from skymatch_nb_ui.engine import _execute
+        bar = cli._progress_bar(3)
+        list(bar(range(3)))
+        cli._tqdm()(total=2, file=io.StringIO()).update(1)
+        print(json.dumps(dict(can_fork=_execute._can_fork())))
+    """)
+    assert found["can_fork"]
+
+
+@linux_only
+def test_a_copy_that_fails_in_a_forked_worker_is_raised_here_and_names_its_file(tmp_path):
+    found = run_fresh(f"""
+        import json, os
+        from pathlib import Path
+        from astropy.io import fits
+        from skymatch_nb_ui import ImageCollection
+        from skymatch_nb_ui.testing import make_mosaic
+
+        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
+        folder = Path({str(tmp_path)!r})
+        paths = []
+        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
+            paths.append(folder / f"in{{k:02d}}.fits")
+            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+        from skymatch_nb_ui.engine import _fork
+
+        coll = ImageCollection.from_files(paths)
+        coll.scheduler, coll.workers = "serial", 1  # (a pool's thread would forbid forks)
+        result = coll.skymatch()
+        coll.scheduler, coll.workers = "processes", 2
+        paths[5].write_bytes(paths[5].read_bytes()[:2880])  # its pixels gone (truncated)
+        forks = []
+        original = _fork.os.fork
+        def counted():
+            forks.append(1)
+            return original()
+        _fork.os.fork = counted
+        try:
+            coll.write_copies(folder / "out", result)
+            message = None
+        except OSError as error:
+            message = str(error)
+        left = [n for n in os.listdir(folder / "out") if n.startswith(".tmp")]
+        print(json.dumps(dict(message=message, left=left, forks=len(forks))))
+    """)
+    assert found["forks"] == 1
+    assert found["message"] and "in05.fits" in found["message"] and "truncated" in found["message"]
+    assert found["left"] == []  # the failed file's temporary copy removed
+
+
+@linux_only
+def test_a_copy_worker_killed_mid_file_leaves_no_temporary_file(tmp_path):
+    # this process fails on its first file while a worker is still writing one: the worker
+    # is killed, and its temporary file must not outlive the call
+    found = run_fresh(f"""
+        import json, os, time
+        from pathlib import Path
+        from astropy.io import fits
+        from skymatch_nb_ui import ImageCollection, io
+        from skymatch_nb_ui.io._temp import temp_prefix
+        from skymatch_nb_ui.testing import make_mosaic
+        import skymatch_nb_ui.io as package_io
+
+        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
+        folder = Path({str(tmp_path)!r})
+        paths = []
+        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
+            paths.append(folder / f"in{{k:02d}}.fits")
+            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+        coll = ImageCollection.from_files(paths)
+        coll.scheduler, coll.workers = "serial", 1
+        result = coll.skymatch()
+        coll.scheduler, coll.workers = "processes", 2
+        here = os.getpid()
+
+        def write_copy(images, target, **options):
+            if os.getpid() != here:  # a worker: half a file, then a long wait
+                (Path(target).parent / (temp_prefix() + "-" + Path(target).name)).write_bytes(b"x")
+                time.sleep(60)
+            time.sleep(0.5)
+            raise OSError("disk full")
+
+        package_io.write_copy = write_copy
+        try:
+            coll.write_copies(folder / "out", result)
+            message = None
+        except OSError as error:
+            message = str(error)
+        print(json.dumps(dict(message=message, left=sorted(os.listdir(folder / "out")))))
+    """)
+    assert found["message"] == "disk full"
+    assert found["left"] == []

@@ -40,10 +40,11 @@ import signal
 import struct
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 
-__all__ = ["fork_map", "fork_safe"]
+__all__ = ["fork_map", "fork_safe", "reap"]
 
 #: Children that exited but may not have been reaped yet (reaped at the next run).
 _UNREAPED: list[int] = []
@@ -267,6 +268,19 @@ def _picklable(error: BaseException) -> BaseException:
     except Exception:
         return RuntimeError(f"{type(error).__name__}: {error}")
     return error
+
+
+def reap(timeout: float = 2.0) -> None:
+    """Wait up to ``timeout`` seconds for the children of earlier runs to end, and reap them.
+
+    After a run that stopped on an error its children were killed: once this returns, they
+    are gone (what they were writing can be told from a live writer's, `io.remove_leftovers`).
+    """
+    deadline = time.monotonic() + timeout
+    _reap()
+    while _UNREAPED and time.monotonic() < deadline:
+        time.sleep(0.005)
+        _reap()
 
 
 def _reap() -> None:

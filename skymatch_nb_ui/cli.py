@@ -442,7 +442,10 @@ def _write_table(table, path: Path, table_format: str, *, overwrite: bool) -> No
 
 
 def _write_copies(coll, result, targets, *, subtract: bool, overwrite: bool, quiet: bool) -> None:
+    from .engine._execute import release_process_pools
+
     directory = targets[0].parent  # write_fits creates it, as it does for the API
+    release_process_pools()  # done with: their threads would keep the copies on one core
     bar = None if quiet else _progress_bar(len(targets))
     coll.write_copies(directory, result, subtract=subtract, overwrite=overwrite, progress=bar)
     if not quiet:

@@ -761,3 +761,39 @@ def test_a_copy_worker_killed_mid_file_leaves_no_temporary_file(tmp_path):
     """)
     assert found["message"] == "disk full"
     assert found["left"] == []
+
+
+@linux_only
+def test_the_command_releases_the_worker_pool_before_writing_copies(tmp_path):
+    # a pool's threads forbid forking: the command, done with the pool, shuts it down so
+    # that its copies are written by forked workers
+    found = run_fresh(f"""
+        import json, threading
+        from pathlib import Path
+        from astropy.io import fits
+        from skymatch_nb_ui import ImageCollection, cli
+        from skymatch_nb_ui.engine import _fork
+        from skymatch_nb_ui.testing import make_mosaic
+
+        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
+        folder = Path({str(tmp_path)!r})
+        paths = []
+        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
+            paths.append(folder / f"in{{k:02d}}.fits")
+            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+        coll = ImageCollection.from_files(paths)
+        coll.scheduler, coll.workers = "processes", 2  # files: the pool of worker processes
+        result = coll.skymatch()
+        pool_threads = threading.active_count() > 1
+        forks = []
+        original = _fork.os.fork
+        def counted():
+            forks.append(1)
+            return original()
+        _fork.os.fork = counted
+        targets = coll.copy_targets(folder / "out")
+        cli._write_copies(coll, result, targets, subtract=True, overwrite=False, quiet=True)
+        print(json.dumps(dict(pool_threads=pool_threads, forks=len(forks),
+                              written=len(list((folder / "out").iterdir())))))
+    """)
+    assert found["pool_threads"] and found["forks"] == 1 and found["written"] == 12

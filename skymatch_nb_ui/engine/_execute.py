@@ -614,6 +614,19 @@ def _client(scheduler):
         yield client
 
 
+def release_process_pools() -> None:
+    """Shut the worker-process pools down and wait for them (a program done with them).
+
+    Their threads would keep this process from forking workers for what comes next (the
+    command line's copies: `ImageCollection.write_copies`); a later run starts a pool again.
+    """
+    with _LOCK:
+        pools = list(_PROCESSES.values())
+        _PROCESSES.clear()
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
 @atexit.register
 def _shutdown() -> None:
     for pool in list(_THREADS.values()) + list(_PROCESSES.values()):

@@ -157,6 +157,7 @@ def child(config: str, folder: str, out: str) -> None:
 
     from skymatch_nb_ui import ImageCollection
     from skymatch_nb_ui.cli import _write_table
+    from skymatch_nb_ui.engine._execute import release_process_pools
 
     warnings.simplefilter("ignore")
     paths = sorted(Path(folder).glob("img*.fits"))
@@ -196,6 +197,7 @@ def child(config: str, folder: str, out: str) -> None:
         table = coll.to_table(result)
         _write_table(table, Path(out) / "skies.ecsv", "ascii.ecsv", overwrite=True)
         enter("copies")
+        release_process_pools()  # as the command does before its copies
         copies = Path(out) / "copies"
         copies.mkdir()
         coll.write_copies(copies, result, subtract=True)

@@ -48,7 +48,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -109,46 +108,69 @@ def write_mosaic(n: int, folder: Path, seed: int = 0, kind: str = "fits") -> lis
 
 
 # -- one configuration, in a child process --------------------------------------------------------
+#: The stages a `Sampler` records, in the order they may come.
+SAMPLED = ("start", *STAGES, "subtract", "done", "end")
+
+
 class Sampler:
-    """Peak memory per stage: PSS of this process and its descendants, sampled in a thread."""
+    """Peak memory per stage: PSS of this process and its descendants, sampled by a process.
+
+    Not by a thread: while another thread runs, the engine does not fork workers
+    (`skymatch_nb_ui.engine._fork.fork_safe`), and the runs measured would not be the
+    command's.  The sampling process is started fresh (spawn), shares the current stage and
+    the peaks with this one, and leaves itself out of the tree it measures.
+    """
 
     def __init__(self, interval: float = 0.05):
-        import psutil
+        import multiprocessing
 
-        self.psutil = psutil
-        self.me = psutil.Process()
-        self.stage = "start"
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
-        self._thread.start()
+        context = multiprocessing.get_context("spawn")
+        self._stage = context.Value("i", 0, lock=False)
+        self._peaks = context.Array("d", len(SAMPLED), lock=False)
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_sample, args=(os.getpid(), self._stage, self._peaks, self._stop, interval),
+            daemon=True)
+        self._process.start()
+        self._stop.wait(0)  # (the sampler takes its first sample once it has started)
 
-    def _tree_pss(self) -> float:
-        total = 0.0
-        for proc in [self.me, *self.me.children(recursive=True)]:
-            try:
-                info = proc.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
-                pass
-        return total
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.is_set():
-            value = self._tree_pss()
-            stage = self.stage
-            self.peak[stage] = max(self.peak.get(stage, 0.0), value)
-            self._stop.wait(interval)
+    @property
+    def peak(self) -> dict[str, float]:
+        return {name: self._peaks[k] for k, name in enumerate(SAMPLED) if self._peaks[k]}
 
     def enter(self, stage: str) -> None:
-        value = self._tree_pss()  # the end of the previous stage
-        self.peak[self.stage] = max(self.peak.get(self.stage, 0.0), value)
-        self.stage = stage
+        time.sleep(0.06)  # a sample of the previous stage's end (the sampler's interval)
+        self._stage.value = SAMPLED.index(stage)
 
     def stop(self) -> None:
         self.enter("end")
+        time.sleep(0.06)
         self._stop.set()
-        self._thread.join()
+        self._process.join()
+
+
+def _sample(pid: int, stage, peaks, stop, interval: float) -> None:
+    """The sampling process's loop (`Sampler`)."""
+    import psutil
+
+    me, target = os.getpid(), psutil.Process(pid)
+    while not stop.is_set():
+        total = 0.0
+        try:
+            tree = [target, *target.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for proc in tree:
+            if proc.pid == me:
+                continue
+            try:
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        k = stage.value
+        peaks[k] = max(peaks[k], total)
+        stop.wait(interval)
 
 
 def child(config: str, folder: str, out: str) -> None:

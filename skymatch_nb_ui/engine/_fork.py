@@ -73,6 +73,7 @@ def fork_map(
     check: Callable[[], None],
     meanwhile: Callable[[], object] | None = None,
     poll: float = 0.05,
+    pause_gc: bool = True,
 ) -> None:
     """``function(*arguments[k])`` for every ``k`` of ``order``, here and in forked children.
 
@@ -83,7 +84,9 @@ def fork_map(
     killed).  An exception of a task (here or in a child) is raised here.  ``meanwhile()``,
     if given, runs here once the children are working, before this process takes tasks (with
     it, a single task is shared too: a child computes it while this process does
-    ``meanwhile()``, and this process takes it only if no child has).
+    ``meanwhile()``, and this process takes it only if no child has).  ``pause_gc``: no
+    garbage collection while the children run (below); tasks that make much cyclic garbage
+    for long (writing files through ``stdatamodels``) keep it.
     """
     _reap()
     order = list(order)
@@ -101,7 +104,7 @@ def fork_map(
     # collection visits every object of the process, and would copy each page it writes
     # while a child shares it (the children never collect: they exit through ``os._exit``).
     # (N = 256 images of 256 x 256, planes: 0.05-0.07 s each, in both processes, most runs.)
-    collecting = workers > 1 and gc.isenabled()
+    collecting = pause_gc and workers > 1 and gc.isenabled()
     if collecting:
         gc.disable()
     try:

@@ -643,6 +643,14 @@ def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tm
             return original()
         _fork.os.fork = counted
         coll.scheduler, coll.workers = "processes", 2
+        import gc
+        import skymatch_nb_ui.io as package_io
+        original_copy = package_io.write_copy
+        def spied(*args, **kwargs):  # the collector runs in every process (JWST copies leave cycles)
+            with open(folder / f"gc-{{os.getpid()}}.txt", "a") as log:
+                log.write(f"{{gc.isenabled()}}\\n")
+            return original_copy(*args, **kwargs)
+        package_io.write_copy = spied
         taken = []
         def progress(items):
             for item in items:
@@ -654,9 +662,11 @@ def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tm
             with fits.open(path) as a, fits.open(folder / "one" / path.name) as b:
                 same.append(a[0].header.tostring() == b[0].header.tostring()
                             and np.array_equal(a[0].data, b[0].data))
+        logs = [p.read_text().split() for p in folder.glob("gc-*.txt")]
         print(json.dumps(dict(forks=len(forks), same=same, names=sorted(os.listdir(folder / "two")),
-                              taken=len(taken), files=len(paths))))
+                              taken=len(taken), files=len(paths), logs=logs)))
     """)
+    assert len(found["logs"]) == 2 and all(v == "True" for log in found["logs"] for v in log)
     assert found["forks"] == 1
     assert len(found["same"]) == found["files"] == found["taken"] == 12 and all(found["same"])
     assert found["names"] == [f"in{k:02d}.fits" for k in range(12)]  # no temporary file left

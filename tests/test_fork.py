@@ -613,12 +613,12 @@ def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
                                "same_maps": True, "same": True}, (name, found)
 
 
-@linux_only
-def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tmp_path):
-    # `write_copies`: each file by one of two processes, the files those of a serial write
-    # (headers and data), every one written, no temporary file left, a progress bar to the end
-    found = run_fresh(f"""
-        import json, os
+def copies_prelude(folder) -> str:
+    """For `run_fresh` scripts about copies: 12 FITS files in ``folder`` (``paths``), their
+    collection ``coll``, ``solve(scheduler)`` to solve it (``result``), ``forks`` counting
+    the forks from then on."""
+    return textwrap.dedent(f"""
+        import json, os, threading
         from pathlib import Path
         import numpy as np
         from astropy.io import fits
@@ -627,28 +627,44 @@ def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tm
         from skymatch_nb_ui.testing import make_mosaic
 
         m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
-        folder = Path({str(tmp_path)!r})
+        folder = Path({str(folder)!r})
         paths = []
         for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
             paths.append(folder / f"in{{k:02d}}.fits")
             fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
         coll = ImageCollection.from_files(paths)
+        forks = []
+
+        def solve(scheduler):  # (files on "processes": a pool, whose threads forbid forks)
+            coll.scheduler, coll.workers = scheduler, 1 if scheduler == "serial" else 2
+            found = coll.skymatch()
+            coll.scheduler, coll.workers = "processes", 2
+            original = _fork.os.fork
+            def counted():
+                forks.append(1)
+                return original()
+            _fork.os.fork = counted
+            return found
+    """)
+
+
+@linux_only
+def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tmp_path):
+    # `write_copies`: each file by one of two processes, the files those of a serial write
+    # (headers and data), every one written, no temporary file left, a progress bar to the
+    # end, the collector running in every process (a JWST copy leaves cycles behind)
+    found = run_fresh(prelude=copies_prelude(tmp_path), code="""
+        import gc
+        import skymatch_nb_ui.io as package_io
+
         coll.scheduler, coll.workers = "serial", 1
         result = coll.skymatch()
         coll.write_copies(folder / "one", result)
-        forks = []
-        original = _fork.os.fork
-        def counted():
-            forks.append(1)
-            return original()
-        _fork.os.fork = counted
-        coll.scheduler, coll.workers = "processes", 2
-        import gc
-        import skymatch_nb_ui.io as package_io
+        result = solve("serial")
         original_copy = package_io.write_copy
-        def spied(*args, **kwargs):  # the collector runs in every process (JWST copies leave cycles)
-            with open(folder / f"gc-{{os.getpid()}}.txt", "a") as log:
-                log.write(f"{{gc.isenabled()}}\\n")
+        def spied(*args, **kwargs):
+            with open(folder / f"gc-{os.getpid()}.txt", "a") as log:
+                log.write(f"{gc.isenabled()}\\n")
             return original_copy(*args, **kwargs)
         package_io.write_copy = spied
         taken = []
@@ -690,32 +706,9 @@ def test_the_commands_progress_bars_leave_the_engine_free_to_fork():
 
 @linux_only
 def test_a_copy_that_fails_in_a_forked_worker_is_raised_here_and_names_its_file(tmp_path):
-    found = run_fresh(f"""
-        import json, os
-        from pathlib import Path
-        from astropy.io import fits
-        from skymatch_nb_ui import ImageCollection
-        from skymatch_nb_ui.testing import make_mosaic
-
-        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
-        folder = Path({str(tmp_path)!r})
-        paths = []
-        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
-            paths.append(folder / f"in{{k:02d}}.fits")
-            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
-        from skymatch_nb_ui.engine import _fork
-
-        coll = ImageCollection.from_files(paths)
-        coll.scheduler, coll.workers = "serial", 1  # (a pool's thread would forbid forks)
-        result = coll.skymatch()
-        coll.scheduler, coll.workers = "processes", 2
+    found = run_fresh(prelude=copies_prelude(tmp_path), code="""
+        result = solve("serial")
         paths[5].write_bytes(paths[5].read_bytes()[:2880])  # its pixels gone (truncated)
-        forks = []
-        original = _fork.os.fork
-        def counted():
-            forks.append(1)
-            return original()
-        _fork.os.fork = counted
         try:
             coll.write_copies(folder / "out", result)
             message = None
@@ -733,25 +726,12 @@ def test_a_copy_that_fails_in_a_forked_worker_is_raised_here_and_names_its_file(
 def test_a_copy_worker_killed_mid_file_leaves_no_temporary_file(tmp_path):
     # this process fails on its first file while a worker is still writing one: the worker
     # is killed, and its temporary file must not outlive the call
-    found = run_fresh(f"""
-        import json, os, time
-        from pathlib import Path
-        from astropy.io import fits
-        from skymatch_nb_ui import ImageCollection, io
-        from skymatch_nb_ui.io._temp import temp_prefix
-        from skymatch_nb_ui.testing import make_mosaic
+    found = run_fresh(prelude=copies_prelude(tmp_path), code="""
+        import time
         import skymatch_nb_ui.io as package_io
+        from skymatch_nb_ui.io._temp import temp_prefix
 
-        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
-        folder = Path({str(tmp_path)!r})
-        paths = []
-        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
-            paths.append(folder / f"in{{k:02d}}.fits")
-            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
-        coll = ImageCollection.from_files(paths)
-        coll.scheduler, coll.workers = "serial", 1
-        result = coll.skymatch()
-        coll.scheduler, coll.workers = "processes", 2
+        result = solve("serial")
         here = os.getpid()
 
         def write_copy(images, target, **options):
@@ -767,8 +747,10 @@ def test_a_copy_worker_killed_mid_file_leaves_no_temporary_file(tmp_path):
             message = None
         except OSError as error:
             message = str(error)
-        print(json.dumps(dict(message=message, left=sorted(os.listdir(folder / "out")))))
+        print(json.dumps(dict(message=message, left=sorted(os.listdir(folder / "out")),
+                              forks=len(forks))))
     """)
+    assert found["forks"] == 1
     assert found["message"] == "disk full"
     assert found["left"] == []
 
@@ -777,30 +759,11 @@ def test_a_copy_worker_killed_mid_file_leaves_no_temporary_file(tmp_path):
 def test_the_command_releases_the_worker_pool_before_writing_copies(tmp_path):
     # a pool's threads forbid forking: the command, done with the pool, shuts it down so
     # that its copies are written by forked workers
-    found = run_fresh(f"""
-        import json, threading
-        from pathlib import Path
-        from astropy.io import fits
-        from skymatch_nb_ui import ImageCollection, cli
-        from skymatch_nb_ui.engine import _fork
-        from skymatch_nb_ui.testing import make_mosaic
+    found = run_fresh(prelude=copies_prelude(tmp_path), code="""
+        from skymatch_nb_ui import cli
 
-        m = make_mosaic((3, 4), shape=(40, 50), noise=1.0, seed=3)
-        folder = Path({str(tmp_path)!r})
-        paths = []
-        for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
-            paths.append(folder / f"in{{k:02d}}.fits")
-            fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
-        coll = ImageCollection.from_files(paths)
-        coll.scheduler, coll.workers = "processes", 2  # files: the pool of worker processes
-        result = coll.skymatch()
+        result = solve("processes")  # files: the pool of worker processes
         pool_threads = threading.active_count() > 1
-        forks = []
-        original = _fork.os.fork
-        def counted():
-            forks.append(1)
-            return original()
-        _fork.os.fork = counted
         targets = coll.copy_targets(folder / "out")
         cli._write_copies(coll, result, targets, subtract=True, overwrite=False, quiet=True)
         print(json.dumps(dict(pool_threads=pool_threads, forks=len(forks),

@@ -118,7 +118,8 @@ class Sampler:
     Not by a thread: while another thread runs, the engine does not fork workers
     (`skymatch_nb_ui.engine._fork.fork_safe`), and the runs measured would not be the
     command's.  The sampling process is started fresh (spawn), shares the current stage and
-    the peaks with this one, and leaves itself out of the tree it measures.
+    the peaks with this one, and leaves itself out of the tree it measures; the end of each
+    stage is sampled here, when the next one begins.
     """
 
     def __init__(self, interval: float = 0.05):
@@ -132,42 +133,49 @@ class Sampler:
             target=_sample, args=(os.getpid(), self._stage, self._peaks, self._stop, interval),
             daemon=True)
         self._process.start()
-        self._stop.wait(0)  # (the sampler takes its first sample once it has started)
 
     @property
     def peak(self) -> dict[str, float]:
         return {name: self._peaks[k] for k, name in enumerate(SAMPLED) if self._peaks[k]}
 
     def enter(self, stage: str) -> None:
-        time.sleep(0.06)  # a sample of the previous stage's end (the sampler's interval)
+        k = self._stage.value  # the end of the previous stage
+        self._peaks[k] = max(self._peaks[k], _tree_pss(os.getpid(), self._process.pid))
         self._stage.value = SAMPLED.index(stage)
 
     def stop(self) -> None:
         self.enter("end")
-        time.sleep(0.06)
         self._stop.set()
         self._process.join()
 
 
-def _sample(pid: int, stage, peaks, stop, interval: float) -> None:
-    """The sampling process's loop (`Sampler`)."""
+def _tree_pss(pid: int, leave_out: int | None) -> float | None:
+    """PSS (else RSS) of process ``pid`` and its descendants but ``leave_out``; None if gone."""
     import psutil
 
-    me, target = os.getpid(), psutil.Process(pid)
-    while not stop.is_set():
-        total = 0.0
+    try:
+        target = psutil.Process(pid)
+        tree = [target, *target.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0.0
+    for proc in tree:
+        if proc.pid == leave_out:
+            continue
         try:
-            tree = [target, *target.children(recursive=True)]
-        except psutil.NoSuchProcess:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def _sample(pid: int, stage, peaks, stop, interval: float) -> None:
+    """The sampling process's loop (`Sampler`)."""
+    while not stop.is_set():
+        total = _tree_pss(pid, os.getpid())
+        if total is None:
             return
-        for proc in tree:
-            if proc.pid == me:
-                continue
-            try:
-                info = proc.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
         k = stage.value
         peaks[k] = max(peaks[k], total)
         stop.wait(interval)

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "is much to measure, else one process), serial, threads, processes, or the "
                            "address of a Dask scheduler such as tcp://host:8786 (needs "
                            "skymatch-nb-ui[dask]; the workers must see the files at the same "
-                           "paths)")
+                           "paths); with auto and processes, many files are also read and "
+                           "copied by forked worker processes")
     execution.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                            help="threads or local worker processes (default: the CPU cores, "
                            "at most 4)")
@@ -294,7 +295,8 @@ def _match_and_write(args, table_format) -> None:
     from .collection import ImageCollection
 
     coll = ImageCollection.from_files(args.files, ext=args.ext, dq_ext=args.dq_ext,
-                                      dqbits=_dqbits(args.dqbits), group_by=args.group_by)
+                                      dqbits=_dqbits(args.dqbits), group_by=args.group_by,
+                                      scheduler=args.scheduler, workers=args.workers)
     targets = None
     if args.output_dir is not None:  # refuse bad outputs now, not after a long solve
         targets = coll.copy_targets(args.output_dir, overwrite=args.overwrite,
@@ -302,7 +304,6 @@ def _match_and_write(args, table_format) -> None:
     _check_table_is_no_other_file(args.table, targets, coll)
     _remove_leftovers(args)
     params = {name: getattr(args, name) for name in SkyMatchParams.names("geometry", "statistics", "solve")}
-    coll.scheduler, coll.workers = args.scheduler, args.workers
     with _StageBars(enabled=not args.quiet) as bars:
         result = coll.skymatch(**params, progress=bars)
     _warn_if_nothing_to_match(coll, args.skymethod)

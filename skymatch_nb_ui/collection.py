@@ -188,7 +188,7 @@ class ImageCollection:
 
     @classmethod
     def from_files(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto",
-                   names=None):
+                   names=None, scheduler=None, workers=None):
         """A collection of the images in files; headers and WCS are read, pixels when needed.
 
         Reads FITS files (JWST ``_cal``, HST ``_flt``/``_flc`` with every chip, any FITS image
@@ -230,6 +230,13 @@ class ImageCollection:
         names : sequence of str, optional
             Image names (default: the file name without its suffix, plus ``[SCI,2]``-style
             extension labels for files of several images).
+        scheduler, workers : optional
+            The collection's `scheduler` and `workers` (default: "auto" and the cores, at
+            most 4), which the reading follows too: with "auto" or "processes", many files
+            (`skymatch_nb_ui.io.READ_FORK_FROM`) are read by forked worker processes beside
+            this one where forking is safe (a script or the command line, not a Jupyter
+            kernel), with the records, WCS and warnings of a serial read
+            (`skymatch_nb_ui.io.open_images`).
 
         Raises
         ------
@@ -243,10 +250,11 @@ class ImageCollection:
         >>> coll = ImageCollection.from_files("data/*_flc.fits", group_by="image")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, fits_only=False)
+                                 names=names, fits_only=False, scheduler=scheduler, workers=workers)
 
     @classmethod
-    def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto", names=None):
+    def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto", names=None,
+                  scheduler=None, workers=None):
         """A collection of FITS images (and associations of FITS files); as `from_files`.
 
         Every science extension of a file is an image (both chips of an HST file); JWST files
@@ -258,15 +266,20 @@ class ImageCollection:
         >>> coll = ImageCollection.from_fits("data/*_cal.fits")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, fits_only=True)
+                                 names=names, fits_only=True, scheduler=scheduler, workers=workers)
 
     @classmethod
-    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, fits_only):
+    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, fits_only, scheduler,
+                      workers):
         from . import io
+        from .engine._execute import check_scheduler
+        from .engine._validate import check_workers
 
         io.check_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
         _check_group_by(group_by)
-        records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only)
+        where = check_scheduler(scheduler), None if workers is None else check_workers(workers)
+        records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only,
+                                 scheduler=where[0], workers=where[1])
         io.check_units(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [
@@ -276,7 +289,10 @@ class ImageCollection:
             )
             for name, r in zip(names, records)
         ]
-        return cls(sources, groups=_group_labels(records, group_by))
+        coll = cls(sources, groups=_group_labels(records, group_by))
+        if scheduler is not None or workers is not None:
+            coll.scheduler, coll.workers = where
+        return coll
 
     # -- the images ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -795,22 +811,12 @@ class ImageCollection:
         """Processes that write `write_copies`' files: 1, or forked workers beside this one.
 
         Each copy is read, changed and written by itself (~2-3 ms for a small FITS file, ~90 ms
-        for a JWST file through ``stdatamodels``), so two processes write twice as many.  As
-        for the statistics: with ``scheduler`` "auto" or "processes", more than one worker,
-        at least `COPY_FORK_FROM` files, forking safe (`engine._fork.fork_safe`: never in a
-        Jupyter kernel, which runs other threads) and, for "auto", a core idle.
+        for a JWST file through ``stdatamodels``): `_execute.fork_workers`, from
+        `COPY_FORK_FROM` files.
         """
         from .engine import _execute
 
-        scheduler, workers = self.scheduler, self.workers
-        workers = _execute.default_workers() if workers is None else workers
-        if not isinstance(scheduler, str) or scheduler not in ("auto", "processes"):
-            return 1
-        if workers < 2 or files < COPY_FORK_FROM or not _execute._can_fork():
-            return 1
-        if scheduler == "auto" and not _execute._idle_core():
-            return 1
-        return min(workers, files)
+        return _execute.fork_workers(self.scheduler, self.workers, files, COPY_FORK_FROM)
 
     def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
                    overwrite: bool = False, progress=None) -> list[Path]:

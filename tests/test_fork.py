@@ -770,3 +770,148 @@ def test_the_command_releases_the_worker_pool_before_writing_copies(tmp_path):
                               written=len(list((folder / "out").iterdir())))))
     """)
     assert found["pool_threads"] and found["forks"] == 1 and found["written"] == 12
+
+
+# -- files read by forked workers ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def files_of_every_kind(tmp_path_factory):
+    """20 input files: HST with lookup tables and without (SIP alone), JWST with its gwcs,
+    Roman and plain FITS; every one read by its own rules."""
+    from astropy.io import fits
+
+    from skymatch_nb_ui.testing import make_mosaic, nircam_like_gwcs
+    from skymatch_nb_ui.testing.instruments import write_hst_flt, write_jwst_cal, write_roman_cal
+
+    folder = tmp_path_factory.mktemp("kinds")
+    rng = np.random.default_rng(5)
+    paths = []
+    for k in range(8):
+        chips = [rng.normal(100, 1, (64, 96)).astype(np.float32) for _ in range(2)]
+        paths.append(write_hst_flt(folder / f"j9am0{k}q_flt.fits", chips, rootname=f"j9am0{k}q",
+                                   offset=(k, 2 * k), lookup=k % 2 == 0))
+    for kind, count in (("jwst", 4), ("roman", 2)):
+        for k in range(count):
+            gwcs = nircam_like_gwcs((150 + k / 3600, 2 - k / 7200), roll=k, shape=(64, 64))
+            image = rng.normal(50, 1, (64, 64)).astype(np.float32)
+            if kind == "jwst":
+                paths.append(write_jwst_cal(folder / f"jw{k}_cal.fits", image, gwcs))
+            else:
+                paths.append(write_roman_cal(folder / f"r{k}_wfi01_cal.asdf", image, gwcs,
+                                             observation_id=f"r0000101001001001001_000{k + 1}"))
+    mosaic = make_mosaic((2, 4), shape=(40, 50), seed=2)
+    for k, (image, wcs) in enumerate(zip(mosaic.images, mosaic.wcs)):
+        paths.append(folder / f"plain{k}.fits")
+        fits.PrimaryHDU(image, wcs.to_header()).writeto(paths[-1])
+    return paths
+
+
+#: For `run_fresh` scripts about reading: ``same(a, b)`` compares two lists of records (their
+#: fields, the values of their WCS both ways on a grid, bit for bit); ``forks`` counts forks.
+READ_PRELUDE = """
+import dataclasses, json, os, warnings
+from pathlib import Path
+import numpy as np
+from skymatch_nb_ui import io
+from skymatch_nb_ui.engine import _fork
+
+def same(first, second):
+    if len(first) != len(second):
+        return False
+    for a, b in zip(first, second):
+        if type(a) is not type(b) or type(a.wcs) is not type(b.wcs):
+            return False
+        for field in dataclasses.fields(a):
+            if field.name != "wcs" and repr(getattr(a, field.name)) != repr(getattr(b, field.name)):
+                return False
+        ny, nx = a.shape
+        y, x = np.mgrid[-2:ny + 2:3.7, -2:nx + 2:4.3]
+        world = a.wcs.pixel_to_world_values(x.ravel(), y.ravel())
+        if not all(np.array_equal(p, q, equal_nan=True)
+                   for p, q in zip(world, b.wcs.pixel_to_world_values(x.ravel(), y.ravel()))):
+            return False
+        if not all(np.array_equal(p, q, equal_nan=True)
+                   for p, q in zip(a.wcs.world_to_pixel_values(*world), b.wcs.world_to_pixel_values(*world))):
+            return False
+    return True
+
+forks = []
+original_fork = _fork.os.fork
+def counted():
+    forks.append(1)
+    return original_fork()
+_fork.os.fork = counted
+"""
+
+
+@linux_only
+def test_many_files_are_read_by_forked_workers_with_the_records_of_a_serial_read(files_of_every_kind):
+    # every kind of record, in order, WCS values bit for bit: an astropy WCS would not
+    # survive a pickle so (SIP and reference values change in their last bits)
+    paths = [str(p) for p in files_of_every_kind]
+    found = run_fresh(prelude=READ_PRELUDE, code=f"""
+        from skymatch_nb_ui import ImageCollection
+        paths = {paths!r}
+        serial = io.open_images(paths)
+        forked = io.open_images(paths, scheduler="processes", workers=2)
+        forks_read = len(forks)
+        coll = ImageCollection.from_files(paths, scheduler="processes", workers=2)
+        print(json.dumps(dict(forks=forks_read, same=same(serial, forked), count=len(serial),
+                              kinds=sorted({{r.kind for r in forked}}),
+                              tables=sum(r.wcs.cpdis1 is not None for r in forked if r.kind == "hst"),
+                              collection=same(serial, [s.image for s in coll._sources]),
+                              settings=[coll.scheduler, coll.workers], all_forks=len(forks))))
+    """)
+    assert found["forks"] == 1 and found["all_forks"] == 2
+    assert found["same"] and found["collection"]
+    assert found["count"] == len(paths) + 8  # the HST files' two chips
+    assert "hst" in found["kinds"] and "fits" in found["kinds"] and found["tables"] == 8
+    assert found["settings"] == ["processes", 2]
+
+
+@linux_only
+def test_a_forked_read_raises_the_warnings_and_the_first_error_of_a_serial_read(files_of_every_kind):
+    # file 14 fails at once in a worker while file 3 fails late here: the error raised is
+    # still file 3's, as one process reading them in order would raise; every worker's
+    # warning is raised here; no worker is left behind
+    paths = [str(p) for p in files_of_every_kind]
+    found = run_fresh(prelude=READ_PRELUDE, code=f"""
+        import time
+        from skymatch_nb_ui.io import _open
+        paths = {paths!r}
+        original = _open._open_fits
+        def warned(path, *args, **kwargs):
+            warnings.warn(f"read {{Path(path).name}}", UserWarning)
+            return original(path, *args, **kwargs)
+        _open._open_fits = warned
+        runs = {{}}
+        for scheduler in ("serial", "processes"):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                io.open_images(paths, scheduler=scheduler, workers=2)
+            runs[scheduler] = sorted(str(w.message) for w in caught if w.category is UserWarning)
+
+        def failing(path, *args, **kwargs):
+            name = Path(path).name
+            if name == Path(paths[3]).name:
+                time.sleep(1.0)
+                raise ValueError(f"cannot read FITS file {{name}}")
+            if name == Path(paths[14]).name:
+                raise ValueError(f"cannot read FITS file {{name}}")
+            return original(path, *args, **kwargs)
+        _open._open_fits = failing
+        errors = {{}}
+        for scheduler in ("serial", "processes"):
+            try:
+                io.open_images(paths, scheduler=scheduler, workers=2)
+            except ValueError as error:
+                errors[scheduler] = str(error)
+        _fork.reap()
+        print(json.dumps(dict(runs=runs, errors=errors, forks=len(forks), left=len(_fork._UNREAPED))))
+    """)
+    assert found["forks"] == 2
+    fits_files = sorted(f"read {p.name}" for p in files_of_every_kind if not p.name.endswith(".asdf"))
+    assert found["runs"]["serial"] == found["runs"]["processes"] == fits_files
+    name = files_of_every_kind[3].name
+    expected = f"cannot read FITS file {name}"
+    assert found["errors"] == {"serial": expected, "processes": expected}
+    assert found["left"] == 0

@@ -518,6 +518,25 @@ def _idle_core() -> bool:
     return load < cores - FORK_IDLE
 
 
+def fork_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> int:
+    """Processes for ``tasks`` file tasks (files read or written): 1, or forked workers too.
+
+    Each task reads or writes its own files and sends back a small record, so two processes
+    do twice as many whatever the files hold, unlike the statistics' tasks (`Execution.kind`).
+    More than 1 with ``scheduler`` "auto" or "processes", more than one worker (``workers``,
+    None: `default_workers`), at least ``minimum`` tasks, forking safe (`_fork.fork_safe`:
+    never in a Jupyter kernel, which runs other threads) and, for "auto", a core idle.
+    """
+    workers = default_workers() if workers is None else workers
+    if not isinstance(scheduler, str) or scheduler not in ("auto", "processes"):
+        return 1
+    if workers < 2 or tasks < minimum or not _can_fork():
+        return 1
+    if scheduler == "auto" and not _idle_core():
+        return 1
+    return min(workers, tasks)
+
+
 def _can_fork() -> bool:
     """Whether worker processes may be forked now (`_fork.fork_safe`).
 

@@ -36,7 +36,7 @@ import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -649,6 +649,58 @@ def _celestial_wcs(header, hdul, index: int, path: Path, wcs: WCS | None = None)
     if wcs.naxis != 2:
         wcs = wcs.celestial
     return wcs
+
+
+@dataclass(frozen=True)
+class _HeaderWCS:
+    """In a record sent between processes, its astropy WCS: to be made again from the header.
+
+    An `astropy.wcs.WCS` pickles through a FITS header that wcslib and astropy write anew, and
+    SIP coefficients and reference values come back changed in their last bits; a gwcs
+    pickles its models' parameters as they are.  ``file``: the WCS read lookup tables
+    (``D2IMARR``, ``WCSDVARR``) from the file, which it must read again.
+    """
+
+    file: bool
+
+
+def portable(image):
+    """``image`` as another process sends it here: its astropy WCS left out (`settled`).
+
+    Any record (`FitsImage`, `skymatch_nb_ui.io.roman.RomanImage`); only a `FitsImage` with
+    an `astropy.wcs.WCS` changes.
+    """
+    if not isinstance(image, FitsImage) or not isinstance(image.wcs, WCS):
+        return image
+    tables = any(getattr(image.wcs, name, None) is not None
+                 for name in ("cpdis1", "cpdis2", "det2im1", "det2im2"))
+    return replace(image, wcs=_HeaderWCS(file=tables))
+
+
+def settled(image):
+    """A record sent by another process (`portable`) with its astropy WCS made again here.
+
+    As `open_fits_images` made it: from the science header's cards (`FitsImage.header_text`,
+    the cards it was made from), with the file for lookup tables: the same values, bit for
+    bit.
+    """
+    if not isinstance(image, FitsImage) or not isinstance(image.wcs, _HeaderWCS):
+        return image
+    try:
+        with _quiet():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            if image.wcs.file:
+                with fits.open(image.path, **_OPEN) as hdul:
+                    wcs = _celestial_wcs(image.header, hdul, image.ext, image.path)
+            else:
+                wcs = _celestial_wcs(image.header, None, image.ext, image.path)
+    except _READ_ERRORS as error:  # (the file changed since the worker read it)
+        if isinstance(error, (ValueError, OSError)) and str(image.path) in str(error):
+            raise
+        kind = OSError if isinstance(error, OSError) else ValueError
+        raise kind(f"cannot read FITS file {str(image.path)!r}: {error}") from error
+    wcs.pixel_shape = image.shape[::-1]
+    return replace(image, wcs=wcs)
 
 
 def _dq_index(hdul, header, dq_ext, shape, path: Path) -> int | None:

@@ -218,10 +218,11 @@ def child(config: str, folder: str, out: str) -> None:
         extra["cluster_start"] = time.perf_counter() - start
     try:
         enter("read")
-        coll = ImageCollection.from_files(paths)
-        coll.scheduler = {"serial": "serial", "threads": "threads", "processes": "processes",
-                          "auto": "auto", "cluster": client}[config]
-        coll.workers = 1 if config == "serial" else 2
+        scheduler = {"serial": "serial", "threads": "threads", "processes": "processes",
+                     "auto": "auto", "cluster": client}[config]
+        # as the command reads them: forked workers for "auto" and "processes" (when safe)
+        coll = ImageCollection.from_files(paths, scheduler=scheduler,
+                                          workers=1 if config == "serial" else 2)
         result = coll.skymatch(skymethod=METHOD, progress=progress)
         enter("table")
         table = coll.to_table(result)

@@ -391,12 +391,23 @@ def test_forked_workers_take_an_images_sides_together_as_a_serial_run(monkeypatc
     assert _fair([5, 5, 10], 2) and not _fair([5, 5, 11], 2) and _fair([], 2)
 
 
-def test_an_idle_core_is_judged_by_the_load_average(monkeypatch):
+def test_an_idle_core_is_judged_by_the_load_average_and_else_by_the_tasks_running_now(monkeypatch):
     monkeypatch.setattr(_execute.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_execute, "_running_now", lambda: 2.0)
     monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.2, 3.0, 3.0))
     assert _execute._idle_core()
     monkeypatch.setattr(_execute.os, "getloadavg", lambda: (1.6, 0.5, 0.5))
+    assert not _execute._idle_core()  # another task runs beside this one now too
+    # the average lags: this process's own last minute of work counts in it
+    monkeypatch.setattr(_execute, "_running_now", lambda: 1.2)
+    assert _execute._idle_core()
+    monkeypatch.setattr(_execute, "_running_now", lambda: None)  # no /proc/loadavg
     assert not _execute._idle_core()
+
+
+@linux_only
+def test_the_tasks_running_now_count_this_one():
+    assert 1.0 <= _execute._running_now() < 64
 
 
 @linux_only

@@ -93,10 +93,13 @@ FORK_FROM = 40_000_000
 #: 5e6: 0.051 / 0.057 against 0.058 / 0.070 s) and 2 x 2 of 2048 x 2048 (12, 7e6).  (Pairs
 #: of pixel differences are not counted: batched, their fixed costs are small.)
 SET_PIXELS = 200_000
-#: ... and while a core is idle: the load average (1 min) below the cores less this.  On a
-#: busy machine a forked worker waits for a core and its copy-on-write faults are pure loss
-#: (N = 64, load ~5 on 2 cores: 0.78 s against 0.40 s serially, best of 15).
+#: ... and while a core is idle: the load average (1 min) below the cores less this, or the
+#: tasks running now (`_running_now`) fewer than that.  On a busy machine a forked worker
+#: waits for a core and its copy-on-write faults are pure loss (N = 64, load ~5 on 2 cores:
+#: 0.78 s against 0.40 s serially, best of 15).
 FORK_IDLE = 0.5
+#: `_running_now`: reads of the kernel's count of runnable tasks, and the pause between two.
+RUNNING_SAMPLES, RUNNING_PAUSE = 10, 0.0005
 #: Pixels of pixel-difference tasks on images in memory from which "auto" forks worker
 #: processes for them (when forking is safe and a core is idle): forked workers beat threads
 #: at every bench size, with the same bits (2026-12-03, load 0.6-0.9, wall min / median of 4,
@@ -508,14 +511,40 @@ def _counted(function, *args):
 def _idle_core() -> bool:
     """Whether the machine seems to have a core to spare.
 
-    The load average (1 min) is below the cores this process may use less `FORK_IDLE`.
+    The load average (1 min) is below the cores this process may use less `FORK_IDLE`, or,
+    when it is not, the tasks running now (`_running_now`, this one included) are.  The
+    average lags a minute behind, and a run that kept one core busy is itself ~1 of it: on 2
+    cores, with a background load of 0.3-0.6, the copies after 1,000 JWST files never forked
+    (88.6 s instead of ~50), nor did the reading and geometry just after they were written.
     """
     try:
         cores = len(os.sched_getaffinity(0))
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return False
-    return load < cores - FORK_IDLE
+    if load < cores - FORK_IDLE:
+        return True
+    running = _running_now()
+    return running is not None and running < cores - FORK_IDLE
+
+
+def _running_now() -> float | None:
+    """Tasks (threads) running or ready to run on the machine now, this one included.
+
+    The mean of `RUNNING_SAMPLES` reads of the kernel's count (``/proc/loadavg``, its fourth
+    field: ``running/total``), `RUNNING_PAUSE` seconds apart (~5 ms in all).  None where
+    there is no such file (not Linux).
+    """
+    counts = []
+    try:
+        for k in range(RUNNING_SAMPLES):
+            if k:
+                time.sleep(RUNNING_PAUSE)
+            with open("/proc/loadavg", "rb") as f:
+                counts.append(int(f.read().split()[3].split(b"/")[0]))
+    except (OSError, IndexError, ValueError):
+        return None
+    return sum(counts) / len(counts)
 
 
 def fork_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> int:

@@ -119,20 +119,27 @@ class Sampler:
     (`skymatch_nb_ui.engine._fork.fork_safe`), and the runs measured would not be the
     command's.  The sampling process is started fresh (spawn), shares the current stage and
     the peaks with this one, and leaves itself out of the tree it measures; the end of each
-    stage is sampled here, when the next one begins.
+    stage is sampled here, when the next one begins.  A sample reads the kernel's page
+    counts of every process (5-20 ms for a process of ~1 GB): every 0.1 s, so that "auto",
+    which forks only while fewer than ~1.5 tasks run (`engine._execute._idle_core`), sees
+    it running as rarely as it can.
     """
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._stage = context.Value("i", 0, lock=False)
         self._peaks = context.Array("d", len(SAMPLED), lock=False)
         self._stop = context.Event()
+        ready = context.Event()
         self._process = context.Process(
-            target=_sample, args=(os.getpid(), self._stage, self._peaks, self._stop, interval),
+            target=_sample, args=(os.getpid(), self._stage, self._peaks, self._stop, interval, ready),
             daemon=True)
         self._process.start()
+        # its start-up (a new interpreter) is over before the run begins: "auto" would see
+        # two tasks running and not fork the reading
+        ready.wait(60)
 
     @property
     def peak(self) -> dict[str, float]:
@@ -170,14 +177,15 @@ def _tree_pss(pid: int, leave_out: int | None) -> float | None:
     return total
 
 
-def _sample(pid: int, stage, peaks, stop, interval: float) -> None:
-    """The sampling process's loop (`Sampler`)."""
+def _sample(pid: int, stage, peaks, stop, interval: float, ready) -> None:
+    """The sampling process's loop (`Sampler`); ``ready`` is set after its first sample."""
     while not stop.is_set():
         total = _tree_pss(pid, os.getpid())
         if total is None:
             return
         k = stage.value
         peaks[k] = max(peaks[k], total)
+        ready.set()
         stop.wait(interval)
 
 

@@ -99,7 +99,7 @@ SET_PIXELS = 200_000
 #: 0.78 s against 0.40 s serially, best of 15).
 FORK_IDLE = 0.5
 #: `_running_now`: reads of the kernel's count of runnable tasks, and the pause between two.
-RUNNING_SAMPLES, RUNNING_PAUSE = 10, 0.0005
+RUNNING_SAMPLES, RUNNING_PAUSE = 10, 0.001
 #: Pixels of pixel-difference tasks on images in memory from which "auto" forks worker
 #: processes for them (when forking is safe and a core is idle): forked workers beat threads
 #: at every bench size, with the same bits (2026-12-03, load 0.6-0.9, wall min / median of 4,
@@ -532,7 +532,7 @@ def _running_now() -> float | None:
     """Tasks (threads) running or ready to run on the machine now, this one included.
 
     The mean of `RUNNING_SAMPLES` reads of the kernel's count (``/proc/loadavg``, its fourth
-    field: ``running/total``), `RUNNING_PAUSE` seconds apart (~5 ms in all).  None where
+    field: ``running/total``), `RUNNING_PAUSE` seconds apart (~10 ms in all).  None where
     there is no such file (not Linux).
     """
     counts = []

@@ -233,8 +233,11 @@ def _read_forked(inputs: list, ext, dq_ext, processes: int) -> list:
         found[k] = value
 
     try:
+        # the first file here, before the fork: the worker inherits what reading it imported
+        # and cached (stdatamodels, asdf's schemas and converters: ~1.5 s for a JWST file)
+        keep(0, read(0))
         # (the collector keeps running: reading a JWST file through asdf leaves cycles)
-        fork_map(read, [(k,) for k in range(len(inputs))], range(len(inputs)), processes,
+        fork_map(read, [(k,) for k in range(len(inputs))], range(1, len(inputs)), processes,
                  on_result=keep, check=lambda: None, pause_gc=False)
     except Exception:
         reap()

@@ -926,3 +926,45 @@ def test_a_forked_read_raises_the_warnings_and_the_first_error_of_a_serial_read(
     expected = f"cannot read FITS file {name}"
     assert found["errors"] == {"serial": expected, "processes": expected}
     assert found["left"] == 0
+
+
+@linux_only
+def test_where_it_cannot_fork_many_files_with_a_gwcs_are_read_by_the_pool_as_by_one_process(
+        files_of_every_kind, tmp_path):
+    # a thread runs, as in a Jupyter kernel: no fork, but the pool's worker processes read
+    # the files after the first (a JWST file: a gwcs), every record as a serial read's, and
+    # a file that cannot be read is named as one process would name it
+    first = [p for p in files_of_every_kind if p.name.startswith("jw")]
+    paths = [str(p) for p in first + [p for p in files_of_every_kind if p not in first]]
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"SIMPLE  =                    T" + b" " * 50 + b"garbage" * 400)
+    found = run_fresh(prelude=READ_PRELUDE, code=f"""
+        import threading
+        from skymatch_nb_ui.engine import _execute
+        from skymatch_nb_ui.io import _open
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        paths = {paths!r}
+        pools = []
+        original_pool = _execute._process_pool
+        def counted_pool(workers):
+            pools.append(workers)
+            return original_pool(workers)
+        _execute._process_pool = counted_pool
+        _open.READ_POOL_FROM = 4
+        serial = io.open_images(paths)
+        pooled = io.open_images(paths, scheduler="processes", workers=2)
+        plain = io.open_images(paths[{len(first)}:], scheduler="processes", workers=2)
+        errors = []
+        for scheduler in ("serial", "processes"):
+            try:
+                io.open_images(paths[:6] + [{str(broken)!r}] + paths[6:], scheduler=scheduler, workers=2)
+            except (OSError, ValueError) as error:
+                errors.append(str(error))
+        print(json.dumps(dict(pools=pools, forks=len(forks), same=same(serial, pooled),
+                              count=len(pooled), errors=errors,
+                              plain=same(serial[{len(first)}:], plain))))
+    """)
+    assert found["forks"] == 0 and found["pools"] == [2, 2]  # not for files without a gwcs
+    assert found["same"] and found["plain"] and found["count"] == len(paths) + 8
+    assert len(found["errors"]) == 2 and found["errors"][0] == found["errors"][1]
+    assert "broken.fits" in found["errors"][0]

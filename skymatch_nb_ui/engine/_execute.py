@@ -566,6 +566,24 @@ def fork_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> in
     return min(workers, tasks)
 
 
+def pool_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> int:
+    """Worker processes of the pool for file tasks where forking is not safe: 1 or more.
+
+    Where `fork_workers` cannot fork (a Jupyter kernel runs other threads), the pool's
+    worker processes (started from a fork server, `_process_pool`) can take file tasks: more
+    than 1 with ``scheduler`` "auto" or "processes", more than one worker, at least
+    ``minimum`` tasks and, for "auto", a core idle.  Its workers start in a few seconds (a
+    new interpreter each, which imports what the tasks need), so the callers ask for much
+    work.
+    """
+    workers = default_workers() if workers is None else workers
+    if not isinstance(scheduler, str) or scheduler not in ("auto", "processes"):
+        return 1
+    if workers < 2 or tasks < minimum or (scheduler == "auto" and not _idle_core()):
+        return 1
+    return min(workers, tasks)
+
+
 def _can_fork() -> bool:
     """Whether worker processes may be forked now (`_fork.fork_safe`).
 

@@ -40,7 +40,15 @@ from ._fits import (
     write_fits_copy,
     write_fits_file,
 )
-from ._open import READ_FORK_FROM, check_copy, input_kind, open_images, read_association, write_copy
+from ._open import (
+    READ_FORK_FROM,
+    READ_POOL_FROM,
+    check_copy,
+    input_kind,
+    open_images,
+    read_association,
+    write_copy,
+)
 from ._temp import probe_writable, remove_leftovers
 from .jwst import ApproximateWCSWarning
 from .roman import RomanImage, open_roman_image
@@ -50,6 +58,7 @@ __all__ = [
     "JWST_DQ_FLAGS",
     "PLANE_COMMENTS",
     "READ_FORK_FROM",
+    "READ_POOL_FROM",
     "ROMAN_DQ_FLAGS",
     "ApproximateWCSWarning",
     "FitsImage",

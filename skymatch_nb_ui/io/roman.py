@@ -20,6 +20,7 @@ compressed), and no file stays open.
 from __future__ import annotations
 
 import warnings
+from collections import UserList
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,11 +170,15 @@ def open_roman_image(path) -> RomanImage:
 
 
 def _tree(node):
-    """A roman_datamodels node as nested dicts and lists (WCS and arrays left out)."""
+    """A roman_datamodels node as nested dicts and lists (WCS and arrays left out).
+
+    Sequences of any kind become lists: asdf's lazy ``AsdfListNode`` (a ``UserList``, e.g.
+    ``exposure.read_pattern``) keeps a reference to the file's tree and does not pickle.
+    """
     if hasattr(node, "items") and callable(node.items):
         return {str(k): _tree(v) for k, v in node.items()
                 if k != "wcs" and not isinstance(v, np.ndarray)}
-    if isinstance(node, (list, tuple)):
+    if isinstance(node, (list, tuple, UserList)):
         return [_tree(v) for v in node]
     return node
 

@@ -40,6 +40,10 @@ __all__ = ["ImageCollection"]
 
 #: `ImageCollection.write_copies` forks workers from this many files (`_copy_workers`).
 COPY_FORK_FROM = 8
+#: ... and where it cannot fork (a Jupyter kernel), sends JWST and Roman files to the pool's
+#: worker processes from this many (`_copy_pool_workers`; ~90 ms a file, ~2-3 s for the pool
+#: to start).
+COPY_POOL_FROM = 64
 
 #: Per-image metadata columns of ``ImageCollection.table`` taken from FITS headers.
 META_COLUMNS = ("bunit", "exptime", "filter", "detector", "exposure", "instrument", "date_obs")
@@ -784,7 +788,16 @@ class ImageCollection:
 
         bar = iter(progress(items) if progress is not None else items)
         workers = self._copy_workers(len(items))  # (after the bar: it may start a thread)
-        if workers == 1:
+        pooled = 1 if workers > 1 else self._copy_pool_workers(items)
+        if pooled > 1:  # each file by one of the pool's worker processes
+            arguments = []
+            for members, target in items:
+                planes = [tuple(_slopes(result, i).values()) for i in members] if plane else None
+                arguments.append(([self._sources[i].image for i in members], target,
+                                  [float(sky[i]) for i in members], [bool(valid[i]) for i in members],
+                                  planes))
+            _write_pooled(arguments, options, pooled, bar, directory)
+        elif workers == 1:
             for k, _ in enumerate(bar):
                 write(k)
         else:  # each file by one of `workers` processes (this one and forked ones)
@@ -817,6 +830,23 @@ class ImageCollection:
         from .engine import _execute
 
         return _execute.fork_workers(self.scheduler, self.workers, files, COPY_FORK_FROM)
+
+    def _copy_pool_workers(self, items: list) -> int:
+        """The pool's workers that write `write_copies`' files where forking is not safe: 1 or more.
+
+        Only for files written through their pipeline's library (JWST with a gwcs, Roman:
+        ~90 ms a file through ``stdatamodels`` or ``roman_datamodels``), from
+        `COPY_POOL_FROM` files (`_execute.pool_workers`: the pool's workers take a few
+        seconds to start); FITS files are written faster than a pool's task travels.
+        """
+        from .engine import _execute
+
+        for members, _ in items:
+            image = self._sources[members[0]].image
+            if image is None or image.kind not in ("jwst", "roman") \
+                    or not type(image.wcs).__module__.startswith("gwcs"):
+                return 1
+        return _execute.pool_workers(self.scheduler, self.workers, len(items), COPY_POOL_FROM)
 
     def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
                    overwrite: bool = False, progress=None) -> list[Path]:
@@ -1108,3 +1138,37 @@ def _table_html(coll: ImageCollection) -> str:
         f"{_HTML_STYLE}<div><div>{caption}</div><table class='smnb-table'><thead><tr>{head}</tr>"
         f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+def _write_pooled(arguments: list, options: dict, workers: int, bar, directory: Path) -> None:
+    """`io.write_copy` of each file by the pool's worker processes, in order, the bar advanced.
+
+    On an error the files not started are not written, those being written are finished
+    (each is atomic), what a dead worker left half-written is removed, and the error of the
+    first failing file in order is raised.
+    """
+    from concurrent.futures import wait
+
+    from . import io
+    from .engine._execute import _main_not_rerun, _process_pool
+
+    pool = _process_pool(workers)
+    futures = []
+    next(bar, None)  # (a tqdm bar counts an item done when the next one is taken)
+    try:
+        with _main_not_rerun():  # the pool starts its workers as tasks come
+            for images, target, skies, valid, planes in arguments:
+                futures.append(pool.submit(io.write_copy, images, target, skies=skies, valid=valid,
+                                           planes=planes, **options))
+        for future in futures:
+            future.result()
+            next(bar, None)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        io.remove_leftovers(directory)
+        raise
+    for _ in bar:
+        pass
+

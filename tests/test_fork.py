@@ -866,6 +866,9 @@ def test_many_files_are_read_by_forked_workers_with_the_records_of_a_serial_read
         forked = io.open_images(paths, scheduler="processes", workers=2)
         forks_read = len(forks)
         coll = ImageCollection.from_files(paths, scheduler="processes", workers=2)
+        import pickle
+        from skymatch_nb_ui.io._fits import portable
+        sent = [pickle.loads(pickle.dumps(portable(r))) for r in serial]  # none falls back here
         print(json.dumps(dict(forks=forks_read, same=same(serial, forked), count=len(serial),
                               kinds=sorted({{r.kind for r in forked}}),
                               tables=sum(r.wcs.cpdis1 is not None for r in forked if r.kind == "hst"),
@@ -968,3 +971,57 @@ def test_where_it_cannot_fork_many_files_with_a_gwcs_are_read_by_the_pool_as_by_
     assert found["same"] and found["plain"] and found["count"] == len(paths) + 8
     assert len(found["errors"]) == 2 and found["errors"][0] == found["errors"][1]
     assert "broken.fits" in found["errors"][0]
+
+
+@linux_only
+def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_by_one_process(
+        files_of_every_kind, tmp_path):
+    # a thread runs, as in a Jupyter kernel: the copies of files written through their
+    # pipeline's library go to the pool's worker processes, each one the copy one process
+    # writes (data and the recorded sky), the progress bar to the end
+    paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
+    found = run_fresh(prelude=READ_PRELUDE, code=f"""
+        import threading
+        import asdf
+        from astropy.io import fits
+        from skymatch_nb_ui import ImageCollection, collection
+        from skymatch_nb_ui.engine import _execute
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        pools = []
+        original_pool = _execute._process_pool
+        def counted_pool(workers):
+            pools.append(workers)
+            return original_pool(workers)
+        _execute._process_pool = counted_pool
+        collection.COPY_POOL_FROM = 2
+        folder = Path({str(tmp_path)!r})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (JWST's and Roman's units differ)
+            coll = ImageCollection.from_files({paths!r}, scheduler="serial", workers=1)
+            result = coll.skymatch()
+        coll.write_copies(folder / "one", result)
+        coll.scheduler, coll.workers = "processes", 2
+        taken = []
+        def progress(items):
+            for item in items:
+                taken.append(item)
+                yield item
+        written = coll.write_copies(folder / "two", result, progress=progress)
+
+        def content(path):
+            if path.suffix == ".asdf":
+                with asdf.open(path) as f:
+                    return np.array(f["roman"]["data"]), repr(dict(f["roman"]["meta"]["background"]))
+            with fits.open(path) as hdul:
+                keys = [hdul[0].header.get(k) for k in ("BKGLEVEL", "BKGSUB", "BKGMETH", "S_SKYMAT")]
+                return np.array(hdul["SCI"].data), repr(keys)
+        same = []
+        for path in written:
+            (a, keys_a), (b, keys_b) = content(path), content(folder / "one" / path.name)
+            same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
+        names = sorted(os.listdir(folder / "two")) == sorted(os.listdir(folder / "one"))
+        print(json.dumps(dict(pools=pools, forks=len(forks), same=same, taken=len(taken), names=names)))
+    """)
+    assert found["forks"] == 0 and found["pools"] == [2]
+    assert len(found["same"]) == len(paths) == found["taken"] and all(found["same"])
+    assert found["names"]  # and no temporary file left

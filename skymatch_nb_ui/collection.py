@@ -238,9 +238,10 @@ class ImageCollection:
             The collection's `scheduler` and `workers` (default: "auto" and the cores, at
             most 4), which the reading follows too: with "auto" or "processes", many files
             (`skymatch_nb_ui.io.READ_FORK_FROM`) are read by forked worker processes beside
-            this one where forking is safe (a script or the command line, not a Jupyter
-            kernel), with the records, WCS and warnings of a serial read
-            (`skymatch_nb_ui.io.open_images`).
+            this one where forking is safe (a script or the command line), and many files
+            with a gwcs (JWST, Roman; `skymatch_nb_ui.io.READ_POOL_FROM`) by the pool's
+            worker processes where it is not (a Jupyter kernel), with the records, WCS and
+            warnings of a serial read (`skymatch_nb_ui.io.open_images`).
 
         Raises
         ------
@@ -731,8 +732,10 @@ class ImageCollection:
         checked before anything is written (existing files are refused unless
         ``overwrite=True``); each file is written atomically.  With `scheduler` "auto" or
         "processes" and `workers` > 1, many files are written by forked worker processes
-        beside this one where forking is safe (a script or the command line, not a Jupyter
-        kernel); an error in one stops the others and removes what they were writing.
+        beside this one where forking is safe (a script or the command line), and many JWST
+        and Roman files (`COPY_POOL_FROM`) by the pool's worker processes where it is not (a
+        Jupyter kernel); an error in one stops the others and removes what they were
+        writing.
 
         Parameters
         ----------

@@ -931,6 +931,22 @@ def test_a_forked_read_raises_the_warnings_and_the_first_error_of_a_serial_read(
     assert found["left"] == 0
 
 
+#: ... as in a Jupyter kernel, where another thread runs (no fork); ``pools`` lists the
+#: workers of each `_execute._process_pool` asked for.
+KERNEL_PRELUDE = """
+import threading
+from skymatch_nb_ui.engine import _execute
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+pools = []
+original_pool = _execute._process_pool
+def counted_pool(workers):
+    pools.append(workers)
+    return original_pool(workers)
+_execute._process_pool = counted_pool
+"""
+
+
 @linux_only
 def test_where_it_cannot_fork_many_files_with_a_gwcs_are_read_by_the_pool_as_by_one_process(
         files_of_every_kind, tmp_path):
@@ -941,18 +957,9 @@ def test_where_it_cannot_fork_many_files_with_a_gwcs_are_read_by_the_pool_as_by_
     paths = [str(p) for p in first + [p for p in files_of_every_kind if p not in first]]
     broken = tmp_path / "broken.fits"
     broken.write_bytes(b"SIMPLE  =                    T" + b" " * 50 + b"garbage" * 400)
-    found = run_fresh(prelude=READ_PRELUDE, code=f"""
-        import threading
-        from skymatch_nb_ui.engine import _execute
+    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
         from skymatch_nb_ui.io import _open
-        threading.Thread(target=threading.Event().wait, daemon=True).start()
         paths = {paths!r}
-        pools = []
-        original_pool = _execute._process_pool
-        def counted_pool(workers):
-            pools.append(workers)
-            return original_pool(workers)
-        _execute._process_pool = counted_pool
         _open.READ_POOL_FROM = 4
         serial = io.open_images(paths)
         pooled = io.open_images(paths, scheduler="processes", workers=2)
@@ -980,19 +987,10 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
     # pipeline's library go to the pool's worker processes, each one the copy one process
     # writes (data and the recorded sky), the progress bar to the end
     paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
-    found = run_fresh(prelude=READ_PRELUDE, code=f"""
-        import threading
+    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
         import asdf
         from astropy.io import fits
         from skymatch_nb_ui import ImageCollection, collection
-        from skymatch_nb_ui.engine import _execute
-        threading.Thread(target=threading.Event().wait, daemon=True).start()
-        pools = []
-        original_pool = _execute._process_pool
-        def counted_pool(workers):
-            pools.append(workers)
-            return original_pool(workers)
-        _execute._process_pool = counted_pool
         collection.COPY_POOL_FROM = 2
         folder = Path({str(tmp_path)!r})
         with warnings.catch_warnings():

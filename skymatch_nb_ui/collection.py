@@ -776,30 +776,28 @@ class ImageCollection:
         items = [(members, target) for members, target in plan]
         options = dict(method=method, subtract=subtract, overwrite=overwrite)
 
-        def write(k: int) -> None:
+        def copy_of(k: int) -> tuple:
+            """File ``k``'s images, target, skies, validity and planes (None: constants)."""
             members, target = items[k]
             planes = [tuple(_slopes(result, i).values()) for i in members] if plane else None
-            first = self._sources[members[0]]
-            if first.image is not None:
-                io.write_copy([self._sources[i].image for i in members], target,
-                              skies=[float(sky[i]) for i in members],
-                              valid=[bool(valid[i]) for i in members], planes=planes, **options)
+            return ([self._sources[i].image for i in members], target,
+                    [float(sky[i]) for i in members], [bool(valid[i]) for i in members], planes)
+
+        def write(k: int) -> None:
+            images, target, skies, valids, planes = copy_of(k)
+            if images[0] is not None:
+                io.write_copy(images, target, skies=skies, valid=valids, planes=planes, **options)
             else:
+                first = self._sources[items[k][0][0]]
                 io.write_array_fits(target, np.asarray(first.load_data()), first.wcs,
-                                    sky=float(sky[members[0]]), valid=bool(valid[members[0]]),
+                                    sky=skies[0], valid=valids[0],
                                     plane=planes[0] if planes else None, **options)
 
         bar = iter(progress(items) if progress is not None else items)
         workers = self._copy_workers(len(items))  # (after the bar: it may start a thread)
         pooled = 1 if workers > 1 else self._copy_pool_workers(items)
         if pooled > 1:  # each file by one of the pool's worker processes
-            arguments = []
-            for members, target in items:
-                planes = [tuple(_slopes(result, i).values()) for i in members] if plane else None
-                arguments.append(([self._sources[i].image for i in members], target,
-                                  [float(sky[i]) for i in members], [bool(valid[i]) for i in members],
-                                  planes))
-            _write_pooled(arguments, options, pooled, bar, directory)
+            _write_pooled([copy_of(k) for k in range(len(items))], options, pooled, bar, directory)
         elif workers == 1:
             for k, _ in enumerate(bar):
                 write(k)

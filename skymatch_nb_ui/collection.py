@@ -41,8 +41,8 @@ __all__ = ["ImageCollection"]
 #: `ImageCollection.write_copies` forks workers from this many files (`_copy_workers`).
 COPY_FORK_FROM = 8
 #: ... and where it cannot fork (a Jupyter kernel), sends JWST and Roman files to the pool's
-#: worker processes from this many (`_copy_pool_workers`; ~90 ms a file, ~2-3 s for the pool
-#: to start).
+#: worker processes from this many (`_copy_workers`; ~90 ms a file, ~2-3 s for the pool to
+#: start).
 COPY_POOL_FROM = 64
 
 #: Per-image metadata columns of ``ImageCollection.table`` taken from FITS headers.
@@ -794,17 +794,18 @@ class ImageCollection:
                                     plane=planes[0] if planes else None, **options)
 
         bar = iter(progress(items) if progress is not None else items)
-        workers = self._copy_workers(len(items))  # (after the bar: it may start a thread)
-        pooled = 1 if workers > 1 else self._copy_pool_workers(items)
-        if pooled > 1:  # each file by one of the pool's worker processes
-            _write_pooled([copy_of(k) for k in range(len(items))], options, pooled, bar, directory)
-        elif workers == 1:
+        workers, pooled = self._copy_workers(items)  # (after the bar: it may start a thread)
+        if workers == pooled == 1:
             for k, _ in enumerate(bar):
                 write(k)
+            return [target for _, target in plan]
+        next(bar, None)  # (a tqdm bar counts an item done when the next one is taken)
+        if pooled > 1:  # each file by one of the pool's worker processes
+            _write_pooled([copy_of(k) for k in range(len(items))], options, pooled,
+                          lambda: next(bar, None), directory)
         else:  # each file by one of `workers` processes (this one and forked ones)
             from .engine._fork import fork_map
 
-            next(bar, None)  # (a tqdm bar counts an item done when the next one is taken)
             try:
                 # (the collector keeps running: a JWST copy leaves cycles of models behind,
                 # and with it paused 1,000 JWST copies peaked at 2.8 GB instead of ~1.1)
@@ -817,37 +818,28 @@ class ImageCollection:
                 reap()
                 io.remove_leftovers(directory)
                 raise
-            for _ in bar:
-                pass
+        for _ in bar:
+            pass
         return [target for _, target in plan]
 
-    def _copy_workers(self, files: int) -> int:
-        """Processes that write `write_copies`' files: 1, or forked workers beside this one.
+    def _copy_workers(self, items: list) -> tuple[int, int]:
+        """Who writes `write_copies`' files: (forked processes, the pool's workers), 1 for none.
 
         Each copy is read, changed and written by itself (~2-3 ms for a small FITS file, ~90 ms
-        for a JWST file through ``stdatamodels``): `_execute.fork_workers`, from
-        `COPY_FORK_FROM` files.
+        for a JWST file through ``stdatamodels``): forked workers beside this one from
+        `COPY_FORK_FROM` files (`_execute.file_workers`); where forking is not safe, the
+        pool's workers from `COPY_POOL_FROM` files written through their pipeline's library
+        (`io.written_by_library`: JWST with a gwcs, Roman), whose workers take a few seconds
+        to start; a FITS copy is written faster than a pool's task travels.
         """
-        from .engine import _execute
+        from . import io
+        from .engine._execute import file_workers
 
-        return _execute.fork_workers(self.scheduler, self.workers, files, COPY_FORK_FROM)
-
-    def _copy_pool_workers(self, items: list) -> int:
-        """The pool's workers that write `write_copies`' files where forking is not safe: 1 or more.
-
-        Only for files written through their pipeline's library (JWST with a gwcs, Roman:
-        ~90 ms a file through ``stdatamodels`` or ``roman_datamodels``), from
-        `COPY_POOL_FROM` files (`_execute.pool_workers`: the pool's workers take a few
-        seconds to start); FITS files are written faster than a pool's task travels.
-        """
-        from .engine import _execute
-
-        for members, _ in items:
-            image = self._sources[members[0]].image
-            if image is None or image.kind not in ("jwst", "roman") \
-                    or not type(image.wcs).__module__.startswith("gwcs"):
-                return 1
-        return _execute.pool_workers(self.scheduler, self.workers, len(items), COPY_POOL_FROM)
+        forked = file_workers(self.scheduler, self.workers, len(items), COPY_FORK_FROM, fork=True)
+        images = [[self._sources[i].image for i in members] for members, _ in items]
+        if forked > 1 or not all(None not in file and io.written_by_library(file) for file in images):
+            return forked, 1
+        return 1, file_workers(self.scheduler, self.workers, len(items), COPY_POOL_FROM, fork=False)
 
     def write_fits(self, directory, result: xr.Dataset | None = None, *, subtract: bool = True,
                    overwrite: bool = False, progress=None) -> list[Path]:
@@ -1141,8 +1133,8 @@ def _table_html(coll: ImageCollection) -> str:
     )
 
 
-def _write_pooled(arguments: list, options: dict, workers: int, bar, directory: Path) -> None:
-    """`io.write_copy` of each file by the pool's worker processes, in order, the bar advanced.
+def _write_pooled(arguments: list, options: dict, workers: int, advance, directory: Path) -> None:
+    """`io.write_copy` of each file by the pool's worker processes, ``advance()`` after each.
 
     On an error the files not started are not written, those being written are finished
     (each is atomic), what a dead worker left half-written is removed, and the error of the
@@ -1155,7 +1147,6 @@ def _write_pooled(arguments: list, options: dict, workers: int, bar, directory: 
 
     pool = _process_pool(workers)
     futures = []
-    next(bar, None)  # (a tqdm bar counts an item done when the next one is taken)
     try:
         with _main_not_rerun():  # the pool starts its workers as tasks come
             for images, target, skies, valid, planes in arguments:
@@ -1163,13 +1154,11 @@ def _write_pooled(arguments: list, options: dict, workers: int, bar, directory: 
                                            planes=planes, **options))
         for future in futures:
             future.result()
-            next(bar, None)
+            advance()
     except BaseException:
         for future in futures:
             future.cancel()
         wait(futures)
         io.remove_leftovers(directory)
         raise
-    for _ in bar:
-        pass
 

@@ -624,6 +624,17 @@ def test_plane_maps_of_many_images_come_from_a_worker_beside_the_layout():
                                "same_maps": True, "same": True}, (name, found)
 
 
+#: For `run_fresh` scripts about copies: ``progress`` wraps the files written, ``taken``
+#: lists those it was asked for.
+PROGRESS = """
+taken = []
+def progress(items):
+    for item in items:
+        taken.append(item)
+        yield item
+"""
+
+
 def copies_prelude(folder) -> str:
     """For `run_fresh` scripts about copies: 12 FITS files in ``folder`` (``paths``), their
     collection ``coll``, ``solve(scheduler)`` to solve it (``result``), ``forks`` counting
@@ -664,7 +675,7 @@ def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tm
     # `write_copies`: each file by one of two processes, the files those of a serial write
     # (headers and data), every one written, no temporary file left, a progress bar to the
     # end, the collector running in every process (a JWST copy leaves cycles behind)
-    found = run_fresh(prelude=copies_prelude(tmp_path), code="""
+    found = run_fresh(prelude=copies_prelude(tmp_path) + PROGRESS, code="""
         import gc
         import skymatch_nb_ui.io as package_io
 
@@ -678,11 +689,6 @@ def test_copies_of_many_files_are_written_by_forked_workers_as_by_one_process(tm
                 log.write(f"{gc.isenabled()}\\n")
             return original_copy(*args, **kwargs)
         package_io.write_copy = spied
-        taken = []
-        def progress(items):
-            for item in items:
-                taken.append(item)
-                yield item
         written = coll.write_copies(folder / "two", result, progress=progress)
         same = []
         for path in written:
@@ -987,7 +993,7 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
     # pipeline's library go to the pool's worker processes, each one the copy one process
     # writes (data and the recorded sky), the progress bar to the end
     paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
-    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
+    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE + PROGRESS, code=f"""
         import asdf
         from astropy.io import fits
         from skymatch_nb_ui import ImageCollection, collection
@@ -999,11 +1005,6 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
             result = coll.skymatch()
         coll.write_copies(folder / "one", result)
         coll.scheduler, coll.workers = "processes", 2
-        taken = []
-        def progress(items):
-            for item in items:
-                taken.append(item)
-                yield item
         written = coll.write_copies(folder / "two", result, progress=progress)
 
         def content(path):

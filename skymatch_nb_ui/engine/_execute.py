@@ -547,39 +547,24 @@ def _running_now() -> float | None:
     return sum(counts) / len(counts)
 
 
-def fork_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> int:
-    """Processes for ``tasks`` file tasks (files read or written): 1, or forked workers too.
+def file_workers(scheduler, workers: int | None, tasks: int, minimum: int, *, fork: bool) -> int:
+    """Processes for ``tasks`` file tasks (files read or written): 1, or more.
 
     Each task reads or writes its own files and sends back a small record, so two processes
     do twice as many whatever the files hold, unlike the statistics' tasks (`Execution.kind`).
     More than 1 with ``scheduler`` "auto" or "processes", more than one worker (``workers``,
-    None: `default_workers`), at least ``minimum`` tasks, forking safe (`_fork.fork_safe`:
-    never in a Jupyter kernel, which runs other threads) and, for "auto", a core idle.
+    None: `default_workers`), at least ``minimum`` tasks and, for "auto", a core idle; with
+    ``fork``, forked workers beside this one, where forking is safe (`_fork.fork_safe`: never
+    in a Jupyter kernel, which runs other threads); else the pool's worker processes (started
+    from a fork server, `_process_pool`: safe in a kernel, but each a new interpreter that
+    takes a few seconds to import what the tasks need, so the callers ask for much work).
     """
     workers = default_workers() if workers is None else workers
     if not isinstance(scheduler, str) or scheduler not in ("auto", "processes"):
         return 1
-    if workers < 2 or tasks < minimum or not _can_fork():
+    if workers < 2 or tasks < minimum or (fork and not _can_fork()):
         return 1
     if scheduler == "auto" and not _idle_core():
-        return 1
-    return min(workers, tasks)
-
-
-def pool_workers(scheduler, workers: int | None, tasks: int, minimum: int) -> int:
-    """Worker processes of the pool for file tasks where forking is not safe: 1 or more.
-
-    Where `fork_workers` cannot fork (a Jupyter kernel runs other threads), the pool's
-    worker processes (started from a fork server, `_process_pool`) can take file tasks: more
-    than 1 with ``scheduler`` "auto" or "processes", more than one worker, at least
-    ``minimum`` tasks and, for "auto", a core idle.  Its workers start in a few seconds (a
-    new interpreter each, which imports what the tasks need), so the callers ask for much
-    work.
-    """
-    workers = default_workers() if workers is None else workers
-    if not isinstance(scheduler, str) or scheduler not in ("auto", "processes"):
-        return 1
-    if workers < 2 or tasks < minimum or (scheduler == "auto" and not _idle_core()):
         return 1
     return min(workers, tasks)
 

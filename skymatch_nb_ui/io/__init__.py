@@ -48,6 +48,7 @@ from ._open import (
     open_images,
     read_association,
     write_copy,
+    written_by_library,
 )
 from ._temp import probe_writable, remove_leftovers
 from .jwst import ApproximateWCSWarning
@@ -86,4 +87,5 @@ __all__ = [
     "write_copy",
     "write_fits_copy",
     "write_fits_file",
+    "written_by_library",
 ]

@@ -480,14 +480,25 @@ def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
         raise TypeError(f"dq_ext must be an extension name (str) or None; got {dq_ext!r}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
+    with _reading(path), fits.open(path, **_OPEN) as hdul:
+        found: dict = {}  # HDU index -> its WCS, when the search for a science HDU made it
+        indices = _science_indices(hdul, ext, path, every_chip, found)
+        images = [_open_chip(hdul, index, dq_ext, path, found.get(index)) for index in indices]
+        return _instrument(images, hdul)
+
+
+@contextmanager
+def _reading(path: Path):
+    """While the headers and WCS of ``path`` are read: warnings as `_quiet`.
+
+    astropy's fixes of WCS cards are silenced, and an error is raised naming the file
+    (corrupt files fail in many ways).
+    """
     try:
-        with _quiet(), fits.open(path, **_OPEN) as hdul:
+        with _quiet():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            found: dict = {}  # HDU index -> its WCS, when the search for a science HDU made it
-            indices = _science_indices(hdul, ext, path, every_chip, found)
-            images = [_open_chip(hdul, index, dq_ext, path, found.get(index)) for index in indices]
-            return _instrument(images, hdul)
-    except _READ_ERRORS as error:  # corrupt files fail in many ways; always name the file
+            yield
+    except _READ_ERRORS as error:
         if isinstance(error, (ValueError, OSError)) and str(path) in str(error):
             raise
         kind = OSError if isinstance(error, OSError) else ValueError
@@ -686,19 +697,12 @@ def settled(image):
     """
     if not isinstance(image, FitsImage) or not isinstance(image.wcs, _HeaderWCS):
         return image
-    try:
-        with _quiet():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            if image.wcs.file:
-                with fits.open(image.path, **_OPEN) as hdul:
-                    wcs = _celestial_wcs(image.header, hdul, image.ext, image.path)
-            else:
-                wcs = _celestial_wcs(image.header, None, image.ext, image.path)
-    except _READ_ERRORS as error:  # (the file changed since the worker read it)
-        if isinstance(error, (ValueError, OSError)) and str(image.path) in str(error):
-            raise
-        kind = OSError if isinstance(error, OSError) else ValueError
-        raise kind(f"cannot read FITS file {str(image.path)!r}: {error}") from error
+    with _reading(image.path):  # (the file may have changed since the worker read it)
+        if image.wcs.file:
+            with fits.open(image.path, **_OPEN) as hdul:
+                wcs = _celestial_wcs(image.header, hdul, image.ext, image.path)
+        else:
+            wcs = _celestial_wcs(image.header, None, image.ext, image.path)
     wcs.pixel_shape = image.shape[::-1]
     return replace(image, wcs=wcs)
 

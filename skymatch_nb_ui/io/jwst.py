@@ -148,6 +148,7 @@ def approximation_warning(images: list) -> str:
 
 
 def _is_gwcs(wcs) -> bool:
+    """Whether ``wcs`` is a gwcs (without importing gwcs), as JWST and Roman files bring."""
     return type(wcs).__module__.startswith("gwcs")
 
 

@@ -32,6 +32,7 @@ from .engine._validate import check_wcs
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
 from .engine.loaders import RecordLoader
+from .engine.packed import live
 
 if TYPE_CHECKING:
     from .io import FitsImage, RomanImage
@@ -67,6 +68,24 @@ class _Source:
 
     def load_mask(self) -> np.ndarray | None:
         return self.loader.mask()
+
+
+class _MadeWCS(Sequence):
+    """The images' WCS, packed ones made as they are asked for (`ImageCollection.wcs`)."""
+
+    def __init__(self, kept: list):
+        self._kept = kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [live(w) for w in self._kept[k]]
+        return live(self._kept[k])
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} WCS>"
 
 
 @dataclass(frozen=True, eq=False)
@@ -315,8 +334,18 @@ class ImageCollection:
         return self._names
 
     @property
-    def wcs(self) -> list:
-        """The WCS of each image."""
+    def wcs(self) -> Sequence:
+        """The WCS of each image (a sequence: ``coll.wcs[k]``, ``list(coll.wcs)``).
+
+        The gwcs of JWST and Roman files are kept packed (`~.engine.packed.PackedWCS`) and made
+        as they are asked for: ``coll.wcs[k]`` makes one (~1.5 ms), a list of all makes
+        them all (~380 KB each for a NIRCam detector).  A made gwcs is shared with the engine
+        while it stays made: ``copy.deepcopy(coll.wcs[k])`` for one to change.
+        """
+        return _MadeWCS([s.wcs for s in self._sources])
+
+    def _kept_wcs(self) -> list:
+        """The WCS as kept (packed or not), for the engine."""
         return [s.wcs for s in self._sources]
 
     def data(self, image) -> np.ndarray:
@@ -347,7 +376,7 @@ class ImageCollection:
         """
         if self._footprints is None:
             lon, lat = [], []
-            adapters = check_wcs(self.wcs, len(self))  # in one frame, as the engine sees them
+            adapters = check_wcs(self._kept_wcs(), len(self))  # in one frame, as the engine sees them
             for s, adapter in zip(self._sources, adapters):
                 fp = footprint(adapter, s.shape)
                 x, y = fp.lonlat
@@ -492,7 +521,7 @@ class ImageCollection:
         that need them, one image at a time.
         """
         if self._matcher is None:
-            self._matcher = SkyMatcher([s.loader for s in self._sources], self.wcs)
+            self._matcher = SkyMatcher([s.loader for s in self._sources], self._kept_wcs())
         return self._matcher
 
     @property

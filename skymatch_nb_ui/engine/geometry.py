@@ -30,6 +30,8 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .packed import PackedWCS
+
 __all__ = [
     "CelestialWCS",
     "Footprint",
@@ -126,17 +128,11 @@ class CelestialWCS:
         inverts numerically).  A WCS is not expected to change under a run (its geometry is
         cached too).
         """
+        if isinstance(self.wcs, PackedWCS):  # kept with the made WCS, dropped with it
+            return self.wcs.derived(("steps", direction), lambda wcs: _gwcs_steps(wcs, direction))
         found = self._transforms.get(direction, False)
         if found is False:
-            try:
-                found = [step.transform for step in self.wcs.pipeline[:-1]]
-                if direction == "backward":
-                    found = [transform.inverse for transform in reversed(found)]
-                if not found or any(t is None or t.uses_quantity for t in found):
-                    found = None
-            except (NotImplementedError, AttributeError, TypeError):
-                found = None
-            self._transforms[direction] = found
+            found = self._transforms[direction] = _gwcs_steps(self.wcs, direction)
         return found
 
     def _through(self, direction: str, u, v):
@@ -188,6 +184,19 @@ class CelestialWCS:
         return np.asarray(x, float), np.asarray(y, float)
 
 
+def _gwcs_steps(wcs, direction: str):
+    """`CelestialWCS._steps` of the gwcs ``wcs``: its transforms in turn, or None."""
+    try:
+        found = [step.transform for step in wcs.pipeline[:-1]]
+        if direction == "backward":
+            found = [transform.inverse for transform in reversed(found)]
+        if not found or any(t is None or t.uses_quantity for t in found):
+            found = None
+    except (NotImplementedError, AttributeError, TypeError):
+        found = None
+    return found
+
+
 def _plain_fits(wcs) -> bool:
     """Whether ``wcs`` is an `astropy.wcs.WCS` without distortions (wcslib's transforms alone).
 
@@ -215,7 +224,9 @@ def _plain_fits(wcs) -> bool:
 
 
 def _is_gwcs(wcs) -> bool:
-    """Whether ``wcs`` is a ``gwcs.WCS`` (checked without importing gwcs when it is not)."""
+    """Whether ``wcs`` is a ``gwcs.WCS`` or one packed (gwcs imported only when it may be)."""
+    if isinstance(wcs, PackedWCS):
+        return wcs.is_gwcs
     if not type(wcs).__module__.startswith("gwcs"):
         return False
     from gwcs import WCS as GWCS

@@ -6,8 +6,9 @@ Input kinds (`open_images` tells them apart by their first bytes):
   ``SCI``, the first 2-D image with a celestial WCS.  WCS from the header with every
   distortion astropy reads (SIP, TPV, lookup tables).
 - **JWST** level-2 ``*_cal.fits`` (`jwst`): the exact gwcs of the ASDF extension (with
-  ``stdatamodels``: ``pip install skymatch-nb-ui[jwst]``), the pipeline's ``group_id``, the
-  step's DQ default; copies written as the JWST SkyMatchStep leaves its models.
+  ``stdatamodels``: ``pip install skymatch-nb-ui[jwst]``), kept packed (`PackedWCS`: ~14 KB a
+  detector instead of ~380 KB of objects), the pipeline's ``group_id``, the step's DQ
+  default; copies written as the JWST SkyMatchStep leaves its models.
 - **HST** ``*_flt.fits`` / ``*_flc.fits`` (`hst`): both chips, lookup-table distortions,
   one exposure per file; copies get ``MDRIZSKY`` in every chip.
 - **Roman** level-2 ASDF files (`roman`, with ``roman_datamodels``: ``pip install
@@ -20,6 +21,7 @@ written atomically through a recognisable temporary name (``.tmp-skymatch-...``)
 `remove_leftovers` can clear after a killed run.
 """
 
+from ..engine.packed import PackedWCS
 from . import hst, jwst, roman
 from ._fits import (
     BKG_COMMENTS,
@@ -64,6 +66,7 @@ __all__ = [
     "ApproximateWCSWarning",
     "FitsImage",
     "MixedUnitsWarning",
+    "PackedWCS",
     "RomanImage",
     "atomic_path",
     "check_copy",

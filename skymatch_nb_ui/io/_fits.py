@@ -251,10 +251,12 @@ class FitsImage:
         Index of the DQ HDU, None when the file has none (or DQ was disabled).
     shape : (int, int)
         (ny, nx), from the header.
-    wcs : astropy.wcs.WCS or gwcs.WCS
+    wcs : astropy.wcs.WCS or PackedWCS
         The celestial WCS of the science HDU, distortions (SIP, lookup tables) included; for
         JWST files the exact gwcs of the file's ASDF extension (when ``stdatamodels`` is
-        installed).
+        installed), packed (`~skymatch_nb_ui.engine.packed.PackedWCS`: ~14 KB instead of
+        ~380 KB of Python objects for a NIRCam detector); it behaves as the gwcs, and
+        ``wcs.unpack()`` gives a ``gwcs.WCS`` of one's own.
     header, primary_header : astropy.io.fits.Header
         The science and primary headers (the same for an image in the primary HDU): new
         copies, parsed from `header_text` and `primary_text` at each access, so that changing

@@ -17,12 +17,12 @@
 
 from __future__ import annotations
 
-import copy
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
 from ..engine.exceptions import SkyMatchWarning
+from ..engine.packed import collector_paused, packed_or_copy
+from ..engine.packed import is_gwcs as _is_gwcs
 
 __all__ = [
     "DEFAULT_DQBITS",
@@ -82,22 +82,10 @@ def _asdf_meta(hdul) -> dict | None:
 
     # stdatamodels attaches the file's arrays to the tree: unscaled memory maps cost nothing
     with fits.open(hdul.filename(), mode="denywrite", memmap=True, lazy_load_hdus=True,
-                   do_not_scale_image_data=True) as raw, asdf_in_fits.open(raw) as af:
+                   do_not_scale_image_data=True) as raw, collector_paused(), \
+            asdf_in_fits.open(raw) as af:
         meta = af.tree.get("meta", {})
-        return {"wcs": _detached(meta.get("wcs")), "group_id": meta.get("group_id")}
-
-
-def _detached(wcs):
-    """A copy of ``wcs`` that needs nothing of the file it was read from (which is closed next).
-
-    A pickle round trip takes ~4-6 ms for a NIRCam-like gwcs, ``copy.deepcopy`` ~7-8 ms (of
-    the ~25 ms that reading the ASDF extension takes); an object that does not pickle is
-    deep-copied.
-    """
-    try:
-        return pickle.loads(pickle.dumps(wcs, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:  # any pickling failure: the slower copy
-        return copy.deepcopy(wcs)
+        return {"wcs": packed_or_copy(meta.get("wcs")), "group_id": meta.get("group_id")}
 
 
 def _check_imaging(wcs, path: Path) -> None:
@@ -145,11 +133,6 @@ def approximation_warning(images: list) -> str:
         f"because {reason}: their header's SIP approximation is used instead (usually good "
         "to a fraction of a pixel)"
     )
-
-
-def _is_gwcs(wcs) -> bool:
-    """Whether ``wcs`` is a gwcs (without importing gwcs), as JWST and Roman files bring."""
-    return type(wcs).__module__.startswith("gwcs")
 
 
 def previously_subtracted(image) -> bool:

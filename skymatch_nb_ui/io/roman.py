@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.packed import collector_paused, packed_or_copy
+
 __all__ = ["DEFAULT_DQBITS", "RomanImage", "open_roman_image", "write_copy"]
 
 #: romancal's skymatch default: only DO_NOT_USE pixels are bad.
@@ -55,8 +57,10 @@ class RomanImage:
         The ASDF file.
     shape : (int, int)
         (ny, nx) of ``data``.
-    wcs : gwcs.WCS
-        ``meta.wcs``.
+    wcs : PackedWCS
+        ``meta.wcs``, packed (`~skymatch_nb_ui.engine.packed.PackedWCS`: ~14 KB instead of
+        ~380 KB of Python objects for a detector's gwcs); it behaves as the gwcs, and
+        ``wcs.unpack()`` gives a ``gwcs.WCS`` of one's own.
     header : dict
         The file's ``meta`` as plain data (no WCS), for `keyword` and callables of
         ``group_by``.
@@ -151,10 +155,10 @@ def open_roman_image(path) -> RomanImage:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
     try:
-        with warnings.catch_warnings(), rdm.open(path) as model:
+        with warnings.catch_warnings(), collector_paused(), rdm.open(path) as model:
             warnings.simplefilter("ignore")  # version-migration chatter of old files
             shape = tuple(int(n) for n in model.data.shape)
-            wcs = model.meta.wcs
+            wcs = packed_or_copy(model.meta.wcs)  # (while the file is open: lazy arrays)
             meta = _tree(model.meta)
             has_dq = "dq" in model
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:

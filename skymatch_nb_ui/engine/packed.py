@@ -35,9 +35,10 @@ from contextlib import contextmanager
 __all__ = ["CACHE_SIZE", "PackedWCS", "collector_paused", "is_gwcs", "live", "made_count", "packed_or_copy"]
 
 #: How many packed WCS stay made at once, all of the process's together (least recently used
-#: dropped first): ~440 KB each for a NIRCam-like gwcs with its inverse steps, ~450 MB at most.
-#: A mosaic of at most this many images makes each WCS once.
-CACHE_SIZE = 1024
+#: dropped first): ~440 KB each for a NIRCam-like gwcs with its inverse steps, ~900 MB at most.
+#: A mosaic of at most this many images makes each WCS once; a larger one makes each again at
+#: every stage that goes through all images (footprints, overlaps, pixel maps: ~5 a run).
+CACHE_SIZE = 2048
 
 _LOCK = threading.RLock()  # (re-entrant: a weakref callback may run while it is held)
 _MADE: OrderedDict = OrderedDict()  # id(packed) -> weakref to it, least recently used first

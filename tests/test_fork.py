@@ -522,6 +522,44 @@ def test_no_garbage_collection_while_forked_children_share_the_pages():
 
 
 @linux_only
+def test_a_collecting_child_leaves_the_objects_it_shares_with_this_process_alone():
+    # long tasks (written copies) collect their garbage: their collections must not visit what
+    # they inherited (writing to each object would copy every page shared with this process)
+    found = run_fresh("""
+        import gc, json, os, tempfile, time
+        from skymatch_nb_ui.engine._fork import fork_map
+
+        inherited = [[k] for k in range(200_000)]  # tracked objects made here
+        seen = {}
+        parent, marker = os.getpid(), tempfile.mktemp()
+
+        def task(k):
+            if os.getpid() != parent:
+                open(marker, "w").close()
+            garbage = [[] for _ in range(1000)]
+            for a, b in zip(garbage, garbage[1:]):
+                a.append(b)
+                b.append(a)  # cycles for the collector
+            del garbage
+            gc.collect()
+            return os.getpid() != parent, len(gc.get_objects())
+
+        def child_started():  # this process takes tasks once the child has taken one
+            deadline = time.monotonic() + 60
+            while not os.path.exists(marker) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        fork_map(task, [(k,) for k in range(8)], range(8), 2, on_result=seen.__setitem__,
+                 check=lambda: None, pause_gc=False, meanwhile=child_started)
+        os.remove(marker)
+        print(json.dumps({"here": len(gc.get_objects()), "tasks": len(seen),
+                          "child": [n for forked, n in seen.values() if forked]}))
+    """)
+    assert found["tasks"] == 8 and found["here"] > 200_000 and found["child"]
+    assert max(found["child"]) < 50_000  # a child's collections see only its own objects
+
+
+@linux_only
 def test_the_geometry_of_many_images_is_computed_in_forked_workers_too():
     found = run_fresh(prelude=SPY, code="""
         import json, numpy as np

@@ -121,7 +121,7 @@ def _inputs(paths) -> list[tuple[Path, str | None]]:
 #: `open_images` reads files in forked workers from this many inputs (`scheduler` "auto" or
 #: "processes").  A worker's records come back pickled, and an astropy WCS is made again here
 #: from its header (`_fits.settled`: ~1.1 ms of the ~1.9 ms a small FITS file takes to read;
-#: a JWST file's gwcs pickles exactly and takes ~4.5 ms to unpickle of the ~30 ms to read it).
+#: a JWST file's gwcs comes back packed, as the bytes it is kept as: `PackedWCS`).
 READ_FORK_FROM = 16
 #: ... and where it cannot fork (a Jupyter kernel), by the pool's worker processes from this
 #: many, when the first file brings a gwcs (JWST, Roman: ~30 ms a file through asdf; a FITS

@@ -37,7 +37,8 @@ __all__ = ["CACHE_SIZE", "PackedWCS", "collector_paused", "is_gwcs", "live", "ma
 #: How many packed WCS stay made at once, all of the process's together (least recently used
 #: dropped first): ~440 KB each for a NIRCam-like gwcs with its inverse steps, ~900 MB at most.
 #: A mosaic of at most this many images makes each WCS once; a larger one makes each again at
-#: every stage that goes through all images (footprints, overlaps, pixel maps: ~5 a run).
+#: every stage that goes through all images (footprints, overlaps, pixel maps: ~5 a run, ~23
+#: ms more per image in all, measured with 2,000 JWST files and 1,024 made at most).
 CACHE_SIZE = 2048
 
 _LOCK = threading.RLock()  # (re-entrant: a weakref callback may run while it is held)

@@ -338,7 +338,7 @@ class ImageCollection:
         """The WCS of each image (a sequence: ``coll.wcs[k]``, ``list(coll.wcs)``).
 
         The gwcs of JWST and Roman files are kept packed (`~.engine.packed.PackedWCS`) and made
-        as they are asked for: ``coll.wcs[k]`` makes one (~1.5 ms), a list of all makes
+        as they are asked for: ``coll.wcs[k]`` makes one (a few ms), a list of all makes
         them all (~380 KB each for a NIRCam detector).  A made gwcs is shared with the engine
         while it stays made: ``copy.deepcopy(coll.wcs[k])`` for one to change.
         """

@@ -214,7 +214,7 @@ def _axes_of(low) -> tuple:
     def value(name):
         try:
             found = getattr(low, name)
-        except Exception:  # an APE 14 object without it, or one that fails: asked again later
+        except Exception:  # an APE 14 object without it, or one that fails: as if it did not say
             return None
         return tuple(found) if isinstance(found, list) else found
 

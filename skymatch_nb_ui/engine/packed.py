@@ -3,9 +3,9 @@
 The gwcs of a JWST or Roman file is a tree of astropy models: ~380 KB of Python objects for a
 NIRCam detector (~3,300 of them), ~48 KB pickled, ~14 KB compressed.  Ten thousand files held
 as objects take ~4 GB before any work; held packed, ~140 MB.  `PackedWCS` keeps the compressed
-pickle and makes the WCS again when it is used; the last `CACHE_SIZE` made (all packed WCS of
-the process together) stay made, so a mosaic of up to that many images makes each of them once
-(a made WCS costs ~1.1 ms, its inverse steps ~0.7 ms more: `derived`).
+pickle and makes the WCS when it is first used (~1.2 ms, its inverse steps ~0.7 ms more:
+`derived`); a made WCS stays made, or only the last `CACHE_SIZE` made (all packed WCS of the
+process together) when that is set.
 
 A `PackedWCS` behaves as the WCS it holds: its attributes, calls and the APE 14 methods are
 the made WCS's.  What the engine asks of every WCS before any work (its axes, units and
@@ -35,11 +35,13 @@ from contextlib import contextmanager
 __all__ = ["CACHE_SIZE", "PackedWCS", "collector_paused", "is_gwcs", "live", "made_count", "packed_or_copy"]
 
 #: How many packed WCS stay made at once, all of the process's together (least recently used
-#: dropped first): ~440 KB each for a NIRCam-like gwcs with its inverse steps, ~900 MB at most.
-#: A mosaic of at most this many images makes each WCS once; a larger one makes each again at
-#: every stage that goes through all images (footprints, overlaps, pixel maps: ~5 a run, ~23
-#: ms more per image in all, measured with 2,000 JWST files and 1,024 made at most).
-CACHE_SIZE = 2048
+#: dropped first), or None: every one made stays made (the default).  A made NIRCam-like gwcs
+#: with its inverse steps holds ~440 KB.  A bound below the mosaic's images bounds that memory
+#: in each process, at a cost: each WCS is then made again at every stage that goes through
+#: all images (footprints, overlaps, pixel maps), in each forked worker too.  Measured with
+#: `bench_scale.py`'s JWST chain: 2,000 files with at most 1,024 made, 171 -> 234 s; 5,000
+#: with 2,048, 538 -> 717 s for a peak of 4.1 GB instead of 5.1.
+CACHE_SIZE: int | None = None
 
 _LOCK = threading.RLock()  # (re-entrant: a weakref callback may run while it is held)
 _MADE: OrderedDict = OrderedDict()  # id(packed) -> weakref to it, least recently used first
@@ -125,7 +127,7 @@ world_axis_object_classes
             return pickle.loads(data)
 
     def get(self):
-        """The made WCS: the one kept made (shared), or made now and kept (`CACHE_SIZE`)."""
+        """The made WCS: the one kept made (shared), or made now and kept (see `CACHE_SIZE`)."""
         with _LOCK:
             live = self._live
             if live is not None:
@@ -137,7 +139,7 @@ world_axis_object_classes
                 key = id(self)
                 self._live = (wcs, {})
                 _MADE[key] = weakref.ref(self, lambda ref, key=key: _forget(key, ref))
-                while len(_MADE) > CACHE_SIZE:
+                while CACHE_SIZE is not None and len(_MADE) > CACHE_SIZE:
                     _, ref = _MADE.popitem(last=False)
                     other = ref()
                     if other is not None:

@@ -1,5 +1,5 @@
-"""The gwcs of JWST and Roman files kept packed (`engine.packed.PackedWCS`): the same values,
-the same skies, a bounded number made at once, and memory that does not grow with the files.
+"""The gwcs of JWST and Roman files kept packed (`engine.packed.PackedWCS`): the same values
+and skies, made once and kept, or only a bounded number at once when asked (`CACHE_SIZE`).
 """
 
 from __future__ import annotations

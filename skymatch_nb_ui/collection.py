@@ -1190,4 +1190,3 @@ def _write_pooled(arguments: list, options: dict, workers: int, advance, directo
         wait(futures)
         io.remove_leftovers(directory)
         raise
-

@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .packed import PackedWCS
+from .packed import PackedWCS, is_gwcs
 
 __all__ = [
     "CelestialWCS",
@@ -225,10 +225,10 @@ def _plain_fits(wcs) -> bool:
 
 def _is_gwcs(wcs) -> bool:
     """Whether ``wcs`` is a ``gwcs.WCS`` or one packed (gwcs imported only when it may be)."""
-    if isinstance(wcs, PackedWCS):
-        return wcs.is_gwcs
-    if not type(wcs).__module__.startswith("gwcs"):
+    if not is_gwcs(wcs):  # (by its class's module)
         return False
+    if isinstance(wcs, PackedWCS):
+        return True
     from gwcs import WCS as GWCS
 
     return isinstance(wcs, GWCS)

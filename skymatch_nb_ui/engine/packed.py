@@ -87,14 +87,8 @@ world_axis_object_classes
         packed._data, packed._axes, packed._kind, packed._live = data, _interned(axes), kind, None
         return packed
 
-    def __reduce__(self):
+    def __reduce__(self):  # (pickle and copy: the bytes, not the made WCS)
         return PackedWCS._from_state, (self._data, self._axes, self._kind)
-
-    def __copy__(self) -> PackedWCS:
-        return PackedWCS._from_state(self._data, self._axes, self._kind)
-
-    def __deepcopy__(self, memo) -> PackedWCS:
-        return self.__copy__()
 
     # -- the WCS ------------------------------------------------------------------------------
     @property

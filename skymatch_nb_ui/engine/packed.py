@@ -3,9 +3,10 @@
 The gwcs of a JWST or Roman file is a tree of astropy models: ~380 KB of Python objects for a
 NIRCam detector (~3,300 of them), ~48 KB pickled, ~14 KB compressed.  Ten thousand files held
 as objects take ~4 GB before any work; held packed, ~140 MB.  `PackedWCS` keeps the compressed
-pickle and makes the WCS when it is first used (~1.2 ms, its inverse steps ~0.7 ms more:
-`derived`); a made WCS stays made, or only the last `CACHE_SIZE` made (all packed WCS of the
-process together) when that is set.
+pickle and makes the WCS when it is asked for (~1.2 ms); a made WCS stays made, or only the
+last `CACHE_SIZE` made (all packed WCS of the process together) when that is set.  The engine
+does not keep it made: it keeps what it needs of it with the packed WCS (`kept`: the lean
+transforms of `CelestialWCS`, ~55 KB for a NIRCam-like detector), made from it once.
 
 A `PackedWCS` behaves as the WCS it holds: its attributes, calls and the APE 14 methods are
 the made WCS's.  What the engine asks of every WCS before any work (its axes, units and
@@ -36,11 +37,11 @@ __all__ = ["CACHE_SIZE", "PackedWCS", "collector_paused", "is_gwcs", "live", "ma
 
 #: How many packed WCS stay made at once, all of the process's together (least recently used
 #: dropped first), or None: every one made stays made (the default).  A made NIRCam-like gwcs
-#: with its inverse steps holds ~440 KB.  A bound below the mosaic's images bounds that memory
-#: in each process, at a cost: each WCS is then made again at every stage that goes through
-#: all images (footprints, overlaps, pixel maps), in each forked worker too.  Measured with
-#: `bench_scale.py`'s JWST chain: 2,000 files with at most 1,024 made, 171 -> 234 s; 5,000
-#: with 2,048, 538 -> 717 s for a peak of 4.1 GB instead of 5.1.
+#: holds ~380 KB.  The engine's runs make each WCS once for what they keep of it (`kept`) and
+#: keep none made; what does keep one made is asking for it: ``coll.wcs[k]``, an attribute of
+#: the packed WCS, a WCS the engine cannot take apart (then its stages make it at each pass,
+#: and a bound below the images costs a make at each: 2,000 JWST files with at most 1,024
+#: made took 234 s instead of 171 when the engine still kept them made).
 CACHE_SIZE: int | None = None
 
 _LOCK = threading.RLock()  # (re-entrant: a weakref callback may run while it is held)
@@ -72,19 +73,21 @@ world_axis_object_classes
     made WCS (`get`).  Pickling and copying carry the bytes only.
     """
 
-    __slots__ = ("__weakref__", "_axes", "_data", "_kind", "_live")
+    __slots__ = ("__weakref__", "_axes", "_data", "_kept", "_kind", "_live")
 
     def __init__(self, wcs):
         low = getattr(wcs, "low_level_wcs", wcs)
         self._data = zlib.compress(pickle.dumps(wcs, protocol=pickle.HIGHEST_PROTOCOL), 1)
         self._axes = _axes_of(low)
         self._kind = f"{type(wcs).__module__}.{type(wcs).__qualname__}"
-        self._live = None  # (the made WCS, what was derived from it) while it stays made
+        self._live = None  # (the made WCS,) while it stays made
+        self._kept = None  # what `kept` derived, by key
 
     @classmethod
     def _from_state(cls, data: bytes, axes: tuple, kind: str) -> PackedWCS:
         packed = cls.__new__(cls)
-        packed._data, packed._axes, packed._kind, packed._live = data, _interned(axes), kind, None
+        packed._data, packed._axes, packed._kind = data, _interned(axes), kind
+        packed._live = packed._kept = None
         return packed
 
     def __reduce__(self):  # (pickle and copy: the bytes, not the made WCS)
@@ -131,7 +134,7 @@ world_axis_object_classes
         with _LOCK:
             if self._live is None:
                 key = id(self)
-                self._live = (wcs, {})
+                self._live = (wcs,)
                 _MADE[key] = weakref.ref(self, lambda ref, key=key: _forget(key, ref))
                 while CACHE_SIZE is not None and len(_MADE) > CACHE_SIZE:
                     _, ref = _MADE.popitem(last=False)
@@ -142,16 +145,23 @@ world_axis_object_classes
                 _MADE.move_to_end(id(self))
             return self._live[0]
 
-    def derived(self, key, make):
-        """``make(wcs)`` of the made WCS, kept with it (made again with it once dropped)."""
-        wcs = self.get()
-        live = self._live
-        if live is None or live[0] is not wcs:  # dropped meanwhile (another thread)
-            return make(wcs)
-        found = live[1].get(key, _MISSING)
-        if found is _MISSING:
-            found = live[1][key] = make(wcs)
-        return found
+    def kept(self, key, make):
+        """``make(wcs)``, kept with the packed WCS itself: the made WCS need not stay made.
+
+        ``make`` gets the WCS kept made if there is one, else one made for it and dropped
+        after.  For what is much smaller than the WCS and is all a run needs of it (the
+        engine's lean transforms: `CelestialWCS`).  Not pickled.
+        """
+        with _LOCK:
+            found = _MISSING if self._kept is None else self._kept.get(key, _MISSING)
+            live = self._live
+        if found is not _MISSING:
+            return found
+        found = make(live[0] if live is not None else self.unpack())
+        with _LOCK:
+            if self._kept is None:
+                self._kept = {}
+            return self._kept.setdefault(key, found)
 
     # -- behaving as the WCS ------------------------------------------------------------------
     @property

@@ -2,22 +2,24 @@
 
 A gwcs's transforms are trees of astropy models (a NIRCam detector's: ~20 models).  Calling
 one goes through `astropy.modeling.Model.__call__` at every node: the inputs checked and
-broadcast, the parameters gathered into arrays, the outputs shaped, units looked for, ~40-60
-us a model whatever the number of points.  The engine calls them on a few to a few thousand
-points at a time (footprints, the overlaps' edges, the pairs' pixel maps), so that machinery,
-not the arithmetic, was most of a JWST run's geometry.
+broadcast, the parameters gathered into arrays, the outputs shaped, units looked for: tens
+of microseconds a model whatever the number of points.  The engine calls them on a few to a
+few thousand points at a time (footprints, the overlaps' edges, the pairs' pixel maps), where that
+machinery costs more than the arithmetic: a NIRCam-like detector step on 50 points takes
+~290 us through ``__call__``, ~95 us here.  And the tree with its parameters' objects is
+most of a made gwcs's memory, which a `LeanModel` does not keep.
 
 `lean` walks a model's tree once and keeps what a call of it evaluates: each model's own
 ``evaluate`` with its parameters as ``__call__`` passes them, joined as the tree joins them
 (``|`` and ``&``).  Calling it does what ``__call__`` does with ``with_bounding_box=False``
-on inputs that are arrays of one or more dimensions: the inputs as float arrays, each model's
-``evaluate``, its outputs shaped as the inputs broadcast, so the values are the model's own
-bits.  Only plain models are taken apart (no units, one parameter set, astropy's own call and
-input and output handling, scalar parameters or none broadcast with the inputs); any other
-node (arithmetic between models, ``fix_inputs``, a model with units or its own ``__call__``)
-is called as it is, and a tree with nothing to take apart is returned unchanged.  The models'
-parameters are read once: a lean model does not see later changes to them (a WCS is not
-expected to change under a run).
+on numbers and arrays of numbers: the inputs as float arrays, each model's ``evaluate``, its
+outputs shaped as the inputs broadcast, so the values are the model's own bits.  Only plain
+models are taken apart (no units, one parameter set, astropy's own call and input and output
+handling, scalar parameters or none broadcast with the inputs); any other node (arithmetic
+between models, ``fix_inputs``, a model with units or its own ``__call__``) is called as it
+is, and a tree with nothing to take apart is returned unchanged.  The models' parameters are
+read once: a lean model does not see later changes to them (a WCS is not expected to change
+under a run).
 
 >>> from astropy.modeling import models
 >>> m = models.Shift(1.5) & models.Scale(2.0) | models.Mapping((1, 0))
@@ -36,9 +38,9 @@ __all__ = ["LeanModel", "lean"]
 class LeanModel:
     """A model's tree as `lean` keeps it: call it as the model, on arrays.
 
-    It keeps the models it calls (each model's ``evaluate``, the parts called as they are),
-    not the tree: a gwcs step's transforms and their inverse, kept this way, hold ~5x less
-    than the tree.
+    It keeps what it calls (each model's ``evaluate`` with its parameters, the parts called
+    as they are), not the tree: a NIRCam-like gwcs's steps both ways, kept this way, hold
+    ~55 KB, against ~430 KB for the gwcs made with its inverses.
 
     Attributes
     ----------

@@ -1169,24 +1169,14 @@ def _write_pooled(arguments: list, options: dict, workers: int, advance, directo
     (each is atomic), what a dead worker left half-written is removed, and the error of the
     first failing file in order is raised.
     """
-    from concurrent.futures import wait
-
     from . import io
-    from .engine._execute import _main_not_rerun, _process_pool
+    from .engine._execute import pooled_in_order
 
-    pool = _process_pool(workers)
-    futures = []
+    calls = [(io.write_copy, (images, target),
+              dict(skies=skies, valid=valid, planes=planes, **options))
+             for images, target, skies, valid, planes in arguments]
     try:
-        with _main_not_rerun():  # the pool starts its workers as tasks come
-            for images, target, skies, valid, planes in arguments:
-                futures.append(pool.submit(io.write_copy, images, target, skies=skies, valid=valid,
-                                           planes=planes, **options))
-        for future in futures:
-            future.result()
-            advance()
+        pooled_in_order(workers, calls, lambda k, path: advance(), wait_running=True)
     except BaseException:
-        for future in futures:
-            future.cancel()
-        wait(futures)
         io.remove_leftovers(directory)
         raise

@@ -1062,3 +1062,39 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
     assert found["forks"] == 0 and found["pools"] == [2]
     assert len(found["same"]) == len(paths) == found["taken"] and all(found["same"])
     assert found["names"]  # and no temporary file left
+
+
+@linux_only
+def test_where_it_cannot_fork_a_copy_that_fails_in_the_pool_is_raised_here_and_leaves_nothing(
+        files_of_every_kind, tmp_path):
+    # a thread runs, as in a Jupyter kernel: the pool writes the copies; one file gone
+    # since it was read fails in its worker: its error here, naming it, the files not yet
+    # started not written, no temporary file left
+    paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
+    gone = Path(tmp_path / "gone" / Path(paths[1]).name)
+    gone.parent.mkdir()
+    gone.write_bytes(Path(paths[1]).read_bytes())
+    paths[1] = str(gone)
+    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
+        from skymatch_nb_ui import ImageCollection, collection
+        collection.COPY_POOL_FROM = 2
+        folder = Path({str(tmp_path)!r})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (JWST's and Roman's units differ)
+            coll = ImageCollection.from_files({paths!r}, scheduler="serial", workers=1)
+            result = coll.skymatch()
+        Path({str(gone)!r}).unlink()
+        coll.scheduler, coll.workers = "processes", 2
+        try:
+            coll.write_copies(folder / "out", result)
+            message = None
+        except Exception as error:
+            message = f"{{type(error).__name__}}: {{error}}"
+        left = [n for n in os.listdir(folder / "out") if n.startswith(".tmp")]
+        print(json.dumps(dict(pools=pools, forks=len(forks), message=message, left=left,
+                              written=sorted(os.listdir(folder / "out")))))
+    """)
+    assert found["forks"] == 0 and found["pools"] == [2]
+    assert found["message"] and Path(paths[1]).name in found["message"]
+    assert found["left"] == []
+    assert found["written"] and Path(paths[1]).name not in found["written"]

@@ -607,6 +607,32 @@ def _process_pool(workers: int) -> Executor:
         return pool
 
 
+def pooled_in_order(workers: int, calls, on_result: Callable[[int, object], None], *,
+                    wait_running: bool = False) -> None:
+    """Every ``(function, args, kwargs)`` of ``calls`` run by the process pool's workers.
+
+    The tasks are all submitted at once (the pool starts its workers as they come, without
+    re-running the user's script: `_main_not_rerun`) and their results taken in order:
+    ``on_result(k, result)`` for the k-th.  On any error (a task's, ``on_result``'s, an
+    interrupt) the tasks not started are cancelled, those running are waited for if
+    ``wait_running`` (so that nothing is still being written after), and the error raised.
+    """
+    pool = _process_pool(workers)
+    futures: list[Future] = []
+    try:
+        with _main_not_rerun():
+            for function, args, kwargs in calls:
+                futures.append(pool.submit(function, *args, **kwargs))
+        for k, future in enumerate(futures):
+            on_result(k, future.result())
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        if wait_running:
+            wait(futures)
+        raise
+
+
 @contextmanager
 def _main_not_rerun():
     """Start worker processes without re-running the user's script in them.

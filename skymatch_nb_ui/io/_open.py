@@ -279,23 +279,18 @@ def _read_pooled(inputs: list, ext, dq_ext, processes: int) -> list:
     Only if the first file's WCS is a gwcs (else all here: FITS headers are quick to read).
     As `_read_forked`: records and warnings sent back, the first failing file's error.
     """
-    from ..engine._execute import _main_not_rerun, _process_pool
+    from ..engine._execute import pooled_in_order
 
     found: dict[int, list] = {}
     keep = _keeper(found)
-    futures = []
     try:
         keep(0, _read(*inputs[0], ext, dq_ext))
         if any(jwst._is_gwcs(image.wcs) for image in found[0]):
-            pool = _process_pool(processes)
-            with _main_not_rerun():  # the pool starts its workers as tasks come
-                futures = [pool.submit(_read_sent, file, group, ext, dq_ext)
-                           for file, group in inputs[1:]]
-            for k, future in enumerate(futures, start=1):
-                keep(k, future.result())
+            pooled_in_order(processes, [(_read_sent, (file, group, ext, dq_ext), {})
+                                        for file, group in inputs[1:]],
+                            lambda k, sent: keep(k + 1, sent))
     except Exception:  # (the first failure in order is raised by `_in_order`)
-        for future in futures:
-            future.cancel()
+        pass
     return _in_order(found, inputs, ext, dq_ext)
 
 

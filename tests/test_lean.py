@@ -66,7 +66,9 @@ def test_every_step_of_a_jwst_gwcs_and_its_inverse_give_the_models_own_bits(k):
     for step in wcs.pipeline[:-1]:
         for model in (step.transform, step.transform.inverse):
             found = lean(model)
-            assert isinstance(found, LeanModel)  # (what a JWST step is made of is taken apart)
+            # what a JWST step is made of is all taken apart (gwcs's SphericalToCartesian,
+            # in degrees, takes numbers): the tree is not kept
+            assert isinstance(found, LeanModel) and found._model is None
             _same_as_model(model, found, rng)
 
 
@@ -102,6 +104,19 @@ def test_what_cannot_be_taken_apart_is_called_as_it_is():
     own = Own(1.0)
     assert lean(own) is own
     assert np.array_equal(lean(own & models.Shift(1.0))(x, y)[0], np.full(3, 7.0))
+
+
+def test_quantities_from_a_part_called_as_it_is_go_through_the_trees_own_call():
+    # a lookup table in degrees gives quantities for numbers in: the lean Scale after it
+    # would not take them as astropy does, so the tree (kept for that) is called instead
+    table = models.Tabular1D(points=np.arange(5.0), lookup_table=np.arange(5.0) * 10 * u.deg)
+    tree = table | models.Scale(2.0)
+    found = lean(tree)
+    assert isinstance(found, LeanModel) and found._model is tree
+    x = np.array([0.5, 1.5, 3.25])
+    wanted = tree(x)
+    got = found(x)
+    assert got.unit == wanted.unit == u.deg and np.array_equal(got.value, wanted.value)
 
 
 def test_a_lean_model_refuses_what_it_does_not_do_by_name():

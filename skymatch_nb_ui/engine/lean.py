@@ -14,12 +14,12 @@ most of a made gwcs's memory, which a `LeanModel` does not keep.
 (``|`` and ``&``).  Calling it does what ``__call__`` does with ``with_bounding_box=False``
 on numbers and arrays of numbers: the inputs as float arrays, each model's ``evaluate``, its
 outputs shaped as the inputs broadcast, so the values are the model's own bits.  Only plain
-models are taken apart (no units, one parameter set, astropy's own call and input and output
-handling, scalar parameters or none broadcast with the inputs); any other node (arithmetic
-between models, ``fix_inputs``, a model with units or its own ``__call__``) is called as it
-is, and a tree with nothing to take apart is returned unchanged.  The models' parameters are
-read once: a lean model does not see later changes to them (a WCS is not expected to change
-under a run).
+models are taken apart (parameters and outputs without units, numbers taken for inputs, one
+parameter set, astropy's own call and input and output handling, scalar parameters or none
+broadcast with the inputs); any other node (arithmetic between models, ``fix_inputs``, a
+model in units or with its own ``__call__``) is called as it is, and a tree with nothing to
+take apart is returned unchanged.  The models' parameters are read once: a lean model does
+not see later changes to them (a WCS is not expected to change under a run).
 
 >>> from astropy.modeling import models
 >>> m = models.Shift(1.5) & models.Scale(2.0) | models.Mapping((1, 0))
@@ -40,7 +40,9 @@ class LeanModel:
 
     It keeps what it calls (each model's ``evaluate`` with its parameters, the parts called
     as they are), not the tree: a NIRCam-like gwcs's steps both ways, kept this way, hold
-    ~55 KB, against ~430 KB for the gwcs made with its inverses.
+    ~55 KB, against ~430 KB for the gwcs made with its inverses.  A tree with parts called as
+    they are is kept too: such a part may give quantities (a lookup table in units), which
+    the rest of the tree then takes as astropy does, through the tree's own call.
 
     Attributes
     ----------
@@ -50,10 +52,10 @@ class LeanModel:
         The model's class (for its ``repr``).
     """
 
-    __slots__ = ("_run", "n_inputs", "n_outputs", "name")
+    __slots__ = ("_model", "_run", "n_inputs", "n_outputs", "name")
 
-    def __init__(self, run, n_inputs: int, n_outputs: int, name: str):
-        self._run = run
+    def __init__(self, run, n_inputs: int, n_outputs: int, name: str, model=None):
+        self._run, self._model = run, model
         self.n_inputs, self.n_outputs, self.name = n_inputs, n_outputs, name
 
     def __call__(self, *inputs, with_bounding_box=False, fill_value=np.nan):
@@ -67,7 +69,10 @@ class LeanModel:
         if len(inputs) != self.n_inputs or any(hasattr(a, "unit") for a in inputs):
             raise TypeError(f"a LeanModel of {self.name} takes {self.n_inputs} inputs, numbers or "
                             "arrays of numbers (quantities: call the model itself)")
-        outputs = self._run(inputs)
+        try:
+            outputs = self._run(inputs)
+        except _QuantityIn:  # (only where a part is called as it is: the model is kept then)
+            return self._model(*inputs, with_bounding_box=False, fill_value=fill_value)
         return outputs[0] if self.n_outputs == 1 else outputs
 
     def __repr__(self) -> str:
@@ -88,31 +93,39 @@ def lean(model):
         A `LeanModel` giving the model's values bit for bit, or ``model`` itself when none
         of its tree can be taken apart.
     """
-    run, taken = _node(model)
+    run, taken, whole = _node(model)
     if not taken:
         return model
-    return LeanModel(run, model.n_inputs, model.n_outputs, type(model).__name__)
+    return LeanModel(run, model.n_inputs, model.n_outputs, type(model).__name__,
+                     None if whole else model)
 
 
 # -- the tree ---------------------------------------------------------------------------------
+class _QuantityIn(Exception):
+    """A quantity reached a lean model (from a part called as it is): the tree's own call."""
+
+
 def _node(model):
-    """(a function of the tuple of inputs returning the tuple of outputs, whether lean)."""
+    """``model``'s node: (its run, whether any of it is lean, whether all of it is).
+
+    A run takes the tuple of inputs and returns the tuple of outputs.
+    """
     from astropy.modeling.core import CompoundModel
 
     if isinstance(model, CompoundModel):
-        if model.op == "|" and _plain_compound(model):
-            (left, lean_left), (right, lean_right) = _node(model.left), _node(model.right)
+        if model.op in ("|", "&") and _plain_compound(model):
+            (left, lean_left, all_left), (right, lean_right, all_right) = (
+                _node(model.left), _node(model.right))
             if lean_left or lean_right:
-                return (lambda inputs: right(left(inputs))), True
-        elif model.op == "&" and _plain_compound(model):
-            (left, lean_left), (right, lean_right) = _node(model.left), _node(model.right)
-            if lean_left or lean_right:
+                if model.op == "|":
+                    return (lambda inputs: right(left(inputs))), True, all_left and all_right
                 split = model.left.n_inputs
-                return (lambda inputs: left(inputs[:split]) + right(inputs[split:])), True
-        return _called(model), False
+                return ((lambda inputs: left(inputs[:split]) + right(inputs[split:])), True,
+                        all_left and all_right)
+        return _called(model), False, False
     evaluate = _plain_evaluate(model)
     if evaluate is None:
-        return _called(model), False
+        return _called(model), False, False
     parameters = tuple(model._param_sets(raw=True, units=False))
     evaluate = _polynomial(model, evaluate, parameters)
     single = model.n_outputs == 1
@@ -121,6 +134,8 @@ def _node(model):
     def run(inputs):
         # `Model.prepare_inputs`: float arrays; `_prepare_outputs_single_model`: the outputs
         # shaped as the inputs broadcast (scalar parameters broadcast with none)
+        if any(hasattr(a, "unit") for a in inputs):  # (from a part called as it is)
+            raise _QuantityIn
         inputs = [np.asanyarray(a, dtype=float) for a in inputs]
         shape = np.broadcast_shapes(*(a.shape for a in inputs))
         if not all(a.shape for a in inputs):  # (`_prepare_inputs_single_model`)
@@ -130,7 +145,7 @@ def _node(model):
             outputs = (outputs,)
         return tuple(prepare(output, shape) for output in outputs)
 
-    return run, True
+    return run, True, True
 
 
 def _polynomial(model, evaluate, parameters):
@@ -204,8 +219,8 @@ def _plain_evaluate(model):
 
     cls = type(model)
     try:
-        if len(model) != 1 or model._has_units or model.input_units is not None \
-                or model.return_units or model.n_inputs < 1:
+        if len(model) != 1 or model._has_units or not _numbers_in(model) or model.return_units \
+                or model.n_inputs < 1:
             return None
         if any(getattr(cls, name) is not getattr(Model, name)
                and getattr(cls, name) not in _same_as_model(name) for name in _MODEL_CALL):
@@ -229,6 +244,19 @@ _MODEL_CALL = ("_pre_evaluate", "_generic_evaluate", "_post_evaluate", "prepare_
 _COMPOUND_CALL = ("__call__", "_pre_evaluate", "_generic_evaluate", "_post_evaluate",
                   "_evaluate", "_apply_operators_to_value_lists",
                   "_get_renamed_inputs_as_positional")
+
+
+def _numbers_in(model) -> bool:
+    """Whether ``model`` takes numbers as they are (`Model._validate_input_units`).
+
+    So it does without input units, or when it takes numbers for each input that has one
+    (``input_units_allow_dimensionless``: gwcs's ``SphericalToCartesian`` in degrees).
+    """
+    units = model.input_units
+    if units is None:
+        return True
+    allowed = model.input_units_allow_dimensionless
+    return all(units.get(name) is None or allowed[name] for name in model.inputs)
 
 
 def _same_as_model(name: str) -> tuple:

@@ -1024,6 +1024,21 @@ def test_where_it_cannot_fork_many_files_with_a_gwcs_are_read_by_the_pool_as_by_
     assert "broken.fits" in found["errors"][0]
 
 
+def pooled_copies_prelude(paths: list, folder) -> str:
+    """For `run_fresh` scripts about the pool's copies, where a thread runs (no fork):
+    ``coll`` of ``paths`` matched in this process (``result``), ``folder``, the pool from 2
+    files on, ``pools`` and ``forks`` counted."""
+    return READ_PRELUDE + KERNEL_PRELUDE + textwrap.dedent(f"""
+        from skymatch_nb_ui import ImageCollection, collection
+        collection.COPY_POOL_FROM = 2
+        folder = Path({str(folder)!r})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (JWST's and Roman's units differ)
+            coll = ImageCollection.from_files({paths!r}, scheduler="serial", workers=1)
+            result = coll.skymatch()
+    """)
+
+
 @linux_only
 def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_by_one_process(
         files_of_every_kind, tmp_path):
@@ -1031,16 +1046,9 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
     # pipeline's library go to the pool's worker processes, each one the copy one process
     # writes (data and the recorded sky), the progress bar to the end
     paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
-    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE + PROGRESS, code=f"""
+    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS, code="""
         import asdf
         from astropy.io import fits
-        from skymatch_nb_ui import ImageCollection, collection
-        collection.COPY_POOL_FROM = 2
-        folder = Path({str(tmp_path)!r})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (JWST's and Roman's units differ)
-            coll = ImageCollection.from_files({paths!r}, scheduler="serial", workers=1)
-            result = coll.skymatch()
         coll.write_copies(folder / "one", result)
         coll.scheduler, coll.workers = "processes", 2
         written = coll.write_copies(folder / "two", result, progress=progress)
@@ -1075,14 +1083,7 @@ def test_where_it_cannot_fork_a_copy_that_fails_in_the_pool_is_raised_here_and_l
     gone.parent.mkdir()
     gone.write_bytes(Path(paths[1]).read_bytes())
     paths[1] = str(gone)
-    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
-        from skymatch_nb_ui import ImageCollection, collection
-        collection.COPY_POOL_FROM = 2
-        folder = Path({str(tmp_path)!r})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (JWST's and Roman's units differ)
-            coll = ImageCollection.from_files({paths!r}, scheduler="serial", workers=1)
-            result = coll.skymatch()
+    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path), code=f"""
         Path({str(gone)!r}).unlink()
         coll.scheduler, coll.workers = "processes", 2
         try:

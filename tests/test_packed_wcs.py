@@ -143,7 +143,7 @@ def test_jwst_records_keep_the_gwcs_packed_and_match_as_the_gwcs_does(jwst_files
         plain = objects.skymatch(**options)
     assert np.array_equal(kept.sky.values, plain.sky.values, equal_nan=True)
     assert np.array_equal(kept.sky_err.values, plain.sky_err.values, equal_nan=True)
-    # every WCS dropped and made again between stages: the same again
+    # at most one WCS made at a time (what a run keeps is the lean steps): the same again
     monkeypatch.setattr(packed, "CACHE_SIZE", 1)
     again = ImageCollection.from_files(jwst_files, scheduler="serial").skymatch(**options)
     assert np.array_equal(again.sky.values, kept.sky.values, equal_nan=True)

@@ -80,7 +80,7 @@ world_axis_object_classes
         self._data = zlib.compress(pickle.dumps(wcs, protocol=pickle.HIGHEST_PROTOCOL), 1)
         self._axes = _axes_of(low)
         self._kind = f"{type(wcs).__module__}.{type(wcs).__qualname__}"
-        self._live = None  # (the made WCS,) while it stays made
+        self._live = None  # the made WCS while it stays made
         self._kept = None  # what `kept` derived, by key
 
     @classmethod
@@ -129,21 +129,21 @@ world_axis_object_classes
             live = self._live
             if live is not None:
                 _MADE.move_to_end(id(self))
-                return live[0]
+                return live
         wcs = self.unpack()
         with _LOCK:
-            if self._live is None:
-                key = id(self)
-                self._live = (wcs,)
-                _MADE[key] = weakref.ref(self, lambda ref, key=key: _forget(key, ref))
-                while CACHE_SIZE is not None and len(_MADE) > CACHE_SIZE:
-                    _, ref = _MADE.popitem(last=False)
-                    other = ref()
-                    if other is not None:
-                        other._live = None
-            else:
+            if self._live is not None:  # made meanwhile (another thread)
                 _MADE.move_to_end(id(self))
-            return self._live[0]
+                return self._live
+            key = id(self)
+            self._live = wcs
+            _MADE[key] = weakref.ref(self, lambda ref, key=key: _forget(key, ref))
+            while CACHE_SIZE is not None and len(_MADE) > CACHE_SIZE:
+                _, ref = _MADE.popitem(last=False)
+                other = ref()
+                if other is not None:
+                    other._live = None
+            return wcs
 
     def kept(self, key, make):
         """``make(wcs)``, kept with the packed WCS itself: the made WCS need not stay made.
@@ -157,7 +157,7 @@ world_axis_object_classes
             live = self._live
         if found is not _MISSING:
             return found
-        found = make(live[0] if live is not None else self.unpack())
+        found = make(live if live is not None else self.unpack())
         with _LOCK:
             if self._kept is None:
                 self._kept = {}

@@ -1166,8 +1166,10 @@ def _write_pooled(arguments: list, options: dict, workers: int, advance, directo
     """`io.write_copy` of each file by the pool's worker processes, ``advance()`` after each.
 
     On an error the files not started are not written, those being written are finished
-    (each is atomic), what a dead worker left half-written is removed, and the error of the
-    first failing file in order is raised.
+    (each is atomic), and the error of the first failing file in order is raised.  A worker
+    that dies (killed: out of memory?) ends the pool: the files not finished are then written
+    here, in order, as forked workers' are (`write_copies`).  Either way, what a dead worker
+    left half-written is removed.
     """
     from . import io
     from .engine._execute import pooled_in_order
@@ -1176,7 +1178,7 @@ def _write_pooled(arguments: list, options: dict, workers: int, advance, directo
               dict(skies=skies, valid=valid, planes=planes, **options))
              for images, target, skies, valid, planes in arguments]
     try:
-        pooled_in_order(workers, calls, lambda k, path: advance(), wait_running=True)
-    except BaseException:
+        pooled_in_order(workers, calls, lambda k, path: advance(), wait_running=True,
+                        here_if_broken=True)
+    finally:
         io.remove_leftovers(directory)
-        raise

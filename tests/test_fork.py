@@ -1099,3 +1099,78 @@ def test_where_it_cannot_fork_a_copy_that_fails_in_the_pool_is_raised_here_and_l
     assert found["message"] and Path(paths[1]).name in found["message"]
     assert found["left"] == []
     assert found["written"] and Path(paths[1]).name not in found["written"]
+
+
+@linux_only
+def test_where_it_cannot_fork_a_pool_worker_killed_mid_copy_leaves_every_copy_whole(
+        files_of_every_kind, tmp_path):
+    # a thread runs, as in a Jupyter kernel: the pool writes the copies, and the worker
+    # writing the second file is killed in the middle of it (out of memory, say), which
+    # ends the pool: the files it had not finished are written here, as forked workers'
+    # are; every copy is the one a single process writes, no temporary file outlives the
+    # call, and the next call starts a new pool
+    paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
+    dies = Path(paths[1]).name
+    (tmp_path / "dying.py").write_text(textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from skymatch_nb_ui.io import write_copy as real_write_copy
+        from skymatch_nb_ui.io._temp import temp_prefix
+
+        def write_copy(images, target, **options):
+            if Path(target).name == {dies!r} and os.getpid() != {{here}}:  # a worker: half a file
+                (Path(target).parent / (temp_prefix() + "-" + Path(target).name)).write_bytes(b"x")
+                time.sleep(60)
+            return real_write_copy(images, target, **options)
+    """))
+    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS, code=f"""
+        import signal, sys, threading, time
+        from astropy.io import fits
+        import asdf
+        dying_py = Path({str(tmp_path / "dying.py")!r})
+        dying_py.write_text(dying_py.read_text().replace("{{here}}", str(os.getpid())))
+        sys.path.insert(0, str(dying_py.parent))
+        import dying
+        from skymatch_nb_ui.io._temp import _PATTERN
+
+        coll.write_copies(folder / "one", result)  # one process: what each copy must be
+        io.write_copy = dying.write_copy  # (the pool's workers take it from `dying`)
+        out = folder / "out"
+        killed = []
+
+        def kill_the_writer():  # the worker whose temporary file appears
+            deadline = time.monotonic() + 120
+            while not killed and time.monotonic() < deadline:
+                for name in os.listdir(out) if out.is_dir() else []:
+                    found = _PATTERN.match(name)
+                    if found and name.endswith({dies!r}):
+                        os.kill(int(found["pid"]), signal.SIGKILL)
+                        killed.append(name)
+                time.sleep(0.005)
+
+        threading.Thread(target=kill_the_writer, daemon=True).start()
+        coll.scheduler, coll.workers = "processes", 2
+        written = coll.write_copies(out, result, progress=progress)
+
+        def content(path):
+            if path.suffix == ".asdf":
+                with asdf.open(path) as f:
+                    return np.array(f["roman"]["data"]), repr(dict(f["roman"]["meta"]["background"]))
+            with fits.open(path) as hdul:
+                keys = [hdul[0].header.get(k) for k in ("BKGLEVEL", "BKGSUB", "BKGMETH", "S_SKYMAT")]
+                return np.array(hdul["SCI"].data), repr(keys)
+        same = []
+        for path in written:
+            (a, keys_a), (b, keys_b) = content(path), content(folder / "one" / path.name)
+            same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
+        left = sorted(os.listdir(out))
+        io.write_copy = dying.real_write_copy
+        again = coll.write_copies(folder / "again", result)
+        print(json.dumps(dict(pools=pools, forks=len(forks), killed=killed, same=same,
+                              taken=len(taken), left=left, one=sorted(os.listdir(folder / "one")),
+                              again=sorted(os.listdir(folder / "again")))))
+    """)
+    assert found["forks"] == 0 and found["pools"] == [2, 2]
+    assert found["killed"]  # (the worker was writing the second file)
+    assert len(found["same"]) == len(paths) == found["taken"] and all(found["same"])
+    assert found["left"] == found["one"] == found["again"]  # and no temporary file

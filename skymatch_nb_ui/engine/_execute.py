@@ -608,7 +608,7 @@ def _process_pool(workers: int) -> Executor:
 
 
 def pooled_in_order(workers: int, calls, on_result: Callable[[int, object], None], *,
-                    wait_running: bool = False) -> None:
+                    wait_running: bool = False, here_if_broken: bool = False) -> None:
     """Every ``(function, args, kwargs)`` of ``calls`` run by the process pool's workers.
 
     The tasks are all submitted at once (the pool starts its workers as they come, without
@@ -616,21 +616,41 @@ def pooled_in_order(workers: int, calls, on_result: Callable[[int, object], None
     ``on_result(k, result)`` for the k-th.  On any error (a task's, ``on_result``'s, an
     interrupt) the tasks not started are cancelled, those running are waited for if
     ``wait_running`` (so that nothing is still being written after), and the error raised.
+
+    A worker that dies (killed: out of memory?) breaks the pool, whose other workers are then
+    terminated: the pool is shut down, its processes gone when this returns or raises.  With
+    ``here_if_broken`` the tasks that had not finished are then run here, in order, as
+    `fork_map` runs those of a child that died; else `BrokenProcessPool` is raised.
     """
     pool = _process_pool(workers)
     futures: list[Future] = []
+    given = 0  # results given to ``on_result``
     try:
         with _main_not_rerun():
             for function, args, kwargs in calls:
                 futures.append(pool.submit(function, *args, **kwargs))
         for k, future in enumerate(futures):
             on_result(k, future.result())
+            given += 1
+    except BrokenProcessPool:
+        wait(futures)  # (all end at once: the pool fails those it had not finished)
+        pool.shutdown(wait=True)  # its workers reaped: what they left can be told dead
+        if not here_if_broken:
+            raise
     except BaseException:
         for future in futures:
             future.cancel()
         if wait_running:
             wait(futures)
         raise
+    else:
+        return
+    for k in range(given, len(calls)):
+        if k < len(futures) and futures[k].exception() is None:  # finished before the break
+            on_result(k, futures[k].result())
+        else:
+            function, args, kwargs = calls[k]
+            on_result(k, function(*args, **kwargs))
 
 
 @contextmanager

@@ -1039,6 +1039,57 @@ def pooled_copies_prelude(paths: list, folder) -> str:
     """)
 
 
+
+@linux_only
+def test_where_it_cannot_fork_a_pool_worker_killed_mid_read_leaves_the_files_read_here(
+        files_of_every_kind, tmp_path):
+    # a thread runs, as in a Jupyter kernel: the pool reads the files after the first, and
+    # the worker reading the third is killed in the middle of it (out of memory, say): the
+    # files the broken pool did not read are read here, every record as a serial read's
+    first = [p for p in files_of_every_kind if p.name.startswith("jw")]
+    paths = [str(p) for p in first + [p for p in files_of_every_kind if p not in first]]
+    (tmp_path / "dying_read.py").write_text(textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from skymatch_nb_ui.io._open import _read_sent
+
+        def read_sent(file, *args):
+            if Path(file).name == {Path(paths[2]).name!r}:  # signal, then wait to be killed
+                Path({str(tmp_path / "reading")!r}).write_text(str(os.getpid()))
+                time.sleep(60)
+            return _read_sent(file, *args)
+    """))
+    found = run_fresh(prelude=READ_PRELUDE + KERNEL_PRELUDE, code=f"""
+        import signal, sys, threading, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        import dying_read
+        from skymatch_nb_ui.io import _open
+        paths = {paths!r}
+        _open.READ_POOL_FROM = 4
+        serial = io.open_images(paths)
+        _open._read_sent = dying_read.read_sent  # (the pool's workers take it from `dying_read`)
+        marker = Path({str(tmp_path / "reading")!r})
+        killed = []
+
+        def kill_the_reader():
+            deadline = time.monotonic() + 120
+            while not killed and time.monotonic() < deadline:
+                if marker.exists() and marker.read_text():
+                    os.kill(int(marker.read_text()), signal.SIGKILL)
+                    killed.append(True)
+                time.sleep(0.005)
+
+        threading.Thread(target=kill_the_reader, daemon=True).start()
+        pooled = io.open_images(paths, scheduler="processes", workers=2)
+        _open._read_sent = dying_read._read_sent
+        again = io.open_images(paths, scheduler="processes", workers=2)
+        print(json.dumps(dict(pools=pools, forks=len(forks), killed=killed, count=len(pooled),
+                              same=same(serial, pooled), again=same(serial, again))))
+    """)
+    assert found["forks"] == 0 and found["pools"] == [2, 2]
+    assert found["killed"]
+    assert found["same"] and found["count"] == len(paths) + 8 and found["again"]
+
 @linux_only
 def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_by_one_process(
         files_of_every_kind, tmp_path):

@@ -173,6 +173,20 @@ def test_quickstart_app_round_trip(page: Page, lab_server, screenshots):
     page.wait_for_timeout(500)
     # bqplot cannot read CSS variables: its points take the dark page's colour from Python
     expect(page.locator(".smnb-app .bqplot .dot").first).to_have_css("fill", "rgb(86, 180, 233)")
+    # the plots' titles and axis labels in the page's text colour, not bqplot's dark orange
+    text = page.evaluate("""() => {
+      const probe = document.createElement('span');
+      probe.style.color = 'var(--jp-content-font-color1)';
+      document.querySelector('.smnb-app').appendChild(probe);
+      const page = getComputedStyle(probe).color;
+      probe.remove();
+      const labels = [...document.querySelectorAll(
+        '.smnb-app .bqplot .mainheading, .smnb-app .bqplot .axislabel')].map(e => getComputedStyle(e).fill);
+      const legend = getComputedStyle(document.querySelector('.smnb-app-legend')).color;
+      return {page, labels, legend};
+    }""")
+    assert text["page"] != "rgb(255, 165, 0)" and len(text["labels"]) >= 5
+    assert set(text["labels"]) == {text["page"]} and text["legend"] == text["page"], text
     app_output.first.screenshot(path=str(screenshots / "lab_app_dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
 

@@ -422,6 +422,19 @@ def test_the_sky_plot_names_images_and_never_draws_an_invalid_sky_at_zero(app):
     assert plot._sky.selected is None
 
 
+
+def test_the_plots_axes_carry_the_images_unit_when_they_have_one(app):
+    # as the map's colour bar and the figures: the sky and its differences in the images'
+    # BUNIT when every image has the same one, plain words otherwise
+    plot = app._plot
+    assert (plot._sky_axis.label, plot._difference_axis.label) == ("sky", "difference")
+    m = make_mosaic((2, 3), sky=SKY)
+    coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names,
+                                       meta=[{"bunit": "MJy/sr"}] * 6)
+    plot = SkyMatchApp(coll, skymethod="match")._plot
+    assert (plot._sky_axis.label, plot._difference_axis.label) == (
+        "sky [MJy/sr]", "difference [MJy/sr]")
+
 def test_export_figure_writes_publication_files(app, tmp_path):
     pytest.importorskip("matplotlib")
     pdf = app.export_figure(tmp_path / "map.pdf", "footprints")

@@ -19,6 +19,7 @@ import traitlets
 import xarray as xr
 
 from ..display.colors import theme_colors
+from ..display.encodings import sky_unit, with_unit
 from ..engine import SkyMatchParams
 from ..engine import exceptions as _engine_exceptions
 from ._assets import esm
@@ -623,9 +624,17 @@ def _running_loop():
 #: inherited change with the class (no ``cursor``): an inherited one would make the browser
 #: recompute the style of every element of the views (thousands of footprints and points) twice
 #: per solve (measured: ~100 ms of a 1,000-image re-solve in JupyterLab).
+#: bqplot's own dark palette writes titles and axis labels in orange: in the app they take
+#: JupyterLab's text colour, as every other text of the page (each variable set here: bqplot
+#: derives the last two from the first where it sets it, on the page's body).
 _APP_STYLE = """<style>
 .smnb-app-views { transition: opacity 0.15s; }
 .smnb-app-views.smnb-app-solving { opacity: 0.55; transition: opacity 0.2s 0.3s; }
+.smnb-app {
+  --bq-content-font-color: var(--jp-content-font-color1);
+  --bq-mainheading-fill: var(--jp-content-font-color1);
+  --bq-axislabel-fill: var(--jp-content-font-color1);
+}
 </style>"""
 
 
@@ -737,9 +746,10 @@ class _SkyPlot:
                                    colors=[colors.bad], default_size=50)
         self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
                                tick_style={"font-size": "11px", "text-anchor": "end"})
+        self._sky_axis = bq.Axis(scale=y, side="left", label="sky")  # (its unit: `update`)
         self._sky_fig = bq.Figure(
             marks=[self._bars, self._sky, self._invalid],
-            axes=[self._x_axis, bq.Axis(scale=y, side="left", label="sky")],
+            axes=[self._x_axis, self._sky_axis],
             title="sky per image (±1σ)", layout=w.Layout(width="390px", height="280px"),
             fig_margin={"top": 40, "bottom": 62, "left": 60, "right": 24},
         )
@@ -757,9 +767,10 @@ class _SkyPlot:
         self._after_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                      colors=[colors.data], stroke_width=1.5)
         self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
+        self._difference_axis = bq.Axis(scale=py, side="left", label="difference")
         pair_fig = bq.Figure(
             marks=[self._zero, self._before_range, self._after_range, self._before, self._after],
-            axes=[self._p_axis, bq.Axis(scale=py, side="left", label="difference")],
+            axes=[self._p_axis, self._difference_axis],
             layout=w.Layout(width="390px", height="240px"),
             fig_margin={"top": 12, "bottom": 40, "left": 60, "right": 24},
         )
@@ -814,6 +825,9 @@ class _SkyPlot:
         title = "sky per image (±1σ)" if not self._ranges else (
             f"sky (±1σ range per {-(-n // PLOT_BINS)} images)")  # fits the 390-px figure
         self._sky_fig.title = title + ("; × no valid sky" if (~ok).any() else "")
+        unit = sky_unit(result)
+        self._sky_axis.label = with_unit("sky", unit)
+        self._difference_axis.label = with_unit("difference", unit)
         self._update_pairs(result)
 
     def _update_pairs(self, result: xr.Dataset):

@@ -1143,15 +1143,29 @@ _HTML_STYLE = (
 )
 
 
+#: Above this many images the HTML table shows the first `HTML_HEAD` and last `HTML_TAIL`
+#: (a survey's 10,000 rows would be a megabyte of page; `ImageCollection.table` has them all).
+HTML_ROWS, HTML_HEAD, HTML_TAIL = 50, 10, 5
+
+
 def _table_html(coll: ImageCollection) -> str:
+    """The collection as an HTML table (its rows shortened above `HTML_ROWS` images)."""
     table = coll.table
     columns = ["ny", "nx", "group", "ra", "dec"] + [c for c in META_COLUMNS if c in table] + ["file"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["image"] + columns)
+    values = {c: table[c].values for c in columns}
+    names = list(coll.names)
+    n = len(names)
+    shown = list(range(n)) if n <= HTML_ROWS else [*range(HTML_HEAD), *range(n - HTML_TAIL, n)]
     rows = []
-    for k, name in enumerate(coll.names):
-        cells = [html.escape(name)]
+    for k in shown:
+        if n > HTML_ROWS and k == n - HTML_TAIL:
+            more = n - HTML_HEAD - HTML_TAIL
+            rows.append(f"<tr><td colspan='{len(columns) + 1}'>&#8942; {more:,} more images "
+                        "(all of them in <code>.table</code>)</td></tr>")
+        cells = [html.escape(names[k])]
         for c in columns:
-            value = table[c].values[k]
+            value = values[c][k]
             text = f"{value:.6f}" if c in ("ra", "dec") else ("" if value is None else str(value))
             cells.append(html.escape(text))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

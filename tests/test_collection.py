@@ -51,6 +51,25 @@ def test_html_repr_shows_the_table_escaped(mosaic):
     assert "var(--jp-" in text  # follows the JupyterLab theme
 
 
+
+def test_html_repr_of_many_images_shows_the_first_and_last_and_says_how_many_more(
+        mosaic, monkeypatch):
+    # a survey's 10,000 rows would be a megabyte of page: above HTML_ROWS, the first and
+    # last rows and a row saying how many are left out (all in .table)
+    from skymatch_nb_ui import collection
+
+    names = [f"im{k}" for k in range(6)]
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=names)
+    assert all(f"<td>{n}</td>" in coll._repr_html_() for n in names)  # 6 <= 50: every row
+    monkeypatch.setattr(collection, "HTML_ROWS", 4)
+    monkeypatch.setattr(collection, "HTML_HEAD", 2)
+    monkeypatch.setattr(collection, "HTML_TAIL", 1)
+    text = coll._repr_html_()
+    shown = [n for n in names if f"<td>{n}</td>" in text]
+    assert shown == ["im0", "im1", "im5"]
+    assert "3 more images" in text and "6 images" in text
+    assert text.index("<td>im1</td>") < text.index("3 more images") < text.index("<td>im5</td>")
+
 def test_duplicate_names_are_rejected(mosaic):
     with pytest.raises(ValueError, match=r"image names must be unique.*\['a'\]"):
         ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=["a", "a", "b", "c", "d", "e"])

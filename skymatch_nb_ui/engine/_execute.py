@@ -609,7 +609,7 @@ def _process_pool(workers: int) -> Executor:
 
 def pooled_in_order(workers: int, calls, on_result: Callable[[int, object], None], *,
                     wait_running: bool = False, here_if_broken: bool = False) -> None:
-    """Every ``(function, args, kwargs)`` of ``calls`` run by the process pool's workers.
+    """Every ``(function, args, kwargs)`` of ``calls`` (a list) run by the pool's workers.
 
     The tasks are all submitted at once (the pool starts its workers as they come, without
     re-running the user's script: `_main_not_rerun`) and their results taken in order:

@@ -8,6 +8,10 @@ const P = "smnb-groups";
 /** Each group shows at most this many of its images as buttons (then how many more). */
 export const MEMBERS_SHOWN = 200;
 
+/** The list shows this many groups at first, and this many more at each "Show more" (a
+ * survey's thousands of exposures would be a hundred thousand elements, redrawn slowly). */
+export const GROUPS_SHOWN = 300;
+
 // {label: [names]} in order of first appearance, and the images alone, from {name: label}.
 function partition(names, groups) {
   const byLabel = new Map();
@@ -15,7 +19,8 @@ function partition(names, groups) {
   for (const name of names) {
     const label = groups[name];
     if (label === null || label === undefined) alone.push(name);
-    else byLabel.set(label, [...(byLabel.get(label) ?? []), name]);
+    else if (byLabel.has(label)) byLabel.get(label).push(name);
+    else byLabel.set(label, [name]);
   }
   return { byLabel, alone };
 }
@@ -77,6 +82,8 @@ function render({ model, el: host }) {
   let pendingAssign = false; // clear the name input once Python has applied the assignment
   let renaming = null; // the label being renamed in place
   let refocus = null; // focusKey of the control to focus after the next re-render
+  let limit = GROUPS_SHOWN; // groups drawn (more at each "Show more")
+  let drawn = new Map(); // label -> members of the groups drawn (for `drawSelection`)
 
   const selected = () => model.get("selected") ?? [];
   function setSelected(names) {
@@ -164,7 +171,18 @@ function render({ model, el: host }) {
     const chosen = new Set(selected());
     const colors = model.get("colors") ?? {};
     const isolated = new Set(model.get("isolated") ?? []);
-    const items = [...byLabel].map(([label, members]) => groupItem(label, members, chosen, colors, isolated));
+    const entries = [...byLabel].slice(0, limit);
+    drawn = new Map(entries);
+    const items = entries.map(([label, members]) => groupItem(label, members, chosen, colors, isolated));
+    if (byLabel.size > limit) {
+      const hidden = byLabel.size - limit;
+      const item = el("li", `${P}-group ${P}-hidden`);
+      const more = button(`${P}-show-more`, `Show ${Math.min(hidden, GROUPS_SHOWN)} more groups`,
+        `${hidden} more groups are not drawn; every group can be selected in the map or the table`);
+      more.dataset.role = "more-groups";
+      item.append(el("span", `${P}-hidden-count`, `${hidden} more groups`), more);
+      items.push(item);
+    }
     if (alone.length) {
       const item = el("li", `${P}-group ${P}-alone`);
       const tag = el("span", `${P}-alone-tag`, "alone");
@@ -179,10 +197,7 @@ function render({ model, el: host }) {
       option.value = label;
       return option;
     }));
-    const n = chosen.size;
-    count.textContent = n ? `${n} selected` : "Select images, then:";
-    ungroupButton.disabled = clearButton.disabled = n === 0;
-    drawAssign();
+    drawCount(chosen.size);
     if (renaming !== null) {
       const field = list.querySelector(`.${P}-rename-input`);
       if (field) {
@@ -196,6 +211,28 @@ function render({ model, el: host }) {
       const again = [...root.querySelectorAll("[data-role]")].find((node) => focusKey(node) === keep);
       again?.focus();
     }
+  }
+
+  function drawCount(n) {
+    count.textContent = n ? `${n} selected` : "Select images, then:";
+    ungroupButton.disabled = clearButton.disabled = n === 0;
+    drawAssign();
+  }
+
+  // A new selection changes only what shows it: the buttons stay (and keep the focus), so a
+  // click in the map of a survey redraws in milliseconds, not the whole list.
+  function drawSelection() {
+    const chosen = new Set(selected());
+    const pressed = (node, value) => {
+      const text = String(value);
+      if (node.getAttribute("aria-pressed") !== text) node.setAttribute("aria-pressed", text);
+    };
+    for (const b of list.querySelectorAll(`.${P}-member`)) pressed(b, chosen.has(b.dataset.name));
+    for (const chip of list.querySelectorAll(`.${P}-chip`)) {
+      pressed(chip, (drawn.get(chip.dataset.label) ?? []).every((n) => chosen.has(n)));
+    }
+    for (const b of list.querySelectorAll(`.${P}-add`)) b.disabled = chosen.size === 0;
+    drawCount(chosen.size);
   }
 
   // Assign needs images selected and a group name; its title says what is missing.
@@ -245,10 +282,16 @@ function render({ model, el: host }) {
     if (role === "member") {
       const current = selected();
       setSelected(current.includes(name) ? current.filter((n) => n !== name) : [...current, name]);
+    } else if (role === "more-groups") {  // the focus goes to the first group drawn now
+      const first = [...partition(model.get("names") ?? [], groups).byLabel.keys()][limit];
+      limit += GROUPS_SHOWN;
+      refocus = JSON.stringify(["chip", null, first, null]);
+      drawGroups();
     } else if (role === "chip") {
       const members = membersOf(label);
       const current = selected();
-      const all = members.every((n) => current.includes(n)) && current.length === members.length;
+      const inSelection = new Set(current);
+      const all = members.every((n) => inSelection.has(n)) && current.length === members.length;
       setSelected(event.shiftKey ? [...current, ...members] : (all ? [] : members));
     } else if (role === "add") {
       send({ type: "assign", names: selected(), label });
@@ -308,7 +351,7 @@ function render({ model, el: host }) {
     drawMessages();
   };
   const stopModel = onModel(model, {
-    "change:groups": onGroups, "change:selected": drawGroups, "change:colors": drawGroups,
+    "change:groups": onGroups, "change:selected": drawSelection, "change:colors": drawGroups,
     "change:names": drawGroups, "change:isolated": onIsolated, "change:error": onError,
     "change:presets": drawPresets, "change:active_preset": drawPresets, "change:can_undo": drawPresets,
   });

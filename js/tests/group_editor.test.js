@@ -222,3 +222,48 @@ test("a group of thousands shows its first images as buttons and says how many m
   assert.match(rows[0].textContent, new RegExp(`\\+ ${3000 - MEMBERS_SHOWN} more`));
   assert.match(rows[1].textContent, new RegExp(`\\+ ${2000 - MEMBERS_SHOWN} more`));
 });
+
+test("a new selection updates what shows it without redrawing the list", () => {
+  const { model } = mount();
+  const before = qa("[data-role]");
+  model.set("selected", ["img00", "img01", "img03"]);
+  const after = qa("[data-role]"); // the same elements: the focus stays where it is
+  assert.ok(after.length === before.length && after.every((node, i) => node === before[i]));
+  assert.equal(member("img00").getAttribute("aria-pressed"), "true");
+  assert.equal(member("img02").getAttribute("aria-pressed"), "false");
+  assert.equal(member("img03").getAttribute("aria-pressed"), "true");
+  assert.equal(q('.smnb-groups-chip[data-label="e1"]').getAttribute("aria-pressed"), "true"); // all of e1
+  assert.equal(q('.smnb-groups-chip[data-label="e2"]').getAttribute("aria-pressed"), "false");
+  assert.ok(qa(".smnb-groups-add").every((b) => !b.disabled));
+  assert.equal(q(".smnb-groups-count").textContent, "3 selected");
+  assert.equal(q(".smnb-groups-ungroup-button").disabled, false);
+  model.set("selected", ["img01"]);
+  assert.equal(q('.smnb-groups-chip[data-label="e1"]').getAttribute("aria-pressed"), "false");
+  model.set("selected", []);
+  assert.ok(qa(".smnb-groups-add").every((b) => b.disabled));
+  assert.equal(q(".smnb-groups-clear").disabled, true);
+});
+
+test("thousands of groups: the first ones drawn, the rest on request, focus on the first new", async () => {
+  const { GROUPS_SHOWN } = await import("../src/group_editor.js");
+  const n = 2 * GROUPS_SHOWN + 50;
+  const names = Array.from({ length: n }, (_, i) => `i${i}`);
+  const { model } = mount({ names, groups: Object.fromEntries(names.map((m, i) => [m, `g${i}`])), colors: {} });
+  const chips = () => qa(".smnb-groups-chip").map((c) => c.dataset.label);
+  assert.equal(chips().length, GROUPS_SHOWN);
+  assert.deepEqual(chips().slice(0, 2), ["g0", "g1"]);
+  const more = q('[data-role="more-groups"]');
+  assert.equal(more.tagName, "BUTTON"); // keyboard: Tab and Enter
+  assert.match(q(".smnb-groups-hidden").textContent, new RegExp(`${n - GROUPS_SHOWN} more groups`));
+  more.focus();
+  click(more);
+  assert.equal(chips().length, 2 * GROUPS_SHOWN);
+  assert.equal(document.activeElement.dataset.label, `g${GROUPS_SHOWN}`);
+  click(q('[data-role="more-groups"]'));
+  assert.equal(chips().length, n);
+  assert.equal(q('[data-role="more-groups"]'), null);
+  // a chip still selects its group, and a selection still shows on the groups drawn
+  click(q('.smnb-groups-chip[data-label="g7"]'));
+  assert.deepEqual(model.get("selected"), ["i7"]);
+  assert.equal(q('.smnb-groups-chip[data-label="g7"]').getAttribute("aria-pressed"), "true");
+});

@@ -3,8 +3,10 @@
 Renders a FootprintMap and a ResultsTable of N images (a synthetic grid) alone in a blank
 chromium page with an in-page model, then applies what a re-solve sends (the traitlets that
 change between a ``local`` and a ``global`` result) and times it until drawn (two animation
-frames).  The kernel's share is in ``bench_app.py``; JupyterLab's own layout and paint come on
-top of both.  Needs Debian's chromium (``/usr/bin/chromium``) and Playwright.
+frames).  The GroupEditor of the same images, in groups of 8 (a NIRCam exposure's short-wave
+detectors) and of 1 (every file its own exposure), gets what a click in the map sends instead:
+a new selection.  The kernel's share is in ``bench_app.py``; JupyterLab's own layout and paint
+come on top of both.  Needs Debian's chromium (``/usr/bin/chromium``) and Playwright.
 
 Usage::
 
@@ -30,7 +32,7 @@ from _page_state import REVIVE_JS, page_state
 
 from skymatch_nb_ui import ImageCollection
 from skymatch_nb_ui.testing import make_mosaic
-from skymatch_nb_ui.widgets import FootprintMap, ResultsTable
+from skymatch_nb_ui.widgets import FootprintMap, GroupEditor, ResultsTable
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -104,6 +106,22 @@ def main(argv=None) -> int:
                 print(f"{type(widget).__name__:>13} {n:>6} images: mounted in {mounted:.2f} s; a re-solve "
                       f"drawn in {statistics.median(times):.0f} ms (min {min(times):.0f}, "
                       f"max {max(times):.0f}); traitlets {sorted(changed)}")
+                page.close()
+            for size in (8, 1):  # groups of a NIRCam exposure's 8 detectors, or of one file
+                for k in range(0, n, size):
+                    coll.set_group(mosaic.names[k:k + size], f"jw01234001001_02101_{k // size:05d}")
+                editor = GroupEditor(coll)
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.set_content(f"<style>{editor._css}</style>")
+                start = time.perf_counter()
+                page.evaluate(MOUNT, [editor._esm, page_state(editor)])
+                mounted = time.perf_counter() - start
+                elements = page.evaluate("document.querySelectorAll('*').length")
+                times = [page.evaluate(APPLY, {"selected": [mosaic.names[(37 * k) % n]]})
+                         for k in range(args.repeat)]
+                print(f"{'GroupEditor':>13} {n:>6} images in {n // size} groups: mounted in "
+                      f"{mounted:.2f} s ({elements} elements); a selection drawn in "
+                      f"{statistics.median(times):.0f} ms (min {min(times):.0f}, max {max(times):.0f})")
                 page.close()
         browser.close()
     return 0

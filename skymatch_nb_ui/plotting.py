@@ -71,6 +71,7 @@ from .display.encodings import (
     image_fill,
     image_flags,
     quantity_title,
+    short_names,
     sky_unit,
     with_unit,
 )
@@ -435,8 +436,11 @@ def plot_pair_residuals(result, *, ax=None, sort: bool = True):
     ax.errorbar(x + 0.12, after[shown], yerr=error[shown], marker="o", color=DATA_COLOR,
                 label="after matching", **points)
 
-    names = [f"{a}–{b}" for a, b in zip(pairs["a"].values.astype(str), pairs["b"].values.astype(str))]
-    _label_x(ax, x, [names[k] for k in shown], MAX_PAIR_LABELS, "Overlapping pair", fonts)
+    a, b = pairs["a"].values.astype(str), pairs["b"].values.astype(str)
+    labels, pattern = short_names([*a, *b])  # (the images' names without what they share)
+    names = [f"{p}–{q}" for p, q in zip(labels[: len(a)], labels[len(a):])]
+    _label_x(ax, x, [names[k] for k in shown], MAX_PAIR_LABELS, "Overlapping pair", fonts,
+             pattern)
     ax.set_xlim(-0.6, max(shown.size - 0.4, 0.6))
     ax.set_ylabel(with_unit("Sky difference", unit), fontsize=fonts.label)
     ax.tick_params(labelsize=fonts.tick)
@@ -511,7 +515,8 @@ def plot_sky(result, *, ax=None, truth=None, group_order: bool = True):
     if truth is not None:
         ax.plot(x, truth[order], linestyle="none", marker="_", markersize=9,
                 markeredgewidth=1.2, color="black", zorder=4, label="true sky")
-    _label_x(ax, x, list(names), MAX_IMAGE_LABELS, "Image", fonts)
+    labels, pattern = short_names(names)  # (without what the names share)
+    _label_x(ax, x, labels, MAX_IMAGE_LABELS, "Image", fonts, pattern)
     if not valid.all():
         reasons = result["reason"].values.astype(str)[order]
         _mark_invalid(ax, x[~valid], names[~valid], reasons[~valid], fonts)
@@ -827,10 +832,13 @@ def _new_figure(figsize):
     return plt.figure(figsize=figsize, layout="constrained")
 
 
-def _label_x(ax, x, labels: list, limit: int, name: str, fonts: _Fonts) -> None:
+def _label_x(ax, x, labels: list, limit: int, name: str, fonts: _Fonts, pattern: str = "") -> None:
+    """Labels under the x axis (``pattern``: what `short_names` took off them, said once)."""
     if len(labels) <= limit:
         ax.set_xticks(x, labels, rotation=90, fontsize=fonts.tick)
         ax.tick_params(axis="x", length=2)
+        if pattern:
+            ax.set_xlabel(pattern, fontsize=fonts.small)
     else:
         ax.set_xlabel(f"{name} (index)", fontsize=fonts.label)
 

@@ -21,6 +21,7 @@ from skymatch_nb_ui import (
     ImageCollection,
     plotting,
 )
+from skymatch_nb_ui.display.encodings import short_names
 from skymatch_nb_ui.plotting import (
     CATEGORICAL,
     COLOR_BY,
@@ -442,3 +443,35 @@ def test_documented_examples(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     failures, tried = doctest.testmod(plotting, verbose=False)
     assert tried > 10 and failures == 0
+
+
+JWST_NAMES = [f"jw01234001001_02101_0000{1 + k // 2}_nrcb{1 + k % 2}_cal" for k in range(6)]
+
+
+@pytest.mark.parametrize(("names", "labels", "pattern"), [
+    (JWST_NAMES, ["00001_nrcb1", "00001_nrcb2", "00002_nrcb1", "00002_nrcb2", "00003_nrcb1",
+                  "00003_nrcb2"], "jw01234001001_02101_…_cal"),
+    (["r0000101001001001001_0001_wfi01_cal", "r0000101001001001001_0001_wfi02_cal"],
+     ["wfi01", "wfi02"], "r0000101001001001001_0001_…_cal"),
+    (["img00", "img01"], ["img00", "img01"], ""),  # cut only at a separator
+    (["a_b", "a_b_c"], ["b", "b_c"], "a_…"),
+    (["x_cal", "x_y_cal"], ["x", "x_y"], "…_cal"),
+    (["ab_cal", "ab_cal_cal"], ["ab", "ab_cal"], "…_cal"),  # both cuts: a name left empty
+    (["only_one"], ["only_one"], ""),
+])
+def test_short_names_drop_only_whole_parts_every_name_shares(names, labels, pattern):
+    assert short_names(names) == (labels, pattern)
+
+
+def test_the_figures_name_pipeline_files_by_what_differs_and_say_the_rest_once(mosaic):
+    # jw01234001001_02101_00001_nrcb1_cal and its neighbours: ticks of 11 characters, not 35
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=JWST_NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = coll.skymatch(skymethod="match", skystat="mean")
+    ax = plot_sky(result, group_order=False)
+    assert [t.get_text() for t in ax.get_xticklabels()] == short_names(JWST_NAMES)[0]
+    assert ax.get_xlabel() == "jw01234001001_02101_…_cal"
+    ax = plot_pair_residuals(result, sort=False)
+    assert ax.get_xticklabels()[0].get_text() == "00001_nrcb1–00001_nrcb2"
+    assert ax.get_xlabel() == "jw01234001001_02101_…_cal"

@@ -435,6 +435,16 @@ def test_the_plots_axes_carry_the_images_unit_when_they_have_one(app):
     assert (plot._sky_axis.label, plot._difference_axis.label) == (
         "sky [MJy/sr]", "difference [MJy/sr]")
 
+
+def test_the_sky_plot_names_pipeline_files_by_what_differs():
+    # 35-character JWST names under a 390-pixel plot: the ticks say what differs, the axis
+    # label what they share
+    names = [f"jw01234001001_02101_0000{1 + k // 2}_nrcb{1 + k % 2}_cal" for k in range(6)]
+    m = make_mosaic((2, 3), sky=SKY)
+    plot = SkyMatchApp(ImageCollection.from_arrays(m.images, m.wcs, names=names))._plot
+    assert plot._x_axis.tick_labels == {k: names[k][20:31] for k in range(6)}  # 00001_nrcb1 ...
+    assert plot._x_axis.label == "jw01234001001_02101_…_cal"
+
 def test_export_figure_writes_publication_files(app, tmp_path):
     pytest.importorskip("matplotlib")
     pdf = app.export_figure(tmp_path / "map.pdf", "footprints")

@@ -30,7 +30,8 @@ __all__ = [
     "COLOR_BY", "CONTINUOUS", "MAX_LEGEND", "NONE_GROUP", "NO_GRADIENT", "VALID_COLORS", "Categories",
     "Fill",
     "Flags", "PairColors", "Ramp", "check_color_by", "group_palette", "image_fill", "image_flags",
-    "largest_component", "number", "pair_colors", "quantity_title", "sky_unit", "with_unit",
+    "largest_component", "number", "pair_colors", "quantity_title", "short_names", "sky_unit",
+    "with_unit",
 ]
 
 #: The quantities footprints can be coloured by (continuous ones get a colour bar).
@@ -164,6 +165,54 @@ def with_unit(label: str, unit: str) -> str:
     ('Sky level [MJy/sr]', 'Sky level')
     """
     return f"{label} [{unit}]" if unit else label
+
+
+#: Where `short_names` may cut a name: after or before one of these.
+_NAME_SEPARATORS = "_-. /"
+
+
+def short_names(names) -> tuple[list[str], str]:
+    """Names without the prefix and suffix all of them share, for an axis's ticks.
+
+    Pipeline file names differ in a few characters of 30 or more
+    (``jw01234001001_02101_00001_nrcb1_cal``): along an axis only what differs is told.  A
+    prefix or suffix is dropped only whole, up to a separator (``_ - . / `` or a space), and
+    only when every name keeps something (else the one of the two that saves more).  Returns
+    the labels and the pattern they stand in (``"jw01234001001_02101_…_cal"``), or the names
+    and ``""`` when nothing is shared.
+
+    Examples
+    --------
+    >>> short_names(["jw01_00001_nrcb1_cal", "jw01_00001_nrcb2_cal", "jw01_00002_nrcb1_cal"])
+    (['00001_nrcb1', '00001_nrcb2', '00002_nrcb1'], 'jw01_…_cal')
+    >>> short_names(["img00", "img01"])  # no separator: nothing is cut
+    (['img00', 'img01'], '')
+    """
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        return names, ""
+    prefix = _common_start(names)
+    cut = max(prefix.rfind(c) for c in _NAME_SEPARATORS) + 1  # (0: no separator)
+    reversed_suffix = _common_start([n[::-1] for n in names])
+    back = max(reversed_suffix.rfind(c) for c in _NAME_SEPARATORS) + 1
+    shortest = min(len(n) for n in names)
+    # both cuts, else the one that saves more, as long as every name keeps something
+    cuts = [c for c in sorted([(cut, back), (cut, 0), (0, back)], key=lambda c: -sum(c))
+            if sum(c) > 0 and shortest - sum(c) > 0]
+    if not cuts:
+        return names, ""
+    cut, back = cuts[0]
+    labels = [n[cut : len(n) - back] for n in names]
+    return labels, f"{names[0][:cut]}…{names[0][len(names[0]) - back:]}"
+
+
+def _common_start(texts: list[str]) -> str:
+    """The characters every text starts with (those of the first and last in sorted order)."""
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
 
 
 def sky_unit(result: xr.Dataset | None, variable: str = "sky") -> str:

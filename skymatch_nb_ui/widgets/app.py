@@ -19,7 +19,7 @@ import traitlets
 import xarray as xr
 
 from ..display.colors import theme_colors
-from ..display.encodings import sky_unit, with_unit
+from ..display.encodings import short_names, sky_unit, with_unit
 from ..engine import SkyMatchParams
 from ..engine import exceptions as _engine_exceptions
 from ._assets import esm
@@ -744,7 +744,7 @@ class _SkyPlot:
         self._bars = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": x, "y": y}, colors=[colors.data])
         self._invalid = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, marker="cross",
                                    colors=[colors.bad], default_size=50)
-        self._x_axis = bq.Axis(scale=x, tick_rotate=-35,
+        self._x_axis = bq.Axis(scale=x, tick_rotate=-35, label_offset="66px",
                                tick_style={"font-size": "11px", "text-anchor": "end"})
         self._sky_axis = bq.Axis(scale=y, side="left", label="sky")  # (its unit: `update`)
         self._sky_fig = bq.Figure(
@@ -816,8 +816,13 @@ class _SkyPlot:
                 self._x.hold_sync(), self._y.hold_sync(), self._x_axis.hold_sync():
             self._x.min, self._x.max = -0.5, n - 0.5
             self._y.min, self._y.max = lo, hi
+            labels, pattern = short_names(names)  # (what pipeline file names share, once)
             self._x_axis.tick_values = ticks
-            self._x_axis.tick_labels = {int(k): names[k] for k in ticks}
+            self._x_axis.tick_labels = {int(k): labels[k] for k in ticks}
+            self._x_axis.label = pattern  # below the slanted names, in a wider margin
+            margin = {**self._sky_fig.fig_margin, "bottom": 80 if pattern else 62}
+            if self._sky_fig.fig_margin != margin:
+                self._sky_fig.fig_margin = margin
             _set_lines(self._bars, *_segments(bars_x, bars_y))
             self._invalid.x = invalid
             self._invalid.y = np.full(len(invalid), lo + 0.04 * (hi - lo))

@@ -89,6 +89,10 @@ PANEL_FIGSIZE = (3.5, 2.6)
 #: Name every pair / image on the x axis up to this many.
 MAX_PAIR_LABELS = 30
 MAX_IMAGE_LABELS = 40
+#: Up to this many images each footprint is its own patches (an object with its own id,
+#: ``footprint-<name>``, in vector output); above, all footprints are three collections
+#: (fills, group outlines, outlines): 10,000 images drew in ~11 s as patches, ~1 s so.
+FOOTPRINT_PATCHES = 500
 #: Fraction of the mosaic's extent left free around it in the footprint map.
 MARGIN = 0.06
 
@@ -214,6 +218,14 @@ def plot_footprints(
         For an input that is neither a Dataset nor an ImageCollection, or an `ax` that is
         not a WCSAxes.
 
+    Notes
+    -----
+    Up to `FOOTPRINT_PATCHES` (500) images each footprint is its own patches, with the ids
+    ``footprint-<name>``, ``group-<name>`` and ``outline-<name>`` in vector output; above,
+    each kind of mark is one collection (ids ``footprints``, ``footprints-invalid``,
+    ``groups``, ``outlines``, ``outlines-disconnected``), drawn the same: 10,000 images in
+    ~1 s instead of ~11 s.
+
     Examples
     --------
     >>> from skymatch_nb_ui import ImageCollection
@@ -251,10 +263,14 @@ def plot_footprints(
     group_colors = _group_colors(table)
     groups = table["group"].values.astype(str) if show_groups and "group" in table else None
     names = table["image"].values.astype(str)
-    for k, name in enumerate(names):
-        outline = group_colors[groups[k]] if groups is not None and groups[k] else None
-        _draw_footprint(ax, np.column_stack([lon[k], lat[k]]), name, fill.colors[k],
-                        flags.invalid[k], flags.disconnected[k], outline)
+    outlines = [group_colors[g] if groups is not None and g else None
+                for g in (groups if groups is not None else [""] * len(names))]
+    if len(names) > FOOTPRINT_PATCHES:
+        _draw_footprints_at_once(ax, lon, lat, fill.colors, flags, outlines)
+    else:
+        for k, name in enumerate(names):
+            _draw_footprint(ax, np.column_stack([lon[k], lat[k]]), name, fill.colors[k],
+                            flags.invalid[k], flags.disconnected[k], outlines[k])
     if show_names:
         _write_names(ax, footprint_centres(lon, lat), names, fill.colors, fonts)
     arrows = solved and is_plane(table) if show_gradient is None else bool(show_gradient)
@@ -727,6 +743,40 @@ def _draw_footprint(ax, xy, name: str, color, invalid: bool, dashed: bool, group
         xy, closed=True, transform=world, fill=False, edgecolor="black", linewidth=0.6,
         linestyle=(0, (3, 2)) if dashed else "solid", zorder=3, gid=f"outline-{name}",
     ))
+
+
+def _draw_footprints_at_once(ax, lon, lat, colors, flags, outlines) -> None:
+    """`_draw_footprint` of every image, as collections: the same fills, hatches and lines.
+
+    The corners go through the axes' world transform in one call (the patches each make
+    their own), and each kind of mark is one collection, in the patches' order and layers.
+    """
+    from matplotlib.collections import PolyCollection
+
+    to_pixels = ax.get_transform("world") - ax.transData
+    n, corners = lon.shape
+    pixels = to_pixels.transform(np.column_stack([lon.ravel(), lat.ravel()])).reshape(n, corners, 2)
+    invalid = np.asarray(flags.invalid, bool)
+    dashed = np.asarray(flags.disconnected, bool)
+    grouped = np.array([c is not None for c in outlines], bool)
+
+    def add(which, gid, **style):
+        if which.any():
+            ax.add_collection(PolyCollection(list(pixels[which]), closed=True,
+                                             transform=ax.transData, gid=gid, **style),
+                              autolim=False)
+
+    colors = np.asarray(colors, dtype=object)
+    add(~invalid, "footprints", facecolors=list(colors[~invalid]), edgecolors="none",
+        linewidths=0, zorder=1)
+    add(invalid, "footprints-invalid", facecolors=list(colors[invalid]),
+        edgecolors=HATCH_COLOR, linewidths=0, hatch=HATCH, zorder=1)
+    add(grouped, "groups", facecolors="none",
+        edgecolors=[c for c, g in zip(outlines, grouped) if g], linewidths=2.2,
+        joinstyle="miter", zorder=2)
+    add(~dashed, "outlines", facecolors="none", edgecolors="black", linewidths=0.6, zorder=3)
+    add(dashed, "outlines-disconnected", facecolors="none", edgecolors="black",
+        linewidths=0.6, linestyles=[(0, (3, 2))], zorder=3)
 
 
 def _GRADIENT_HANDLE():

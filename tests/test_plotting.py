@@ -475,3 +475,65 @@ def test_the_figures_name_pipeline_files_by_what_differs_and_say_the_rest_once(m
     ax = plot_pair_residuals(result, sort=False)
     assert ax.get_xticklabels()[0].get_text() == "00001_nrcb1–00001_nrcb2"
     assert ax.get_xlabel() == "jw01234001001_02101_…_cal"
+
+
+@pytest.mark.parametrize("which", ["result", "disconnected"])
+def test_many_footprints_are_drawn_as_collections_with_the_patches_marks(which, request, monkeypatch):
+    # above FOOTPRINT_PATCHES images every kind of mark is one collection: the same polygons
+    # on the page, the same fills, hatches, group colours and dashes, in the same layers
+    result = request.getfixturevalue(which)
+
+    def drawn(limit):
+        monkeypatch.setattr(plotting, "FOOTPRINT_PATCHES", limit)
+        ax = plot_footprints(result, colorbar=False)
+        ax.figure.canvas.draw()
+        return ax
+
+    def on_page(path, transform):
+        return np.round(transform.transform(path.vertices), 6)
+
+    one_by_one, together = drawn(10**6), drawn(0)
+    seen = set()
+    assert not together.patches or all(not (p.get_gid() or "").startswith(("footprint-", "outline-"))
+                                       for p in together.patches)
+    for kind, gids in (("footprint", ("footprints", "footprints-invalid")), ("group", ("groups",)),
+                       ("outline", ("outlines", "outlines-disconnected"))):
+        expected = {}  # gid -> [(corners on the page, face, edge, width, hatch, dashed, zorder)]
+        for p in patches(one_by_one, kind).values():
+            dashed = p.get_linestyle() not in ("-", "solid")
+            gid = gids[bool(p.get_hatch()) or dashed] if len(gids) > 1 else gids[0]
+            face = to_rgba(p.get_facecolor()) if p.get_fill() else None
+            expected.setdefault(gid, []).append((
+                on_page(p.get_path(), p.get_transform()), face, to_rgba(p.get_edgecolor()),
+                p.get_linewidth(), p.get_hatch(), dashed, p.get_zorder()))
+        found = {}
+        for c in together.collections:
+            if c.get_gid() not in gids:
+                continue
+            faces, edges = c.get_facecolors(), c.get_edgecolors()
+            for i, path in enumerate(c.get_paths()):
+                face = None if len(faces) == 0 else tuple(faces[i % len(faces)])
+                edge = tuple(edges[i % len(edges)]) if len(edges) else None
+                found.setdefault(c.get_gid(), []).append((
+                    on_page(path, c.get_transform()), face, edge,
+                    c.get_linewidths()[0], c.get_hatch(), c.get_linestyles()[0][1] is not None,
+                    c.get_zorder()))
+        assert found.keys() == expected.keys()
+        seen.update(expected)
+        for gid in expected:
+            assert len(found[gid]) == len(expected[gid])
+            for (v1, *rest1), (v2, *rest2) in zip(found[gid], expected[gid]):
+                np.testing.assert_allclose(v1, v2, atol=1e-6)
+                face1, edge1, width1, hatch1, dashed1, z1 = rest1
+                face2, edge2, width2, hatch2, dashed2, z2 = rest2
+                if face2 is None:  # an outline: no fill
+                    assert face1 is None or face1[3] == 0
+                else:
+                    assert face1 == face2
+                if width2:  # (a line without width has no colour to see)
+                    assert edge1 == edge2
+                assert (width1, hatch1, dashed1, z1) == (width2, hatch2, dashed2, z2)
+    # each kind of mark was there to compare: invalid (hatched) images and groups in one,
+    # images outside the largest component (dashed) in the other
+    assert {"footprints", "outlines"} <= seen
+    assert {"footprints-invalid", "groups"} <= seen if which == "result" else "outlines-disconnected" in seen

@@ -1090,6 +1090,28 @@ def test_where_it_cannot_fork_a_pool_worker_killed_mid_read_leaves_the_files_rea
     assert found["killed"]
     assert found["same"] and found["count"] == len(paths) + 8 and found["again"]
 
+#: For `run_fresh` scripts: ``same_copies(written, folder)``, per file written, whether its
+#: data and recorded sky equal those of the file of its name in ``folder`` (JWST or Roman).
+SAME_COPIES = """
+import asdf
+from astropy.io import fits
+
+def _content(path):
+    if path.suffix == ".asdf":
+        with asdf.open(path) as f:
+            return np.array(f["roman"]["data"]), repr(dict(f["roman"]["meta"]["background"]))
+    with fits.open(path) as hdul:
+        keys = [hdul[0].header.get(k) for k in ("BKGLEVEL", "BKGSUB", "BKGMETH", "S_SKYMAT")]
+        return np.array(hdul["SCI"].data), repr(keys)
+
+def same_copies(written, folder):
+    same = []
+    for path in written:
+        (a, keys_a), (b, keys_b) = _content(path), _content(folder / path.name)
+        same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
+    return same
+"""
+
 @linux_only
 def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_by_one_process(
         files_of_every_kind, tmp_path):
@@ -1097,24 +1119,12 @@ def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_b
     # pipeline's library go to the pool's worker processes, each one the copy one process
     # writes (data and the recorded sky), the progress bar to the end
     paths = [str(p) for p in files_of_every_kind if p.name.startswith(("jw", "r"))]
-    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS, code="""
-        import asdf
-        from astropy.io import fits
+    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS + SAME_COPIES, code="""
         coll.write_copies(folder / "one", result)
         coll.scheduler, coll.workers = "processes", 2
         written = coll.write_copies(folder / "two", result, progress=progress)
 
-        def content(path):
-            if path.suffix == ".asdf":
-                with asdf.open(path) as f:
-                    return np.array(f["roman"]["data"]), repr(dict(f["roman"]["meta"]["background"]))
-            with fits.open(path) as hdul:
-                keys = [hdul[0].header.get(k) for k in ("BKGLEVEL", "BKGSUB", "BKGMETH", "S_SKYMAT")]
-                return np.array(hdul["SCI"].data), repr(keys)
-        same = []
-        for path in written:
-            (a, keys_a), (b, keys_b) = content(path), content(folder / "one" / path.name)
-            same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
+        same = same_copies(written, folder / "one")
         names = sorted(os.listdir(folder / "two")) == sorted(os.listdir(folder / "one"))
         print(json.dumps(dict(pools=pools, forks=len(forks), same=same, taken=len(taken), names=names)))
     """)
@@ -1174,10 +1184,8 @@ def test_where_it_cannot_fork_a_pool_worker_killed_mid_copy_leaves_every_copy_wh
                 time.sleep(60)
             return real_write_copy(images, target, **options)
     """))
-    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS, code=f"""
+    found = run_fresh(prelude=pooled_copies_prelude(paths, tmp_path) + PROGRESS + SAME_COPIES, code=f"""
         import signal, sys, threading, time
-        from astropy.io import fits
-        import asdf
         dying_py = Path({str(tmp_path / "dying.py")!r})
         dying_py.write_text(dying_py.read_text().replace("{{here}}", str(os.getpid())))
         sys.path.insert(0, str(dying_py.parent))
@@ -1203,17 +1211,7 @@ def test_where_it_cannot_fork_a_pool_worker_killed_mid_copy_leaves_every_copy_wh
         coll.scheduler, coll.workers = "processes", 2
         written = coll.write_copies(out, result, progress=progress)
 
-        def content(path):
-            if path.suffix == ".asdf":
-                with asdf.open(path) as f:
-                    return np.array(f["roman"]["data"]), repr(dict(f["roman"]["meta"]["background"]))
-            with fits.open(path) as hdul:
-                keys = [hdul[0].header.get(k) for k in ("BKGLEVEL", "BKGSUB", "BKGMETH", "S_SKYMAT")]
-                return np.array(hdul["SCI"].data), repr(keys)
-        same = []
-        for path in written:
-            (a, keys_a), (b, keys_b) = content(path), content(folder / "one" / path.name)
-            same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
+        same = same_copies(written, folder / "one")
         left = sorted(os.listdir(out))
         io.write_copy = dying.real_write_copy
         again = coll.write_copies(folder / "again", result)

@@ -1039,7 +1039,6 @@ def pooled_copies_prelude(paths: list, folder) -> str:
     """)
 
 
-
 @linux_only
 def test_where_it_cannot_fork_a_pool_worker_killed_mid_read_leaves_the_files_read_here(
         files_of_every_kind, tmp_path):
@@ -1090,6 +1089,7 @@ def test_where_it_cannot_fork_a_pool_worker_killed_mid_read_leaves_the_files_rea
     assert found["killed"]
     assert found["same"] and found["count"] == len(paths) + 8 and found["again"]
 
+
 #: For `run_fresh` scripts: ``same_copies(written, folder)``, per file written, whether its
 #: data and recorded sky equal those of the file of its name in ``folder`` (JWST or Roman).
 SAME_COPIES = """
@@ -1111,6 +1111,7 @@ def same_copies(written, folder):
         same.append(np.array_equal(a, b) and keys_a == keys_b and "None" not in keys_a)
     return same
 """
+
 
 @linux_only
 def test_where_it_cannot_fork_jwst_and_roman_copies_are_written_by_the_pool_as_by_one_process(

@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
-from .engine._validate import check_wcs
+from .engine._validate import check_wcs, few_of, some_names
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
 from .engine.loaders import RecordLoader
@@ -447,8 +447,8 @@ class ImageCollection:
             unknown = [k for k in groups if k not in self._index]
             if unknown:
                 raise ValueError(
-                    f"groups names images that are not in the collection: {unknown}; "
-                    f"the images are {list(self.names)}"
+                    f"groups names images that are not in the collection: {few_of(unknown)}; "
+                    f"{some_names(self.names, unknown[:3])}"
                 )
             labels = [groups.get(name) for name in self.names]
         elif isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
@@ -928,7 +928,7 @@ class ImageCollection:
                 raise IndexError(f"image index {image} out of range for {len(self)} images")
             return int(image) % len(self)
         if image not in self._index:
-            raise KeyError(f"no image named {image!r}; the images are {list(self.names)}")
+            raise KeyError(f"no image named {image!r}; {some_names(self.names, [image])}")
         return self._index[image]
 
     # -- display ---------------------------------------------------------------------------------

@@ -70,6 +70,20 @@ def test_html_repr_of_many_images_shows_the_first_and_last_and_says_how_many_mor
     assert "3 more images" in text and "6 images" in text
     assert text.index("<td>im1</td>") < text.index("3 more images") < text.index("<td>im5</td>")
 
+
+def test_an_unknown_image_name_is_answered_with_the_closest_and_a_few_names():
+    # a survey's 10,000 names would bury the message: the closest name, a few, how many
+    m = make_mosaic((6, 10), shape=(16, 16), seed=1)
+    names = [f"jw01234001001_02101_{k:05d}_nrcb1_cal" for k in range(60)]
+    coll = ImageCollection.from_arrays(m.images, m.wcs, names=names)
+    with pytest.raises(KeyError) as caught:
+        coll.data("jw01234001001_02101_00042_nrcb1_cal.fits")  # a file name
+    message = str(caught.value)
+    assert "did you mean 'jw01234001001_02101_00042_nrcb1_cal'?" in message
+    assert "(60 images)" in message and len(message) < 500
+    with pytest.raises(ValueError, match=r"not in the collection: \['nope'\]; the images are \["):
+        ImageCollection.from_arrays(m.images, m.wcs, names=names, groups={"nope": "A"})
+
 def test_duplicate_names_are_rejected(mosaic):
     with pytest.raises(ValueError, match=r"image names must be unique.*\['a'\]"):
         ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=["a", "a", "b", "c", "d", "e"])

@@ -85,6 +85,46 @@ def check_names(given: Iterable[str], valid: Sequence[str], *, what: str) -> Non
     )
 
 
+def few_of(values: Sequence[object], limit: int = 8) -> str:
+    """``repr``-like text of a list, its first ``limit`` items and how many when longer.
+
+    Examples
+    --------
+    >>> few_of(["x", "y"]), few_of(list(range(20)), 3)
+    ("['x', 'y']", '[0, 1, 2, ...] (20 items)')
+    """
+    values = list(values)
+    if len(values) <= limit:
+        return repr(values)
+    return f"[{', '.join(map(repr, values[:limit]))}, ...] ({len(values)} items)"
+
+
+def some_names(names: Sequence[str], wanted: Iterable[object] = (), *, limit: int = 8) -> str:
+    """The images' names for an error message, never all of 10,000.
+
+    The closest name to each of ``wanted`` first ("did you mean"), then the first ``limit``
+    names and how many there are.
+
+    Examples
+    --------
+    >>> names = [f"jw_{k:05d}_cal" for k in range(10000)]
+    >>> some_names(names, ["jw_00042_cal.fits"], limit=2)  # a file name for an image name
+    "did you mean 'jw_00042_cal'? the images are ['jw_00000_cal', 'jw_00001_cal', ...] (10000 images)"
+    >>> some_names(["a", "b"])
+    "the images are ['a', 'b']"
+    """
+    names = [str(n) for n in names]
+    close = []
+    for name in wanted:
+        for match in difflib.get_close_matches(str(name), names, n=1):
+            if match not in close:
+                close.append(match)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    if len(names) <= limit:
+        return f"{hint}the images are {names!r}"
+    return f"{hint}the images are [{', '.join(map(repr, names[:limit]))}, ...] ({len(names)} images)"
+
+
 def check_workers(workers: object) -> int:
     """Threads for the statistics: None -> one per CPU core, at most 4."""
     if workers is None:

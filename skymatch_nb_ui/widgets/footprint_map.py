@@ -17,6 +17,7 @@ from ..display import encodings
 from ..display.encodings import COLOR_BY, image_fill, image_flags, number, pair_colors, sky_unit
 from ..display.planes import gradient_tips, is_plane
 from ..display.projection import SkyProjection, footprint_centres, sky_projection, tangent_projection
+from ..engine._validate import few_of, some_names
 from ._assets import css_path, esm
 
 __all__ = ["COLOR_BY", "FootprintMap", "project_footprints"]
@@ -331,8 +332,8 @@ class FootprintMap(anywidget.AnyWidget):
         unknown = sorted(chosen - set(self.names))
         if unknown:
             raise ValueError(
-                f"selected names images that are not in the collection: {unknown}; "
-                f"the images are {_abbreviated(self.names)}"
+                f"selected names images that are not in the collection: {few_of(unknown)}; "
+                f"{some_names(self.names, unknown[:3])}"
             )
         return [n for n in self.names if n in chosen]
 
@@ -341,8 +342,7 @@ class FootprintMap(anywidget.AnyWidget):
         name = proposal["value"]
         if name and name not in self.names:
             raise ValueError(
-                f"hovered must be an image name or ''; got {name!r}; "
-                f"the images are {_abbreviated(self.names)}"
+                f"hovered must be an image name or ''; got {name!r}; {some_names(self.names, [name])}"
             )
         return name
 
@@ -482,6 +482,3 @@ def _decoded(encoded: dict) -> list[str]:
     return [texts[k] for k in np.frombuffer(encoded["index"], np.int32).tolist()]
 
 
-def _abbreviated(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)} images)"

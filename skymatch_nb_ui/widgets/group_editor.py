@@ -17,6 +17,7 @@ import traitlets
 
 from ..collection import META_COLUMNS, group_texts
 from ..display.encodings import group_palette
+from ..engine._validate import few_of, some_names
 from ._assets import css_path, esm
 
 __all__ = ["GroupEditor"]
@@ -258,8 +259,8 @@ class GroupEditor(anywidget.AnyWidget):
         unknown = [n for n in groups if n not in self._collection]
         if unknown:
             raise traitlets.TraitError(
-                f"groups names images that are not in the collection: {unknown}; "
-                f"the images are {list(self._collection.names)}"
+                f"groups names images that are not in the collection: {few_of(unknown)}; "
+                f"{some_names(self._collection.names, unknown[:3])}"
             )
         return {n: _label_or_none(groups.get(n)) for n in self._collection.names}
 

@@ -480,5 +480,3 @@ def _encoded(texts: list[str]) -> dict:
 def _decoded(encoded: dict) -> list[str]:
     texts = encoded["texts"]
     return [texts[k] for k in np.frombuffer(encoded["index"], np.int32).tolist()]
-
-

@@ -263,8 +263,8 @@ def plot_footprints(
     group_colors = _group_colors(table)
     groups = table["group"].values.astype(str) if show_groups and "group" in table else None
     names = table["image"].values.astype(str)
-    outlines = [group_colors[g] if groups is not None and g else None
-                for g in (groups if groups is not None else [""] * len(names))]
+    outlines = ([group_colors[g] if g else None for g in groups] if groups is not None
+                else [None] * len(names))
     if len(names) > FOOTPRINT_PATCHES:
         _draw_footprints_at_once(ax, lon, lat, fill.colors, flags, outlines)
     else:

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -191,9 +192,10 @@ def short_names(names) -> tuple[list[str], str]:
     names = [str(n) for n in names]
     if len(names) < 2:
         return names, ""
-    prefix = _common_start(names)
+    # (character by character, as wanted here: the names are not paths)
+    prefix = os.path.commonprefix(names)  # noqa: RUF071
     cut = max(prefix.rfind(c) for c in _NAME_SEPARATORS) + 1  # (0: no separator)
-    reversed_suffix = _common_start([n[::-1] for n in names])
+    reversed_suffix = os.path.commonprefix([n[::-1] for n in names])  # noqa: RUF071
     back = max(reversed_suffix.rfind(c) for c in _NAME_SEPARATORS) + 1
     shortest = min(len(n) for n in names)
     # both cuts, else the one that saves more, as long as every name keeps something
@@ -204,15 +206,6 @@ def short_names(names) -> tuple[list[str], str]:
     cut, back = cuts[0]
     labels = [n[cut : len(n) - back] for n in names]
     return labels, f"{names[0][:cut]}…{names[0][len(names[0]) - back:]}"
-
-
-def _common_start(texts: list[str]) -> str:
-    """The characters every text starts with (those of the first and last in sorted order)."""
-    first, last = min(texts), max(texts)
-    n = 0
-    while n < len(first) and first[n] == last[n]:
-        n += 1
-    return first[:n]
 
 
 def sky_unit(result: xr.Dataset | None, variable: str = "sky") -> str:

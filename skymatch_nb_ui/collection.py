@@ -305,6 +305,7 @@ class ImageCollection:
         records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only,
                                  scheduler=where[0], workers=where[1])
         io.check_units(records)
+        io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [
             _Source(

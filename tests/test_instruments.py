@@ -378,10 +378,56 @@ def test_roman_files_are_read_with_their_gwcs_and_dq(roman_files):
     mask = coll.mask(0)
     assert not mask[0, :5].any() and mask[1].all()
     assert coll.table.detector.values.tolist() == ["WFI01"] * 3
+    assert coll.table.bunit.values.tolist() == ["MJy/sr"] * 3  # the flux step has run
     ds = coll.skymatch(skymethod="match", skystat="mean")
     np.testing.assert_allclose(ds.sky.values, [0, 10, 20], atol=1e-4)
+    assert ds.sky.attrs["units"] == "MJy/sr"
     exposures = ImageCollection.from_files(roman_files, group_by="exposure")
     assert list(exposures.groups.values()) == [f"r0000101001001001001_000{k}" for k in (1, 2, 3)]
+
+
+def write_roman_detectors(folder, *, flux, conversions):
+    """Three dithered Roman files, one detector each, with the flux step run or not."""
+    paths = []
+    for k, ((dx, dy), sky, conversion) in enumerate(zip(DITHERS, EXPOSURE_SKY, conversions)):
+        wcs = nircam_like_gwcs((150 + dx / 3600, 2 + dy / 3600), shape=JW_SHAPE, pixel_scale=JW_SCALE)
+        paths.append(write_roman_cal(
+            folder / f"r0000101001001001001_0001_wfi0{k + 1}_cal.asdf", np.full(JW_SHAPE, sky), wcs,
+            detector=f"WFI0{k + 1}", flux=flux, conversion=conversion,
+        ))
+    return paths
+
+
+def test_roman_unit_follows_the_flux_step(tmp_path):
+    # DN/s before romancal's flux step, whose mark the unit is read from
+    paths = write_roman_detectors(tmp_path, flux=False, conversions=[0.5] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one conversion: comparable, no warning
+        coll = ImageCollection.from_files(paths)
+    assert coll.table.bunit.values.tolist() == ["DN/s"] * 3
+    assert coll.skymatch(skymethod="match", skystat="mean").sky.attrs["units"] == "DN/s"
+    # one file flux-calibrated among DN/s ones: different units
+    (tmp_path / "mjy").mkdir()
+    calibrated = write_roman_detectors(tmp_path / "mjy", flux=True, conversions=[0.5] * 3)
+    with pytest.warns(io.MixedUnitsWarning, match=r"'DN/s' \(.*wfi01.*\); 'MJy/sr' \(.*wfi03"):
+        ImageCollection.from_files(paths[:2] + calibrated[2:])
+
+
+def test_roman_dn_per_s_with_different_conversions_warn_with_the_way_out(tmp_path):
+    paths = write_roman_detectors(tmp_path, flux=False, conversions=[0.5, 0.5, 0.55])
+    with pytest.warns(io.MixedUnitsWarning) as caught:
+        coll = ImageCollection.from_files(paths)
+    message = str(caught[0].message)
+    assert "conversion_megajanskys: 0.5 (r0000101001001001001_0001_wfi01_cal.asdf, " in message
+    assert "0.55 (r0000101001001001001_0001_wfi03_cal.asdf)" in message
+    assert "romancal.flux.FluxStep" in message
+    assert len(coll) == 3  # a warning: the images are still read
+    # flux-calibrated, the same conversions are harmless: the data are in MJy/sr already
+    (tmp_path / "mjy").mkdir()
+    calibrated = write_roman_detectors(tmp_path / "mjy", flux=True, conversions=[0.5, 0.5, 0.55])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageCollection.from_files(calibrated)
 
 
 def test_roman_files_are_refused_by_from_fits(roman_files):

@@ -6,6 +6,11 @@ Read and written with ``roman_datamodels`` (``pip install skymatch-nb-ui[roman]`
   without the box).
 - **DQ**: the ``dq`` array; romancal's skymatch default ``dqbits`` is ``"~DO_NOT_USE"``,
   with Roman's own flag names (`skymatch_nb_ui.io.ROMAN_DQ_FLAGS`).
+- **Unit**: romancal's level-2 files are in DN/s until its ``flux`` step (the first of its
+  mosaic pipeline, run before its skymatch) multiplies them by
+  ``meta.photometry.conversion_megajanskys`` into MJy/sr and marks ``meta.cal_step.flux``
+  ``COMPLETE``: the unit (``bunit`` of the table) is read from that mark.  DN/s images whose
+  conversions differ are not comparable (`check_conversions` warns).
 - **Exposure**: ``meta.group_id`` when present, else ``meta.observation.observation_id``
   (romancal's ``ModelLibrary`` rule).  romancal's skymatch gives every detector its own sky,
   so that is the default here too; ``group_by="exposure"`` groups the detectors.
@@ -28,11 +33,16 @@ import numpy as np
 
 from ..engine.packed import collector_paused, packed_or_copy
 
-__all__ = ["DEFAULT_DQBITS", "RomanImage", "open_roman_image", "write_copy"]
+__all__ = ["DEFAULT_DQBITS", "DN_PER_S", "MJY_PER_SR", "RomanImage", "check_conversions",
+           "data_unit", "open_roman_image", "write_copy"]
 
 #: romancal's skymatch default: only DO_NOT_USE pixels are bad.
 DEFAULT_DQBITS = "~DO_NOT_USE"
 INSTALL_HINT = "pip install skymatch-nb-ui[roman]"
+#: The units of ``data`` before and after romancal's ``flux`` step.
+DN_PER_S, MJY_PER_SR = "DN/s", "MJy/sr"
+#: The value roman_datamodels writes for a metadata number that is not known.
+UNKNOWN = -999999
 
 
 def _datamodels():
@@ -120,7 +130,7 @@ class RomanImage:
         exposure = meta.get("exposure", {})
         exptime = exposure.get("exposure_time")
         return {
-            "bunit": None,
+            "bunit": data_unit(meta),
             "exptime": None if exptime in (None, -999999) else float(exptime),
             "filter": _text(instrument.get("optical_element")),
             "detector": _text(instrument.get("detector")),
@@ -128,6 +138,72 @@ class RomanImage:
             "date_obs": _text(exposure.get("start_time")),
             "exposure": self.exposure_id,
         }
+
+
+def data_unit(meta: dict) -> str | None:
+    """The unit of a Roman image's ``data`` from its metadata (``meta`` as a plain tree).
+
+    ``"MJy/sr"`` once romancal's ``flux`` step has run (``meta.cal_step.flux`` is
+    ``COMPLETE``), ``"DN/s"`` before; None when the file has no ``meta.cal_step``.
+
+    Examples
+    --------
+    >>> data_unit({"cal_step": {"flux": "COMPLETE"}}), data_unit({"cal_step": {"flux": "INCOMPLETE"}})
+    ('MJy/sr', 'DN/s')
+    """
+    steps = meta.get("cal_step")
+    if not isinstance(steps, dict):
+        return None
+    return MJY_PER_SR if steps.get("flux") == "COMPLETE" else DN_PER_S
+
+
+def _conversion(meta: dict) -> float | None:
+    """``meta.photometry.conversion_megajanskys``, or None when it is not known."""
+    photometry = meta.get("photometry")
+    value = photometry.get("conversion_megajanskys") if isinstance(photometry, dict) else None
+    if value is None or not np.isfinite(value) or value == UNKNOWN or value <= 0:
+        return None
+    return float(value)
+
+
+def check_conversions(images) -> None:
+    """Warn with `MixedUnitsWarning` when Roman images in DN/s have different conversions.
+
+    A sky of one surface brightness gives different DN/s on detectors with different
+    photometric conversions (``meta.photometry.conversion_megajanskys``), so their sky levels
+    are not comparable, as images in different units are not (`check_units`).  romancal's
+    mosaic pipeline runs its ``flux`` step (into MJy/sr) before its skymatch for this reason.
+    Conversions that agree to 6 significant digits count as the same; images in MJy/sr, of
+    other kinds, or whose conversion is not known are left out.
+
+    Examples
+    --------
+    >>> check_conversions(open_images(["wfi01_cal.asdf", "wfi02_cal.asdf"]))  # doctest: +SKIP
+    """
+    from ._fits import MixedUnitsWarning
+
+    by_factor: dict = {}
+    for image in images:
+        if getattr(image, "kind", None) != "roman" or image.meta["bunit"] != DN_PER_S:
+            continue
+        factor = _conversion(image.header)
+        if factor is not None:
+            by_factor.setdefault(float(f"{factor:.6g}"), []).append(image.path.name)
+    if len(by_factor) < 2:
+        return
+    parts = []
+    for factor, files in sorted(by_factor.items()):
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        parts.append(f"{factor:g} ({shown})")
+    warnings.warn(
+        "the Roman images are in DN/s (meta.cal_step.flux is not COMPLETE) with different "
+        "photometric conversions (meta.photometry.conversion_megajanskys: " + "; ".join(parts)
+        + "): one sky gives different DN/s on them, so their sky levels are not comparable. "
+        "Apply romancal's flux step first (romancal.flux.FluxStep, as its mosaic pipeline does "
+        "before skymatch)",
+        MixedUnitsWarning,
+        stacklevel=2,
+    )
 
 
 def _text(value):

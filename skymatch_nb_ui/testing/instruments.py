@@ -323,6 +323,8 @@ def write_roman_cal(
     detector: str = "WFI01",
     observation_id: str = "r0000101001001001001_0001",
     background: tuple[float | None, bool, str] | None = None,
+    flux: bool = True,
+    conversion: float | None = None,
 ):
     """Write a Roman WFI level-2 image (ASDF) with ``roman_datamodels``, as romancal does.
 
@@ -331,6 +333,10 @@ def write_roman_cal(
     ``meta.wcs``, the detector and ``meta.observation.observation_id`` set, and
     ``meta.cal_step`` as romancal's level-2 pipeline leaves it before skymatch (every step of
     the current schema ``COMPLETE``, ``skymatch`` ``INCOMPLETE``).
+
+    With ``flux=False`` the ``flux`` step is ``INCOMPLETE`` (the data in DN/s, as the
+    exposure-level pipeline writes them); ``conversion`` sets
+    ``meta.photometry.conversion_megajanskys`` (its maker's placeholder otherwise).
 
     Returns
     -------
@@ -349,6 +355,10 @@ def write_roman_cal(
     )
     model.meta["cal_step"] = {step: "COMPLETE" for step in steps["required"]}
     model.meta.cal_step.skymatch = "INCOMPLETE"
+    if not flux:
+        model.meta.cal_step.flux = "INCOMPLETE"
+    if conversion is not None:
+        model.meta.photometry.conversion_megajanskys = float(conversion)
     model.data = data
     model.dq = np.zeros(data.shape, np.uint32) if dq is None else np.asarray(dq, np.uint32)
     model.meta.wcs = wcs

@@ -172,6 +172,83 @@ def test_plot_planes_of_constant_skies_is_flat_and_marks_invalid_images(solved):
         plot_planes(result, cells=0)
 
 
+def drawn_planes(result, monkeypatch, *, limit, **kw):
+    from skymatch_nb_ui import plotting
+
+    monkeypatch.setattr(plotting, "FOOTPRINT_PATCHES", limit)
+    ax = plot_planes(result, colorbar=False, **kw)
+    ax.figure.canvas.draw()
+    return ax
+
+
+def test_many_planes_are_one_mesh_with_the_same_cells_on_the_page(planes, solved, monkeypatch):
+    # above FOOTPRINT_PATCHES images the planes are one mesh: each image's cells at the same
+    # places on the page with the same values, nothing drawn between two images' grids
+    for result in (planes[2], solved[1]):  # (solved: an image without a valid sky)
+        one_by_one = drawn_planes(result, monkeypatch, limit=10**6, cells=5, show_gradient=False)
+        together = drawn_planes(result, monkeypatch, limit=0, cells=5, show_gradient=False)
+        meshes = [c for c in one_by_one.collections if (c.get_gid() or "").startswith("plane-")]
+        (mesh,) = [c for c in together.collections if c.get_gid() == "planes"]
+        assert not [c for c in together.collections if (c.get_gid() or "").startswith("plane-")]
+        nodes = mesh.get_transform().transform(mesh.get_coordinates().reshape(-1, 2))
+        nodes = nodes.reshape(len(meshes), 6, 6, 2)
+        values = np.ma.asarray(mesh.get_array()).reshape(-1, 5)
+        for j, one in enumerate(meshes):
+            page = one.get_transform().transform(one.get_coordinates().reshape(-1, 2))
+            np.testing.assert_allclose(nodes[j].reshape(-1, 2), page, atol=1e-6)
+            assert np.array_equal(values[6 * j:6 * j + 5], np.asarray(one.get_array()).reshape(5, 5))
+        assert values.mask.sum() == 5 * (len(meshes) - 1)  # the rows between two grids
+        assert values[5::6].mask.all()
+        assert mesh.get_zorder() == meshes[0].get_zorder() and mesh.get_rasterized()
+        # the same picture, pixel for pixel but for a few edge pixels of the cells
+        one, two = (np.asarray(ax.figure.canvas.buffer_rgba())[..., :3].astype(int)
+                    for ax in (one_by_one, together))
+        assert one.shape == two.shape
+        assert np.mean(np.abs(one - two).max(axis=-1) > 8) < 0.005
+
+
+def test_many_planes_arrows_are_one_quiver_at_the_annotations_places(planes, monkeypatch):
+    _, _, result = planes
+    one_by_one = drawn_planes(result, monkeypatch, limit=10**6)
+    together = drawn_planes(result, monkeypatch, limit=0)
+    arrows = {a.get_gid(): a for a in one_by_one.texts if (a.get_gid() or "").startswith("gradient-")}
+    assert len(arrows) == 6
+    (quiver,) = [c for c in together.collections if c.get_gid() == "gradients"]
+    starts = quiver.get_offset_transform().transform(quiver.get_offsets())
+    tips = together.transData.transform(quiver.get_offsets() + np.column_stack([quiver.U, quiver.V]))
+    world = one_by_one.get_transform("world")
+    for k, a in enumerate(arrows.values()):
+        (x0, y0), (x1, y1) = world.transform([a.xyann, a.xy])
+        np.testing.assert_allclose(starts[k], (x0, y0), atol=1e-6)
+        np.testing.assert_allclose(tips[k], (x1, y1), atol=1e-6)
+    assert "sky gradient" in legend_entries(together)
+
+
+def test_small_footprints_keep_their_colours(planes, monkeypatch):
+    # many footprints small on the page: lines thinner than the footprints, no arrows unless
+    # asked for (at 0.6 pt outlines and arrows on 3-point footprints, 10,000 images were black)
+    from skymatch_nb_ui import plotting
+
+    _, _, result = planes
+    monkeypatch.setattr(plotting, "FOOTPRINT_PATCHES", 0)
+    for draw in (plot_planes, plot_footprints):
+        large = draw(result)
+        small = draw(result, ax=plt.figure(figsize=(0.3, 0.3)).add_subplot(
+            projection=mosaic_wcs(result)))
+        widths = {ax: {c.get_gid(): c.get_linewidths()[0] for c in ax.collections} for ax in (large, small)}
+        assert widths[large]["outlines"] == 0.6
+        assert 0 < widths[small]["outlines"] < 0.6
+        assert "gradients" in widths[large] and "gradients" not in widths[small]
+        asked = draw(result, show_gradient=True,
+                     ax=plt.figure(figsize=(0.3, 0.3)).add_subplot(projection=mosaic_wcs(result)))
+        assert any(c.get_gid() == "gradients" for c in asked.collections)
+    monkeypatch.setattr(plotting, "FOOTPRINT_PATCHES", 10**6)  # as patches: as before
+    small = plot_planes(result, ax=plt.figure(figsize=(0.3, 0.3)).add_subplot(
+        projection=mosaic_wcs(result)))
+    assert {p.get_linewidth() for p in small.patches if p.get_gid().startswith("outline-")} == {0.6}
+    assert len(arrow_directions(small)) == 6
+
+
 def test_flags_agree_hatched_invalid_dashed_outside_the_largest_component(solved):
     coll, result = solved
     flags = dict(zip(coll.names, FootprintMap(coll, result).flags))

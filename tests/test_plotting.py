@@ -482,6 +482,7 @@ def test_many_footprints_are_drawn_as_collections_with_the_patches_marks(which, 
     # above FOOTPRINT_PATCHES images every kind of mark is one collection: the same polygons
     # on the page, the same fills, hatches, group colours and dashes, in the same layers
     result = request.getfixturevalue(which)
+    monkeypatch.setattr(plotting, "LINE_FRACTION", 1e9)  # full lines however small the footprints
 
     def drawn(limit):
         monkeypatch.setattr(plotting, "FOOTPRINT_PATCHES", limit)

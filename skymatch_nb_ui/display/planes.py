@@ -9,8 +9,8 @@ its sky form, so that a result alone (its footprints, centres, gradients) is eno
 - `gradient_tips`: where each image's gradient arrow ends (from the footprint centre, along
   the position angle, length by size: the widget's map and `plotting.plot_footprints` draw
   the same arrows);
-- `plane_grid`: an image's plane evaluated on a grid of cells over its footprint (the
-  figures' `plotting.plot_planes`).
+- `plane_grid`, `plane_grids`: an image's (or many images') plane evaluated on a grid of
+  cells over its footprint (the figures' `plotting.plot_planes`).
 
 Examples
 --------
@@ -35,7 +35,7 @@ import xarray as xr
 from ..engine.geometry import lonlat_to_xyz, xyz_to_lonlat
 
 __all__ = ["ARROW_FRACTION", "PLANE_VARIABLES", "gradient_tips", "gradient_unit", "is_plane",
-           "plane_grid", "plane_on_sky"]
+           "plane_grid", "plane_grids", "plane_on_sky"]
 
 #: What a plane result has over ``image`` beyond a constant one.
 PLANE_VARIABLES = ("slope_x", "slope_y", "gradient", "gradient_pa")
@@ -138,17 +138,53 @@ def plane_grid(result: xr.Dataset, k: int, cells: int = 12):
     values : ndarray, shape (cells, cells)
         The plane at the cells' centres (`plane_on_sky`).
     """
-    corners = lonlat_to_xyz(result["footprint_ra"].values[k], result["footprint_dec"].values[k])
-    if corners.shape[0] != 4:
-        raise ValueError(f"plane_grid needs footprints of 4 corners; image {k} has {corners.shape[0]}")
+    lon, lat, values = plane_grids(result, [k], cells)
+    return lon[0], lat[0], values[0]
+
+
+def plane_grids(result: xr.Dataset, images, cells: int = 12):
+    """`plane_grid` of several images at once: the same values, without a loop over them.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A result whose footprints have 4 corners.
+    images : sequence of int
+        The images' positions.
+    cells : int
+        Cells along each side of a footprint.
+
+    Returns
+    -------
+    lon, lat : ndarray, shape (len(images), cells + 1, cells + 1)
+    values : ndarray, shape (len(images), cells, cells)
+    """
+    images = np.asarray(images, dtype=int).reshape(-1)
+    corners = lonlat_to_xyz(result["footprint_ra"].values[images],
+                            result["footprint_dec"].values[images])
+    if corners.shape[1] != 4:
+        raise ValueError(f"plane_grid needs footprints of 4 corners; these have {corners.shape[1]}")
+    corners = corners[:, :, None, None, :]
 
     def spread(steps):
-        u = steps[None, :, None]
-        v = steps[:, None, None]
-        xyz = ((1 - u) * (1 - v) * corners[0] + u * (1 - v) * corners[1]
-               + u * v * corners[2] + (1 - u) * v * corners[3])
+        u = steps[None, None, :, None]
+        v = steps[None, :, None, None]
+        xyz = ((1 - u) * (1 - v) * corners[:, 0] + u * (1 - v) * corners[:, 1]
+               + u * v * corners[:, 2] + (1 - u) * v * corners[:, 3])
         return xyz_to_lonlat(xyz / np.linalg.norm(xyz, axis=-1, keepdims=True))
 
     nodes = spread(np.linspace(0.0, 1.0, cells + 1))
-    centres = spread((np.arange(cells) + 0.5) / cells)
-    return nodes[0], nodes[1], plane_on_sky(result, k, *centres)
+    lon, lat = spread((np.arange(cells) + 0.5) / cells)
+    level = result["sky"].values[images].astype(float)[:, None, None]
+    if not is_plane(result):
+        return nodes[0], nodes[1], np.broadcast_to(level, lon.shape).copy()
+    size = result["gradient"].values[images].astype(float)
+    pa = result["gradient_pa"].values[images].astype(float)
+    unknown = ~(np.isfinite(size) & np.isfinite(pa))
+    size[unknown], pa[unknown] = 0.0, 0.0
+    ra = result["ra"].values[images].astype(float)[:, None, None]
+    dec = result["dec"].values[images].astype(float)[:, None, None]
+    xi, eta = _standard(lon, lat, ra, dec)
+    pa = np.radians(pa)[:, None, None]
+    along = xi * np.sin(pa) + eta * np.cos(pa)
+    return nodes[0], nodes[1], level + size[:, None, None] * along * 3600.0

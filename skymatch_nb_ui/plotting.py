@@ -47,6 +47,7 @@ try:
     from matplotlib.font_manager import FontProperties
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Polygon
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
     from matplotlib.transforms import blended_transform_factory
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -89,6 +90,8 @@ PANEL_FIGSIZE = (3.5, 2.6)
 #: Name every pair / image on the x axis up to this many.
 MAX_PAIR_LABELS = 30
 MAX_IMAGE_LABELS = 40
+#: The sky plot's note names at most this many images without a sky for each reason.
+MAX_INVALID_NAMES = 8
 #: Up to this many images each footprint is its own patches (an object with its own id,
 #: ``footprint-<name>``, in vector output), each plane of `plot_planes` its own mesh and each
 #: gradient its own arrow; above, each kind of mark is one collection (fills, group outlines,
@@ -985,6 +988,10 @@ def _label_x(ax, x, labels: list, limit: int, name: str, fonts: _Fonts, pattern:
             ax.set_xlabel(pattern, fontsize=fonts.small)
     else:
         ax.set_xlabel(f"{name} (index)", fontsize=fonts.label)
+        # few integer ticks with thousands separators: 40,000 pairs gave 9 five-digit labels
+        # run together under a column-wide plot
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
 
 
 def _note(ax, text: str, color, fonts: _Fonts) -> None:
@@ -1006,23 +1013,35 @@ def _group_order(group: np.ndarray) -> np.ndarray:
 def _group_bands(ax, group: np.ndarray, colors: dict, fonts: _Fonts) -> None:
     """A light band of the group's colour behind each run of members, named at the top.
 
-    A name too wide for its band is written vertically.
+    A name too wide for its band is written vertically, and not at all in a band narrower
+    than its letters are high (thousands of exposures in a column-wide plot).
     """
+    from matplotlib.collections import PolyCollection
+
     top = blended_transform_factory(ax.transData, ax.transAxes)
     points = FontProperties(size=fonts.small).get_size_in_points()
     per_image = ax.get_position().width * ax.figure.get_figwidth() * 72 / max(len(group), 1)
+    bands, band_colors = [], []
     start = 0
     for k in range(1, len(group) + 1):
         if k < len(group) and group[k] == group[start]:
             continue
         label = group[start]
         if label:
-            ax.axvspan(start - 0.45, k - 0.55, color=colors[label], alpha=0.18, linewidth=0,
-                       zorder=0)
-            fits = 0.6 * points * len(label) < (k - start) * per_image
-            ax.text((start + k - 1) / 2, 0.98, label, transform=top, ha="center", va="top",
-                    rotation=0 if fits else 90, fontsize=fonts.small, color="0.2", clip_on=True)
+            x0, x1 = start - 0.45, k - 0.55
+            bands.append([(x0, 0), (x1, 0), (x1, 1), (x0, 1)])
+            band_colors.append(colors[label])
+            width = (k - start) * per_image
+            fits = 0.6 * points * len(label) < width
+            if fits or width >= points:
+                ax.text((start + k - 1) / 2, 0.98, label, transform=top, ha="center", va="top",
+                        rotation=0 if fits else 90, fontsize=fonts.small, color="0.2",
+                        clip_on=True)
         start = k
+    if bands:  # one collection (thousands of exposures made as many patches)
+        ax.add_collection(PolyCollection(bands, facecolors=band_colors, alpha=0.18, linewidths=0,
+                                         transform=top, zorder=0, gid="group-bands"),
+                          autolim=False)
 
 
 def _mark_invalid(ax, x, names, reasons, fonts: _Fonts) -> None:
@@ -1030,22 +1049,33 @@ def _mark_invalid(ax, x, names, reasons, fonts: _Fonts) -> None:
     bottom = blended_transform_factory(ax.transData, ax.transAxes)
     ax.plot(x, np.full(x.size, 0.05), transform=bottom, linestyle="none", marker="x",
             markersize=5, markeredgewidth=1.2, color=BAD_COLOR, label="no valid sky", zorder=4)
+    bad = set(names)
     for tick in ax.get_xticklabels():
-        if tick.get_text() in set(names):
+        if tick.get_text() in bad:
             tick.set_color(BAD_COLOR)
     by_reason: dict[str, list[str]] = {}
     for name, reason in zip(names, reasons):
         by_reason.setdefault(reason or "no sky could be computed", []).append(name)
-    lines = [f"× {', '.join(n)}: {r}" for r, n in by_reason.items()]
+    lines = [f"× {_some(n, MAX_INVALID_NAMES)}: {r}" for r, n in by_reason.items()]
     width = _characters_per_line(ax, fonts.small)
     _note(ax, "\n".join(textwrap.fill(line, width, subsequent_indent="   ") for line in lines),
           BAD_COLOR, fonts)
 
 
+def _some(names: list[str], limit: int) -> str:
+    """``a, b, c`` or, past ``limit`` names, the first ones and how many more."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit:,} more"
+
+
 def _characters_per_line(ax, fontsize) -> int:
-    """About how many characters of this size fit across the figure."""
+    """About how many characters of this size fit in a line centred under the axes."""
     points = FontProperties(size=fontsize).get_size_in_points()
-    return max(20, int(ax.figure.get_figwidth() * 72 / (0.55 * points)))
+    box = ax.get_position()
+    centre = max((box.x0 + box.x1) / 2, 0.6)  # (the layout moves the axes right of the y labels)
+    room = 2 * min(centre, 1 - centre) * ax.figure.get_figwidth() * 72
+    return max(20, int(room / (0.66 * points)))  # (DejaVu Sans: digits 0.64 em)
 
 
 def _pad_y(ax, sky, err, truth) -> None:

@@ -538,3 +538,36 @@ def test_many_footprints_are_drawn_as_collections_with_the_patches_marks(which, 
     # images outside the largest component (dashed) in the other
     assert {"footprints", "outlines"} <= seen
     assert {"footprints-invalid", "groups"} <= seen if which == "result" else "outlines-disconnected" in seen
+
+
+def test_many_pairs_and_images_get_few_readable_index_ticks(result):
+    # past the named ticks the x axis is an index: 40,000 pairs gave nine five-digit labels
+    # run together under a column-wide plot
+    many_pairs = result.isel(pair=np.resize(np.arange(result.sizes["pair"]), 40_000))
+    many_images = result.isel(image=np.resize(np.arange(result.sizes["image"]), 12_000))
+    for ax in (plot_pair_residuals(many_pairs, sort=False), plot_sky(many_images)):
+        ax.figure.canvas.draw()
+        low, high = ax.get_xlim()
+        shown = [t for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if low <= x <= high]
+        assert 2 <= len(shown) <= 5
+        assert any("," in t.get_text() for t in shown)  # 10,000 not 10000
+        boxes = [t.get_window_extent() for t in shown]
+        for a, b in zip(boxes, boxes[1:]):
+            assert a.x1 < b.x0, [t.get_text() for t in shown]
+
+
+def test_a_sky_plot_of_thousands_of_images_names_what_fits(result):
+    many = result.isel(image=np.resize(np.arange(result.sizes["image"]), 12_000))  # 2,000 img03
+    ax = plot_sky(many, group_order=False)  # groups in runs of one or two images
+    ax.figure.canvas.draw()
+    # the invalid images' note: the first few names and how many more, inside the figure
+    note = ax.get_xlabel()
+    assert "img03, img03" in note and "and 1,992 more: " in " ".join(note.split())
+    assert note.count("\n") <= 5
+    figure = ax.figure.bbox
+    label = ax.xaxis.label.get_window_extent()
+    assert figure.x0 <= label.x0 and label.x1 <= figure.x1
+    # bands a fraction of a point wide carry no names (2,000 stacked names hid the plot)
+    assert not {"A", "B"} & {t.get_text() for t in ax.texts}
+    # in group order each group is one wide band, named
+    assert {"A", "B"} <= {t.get_text() for t in plot_sky(many).texts}

@@ -1,6 +1,7 @@
 """Publication figures: what is drawn must be the result, in the right place and colour."""
 
 import doctest
+import itertools
 import struct
 import subprocess
 import sys
@@ -552,7 +553,7 @@ def test_many_pairs_and_images_get_few_readable_index_ticks(result):
         assert 2 <= len(shown) <= 5
         assert any("," in t.get_text() for t in shown)  # 10,000 not 10000
         boxes = [t.get_window_extent() for t in shown]
-        for a, b in zip(boxes, boxes[1:]):
+        for a, b in itertools.pairwise(boxes):
             assert a.x1 < b.x0, [t.get_text() for t in shown]
 
 

@@ -394,8 +394,8 @@ def plot_planes(
             mesh = ax.pcolormesh(glon[j], glat[j], grids[j], transform=world, cmap=cmap,
                                  norm=norm, shading="flat", zorder=1, gid=f"plane-{name}",
                                  rasterized=True)
-            mesh.sticky_edges.x[:], mesh.sticky_edges.y[:] = [], []  # (in degrees): the
-            # limits with the margins of `plot_footprints`
+            # no sticky edges (they are in degrees here): framed as `plot_footprints`
+            mesh.sticky_edges.x[:], mesh.sticky_edges.y[:] = [], []
         else:
             ax.add_patch(Polygon(xy, closed=True, transform=world, facecolor=MISSING,
                                  edgecolor=HATCH_COLOR, linewidth=0, hatch=HATCH, zorder=1,
@@ -873,8 +873,9 @@ def _GRADIENT_HANDLE():
 def _draw_gradients(ax, table: xr.Dataset, *, at_once: bool = False) -> bool:
     """Draw the gradient arrows of fitted planes (`display.planes.gradient_tips`).
 
-    Each arrow its own annotation (``gradient-<name>``), or with ``at_once`` all of them one
-    quiver of the same size (a 0.9 pt shaft, a 3.5 x 4 pt head) and white casing.
+    Each arrow its own annotation (``gradient-<name>``) with a white casing, or with
+    ``at_once`` all of them one quiver (``gradients``) of the same size (a 0.9 pt shaft, a
+    3.5 x 4 pt head) without casing (thousands of casings whitened the map).
 
     Returns whether any was drawn.
     """

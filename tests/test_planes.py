@@ -394,6 +394,51 @@ def test_a_thin_pair_among_wide_ones_constrains_a_constant_only():
     np.testing.assert_allclose(r.plane.slope_x[2], r.plane.slope_x[1], atol=1e-3)
 
 
+def test_clipping_never_cuts_the_only_link_between_two_parts():
+    # inputs 0 and 1 share many good cells; input 2 overlaps input 1 only, by a pair whose
+    # four cells disagree in a saddle no plane can follow: each is beyond CLIP errors, but
+    # dropping them all would leave input 2 in a component of its own (its own gauge: its
+    # level and slopes no longer related to the others')
+    centres = np.array([[0.0, 0.0], [100.0, 0.0], [200.0, 0.0]])
+    truth = np.array([[1.0, 0.01, -0.02], [3.0, -0.01, 0.02], [-2.0, 0.0, 0.01]])
+    rng = np.random.default_rng(3)
+    good = np.column_stack([rng.uniform(40, 60, 400), rng.uniform(-30, 30, 400)])
+    saddle = np.array([[140.0, -20.0], [160.0, 20.0], [140.0, 20.0], [160.0, -20.0]])
+    g = np.r_[np.zeros(400, int), np.ones(4, int)]
+    h = np.r_[np.ones(400, int), np.full(4, 2)]
+    q = np.r_[good, saddle]
+
+    def at(k, p):
+        return truth[k, 0] + np.einsum("ij,ij->i", truth[k, 1:], p - centres[k])
+
+    d = at(g, q) - at(h, q) + np.r_[rng.normal(0, 0.1, 400), [30.0, 30.0, -30.0, -30.0]]
+    var = np.full(len(d), 0.01)
+    sol = solve_plane_offsets(3, g, h, q, d, var, centres)
+    assert sol.component.tolist() == [0, 0, 0]
+    assert sol.used[:400].all() and sol.used[400:].all()  # the link kept, all its cells
+    assert np.isfinite(sol.coef).all()
+    # where a second pair links the parts, the saddle is dropped as before
+    g2, h2 = np.r_[g, np.zeros(40, int)], np.r_[h, np.full(40, 2)]
+    q2 = np.r_[q, np.column_stack([rng.uniform(90, 110, 40), rng.uniform(-30, 30, 40)])]
+    d2 = np.r_[d, at(np.zeros(40, int), q2[-40:]) - at(np.full(40, 2), q2[-40:])]
+    sol = solve_plane_offsets(3, g2, h2, q2, d2, np.full(len(d2), 0.01), centres)
+    assert sol.component.tolist() == [0, 0, 0] and not sol.used[400:404].any()
+
+
+def test_groups_whose_planes_disagree_stay_one_mosaic():
+    # each image its own plane but grouped by eight along the rows (a wrong grouping, or
+    # skies that are not one plane per exposure): the rows' links disagree with the model
+    # and clipping dropped them all; the mosaic fell apart into components (rows of images
+    # invalid: "no valid overlap"), where constants kept it whole
+    m = make_mosaic((4, 50), shape=(16, 16), noise=1.0, gradient=2.0, seed=1)
+    groups = {name: f"g{k // 8:03d}" for k, name in enumerate(m.names)}
+    coll = ImageCollection.from_arrays(m.images, m.wcs, names=m.names, groups=groups)
+    for skymodel in ("constant", "plane"):
+        result = coll.skymatch(skymethod="global+match", skystat="mean", skymodel=skymodel)
+        assert set(result.component.values.tolist()) == {0}, skymodel
+        assert result.valid.all(), skymodel
+
+
 # -- everywhere the result goes -------------------------------------------------------------------
 def test_collection_dataset_and_copies_carry_the_planes(tmp_path):
     from astropy.io import fits

@@ -972,7 +972,8 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
     that no equation determines; they follow their neighbours' (`PlaneOffsets.slope_free`).
     Per connected component the solution has zero mean level and zero mean slope (the gauge:
     overlaps cannot see a common plane).
-    Equations beyond `CLIP` calibrated errors are dropped (up to `PASSES` refits).
+    Equations beyond `CLIP` calibrated errors are dropped (up to `PASSES` refits), but never
+    every equation that links two parts of a component (`_keep_connected`).
 
     Examples
     --------
@@ -1001,14 +1002,49 @@ def solve_plane_offsets(n: int, g: np.ndarray, h: np.ndarray, q: np.ndarray, d: 
             model = _plane_at(fit, g, q, centres) - _plane_at(fit, h, q_h, centres)
             residual = d - model
             scale = _error_scale(n, comp, g[used], residual[used], var[used])
-            new = np.abs(residual) <= CLIP * np.sqrt(var) * scale[g]
-            new &= np.isfinite(residual)
+            badness = np.abs(residual) / (np.sqrt(var) * scale[g])
+            new = _keep_connected(n, g, h, (badness <= CLIP) & np.isfinite(residual),
+                                  np.isfinite(residual), badness)
             if np.array_equal(new, used) or new.sum() == 0:
                 break
             used = new
     coef, cov, comp, free, _ = solved
     cov = cov * (scale**2)[:, None, None]
     return PlaneOffsets(coef, cov, comp, residual, used, scale, free)
+
+
+def _keep_connected(n, g, h, keep, candidates, badness) -> np.ndarray:
+    """``keep``, with the links back that its clipping cut: the components of ``candidates``.
+
+    Dropping every equation of the only pair of inputs that links two parts of a component
+    would split it (each part then in its own gauge: levels and slopes no longer related),
+    where ``skymodel="constant"`` only down-weights such a pair.  For each cut, the dropped
+    equations of the pair (of inputs) with the smallest median ``badness`` among those
+    across it come back, as many pairs as it takes (Kruskal's order).
+    """
+    target = components(n, g[candidates], h[candidates])
+    now = components(n, g[keep], h[keep])
+    if not n or now.max() == target.max():  # keep within candidates: the same partition
+        return keep
+    keep = keep.copy()
+    dropped = np.flatnonzero(candidates & ~keep)
+    links, which = np.unique(g[dropped].astype(np.int64) * n + h[dropped], return_inverse=True)
+    which = which.ravel()
+    median = np.array([np.median(badness[dropped[which == k]]) for k in range(len(links))])
+    parent = np.arange(int(now.max()) + 1)
+
+    def root(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for k in np.argsort(median, kind="stable"):
+        a, b = root(now[links[k] // n]), root(now[links[k] % n])
+        if a != b:
+            parent[a] = b
+            keep[dropped[which == k]] = True
+    return keep
 
 
 def _plane_at(coef, k, q, centres) -> np.ndarray:

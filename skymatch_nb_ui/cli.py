@@ -160,7 +160,7 @@ def _add_parameters(group) -> None:
         if spec.kind == "bool":
             flag = spec.cli_flag or (f"--no-{flag[2:]}" if spec.default else flag)
             group.add_argument(flag, dest=name, action="store_false" if spec.default else "store_true",
-                               help=spec.help)
+                               help=spec.cli_help if spec.default else spec.help)
         elif spec.kind == "choice":
             group.add_argument(flag, choices=spec.choices, default=spec.default, help=spec.help)
         else:

@@ -145,6 +145,19 @@ def test_cli_has_one_option_per_parameter_with_its_default():
     assert (args.match_down, args.nclip, args.lower) == (False, 2, 1.5)
 
 
+def test_a_flag_that_turns_a_parameter_off_says_what_off_does():
+    # the spec's help says what True does (the app's checkbox tooltip); --no-robust and
+    # --match-up set False and printed that text: "--no-robust  down-weight overlaps ..."
+    options = {a.dest: a for a in build_parser()._actions}
+    for name, spec in SkyMatchParams.specs().items():
+        if spec.kind == "bool" and spec.default and spec.stage != "output":
+            assert spec.cli_help and spec.cli_help != spec.help, name
+            assert options[name].help == spec.cli_help and options[name].option_strings == [spec.cli_flag]
+    assert "plain least squares" in options["robust"].help
+    assert "highest sky instead of the lowest" in options["match_down"].help
+    assert "lowest sky (off: to the highest)" in SkyMatchParams.specs()["match_down"].help
+
+
 def test_cli_writes_copies_without_tqdm(tmp_path, monkeypatch):
     """tqdm is optional (the cli extra): without it the command writes, with no progress bar."""
     from astropy.io import fits

@@ -84,7 +84,8 @@ class ParamSpec:
     stage : {'geometry', 'statistics', 'solve', 'output'}
         The first stage a change of this parameter re-runs (later stages re-run too).
     help : str
-        One line, for ``--help`` and tooltips.
+        One line, for ``--help`` and tooltips; for a bool, what True does (a checkbox's
+        tooltip).
     doc : str
         The description for reference documentation (numpydoc).
     choices : tuple of str
@@ -103,6 +104,8 @@ class ParamSpec:
         A range and step that suit a control in a user interface (not validation limits).
     cli_flag : str
         The command-line flag of a bool whose default is True (it sets False).
+    cli_help : str
+        That flag's one line of ``--help``: what False does.
     """
 
     name: str
@@ -121,6 +124,7 @@ class ParamSpec:
     widget_max: float | None = None
     step: float | None = None
     cli_flag: str = ""
+    cli_help: str = ""
 
     def check(self, value: object) -> Any:
         """``value`` validated and normalised (choices lower-case, numbers int or float).
@@ -263,7 +267,8 @@ class SkyMatchParams(_Params):
     )
     match_down: bool = _param(
         "match_down", kind="bool", default=True, stage="solve", cli_flag="--match-up",
-        help="anchor match offsets to the highest sky instead of the lowest",
+        help="anchor the match offsets to the lowest sky (off: to the highest)",
+        cli_help="anchor the match offsets to the highest sky instead of the lowest",
         doc="Anchor the match offsets to the lowest sky (True) or the highest (False).",
     )
     subtract: bool = _param(
@@ -356,6 +361,8 @@ class SkyMatchParams(_Params):
     robust: bool = _param(
         "robust", kind="bool", default=True, stage="solve", cli_flag="--no-robust",
         help="down-weight overlaps whose offset disagrees with the rest far beyond its error",
+        cli_help="plain least squares: every overlap keeps its full weight, even one whose "
+        "offset disagrees with the rest far beyond its error",
         doc="Solve by iteratively reweighted least squares: a pair whose residual is more than "
         "4 calibrated errors from the solution (an overlap spoiled by something only one "
         "image sees: a satellite trail, a ghost, a saturated star) is down-weighted by the "

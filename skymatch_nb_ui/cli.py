@@ -429,8 +429,9 @@ def _table_format(path: Path) -> str:
 
 def _print_table(table) -> None:
     shown = table.copy(copy_data=False)
-    for name in ("sky", "sky_err"):
-        shown[name].format = ".7g"
+    for name in shown.colnames:  # every float to 7 digits (the planes' errors printed 20)
+        if shown[name].dtype.kind == "f":
+            shown[name].format = ".7g"
     print("\n".join(shown.pformat(max_lines=-1, max_width=-1)))
 
 

@@ -183,6 +183,18 @@ def test_group_by_keyword_shares_a_sky(inputs, capsys):
     assert table["sky"][0] == table["sky"][1]
 
 
+def test_printed_numbers_have_seven_digits_with_planes_too(inputs, capsys):
+    # the planes' columns (slopes, their errors, gradient) printed up to 20 digits
+    import re
+
+    assert main([*map(str, inputs), "--skymodel", "plane", "--skystat", "mean"]) == 0
+    out = capsys.readouterr().out
+    table = printed_table(out)
+    assert {"slope_x_err", "gradient"} <= set(table.colnames)
+    numbers = re.findall(r"(?<![\w.])-?\d+\.\d+(?:e[-+]\d+)?", out)
+    assert numbers and all(len(re.sub(r"e.*|[-.]", "", n).lstrip("0")) <= 7 for n in numbers)
+
+
 def test_dq_mask_and_no_dq(tmp_path, capsys):
     mosaic = make_mosaic((1, 2), shape=(40, 40), sky=[10, 20])
     mosaic.images[0][:3, :3] = 1e6  # exactly the DO_NOT_USE pixels of write_mosaic

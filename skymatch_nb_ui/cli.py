@@ -432,6 +432,7 @@ def _print_table(table) -> None:
     for name in shown.colnames:  # every float to 7 digits (the planes' errors printed 20)
         if shown[name].dtype.kind == "f":
             shown[name].format = ".7g"
+        shown[name].unit = None  # (two header lines, as before: the written table has them)
     print("\n".join(shown.pformat(max_lines=-1, max_width=-1)))
 
 

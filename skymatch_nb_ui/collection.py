@@ -717,7 +717,12 @@ class ImageCollection:
 
     # -- output ----------------------------------------------------------------------------------
     def to_table(self, result: xr.Dataset | None = None):
-        """The per-image results as an `astropy.table.Table` (writable as ECSV or CSV)."""
+        """The per-image results as an `astropy.table.Table` (writable as ECSV or CSV).
+
+        The sky columns carry the images' unit when they all have the same (``BUNIT``; the
+        slopes per pixel, the gradient per arcsec, its direction in degrees).
+        """
+        from astropy import units as u
         from astropy.table import Table
 
         result = self._result(result)
@@ -738,6 +743,12 @@ class ImageCollection:
                 table[name].description = result[name].attrs.get("long_name", "")
         table["sky"].description = "sky level to subtract"
         table["sky_err"].description = "1-sigma statistical uncertainty of sky"
+        for name in table.colnames:  # the images' unit (BUNIT) where the result knows it
+            units = result[name].attrs.get("units") if name in result else None
+            if units:
+                with warnings.catch_warnings():  # ("MJy/sr / pixel": FITS frowns on two slashes)
+                    warnings.simplefilter("ignore", u.UnitsWarning)
+                    table[name].unit = u.Unit(units, parse_strict="silent")
         table.meta.update({k: _from_attr(k, v) for k, v in result.attrs.items()})
         return table
 

@@ -195,6 +195,20 @@ def test_printed_numbers_have_seven_digits_with_planes_too(inputs, capsys):
     assert numbers and all(len(re.sub(r"e.*|[-.]", "", n).lstrip("0")) <= 7 for n in numbers)
 
 
+def test_the_written_table_has_the_images_unit_and_the_printed_one_two_header_lines(tmp_path, capsys):
+    from astropy import units as u
+
+    m = make_mosaic((1, 2), shape=(40, 40), sky=[3, 4])
+    for k, (image, w) in enumerate(zip(m.images, m.wcs)):
+        header = w.to_header()
+        header["BUNIT"] = "MJy/sr"
+        fits.PrimaryHDU(image, header).writeto(tmp_path / f"img{k}.fits")
+    assert main([str(tmp_path / "img*.fits"), "--skystat", "mean", "--table",
+                 str(tmp_path / "sky.ecsv")]) == 0
+    assert Table.read(tmp_path / "sky.ecsv")["sky_err"].unit == u.MJy / u.sr
+    assert printed_table(capsys.readouterr().out)["sky"].tolist() == pytest.approx([0, 1], abs=1e-6)
+
+
 def test_dq_mask_and_no_dq(tmp_path, capsys):
     mosaic = make_mosaic((1, 2), shape=(40, 40), sky=[10, 20])
     mosaic.images[0][:3, :3] = 1e6  # exactly the DO_NOT_USE pixels of write_mosaic

@@ -170,6 +170,29 @@ def test_to_table_round_trips_through_ecsv(coll, tmp_path):
     assert table.meta == back.meta
 
 
+def test_to_table_carries_the_units_through_ecsv(mosaic, tmp_path):
+    from astropy import units as u
+
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, names=mosaic.names,
+                                       meta=[{"bunit": "MJy/sr"}] * len(mosaic))
+    coll.skymatch(skystat="mean", skymodel="plane", slope_significance=1.0)
+    table = coll.to_table()
+    assert table["sky"].unit == table["sky_err"].unit == u.MJy / u.sr
+    assert table["slope_x_err"].unit == u.MJy / u.sr / u.pix
+    assert table["gradient"].unit == u.MJy / u.sr / u.arcsec and table["gradient_pa"].unit == u.deg
+    assert table["npix"].unit is None and table["component"].unit is None
+    table.write(tmp_path / "sky.ecsv")
+    assert Table.read(tmp_path / "sky.ecsv")["sky"].unit == u.MJy / u.sr
+    # an unknown or mixed unit: none
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs)
+    coll.skymatch(skystat="mean")
+    assert coll.to_table()["sky"].unit is None
+    # a unit astropy does not know (HST's ELECTRONS) is kept as written
+    coll = ImageCollection.from_arrays(mosaic.images, mosaic.wcs, meta=[{"bunit": "ELECTRONS"}] * 6)
+    coll.skymatch(skystat="mean")
+    assert str(coll.to_table()["sky"].unit) == "ELECTRONS"
+
+
 def test_to_table_needs_a_result(coll):
     with pytest.raises(ValueError, match="call skymatch"):
         coll.to_table()

@@ -1029,8 +1029,9 @@ def _keep_connected(n, g, h, keep, candidates, badness) -> np.ndarray:
     keep = keep.copy()
     dropped = np.flatnonzero(candidates & ~keep)
     links, which = np.unique(g[dropped].astype(np.int64) * n + h[dropped], return_inverse=True)
-    which = which.ravel()
-    median = np.array([np.median(badness[dropped[which == k]]) for k in range(len(links))])
+    order = np.argsort(which.ravel(), kind="stable")
+    equations = np.split(dropped[order], np.flatnonzero(np.diff(which.ravel()[order])) + 1)
+    median = np.array([np.median(badness[e]) for e in equations])
     parent = np.arange(int(now.max()) + 1)
 
     def root(a):
@@ -1043,7 +1044,7 @@ def _keep_connected(n, g, h, keep, candidates, badness) -> np.ndarray:
         a, b = root(now[links[k] // n]), root(now[links[k] % n])
         if a != b:
             parent[a] = b
-            keep[dropped[which == k]] = True
+            keep[equations[k]] = True
     return keep
 
 

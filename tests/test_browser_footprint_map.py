@@ -272,4 +272,32 @@ def test_plane_result_arrows_and_tooltips_in_both_renderers_and_themes(browser, 
     }""", [x, y])
     assert max(drawn[:3]) < 80, drawn  # the dark stroke, not the footprint's fill
     page.locator("#root").screenshot(path=str(SCREENSHOTS / "footprint_map_planes_canvas_light.png"))
+
+    # footprints under 12 pixels get no arrows on a canvas (thousands of them hid the planes'
+    # colours), the legend says so; zoomed in again, the arrows are back
+    def dark_pixels():
+        return page.evaluate("""() => {
+            const canvas = document.querySelector('#root .smnb-map-layer');
+            const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let dark = 0;
+            for (let i = 0; i < px.length; i += 4) {
+                if (px[i + 3] > 200 && Math.max(px[i], px[i + 1], px[i + 2]) < 60) dark++;
+            }
+            return dark;
+        }""")
+
+    assert "zoom in" in page.locator(".smnb-map-flaglegend").inner_text()
+    near = dark_pixels()
+    surface = page.locator("#root .smnb-map-surface").bounding_box()
+    page.mouse.move(surface["x"] + surface["width"] / 2, surface["y"] + surface["height"] / 2)
+    for _ in range(6):
+        page.mouse.wheel(0, 400)  # zoom out: each step by e^0.6
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(200)
+    assert near > 200 and dark_pixels() == 0, near
+    for _ in range(6):
+        page.mouse.wheel(0, -400)
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(200)
+    assert dark_pixels() > 200
     page.close()

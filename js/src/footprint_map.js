@@ -18,7 +18,7 @@ import { createCanvasRenderer } from "./map/canvas_renderer.js";
 import { createMapData } from "./map/data.js";
 import { attachInteraction } from "./map/interaction.js";
 import { buildLayout } from "./map/layout.js";
-import { ARROW_LEGEND, colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
+import { ARROW_LEGEND, ARROW_ZOOM_NOTE, colorbarNode, FLAGGED_PAIR_LEGEND, flagRows, legendRow } from "./map/legend.js";
 import { createSvgRenderer } from "./map/svg_renderer.js";
 import { createViewport } from "./map/viewport.js";
 
@@ -110,7 +110,8 @@ function render({ model, el: host }) {
     const arrows = data.arrows();
     renderer.setFlags(flags);
     renderer.setArrows(arrows);
-    const arrowRow = arrows.some(Boolean) ? [legendRow(el("span", "smnb-map-swatch smnb-map-swatch-arrow", "➝"), ARROW_LEGEND)] : [];
+    const arrowText = ARROW_LEGEND + (kind === "canvas" ? ARROW_ZOOM_NOTE : "");
+    const arrowRow = arrows.some(Boolean) ? [legendRow(el("span", "smnb-map-swatch smnb-map-swatch-arrow", "➝"), arrowText)] : [];
     ui.flagLegend.replaceChildren(...flagRows(flags), ...arrowRow);
   }
 

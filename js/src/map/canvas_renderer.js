@@ -13,6 +13,7 @@ import { createHitIndex } from "./hit_index.js";
 
 const DOT = 2; // pixels: footprints smaller than this on screen are drawn as dots
 const OUTLINED = 6; // pixels: footprints smaller than this get no outline (it would hide the fill)
+export const ARROWED = 12; // pixels: nor gradient arrows below this (thousands hid the planes' colours)
 const PER_PATH = 256; // footprints per path: one path of thousands of overlapping ones fills slowly
 const PAIR_TOLERANCE = 4; // pixels: how close to an overlap line the pointer must be
 
@@ -165,7 +166,7 @@ export function createCanvasRenderer(uid) { // eslint-disable-line no-unused-var
     hatch(ctx, t);
     outline(ctx, t, (i) => (flags[i] ?? []).includes("invalid"), css("--smnb-map-error", "#d32f2f"), 2, []);
     outline(ctx, t, (i) => (flags[i] ?? []).includes("disconnected"), css("--smnb-map-warn", "#e65100"), 2, [6, 4]);
-    drawArrows(ctx, t);
+    if (typical * t.s >= ARROWED * t.ratio) drawArrows(ctx, t);
     if (pairsShown) drawPairs(ctx, t);
   }
 

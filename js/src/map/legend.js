@@ -18,6 +18,8 @@ export const FLAG_LEGEND = {
 
 /** The legend of the gradient arrows of fitted sky planes. */
 export const ARROW_LEGEND = "sky gradient: the direction the fitted plane rises, length by size";
+/** Its note on a canvas, which draws no arrows on footprints too small for them. */
+export const ARROW_ZOOM_NOTE = " (drawn where footprints are 12 pixels or wider: zoom in)";
 
 /** The legend of an overlap line down-weighted by a robust solve. */
 export const FLAGGED_PAIR_LEGEND = "overlap down-weighted by the robust solve (dotted)";

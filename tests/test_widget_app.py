@@ -422,7 +422,6 @@ def test_the_sky_plot_names_images_and_never_draws_an_invalid_sky_at_zero(app):
     assert plot._sky.selected is None
 
 
-
 def test_the_plots_axes_carry_the_images_unit_when_they_have_one(app):
     # as the map's colour bar and the figures: the sky and its differences in the images'
     # BUNIT when every image has the same one, plain words otherwise
@@ -434,6 +433,7 @@ def test_the_plots_axes_carry_the_images_unit_when_they_have_one(app):
     plot = SkyMatchApp(coll, skymethod="match")._plot
     assert (plot._sky_axis.label, plot._difference_axis.label) == (
         "sky [MJy/sr]", "difference [MJy/sr]")
+    assert plot._p_axis.tick_format == ",d"  # thousands of pairs: 15,985 (d3-format)
 
 
 def test_the_sky_plot_names_pipeline_files_by_what_differs():

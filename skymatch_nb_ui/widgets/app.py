@@ -766,7 +766,7 @@ class _SkyPlot:
                                       colors=[colors.before], stroke_width=3)
         self._after_range = bq.Lines(x=[0, 0], y=[np.nan, np.nan], scales={"x": px, "y": py},
                                      colors=[colors.data], stroke_width=1.5)
-        self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format="d")
+        self._p_axis = bq.Axis(scale=px, label="overlap (pair)", tick_format=",d")  # 15,985
         self._difference_axis = bq.Axis(scale=py, side="left", label="difference")
         pair_fig = bq.Figure(
             marks=[self._zero, self._before_range, self._after_range, self._before, self._after],

@@ -16,6 +16,7 @@ statistics of new (image, partner set) combinations.
 
 from __future__ import annotations
 
+import difflib
 import html
 import re
 import warnings
@@ -1053,7 +1054,14 @@ def _group_labels(records, group_by) -> list | None:
         return [r.meta["exposure"] for r in records]
     if callable(group_by):
         return [group_by(r.header) for r in records]
-    return [r.keyword(group_by) for r in records]
+    try:
+        return [r.keyword(group_by) for r in records]
+    except KeyError as error:
+        close = difflib.get_close_matches(group_by.lower(), GROUP_PRESETS, n=1)
+        if not close:
+            raise
+        raise KeyError(f"{error.args[0]}; group_by={group_by!r} is read as a header keyword: "
+                       f"did you mean group_by={close[0]!r}?") from None
 
 
 def _record_names(records) -> list[str]:

@@ -140,8 +140,12 @@ def test_group_by_a_header_keyword(tmp_path):
 def test_unknown_group_by_keyword_names_it(tmp_path):
     mosaic = make_mosaic((1, 2), shape=(30, 30), mask_fraction=0.01)
     paths = write_multi_extension_files(mosaic, tmp_path)
-    with pytest.raises(KeyError, match="NOPE"):
+    with pytest.raises(KeyError, match="NOPE") as caught:
         ImageCollection.from_fits(paths, group_by="NOPE")
+    assert "did you mean" not in str(caught.value)
+    # a rule's name mistyped is read as a keyword (FITS keywords are case-blind): say so
+    with pytest.raises(KeyError, match=r"'exposures'.*did you mean group_by='exposure'\?"):
+        ImageCollection.from_fits(paths, group_by="exposures")
 
 
 def test_duplicate_file_names_in_two_folders_need_names(tmp_path):

@@ -103,17 +103,26 @@ def plane_on_sky(result: xr.Dataset, k: int, lon, lat) -> np.ndarray:
     The offset from the image centre is taken in the plane tangent there, in arcsec; for a
     constant result (or an image without a gradient) the value is ``sky`` everywhere.
     """
-    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    level = float(result["sky"].values[k])
+    lon, lat = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float))
+    return _planes_at(result, np.array([k]), lon[None], lat[None])[0]
+
+
+def _planes_at(result: xr.Dataset, images: np.ndarray, lon, lat) -> np.ndarray:
+    """`plane_on_sky` of ``images`` at once: ``lon``, ``lat`` with one row per image."""
+    rows = (slice(None),) + (None,) * (lon.ndim - 1)
+    level = result["sky"].values[images].astype(float)[rows]
     if not is_plane(result):
-        return np.full(np.broadcast(lon, lat).shape, level)
-    size = float(result["gradient"].values[k])
-    pa = float(result["gradient_pa"].values[k])
-    if not (np.isfinite(size) and np.isfinite(pa)):
-        size, pa = 0.0, 0.0
-    xi, eta = _standard(lon, lat, float(result["ra"].values[k]), float(result["dec"].values[k]))
-    along = xi * np.sin(np.radians(pa)) + eta * np.cos(np.radians(pa))
-    return level + size * along * 3600.0
+        return np.broadcast_to(level, lon.shape).copy()
+    size = result["gradient"].values[images].astype(float)
+    pa = result["gradient_pa"].values[images].astype(float)
+    unknown = ~(np.isfinite(size) & np.isfinite(pa))
+    size[unknown], pa[unknown] = 0.0, 0.0
+    ra = result["ra"].values[images].astype(float)[rows]
+    dec = result["dec"].values[images].astype(float)[rows]
+    xi, eta = _standard(lon, lat, ra, dec)
+    pa = np.radians(pa)[rows]
+    along = xi * np.sin(pa) + eta * np.cos(pa)
+    return level + size[rows] * along * 3600.0
 
 
 def _standard(lon, lat, lon0, lat0):
@@ -174,17 +183,4 @@ def plane_grids(result: xr.Dataset, images, cells: int = 12):
         return xyz_to_lonlat(xyz / np.linalg.norm(xyz, axis=-1, keepdims=True))
 
     nodes = spread(np.linspace(0.0, 1.0, cells + 1))
-    lon, lat = spread((np.arange(cells) + 0.5) / cells)
-    level = result["sky"].values[images].astype(float)[:, None, None]
-    if not is_plane(result):
-        return nodes[0], nodes[1], np.broadcast_to(level, lon.shape).copy()
-    size = result["gradient"].values[images].astype(float)
-    pa = result["gradient_pa"].values[images].astype(float)
-    unknown = ~(np.isfinite(size) & np.isfinite(pa))
-    size[unknown], pa[unknown] = 0.0, 0.0
-    ra = result["ra"].values[images].astype(float)[:, None, None]
-    dec = result["dec"].values[images].astype(float)[:, None, None]
-    xi, eta = _standard(lon, lat, ra, dec)
-    pa = np.radians(pa)[:, None, None]
-    along = xi * np.sin(pa) + eta * np.cos(pa)
-    return nodes[0], nodes[1], level + size[:, None, None] * along * 3600.0
+    return nodes[0], nodes[1], _planes_at(result, images, *spread((np.arange(cells) + 0.5) / cells))

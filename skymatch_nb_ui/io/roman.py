@@ -131,7 +131,7 @@ class RomanImage:
         exptime = exposure.get("exposure_time")
         return {
             "bunit": data_unit(meta),
-            "exptime": None if exptime in (None, -999999) else float(exptime),
+            "exptime": None if exptime in (None, UNKNOWN) else float(exptime),
             "filter": _text(instrument.get("optical_element")),
             "detector": _text(instrument.get("detector")),
             "instrument": _text(instrument.get("name")),

@@ -78,6 +78,7 @@ from .display.encodings import (
 )
 from .display.planes import gradient_tips, is_plane, plane_grids
 from .display.projection import SkyProjection, footprint_centres, sky_projection
+from .engine._validate import and_more
 
 __all__ = ["COLOR_BY", "mosaic_wcs", "plot_footprints", "plot_pair_residuals", "plot_planes",
            "plot_sky"]
@@ -1057,17 +1058,10 @@ def _mark_invalid(ax, x, names, reasons, fonts: _Fonts) -> None:
     by_reason: dict[str, list[str]] = {}
     for name, reason in zip(names, reasons):
         by_reason.setdefault(reason or "no sky could be computed", []).append(name)
-    lines = [f"× {_some(n, MAX_INVALID_NAMES)}: {r}" for r, n in by_reason.items()]
+    lines = [f"× {and_more(n, MAX_INVALID_NAMES)}: {r}" for r, n in by_reason.items()]
     width = _characters_per_line(ax, fonts.small)
     _note(ax, "\n".join(textwrap.fill(line, width, subsequent_indent="   ") for line in lines),
           BAD_COLOR, fonts)
-
-
-def _some(names: list[str], limit: int) -> str:
-    """``a, b, c`` or, past ``limit`` names, the first ones and how many more."""
-    if len(names) <= limit:
-        return ", ".join(names)
-    return f"{', '.join(names[:limit])} and {len(names) - limit:,} more"
 
 
 def _characters_per_line(ax, fontsize) -> int:

@@ -99,6 +99,19 @@ def few_of(values: Sequence[object], limit: int = 8) -> str:
     return f"[{', '.join(map(repr, values[:limit]))}, ...] ({len(values)} items)"
 
 
+def and_more(items: Sequence[object], limit: int = 3) -> str:
+    """``a, b, c`` or, past ``limit`` items, the first ones ``and N more`` (for messages).
+
+    Examples
+    --------
+    >>> and_more(["a.fits", "b.fits"]), and_more([f"f{k}" for k in range(1500)])
+    ('a.fits, b.fits', 'f0, f1, f2 and 1,497 more')
+    """
+    items = [str(item) for item in items]
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit:,} more"
+
+
 def some_names(names: Sequence[str], wanted: Iterable[object] = (), *, limit: int = 8) -> str:
     """The images' names for an error message, never all of 10,000.
 

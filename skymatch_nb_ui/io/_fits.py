@@ -47,6 +47,7 @@ from astropy.nddata import bitfield_to_boolean_mask
 from astropy.nddata.bitmask import extend_bit_flag_map
 from astropy.wcs import WCS, FITSFixedWarning
 
+from ..engine._validate import and_more
 from ..engine.exceptions import SkyMatchWarning
 from ._mapping import map_readonly
 from ._temp import temp_prefix
@@ -892,10 +893,8 @@ def check_units(images: Sequence[FitsImage]) -> None:
         by_unit.setdefault(image.meta["bunit"], []).append(image.path.name)
     if len(by_unit) < 2:
         return
-    parts = []
-    for unit, files in by_unit.items():
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        parts.append(f"{'no BUNIT' if unit is None else repr(unit)} ({shown})")
+    parts = [f"{'no BUNIT' if unit is None else repr(unit)} ({and_more(files)})"
+             for unit, files in by_unit.items()]
     warnings.warn(
         "the images are in different units: " + "; ".join(parts)
         + ". Their sky levels are not comparable; convert them to one unit first",
@@ -983,8 +982,7 @@ def copy_destinations(sources, directory, *, overwrite: bool = False) -> list[Pa
         )
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
-        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise FileExistsError(f"{shown} exist(s); pass overwrite=True to replace them")
+        raise FileExistsError(f"{and_more(existing)} exist(s); pass overwrite=True to replace them")
     return targets
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..engine._validate import and_more
 from ..engine.exceptions import SkyMatchWarning
 from ..engine.packed import collector_paused, packed_or_copy
 from ..engine.packed import is_gwcs as _is_gwcs
@@ -124,12 +125,11 @@ def approximate(images: list) -> list:
 
 def approximation_warning(images: list) -> str:
     """The message of `ApproximateWCSWarning` for these images."""
-    names = ", ".join(image.path.name for image in images[:3])
-    more = f" and {len(images) - 3} more" if len(images) > 3 else ""
+    names = and_more([image.path.name for image in images])
     reason = (f"stdatamodels is not installed ({INSTALL_HINT})" if not have_datamodels()
               else "the files have no ASDF extension")
     return (
-        f"the exact gwcs of {len(images)} JWST image(s) ({names}{more}) could not be read "
+        f"the exact gwcs of {len(images)} JWST image(s) ({names}) could not be read "
         f"because {reason}: their header's SIP approximation is used instead (usually good "
         "to a fraction of a pixel)"
     )

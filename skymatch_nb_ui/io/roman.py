@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine._validate import and_more
 from ..engine.packed import collector_paused, packed_or_copy
 
 __all__ = ["DEFAULT_DQBITS", "DN_PER_S", "MJY_PER_SR", "RomanImage", "check_conversions",
@@ -191,10 +192,7 @@ def check_conversions(images) -> None:
             by_factor.setdefault(float(f"{factor:.6g}"), []).append(image.path.name)
     if len(by_factor) < 2:
         return
-    parts = []
-    for factor, files in sorted(by_factor.items()):
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        parts.append(f"{factor:g} ({shown})")
+    parts = [f"{factor:g} ({and_more(files)})" for factor, files in sorted(by_factor.items())]
     warnings.warn(
         "the Roman images are in DN/s (meta.cal_step.flux is not COMPLETE) with different "
         "photometric conversions (meta.photometry.conversion_megajanskys: " + "; ".join(parts)

@@ -279,16 +279,17 @@ def plot_footprints(
     names = table["image"].values.astype(str)
     outlines = ([group_colors[g] if g else None for g in groups] if groups is not None
                 else [None] * len(names))
-    if len(names) > FOOTPRINT_PATCHES:
-        _draw_footprints_at_once(ax, lon, lat, fill.colors, flags, outlines)
+    at_once = len(names) > FOOTPRINT_PATCHES
+    corners = _in_data(ax, lon, lat) if at_once else None  # (collections: in data coordinates)
+    if at_once:
+        _draw_footprints_at_once(ax, corners, fill.colors, flags, outlines)
     else:
         for k, name in enumerate(names):
             _draw_footprint(ax, np.column_stack([lon[k], lat[k]]), name, fill.colors[k],
                             flags.invalid[k], flags.disconnected[k], outlines[k])
     if show_names:
         _write_names(ax, footprint_centres(lon, lat), names, fill.colors, fonts)
-    at_once = len(names) > FOOTPRINT_PATCHES
-    arrows = (solved and is_plane(table) and _arrows_fit(ax, lon, lat, at_once)
+    arrows = (solved and is_plane(table) and _arrows_fit(ax, corners)
               if show_gradient is None else bool(show_gradient))
     if arrows:
         _require(table, ["gradient", "gradient_pa"], "plot_footprints", "show_gradient=True")
@@ -379,9 +380,9 @@ def plot_planes(
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     norm = Normalize(low, high if high > low else low + 1.0)
     at_once = len(names) > FOOTPRINT_PATCHES
+    corners = _in_data(ax, lon, lat) if at_once else None
     if at_once:
         _draw_planes_at_once(ax, glon, glat, grids, cmap, norm)
-        corners = _in_data(ax, lon, lat)
         _add_polygons(ax, corners, ~valid, "footprints-invalid", facecolors=MISSING,
                       edgecolors=HATCH_COLOR, linewidths=0, hatch=HATCH, zorder=1)
         _add_polygons(ax, corners, np.ones_like(valid), "outlines", facecolors="none",
@@ -404,7 +405,7 @@ def plot_planes(
         ax.add_patch(Polygon(xy, closed=True, transform=world, fill=False, edgecolor="black",
                              linewidth=0.6, zorder=3, gid=f"outline-{name}"))
     if show_gradient is None:
-        show_gradient = _arrows_fit(ax, lon, lat, at_once)
+        show_gradient = _arrows_fit(ax, corners)
     arrows = show_gradient and is_plane(table) and _draw_gradients(ax, table, at_once=at_once)
     _style_sky_axes(ax, fonts)
     _fit_limits(ax, lon, lat)
@@ -806,9 +807,13 @@ def _line_scale(ax, corners) -> float:
     return min(1.0, LINE_FRACTION * _footprint_points(ax, corners) / 0.6)
 
 
-def _arrows_fit(ax, lon, lat, at_once: bool) -> bool:
-    """Whether gradient arrows are drawn by default (as a quiver: footprints large enough)."""
-    return not at_once or _footprint_points(ax, _in_data(ax, lon, lat)) >= ARROW_MIN_POINTS
+def _arrows_fit(ax, corners) -> bool:
+    """Whether gradient arrows are drawn by default.
+
+    Always as annotations (``corners`` None); as a quiver when the footprints (``corners``, in
+    data coordinates) are at least `ARROW_MIN_POINTS` across on the page.
+    """
+    return corners is None or _footprint_points(ax, corners) >= ARROW_MIN_POINTS
 
 
 def _add_polygons(ax, corners, which, gid, **style) -> None:
@@ -821,12 +826,11 @@ def _add_polygons(ax, corners, which, gid, **style) -> None:
                           autolim=False)
 
 
-def _draw_footprints_at_once(ax, lon, lat, colors, flags, outlines) -> None:
+def _draw_footprints_at_once(ax, corners, colors, flags, outlines) -> None:
     """`_draw_footprint` of every image, as collections: the same fills, hatches and lines.
 
     Each kind of mark is one collection, in the patches' order and layers.
     """
-    corners = _in_data(ax, lon, lat)
     thin = _line_scale(ax, corners)
     invalid = np.asarray(flags.invalid, bool)
     dashed = np.asarray(flags.disconnected, bool)

@@ -619,8 +619,11 @@ class ImageCollection:
                     f"it is a setting of the collection, kept between runs. Set "
                     f"coll.{name} = {changes[name]!r}, then call coll.skymatch(...)"
                 )
-        result = self.matcher.run(params, groups=self._groups, progress=progress, cancel=cancel,
-                                  **changes)
+        from .io._fits import keeping_decoded
+
+        with keeping_decoded():  # compressed files decompressed once a run, not once a task
+            result = self.matcher.run(params, groups=self._groups, progress=progress,
+                                      cancel=cancel, **changes)
         self.last_result = self._dataset(result)
         return self.last_result
 
@@ -1015,7 +1018,7 @@ def _names(names, n: int, default=None) -> list[str]:
 
 
 def _stem(path: Path) -> str:
-    return re.sub(r"\.(fits?(\.gz|\.fz)?|asdf)$", "", Path(path).name, flags=re.IGNORECASE)
+    return re.sub(r"\.(fits?(\.gz|\.fz|\.bz2)?|fz|asdf)$", "", Path(path).name, flags=re.IGNORECASE)
 
 
 #: The presets of ``group_by`` (lower case; anything else is a header keyword).

@@ -4,6 +4,7 @@ Roman (roman_datamodels), associations; in, matched, and out the way each pipeli
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import warnings
@@ -534,3 +535,43 @@ def test_cli_refuses_outputs_before_the_solve(hst_inputs, tmp_path, capsys):
     assert status == 2
     assert "exist" in capsys.readouterr().err
     assert (out / hst_inputs[0].name).read_bytes() == b"precious"
+
+
+# -- gzip-compressed files ---------------------------------------------------------------------
+def gzipped(paths, directory):
+    """Copies of ``paths`` compressed as ``gzip`` does (``name.fits.gz``)."""
+    directory.mkdir()
+    out = []
+    for path in paths:
+        out.append(directory / (path.name + ".gz"))
+        out[-1].write_bytes(gzip.compress(path.read_bytes()))
+    return out
+
+
+@pytest.mark.parametrize("instrument", ["jwst", "hst"])
+def test_gzip_compressed_pipeline_files_read_and_copy_as_the_plain_ones(tmp_path, instrument):
+    if instrument == "jwst":
+        plain = jwst_exposure_files(tmp_path, noise=0.5, seed=4)
+    else:
+        plain = hst_files(tmp_path, noise=0.5, seed=4)
+    packed = gzipped(plain, tmp_path / "gz")
+    coll, reference = ImageCollection.from_files(packed), ImageCollection.from_files(plain)
+    assert coll.names == reference.names
+    assert coll.groups == reference.groups  # the pipeline's grouping, from the same headers
+    assert type(coll.wcs[0]) is type(reference.wcs[0])  # JWST: the file's gwcs
+    result, expected = coll.skymatch(skymethod="match"), reference.skymatch(skymethod="match")
+    np.testing.assert_array_equal(result.sky.values, expected.sky.values)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    copies = coll.write_copies(tmp_path / "a", result)
+    wanted = reference.write_copies(tmp_path / "b", expected)
+    for copy, want in zip(copies, wanted):
+        assert copy.name == want.name + ".gz" and copy.read_bytes()[:2] == b"\x1f\x8b"
+        with fits.open(copy) as got, fits.open(want) as other:
+            assert [hdu.name for hdu in got] == [hdu.name for hdu in other]
+            for a, b in zip(got, other):
+                if a.is_image and a.data is not None:
+                    np.testing.assert_array_equal(a.data, b.data)
+                for key in ("BKGLEVEL", "BKGSUB", "BKGMETH", "MDRIZSKY"):
+                    assert a.header.get(key) == b.header.get(key)
+            if instrument == "jwst":
+                assert got[0].header["FILENAME"] == copy.name

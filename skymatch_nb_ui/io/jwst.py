@@ -170,7 +170,7 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
     """
     from stdatamodels.jwst import datamodels
 
-    from ._fits import _same_file, atomic_path, plane_method, sky_array
+    from ._fits import _same_file, atomic_path, output_stream, plane_method, sky_array
 
     dest = Path(dest)
     if _same_file(image.path, dest):
@@ -192,7 +192,7 @@ def write_copy(image, dest, *, sky: float, valid: bool, method: str, subtract: b
             model.meta.cal_step.skymatch = "SKIPPED"
         model.meta.filename = dest.name
         if plane is None:
-            with atomic_path(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as stream:
+            with atomic_path(dest, overwrite=overwrite) as tmp, output_stream(tmp, dest) as stream:
                 model.to_fits(stream)  # to a stream: the model keeps the file name set above
         else:
             _save_with_plane(model, dest, plane, valid, overwrite)
@@ -215,7 +215,7 @@ def _save_with_plane(model, dest, plane, valid: bool, overwrite: bool) -> None:
 
     from astropy.io import fits
 
-    from ._fits import atomic_path, set_plane_keywords
+    from ._fits import atomic_path, set_plane_keywords, write_hdus
 
     buffer = _io.BytesIO()
     model.to_fits(buffer)
@@ -223,4 +223,4 @@ def _save_with_plane(model, dest, plane, valid: bool, overwrite: bool) -> None:
     with fits.open(buffer) as hdul:
         set_plane_keywords(hdul[0].header, plane, model.data.shape, valid)
         with atomic_path(dest, overwrite=overwrite) as tmp:
-            hdul.writeto(tmp)
+            write_hdus(hdul, tmp, dest)

@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: SCI, else the first 2-D image with a celestial WCS")
     dq = inputs.add_mutually_exclusive_group()
     dq.add_argument("--dq-ext", default="DQ", metavar="NAME",
-                    help="data-quality extension turned into the good-pixel mask")
+                    help="data-quality extension turned into the good-pixel mask (without "
+                    "one, a drizzled image's WHT masks its pixels of weight 0)")
     dq.add_argument("--no-dq", action="store_const", const=None, dest="dq_ext",
-                    help="ignore data-quality extensions")
+                    help="ignore data-quality extensions (and drizzle weight maps)")
     inputs.add_argument("--dqbits", default="auto", metavar="BITS",
                         help="DQ flags to ignore (treat as good): a sum such as 4, a list "
                         "4,16 or 4+16, flag names JUMP_DET,OUTLIER, or ~FLAGS for all but "

@@ -229,7 +229,9 @@ class ImageCollection:
             FITS only: the one science extension to read; default: every ``SCI`` extension
             (chip), else the first image HDU with a celestial WCS.
         dq_ext : str or None
-            FITS only: name of the data-quality extension turned into the mask (None: no mask).
+            FITS only: name of the data-quality extension turned into the mask; without one,
+            a drizzled image's weight map (``WHT``) masks its pixels of weight 0 (None: no
+            mask).
         dqbits : int, str or None
             DQ flags to *ignore* (astropy/JWST ``bitfield_to_boolean_mask`` syntax, names of
             the file's instrument allowed).  ``"auto"`` (default): each pipeline's sky-step

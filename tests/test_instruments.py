@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 from skymatch_nb_ui import ImageCollection, io
 from skymatch_nb_ui.io import ApproximateWCSWarning
 from skymatch_nb_ui.testing import (
+    make_mosaic,
     nircam_like_gwcs,
     write_hst_flt,
     write_jwst_cal,
@@ -352,6 +353,60 @@ def test_hst_copy_is_one_file_with_every_chip_and_mdrizsky(hst_inputs, tmp_path)
     coll.write_copies(kept, subtract=False)
     with fits.open(kept / hst_inputs[1].name) as out:
         assert [out["SCI", k].header["MDRIZSKY"] for k in (1, 2)] == [pytest.approx(ds.sky.values[2])] * 2
+
+
+def drizzled_files(directory, *, skies=(10.0, 12.0, 15.0), dq=False):
+    """HST drizzled images (``_drc.fits``: SCI, WHT, CTX), as AstroDrizzle writes them: the
+    data cover a square turned by 29 degrees inside the array, 0 and weight 0 outside."""
+    mosaic = make_mosaic((1, 3), shape=(160, 160), overlap=0.4, sky=list(skies), noise=1.0,
+                         seed=2, dtype=np.float32, sources=15)
+    yy, xx = np.mgrid[:160, :160] - 79.5
+    turn = np.deg2rad(29.0)
+    inside = (abs(xx * np.cos(turn) + yy * np.sin(turn)) < 68) & (
+        abs(-xx * np.sin(turn) + yy * np.cos(turn)) < 68)
+    paths = []
+    for k, (image, wcs) in enumerate(zip(mosaic.images, mosaic.wcs)):
+        primary = fits.Header({"TELESCOP": "HST", "INSTRUME": "ACS", "ROOTNAME": f"jabc0{k}010"})
+        header = wcs.to_header()
+        header["BUNIT"] = "ELECTRONS/S"
+        hdus = [fits.PrimaryHDU(header=primary),
+                fits.ImageHDU(np.where(inside, image, 0), header, name="SCI"),
+                fits.ImageHDU(np.where(inside, 1200.0, 0).astype(np.float32), header, name="WHT"),
+                fits.ImageHDU(inside.astype(np.int32), header, name="CTX")]
+        if dq:
+            hdus.append(fits.ImageHDU(np.zeros(inside.shape, np.int16), name="DQ"))
+        paths.append(directory / f"jabc0{k}010_drc.fits")
+        fits.HDUList(hdus).writeto(paths[-1])
+    return paths, inside
+
+
+def test_drizzled_images_mask_their_pixels_of_weight_zero(tmp_path):
+    paths, inside = drizzled_files(tmp_path)
+    coll = ImageCollection.from_files(paths)
+    for name in coll.names:
+        np.testing.assert_array_equal(coll.mask(name), inside)  # 31% of each array: no data
+    for skystat in ("mode", "median", "mean"):
+        ds = coll.skymatch(skymethod="match", skystat=skystat)
+        np.testing.assert_allclose(ds.sky.values, [0.0, 2.0, 5.0], atol=0.05)
+    # The zeros counted as sky: every statistic off by 0.3-2 units (what the mask is for).
+    bare = ImageCollection.from_files(paths, dq_ext=None)
+    assert bare.mask(bare.names[0]) is None
+    for skystat in ("mode", "median", "mean"):
+        off = bare.skymatch(skymethod="match", skystat=skystat).sky.values - [0.0, 2.0, 5.0]
+        assert np.abs(off).max() > 0.3
+
+
+def test_drizzled_hst_copies_have_no_mdrizsky_and_dq_comes_before_weights(tmp_path):
+    paths, _ = drizzled_files(tmp_path)
+    coll = ImageCollection.from_files(paths)
+    (tmp_path / "out").mkdir()
+    for copy in coll.write_copies(tmp_path / "out", coll.skymatch(skymethod="match")):
+        with fits.open(copy) as hdul:
+            assert "BKGLEVEL" in hdul["SCI"].header and "MDRIZSKY" not in hdul["SCI"].header
+    (tmp_path / "dq").mkdir()
+    with_dq, _ = drizzled_files(tmp_path / "dq", dq=True)
+    coll = ImageCollection.from_files(with_dq)
+    assert coll.mask(coll.names[0]).all()  # the DQ says every pixel is good: it decides
 
 
 # -- Roman -------------------------------------------------------------------------------------

@@ -254,6 +254,10 @@ class FitsImage:
         Index of the science HDU.
     dq_ext : int or None
         Index of the DQ HDU, None when the file has none (or DQ was disabled).
+    weight_ext : int or None
+        Without a DQ HDU, the index of the drizzle weight map (``WHT``, of the same EXTVER and
+        shape) that masks the pixels of weight 0, where a drizzled image (AstroDrizzle's
+        ``_drz``/``_drc``, the JWST pipeline's ``_i2d``) has no data; None otherwise.
     shape : (int, int)
         (ny, nx), from the header.
     wcs : astropy.wcs.WCS or PackedWCS
@@ -295,12 +299,15 @@ class FitsImage:
     primary_text: str | None = field(default=None, repr=False)
     kind: str = "fits"
     exposure_id: str | None = None
+    weight_ext: int | None = None
     #: HDU index -> (byte offset, dtype, shape) of its data, found at open for unscaled
     #: images: their pixels are then mapped without parsing the headers again.
     layout: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
         dq = "" if self.dq_ext is None else f", dq_ext={self.dq_ext}"
+        if self.weight_ext is not None:
+            dq += f", weight_ext={self.weight_ext}"
         return f"FitsImage({str(self.path)!r}, ext={self.ext}{dq}, shape={self.shape})"
 
     @property
@@ -355,6 +362,9 @@ class FitsImage:
         if isinstance(dqbits, str) and dqbits == "auto":
             dqbits = self.default_dqbits
         bits = parse_dqbits(dqbits)
+        if self.dq_ext is None and self.weight_ext is not None:  # a drizzled image
+            weight = _read_pixels(self.path, self.weight_ext, self.layout.get(self.weight_ext))
+            return np.greater(weight, 0)  # (NaN: no data either)
         if self.dq_ext is None:
             return None
         dq = _read_pixels(self.path, self.dq_ext, self.layout.get(self.dq_ext))
@@ -442,7 +452,8 @@ def open_fits_image(path, *, ext=None, dq_ext: str | None = "DQ") -> FitsImage:
         first HDU named SCI, else the first image HDU with 2-D data and a celestial WCS.
     dq_ext : str or None
         Name of the DQ HDU (the one with the science HDU's EXTVER).  A file without it has no
-        mask.  None: ignore DQ.
+        mask, unless it is a drizzled image with a weight map (``WHT``): its pixels of weight
+        0 are then masked.  None: ignore DQ (and weights).
 
     Returns
     -------
@@ -539,12 +550,28 @@ def _open_chip(hdul, index: int, dq_ext, path: Path, wcs=None) -> FitsImage:
     wcs = _celestial_wcs(hdu.header, hdul, index, path, wcs)
     wcs.pixel_shape = shape[::-1]
     dq_index = _dq_index(hdul, hdu.header, dq_ext, shape, path)
-    if dq_index is not None:
-        _check_complete(hdul, dq_index, path)
-    layout = {k: _data_layout(hdul, k) for k in (index, dq_index) if k is not None}
+    weight_index = None if dq_index is not None or dq_ext is None else _weight_index(
+        hdul, hdu.header, shape)
+    for k in (dq_index, weight_index):
+        if k is not None:
+            _check_complete(hdul, k, path)
+    layout = {k: _data_layout(hdul, k) for k in (index, dq_index, weight_index) if k is not None}
     primary = None if index == 0 else _text(hdul[0].header)
     return FitsImage(path, index, dq_index, shape, wcs, _text(hdu.header), primary,
-                     layout={k: v for k, v in layout.items() if v is not None})
+                     layout={k: v for k, v in layout.items() if v is not None},
+                     weight_ext=weight_index)
+
+
+def _weight_index(hdul, header, shape) -> int | None:
+    """The drizzle weight map (``WHT``) of a science HDU: same EXTVER, an image of its shape."""
+    try:
+        index = hdul.index_of(("WHT", header.get("EXTVER", 1)))
+    except KeyError:
+        return None
+    weight = hdul[index]
+    if not _is_image(weight) or _dims(weight.header) != tuple(shape):
+        return None
+    return index
 
 
 def _text(header) -> str:
@@ -1231,8 +1258,10 @@ def write_fits_file(
       and the plane is what is subtracted).
 
     Chips that are not subtracted keep their data byte for byte (scaled integers stay
-    scaled integers).  HST files also get ``MDRIZSKY`` in each chip: the sky that drizzling
-    is still to subtract (the sky, or 0 once it is subtracted from the data).  JWST files
+    scaled integers; tile-compressed ones their compressed bytes).  HST files also get
+    ``MDRIZSKY`` in each chip: the sky that drizzling is still to subtract (the sky, or 0
+    once it is subtracted from the data); drizzled HST images (a ``WHT`` map, no DQ) do not:
+    they are drizzling's output.  JWST files
     get the keywords in the primary header, where the JWST pipeline reads them, and
     ``S_SKYMAT``.  CHECKSUM / DATASUM of changed HDUs, if present, are recomputed.  The
     source file is only ever opened read-only.  The copy is written to a temporary file in
@@ -1314,7 +1343,7 @@ def write_fits_file(
                 _set_bkg_keywords(where, sky=sky, valid=good, method=plane_method(method, plane),
                                   subtracted=subtracted)
                 set_plane_keywords(where, plane, image.shape, good)
-                if kind == "hst":
+                if kind == "hst" and image.weight_ext is None:  # (not for drizzled images)
                     from . import hst
 
                     hst.set_drizzle_sky(hdu.header, sky=sky, valid=good, subtracted=subtracted)

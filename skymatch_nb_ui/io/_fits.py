@@ -942,7 +942,10 @@ def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
 #: for the next reads while a run lasts (`keeping_decoded`), the most recently read.  A run
 #: reads an image once per task (two to four times with ``compare="differences"``): free for
 #: a mapped file, a decompression for a compressed one (16 RICE-compressed 1024 x 1024
-#: images: solve 2.17 s without, 1.07 s with; 0.39 s uncompressed).  0 keeps none.
+#: images, ``match`` with ``compare="differences"``: 1.8-1.95 s without, 0.8-1.1 s with;
+#: 0.4 s uncompressed; ``"levels"`` reads each once: 0.53 s either way).  Roman files are
+#: not kept: their blocks are read, not decoded, and keeping them cost more (page faults of
+#: new arrays) than reading them again.  0 keeps none.
 DECODED_CACHE_BYTES = 256 * 2**20
 _DECODED: OrderedDict = OrderedDict()  # (path, HDU, inode, mtime, size) -> read-only array
 _DECODED_LOCK = threading.Lock()

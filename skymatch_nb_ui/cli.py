@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("input")
     inputs.add_argument("--ext", type=_ext, default=None, metavar="EXT",
                         help="science extension: index (1), name (SCI) or name,version (SCI,2); "
-                        "default: SCI, else the first 2-D image with a celestial WCS")
+                        "default: every SCI, else every 2-D image with a celestial WCS "
+                        "looking elsewhere (a mosaic camera's CCDs)")
     dq = inputs.add_mutually_exclusive_group()
     dq.add_argument("--dq-ext", default="DQ", metavar="NAME",
                     help="data-quality extension turned into the good-pixel mask (without "

@@ -227,7 +227,8 @@ class ImageCollection:
             Files, glob patterns (``"data/*_cal.fits"``) or association files.
         ext : int, str or (str, int), optional
             FITS only: the one science extension to read; default: every ``SCI`` extension
-            (chip), else the first image HDU with a celestial WCS.
+            (chip), else every 2-D image HDU with a celestial WCS that looks elsewhere than
+            those before it (a mosaic camera's CCDs; not a mask or preview of an image).
         dq_ext : str or None
             FITS only: name of the data-quality extension turned into the mask; without one,
             a drizzled image's weight map (``WHT``) masks its pixels of weight 0 (None: no

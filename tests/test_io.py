@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, DistortionLookupTable, Sip
 
-from skymatch_nb_ui import SkyMatchWarning, io
+from skymatch_nb_ui import ImageCollection, SkyMatchWarning, io
 from skymatch_nb_ui.collection import _FileLoader
 from skymatch_nb_ui.io import (
     FitsImage,
@@ -196,6 +196,53 @@ def test_without_sci_the_first_2d_image_with_a_celestial_wcs_is_used(tmp_path, m
     image = open_fits_image(path)
     assert image.ext == 3
     np.testing.assert_array_equal(image.data(), mosaic.images[2])
+
+
+def camera_file(path, *, dither, skies, seed):
+    """A mosaic camera's exposure as DECam's pipeline writes it: one tile-compressed HDU per
+    CCD, named after it (no SCI, no EXTVER), each with its own WCS; the exposure number in
+    the primary header."""
+    m = make_mosaic((2, 2), shape=(60, 90), overlap=0.0, sky=skies, noise=0.2, seed=seed,
+                    dtype=np.float32, sources=3)
+    hdus = [fits.PrimaryHDU(header=fits.Header({"EXPNUM": 1000 + seed}))]
+    for k, (image, wcs) in enumerate(zip(m.images, m.wcs)):
+        wcs.wcs.crval = wcs.wcs.crval + np.array(dither) / 3600
+        hdus.append(fits.CompImageHDU(image, wcs.to_header(), name=f"S{k + 1}"))
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def test_every_ccd_of_a_mosaic_camera_file_is_an_image(tmp_path):
+    skies = [[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]]
+    paths = [camera_file(tmp_path / f"c4d_{e}_ooi.fits.fz", dither=(5.0 * e, 2.0 * e),
+                         skies=skies[e], seed=e) for e in range(2)]
+    coll = ImageCollection.from_files(paths)
+    assert coll.names == tuple(f"c4d_{e}_ooi[S{k}]" for e in range(2) for k in range(1, 5))
+    ds = coll.skymatch(skymethod="match", skystat="mean")
+    np.testing.assert_allclose(ds.sky.values, np.ravel(skies) - 10.0, atol=0.05)
+    exposures = ImageCollection.from_files(paths, group_by="exposure").groups
+    assert list(exposures.values()) == ["1000"] * 4 + ["1001"] * 4  # the CCDs of a file
+    assert open_fits_image(paths[0]).ext == 1  # one image: the first
+    assert [c.ext for c in io.open_fits_images(paths[0], ext="S3")] == [3]
+
+
+def test_companions_of_an_image_are_not_images(tmp_path, mosaic):
+    """A mask and a variance on the image's pixels (the Rubin pipeline's calexp) and a binned
+    preview of it are not other detectors."""
+    header = mosaic.wcs[0].to_header()
+    binned = mosaic.wcs[0].deepcopy()
+    binned.wcs.cdelt = binned.wcs.cdelt * 4
+    binned.wcs.crpix = (binned.wcs.crpix - 0.5) / 4 + 0.5
+    path = tmp_path / "calexp.fits"
+    fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.ImageHDU(mosaic.images[0], header, name="IMAGE"),
+        fits.ImageHDU(np.zeros(SHAPE, np.int32), header, name="MASK"),
+        fits.ImageHDU(np.ones(SHAPE, np.float32), header, name="VARIANCE"),
+        fits.ImageHDU(mosaic.images[0][::4, ::4], binned.to_header(), name="PREVIEW"),
+        fits.ImageHDU(mosaic.images[1], mosaic.wcs[1].to_header(), name="NEXT"),  # elsewhere
+    ]).writeto(path)
+    assert [c.label for c in io.open_fits_images(path)] == ["IMAGE", "NEXT"]
 
 
 def test_sip_and_lookup_table_distortions_are_kept(tmp_path, mosaic):

@@ -3,8 +3,9 @@
 Input kinds (`open_images` tells them apart by their first bytes):
 
 - **FITS** files: every science extension (``SCI``, each ``EXTVER``) is an image; without
-  ``SCI``, the first 2-D image with a celestial WCS.  WCS from the header with every
-  distortion astropy reads (SIP, TPV, lookup tables).
+  ``SCI``, every 2-D image with a celestial WCS that looks elsewhere than those before it (a
+  mosaic camera's CCDs; its companions, a mask or a preview on the same sky, are not).  WCS
+  from the header with every distortion astropy reads (SIP, TPV, lookup tables).
 - **JWST** level-2 ``*_cal.fits`` (`jwst`): the exact gwcs of the ASDF extension (with
   ``stdatamodels``: ``pip install skymatch-nb-ui[jwst]``), kept packed (`PackedWCS`: ~14 KB a
   detector instead of ~380 KB of objects), the pipeline's ``group_id``, the step's DQ

@@ -53,6 +53,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..engine._validate import and_more
 from ..engine.exceptions import SkyMatchWarning
+from ..engine.geometry import lonlat_to_xyz
 from ._mapping import map_readonly
 from ._temp import temp_prefix
 
@@ -327,10 +328,15 @@ class FitsImage:
 
     @property
     def label(self) -> str:
-        """The science extension as ``"NAME,VER"`` (e.g. ``"SCI,2"``), or its index."""
+        """The science extension: ``"NAME,VER"`` (``"SCI,2"``), ``"NAME"``, or its index.
+
+        ``"NAME"`` alone when its header has no EXTVER (a mosaic camera's ``"S29"``).
+        """
         header = self.header
-        name = header.get("EXTNAME")
-        return f"{str(name).strip()},{header.get('EXTVER', 1)}" if name else str(self.ext)
+        name, version = header.get("EXTNAME"), header.get("EXTVER")
+        if not name:
+            return str(self.ext)
+        return str(name).strip() if version is None else f"{str(name).strip()},{version}"
 
     @property
     def default_dqbits(self):
@@ -482,8 +488,10 @@ def open_fits_images(path, *, ext=None, dq_ext: str | None = "DQ") -> list[FitsI
     """Every science extension (chip) of a FITS file, with its DQ, headers and WCS.
 
     An HST ACS/WFC or WFC3/UVIS file gives two images (``SCI,1`` and ``SCI,2``), a JWST
-    ``_cal`` file one.  Parameters, errors and laziness as `open_fits_image`; with ``ext``
-    only that extension is returned.
+    ``_cal`` file one.  Without ``SCI`` HDUs, every 2-D image with a celestial WCS that looks
+    elsewhere than the images before it (`_detectors`: a mosaic camera's CCDs, one HDU each,
+    as DECam's files hold them).  Parameters, errors and laziness as `open_fits_image`; with
+    ``ext`` only that extension is returned.
 
     Examples
     --------
@@ -720,19 +728,57 @@ def _science_indices(hdul, ext, path: Path, every_chip: bool, found: dict) -> li
     chips = [index for index, hdu in enumerate(hdul) if hdu.name == "SCI"]
     if chips:
         return chips if every_chip else chips[:1]
-    skipped = []
+    skipped, images = [], []
     for index, hdu in enumerate(hdul):
         if _is_image(hdu) and hdu.header.get("NAXIS") == 2:
             wcs = _wcs_or_none(hdu.header, hdul)
             if wcs is not None and wcs.has_celestial:
                 found[index] = wcs  # a WCS costs milliseconds to make: make it once
-                return [index]
-            skipped.append(index)
+                images.append(index)
+                if not every_chip:
+                    break
+            else:
+                skipped.append(index)
+    if images:
+        return _detectors(hdul, images, found)
     hint = f" (HDU {skipped} are 2-D images without a celestial WCS)" if skipped else ""
     raise ValueError(
         f"no 2-D image HDU with a celestial WCS in {str(path)!r}{hint}; its HDUs are "
         f"{_hdu_list(hdul)}. Pass ext= to choose one"
     )
+
+
+def _detectors(hdul, images: list[int], found: dict) -> list[int]:
+    """Of a file's 2-D images with a celestial WCS (none named SCI), those of other detectors.
+
+    A mosaic camera's file (DECam, MegaCam, KPNO Mosaic: one HDU per CCD, named after it)
+    holds one image per detector, each where its detector looked; other files put beside
+    an image its companions, on the same pixels (a mask, a variance, an exposure map: the
+    Rubin pipeline's ``IMAGE``, ``MASK``, ``VARIANCE``) or at the same place (a binned
+    preview).  An image whose centre falls within a pixel of an image before it is such a
+    companion, and is left out; every other one is read.
+    """
+    kept: list[tuple[int, np.ndarray | None, float]] = []  # (HDU, centre's unit vector, pixel)
+    for index in images:
+        ny, nx = _dims(hdul[index].header)
+        x, y = (nx - 1) / 2, (ny - 1) / 2
+        lon, lat = found[index].celestial.all_pix2world([x, x + 1], [y, y], 0)
+        if not np.all(np.isfinite([lon, lat])):  # (a centre off the projection: keep the first)
+            if not kept:
+                kept.append((index, None, 0.0))
+            continue
+        centre, beside = lonlat_to_xyz(np.asarray(lon, float), np.asarray(lat, float))
+        pixel = _angle(centre, beside)
+        if any(there is not None and _angle(centre, there) <= max(pixel, size)
+               for _, there, size in kept):
+            continue
+        kept.append((index, centre, pixel))
+    return [index for index, _, _ in kept]
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    """The angle between two unit vectors, radians (exact for small ones)."""
+    return 2.0 * float(np.arcsin(min(np.linalg.norm(a - b) / 2.0, 1.0)))
 
 
 def _wcs_or_none(header, hdul) -> WCS | None:

@@ -637,6 +637,36 @@ def test_data_truncated_after_opening_names_the_file(tmp_path, primary_file):
         image.data()
 
 
+def test_a_file_cut_between_its_hdus_is_refused_not_read_without_them(tmp_path, mef_file):
+    """A cut in the padding after (SCI,2)'s data: astropy lists the HDUs before it and
+    quietly drops (DQ,2), whose mask would have been lost."""
+    with fits.open(mef_file) as hdul:
+        end = hdul.fileinfo(4)["datLoc"] + hdul[4].data.nbytes  # (SCI,2)
+        last = hdul.fileinfo(5)["datLoc"] + hdul[5].data.nbytes  # (DQ,2)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(mef_file.read_bytes()[: end + 100])
+    with warnings.catch_warnings(), fits.open(cut) as hdul:
+        warnings.simplefilter("ignore")  # ("may have been truncated", when warnings are shown)
+        assert [h.name for h in hdul][-1] == "SCI"  # (DQ,2) gone
+    with pytest.raises(OSError, match=r"cut\.fits.* is cut short: its HDUs as read end with "
+                                      r"HDU 4 \(SCI\).* whatever followed is missing"):
+        io.open_fits_images(cut)
+    unpadded = tmp_path / "unpadded.fits"  # ends where its last data end: whole, and read
+    unpadded.write_bytes(mef_file.read_bytes()[:last])
+    assert [c.dq_ext for c in io.open_fits_images(unpadded)] == [2, 5]
+
+
+def test_a_last_table_cut_short_is_refused(tmp_path, primary_file):
+    """The last HDU need not be an image (JWST's ASDF extension is a table)."""
+    with fits.open(primary_file) as hdul:
+        table = fits.BinTableHDU.from_columns([fits.Column("a", "D", array=np.arange(2000.0))])
+        fits.HDUList([hdul[0].copy(), table]).writeto(tmp_path / "t.fits")
+    data = (tmp_path / "t.fits").read_bytes()
+    (tmp_path / "t.fits").write_bytes(data[: len(data) - 5000])
+    with pytest.raises(OSError, match="is cut short: its HDUs as read end with HDU 1"):
+        open_fits_image(tmp_path / "t.fits")
+
+
 # -- scaled integers are copied as they are --------------------------------------------------
 def test_copy_without_subtracting_keeps_bzero_bscale_int16(tmp_path, mosaic):
     path = tmp_path / "scaled.fits"

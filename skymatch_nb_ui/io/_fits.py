@@ -510,9 +510,10 @@ def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:
         raise FileNotFoundError(f"no such file: {str(path)!r}")
     with _reading(path), fits.open(path, **_OPEN) as hdul:
         found: dict = {}  # HDU index -> its WCS, when the search for a science HDU made it
-        _check_gzip_end(hdul, path)
+        _check_whole(hdul, path, after=False)
         indices = _science_indices(hdul, ext, path, every_chip, found)
         images = [_open_chip(hdul, index, dq_ext, path, found.get(index)) for index in indices]
+        _check_whole(hdul, path, after=True)
         return _instrument(images, hdul)
 
 
@@ -643,27 +644,50 @@ def _check_complete(hdul, index: int, path: Path) -> None:
         )
 
 
-def _check_gzip_end(hdul, path: Path) -> None:
-    """Refuse a gzip-compressed file whose HDUs do not end where its stream does.
+def _check_whole(hdul, path: Path, *, after: bool) -> None:
+    """Refuse a file whose last HDU as read is cut short: its stream or the file ends early.
 
-    astropy reads the HDUs of a gzip stream cut short (an interrupted download) up to the
-    cut, and quietly lists only those: a science HDU or its DQ would just be missing.  The
-    stream's last four bytes say how long it is uncompressed (modulo 2**32): the end of the
-    last HDU read, if the file is whole.
+    astropy reads the HDUs of a file cut short up to the cut and quietly lists only those: an
+    HDU after the cut (a DQ; for a gzip stream, even the science HDU) would just be missing.
+    Before the images are found (``after=False``) a gzip stream is checked, after them
+    (``after=True``; their own data by `_check_complete`, which says more) a plain file:
+
+    - A gzip stream's last four bytes say how long it is uncompressed (modulo 2**32): the end
+      of the last HDU read, if the file is whole.
+    - A plain file ends where its last HDU's data end, padded to 2880 bytes (or, tolerated,
+      unpadded): a file that ends inside those data, or inside the padding, was cut.
     """
-    if compression(hdul, 0) != "gzip":
+    packed = compression(hdul, 0)
+    if (packed == "gzip") == after or packed not in (None, "gzip"):
         return
-    last = hdul.fileinfo(len(hdul) - 1)  # (every header read)
-    end = int(last["datLoc"]) + int(last["datSpan"])
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        size = int.from_bytes(f.read(4), "little")
-    if end % 2**32 != size:
+    last = len(hdul) - 1  # (every header read)
+    info = hdul.fileinfo(last)
+    name = f"HDU {last} ({hdul[last].name or 'unnamed'})"
+    if packed == "gzip":
+        end = int(info["datLoc"]) + int(info["datSpan"])
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            size = int.from_bytes(f.read(4), "little")
+        if end % 2**32 != size:
+            raise OSError(
+                f"{str(path)!r} is cut short or damaged: its HDUs as read end with {name} at "
+                f"byte {end} uncompressed, but the gzip stream's trailer does not give that "
+                "length. Download or write the file again"
+            )
+        return
+    header = _tile_table_header(hdul[last]) or hdul[last].header
+    if header.get("GROUPS"):  # (random groups: not images we read)
+        return
+    dims = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+    data = 0 if not dims else abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (
+        int(header.get("PCOUNT", 0)) + int(np.prod(dims)))
+    start = int(info["datLoc"])
+    end, padded, size = start + data, start + int(info["datSpan"]), os.path.getsize(path)
+    if size < end or end < size < padded:
         raise OSError(
-            f"{str(path)!r} is cut short or damaged: its HDUs as read end with HDU "
-            f"{len(hdul) - 1} ({hdul[-1].name or 'unnamed'}) at byte {end} uncompressed, but "
-            "the gzip stream's trailer does not give that length. Download or write the file "
-            "again"
+            f"{str(path)!r} is cut short: its HDUs as read end with {name}, whose data end at "
+            f"byte {end} (padded: {padded}), but the file ends at byte {size}; whatever "
+            "followed is missing. Download or write the file again"
         )
 
 
@@ -1370,9 +1394,10 @@ def write_fits_file(
         # subtracted (`_subtracted_tiles`).
         with _quiet(), fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=False,
                                  do_not_scale_image_data=True, disable_image_compression=True) as hdul:
-            _check_gzip_end(hdul, source)  # (a file cut short since it was opened: say so)
+            _check_whole(hdul, source, after=False)  # (a file cut short since it was opened)
             for index in range(len(hdul)):
                 _check_complete(hdul, index, source)
+            _check_whole(hdul, source, after=True)
             for k, (image, sky, good) in enumerate(zip(images, skies, valid)):
                 hdu = hdul[image.ext]
                 plane = None if planes is None else planes[k]

@@ -126,6 +126,14 @@ def test_find_fits_rejects(tmp_path, paths, error, match):
         find_fits(paths(tmp_path))
 
 
+def test_a_directory_is_refused_with_a_pattern_for_its_files(tmp_path):
+    for name in ["a.fits.fz", "b.fits.fz", "c.fits", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.fits.fz").mkdir()
+    with pytest.raises(ValueError, match=r"name its files, e\.g\. '.*/\*\.fits\.fz' \(2 such"):
+        find_fits(tmp_path)
+
+
 # -- open_fits_image ---------------------------------------------------------------------------
 def test_primary_hdu_file(primary_file, mosaic):
     image = open_fits_image(primary_file)

@@ -225,10 +225,28 @@ def find_fits(paths, *, what: str = "FITS files") -> list[Path]:
     return unique
 
 
+#: The endings of input files, longest first (`_pattern_for`).
+_INPUT_ENDINGS = ("_asn.json", ".fits.gz", ".fits.fz", ".fits.bz2", ".fits", ".fit", ".fts",
+                  ".asdf")
+
+
+def _pattern_for(folder: Path) -> str:
+    """A pattern naming the input files of ``folder``: its most common ending, and how many."""
+    counts: dict[str, int] = {}
+    for entry in folder.iterdir():
+        ending = next((e for e in _INPUT_ENDINGS if entry.name.lower().endswith(e)), None)
+        if ending is not None and entry.is_file():
+            counts[ending] = counts.get(ending, 0) + 1
+    if not counts:
+        return f"'{folder / '*.fits'}' (it holds no FITS, ASDF or association file)"
+    ending = max(counts, key=lambda e: (counts[e], -_INPUT_ENDINGS.index(e)))
+    return f"'{folder / ('*' + ending)}' ({counts[ending]:,} such files there)"
+
+
 def _expand(name: str) -> list[Path]:
     path = Path(name)
     if path.is_dir():
-        raise ValueError(f"{name!r} is a directory; name its files, e.g. '{path / '*.fits'}'")
+        raise ValueError(f"{name!r} is a directory; name its files, e.g. {_pattern_for(path)}")
     if path.exists():
         return [path]
     if not _GLOB_CHARS & set(name):

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "one, a drizzled image's WHT masks its pixels of weight 0)")
     dq.add_argument("--no-dq", action="store_const", const=None, dest="dq_ext",
                     help="ignore data-quality extensions (and drizzle weight maps)")
+    inputs.add_argument("--masks", nargs=2, metavar=("OLD", "NEW"), default=None,
+                        help="masks in other files: each input's name with OLD replaced by NEW "
+                        "(_ooi_ _ood_: DECam's flags; .fits .weight.fits: SWarp's weights); "
+                        "integer values are flags (0 good), float values weights (0 bad)")
     inputs.add_argument("--dqbits", default="auto", metavar="BITS",
                         help="DQ flags to ignore (treat as good): a sum such as 4, a list "
                         "4,16 or 4+16, flag names JUMP_DET,OUTLIER, or ~FLAGS for all but "
@@ -298,6 +302,7 @@ def _match_and_write(args, table_format) -> None:
 
     coll = ImageCollection.from_files(args.files, ext=args.ext, dq_ext=args.dq_ext,
                                       dqbits=_dqbits(args.dqbits), group_by=args.group_by,
+                                      masks=None if args.masks is None else tuple(args.masks),
                                       scheduler=args.scheduler, workers=args.workers)
     targets = None
     if args.output_dir is not None:  # refuse bad outputs now, not after a long solve

@@ -212,7 +212,7 @@ class ImageCollection:
 
     @classmethod
     def from_files(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto",
-                   names=None, scheduler=None, workers=None):
+                   names=None, masks=None, scheduler=None, workers=None):
         """A collection of the images in files; headers and WCS are read, pixels when needed.
 
         Reads FITS files (JWST ``_cal``, HST ``_flt``/``_flc`` with every chip, any FITS image
@@ -257,6 +257,14 @@ class ImageCollection:
         names : sequence of str, optional
             Image names (default: the file name without its suffix, plus ``[SCI,2]``-style
             extension labels for files of several images).
+        masks : callable, mapping or (str, str), optional
+            FITS only: masks in other files (DECam's ``_ood`` flags beside its ``_ooi``
+            images, SWarp's ``.weight.fits``): a function of an input file's path giving its
+            mask file (None: none), a mapping {input file: mask file}, or a pair ``(old,
+            new)`` replaced in the input's name, e.g. ``("_ooi_", "_ood_")``.  Integer values
+            are flags (0 good), float values weights (0 or NaN bad); the HDU of the image's
+            EXTNAME and EXTVER, else its index; combined with the file's own DQ (see
+            `skymatch_nb_ui.io.with_mask_files`).
         scheduler, workers : optional
             The collection's `scheduler` and `workers` (default: "auto" and the cores, at
             most 4), which the reading follows too: with "auto" or "processes", many files
@@ -278,11 +286,12 @@ class ImageCollection:
         >>> coll = ImageCollection.from_files("data/*_flc.fits", group_by="image")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, fits_only=False, scheduler=scheduler, workers=workers)
+                                 names=names, masks=masks, fits_only=False, scheduler=scheduler,
+                                 workers=workers)
 
     @classmethod
     def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto", names=None,
-                  scheduler=None, workers=None):
+                  masks=None, scheduler=None, workers=None):
         """A collection of FITS images (and associations of FITS files); as `from_files`.
 
         Every science extension of a file is an image (both chips of an HST file); JWST files
@@ -294,20 +303,24 @@ class ImageCollection:
         >>> coll = ImageCollection.from_fits("data/*_cal.fits")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, fits_only=True, scheduler=scheduler, workers=workers)
+                                 names=names, masks=masks, fits_only=True, scheduler=scheduler,
+                                 workers=workers)
 
     @classmethod
-    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, fits_only, scheduler,
-                      workers):
+    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, masks, fits_only,
+                      scheduler, workers):
         from . import io
         from .engine._execute import check_scheduler
         from .engine._validate import check_workers
 
         io.check_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
+        io.check_masks(masks)
         _check_group_by(group_by)
         where = check_scheduler(scheduler), None if workers is None else check_workers(workers)
         records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only,
                                  scheduler=where[0], workers=where[1])
+        if masks is not None:
+            records = io.with_mask_files(records, masks)
         io.check_units(records)
         io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))

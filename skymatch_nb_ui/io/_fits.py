@@ -38,7 +38,7 @@ import threading
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -63,12 +63,14 @@ __all__ = [
     "FitsImage",
     "MixedUnitsWarning",
     "atomic_path",
+    "check_masks",
     "check_units",
     "copy_destinations",
     "find_fits",
     "open_fits_image",
     "open_fits_images",
     "parse_dqbits",
+    "with_mask_files",
     "write_array_fits",
     "write_fits_copy",
     "write_fits_file",
@@ -277,6 +279,9 @@ class FitsImage:
         Without a DQ HDU, the index of the drizzle weight map (``WHT``, of the same EXTVER and
         shape) that masks the pixels of weight 0, where a drizzled image (AstroDrizzle's
         ``_drz``/``_drc``, the JWST pipeline's ``_i2d``) has no data; None otherwise.
+    mask_file, mask_ext : Path and int, or None
+        A mask in another file (`with_mask_files`: DECam's ``_ood`` flags, SWarp's
+        ``.weight.fits``), its HDU for this image; combined with the file's own.
     shape : (int, int)
         (ny, nx), from the header.
     wcs : astropy.wcs.WCS or PackedWCS
@@ -319,8 +324,11 @@ class FitsImage:
     kind: str = "fits"
     exposure_id: str | None = None
     weight_ext: int | None = None
+    mask_file: Path | None = None
+    mask_ext: int | None = None
     #: HDU index -> (byte offset, dtype, shape) of its data, found at open for unscaled
-    #: images: their pixels are then mapped without parsing the headers again.
+    #: images: their pixels are then mapped without parsing the headers again ("mask": of
+    #: ``mask_ext`` in ``mask_file``).
     layout: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -386,6 +394,14 @@ class FitsImage:
         if isinstance(dqbits, str) and dqbits == "auto":
             dqbits = self.default_dqbits
         bits = parse_dqbits(dqbits)
+        own = self._own_mask(bits)
+        if self.mask_file is None:
+            return own
+        other = _good_of(_read_pixels(self.mask_file, self.mask_ext, self.layout.get("mask")))
+        return other if own is None else np.logical_and(own, other, out=other)
+
+    def _own_mask(self, bits) -> np.ndarray | None:
+        """The mask of the file's own DQ (or drizzle weights), None without them."""
         if self.dq_ext is None and self.weight_ext is not None:  # a drizzled image
             weight = _read_pixels(self.path, self.weight_ext, self.layout.get(self.weight_ext))
             return np.greater(weight, 0)  # (NaN: no data either)
@@ -517,6 +533,129 @@ def open_fits_images(path, *, ext=None, dq_ext: str | None = "DQ") -> list[FitsI
     ['SCI,1', 'SCI,2']
     """
     return _open(path, ext, dq_ext, every_chip=ext is None)
+
+
+def _good_of(values: np.ndarray) -> np.ndarray:
+    """Good pixels (True) of a mask file's values: integer flags, or float weights."""
+    if values.dtype.kind == "f":
+        return np.greater(values, 0)  # weights: 0 or NaN, no data
+    return np.equal(values, 0)  # flags: any is bad
+
+
+def mask_file_of(masks, path: Path) -> Path | None:
+    """The mask file of the input ``path`` by ``masks`` (see `with_mask_files`), or None."""
+    if masks is None:
+        return None
+    check_masks(masks)
+    if callable(masks):
+        found = masks(Path(path))
+    elif isinstance(masks, Mapping):
+        found = next((v for k, v in masks.items() if os.path.realpath(k) == os.path.realpath(path)),
+                     None)
+    else:
+        old, new = masks
+        if old not in Path(path).name:
+            raise ValueError(
+                f"masks={masks!r}: the name {Path(path).name!r} has no {old!r} to replace by "
+                f"{new!r}; name its mask with a function or a mapping (masks={{input: mask}})"
+            )
+        found = Path(path).with_name(Path(path).name.replace(old, new, 1))
+    return None if found is None else Path(found)
+
+
+def check_masks(masks) -> None:
+    """Refuse a ``masks`` (`with_mask_files`) that names no mask file, before files are read."""
+    if masks is None or callable(masks) or isinstance(masks, Mapping):
+        return
+    if isinstance(masks, (tuple, list)) and len(masks) == 2 and all(
+            isinstance(m, str) for m in masks) and masks[0] and masks[0] != masks[1]:
+        return
+    raise TypeError(
+        f"masks must be a function of an input file's path, a mapping {{input file: mask "
+        f"file}} or a pair of different strings (old, new) replaced in the input's name, e.g. "
+        f"('_ooi_', '_ood_'); got {masks!r}"
+    )
+
+
+def with_mask_files(images: Sequence, masks) -> list:
+    """``images`` (records of `open_fits_images`) with the masks of other files added.
+
+    Parameters
+    ----------
+    images : sequence of FitsImage
+        Other records (Roman's) are refused when ``masks`` names a file for them.
+    masks : callable, mapping or (str, str)
+        An input file's mask file: a function of its path (returning None for none), a
+        mapping {input file: mask file}, or a pair ``(old, new)`` replaced in its name
+        (``("_ooi_", "_ood_")``: DECam's flags beside its images; ``(".fits",
+        ".weight.fits")``: SWarp's weights).  The mask of an image is the mask file's HDU of
+        the same EXTNAME and EXTVER, else of the same index, else its only image; of the
+        image's shape.  Integer values are flags (0 good, any other bad: ``dqbits`` applies
+        to the file's own DQ only), float values weights (0 or NaN bad).  It is combined with
+        the image's own mask (DQ, or drizzle weights).
+
+    Returns
+    -------
+    list
+        New records; the mask files' headers checked, their pixels not read.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the image and its mask file: a mask file missing, without a matching image
+        HDU, or of another shape.
+
+    Examples
+    --------
+    >>> chips = with_mask_files(open_fits_images("c4d_ooi_g.fits.fz"),
+    ...                         ("_ooi_", "_ood_"))  # doctest: +SKIP
+    """
+    out = []
+    for image in images:
+        mask = mask_file_of(masks, image.path)
+        if mask is None:
+            out.append(image)
+            continue
+        if not isinstance(image, FitsImage):
+            raise ValueError(f"masks= names {str(mask)!r} for {str(image.path)!r}, which is not a "
+                             "FITS file: masks in other files apply to FITS images only")
+        if not mask.is_file():
+            raise FileNotFoundError(f"the mask file of {str(image.path)!r}, {str(mask)!r}, does "
+                                    "not exist")
+        with _reading(mask), fits.open(mask, **_OPEN) as hdul:
+            index = _mask_index(hdul, image, mask)
+            _check_complete(hdul, index, mask)
+            layout = _data_layout(hdul, index)
+        layouts = dict(image.layout)
+        layouts.pop("mask", None)
+        if layout is not None:
+            layouts["mask"] = layout
+        out.append(replace(image, mask_file=mask, mask_ext=index, layout=layouts))
+    return out
+
+
+def _mask_index(hdul, image: FitsImage, mask: Path) -> int:
+    """The HDU of a mask file that holds ``image``'s mask (`with_mask_files`)."""
+    header = image.header
+    name, version = header.get("EXTNAME"), header.get("EXTVER", 1)
+    images = [k for k, hdu in enumerate(hdul) if _is_image(hdu) and hdu.header.get("NAXIS") == 2]
+    index = None
+    if name:
+        index = next((k for k in images if hdul[k].name == str(name).strip().upper()
+                      and hdul[k].header.get("EXTVER", 1) == version), None)
+    if index is None and image.ext in images:
+        index = image.ext
+    if index is None and len(images) == 1:
+        index = images[0]
+    where = f"the mask of {str(image.path)!r} [{image.label}] in {str(mask)!r}"
+    if index is None:
+        raise ValueError(f"{where}: no 2-D image HDU named {image.label!r}, at index "
+                         f"{image.ext} or alone; its HDUs are {_hdu_list(hdul)}")
+    shape = _dims(hdul[index].header)
+    if shape != tuple(image.shape):
+        raise ValueError(f"{where} (HDU {index}) has shape {shape}, unlike the image's "
+                         f"{tuple(image.shape)}")
+    return index
 
 
 def _open(path, ext, dq_ext, *, every_chip: bool) -> list[FitsImage]:

@@ -498,8 +498,8 @@ sorted(path.name for path in raw.iterdir())"""),
     ("markdown", """## Read
 
 `from_fits` takes files or glob patterns. It reads headers and WCS only; the pixels are
-memory-mapped when first needed. The science extension is `SCI` (else the first image with a
-celestial WCS), the mask comes from `DQ` (any flag marks a bad pixel unless `dqbits` says to
+memory-mapped when first needed. The science extension is `SCI` (else every image with a celestial
+WCS looking somewhere else: a camera's detectors, see the end), the mask comes from `DQ` (any flag marks a bad pixel unless `dqbits` says to
 ignore it), and `group_by="EXPOSURE"` puts images with the same value of that keyword in one
 group. `coll.table` has one row per image with what the headers say."""),
     ("code", """coll = ImageCollection.from_fits(str(raw / "*_cal.fits"), group_by="EXPOSURE")
@@ -570,8 +570,37 @@ assert run.returncode == 0"""),
 np.testing.assert_allclose(cli["sky"], result.sky.values, rtol=0, atol=1e-9)
 copy = workdir / "cli_matched" / Path(written[0]).name
 fits.getval(copy, "BKGLEVEL", extname="SCI"), fits.getval(copy, "BKGSUB", extname="SCI")"""),
+    ("markdown", """## Files as cameras write them
+
+Ground-based cameras write one file per exposure with an HDU per detector (no `SCI`), often
+tile-compressed by fpack (`.fits.fz`), and their flags or weights in other files (DECam's
+`_ood` and `_oow` beside its `_ooi` images). `from_fits` reads every detector of such a file
+(an HDU looking where no HDU before it looked) and decompresses it; `masks=(old, new)` names
+each file's mask file by a replacement in its name (integer values are flags, 0 good; float
+values weights, 0 bad). The exposures above, written that way, give the same skies, within
+the quantization fpack's compression applies to floats."""),
+    ("code", """camera = workdir / "camera"
+camera.mkdir()
+for number in (1, 2):
+    images = [fits.PrimaryHDU(header=fits.Header({"EXPOSURE": number}))]
+    flags = [fits.PrimaryHDU()]
+    for k in range(1, 5):
+        with fits.open(raw / f"exp{number}_d{k}_cal.fits") as hdul:
+            images.append(fits.CompImageHDU(hdul["SCI"].data, hdul["SCI"].header, name=f"D{k}"))
+            flags.append(fits.CompImageHDU(hdul["DQ"].data.astype(np.int32), name=f"D{k}",
+                                           compression_type="PLIO_1"))
+    fits.HDUList(images).writeto(camera / f"exp{number}_img.fits.fz")
+    fits.HDUList(flags).writeto(camera / f"exp{number}_dq.fits.fz")
+
+cam = ImageCollection.from_fits(str(camera / "*_img.fits.fz"), masks=("_img", "_dq"),
+                                group_by="EXPOSURE")
+again = cam.skymatch(skymethod="global+match", skystat="median")
+np.testing.assert_allclose(again.sky.values, result.sky.values, atol=0.05)
+print(cam.names)
+print("largest difference from the files above:", abs(again.sky.values - result.sky.values).max())"""),
     ("markdown", """`skymatch-nb --help` lists every option: the statistic and its clipping, `--dqbits`,
-`--ext`, `--anchor component` for disconnected mosaics, `--match-up`, `--overwrite`."""),
+`--ext`, `--masks`, `--anchor component` for disconnected mosaics, `--match-up`,
+`--overwrite`."""),
     ("code", """print(subprocess.run([sys.executable, "-m", "skymatch_nb_ui.cli", "--help"],
                      capture_output=True, text=True, check=True).stdout)"""),
     ("code", """shutil.rmtree(workdir)  # the temporary files; skip this to keep them and look at them"""),
@@ -834,7 +863,9 @@ two chips, each chip's WCS the camera's real one with its SIP distortion
 `gradient=[(east, north), ...]` in data units per arcsec: about 3σ across a chip. Scattered
 light lies on the sky across both chips of an exposure, so the collection groups them by
 exposure: a group shares *one plane on the sky* (each chip gets its slopes along its own pixel
-axes through its own WCS; the gradient on the sky is the same)."""),
+axes through its own WCS; the gradient on the sky is the same). Through the distortion a plane
+on the sky is slightly curved in a chip's pixels; what is subtracted is the plane in the
+chip's pixels closest to it (least squares over the chip)."""),
     ("code", """from skymatch_nb_ui.datasets import hubble_deep_field_exposures
 
 slopes = [(0.06, -0.02), (-0.05, 0.04), (0.02, 0.07), (-0.03, -0.06)]  # (east, north) per arcsec

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="masks in other files: each input's name with OLD replaced by NEW "
                         "(_ooi_ _ood_: DECam's flags; .fits .weight.fits: SWarp's weights); "
                         "integer values are flags (0 good), float values weights (0 bad)")
+    inputs.add_argument("--rates", choices=("auto", "yes", "no"), default="auto",
+                        help="compare images in counts (BUNIT ELECTRONS, COUNTS, DN, ADU) as "
+                        "count rates, divided by EXPTIME, as AstroDrizzle does: auto (when "
+                        "their exposure times differ), yes (always), no (never)")
     inputs.add_argument("--dqbits", default="auto", metavar="BITS",
                         help="DQ flags to ignore (treat as good): a sum such as 4, a list "
                         "4,16 or 4+16, flag names JUMP_DET,OUTLIER, or ~FLAGS for all but "
@@ -303,6 +307,7 @@ def _match_and_write(args, table_format) -> None:
     coll = ImageCollection.from_files(args.files, ext=args.ext, dq_ext=args.dq_ext,
                                       dqbits=_dqbits(args.dqbits), group_by=args.group_by,
                                       masks=None if args.masks is None else tuple(args.masks),
+                                      rates={"yes": True, "no": False}.get(args.rates, "auto"),
                                       scheduler=args.scheduler, workers=args.workers)
     targets = None
     if args.output_dir is not None:  # refuse bad outputs now, not after a long solve

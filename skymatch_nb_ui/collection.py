@@ -32,7 +32,7 @@ from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, sub
 from .engine._validate import check_wcs, few_of, some_names
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
-from .engine.loaders import RecordLoader
+from .engine.loaders import RecordLoader, per_second
 from .engine.packed import live
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class _Source:
     ext: int = -1
     meta: dict = field(default_factory=dict)
     image: object = None  # the io record (FitsImage chip, RomanImage) when it comes from a file
+
+    @property
+    def exptime(self) -> float | None:
+        """The exposure time its counts are divided by (count rates), else None."""
+        return getattr(self.loader, "exptime", None)
 
     def load_data(self) -> np.ndarray:
         return self.loader.data()
@@ -99,13 +104,14 @@ class _FileLoader:
 
     image: FitsImage | RomanImage
     dqbits: int | str | None = 0
+    exptime: float | None = None  # the pixels divided by it: counts to count rates
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.image.shape)
 
     def data(self) -> np.ndarray:
-        return self.image.data()
+        return per_second(self.image.data(), self.exptime)
 
     def mask(self) -> np.ndarray | None:
         return self.image.mask(self.dqbits)
@@ -121,7 +127,7 @@ class _FileLoader:
             empty = {"wcs": None, "header_text": "", "primary_text": None}
         else:
             empty = {"wcs": None, "header": {}}
-        return (RecordLoader, (replace(self.image, **empty), self.dqbits))
+        return (RecordLoader, (replace(self.image, **empty), self.dqbits, self.exptime))
 
 
 class ImageCollection:
@@ -212,7 +218,7 @@ class ImageCollection:
 
     @classmethod
     def from_files(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto",
-                   names=None, masks=None, scheduler=None, workers=None):
+                   names=None, masks=None, rates="auto", scheduler=None, workers=None):
         """A collection of the images in files; headers and WCS are read, pixels when needed.
 
         Reads FITS files (JWST ``_cal``, HST ``_flt``/``_flc`` with every chip, any FITS image
@@ -265,6 +271,14 @@ class ImageCollection:
             are flags (0 good), float values weights (0 or NaN bad); the HDU of the image's
             EXTNAME and EXTVER, else its index; combined with the file's own DQ (see
             `skymatch_nb_ui.io.with_mask_files`).
+        rates : "auto", bool
+            Images in counts (``BUNIT`` ``ELECTRONS``, ``COUNTS``, ``DN`` or ``ADU``: HST's
+            ACS and WFC3/UVIS ``_flc``) are compared as count rates, divided by their exposure
+            time (``EXPTIME``), as AstroDrizzle's sky matching does: ``"auto"`` (default) when
+            their exposure times differ (counts of different exposures are not comparable),
+            True always, False never (with a warning when they differ).  The collection's
+            pixels, results and table are then in ``<unit>/S``; copies get the skies back in
+            counts (``BKGLEVEL``, ``MDRIZSKY``, what is subtracted).
         scheduler, workers : optional
             The collection's `scheduler` and `workers` (default: "auto" and the cores, at
             most 4), which the reading follows too: with "auto" or "processes", many files
@@ -286,12 +300,12 @@ class ImageCollection:
         >>> coll = ImageCollection.from_files("data/*_flc.fits", group_by="image")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, masks=masks, fits_only=False, scheduler=scheduler,
-                                 workers=workers)
+                                 names=names, masks=masks, rates=rates, fits_only=False,
+                                 scheduler=scheduler, workers=workers)
 
     @classmethod
     def from_fits(cls, paths, *, ext=None, dq_ext="DQ", dqbits="auto", group_by="auto", names=None,
-                  masks=None, scheduler=None, workers=None):
+                  masks=None, rates="auto", scheduler=None, workers=None):
         """A collection of FITS images (and associations of FITS files); as `from_files`.
 
         Every science extension of a file is an image (both chips of an HST file); JWST files
@@ -303,33 +317,40 @@ class ImageCollection:
         >>> coll = ImageCollection.from_fits("data/*_cal.fits")  # doctest: +SKIP
         """
         return cls._from_records(paths, ext=ext, dq_ext=dq_ext, dqbits=dqbits, group_by=group_by,
-                                 names=names, masks=masks, fits_only=True, scheduler=scheduler,
-                                 workers=workers)
+                                 names=names, masks=masks, rates=rates, fits_only=True,
+                                 scheduler=scheduler, workers=workers)
 
     @classmethod
-    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, masks, fits_only,
-                      scheduler, workers):
+    def _from_records(cls, paths, *, ext, dq_ext, dqbits, group_by, names, masks, rates,
+                      fits_only, scheduler, workers):
         from . import io
         from .engine._execute import check_scheduler
         from .engine._validate import check_workers
 
         io.check_dqbits(dqbits)  # a bad value fails now, not when the masks are first read
         io.check_masks(masks)
+        io.check_rates(rates)
         _check_group_by(group_by)
         where = check_scheduler(scheduler), None if workers is None else check_workers(workers)
         records = io.open_images(paths, ext=ext, dq_ext=dq_ext, fits_only=fits_only,
                                  scheduler=where[0], workers=where[1])
         if masks is not None:
             records = io.with_mask_files(records, masks)
-        io.check_units(records)
+        metas = [dict(r.meta) for r in records]
+        exptimes = io.count_rates(records, rates)
+        for meta, exptime in zip(metas, exptimes):
+            if exptime is not None:
+                meta["bunit"] = f"{meta['bunit']}/S"
+        io.check_units(records, units=[meta["bunit"] for meta in metas])
         io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [
             _Source(
-                name=name, shape=tuple(r.shape), wcs=r.wcs, loader=_FileLoader(r, dqbits),
-                file=str(r.path), ext=int(r.ext), meta=dict(r.meta), image=r,
+                name=name, shape=tuple(r.shape), wcs=r.wcs,
+                loader=_FileLoader(r, dqbits, exptime), file=str(r.path), ext=int(r.ext),
+                meta=meta, image=r,
             )
-            for name, r in zip(names, records)
+            for name, r, meta, exptime in zip(names, records, metas, exptimes)
         ]
         coll = cls(sources, groups=_group_labels(records, group_by))
         if scheduler is not None or workers is not None:
@@ -838,11 +859,17 @@ class ImageCollection:
         options = dict(method=method, subtract=subtract, overwrite=overwrite)
 
         def copy_of(k: int) -> tuple:
-            """File ``k``'s images, target, skies, validity and planes (None: constants)."""
+            """File ``k``'s images, target, skies, validity and planes (None: constants).
+
+            In the file's units: count rates back to counts.
+            """
             members, target = items[k]
-            planes = [tuple(_slopes(result, i).values()) for i in members] if plane else None
+            times = [self._sources[i].exptime or 1.0 for i in members]
+            planes = [tuple(t * v for v in _slopes(result, i).values())
+                      for i, t in zip(members, times)] if plane else None
             return ([self._sources[i].image for i in members], target,
-                    [float(sky[i]) for i in members], [bool(valid[i]) for i in members], planes)
+                    [t * float(sky[i]) for i, t in zip(members, times)],
+                    [bool(valid[i]) for i in members], planes)
 
         def write(k: int) -> None:
             images, target, skies, valids, planes = copy_of(k)

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import sys
 import warnings
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 
 from skymatch_nb_ui import ImageCollection, io
+from skymatch_nb_ui.cli import main
 from skymatch_nb_ui.io import ApproximateWCSWarning
 from skymatch_nb_ui.testing import (
     make_mosaic,
@@ -353,6 +356,99 @@ def test_hst_copy_is_one_file_with_every_chip_and_mdrizsky(hst_inputs, tmp_path)
     coll.write_copies(kept, subtract=False)
     with fits.open(kept / hst_inputs[1].name) as out:
         assert [out["SCI", k].header["MDRIZSKY"] for k in (1, 2)] == [pytest.approx(ds.sky.values[2])] * 2
+
+
+RATES = [0.50, 0.55, 0.45]  # each exposure's sky, electrons per second
+TIMES = [400.0, 800.0, 1200.0]
+
+
+def hst_exposures_of_lengths(directory, times=TIMES):
+    """Three ACS exposures in ELECTRONS, each as long as ``times`` says: their skies in
+    electrons are RATES times their exposure times."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for e, ((dx, dy), rate, t) in enumerate(zip([(0, 0), (3, 1), (1, 3)], RATES, times)):
+        chips = [(rate + rng.normal(0, 0.02, HST_SHAPE)).astype(np.float32) * np.float32(t)
+                 for _ in range(2)]
+        paths.append(write_hst_flt(directory / f"j9am0{e}q_flt.fits", chips, rootname=f"j9am0{e}q",
+                                   offset=(dx, dy), exptime=t, lookup=False))
+    return paths
+
+
+def left_per_second(copies, times):
+    """The sky rate each copy has left: what drizzling (which divides by EXPTIME) sees."""
+    left = []
+    for path, t in zip(copies, times):
+        with fits.open(path) as hdul:
+            left.append([float(np.median(hdul["SCI", k].data)) / t for k in (1, 2)])
+    return np.array(left)
+
+
+def test_hst_exposures_of_different_lengths_are_matched_as_count_rates(tmp_path):
+    paths = hst_exposures_of_lengths(tmp_path)
+    coll = ImageCollection.from_files(paths)
+    assert coll.table.bunit.values.tolist() == ["ELECTRONS/S"] * 6
+    assert float(np.median(coll.data(coll.names[2]))) == pytest.approx(RATES[1], abs=0.002)
+    ds = coll.skymatch(skymethod="match", skystat="median")
+    assert ds.sky.attrs["units"] == "ELECTRONS/S"
+    np.testing.assert_allclose(ds.sky.values, np.repeat(np.subtract(RATES, min(RATES)), 2),
+                               atol=0.002)
+    (tmp_path / "out").mkdir()
+    copies = coll.write_copies(tmp_path / "out", ds)
+    np.testing.assert_allclose(left_per_second(copies, TIMES), min(RATES), atol=0.002)  # no seams
+    for path, t, sky in zip(copies, TIMES, ds.sky.values[::2]):
+        with fits.open(path) as hdul:  # the file's own unit: electrons
+            assert hdul["SCI", 1].header["BKGLEVEL"] == pytest.approx(sky * t, rel=1e-6)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for path, t, sky in zip(coll.write_copies(kept, ds, subtract=False), TIMES, ds.sky.values[::2]):
+        assert fits.getval(path, "MDRIZSKY", ("SCI", 2)) == pytest.approx(sky * t, rel=1e-6)
+    loader = coll._sources[2].loader
+    sent = pickle.loads(pickle.dumps(loader))  # as a pool's worker gets it
+    np.testing.assert_array_equal(sent.data(), loader.data())
+    forked = ImageCollection.from_files(paths)
+    forked.scheduler, forked.workers = "processes", 2  # the loaders travel with their times
+    np.testing.assert_array_equal(forked.skymatch(skymethod="match", skystat="median").sky.values,
+                                  ds.sky.values)
+
+
+def test_counts_compared_as_counts_only_when_asked_and_with_a_warning(tmp_path):
+    paths = hst_exposures_of_lengths(tmp_path)
+    with pytest.warns(io.MixedUnitsWarning, match=r"different exposure times \(400 to 1200 s\) "
+                                                  r"are compared as counts \(rates=False\)"):
+        coll = ImageCollection.from_files(paths, rates=False)
+    ds = coll.skymatch(skymethod="match", skystat="median")
+    assert ds.sky.attrs["units"] == "ELECTRONS"
+    (tmp_path / "out").mkdir()
+    left = left_per_second(coll.write_copies(tmp_path / "out", ds), TIMES)
+    assert np.ptp(left) > 0.2  # 0.50, 0.25, 0.17 electrons/s left: the seams rates remove
+    (tmp_path / "same").mkdir()
+    same = hst_exposures_of_lengths(tmp_path / "same", times=[400.0] * 3)
+    assert ImageCollection.from_files(same).table.bunit.values[0] == "ELECTRONS"  # comparable
+    always = ImageCollection.from_files(same, rates=True)
+    assert always.table.bunit.values[0] == "ELECTRONS/S"
+    with fits.open(same[1], mode="update") as hdul:
+        del hdul[0].header["EXPTIME"]
+    with pytest.raises(ValueError, match="needs their exposure time .*j9am01q_flt.fits.* have "
+                                         "none. Pass rates=False"):
+        ImageCollection.from_files(same, rates=True)
+    with pytest.raises(ValueError, match="rates must be 'auto', True or False; got 'yes'"):
+        ImageCollection.from_files(same, rates="yes")
+
+
+def test_counts_beside_count_rates_say_how_to_compare_them(tmp_path):
+    paths = hst_exposures_of_lengths(tmp_path, times=[400.0] * 3)
+    rate = write_hst_flt(tmp_path / "ibxx01q_flt.fits", [np.full(HST_SHAPE, 0.5, np.float32)] * 2,
+                         rootname="ibxx01q", bunit="ELECTRONS/S", lookup=False)
+    with pytest.warns(io.MixedUnitsWarning, match=r"rates=True \(--rates yes\) compares those "
+                                                  "in counts as count rates"):
+        ImageCollection.from_files([*paths, rate])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in count rates, all of them
+        coll = ImageCollection.from_files([*paths, rate], rates=True)
+    assert set(coll.table.bunit.values.tolist()) == {"ELECTRONS/S"}
+    assert main([*map(str, paths), "--rates", "yes", "--table", str(tmp_path / "t.ecsv")]) == 0
+    assert str(Table.read(tmp_path / "t.ecsv")["sky"].unit) == "ELECTRONS/S"  # (as written)
 
 
 def drizzled_files(directory, *, skies=(10.0, 12.0, 15.0), dq=False):

@@ -29,7 +29,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["ArrayImage", "ImageLoader", "RecordLoader", "is_loader"]
+__all__ = ["ArrayImage", "ImageLoader", "RecordLoader", "is_loader", "per_second"]
 
 
 @runtime_checkable
@@ -89,10 +89,13 @@ class RecordLoader:
         E.g. a `skymatch_nb_ui.io.FitsImage`: its path and HDUs (WCS and headers not needed).
     dqbits : int, str or None
         Passed to ``record.mask``.
+    exptime : float, optional
+        The pixels are divided by it (counts to count rates, `per_second`).
     """
 
     record: object
     dqbits: object = 0
+    exptime: float | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -101,11 +104,25 @@ class RecordLoader:
 
     def data(self) -> np.ndarray:
         """The pixels, read now."""
-        return self.record.data()
+        return per_second(self.record.data(), self.exptime)
 
     def mask(self) -> np.ndarray | None:
         """The good-pixel mask, read now, or None."""
         return self.record.mask(self.dqbits)
+
+
+def per_second(pixels: np.ndarray, exptime: float | None) -> np.ndarray:
+    """``pixels / exptime`` (a new array; float32 stays float32), or ``pixels`` without one.
+
+    Examples
+    --------
+    >>> per_second(np.array([[10.0, 20.0]], np.float32), 4.0)
+    array([[2.5, 5. ]], dtype=float32)
+    """
+    if exptime is None:
+        return pixels
+    single = pixels.dtype.kind == "f" and pixels.dtype.itemsize == 4
+    return np.divide(pixels, exptime, dtype=np.float32 if single else np.float64)
 
 
 def is_loader(obj: object) -> bool:

@@ -26,6 +26,7 @@ from ..engine.packed import PackedWCS
 from . import hst, jwst, roman
 from ._fits import (
     BKG_COMMENTS,
+    COUNT_UNITS,
     JWST_DQ_FLAGS,
     PLANE_COMMENTS,
     ROMAN_DQ_FLAGS,
@@ -34,8 +35,10 @@ from ._fits import (
     atomic_path,
     check_dqbits,
     check_masks,
+    check_rates,
     check_units,
     copy_destinations,
+    count_rates,
     find_fits,
     open_fits_image,
     open_fits_images,
@@ -61,6 +64,7 @@ from .roman import RomanImage, open_roman_image
 
 __all__ = [
     "BKG_COMMENTS",
+    "COUNT_UNITS",
     "JWST_DQ_FLAGS",
     "PLANE_COMMENTS",
     "READ_FORK_FROM",
@@ -75,8 +79,10 @@ __all__ = [
     "check_copy",
     "check_dqbits",
     "check_masks",
+    "check_rates",
     "check_units",
     "copy_destinations",
+    "count_rates",
     "find_fits",
     "hst",
     "input_kind",

@@ -58,14 +58,17 @@ from ._mapping import map_readonly
 from ._temp import temp_prefix
 
 __all__ = [
+    "COUNT_UNITS",
     "JWST_DQ_FLAGS",
     "ROMAN_DQ_FLAGS",
     "FitsImage",
     "MixedUnitsWarning",
     "atomic_path",
     "check_masks",
+    "check_rates",
     "check_units",
     "copy_destinations",
+    "count_rates",
     "find_fits",
     "open_fits_image",
     "open_fits_images",
@@ -1289,29 +1292,91 @@ def check_dqbits(dqbits) -> None:
 
 
 # -- units -----------------------------------------------------------------------------------
-def check_units(images: Sequence[FitsImage]) -> None:
+def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
     """Warn with `MixedUnitsWarning` when the images' BUNIT are not all the same.
 
     Sky levels are compared in each image's own unit, so matching images in different
     units gives meaningless offsets.  A missing BUNIT counts as a unit of its own.
+    ``units``: the images' units as they are compared, when not their BUNIT (count rates:
+    `count_rates`).
 
     Examples
     --------
     >>> check_units([open_fits_image(p) for p in find_fits("data/*.fits")])  # doctest: +SKIP
     """
     by_unit: dict = {}
-    for image in images:
-        by_unit.setdefault(image.meta["bunit"], []).append(image.path.name)
+    units = [image.meta["bunit"] for image in images] if units is None else units
+    for image, unit in zip(images, units):
+        by_unit.setdefault(unit, []).append(image.path.name)
     if len(by_unit) < 2:
         return
     parts = [f"{'no BUNIT' if unit is None else repr(unit)} ({and_more(files)})"
              for unit, files in by_unit.items()]
+    known = {str(unit).strip().upper() for unit in by_unit if unit is not None}
+    rates = any(unit in COUNT_UNITS and f"{unit}/S" in known for unit in known)
+    hint = ("; rates=True (--rates yes) compares those in counts as count rates" if rates
+            else "")
     warnings.warn(
         "the images are in different units: " + "; ".join(parts)
-        + ". Their sky levels are not comparable; convert them to one unit first",
+        + ". Their sky levels are not comparable; convert them to one unit first" + hint,
         MixedUnitsWarning,
         stacklevel=2,
     )
+
+
+#: ``BUNIT`` values of counts, not rates (upper case): AstroDrizzle's sky matching compares
+#: such images as count rates (`count_rates`).
+COUNT_UNITS = frozenset({"ELECTRONS", "ELECTRON", "COUNTS", "COUNT", "DN", "ADU"})
+
+
+def check_rates(rates) -> None:
+    """Refuse a ``rates`` that is not "auto", True or False (`count_rates`)."""
+    if not (rates == "auto" if isinstance(rates, str) else isinstance(rates, (bool, np.bool_))):
+        raise ValueError(f"rates must be 'auto', True or False; got {rates!r}")
+
+
+def count_rates(images: Sequence, rates="auto") -> list[float | None]:
+    """Per image, the exposure time its counts are divided by to compare count rates, or None.
+
+    Images in counts (`COUNT_UNITS`: HST's ACS and WFC3/UVIS ``_flc`` are in ``ELECTRONS``)
+    measure a sky proportional to their exposure time, so the skies of exposures of different
+    lengths are not comparable as they are: AstroDrizzle's sky matching compares count rates.
+    ``rates="auto"`` divides them by their ``EXPTIME`` when those differ, True always, False
+    never (warning, with `MixedUnitsWarning`, when they differ).  Other images: None.
+
+    Raises
+    ------
+    ValueError
+        When images in counts are to be divided and one has no positive ``EXPTIME``.
+
+    Examples
+    --------
+    >>> count_rates(open_fits_images("j8xi01_flc.fits") + open_fits_images("j8xi02_flc.fits"))
+    ... # doctest: +SKIP
+    [400.0, 400.0, 1200.0, 1200.0]
+    """
+    check_rates(rates)
+    counts = [k for k, image in enumerate(images)
+              if str(image.meta.get("bunit") or "").strip().upper() in COUNT_UNITS]
+    times = {k: images[k].meta.get("exptime") for k in counts}
+    differ = len(set(times.values())) > 1
+    if not counts or rates is False or (rates == "auto" and not differ):
+        if counts and differ:
+            spread = sorted(t for t in times.values() if t is not None)
+            warnings.warn(
+                f"images in counts ({images[counts[0]].meta['bunit']}) with different exposure "
+                f"times ({spread[0]:g} to {spread[-1]:g} s) are compared as counts (rates=False): "
+                "their skies are not comparable; rates='auto' compares count rates, as "
+                "AstroDrizzle does", MixedUnitsWarning, stacklevel=3)
+        return [None] * len(images)
+    missing = [images[k].path.name for k, t in times.items() if not t or t <= 0]
+    if missing:
+        raise ValueError(
+            f"images in counts are compared as count rates, which needs their exposure time "
+            f"(EXPTIME); {and_more(missing)} have none. Pass rates=False to compare the counts "
+            "as they are"
+        )
+    return [float(times[k]) if k in times else None for k in range(len(images))]
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -226,6 +226,7 @@ def write_hst_flt(
     lookup: bool = True,
     dq: list | None = None,
     bunit: str = "ELECTRONS",
+    exptime: float | None = None,
 ):
     """Write an HST ACS/WFC-like ``_flt.fits`` file: two chips with real ACS WCS headers.
 
@@ -252,6 +253,8 @@ def write_hst_flt(
         DQ of each chip (int16; default none set).
     bunit : str
         ``BUNIT`` of the chips.
+    exptime : float, optional
+        ``EXPTIME`` of the exposure (default: the real header's).
 
     Returns
     -------
@@ -282,6 +285,8 @@ def write_hst_flt(
                 for k in (1, 2)]
     primary["ROOTNAME"] = rootname
     primary["FILENAME"] = path.name
+    if exptime is not None:
+        primary["EXPTIME"] = float(exptime)
     hdus = [fits.PrimaryHDU(header=primary)]
     extra = []
     for k, (header, data) in enumerate(zip(sci_headers, chips), start=1):

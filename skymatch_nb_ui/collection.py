@@ -388,7 +388,11 @@ class ImageCollection:
         return [s.wcs for s in self._sources]
 
     def data(self, image) -> np.ndarray:
-        """The pixels of one image (by name or index); memory-mapped for FITS files."""
+        """The pixels of one image (by name or index); memory-mapped for FITS files.
+
+        In the collection's units: images in counts compared as count rates (`from_files`'s
+        ``rates``) are divided by their exposure time (a new array).
+        """
         return self._sources[self._position(image)].load_data()
 
     def mask(self, image) -> np.ndarray | None:
@@ -665,7 +669,10 @@ class ImageCollection:
         return self.last_result
 
     def result_images(self, result: xr.Dataset | None = None) -> dict[str, np.ndarray]:
-        """New arrays with each image's sky subtracted (invalid skies: unchanged copies)."""
+        """New arrays with each image's sky subtracted (invalid skies: unchanged copies).
+
+        In the collection's units, as `data` (count rates for images compared so).
+        """
         result = self._result(result)
         return {
             name: subtracted_copy(self.data(k), result.sky.values[k], bool(result.valid.values[k]),

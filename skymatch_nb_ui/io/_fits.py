@@ -545,25 +545,26 @@ def _good_of(values: np.ndarray) -> np.ndarray:
     return np.equal(values, 0)  # flags: any is bad
 
 
-def mask_file_of(masks, path: Path) -> Path | None:
-    """The mask file of the input ``path`` by ``masks`` (see `with_mask_files`), or None."""
-    if masks is None:
-        return None
+def _mask_finder(masks):
+    """A function of an input file's path giving its mask file (`with_mask_files`), or None."""
     check_masks(masks)
     if callable(masks):
-        found = masks(Path(path))
-    elif isinstance(masks, Mapping):
-        found = next((v for k, v in masks.items() if os.path.realpath(k) == os.path.realpath(path)),
-                     None)
-    else:
-        old, new = masks
-        if old not in Path(path).name:
+        return lambda path: None if (found := masks(Path(path))) is None else Path(found)
+    if isinstance(masks, Mapping):
+        by_path = {os.path.realpath(k): Path(v) for k, v in masks.items() if v is not None}
+        return lambda path: by_path.get(os.path.realpath(path))
+    old, new = masks
+
+    def replaced(path):
+        name = Path(path).name
+        if old not in name:
             raise ValueError(
-                f"masks={masks!r}: the name {Path(path).name!r} has no {old!r} to replace by "
-                f"{new!r}; name its mask with a function or a mapping (masks={{input: mask}})"
+                f"masks={masks!r}: the name {name!r} has no {old!r} to replace by {new!r}; "
+                "name its mask with a function or a mapping (masks={input: mask})"
             )
-        found = Path(path).with_name(Path(path).name.replace(old, new, 1))
-    return None if found is None else Path(found)
+        return Path(path).with_name(name.replace(old, new, 1))
+
+    return replaced
 
 
 def check_masks(masks) -> None:
@@ -613,27 +614,31 @@ def with_mask_files(images: Sequence, masks) -> list:
     >>> chips = with_mask_files(open_fits_images("c4d_ooi_g.fits.fz"),
     ...                         ("_ooi_", "_ood_"))  # doctest: +SKIP
     """
-    out = []
-    for image in images:
-        mask = mask_file_of(masks, image.path)
+    mask_of = _mask_finder(masks)
+    by_file: dict[str, list[int]] = {}
+    for k, image in enumerate(images):
+        by_file.setdefault(os.path.realpath(image.path), []).append(k)
+    out = list(images)
+    for members in by_file.values():  # each mask file read once, for every image of its input
+        path = images[members[0]].path
+        mask = mask_of(path)
         if mask is None:
-            out.append(image)
             continue
-        if not isinstance(image, FitsImage):
-            raise ValueError(f"masks= names {str(mask)!r} for {str(image.path)!r}, which is not a "
+        if not all(isinstance(images[k], FitsImage) for k in members):
+            raise ValueError(f"masks= names {str(mask)!r} for {str(path)!r}, which is not a "
                              "FITS file: masks in other files apply to FITS images only")
         if not mask.is_file():
-            raise FileNotFoundError(f"the mask file of {str(image.path)!r}, {str(mask)!r}, does "
-                                    "not exist")
+            raise FileNotFoundError(f"the mask file of {str(path)!r}, {str(mask)!r}, does not "
+                                    "exist")
         with _reading(mask), fits.open(mask, **_OPEN) as hdul:
-            index = _mask_index(hdul, image, mask)
-            _check_complete(hdul, index, mask)
-            layout = _data_layout(hdul, index)
-        layouts = dict(image.layout)
-        layouts.pop("mask", None)
-        if layout is not None:
-            layouts["mask"] = layout
-        out.append(replace(image, mask_file=mask, mask_ext=index, layout=layouts))
+            for k in members:
+                index = _mask_index(hdul, images[k], mask)
+                _check_complete(hdul, index, mask)
+                layout = _data_layout(hdul, index)
+                layouts = {key: v for key, v in images[k].layout.items() if key != "mask"}
+                if layout is not None:
+                    layouts["mask"] = layout
+                out[k] = replace(images[k], mask_file=mask, mask_ext=index, layout=layouts)
     return out
 
 

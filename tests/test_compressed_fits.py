@@ -197,3 +197,29 @@ def test_kept_pixels_are_read_again_when_the_file_changes(tmp_path, mosaic, monk
     monkeypatch.setattr(_fits, "DECODED_CACHE_BYTES", first.nbytes - 1)
     with _fits.keeping_decoded():
         assert image.data() is not image.data()  # larger than what may be kept
+
+
+def test_a_ccd_of_a_camera_file_is_read_alone_from_its_offset(tmp_path, monkeypatch):
+    """A tile-compressed HDU is read from its byte offset: not by opening the file and
+    walking its headers (45 CCDs before it: 87 against 5.5 ms a read)."""
+    m = make_mosaic((1, 1), shape=(20, 30), sky=[5.0], noise=1.0, seed=4, dtype=np.float32)
+    hdus = [fits.PrimaryHDU()]
+    for k in range(12):
+        wcs = m.wcs[0].deepcopy()
+        wcs.wcs.crval = wcs.wcs.crval + [k * 0.01, 0.0]  # each CCD elsewhere
+        hdus.append(fits.CompImageHDU(m.images[0] + np.float32(k), wcs.to_header(), name=f"S{k}"))
+    path = tmp_path / "camera.fits.fz"
+    fits.HDUList(hdus).writeto(path)
+    chips = _fits.open_fits_images(path)
+    assert len(chips) == 12
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(_fits.fits, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    with real_open(path) as hdul:
+        for chip in chips:
+            np.testing.assert_array_equal(chip.data(), hdul[chip.ext].data)
+        cut = hdul.fileinfo(12)["datLoc"] + 100
+    assert opened == []  # no file walked through astropy
+    path.write_bytes(path.read_bytes()[:cut])  # cut since it was opened
+    with pytest.raises(OSError, match=r"camera\.fits\.fz' is truncated: HDU 12 needs"):
+        chips[11].data()

@@ -452,8 +452,7 @@ The files are made here, in a temporary directory: two exposures of a 2 x 2-dete
 as in notebook 03, written the way the JWST pipeline writes `_cal` files (an empty primary
 HDU with the exposure keywords, then `SCI` and `DQ`). Three detectors have a stripe of
 persistence 5 units high (2.5 σ of the noise), flagged `PERSISTENCE` (32) in `DQ`."""),
-    ("code", """import shutil
-import subprocess
+    ("code", """import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -477,7 +476,8 @@ def exposure(dither, sky, seed):
                        center=(ra, dec), seed=seed)
 
 
-workdir = Path(tempfile.mkdtemp(prefix="skymatch-fits-"))
+scratch = tempfile.TemporaryDirectory(prefix="skymatch-fits-")  # gone with the kernel
+workdir = Path(scratch.name)
 raw = workdir / "raw"
 raw.mkdir()
 for number, dither in [(1, (0, 0)), (2, (0.55, 0.30))]:
@@ -498,10 +498,11 @@ sorted(path.name for path in raw.iterdir())"""),
     ("markdown", """## Read
 
 `from_fits` takes files or glob patterns. It reads headers and WCS only; the pixels are
-memory-mapped when first needed. The science extension is `SCI` (else every image with a celestial
-WCS looking somewhere else: a camera's detectors, see the end), the mask comes from `DQ` (any flag marks a bad pixel unless `dqbits` says to
-ignore it), and `group_by="EXPOSURE"` puts images with the same value of that keyword in one
-group. `coll.table` has one row per image with what the headers say."""),
+memory-mapped when first needed. The science extension is `SCI` (else every image with a
+celestial WCS looking somewhere else: a camera's detectors, see the end), the mask comes from
+`DQ` (any flag marks a bad pixel unless `dqbits` says to ignore it), and
+`group_by="EXPOSURE"` puts images with the same value of that keyword in one group.
+`coll.table` has one row per image with what the headers say."""),
     ("code", """coll = ImageCollection.from_fits(str(raw / "*_cal.fits"), group_by="EXPOSURE")
 coll.table[["group", "detector", "exposure", "bunit", "filter", "ny", "nx", "ra", "dec"]].to_dataframe()"""),
     ("code", """bad = {name: int((~coll.mask(name)).sum()) for name in coll.names}
@@ -603,7 +604,7 @@ print("largest difference from the files above:", abs(again.sky.values - result.
 `--overwrite`."""),
     ("code", """print(subprocess.run([sys.executable, "-m", "skymatch_nb_ui.cli", "--help"],
                      capture_output=True, text=True, check=True).stdout)"""),
-    ("code", """shutil.rmtree(workdir)  # the temporary files; skip this to keep them and look at them"""),
+    ("code", """scratch.cleanup()  # the temporary files (skip it to look at them till the kernel stops)"""),
 ]
 
 
@@ -620,8 +621,7 @@ how to save them as PDF (vector, for the journal) and 300-dpi PNG (for slides an
 The figures come one journal column wide (3.5 in) with 8-9 pt text and colour-blind-safe
 colours (the widgets' Okabe-Ito palette and viridis). The data: three exposures of a 2 x 2
 detector camera in a three-point dither, detectors grouped by exposure (as in notebook 03)."""),
-    ("code", """import shutil
-import tempfile
+    ("code", """import tempfile
 from pathlib import Path
 
 import matplotlib as mpl
@@ -652,7 +652,8 @@ result[["group", "sky", "sky_err"]].to_dataframe().iloc[::4]"""),
     ("markdown", """Each figure is saved twice in a temporary directory (in a paper's repository,
 use a `figures/` directory instead). `savefig` writes what is drawn; the PNG is
 `width x 300` pixels wide."""),
-    ("code", """outdir = Path(tempfile.mkdtemp(prefix="skymatch-figures-"))
+    ("code", """scratch = tempfile.TemporaryDirectory(prefix="skymatch-figures-")  # gone with the kernel
+outdir = Path(scratch.name)
 saved = []
 
 
@@ -719,7 +720,7 @@ panel labels are lifted above the legends the functions put over each panel.""")
 
 # a 7 x 3 in figure at 300 dpi
 assert plt.imread(png).shape[:2] == (900, 2100)"""),
-    ("code", """shutil.rmtree(outdir)  # the temporary files; skip this to keep them"""),
+    ("code", """scratch.cleanup()  # the temporary files (skip this to keep them until the kernel stops)"""),
 ]
 
 

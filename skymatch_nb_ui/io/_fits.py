@@ -1696,7 +1696,7 @@ def write_fits_file(
                 subtracted = bool(subtract and good)
                 if subtracted and compression(hdul, image.ext) == "tiles":
                     sums = {key for key in ("CHECKSUM", "DATASUM") if key in hdu.header}
-                    hdu = hdul[image.ext] = _subtracted_tiles(source, image.ext, sky, plane)
+                    hdu = hdul[image.ext] = _subtracted_tiles(hdu, sky, plane)
                     if sums:  # (the image's: ZHECKSUM, ZDATASUM in its table)
                         hdu.add_checksum() if "CHECKSUM" in sums else hdu.add_datasum()
                 elif subtracted:
@@ -1722,32 +1722,31 @@ def write_fits_file(
     return dest
 
 
-def _subtracted_tiles(source: Path, index: int, sky: float, plane) -> fits.CompImageHDU:
-    """A tile-compressed image of ``source`` with its sky subtracted, compressed again.
+def _subtracted_tiles(table, sky: float, plane) -> fits.CompImageHDU:
+    """A tile-compressed image with its sky subtracted, compressed again.
 
-    Floats that the source quantized (fpack's lossy default) are quantized again as it did:
-    its algorithm, tiles, quantization level, method and dither seed (a level q adds noise of
-    ~1 / (q sqrt(12)) of each tile's, in quadrature: +0.26% at fpack's default q = 4, +0.02%
-    at astropy's 16).  Data the source stored losslessly (integers; floats without
-    quantization) are stored losslessly: as floats by ``GZIP_2`` (the lossless compression
-    FITS has for floats) in the source's tiles.
+    ``table``: the image's compressed table, as read with ``disable_image_compression`` (the
+    file open already: not opened and walked again).  Floats that the source quantized
+    (fpack's lossy default) are quantized again as it did: its algorithm, tiles, quantization
+    level, method and dither seed (a level q adds noise of ~1 / (q sqrt(12)) of each tile's,
+    in quadrature: +0.26% at fpack's default q = 4, +0.02% at astropy's 16).  Data the source
+    stored losslessly (integers; floats without quantization) are stored losslessly: as
+    floats by ``GZIP_2`` (the lossless compression FITS has for floats) in the source's tiles.
     """
-    with fits.open(source, mode="denywrite", memmap=True, lazy_load_hdus=True,
-                   do_not_scale_image_data=True) as hdul:
-        tiles = hdul[index]
-        out = _unscaled_float(tiles.data, tiles.header)
-        out -= sky_array(sky, plane, out.shape, out.dtype)
-        header = tiles.header.copy()
-        quantized = int(header["BITPIX"]) < 0 and tiles.quantize_level != 0
-        if quantized:
-            options = dict(
-                compression_type=tiles.compression_type, quantize_level=tiles.quantize_level,
-                quantize_method=tiles.quantize_method, dither_seed=tiles.dither_seed,
-                hcomp_scale=tiles.hcomp_scale, hcomp_smooth=tiles.hcomp_smooth,
-            )
-        else:
-            options = dict(compression_type="GZIP_2", quantize_level=0.0)
-        tile_shape = tuple(int(n) for n in tiles.tile_shape)
+    tiles = fits.CompImageHDU(bintable=table, do_not_scale_image_data=True)
+    out = _unscaled_float(tiles.data, tiles.header)
+    out -= sky_array(sky, plane, out.shape, out.dtype)
+    header = tiles.header.copy()
+    quantized = int(header["BITPIX"]) < 0 and tiles.quantize_level != 0
+    if quantized:
+        options = dict(
+            compression_type=tiles.compression_type, quantize_level=tiles.quantize_level,
+            quantize_method=tiles.quantize_method, dither_seed=tiles.dither_seed,
+            hcomp_scale=tiles.hcomp_scale, hcomp_smooth=tiles.hcomp_smooth,
+        )
+    else:
+        options = dict(compression_type="GZIP_2", quantize_level=0.0)
+    tile_shape = tuple(int(n) for n in tiles.tile_shape)
     for key in ("BSCALE", "BZERO", "BLANK"):
         header.remove(key, ignore_missing=True)
     return fits.CompImageHDU(out, header, tile_shape=tile_shape, **options)

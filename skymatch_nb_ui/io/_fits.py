@@ -802,11 +802,16 @@ def _check_complete(hdul, index: int, path: Path) -> None:
     start = _offsets(hdul, index)[1]
     size = os.path.getsize(path)
     if start + needed > size:
-        raise OSError(
-            f"{str(path)!r} is truncated: HDU {index} ({hdu.name or 'unnamed'}) needs "
-            f"{needed} bytes of data from byte {start}, but the file ends after "
-            f"{max(size - start, 0)} of them. Download or write the file again"
-        )
+        raise _truncated(path, f"HDU {index} ({hdu.name or 'unnamed'})", needed, start, size)
+
+
+def _truncated(path: Path, hdu: str, needed: int, start: int, size: int) -> OSError:
+    """The error for ``hdu``'s data (``needed`` bytes from ``start``) past a file's end."""
+    return OSError(
+        f"{str(path)!r} is truncated: {hdu} needs {needed} bytes of data from byte {start}, "
+        f"but the file ends after {max(size - start, 0)} of them. Download or write the file "
+        "again"
+    )
 
 
 def _check_whole(hdul, path: Path, *, after: bool) -> None:
@@ -1159,11 +1164,7 @@ def _read_pixels(path: Path, index: int, layout=None) -> np.ndarray:
         except OSError as error:
             raise OSError(f"cannot read HDU {index} of {str(path)!r}: {error}") from error
         if offset + needed > size:
-            raise OSError(
-                f"{str(path)!r} is truncated: HDU {index} needs {needed} bytes of data from "
-                f"byte {offset}, but the file ends after {max(size - offset, 0)} of them. "
-                "Download or write the file again"
-            )
+            raise _truncated(path, f"HDU {index}", needed, offset, size)
         if dtype in _UNSIGNED.values():  # stored signed: flipping the top bit adds BZERO
             stored = map_readonly(path, offset, dtype, shape)
             top = np.array(1 << (8 * stored.dtype.itemsize - 1), stored.dtype.newbyteorder("="))
@@ -1222,11 +1223,7 @@ def _read_tiles(path: Path, index: int, layout) -> np.ndarray:
             f.seek(offset)
             raw = f.read(length)
         if len(raw) < length:
-            raise OSError(
-                f"{str(path)!r} is truncated: HDU {index} needs {length} bytes from byte "
-                f"{offset}, but the file ends after {len(raw)} of them. Download or write the "
-                "file again"
-            )
+            raise _truncated(path, f"HDU {index}", length, offset, offset + len(raw))
         with _quiet():
             data = np.asarray(fits.CompImageHDU(bintable=fits.BinTableHDU.fromstring(raw)).data)
     except (OSError, ValueError, TypeError, KeyError, zlib.error) as error:

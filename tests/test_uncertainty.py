@@ -36,6 +36,42 @@ def test_pulls_have_unit_spread(method, skystat):
     assert abs(p.mean()) < 0.3
 
 
+def corner_pulls(compare, shift, n=30):
+    """Pulls of four images: three in a row and a fourth whose corner meets the third's on
+    a few pixels (the fourth is the third moved by ``shift`` pixels)."""
+    out = []
+    for seed in range(n):
+        truth = np.random.default_rng(100 + seed).uniform(10, 20, 4)
+        mosaic = make_mosaic((1, 4), shape=(60, 60), overlap=0.25, sky=truth, noise=1.0,
+                             dtype=np.float64, seed=seed)
+        wcs = list(mosaic.wcs)
+        wcs[3] = mosaic.wcs[2].deepcopy()
+        wcs[3].wcs.crpix = wcs[3].wcs.crpix - np.array(shift)
+        result = SkyMatcher(mosaic.images, wcs).run(skymethod="match", skystat="mean",
+                                                    compare=compare)
+        assert result.valid.all()
+        corner = result.pairs.npix_a[-1]
+        out.append((result.delta - (truth - truth.mean())) / result.sky_err)
+    return corner, np.array(out)
+
+
+@pytest.mark.parametrize(("compare", "shift", "pixels"), [
+    ("differences", (58.6, 58.6), 1), ("levels", (58.6, 58.6), 1), ("levels", (58.0, 58.6), 2),
+])
+def test_a_corner_of_a_few_pixels_has_an_error_and_spoils_none(compare, shift, pixels):
+    """Where two detectors' corners meet on a pixel or two (dithered camera mosaics have
+    many such pairs), the pair's own pixels cannot measure its noise: one pixel gave it no
+    error and every image's error was NaN (and the robust solve judged nothing); two gave it
+    none to speak of (a sky error of 0.03 for an image tied by two pixels of noise 1).  Its
+    error now comes from the noise its images show in their larger pairs: every error
+    finite and calibrated."""
+    corner, p = corner_pulls(compare, shift)
+    assert corner == pixels
+    assert np.all(np.isfinite(p))
+    assert 0.7 <= p[:, 3].std() <= 1.35, f"corner image's pull std {p[:, 3].std():.3f}"
+    assert 0.7 <= p.std() <= 1.35
+
+
 def test_errors_shrink_with_more_pixels():
     small = make_mosaic((1, 2), shape=(50, 50), noise=1.0, seed=1)
     large = make_mosaic((1, 2), shape=(200, 200), noise=1.0, seed=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import NamedTuple
 
@@ -72,6 +72,7 @@ __all__ = [
     "measure_image",
     "scene_error",
     "thread_scratch",
+    "with_small_pair_errors",
 ]
 
 #: The statistic of an empty pixel set.
@@ -966,7 +967,9 @@ class PairStats:
         Per pair, the pixels of each member image behind each side's statistic.
     diff, diff_err : ndarray
         The measured sky difference ``a - b`` and its 1-sigma statistical error: the
-        difference of the two sides' statistics, or the statistic of the pixel differences.
+        difference of the two sides' statistics, or the statistic of the pixel differences
+        (for pairs of fewer than `SMALL_PAIR` pixels, at least what their images' noise in
+        larger pairs gives: `with_small_pair_errors`).
     weight : ndarray
         The pair's weight in the solve (its equation is multiplied by it, so the effective
         weight is its square): the mean of the two pixel counts, as the reference (for
@@ -1067,14 +1070,14 @@ def input_pair_stats(
             noise[s, p] = getattr(found, "noise", math.nan)
             counts.append({a: st.npix for a, st in stats.items()})
         member_npix.append(tuple(counts))
-    return PairStats(
+    return with_small_pair_errors(PairStats(
         a=np.array([k[0] for k in keys], dtype=np.intp),
         b=np.array([k[1] for k in keys], dtype=np.intp),
         stat_a=values[0], stat_b=values[1], npix_a=npix[0], npix_b=npix[1],
         err_a=errs[0], err_b=errs[1], member_npix=tuple(member_npix),
         diff=values[0] - values[1], diff_err=np.hypot(errs[0], errs[1]),
         weight=0.5 * (npix[0] + npix[1]), side_var=errs**2, side_kernel=kernel, side_noise=noise,
-    )
+    ))
 
 
 def scene_error(
@@ -1282,10 +1285,67 @@ def input_pair_differences(
     nan = np.full(n, np.nan)
     share = 2.0 / math.pi * math.asin(0.5) if skystat in ("median", "midpt") else 0.5
     half = share * err**2  # equal noise: each image carries half the variance of a difference
-    return PairStats(
+    return with_small_pair_errors(PairStats(
         a=np.array([k[0] for k in keys], dtype=np.intp),
         b=np.array([k[1] for k in keys], dtype=np.intp),
         stat_a=nan, stat_b=nan.copy(), npix_a=npix[0], npix_b=npix[1], err_a=nan.copy(),
         err_b=nan.copy(), member_npix=tuple(member_npix), diff=diff, diff_err=err,
         weight=0.5 * (npix[0] + npix[1]), side_var=np.vstack([half, half]),
-    )
+    ), share)
+
+
+#: Pairs of fewer pixels than this (``weight``: differences, or the mean of the two sides'
+#: counts) measure their own pixel noise poorly, or from one pixel not at all: their error
+#: is the larger of their own and one from the noise their images show in larger pairs
+#: (`with_small_pair_errors`).
+SMALL_PAIR = 25
+
+
+def with_small_pair_errors(pairs: PairStats, share: float | None = None) -> PairStats:
+    """`pairs` with the errors of its small pairs (below `SMALL_PAIR` pixels) made sound.
+
+    A pair of a few pixels (a sliver where two detectors' corners meet, common in dithered
+    camera mosaics) estimates its pixel noise from those pixels: from one pixel it has no
+    error at all (NaN, which would leave every sky error of its component unknown and its
+    residuals unjudged by the robust solve), from two it may claim nearly none.  Its
+    variance becomes at least ``u / weight``, ``u`` the variance per pixel
+    (``diff_err**2 * weight``) of its images' larger valid pairs: the mean of the two
+    images' medians (the median of every larger pair when an image has none; unchanged
+    when there are none at all).  The difference and the weight (the offsets) do not change.
+
+    ``side_var`` follows: scaled with the pair's variance, or, where the pair had none,
+    ``share`` of it on each side (None: half, as for two sides of equal noise).
+    """
+    n = np.asarray(pairs.weight, float)
+    err = pairs.diff_err
+    valid = pairs.valid
+    small = valid & (n < SMALL_PAIR)
+    large = valid & ~small & np.isfinite(err) & (err > 0)
+    if not small.any() or not large.any():
+        return pairs
+    per_pixel = err[large] ** 2 * n[large]
+    image = np.concatenate([pairs.a[large], pairs.b[large]])
+    values = np.concatenate([per_pixel, per_pixel])
+    order = np.lexsort((values, image))
+    image, values = image[order], values[order]
+    starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
+    counts = np.diff(np.r_[starts, image.size])
+    lower = values[starts + (counts - 1) // 2]
+    upper = values[starts + counts // 2]
+    median = np.full(max(int(pairs.a.max()), int(pairs.b.max())) + 1, np.nan)
+    median[image[starts]] = 0.5 * (lower + upper)
+    fallback = float(np.median(per_pixel))
+    p = np.flatnonzero(small)
+    ends = np.vstack([median[pairs.a[p]], median[pairs.b[p]]])
+    known = np.isfinite(ends)
+    count = known.sum(axis=0)
+    u = np.where(count > 0, np.where(known, ends, 0.0).sum(axis=0) / np.maximum(count, 1), fallback)
+    own = err[p] ** 2
+    var = np.fmax(own, u / np.maximum(n[p], 1.0))
+    diff_err = err.copy()
+    diff_err[p] = np.sqrt(var)
+    side_var = pairs.side_var.copy()
+    had = np.isfinite(own) & (own > 0) & np.isfinite(side_var[:, p]).all(axis=0)
+    side_var[:, p] = np.where(had, side_var[:, p] * (var / np.where(had, own, 1.0)),
+                              (0.5 if share is None else share) * var)
+    return replace(pairs, diff_err=diff_err, side_var=side_var)

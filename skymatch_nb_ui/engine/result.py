@@ -52,8 +52,11 @@ class PairTable:
         and, with ``compare="levels"``, how the two pixel grids sample the scene
         (`measure.scene_error`); for the mode, from its own noise error with the kernel each
         side chose, which may be below the first-order one of ``err_a`` and ``err_b``, and
-        the move between the two kernels' peaks when the sides chose two.  A flagged pair's
-        error in the sky errors is larger: its residual's (`robust.flagged_variance`).
+        the move between the two kernels' peaks when the sides chose two.  A pair of fewer
+        than `measure.SMALL_PAIR` pixels (a corner where two detectors meet) has at least
+        the error that the noise its images show in their larger pairs gives
+        (`measure.with_small_pair_errors`).  A flagged pair's error in the sky errors is
+        larger: its residual's (`robust.flagged_variance`).
     diff_after : ndarray
         ``diff_before - (sky_a - sky_b)``: the residual after the solve (NaN where either sky
         is unknown).  Large values point at overlaps that do not agree with the rest.

@@ -50,7 +50,9 @@ offsets' variances: the probes leave them 2.4% rms off, and each residual varian
 and the error scale (a sum over the pairs, where the noise averages out).  Where pairs share
 far more (600 camera CCDs, each in ~30 pairs that overlap each other) they were 9% rms off,
 one error 0, and 9 of the 10 pairs the robust solve flagged were the probes' noise: the
-inverse serves such mosaics, at a fifth of the time.
+inverse serves such mosaics, at a fifth of the time.  Beyond it a probe estimate of an
+offset's extra variance below zero is taken as zero (the exact terms were positive for every
+input of every mosaic measured: the errors never fall below those without shared pixels).
 """
 
 from __future__ import annotations
@@ -393,6 +395,11 @@ def _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size):
             hcz = a @ gcz
             hcz -= 2.0 * cz[at]
             extra_res[at] += norm * np.einsum("ij,ij->i", hz, hcz)
+    if pairs > EXACT_PAIRS:
+        # Pixels that pairs share add to the offsets' variances (measured exactly: positive
+        # for every input of camera, grid, group and strip mosaics); a probe estimate below
+        # zero is noise, and it could take an error to 0 (one of 600 camera CCDs).
+        np.maximum(extra_var, 0.0, out=extra_var)
     return extra_var, extra_res
 
 

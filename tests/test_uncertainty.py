@@ -36,18 +36,24 @@ def test_pulls_have_unit_spread(method, skystat):
     assert abs(p.mean()) < 0.3
 
 
+def corner_mosaic(shift, seed):
+    """Four images: three in a row and a fourth whose corner meets the third's on a few
+    pixels (the fourth is the third moved by ``shift`` pixels); and their true skies."""
+    truth = np.random.default_rng(100 + seed).uniform(10, 20, 4)
+    mosaic = make_mosaic((1, 4), shape=(60, 60), overlap=0.25, sky=truth, noise=1.0,
+                         dtype=np.float64, seed=seed)
+    wcs = list(mosaic.wcs)
+    wcs[3] = mosaic.wcs[2].deepcopy()
+    wcs[3].wcs.crpix = wcs[3].wcs.crpix - np.array(shift)
+    return mosaic.images, wcs, truth
+
+
 def corner_pulls(compare, shift, n=30):
-    """Pulls of four images: three in a row and a fourth whose corner meets the third's on
-    a few pixels (the fourth is the third moved by ``shift`` pixels)."""
+    """Pulls of the four images of `corner_mosaic` over ``n`` noise realisations."""
     out = []
     for seed in range(n):
-        truth = np.random.default_rng(100 + seed).uniform(10, 20, 4)
-        mosaic = make_mosaic((1, 4), shape=(60, 60), overlap=0.25, sky=truth, noise=1.0,
-                             dtype=np.float64, seed=seed)
-        wcs = list(mosaic.wcs)
-        wcs[3] = mosaic.wcs[2].deepcopy()
-        wcs[3].wcs.crpix = wcs[3].wcs.crpix - np.array(shift)
-        result = SkyMatcher(mosaic.images, wcs).run(skymethod="match", skystat="mean",
+        images, wcs, truth = corner_mosaic(shift, seed)
+        result = SkyMatcher(images, wcs).run(skymethod="match", skystat="mean",
                                                     compare=compare)
         assert result.valid.all()
         corner = result.pairs.npix_a[-1]
@@ -70,6 +76,23 @@ def test_a_corner_of_a_few_pixels_has_an_error_and_spoils_none(compare, shift, p
     assert np.all(np.isfinite(p))
     assert 0.7 <= p[:, 3].std() <= 1.35, f"corner image's pull std {p[:, 3].std():.3f}"
     assert 0.7 <= p.std() <= 1.35
+
+
+@pytest.mark.parametrize("compare", ["differences", "levels"])
+def test_a_member_pair_of_one_pixel_leaves_its_groups_an_error(compare):
+    """Groups (a camera's CCDs, one sky per exposure) whose members meet on a one-pixel
+    corner besides large overlaps: that member pair has no error of its own, and it left
+    the groups' pair without one, and so every sky error NaN (600 CCDs in 10 exposures,
+    ``compare="differences"``).  Its error is now at least what the other members'
+    noise gives: the groups' error is that of their large overlaps, hardly more."""
+    images, wcs, _ = corner_mosaic((58.6, 58.6), 0)
+    matcher = SkyMatcher(images, wcs)
+    run = dict(skymethod="match", skystat="mean", compare=compare)
+    result = matcher.run(groups=["a", "b", "a", "b"], **run)
+    assert result.pairs.npix_a[0] == 900 + 900 + 1  # three member pairs, one of them a corner
+    assert np.all(np.isfinite(result.sky_err)) and np.all(result.sky_err > 0)
+    without = SkyMatcher(images[:3], wcs[:3]).run(groups=["a", "b", "a"], **run)
+    np.testing.assert_allclose(result.sky_err[:3], without.sky_err, rtol=0.01)
 
 
 def test_errors_shrink_with_more_pixels():

@@ -938,7 +938,13 @@ def lowest(stats: list[SkyStat]) -> SkyStat:
 
 
 def combine(stats: list[SkyStat]) -> SkyStat:
-    """Pixel-count weighted mean of several statistics (a group's side of an overlap)."""
+    """Pixel-count weighted mean of several statistics (a group's side of an overlap).
+
+    A member of fewer than `SMALL_PAIR` pixels has at least the error of the larger members'
+    median variance per pixel (as `with_small_pair_errors`): the corner of one pixel that a
+    member of a camera's exposure has with another exposure has no error of its own, and it
+    would leave the group's without one.
+    """
     good = [s for s in stats if s.npix > 0 and np.isfinite(s.value)]
     if not good:
         return NO_STAT
@@ -947,6 +953,11 @@ def combine(stats: list[SkyStat]) -> SkyStat:
     n = np.array([s.npix for s in good], float)
     v = np.array([s.value for s in good])
     e = np.array([s.err for s in good])
+    small = n < SMALL_PAIR
+    large = ~small & np.isfinite(e) & (e > 0)
+    if small.any() and large.any():
+        u = float(np.median(e[large] ** 2 * n[large]))
+        e = np.where(small, np.sqrt(np.fmax(e**2, u / n)), e)
     total = n.sum()
     return SkyStat(float(n @ v / total), int(total), float(np.sqrt(np.sum((n * e) ** 2)) / total))
 

@@ -64,12 +64,15 @@ image's centre is an extrapolation from its overlaps, at its edges: on a sky wit
 it is 4-5 times less precise than a constant from the same overlaps (3 x 3 mosaics of 256 x 256
 pixels).  So the fitted slopes are tested against zero: the chi-square they gain in the fit
 of the equations (the equations kept, refitted with levels only: for linear least squares
-that is ``s^T C^-1 s`` of all the slopes together, correlations included; scaled by the
-fit's chi-square per degree of freedom when above 1), and the largest single input's
-``s^T C^-1 s`` (Bonferroni-corrected).  Unless one of them rejects "no gradient" at
+that is ``s^T C^-1 s`` of all the slopes together, correlations included; divided by the
+scatter the cells show beyond their noise when above 1, each pair's cells about a plane of
+their own: stars leave what does not cancel between two images), and the largest single
+input's ``s^T C^-1 s`` (Bonferroni-corrected).  Unless one of them rejects "no gradient" at
 ``slope_significance``, the result is the ``skymodel="constant"`` one with slopes 0 (their
 errors those of the fit; ``PlaneResult.flat``).  On constant skies this kept the slopes in
-0 of 52 mosaics; a gradient of 0.3 sigma across images of 200 x 200 pixels is kept.
+0 of 52 mosaics, and none on 600 dithered camera CCDs with stars (the fit's own residuals
+had been the scale: with each pixel in ~7 overlaps they hid the stars, and those slopes were
+kept); a gradient of 0.3 sigma across images of 200 x 200 pixels is kept.
 
 *The gauge.*  Adding one plane on the sky to every input changes no difference: overlaps
 cannot see a common plane.  It is fixed the way ``match_down`` fixes the constant: **no net

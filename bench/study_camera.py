@@ -12,11 +12,13 @@ between CCDs), noise 1, a few stars.  For ``compare="levels"`` and ``"difference
   the truth (zero-mean gauge: spread 1 when the errors are right);
 - the pairs the robust solve flagged;
 - the same with the pairs' covariance terms from random probes (as for a mosaic too large
-  for the inverse of the normal matrix: ``lstsq.EXACT_INVERSE = 0``), side by side.
+  for the inverse of the normal matrix: ``lstsq.EXACT_INVERSE = 0``), side by side;
+- the CCDs grouped by exposure (one sky each), and ``skymodel="plane"`` on these flat skies
+  (whether the slope test kept planes: ``plane_flat``, and the levels' rms).
 
 Usage::
 
-    python bench/study_camera.py                   # 10 exposures (~2 min)
+    python bench/study_camera.py                   # 10 exposures (~3 min)
     python bench/study_camera.py --exposures 4 --no-probes
 """
 
@@ -56,16 +58,17 @@ def camera(exposures: int, seed: int = 0):
     return images, wcs, np.array(truth)
 
 
-def run(images, wcs, truth, compare: str) -> dict:
-    coll = ImageCollection.from_arrays(images, wcs)
+def run(images, wcs, truth, compare: str, groups=None, **options) -> dict:
+    coll = ImageCollection.from_arrays(images, wcs, groups=groups)
     coll.scheduler = "serial"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        ds = coll.skymatch(skymethod="match", skystat="mode", compare=compare)
+        ds = coll.skymatch(skymethod="match", skystat="mode", compare=compare, **options)
         total = time.perf_counter() - t
         t = time.perf_counter()
-        coll.skymatch(skymethod="match", skystat="mode", compare=compare, match_down=False)
+        coll.skymatch(skymethod="match", skystat="mode", compare=compare, match_down=False,
+                      **options)
         resolve = time.perf_counter() - t
     err = ds.sky_err.values
     r = ds.sky.values - truth
@@ -77,7 +80,7 @@ def run(images, wcs, truth, compare: str) -> dict:
                 median_err=float(np.median(err[good])) if good.any() else float("nan"),
                 rms=float(np.sqrt(np.mean(r**2))),
                 pull=float(np.std(r[good] / err[good])) if good.any() else float("nan"),
-                flagged=int(ds.flagged.values.sum()))
+                flagged=int(ds.flagged.values.sum()), flat=ds.attrs.get("plane_flat", ""))
 
 
 def main(argv=None) -> int:
@@ -87,20 +90,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     images, wcs, truth = camera(args.exposures)
     print(f"{len(images)} CCDs; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'compare':<12} {'covariance':<10} {'run s':>6} {'resolve s':>9} {'pairs':>6} "
+    print(f"{'compare':<12} {'run':<17} {'run s':>6} {'resolve s':>9} {'pairs':>6} "
           f"{'small':>5} {'NaN err':>7} {'0 err':>5} {'median err':>10} {'rms':>7} "
-          f"{'pull sd':>7} {'flagged':>7}")
+          f"{'pull sd':>7} {'flagged':>7} {'plane_flat':>10}")
+    exposure = [k // 60 for k in range(len(images))]
+    runs = [("inverse", {})] + ([] if args.no_probes else [("probes", {})])
+    runs += [("by exposure", {"groups": exposure}), ("plane", {"skymodel": "plane"})]
     for compare in ("levels", "differences"):
-        for label in ("inverse",) + (() if args.no_probes else ("probes",)):
+        for label, options in runs:
             saved = lstsq.EXACT_INVERSE
-            lstsq.EXACT_INVERSE = saved if label == "inverse" else 0
+            lstsq.EXACT_INVERSE = 0 if label == "probes" else saved
             try:
-                f = run(images, wcs, truth, compare)
+                f = run(images, wcs, truth, compare, **options)
             finally:
                 lstsq.EXACT_INVERSE = saved
-            print(f"{compare:<12} {label:<10} {f['total']:6.1f} {f['resolve']:9.2f} "
+            print(f"{compare:<12} {label:<17} {f['total']:6.1f} {f['resolve']:9.2f} "
                   f"{f['pairs']:6d} {f['small']:5d} {f['nan']:7d} {f['zero']:5d} "
-                  f"{f['median_err']:10.4f} {f['rms']:7.4f} {f['pull']:7.3f} {f['flagged']:7d}")
+                  f"{f['median_err']:10.4f} {f['rms']:7.4f} {f['pull']:7.3f} {f['flagged']:7d} "
+                  f"{f['flat']!s:>10}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -8,7 +8,8 @@ images, each read by its loader when the task runs).  They run
   GIL back and forth: a second thread gains 10-30%);
 - in local worker processes: ``"processes"`` (a pool kept for the life of the Python process,
   its workers started from a fork server, each importing the engine once; each worker reads
-  its images from their files: a loader travels as a path and HDU numbers, never as pixels).
+  its images from their files: a loader travels as a path and HDU numbers, never as pixels;
+  what a worker decompresses it keeps for the run's next tasks, `WORKER_CONTEXTS`).
   Images in memory are not copied to a pool when it can be avoided: on Linux, when no other
   thread runs (a script, not a Jupyter kernel), ``workers - 1`` processes are forked for the
   run and share this process's memory, and this process works too (`_fork`);
@@ -44,11 +45,13 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from ._fork import fork_map, fork_safe
 from .exceptions import SkyMatchCancelled
@@ -216,6 +219,7 @@ class Execution:
         self.progress = progress
         self.cancel = cancel
         self._meanwhile: list[Callable[[], object]] = []
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"  # its tasks' in workers (`_in_run`)
 
     def meanwhile(self, work: Callable[[], object]) -> None:
         """Work the caller needs after the next `map`, independent of its tasks.
@@ -400,25 +404,52 @@ class Execution:
             pool = _thread_pool(self.workers)
             yield (lambda function, *args: pool.submit(_counted, function, *args)), \
                 _cancel_local, slots
-        elif kind == "processes":
+            return
+
+        def run(function: Callable) -> Callable:  # a task within this run's worker contexts
+            return partial(_in_run, self._token, function)
+
+        if kind == "processes":
             pool = _process_pool(self.workers)
 
             def submit(function, *args):
                 with _main_not_rerun():  # the pool starts its workers as tasks come
-                    return pool.submit(function, *args)
+                    return pool.submit(run(function), *args)
 
             yield submit, _cancel_local, slots
         elif kind == "executor":
-            yield self.scheduler.submit, _cancel_local, max(slots, 4)
+            yield (lambda f, *a: self.scheduler.submit(run(f), *a)), _cancel_local, max(slots, 4)
         else:
             with _client(self.scheduler) as client:
                 nthreads = client.nthreads()
                 threads = sum(nthreads.values()) or self.workers
                 if nthreads:
-                    submit = lambda f, *a: _submit_scattered(client, f, a)
+                    submit = lambda f, *a: _submit_scattered(client, run(f), a)
                 else:  # (a scatter would wait for a worker that only tasks bring: adaptive)
-                    submit = lambda f, *a: client.submit(f, *a, pure=False)
+                    submit = lambda f, *a: client.submit(run(f), *a, pure=False)
                 yield submit, client.cancel, IN_FLIGHT * threads
+
+
+#: Context managers entered around each task run by a worker of a pool, an executor or a Dask
+#: cluster, each called with the run's token (`_in_run`): what a run keeps in such a worker
+#: between its tasks, which the worker cannot see begin or end.  `io._fits.held_decoded`
+#: registers itself when the package's file loaders are imported (a worker imports them to
+#: unpickle a task's loaders): compressed files decompressed once a run in each worker.
+WORKER_CONTEXTS: list[Callable] = []
+
+
+def _in_run(token: str, function: Callable, *args):
+    """``function(*args)`` in a worker, within `WORKER_CONTEXTS` for the run ``token``.
+
+    In the run's own process (an executor of threads, a cluster of threads) the run itself
+    keeps what it needs: no context.
+    """
+    if token.partition(":")[0] == str(os.getpid()):
+        return function(*args)
+    with ExitStack() as stack:
+        for context in WORKER_CONTEXTS:
+            stack.enter_context(context(token))
+        return function(*args)
 
 
 def _submit_scattered(client, function: Callable, args: tuple):

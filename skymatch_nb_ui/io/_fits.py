@@ -51,6 +51,7 @@ from astropy.nddata import bitfield_to_boolean_mask
 from astropy.nddata.bitmask import extend_bit_flag_map
 from astropy.wcs import WCS, FITSFixedWarning
 
+from ..engine import _execute
 from ..engine._validate import and_more
 from ..engine.exceptions import SkyMatchWarning
 from ..engine.geometry import lonlat_to_xyz
@@ -1266,6 +1267,64 @@ def keeping_decoded():
             if not _decoded_state["runs"]:
                 _DECODED.clear()
                 _decoded_state["bytes"] = 0
+
+
+#: Seconds a worker keeps a run's decoded pixels after the run's last task there (`held_decoded`).
+HELD_SECONDS = 10.0
+_held: dict = {"token": None, "active": 0, "timer": None}  # the run a worker keeps pixels for
+
+
+@contextmanager
+def held_decoded(token: str):
+    """In a worker of a pool or a cluster, a run's decoded pixels kept between its tasks.
+
+    Such a worker does not see a run begin or end (`keeping_decoded`), only its tasks, which
+    carry the run's token (`engine._execute.WORKER_CONTEXTS`): the pixels are kept from the
+    run's first task here until a task of another run comes, or `HELD_SECONDS` after the
+    last of its tasks running here finished.  600 tile-compressed camera CCDs through
+    ``skymatch-nb`` (``compare="differences"``, which reads an image once per pair): its two
+    pool workers decompressed an image at every read, 8,479 decompressions for 600 images,
+    and the run took 33.9 s against 14.0 s in one process.
+    """
+    with _DECODED_LOCK:
+        if _held["timer"] is not None:
+            _held["timer"].cancel()
+            _held["timer"] = None
+        if _held["token"] != token:
+            if _held["token"] is not None:
+                _let_go_held()
+            _held["token"], _held["active"] = token, 0
+            _decoded_state["runs"] += 1
+        _held["active"] += 1
+    try:
+        yield
+    finally:
+        with _DECODED_LOCK:
+            if _held["token"] == token:
+                _held["active"] -= 1
+                if not _held["active"]:
+                    timer = threading.Timer(HELD_SECONDS, _let_go_after, args=(token,))
+                    timer.daemon = True
+                    _held["timer"] = timer
+                    timer.start()
+
+
+def _let_go_after(token: str) -> None:
+    with _DECODED_LOCK:
+        if _held["token"] == token and not _held["active"]:
+            _let_go_held()
+
+
+def _let_go_held() -> None:
+    """End the held run (`held_decoded`; the lock held): its pixels go with the last run."""
+    _held["token"], _held["timer"] = None, None
+    _decoded_state["runs"] -= 1
+    if not _decoded_state["runs"]:
+        _DECODED.clear()
+        _decoded_state["bytes"] = 0
+
+
+_execute.WORKER_CONTEXTS.append(held_decoded)
 
 
 def _kept_decoded(key: tuple) -> np.ndarray | None:

@@ -14,19 +14,27 @@ between CCDs), noise 1, a few stars.  For ``compare="levels"`` and ``"difference
 - the same with the pairs' covariance terms from random probes (as for a mosaic too large
   for the inverse of the normal matrix: ``lstsq.EXACT_INVERSE = 0``), side by side;
 - the CCDs grouped by exposure (one sky each), and ``skymodel="plane"`` on these flat skies
-  (whether the slope test kept planes: ``plane_flat``, and the levels' rms).
+  (whether the slope test kept planes: ``plane_flat``, and the levels' rms);
+- with ``--files``: the exposures written as DECam's pipeline writes them (one tile-compressed
+  HDU per CCD, ``c4d_<n>_ooi.fits.fz``, in a temporary directory) and run through
+  ``skymatch-nb FILES --table --subtract --output-dir`` with each of ``--schedulers``
+  (default ``auto,serial``), each in a fresh process: wall time and peak RSS.
 
 Usage::
 
     python bench/study_camera.py                   # 10 exposures (~3 min)
     python bench/study_camera.py --exposures 4 --no-probes
+    python bench/study_camera.py --files --no-solves  # the command line on .fits.fz files
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -87,9 +95,48 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exposures", type=int, default=10, help="exposures of 60 CCDs (10)")
     parser.add_argument("--no-probes", action="store_true", help="skip the probes' runs")
+    parser.add_argument("--no-solves", action="store_true", help="skip the in-memory runs")
+    parser.add_argument("--files", action="store_true",
+                        help="also run skymatch-nb on the exposures as .fits.fz files")
+    parser.add_argument("--schedulers", default="auto,serial",
+                        help="skymatch-nb's --scheduler for --files (default auto,serial)")
     args = parser.parse_args(argv)
     images, wcs, truth = camera(args.exposures)
     print(f"{len(images)} CCDs; load average {os.getloadavg()[0]:.2f}")
+    if not args.no_solves:
+        solves(images, wcs, truth, args)
+    if args.files:
+        command_line(images, wcs, args.schedulers.split(","))
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def command_line(images, wcs, schedulers) -> None:
+    """``skymatch-nb`` on the CCDs as tile-compressed camera files, per scheduler."""
+    from astropy.io import fits
+
+    with tempfile.TemporaryDirectory(prefix="study-camera-") as folder:
+        files = []
+        for e in range(len(images) // 60):
+            hdus = [fits.PrimaryHDU(header=fits.Header({"EXPNUM": 1000 + e}))]
+            hdus += [fits.CompImageHDU(images[k], wcs[k].to_header(), name=f"S{k % 60 + 1}")
+                     for k in range(60 * e, 60 * e + 60)]
+            files.append(os.path.join(folder, f"c4d_{e}_ooi.fits.fz"))
+            fits.HDUList(hdus).writeto(files[-1])
+        command = [os.path.join(os.path.dirname(sys.executable), "skymatch-nb"), *files]
+        for scheduler in schedulers:
+            out = os.path.join(folder, f"out-{scheduler}")
+            t = time.perf_counter()
+            subprocess.run([*command, "--table", out + ".ecsv", "--subtract", "--output-dir",
+                            out, "--scheduler", scheduler, "-q"], check=True)
+            took = time.perf_counter() - t
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(f"skymatch-nb --scheduler {scheduler:<8} {took:6.1f} s  (peak RSS of the "
+                  f"children so far {peak:.0f} MB)")
+
+
+def solves(images, wcs, truth, args) -> None:
+    """The in-memory runs' table."""
     print(f"{'compare':<12} {'run':<17} {'run s':>6} {'resolve s':>9} {'pairs':>6} "
           f"{'small':>5} {'NaN err':>7} {'0 err':>5} {'median err':>10} {'rms':>7} "
           f"{'pull sd':>7} {'flagged':>7} {'plane_flat':>10}")
@@ -108,8 +155,6 @@ def main(argv=None) -> int:
                   f"{f['pairs']:6d} {f['small']:5d} {f['nan']:7d} {f['zero']:5d} "
                   f"{f['median_err']:10.4f} {f['rms']:7.4f} {f['pull']:7.3f} {f['flagged']:7d} "
                   f"{f['flat']!s:>10}")
-    print(f"load average {os.getloadavg()[0]:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

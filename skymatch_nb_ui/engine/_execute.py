@@ -219,7 +219,7 @@ class Execution:
         self.progress = progress
         self.cancel = cancel
         self._meanwhile: list[Callable[[], object]] = []
-        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"  # its tasks' in workers (`_in_run`)
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"  # what its tasks carry (`_in_run`)
 
     def meanwhile(self, work: Callable[[], object]) -> None:
         """Work the caller needs after the next `map`, independent of its tasks.

@@ -54,7 +54,7 @@ def corner_pulls(compare, shift, n=30):
     for seed in range(n):
         images, wcs, truth = corner_mosaic(shift, seed)
         result = SkyMatcher(images, wcs).run(skymethod="match", skystat="mean",
-                                                    compare=compare)
+                                             compare=compare)
         assert result.valid.all()
         corner = result.pairs.npix_a[-1]
         out.append((result.delta - (truth - truth.mean())) / result.sky_err)
@@ -86,9 +86,8 @@ def test_a_member_pair_of_one_pixel_leaves_its_groups_an_error(compare):
     ``compare="differences"``).  Its error is now at least what the other members'
     noise gives: the groups' error is that of their large overlaps, hardly more."""
     images, wcs, _ = corner_mosaic((58.6, 58.6), 0)
-    matcher = SkyMatcher(images, wcs)
     run = dict(skymethod="match", skystat="mean", compare=compare)
-    result = matcher.run(groups=["a", "b", "a", "b"], **run)
+    result = SkyMatcher(images, wcs).run(groups=["a", "b", "a", "b"], **run)
     assert result.pairs.npix_a[0] == 900 + 900 + 1  # three member pairs, one of them a corner
     assert np.all(np.isfinite(result.sky_err)) and np.all(result.sky_err > 0)
     without = SkyMatcher(images[:3], wcs[:3]).run(groups=["a", "b", "a"], **run)

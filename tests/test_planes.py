@@ -176,7 +176,7 @@ def test_flat_skies_with_stars_keep_their_constants_at_camera_density(compare):
     clipped wings); where each pixel is in several overlaps the plane fit's residuals hide it
     (they count a cell's noise as often as its overlaps), and the slopes of 240 dithered
     CCDs' flat skies looked significant (chi-square 1.40 times their degrees of freedom):
-    planes whose levels were 5 times less precise than the constants'.  The cells' scatter
+    planes whose levels were several times less precise than the constants'.  The cells' scatter
     about a plane per pair measures it (`plane_match._scene_scale`)."""
     images, wcs, _ = dithered_camera(4)
     matcher = SkyMatcher(images, wcs)

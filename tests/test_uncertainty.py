@@ -94,6 +94,34 @@ def test_a_member_pair_of_one_pixel_leaves_its_groups_an_error(compare):
     np.testing.assert_allclose(result.sky_err[:3], without.sky_err, rtol=0.01)
 
 
+def test_a_small_pairs_error_comes_from_its_images_larger_pairs():
+    """`with_small_pair_errors` on a table: a small pair's variance per pixel is the mean of
+    its two images' medians over their larger pairs (one image's when the other has none,
+    every larger pair's when neither has), never below its own; invalid pairs untouched."""
+    from skymatch_nb_ui.engine.measure import PairStats, with_small_pair_errors
+
+    a, b = np.array([0, 1, 0, 2, 4, 6, 8]), np.array([1, 2, 2, 3, 5, 7, 9])
+    npix = np.array([1000, 1000, 400, 1, 2, 20, 3])
+    err = np.array([0.1, 0.2, 0.05, np.nan, 0.01, 5.0, np.nan])
+    diff = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan])  # the last pair: not valid
+    nan = np.full(len(a), np.nan)
+    pairs = PairStats(a=a, b=b, stat_a=nan, stat_b=nan, npix_a=npix, npix_b=npix, err_a=nan,
+                      err_b=nan, member_npix=((), ) * len(a), diff=diff, diff_err=err,
+                      weight=npix.astype(float), side_var=np.vstack([err**2 / 2] * 2))
+    found = with_small_pair_errors(pairs, share=0.5)
+    u = err[:3] ** 2 * npix[:3]  # per pixel: 10, 40, 1
+    image2 = np.median([u[1], u[2]])  # image 3 has no larger pair
+    np.testing.assert_allclose(found.diff_err[3], np.sqrt(image2 / 1))
+    np.testing.assert_allclose(found.diff_err[4], np.sqrt(np.median(u) / 2))  # neither has
+    assert found.diff_err[5] == 5.0  # its own is larger
+    assert np.isnan(found.diff_err[6])  # not valid: as it was
+    np.testing.assert_array_equal(found.diff_err[:3], err[:3])
+    np.testing.assert_allclose(found.side_var[:, 3], 0.5 * found.diff_err[3] ** 2)
+    np.testing.assert_allclose(found.side_var[:, 4].sum(), found.diff_err[4] ** 2)
+    np.testing.assert_array_equal(found.diff, diff)
+    np.testing.assert_array_equal(found.weight, pairs.weight)
+
+
 def test_errors_shrink_with_more_pixels():
     small = make_mosaic((1, 2), shape=(50, 50), noise=1.0, seed=1)
     large = make_mosaic((1, 2), shape=(200, 200), noise=1.0, seed=1)

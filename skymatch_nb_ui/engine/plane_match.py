@@ -933,29 +933,22 @@ def _scene_scale(d, noise_var, q, pair, used) -> float:
     mosaics without stars; 1.27 (``differences``) and 1.53 (``levels``) with 5 stars per
     CCD on 600 dithered camera CCDs, where the slopes of flat skies had seemed significant
     (their chi-square 1.16 and 1.39 times their degrees of freedom).  1 when no pair has
-    more than 3 cells.
+    more than 3 cells (`_pair_planes`, as the pairs' residual gradients).
     """
-    u = used & np.isfinite(noise_var) & (noise_var > 0) & np.isfinite(d)
-    keys, inv, counts = np.unique(pair[u], return_inverse=True, return_counts=True)
-    inv = inv.ravel()
-    w, x, y, dd = 1.0 / noise_var[u], q[u, 0], q[u, 1], d[u]
-
-    def total(v):
-        return np.bincount(inv, v, minlength=len(keys))
-
-    weight = total(w)
-    x, y, dd = (v - (total(w * v) / weight)[inv] for v in (x, y, dd))  # centred per pair
-    cxx, cxy, cyy = total(w * x * x), total(w * x * y), total(w * y * y)
-    cxd, cyd, cdd = total(w * x * dd), total(w * y * dd), total(w * dd * dd)
-    det = cxx * cyy - cxy**2
-    good = (counts > 3) & (det > 1e-12 * cxx * cyy)
-    if not good.any():
+    if not len(pair):
         return 1.0
-    det = np.where(good, det, 1.0)
-    bx = (cyy * cxd - cxy * cyd) / det
-    by = (cxx * cyd - cxy * cxd) / det
-    chi2 = cdd - bx * cxd - by * cyd
-    return float(chi2[good].sum() / (counts[good] - 3).sum())
+    n_pairs = int(pair.max()) + 1
+    rows = np.flatnonzero(used & np.isfinite(noise_var) & (noise_var > 0) & np.isfinite(d))
+    w = np.zeros(len(d))
+    w[rows] = 1.0 / noise_var[rows]
+    at, sol, rows, (dx, dy) = _pair_planes(rows, pair, q, d, w, n_pairs, least=4)
+    if not len(at):
+        return 1.0
+    slot = np.full(n_pairs, -1)
+    slot[at] = np.arange(len(at))
+    k = slot[pair[rows]]
+    left = d[rows] - (sol[k, 0] + sol[k, 1] * dx + sol[k, 2] * dy)
+    return float(np.sum(w[rows] * left**2) / (len(rows) - 3 * len(at)))
 
 
 def _scopes(anchor: str, comp: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
@@ -999,9 +992,7 @@ def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradie
     """Per pair: the weighted mean residual and the gradient of the residuals (cells only).
 
     The gradient: a weighted least-squares plane through the pair's used cells' residuals
-    (positions about their mean), all pairs at once by their normal equations (3 x 3, well
-    conditioned: the cells of a pair with its own cells are spread, `PlaneStage._checked`);
-    a pair whose normal equations are not is fitted alone by `np.linalg.lstsq`.
+    (`_pair_planes`).
     """
     if not len(pair):
         return
@@ -1012,12 +1003,25 @@ def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradie
     has = total > 0
     mean_resid[has] = (np.bincount(pair, w * r, minlength=n_pairs) / np.where(has, total, 1))[has]
     rows = np.flatnonzero(off.used & (has & (fallback == ""))[pair])
-    p = pair[rows]
-    count = np.bincount(p, minlength=n_pairs)
-    fitted = count >= 3
-    rows = rows[fitted[p]]
+    at, sol, _, _ = _pair_planes(rows, pair, q, r, w, n_pairs, least=3)
+    resid_gradient[at] = np.hypot(sol[:, 1], sol[:, 2])
+
+
+def _pair_planes(rows, pair, q, values, w, n_pairs: int, *, least: int):
+    """Weighted least-squares planes ``a + b dx + c dy`` through each pair's ``rows``.
+
+    The pairs with at least ``least`` rows, all at once by their normal equations (3 x 3,
+    positions ``(dx, dy)`` about the pair's mean: well conditioned, the cells of a pair with
+    its own cells are spread, `PlaneStage._checked`); a pair whose normal equations are not
+    is fitted alone by `np.linalg.lstsq`.  Returns ``(pairs fitted, their (a, b, c), the rows
+    fitted, their (dx, dy))``.
+    """
+    count = np.bincount(pair[rows], minlength=n_pairs)
+    fitted = count >= least
+    rows = rows[fitted[pair[rows]]]
+    at = np.flatnonzero(fitted)
     if not len(rows):
-        return
+        return at, np.empty((0, 3)), rows, [np.empty(0), np.empty(0)]
     p = pair[rows]
     safe = np.maximum(count, 1)
     dq = [q[rows, k] - (np.bincount(p, q[rows, k], minlength=n_pairs) / safe)[p] for k in (0, 1)]
@@ -1026,23 +1030,21 @@ def _pair_diagnostics(off, g, h, q, var, pair, centres, mean_resid, resid_gradie
     def sums(x):
         return np.bincount(p, wr * x, minlength=n_pairs)[fitted]
 
-    normal = np.empty((int(fitted.sum()), 3, 3))
+    normal = np.empty((len(at), 3, 3))
     for i in range(3):
         for j in range(i, 3):
             normal[:, i, j] = normal[:, j, i] = sums(terms[i] * terms[j])
-    rhs = np.stack([sums(t * r[rows]) for t in terms], axis=1)
+    rhs = np.stack([sums(t * values[rows]) for t in terms], axis=1)
     good = np.linalg.cond(normal) < 1e8
     sol = np.full((len(normal), 3), np.nan)
     if good.any():
         sol[good] = np.linalg.solve(normal[good], rhs[good, :, None])[..., 0]
-    at = np.flatnonzero(fitted)
-    resid_gradient[at] = np.hypot(sol[:, 1], sol[:, 2])
     for k in np.flatnonzero(~good):  # ill-conditioned: alone, by a least-squares solver
         these = rows[p == at[k]]
         design = np.column_stack([np.ones(len(these)), q[these] - q[these].mean(axis=0)])
         sw = np.sqrt(w[these])
-        one, *_ = np.linalg.lstsq(design * sw[:, None], r[these] * sw, rcond=None)
-        resid_gradient[at[k]] = float(np.hypot(one[1], one[2]))
+        sol[k], *_ = np.linalg.lstsq(design * sw[:, None], values[these] * sw, rcond=None)
+    return at, sol, rows, dq
 
 
 def image_planes(sol: PlaneSolution, layout: _Layout):

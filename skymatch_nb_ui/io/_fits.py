@@ -1263,10 +1263,15 @@ def keeping_decoded():
         yield
     finally:
         with _DECODED_LOCK:
-            _decoded_state["runs"] -= 1
-            if not _decoded_state["runs"]:
-                _DECODED.clear()
-                _decoded_state["bytes"] = 0
+            _end_run()
+
+
+def _end_run() -> None:
+    """One run keeping decoded pixels less (the lock held); after the last, they are let go."""
+    _decoded_state["runs"] -= 1
+    if not _decoded_state["runs"]:
+        _DECODED.clear()
+        _decoded_state["bytes"] = 0
 
 
 #: Seconds a worker keeps a run's decoded pixels after the run's last task there (`held_decoded`).
@@ -1318,10 +1323,7 @@ def _let_go_after(token: str) -> None:
 def _let_go_held() -> None:
     """End the held run (`held_decoded`; the lock held): its pixels go with the last run."""
     _held["token"], _held["timer"] = None, None
-    _decoded_state["runs"] -= 1
-    if not _decoded_state["runs"]:
-        _DECODED.clear()
-        _decoded_state["bytes"] = 0
+    _end_run()
 
 
 _execute.WORKER_CONTEXTS.append(held_decoded)

@@ -4,9 +4,10 @@ The skies of one mosaic are correlated (every pair ties two of them, pairs share
 zero-mean gauge ties them all), so the spread of the pulls ``error / sky_err`` of one mosaic
 scatters far more than ``1 / sqrt(2 N)`` around 1: a single mosaic of 16-64 images can show
 0.6 or 1.4 with honest errors.  This module rebuilds the covariance of the skies the solve
-implies (the sandwich ``s**2 G V G^T`` with the gains ``G`` of the weighted least squares,
-``V`` the pairs' variances and the covariances of pairs that share pixels, a flagged pair's
-variance grown to what its residual shows, ``s`` the run's error scale: `robust.fit_offsets`,
+implies (the sandwich ``G (s**2 D + C) G^T`` with the gains ``G`` of the weighted least
+squares, ``D`` the pairs' own variances, ``C`` the covariances of pairs that share pixels, a
+flagged pair's variance grown to what its residual shows, ``s`` the run's error scale on the
+pairs' own variances: `robust.fit_offsets`,
 `robust.flagged_variance`, `covariance.pair_covariance`, for modes measured on each side
 `covariance.error_covariance`, as the run) and gives:
 
@@ -59,7 +60,7 @@ def sky_covariance(matcher, result) -> np.ndarray:
         shared = (pair_covariance(sides, side_var) if coupled is None else coupled).toarray()
         order = {k: p for p, k in enumerate(keys)}
         rows = np.array([order[(int(x), int(y))] for x, y in zip(t.a, t.b)])[v]
-        cov += scale**2 * shared[np.ix_(rows, rows)]
+        cov += shared[np.ix_(rows, rows)]  # the scale is on the pairs' own variances only
     design = np.zeros((len(a), n))
     design[np.arange(len(a)), a] = 1.0
     design[np.arange(len(a)), b] = -1.0
@@ -70,10 +71,10 @@ def sky_covariance(matcher, result) -> np.ndarray:
     flagged = np.asarray(t.flagged, bool)[v]
     if flagged.any():  # as `robust.flagged_variance`: a flagged pair's variance is its residual's
         free = np.eye(len(a)) - design @ gains
-        expected = np.einsum("ij,jk,ik->i", free, cov, free) / scale**2
+        expected = np.einsum("ij,jk,ik->i", free, cov, free)
         r = np.asarray(t.diff_after, float)[v]
         with np.errstate(divide="ignore", invalid="ignore"):
-            grow = r**2 / (scale**2 * expected)
+            grow = r**2 / expected
         grow = np.where(flagged & np.isfinite(grow) & (grow > 1.0), grow, 1.0)
         cov[np.diag_indices(len(a))] += scale**2 * var * (grow - 1.0)
     out = np.full((n, n), np.nan)

@@ -159,12 +159,19 @@ class MatchSolution:
         Per pair, the variance of its residual ``diff - (d_i - d_j)`` expected from the
         pairs' (co)variances: below the pair's own variance by what the fit absorbs (0 for
         a pair that no loop checks, e.g. in a tree); NaN in a component with a NaN variance.
+    own_var, own_residual_var : ndarray
+        The parts of ``delta_err**2`` and ``residual_var`` that the pairs' own variances
+        (``diff_var``) give, without the covariances of pairs that share pixels
+        (``diff_cov``): the same arrays as ``delta_err**2`` and ``residual_var`` without them.
+        They let an error model grow the pairs' own errors alone (`robust.fit_offsets`).
     """
 
     delta: np.ndarray
     delta_err: np.ndarray
     component: np.ndarray
     residual_var: np.ndarray
+    own_var: np.ndarray | None = None
+    own_residual_var: np.ndarray | None = None
 
 
 def solve_offsets(
@@ -221,18 +228,21 @@ def solve_offsets(
     j = np.asarray(j, dtype=np.intp)
     if not len(i):
         return MatchSolution(delta=np.full(n, np.nan), delta_err=np.full(n, np.nan),
-                             component=components(n, i, j), residual_var=np.zeros(0))
+                             component=components(n, i, j), residual_var=np.zeros(0),
+                             own_var=np.full(n, np.nan), own_residual_var=np.zeros(0))
     comp, level, order, bounds = _graph(n, i, j)
     comp = comp.copy()
     delta = np.full(n, np.nan)
     delta_err = np.full(n, np.nan)
     residual_var = np.zeros(len(i))
     with _blas().limit(limits=1, user_api="blas"):
-        _solve(n, i, j, np.asarray(diff, float), np.asarray(weight, float),
-               np.asarray(diff_var, float), comp, delta, delta_err, residual_var,
-               _off_diagonal(diff_cov, len(i)), (level, order, bounds))
+        own = _solve(n, i, j, np.asarray(diff, float), np.asarray(weight, float),
+                     np.asarray(diff_var, float), comp, delta, delta_err, residual_var,
+                     _off_diagonal(diff_cov, len(i)), (level, order, bounds))
+    own_var, own_residual_var = (delta_err**2, residual_var) if own is None else own
     return MatchSolution(delta=delta, delta_err=delta_err, component=comp,
-                         residual_var=residual_var)
+                         residual_var=residual_var, own_var=own_var,
+                         own_residual_var=own_residual_var)
 
 
 #: The last graph `_graph` ordered: ``((n, BLOCK), i, j, (comp, level, order, bounds))``.
@@ -278,10 +288,11 @@ def _off_diagonal(diff_cov, pairs: int) -> csr_matrix | None:
 
 
 def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov,
-           graph) -> None:
+           graph):
     """Fill ``delta``, ``delta_err`` and ``residual_var`` (see the module's doc).
 
-    ``graph``: ``(level, order, bounds)`` of the pairs (`_graph`).
+    ``graph``: ``(level, order, bounds)`` of the pairs (`_graph`).  Returns None without
+    ``cov``, else the variances without it (``MatchSolution.own_var``, ``own_residual_var``).
     """
     w2 = weight**2
     w2 = w2 / w2.max()  # scale-free
@@ -315,15 +326,25 @@ def _solve(n, i, j, diff, weight, var, comp, delta, delta_err, residual_var, cov
             pos[i], pos[j], f, f_mean, comp[order], comp[i], own_sd, pool)
     grounded = members[level[members] == 0]
     variance[grounded] = np.bincount(comp[i], f_mean**2, minlength=len(size))[comp[grounded]]
+    spoiled = np.zeros(len(size), dtype=bool)
+    spoiled[comp[i[~finite]]] = True
+
+    def filled(variance, residual):  # the errors and residual variances, spoiled parts NaN
+        err = np.full(n, np.nan)
+        err[members] = np.where(spoiled[cm], np.nan,
+                                scale * np.sqrt(np.clip(variance[members], 0.0, None)))
+        return err, np.where(spoiled[comp[i]], np.nan, scale**2 * np.clip(residual, 0.0, None))
+
+    own = None
     if cov is not None:  # pairs that share pixels: G C G^T and (I - AG) C (I - AG)^T
+        own_err, own_residual = filled(variance, residual)
+        own = (own_err**2, own_residual)
         extra_var, extra_res = _shared_terms(sweep, order, pos, i, j, w2, cov, members, cm, size)
         variance += extra_var / scale**2
         residual = residual + extra_res / scale**2
-    spoiled = np.zeros(len(size), dtype=bool)
-    spoiled[comp[i[~finite]]] = True
-    err = scale * np.sqrt(np.clip(variance[members], 0.0, None))
-    delta_err[members] = np.where(spoiled[cm], np.nan, err)
-    residual_var[:] = np.where(spoiled[comp[i]], np.nan, scale**2 * np.clip(residual, 0.0, None))
+    err, residual_var[:] = filled(variance, residual)
+    delta_err[members] = err[members]
+    return own
 
 
 @contextmanager

@@ -495,9 +495,11 @@ def _median_noise_error(s: _ClippedSet, noise: float) -> float:
 
     Bins wider than `_NOISE_BINS` noise (a small set over a wide range: the median's
     histogram has ``n // 32`` bins) cannot be smoothed by ``noise / 2``: the values
-    themselves are used.  (46 pixels with a star, one bin: its centre 100 noise from the
-    median gave a density of ~1e-70 and an error of 1e37, which spread to every sky error of
-    a 600-CCD camera mosaic.)
+    themselves are used when the set still has them (the median's), else (the midpt's,
+    whose histogram took them) bins wider than twice the noise are smoothed by their own
+    width.  (46 pixels, 6 of them a star's wing, in one bin: its centre 7 noise from the
+    median gave a density of ~1e-47 and an error of 3e21; on a 600-CCD camera mosaic 1e37,
+    which spread to every sky error.)
     """
     hist = getattr(s, "median_hist", None)
     if hist is None or not noise > 0:
@@ -505,20 +507,24 @@ def _median_noise_error(s: _ClippedSet, noise: float) -> float:
     ymin, h, counts, value = hist
     from scipy.special import ndtr
 
-    if h > _NOISE_BINS * noise:
+    smooth = 0.5 * noise
+    if h > _NOISE_BINS * noise and s.y is not None:
         lo, hi = s.value_range()
         y = s.y[(s.y >= lo) & (s.y <= hi)]
         u = (value - y) / noise
         counts = np.ones(u.size)
     else:
         u = (value - (ymin + (np.arange(counts.size) + 0.5) * h)) / noise
-    near = np.abs(u) < 8.0
+        if h > 2.0 * noise:
+            smooth = h
+    near = np.abs(u) < 8.0 * max(1.0, smooth / noise)
     if not near.any():
         return 0.0
     c, u = counts[near].astype(np.float64), u[near]
     p = ndtr(u)
     crossing = float(np.dot(c, p * (1.0 - p)))
-    density = float(np.dot(c, np.exp(-2.0 * u**2))) / (0.5 * noise * math.sqrt(2.0 * math.pi))
+    z = u * (noise / smooth)
+    density = float(np.dot(c, np.exp(-0.5 * z**2))) / (smooth * math.sqrt(2.0 * math.pi))
     if not density > 0:
         return 0.0
     return math.sqrt(crossing) / density

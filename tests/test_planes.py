@@ -229,27 +229,6 @@ def test_errors_are_calibrated_over_noise_realisations():
     assert np.all((0.8 <= spread) & (spread <= 1.25)), spread
 
 
-def test_errors_are_calibrated_on_a_stack_of_dithers():
-    # Nine dithers of one field (90% overlaps): each pixel is in the overlaps of the 8 other
-    # inputs, and so in 8 equations solved as if independent.  Its cells' variances were
-    # multiplied by 8, which counted a stack's noise twice (pulls 0.63-0.72); by (1 + 8) / 2,
-    # exact where the inputs over a pixel all overlap each other: 0.83-0.96.
-    layout, shape, overlap = (3, 3), (160, 160), 0.9
-    centres = _grid_centres(layout, shape, overlap)
-    pulls = []
-    for seed in range(12):
-        m = make_mosaic(layout, shape=shape, overlap=overlap, noise=1.0, sources=10, gradient=3.0,
-                        seed=seed)
-        r = skymatch(m.images, m.wcs, skymethod="match", skystat="median", skymodel="plane", **LEVELS)
-        assert not r.plane.flat
-        est = _estimates(r)
-        est[:, 0] -= est[:, 0].mean()
-        err = np.sqrt(np.einsum("kii->ki", r.plane.cov))
-        pulls.append((est - _gauge(m.planes, centres)) / err)
-    spread = np.concatenate(pulls).std(axis=0)
-    assert np.all((0.75 <= spread) & (spread <= 1.25)), spread
-
-
 # -- groups, orientations, distortion -----------------------------------------------------------
 def _sky_plane_images(wcs, shape, planes, frame):
     """Images whose every pixel is its input's plane on the sky (level, east, north per arcsec)."""

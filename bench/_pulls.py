@@ -4,10 +4,10 @@ The skies of one mosaic are correlated (every pair ties two of them, pairs share
 zero-mean gauge ties them all), so the spread of the pulls ``error / sky_err`` of one mosaic
 scatters far more than ``1 / sqrt(2 N)`` around 1: a single mosaic of 16-64 images can show
 0.6 or 1.4 with honest errors.  This module rebuilds the covariance of the skies the solve
-implies (the sandwich ``G (s**2 D + C) G^T`` with the gains ``G`` of the weighted least
+implies (the sandwich ``G (s**2 D + t**2 C) G^T`` with the gains ``G`` of the weighted least
 squares, ``D`` the pairs' own variances, ``C`` the covariances of pairs that share pixels, a
-flagged pair's variance grown to what its residual shows, ``s`` the run's error scale on the
-pairs' own variances: `robust.fit_offsets`,
+flagged pair's variance grown to what its residual shows, ``s`` the run's error scale and
+``t = max(s, 1)``: `robust.fit_offsets`,
 `robust.flagged_variance`, `covariance.pair_covariance`, for modes measured on each side
 `covariance.error_covariance`, as the run) and gives:
 
@@ -60,7 +60,8 @@ def sky_covariance(matcher, result) -> np.ndarray:
         shared = (pair_covariance(sides, side_var) if coupled is None else coupled).toarray()
         order = {k: p for p, k in enumerate(keys)}
         rows = np.array([order[(int(x), int(y))] for x, y in zip(t.a, t.b)])[v]
-        cov += shared[np.ix_(rows, rows)]  # the scale is on the pairs' own variances only
+        # (residuals below expectation shrink the pairs' own variances only: robust.fit_offsets)
+        cov += (1.0 if scale < 1.0 else scale**2) * shared[np.ix_(rows, rows)]
     design = np.zeros((len(a), n))
     design[np.arange(len(a)), a] = 1.0
     design[np.arange(len(a)), b] = -1.0

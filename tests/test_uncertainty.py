@@ -132,12 +132,12 @@ def test_errors_shrink_with_more_pixels():
 
 @pytest.mark.parametrize("skystat, compare", [("mode", "levels"), ("median", "differences")])
 def test_a_stack_of_dithers_has_calibrated_errors(skystat, compare):
-    # 16 dithers of one field (95% overlaps: every pixel in every pair).  What the residuals
-    # show beyond the noise belongs to each pair, while the pixels the pairs share are in the
-    # offsets and hardly in the residuals: the error scale goes on the pairs' own variances
-    # only.  Scaling the whole covariance had put these errors 1.8 times too large (mode: the
-    # mode wanders between nearly the same pixels, scales 1.6-1.9, pulls 0.56) or too small
-    # (median of differences: scales 0.75-0.91, pulls 1.22); now 0.95 and 1.03.
+    # 16 dithers of one field (95% overlaps: every pixel in every pair).  The pixels the
+    # pairs share move the offsets and hardly the residuals, so the residuals' excess is
+    # measured against the pairs' own variances (robust.py).  Against the whole expectation
+    # it had put these errors 1.8 times too large (mode: it wanders between nearly the same
+    # pixels, scales 1.6-1.9, pull spread 0.56) and, shrinking everything, 20% too small
+    # (median of differences: scales 0.75-0.91, pull spread 1.22); now 0.91 and 1.03.
     out, scales = [], []
     for seed in range(8):
         m = make_mosaic((4, 4), shape=(128, 128), overlap=0.95, jitter=2.0, rotation=2.0,
@@ -146,7 +146,7 @@ def test_a_stack_of_dithers_has_calibrated_errors(skystat, compare):
         out.append((r.sky - r.sky.mean() - (m.sky - m.sky.mean())) / r.sky_err)
         scales.append(r.error_scale)
     spread = np.concatenate(out).std()
-    assert 0.8 <= spread <= 1.2, (spread, scales)
+    assert 0.8 <= spread <= 1.15, (spread, scales)
     assert 0.85 <= np.median(scales) <= 1.15, scales
 
 

@@ -56,8 +56,12 @@ All the equations, weighted by their inverse variances, form one sparse least-sq
 problem with 3 unknowns per input, solved per connected component (normal equations ordered
 by breadth-first levels: block tridiagonal, factored block by block as the constant solve in
 `lstsq`).  Equations more than `CLIP` calibrated errors from the fit are dropped and the fit
-repeated (at most 3 times).  Errors are scaled up by ``sqrt(chi2 / dof)`` of the component
-when it exceeds 1 (the cells also see what does not cancel between the two sides).
+repeated (at most 3 times).  The equations are solved as if independent, though a pixel in
+the overlaps of ``m`` other inputs enters ``m`` of them: its cells' variances are multiplied
+by ``(1 + m) / 2``, which is exact where the inputs over a pixel all overlap each other there
+(`plane_match._inflation`; the slope test below counts it ``m`` times).  Errors are scaled
+up by ``sqrt(chi2 / dof)`` of the component when it exceeds 1 (the cells also see what does
+not cancel between the two sides).
 
 *No gradient, no planes* (``slope_significance``, default 0.001).  A plane's level at an
 image's centre is an extrapolation from its overlaps, at its edges: on a sky without gradients

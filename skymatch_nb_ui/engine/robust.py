@@ -330,7 +330,7 @@ def flagged_variance(sol, i, j, diff, diff_var, flagged, scale: float = 1.0,
     flagged has its sky from those pairs alone, and its error grows to their disagreement.
 
     With ``grown`` the scale multiplies the pairs' own variances only (pairs that share
-    pixels, an error scale above 1: `fit_offsets`): the variances returned are then the
+    pixels, an error scale below 1: `fit_offsets`): the variances returned are then the
     pairs' own variances times ``scale**2``, a flagged pair's grown to its residual over
     ``residual_var`` with its own part times ``scale**2``, and they are propagated as they
     are (not multiplied by the scale afterwards).

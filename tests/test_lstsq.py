@@ -539,3 +539,40 @@ def test_the_helper_thread_changes_no_bit_and_is_gone_afterwards(monkeypatch):
     for field in ("delta", "delta_err", "residual_var"):
         assert getattr(results[1], field).tobytes() == getattr(results[10**9], field).tobytes()
     assert not [t for t in threading.enumerate() if t.name.startswith("skymatch-solve")]
+
+
+def _stack_problem(noise_factor: float, seed: int = 0):
+    """7 inputs, every pair (21): each pair's difference shares its inputs' noise with the
+    pairs of the same inputs (covariance +var/2 for a shared input, sign by side)."""
+    rng = np.random.default_rng(seed)
+    n = 7
+    i, j = (np.array(x) for x in zip(*[(a, b) for a in range(n) for b in range(a + 1, n)]))
+    own = rng.normal(0, 1e-2, n)  # each input's noise, in all its pairs
+    truth = rng.uniform(0, 10, n)
+    diff = truth[i] - truth[j] + own[i] - own[j] + rng.normal(0, noise_factor * 1e-2, len(i))
+    var = np.full(len(i), 2e-4 + 1e-4)  # 2 inputs' noise + the pair's own 1e-4
+    a = np.zeros((len(i), n))
+    a[np.arange(len(i)), i], a[np.arange(len(i)), j] = 1.0, -1.0
+    cov = 1e-4 * (a @ a.T)
+    np.fill_diagonal(cov, 0.0)
+    return n, i, j, diff, var, cov
+
+
+def test_an_error_scale_below_one_shrinks_the_pairs_own_variances_only():
+    # Residuals below their expectation say the pairs' own variances were overstated; the
+    # covariances of the inputs they share move the offsets and hardly the residuals, and
+    # stay as they are (robust.py).  The errors are the propagation of the pairs' own
+    # variances times scale**2 and of the covariances as given.
+    from skymatch_nb_ui.engine.robust import fit_offsets
+
+    n, i, j, diff, var, cov = _stack_problem(noise_factor=0.3)
+    fit = fit_offsets(n, i, j, diff, np.ones(len(i)), var, cov)
+    assert fit.error_scale < 1.0 and not fit.flagged.any()
+    a = np.zeros((len(i), n))
+    a[np.arange(len(i)), i], a[np.arange(len(i)), j] = 1.0, -1.0
+    gains = np.linalg.pinv(a.T @ a) @ a.T  # zero-mean least squares, equal weights
+    expected = np.diag(gains @ (np.diag(fit.error_scale**2 * var) + cov) @ gains.T)
+    np.testing.assert_allclose(fit.delta_err**2, expected, rtol=1e-9)
+    # (scaling the covariances too gave errors error_scale times these)
+    assert np.all(fit.delta_err > fit.error_scale * solve_offsets(
+        n, i, j, diff, np.ones(len(i)), var, cov).delta_err)

@@ -291,3 +291,23 @@ def test_the_disconnected_mosaic_warning_points_at_the_callers_line(skymodel):
     with pytest.warns(DisconnectedMosaicWarning) as record:
         skymatch(m.images, m.wcs, skymethod="match", skystat="mean", skymodel=skymodel)
     assert [w.filename for w in record] == [__file__]
+
+
+@pytest.mark.parametrize("skymodel", ["constant", "plane"])
+def test_the_skies_do_not_depend_on_where_the_mosaic_is_on_the_sky(skymodel):
+    # The same 3 x 3 mosaic (turned by 20 degrees, stars, gradients) at the equator, across
+    # RA 0 and around both celestial poles: overlaps are computed on the sphere, so the
+    # skies agree to a small part of their errors (a few pixel centres fall on the other
+    # side of an overlap's edge: 0.002-0.015 sigma).
+    def run(center):
+        m = make_mosaic((3, 3), shape=(80, 80), overlap=0.25, center=center, rotation=20.0,
+                        noise=1.0, sources=3, gradient=3.0, seed=3)
+        return skymatch(m.images, m.wcs, skymethod="global+match", skystat="mode",
+                        skymodel=skymodel)
+
+    here = run((150.0, 2.0))
+    for center in [(359.995, -30.0), (0.0, 89.99), (180.0, -89.995), (45.0, 89.9999)]:
+        there = run(center)
+        assert there.valid.all() and not there.warnings
+        assert np.all(np.abs(there.sky - here.sky) < 0.2 * here.sky_err), center
+        np.testing.assert_allclose(there.sky_err, here.sky_err, rtol=0.1)

@@ -797,3 +797,29 @@ def test_whole_overlaps_measured_together_give_the_planes_and_fallbacks_of_one_b
         assert np.array_equal(a.sky, b.sky)
         assert np.array_equal(a.plane.cov, b.plane.cov, equal_nan=True)
         assert np.array_equal(a.pairs.diff_before, b.pairs.diff_before)
+
+
+@pytest.mark.filterwarnings("ignore::skymatch_nb_ui.DisconnectedMosaicWarning")
+def test_an_image_with_too_few_pixels_for_a_plane_keeps_a_level_of_its_own():
+    # The centre image of a 3 x 3 mosaic masked but for a 20 x 20 patch: one cell, no slopes.
+    # Its local plane failed and it was reported as having "no valid pixels" (sky NaN, error
+    # 0) with local, global and global+match, where skymodel="constant" gives it its sky.
+    m = make_mosaic((3, 3), shape=(256, 256), overlap=0.2, noise=1.0, seed=1, sources=5,
+                    gradient=2.0)
+    masks = [np.ones((256, 256), bool) for _ in range(9)]
+    masks[4][:] = False
+    masks[4][100:120, 100:120] = True
+    for method in ("local", "global", "global+match"):
+        constant = skymatch(m.images, m.wcs, masks=masks, skymethod=method)
+        plane = skymatch(m.images, m.wcs, masks=masks, skymethod=method, skymodel="plane")
+        assert plane.valid.all(), (method, plane.reason[4])
+        if method != "global":  # its own sky: the constant's, slopes 0 (not measured)
+            assert plane.sky[4] == pytest.approx(constant.sky[4], abs=1e-9)
+            assert plane.sky_err[4] == pytest.approx(constant.sky_err[4], rel=1e-6)
+            assert plane.plane.slope_x[4] == 0 and plane.plane.slope_y[4] == 0
+            assert np.isnan(plane.plane.cov[4, 1, 1])
+            assert "too few usable pixels for a plane" in plane.reason[4]
+    masks[4][:] = False  # none at all: no sky, and no error either
+    plane = skymatch(m.images, m.wcs, masks=masks, skymethod="local", skymodel="plane")
+    assert not plane.valid[4] and np.isnan(plane.sky_err[4])
+    assert "too few valid pixels" in plane.reason[4]

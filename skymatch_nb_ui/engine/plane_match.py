@@ -58,7 +58,8 @@ class PlaneResult:
         Per image, the sky's slope along its own pixel x and y (data units per pixel); the
         level at its centre is ``SkyMatchResult.sky``.
     cov : ndarray (n, 3, 3)
-        Per image, the covariance of (level, slope_x, slope_y).
+        Per image, the covariance of (level, slope_x, slope_y); the slopes' NaN for an image
+        whose own pixels were too few for them (its level alone, slopes 0: see ``reason``).
     gradient : ndarray
         Per image, the size of the sky gradient, data units per arcsec on the sky.
     gradient_pa : ndarray
@@ -606,15 +607,26 @@ class PlaneStage:
                          for a, grid in enumerate(layout.local_grids)], dtype=np.int64)
 
     def local_planes(self, layout: _Layout, params, grouping: Grouping):
-        """Per image its own plane (pixel frame) and per input its plane on the sky."""
+        """Per image its own plane (pixel frame) and per input its plane on the sky.
+
+        An input whose images' usable pixels are too few for a plane (fewer than 3 cells of
+        `MIN_CELL_PIXELS`, or all on a line) but not none gets a flat one: the level of its
+        cells together (inverse-variance weighted), slopes 0 of unknown (NaN) variance, and
+        ``used`` 0 (`flat_fallback`).
+        """
         key = params.key("statistics")
-        image_fits = []
+        image_fits, levels = [], []
         for a, grid in enumerate(layout.local_grids):
             c = self.cells[(key, a, None, grid.key())]
             m = layout.maps[a]
             image_fits.append(fit_plane(np.column_stack([c.x, c.y]), c.value, c.err**2, m.pixel_centre))
-        inputs = [_combine_members(members, image_fits, layout.maps, layout.centres[g])
-                  for g, members in enumerate(grouping.members)]
+            levels.append(c)
+        inputs = []
+        for g, members in enumerate(grouping.members):
+            fit = _combine_members(members, image_fits, layout.maps, layout.centres[g])
+            if not fit.ok:
+                fit = _flat_level([levels[a] for a in members]) or fit
+            inputs.append(fit)
         return image_fits, inputs
 
 
@@ -784,6 +796,27 @@ def _sky_transform(m: ImageMap) -> np.ndarray:
     return t
 
 
+def _flat_level(cells: list) -> PlaneFit | None:
+    """A flat plane from cells too few for a slope: their inverse-variance weighted level.
+
+    Slopes 0 with NaN variance (not measured), ``used`` 0; None without a finite cell.
+    """
+    value = np.concatenate([c.value for c in cells])
+    var = np.concatenate([c.err for c in cells]) ** 2
+    ok = np.isfinite(value) & np.isfinite(var) & (var > 0)
+    if not ok.any():
+        return None
+    w = 1.0 / var[ok]
+    cov = np.full((3, 3), np.nan)
+    cov[0, 0] = 1.0 / w.sum()
+    return PlaneFit(np.array([float(np.sum(w * value[ok]) / w.sum()), 0.0, 0.0]), cov, 0)
+
+
+def flat_fallback(fit: PlaneFit) -> bool:
+    """Whether an input's local `PlaneFit` is `_flat_level`'s: a level without measured slopes."""
+    return fit.used == 0 and math.isfinite(fit.coef[0]) and not math.isfinite(fit.cov[1, 1])
+
+
 def _combine_members(members, fits, maps, centre) -> PlaneFit:
     """An input's plane on the sky from its images' own planes (weighted least squares)."""
     normal, rhs = np.zeros((3, 3)), np.zeros(3)
@@ -849,6 +882,11 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     cells = np.zeros(n_pairs, np.int64)
     loc = np.array([f.coef for f in local]) if local is not None else nan3.copy()
     loc_cov = np.array([f.cov for f in local]) if local is not None else np.full((n, 3, 3), np.nan)
+    flat = np.array([flat_fallback(f) for f in local], bool) if local is not None \
+        else np.zeros(n, bool)  # a level of its own, too few pixels for slopes
+    planar = np.isfinite(loc).all(axis=1) & ~flat  # a local plane, slopes measured
+    too_few = ("too few usable pixels for a plane of its own (3 cells of "
+               f"{MIN_CELL_PIXELS} needed)")
     delta = nan3.copy()
     geo_comp = layout.frame_of
     if "match" in skymethod:
@@ -874,22 +912,27 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
                 levels = coef[members, 0]
                 coef[members, 0] -= levels.min() if match_down else levels.max()
         else:
-            ok = matched & np.isfinite(loc).all(axis=1)
-            coef, cov = _lift(coef, cov, loc, loc_cov, centres, comp, ok, matched, anchor)
+            coef, cov = _lift(coef, cov, loc, loc_cov, centres, comp, matched & planar, matched,
+                              anchor)
             lone = ~matched & np.isfinite(loc).all(axis=1)
             coef[lone], cov[lone] = loc[lone], loc_cov[lone]
             for k in np.flatnonzero(lone):
-                reason[k] = "not matched (no valid overlap with another input): its own local plane"
+                reason[k] = ("not matched (no valid overlap with another input): its own local "
+                             + ("sky, slopes 0: " + too_few if flat[k] else "plane"))
     else:
         comp = geo_comp
-        ok = np.isfinite(loc).all(axis=1)
         if skymethod == "local":
             coef, cov = loc.copy(), loc_cov.copy()
-        else:  # global: one plane, from the local planes alone
-            zero = np.where(ok[:, None], 0.0, np.nan) * np.ones(3)
-            coef, cov = _lift(zero, np.zeros((n, 3, 3)), loc, loc_cov, centres, comp, ok, ok, "global")
-        for k in np.flatnonzero(~ok):
-            reason[k] = "no valid pixels (masked, non-finite or outside lower/upper)"
+            for k in np.flatnonzero(flat):
+                reason[k] = too_few + ": its level, slopes 0"
+        else:  # global: one plane, from the local planes alone, for every input with pixels
+            targets = planar | flat
+            zero = np.where(targets[:, None], 0.0, np.nan) * np.ones(3)
+            coef, cov = _lift(zero, np.zeros((n, 3, 3)), loc, loc_cov, centres, comp, planar,
+                              targets, "global")
+        for k in np.flatnonzero(~(planar | flat)):
+            reason[k] = (f"too few valid pixels for a sky of its own (no cell with "
+                         f"{MIN_CELL_PIXELS}; the others masked, non-finite or outside lower/upper)")
     valid = np.isfinite(coef).all(axis=1)
     for k in np.flatnonzero(~valid):
         reason[k] = reason[k] or "no sky could be computed"
@@ -1124,6 +1167,7 @@ def plane_result(sol: PlaneSolution, layout: _Layout, pairs: PairStats, grouping
     level[invalid] = np.nan
     with np.errstate(invalid="ignore"):
         sky_err = np.sqrt(cov[:, 0, 0])
+    sky_err[invalid] = np.nan  # (no sky, no error: not the 0 of an empty covariance)
     table = replace(result.pairs, diff_after=sol.pair_residual)
     plane = PlaneResult(
         slope_x=slopes[:, 0], slope_y=slopes[:, 1], cov=cov, gradient=gradient, gradient_pa=pa,

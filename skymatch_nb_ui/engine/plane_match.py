@@ -565,14 +565,14 @@ class PlaneStage:
         mult = self._multiplicity if mult is None else mult
         cells = self.cells if cells is None else cells
         if sampled is not None:  # differences: one side, the compared images' pixels
-            parts = [(_scaled(cells[ck], _inflation(mult[ck]), sign), positions[ck],
-                      _inflation(mult[ck])) for sign, _, ck in self._cell_keys(plan, key, sampled)]
+            parts = [_inflated(cells[ck], mult[ck], positions[ck], sign)
+                     for sign, _, ck in self._cell_keys(plan, key, sampled)]
             _, v, n, e, q, e0 = _combine_cells(parts)
             ok = (n >= MIN_CELL_PIXELS) & np.isfinite(v) & np.isfinite(e)
             return self._checked(plan, q[ok], q[ok], v[ok], e[ok] ** 2, e0[ok] ** 2)
         sides = []
         for s in (0, 1):
-            parts = [(_scaled(cells[ck], _inflation(mult[ck])), positions[ck], _inflation(mult[ck]))
+            parts = [_inflated(cells[ck], mult[ck], positions[ck])
                      for side, _, ck in self._cell_keys(plan, key, None) if side == s]
             sides.append(_combine_cells(parts))
         (ka, va, na, ea, qa, a0), (kb, vb, nb, eb, qb, b0) = sides
@@ -612,20 +612,20 @@ class PlaneStage:
         An input whose images' usable pixels are too few for a plane (fewer than 3 cells of
         `MIN_CELL_PIXELS`, or all on a line) but not none gets a flat one: the level of its
         cells together (inverse-variance weighted), slopes 0 of unknown (NaN) variance, and
-        ``used`` 0 (`flat_fallback`).
+        ``used`` 0 (`_flat_fallback`).
         """
         key = params.key("statistics")
-        image_fits, levels = [], []
+        image_fits, cells = [], []
         for a, grid in enumerate(layout.local_grids):
             c = self.cells[(key, a, None, grid.key())]
             m = layout.maps[a]
             image_fits.append(fit_plane(np.column_stack([c.x, c.y]), c.value, c.err**2, m.pixel_centre))
-            levels.append(c)
+            cells.append(c)
         inputs = []
         for g, members in enumerate(grouping.members):
             fit = _combine_members(members, image_fits, layout.maps, layout.centres[g])
             if not fit.ok:
-                fit = _flat_level([levels[a] for a in members]) or fit
+                fit = _flat_level([cells[a] for a in members]) or fit
             inputs.append(fit)
         return image_fits, inputs
 
@@ -703,10 +703,15 @@ def _inflation(multiplicity: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + multiplicity)
 
 
-def _scaled(cells: CellStats, inflation: np.ndarray, sign: float = 1.0) -> CellStats:
-    """``cells`` with their variances multiplied by ``inflation`` (`_inflation`)."""
-    return CellStats(cells.cell, sign * cells.value, cells.npix,
-                     cells.err * np.sqrt(inflation), cells.x, cells.y)
+def _inflated(cells: CellStats, multiplicity: np.ndarray, positions, sign: float = 1.0):
+    """A part of `_combine_cells`: the cells, their positions and their variances' factor.
+
+    ``cells`` with values times ``sign`` and variances multiplied by `_inflation` of their
+    pixels' multiplicity.
+    """
+    factor = _inflation(multiplicity)
+    return (CellStats(cells.cell, sign * cells.value, cells.npix, cells.err * np.sqrt(factor),
+                      cells.x, cells.y), positions, factor)
 
 
 def _differences(params) -> bool:
@@ -759,7 +764,7 @@ def _combine_cells(parts):
     """One side's cells from its members' (CellStats, positions, multiplicity): pixel-weighted.
 
     ``(cell, value, npix, err, position, noise)``: ``noise`` the error without the
-    multiplicity's inflation (`_scaled`); the parts carry that inflation.
+    multiplicity's inflation (`_inflated`); the parts carry that inflation.
     """
     parts = [(c, q, m) for c, q, m in parts if len(c.cell)]
     if not parts:
@@ -812,7 +817,7 @@ def _flat_level(cells: list) -> PlaneFit | None:
     return PlaneFit(np.array([float(np.sum(w * value[ok]) / w.sum()), 0.0, 0.0]), cov, 0)
 
 
-def flat_fallback(fit: PlaneFit) -> bool:
+def _flat_fallback(fit: PlaneFit) -> bool:
     """Whether an input's local `PlaneFit` is `_flat_level`'s: a level without measured slopes."""
     return fit.used == 0 and math.isfinite(fit.coef[0]) and not math.isfinite(fit.cov[1, 1])
 
@@ -882,7 +887,7 @@ def solve_planes(skymethod: str, layout: _Layout, grouping: Grouping, equations,
     cells = np.zeros(n_pairs, np.int64)
     loc = np.array([f.coef for f in local]) if local is not None else nan3.copy()
     loc_cov = np.array([f.cov for f in local]) if local is not None else np.full((n, 3, 3), np.nan)
-    flat = np.array([flat_fallback(f) for f in local], bool) if local is not None \
+    flat = np.array([_flat_fallback(f) for f in local], bool) if local is not None \
         else np.zeros(n, bool)  # a level of its own, too few pixels for slopes
     planar = np.isfinite(loc).all(axis=1) & ~flat  # a local plane, slopes measured
     too_few = ("too few usable pixels for a plane of its own (3 cells of "

@@ -195,15 +195,16 @@ def test_a_workers_tasks_of_one_run_decode_an_image_once(tmp_path, mosaic):
     here = _execute.Execution("serial", 1)._token  # a run of this process: nothing held
     assert _execute._in_run(here, image.data) is not _execute._in_run(here, image.data)
     assert _fits._held["token"] is None
+    assert _fits._let_go_held in _execute.WORKER_RUN_ENDS
     first = _execute._in_run("1:run-1", image.data)  # (pid 1: another process's run)
     assert _execute._in_run("1:run-1", image.data) is first  # the next task: kept
-    timer = _fits._held["timer"]
-    assert timer is not None and timer.interval == _fits.HELD_SECONDS
+    timer = _execute._worker_run["timer"]
+    assert timer is not None and timer.interval == _execute.WORKER_IDLE_SECONDS
     assert _execute._in_run("1:run-2", image.data) is not first  # another run: let go
     assert len(_fits._DECODED) == 1
-    timer = _fits._held["timer"]
+    timer = _execute._worker_run["timer"]
     timer.cancel()
-    timer.function(*timer.args)  # the run's last task was HELD_SECONDS ago
+    timer.function(*timer.args)  # the run's last task was WORKER_IDLE_SECONDS ago
     assert not _fits._DECODED and not _fits._decoded_state["runs"]
     assert image.data() is not image.data()  # nothing kept outside a run
 

@@ -405,3 +405,53 @@ def test_file_loaders_travel_as_paths_and_read_the_same_pixels(fits_files):
     np.testing.assert_array_equal(copy.data(), loader.data())
     np.testing.assert_array_equal(copy.mask(), loader.mask())
     assert copy.shape == loader.shape
+
+
+# -- what a run keeps after it: scratch buffers ------------------------------------------------
+def test_scratch_lets_go_of_its_largest_buffers_and_a_buffer_in_use_lives_on():
+    scratch = measure.Scratch()
+    big = scratch.differences.get("d", np.float64, 1_000_000)  # 8 MB, in use by a "task"
+    big[:] = 1.5
+    scratch.work._floats(0, 200_000)  # 1.6 MB
+    scratch.buffers.indices(10_000)  # 0.1 MB
+    held = scratch.nbytes
+    assert held > 9_600_000
+    freed = scratch.release(keep=2_000_000)
+    assert freed >= 8_000_000 and scratch.nbytes == held - freed <= 2_000_000
+    assert np.all(big == 1.5)  # the task's array is untouched
+    assert scratch.differences.get("d", np.float64, 10) is not big.base  # a new one when asked
+    assert scratch.release(keep=0) > 0 and scratch.nbytes == 0
+
+
+def test_a_run_keeps_small_buffers_and_lets_large_ones_go(mosaic, monkeypatch):
+    """Roman's 4088 x 4088 detectors filled ~470 MB of a thread's buffers, which a Jupyter
+    kernel (and every pool worker) kept after the run; a small run's few MB are kept so the
+    next run does not page-fault them again."""
+    matcher = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="serial")
+    first = matcher.run(skymethod="match", compare="differences")
+    kept = measure.thread_scratch().nbytes
+    assert 0 < kept <= measure.SCRATCH_KEEP_BYTES  # a small run's buffers: all kept
+    monkeypatch.setattr(measure, "SCRATCH_KEEP_BYTES", kept // 4)  # "large" now
+    again = matcher.run(skymethod="match", compare="differences", skystat="median")
+    assert measure.thread_scratch().nbytes <= kept // 4
+    assert matcher.run(skymethod="match", compare="differences").sky.tobytes() == first.sky.tobytes()
+    assert np.isfinite(again.sky).all()
+
+
+def test_a_worker_lets_go_of_a_runs_scratch_when_the_run_is_over_there(monkeypatch):
+    from skymatch_nb_ui.engine import _execute
+
+    assert measure.release_scratch in _execute.WORKER_RUN_ENDS
+    ends = []
+    monkeypatch.setattr(_execute, "WORKER_RUN_ENDS", [lambda: ends.append(1)])
+    fill = lambda: measure.thread_scratch().differences.get("w", np.float64, 100)
+    _execute._in_run("1:run-1", fill)  # (pid 1: a task of another process's run)
+    _execute._in_run("1:run-1", fill)
+    assert not ends  # the same run: nothing let go between its tasks
+    _execute._in_run("1:run-2", fill)
+    assert ends == [1]  # another run's task: the first is over here
+    timer = _execute._worker_run["timer"]
+    assert timer is not None and timer.interval == _execute.WORKER_IDLE_SECONDS
+    timer.cancel()
+    timer.function(*timer.args)  # its last task was WORKER_IDLE_SECONDS ago
+    assert ends == [1, 1] and _execute._worker_run["token"] is None

@@ -436,20 +436,73 @@ class Execution:
 #: registers itself when the package's file loaders are imported (a worker imports them to
 #: unpickle a task's loaders): compressed files decompressed once a run in each worker.
 WORKER_CONTEXTS: list[Callable] = []
+#: Called (without arguments) in such a worker when a run's tasks there are over: when a task
+#: of another run comes, or `WORKER_IDLE_SECONDS` after the run's last task here finished.
+#: What a run kept in the worker is let go there (`io._fits.held_decoded`'s pixels,
+#: `measure.release_scratch`'s buffers).
+WORKER_RUN_ENDS: list[Callable[[], object]] = []
+#: Seconds a worker waits after a run's last task before it ends the run (`WORKER_RUN_ENDS`).
+WORKER_IDLE_SECONDS = 10.0
+_worker_run: dict = {"token": None, "active": 0, "timer": None}  # the run a worker is in
+_WORKER_LOCK = threading.Lock()
 
 
 def _in_run(token: str, function: Callable, *args):
     """``function(*args)`` in a worker, within `WORKER_CONTEXTS` for the run ``token``.
 
     In the run's own process (an executor of threads, a cluster of threads) the run itself
-    keeps what it needs: no context.
+    keeps what it needs and lets it go at its end: no context.
     """
     if token.partition(":")[0] == str(os.getpid()):
         return function(*args)
-    with ExitStack() as stack:
-        for context in WORKER_CONTEXTS:
-            stack.enter_context(context(token))
-        return function(*args)
+    _task_begins(token)
+    try:
+        with ExitStack() as stack:
+            for context in WORKER_CONTEXTS:
+                stack.enter_context(context(token))
+            return function(*args)
+    finally:
+        _task_ends(token)
+
+
+def _task_begins(token: str) -> None:
+    """A task of the run ``token`` begins in this worker: another run's end, if one was on."""
+    with _WORKER_LOCK:
+        if _worker_run["timer"] is not None:
+            _worker_run["timer"].cancel()
+            _worker_run["timer"] = None
+        ended = _worker_run["token"] not in (None, token)
+        if _worker_run["token"] != token:
+            _worker_run["token"], _worker_run["active"] = token, 0
+        _worker_run["active"] += 1
+    if ended:
+        _run_ends()
+
+
+def _task_ends(token: str) -> None:
+    with _WORKER_LOCK:
+        if _worker_run["token"] != token:
+            return
+        _worker_run["active"] -= 1
+        if not _worker_run["active"]:
+            timer = threading.Timer(WORKER_IDLE_SECONDS, _idle_end, args=(token,))
+            timer.daemon = True
+            _worker_run["timer"] = timer
+            timer.start()
+
+
+def _idle_end(token: str) -> None:
+    """The run ``token`` had no task here for `WORKER_IDLE_SECONDS`: it is over here."""
+    with _WORKER_LOCK:
+        if _worker_run["token"] != token or _worker_run["active"]:
+            return
+        _worker_run["token"], _worker_run["timer"] = None, None
+    _run_ends()
+
+
+def _run_ends() -> None:
+    for callback in WORKER_RUN_ENDS:
+        callback()
 
 
 def _submit_scattered(client, function: Callable, args: tuple):

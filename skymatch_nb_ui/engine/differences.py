@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -439,6 +439,11 @@ class DifferenceBuffers:
             size = n if buf is None else max(n, buf.size + buf.size // 4)
             buf = self._aranges[dtype] = np.arange(size, dtype=dtype)
         return buf[:n]
+
+    def held(self) -> list:
+        """``(array, let_go)`` for each buffer held (``let_go()`` drops it from its pool)."""
+        return [*((buf, partial(pool.pop, key, None)) for pool in (self._pool, self._aranges)
+                  for key, buf in list(pool.items())), *self.gather.held()]
 
 
 def pair_differences(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -582,6 +582,15 @@ class GatherBuffers:
         if buf is None or len(buf) < n:
             buf = self._values[dtype] = np.empty(int(n * 1.25) + 1024, dtype=dtype)
         return buf[:n]
+
+    def held(self) -> list:
+        """``(array, let_go)`` for each buffer held (``let_go()`` drops it)."""
+        return [(self._indices, self._let_go_indices),
+                *((buf, partial(self._values.pop, key, None))
+                  for key, buf in list(self._values.items()))]
+
+    def _let_go_indices(self) -> None:
+        self._indices = np.empty(0, dtype=np.intp)
 
 
 def _is_rectangle(runs: Runs) -> bool:

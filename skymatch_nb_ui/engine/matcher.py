@@ -40,6 +40,7 @@ from .measure import (
     input_pair_stats,
     lowest,
     measure_batch,
+    release_scratch,
     scene_error,
     together,
 )
@@ -281,10 +282,13 @@ class SkyMatcher:
             params = params.replace(**changes)
         grouping = group_inputs(groups, len(self))
         execution = Execution(self._scheduler, self._workers, progress=progress, cancel=cancel)
-        if params.skymodel == "plane":
-            result = self._run_planes(params, grouping, execution)
-        else:
-            result = self._solve_constant(params, grouping, execution)
+        try:
+            if params.skymodel == "plane":
+                result = self._run_planes(params, grouping, execution)
+            else:
+                result = self._solve_constant(params, grouping, execution)
+        finally:  # the buffers of Roman-size images are not kept after the run
+            release_scratch()
         execution.report("solve", 1, 1)
         if params.subtract:
             result = self._subtracted(result, execution)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -24,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _execute
 from ._validate import check_pixels
 from .differences import (
     DifferenceBuffers,
@@ -70,6 +72,7 @@ __all__ = [
     "measure_batch",
     "measure_differences",
     "measure_image",
+    "release_scratch",
     "scene_error",
     "thread_scratch",
     "with_small_pair_errors",
@@ -84,13 +87,69 @@ Region = tuple[Runs, ...] | None
 
 
 
+#: Bytes of scratch buffers a thread keeps from one run to the next (`release_scratch`).  A
+#: run on 256 x 256 to 1024 x 1024 images fills 1-30 MB: kept, so the next run does not
+#: page-fault them again; one on Roman's 4088 x 4088 detectors ~470 MB, which a Jupyter
+#: kernel and each worker of a pool had kept after the run.
+SCRATCH_KEEP_BYTES = 64 * 2**20
+_SCRATCHES: weakref.WeakSet = weakref.WeakSet()  # every thread's `Scratch` in this process
+_SCRATCHES_LOCK = threading.Lock()
+
+
 class Scratch:
-    """Reusable buffers of one worker thread: gathered pixels, clipping, differences."""
+    """Reusable buffers of one worker thread: gathered pixels, clipping, differences.
+
+    Buffers grow as tasks need them; at the end of a run all but `SCRATCH_KEEP_BYTES` of
+    them are let go (`release_scratch`).
+    """
 
     def __init__(self) -> None:
         self.buffers = GatherBuffers()
         self.work = Workspace()
         self.differences = DifferenceBuffers()
+        with _SCRATCHES_LOCK:
+            _SCRATCHES.add(self)
+
+    def held(self) -> list:
+        """``(array, let_go)`` for each buffer held."""
+        return [*self.buffers.held(), *self.work.held(), *self.differences.held()]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffers held."""
+        return sum(buf.nbytes for buf, _ in self.held())
+
+    def release(self, keep: int) -> int:
+        """Let go of buffers, the largest first, until at most ``keep`` bytes are held.
+
+        Safe while a task uses them: a buffer in use lives on with the task, and the pool
+        makes a new one when next asked.  Returns the bytes let go.
+        """
+        held = sorted(self.held(), key=lambda item: item[0].nbytes, reverse=True)
+        total = sum(buf.nbytes for buf, _ in held)
+        freed = 0
+        for buf, let_go in held:
+            if total - freed <= keep:
+                break
+            let_go()
+            freed += buf.nbytes
+        return freed
+
+
+def release_scratch(keep: int | None = None) -> int:
+    """Let every thread's scratch buffers in this process go but ``keep`` bytes each.
+
+    Called at the end of each run (`SkyMatcher.run`) and, in the workers of a pool or a
+    cluster, when a run is over there (`_execute.WORKER_RUN_ENDS`); ``keep`` defaults to
+    `SCRATCH_KEEP_BYTES`.  Returns the bytes let go.
+    """
+    keep = SCRATCH_KEEP_BYTES if keep is None else keep
+    with _SCRATCHES_LOCK:
+        scratches = list(_SCRATCHES)
+    return sum(scratch.release(keep) for scratch in scratches)
+
+
+_execute.WORKER_RUN_ENDS.append(release_scratch)
 
 
 @dataclass(frozen=True, eq=False)

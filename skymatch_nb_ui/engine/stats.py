@@ -18,6 +18,7 @@ reusable `Workspace`.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -169,6 +170,10 @@ class Workspace:
 
     def _floats(self, slot: int, n: int) -> np.ndarray:
         return self._buffer(np.float64, slot, n)
+
+    def held(self) -> list:
+        """``(array, let_go)`` for each buffer held (``let_go()`` drops it from the pool)."""
+        return [(buf, partial(self._pools.pop, key, None)) for key, buf in list(self._pools.items())]
 
     def _ints(self, n: int) -> np.ndarray:
         return self._buffer(np.intp, 0, n)

@@ -1274,9 +1274,7 @@ def _end_run() -> None:
         _decoded_state["bytes"] = 0
 
 
-#: Seconds a worker keeps a run's decoded pixels after the run's last task there (`held_decoded`).
-HELD_SECONDS = 10.0
-_held: dict = {"token": None, "active": 0, "timer": None}  # the run a worker keeps pixels for
+_held: dict = {"token": None}  # the run a worker keeps decoded pixels for (`held_decoded`)
 
 
 @contextmanager
@@ -1285,48 +1283,32 @@ def held_decoded(token: str):
 
     Such a worker does not see a run begin or end (`keeping_decoded`), only its tasks, which
     carry the run's token (`engine._execute.WORKER_CONTEXTS`): the pixels are kept from the
-    run's first task here until a task of another run comes, or `HELD_SECONDS` after the
-    last of its tasks running here finished.  600 tile-compressed camera CCDs through
-    ``skymatch-nb`` (``compare="differences"``, which reads an image once per pair): its two
-    pool workers decompressed an image at every read, 8,479 decompressions for 600 images,
-    and the run took 33.9 s against 14.0 s in one process.
+    run's first task here until the run is over here (`engine._execute.WORKER_RUN_ENDS`: a
+    task of another run comes, or `engine._execute.WORKER_IDLE_SECONDS` after the last of
+    its tasks here finished).  600 tile-compressed camera CCDs through ``skymatch-nb``
+    (``compare="differences"``, which reads an image once per pair): its two pool workers
+    decompressed an image at every read, 8,479 decompressions for 600 images, and the run
+    took 33.9 s against 14.0 s in one process.
     """
     with _DECODED_LOCK:
-        if _held["timer"] is not None:
-            _held["timer"].cancel()
-            _held["timer"] = None
         if _held["token"] != token:
             if _held["token"] is not None:
-                _let_go_held()
-            _held["token"], _held["active"] = token, 0
+                _end_run()
+            _held["token"] = token
             _decoded_state["runs"] += 1
-        _held["active"] += 1
-    try:
-        yield
-    finally:
-        with _DECODED_LOCK:
-            if _held["token"] == token:
-                _held["active"] -= 1
-                if not _held["active"]:
-                    timer = threading.Timer(HELD_SECONDS, _let_go_after, args=(token,))
-                    timer.daemon = True
-                    _held["timer"] = timer
-                    timer.start()
-
-
-def _let_go_after(token: str) -> None:
-    with _DECODED_LOCK:
-        if _held["token"] == token and not _held["active"]:
-            _let_go_held()
+    yield
 
 
 def _let_go_held() -> None:
-    """End the held run (`held_decoded`; the lock held): its pixels go with the last run."""
-    _held["token"], _held["timer"] = None, None
-    _end_run()
+    """The held run is over in this worker (`held_decoded`): its pixels go with it."""
+    with _DECODED_LOCK:
+        if _held["token"] is not None:
+            _held["token"] = None
+            _end_run()
 
 
 _execute.WORKER_CONTEXTS.append(held_decoded)
+_execute.WORKER_RUN_ENDS.append(_let_go_held)
 
 
 def _kept_decoded(key: tuple) -> np.ndarray | None:

@@ -261,12 +261,31 @@ def _tree(node):
     return node
 
 
+#: Bytes asdf reads from a Roman file at a time.  Its default, the file system's block (4 KiB),
+#: read a detector's lz4-compressed ``data`` (4088 x 4088 float32) in ~16,000 Python-level
+#: reads: 0.117 s against 0.059 s with 1 MiB.
+READ_BLOCK_BYTES = 1 << 20
+
+
 def _read(path: Path, name: str) -> np.ndarray:
+    """One array of the file, read and decompressed into memory (no file left open).
+
+    The tree is neither validated again (`open_roman_image` did) nor converted (asdf's
+    ``lazy_tree``, where this asdf has it): only the array's node is, and the file's gwcs
+    is not built again at each read.
+    """
     import asdf
 
+    base = asdf.get_config()  # its plugins loaded once in this process: the context's copy
+    _ = base.extensions, base.resource_manager  # shares them (else loads them at every read)
     try:
-        with asdf.open(path, lazy_load=True, memmap=False) as af:
-            array = np.array(af.tree["roman"][name])
+        with asdf.config_context() as config:
+            config.io_block_size = READ_BLOCK_BYTES
+            config.validate_on_read = False
+            if hasattr(config, "lazy_tree"):
+                config.lazy_tree = True
+            with asdf.open(path, lazy_load=True, memmap=False) as af:
+                array = np.array(af.tree["roman"][name])
     except (OSError, ValueError, KeyError) as error:
         raise OSError(f"cannot read {name!r} of {str(path)!r}: {error}") from error
     array.flags.writeable = False

@@ -22,6 +22,15 @@ configurations are compared bit for bit.
 with a NIRCam-like gwcs of its own in the ASDF extension, one exposure each), what a JWST
 survey mosaic brings: the gwcs is read from each file, and every WCS call goes through it.
 
+``--kind roman`` writes what one Roman WFI field brings: full detectors (4088x4088 float32, the
+size romancal writes) as level-2 ASDF files through ``roman_datamodels``, 18 per exposure in
+the WFI's 6 x 3 layout (each exposure's detectors share one pointing of a distorted gwcs),
+exposures dithered by a fraction of a detector so that each detector overlaps 2-5 detectors
+of the other exposures; N is the number of files (18 per exposure, the last exposure cut
+short).  Each detector has a sky of its own (known: the skies are also compared with the
+truth, the common offset removed, in units of the noise), stars at fixed sky positions and
+DQ flags (``DO_NOT_USE`` on ~0.1% of pixels, which hold garbage).
+
 Also: the reference (``stcal.skymatch``, pixels already in memory) at the sizes of
 ``--reference-sizes`` with a time limit (default 10 minutes), and the least-squares solve
 alone on mosaic-like graphs of 1,000 to 10,000 inputs, with the dense solve it replaced at
@@ -34,6 +43,7 @@ Usage::
     python bench/bench_scale.py                         # N = 100, 1000, 10000 (~40 min)
     python bench/bench_scale.py --sizes 100,1000 --configs threads,processes
     python bench/bench_scale.py --kind jwst --sizes 1000 --configs auto
+    python bench/bench_scale.py --kind roman --sizes 36,72 --configs serial,auto
     python bench/bench_scale.py --solve-only
 """
 
@@ -49,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +72,15 @@ AFTER = ("resolve", "restat")  # re-runs after the chain, not part of its total
 CONFIGS = ("serial", "threads", "processes", "auto", "cluster")
 SHAPE = (256, 256)
 METHOD = "match"  # the command's default
+#: ``--kind roman``: a WFI detector's science array, its scale (arcsec), the sky and noise
+#: (MJy/sr, a zodiacal level), the exposures' dither steps (arcsec on the sky)
+ROMAN_SHAPE, ROMAN_SCALE = (4088, 4088), 0.11
+ROMAN_SKY, ROMAN_SKY_SPREAD, ROMAN_NOISE = 0.30, 0.02, 0.01
+ROMAN_DITHERS = ((0.0, 0.0), (233.0, 131.0), (-161.0, 247.0), (71.0, -209.0))
+
+
+def shape_of(kind: str) -> tuple[int, int]:
+    return ROMAN_SHAPE if kind == "roman" else SHAPE
 
 
 # -- the mosaic on disk ---------------------------------------------------------------------------
@@ -82,6 +102,8 @@ def write_mosaic(n: int, folder: Path, seed: int = 0, kind: str = "fits") -> lis
     from skymatch_nb_ui.testing import nircam_like_gwcs, write_jwst_cal
     from skymatch_nb_ui.testing.mosaics import _cd_matrix, _grid_centres, _image_wcs, _tan_wcs
 
+    if kind == "roman":
+        return write_roman_field(n, folder, seed)
     rows, cols = layout(n)
     rng = np.random.default_rng(seed)
     centres = _grid_centres(rows, cols, SHAPE, 0.2) + rng.uniform(-3, 3, size=(n, 2))
@@ -105,6 +127,79 @@ def write_mosaic(n: int, folder: Path, seed: int = 0, kind: str = "fits") -> lis
             fits.PrimaryHDU(image, header=wcs.to_header()).writeto(path)
         paths.append(path)
     return paths
+
+
+def wfi_detectors() -> np.ndarray:
+    """(v2, v3) in arcsec of the 18 WFI detectors' centres: 6 columns of 3, the outer ones
+    higher (the focal plane's arc), ~30" and ~60" gaps; close to the real layout, not it."""
+    side = ROMAN_SHAPE[0] * ROMAN_SCALE
+    columns = (np.arange(6) - 2.5) * (side + 30.0)
+    lift = np.array([150.0, 60.0, 0.0, 0.0, 60.0, 150.0])
+    rows = (np.arange(3) - 1.0) * (side + 60.0)
+    return np.array([(c, r + h) for c, h in zip(columns, lift) for r in rows])
+
+
+def write_roman_field(n: int, folder: Path, seed: int = 0) -> list[Path]:
+    """N Roman WFI level-2 files (see ``--kind roman``): 18 detectors per exposure."""
+    from skymatch_nb_ui.testing import nircam_like_gwcs, write_roman_cal
+
+    rng = np.random.default_rng(seed)
+    centre = np.array([150.0, 2.0])
+    detectors = wfi_detectors()
+    pointing = (0.0, 0.0)
+    # arcsec: the field, dithers included; ~200 stars a detector
+    extent = np.abs(detectors).max(axis=0) + ROMAN_SHAPE[0] * ROMAN_SCALE + 300.0
+    stars = rng.uniform(-1, 1, (int(1e-3 * np.prod(2 * extent)), 2)) * extent / 3600.0
+    star_ra = centre[0] + stars[:, 0] / np.cos(np.radians(centre[1]))
+    star_dec = centre[1] + stars[:, 1]
+    peaks = ROMAN_NOISE * np.exp(rng.uniform(np.log(3.0), np.log(3000.0), len(stars)))
+    skies, paths = [], []
+    for k in range(n):
+        exposure, detector = divmod(k, len(detectors))
+        dx, dy = ROMAN_DITHERS[exposure % len(ROMAN_DITHERS)]
+        dx, dy = dx + 23.0 * (exposure // len(ROMAN_DITHERS)), dy  # more: a new step
+        here = (centre[0] + dx / 3600.0 / np.cos(np.radians(centre[1])), centre[1] + dy / 3600.0)
+        with warnings.catch_warnings():  # the inverse's fit "may be poorly conditioned":
+            warnings.simplefilter("ignore")  # it round-trips to < 0.01 pixel here
+            gwcs = nircam_like_gwcs(here, shape=ROMAN_SHAPE, pixel_scale=ROMAN_SCALE,
+                                    distortion=8.0, v2v3_ref=tuple(detectors[detector]),
+                                    pointing_v2v3=pointing)
+        sky = ROMAN_SKY + ROMAN_SKY_SPREAD * rng.standard_normal()
+        image = rng.standard_normal(ROMAN_SHAPE, dtype=np.float32)
+        image *= ROMAN_NOISE
+        image += sky
+        x, y = gwcs.invert(star_ra, star_dec, with_bounding_box=False)
+        inside = (x > -20) & (x < ROMAN_SHAPE[1] + 20) & (y > -20) & (y < ROMAN_SHAPE[0] + 20)
+        _add_stars(image, x[inside], y[inside], peaks[inside])
+        dq = np.zeros(ROMAN_SHAPE, np.uint32)
+        bad = rng.integers(0, image.size, image.size // 1000)
+        dq.flat[bad] = 1  # DO_NOT_USE
+        image.flat[bad] = rng.choice(np.array([0.0, 1e4, -50.0], np.float32), len(bad))
+        path = folder / f"img{k:05d}_wfi{detector + 1:02d}_cal.asdf"
+        write_roman_cal(path, image, gwcs, dq=dq, detector=f"WFI{detector + 1:02d}",
+                        observation_id=f"r0000101001001001{exposure + 1:03d}_0001")
+        skies.append(sky)
+        paths.append(path)
+    np.save(folder / "sky_true.npy", np.array(skies))
+    return paths
+
+
+def _add_stars(image: np.ndarray, x, y, peaks, sigma: float = 1.2) -> None:
+    """Gaussian stars (sigma in pixels) on stamps of +-6 sigma."""
+    ny, nx = image.shape
+    r = 6 * sigma
+    for x0, y0, peak in zip(x, y, peaks):
+        x1, x2 = max(int(x0 - r), 0), min(int(x0 + r) + 2, nx)
+        y1, y2 = max(int(y0 - r), 0), min(int(y0 + r) + 2, ny)
+        if x1 < x2 and y1 < y2:
+            gx = np.exp(-0.5 * ((np.arange(x1, x2) - x0) / sigma) ** 2)
+            gy = np.exp(-0.5 * ((np.arange(y1, y2) - y0) / sigma) ** 2)
+            image[y1:y2, x1:x2] += (peak * np.outer(gy, gx)).astype(np.float32)
+
+
+def input_paths(folder) -> list[Path]:
+    """The mosaic's input files in ``folder`` (FITS, or Roman's ASDF)."""
+    return sorted(p for p in Path(folder).glob("img*") if p.suffix in (".fits", ".asdf"))
 
 
 # -- one configuration, in a child process --------------------------------------------------------
@@ -198,7 +293,7 @@ def child(config: str, folder: str, out: str) -> None:
     from skymatch_nb_ui.engine._execute import release_process_pools
 
     warnings.simplefilter("ignore")
-    paths = sorted(Path(folder).glob("img*.fits"))
+    paths = input_paths(folder)
     sampler = Sampler()
     times: dict[str, float] = {}
     extra: dict[str, float] = {}
@@ -272,7 +367,14 @@ def reference_child(folder: str, out: str) -> None:
 
     warnings.simplefilter("ignore")
     images, wcs = [], []
-    for path in sorted(Path(folder).glob("img*.fits")):
+    for path in input_paths(folder):
+        if path.suffix == ".asdf":  # as romancal reads them: the model's gwcs
+            import roman_datamodels.datamodels as rdm
+
+            with rdm.open(path) as model:
+                images.append(np.array(model.data))
+                wcs.append(model.meta.wcs)
+            continue
         if path.name.endswith("_cal.fits"):  # as the JWST step reads them: the model's gwcs
             from stdatamodels.jwst.datamodels import ImageModel
 
@@ -351,8 +453,10 @@ def mb(value: float) -> str:
     return f"{value / 2**20:.0f}"
 
 
-def report(n: int, pairs: int, rows: list[dict], ref: dict | None, ref_note: str) -> None:
-    print(f"\nN = {n} images of {SHAPE[1]}x{SHAPE[0]} ({pairs} pairs), method {METHOD}")
+def report(n: int, pairs: int, rows: list[dict], ref: dict | None, ref_note: str,
+           kind: str = "fits") -> None:
+    shape = shape_of(kind)
+    print(f"\nN = {n} {kind} images of {shape[1]}x{shape[0]} ({pairs} pairs), method {METHOD}")
     header = (f"{'config':>10} " + " ".join(f"{s:>10}" for s in STAGES)
               + f" {'total':>8} {'peak MB':>8} {'rss MB':>7}")
     print("(total and peak MB: the chain, from read to copies; rss MB: the child's own peak RSS,"
@@ -418,14 +522,30 @@ def main(argv=None) -> int:
                         theirs = np.load(out / "sky_ref.npy")
                         ours = next(iter(skies.values()))
                         both = np.isfinite(theirs) & np.isfinite(ours)
-                        note = f"(max |sky difference| {np.abs(theirs - ours)[both].max():.3f} sigma)"
+                        noise = ROMAN_NOISE if args.kind == "roman" else 1.0
+                        note = (f"(max |sky difference| "
+                                f"{np.abs(theirs - ours)[both].max() / noise:.3f} sigma)")
                 if rows:
-                    report(n, rows[0]["pairs"], rows, ref, note)
+                    report(n, rows[0]["pairs"], rows, ref, note, args.kind)
                     first = next(iter(skies))
                     same = [c for c in skies if np.array_equal(skies[c], skies[first], equal_nan=True)]
                     print(f"  skies identical to the last bit: {', '.join(same)}"
                           + ("" if len(same) == len(skies) else
                              f"; DIFFERENT: {', '.join(c for c in skies if c not in same)}"))
+                    truth = folder / "sky_true.npy"
+                    if truth.exists():  # --kind roman: the skies against the truth
+                        true = np.load(truth)
+                        found = {"ours": skies[first]}
+                        if ref is not None:
+                            found["reference"] = np.load(Path(tmp) / "reference" / "sky_ref.npy")
+                        for name, sky in found.items():
+                            off = sky - true
+                            off = off[np.isfinite(off)]
+                            off -= off.mean()
+                            print(f"  {name}: sky - truth, common offset removed: rms "
+                                  f"{np.sqrt(np.mean(off**2)) / ROMAN_NOISE:.4f}, max "
+                                  f"{np.abs(off).max() / ROMAN_NOISE:.4f} noise sigma "
+                                  f"({off.size} skies)")
                 print(f"  (load {os.getloadavg()[0]:.2f})", flush=True)
     bench_solve(args.solve_sizes, args.dense_up_to)
     print(f"\nload at the end {os.getloadavg()}")
@@ -442,8 +562,9 @@ def parse_args(argv):
     parser.add_argument("--solve-sizes", type=int_list, default=[1000, 2000, 5000, 10000])
     parser.add_argument("--dense-up-to", type=int, default=2000)
     parser.add_argument("--solve-only", action="store_true")
-    parser.add_argument("--kind", choices=("fits", "jwst"), default="fits",
-                        help="the files: FITS with a TAN header, or JWST _cal.fits with a gwcs")
+    parser.add_argument("--kind", choices=("fits", "jwst", "roman"), default="fits",
+                        help="the files: FITS with a TAN header, JWST _cal.fits with a gwcs, or "
+                             "Roman WFI detectors (4088x4088 ASDF, 18 per exposure)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -436,6 +436,10 @@ def test_a_run_keeps_small_buffers_and_lets_large_ones_go(mosaic, monkeypatch):
     assert measure.thread_scratch().nbytes <= kept // 4
     assert matcher.run(skymethod="match", compare="differences").sky.tobytes() == first.sky.tobytes()
     assert np.isfinite(again.sky).all()
+    on_threads = SkyMatcher(mosaic.images, mosaic.wcs, scheduler="threads", workers=2)
+    on_threads.run(skymethod="match", compare="differences", skystat="mean")
+    scratches = list(measure._SCRATCHES)  # the pool's threads' too
+    assert len(scratches) >= 2 and all(s.nbytes <= kept // 4 for s in scratches)
 
 
 def test_a_worker_lets_go_of_a_runs_scratch_when_the_run_is_over_there(monkeypatch):

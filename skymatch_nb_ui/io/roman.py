@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections import UserList
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,25 +268,34 @@ def _tree(node):
 READ_BLOCK_BYTES = 1 << 20
 
 
-def _read(path: Path, name: str) -> np.ndarray:
-    """One array of the file, read and decompressed into memory (no file left open).
+@contextmanager
+def _asdf_reads(*, pixels_only: bool = False):
+    """The asdf configuration a Roman file is read in: `READ_BLOCK_BYTES` at a time.
 
-    The tree is neither validated again (`open_roman_image` did) nor converted (asdf's
-    ``lazy_tree``, where this asdf has it): only the array's node is, and the file's gwcs
-    is not built again at each read.
+    With ``pixels_only`` the tree is neither validated again (`open_roman_image` did) nor
+    converted (asdf's ``lazy_tree``, where this asdf has it): only the array's node is, and
+    the file's gwcs is not built again at each read.
     """
     import asdf
 
     base = asdf.get_config()  # its plugins loaded once in this process: the context's copy
     _ = base.extensions, base.resource_manager  # shares them (else loads them at every read)
-    try:
-        with asdf.config_context() as config:
-            config.io_block_size = READ_BLOCK_BYTES
+    with asdf.config_context() as config:
+        config.io_block_size = READ_BLOCK_BYTES
+        if pixels_only:
             config.validate_on_read = False
             if hasattr(config, "lazy_tree"):
                 config.lazy_tree = True
-            with asdf.open(path, lazy_load=True, memmap=False) as af:
-                array = np.array(af.tree["roman"][name])
+        yield
+
+
+def _read(path: Path, name: str) -> np.ndarray:
+    """One array of the file, read and decompressed into memory (no file left open)."""
+    import asdf
+
+    try:
+        with _asdf_reads(pixels_only=True), asdf.open(path, lazy_load=True, memmap=False) as af:
+            array = np.array(af.tree["roman"][name])
     except (OSError, ValueError, KeyError) as error:
         raise OSError(f"cannot read {name!r} of {str(path)!r}: {error}") from error
     array.flags.writeable = False
@@ -323,7 +333,7 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
         raise ValueError(f"refusing to write over the source file {str(image.path)!r}; "
                          "choose another destination (e.g. another directory)")
     check_copy(image, subtract)
-    with warnings.catch_warnings(), rdm.open(image.path) as model:
+    with warnings.catch_warnings(), _asdf_reads(), rdm.open(image.path) as model:
         warnings.simplefilter("ignore", DeprecationWarning)
         earlier = _earlier(model)
         subtracted = bool(subtract and valid)

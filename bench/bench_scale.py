@@ -25,8 +25,8 @@ survey mosaic brings: the gwcs is read from each file, and every WCS call goes t
 ``--kind roman`` writes what one Roman WFI field brings: full detectors (4088x4088 float32, the
 size romancal writes) as level-2 ASDF files through ``roman_datamodels``, 18 per exposure in
 the WFI's 6 x 3 layout (each exposure's detectors share one pointing of a distorted gwcs),
-exposures dithered by a fraction of a detector so that each detector overlaps 2-5 detectors
-of the other exposures; N is the number of files (18 per exposure, the last exposure cut
+exposures dithered by a fraction of a detector so that each detector overlaps detectors of
+the other exposures (36 files: 53 pairs); N is the number of files (18 per exposure, the last exposure cut
 short).  Each detector has a sky of its own (known: the skies are also compared with the
 truth, the common offset removed, in units of the noise), stars at fixed sky positions and
 DQ flags (``DO_NOT_USE`` on ~0.1% of pixels, which hold garbage).
@@ -157,7 +157,7 @@ def write_roman_field(n: int, folder: Path, seed: int = 0) -> list[Path]:
     for k in range(n):
         exposure, detector = divmod(k, len(detectors))
         dx, dy = ROMAN_DITHERS[exposure % len(ROMAN_DITHERS)]
-        dx, dy = dx + 23.0 * (exposure // len(ROMAN_DITHERS)), dy  # more: a new step
+        dx += 23.0 * (exposure // len(ROMAN_DITHERS))  # past 4 exposures: the pattern again, moved
         here = (centre[0] + dx / 3600.0 / np.cos(np.radians(centre[1])), centre[1] + dy / 3600.0)
         with warnings.catch_warnings():  # the inverse's fit "may be poorly conditioned":
             warnings.simplefilter("ignore")  # it round-trips to < 0.01 pixel here

@@ -448,6 +448,9 @@ def test_a_worker_lets_go_of_a_runs_scratch_when_the_run_is_over_there(monkeypat
     assert measure.release_scratch in _execute.WORKER_RUN_ENDS
     ends = []
     monkeypatch.setattr(_execute, "WORKER_RUN_ENDS", [lambda: ends.append(1)])
+    # (without their contexts: `held_decoded` would keep this process's decoded pixels, and
+    # the patched run ends would never let them go)
+    monkeypatch.setattr(_execute, "WORKER_CONTEXTS", [])
     fill = lambda: measure.thread_scratch().differences.get("w", np.float64, 100)
     _execute._in_run("1:run-1", fill)  # (pid 1: a task of another process's run)
     _execute._in_run("1:run-1", fill)

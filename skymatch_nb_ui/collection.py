@@ -32,7 +32,7 @@ from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, sub
 from .engine._validate import check_wcs, few_of, some_names
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
-from .engine.loaders import RecordLoader, per_second
+from .engine.loaders import RecordLoader, per_second, record_pixels_key
 from .engine.packed import live
 
 if TYPE_CHECKING:
@@ -115,6 +115,11 @@ class _FileLoader:
 
     def mask(self) -> np.ndarray | None:
         return self.image.mask(self.dqbits)
+
+    @property
+    def pixels_key(self):
+        """Which pixels and mask this loader reads, in any process (`engine.reads`)."""
+        return record_pixels_key(self.image, self.dqbits, self.exptime)
 
     def __repr__(self) -> str:
         return repr(self.image)

@@ -29,12 +29,18 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["ArrayImage", "ImageLoader", "RecordLoader", "is_loader", "per_second"]
+__all__ = ["ArrayImage", "ImageLoader", "RecordLoader", "is_loader", "per_second", "record_pixels_key"]
 
 
 @runtime_checkable
 class ImageLoader(Protocol):
-    """What the engine asks of an image given as a loader."""
+    """What the engine asks of an image given as a loader.
+
+    A loader may also have a ``pixels_key``: a hashable value, the same in every process, that
+    names the pixels and mask it reads (the file loaders' is the file and its HDUs).  A run
+    then keeps an image's pixels for its next read of it when the image is large
+    (`reads`); without one, every read calls ``data()`` and ``mask()``.
+    """
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -109,6 +115,20 @@ class RecordLoader:
     def mask(self) -> np.ndarray | None:
         """The good-pixel mask, read now, or None."""
         return self.record.mask(self.dqbits)
+
+    @property
+    def pixels_key(self):
+        """Which pixels and mask this loader reads, in any process (`reads`).
+
+        None when the record does not say.
+        """
+        return record_pixels_key(self.record, self.dqbits, self.exptime)
+
+
+def record_pixels_key(record, dqbits, exptime):
+    """A record's ``pixels_key`` with the loader's DQ bits and exposure time (or None)."""
+    key = getattr(record, "pixels_key", None)
+    return None if key is None else (key, dqbits, exptime)
 
 
 def per_second(pixels: np.ndarray, exptime: float | None) -> np.ndarray:

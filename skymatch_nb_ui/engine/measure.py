@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _execute
+from . import _execute, reads
 from ._validate import check_pixels
 from .differences import (
     DifferenceBuffers,
@@ -165,6 +165,7 @@ class Task:
     size: int
     label: str = ""
     defer: bool = False
+    keep: bool = False  # the run reads the image again later: keep its pixels (`reads.load`)
 
     @property
     def units(self) -> int:
@@ -173,7 +174,8 @@ class Task:
 
     def run(self, params: StatParams, scratch: Scratch | None = None) -> list[SkyStat]:
         """`measure_image` of this task."""
-        return measure_image(self.loader, self.regions, params, scratch, defer=self.defer)
+        return measure_image(self.loader, self.regions, params, scratch, defer=self.defer,
+                             keep=self.keep)
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,11 +190,14 @@ class Comparison:
         The pixels of the task's image inside the other one.
     pmap : PixelMap
         Where those pixels fall in the other image.
+    keep : bool
+        Whether the run reads the other image again later (`reads.load`).
     """
 
     loader: ImageLoader
     runs: Runs
     pmap: PixelMap
+    keep: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,6 +212,7 @@ class DifferenceTask:
     size: int
     label: str = ""
     together: bool = False  # the batched pairs' whole overlaps measured together (`together`)
+    keep: bool = False  # the run reads the image again later: keep its pixels (`reads.load`)
 
     @property
     def units(self) -> int:
@@ -217,11 +223,19 @@ class DifferenceTask:
             later: list | None = None) -> list[SkyStat]:
         """`measure_differences` of this task."""
         return measure_differences(self.loader, self.comparisons, params, scratch, found,
-                                   later=later, together=self.together)
+                                   later=later, together=self.together, keep=self.keep)
 
 
-def load_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image's pixels and mask, read now; checked unless they were checked in memory."""
+def load_pixels(loader: ImageLoader, keep: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image's pixels and mask, read now; checked unless they were checked in memory.
+
+    Or those an earlier read of the run kept for this one (`reads.load`); with ``keep`` they
+    are kept for a later read.
+    """
+    return reads.load(loader, lambda: _read_pixels(loader), keep)
+
+
+def _read_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
     data, mask = loader.data(), loader.mask()
     if not getattr(loader, "in_memory", False):
         data, mask = check_pixels(data, mask, tuple(loader.shape), loader)
@@ -235,6 +249,7 @@ def measure_image(
     scratch: Scratch | None = None,
     *,
     defer: bool = False,
+    keep: bool = False,
 ) -> list[SkyStat]:
     """The statistic of one image over each of ``regions``: one stage-2 task.
 
@@ -255,6 +270,9 @@ def measure_image(
         Leave the sides' mode errors for the sky errors (`SideStat.broad_err`) as a
         `stats.ModeBroad`, for `finish_sides` to compute with other tasks' (fewer, larger
         calls; the same values).
+    keep : bool
+        Whether the run reads this image again later: its pixels are then kept for that read
+        (`reads.load`).
 
     Returns
     -------
@@ -277,7 +295,7 @@ def measure_image(
     [5.5, 4.5]
     """
     scratch = thread_scratch() if scratch is None else scratch
-    image, mask = load_pixels(loader)
+    image, mask = load_pixels(loader, keep)
     found = _region_statistics(image, mask, regions, params, scratch, defer=True)
     return found if defer else _finished(found)
 
@@ -786,10 +804,12 @@ def measure_differences(
     *,
     later: list | None = None,
     together: bool = False,
+    keep: bool = False,
 ) -> list[SkyStat]:
     """The statistic of the pixel differences of one image with each of several others.
 
-    At most two images are held at a time: this one, and the other of the current comparison.
+    The task holds at most two images at a time: this one, and the other of the current
+    comparison (besides those the run keeps for its later reads: `reads`).
 
     One stage-2 task of ``compare="differences"``: for each comparison, the values of this
     image at its pixels inside the other minus the other image interpolated there
@@ -815,6 +835,9 @@ def measure_differences(
     later : list, optional
         Where to leave the statistics measured together (`finish_differences` fills the
         returned list's places then, with other tasks' at once); else they are computed here.
+    keep : bool
+        Whether the run reads this image again later (`reads.load`; the other images' say so
+        in their `Comparison`).
 
     Returns
     -------
@@ -825,12 +848,12 @@ def measure_differences(
     if found is None:  # the small pairs as in a batch: the same values however measured
         found = batched_differences([DifferenceTask(loader, tuple(comparisons), 0)], params,
                                     scratch)
-    image, mask = load_pixels(loader)
+    image, mask = load_pixels(loader, keep)
     of_differences = params.replace(lower=None, upper=None)  # limits apply to the pixels
     results: list = []
     batched: list = []  # (index in results, packed differences, inflation): measured together
     for c in comparisons:
-        other, other_mask = load_pixels(c.loader)
+        other, other_mask = load_pixels(c.loader, c.keep)
         in_found = bool(found) and id(c) in found
         if in_found:
             d, w2 = found[id(c)]

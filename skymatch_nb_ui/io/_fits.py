@@ -335,6 +335,13 @@ class FitsImage:
     #: ``mask_ext`` in ``mask_file``).
     layout: dict = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def pixels_key(self) -> tuple:
+        """Which pixels and mask this image reads (the file and its HDUs), in any process."""
+        mask_file = None if self.mask_file is None else str(self.mask_file)
+        return ("fits", str(self.path), self.ext, self.dq_ext, self.weight_ext, mask_file,
+                self.mask_ext)
+
     def __repr__(self) -> str:
         dq = "" if self.dq_ext is None else f", dq_ext={self.dq_ext}"
         if self.weight_ext is not None:

@@ -93,6 +93,11 @@ class RomanImage:
     label: str = "data"
     default_dqbits: str = DEFAULT_DQBITS
 
+    @property
+    def pixels_key(self) -> tuple:
+        """Which pixels and mask this image reads (the file), in any process."""
+        return ("roman", str(self.path), self.has_dq)
+
     def data(self) -> np.ndarray:
         """The science pixels (``data``), read into a new read-only array."""
         return _read(self.path, "data")

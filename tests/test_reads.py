@@ -18,14 +18,11 @@ from skymatch_nb_ui.engine.loaders import RecordLoader
 from skymatch_nb_ui.io import _fits
 from skymatch_nb_ui.testing import make_mosaic
 
-GRID = (3, 4)
 
-
-@pytest.fixture(scope="module")
-def fits_files(tmp_path_factory):
-    mosaic = make_mosaic(GRID, shape=(60, 70), noise=1.0, sources=8, rotation=7, jitter=3,
+def write_files(folder, grid, shape):
+    """A mosaic's images as FITS files (SCI and DQ)."""
+    mosaic = make_mosaic(grid, shape=shape, noise=1.0, sources=8, rotation=7, jitter=3,
                          mask_fraction=0.02, seed=3)
-    folder = tmp_path_factory.mktemp("reads")
     paths = []
     for k, (image, wcs, mask) in enumerate(zip(mosaic.images, mosaic.wcs, mosaic.masks)):
         path = folder / f"img{k:02d}.fits"
@@ -34,6 +31,11 @@ def fits_files(tmp_path_factory):
                       dq]).writeto(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="module")
+def fits_files(tmp_path_factory):
+    return write_files(tmp_path_factory.mktemp("reads"), (3, 4), (60, 70))
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +86,37 @@ def test_planned_reads_read_each_image_once_with_the_same_bits(fits_files, count
     assert unplanned >= len(read) + 12  # (an image per pair, and for its own sky)
     assert_same_bits(before, after)
     assert reads.kept_bytes() == 0  # nothing kept after the run
+
+
+@pytest.fixture(scope="module")
+def plane_files(tmp_path_factory):
+    """Images large enough for cells in their overlaps (a plane run's pairs get some)."""
+    return write_files(tmp_path_factory.mktemp("planes"), (2, 3), (160, 160))
+
+
+@pytest.mark.parametrize("scheduler", ["serial", "processes"])
+def test_planes_plan_their_reads_too_with_the_same_bits(plane_files, counted, scheduler,
+                                                        monkeypatch):
+    from skymatch_nb_ui.engine import _execute
+
+    read, _ = counted
+    # one image a batch, as for large images (the batches' cells are measured together: a
+    # plan never changes them)
+    monkeypatch.setattr(_execute, "MIN_BATCHES", 10**6)
+    monkeypatch.setattr(reads, "PLAN_PIXELS", 10**12)
+    before = run(plane_files, "global+match", skymodel="plane")
+    unplanned = len(read)
+    monkeypatch.setattr(reads, "PLAN_PIXELS", 1)
+    read.clear()
+    after = run(plane_files, "global+match", scheduler, skymodel="plane")
+    if scheduler == "serial":  # (a pool's workers read in their own processes)
+        # each image once for its cells and its pairs' cells, once for its whole sky (the
+        # constants: these flat skies' slopes are not significant)
+        assert sorted(read) == sorted(2 * [p.name for p in plane_files])
+        assert unplanned >= len(read) + len(plane_files)
+    for name in ("sky", "sky_err", "slope_x", "slope_y", "diff_before", "diff_err"):
+        np.testing.assert_array_equal(after[name].values, before[name].values, err_msg=name)
+    assert reads.kept_bytes() == 0
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
@@ -148,6 +181,10 @@ def test_the_last_planned_read_hands_the_pixels_over_and_lets_them_go():
     reads.load(loader, lambda: pixels, keep=True)
     assert reads.load(loader, lambda: 1 / 0, keep=False)[1] is pixels[1]
     assert reads.kept_bytes() == 0
+    reads.load(loader, lambda: pixels, keep=True)
+    assert reads.load(loader, lambda: 1 / 0)[0] is pixels[0]  # a read no plan knows of:
+    assert reads.kept_bytes() == 500  # it uses what is kept and leaves it for the plan's
+    reads.release_kept()
     mine = type("Loader", (), {})()  # a loader without a key (e.g. a user's): read each time
     assert reads.load(mine, lambda: pixels, keep=True) is pixels and reads.kept_bytes() == 0
 

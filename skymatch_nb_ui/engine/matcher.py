@@ -512,12 +512,9 @@ class SkyMatcher:
                 owners, compares, tasks = whole
         if kind not in DEFERRING:  # the workers finish their sides' mode errors themselves
             tasks = [replace(t, defer=False) if isinstance(t, Task) else t for t in tasks]
-        planned = self._planned_reads(todo, diff_todo, kind) if files and diff_todo else None
+        planned = self._planned_reads(todo, diff_todo, kind, tasks) if files and diff_todo else None
         if planned is not None:  # large images from files: the reads in a planned order
-            compares, batches = planned
-            tasks = tasks[: len(owners)] + [self._difference_task(s, others, False)
-                                            for s, others in compares]
-            tasks = self._kept_between(tasks, batches, len(owners))
+            compares, tasks, batches = planned
         elif kind in ("serial", "threads", "fork"):  # (forked workers share the arrays)
             batches = [[t] for t in range(len(owners))]
             # the differences in batches of about 2 million pixels (at least 6): the small
@@ -562,16 +559,19 @@ class SkyMatcher:
         finally:  # the last sides' mode errors (also of a cancelled run's)
             finish_sides(self._pair_stats, waiting)
 
-    def _planned_reads(self, todo: list, diff_todo: list, kind: str):
-        """The difference tasks and the batches of a run whose reads are planned (`reads`).
+    def _planned_reads(self, todo: list, diff_todo: list, kind: str, tasks: list):
+        """The tasks and the batches of a run whose reads are planned (`reads`), or None.
 
         For images from files of at least `reads.PLAN_PIXELS` pixels (one of them), each
-        read by a loader with a ``pixels_key``: one `DifferenceTask` per pair, and the
-        tasks (those of the images' own statistics first in ``tasks``, as `_owners` gives
-        them for ``todo``) in the order `reads.planned` finds for the images that fit in
-        `reads.KEEP_PIXELS_BYTES`.  Returns ``(compares, batches)`` (the pairs as
-        `_owners` gives them, the batches of task indices in the order to run them), or None
-        when the reads are not planned.
+        read by a loader with a ``pixels_key``: one `DifferenceTask` per pair, the tasks in
+        the order `reads.plan` finds, each read flagged with whether the run reads the image
+        again later.  ``tasks`` starts with those of the images' own statistics, as `_owners`
+        gives them for ``todo`` (kept, flagged).  Returns ``(compares, tasks, batches)``: the
+        pairs as `_owners` gives them, the tasks, the batches of task indices in the order to
+        run them (one task a batch on this process's threads, else chunks of the order).
+        Workers keep what the run reads later, whoever reads it: a worker that takes the next
+        batch often reads the images its last one did, and what it kept for nothing is the
+        least recently used, let go first.
         """
         loaders = self._loaders
         used = {a for a, _ in todo} | {i for pair in diff_todo for i in pair}
@@ -582,41 +582,19 @@ class SkyMatcher:
             return None
         owners = self._owners(todo, split=False)
         compares = [(s, [o]) for s, o in diff_todo]
-        steps = [(a,) for a, _ in owners] + [(s, o) for s, o in diff_todo]
-        kept = min(max(reads.KEEP_PIXELS_BYTES // (5 * largest), 2), reads.MOST_KEPT)
-        order = reads.planned(steps, kept)  # (float32 pixels and a bool mask: 5 bytes each)
+        key = [reads.pixels_key(ld) for ld in loaders]
+        steps = [(key[a],) for a, _ in owners] + [(key[s], key[o]) for s, o in diff_todo]
+        order, flags = reads.plan(steps, largest)
+        tasks = [replace(t, keep=flags[k][0]) for k, t in enumerate(tasks[: len(owners)])]
+        for (s, (o,)), (own, other) in zip(compares, flags[len(owners):]):
+            task = self._difference_task(s, [o], False)
+            tasks.append(replace(task, keep=own,
+                                 comparisons=(replace(task.comparisons[0], keep=other),)))
         if kind in ("serial", "threads"):  # one task a batch, as they come
-            return compares, [[t] for t in order]
-        sizes = [int(np.prod(self._shapes[steps[t][0]])) for t in order]
+            return compares, tasks, [[t] for t in order]
+        sizes = [tasks[t].size for t in order]
         bins = min(len(order), max(4 * self._workers, -(-len(order) // BATCH)))
-        return compares, [[order[k] for k in chunk] for chunk in reads.chunks(sizes, bins)]
-
-    def _kept_between(self, tasks: list, batches: list, owners: int) -> list:
-        """``tasks`` with their `reads.load` flags: whether the run reads an image again later.
-
-        Later in the batches' order.  Workers keep what the run reads later, whoever reads
-        it: a worker that takes the next batch often reads the images its last one did (a
-        chunk of the planned order), and what it kept for nothing is the least recently
-        used, let go first.
-        """
-        def reads_of(t: int) -> list:
-            task = tasks[t]
-            if t < owners:
-                return [reads.pixels_key(task.loader)]
-            return [reads.pixels_key(task.loader), reads.pixels_key(task.comparisons[0].loader)]
-
-        flagged = list(tasks)
-        order = [t for batch in batches for t in batch]
-        flags = iter(reads.keep_flags([key for t in order for key in reads_of(t)]))
-        for t in order:
-            task = tasks[t]
-            if t < owners:
-                flagged[t] = replace(task, keep=next(flags))
-            else:
-                own = next(flags)
-                other = replace(task.comparisons[0], keep=next(flags))
-                flagged[t] = replace(task, keep=own, comparisons=(other,))
-        return flagged
+        return compares, tasks, [[order[k] for k in chunk] for chunk in reads.chunks(sizes, bins)]
 
     def _difference_task(self, s: int, others: list, whole_together: bool) -> DifferenceTask:
         """The `measure_differences` task of image ``s``'s pixels against ``others``."""

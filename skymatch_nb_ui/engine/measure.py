@@ -165,7 +165,7 @@ class Task:
     size: int
     label: str = ""
     defer: bool = False
-    keep: bool = False  # the run reads the image again later: keep its pixels (`reads.load`)
+    keep: bool | None = None  # the run reads the image again later: keep it (`reads.load`)
 
     @property
     def units(self) -> int:
@@ -190,14 +190,14 @@ class Comparison:
         The pixels of the task's image inside the other one.
     pmap : PixelMap
         Where those pixels fall in the other image.
-    keep : bool
-        Whether the run reads the other image again later (`reads.load`).
+    keep : bool or None
+        Whether the run reads the other image again later (`reads.load`; None: no plan).
     """
 
     loader: ImageLoader
     runs: Runs
     pmap: PixelMap
-    keep: bool = False
+    keep: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,7 +212,7 @@ class DifferenceTask:
     size: int
     label: str = ""
     together: bool = False  # the batched pairs' whole overlaps measured together (`together`)
-    keep: bool = False  # the run reads the image again later: keep its pixels (`reads.load`)
+    keep: bool | None = None  # the run reads the image again later: keep it (`reads.load`)
 
     @property
     def units(self) -> int:
@@ -226,11 +226,11 @@ class DifferenceTask:
                                    later=later, together=self.together, keep=self.keep)
 
 
-def load_pixels(loader: ImageLoader, keep: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def load_pixels(loader: ImageLoader, keep: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """An image's pixels and mask, read now; checked unless they were checked in memory.
 
-    Or those an earlier read of the run kept for this one (`reads.load`); with ``keep`` they
-    are kept for a later read.
+    Or those an earlier read of the run kept (`reads.load`: ``keep`` says whether the run's
+    plan reads them again later; None, not planned).
     """
     return reads.load(loader, lambda: _read_pixels(loader), keep)
 
@@ -249,7 +249,7 @@ def measure_image(
     scratch: Scratch | None = None,
     *,
     defer: bool = False,
-    keep: bool = False,
+    keep: bool | None = None,
 ) -> list[SkyStat]:
     """The statistic of one image over each of ``regions``: one stage-2 task.
 
@@ -270,9 +270,9 @@ def measure_image(
         Leave the sides' mode errors for the sky errors (`SideStat.broad_err`) as a
         `stats.ModeBroad`, for `finish_sides` to compute with other tasks' (fewer, larger
         calls; the same values).
-    keep : bool
+    keep : bool or None
         Whether the run reads this image again later: its pixels are then kept for that read
-        (`reads.load`).
+        (`reads.load`; None: the run's reads are not planned).
 
     Returns
     -------
@@ -804,7 +804,7 @@ def measure_differences(
     *,
     later: list | None = None,
     together: bool = False,
-    keep: bool = False,
+    keep: bool | None = None,
 ) -> list[SkyStat]:
     """The statistic of the pixel differences of one image with each of several others.
 
@@ -835,9 +835,9 @@ def measure_differences(
     later : list, optional
         Where to leave the statistics measured together (`finish_differences` fills the
         returned list's places then, with other tasks' at once); else they are computed here.
-    keep : bool
+    keep : bool or None
         Whether the run reads this image again later (`reads.load`; the other images' say so
-        in their `Comparison`).
+        in their `Comparison`; None: not planned).
 
     Returns
     -------

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import reads
 from ._execute import batches_of
 from .geometry import CelestialWCS, Geometry, Runs
 from .groups import Grouping, input_overlaps
@@ -326,6 +327,9 @@ class PlaneStage:
         # statistics, whose per-call cost dominates on small images), the same batches
         # whatever runs them
         batches = batches_of([t.size for t in tasks])
+        planned = _planned_reads(tasks, batches) if files else None
+        if planned is not None:  # large images from files, one a batch: read in a planned order
+            tasks, batches = planned
 
         def keep(b: int, stats: list) -> None:
             for t, task_stats in zip(batches[b], stats):
@@ -387,6 +391,8 @@ class PlaneStage:
             arguments = [([tasks[t] for t in batch], params.stat) for batch in batches]
         sizes = [sum(tasks[t].size for t in batch) for batch in batches]
         order = sorted(range(len(batches)), key=sizes.__getitem__, reverse=True)
+        if planned is not None:
+            order = list(range(len(batches)))  # (the planned order)
         execution.map("statistics", function, arguments,
                       units=[sum(len(parts[t][1]) for t in batch) for batch in batches], kind=kind,
                       on_result=on_result, order=order)
@@ -1283,3 +1289,36 @@ def _token(function) -> tuple:
     reference went; a `weakref.WeakMethod` would add four objects per key for the collector.)
     """
     return (function.__func__, id(function.__self__)) if inspect.ismethod(function) else (function,)
+
+
+def _planned_reads(tasks: list, batches: list):
+    """``(tasks, batches)`` with the reads of large images from files planned, or None.
+
+    As `matcher.SkyMatcher._planned_reads` plans the constant stage's (`reads.plan`): when
+    every image is read by a loader with a ``pixels_key``, one of them has at least
+    `reads.PLAN_PIXELS` pixels and every batch holds one task (so that no batch changes:
+    their cells' statistics are measured together), the tasks run in the planned order and
+    each read of an image (its own, and the other image of each of its pairs) says whether
+    the run reads it again later.
+    """
+    if any(len(batch) != 1 for batch in batches):
+        return None
+    used = {id(t.loader): t.loader for t in tasks}
+    used.update((id(r.loader), r.loader) for t in tasks for r, _ in t.jobs
+                if isinstance(r, DifferenceRegion))
+    if any(reads.pixels_key(ld) is None or getattr(ld, "in_memory", False) for ld in used.values()):
+        return None
+    largest = max(int(np.prod(ld.shape)) for ld in used.values())
+    if largest < reads.PLAN_PIXELS:
+        return None
+    steps = [(reads.pixels_key(t.loader),
+              *(reads.pixels_key(r.loader) for r, _ in t.jobs if isinstance(r, DifferenceRegion)))
+             for t in tasks]
+    order, flags = reads.plan(steps, largest)
+    flagged = []
+    for t, task_flags in zip(tasks, flags):
+        others = iter(task_flags[1:])
+        jobs = tuple((replace(r, keep=next(others)), grid) if isinstance(r, DifferenceRegion)
+                     else (r, grid) for r, grid in t.jobs)
+        flagged.append(replace(t, keep=task_flags[0], jobs=jobs))
+    return flagged, [[t] for t in order]

@@ -320,12 +320,14 @@ class DifferenceRegion:
     """A region of pixel differences (``compare="differences"``).
 
     This image's pixels ``runs`` minus ``loader``'s image interpolated there (``pmap``: where
-    they fall in it).
+    they fall in it).  ``keep``: whether the run reads that image again later (`reads.load`;
+    None: the run's reads are not planned).
     """
 
     loader: object
     runs: Runs
     pmap: object
+    keep: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,6 +339,7 @@ class CellTask:
     size: int
     label: str = ""
     together: bool = False  # whole overlaps of batched pairs together (`measure.together`)
+    keep: bool | None = None  # the run reads the image again later: keep it (`reads.load`)
 
 
 def measure_cells(loader, jobs: Sequence[tuple], params: StatParams,
@@ -486,7 +489,7 @@ def measure_cell_batch(tasks: Sequence[CellTask], params: StatParams,
     for t in tasks:
         by_task.append([])
         try:
-            image, mask = load_pixels(t.loader)
+            image, mask = load_pixels(t.loader, t.keep)
             for region, grid in t.jobs:
                 if isinstance(region, DifferenceRegion):
                     job = _differences(image, mask, region, grid, params, scratch,
@@ -731,7 +734,7 @@ def _differences(image, mask, region: DifferenceRegion, grid: CellGrid, params: 
     if found is not None:
         d, w2 = found
     else:
-        other, other_mask = load_pixels(region.loader)
+        other, other_mask = load_pixels(region.loader, region.keep)
         d, w2 = pair_differences(image, mask, other, other_mask, runs, region.pmap,
                                  lower=params.lower, upper=params.upper, buffers=buffers)
     inflation = interpolation_inflation(w2, region.pmap.area_ratio, params.skystat)

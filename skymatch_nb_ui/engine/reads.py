@@ -4,20 +4,20 @@ With ``compare="differences"`` a task reads two images: the one whose pixels are
 the other, interpolated; ``global+match`` reads each image once more for its own sky.  A run
 of 36 Roman detectors of 4088 x 4088 (lz4-compressed ASDF, ~0.085 s to read and check one,
 with its mask) read 86 of them for 53 pairs, 122 with ``global+match``: about 40% of its time.
-Here the run's reads are planned instead:
+Here the run's reads are planned instead (`plan`):
 
-- `planned` orders the steps (a pair, or an image's own sky) so that those sharing an image
-  come together, for a given number of images kept;
+- `planned` orders the steps (a pair, an image's own sky, or for planes an image with the
+  pairs it is compared in) so that those sharing an image come together, for the number of
+  images that `KEEP_PIXELS_BYTES` holds;
 - `keep_flags` says, for each read of that order, whether the image is read again later;
 - `load` keeps the pixels and mask of such a read (`KEEP_PIXELS_BYTES` at most, the least
   recently used let go first) and hands them to that later read, which lets them go.
 
-On that field, 86 -> 39 reads (``match``) and 122 -> 44 (``global+match``) with 4 images
-kept.  Pixels in memory, and images small enough that a read costs little
-(`PLAN_PIXELS`), are not planned: those runs are unchanged.  What is kept is kept for the run
-only (`release_kept`: at the run's end, and in a worker when the run is over there).  Only
-the order of the reads changes, never what is computed from them: the values are the same
-to the last bit.
+On that field, in one process: 86 -> 36 reads (``match``), 122 -> 40 (``global+match``).
+Pixels in memory, and images small enough that a read costs little (`PLAN_PIXELS`), are not
+planned: those runs are unchanged.  What is kept is kept for the run only (`release_kept`: at
+the run's end, and in a worker when the run is over there).  Only the order of the reads
+changes, never what is computed from them: the values are the same to the last bit.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from . import _execute
 
 __all__ = ["KEEP_PIXELS_BYTES", "PLAN_PIXELS", "chunks", "keep_flags", "kept_bytes", "load",
-           "pixels_key", "planned", "release_kept"]
+           "pixels_key", "plan", "planned", "release_kept"]
 
 #: Bytes of pixels and masks kept for the run's next reads of the same images (the images in
 #: use included).  4 Roman detectors (67 MB of float32 pixels and 17 MB of mask each): with
@@ -55,12 +55,13 @@ def pixels_key(loader) -> Hashable | None:
     return getattr(loader, "pixels_key", None)
 
 
-def load(loader, read: Callable[[], tuple], keep: bool) -> tuple:
+def load(loader, read: Callable[[], tuple], keep: bool | None = None) -> tuple:
     """``read()`` of ``loader``'s pixels and mask, or what a planned earlier read kept.
 
-    ``keep``: the run reads this image again later (`keep_flags`); its pixels are then kept
-    for that read, within `KEEP_PIXELS_BYTES` (least recently used let go first).  Without
-    ``keep`` what was kept is handed over and let go here.
+    ``keep``: whether the run reads this image again later (`keep_flags`).  True: its pixels
+    are kept for that read, within `KEEP_PIXELS_BYTES` (least recently used let go first).
+    False: what was kept is handed over and let go here.  None (a read no plan knows of):
+    what was kept is used and left as it was.
     """
     key = pixels_key(loader)
     if key is None:
@@ -70,7 +71,7 @@ def load(loader, read: Callable[[], tuple], keep: bool) -> tuple:
         if found is not None:
             if keep:
                 _KEPT.move_to_end(key)
-            else:
+            elif keep is not None:
                 del _KEPT[key]
                 _kept_state["bytes"] -= found[2]
             return found[0], found[1]
@@ -110,10 +111,32 @@ def release_kept() -> int:
 _execute.WORKER_RUN_ENDS.append(release_kept)
 
 
-def planned(steps: Sequence[tuple[int, ...]], kept: int) -> list[int]:
+def plan(steps: Sequence[tuple], largest: int) -> tuple[list[int], list[tuple[bool, ...]]]:
+    """The order of ``steps`` and the `load` flags of their reads.
+
+    ``steps[k]``: the images step k reads, in the order it reads them (`pixels_key` values);
+    ``largest``: the pixels of the largest image.  Returns the step indices in the order
+    `planned` finds for as many images as `KEEP_PIXELS_BYTES` holds (float32 pixels and a bool
+    mask: 5 bytes a pixel), and for each step a flag per read: whether the run reads that
+    image again in a later step of that order.
+
+    >>> plan([("a", "b"), ("c",), ("b", "c")], 100)
+    ([0, 2, 1], [(False, True), (False,), (False, True)])
+    """
+    kept = min(max(KEEP_PIXELS_BYTES // (5 * max(int(largest), 1)), 2), MOST_KEPT)
+    order = planned(steps, kept)
+    flags = iter(keep_flags([key for k in order for key in steps[k]]))
+    found: list = [()] * len(steps)
+    for k in order:
+        found[k] = tuple(next(flags) for _ in steps[k])
+    return order, found
+
+
+def planned(steps: Sequence[tuple], kept: int) -> list[int]:
     """An order of ``steps`` in which the images they read come close together.
 
-    ``steps[k]``: the images step k reads (one or two: an image's own sky, or a pair).
+    ``steps[k]``: the images step k reads (any hashable names: an image's own sky, a pair,
+    an image and those it is compared with).
     Greedy: the next step is one that reads an image of the last ``kept`` read (both of them,
     if one does; then the one whose images have the fewest steps left, so that an image is
     done with and need not be kept; then the earliest), and when none does, the step whose
@@ -128,13 +151,13 @@ def planned(steps: Sequence[tuple[int, ...]], kept: int) -> list[int]:
     """
     kept = max(int(kept), 1)
     steps = [tuple(s) for s in steps]
-    touching: dict[int, list[int]] = {}
+    touching: dict = {}
     for k, images in enumerate(steps):
         for i in images:
             touching.setdefault(i, []).append(k)
     left = {i: len(ks) for i, ks in touching.items()}
     done = [False] * len(steps)
-    recent: list[int] = []  # the images read last, the most recent last
+    recent: list = []  # the images read last, the most recent last
     order: list[int] = []
     first_open = 0  # every step before it is done
 

@@ -137,6 +137,7 @@ def planned(steps: Sequence[tuple], kept: int) -> list[int]:
 
     ``steps[k]``: the images step k reads (any hashable names: an image's own sky, a pair,
     an image and those it is compared with).
+
     Greedy: the next step is one that reads an image of the last ``kept`` read (both of them,
     if one does; then the one whose images have the fewest steps left, so that an image is
     done with and need not be kept; then the earliest), and when none does, the step whose

@@ -187,6 +187,8 @@ def test_the_last_planned_read_hands_the_pixels_over_and_lets_them_go():
     reads.release_kept()
     mine = type("Loader", (), {})()  # a loader without a key (e.g. a user's): read each time
     assert reads.load(mine, lambda: pixels, keep=True) is pixels and reads.kept_bytes() == 0
+    mine.pixels_key = ["a list"]  # a key that cannot be hashed: as none
+    assert reads.load(mine, lambda: pixels, keep=True) is pixels and reads.kept_bytes() == 0
 
 
 def test_file_loaders_name_their_pixels_alike_in_every_process(fits_files):

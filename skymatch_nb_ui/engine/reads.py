@@ -51,8 +51,17 @@ _kept_state = {"bytes": 0}
 
 
 def pixels_key(loader) -> Hashable | None:
-    """Which pixels a loader reads, the same in every process (None: not kept, e.g. in memory)."""
-    return getattr(loader, "pixels_key", None)
+    """Which pixels a loader reads, the same in every process.
+
+    None: its reads are neither planned nor kept (pixels in memory, a loader without a
+    ``pixels_key``, or one whose key cannot be hashed).
+    """
+    key = getattr(loader, "pixels_key", None)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def load(loader, read: Callable[[], tuple], keep: bool | None = None) -> tuple:

@@ -598,6 +598,7 @@ def test_roman_detectors_are_read_once_a_run(roman_files, monkeypatch):
     original = roman._read
     monkeypatch.setattr(roman, "_read", lambda path, name: (names.append((path.name, name)),
                                                            original(path, name))[1])
+
     def run():
         coll = ImageCollection.from_files(roman_files)
         coll.scheduler = "serial"
@@ -605,8 +606,8 @@ def test_roman_detectors_are_read_once_a_run(roman_files, monkeypatch):
 
     monkeypatch.setattr(reads, "PLAN_PIXELS", 10**12)  # not planned: as before
     expected = run()
-    assert len(names) >= 2 * (3 + 3 + 2)  # data and dq: 3 own skies, 3 pairs (one image each
-    # task reads once for all its pairs)
+    # data and dq: 3 own skies; for 3 pairs, each task's image once and each partner's
+    assert len(names) >= 2 * (3 + 2 + 3)
     names.clear()
     monkeypatch.setattr(reads, "PLAN_PIXELS", 1)
     found = run()

@@ -149,8 +149,8 @@ def planned(steps: Sequence[tuple], kept: int) -> list[int]:
 
     Greedy: the next step is one that reads an image of the last ``kept`` read (both of them,
     if one does; then the one whose images have the fewest steps left, so that an image is
-    done with and need not be kept; then the earliest), and when none does, the step whose
-    images have the fewest steps left.  Returns the step indices in that order.
+    done with and need not be kept; then the earliest), and when none does, the first step
+    left.  Returns the step indices in that order.
 
     Examples
     --------
@@ -179,11 +179,11 @@ def planned(steps: Sequence[tuple], kept: int) -> list[int]:
         near = {k for i in recent for k in touching[i] if not done[k]}
         if near:
             k = min(near, key=rank)
-        else:
+        else:  # the first step left (a scan for the fewest steps left cost O(steps) each
+            # time: 4,000 separate pairs took 16 s, and on tilings it read no fewer images)
             while done[first_open]:
                 first_open += 1
-            k = min((j for j in range(first_open, len(steps)) if not done[j]),
-                    key=lambda j: (min(left[i] for i in steps[j]), j))
+            k = first_open
         done[k] = True
         order.append(k)
         for i in steps[k]:

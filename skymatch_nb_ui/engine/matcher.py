@@ -562,8 +562,8 @@ class SkyMatcher:
     def _planned_reads(self, todo: list, diff_todo: list, kind: str, tasks: list):
         """The tasks and the batches of a run whose reads are planned (`reads`), or None.
 
-        For images from files of at least `reads.PLAN_PIXELS` pixels (one of them), each
-        read by a loader with a ``pixels_key``: one `DifferenceTask` per pair, the tasks in
+        When the images' reads are planned (`reads.largest_planned`: large images from
+        files): one `DifferenceTask` per pair, the tasks in
         the order `reads.plan` finds, each read flagged with whether the run reads the image
         again later.  ``tasks`` starts with those of the images' own statistics, as `_owners`
         gives them for ``todo`` (kept, flagged).  Returns ``(compares, tasks, batches)``: the
@@ -575,10 +575,8 @@ class SkyMatcher:
         """
         loaders = self._loaders
         used = {a for a, _ in todo} | {i for pair in diff_todo for i in pair}
-        if any(reads.pixels_key(loaders[i]) is None or _in_memory(loaders[i]) for i in used):
-            return None
-        largest = max(int(np.prod(self._shapes[i])) for i in used)
-        if largest < reads.PLAN_PIXELS:
+        largest = reads.largest_planned(loaders[i] for i in used)
+        if largest is None:
             return None
         owners = self._owners(todo, split=False)
         compares = [(s, [o]) for s, o in diff_todo]

@@ -1295,21 +1295,18 @@ def _planned_reads(tasks: list, batches: list):
     """``(tasks, batches)`` with the reads of large images from files planned, or None.
 
     As `matcher.SkyMatcher._planned_reads` plans the constant stage's (`reads.plan`): when
-    every image is read by a loader with a ``pixels_key``, one of them has at least
-    `reads.PLAN_PIXELS` pixels and every batch holds one task (so that no batch changes:
-    their cells' statistics are measured together), the tasks run in the planned order and
-    each read of an image (its own, and the other image of each of its pairs) says whether
-    the run reads it again later.
+    the images' reads are planned (`reads.largest_planned`) and every batch holds one task
+    (so that no batch changes: their cells' statistics are measured together), the tasks run
+    in the planned order and each read of an image (its own, and the other image of each of
+    its pairs) says whether the run reads it again later.
     """
     if any(len(batch) != 1 for batch in batches):
         return None
     used = {id(t.loader): t.loader for t in tasks}
     used.update((id(r.loader), r.loader) for t in tasks for r, _ in t.jobs
                 if isinstance(r, DifferenceRegion))
-    if any(reads.pixels_key(ld) is None or getattr(ld, "in_memory", False) for ld in used.values()):
-        return None
-    largest = max(int(np.prod(ld.shape)) for ld in used.values())
-    if largest < reads.PLAN_PIXELS:
+    largest = reads.largest_planned(used.values())
+    if largest is None:
         return None
     steps = [(reads.pixels_key(t.loader),
               *(reads.pixels_key(r.loader) for r, _ in t.jobs if isinstance(r, DifferenceRegion)))

@@ -30,8 +30,8 @@ import numpy as np
 
 from . import _execute
 
-__all__ = ["KEEP_PIXELS_BYTES", "PLAN_PIXELS", "chunks", "keep_flags", "kept_bytes", "load",
-           "pixels_key", "plan", "planned", "release_kept"]
+__all__ = ["KEEP_PIXELS_BYTES", "PLAN_PIXELS", "chunks", "keep_flags", "kept_bytes",
+           "largest_planned", "load", "pixels_key", "plan", "planned", "release_kept"]
 
 #: Bytes of pixels and masks kept for the run's next reads of the same images (the images in
 #: use included).  4 Roman detectors (67 MB of float32 pixels and 17 MB of mask each): with
@@ -62,6 +62,20 @@ def pixels_key(loader) -> Hashable | None:
     except TypeError:
         return None
     return key
+
+
+def largest_planned(loaders) -> int | None:
+    """The pixels of the largest of ``loaders`` when a run's reads of them are planned, or None.
+
+    Planned: every one of them read from a file by a loader with a `pixels_key`, and one
+    of at least `PLAN_PIXELS` pixels.
+    """
+    loaders = list(loaders)
+    if not loaders or any(pixels_key(ld) is None or getattr(ld, "in_memory", False)
+                          for ld in loaders):
+        return None
+    largest = max(int(np.prod(ld.shape)) for ld in loaders)
+    return largest if largest >= PLAN_PIXELS else None
 
 
 def load(loader, read: Callable[[], tuple], keep: bool | None = None) -> tuple:

@@ -232,10 +232,10 @@ def load_pixels(loader: ImageLoader, keep: bool | None = None) -> tuple[np.ndarr
     Or those an earlier read of the run kept (`reads.load`: ``keep`` says whether the run's
     plan reads them again later; None, not planned).
     """
-    return reads.load(loader, lambda: _read_pixels(loader), keep)
+    return reads.load(loader, lambda: _read_checked(loader), keep)
 
 
-def _read_pixels(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_checked(loader: ImageLoader) -> tuple[np.ndarray, np.ndarray | None]:
     data, mask = loader.data(), loader.mask()
     if not getattr(loader, "in_memory", False):
         data, mask = check_pixels(data, mask, tuple(loader.shape), loader)

@@ -75,6 +75,26 @@ def test_union_of_runs():
                                   np.union1d(a.flat_indices(6), b.flat_indices(6)))
 
 
+def test_union_gives_the_runs_of_the_pixels_mask():
+    """Merged as intervals, the runs are those of the sets' pixels' mask: row-major, touching
+    and overlapping runs joined, none empty (sides and statistics take them as they come)."""
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        ny, nx = (int(v) for v in rng.integers(1, 14, 2))
+        sets = [runs_from_mask(rng.random((ny, nx)) < rng.random())
+                for _ in range(rng.integers(2, 6))]
+        mask = np.zeros(ny * nx, bool)
+        for r in sets:
+            mask[r.flat_indices(nx)] = True
+        u, expected = Runs.union(sets, (ny, nx)), runs_from_mask(mask.reshape(ny, nx))
+        for got, want in zip((u.rows, u.start, u.stop), (expected.rows, expected.start, expected.stop)):
+            np.testing.assert_array_equal(got, want)
+    # runs given out of order and overlapping within one set
+    odd = Runs(np.array([2, 0, 2, 0]), np.array([5, 1, 0, 3]), np.array([7, 4, 6, 5]))
+    u = Runs.union([odd, Runs(np.array([1]), np.array([0]), np.array([1]))], (3, 8))
+    assert (u.rows.tolist(), u.start.tolist(), u.stop.tolist()) == ([0, 1, 2], [1, 0, 0], [5, 1, 7])
+
+
 def test_edge_pixels_trace_the_pixel_edges():
     x, y = edge_pixels((10, 20))
     assert list(zip(x, y)) == [(-0.5, -0.5), (19.5, -0.5), (19.5, 9.5), (-0.5, 9.5)]

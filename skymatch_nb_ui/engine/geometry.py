@@ -547,15 +547,42 @@ class Runs:
 
     @staticmethod
     def union(runs: list[Runs], shape: tuple[int, int]) -> Runs:
-        """The union of several pixel sets of one image."""
+        """The union of several pixel sets of one image.
+
+        The same runs as `runs_from_mask` of the sets' pixels (row-major, touching runs
+        joined), merged as intervals: the cost grows with the runs, not with the image (a
+        group's side of 2048 x 2048 pixels took ~25 ms through a mask).
+
+        Examples
+        --------
+        >>> a = Runs(np.array([0, 1]), np.array([0, 0]), np.array([2, 2]))
+        >>> b = Runs(np.array([1, 1]), np.array([2, 5]), np.array([4, 6]))
+        >>> u = Runs.union([a, b], (3, 8))
+        >>> u.rows.tolist(), u.start.tolist(), u.stop.tolist()
+        ([0, 1, 1], [0, 0, 5], [2, 4, 6])
+        """
         runs = [r for r in runs if r]
         if len(runs) <= 1:
             return runs[0] if runs else _EMPTY_RUNS
-        mask = np.zeros(shape, dtype=bool)
-        flat = mask.reshape(-1)
-        for r in runs:
-            flat[r.flat_indices(shape[1])] = True
-        return runs_from_mask(mask)
+        rows = np.concatenate([r.rows for r in runs]).astype(np.intp)
+        start = np.concatenate([r.start for r in runs]).astype(np.intp)
+        stop = np.concatenate([r.stop for r in runs]).astype(np.intp)
+        keep = stop > start
+        if not keep.all():
+            rows, start, stop = rows[keep], start[keep], stop[keep]
+        order = np.lexsort((start, rows))
+        rows, start, stop = rows[order], start[order], stop[order]
+        # One line of keys, row after row (a row's keys lie below the next row's): a run
+        # starts a new interval unless it starts at or before the farthest stop so far.
+        width = max(int(shape[1]), int(stop.max())) + 1
+        first = rows * width
+        reach = np.maximum.accumulate(first + stop)
+        new = np.empty(len(rows), dtype=bool)
+        new[0] = True
+        np.greater(first[1:] + start[1:], reach[:-1], out=new[1:])
+        begins = np.flatnonzero(new)
+        rows = rows[begins]
+        return Runs(rows, start[begins], np.maximum.reduceat(reach, begins) - rows * width)
 
 
 class GatherBuffers:

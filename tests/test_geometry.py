@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from spherical_geometry.polygon import SphericalPolygon
 
+from skymatch_nb_ui.engine import geometry
 from skymatch_nb_ui.engine.geometry import (
     CelestialWCS,
     GatherBuffers,
@@ -65,6 +66,30 @@ def test_flat_indices_and_gather_with_reused_buffers():
     np.testing.assert_array_equal(runs.gather(image), image[mask])
     rect = runs_from_mask(np.pad(np.ones((5, 6), bool), ((3, 42), (10, 54))))
     np.testing.assert_array_equal(rect.gather(image, buffers), image[3:8, 10:16].ravel())
+
+
+def test_gather_of_long_runs_row_by_row():
+    """Runs as long as a large detector's overlaps are copied run by run: the same values, in
+    the same order, into the reused buffer or a new array, for C and Fortran order and masks."""
+    rng = np.random.default_rng(2)
+    ny, nx = 40, 1200
+    mask = np.zeros((ny, nx), bool)
+    for r in range(ny):  # one or two long runs per row, rows skipped
+        if r % 7:
+            s = int(rng.integers(0, 300))
+            mask[r, s : s + int(rng.integers(300, 800))] = True
+            mask[r, 1150 - int(rng.integers(0, 40)) : 1190] = True
+    runs = runs_from_mask(mask)
+    assert runs.npix >= geometry._LONG_RUN * len(runs.rows)  # the run-by-run path
+    image = rng.normal(size=(ny, nx)).astype(np.float32)
+    buffers = GatherBuffers()
+    buffers.values(np.float32, 5 * runs.npix)[:] = np.nan  # a larger, dirty buffer
+    for img in (image, np.asfortranarray(image), image.astype(np.float64)):
+        np.testing.assert_array_equal(runs.gather(img, buffers), image[mask])
+        np.testing.assert_array_equal(runs.gather(img), image[mask])
+    good = rng.random((ny, nx)) < 0.9
+    np.testing.assert_array_equal(runs.gather(good), good[mask])
+    assert runs.gather(good).dtype == bool
 
 
 def test_union_of_runs():

@@ -535,6 +535,10 @@ class Runs:
                 return block.ravel()
             np.copyto(out.reshape(block.shape), block)
             return out
+        if total >= _LONG_RUN * len(self.rows):  # a copy per run beats an index per pixel
+            parts = [image[r, s:e] for r, s, e in
+                     zip(self.rows.tolist(), self.start.tolist(), self.stop.tolist())]
+            return np.concatenate(parts, out=out)
         nx = image.shape[1]
         idx = self.flat_indices(nx, None if buffers is None else buffers.indices(total))
         if image.flags.c_contiguous:
@@ -618,6 +622,12 @@ class GatherBuffers:
 
     def _let_go_indices(self) -> None:
         self._indices = np.empty(0, dtype=np.intp)
+
+
+#: Runs at least this long on average are gathered run by run (`Runs.gather`): on 2048 runs
+#: of 1,500 pixels 3.0 ms against 8.2 ms through an index per pixel (a mask: 1.4 against 6.5
+#: ms); even at 256.
+_LONG_RUN = 256
 
 
 def _is_rectangle(runs: Runs) -> bool:

@@ -347,6 +347,7 @@ class ImageCollection:
             if exptime is not None:
                 meta["bunit"] = f"{meta['bunit']}/S"
         io.check_units(records, units=[meta["bunit"] for meta in metas])
+        io.check_pixel_areas(records, units=[meta["bunit"] for meta in metas])
         io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [
@@ -813,7 +814,10 @@ class ImageCollection:
         processed, the way its pipeline records a sky (see `skymatch_nb_ui.io`):
 
         - FITS files: ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH`` in each science header; HST files
-          also ``MDRIZSKY`` (the sky drizzling is still to subtract);
+          also ``MDRIZSKY`` (the sky drizzling is still to subtract: drizzle copies that keep
+          their sky with AstroDrizzle's ``skysub=False``, subtracted ones with
+          ``skysub=False, skyuser="BKGLEVEL"``, so that its cosmic-ray rejection still knows
+          the sky's noise; see `skymatch_nb_ui.io.hst`);
         - JWST files: ``meta.background`` (``level``, ``subtracted``, ``method``) and
           ``meta.cal_step.skymatch``, saved by ``stdatamodels`` as the JWST SkyMatchStep does
           (FITS keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``, ``S_SKYMAT``);

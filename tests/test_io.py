@@ -477,6 +477,34 @@ def test_check_units_warns_on_mixed_units(tmp_path, mosaic):
     assert issubclass(MixedUnitsWarning, SkyMatchWarning)
 
 
+def test_images_in_counts_of_different_pixel_scales_warn(tmp_path, mosaic):
+    """A sky per pixel grows with the pixel's area: images in counts (or count rates) of two
+    pixel scales (ACS/WFC's 0.05 arcsec beside WFC3/UVIS's 0.04) are not comparable as they
+    are, and `from_files` says so; surface brightness (MJy/sr) is, and a few percent is one
+    camera's pixel."""
+    def written(name, k, unit, scale):
+        w = mosaic.wcs[k].deepcopy()
+        if w.wcs.has_cd():
+            w.wcs.cd = w.wcs.cd * scale
+        else:
+            w.wcs.cdelt = w.wcs.cdelt * scale
+        return write_primary(tmp_path / name, mosaic.images[k], w, BUNIT=unit, EXPTIME=500.0)
+
+    wfc_uvis = [written("a0.fits", 0, "ELECTRONS", 1.0), written("a1.fits", 1, "ELECTRONS", 0.79)]
+    with pytest.warns(MixedUnitsWarning, match=r"different areas on the sky: .*\(a1.fits\) to "
+                      r".*\(a0.fits\).*match the images of each pixel scale apart"):
+        ImageCollection.from_files(wfc_uvis)
+    rates = [written("r0.fits", 0, "ELECTRONS/S", 1.0), written("r1.fits", 1, "ELECTRONS/S", 0.79)]
+    with pytest.warns(MixedUnitsWarning, match="different areas"):
+        ImageCollection.from_files(rates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageCollection.from_files([written("s0.fits", 0, "MJy/sr", 1.0),
+                                    written("s1.fits", 1, "MJy/sr", 0.79)])
+        ImageCollection.from_files([written("c0.fits", 0, "ELECTRONS", 1.0),
+                                    written("c1.fits", 1, "ELECTRONS", 0.97)])
+
+
 # -- write_fits_copy ---------------------------------------------------------------------------
 def test_copy_subtracts_and_records_the_sky(tmp_path, mef_file, mosaic):
     source_hash = sha256(mef_file)

@@ -66,6 +66,7 @@ __all__ = [
     "MixedUnitsWarning",
     "atomic_path",
     "check_masks",
+    "check_pixel_areas",
     "check_rates",
     "check_units",
     "copy_destinations",
@@ -1437,6 +1438,53 @@ def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -
     warnings.warn(
         "the images are in different units: " + "; ".join(parts)
         + ". Their sky levels are not comparable; convert them to one unit first" + hint,
+        MixedUnitsWarning,
+        stacklevel=2,
+    )
+
+
+#: `check_pixel_areas`: pixel areas within this ratio are one pixel scale (the chips of one
+#: camera differ by a few percent through their distortion's linear part).
+PIXEL_AREA_SPREAD = 1.1
+
+
+def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
+    r"""Warn with `MixedUnitsWarning` when images in counts per pixel differ in pixel area.
+
+    A sky in counts (or count rates: `COUNT_UNITS`, with or without ``/S``) is a sky per
+    pixel: it grows with the pixel's area on the sky, so images of different pixel scales
+    (ACS/WFC's 0.05 arcsec pixels beside WFC3/UVIS's 0.04: 1.6 times the area) do not agree
+    on it where they overlap, though the sky does.  AstroDrizzle compares such images per
+    square arcsecond (it divides by ``IDCSCALE``\ **2); the skies here are compared per
+    pixel, as they are.  Areas from each WCS's linear part at its reference pixel; up to
+    `PIXEL_AREA_SPREAD` (largest / smallest) they are one pixel scale.  Images in
+    a surface brightness (MJy/sr, as JWST and Roman files are) and images without a FITS WCS
+    are left out.
+
+    Examples
+    --------
+    >>> check_pixel_areas(open_fits_images("j8xi01_flc.fits") + open_fits_images("ib1f02_flc.fits"))
+    ... # doctest: +SKIP
+    MixedUnitsWarning: images in counts per pixel have pixels of different areas on the sky ...
+    """
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_area
+
+    units = [image.meta["bunit"] for image in images] if units is None else units
+    areas = {}
+    for image, unit in zip(images, units):
+        base = str(unit or "").strip().upper().removesuffix("/S").removesuffix("/SEC")
+        if base in COUNT_UNITS and isinstance(image.wcs, WCS) and image.wcs.has_celestial:
+            areas[image.path.name] = proj_plane_pixel_area(image.wcs.celestial) * 3600.0**2
+    if len(areas) < 2 or max(areas.values()) <= PIXEL_AREA_SPREAD * min(areas.values()):
+        return
+    small, large = min(areas, key=areas.get), max(areas, key=areas.get)
+    warnings.warn(
+        f"images in counts per pixel have pixels of different areas on the sky: "
+        f"{areas[small]:.4g} arcsec^2 ({small}) to {areas[large]:.4g} arcsec^2 ({large}). "
+        "A sky per pixel grows with the pixel's area, so their skies are not comparable as "
+        "they are (AstroDrizzle compares them per arcsec^2); match the images of each pixel "
+        "scale apart, or convert them to a surface brightness first",
         MixedUnitsWarning,
         stacklevel=2,
     )

@@ -10,6 +10,15 @@ AstroDrizzle computes one sky per exposure (all chips together) and records it a
 ``MDRIZSKY`` in each SCI header; drizzling subtracts that value from the chip's data.  The
 chips of one file therefore share one exposure identifier (the file's ROOTNAME), which the
 ``"exposure"`` grouping (the default for HST) uses, and copies get ``MDRIZSKY``.
+
+AstroDrizzle also uses the sky for its noise model: cosmic-ray rejection (``driz_cr``) and
+the median add the sky it believes subtracted back into each pixel's Poisson noise.  Copies
+that keep their sky (``subtract=False``) say so in ``MDRIZSKY``; drizzle them with
+``skysub=False``, and AstroDrizzle both subtracts it and knows its noise.  Subtracted copies
+(``MDRIZSKY = 0``, the sky in ``BKGLEVEL``) need ``skysub=False, skyuser="BKGLEVEL"``:
+``skyuser`` names the keyword of a sky already subtracted, which AstroDrizzle then uses for
+the noise only.  Without it, it takes their sky for 0 and its cosmic-ray rejection sees too
+little noise on the sky.
 """
 
 from __future__ import annotations

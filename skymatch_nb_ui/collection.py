@@ -30,6 +30,7 @@ import xarray as xr
 
 from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
 from .engine._validate import check_wcs, few_of, some_names
+from .engine.exceptions import SkyMatchWarning
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
 from .engine.loaders import RecordLoader, per_second, record_pixels_key
@@ -1098,6 +1099,8 @@ def _group_labels(records, group_by) -> list | None:
     """One group label per image (None: alone), by the rule ``group_by``."""
     if group_by is None or group_by == "image":
         return None
+    if group_by in ("auto", "exposure"):
+        _warn_hst_exposure_in_files(records)
     if group_by == "auto":
         by_exposure = [r.kind in ("jwst", "hst") for r in records]
         if not any(by_exposure):
@@ -1124,6 +1127,30 @@ def _group_labels(records, group_by) -> list | None:
             raise
         raise KeyError(f"{error.args[0]}; group_by={group_by!r} is read as a header keyword: "
                        f"did you mean group_by={close[0]!r}?") from None
+
+
+def _warn_hst_exposure_in_files(records) -> None:
+    """Warn when HST files of different paths name one exposure (ROOTNAME).
+
+    An HST exposure is one file (its chips share one sky, as in AstroDrizzle, which takes
+    each file as an exposure).  Two files of one ROOTNAME are mostly one exposure twice, as
+    ``_flt`` and ``_flc``: grouped by exposure, their chips would share one sky, and each
+    pixel would count twice.
+    """
+    files: dict = {}
+    for r in records:
+        if r.kind == "hst" and r.meta["exposure"] is not None:
+            files.setdefault(r.meta["exposure"], {})[str(r.path)] = r.path.name
+    twice = {root: sorted(paths.values()) for root, paths in files.items() if len(paths) > 1}
+    if twice:
+        root, names = next(iter(twice.items()))
+        more = f" (and {len(twice) - 1} more exposure(s))" if len(twice) > 1 else ""
+        warnings.warn(
+            f"{' and '.join(names)} are one HST exposure (ROOTNAME {root}){more}: grouped by "
+            "exposure, their chips share one sky. Two versions of one exposure (_flt and "
+            "_flc) count its pixels twice: pass one of them (group_by='image' gives every "
+            "chip its own sky)",
+            SkyMatchWarning, stacklevel=4)
 
 
 def _record_names(records) -> list[str]:

@@ -325,6 +325,24 @@ def test_hst_lookup_table_distortions_are_honoured(hst_inputs):
     assert np.hypot(px - x, py - y).max() > 0.01  # pixels: the tables do move the sky
 
 
+def test_hst_files_of_one_exposure_are_said_to_share_one_sky(hst_inputs, tmp_path):
+    """An HST exposure is one file: an _flc beside the _flt of its ROOTNAME is one exposure
+    twice (its chips would share one sky with each pixel counted twice), and the user is told."""
+    import shutil
+
+    from skymatch_nb_ui import SkyMatchWarning
+
+    flc = shutil.copy(hst_inputs[0], tmp_path / "j9am00q_flc.fits")
+    with pytest.warns(SkyMatchWarning, match=r"j9am00q_flc.fits and j9am00q_flt.fits are one "
+                      r"HST exposure \(ROOTNAME j9am00q\).*pass one of them"):
+        coll = ImageCollection.from_files([*hst_inputs, flc])
+    assert list(coll.groups.values()).count("j9am00q") == 4
+    with warnings.catch_warnings():  # each file once; or chips apart: nothing to say
+        warnings.simplefilter("error")
+        ImageCollection.from_files(hst_inputs)
+        ImageCollection.from_files([*hst_inputs, flc], group_by="image")
+
+
 def test_hst_preset_frees_the_chips(tmp_path):
     from skymatch_nb_ui import DisconnectedMosaicWarning
 

@@ -40,6 +40,10 @@ How the two are configured alike:
 
 Each method runs once; the last one also with ours ``write_copies(subtract=True)`` (``MDRIZSKY``
 0, ``BKGLEVEL`` the sky, the data subtracted), which AstroDrizzle's sky step has no mode for.
+Then AstroDrizzle drizzles our copies, kept and subtracted, each exposure alone
+(``driz_separate``), its sky step off (``skysub=False``) with and without ``skyuser``: what
+is left of the sky shows which way subtracts it, and ``MDRIZSKY`` after it which way
+AstroDrizzle's noise model counts it (``skymatch_nb_ui.io.hst``).
 
 Times: AstroDrizzle's call (reading its files included, its import not); ours
 ``from_files`` + ``skymatch`` + ``write_copies`` (imports not).  Errors in noise sigma of each
@@ -197,6 +201,50 @@ def drizzlepac_child(inputs: str, method: str, out: str) -> None:
                                      "left_in_cwd": left}))
 
 
+def recipe_child(inputs: str, skyuser: str, out: str) -> None:
+    """AstroDrizzle on our copies with its sky step off (``skysub=False``, ``skyuser``):
+    each exposure drizzled alone (``driz_separate``), and what is left of the sky there."""
+    import contextlib
+    import glob
+    import io
+    import warnings
+
+    from astropy.io import fits
+    from drizzlepac import astrodrizzle
+
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(prefix="study-drizzlepac-recipe-") as work:
+        names = sorted(p.name for p in Path(inputs).glob("*_flt.fits"))
+        for name in names:
+            shutil.copy2(Path(inputs) / name, Path(work) / name)
+        os.chdir(work)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            astrodrizzle.AstroDrizzle(
+                names, output="study", updatewcs=False, preserve=False, clean=False,
+                in_memory=True, build=False, context=False, static=False, skysub=False,
+                skyuser=skyuser, driz_separate=True, driz_sep_bits="~0", median=False,
+                blot=False, driz_cr=False, driz_combine=False)
+        left = []
+        for single in sorted(glob.glob("*single_sci.fits")):
+            data = fits.getdata(single)
+            left.append(float(np.nanmedian(data[data != 0])))
+        after = [float(fits.getheader(name, ("SCI", 1))["MDRIZSKY"]) for name in names]
+    Path(out).write_text(json.dumps({"left": left, "mdrizsky": after}))
+
+
+def copies_child(inputs: str, method: str, subtract: bool, out: str) -> None:
+    """Our copies of the inputs, in ``out`` (a directory)."""
+    sys.path.insert(0, str(ROOT))
+    import warnings
+
+    from skymatch_nb_ui import ImageCollection
+
+    warnings.simplefilter("ignore")
+    coll = ImageCollection.from_files(sorted(Path(inputs).glob("*_flt.fits")))
+    coll.skymatch(skymethod=method, skystat="median")
+    coll.write_copies(out, subtract=subtract)
+
+
 def ours_child(inputs: str, method: str, compare: str, subtract: bool, out: str) -> None:
     """``skymatch-nb``'s chain: read, match, write the copies (then read them back)."""
     sys.path.insert(0, str(ROOT))
@@ -323,6 +371,10 @@ def main(argv=None) -> int:
     if args.child:
         if args.child == "drizzlepac":
             drizzlepac_child(args.inputs, args.method, args.out)
+        elif args.child == "recipe":
+            recipe_child(args.inputs, args.skyuser, args.out)
+        elif args.child == "copies":
+            copies_child(args.inputs, METHODS[args.method], args.subtract, args.out)
         else:
             ours_child(args.inputs, METHODS[args.method], args.child.split(":")[1], args.subtract,
                        args.out)
@@ -356,7 +408,24 @@ def main(argv=None) -> int:
         compare = args.compare[0]
         sub = run_child(sys.executable, [f"ours:{compare}", *common, "--subtract"])
         compare_subtracted(method, compare, truth, runs["drizzlepac"], sub)
+        drizzle_our_copies(args.drizzlepac_python, tmp, method, truth)
     return 0
+
+
+def drizzle_our_copies(python: str, inputs: str, method: str, truth: list[dict]) -> None:
+    """AstroDrizzle (its sky step off) on our copies, as ``io.hst`` says to drizzle them."""
+    rates = ", ".join(f"{t['rate']:.3f}" for t in truth)
+    print("\nAstroDrizzle on our copies (skysub=False; each exposure drizzled alone): the sky "
+          f"left, e-/s (true skies {rates})")
+    for subtract, skyuser in ((False, ""), (False, "MDRIZSKY"), (True, ""), (True, "BKGLEVEL")):
+        with tempfile.TemporaryDirectory(prefix="study-drizzlepac-copies-") as copies:
+            subprocess.run([sys.executable, __file__, "--child", "copies", "--inputs", inputs,
+                            "--method", method, "--out", copies]
+                           + (["--subtract"] if subtract else []), check=True)
+            found = run_child(python, ["recipe", "--inputs", copies, "--skyuser", skyuser])
+        print(f"  copies {'subtracted' if subtract else 'keeping their sky':>17}, "
+              f"skyuser={skyuser!r:>10}: sky left {', '.join(f'{v:.4f}' for v in found['left'])}; "
+              f"MDRIZSKY after {', '.join(f'{v:.2f}' for v in found['mdrizsky'])}")
 
 
 def parse_args(argv):
@@ -372,6 +441,7 @@ def parse_args(argv):
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--subtract", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skyuser", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

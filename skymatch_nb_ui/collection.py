@@ -816,9 +816,9 @@ class ImageCollection:
 
         - FITS files: ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH`` in each science header; HST files
           also ``MDRIZSKY`` (the sky drizzling is still to subtract: drizzle copies that keep
-          their sky with AstroDrizzle's ``skysub=False``, subtracted ones with
-          ``skysub=False, skyuser="BKGLEVEL"``, so that its cosmic-ray rejection still knows
-          the sky's noise; see `skymatch_nb_ui.io.hst`);
+          their sky with AstroDrizzle's ``skysub=False, skyuser="MDRIZSKY"``, subtracted
+          ones with ``skysub=False, skyuser="BKGLEVEL"``, so that its cosmic-ray rejection
+          still counts the sky's noise; see `skymatch_nb_ui.io.hst`);
         - JWST files: ``meta.background`` (``level``, ``subtracted``, ``method``) and
           ``meta.cal_step.skymatch``, saved by ``stdatamodels`` as the JWST SkyMatchStep does
           (FITS keywords ``BKGLEVEL``, ``BKGSUB``, ``BKGMETH``, ``S_SKYMAT``);

@@ -12,13 +12,19 @@ chips of one file therefore share one exposure identifier (the file's ROOTNAME),
 ``"exposure"`` grouping (the default for HST) uses, and copies get ``MDRIZSKY``.
 
 AstroDrizzle also uses the sky for its noise model: cosmic-ray rejection (``driz_cr``) and
-the median add the sky it believes subtracted back into each pixel's Poisson noise.  Copies
-that keep their sky (``subtract=False``) say so in ``MDRIZSKY``; drizzle them with
-``skysub=False``, and AstroDrizzle both subtracts it and knows its noise.  Subtracted copies
-(``MDRIZSKY = 0``, the sky in ``BKGLEVEL``) need ``skysub=False, skyuser="BKGLEVEL"``:
-``skyuser`` names the keyword of a sky already subtracted, which AstroDrizzle then uses for
-the noise only.  Without it, it takes their sky for 0 and its cosmic-ray rejection sees too
-little noise on the sky.
+the median add the sky it believes subtracted back into each pixel's Poisson noise.  To
+drizzle with the skies found here, turn its own sky step off and name the keyword:
+
+- copies that keep their sky (``subtract=False``): ``skysub=False, skyuser="MDRIZSKY"``;
+  AstroDrizzle subtracts ``MDRIZSKY`` and counts its noise.  With ``skysub=False`` alone it
+  subtracts nothing: the sky stays in the drizzled image.
+- subtracted copies (``MDRIZSKY = 0``, the sky in ``BKGLEVEL``): ``skysub=False,
+  skyuser="BKGLEVEL"``; AstroDrizzle subtracts nothing more, counts the sky's noise and
+  records it as ``MDRIZSKY``.  Without ``skyuser`` it takes their sky for 0, and its
+  cosmic-ray rejection sees too little noise on the sky.
+
+(drizzlepac 3.11: ``bench/study_drizzlepac_sky.py`` drizzles each such copy and shows what
+is left of the sky.)
 """
 
 from __future__ import annotations

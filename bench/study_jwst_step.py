@@ -23,13 +23,16 @@ Each method (``--methods``) runs once without subtracting; the last one also wit
 ``subtract=True`` (the pipeline's data and ours, each against its input). The pipeline's
 time is its step's ``call`` (reading the files included, its import not); ours is
 ``ImageCollection.from_files`` + ``skymatch`` + ``write_copies`` in a fresh process (the
-command's chain, its imports not), and without the copies.
+command's chain, its imports not), and without the copies.  Both use ``--skystat`` (default
+``mode``, the step's): our ``mode`` is the peak of a smoothed histogram, the reference's the
+fullest bin of a raw one, so ``median`` shows the rest of the differences alone.
 
 Usage::
 
     python -m venv .cache/jwst-venv && .cache/jwst-venv/bin/pip install jwst
     python bench/study_jwst_step.py --jwst-python .cache/jwst-venv/bin/python
     python bench/study_jwst_step.py --jwst-python ... --shape 1024 --exposures 3 --methods match
+    python bench/study_jwst_step.py --jwst-python ... --skystat median
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def _add_stars(image: np.ndarray, x, y, peaks, sigma: float = 1.5, half: int = 7
 
 
 # -- the two runs, each in a fresh process ------------------------------------------------------
-def jwst_child(asn: str, method: str, subtract: bool, out: str) -> None:
+def jwst_child(asn: str, method: str, subtract: bool, out: str, skystat: str) -> None:
     """The pipeline's step (run by the ``jwst`` environment's Python)."""
     import logging
 
@@ -140,7 +143,7 @@ def jwst_child(asn: str, method: str, subtract: bool, out: str) -> None:
 
     skymatch_step.skymatch = timed
     start = time.perf_counter()
-    library = SkyMatchStep.call(asn, skymethod=method, subtract=subtract)
+    library = SkyMatchStep.call(asn, skymethod=method, subtract=subtract, skystat=skystat)
     elapsed = time.perf_counter() - start
     rows = []
     with library:
@@ -151,7 +154,8 @@ def jwst_child(asn: str, method: str, subtract: bool, out: str) -> None:
     Path(out).write_text(json.dumps({"time": elapsed, "engine": sum(engine_time), "rows": rows}))
 
 
-def ours_child(asn: str, method: str, subtract: bool, out: str, compare: str) -> None:
+def ours_child(asn: str, method: str, subtract: bool, out: str, compare: str,
+               skystat: str) -> None:
     """``skymatch-nb``'s chain: read, match, write the copies (and then read them back)."""
     sys.path.insert(0, str(ROOT))
     import warnings
@@ -166,7 +170,7 @@ def ours_child(asn: str, method: str, subtract: bool, out: str, compare: str) ->
     start = time.perf_counter()
     coll = ImageCollection.from_files(asn)
     opened = time.perf_counter()
-    coll.skymatch(skymethod=method, compare=compare)
+    coll.skymatch(skymethod=method, compare=compare, skystat=skystat)
     matched = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="study-jwst-") as copies:
         paths = coll.write_copies(copies, subtract=subtract)
@@ -237,9 +241,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         if args.child == "jwst":
-            jwst_child(args.asn, args.method, args.subtract, args.out)
+            jwst_child(args.asn, args.method, args.subtract, args.out, args.skystat)
         else:
-            ours_child(args.asn, args.method, args.subtract, args.out, args.child.split(":")[1])
+            ours_child(args.asn, args.method, args.subtract, args.out, args.child.split(":")[1],
+                       args.skystat)
         return 0
     if not args.jwst_python:
         raise SystemExit("--jwst-python: the Python of an environment with jwst installed (see "
@@ -256,7 +261,8 @@ def main(argv=None) -> int:
               f"({args.exposures} exposures x 4 detectors) in {time.perf_counter() - start:.0f} s")
         plan = [(m, False) for m in args.methods] + [(args.methods[-1], True)]
         for method, subtract in plan:
-            common = ["--asn", str(asn), "--method", method] + (["--subtract"] if subtract else [])
+            common = ["--asn", str(asn), "--method", method, "--skystat", args.skystat]
+            common += ["--subtract"] if subtract else []
             runs = {"pipeline": run_child(args.jwst_python, ["jwst", *common])}
             for compare in args.compare:
                 runs[f"ours ({compare})"] = run_child(sys.executable, [f"ours:{compare}", *common])
@@ -274,6 +280,8 @@ def parse_args(argv):
                         help=f"among {', '.join(METHODS)} (default match,global+match)")
     parser.add_argument("--compare", type=lambda t: t.split(","), default=["differences", "levels"],
                         help="our compare settings (default differences,levels)")
+    parser.add_argument("--skystat", default="mode",
+                        help="the statistic of both (default mode, the step's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--asn", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)

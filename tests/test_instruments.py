@@ -112,6 +112,53 @@ def test_jwst_dq_default_is_the_steps_do_not_use_and_non_science(tmp_path):
     assert ImageCollection.from_files(path, dqbits="~DO_NOT_USE").mask(0)[1].all()
 
 
+@pytest.mark.parametrize("skymethod", ["match", "global+match"])
+def test_jwst_files_give_the_steps_levels(tmp_path, skymethod):
+    """What jwst's SkyMatchStep computes from the same _cal files (bench/study_jwst_step.py ran
+    the step itself): stcal on the models' data, the step's DQ mask and one SkyGroup per
+    group_id, each gwcs called and inverted.  With compare="levels" and the median, ours
+    agrees to within the overlaps' edge pixels (the reference's scan-line fill)."""
+    from astropy.nddata.bitmask import bitfield_to_boolean_mask, interpret_bit_flags
+    from stdatamodels.jwst import datamodels
+    from stdatamodels.jwst.datamodels.dqflags import pixel
+
+    from skymatch_nb_ui.testing import reference_skymatch
+
+    rng = np.random.default_rng(5)
+    dq = np.zeros(JW_SHAPE, np.uint32)
+    dq[rng.random(JW_SHAPE) < 0.02] = 1  # DO_NOT_USE
+    dq[:, :3] |= 512  # NON_SCIENCE: a strip, and here and there
+    dq[rng.random(JW_SHAPE) < 0.08] |= 512
+    dq[rng.random(JW_SHAPE) < 0.05] |= 4  # JUMP_DET: good for the step
+    # the second detector of each exposure 3 sigma above: one sky per exposure is then a
+    # compromise that only the same groups reproduce
+    paths = jwst_exposure_files(tmp_path, noise=1.0, dq=dq, seed=4, detector_offset=(0.0, 3.0))
+    images, masks, wcs, groups = [], [], [], []
+    bits = interpret_bit_flags("~DO_NOT_USE+NON_SCIENCE", flag_name_map=pixel)
+    for path in paths:
+        with datamodels.open(path) as model:
+            data = np.array(model.data)
+            data[(model.dq & 513) != 0] = 1e4  # garbage where flagged: the mask must drop it
+            images.append(data)
+            masks.append(bitfield_to_boolean_mask(model.dq, bits, good_mask_value=True, dtype=bool)
+                         & np.isfinite(data))
+            wcs.append(model.meta.wcs)
+            obs = model.meta.observation  # the fields of the step's group_id
+            groups.append(tuple(getattr(obs, f) for f in (
+                "program_number", "observation_number", "visit_number", "visit_group",
+                "sequence_id", "activity_id", "exposure_number")))
+    for path, data in zip(paths, images):  # the files hold the garbage too
+        with datamodels.open(path) as model:
+            model.data = data.astype(np.float32)
+            model.save(path)
+    reference, _ = reference_skymatch(images, wcs, masks=masks, groups=groups,
+                                      skymethod=skymethod, skystat="median")
+    ours = ImageCollection.from_files(paths).skymatch(skymethod=skymethod, skystat="median",
+                                                     compare="levels")
+    assert ours.valid.all()
+    np.testing.assert_allclose(ours.sky.values, reference, rtol=0, atol=0.02)
+
+
 def test_jwst_dq_is_mapped_from_the_file_with_every_unsigned_flag(tmp_path, monkeypatch):
     # the pipeline's DQ is uint32, stored by FITS's convention as int32 with BZERO = 2**31: the
     # flags up to bit 31 as stdatamodels reads them, and no astropy re-read of the file per load

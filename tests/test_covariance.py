@@ -33,6 +33,14 @@ def test_shared_pixels_counts_the_pixels_in_both_sets():
         assert shared_pixels(first, second) == np.count_nonzero(masks[0] & masks[1])
     empty = Runs(np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.intp))
     assert shared_pixels(empty, runs_from_mask(np.ones((3, 3), bool))) == 0
+    # a set given as runs that overlap (two sets' runs one after the other): its pixels once
+    for _ in range(50):
+        parts = [rng.random((30, 40)) < 0.3 for _ in range(3)]
+        runs = [runs_from_mask(m) for m in parts]
+        both = Runs(*(np.concatenate([getattr(r, f) for r in runs[:2]])
+                      for f in ("rows", "start", "stop")))
+        expected = np.count_nonzero((parts[0] | parts[1]) & parts[2])
+        assert shared_pixels(both, runs[2]) == shared_pixels(runs[2], both) == expected
 
 
 def test_pairs_sharing_a_corner_are_correlated_with_the_right_sign():

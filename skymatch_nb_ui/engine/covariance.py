@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
-from .geometry import Runs
+from .geometry import Runs, merge_runs
 
 __all__ = ["SharedSides", "error_covariance", "mode_coupling", "pair_covariance", "shared_pixels",
            "shared_sides"]
@@ -69,16 +69,10 @@ def _shared(first: Runs, second: Runs, layout1: int, layout2: int) -> int:
         lo = np.maximum(first.start[k1], second.start[k2])
         hi = np.minimum(first.stop[k1], second.stop[k2])
         return int(np.maximum(hi - lo, 0).sum())
-    rows = np.union1d(first.rows, second.rows)
-    width = int(max(first.stop.max(), second.stop.max()))
-    masks = []
-    for runs in (first, second):
-        mask = np.zeros((len(rows), width), dtype=bool)
-        where = np.searchsorted(rows, runs.rows)
-        for r, s, e in zip(where, runs.start, runs.stop):
-            mask[r, s:e] = True
-        masks.append(mask)
-    return int(np.count_nonzero(masks[0] & masks[1]))
+    # |A & B| = |A| + |B| - |A | B|, each set's runs merged (its pixels counted once)
+    nx = int(max(first.stop.max(), second.stop.max()))
+    union = merge_runs([first, second], nx).npix
+    return merge_runs([first], nx).npix + merge_runs([second], nx).npix - union
 
 
 @dataclass(frozen=True, eq=False)

@@ -568,25 +568,7 @@ class Runs:
         runs = [r for r in runs if r]
         if len(runs) <= 1:
             return runs[0] if runs else _EMPTY_RUNS
-        rows = np.concatenate([r.rows for r in runs]).astype(np.intp)
-        start = np.concatenate([r.start for r in runs]).astype(np.intp)
-        stop = np.concatenate([r.stop for r in runs]).astype(np.intp)
-        keep = stop > start
-        if not keep.all():
-            rows, start, stop = rows[keep], start[keep], stop[keep]
-        order = np.lexsort((start, rows))
-        rows, start, stop = rows[order], start[order], stop[order]
-        # One line of keys, row after row (a row's keys lie below the next row's): a run
-        # starts a new interval unless it starts at or before the farthest stop so far.
-        width = max(int(shape[1]), int(stop.max())) + 1
-        first = rows * width
-        reach = np.maximum.accumulate(first + stop)
-        new = np.empty(len(rows), dtype=bool)
-        new[0] = True
-        np.greater(first[1:] + start[1:], reach[:-1], out=new[1:])
-        begins = np.flatnonzero(new)
-        rows = rows[begins]
-        return Runs(rows, start[begins], np.maximum.reduceat(reach, begins) - rows * width)
+        return merge_runs(runs, shape[1])
 
 
 class GatherBuffers:
@@ -641,6 +623,39 @@ def _is_rectangle(runs: Runs) -> bool:
 
 
 _EMPTY_RUNS = Runs(np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.intp))
+
+
+def merge_runs(runs: list[Runs], nx: int) -> Runs:
+    """The pixels of several sets of runs as disjoint runs, row-major, touching runs joined.
+
+    `runs_from_mask` of their pixels, without the mask (`Runs.union`); also what one set of
+    runs that overlap or touch covers (its `~Runs.npix` then counts each pixel once).
+    ``nx``: the image's width (a bound of the columns).
+    """
+    runs = [r for r in runs if r]
+    if not runs:
+        return _EMPTY_RUNS
+    rows = np.concatenate([r.rows for r in runs]).astype(np.intp)
+    start = np.concatenate([r.start for r in runs]).astype(np.intp)
+    stop = np.concatenate([r.stop for r in runs]).astype(np.intp)
+    keep = stop > start
+    if not keep.all():
+        rows, start, stop = rows[keep], start[keep], stop[keep]
+        if not len(rows):
+            return _EMPTY_RUNS
+    order = np.lexsort((start, rows))
+    rows, start, stop = rows[order], start[order], stop[order]
+    # One line of keys, row after row (a row's keys lie below the next row's): a run
+    # starts a new interval unless it starts at or before the farthest stop so far.
+    width = max(int(nx), int(stop.max())) + 1
+    first = rows * width
+    reach = np.maximum.accumulate(first + stop)
+    new = np.empty(len(rows), dtype=bool)
+    new[0] = True
+    np.greater(first[1:] + start[1:], reach[:-1], out=new[1:])
+    begins = np.flatnonzero(new)
+    rows = rows[begins]
+    return Runs(rows, start[begins], np.maximum.reduceat(reach, begins) - rows * width)
 
 
 def runs_from_mask(mask: np.ndarray) -> Runs:

@@ -79,6 +79,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # _steps
+
+from _steps import add_stars, run_child  # noqa: E402
 
 RATE0, RATE_STEP = 0.100, 0.005  # e-/s
 READ_NOISE = 4.0  # e-
@@ -128,7 +131,7 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> list
                 data, flags = hdul["SCI", k].data, hdul["DQ", k].data
                 for (ra, dec), p in zip(stars, np.split(peaks, 2)):
                     x, y = w.all_world2pix(ra, dec, 0)
-                    _add_stars(data, x, y, p * t)
+                    add_stars(data, x, y, p * t, sigma=1.2, half=6)
                 bad = rng.random(data.shape) < 0.003
                 bad[:, rng.integers(shape)] = True  # a bad column
                 flags[bad] = rng.choice([4, 16], int(bad.sum()))
@@ -136,17 +139,6 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> list
         rows.append({"file": path.name, "rootname": rootname, "exptime": t,
                      "rate": float(rate), "sky": sky, "noise": noise})
     return rows
-
-
-def _add_stars(image: np.ndarray, x, y, peaks, sigma: float = 1.2, half: int = 6) -> None:
-    ny, nx = image.shape
-    for xc, yc, peak in zip(x, y, peaks):
-        x0, y0 = int(np.floor(xc)) - half, int(np.floor(yc)) - half
-        xs, ys = np.arange(x0, x0 + 2 * half + 2), np.arange(y0, y0 + 2 * half + 2)
-        kx, ky = xs[(xs >= 0) & (xs < nx)], ys[(ys >= 0) & (ys < ny)]
-        if kx.size and ky.size:
-            stamp = np.exp(-((kx[None, :] - xc) ** 2 + (ky[:, None] - yc) ** 2) / (2 * sigma**2))
-            image[ky[0] : ky[-1] + 1, kx[0] : kx[-1] + 1] += (peak * stamp).astype(image.dtype)
 
 
 # -- the two runs, each in a fresh process ------------------------------------------------------
@@ -288,17 +280,6 @@ def _chip_row(path: Path, source: Path, k: int, fits) -> dict:
                 "removed_error": float(np.max(np.abs(removed - expected)))}
 
 
-def run_child(python: str, args: list[str]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="study-drizzlepac-out-") as tmp:
-        out = str(Path(tmp) / "out.json")
-        done = subprocess.run([python, __file__, "--child", *args, "--out", out],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
-            raise RuntimeError(f"child {args[0]} failed (exit {done.returncode}):\n{tail}")
-        return json.loads(Path(out).read_text())
-
-
 # -- the comparison -------------------------------------------------------------------------------
 def compare_runs(method: str, truth: list[dict], runs: dict) -> None:
     ours_name = METHODS[method]
@@ -399,16 +380,16 @@ def main(argv=None) -> int:
                   f"{t['sky']:.2f} e-, noise {t['noise']:.2f} e-")
         for method in args.methods:
             common = ["--inputs", tmp, "--method", method]
-            runs = {"drizzlepac": run_child(args.drizzlepac_python, ["drizzlepac", *common])}
+            runs = {"drizzlepac": run_child(args.drizzlepac_python, __file__, ["drizzlepac", *common])}
             for compare in args.compare:
-                runs[f"ours ({compare})"] = run_child(sys.executable, [f"ours:{compare}", *common])
+                runs[f"ours ({compare})"] = run_child(sys.executable, __file__, [f"ours:{compare}", *common])
             compare_runs(method, truth, runs)
             print(f"  (load {os.getloadavg()[0]:.2f})", flush=True)
         # ours with subtract=True (AstroDrizzle's sky step has no such mode: it only records)
         compare = args.compare[0]
-        sub = run_child(sys.executable, [f"ours:{compare}", *common, "--subtract"])
+        sub = run_child(sys.executable, __file__, [f"ours:{compare}", *common, "--subtract"])
         compare_subtracted(method, compare, truth, runs["drizzlepac"], sub)
-        drizzle_our_copies(args.drizzlepac_python, tmp, method, truth)
+        drizzle_our_copies(args.drizzlepac_python, tmp, "globalmin+match", truth)  # absolute skies
     return 0
 
 
@@ -422,7 +403,7 @@ def drizzle_our_copies(python: str, inputs: str, method: str, truth: list[dict])
             subprocess.run([sys.executable, __file__, "--child", "copies", "--inputs", inputs,
                             "--method", method, "--out", copies]
                            + (["--subtract"] if subtract else []), check=True)
-            found = run_child(python, ["recipe", "--inputs", copies, "--skyuser", skyuser])
+            found = run_child(python, __file__, ["recipe", "--inputs", copies, "--skyuser", skyuser])
         print(f"  copies {'subtracted' if subtract else 'keeping their sky':>17}, "
               f"skyuser={skyuser!r:>10}: sky left {', '.join(f'{v:.4f}' for v in found['left'])}; "
               f"MDRIZSKY after {', '.join(f'{v:.2f}' for v in found['mdrizsky'])}")

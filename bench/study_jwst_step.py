@@ -50,6 +50,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # _steps
+
+from _steps import add_run_options, add_stars, compare_levels, run_methods  # noqa: E402
 
 SCALE = 0.031  # arcsec per pixel: NIRCam's short-wavelength detectors
 GAP = 5.0  # arcsec between the module's detectors
@@ -87,7 +90,7 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> tupl
             data = rng.normal(sky, NOISE, (shape, shape)).astype(np.float32)
             x, y = wcs.invert(star_ra, star_dec, with_bounding_box=False)
             inside = (x > -6) & (x < shape + 5) & (y > -6) & (y < shape + 5)
-            _add_stars(data, x[inside], y[inside], star_peak[inside])
+            add_stars(data, x[inside], y[inside], star_peak[inside])
             dq = np.zeros((shape, shape), np.uint32)
             dq[:BORDER], dq[-BORDER:], dq[:, :BORDER], dq[:, -BORDER:] = (DO_NOT_USE | REFERENCE_PIXEL,) * 4
             data[dq != 0] = 0.0
@@ -108,17 +111,6 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> tupl
     path = folder / "jw01234-a3001_image3_asn.json"
     path.write_text(json.dumps(asn, indent=1))
     return path, truth
-
-
-def _add_stars(image: np.ndarray, x, y, peaks, sigma: float = 1.5, half: int = 7) -> None:
-    ny, nx = image.shape
-    for xc, yc, peak in zip(x, y, peaks):
-        x0, y0 = int(np.floor(xc)) - half, int(np.floor(yc)) - half
-        xs, ys = np.arange(x0, x0 + 2 * half + 2), np.arange(y0, y0 + 2 * half + 2)
-        kx, ky = xs[(xs >= 0) & (xs < nx)], ys[(ys >= 0) & (ys < ny)]
-        if kx.size and ky.size:
-            stamp = np.exp(-((kx[None, :] - xc) ** 2 + (ky[:, None] - yc) ** 2) / (2 * sigma**2))
-            image[ky[0] : ky[-1] + 1, kx[0] : kx[-1] + 1] += (peak * stamp).astype(image.dtype)
 
 
 # -- the two runs, each in a fresh process ------------------------------------------------------
@@ -199,42 +191,14 @@ def _meta_row(model, inputs: Path, datamodels) -> dict:
     }
 
 
-def run_child(python: str, args: list[str]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="study-jwst-out-") as tmp:
-        out = str(Path(tmp) / "out.json")
-        subprocess.run([python, __file__, "--child", *args, "--out", out], check=True)
-        return json.loads(Path(out).read_text())
-
-
 # -- the comparison -------------------------------------------------------------------------------
 def compare_runs(method: str, subtract: bool, truth: list[float], runs: dict) -> None:
-    pipe = runs["pipeline"]
+    pipe = runs["jwst"]
     print(f"\n{method}, subtract={subtract}: time pipeline step {pipe['time']:.2f} s (stcal's "
           f"skymatch {pipe['engine']:.2f} s); "
           + "; ".join(f"{k} {r['time']:.2f} s (skymatch {r['engine']:.2f} s, copies "
-                      f"{r['copies']:.2f} s)" for k, r in runs.items() if k != "pipeline"))
-    truth = np.asarray(truth)
-    names = [r["name"] for r in pipe["rows"]]
-    levels = {}
-    for key, run in runs.items():
-        by_name = {r["name"]: r for r in run["rows"]}
-        if sorted(by_name) != sorted(names):
-            raise RuntimeError(f"{key} wrote other files than the pipeline: {sorted(by_name)}")
-        rows = [by_name[n] for n in names]
-        levels[key] = np.array([np.nan if r["level"] is None else r["level"] for r in rows])
-        fields = {(r["subtracted"], r["method"], r["cal_step"]) for r in rows}
-        worst = max(r["removed_error"] for r in rows)
-        err = levels[key] - truth
-        if method == "match":  # relative skies: the lowest is 0 (match_down), compare shapes
-            err = err - np.nanmean(err)
-        print(f"  {key:>16}: (subtracted, method, cal_step) {sorted(fields)}; pixels removed "
-              f"= level to {worst:.1e}; sky - truth rms {np.sqrt(np.nanmean(err**2)) / NOISE:.4f} "
-              f"sigma, max {np.nanmax(np.abs(err)) / NOISE:.4f}")
-    for key in runs:
-        if key != "pipeline":
-            d = levels[key] - levels["pipeline"]
-            print(f"  {key} - pipeline: max |level difference| {np.nanmax(np.abs(d)) / NOISE:.4f} "
-                  f"sigma ({np.nanmax(np.abs(d)):.2e} MJy/sr)")
+                      f"{r['copies']:.2f} s)" for k, r in runs.items() if k != "jwst"))
+    compare_levels(method, truth, runs, "jwst", NOISE)
 
 
 def main(argv=None) -> int:
@@ -259,15 +223,7 @@ def main(argv=None) -> int:
         asn, truth = write_scene(Path(tmp), args.exposures, args.shape)
         print(f"wrote {len(truth)} _cal files of {args.shape}x{args.shape} "
               f"({args.exposures} exposures x 4 detectors) in {time.perf_counter() - start:.0f} s")
-        plan = [(m, False) for m in args.methods] + [(args.methods[-1], True)]
-        for method, subtract in plan:
-            common = ["--asn", str(asn), "--method", method, "--skystat", args.skystat]
-            common += ["--subtract"] if subtract else []
-            runs = {"pipeline": run_child(args.jwst_python, ["jwst", *common])}
-            for compare in args.compare:
-                runs[f"ours ({compare})"] = run_child(sys.executable, [f"ours:{compare}", *common])
-            compare_runs(method, subtract, truth, runs)
-            print(f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+        run_methods(args, __file__, "jwst", args.jwst_python, asn, truth, compare_runs)
     return 0
 
 
@@ -276,17 +232,7 @@ def parse_args(argv):
     parser.add_argument("--jwst-python", help="the Python of an environment with jwst")
     parser.add_argument("--exposures", type=int, default=4, help="dithered exposures (default 4)")
     parser.add_argument("--shape", type=int, default=2048, help="detector side (default 2048)")
-    parser.add_argument("--methods", type=lambda t: t.split(","), default=["match", "global+match"],
-                        help=f"among {', '.join(METHODS)} (default match,global+match)")
-    parser.add_argument("--compare", type=lambda t: t.split(","), default=["differences", "levels"],
-                        help="our compare settings (default differences,levels)")
-    parser.add_argument("--skystat", default="mode",
-                        help="the statistic of both (default mode, the step's)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--asn", help=argparse.SUPPRESS)
-    parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--subtract", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_run_options(parser, METHODS, "the statistic of both (default mode, the step's)")
     return parser.parse_args(argv)
 
 

@@ -62,6 +62,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # _steps
+
+from _steps import (  # noqa: E402
+    add_run_options,
+    add_stars,
+    compare_levels,
+    run_child,
+    run_methods,
+)
 
 SCALE = 0.11  # arcsec per pixel: WFI
 GAPS = (0.07, 0.14)  # between the detectors, along v2 and v3, in detector sides
@@ -112,7 +121,7 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> tupl
             data = rng.normal(skies[e, d - 1], NOISE, (shape, shape)).astype(np.float32)
             x, y = wcs.invert(star_ra, star_dec, with_bounding_box=False)
             inside = (x > -6) & (x < shape + 5) & (y > -6) & (y < shape + 5)
-            _add_stars(data, x[inside], y[inside], star_peak[inside])
+            add_stars(data, x[inside], y[inside], star_peak[inside], sigma=1.2)
             dq = np.zeros((shape, shape), np.uint32)
             jump = rng.random((shape, shape)) < 0.002
             dq[jump] |= JUMP_DET
@@ -133,17 +142,6 @@ def write_scene(folder: Path, exposures: int, shape: int, seed: int = 0) -> tupl
     path = folder / "r00001_p_full_wfi_f158_asn.json"
     path.write_text(json.dumps(asn, indent=1))
     return path, truth
-
-
-def _add_stars(image: np.ndarray, x, y, peaks, sigma: float = 1.2, half: int = 7) -> None:
-    ny, nx = image.shape
-    for xc, yc, peak in zip(x, y, peaks):
-        x0, y0 = int(np.floor(xc)) - half, int(np.floor(yc)) - half
-        xs, ys = np.arange(x0, x0 + 2 * half + 2), np.arange(y0, y0 + 2 * half + 2)
-        kx, ky = xs[(xs >= 0) & (xs < nx)], ys[(ys >= 0) & (ys < ny)]
-        if kx.size and ky.size:
-            stamp = np.exp(-((kx[None, :] - xc) ** 2 + (ky[:, None] - yc) ** 2) / (2 * sigma**2))
-            image[ky[0] : ky[-1] + 1, kx[0] : kx[-1] + 1] += (peak * stamp).astype(image.dtype)
 
 
 # -- the runs, each in a fresh process ------------------------------------------------------------
@@ -242,13 +240,6 @@ def _meta_row(model, inputs: Path, rdm) -> dict:
     }
 
 
-def run_child(python: str, args: list[str]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="study-romancal-out-") as tmp:
-        out = str(Path(tmp) / "out.json")
-        subprocess.run([python, __file__, "--child", *args, "--out", out], check=True)
-        return json.loads(Path(out).read_text())
-
-
 # -- the comparison -------------------------------------------------------------------------------
 def compare_runs(method: str, subtract: bool, truth: list[float], runs: dict) -> None:
     pipe = runs["romancal"]
@@ -256,29 +247,10 @@ def compare_runs(method: str, subtract: bool, truth: list[float], runs: dict) ->
           + "; ".join(f"{k} {r['time']:.2f} s (read and match {r['read_match']:.2f} s, "
                       f"{r['skies']} skies, {r['components']} components)"
                       for k, r in runs.items() if k != "romancal"))
-    truth = np.asarray(truth)
-    names = [r["name"] for r in pipe["rows"]]
-    levels = {}
-    for key, run in runs.items():
-        by_name = {r["name"]: r for r in run["rows"]}
-        if sorted(by_name) != sorted(names):
-            raise RuntimeError(f"{key} wrote other files than romancal: {sorted(by_name)}")
-        rows = [by_name[n] for n in names]
-        levels[key] = np.array([np.nan if r["level"] is None else r["level"] for r in rows])
-        fields = {(r["subtracted"], r["method"], r["cal_step"]) for r in rows}
-        tags = sorted({str(r["tag"]).rsplit("/", 1)[-1] for r in rows})
-        worst = max(r["removed_error"] for r in rows)
-        err = levels[key] - truth
-        if method == "match":  # relative skies: the lowest is 0 (match_down), compare shapes
-            err = err - np.nanmean(err)
-        print(f"  {key:>16}: (subtracted, method, cal_step) {sorted(fields)}; tag {', '.join(tags)}"
-              f"; pixels removed = level to {worst:.1e}; sky - truth rms "
-              f"{np.sqrt(np.nanmean(err**2)) / NOISE:.4f} sigma, max {np.nanmax(np.abs(err)) / NOISE:.4f}")
-    for key in runs:
-        if key != "romancal":
-            d = levels[key] - levels["romancal"]
-            print(f"  {key} - romancal: max |level difference| {np.nanmax(np.abs(d)) / NOISE:.4f} "
-                  f"sigma ({np.nanmax(np.abs(d)):.2e} MJy/sr)")
+    def tags(rows):
+        return "; tag " + ", ".join(sorted({str(r["tag"]).rsplit("/", 1)[-1] for r in rows}))
+
+    compare_levels(method, truth, runs, "romancal", NOISE, extra=tags)
 
 
 def main(argv=None) -> int:
@@ -317,26 +289,18 @@ def main(argv=None) -> int:
         print(f"wrote {len(truth)} _cal.asdf files of {args.shape}x{args.shape} "
               f"({args.exposures} exposures x 4 detectors) with roman_datamodels "
               f"{roman_datamodels.__version__} in {time.perf_counter() - start:.0f} s")
-        probe = run_child(args.romancal_python, ["probe", "--asn", str(asn)])
+        probe = run_child(args.romancal_python, __file__, ["probe", "--asn", str(asn)])
         if probe["error"]:
             print(f"romancal's roman_datamodels {theirs[1]} cannot open them: {probe['error']}")
             start = time.perf_counter()
             theirs_dir.mkdir()
-            written = run_child(args.romancal_python, [
+            written = run_child(args.romancal_python, __file__, [
                 "write", "--asn", str(theirs_dir), "--exposures", str(args.exposures),
                 "--shape", str(args.shape)])
             asn, truth = Path(written["asn"]), written["truth"]
             print(f"wrote them again with romancal's roman_datamodels {theirs[1]} (same helper, "
                   f"seed and pixels) in {time.perf_counter() - start:.0f} s")
-        plan = [(m, False) for m in args.methods] + [(args.methods[-1], True)]
-        for method, subtract in plan:
-            common = ["--asn", str(asn), "--method", method, "--skystat", args.skystat]
-            common += ["--subtract"] if subtract else []
-            runs = {"romancal": run_child(args.romancal_python, ["romancal", *common])}
-            for compare in args.compare:
-                runs[f"ours ({compare})"] = run_child(sys.executable, [f"ours:{compare}", *common])
-            compare_runs(method, subtract, truth, runs)
-            print(f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+        run_methods(args, __file__, "romancal", args.romancal_python, asn, truth, compare_runs)
     return 0
 
 
@@ -345,18 +309,8 @@ def parse_args(argv):
     parser.add_argument("--romancal-python", help="the Python of an environment with romancal")
     parser.add_argument("--exposures", type=int, default=3, help="dithered exposures (default 3)")
     parser.add_argument("--shape", type=int, default=1024, help="detector side (default 1024)")
-    parser.add_argument("--methods", type=lambda t: t.split(","), default=["match", "global+match"],
-                        help=f"among {', '.join(METHODS)} (default match,global+match)")
-    parser.add_argument("--compare", type=lambda t: t.split(","), default=["differences", "levels"],
-                        help="our compare settings (default differences,levels)")
-    parser.add_argument("--skystat", default="mode",
-                        help="the sky statistic of both (default mode, romancal's); ours is not "
-                        "the reference's histogram argmax (`skymatch_nb_ui.engine.stats`)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--asn", help=argparse.SUPPRESS)
-    parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--subtract", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_run_options(parser, METHODS, "the sky statistic of both (default mode, romancal's); "
+                    "ours is not the reference's histogram argmax (`skymatch_nb_ui.engine.stats`)")
     return parser.parse_args(argv)
 
 

@@ -754,6 +754,7 @@ def test_roman_copies_are_read_back_by_roman_datamodels_as_romancal_leaves_them(
     with rdm.open(kept / roman_files[1].name) as model:
         assert model.meta.cal_step.skymatch == "SKIPPED"
         assert model.meta.background.level is None and model.meta.background.subtracted is False
+        assert model.meta.background.method == "None"  # no method claimed for no sky
     with rdm.open(kept / roman_files[2].name) as model:
         assert model.meta.background.subtracted is False
         np.testing.assert_array_equal(model.data, np.full(JW_SHAPE, 120.0, np.float32))

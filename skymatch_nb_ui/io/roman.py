@@ -348,10 +348,10 @@ def write_copy(image: RomanImage, dest, *, sky: float, valid: bool, method: str,
         if valid:
             background.level = earlier + float(sky)
             background.subtracted = subtracted or earlier != 0.0 or bool(background.subtracted)
-        else:
+            background.method = str(method)
+        else:  # as the JWST step: no method claimed for a sky not found
             background.level = None if not background.subtracted else background.level
             background.subtracted = bool(background.subtracted)
-        background.method = str(method)
         if plane is not None and valid:
             ny, nx = np.shape(model.data)
             background["plane"] = {"model": "plane", "slope_x": float(plane[0]),

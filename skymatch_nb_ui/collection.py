@@ -1150,7 +1150,7 @@ def _warn_hst_exposure_in_files(records) -> None:
             "exposure, their chips share one sky. Two versions of one exposure (_flt and "
             "_flc) count its pixels twice: pass one of them (group_by='image' gives every "
             "chip its own sky)",
-            SkyMatchWarning, stacklevel=4)
+            SkyMatchWarning, stacklevel=5)  # the caller of from_files (via _from_records)
 
 
 def _record_names(records) -> list[str]:

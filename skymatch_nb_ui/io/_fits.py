@@ -1486,7 +1486,7 @@ def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = N
         "they are (AstroDrizzle compares them per arcsec^2); match the images of each pixel "
         "scale apart, or convert them to a surface brightness first",
         MixedUnitsWarning,
-        stacklevel=2,
+        stacklevel=4,  # from_files' caller
     )
 
 

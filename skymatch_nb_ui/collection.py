@@ -348,7 +348,8 @@ class ImageCollection:
             if exptime is not None:
                 meta["bunit"] = f"{meta['bunit']}/S"
         io.check_units(records, units=[meta["bunit"] for meta in metas])
-        io.check_pixel_areas(records, units=[meta["bunit"] for meta in metas])
+        io.check_pixel_areas(records, units=[meta["bunit"] for meta in metas],
+                             stacklevel=4)  # the caller of from_files / from_fits
         io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [

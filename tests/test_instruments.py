@@ -381,8 +381,9 @@ def test_hst_files_of_one_exposure_are_said_to_share_one_sky(hst_inputs, tmp_pat
 
     flc = shutil.copy(hst_inputs[0], tmp_path / "j9am00q_flc.fits")
     with pytest.warns(SkyMatchWarning, match=r"j9am00q_flc.fits and j9am00q_flt.fits are one "
-                      r"HST exposure \(ROOTNAME j9am00q\).*pass one of them"):
+                      r"HST exposure \(ROOTNAME j9am00q\).*pass one of them") as said:
         coll = ImageCollection.from_files([*hst_inputs, flc])
+    assert said[0].filename == __file__  # at the caller's line
     assert list(coll.groups.values()).count("j9am00q") == 4
     with warnings.catch_warnings():  # each file once; or chips apart: nothing to say
         warnings.simplefilter("error")

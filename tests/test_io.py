@@ -492,8 +492,9 @@ def test_images_in_counts_of_different_pixel_scales_warn(tmp_path, mosaic):
 
     wfc_uvis = [written("a0.fits", 0, "ELECTRONS", 1.0), written("a1.fits", 1, "ELECTRONS", 0.79)]
     with pytest.warns(MixedUnitsWarning, match=r"different areas on the sky: .*\(a1.fits\) to "
-                      r".*\(a0.fits\).*match the images of each pixel scale apart"):
+                      r".*\(a0.fits\).*match the images of each pixel scale apart") as said:
         ImageCollection.from_files(wfc_uvis)
+    assert said[0].filename == __file__  # at the caller's line, not inside the package
     rates = [written("r0.fits", 0, "ELECTRONS/S", 1.0), written("r1.fits", 1, "ELECTRONS/S", 0.79)]
     with pytest.warns(MixedUnitsWarning, match="different areas"):
         ImageCollection.from_files(rates)

@@ -1448,7 +1448,8 @@ def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -
 PIXEL_AREA_SPREAD = 1.1
 
 
-def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
+def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = None,
+                      stacklevel: int = 2) -> None:
     r"""Warn with `MixedUnitsWarning` when images in counts per pixel differ in pixel area.
 
     A sky in counts (or count rates: `COUNT_UNITS`, with or without ``/S``) is a sky per
@@ -1459,7 +1460,8 @@ def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = N
     pixel, as they are.  Areas from each WCS's linear part at its reference pixel; up to
     `PIXEL_AREA_SPREAD` (largest / smallest) they are one pixel scale.  Images in
     a surface brightness (MJy/sr, as JWST and Roman files are) and images without a FITS WCS
-    are left out.
+    are left out.  ``stacklevel``: the warning's, as `warnings.warn` takes it (2: the line
+    that called this).
 
     Examples
     --------
@@ -1486,7 +1488,7 @@ def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = N
         "they are (AstroDrizzle compares them per arcsec^2); match the images of each pixel "
         "scale apart, or convert them to a surface brightness first",
         MixedUnitsWarning,
-        stacklevel=4,  # from_files' caller
+        stacklevel=stacklevel,
     )
 
 

@@ -163,8 +163,9 @@ def test_duplicate_file_names_in_two_folders_need_names(tmp_path):
 def test_mixed_units_warn(tmp_path):
     mosaic = make_mosaic((1, 2), shape=(30, 30), mask_fraction=0.01)
     paths = write_multi_extension_files(mosaic, tmp_path, bunit=["MJy/sr", "DN/s"])
-    with pytest.warns(MixedUnitsWarning, match="DN/s"):
+    with pytest.warns(MixedUnitsWarning, match="DN/s") as said:
         ImageCollection.from_fits(paths)
+    assert said[0].filename == __file__  # at the caller's line, not inside the package
 
 
 def test_bad_dqbits_fail_at_construction(tmp_path):

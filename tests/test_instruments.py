@@ -481,8 +481,9 @@ def test_hst_exposures_of_different_lengths_are_matched_as_count_rates(tmp_path)
 def test_counts_compared_as_counts_only_when_asked_and_with_a_warning(tmp_path):
     paths = hst_exposures_of_lengths(tmp_path)
     with pytest.warns(io.MixedUnitsWarning, match=r"different exposure times \(400 to 1200 s\) "
-                                                  r"are compared as counts \(rates=False\)"):
+                                                  r"are compared as counts \(rates=False\)") as said:
         coll = ImageCollection.from_files(paths, rates=False)
+    assert said[0].filename == __file__  # at the caller's line
     ds = coll.skymatch(skymethod="match", skystat="median")
     assert ds.sky.attrs["units"] == "ELECTRONS"
     (tmp_path / "out").mkdir()
@@ -714,6 +715,7 @@ def test_roman_dn_per_s_with_different_conversions_warn_with_the_way_out(tmp_pat
     with pytest.warns(io.MixedUnitsWarning) as caught:
         coll = ImageCollection.from_files(paths)
     message = str(caught[0].message)
+    assert caught[0].filename == __file__  # at the caller's line
     assert "conversion_megajanskys: 0.5 (r0000101001001001001_0001_wfi01_cal.asdf, " in message
     assert "0.55 (r0000101001001001001_0001_wfi03_cal.asdf)" in message
     assert "romancal.flux.FluxStep" in message

@@ -1411,13 +1411,14 @@ def check_dqbits(dqbits) -> None:
 
 
 # -- units -----------------------------------------------------------------------------------
-def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
+def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None,
+                stacklevel: int = 2) -> None:
     """Warn with `MixedUnitsWarning` when the images' BUNIT are not all the same.
 
     Sky levels are compared in each image's own unit, so matching images in different
     units gives meaningless offsets.  A missing BUNIT counts as a unit of its own.
     ``units``: the images' units as they are compared, when not their BUNIT (count rates:
-    `count_rates`).
+    `count_rates`).  ``stacklevel``: the warning's (2: the line that called this).
 
     Examples
     --------
@@ -1439,7 +1440,7 @@ def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -
         "the images are in different units: " + "; ".join(parts)
         + ". Their sky levels are not comparable; convert them to one unit first" + hint,
         MixedUnitsWarning,
-        stacklevel=2,
+        stacklevel=stacklevel,
     )
 
 
@@ -1503,7 +1504,7 @@ def check_rates(rates) -> None:
         raise ValueError(f"rates must be 'auto', True or False; got {rates!r}")
 
 
-def count_rates(images: Sequence, rates="auto") -> list[float | None]:
+def count_rates(images: Sequence, rates="auto", *, stacklevel: int = 2) -> list[float | None]:
     """Per image, the exposure time its counts are divided by to compare count rates, or None.
 
     Images in counts (`COUNT_UNITS`: HST's ACS and WFC3/UVIS ``_flc`` are in ``ELECTRONS``)
@@ -1511,6 +1512,7 @@ def count_rates(images: Sequence, rates="auto") -> list[float | None]:
     lengths are not comparable as they are: AstroDrizzle's sky matching compares count rates.
     ``rates="auto"`` divides them by their ``EXPTIME`` when those differ, True always, False
     never (warning, with `MixedUnitsWarning`, when they differ).  Other images: None.
+    ``stacklevel``: the warning's (2: the line that called this).
 
     Raises
     ------
@@ -1535,7 +1537,7 @@ def count_rates(images: Sequence, rates="auto") -> list[float | None]:
                 f"images in counts ({images[counts[0]].meta['bunit']}) with different exposure "
                 f"times ({spread[0]:g} to {spread[-1]:g} s) are compared as counts (rates=False): "
                 "their skies are not comparable; rates='auto' compares count rates, as "
-                "AstroDrizzle does", MixedUnitsWarning, stacklevel=3)
+                "AstroDrizzle does", MixedUnitsWarning, stacklevel=stacklevel)
         return [None] * len(images)
     missing = [images[k].path.name for k, t in times.items() if not t or t <= 0]
     if missing:

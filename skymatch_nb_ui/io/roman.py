@@ -173,7 +173,7 @@ def _conversion(meta: dict) -> float | None:
     return float(value)
 
 
-def check_conversions(images) -> None:
+def check_conversions(images, *, stacklevel: int = 2) -> None:
     """Warn with `MixedUnitsWarning` when Roman images in DN/s have different conversions.
 
     A sky of one surface brightness gives different DN/s on detectors with different
@@ -181,7 +181,8 @@ def check_conversions(images) -> None:
     are not comparable, as images in different units are not (`check_units`).  romancal's
     mosaic pipeline runs its ``flux`` step (into MJy/sr) before its skymatch for this reason.
     Conversions that agree to 6 significant digits count as the same; images in MJy/sr, of
-    other kinds, or whose conversion is not known are left out.
+    other kinds, or whose conversion is not known are left out.  ``stacklevel``: the
+    warning's (2: the line that called this).
 
     Examples
     --------
@@ -206,7 +207,7 @@ def check_conversions(images) -> None:
         "Apply romancal's flux step first (romancal.flux.FluxStep, as its mosaic pipeline does "
         "before skymatch)",
         MixedUnitsWarning,
-        stacklevel=2,
+        stacklevel=stacklevel,
     )
 
 

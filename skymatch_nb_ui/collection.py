@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .engine import ImageLoader, SkyMatcher, SkyMatchParams, SkyMatchResult, subtracted_copy
-from .engine._validate import check_wcs, few_of, some_names
+from .engine._validate import caller_stacklevel, check_wcs, few_of, some_names
 from .engine.exceptions import SkyMatchWarning
 from .engine.geometry import footprint, lonlat_to_xyz, xyz_to_lonlat
 from .engine.groups import is_missing_label
@@ -1151,7 +1151,7 @@ def _warn_hst_exposure_in_files(records) -> None:
             "exposure, their chips share one sky. Two versions of one exposure (_flt and "
             "_flc) count its pixels twice: pass one of them (group_by='image' gives every "
             "chip its own sky)",
-            SkyMatchWarning, stacklevel=5)  # the caller of from_files (via _from_records)
+            SkyMatchWarning, stacklevel=caller_stacklevel())
 
 
 def _record_names(records) -> list[str]:

@@ -286,10 +286,14 @@ def test_threads_give_the_same_answers_as_one(mosaic):
 
 @pytest.mark.parametrize("skymodel", ["constant", "plane"])
 def test_the_disconnected_mosaic_warning_points_at_the_callers_line(skymodel):
-    """Whatever the sky model, the warning names the line that called `skymatch`, not ours."""
+    """Whatever the sky model, the warning names the line that called `skymatch` or
+    `SkyMatcher.run`, not ours."""
     m = make_mosaic((1, 2), shape=(50, 50), overlap=0.0, sky=[1, 2])
     with pytest.warns(DisconnectedMosaicWarning) as record:
         skymatch(m.images, m.wcs, skymethod="match", skystat="mean", skymodel=skymodel)
+    assert [w.filename for w in record] == [__file__]
+    with pytest.warns(DisconnectedMosaicWarning) as record:
+        SkyMatcher(m.images, m.wcs).run(skymethod="match", skystat="mean", skymodel=skymodel)
     assert [w.filename for w in record] == [__file__]
 
 

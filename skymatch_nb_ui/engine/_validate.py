@@ -20,6 +20,28 @@ from .frames import in_one_frame
 from .geometry import CelestialWCS
 from .loaders import ArrayImage, ImageLoader, is_loader
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # skymatch_nb_ui/
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` for a warning of the calling function: the first line outside us.
+
+    That is the user's call, however deep in the package it was made (`skymatch`,
+    `SkyMatcher.run`, a collection's or a widget's solve).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> warnings.warn("...", UserWarning, stacklevel=caller_stacklevel())  # doctest: +SKIP
+    """
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 
 # -- scalar parameters --------------------------------------------------------------------------
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import reads
 from ._execute import Execution, Progress, balanced, batches_of, check_scheduler
-from ._validate import check_images, check_wcs, check_workers
+from ._validate import caller_stacklevel, check_images, check_wcs, check_workers
 from .covariance import SharedSides, error_covariance, pair_covariance, shared_sides
 from .differences import PixelMap, pixel_map, pixel_maps
 from .exceptions import DisconnectedMosaicWarning
@@ -295,7 +295,7 @@ class SkyMatcher:
         if params.subtract:
             result = self._subtracted(result, execution)
         for message in result.warnings:
-            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=3)
+            warnings.warn(message, DisconnectedMosaicWarning, stacklevel=caller_stacklevel())
         return result
 
     def _solve_constant(self, params: SkyMatchParams, grouping: Grouping,

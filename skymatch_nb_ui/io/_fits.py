@@ -52,7 +52,7 @@ from astropy.nddata.bitmask import extend_bit_flag_map
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..engine import _execute
-from ..engine._validate import and_more
+from ..engine._validate import and_more, caller_stacklevel
 from ..engine.exceptions import SkyMatchWarning
 from ..engine.geometry import lonlat_to_xyz
 from ._mapping import map_readonly
@@ -1916,7 +1916,7 @@ def write_array_fits(
             f"{str(dest)!r}: the WCS ({type(wcs).__name__}) cannot be written as FITS keywords; "
             "the file has none",
             SkyMatchWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     _set_bkg_keywords(header, sky=sky, valid=valid, method=plane_method(method, plane),
                       subtracted=subtracted)

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..engine._validate import caller_stacklevel
 from . import jwst, roman
 from ._fits import _open as _open_fits
 from ._fits import find_fits, portable, settled, write_fits_file
@@ -190,7 +191,7 @@ def open_images(paths, *, ext=None, dq_ext: str | None = "DQ", fits_only: bool =
     approximate = jwst.approximate(images)
     if approximate:
         warnings.warn(jwst.approximation_warning(approximate), jwst.ApproximateWCSWarning,
-                      stacklevel=2)
+                      stacklevel=caller_stacklevel())
     return images
 
 

@@ -37,7 +37,8 @@ def caller_stacklevel() -> int:
     import sys
 
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE + os.sep):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE + os.sep):  # (a file's name is relative where its sys.path entry was)
         frame, level = frame.f_back, level + 1
     return level
 

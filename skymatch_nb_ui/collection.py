@@ -343,14 +343,14 @@ class ImageCollection:
         if masks is not None:
             records = io.with_mask_files(records, masks)
         metas = [dict(r.meta) for r in records]
-        caller = 4  # the warnings' stacklevel: the line that called from_files / from_fits
-        exptimes = io.count_rates(records, rates, stacklevel=caller)
+        exptimes = io.count_rates(records, rates)
         for meta, exptime in zip(metas, exptimes):
             if exptime is not None:
                 meta["bunit"] = f"{meta['bunit']}/S"
-        io.check_units(records, units=[meta["bunit"] for meta in metas], stacklevel=caller)
-        io.check_pixel_areas(records, units=[meta["bunit"] for meta in metas], stacklevel=caller)
-        io.roman.check_conversions(records, stacklevel=caller)
+        units = [meta["bunit"] for meta in metas]
+        io.check_units(records, units=units)
+        io.check_pixel_areas(records, units=units)
+        io.roman.check_conversions(records)
         names = _names(names, len(records), default=_record_names(records))
         sources = [
             _Source(

@@ -43,7 +43,6 @@ def caller_stacklevel() -> int:
     return level
 
 
-
 # -- scalar parameters --------------------------------------------------------------------------
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` as one of ``choices`` (case-insensitive; returned lower-case)."""

@@ -1411,14 +1411,13 @@ def check_dqbits(dqbits) -> None:
 
 
 # -- units -----------------------------------------------------------------------------------
-def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None,
-                stacklevel: int = 2) -> None:
+def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
     """Warn with `MixedUnitsWarning` when the images' BUNIT are not all the same.
 
     Sky levels are compared in each image's own unit, so matching images in different
     units gives meaningless offsets.  A missing BUNIT counts as a unit of its own.
     ``units``: the images' units as they are compared, when not their BUNIT (count rates:
-    `count_rates`).  ``stacklevel``: the warning's (2: the line that called this).
+    `count_rates`).  The warning names the first line outside this package that led here.
 
     Examples
     --------
@@ -1440,7 +1439,7 @@ def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None,
         "the images are in different units: " + "; ".join(parts)
         + ". Their sky levels are not comparable; convert them to one unit first" + hint,
         MixedUnitsWarning,
-        stacklevel=stacklevel,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -1449,8 +1448,7 @@ def check_units(images: Sequence[FitsImage], *, units: Sequence | None = None,
 PIXEL_AREA_SPREAD = 1.1
 
 
-def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = None,
-                      stacklevel: int = 2) -> None:
+def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = None) -> None:
     r"""Warn with `MixedUnitsWarning` when images in counts per pixel differ in pixel area.
 
     A sky in counts (or count rates: `COUNT_UNITS`, with or without ``/S``) is a sky per
@@ -1461,8 +1459,7 @@ def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = N
     pixel, as they are.  Areas from each WCS's linear part at its reference pixel; up to
     `PIXEL_AREA_SPREAD` (largest / smallest) they are one pixel scale.  Images in
     a surface brightness (MJy/sr, as JWST and Roman files are) and images without a FITS WCS
-    are left out.  ``stacklevel``: the warning's, as `warnings.warn` takes it (2: the line
-    that called this).
+    are left out.  The warning names the first line outside this package that led here.
 
     Examples
     --------
@@ -1489,7 +1486,7 @@ def check_pixel_areas(images: Sequence[FitsImage], *, units: Sequence | None = N
         "they are (AstroDrizzle compares them per arcsec^2); match the images of each pixel "
         "scale apart, or convert them to a surface brightness first",
         MixedUnitsWarning,
-        stacklevel=stacklevel,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -1504,7 +1501,7 @@ def check_rates(rates) -> None:
         raise ValueError(f"rates must be 'auto', True or False; got {rates!r}")
 
 
-def count_rates(images: Sequence, rates="auto", *, stacklevel: int = 2) -> list[float | None]:
+def count_rates(images: Sequence, rates="auto") -> list[float | None]:
     """Per image, the exposure time its counts are divided by to compare count rates, or None.
 
     Images in counts (`COUNT_UNITS`: HST's ACS and WFC3/UVIS ``_flc`` are in ``ELECTRONS``)
@@ -1512,7 +1509,7 @@ def count_rates(images: Sequence, rates="auto", *, stacklevel: int = 2) -> list[
     lengths are not comparable as they are: AstroDrizzle's sky matching compares count rates.
     ``rates="auto"`` divides them by their ``EXPTIME`` when those differ, True always, False
     never (warning, with `MixedUnitsWarning`, when they differ).  Other images: None.
-    ``stacklevel``: the warning's (2: the line that called this).
+    The warning names the first line outside this package that led here.
 
     Raises
     ------
@@ -1537,7 +1534,7 @@ def count_rates(images: Sequence, rates="auto", *, stacklevel: int = 2) -> list[
                 f"images in counts ({images[counts[0]].meta['bunit']}) with different exposure "
                 f"times ({spread[0]:g} to {spread[-1]:g} s) are compared as counts (rates=False): "
                 "their skies are not comparable; rates='auto' compares count rates, as "
-                "AstroDrizzle does", MixedUnitsWarning, stacklevel=stacklevel)
+                "AstroDrizzle does", MixedUnitsWarning, stacklevel=caller_stacklevel())
         return [None] * len(images)
     missing = [images[k].path.name for k, t in times.items() if not t or t <= 0]
     if missing:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine._validate import and_more
+from ..engine._validate import and_more, caller_stacklevel
 from ..engine.packed import collector_paused, packed_or_copy
 
 __all__ = ["DEFAULT_DQBITS", "DN_PER_S", "MJY_PER_SR", "RomanImage", "check_conversions",
@@ -173,7 +173,7 @@ def _conversion(meta: dict) -> float | None:
     return float(value)
 
 
-def check_conversions(images, *, stacklevel: int = 2) -> None:
+def check_conversions(images) -> None:
     """Warn with `MixedUnitsWarning` when Roman images in DN/s have different conversions.
 
     A sky of one surface brightness gives different DN/s on detectors with different
@@ -181,8 +181,8 @@ def check_conversions(images, *, stacklevel: int = 2) -> None:
     are not comparable, as images in different units are not (`check_units`).  romancal's
     mosaic pipeline runs its ``flux`` step (into MJy/sr) before its skymatch for this reason.
     Conversions that agree to 6 significant digits count as the same; images in MJy/sr, of
-    other kinds, or whose conversion is not known are left out.  ``stacklevel``: the
-    warning's (2: the line that called this).
+    other kinds, or whose conversion is not known are left out.  The warning names the first
+    line outside this package that led here.
 
     Examples
     --------
@@ -207,7 +207,7 @@ def check_conversions(images, *, stacklevel: int = 2) -> None:
         "Apply romancal's flux step first (romancal.flux.FluxStep, as its mosaic pipeline does "
         "before skymatch)",
         MixedUnitsWarning,
-        stacklevel=stacklevel,
+        stacklevel=caller_stacklevel(),
     )
 
 

@@ -80,6 +80,19 @@ def add_run_options(parser: argparse.ArgumentParser, methods, skystat_help: str)
     parser.add_argument("--out", help=argparse.SUPPRESS)
 
 
+def in_peer_order(runs: dict, peer: str) -> dict:
+    """Each run's ``rows`` in the order of the peer's (by ``name``): they must name the same
+    files (or chips), else a `RuntimeError` says which."""
+    names = [r["name"] for r in runs[peer]["rows"]]
+    ordered = {}
+    for key, run in runs.items():
+        by_name = {r["name"]: r for r in run["rows"]}
+        if sorted(by_name) != sorted(names):
+            raise RuntimeError(f"{key} wrote other files than {peer}: {sorted(by_name)}")
+        ordered[key] = [by_name[n] for n in names]
+    return ordered
+
+
 def compare_levels(method: str, truth, runs: dict, peer: str, noise: float, extra=None) -> None:
     """Print what each run recorded (``meta.background``, ``cal_step``) against the truth and
     against the peer's run.
@@ -89,13 +102,8 @@ def compare_levels(method: str, truth, runs: dict, peer: str, noise: float, extr
     skies are relative: their mean error is removed.  ``extra(rows)``: more to say of a run.
     """
     truth = np.asarray(truth)
-    names = [r["name"] for r in runs[peer]["rows"]]
     levels = {}
-    for key, run in runs.items():
-        by_name = {r["name"]: r for r in run["rows"]}
-        if sorted(by_name) != sorted(names):
-            raise RuntimeError(f"{key} wrote other files than {peer}: {sorted(by_name)}")
-        rows = [by_name[n] for n in names]
+    for key, rows in in_peer_order(runs, peer).items():
         levels[key] = np.array([np.nan if r["level"] is None else r["level"] for r in rows])
         fields = sorted({(r["subtracted"], r["method"], r["cal_step"]) for r in rows})
         worst = max(r["removed_error"] for r in rows)

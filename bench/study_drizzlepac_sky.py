@@ -81,7 +81,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # _steps
 
-from _steps import add_stars, run_child  # noqa: E402
+from _steps import add_stars, in_peer_order, run_child  # noqa: E402
 
 RATE0, RATE_STEP = 0.100, 0.005  # e-/s
 READ_NOISE = 4.0  # e-
@@ -300,11 +300,7 @@ def compare_runs(method: str, truth: list[dict], runs: dict) -> None:
         * by_file[r["file"]]["exptime"] for r in driz["rows"]])
     noise = np.array([by_file[r["file"]]["noise"] for r in driz["rows"]])
     sky = {}
-    for key, run in runs.items():
-        by_name = {r["name"]: r for r in run["rows"]}
-        if sorted(by_name) != sorted(names):
-            raise RuntimeError(f"{key} wrote other chips than drizzlepac: {sorted(by_name)}")
-        rows = [by_name[n] for n in names]
+    for key, rows in in_peer_order(runs, "drizzlepac").items():
         sky[key] = np.array([np.nan if r["mdrizsky"] is None else r["mdrizsky"] for r in rows])
         err = (sky[key] - expected) / noise
         same = all(a["mdrizsky"] == b["mdrizsky"] for a, b in zip(rows[::2], rows[1::2]))
@@ -316,7 +312,7 @@ def compare_runs(method: str, truth: list[dict], runs: dict) -> None:
         if key != "drizzlepac":
             print(f"  {'':>20}  BKGLEVEL == MDRIZSKY: "
                   f"{all(r['bkglevel'] == r['mdrizsky'] for r in rows)}; units of the result "
-                  f"{run['units']}; {len(run['groups'])} groups")
+                  f"{runs[key]['units']}; {len(runs[key]['groups'])} groups")
     comments = {r["comment"] for run in runs.values() for r in run["rows"]}
     print(f"  MDRIZSKY comments: {sorted(comments, key=str)}")
     keys = [k for k in runs if k != "drizzlepac"]
